@@ -1,0 +1,1 @@
+"""Shared library of the training pipeline: config, data, features, backtest metrics."""

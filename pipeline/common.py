@@ -1,0 +1,203 @@
+"""Paths, the one-line error type, atomic writes, hashing, logging and the CLI wrapper.
+
+Every step imports from here so that error handling and artifact writing behave the same
+everywhere (DEVELOPERS.md, non-negotiable 3: one clear error line, nothing destroyed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The folder that holds runpod_main.py, the configs and datasets/."""
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_PREFLIGHT = 2
+EXIT_PUSH = 3
+EXIT_INTERRUPTED = 130
+
+
+class PipelineError(Exception):
+    """An error the user can fix; printed as one line (no traceback) by :func:`run_cli`."""
+
+    exit_code: int = EXIT_ERROR
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where artifacts live. ``root`` defaults to ``$PIPELINE_HOME`` or the project folder."""
+
+    root: Path
+
+    @classmethod
+    def from_root(cls, root: str | os.PathLike[str] | None = None) -> Paths:
+        """Build paths under ``root`` (or ``$PIPELINE_HOME``, or the project folder)."""
+        chosen = root if root is not None else os.environ.get("PIPELINE_HOME") or PROJECT_ROOT
+        return cls(Path(chosen).resolve())
+
+    @property
+    def datasets(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def scalers(self) -> Path:
+        return self.root / "scalers"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def ppo_models(self) -> Path:
+        return self.root / "ppo_approach" / "models"
+
+    @property
+    def ppo_checkpoints(self) -> Path:
+        return self.root / "ppo_approach" / "checkpoints"
+
+    @property
+    def ppo_logs(self) -> Path:
+        return self.root / "ppo_approach" / "logs"
+
+    def output_dirs(self) -> list[Path]:
+        """Every folder a run writes into."""
+        return [
+            self.models,
+            self.scalers,
+            self.results,
+            self.logs,
+            self.ppo_models,
+            self.ppo_checkpoints,
+            self.ppo_logs,
+        ]
+
+    def ensure(self) -> Paths:
+        """Create every output folder; returns self."""
+        for d in self.output_dirs():
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success rename it over ``path``, else delete it.
+
+    A crash or Ctrl-C half-way through writing never leaves a truncated artifact behind.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (numpy scalars and Paths converted)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalar
+        return obj.item()
+    if hasattr(obj, "tolist"):  # numpy array
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hex SHA-256 of ``obj`` serialised as canonical JSON (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------- logging and CLI
+
+
+def setup_logging(verbose: bool = False, log_file: str | os.PathLike[str] | None = None) -> None:
+    """Console logging (INFO, or DEBUG with ``verbose``) and optionally a log file."""
+    level = logging.DEBUG if verbose else logging.INFO
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=handlers,
+        force=True,
+    )
+    # Third-party chatter that would drown our own DEBUG lines.
+    for noisy in ("matplotlib", "PIL", "git", "urllib3", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_cli(fn: Callable[[], int]) -> int:
+    """Run a step's body; a :class:`PipelineError` becomes one ``error:`` line and its exit code."""
+    try:
+        return fn()
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

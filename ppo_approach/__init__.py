@@ -1,0 +1,1 @@
+"""PPO trading agent: environment, rewards, prediction tables, training and backtest."""
