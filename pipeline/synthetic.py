@@ -1,0 +1,248 @@
+"""Seeded synthetic OHLCV candles that look like crypto data, with an optional planted signal.
+
+What the generator produces (all from one ``np.random.default_rng(seed)``):
+
+* **Returns** ``r_t = d_t + sigma_t * z_t`` (open-to-close log return of bar ``t``).
+  ``z_t`` are Student-t innovations (``df = 6``) rescaled to unit variance, so returns have fat
+  tails (excess kurtosis of ``z`` alone is 3). ``sigma_t`` follows a GARCH(1,1) recursion
+  (Bollerslev 1986) ``sigma2_t = omega + alpha * sigma2_{t-1} z2_{t-1} + beta * sigma2_{t-1}``
+  with ``alpha = 0.06, beta = 0.92``: volatility clusters, so ``|r|`` is autocorrelated. The
+  unconditional per-bar volatility is 0.6 % for hourly bars (roughly BTC), scaled by
+  ``sqrt(bar length / 1 h)`` for other frequencies.
+* **Candles**: ``open_t = close_{t-1} * exp(g_t)`` with a tiny gap ``g_t ~ N(0, (0.02 sigma_t)^2)``
+  (exchanges print the first trade of the next bar, not the last close). ``high``/``low`` are drawn
+  from the exact distribution of the maximum / minimum of a Brownian bridge from ``open`` to
+  ``close`` with variance ``sigma_t^2`` (``M = (r + sqrt(r^2 - 2 sigma^2 ln U)) / 2``), so
+  ``low <= open, close <= high`` holds by construction and ranges scale with volatility.
+* **Volume** = base level x hour-of-day profile (peak around 15:00 UTC, trough around 03:00 UTC,
+  +-35 %) x weekend factor (0.8 on Saturday/Sunday) x ``(1 + 1.5 |r_t| / sigma_bar)`` (busy bars
+  are big bars) x ``(sigma_t / sigma_bar)^0.5`` x log-normal noise (``sd = 0.35``).
+
+The planted signal (``signal > 0``), documented so tests and the demo know what can be learned:
+
+* A hidden **drift regime** ``mu_t`` is a stationary AR(1) process, ``mu_t = phi mu_{t-1} +
+  sqrt(1 - phi^2) eta_t`` ~ ``N(0, 1)``, with a half-life of ``DRIFT_HALF_LIFE_BARS = 120`` bars
+  (``phi = 0.5 ** (1 / 120)``). It moves slowly, so over the next few bars it is nearly constant.
+* It feeds a **trend component** of the log price,
+  ``T_t = (1 - kappa) T_{t-1} + signal * DRIFT_SCALE * sigma_t * mu_{t-1}``, and each bar's return
+  gets ``d_t = T_t - T_{t-1}``. So the expected return of a bar is about
+  ``signal * DRIFT_SCALE * mu_{t-1}`` times its own volatility (a per-bar Sharpe ratio;
+  ``DRIFT_SCALE = 0.6``), minus a tiny pull ``kappa T_{t-1}`` back towards the random walk
+  (``ANCHOR_HALF_LIFE_BARS = 720``: the accumulated trend decays with a 30-day half-life on hourly
+  bars). The anchor exists only to keep prices plausible: without it a persistent drift compounds
+  into price paths spanning many orders of magnitude. Bar ``t`` uses the regime of bar ``t - 1``, so
+  nothing about bar ``t`` is known before bar ``t - 1`` closed.
+* Because ``mu`` persists, its sign and strength show up in the volatility-normalised momentum of
+  the past ~20-120 bars, and they carry over to the next ``k = 5`` bars that define the label
+  (mean of the next 5 closes vs the current close). Past-momentum features therefore predict the
+  label's direction. ``signal = 0`` makes ``T = 0``: a pure random walk (GARCH noise only), nothing
+  about the direction is predictable from the past.
+* Calibration (logistic regression on 5 volatility-normalised momentum features over the past
+  5..60 bars, chronological 70/30 split, 3 balanced classes with the threshold fitted on the train
+  part, 17,520 hourly bars, mean of seeds 0-4): ``signal = 0`` gives 33 % test accuracy (chance),
+  ``signal = 0.3`` about 41 %, ``signal = 0.5`` about 47 %, ``signal = 1.0`` about 59 %.
+  Over 17,520 bars the log price spans about 1.2 (``signal = 0``), 2.4 (``0.3``) and 6.5
+  (``1.0``) units.
+
+The random draws are made in the same order whatever ``signal`` is, so two series with the same
+seed and different ``signal`` share the same noise and differ only by the trend component.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+
+from pipeline.common import atomic_path
+
+COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
+
+T_DF = 6.0
+"""Degrees of freedom of the Student-t innovations (finite kurtosis needs df > 4)."""
+
+GARCH_ALPHA = 0.06
+GARCH_BETA = 0.92
+"""GARCH(1,1) coefficients; alpha + beta = 0.98 is typical for hourly crypto returns."""
+
+HOURLY_VOL = 0.006
+"""Unconditional volatility of one hourly log return (about BTC's)."""
+
+DRIFT_HALF_LIFE_BARS = 120.0
+"""Half-life of the hidden drift regime ``mu`` in bars."""
+
+DRIFT_SCALE = 0.6
+"""Per-bar Sharpe ratio of the drift when ``signal = 1`` and ``mu = 1``."""
+
+ANCHOR_HALF_LIFE_BARS = 720.0
+"""Half-life in bars with which the accumulated trend component decays back to 0."""
+
+GAP_FRACTION = 0.02
+"""Std of the open-vs-previous-close gap as a fraction of the bar's volatility."""
+
+BASE_VOLUME_PER_HOUR = 60.0
+"""Typical volume of one hourly bar (in base-currency units, e.g. BTC)."""
+
+
+def _bar_seconds(freq: str) -> float:
+    """Length of one bar of pandas frequency ``freq`` in seconds."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    return float(pd.Timedelta(offset).total_seconds())
+
+
+def _garch_variance(z2: np.ndarray, sigma2_bar: float) -> np.ndarray:
+    """GARCH(1,1) conditional variances for squared unit innovations ``z2`` (N,).
+
+    ``sigma2_t = omega + (alpha z2_{t-1} + beta) sigma2_{t-1}`` is a first-order linear
+    recursion with time-varying coefficient; a loop over Python floats runs ~175k bars in well
+    under 0.1 s, which is simpler and numerically safer than a cumulative-product closed form.
+    """
+    omega = sigma2_bar * (1.0 - GARCH_ALPHA - GARCH_BETA)
+    coef = (GARCH_ALPHA * z2 + GARCH_BETA).tolist()
+    out = [0.0] * len(coef)
+    s = sigma2_bar
+    for t, a in enumerate(coef):
+        out[t] = s
+        s = omega + a * s
+    return np.asarray(out, dtype=np.float64)
+
+
+def _ar1_filter(x: np.ndarray, a: float) -> np.ndarray:
+    """``y_t = a y_{t-1} + x_t`` with ``y_{-1} = 0`` for ``x`` (N,).
+
+    ``scipy.signal.lfilter`` runs the recursion in C, so 175k bars take about a millisecond.
+    """
+    return np.asarray(lfilter([1.0], [1.0, -a], x), dtype=np.float64)
+
+
+def _stationary_ar1(eta: np.ndarray, phi: float) -> np.ndarray:
+    """Stationary AR(1) ``x_t = phi x_{t-1} + sqrt(1 - phi^2) eta_t``, ``x_0 = eta_0`` ~ N(0, 1)."""
+    scaled = np.sqrt(1.0 - phi * phi) * eta
+    scaled[0] = eta[0]
+    return _ar1_filter(scaled, phi)
+
+
+def generate_ohlcv(
+    n_bars: int,
+    signal: float = 0.0,
+    seed: int = 0,
+    start: str = "2024-01-01",
+    freq: str = "1h",
+    start_price: float = 40000.0,
+) -> pd.DataFrame:
+    """Generate ``n_bars`` synthetic candles; see the module docstring for the model.
+
+    Args:
+        n_bars: number of bars (rows), >= 1.
+        signal: strength of the planted drift regime; 0 = pure random walk, 0.3 = weak (demo),
+            1.0 = clearly learnable.
+        seed: seed of ``np.random.default_rng``; same arguments give identical frames.
+        start: first timestamp (UTC).
+        freq: pandas frequency of the bars (``"1h"``, ``"15min"``, ``"1D"`` ...).
+        start_price: open of the first bar.
+
+    Returns:
+        DataFrame with columns timestamp (datetime64[ns, UTC]), open, high, low, close, volume
+        (float64) and a RangeIndex.
+    """
+    if n_bars < 1:
+        raise ValueError(f"n_bars must be >= 1, got {n_bars}")
+    if signal < 0:
+        raise ValueError(f"signal must be >= 0, got {signal}")
+    if start_price <= 0:
+        raise ValueError(f"start_price must be > 0, got {start_price}")
+    rng = np.random.default_rng(seed)
+    n = int(n_bars)
+    bar_hours = _bar_seconds(freq) / 3600.0
+    sigma_bar = HOURLY_VOL * np.sqrt(bar_hours)
+
+    # Every draw happens in this fixed order whatever `signal` is (shared noise across signals).
+    z = rng.standard_t(T_DF, size=n) * np.sqrt((T_DF - 2.0) / T_DF)  # (N,) unit variance
+    eta = rng.standard_normal(n)  # (N,) regime shocks
+    gap = rng.standard_normal(n)  # (N,) open gaps
+    u_high = rng.random(n)  # (N,) uniforms for the bridge maximum
+    u_low = rng.random(n)  # (N,) uniforms for the bridge minimum
+    vol_noise = rng.standard_normal(n)  # (N,) volume noise
+
+    sigma = np.sqrt(_garch_variance(z * z, sigma_bar**2))  # (N,)
+    phi = 0.5 ** (1.0 / DRIFT_HALF_LIFE_BARS)
+    mu = _stationary_ar1(eta, phi)  # (N,)
+    mu_prev = np.concatenate(([0.0], mu[:-1]))  # regime known at the end of bar t-1
+    # Trend component of log price: integrates the drift and decays back to 0 (anchor).
+    kappa = 1.0 - 0.5 ** (1.0 / ANCHOR_HALF_LIFE_BARS)
+    trend = _ar1_filter(signal * DRIFT_SCALE * sigma * mu_prev, 1.0 - kappa)  # (N,)
+    drift = np.diff(trend, prepend=0.0)  # (N,) expected part of each bar's return
+    r = drift + sigma * z  # (N,) open-to-close log return
+
+    g = GAP_FRACTION * sigma * gap  # (N,)
+    g[0] = 0.0
+    # log open_t = log close_{t-1} + g_t; log close_t = log open_t + r_t.
+    log_close = np.log(start_price) + np.cumsum(r + g)  # (N,)
+    log_open = log_close - r  # (N,)
+
+    # Max / min of a Brownian bridge from 0 to r with variance sigma^2 (exact inverse CDF).
+    root_h = np.sqrt(r * r - 2.0 * sigma * sigma * np.log1p(-u_high))
+    root_l = np.sqrt(r * r - 2.0 * sigma * sigma * np.log1p(-u_low))
+    log_high = log_open + 0.5 * (r + root_h)
+    log_low = log_open + 0.5 * (r - root_l)
+
+    ts = pd.date_range(start=start, periods=n, freq=freq, tz="UTC")
+    hour = ts.hour.to_numpy() + ts.minute.to_numpy() / 60.0
+    hour_profile = 1.0 + 0.35 * np.cos(2.0 * np.pi * (hour - 15.0) / 24.0)
+    weekend = np.where(ts.dayofweek.to_numpy() >= 5, 0.8, 1.0)
+    volume = (
+        BASE_VOLUME_PER_HOUR
+        * bar_hours
+        * hour_profile
+        * weekend
+        * (1.0 + 1.5 * np.abs(r) / sigma_bar)
+        * np.sqrt(sigma / sigma_bar)
+        * np.exp(0.35 * vol_noise - 0.5 * 0.35**2)
+    )
+
+    open_ = np.exp(log_open)
+    close = np.exp(log_close)
+    # exp() of the bridge bounds can round a hair inside open/close; clamp so OHLC is exact.
+    high = np.maximum(np.exp(log_high), np.maximum(open_, close))
+    low = np.minimum(np.exp(log_low), np.minimum(open_, close))
+    return pd.DataFrame(
+        {
+            "timestamp": ts.as_unit("ns"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+        }
+    )
+
+
+def write_ohlcv_csv(
+    df: pd.DataFrame,
+    path: str | os.PathLike[str],
+    price_decimals: int = 2,
+    volume_decimals: int = 4,
+) -> Path:
+    """Write ``df`` atomically as ``timestamp,open,high,low,close,volume`` CSV with ISO timestamps.
+
+    Prices are rounded to ``price_decimals`` (cents for BTC-EUR) and volume to ``volume_decimals``
+    to keep the file small; rounding is monotone, so ``low <= open, close <= high`` still holds.
+    Timestamps are written as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC).
+    """
+    out = pd.DataFrame(
+        {
+            "timestamp": df["timestamp"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **{c: df[c].round(price_decimals) for c in ("open", "high", "low", "close")},
+            "volume": df["volume"].round(volume_decimals),
+        }
+    )
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False, lineterminator="\n")
+        # mkstemp creates 0600 files; a dataset is meant to be shared, so honour the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+    return Path(path)
