@@ -1,0 +1,206 @@
+"""Config files, presets and --set overrides: types, ranges, and error messages with file:line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from pipeline.common import run_cli
+from pipeline.config import (
+    PPO_CONFIG_PATH,
+    PRESETS,
+    TRAINING_CONFIG_PATH,
+    ConfigError,
+    PPOConfig,
+    TrainingConfig,
+    add_config_args,
+    config_from_args,
+    load_config,
+    load_resolved,
+    read_config_file,
+    write_resolved,
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "training_config.txt") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_shipped_files_parse_to_the_documented_defaults() -> None:
+    cfg = load_config()
+    assert cfg.training == TrainingConfig()
+    assert cfg.ppo == PPOConfig()
+    t, p = cfg.training, cfg.ppo
+    assert (t.epochs, t.lookback, t.batch_size, t.amp) == (150, 60, 1024, True)
+    assert (p.total_timesteps, p.batch_size, p.n_steps, p.n_epochs) == (150_000, 2048, 1024, 20)
+    assert (p.learning_rate, p.gamma, p.gae_lambda, p.clip_range) == (3e-4, 0.99, 0.95, 0.2)
+    assert (p.net_arch, p.n_envs, p.checkpoint_freq, p.eval_freq, p.eval_episodes) == (
+        (1280, 640),
+        16,
+        25_000,
+        5_000,
+        5,
+    )
+
+
+def test_every_key_is_documented_in_the_shipped_files() -> None:
+    for path, cls in ((TRAINING_CONFIG_PATH, TrainingConfig), (PPO_CONFIG_PATH, PPOConfig)):
+        text = path.read_text()
+        keys = read_config_file(path, cls)
+        assert set(keys) == {f for f in cls.__dataclass_fields__}
+        for key in keys:
+            line = next(i for i, s in enumerate(text.splitlines()) if s.startswith(f"{key} ="))
+            comment = text.splitlines()[line - 1]
+            assert comment.startswith("# ") and "(default: " in comment, key
+
+
+def test_values_are_typed(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "[data]\nlookback = 30  # short\nthreshold_delta = 0.002\namp = off\n"
+        "features = ret_1, rsi_14\n",
+    )
+    values = {k: v for k, (v, _) in read_config_file(p, TrainingConfig).items()}
+    assert values == {
+        "lookback": 30,
+        "threshold_delta": 0.002,
+        "amp": False,
+        "features": ("ret_1", "rsi_14"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "lookbak = 60\n",
+            "training_config.txt:1: unknown key 'lookbak' (did you mean 'lookback'?)",
+        ),
+        (
+            "lookback = sixty\n",
+            "training_config.txt:1: lookback = sixty: 'sixty' is not an integer",
+        ),
+        ("lookback = 0\n", "training_config.txt:1: lookback = 0: 0 is out of range; expected >= 2"),
+        (
+            "# x\ntest_fraction = 1.4\n",
+            "training_config.txt:2: test_fraction = 1.4: 1.4 is out of range; expected < 1",
+        ),
+        (
+            "epochs = 3\n\nepochs = 4\n",
+            "training_config.txt:3: duplicate key 'epochs' (first set at line 1)",
+        ),
+        ("amp = maybe\n", "amp = maybe: 'maybe' is not a boolean; expected true or false"),
+        ("device = tpu\n", "'tpu' is not allowed; expected one of auto, cpu, cuda"),
+        ("just some words\n", "training_config.txt:1: expected 'key = value'"),
+        ("lookback =\n", "training_config.txt:1: lookback = : is empty"),
+    ],
+)
+def test_file_errors_name_file_line_and_value(tmp_path: Path, text: str, message: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p, None)
+    assert message in str(err.value)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_ppo_file_errors(tmp_path: Path) -> None:
+    p = write(tmp_path, "net_arch = 1280, 0\n", "ppo_config.txt")
+    with pytest.raises(
+        ConfigError, match=r"ppo_config.txt:1: net_arch = 1280, 0: 0 is out of range"
+    ):
+        load_config(None, p)
+    p = write(tmp_path, "ensemble_models = dlstm, transformer\n", "ppo_config.txt")
+    with pytest.raises(ConfigError, match="'transformer' is not allowed"):
+        load_config(None, p)
+    p = write(tmp_path, "prediction_model = ensemble\nensemble_models = gru\n", "ppo_config.txt")
+    with pytest.raises(ConfigError, match="an ensemble needs at least 2 members"):
+        load_config(None, p)
+
+
+def test_cross_key_checks_name_both_keys(tmp_path: Path) -> None:
+    p = write(tmp_path, "lookback = 60\nsmoothing_k = 5\npurge_gap = 10\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p, None)
+    assert "purge_gap = 10" in str(err.value) and "smoothing_k + lookback = 65" in str(err.value)
+    assert "training_config.txt:3" in str(err.value)
+
+
+def test_overrides_bare_and_qualified() -> None:
+    cfg = load_config(
+        overrides=["lookback=30", "ppo.batch_size=64", "training.batch_size=128", "gamma=0.9"]
+    )
+    assert cfg.training.lookback == 30
+    assert cfg.ppo.batch_size == 64
+    assert cfg.training.batch_size == 128
+    assert cfg.ppo.gamma == 0.9
+    assert cfg.sources["ppo.gamma"] == "--set"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "batch_size=64",
+            "'batch_size' is in both training_config.txt and ppo_config.txt; write "
+            "training.batch_size or ppo.batch_size",
+        ),
+        ("gamm=0.9", "unknown key 'gamm' (did you mean 'gamma'?)"),
+        ("ppo.lookback=3", "unknown key 'lookback' in ppo_config.txt"),
+        ("model.units=3", "unknown section 'model'"),
+        ("lookback", "expected key=value"),
+        ("n_envs=0", "--set n_envs=0: n_envs 0 is out of range; expected >= 1"),
+    ],
+)
+def test_override_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert message in str(err.value)
+
+
+def test_presets_apply_between_file_and_overrides() -> None:
+    cfg = load_config(preset="smoke", overrides=["epochs=1"])
+    assert cfg.training.lstm_units == int(PRESETS["smoke"]["training"]["lstm_units"])
+    assert cfg.ppo.total_timesteps == int(PRESETS["smoke"]["ppo"]["total_timesteps"])
+    assert cfg.training.epochs == 1
+    assert cfg.sources["training.lstm_units"] == "preset smoke"
+    with pytest.raises(ConfigError, match="unknown preset .*did you mean 'smoke'"):
+        load_config(preset="smok")
+
+
+def test_every_preset_is_valid() -> None:
+    for name in PRESETS:
+        load_config(preset=name)
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(preset="smoke", overrides=["threshold_delta=0.003", "allow_short=true"])
+    path = write_resolved(cfg, tmp_path / "sub" / "resolved.txt")
+    back = load_resolved(path)
+    assert back.training == cfg.training and back.ppo == cfg.ppo
+    assert back.hash() == cfg.hash()
+    assert not list((tmp_path / "sub").glob("*.tmp")), "no temp file left behind"
+
+
+def test_model_hash_ignores_other_models_and_run_settings() -> None:
+    base = load_config().training
+    other = load_config(overrides=["gru_units=7", "training.device=cpu", "min_disk_gb=1"]).training
+    own = load_config(overrides=["lstm_units=7"]).training
+    data = load_config(overrides=["smoothing_k=7"]).training
+    assert base.hash_for_model("lstm") == other.hash_for_model("lstm")
+    assert base.hash_for_model("lstm") != own.hash_for_model("lstm")
+    assert base.hash_for_model("gru") != other.hash_for_model("gru")
+    assert base.hash_for_model("dlstm") != data.hash_for_model("dlstm")
+
+
+def test_cli_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_config_args(parser)
+    args = parser.parse_args(["--set", "lookback=0"])
+    code = run_cli(lambda: (config_from_args(args), 0)[1])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == "error: --set lookback=0: lookback 0 is out of range; expected >= 2\n"
