@@ -118,7 +118,7 @@ def _check_finite(name: str, arr: np.ndarray) -> None:
         idx = np.unravel_index(int(np.flatnonzero(~ok.ravel())[0]), arr.shape)
         where = f"row {idx[0]}" + (f", column {idx[1]}" if arr.ndim == 2 else "")
         raise MarketDataError(
-            f"market data: {name} has a non-finite value {arr[idx]!r} at {where}; "
+            f"market data: {name} has a non-finite value {float(arr[idx])!r} at {where}; "
             "expected finite numbers"
         )
 
@@ -173,7 +173,7 @@ class MarketData:
             bad = np.flatnonzero(arr <= 0)
             if bad.size:
                 raise MarketDataError(
-                    f"market data: {name} has a non-positive price {arr[bad[0]]!r} at row "
+                    f"market data: {name} has a non-positive price {float(arr[bad[0]])!r} at row "
                     f"{int(bad[0])}; expected prices > 0"
                 )
         for name, arr in (("pred_names", self.pred_features), ("price_names", self.price_features)):
@@ -453,7 +453,10 @@ class TradingEnv(gym.Env):
         new = old + delta_units
         if -1e-12 * abs(old) < new < 1e-12 * abs(old):
             new = 0.0  # closing a position leaves no float dust
-        self._cash -= notional + fee
+        cash = self._cash - (notional + fee)
+        if -1e-9 * self._capital < cash < 0.0:
+            cash = 0.0  # spending all cash can round to -1e-13; keep cash_frac >= 0
+        self._cash = cash
         self._units = new
         self._total_fees += fee
         self._trades += 1

@@ -1,0 +1,154 @@
+"""Reward terms: sign and size on hand-made equity paths, DSR formula, clipping, overriding."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from ppo_approach.reward_functions import (
+    RewardConfig,
+    RewardConfigError,
+    RewardFunction,
+    cost_term,
+    drawdown_term,
+    profit_term,
+    sharpe_term,
+)
+
+
+def test_profit_term_is_scaled_step_return() -> None:
+    assert profit_term(10000.0, 10100.0, 100.0) == pytest.approx(1.0)  # +1 % -> +1
+    assert profit_term(10000.0, 9950.0, 100.0) == pytest.approx(-0.5)  # -0.5 % -> -0.5
+    assert profit_term(10000.0, 10000.0, 100.0) == 0.0
+
+
+def test_cost_term_is_a_penalty_proportional_to_fees() -> None:
+    assert cost_term(0.0, 10000.0, 1.0) == 0.0
+    assert cost_term(10.0, 10000.0, 1.0) == pytest.approx(-0.001)
+    assert cost_term(20.0, 10000.0, 1.0) == pytest.approx(2 * cost_term(10.0, 10000.0, 1.0))
+    assert cost_term(10.0, 10000.0, 3.0) == pytest.approx(-0.003)
+
+
+def test_drawdown_term_penalises_only_increase() -> None:
+    assert drawdown_term(0.0, 0.05, 2.0) == pytest.approx(-0.1)
+    assert drawdown_term(0.05, 0.08, 1.0) == pytest.approx(-0.03)
+    assert drawdown_term(0.08, 0.02, 1.0) == 0.0  # recovery: no penalty (and no bonus)
+    assert drawdown_term(0.02, 0.02, 1.0) == 0.0
+
+
+def test_sharpe_term_matches_moody_saffell_formula() -> None:
+    a, b, r, eta = 0.001, 0.001**2 + 1e-4, 0.004, 0.01
+    dsr, a_new, b_new = sharpe_term(r, a, b, eta)
+    # D = (B dA - 0.5 A dB) / (B - A^2)^1.5 with dA = R - A, dB = R^2 - B (written out by hand).
+    expected = (b * (r - a) - 0.5 * a * (r * r - b)) / (b - a * a) ** 1.5
+    assert dsr == pytest.approx(expected, rel=1e-12)
+    assert a_new == pytest.approx(a + eta * (r - a))
+    assert b_new == pytest.approx(b + eta * (r * r - b))
+
+
+def test_sharpe_term_sign_and_scale_invariance() -> None:
+    a, b = 0.001, 0.001**2 + 1e-4  # running mean 0.1 %, std 1 %
+    assert sharpe_term(0.01, a, b, 0.01)[0] > 0  # above the running mean
+    assert sharpe_term(-0.01, a, b, 0.01)[0] < 0  # below it
+    # Doubling every return (and so A and 4 B) leaves D unchanged: it is a ratio.
+    d1 = sharpe_term(0.005, a, b, 0.01)[0]
+    d2 = sharpe_term(0.010, 2 * a, 4 * b, 0.01)[0]
+    assert d2 == pytest.approx(d1, rel=1e-9)
+
+
+def test_sharpe_term_is_zero_while_variance_is_zero() -> None:
+    dsr, a, b = sharpe_term(0.01, 0.0, 0.0, 0.01)
+    assert dsr == 0.0
+    assert (a, b) == (pytest.approx(1e-4), pytest.approx(1e-6))
+    assert sharpe_term(0.02, 0.01, 0.0001, 0.01)[0] == 0.0  # B - A^2 = 0 exactly
+
+
+def test_reward_function_terms_on_equity_path() -> None:
+    fn = RewardFunction(RewardConfig(sharpe_weight=0.0))
+    path = [10000.0, 10100.0, 9999.0, 10049.5, 9899.0]
+    rewards = []
+    for prev, now in zip(path[:-1], path[1:], strict=True):
+        r, terms = fn(prev, now, 0.0)
+        rewards.append((r, terms))
+    # 1: +1 % at a new peak: profit +1, no drawdown.
+    assert rewards[0][1]["profit"] == pytest.approx(1.0)
+    assert rewards[0][1]["drawdown"] == 0.0
+    # 2: 10100 -> 9999 is a drawdown of 1 % from the peak: penalty 100 * 0.01 = 1.
+    assert rewards[1][1]["drawdown"] == pytest.approx(-1.0)
+    assert rewards[1][1]["profit"] == pytest.approx(-1.0)
+    # 3: partial recovery to 10049.5: drawdown shrinks to 0.5 %, no penalty.
+    assert rewards[2][1]["drawdown"] == 0.0
+    assert rewards[2][1]["profit"] > 0
+    # 4: 10049.5 -> 9899 is drawdown 0.5 % -> 1.99 %: penalty 100 * 0.0149.
+    assert rewards[3][1]["drawdown"] == pytest.approx(-100 * (1 - 9899 / 10100 - 0.005), rel=1e-9)
+    for r, terms in rewards:
+        assert r == pytest.approx(terms["profit"] + terms["cost"] + terms["drawdown"])
+        assert terms["total"] == r
+        assert terms["sharpe"] == 0.0
+
+
+def test_reward_function_cost_term_uses_profit_scale() -> None:
+    fn = RewardFunction(RewardConfig(cost_weight=2.0, sharpe_weight=0.0))
+    _, terms = fn(10000.0, 10000.0, 10.0)  # fees of 0.1 % of equity
+    assert terms["cost"] == pytest.approx(-2.0 * 100.0 * 0.001)
+
+
+def test_reward_function_dsr_positive_after_return_above_mean() -> None:
+    fn = RewardFunction(RewardConfig(sharpe_weight=1.0))
+    equity = 10000.0
+    for ret in (0.001, -0.001, 0.002, -0.002, 0.001):  # warm up A, B
+        fn(equity, equity * (1 + ret), 0.0)
+        equity *= 1 + ret
+    _, up = fn(equity, equity * 1.003, 0.0)
+    assert up["sharpe"] > 0
+    _, down = fn(equity * 1.003, equity * 1.003 * 0.99, 0.0)
+    assert down["sharpe"] < 0
+
+
+def test_reward_is_clipped() -> None:
+    fn = RewardFunction(RewardConfig())
+    r, terms = fn(10000.0, 20000.0, 0.0)  # +100 % -> profit 100
+    assert terms["profit"] == pytest.approx(100.0)
+    assert r == 10.0
+    fn.reset()
+    r, _ = fn(10000.0, 5000.0, 0.0)
+    assert r == -10.0
+
+
+def test_reset_forgets_peak_and_moments() -> None:
+    fn = RewardFunction()
+    fn(10000.0, 12000.0, 0.0)
+    fn(12000.0, 11000.0, 0.0)
+    fn.reset()
+    assert (fn.state.peak_equity, fn.state.a, fn.state.b) == (0.0, 0.0, 0.0)
+    _, terms = fn(5000.0, 5000.0, 0.0)  # a fresh episode at lower equity is not a drawdown
+    assert terms["drawdown"] == 0.0
+
+
+def test_subclass_can_override_a_term() -> None:
+    class NoCost(RewardFunction):
+        def cost(self, fees: float, equity_prev: float) -> float:
+            return 0.0
+
+    r, terms = NoCost(RewardConfig(sharpe_weight=0.0))(10000.0, 10000.0, 50.0)
+    assert terms["cost"] == 0.0
+    assert r == 0.0
+
+
+def test_reward_config_from_ppo_config_and_validation() -> None:
+    cfg = SimpleNamespace(
+        profit_scale=50.0,
+        cost_weight=0.5,
+        drawdown_weight=2.0,
+        sharpe_weight=0.2,
+        sharpe_eta=0.05,
+        reward_clip=5.0,
+    )
+    rc = RewardConfig.from_ppo_config(cfg)
+    assert (rc.profit_scale, rc.cost_weight, rc.reward_clip) == (50.0, 0.5, 5.0)
+    with pytest.raises(RewardConfigError, match=r"sharpe_eta = 1\.5, expected in \(0, 1\)"):
+        RewardConfig(sharpe_eta=1.5)
+    with pytest.raises(RewardConfigError, match="reward_clip"):
+        RewardConfig(reward_clip=math.inf)
