@@ -252,17 +252,17 @@ class _Git:
             return 1, "", _mask(str(exc), self.token)
         return int(status or 0), str(out), _mask(str(err), self.token)
 
-    def check(self, args: Sequence[str], what: str, **kwargs: object) -> str:
+    def check(self, args: Sequence[str], what: str, *, config: Sequence[str] = ()) -> str:
         """Like :meth:`run` but raise :class:`PushError` (``what`` failed: stderr) on failure."""
-        status, out, err = self.run(args, **kwargs)  # type: ignore[arg-type]
+        status, out, err = self.run(args, config=config)
         if status != 0:
             raise PushError(f"{what} failed in {self.repo.working_tree_dir}: {_one_line(err)}")
         return out
 
-    def network(self, args: Sequence[str], **kwargs: object) -> tuple[int, str, str]:
+    def network(self, args: Sequence[str]) -> tuple[int, str, str]:
         """Run a command that talks to the remote, with the askpass env alive only meanwhile."""
         with askpass_env(self.token) as env:
-            return self.run(args, env=env, network=True, **kwargs)  # type: ignore[arg-type]
+            return self.run(args, env=env, network=True)
 
 
 def _open_repo(repo_dir: Path) -> git.Repo:
