@@ -304,7 +304,8 @@ def _read_table(path: Path, shown: str, layout: _Layout) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DatasetError(f"{shown}: file is empty") from None
     except pd.errors.ParserError as exc:
-        raise DatasetError(f"{shown}: not a well-formed CSV table ({exc})".strip()) from None
+        detail = str(exc).strip()
+        raise DatasetError(f"{shown}: not a well-formed CSV table ({detail})") from None
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{shown}: not a UTF-8 text file ({exc.reason})") from None
     if not layout.has_header:

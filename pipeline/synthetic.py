@@ -192,7 +192,7 @@ def generate_ohlcv(
     ts = pd.date_range(start=start, periods=n, freq=freq, tz="UTC")
     hour = ts.hour.to_numpy() + ts.minute.to_numpy() / 60.0
     hour_profile = 1.0 + 0.35 * np.cos(2.0 * np.pi * (hour - 15.0) / 24.0)
-    weekend = np.where(ts.dayofweek.to_numpy() >= 5, 0.8, 1.0)
+    weekend = np.where(ts.day_of_week.to_numpy() >= 5, 0.8, 1.0)
     volume = (
         BASE_VOLUME_PER_HOUR
         * bar_hours

@@ -1,0 +1,118 @@
+"""The synthetic generator: determinism, candle consistency, stylised facts, planted signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.synthetic import COLUMNS, generate_ohlcv, write_ohlcv_csv
+
+
+def _log_returns(df: pd.DataFrame) -> np.ndarray:
+    return np.diff(np.log(df["close"].to_numpy()))  # (N-1,)
+
+
+def _autocorr(x: np.ndarray, lag: int) -> float:
+    return float(np.corrcoef(x[lag:], x[:-lag])[0, 1])
+
+
+@pytest.fixture(scope="module")
+def walk() -> pd.DataFrame:
+    """A pure random walk (signal 0), long enough for stable statistics."""
+    return generate_ohlcv(20_000, signal=0.0, seed=11)
+
+
+def test_schema_and_timestamps() -> None:
+    df = generate_ohlcv(48, seed=1, start="2024-03-01", freq="1h", start_price=100.0)
+    assert list(df.columns) == list(COLUMNS)
+    assert str(df["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert all(df[c].dtype == np.float64 for c in COLUMNS[1:])
+    assert df["timestamp"].iloc[0] == pd.Timestamp("2024-03-01", tz="UTC")
+    assert (df["timestamp"].diff().iloc[1:] == pd.Timedelta(hours=1)).all()
+    assert df["open"].iloc[0] == pytest.approx(100.0)
+
+
+def test_seeded_determinism() -> None:
+    a = generate_ohlcv(500, signal=0.3, seed=5)
+    b = generate_ohlcv(500, signal=0.3, seed=5)
+    c = generate_ohlcv(500, signal=0.3, seed=6)
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a["close"], c["close"])
+
+
+def test_signal_shares_noise_with_random_walk() -> None:
+    # Same seed, different signal: identical noise, so the close paths differ only by the trend
+    # component, and the first bar (no regime information yet) is identical.
+    flat = generate_ohlcv(300, signal=0.0, seed=2)
+    planted = generate_ohlcv(300, signal=1.0, seed=2)
+    assert flat["close"].iloc[0] == planted["close"].iloc[0]
+    assert not np.allclose(flat["close"], planted["close"])
+    pd.testing.assert_series_equal(flat["timestamp"], planted["timestamp"])
+
+
+def test_ohlc_consistency_and_continuity(walk: pd.DataFrame) -> None:
+    o, h, lo, c = (walk[k].to_numpy() for k in ("open", "high", "low", "close"))
+    assert (lo > 0).all() and (walk["volume"] > 0).all()
+    assert (lo <= np.minimum(o, c)).all() and (h >= np.maximum(o, c)).all()
+    assert (h > lo).all()
+    gap = np.abs(o[1:] / c[:-1] - 1.0)  # open of bar t vs close of bar t-1
+    assert gap.max() < 0.002 and np.median(gap) < 1e-4
+    rng_pct = np.median(h / lo - 1.0)
+    assert 0.003 < rng_pct < 0.02  # hourly high-low range of a BTC-like asset
+
+
+def test_fat_tails_and_volatility_clustering(walk: pd.DataFrame) -> None:
+    r = _log_returns(walk)
+    assert pd.Series(r).kurt() > 1.0  # excess kurtosis
+    assert _autocorr(np.abs(r), 1) > 0.05
+    assert 0.004 < r.std() < 0.009  # about 0.6 % per hour
+
+
+def test_hour_of_day_volume_pattern(walk: pd.DataFrame) -> None:
+    by_hour = walk.groupby(walk["timestamp"].dt.hour)["volume"].median()
+    assert by_hour.idxmax() in range(12, 19)  # busiest in the European / US afternoon
+    assert by_hour.idxmin() in range(0, 7)
+    assert by_hour.max() / by_hour.min() > 1.5
+    r = np.abs(_log_returns(walk))
+    assert np.corrcoef(r, walk["volume"].to_numpy()[1:])[0, 1] > 0.3  # busy bars are big bars
+
+
+def test_random_walk_has_no_return_autocorrelation(walk: pd.DataFrame) -> None:
+    r = _log_returns(walk)
+    bound = 3.0 / np.sqrt(len(r))  # ~3 standard errors of a sample autocorrelation
+    for lag in range(1, 6):
+        assert abs(_autocorr(r, lag)) < bound, lag
+
+
+def test_planted_signal_makes_momentum_predictive() -> None:
+    # With the drift regime, past 60-bar momentum predicts the next 5-bar mean return.
+    def momentum_corr(signal: float) -> float:
+        df = generate_ohlcv(8_000, signal=signal, seed=4)
+        logc = np.log(df["close"].to_numpy())
+        past = logc[60:-5] - logc[:-65]  # (M,) return over bars t-59..t
+        fut = np.array([logc[t + 1 : t + 6].mean() for t in range(60, len(logc) - 5)]) - logc[60:-5]
+        return float(np.corrcoef(past, fut)[0, 1])
+
+    assert abs(momentum_corr(0.0)) < 0.06
+    weak, strong = momentum_corr(0.3), momentum_corr(1.0)
+    assert 0.1 < weak < 0.35 and strong > 0.45
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError, match="n_bars"):
+        generate_ohlcv(0)
+    with pytest.raises(ValueError, match="signal"):
+        generate_ohlcv(10, signal=-1.0)
+
+
+def test_write_csv_round_trip(tmp_path) -> None:
+    df = generate_ohlcv(30, seed=9)
+    path = write_ohlcv_csv(df, tmp_path / "x.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "timestamp,open,high,low,close,volume"
+    assert lines[1].startswith("2024-01-01T00:00:00Z,40000.0,")
+    back = pd.read_csv(path)
+    np.testing.assert_allclose(back["close"], df["close"], atol=0.006)
+    assert (back["low"] <= back[["open", "close"]].min(axis=1)).all()
+    assert (back["high"] >= back[["open", "close"]].max(axis=1)).all()
