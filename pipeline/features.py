@@ -722,6 +722,13 @@ def make_splits(
     small = _too_small(splits, min_samples)
     if small is not None:
         needed = _rows_needed(args, min_samples, n_bars)
+        if splits.last_bar < splits.first_bar:
+            raise SplitError(
+                f"the dataset has {n_bars} rows: no bar has both a full feature window and a "
+                f"full label horizon (first sample bar is {splits.first_bar} = warm-up {warmup} "
+                f"+ lookback {lookback} - 1, last is {splits.last_bar} = rows - smoothing_k "
+                f"{k} - 1); the split needs at least {needed} rows"
+            )
         raise SplitError(
             f"not enough rows for the chronological split: block '{small.name}' would have "
             f"{len(small)} sample bars (needs at least {min_samples}); the dataset has {n_bars} "
