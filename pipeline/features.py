@@ -39,7 +39,7 @@ the training block's rows only.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -131,14 +131,22 @@ class _Ctx:
         return self.cached("true_range", make)
 
     def macd(self) -> MACD:
-        return self.cached("macd", lambda: MACD(self.close, 26, 12, 9, fillna=False))
+        return self.cached(
+            "macd",
+            lambda: MACD(self.close, window_slow=26, window_fast=12, window_sign=9, fillna=False),
+        )
 
     def bollinger(self) -> BollingerBands:
-        return self.cached("bb", lambda: BollingerBands(self.close, 20, 2, fillna=False))
+        return self.cached(
+            "bb", lambda: BollingerBands(self.close, window=20, window_dev=2, fillna=False)
+        )
 
     def stoch(self) -> StochasticOscillator:
         return self.cached(
-            "stoch", lambda: StochasticOscillator(self.high, self.low, self.close, 14, 3, False)
+            "stoch",
+            lambda: StochasticOscillator(
+                self.high, self.low, self.close, window=14, smooth_window=3, fillna=False
+            ),
         )
 
     def vol_mean(self, n: int) -> pd.Series:
@@ -302,7 +310,7 @@ _REGISTRY: dict[str, _Feature] = {
         _volume_z, 23, "(volume - mean) / std (ddof 0) over the last 24 bars", neutral=0.0
     ),
     "rsi_14": _Feature(
-        lambda c: RSIIndicator(c.close, 14, fillna=False).rsi(),
+        lambda c: RSIIndicator(c.close, window=14, fillna=False).rsi(),
         13,
         "RSI(14), Wilder smoothing (ta.momentum.RSIIndicator), 0..100",
     ),
@@ -349,7 +357,7 @@ _REGISTRY: dict[str, _Feature] = {
         _mfi, 13, "Money Flow Index (14), 0..100 (definition of ta.volume.MFIIndicator)", 50.0
     ),
     "williams_r_14": _Feature(
-        lambda c: WilliamsRIndicator(c.high, c.low, c.close, 14, fillna=False).williams_r(),
+        lambda c: WilliamsRIndicator(c.high, c.low, c.close, lbp=14, fillna=False).williams_r(),
         13,
         "Williams %R (14), -100..0",
         neutral=-50.0,
@@ -809,11 +817,11 @@ class PreparedArrays:
     splits: Splits
     scaler: StandardScaler
     scaled: np.ndarray  # (N, F) float32, scaled with `scaler`
-    warmup: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    warmup: int = 0  # leading NaN rows of `features`
 
     @property
     def n_bars(self) -> int:
+        """Rows (bars) of the dataset."""
         return len(self.close)
 
     def windows(
@@ -845,13 +853,13 @@ class PreparedArrays:
 def prepare_arrays(
     df: pd.DataFrame,
     feature_names: Sequence[str] = DEFAULT_FEATURES,
-    lookback: int = 48,
+    lookback: int = 60,
     k: int = 5,
     delta: float | None = None,
     test_fraction: float = 0.2,
-    val_fraction: float = 0.15,
+    val_fraction: float = 0.2,
     purge_gap: int | str | None = None,
-    n_folds: int = 5,
+    n_folds: int = 4,
 ) -> PreparedArrays:
     """Features, labels, splits, the train-only scaler and scaled features of one dataset.
 
