@@ -422,10 +422,18 @@ def _parse_timestamps(
     numeric: np.ndarray | None = None
     if raw.dtype.kind in "iuf":
         numeric = raw.to_numpy(dtype=np.float64)
-    else:
-        as_num = pd.to_numeric(raw, errors="coerce")
-        if as_num.notna().all():
-            numeric = as_num.to_numpy(dtype=np.float64)
+    elif _is_number(str(raw.iloc[0])):
+        # The first row decides: a column of unix numbers as text (a stray cell made pandas keep
+        # it as strings). Trying to_numeric on ISO text would cost a full pass for nothing.
+        as_num = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce")
+        bad = as_num.isna().to_numpy()
+        if bad.any():
+            raise DatasetError(
+                f"{shown}: column {column!r} has unparseable timestamps at "
+                f"{_fmt_lines(lines[bad], raw.astype(str).to_numpy()[bad])} (expected unix "
+                f"numbers like the {raw.iloc[0]} on line {int(lines[0])})"
+            )
+        numeric = as_num.to_numpy(dtype=np.float64)
     if numeric is not None:
         unit = _unix_unit(numeric, lines, column, shown)
         if raw.dtype.kind in "iu":
@@ -434,22 +442,33 @@ def _parse_timestamps(
             ts = pd.to_datetime(numeric, unit=unit, utc=True)
         notes.append(f"timestamps read as unix {unit} from column {column!r}")
         return pd.Series(ts).dt.as_unit("ns")
-    text = raw.astype(str).str.strip()
-    try:
-        ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-    except (ValueError, OverflowError):
-        ts = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    text = raw.astype(str)
+    ts = _iso_to_utc(text)
     bad = ts.isna().to_numpy()
+    if bad.any():
+        # Stray spaces around a cell are harmless; strip only when something failed (a full
+        # .str.strip() pass costs as much as the parse itself).
+        text = text.str.strip()
+        ts = _iso_to_utc(text)
+        bad = ts.isna().to_numpy()
     if bad.any():
         raise DatasetError(
             f"{shown}: column {column!r} has unparseable timestamps at "
             f"{_fmt_lines(lines[bad], text.to_numpy()[bad])} (expected ISO 8601 like "
             "2024-01-01T00:00:00Z or unix seconds / milliseconds)"
         )
-    sample = text.iloc[0]
+    sample = text.iloc[0].strip()
     if not re.search(r"(Z|[+-]\d\d:?\d\d)$", sample, flags=re.IGNORECASE):
         notes.append(f"timestamps in column {column!r} have no UTC offset; read as UTC")
     return ts.dt.as_unit("ns")
+
+
+def _iso_to_utc(text: pd.Series) -> pd.Series:
+    """ISO 8601 strings -> UTC timestamps, NaT where a cell does not parse."""
+    try:
+        return pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    except (ValueError, OverflowError):
+        return pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
 
 
 # ---------------------------------------------------------------- validation

@@ -157,6 +157,11 @@ def test_mixed_unix_units_is_an_error(tmp_path: Path) -> None:
     assert "data.csv" in msg and "mixes unix time units (s, ms)" in msg and "line 3" in msg
 
 
+def test_stray_text_in_unix_column_names_the_line(tmp_path: Path) -> None:
+    msg = _error(_csv(tmp_path, [HEADER, "1704067200,1,2,0.5,1,1", "n/a?,1,2,0.5,1,1"]))
+    assert "unparseable timestamps at line 3 ('n/a?')" in msg and "line 2" in msg
+
+
 def test_small_number_is_not_a_unix_time(tmp_path: Path) -> None:
     msg = _error(_csv(tmp_path, [HEADER, "17,1,2,0.5,1,1", "18,1,2,0.5,1,1"]))
     assert "column 'timestamp'" in msg and "not unix times" in msg and "lines 2 (17), 3 (18)" in msg
