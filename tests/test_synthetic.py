@@ -116,3 +116,25 @@ def test_write_csv_round_trip(tmp_path) -> None:
     np.testing.assert_allclose(back["close"], df["close"], atol=0.006)
     assert (back["low"] <= back[["open", "close"]].min(axis=1)).all()
     assert (back["high"] >= back[["open", "close"]].max(axis=1)).all()
+
+
+def test_make_synthetic_cli_writes_loadable_csv(tmp_path, capsys) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from pipeline.data import load_dataset
+
+    script = Path(__file__).resolve().parent.parent / "datasets" / "make_synthetic.py"
+    spec = importlib.util.spec_from_file_location("make_synthetic", script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "SYNTH-T.csv"
+    assert mod.main(["--rows", "48", "--signal", "0.5", "--seed", "3", "--out", str(out)]) == 0
+    assert f"wrote {out} (48 rows" in capsys.readouterr().out
+    df, info = load_dataset(str(out))
+    assert info.rows == 48 and info.warnings == []
+    expected = generate_ohlcv(48, signal=0.5, seed=3)
+    np.testing.assert_allclose(df["close"], expected["close"].round(2))
+    assert mod.main(["--rows", "0", "--out", str(tmp_path / "x.csv")]) == 1
+    assert capsys.readouterr().err.strip() == "error: --rows must be >= 1, got 0"
