@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.data import load_dataset
 from pipeline.synthetic import COLUMNS, generate_ohlcv, write_ohlcv_csv
 
 
@@ -106,7 +110,7 @@ def test_invalid_arguments() -> None:
         generate_ohlcv(10, signal=-1.0)
 
 
-def test_write_csv_round_trip(tmp_path) -> None:
+def test_write_csv_round_trip(tmp_path: Path) -> None:
     df = generate_ohlcv(30, seed=9)
     path = write_ohlcv_csv(df, tmp_path / "x.csv")
     lines = path.read_text().splitlines()
@@ -118,12 +122,9 @@ def test_write_csv_round_trip(tmp_path) -> None:
     assert (back["high"] >= back[["open", "close"]].max(axis=1)).all()
 
 
-def test_make_synthetic_cli_writes_loadable_csv(tmp_path, capsys) -> None:
-    import importlib.util
-    from pathlib import Path
-
-    from pipeline.data import load_dataset
-
+def test_make_synthetic_cli_writes_loadable_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     script = Path(__file__).resolve().parent.parent / "datasets" / "make_synthetic.py"
     spec = importlib.util.spec_from_file_location("make_synthetic", script)
     assert spec is not None and spec.loader is not None
