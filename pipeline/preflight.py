@@ -1,0 +1,326 @@
+"""Preflight checks of ``runpod_main.py``, plain-text tables and secret masking for logs.
+
+Each check returns one :class:`CheckResult` row (check, value found, required, pass/warn/fail).
+A ``fail`` stops the run before any training (exit code 2); a ``warn`` is printed and the run goes
+on (no GPU, git remote unreachable: only the push step would fail).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import textwrap
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pipeline.common import Paths, PipelineError
+from pipeline.config import Config
+
+log = logging.getLogger(__name__)
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+
+GB = 1e9
+"""Decimal gigabytes, as disk and RAM vendors (and ``df -H``) count them."""
+
+DEPENDENCIES: tuple[tuple[str, str], ...] = (
+    ("torch", "torch"),
+    ("stable_baselines3", "stable-baselines3"),
+    ("gymnasium", "gymnasium"),
+    ("pandas", "pandas"),
+    ("numpy", "numpy"),
+    ("ta", "ta"),
+    ("sklearn", "scikit-learn"),
+    ("git", "GitPython"),
+)
+"""(import name, distribution name) of every package a run needs."""
+
+CPU_SLOWDOWN = "roughly 10-50x slower"
+"""What the no-GPU warning tells the user to expect (LSTM training on CPU vs a datacenter GPU)."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One row of the preflight table."""
+
+    check: str
+    found: str
+    required: str
+    status: str  # pass | warn | fail
+
+    def to_dict(self) -> dict[str, str]:
+        """The row as a JSON-able dict."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], max_width: int = 64) -> str:
+    """A plain-text table with a header rule; long cells wrap onto continuation lines."""
+    wrapped = [
+        [
+            textwrap.wrap(" ".join(str(c).split()), max_width, break_on_hyphens=False) or [""]
+            for c in row
+        ]
+        for row in rows
+    ]
+    widths = [len(h) for h in headers]
+    for row in wrapped:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], *(len(part) for part in cell))
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    out = [line(list(headers)), "  ".join("-" * w for w in widths)]
+    for row in wrapped:
+        height = max(len(cell) for cell in row)
+        for k in range(height):
+            out.append(line([cell[k] if k < len(cell) else "" for cell in row]))
+    return "\n".join(out)
+
+
+def format_checks(results: Sequence[CheckResult]) -> str:
+    """The preflight table: check, found, required, status (failures upper-cased to stand out)."""
+    return format_table(
+        ("check", "found", "required", "status"),
+        (
+            (r.check, r.found, r.required, r.status.upper() if r.status != PASS else r.status)
+            for r in results
+        ),
+    )
+
+
+# ---------------------------------------------------------------- secret masking
+
+_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY)", re.IGNORECASE)
+MIN_SECRET_LEN = 6
+"""Shorter values (``"1"``, ``"true"``) would mask ordinary words; real tokens are much longer."""
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of ``GITHUB_TOKEN`` and of any variable named like a secret, longest first."""
+    env = os.environ if environ is None else environ
+    found = {
+        value
+        for name, value in env.items()
+        if (name == "GITHUB_TOKEN" or _SECRET_NAME.search(name)) and len(value) >= MIN_SECRET_LEN
+    }
+    return sorted(found, key=len, reverse=True)
+
+
+def mask_secrets(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, "***")
+    return text
+
+
+def install_secret_masking(secrets: Sequence[str] | None = None) -> None:
+    """Mask secrets in every log record created from now on, whatever handler writes it.
+
+    A record factory (not a handler filter) is used because step modules may replace the root
+    handlers (``setup_logging(force=True)``); the factory survives that. The message is formatted
+    eagerly and masked, and so is the traceback text of ``log.exception``.
+    """
+    chosen = list(secret_values() if secrets is None else secrets)
+    if not chosen:
+        return
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_masks_secrets", False):
+        previous = previous._inner  # type: ignore[attr-defined]
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not lose the record
+            message = str(record.msg)
+        record.msg = mask_secrets(message, chosen)
+        record.args = None
+        if record.exc_info:
+            record.exc_text = mask_secrets(
+                logging.Formatter().formatException(record.exc_info), chosen
+            )
+        if record.stack_info:
+            record.stack_info = mask_secrets(record.stack_info, chosen)
+        return record
+
+    factory._masks_secrets = True  # type: ignore[attr-defined]
+    factory._inner = previous  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest existing parent (disk usage of a folder not created yet)."""
+    p = path.resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_disk(paths: Paths, min_gb: float) -> CheckResult:
+    """Free disk space where the artifacts go."""
+    where = _existing_ancestor(paths.root)
+    free = shutil.disk_usage(where).free / GB
+    status = PASS if free >= min_gb else FAIL
+    return CheckResult("disk", f"{free:.1f} GB free at {where}", f">= {min_gb:g} GB", status)
+
+
+def check_memory(min_gb: float) -> CheckResult:
+    """Total RAM (available shown too: other processes can hold part of it)."""
+    vm = psutil.virtual_memory()
+    total, avail = vm.total / GB, vm.available / GB
+    status = PASS if total >= min_gb else FAIL
+    found = f"{total:.1f} GB total, {avail:.1f} GB available"
+    return CheckResult("memory", found, f">= {min_gb:g} GB", status)
+
+
+def check_gpu() -> CheckResult:
+    """CUDA GPU via ``torch.cuda``; none is a warning with the expected slowdown."""
+    try:
+        import torch
+    except ImportError:
+        return CheckResult("gpu", "torch not importable", "CUDA GPU (optional)", WARN)
+    if not torch.cuda.is_available():
+        return CheckResult(
+            "gpu",
+            f"no CUDA GPU: training runs on CPU, {CPU_SLOWDOWN}",
+            "CUDA GPU (optional)",
+            WARN,
+        )
+    props = torch.cuda.get_device_properties(0)
+    count = torch.cuda.device_count()
+    found = f"{props.name}, {props.total_memory / GB:.1f} GB" + (
+        f" (+{count - 1} more)" if count > 1 else ""
+    )
+    return CheckResult("gpu", found, "CUDA GPU (optional)", PASS)
+
+
+def check_remote(repo_dir: Path, remote: str, timeout_s: int = 10) -> CheckResult:
+    """Can the git remote be reached? Offline is a warning: only the push step would fail."""
+    required = f"git remote {remote!r} reachable (push)"
+    try:
+        from runpod_github import check_remote_reachable
+    except ImportError as exc:
+        return CheckResult("network", f"runpod_github not importable: {exc}", required, WARN)
+    ok, message = check_remote_reachable(repo_dir, remote, timeout_s)
+    if ok:
+        return CheckResult("network", message, required, PASS)
+    return CheckResult("network", f"{message}; the push step will fail", required, WARN)
+
+
+def check_dataset(dataset: str, paths: Paths) -> CheckResult:
+    """The dataset exists and passes validation (``pipeline.data.load_dataset``)."""
+    from pipeline.data import load_dataset
+
+    required = "present and valid OHLCV CSV"
+    try:
+        _df, info = load_dataset(dataset, paths.datasets)
+    except PipelineError as exc:
+        return CheckResult("dataset", str(exc), required, FAIL)
+    return CheckResult("dataset", info.summary(), required, PASS)
+
+
+def check_dependencies(
+    modules: Sequence[tuple[str, str]] = DEPENDENCIES,
+) -> CheckResult:
+    """Every needed package can be found (``find_spec``: no slow imports in the parent)."""
+    missing: list[str] = []
+    versions: list[str] = []
+    for module, dist in modules:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            missing.append(dist)
+            continue
+        try:
+            versions.append(f"{module} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(module)
+    required = ", ".join(m for m, _ in modules)
+    if missing:
+        return CheckResult(
+            "dependencies",
+            f"missing: {', '.join(missing)} (pip install -r requirements.txt)",
+            required,
+            FAIL,
+        )
+    return CheckResult("dependencies", ", ".join(versions), "all importable", PASS)
+
+
+def check_write_permissions(paths: Paths) -> CheckResult:
+    """Create every output folder and write + delete a probe file in each."""
+    problems: list[str] = []
+    for d in paths.output_dirs():
+        probe = d / f".preflight-{uuid.uuid4().hex[:8]}.probe"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"{d}: {exc.strerror or exc}")
+    n = len(paths.output_dirs())
+    if problems:
+        return CheckResult("write access", "; ".join(problems), f"{n} output folders", FAIL)
+    return CheckResult(
+        "write access", f"{n} folders under {paths.root}", f"{n} output folders", PASS
+    )
+
+
+def check_lock(paths: Paths, dataset: str) -> CheckResult:
+    """No other live run holds this dataset's lock (the driver takes it; this fails fast)."""
+    from pipeline.runlock import check_lock as live_owner
+    from pipeline.runlock import lock_path
+
+    path = lock_path(paths, dataset)
+    owner = live_owner(path)
+    if owner is None:
+        return CheckResult("run lock", f"free ({path.name})", "no other run on this dataset", PASS)
+    return CheckResult(
+        "run lock",
+        f"held by {owner.describe()}: {path}",
+        "no other run on this dataset",
+        FAIL,
+    )
+
+
+def run_preflight(cfg: Config, dataset: str, paths: Paths, push: bool) -> list[CheckResult]:
+    """All checks, in table order; the network check only when ``push``."""
+    t = cfg.training
+    rows = [
+        check_disk(paths, t.min_disk_gb),
+        check_memory(t.min_memory_gb),
+        check_gpu(),
+    ]
+    if push:
+        rows.append(check_remote(paths.root, t.git_remote))
+    rows += [
+        check_dataset(dataset, paths),
+        check_dependencies(),
+        check_write_permissions(paths),
+        check_lock(paths, dataset),
+    ]
+    return rows
+
+
+def failed(results: Sequence[CheckResult]) -> list[CheckResult]:
+    """The rows with status ``fail``."""
+    return [r for r in results if r.status == FAIL]

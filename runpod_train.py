@@ -1,0 +1,806 @@
+"""The eight-step training driver: paths, dependencies, GPU, dataset, classifiers, validation, PPO,
+push. ``runpod_main.py`` runs it as a subprocess after its preflight; it also runs on its own.
+
+    python runpod_train.py --dataset SYNTH-BTC-EUR_1H_20240101-20251231 --preset demo
+    python runpod_train.py --dataset X --steps 5,6       # rerun only some steps
+    python runpod_train.py --dataset X --from-step 7     # PPO and push again
+    python runpod_train.py --dataset X --resume          # continue from checkpoints
+
+Settings come from flags or, for a launch by ``runpod_main.py``, from the environment:
+``DATASET_NAME`` (``--dataset`` wins), ``RESUME_TRAINING=true`` (or ``--resume``),
+``RUNPOD_PUSH_TO_GITHUB=true`` (step 8 runs only then, and not with ``--no-push``).
+
+Steps 5 and 7 call ``train_models.main`` and ``ppo_approach.train_ppo_agent.main`` in this process
+(torch is imported once). A failing step stops the run with one line
+``error: step N (name) failed: reason`` and the step's exit code; a summary table of every step
+is printed and written to ``results/run_summary_{dataset}.json`` in every case. A lock file
+``logs/run_{dataset}.lock`` keeps a second run on the same dataset from writing the same artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.metadata
+import importlib.util
+import io
+import json
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pipeline.common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PROJECT_ROOT,
+    Paths,
+    PipelineError,
+    atomic_write_json,
+    run_cli,
+    setup_logging,
+)
+from pipeline.config import Config, add_config_args, config_from_args, passthrough_args
+from pipeline.preflight import (
+    CPU_SLOWDOWN,
+    DEPENDENCIES,
+    format_table,
+    install_secret_masking,
+)
+from pipeline.runlock import RunLock, lock_path
+
+log = logging.getLogger("runpod_train")
+
+STEP_NAMES: dict[int, str] = {
+    1: "paths and environment",
+    2: "dependencies",
+    3: "GPU",
+    4: "dataset",
+    5: "train classifiers",
+    6: "validate models",
+    7: "train PPO agent",
+    8: "push",
+}
+ALL_STEPS: tuple[int, ...] = tuple(STEP_NAMES)
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class StepFailed(PipelineError):
+    """A step failed; the message is the one-line reason, ``exit_code`` the step's code."""
+
+
+class StepInterrupted(Exception):
+    """A step stopped on SIGINT/SIGTERM (exit 130); its checkpoint was written."""
+
+
+# ---------------------------------------------------------------- run context
+
+
+@dataclass
+class StepOutcome:
+    """What a step reports: ``ok`` / ``warn`` / ``skipped``, a key-result line and details."""
+
+    status: str = "ok"
+    result: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepRecord:
+    """One row of the run summary."""
+
+    number: int
+    name: str
+    status: str  # ok | warn | skipped | failed | interrupted | not run | (earlier run)
+    seconds: float | None = None
+    result: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    earlier: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return {
+            "number": self.number,
+            "name": self.name,
+            "status": self.status,
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "result": self.result,
+            "details": self.details,
+            "earlier_run": self.earlier,
+        }
+
+
+@dataclass
+class RunContext:
+    """Everything the steps share: dataset, paths, config, flags and the step modules' argv."""
+
+    dataset: str
+    paths: Paths
+    cfg: Config
+    resume: bool
+    push: bool
+    push_reason: str
+    install: bool
+    verbose: bool
+    config_argv: list[str]
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The dataset's artifact name: ``--dataset`` without folder and ``.csv``."""
+        return dataset_name(self.dataset)
+
+    def step_argv(self, resume: bool) -> list[str]:
+        """Arguments shared by the step modules' ``main``: dataset, root, config, flags."""
+        argv = ["--dataset", self.dataset, "--root", str(self.paths.root), *self.config_argv]
+        if resume and self.resume:
+            argv.append("--resume")
+        if self.verbose:
+            argv.append("--verbose")
+        return argv
+
+
+def dataset_name(dataset: str) -> str:
+    """Artifact name of a dataset given as a name or a CSV path (folder and ``.csv`` dropped)."""
+    base = Path(dataset).name
+    return base[: -len(".csv")] if base.lower().endswith(".csv") else base
+
+
+def config_overrides(cfg: Config) -> dict[str, str]:
+    """Keys set by ``--preset`` or ``--set`` (not by the config files) and where from."""
+    return {k: v for k, v in cfg.sources.items() if v.startswith("preset ") or v == "--set"}
+
+
+# ---------------------------------------------------------------- calling step modules
+
+
+class _ErrorLineTee(io.TextIOBase):
+    """Writes through to ``stream`` and remembers the last ``error: ...`` line (from run_cli)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self._stream = stream
+        self._pending = ""
+        self.last_error: str | None = None
+
+    def write(self, s: str) -> int:  # type: ignore[override]
+        self._stream.write(s)
+        self._pending += s
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if line.startswith("error: "):
+                self.last_error = line[len("error: ") :].strip()
+        return len(s)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._stream, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def _keep_logging() -> Iterator[None]:
+    """Restore the root logger's handlers and level after a step module reconfigured them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+                with contextlib.suppress(Exception):
+                    h.close()
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
+
+
+def call_step_main(what: str, main_fn: Callable[[list[str]], int], argv: list[str]) -> None:
+    """Call a step module's ``main(argv)``; a non-zero code becomes :class:`StepFailed`.
+
+    The reason is the ``error:`` line the module printed through ``run_cli`` (captured while it
+    is still shown), so the driver's own error line can repeat it with the step's name.
+    """
+    log.debug("%s %s", what, " ".join(argv))
+    tee = _ErrorLineTee(sys.stderr)
+    code: int
+    with _keep_logging():
+        old = sys.stderr
+        sys.stderr = tee
+        try:
+            code = int(main_fn(argv) or 0)
+        except SystemExit as exc:  # argparse errors and explicit exits
+            code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+        finally:
+            sys.stderr = old
+    if code == EXIT_OK:
+        return
+    if code == EXIT_INTERRUPTED:
+        raise StepInterrupted(tee.last_error or f"{what} was interrupted")
+    raise StepFailed(tee.last_error or f"{what} exited with code {code}", exit_code=code)
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _fmt_f1(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _fmt_pct(value: Any) -> str:
+    return f"{value:+.2%}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _fmt_num(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def classifier_results(paths: Paths, dataset: str) -> dict[str, Any] | None:
+    """The classifiers' key numbers from ``results/training_summary_{dataset}.json``."""
+    return _read_json(paths.results / f"training_summary_{dataset}.json")
+
+
+def classifier_line(summary: dict[str, Any]) -> str:
+    """``dlstm test F1 0.412 vs majority 0.167; ...`` (failed models say why)."""
+    parts = []
+    for name, m in (summary.get("models") or {}).items():
+        if not isinstance(m, dict):
+            continue
+        if m.get("status") not in (None, "trained", "ok", "skipped", "reused", "up to date"):
+            parts.append(f"{name} {m.get('status')}: {m.get('reason') or ''}".strip())
+            continue
+        parts.append(
+            f"{name} test F1 {_fmt_f1(m.get('test_macro_f1'))} vs majority "
+            f"{_fmt_f1(m.get('majority_test_macro_f1'))}"
+        )
+    return "; ".join(parts) or "no models in the training summary"
+
+
+def backtest_path(cfg: Config, paths: Paths, dataset: str) -> Path:
+    """``results/backtest_{model}_{dataset}.json`` of the configured prediction model."""
+    return paths.results / f"backtest_{cfg.ppo.prediction_model}_{dataset}.json"
+
+
+def agent_results(cfg: Config, paths: Paths, dataset: str) -> dict[str, Any] | None:
+    """Agent vs buy-and-hold on the test block, from the backtest report."""
+    report = _read_json(backtest_path(cfg, paths, dataset))
+    if report is None:
+        return None
+    strategies = report.get("strategies") or {}
+    agent = strategies.get("agent") or {}
+    bh = strategies.get("buy_and_hold") or {}
+    return {
+        "model": cfg.ppo.prediction_model,
+        "prediction_source": report.get("prediction_source"),
+        "agent_total_return": agent.get("total_return"),
+        "agent_sharpe": agent.get("sharpe"),
+        "buy_and_hold_total_return": bh.get("total_return"),
+        "buy_and_hold_sharpe": bh.get("sharpe"),
+    }
+
+
+def agent_line(a: dict[str, Any]) -> str:
+    """``agent return +1.20% Sharpe 0.50 vs buy-and-hold ...`` (test block)."""
+    return (
+        f"agent return {_fmt_pct(a.get('agent_total_return'))} Sharpe "
+        f"{_fmt_num(a.get('agent_sharpe'))} vs buy-and-hold "
+        f"{_fmt_pct(a.get('buy_and_hold_total_return'))} Sharpe "
+        f"{_fmt_num(a.get('buy_and_hold_sharpe'))} (test block)"
+    )
+
+
+def plots(paths: Paths, dataset: str) -> list[str]:
+    """The PNG plots of this dataset in ``results/``."""
+    if not paths.results.is_dir():
+        return []
+    return sorted(str(p) for p in paths.results.glob(f"*{dataset}*.png"))
+
+
+def missing_modules(modules: Sequence[tuple[str, str]] = DEPENDENCIES) -> list[tuple[str, str]]:
+    """(module, distribution) pairs that cannot be found."""
+    importlib.invalidate_caches()
+    out = []
+    for module, dist in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            out.append((module, dist))
+    return out
+
+
+def install_requirements(requirements: Path) -> None:
+    """``python -m pip install -r requirements.txt`` with the running interpreter."""
+    cmd = [sys.executable, "-m", "pip", "install", "-r", str(requirements)]
+    log.info("installing missing packages: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0:
+        raise StepFailed(f"{' '.join(cmd)} exited with code {proc.returncode}")
+
+
+# ---------------------------------------------------------------- the eight steps
+
+
+def step_paths(ctx: RunContext) -> StepOutcome:
+    """Step 1: artifact folders, Python, platform, dataset and the resolved config."""
+    ctx.paths.ensure()
+    log.info("project: %s", PROJECT_ROOT)
+    log.info("artifact root: %s", ctx.paths.root)
+    log.info("python %s on %s", platform.python_version(), platform.platform())
+    log.info(
+        "dataset %s, resume %s, push %s (%s)",
+        ctx.dataset,
+        ctx.resume,
+        ctx.push,
+        ctx.push_reason,
+    )
+    overrides = config_overrides(ctx.cfg)
+    log.info(
+        "config %s; preset/--set values: %s",
+        ctx.cfg.hash(),
+        ", ".join(f"{k} ({v})" for k, v in overrides.items()) or "none",
+    )
+    return StepOutcome(
+        result=f"root {ctx.paths.root}",
+        details={"root": str(ctx.paths.root), "config_hash": ctx.cfg.hash()},
+    )
+
+
+def step_dependencies(ctx: RunContext) -> StepOutcome:
+    """Step 2: every package importable; missing ones installed from requirements.txt."""
+    missing = missing_modules()
+    installed = False
+    if missing:
+        names = ", ".join(dist for _, dist in missing)
+        requirements = PROJECT_ROOT / "requirements.txt"
+        if not ctx.install:
+            raise StepFailed(f"missing packages: {names}; run pip install -r {requirements}")
+        install_requirements(requirements)
+        installed = True
+        still = missing_modules()
+        if still:
+            raise StepFailed(f"still missing after pip install: {', '.join(d for _, d in still)}")
+    versions: dict[str, str] = {}
+    for module, dist in DEPENDENCIES:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - a broken install raises anything
+            raise StepFailed(f"{module} is installed but cannot be imported: {exc}") from None
+        try:
+            versions[module] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[module] = "?"
+    log.info("packages: %s", ", ".join(f"{m} {v}" for m, v in versions.items()))
+    result = f"{len(versions)} packages importable" + (" (installed missing)" if installed else "")
+    return StepOutcome(result=result, details={"versions": versions, "installed": installed})
+
+
+def step_gpu(ctx: RunContext) -> StepOutcome:
+    """Step 3: CUDA GPU name and memory; CPU-only is a warning with the expected slowdown."""
+    import torch
+
+    if not torch.cuda.is_available():
+        msg = f"no CUDA GPU: training runs on CPU, {CPU_SLOWDOWN}"
+        log.warning("%s (torch %s, %d threads)", msg, torch.__version__, torch.get_num_threads())
+        return StepOutcome(status="warn", result="CPU only", details={"cuda": False})
+    props = torch.cuda.get_device_properties(0)
+    mem_gb = props.total_memory / 1e9
+    log.info("GPU: %s, %.1f GB, CUDA %s", props.name, mem_gb, torch.version.cuda)
+    return StepOutcome(
+        result=f"{props.name} {mem_gb:.0f} GB",
+        details={"cuda": True, "name": props.name, "memory_gb": round(mem_gb, 2)},
+    )
+
+
+def step_dataset(ctx: RunContext) -> StepOutcome:
+    """Step 4: load and validate the dataset; rows, date range, columns, gaps."""
+    from pipeline.data import load_dataset
+
+    df, info = load_dataset(ctx.dataset, ctx.paths.datasets)
+    log.info("columns: %s", ", ".join(str(c) for c in df.columns))
+    for w in info.warnings:
+        log.warning("dataset: %s", w)
+    ctx.info["dataset"] = info.to_dict()
+    gaps = f"{info.n_gaps} gaps" if info.n_gaps else "no gaps"
+    fmt = "%Y-%m-%d"
+    return StepOutcome(
+        result=(
+            f"{info.rows:,} rows, {info.start.strftime(fmt)} .. {info.end.strftime(fmt)}, {gaps}"
+        ),
+        details={**info.to_dict(), "columns": [str(c) for c in df.columns]},
+    )
+
+
+def step_train_classifiers(ctx: RunContext) -> StepOutcome:
+    """Step 5: ``train_models.main`` (reuses up-to-date models; ``--resume`` passed on)."""
+    import train_models
+
+    call_step_main("train_models", train_models.main, ctx.step_argv(resume=True))
+    summary = classifier_results(ctx.paths, ctx.name)
+    if summary is None:
+        raise StepFailed(
+            f"train_models finished but wrote no {ctx.paths.results}/training_summary_"
+            f"{ctx.name}.json"
+        )
+    ctx.info["classifiers"] = summary.get("models", {})
+    return StepOutcome(result=classifier_line(summary), details=summary)
+
+
+def step_validate_models(ctx: RunContext) -> StepOutcome:
+    """Step 6: every model the agent needs loads and predicts (prediction_wrapper)."""
+    from ppo_approach.prediction_wrapper import validate_models
+
+    report = validate_models(ctx.cfg, ctx.name, ctx.paths)
+    models = report.get("models") if isinstance(report.get("models"), (dict, list)) else report
+    names = list(models) if isinstance(models, (dict, list)) else []
+    shown = ", ".join(str(n) for n in names[:6])
+    return StepOutcome(
+        result=f"{len(names)} model(s) load and predict: {shown}",
+        details=json.loads(json.dumps(report, default=str)),
+    )
+
+
+def step_train_ppo(ctx: RunContext) -> StepOutcome:
+    """Step 7: ``ppo_approach.train_ppo_agent.main`` (``--resume`` continues a checkpoint)."""
+    from ppo_approach import train_ppo_agent
+
+    call_step_main("train_ppo_agent", train_ppo_agent.main, ctx.step_argv(resume=True))
+    agent = agent_results(ctx.cfg, ctx.paths, ctx.name)
+    if agent is None:
+        raise StepFailed(
+            f"train_ppo_agent finished but wrote no {backtest_path(ctx.cfg, ctx.paths, ctx.name)}"
+        )
+    ctx.info["agent"] = agent
+    return StepOutcome(result=agent_line(agent), details=agent)
+
+
+def push_metrics(ctx: RunContext) -> dict[str, object]:
+    """Key numbers for the commit message (classifier F1s and the agent's test result)."""
+    metrics: dict[str, object] = {}
+    summary = classifier_results(ctx.paths, ctx.name) or {}
+    for name, m in (summary.get("models") or {}).items():
+        if isinstance(m, dict) and isinstance(m.get("test_macro_f1"), (int, float)):
+            metrics[f"{name}_test_f1"] = float(m["test_macro_f1"])
+    agent = agent_results(ctx.cfg, ctx.paths, ctx.name) or {}
+    for key in ("agent_total_return", "agent_sharpe", "buy_and_hold_total_return"):
+        if isinstance(agent.get(key), (int, float)):
+            metrics[key] = float(agent[key])
+    return metrics
+
+
+def step_push(ctx: RunContext) -> StepOutcome:
+    """Step 8: commit and push the artifacts (only when enabled; else skipped)."""
+    if not ctx.push:
+        log.info("push skipped: %s", ctx.push_reason)
+        return StepOutcome(status="skipped", result=f"skipped ({ctx.push_reason})")
+    from runpod_github import PushConfig, push_artifacts
+
+    t = ctx.cfg.training
+    config = PushConfig(remote=t.git_remote, branch=t.git_branch, max_file_mb=t.push_max_file_mb)
+    result = push_artifacts(ctx.paths.root, ctx.name, push_metrics(ctx), config)
+    details = {
+        "commit": result.commit,
+        "pushed": result.pushed,
+        "files": list(result.files),
+        "skipped": list(result.skipped),
+        "rebased": result.rebased,
+        "remote": t.git_remote,
+        "branch": t.git_branch,
+    }
+    ctx.info["push"] = details
+    extra = f", {len(result.skipped)} too large, kept locally" if result.skipped else ""
+    return StepOutcome(
+        status="ok" if result.pushed else "warn",
+        result=f"commit {result.commit[:12]} -> {t.git_remote}/{t.git_branch}, "
+        f"{len(result.files)} files{extra}",
+        details=details,
+    )
+
+
+STEP_FUNCTIONS: dict[int, Callable[[RunContext], StepOutcome]] = {
+    1: step_paths,
+    2: step_dependencies,
+    3: step_gpu,
+    4: step_dataset,
+    5: step_train_classifiers,
+    6: step_validate_models,
+    7: step_train_ppo,
+    8: step_push,
+}
+
+
+# ---------------------------------------------------------------- running and summarising
+
+
+def parse_steps(steps: str | None, from_step: int | None) -> list[int]:
+    """``--steps 5,6`` | ``5-7`` or ``--from-step 7`` -> sorted step numbers (default: all)."""
+    if steps is not None and from_step is not None:
+        raise PipelineError("--steps and --from-step cannot be combined; use one of them")
+    if from_step is not None:
+        if from_step not in STEP_NAMES:
+            raise PipelineError(f"--from-step {from_step}: expected a step number 1..8")
+        return list(range(from_step, ALL_STEPS[-1] + 1))
+    if steps is None:
+        return list(ALL_STEPS)
+    chosen: set[int] = set()
+    for part in steps.split(","):
+        item = part.strip()
+        lo, sep, hi = item.partition("-")
+        try:
+            numbers = range(int(lo), int(hi) + 1) if sep else range(int(item), int(item) + 1)
+        except ValueError:
+            raise PipelineError(
+                f"--steps {steps}: {item!r} is not a step number; expected e.g. 5,6 or 5-7"
+            ) from None
+        if not numbers or any(n not in STEP_NAMES for n in numbers):
+            raise PipelineError(f"--steps {steps}: {item!r} is out of range; steps are 1..8")
+        chosen.update(numbers)
+    return sorted(chosen)
+
+
+def summary_path(paths: Paths, dataset: str) -> Path:
+    """``results/run_summary_{dataset}.json``."""
+    return paths.results / f"run_summary_{dataset}.json"
+
+
+def _earlier_records(path: Path) -> dict[int, dict[str, Any]]:
+    data = _read_json(path) or {}
+    out: dict[int, dict[str, Any]] = {}
+    for s in data.get("steps") or []:
+        if isinstance(s, dict) and isinstance(s.get("number"), int):
+            out[s["number"]] = s
+    return out
+
+
+def format_summary(records: Sequence[StepRecord]) -> str:
+    """The end-of-run table: step, status, time, key result."""
+    rows = []
+    for r in records:
+        secs = "" if r.seconds is None else f"{r.seconds:.1f} s"
+        status = f"{r.status} (earlier run)" if r.earlier else r.status
+        rows.append((f"{r.number} {r.name}", status, secs, r.result))
+    return format_table(("step", "status", "time", "key result"), rows)
+
+
+def write_summary(
+    ctx: RunContext,
+    records: Sequence[StepRecord],
+    exit_code: int | None,
+    selected: Sequence[int],
+) -> Path:
+    """Write ``results/run_summary_{dataset}.json`` atomically (also after a failure)."""
+    finished = datetime.now(timezone.utc)
+    payload = {
+        "dataset": ctx.name,
+        "started": ctx.started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "seconds": round((finished - ctx.started).total_seconds(), 3),
+        "exit_code": exit_code,
+        "steps_selected": list(selected),
+        "resume": ctx.resume,
+        "config_hash": ctx.cfg.hash(),
+        "config_overrides": config_overrides(ctx.cfg),
+        "steps": [r.to_dict() for r in records],
+        "classifiers": (classifier_results(ctx.paths, ctx.name) or {}).get("models"),
+        "agent": agent_results(ctx.cfg, ctx.paths, ctx.name),
+        "push": ctx.info.get("push"),
+        "plots": plots(ctx.paths, ctx.name),
+    }
+    return atomic_write_json(summary_path(ctx.paths, ctx.name), payload)
+
+
+def run_steps(ctx: RunContext, selected: Sequence[int]) -> tuple[int, list[StepRecord]]:
+    """Run the selected steps in order; stop at the first failure. Returns (exit code, records)."""
+    earlier = _earlier_records(summary_path(ctx.paths, ctx.name))
+    records: list[StepRecord] = []
+    code = EXIT_OK
+    stopped = False
+    for n in ALL_STEPS:
+        name = STEP_NAMES[n]
+        if n not in selected:
+            prev = earlier.get(n)
+            if prev is not None and prev.get("status") not in ("not run", "not selected"):
+                records.append(
+                    StepRecord(
+                        n,
+                        name,
+                        str(prev.get("status")),
+                        prev.get("seconds"),
+                        str(prev.get("result") or ""),
+                        prev.get("details") or {},
+                        earlier=True,
+                    )
+                )
+            else:
+                records.append(StepRecord(n, name, "not selected"))
+            continue
+        if stopped:
+            records.append(StepRecord(n, name, "not run"))
+            continue
+        log.info("=" * 72)
+        log.info("STEP %d/8: %s", n, name)
+        log.info("=" * 72)
+        t0 = time.perf_counter()
+        try:
+            outcome = STEP_FUNCTIONS[n](ctx)
+        except StepInterrupted as exc:
+            secs = time.perf_counter() - t0
+            log.warning("step %d (%s) interrupted after %.1f s: %s", n, name, secs, exc)
+            records.append(StepRecord(n, name, "interrupted", secs, str(exc)))
+            code, stopped = EXIT_INTERRUPTED, True
+            print(
+                f"interrupted: step {n} ({name}); rerun with --resume to continue",
+                file=sys.stderr,
+            )
+            continue
+        except KeyboardInterrupt:
+            secs = time.perf_counter() - t0
+            records.append(StepRecord(n, name, "interrupted", secs, "interrupted"))
+            code, stopped = EXIT_INTERRUPTED, True
+            print(f"interrupted: step {n} ({name})", file=sys.stderr)
+            continue
+        except PipelineError as exc:
+            secs = time.perf_counter() - t0
+            reason = " ".join(str(exc).split("\n"))
+            records.append(StepRecord(n, name, "failed", secs, reason))
+            code, stopped = exc.exit_code or EXIT_ERROR, True
+            log.debug("step %d failed", n, exc_info=True)
+            print(f"error: step {n} ({name}) failed: {reason}", file=sys.stderr)
+            continue
+        secs = time.perf_counter() - t0
+        log.info("step %d (%s) %s in %.1f s: %s", n, name, outcome.status, secs, outcome.result)
+        records.append(StepRecord(n, name, outcome.status, secs, outcome.result, outcome.details))
+        if n == 7 and 8 in selected:
+            # The pushed commit should carry the summary of steps 1-7 too.
+            write_summary(ctx, records, None, selected)
+    return code, records
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The driver's command line."""
+    p = argparse.ArgumentParser(
+        prog="runpod_train.py",
+        description="Run the eight pipeline steps (1 paths, 2 dependencies, 3 GPU, 4 dataset, "
+        "5 classifiers, 6 model validation, 7 PPO agent, 8 push) for one dataset.",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset name (datasets/NAME.csv) or CSV path; default: $DATASET_NAME",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from checkpoints (passed to steps 5 and 7); also $RESUME_TRAINING=true",
+    )
+    p.add_argument(
+        "--no-push",
+        action="store_true",
+        help="skip step 8 even when $RUNPOD_PUSH_TO_GITHUB=true (push runs only when it is)",
+    )
+    p.add_argument(
+        "--no-install",
+        action="store_true",
+        help="step 2: fail on missing packages instead of pip-installing requirements.txt",
+    )
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="artifact root (models/, results/, ...); default $PIPELINE_HOME or the project",
+    )
+    p.add_argument("--steps", default=None, help="run only these steps, e.g. 5,6 or 5-7")
+    p.add_argument(
+        "--from-step", type=int, default=None, help="run from this step to the end, e.g. 7"
+    )
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "--no-log-file",
+        action="store_true",
+        help="log to the console only (runpod_main.py captures the output into its own log)",
+    )
+    add_config_args(p)
+    return p
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM (pod shutdown, runpod_main forwarding) unwinds like Ctrl-C: finally blocks release
+    # the lock, and a step in a training loop checkpoints on KeyboardInterrupt.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def drive(args: argparse.Namespace) -> int:
+    """Resolve the run's settings, take the lock, run the steps and write the summary."""
+    dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
+    if not dataset:
+        raise PipelineError("no dataset: pass --dataset NAME or set DATASET_NAME")
+    paths = Paths.from_root(args.root)
+    if not args.no_log_file:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        log_file = paths.logs / f"train_{dataset_name(dataset)}_{stamp}.log"
+        setup_logging(args.verbose, log_file)
+        log.info("log file: %s", log_file)
+    install_secret_masking()
+    selected = parse_steps(args.steps, args.from_step)
+    cfg = config_from_args(args)
+    resume = args.resume or _env_flag("RESUME_TRAINING")
+    if args.no_push:
+        push, reason = False, "--no-push"
+    elif _env_flag("RUNPOD_PUSH_TO_GITHUB"):
+        push, reason = True, "RUNPOD_PUSH_TO_GITHUB=true"
+    else:
+        push, reason = False, "RUNPOD_PUSH_TO_GITHUB is not true"
+    ctx = RunContext(
+        dataset=dataset,
+        paths=paths,
+        cfg=cfg,
+        resume=resume,
+        push=push,
+        push_reason=reason,
+        install=not args.no_install,
+        verbose=args.verbose,
+        config_argv=passthrough_args(args),
+    )
+    with RunLock(lock_path(paths, ctx.name)) as lock:
+        if lock.took_over is not None:
+            log.warning("took over a stale lock of %s", lock.took_over.describe())
+        code, records = run_steps(ctx, selected)
+        out = write_summary(ctx, records, code, selected)
+    log.info("run summary (%s):\n%s", out, format_summary(records))
+    found = plots(paths, ctx.name)
+    if found:
+        log.info("plots: %s", ", ".join(found))
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the driver; exit code 0, a step's code, or 130 if interrupted."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run_cli(lambda: drive(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
