@@ -1,0 +1,507 @@
+"""Performance metrics, baseline policies and the backtest report of a trained agent.
+
+Every strategy (the agent, buy-and-hold, always-flat, a random policy, a rule on the classifier's
+probabilities, and the agent at 0x and 2x the transaction cost) runs through the SAME
+:class:`ppo_approach.trading_env.TradingEnv` over the test block: decision at bar ``t``, fill at
+``open[t+1]``, the same fees and slippage, equity marked at ``close[t+1]``. The numbers are
+therefore comparable: a baseline is never given a cheaper fill than the agent.
+
+Metric definitions (``E_0 .. E_n`` = equity after each of the ``n`` steps, ``E_0`` = initial
+capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars per year):
+
+* ``total_return`` = ``E_n / E_0 - 1``; ``annualised_return`` = ``(E_n / E_0) ** (P / n) - 1``.
+* ``sharpe`` = ``mean(r) / std(r, ddof=1) * sqrt(P)`` (risk-free rate 0; 0 when ``std = 0``).
+* ``sortino`` = ``mean(r) / sqrt(mean(min(r, 0) ** 2)) * sqrt(P)`` (target 0, downside deviation
+  over ALL bars as in Sortino & Price 1994); undefined (``None``) when no bar lost money.
+* ``max_drawdown`` = ``max_i (1 - E_i / max_{j <= i} E_j)`` as a positive fraction.
+* ``calmar`` = ``annualised_return / max_drawdown`` (Young 1991); ``None`` without a drawdown.
+* ``n_trades`` = fills; ``win_rate`` = share of closed round trips (flat -> position -> flat, or
+  until a reversal) whose equity ended above where it started, fees included; ``None`` when no
+  round trip closed.
+* ``turnover`` = traded notional / mean equity over the block (2.0 = one full buy and one full
+  sell); ``fees_paid`` in account currency; ``time_in_market`` = share of bars that ended with a
+  position.
+
+Annualisation uses the dataset's bar interval: ``P = 365 * 24 * 3600 / interval_seconds``, because
+crypto markets trade around the clock every day of the year (no 252-day convention).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.common import PipelineError, atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SECONDS_PER_YEAR = 365 * 24 * 3600
+"""Calendar seconds per year; crypto trades 24/7, so every bar of the year counts."""
+
+METRIC_NAMES: tuple[str, ...] = (
+    "total_return",
+    "annualised_return",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "n_trades",
+    "win_rate",
+    "turnover",
+    "fees_paid",
+    "time_in_market",
+)
+"""Keys of :func:`strategy_metrics`, in the order the report prints them."""
+
+STRATEGY_NAMES: tuple[str, ...] = (
+    "agent",
+    "buy_and_hold",
+    "flat",
+    "random",
+    "classifier_rule",
+    "agent_cost_0x",
+    "agent_cost_2x",
+)
+"""Keys of ``report["strategies"]``."""
+
+Policy = Callable[[np.ndarray, dict[str, Any]], int]
+"""``policy(observation, info) -> action``; ``info`` is the env's info of the current bar."""
+
+
+class BacktestError(PipelineError):
+    """The backtest cannot run (empty block, bad interval, ...); the message says why."""
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def periods_per_year(interval_seconds: float) -> float:
+    """Bars per calendar year for bars of ``interval_seconds`` (24/7 market)."""
+    if not (interval_seconds > 0 and math.isfinite(interval_seconds)):
+        raise BacktestError(f"bar interval {interval_seconds!r} s; expected a positive number")
+    return SECONDS_PER_YEAR / float(interval_seconds)
+
+
+def bar_interval_seconds(timestamps: np.ndarray) -> float:
+    """Median spacing of ``timestamps`` (N,) datetime64 in seconds (robust to a few gaps)."""
+    ts = np.asarray(timestamps).astype("datetime64[ns]").astype(np.int64)  # (N,)
+    if ts.size < 2:
+        raise BacktestError(f"need at least 2 timestamps to infer the bar interval, got {ts.size}")
+    return float(np.median(np.diff(ts))) / 1e9
+
+
+def simple_returns(equity: np.ndarray) -> np.ndarray:
+    """Per-bar simple returns ``E_i / E_{i-1} - 1`` of an equity curve (n+1,) -> (n,)."""
+    e = np.asarray(equity, dtype=np.float64)
+    return e[1:] / e[:-1] - 1.0
+
+
+def total_return(equity: np.ndarray) -> float:
+    """``E_n / E_0 - 1``."""
+    e = np.asarray(equity, dtype=np.float64)
+    return float(e[-1] / e[0] - 1.0)
+
+
+def annualised_return(equity: np.ndarray, ppy: float) -> float:
+    """Compound annual growth rate ``(E_n / E_0) ** (ppy / n) - 1`` over ``n`` bars."""
+    e = np.asarray(equity, dtype=np.float64)
+    n = e.size - 1
+    if n < 1:
+        return 0.0
+    growth = e[-1] / e[0]
+    if growth <= 0:
+        return -1.0
+    return float(math.exp(math.log(growth) * ppy / n) - 1.0)
+
+
+def sharpe_ratio(returns: np.ndarray, ppy: float) -> float:
+    """Annualised Sharpe ratio ``mean / std(ddof=1) * sqrt(ppy)``; 0 when the std is 0."""
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size < 2:
+        return 0.0
+    sd = float(r.std(ddof=1))
+    if sd < 1e-15:
+        return 0.0
+    return float(r.mean() / sd * math.sqrt(ppy))
+
+
+def sortino_ratio(returns: np.ndarray, ppy: float) -> float | None:
+    """Annualised Sortino ratio (target 0); ``None`` when there is no downside at all."""
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size < 1:
+        return None
+    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    if downside < 1e-15:
+        return None if r.mean() > 0 else 0.0
+    return float(r.mean() / downside * math.sqrt(ppy))
+
+
+def drawdown_series(equity: np.ndarray) -> np.ndarray:
+    """Drawdown from the running peak at each point, ``1 - E_i / max(E_0..E_i)`` (>= 0)."""
+    e = np.asarray(equity, dtype=np.float64)
+    return 1.0 - e / np.maximum.accumulate(e)
+
+
+def max_drawdown(equity: np.ndarray) -> float:
+    """Largest peak-to-trough loss as a positive fraction (0.25 = -25 %)."""
+    return float(drawdown_series(equity).max(initial=0.0))
+
+
+def calmar_ratio(annual_return: float, mdd: float) -> float | None:
+    """``annualised_return / max_drawdown``; ``None`` when there was no drawdown."""
+    if mdd < 1e-12:
+        return None
+    return float(annual_return / mdd)
+
+
+def round_trip_returns(units: np.ndarray, equity: np.ndarray) -> np.ndarray:
+    """Equity return of each CLOSED round trip, fees included, from aligned (n+1,) series.
+
+    ``units[i]`` / ``equity[i]`` are the position and equity after step ``i`` (index 0 = start).
+    A round trip opens at the step where the position leaves 0 (or flips sign) and closes where it
+    returns to 0 (or flips); its return is ``equity[close] / equity[open - 1] - 1``. While flat the
+    equity equals the cash, so this measures exactly what the trade made or lost. A reversal closes
+    one trip and opens the next at the same step (the bar of the flip is counted in both, a small
+    approximation that only matters with ``allow_short``). A trip still open at the end is not
+    counted.
+    """
+    u = np.sign(np.asarray(units, dtype=np.float64))
+    e = np.asarray(equity, dtype=np.float64)
+    out: list[float] = []
+    start_equity: float | None = None
+    for i in range(1, u.size):
+        if u[i] == u[i - 1]:
+            continue
+        if u[i - 1] != 0 and start_equity is not None:
+            out.append(e[i] / start_equity - 1.0)
+            start_equity = None
+        if u[i] != 0:
+            start_equity = e[i - 1]
+    return np.asarray(out, dtype=np.float64)
+
+
+def win_rate(trip_returns: np.ndarray) -> float | None:
+    """Share of round trips with a positive return; ``None`` when there are none."""
+    r = np.asarray(trip_returns, dtype=np.float64)
+    if r.size == 0:
+        return None
+    return float(np.mean(r > 0.0))
+
+
+# ---------------------------------------------------------------- running a policy
+
+
+@dataclass
+class EpisodeRecord:
+    """What one run of a policy through the env produced; series are aligned (n+1,) or (n,)."""
+
+    bars: np.ndarray  # (n+1,) int: bar of each mark, index 0 = start bar
+    equity: np.ndarray  # (n+1,) float64
+    units: np.ndarray  # (n+1,) float64, signed position in units of the asset
+    price: np.ndarray  # (n+1,) float64 close used for the mark
+    fees: np.ndarray  # (n,) fee of each step
+    notional: np.ndarray  # (n,) absolute traded notional of each step (at the open, no fee)
+    rewards: np.ndarray  # (n,) env rewards
+    actions: np.ndarray  # (n,) int actions taken
+    trades: int
+    invalid_actions: int
+
+    @property
+    def n_steps(self) -> int:
+        """Number of steps (bars traded)."""
+        return int(self.fees.size)
+
+    def position_fraction(self) -> np.ndarray:
+        """Signed exposure ``units * price / equity`` after each step, (n+1,)."""
+        return self.units * self.price / np.maximum(self.equity, 1e-12)
+
+
+def run_episode(
+    env: Any,
+    policy: Policy,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> EpisodeRecord:
+    """Reset ``env`` (``seed`` / ``options`` as for gymnasium) and run ``policy`` to the end."""
+    obs, info = env.reset(seed=seed, options=options)
+    opens = env.data.open  # (n_bars,)
+    bars = [int(info["bar"])]
+    equity = [float(info["equity"])]
+    units = [float(info["position"])]
+    price = [float(info["price"])]
+    fees: list[float] = []
+    notional: list[float] = []
+    rewards: list[float] = []
+    actions: list[int] = []
+    done = False
+    while not done:
+        action = int(policy(obs, info))
+        prev_units = units[-1]
+        obs, reward, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        bar = int(info["bar"])
+        bars.append(bar)
+        equity.append(float(info["equity"]))
+        units.append(float(info["position"]))
+        price.append(float(info["price"]))
+        fees.append(float(info["fees"]))
+        # Fills happen at open[bar] (the decision at bar-1 fills at the next open); slippage is
+        # a cost like the fee, so the turnover counts the notional at the open price.
+        notional.append(abs(units[-1] - prev_units) * float(opens[bar]))
+        rewards.append(float(reward))
+        actions.append(action)
+    return EpisodeRecord(
+        bars=np.asarray(bars, dtype=np.int64),
+        equity=np.asarray(equity),
+        units=np.asarray(units),
+        price=np.asarray(price),
+        fees=np.asarray(fees),
+        notional=np.asarray(notional),
+        rewards=np.asarray(rewards),
+        actions=np.asarray(actions, dtype=np.int64),
+        trades=int(info["trades"]),
+        invalid_actions=int(info["invalid_actions"]),
+    )
+
+
+def strategy_metrics(rec: EpisodeRecord, ppy: float) -> dict[str, float | int | None]:
+    """Every metric of :data:`METRIC_NAMES` for one episode (see the module docstring)."""
+    r = simple_returns(rec.equity)
+    ann = annualised_return(rec.equity, ppy)
+    mdd = max_drawdown(rec.equity)
+    in_market = rec.units[1:] != 0.0
+    return {
+        "total_return": total_return(rec.equity),
+        "annualised_return": ann,
+        "sharpe": sharpe_ratio(r, ppy),
+        "sortino": sortino_ratio(r, ppy),
+        "max_drawdown": mdd,
+        "calmar": calmar_ratio(ann, mdd),
+        "n_trades": int(rec.trades),
+        "win_rate": win_rate(round_trip_returns(rec.units, rec.equity)),
+        "turnover": float(rec.notional.sum() / max(float(rec.equity.mean()), 1e-12)),
+        "fees_paid": float(rec.fees.sum()),
+        "time_in_market": float(in_market.mean()) if in_market.size else 0.0,
+    }
+
+
+def mean_metrics(items: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Metric-wise mean over several runs (``None`` entries skipped; ``None`` if all are)."""
+    out: dict[str, float | None] = {}
+    for key in METRIC_NAMES:
+        vals = [float(m[key]) for m in items if m.get(key) is not None]
+        out[key] = float(np.mean(vals)) if vals else None
+    return out
+
+
+# ---------------------------------------------------------------- baseline policies
+
+# Action values of ppo_approach.trading_env.Actions, repeated here so this module does not import
+# the env package (the env imports pipeline, not the other way round). A test checks they match.
+ACTION_HOLD = 0
+ACTION_BUY_100 = 3
+ACTION_CLOSE = 7
+N_ACTIONS = 9
+
+
+def flat_policy(obs: np.ndarray, info: dict[str, Any]) -> int:
+    """Never trade (equity stays at the initial capital)."""
+    return ACTION_HOLD
+
+
+def buy_and_hold_policy(obs: np.ndarray, info: dict[str, Any]) -> int:
+    """Buy with all cash at the first decision, then hold to the end."""
+    return ACTION_BUY_100 if float(info["position"]) == 0.0 else ACTION_HOLD
+
+
+class RandomPolicy:
+    """Uniformly random action each bar (same 9 actions as the agent; invalid ones are no-ops)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """A random action."""
+        return int(self.rng.integers(0, N_ACTIONS))
+
+
+class ClassifierRulePolicy:
+    """Long 100 % while Rise is the classifier's most probable class at bar ``t``, flat otherwise.
+
+    ``probs`` (n, 3) are ``p_fall, p_stationary, p_rise`` of the block's bars (the same numbers
+    the agent sees), indexed by the env's ``info["bar"]``.
+    """
+
+    def __init__(self, probs: np.ndarray) -> None:
+        p = np.asarray(probs, dtype=np.float64)  # (n, 3)
+        if p.ndim != 2 or p.shape[1] != 3:
+            raise BacktestError(f"classifier probabilities have shape {p.shape}, expected (n, 3)")
+        self.rise = np.argmax(p, axis=1) == 2  # (n,)
+
+    def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
+        """BUY_100 when Rise is most probable and flat; CLOSE when it is not and long."""
+        long = float(info["position"]) > 0.0
+        if self.rise[int(info["bar"])]:
+            return ACTION_HOLD if long else ACTION_BUY_100
+        return ACTION_CLOSE if long else ACTION_HOLD
+
+
+# ---------------------------------------------------------------- the report
+
+
+def backtest_env_config(env_config: Any, cost_multiplier: float = 1.0) -> Any:
+    """The env config of a backtest: whole block, no ruin stop, fees times ``cost_multiplier``.
+
+    ``ruin_threshold = 0`` so that every strategy covers the same bars (an early stop would make
+    the curves incomparable); ``episode_length = 0`` runs to the block's last bar.
+    """
+    return replace(
+        env_config,
+        episode_length=0,
+        ruin_threshold=0.0,
+        transaction_cost=float(env_config.transaction_cost) * cost_multiplier,
+    )
+
+
+def run_strategies(
+    make_env: Callable[[Any], Any],
+    env_config: Any,
+    agent_policy: Policy,
+    probs: np.ndarray,
+    random_seeds: Sequence[int],
+) -> dict[str, list[EpisodeRecord]]:
+    """Run every strategy of :data:`STRATEGY_NAMES` once over the block (random: once per seed).
+
+    ``make_env(config)`` builds a fresh env over the test block with ``random_start=False``; it is
+    called with :func:`backtest_env_config` of ``env_config``.
+    """
+    base = backtest_env_config(env_config)
+    runs: dict[str, list[EpisodeRecord]] = {
+        "agent": [run_episode(make_env(base), agent_policy)],
+        "buy_and_hold": [run_episode(make_env(base), buy_and_hold_policy)],
+        "flat": [run_episode(make_env(base), flat_policy)],
+        "random": [run_episode(make_env(base), RandomPolicy(s)) for s in random_seeds],
+        "classifier_rule": [run_episode(make_env(base), ClassifierRulePolicy(probs))],
+        "agent_cost_0x": [
+            run_episode(make_env(backtest_env_config(env_config, 0.0)), agent_policy)
+        ],
+        "agent_cost_2x": [
+            run_episode(make_env(backtest_env_config(env_config, 2.0)), agent_policy)
+        ],
+    }
+    return runs
+
+
+def summarise_runs(runs: dict[str, list[EpisodeRecord]], ppy: float) -> dict[str, dict[str, Any]]:
+    """Metrics per strategy (the random policy: mean over its seeds)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, recs in runs.items():
+        metrics = [strategy_metrics(r, ppy) for r in recs]
+        out[name] = metrics[0] if len(metrics) == 1 else mean_metrics(metrics)
+    return out
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN / infinite floats by ``None`` (strict JSON has neither), recursively."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _fmt(value: Any, pct: bool) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{100 * value:.2f}%" if pct else f"{value:.3f}"
+
+
+_PCT = {"total_return", "annualised_return", "max_drawdown", "win_rate", "time_in_market"}
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """The report's strategies as an aligned text table (one row per strategy)."""
+    cols = METRIC_NAMES
+    header = ["strategy", *cols]
+    rows = [header]
+    for name, m in report["strategies"].items():
+        rows.append([name, *(_fmt(m.get(c), c in _PCT) for c in cols)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+    blocks = report.get("blocks", {})
+    head = (
+        f"backtest {report.get('model')} on {report.get('dataset')}: "
+        f"{report.get('chosen_model')} model, predictions {report.get('prediction_source')}"
+        + (" (IN-SAMPLE rows present)" if report.get("in_sample_predictions") else "")
+    )
+    if "test" in blocks:
+        t = blocks["test"]
+        head += f"; test block {t['start']} .. {t['end']} ({t['bars']} bars)"
+    return head + "\n" + "\n".join(lines)
+
+
+def plot_backtest(
+    runs: dict[str, list[EpisodeRecord]],
+    timestamps: np.ndarray,
+    path: str | Path,
+    title: str,
+) -> Path:
+    """Equity curves (agent and baselines), drawdowns and positions, saved atomically as PNG.
+
+    ``timestamps`` (n_bars,) of the block; records index it through their ``bars``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, height_ratios=(3, 1.3, 1.3))
+    ts = np.asarray(timestamps)
+    for name, recs in runs.items():
+        rec = recs[0]
+        x = ts[rec.bars]
+        eq = np.mean([r.equity for r in recs], axis=0) if len(recs) > 1 else rec.equity
+        label = f"{name} (mean of {len(recs)} seeds)" if len(recs) > 1 else name
+        style = {"linewidth": 2.0} if name == "agent" else {"linewidth": 1.0, "alpha": 0.8}
+        axes[0].plot(x, eq, label=label, **style)
+    axes[0].set_ylabel("equity")
+    axes[0].legend(loc="best", fontsize=8)
+    axes[0].set_title(title)
+    for name in ("agent", "buy_and_hold", "classifier_rule"):
+        rec = runs[name][0]
+        axes[1].plot(ts[rec.bars], -100 * drawdown_series(rec.equity), label=name)
+        axes[2].plot(ts[rec.bars], 100 * rec.position_fraction(), label=name, drawstyle="steps")
+    axes[1].set_ylabel("drawdown %")
+    axes[1].legend(loc="lower left", fontsize=8)
+    axes[2].set_ylabel("exposure %")
+    axes[2].legend(loc="best", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return target
+
+
+def write_report(report: dict[str, Any], json_path: str | Path) -> Path:
+    """Write the report as strict JSON (NaN / inf as null), atomically."""
+    return atomic_write_json(json_path, json_safe(report))

@@ -1,0 +1,550 @@
+"""PPO construction, vectorised environments and the training callbacks (checkpoint, eval, stop).
+
+What lives here and why:
+
+* :func:`make_vec_env` builds ``n_envs`` copies of the trading env as a ``SubprocVecEnv``
+  (``forkserver`` start method: safe after CUDA is initialised, unlike ``fork``) with one torch
+  thread per worker and SIGINT ignored in the workers (a Ctrl-C in the terminal reaches the whole
+  process group; only the parent should react, by checkpointing). If the workers cannot start it
+  falls back to ``DummyVecEnv`` and logs why. The result is wrapped in ``VecMonitor`` so SB3 logs
+  episode rewards and lengths.
+* :func:`build_model` creates SB3's PPO (Schulman et al. 2017) with SEPARATE policy and value
+  networks (``net_arch=dict(pi=..., vf=...)``) and every hyperparameter from
+  :class:`pipeline.config.PPOConfig` (SB3 meanings: ``n_steps`` per environment).
+* The callbacks act at ROLLOUT BOUNDARIES (``_on_rollout_start``), not at arbitrary steps: only
+  there do the weights reflect exactly ``num_timesteps`` of experience (SB3 trains after each full
+  rollout, and a stopped rollout is discarded). A checkpoint named ``checkpoint_{T}.zip`` therefore
+  holds the weights after ``T`` timesteps, and resuming from it loses nothing. A checkpoint is
+  written at the first boundary at or after each multiple of ``checkpoint_freq``; the same holds
+  for evaluations and ``eval_freq``.
+* :class:`StopRequest` + :func:`stop_signals` turn SIGINT / SIGTERM during ``learn()`` into a flag;
+  :class:`StopOnRequestCallback` then ends ``learn()`` and remembers the last rollout boundary, so
+  the caller can write the interrupt checkpoint (see ``train_ppo_agent.train_agent``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
+
+from pipeline.backtest import run_episode, sharpe_ratio
+from pipeline.common import Paths, PipelineError, atomic_path, atomic_write_json
+from pipeline.config import PPOConfig
+from ppo_approach.reward_functions import RewardConfig
+from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv, make_env_fn
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)\.zip$")
+BEST_MODEL_NAME = "best_model.zip"
+BEST_META_NAME = "best_model.json"
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation episode ``i`` resets with ``seed + EVAL_SEED_OFFSET + i``: every evaluation sees the
+same validation windows, so successive scores differ only by the policy, not by the windows."""
+
+
+class AgentError(PipelineError):
+    """PPO setup failed (bad checkpoint, unusable device, ...); the message says what and where."""
+
+
+# ---------------------------------------------------------------- paths
+
+
+def run_name(model: str, dataset: str) -> str:
+    """``{model}_{dataset}``: the name of checkpoint folders (model = prediction model name)."""
+    return f"{model}_{dataset}"
+
+
+def checkpoint_dir(paths: Paths, model: str, dataset: str) -> Path:
+    """``ppo_approach/checkpoints/{model}_{dataset}/``."""
+    return paths.ppo_checkpoints / run_name(model, dataset)
+
+
+def tb_log_name(model: str, dataset: str) -> str:
+    """TensorBoard run name; SB3 appends ``_1``, ``_2``, ... per fresh run."""
+    return f"ppo_{model}_{dataset}"
+
+
+def final_model_path(paths: Paths, model: str, dataset: str) -> Path:
+    """``ppo_approach/models/ppo_{model}_{dataset}.zip``."""
+    return paths.ppo_models / f"ppo_{model}_{dataset}.zip"
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """``(timesteps, path)`` of every ``checkpoint_{T}.zip`` in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for p in directory.iterdir():
+        m = CHECKPOINT_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(directory: Path) -> tuple[int, Path] | None:
+    """The checkpoint with the most timesteps, or ``None``."""
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def save_model_atomic(model: PPO, path: Path) -> Path:
+    """``model.save`` to a temp name in the same folder, then ``os.replace`` onto ``path``.
+
+    The temp name ends in ``.tmp`` (has a suffix), so SB3 does not append ``.zip`` to it.
+    """
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
+
+
+# ---------------------------------------------------------------- device and PPO settings
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AgentError("ppo device = cuda, but torch sees no CUDA device; use auto or cpu")
+    return device
+
+
+def batch_size_warnings(n_steps: int, n_envs: int, batch_size: int) -> list[str]:
+    """Warnings about ``batch_size`` vs the rollout size ``n_steps * n_envs`` (SB3's check, and
+    the case SB3 does not report: a minibatch larger than the whole rollout)."""
+    buffer = n_steps * n_envs
+    out = []
+    if batch_size > buffer:
+        out.append(
+            f"ppo batch_size = {batch_size} is larger than the rollout n_steps * n_envs = "
+            f"{n_steps} * {n_envs} = {buffer}; every update uses one minibatch of {buffer}"
+        )
+    elif buffer % batch_size:
+        out.append(
+            f"ppo batch_size = {batch_size} does not divide n_steps * n_envs = {n_steps} * "
+            f"{n_envs} = {buffer}: after {buffer // batch_size} full minibatches each epoch ends "
+            f"with a truncated one of {buffer % batch_size}"
+        )
+    return out
+
+
+def ppo_kwargs(cfg: PPOConfig) -> dict[str, Any]:
+    """Keyword arguments of ``PPO(...)`` from the config (policy networks separate)."""
+    return {
+        "n_steps": cfg.n_steps,
+        "batch_size": cfg.batch_size,
+        "n_epochs": cfg.n_epochs,
+        "learning_rate": cfg.learning_rate,
+        "gamma": cfg.gamma,
+        "gae_lambda": cfg.gae_lambda,
+        "clip_range": cfg.clip_range,
+        "ent_coef": cfg.ent_coef,
+        "vf_coef": cfg.vf_coef,
+        "max_grad_norm": cfg.max_grad_norm,
+        "seed": cfg.seed,
+        "policy_kwargs": {"net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)}},
+    }
+
+
+def build_model(
+    cfg: PPOConfig,
+    env: VecEnv,
+    device: str,
+    tensorboard_log: Path | None,
+    verbose: int = 0,
+) -> PPO:
+    """A fresh ``PPO("MlpPolicy", env, ...)`` with the config's hyperparameters."""
+    for msg in batch_size_warnings(cfg.n_steps, env.num_envs, cfg.batch_size):
+        log.warning(msg)
+    with _quiet_sb3_batch_warning():
+        return PPO(
+            "MlpPolicy",
+            env,
+            device=device,
+            tensorboard_log=str(tensorboard_log) if tensorboard_log is not None else None,
+            verbose=verbose,
+            **ppo_kwargs(cfg),
+        )
+
+
+def load_model(
+    path: Path, env: VecEnv | None, device: str, tensorboard_log: Path | None = None
+) -> PPO:
+    """Load a saved PPO (checkpoint or final model) onto ``device``, attached to ``env``."""
+    try:
+        with _quiet_sb3_batch_warning():
+            model = PPO.load(
+                path,
+                env=env,
+                device=device,
+                tensorboard_log=str(tensorboard_log) if tensorboard_log is not None else None,
+            )
+    except FileNotFoundError:
+        raise AgentError(f"{path}: PPO model file not found") from None
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+        raise AgentError(f"{path}: cannot load PPO model ({type(exc).__name__}: {exc})") from None
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_sb3_batch_warning() -> Iterator[None]:
+    """SB3 ``warnings.warn``s about truncated minibatches; we log our own line with the numbers."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+        yield
+
+
+# ---------------------------------------------------------------- vectorised environments
+
+
+class WorkerEnvFn:
+    """Picklable thunk run INSIDE a worker: one torch thread, SIGINT ignored, then build the env.
+
+    One thread per worker because n workers x all cores of threads oversubscribe the CPU (the env
+    itself uses none, but SB3 imports torch in the worker). SIGINT is ignored because Ctrl-C goes
+    to the whole process group: the parent handles it (checkpoint, then closes the workers).
+    """
+
+    def __init__(self, inner: Any, in_subprocess: bool) -> None:
+        self.inner = inner
+        self.in_subprocess = in_subprocess
+
+    def __call__(self) -> TradingEnv:
+        """Set up the worker process and return the env."""
+        if self.in_subprocess:
+            torch.set_num_threads(1)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return self.inner()
+
+
+def _start_method() -> str:
+    import multiprocessing as mp
+
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+def make_vec_env(
+    data: MarketData,
+    env_config: EnvConfig,
+    reward_config: RewardConfig,
+    n_envs: int,
+    seed: int,
+    kind: str = "subproc",
+) -> tuple[VecEnv, str]:
+    """``n_envs`` seeded training envs over ``data``, wrapped in ``VecMonitor``.
+
+    Returns ``(vec_env, kind_used)``; ``kind_used`` is ``"dummy"`` when ``kind = "subproc"`` could
+    not start its workers (the reason is logged as a warning).
+    """
+    if kind not in ("subproc", "dummy"):
+        raise AgentError(f"vec_env = {kind!r}; expected subproc or dummy")
+    sub = kind == "subproc"
+    fns = [
+        WorkerEnvFn(make_env_fn(data, env_config, seed, rank, True, reward_config), sub)
+        for rank in range(n_envs)
+    ]
+    venv: VecEnv
+    if sub:
+        try:
+            venv = SubprocVecEnv(fns, start_method=_start_method())
+        except Exception as exc:  # any failure to spawn/pickle: train anyway, say why
+            log.warning(
+                "SubprocVecEnv failed (%s: %s); falling back to DummyVecEnv (one process)",
+                type(exc).__name__,
+                exc,
+            )
+            fns = [WorkerEnvFn(f.inner, False) for f in fns]
+            venv, kind = DummyVecEnv(fns), "dummy"
+    else:
+        venv = DummyVecEnv(fns)
+    return VecMonitor(venv), kind
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate_on_block(
+    model: PPO,
+    env: TradingEnv,
+    episodes: int,
+    seed: int,
+    ppy: float,
+) -> dict[str, float]:
+    """Deterministic policy over ``episodes`` seeded episodes of ``env`` (validation block).
+
+    Returns means over episodes of: ``mean_reward`` (summed env reward), ``mean_length`` (steps),
+    ``mean_return`` (final equity / initial - 1) and ``mean_sharpe`` (annualised with ``ppy``).
+    """
+
+    def policy(obs: np.ndarray, info: dict[str, Any]) -> int:
+        action, _ = model.predict(obs, deterministic=True)
+        return int(action)
+
+    rewards, lengths, returns, sharpes = [], [], [], []
+    for i in range(episodes):
+        rec = run_episode(env, policy, seed=seed + EVAL_SEED_OFFSET + i)
+        rewards.append(float(rec.rewards.sum()))
+        lengths.append(rec.n_steps)
+        returns.append(float(rec.equity[-1] / rec.equity[0] - 1.0))
+        sharpes.append(sharpe_ratio(rec.equity[1:] / rec.equity[:-1] - 1.0, ppy))
+    return {
+        "mean_reward": float(np.mean(rewards)),
+        "mean_length": float(np.mean(lengths)),
+        "mean_return": float(np.mean(returns)),
+        "mean_sharpe": float(np.mean(sharpes)),
+    }
+
+
+# ---------------------------------------------------------------- stop requests
+
+
+class StopRequest:
+    """A flag set by a signal handler (or a test) and read by :class:`StopOnRequestCallback`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal_name: str | None = None
+
+    def set(self, signal_name: str = "request") -> None:
+        """Ask training to stop at the next step."""
+        self.signal_name = signal_name
+        self._event.set()
+
+    def is_set(self) -> bool:
+        """Whether a stop was requested."""
+        return self._event.is_set()
+
+
+@contextlib.contextmanager
+def stop_signals(
+    request: StopRequest, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[StopRequest]:
+    """While inside, SIGINT / SIGTERM set ``request`` instead of killing the process.
+
+    The previous handlers are restored on exit. Outside the main thread (where Python cannot
+    install handlers) nothing is installed and only an explicit ``request.set()`` stops training.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if not request.is_set():
+            log.warning("%s received: stopping after this step and writing a checkpoint", name)
+        request.set(name)
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield request
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+class StopOnRequestCallback(BaseCallback):
+    """Ends ``learn()`` when the :class:`StopRequest` is set; records the last rollout boundary.
+
+    ``trained_timesteps`` is ``num_timesteps`` at the start of the current rollout, i.e. the
+    timesteps the weights have actually been trained on (a stopped rollout is thrown away).
+    """
+
+    def __init__(self, request: StopRequest) -> None:
+        super().__init__()
+        self.request = request
+        self.trained_timesteps = 0
+        self.stopped = False
+
+    def _on_training_start(self) -> None:
+        self.trained_timesteps = int(self.model.num_timesteps)
+
+    def _on_rollout_start(self) -> None:
+        self.trained_timesteps = int(self.model.num_timesteps)
+
+    def _on_step(self) -> bool:
+        if self.request.is_set():
+            self.stopped = True
+            return False
+        return True
+
+
+class CheckpointCallback(BaseCallback):
+    """Saves ``checkpoint_{T}.zip`` at the first rollout boundary after each ``freq`` timesteps.
+
+    Counted in timesteps (``num_timesteps`` crossing multiples of ``freq``), not in callback calls;
+    written atomically.
+    """
+
+    def __init__(self, directory: Path, freq: int) -> None:
+        super().__init__()
+        self.directory = directory
+        self.freq = int(freq)
+        self.last_saved = 0
+        self.saved: list[Path] = []
+
+    def _on_training_start(self) -> None:
+        self.last_saved = int(self.model.num_timesteps)
+
+    def _on_rollout_start(self) -> None:
+        t = int(self.model.num_timesteps)
+        if t // self.freq > self.last_saved // self.freq:
+            path = save_model_atomic(self.model, self.directory / f"checkpoint_{t}.zip")
+            self.saved.append(path)
+            self.last_saved = t
+            log.info("checkpoint %s (%d timesteps)", path, t)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class ValidationEvalCallback(BaseCallback):
+    """Evaluates on the VALIDATION block every ``freq`` timesteps and keeps the best model.
+
+    Logs ``eval/mean_reward``, ``eval/mean_ep_length``, ``eval/mean_return`` and
+    ``eval/mean_sharpe`` to TensorBoard and the log. The best score (mean reward) and its timesteps
+    are saved in ``best_model.json`` beside ``best_model.zip`` so a resumed run keeps comparing
+    against it.
+    """
+
+    def __init__(
+        self,
+        env: TradingEnv,
+        directory: Path,
+        freq: int,
+        episodes: int,
+        seed: int,
+        ppy: float,
+        stopper: StopOnRequestCallback | None = None,
+    ) -> None:
+        super().__init__()
+        self.eval_env = env
+        self.stopper = stopper
+        self.directory = directory
+        self.freq = int(freq)
+        self.episodes = int(episodes)
+        self.seed = int(seed)
+        self.ppy = float(ppy)
+        self.last_eval = 0
+        self.best_reward = -float("inf")
+        self.best_timesteps: int | None = None
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def best_path(self) -> Path:
+        """``best_model.zip`` in the checkpoint folder."""
+        return self.directory / BEST_MODEL_NAME
+
+    def load_best_meta(self) -> None:
+        """Continue from an earlier best (resume); silently nothing when there is none."""
+        meta = self.directory / BEST_META_NAME
+        if meta.is_file() and self.best_path.is_file():
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            self.best_reward = float(data["mean_reward"])
+            self.best_timesteps = int(data["timesteps"])
+
+    def _on_training_start(self) -> None:
+        self.last_eval = int(self.model.num_timesteps)
+
+    def _on_rollout_start(self) -> None:
+        self._maybe_evaluate()
+
+    def _on_training_end(self) -> None:
+        # The last rollout's weights reach a boundary only here; skip it after a stop request
+        # (the stopped rollout was discarded and the weights are the ones already evaluated).
+        if self.stopper is None or not self.stopper.stopped:
+            self._maybe_evaluate()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _maybe_evaluate(self) -> None:
+        t = int(self.model.num_timesteps)
+        if t // self.freq <= self.last_eval // self.freq:
+            return
+        self.last_eval = t
+        res = evaluate_on_block(self.model, self.eval_env, self.episodes, self.seed, self.ppy)
+        res["timesteps"] = t
+        self.history.append(res)
+        self.logger.record("eval/mean_reward", res["mean_reward"])
+        self.logger.record("eval/mean_ep_length", res["mean_length"])
+        self.logger.record("eval/mean_return", res["mean_return"])
+        self.logger.record("eval/mean_sharpe", res["mean_sharpe"])
+        self.logger.dump(t)
+        better = res["mean_reward"] > self.best_reward
+        log.info(
+            "eval @%d on validation: reward %.3f, length %.0f, return %+.2f%%, Sharpe %.2f%s",
+            t,
+            res["mean_reward"],
+            res["mean_length"],
+            100 * res["mean_return"],
+            res["mean_sharpe"],
+            " (new best)" if better else "",
+        )
+        if better:
+            self.best_reward = res["mean_reward"]
+            self.best_timesteps = t
+            save_model_atomic(self.model, self.best_path)
+            atomic_write_json(
+                self.directory / BEST_META_NAME, {"mean_reward": res["mean_reward"], **res}
+            )
+
+
+@dataclass
+class LearnResult:
+    """How ``learn()`` ended."""
+
+    interrupted: bool
+    timesteps: int
+    """Timesteps the weights were trained on (on interrupt: the last rollout boundary)."""
+    signal_name: str | None = None
+
+
+def learn(
+    model: PPO,
+    total_timesteps: int,
+    callbacks: list[BaseCallback],
+    stopper: StopOnRequestCallback,
+    tb_name: str,
+    progress_bar: bool,
+) -> LearnResult:
+    """Train until ``model.num_timesteps`` reaches ``total_timesteps`` or a stop is requested.
+
+    Continues counting from ``model.num_timesteps`` (``reset_num_timesteps=False``: a resumed run
+    logs into the same TensorBoard run). SIGINT / SIGTERM are caught only while ``learn()`` runs.
+    """
+    remaining = int(total_timesteps) - int(model.num_timesteps)
+    if remaining <= 0:
+        return LearnResult(False, int(model.num_timesteps))
+    fresh = model.num_timesteps == 0
+    with stop_signals(stopper.request):
+        model.learn(
+            total_timesteps=remaining,
+            callback=[stopper, *callbacks],
+            tb_log_name=tb_name,
+            reset_num_timesteps=fresh,
+            progress_bar=progress_bar,
+        )
+    if stopper.stopped:
+        return LearnResult(True, stopper.trained_timesteps, stopper.request.signal_name)
+    return LearnResult(False, int(model.num_timesteps))

@@ -1,0 +1,531 @@
+"""Step 7: train the PPO trading agent on the classifier's predictions, then backtest it.
+
+Usage::
+
+    python ppo_approach/train_ppo_agent.py --dataset SYNTH-BTC-EUR_1H_20240101-20251231
+    python -m ppo_approach.train_ppo_agent --dataset NAME --resume --preset smoke --set n_envs=4
+
+What happens (:func:`train_agent`):
+
+1. The dataset is loaded and its features built once in this process (``prepare_dataset``); the
+   prediction table ``results/predictions_{model}_{dataset}.csv`` is read and split by its
+   ``agent_block`` column into the agent's train / val / test blocks, each a
+   :class:`~ppo_approach.trading_env.MarketData` of plain numpy arrays (the only thing the
+   environment workers receive).
+2. PPO trains on the TRAIN block in ``n_envs`` environments, evaluating on the VALIDATION block
+   every ``eval_freq`` timesteps (best model kept) and checkpointing every ``checkpoint_freq``.
+   SIGINT / SIGTERM write a checkpoint and exit 130; ``--resume`` continues from the newest one.
+3. The final model is saved as ``ppo_approach/models/ppo_{model}_{dataset}.zip`` with the resolved
+   config and a meta JSON beside it, and the chosen model (best on validation, else final) is
+   backtested once on the untouched TEST block against the baselines of ``pipeline.backtest``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+# Running this file directly puts ppo_approach/ (not the project root) on sys.path; add the root
+# so `import ppo_approach` / `import pipeline` work. `python -m ppo_approach...` needs nothing.
+if importlib.util.find_spec("ppo_approach") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline import backtest  # noqa: E402
+from pipeline.common import (  # noqa: E402
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Paths,
+    PipelineError,
+    atomic_write_json,
+    run_cli,
+    setup_logging,
+)
+from pipeline.config import (  # noqa: E402
+    Config,
+    PPOConfig,
+    add_config_args,
+    config_from_args,
+    write_resolved,
+)
+from pipeline.features import AGENT_PRICE_FEATURE_NAMES  # noqa: E402
+from pipeline.prepare import Prepared, prepare_dataset  # noqa: E402
+from ppo_approach import ppo_trading_agent as agent  # noqa: E402
+from ppo_approach.reward_functions import RewardConfig, RewardFunction  # noqa: E402
+from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+BLOCK_NAMES = ("train", "val", "test")
+PRED_BASE_COLUMNS = ("pred_class", "confidence", "p_fall", "p_stationary", "p_rise")
+TABLE_COLUMNS = (
+    "bar",
+    "timestamp",
+    "p_fall",
+    "p_stationary",
+    "p_rise",
+    "pred_class",
+    "confidence",
+    "source",
+    "agent_block",
+    "in_sample",
+)
+
+
+class TrainingInterrupted(PipelineError):
+    """SIGINT / SIGTERM stopped training; a checkpoint was written (exit code 130)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class PredictionTableError(PipelineError):
+    """The prediction table is missing, malformed or does not match the dataset."""
+
+
+# ---------------------------------------------------------------- prediction table -> blocks
+
+
+def prediction_table_path(paths: Paths, model: str, dataset: str) -> Path:
+    """``results/predictions_{model}_{dataset}.csv``."""
+    return paths.results / f"predictions_{model}_{dataset}.csv"
+
+
+def load_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
+    """Read and check the prediction table of ``model`` (see docs/DESIGN.md for the columns)."""
+    path = prediction_table_path(paths, model, dataset)
+    if not path.is_file():
+        raise PredictionTableError(
+            f"{path}: prediction table not found; run step 6 (prediction tables) for "
+            f"{model} on {dataset} first"
+        )
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PredictionTableError(f"{path}: unreadable CSV ({exc})") from None
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise PredictionTableError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(TABLE_COLUMNS)}"
+        )
+    table.attrs["path"] = str(path)
+    return table
+
+
+def prediction_feature_names(cfg: PPOConfig) -> tuple[str, ...]:
+    """Observation names of the prediction features (ensemble: + each member's probabilities)."""
+    names = list(PRED_BASE_COLUMNS)
+    if cfg.prediction_model == "ensemble":
+        for m in cfg.ensemble_models:
+            names += [f"p_fall_{m}", f"p_stationary_{m}", f"p_rise_{m}"]
+    return tuple(names)
+
+
+def prediction_features(table: pd.DataFrame, cfg: PPOConfig) -> np.ndarray:
+    """Per-row prediction features ``(n, P)`` float32 in :func:`prediction_feature_names` order.
+
+    ``pred_class`` enters centred as ``class - 1`` (Fall -1, Stationary 0, Rise +1), so the
+    network sees an ordered, zero-mean input rather than a label code 0..2.
+    """
+    where = table.attrs.get("path", "prediction table")
+    cols = prediction_feature_names(cfg)
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise PredictionTableError(
+            f"{where}: missing column(s) {', '.join(missing)} needed for prediction_model = "
+            f"{cfg.prediction_model}"
+        )
+    x = table.loc[:, list(cols)].to_numpy(dtype=np.float64)  # (n, P)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise PredictionTableError(
+            f"{where}: column {cols[col]} has a non-finite value at data row {row + 1}"
+        )
+    x[:, 0] -= 1.0
+    return x.astype(np.float32)
+
+
+def _utc_iso(value: Any) -> str:
+    """ISO 8601 with an explicit UTC offset (dataset timestamps are naive UTC datetime64)."""
+    t = pd.Timestamp(value)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.isoformat()
+
+
+@dataclass
+class AgentBlock:
+    """One block of the agent: its env data, the bars it covers and the classifier's probs."""
+
+    name: str
+    data: MarketData
+    bars: np.ndarray  # (n,) int64 dataset bars, consecutive
+    probs: np.ndarray  # (n, 3) p_fall, p_stationary, p_rise
+    in_sample: bool
+
+    def describe(self) -> dict[str, Any]:
+        """``{"start", "end", "bars", "first_bar", "last_bar"}`` (ISO timestamps)."""
+        ts = self.data.timestamps
+        assert ts is not None
+        return {
+            "start": _utc_iso(ts[0]),
+            "end": _utc_iso(ts[-1]),
+            "bars": int(self.bars.size),
+            "first_bar": int(self.bars[0]),
+            "last_bar": int(self.bars[-1]),
+        }
+
+
+def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dict[str, AgentBlock]:
+    """Split the table by ``agent_block`` into train / val / test :class:`AgentBlock`s.
+
+    Checks that each block's bars are consecutive, inside the dataset, past the price-feature
+    warm-up, in chronological order train < val < test, and that the table's timestamps are the
+    dataset's (a table left over from another version of the CSV is refused).
+    """
+    where = table.attrs.get("path", "prediction table")
+    arrays = prepared.arrays
+    feats = prediction_features(table, cfg)  # (rows, P)
+    bars_all = table["bar"].to_numpy()
+    if not np.issubdtype(bars_all.dtype, np.integer):
+        raise PredictionTableError(f"{where}: column bar must hold integers, got {bars_all.dtype}")
+    out_of_range = np.flatnonzero((bars_all < 0) | (bars_all >= arrays.n_bars))
+    if out_of_range.size:
+        i = int(out_of_range[0])
+        raise PredictionTableError(
+            f"{where}: data row {i + 1} has bar {bars_all[i]}, outside the dataset's "
+            f"0..{arrays.n_bars - 1}"
+        )
+    try:
+        parsed = pd.to_datetime(table["timestamp"], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise PredictionTableError(f"{where}: column timestamp is not parseable ({exc})") from None
+    stamps = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")  # (rows,) naive UTC
+    expected = arrays.timestamps[bars_all].astype("datetime64[ns]")
+    differ = np.flatnonzero(stamps != expected)
+    if differ.size:
+        i = int(differ[0])
+        raise PredictionTableError(
+            f"{where}: data row {i + 1} (bar {bars_all[i]}) has timestamp "
+            f"{_utc_iso(stamps[i])} but the dataset has {_utc_iso(expected[i])}; the table belongs "
+            "to other data, rebuild it"
+        )
+    pred_names = prediction_feature_names(cfg)
+    in_sample_col = table["in_sample"].astype(str).str.lower().isin(("true", "1"))
+    blocks: dict[str, AgentBlock] = {}
+    for name in BLOCK_NAMES:
+        rows = np.flatnonzero((table["agent_block"] == name).to_numpy())
+        if rows.size < 2:
+            raise PredictionTableError(
+                f"{where}: {rows.size} row(s) with agent_block = {name}; expected at least 2"
+            )
+        rows = rows[np.argsort(bars_all[rows], kind="stable")]
+        bars = bars_all[rows].astype(np.int64)
+        gaps = np.flatnonzero(np.diff(bars) != 1)
+        if gaps.size:
+            g = int(gaps[0])
+            raise PredictionTableError(
+                f"{where}: agent_block = {name} is not consecutive: bar {bars[g]} is followed by "
+                f"bar {bars[g + 1]}"
+            )
+        price = arrays.price_features[bars]  # (n, 5)
+        if not np.isfinite(price).all():
+            first = int(bars[np.flatnonzero(~np.isfinite(price).all(axis=1))[0]])
+            raise PredictionTableError(
+                f"{where}: agent_block = {name} starts in the price-feature warm-up (bar {first} "
+                "has no price features); the agent's blocks must start later"
+            )
+        data = MarketData(
+            open=arrays.open[bars],
+            close=arrays.close[bars],
+            pred_features=feats[rows],
+            price_features=price,
+            timestamps=arrays.timestamps[bars],
+            pred_names=pred_names,
+            price_names=AGENT_PRICE_FEATURE_NAMES,
+        )
+        probs = feats[rows][:, 2:5]
+        blocks[name] = AgentBlock(name, data, bars, probs, bool(in_sample_col.iloc[rows].any()))
+    for a, b in zip(BLOCK_NAMES, BLOCK_NAMES[1:], strict=False):
+        if blocks[a].bars[-1] >= blocks[b].bars[0]:
+            raise PredictionTableError(
+                f"{where}: agent_block {a} ends at bar {blocks[a].bars[-1]} but {b} starts at bar "
+                f"{blocks[b].bars[0]}; expected {a} before {b}"
+            )
+    return blocks
+
+
+# ---------------------------------------------------------------- training
+
+
+def _progress_bar_wanted() -> bool:
+    """SB3's bar needs tqdm + rich and a terminal; never inside pytest."""
+    if not sys.stderr.isatty() or "PYTEST_CURRENT_TEST" in os.environ:
+        return False
+    return all(importlib.util.find_spec(m) is not None for m in ("tqdm", "rich"))
+
+
+def _clear_previous_run(directory: Path) -> None:
+    """A fresh (non-resume) run starts from nothing: drop old checkpoints and best model."""
+    old = [p for _, p in agent.list_checkpoints(directory)]
+    old += [p for p in (directory / agent.BEST_MODEL_NAME, directory / agent.BEST_META_NAME)]
+    old = [p for p in old if p.exists()]
+    if old:
+        log.warning(
+            "fresh run: removing %d file(s) of an earlier run from %s (use --resume to continue)",
+            len(old),
+            directory,
+        )
+        for p in old:
+            p.unlink()
+
+
+def _make_test_env(block: AgentBlock, reward_cfg: RewardConfig) -> Any:
+    """``make_env(config)`` for :func:`pipeline.backtest.run_strategies` on ``block``."""
+
+    def make(config: EnvConfig) -> TradingEnv:
+        return TradingEnv(block.data, config, RewardFunction(reward_cfg), random_start=False)
+
+    return make
+
+
+def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[str, Any]:
+    """Train (or resume) the agent of ``cfg.ppo.prediction_model`` on ``dataset``, then backtest.
+
+    Returns the backtest report (also written to ``results/backtest_{model}_{dataset}.json``).
+    Raises :class:`TrainingInterrupted` (exit code 130) after writing a checkpoint when SIGINT or
+    SIGTERM arrives during training.
+    """
+    pc = cfg.ppo
+    model_name = pc.prediction_model
+    paths.ensure()
+    prepared = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
+    table = load_table(paths, model_name, dataset)
+    blocks = build_blocks(prepared, table, pc)
+    in_sample = any(b.in_sample for b in blocks.values())
+    if in_sample and pc.ppo_prediction_source == "walk_forward":
+        log.warning(
+            "prediction table has in_sample rows although ppo_prediction_source = walk_forward"
+        )
+    ppy = backtest.periods_per_year(prepared.info.interval_seconds)
+    env_cfg = EnvConfig.from_ppo_config(pc)
+    reward_cfg = RewardConfig.from_ppo_config(pc)
+    device = agent.resolve_device(pc.device)
+    ckdir = agent.checkpoint_dir(paths, model_name, dataset)
+    tb_name = agent.tb_log_name(model_name, dataset)
+    for name, b in blocks.items():
+        d = b.describe()
+        log.info("agent %s block: %s .. %s (%d bars)", name, d["start"], d["end"], d["bars"])
+
+    start = agent.latest_checkpoint(ckdir) if resume else None
+    if resume and start is None:
+        log.warning("--resume: no checkpoint in %s; starting from scratch", ckdir)
+    if start is None:
+        _clear_previous_run(ckdir)
+    ckdir.mkdir(parents=True, exist_ok=True)
+
+    vec_env, vec_kind = agent.make_vec_env(
+        blocks["train"].data, env_cfg, reward_cfg, pc.n_envs, pc.seed, pc.vec_env
+    )
+    try:
+        if start is not None:
+            ts, path = start
+            model = agent.load_model(path, vec_env, device, paths.ppo_logs)
+            log.info("resuming from %s (%d of %d timesteps)", path, ts, pc.total_timesteps)
+            if model.num_timesteps != ts:
+                raise agent.AgentError(
+                    f"{path}: holds {model.num_timesteps} timesteps but its name says {ts}"
+                )
+        else:
+            model = agent.build_model(pc, vec_env, device, paths.ppo_logs)
+        log.info(
+            "PPO on %s, %d %s env(s), net %s, %d timesteps",
+            device,
+            vec_env.num_envs,
+            vec_kind,
+            list(pc.net_arch),
+            pc.total_timesteps,
+        )
+        stopper = agent.StopOnRequestCallback(agent.StopRequest())
+        val_env = TradingEnv(
+            blocks["val"].data, env_cfg, RewardFunction(reward_cfg), random_start=True
+        )
+        evaluator = agent.ValidationEvalCallback(
+            val_env, ckdir, pc.eval_freq, pc.eval_episodes, pc.seed, ppy, stopper
+        )
+        if start is not None:
+            evaluator.load_best_meta()
+        checkpointer = agent.CheckpointCallback(ckdir, pc.checkpoint_freq)
+        result = agent.learn(
+            model,
+            pc.total_timesteps,
+            [checkpointer, evaluator],
+            stopper,
+            tb_name,
+            _progress_bar_wanted(),
+        )
+        if result.interrupted:
+            # The interrupted rollout was thrown away: count only what the weights learned from.
+            model.num_timesteps = result.timesteps
+            path = agent.save_model_atomic(model, ckdir / f"checkpoint_{result.timesteps}.zip")
+            raise TrainingInterrupted(
+                f"interrupted by {result.signal_name} at {result.timesteps} of "
+                f"{pc.total_timesteps} timesteps; checkpoint written to {path}; "
+                "run the same command with --resume to continue"
+            )
+        final_path = agent.final_model_path(paths, model_name, dataset)
+        agent.save_model_atomic(model, final_path)
+    finally:
+        vec_env.close()
+    stem = final_path.with_suffix("")
+    write_resolved(cfg, f"{stem}_config.txt")
+    meta = {
+        "model": model_name,
+        "dataset": dataset,
+        "dataset_sha256": prepared.info.sha256,
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "timesteps": int(model.num_timesteps),
+        "resumed_from": str(start[1]) if start is not None else None,
+        "device": device,
+        "vec_env": vec_kind,
+        "config_hash": cfg.hash(),
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(f"{stem}_meta.json", meta)
+    log.info("final model saved to %s (%d timesteps)", final_path, model.num_timesteps)
+
+    chosen = "best" if evaluator.best_path.is_file() else "final"
+    chosen_model = (
+        agent.load_model(evaluator.best_path, None, device) if chosen == "best" else model
+    )
+    log.info(
+        "backtesting the %s model%s on the test block",
+        chosen,
+        f" (validation best at {evaluator.best_timesteps} timesteps)" if chosen == "best" else "",
+    )
+    return run_backtest(
+        chosen_model,
+        cfg,
+        dataset,
+        paths,
+        prepared,
+        blocks,
+        chosen=chosen,
+        timesteps=int(model.num_timesteps),
+        in_sample=in_sample,
+    )
+
+
+def run_backtest(
+    model: Any,
+    cfg: Config,
+    dataset: str,
+    paths: Paths,
+    prepared: Prepared,
+    blocks: dict[str, AgentBlock],
+    chosen: str,
+    timesteps: int,
+    in_sample: bool,
+) -> dict[str, Any]:
+    """Run the agent and the baselines once over the test block; write JSON + PNG; print a table."""
+    pc = cfg.ppo
+    model_name = pc.prediction_model
+    test = blocks["test"]
+    ppy = backtest.periods_per_year(prepared.info.interval_seconds)
+    reward_cfg = RewardConfig.from_ppo_config(pc)
+
+    def agent_policy(obs: np.ndarray, info: dict[str, Any]) -> int:
+        action, _ = model.predict(obs, deterministic=True)
+        return int(action)
+
+    runs = backtest.run_strategies(
+        _make_test_env(test, reward_cfg),
+        EnvConfig.from_ppo_config(pc),
+        agent_policy,
+        test.probs,
+        [pc.seed + i for i in range(pc.random_policy_seeds)],
+    )
+    report: dict[str, Any] = {
+        "model": model_name,
+        "dataset": dataset,
+        "dataset_sha256": prepared.info.sha256,
+        "prediction_source": pc.ppo_prediction_source,
+        "in_sample_predictions": bool(in_sample),
+        "timesteps": int(timesteps),
+        "chosen_model": chosen,
+        "blocks": {name: b.describe() for name, b in blocks.items()},
+        "interval_seconds": float(prepared.info.interval_seconds),
+        "periods_per_year": ppy,
+        "transaction_cost": pc.transaction_cost,
+        "random_policy_seeds": pc.random_policy_seeds,
+        "strategies": backtest.summarise_runs(runs, ppy),
+    }
+    json_path = paths.results / f"backtest_{model_name}_{dataset}.json"
+    png_path = paths.results / f"backtest_{model_name}_{dataset}.png"
+    backtest.write_report(report, json_path)
+    title = (
+        f"PPO ({model_name} predictions, {chosen} model) on {dataset}: test block, "
+        f"predictions {pc.ppo_prediction_source}" + (" [IN-SAMPLE]" if in_sample else "")
+    )
+    backtest.plot_backtest(runs, test.data.timestamps, png_path, title)
+    print(backtest.format_summary(backtest.json_safe(report)))
+    log.info("backtest written to %s and %s", json_path, png_path)
+    return report
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of step 7."""
+    p = argparse.ArgumentParser(
+        prog="train_ppo_agent.py",
+        description="Train the PPO trading agent on a dataset's prediction table, then backtest.",
+    )
+    p.add_argument("--dataset", required=True, help="dataset name (datasets/NAME.csv)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint of this run"
+    )
+    p.add_argument("--root", type=Path, default=None, help="artifact root (default: project)")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    add_config_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, train, backtest; 130 after an interrupt (checkpoint written)."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        setup_logging(args.verbose)
+        cfg = config_from_args(args)
+        try:
+            train_agent(cfg, args.dataset, Paths.from_root(args.root), args.resume)
+        except TrainingInterrupted as exc:
+            argv_used = list(sys.argv[1:] if argv is None else argv)
+            if "--resume" not in argv_used:
+                argv_used.append("--resume")
+            print(str(exc), file=sys.stderr)
+            print(
+                "resume with: "
+                + shlex.join([sys.executable, "-m", "ppo_approach.train_ppo_agent", *argv_used]),
+                file=sys.stderr,
+            )
+            return exc.exit_code
+        return EXIT_OK
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
