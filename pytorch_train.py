@@ -747,3 +747,68 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+# ================================================================ model files
+
+MODEL_FILE_FORMAT = 1
+REQUIRED_MODEL_KEYS = (
+    "format",
+    "model",
+    "arch",
+    "state_dict",
+    "feature_names",
+    "lookback",
+    "label",
+    "dataset_sha256",
+    "config_hash",
+    "scaler",
+)
+
+
+def save_model_file(path: Path, payload: dict[str, Any]) -> Path:
+    """Write a model payload atomically; it must load with ``torch.load(weights_only=True)``."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_model_file(path: Path) -> dict[str, Any]:
+    """Read a model file written by :func:`save_model_file` (weights-only unpickling).
+
+    Raises:
+        PipelineError: missing file, unreadable file, or a payload without the expected keys.
+    """
+    if not path.is_file():
+        raise PipelineError(f"{path}: model file not found; run train_models.py first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0][:200] if text else ""
+        raise PipelineError(
+            f"{path}: unreadable model file ({type(exc).__name__}: {first})"
+        ) from None
+    if not isinstance(payload, dict):
+        raise PipelineError(f"{path}: not a model file (expected a dict payload)")
+    missing = [k for k in REQUIRED_MODEL_KEYS if k not in payload]
+    if missing:
+        raise PipelineError(f"{path}: model file lacks {', '.join(missing)}; retrain it")
+    if payload["format"] != MODEL_FILE_FORMAT:
+        raise PipelineError(
+            f"{path}: model file format {payload['format']}, expected {MODEL_FILE_FORMAT}; "
+            "retrain it"
+        )
+    return payload
+
+
+def model_from_payload(payload: dict[str, Any], device: torch.device) -> nn.Module:
+    """Rebuild the classifier of a model file on ``device`` in eval mode."""
+    model = build_model(payload["arch"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise PipelineError(
+            f"model {payload['model']!r}: weights do not fit its architecture ({exc})"
+        ) from None
+    return model.to(device).eval()

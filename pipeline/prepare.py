@@ -45,8 +45,8 @@ def prepare_dataset(
     ``threshold_delta = auto`` (None) lets :func:`pipeline.features.prepare_arrays` pick the
     threshold that balances the classes on the training block; ``purge_gap = auto`` (None) uses the
     minimum ``smoothing_k + lookback``. With ``save_scaler`` the scaler (fit on the train block's
-    rows only) is pickled atomically to ``scalers/scaler_{dataset}.pkl`` together with what it was
-    fit on, so a later prediction can check it belongs to the same data and features.
+    rows only) is pickled atomically to ``scalers/scaler_{name}.pkl`` (``name`` = the CSV's
+    stem) with what it was fit on, so a later prediction can check it matches data and features.
     """
     df, info = load_dataset(dataset, paths.datasets)
     feature_names = cfg.resolved_features()
@@ -63,7 +63,7 @@ def prepare_dataset(
     )
     prepared = Prepared(info=info, df=df, arrays=arrays, feature_names=feature_names)
     if save_scaler:
-        save_scaler_file(prepared, cfg, scaler_path(paths, dataset))
+        save_scaler_file(prepared, cfg, scaler_path(paths, info.name))
     return prepared
 
 
