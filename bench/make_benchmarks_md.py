@@ -1,0 +1,34 @@
+"""Assemble BENCHMARKS.md from the per-benchmark results in bench/results/*.md.
+
+Each bench script writes its own results file (machine, command, medians); this keeps BENCHMARKS.md
+a faithful copy of what the scripts printed. Usage: ``python bench/make_benchmarks_md.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["data_prep", "classifier", "env", "ppo", "end_to_end"]
+HEADER = """# Benchmarks
+
+Every number here comes from a script in `bench/` that anyone can rerun (`make bench`, or the
+command in each section); each section names the machine and the command and reports medians of
+several runs.
+Variants are compared as ratios measured in the same run. Regenerate this file with
+`python bench/make_benchmarks_md.py` after rerunning a benchmark.
+"""
+
+
+def main() -> int:
+    """Concatenate the results files in a fixed order (others after them, alphabetically)."""
+    results = {p.stem: p for p in sorted((HERE / "results").glob("*.md"))}
+    names = [n for n in ORDER if n in results] + [n for n in results if n not in ORDER]
+    parts = [HEADER] + [results[n].read_text().strip() + "\n" for n in names]
+    (HERE.parent / "BENCHMARKS.md").write_text("\n".join(parts))
+    print(f"BENCHMARKS.md: {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
