@@ -57,6 +57,8 @@ from pipeline.preflight import (
     DEPENDENCIES,
     format_table,
     install_secret_masking,
+    mask_secrets,
+    secret_values,
 )
 from pipeline.runlock import RunLock, lock_path
 
@@ -747,45 +749,91 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def drive(args: argparse.Namespace) -> int:
-    """Resolve the run's settings, take the lock, run the steps and write the summary."""
+class _TeeStream(io.TextIOBase):
+    """A console stream that also appends every write (secrets masked) to a log file."""
+
+    def __init__(self, stream: Any, log_file: Any, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self._stream = stream
+        self._file = log_file
+        self._secrets = list(secrets)
+
+    def write(self, s: str) -> int:  # type: ignore[override]
+        self._stream.write(s)
+        if not self._file.closed:
+            self._file.write(mask_secrets(s, self._secrets))
+            self._file.flush()
+        return len(s)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._stream, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def console_to_file(log_file: Path) -> Iterator[None]:
+    """Copy everything written to stdout/stderr into ``log_file`` while the block runs.
+
+    A tee of the console (rather than a logging FileHandler) keeps the file complete even when a
+    step module reconfigures the root logger, and also catches ``print`` and ``error:`` lines.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    secrets = secret_values()
+    with open(log_file, "a", encoding="utf-8") as fh:
+        old_out, old_err = sys.stdout, sys.stderr
+        sys.stdout = _TeeStream(old_out, fh, secrets)
+        sys.stderr = _TeeStream(old_err, fh, secrets)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = old_out, old_err
+
+
+def run_context(args: argparse.Namespace) -> RunContext:
+    """Resolve dataset, paths, config and the push/resume/install flags from args and env."""
     dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
     if not dataset:
         raise PipelineError("no dataset: pass --dataset NAME or set DATASET_NAME")
-    paths = Paths.from_root(args.root)
-    if not args.no_log_file:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        log_file = paths.logs / f"train_{dataset_name(dataset)}_{stamp}.log"
-        setup_logging(args.verbose, log_file)
-        log.info("log file: %s", log_file)
-    install_secret_masking()
-    selected = parse_steps(args.steps, args.from_step)
     cfg = config_from_args(args)
-    resume = args.resume or _env_flag("RESUME_TRAINING")
     if args.no_push:
         push, reason = False, "--no-push"
     elif _env_flag("RUNPOD_PUSH_TO_GITHUB"):
         push, reason = True, "RUNPOD_PUSH_TO_GITHUB=true"
     else:
         push, reason = False, "RUNPOD_PUSH_TO_GITHUB is not true"
-    ctx = RunContext(
+    return RunContext(
         dataset=dataset,
-        paths=paths,
+        paths=Paths.from_root(args.root),
         cfg=cfg,
-        resume=resume,
+        resume=args.resume or _env_flag("RESUME_TRAINING"),
         push=push,
         push_reason=reason,
         install=not args.no_install,
         verbose=args.verbose,
         config_argv=passthrough_args(args),
     )
-    with RunLock(lock_path(paths, ctx.name)) as lock:
+
+
+def drive(args: argparse.Namespace) -> int:
+    """Resolve the run's settings, take the lock, run the steps and write the summary."""
+    selected = parse_steps(args.steps, args.from_step)
+    ctx = run_context(args)
+    with RunLock(lock_path(ctx.paths, ctx.name)) as lock:
         if lock.took_over is not None:
             log.warning("took over a stale lock of %s", lock.took_over.describe())
         code, records = run_steps(ctx, selected)
         out = write_summary(ctx, records, code, selected)
     log.info("run summary (%s):\n%s", out, format_summary(records))
-    found = plots(paths, ctx.name)
+    found = plots(ctx.paths, ctx.name)
     if found:
         log.info("plots: %s", ", ".join(found))
     return code
@@ -794,10 +842,25 @@ def drive(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the driver; exit code 0, a step's code, or 130 if interrupted."""
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    install_secret_masking()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return run_cli(lambda: drive(args))
+        with contextlib.ExitStack() as stack:
+            dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
+            log_file = None
+            if not args.no_log_file and dataset:
+                stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+                logs = Paths.from_root(args.root).logs
+                log_file = logs / f"train_{dataset_name(dataset)}_{stamp}.log"
+                try:
+                    stack.enter_context(console_to_file(log_file))
+                except OSError as exc:
+                    print(f"warning: no log file ({exc}); console only", file=sys.stderr)
+                    log_file = None
+            setup_logging(args.verbose)
+            if log_file is not None:
+                log.info("log file: %s", log_file)
+            return run_cli(lambda: drive(args))
     finally:
         signal.signal(signal.SIGTERM, previous)
 

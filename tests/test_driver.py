@@ -1,0 +1,493 @@
+"""The eight-step driver (runpod_train.py) and runpod_main's plumbing, with fake steps (fast)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import runpod_main
+import runpod_train
+from pipeline.common import EXIT_INTERRUPTED, EXIT_PUSH, PROJECT_ROOT, PipelineError, run_cli
+from pipeline.runlock import lock_path, read_owner
+from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from runpod_train import (
+    STEP_NAMES,
+    StepFailed,
+    StepInterrupted,
+    StepOutcome,
+    agent_line,
+    call_step_main,
+    classifier_line,
+    parse_steps,
+)
+
+DATASET = "SYNTH-DRV_1H"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() reconfigures the root logger and the record factory; put both back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    factory = logging.getLogRecordFactory()
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
+    logging.setLogRecordFactory(factory)
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Artifact root with a small dataset; the pipeline's env variables cleared."""
+    for var in ("DATASET_NAME", "RESUME_TRAINING", "RUNPOD_PUSH_TO_GITHUB", "PIPELINE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    write_ohlcv_csv(generate_ohlcv(400, seed=3), tmp_path / "datasets" / f"{DATASET}.csv")
+    return tmp_path
+
+
+@pytest.fixture
+def fake_steps(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[runpod_train.RunContext]]:
+    """Replace every step with a recorder that returns ok (tests override single steps)."""
+    calls: dict[int, list[runpod_train.RunContext]] = {n: [] for n in STEP_NAMES}
+
+    def make(n: int):
+        def fake(ctx: runpod_train.RunContext) -> StepOutcome:
+            calls[n].append(ctx)
+            return StepOutcome(result=f"fake {n}")
+
+        return fake
+
+    for n in STEP_NAMES:
+        monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, n, make(n))
+    return calls
+
+
+def _summary(root: Path) -> dict:
+    return json.loads((root / "results" / f"run_summary_{DATASET}.json").read_text())
+
+
+def _run(root: Path, *extra: str) -> int:
+    return runpod_train.main(["--dataset", DATASET, "--root", str(root), "--no-log-file", *extra])
+
+
+# ---------------------------------------------------------------- --steps / --from-step
+
+
+@pytest.mark.parametrize(
+    ("steps", "from_step", "expected"),
+    [
+        (None, None, [1, 2, 3, 4, 5, 6, 7, 8]),
+        ("5,6", None, [5, 6]),
+        ("6, 5,5", None, [5, 6]),
+        ("5-7", None, [5, 6, 7]),
+        ("1,7-8", None, [1, 7, 8]),
+        (None, 7, [7, 8]),
+        (None, 1, [1, 2, 3, 4, 5, 6, 7, 8]),
+    ],
+)
+def test_parse_steps(steps: str | None, from_step: int | None, expected: list[int]) -> None:
+    assert parse_steps(steps, from_step) == expected
+
+
+@pytest.mark.parametrize(
+    ("steps", "from_step", "message"),
+    [
+        ("9", None, "'9' is out of range"),
+        ("0,1", None, "'0' is out of range"),
+        ("7-5", None, "'7-5' is out of range"),
+        ("five", None, "'five' is not a step number"),
+        ("5,", None, "'' is not a step number"),
+        (None, 9, "--from-step 9: expected a step number 1..8"),
+        ("5", 7, "cannot be combined"),
+    ],
+)
+def test_parse_steps_errors(steps: str | None, from_step: int | None, message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        parse_steps(steps, from_step)
+
+
+def test_steps_selects_what_runs(root: Path, fake_steps: dict) -> None:
+    assert _run(root, "--steps", "5,6") == 0
+    assert [n for n, c in fake_steps.items() if c] == [5, 6]
+    statuses = {s["number"]: s["status"] for s in _summary(root)["steps"]}
+    assert statuses == {1: "not selected", 2: "not selected", 3: "not selected",
+                        4: "not selected", 5: "ok", 6: "ok", 7: "not selected",
+                        8: "not selected"}  # fmt: skip
+
+
+def test_from_step_and_earlier_results_kept(root: Path, fake_steps: dict) -> None:
+    assert _run(root) == 0
+    assert all(len(c) == 1 for c in fake_steps.values())
+    assert _run(root, "--from-step", "7") == 0
+    assert [len(fake_steps[n]) for n in STEP_NAMES] == [1, 1, 1, 1, 1, 1, 2, 2]
+    steps = _summary(root)["steps"]
+    assert [s["earlier_run"] for s in steps] == [True] * 6 + [False] * 2
+    assert steps[4]["result"] == "fake 5" and steps[4]["status"] == "ok"
+    assert _summary(root)["steps_selected"] == [7, 8]
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_failing_step_reports_its_name_and_stops(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def boom(ctx: runpod_train.RunContext) -> StepOutcome:
+        raise PipelineError("models/lstm_X.pth: shape mismatch (expected 26 features, got 25)")
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 5, boom)
+    assert _run(root) == 1
+    err = capsys.readouterr().err
+    assert (
+        "error: step 5 (train classifiers) failed: models/lstm_X.pth: shape mismatch "
+        "(expected 26 features, got 25)" in err
+    )
+    assert [len(fake_steps[n]) for n in (6, 7, 8)] == [0, 0, 0]
+    summary = _summary(root)
+    assert summary["exit_code"] == 1
+    assert [s["status"] for s in summary["steps"]] == ["ok"] * 4 + ["failed"] + ["not run"] * 3
+    assert "shape mismatch" in summary["steps"][4]["result"]
+    assert not lock_path(runpod_train.Paths.from_root(root), DATASET).exists()
+
+
+def test_push_failure_exit_code_3(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def push(ctx: runpod_train.RunContext) -> StepOutcome:
+        raise PipelineError("git push failed: remote rejected", exit_code=EXIT_PUSH)
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 8, push)
+    assert _run(root) == EXIT_PUSH
+    assert "error: step 8 (push) failed: git push failed: remote rejected" in (
+        capsys.readouterr().err
+    )
+
+
+def test_interrupted_step_exit_130(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def ppo(ctx: runpod_train.RunContext) -> StepOutcome:
+        raise StepInterrupted("interrupted by SIGTERM at 1024 of 2048 timesteps")
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 7, ppo)
+    assert _run(root) == EXIT_INTERRUPTED
+    assert "interrupted: step 7 (train PPO agent)" in capsys.readouterr().err
+    steps = _summary(root)["steps"]
+    assert steps[6]["status"] == "interrupted" and steps[7]["status"] == "not run"
+
+
+def test_call_step_main_captures_error_line_and_code(capsys: pytest.CaptureFixture) -> None:
+    def failing_main(argv: list[str]) -> int:
+        def body() -> int:
+            raise PipelineError(f"dataset {argv[1]}: too short", exit_code=4)
+
+        return run_cli(body)
+
+    with pytest.raises(StepFailed, match="dataset D: too short") as info:
+        call_step_main("x", failing_main, ["--dataset", "D"])
+    assert info.value.exit_code == 4
+    assert "error: dataset D: too short" in capsys.readouterr().err  # still shown
+
+    def interrupted_main(argv: list[str]) -> int:
+        return EXIT_INTERRUPTED
+
+    with pytest.raises(StepInterrupted):
+        call_step_main("x", interrupted_main, [])
+
+    def argparse_main(argv: list[str]) -> int:
+        raise SystemExit(2)
+
+    with pytest.raises(StepFailed, match="x exited with code 2"):
+        call_step_main("x", argparse_main, [])
+
+    seen: list[list[str]] = []
+    call_step_main("x", lambda argv: seen.append(argv) or 0, ["a"])
+    assert seen == [["a"]]
+
+
+def test_call_step_main_restores_logging() -> None:
+    root = logging.getLogger()
+    before = list(root.handlers)
+
+    def reconfiguring_main(argv: list[str]) -> int:
+        logging.basicConfig(handlers=[logging.NullHandler()], force=True)
+        return 0
+
+    call_step_main("x", reconfiguring_main, [])
+    assert root.handlers == before
+
+
+# ---------------------------------------------------------------- environment and flags
+
+
+def test_env_variables_and_step_argv(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATASET_NAME", DATASET)
+    monkeypatch.setenv("RESUME_TRAINING", "true")
+    monkeypatch.setenv("RUNPOD_PUSH_TO_GITHUB", "true")
+    code = runpod_train.main(
+        [
+            "--root",
+            str(root),
+            "--no-log-file",
+            "--steps",
+            "1",
+            "--preset",
+            "smoke",
+            "--set",
+            "epochs=1",
+        ]  # fmt: skip
+    )
+    assert code == 0
+    ctx = fake_steps[1][0]
+    assert ctx.dataset == DATASET and ctx.resume and ctx.push
+    argv = ctx.step_argv(resume=True)
+    assert argv[:4] == ["--dataset", DATASET, "--root", str(root)]
+    assert "--resume" in argv and "--verbose" not in argv
+    assert argv[argv.index("--preset") + 1] == "smoke"
+    assert argv[argv.index("--set") + 1] == "epochs=1"
+    assert "--resume" not in ctx.step_argv(resume=False)
+    assert ctx.cfg.training.epochs == 1 and ctx.cfg.ppo.total_timesteps == 2048
+
+
+def test_flags_override_env(root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATASET_NAME", "OTHER")
+    monkeypatch.setenv("RUNPOD_PUSH_TO_GITHUB", "true")
+    assert _run(root, "--steps", "1", "--no-push") == 0
+    ctx = fake_steps[1][0]
+    assert ctx.dataset == DATASET and not ctx.push and ctx.push_reason == "--no-push"
+    assert not ctx.resume
+
+
+def test_no_dataset_is_an_error(root: Path, capsys: pytest.CaptureFixture) -> None:
+    assert runpod_train.main(["--root", str(root), "--no-log-file"]) == 1
+    assert "error: no dataset: pass --dataset NAME or set DATASET_NAME" in capsys.readouterr().err
+
+
+def test_push_skipped_unless_enabled(root: Path) -> None:
+    ctx = runpod_train.run_context(
+        runpod_train.build_parser().parse_args(["--dataset", DATASET, "--root", str(root)])
+    )
+    outcome = runpod_train.step_push(ctx)
+    assert outcome.status == "skipped"
+    assert outcome.result == "skipped (RUNPOD_PUSH_TO_GITHUB is not true)"
+
+
+# ---------------------------------------------------------------- real cheap steps
+
+
+def test_real_steps_1_to_4(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_install(*args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing is missing, so nothing may be installed")
+
+    monkeypatch.setattr(runpod_train, "install_requirements", no_install)
+    assert _run(root, "--steps", "1-4") == 0
+    steps = _summary(root)["steps"]
+    assert [s["status"] for s in steps[:2]] == ["ok", "ok"]
+    assert steps[2]["status"] in ("ok", "warn")
+    assert steps[3]["result"].startswith("400 rows, 2024-01-01 .. 2024-01-17")
+    assert steps[3]["details"]["columns"] == ["timestamp", "open", "high", "low", "close", "volume"]
+    assert steps[1]["details"]["installed"] is False
+    for d in runpod_train.Paths.from_root(root).output_dirs():
+        assert d.is_dir()
+
+
+def test_dependencies_install_only_when_missing(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = runpod_train.run_context(
+        runpod_train.build_parser().parse_args(["--dataset", DATASET, "--root", str(root)])
+    )
+    answers = [[("ta", "ta")], []]
+    monkeypatch.setattr(runpod_train, "missing_modules", lambda: answers.pop(0))
+    commands: list[list[str]] = []
+
+    def fake_run(cmd: list[str], check: bool) -> subprocess.CompletedProcess:
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(runpod_train.subprocess, "run", fake_run)
+    outcome = runpod_train.step_dependencies(ctx)
+    assert commands == [
+        [sys.executable, "-m", "pip", "install", "-r", str(PROJECT_ROOT / "requirements.txt")]
+    ]
+    assert outcome.details["installed"] is True
+
+    ctx.install = False
+    monkeypatch.setattr(runpod_train, "missing_modules", lambda: [("ta", "ta")])
+    with pytest.raises(StepFailed, match="missing packages: ta; run pip install -r"):
+        runpod_train.step_dependencies(ctx)
+
+
+def test_dataset_step_failure_names_the_file(root: Path, capsys: pytest.CaptureFixture) -> None:
+    (root / "datasets" / "BROKEN.csv").write_text("timestamp,open\n2024-01-01,1\n")
+    code = runpod_train.main(
+        ["--dataset", "BROKEN", "--root", str(root), "--no-log-file", "--steps", "4"]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "error: step 4 (dataset) failed: " in err and "BROKEN.csv" in err
+
+
+def test_key_result_lines() -> None:
+    summary = {
+        "models": {
+            "dlstm": {"status": "trained", "test_macro_f1": 0.41234, "majority_test_macro_f1": 0.2},
+            "gru": {"status": "failed", "reason": "diverged (loss nan at epoch 3)"},
+        }
+    }
+    assert classifier_line(summary) == (
+        "dlstm test F1 0.412 vs majority 0.200; gru failed: diverged (loss nan at epoch 3)"
+    )
+    line = agent_line(
+        {
+            "agent_total_return": 0.0123,
+            "agent_sharpe": 0.5,
+            "buy_and_hold_total_return": -0.05,
+            "buy_and_hold_sharpe": None,
+        }
+    )
+    assert line == "agent return +1.23% Sharpe 0.50 vs buy-and-hold -5.00% Sharpe n/a (test block)"
+
+
+# ---------------------------------------------------------------- lock via the driver
+
+
+def test_driver_fails_fast_on_live_lock(root: Path, capsys: pytest.CaptureFixture) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.05)
+        path = lock_path(runpod_train.Paths.from_root(root), DATASET)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps(
+                {
+                    "pid": sleeper.pid,
+                    "host": os.uname().nodename,
+                    "started": "now",
+                    "started_epoch": time.time(),
+                    "nonce": "other",
+                }  # fmt: skip
+            )
+        )
+        t0 = time.perf_counter()
+        assert _run(root) == 1
+        assert time.perf_counter() - t0 < 2.0
+        err = capsys.readouterr().err
+        assert f"another run on this dataset is in progress (pid {sleeper.pid}" in err
+        assert read_owner(path).pid == sleeper.pid
+        assert not (root / "results" / f"run_summary_{DATASET}.json").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_driver_takes_over_stale_lock(
+    root: Path, fake_steps: dict, capsys: pytest.CaptureFixture
+) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = lock_path(runpod_train.Paths.from_root(root), DATASET)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "pid": dead.pid,
+                "host": os.uname().nodename,
+                "started": "earlier",
+                "started_epoch": time.time() - 60,
+                "nonce": "old",
+            }  # fmt: skip
+        )
+    )
+    assert _run(root, "--steps", "1") == 0
+    assert f"stale lock from pid {dead.pid}" in capsys.readouterr().err
+    assert not path.exists()
+
+
+# ---------------------------------------------------------------- runpod_main plumbing
+
+
+def test_main_driver_env_and_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RUNPOD_PUSH_TO_GITHUB", raising=False)
+    args = runpod_main.build_parser().parse_args(
+        ["--dataset", "D", "--root", str(tmp_path), "--preset", "smoke", "--set", "epochs=1"]
+    )
+    assert runpod_main.push_enabled(args.no_push) is True
+    assert runpod_main.push_enabled(True) is False
+    monkeypatch.setenv("RUNPOD_PUSH_TO_GITHUB", "false")
+    assert runpod_main.push_enabled(False) is False
+    env = runpod_main.driver_env("D", resume=True, push=False)
+    assert (env["DATASET_NAME"], env["RESUME_TRAINING"], env["RUNPOD_PUSH_TO_GITHUB"]) == (
+        "D",
+        "true",
+        "false",
+    )
+    cmd = runpod_main.driver_command(args, runpod_main.Paths.from_root(tmp_path))
+    assert cmd[:2] == [sys.executable, str(PROJECT_ROOT / "runpod_train.py")]
+    assert cmd[cmd.index("--root") + 1] == str(tmp_path)
+    assert "--no-log-file" in cmd and cmd[cmd.index("--preset") + 1] == "smoke"
+
+
+CHILD = """
+import signal, sys, time
+def stop(signum, frame):
+    print("child got", signal.Signals(signum).name, "-> checkpoint written", flush=True)
+    sys.exit(130)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+print("token is tok-SECRET-987654", flush=True)
+print("ready", flush=True)
+time.sleep(20)
+sys.exit(0)
+"""
+
+
+def test_stream_driver_masks_and_forwards_sigterm(tmp_path: Path) -> None:
+    lines: list[str] = []
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+            if record.getMessage() == "ready":
+                # Like `kill <runpod_main pid>`: the parent must pass it on. pthread_kill aims
+                # at the main thread, where a single-threaded runpod_main receives signals.
+                main_thread = threading.main_thread().ident
+                threading.Timer(0.2, signal.pthread_kill, (main_thread, signal.SIGTERM)).start()
+
+    handler = Collect()
+    child = runpod_main.child_log
+    old = (child.level, child.propagate)
+    child.addHandler(handler)
+    child.setLevel(logging.INFO)
+    child.propagate = False
+    try:
+        t0 = time.perf_counter()
+        code = runpod_main.stream_driver(
+            [sys.executable, "-c", CHILD], dict(os.environ), ["tok-SECRET-987654"]
+        )
+    finally:
+        child.removeHandler(handler)
+        child.setLevel(old[0])
+        child.propagate = old[1]
+    assert code == EXIT_INTERRUPTED
+    assert time.perf_counter() - t0 < 10
+    assert lines == ["token is ***", "ready", "child got SIGTERM -> checkpoint written"]
+    assert signal.getsignal(signal.SIGTERM) is previous_handler  # put back afterwards

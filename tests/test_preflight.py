@@ -1,0 +1,350 @@
+"""Preflight checks, the table, secret masking and the run lock (no training, all fast)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.common import Paths
+from pipeline.config import load_config
+from pipeline.preflight import (
+    FAIL,
+    PASS,
+    WARN,
+    CheckResult,
+    check_dataset,
+    check_dependencies,
+    check_disk,
+    check_gpu,
+    check_lock,
+    check_memory,
+    check_remote,
+    check_write_permissions,
+    failed,
+    format_checks,
+    format_table,
+    install_secret_masking,
+    mask_secrets,
+    run_preflight,
+    secret_values,
+)
+from pipeline.runlock import LockHeldError, RunLock, lock_path, pid_alive, read_owner
+from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+
+DATASET = "SYNTH-TEST_1H"
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    """An artifact root with a valid 600-bar dataset."""
+    p = Paths.from_root(tmp_path)
+    write_ohlcv_csv(generate_ohlcv(600, seed=1), p.datasets / f"{DATASET}.csv")
+    return p
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def live_pid() -> int:
+    """The pid of a process that runs for the whole test."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+# ---------------------------------------------------------------- checks
+
+
+def test_disk_threshold_pass_and_fail(paths: Paths) -> None:
+    ok = check_disk(paths, 0)
+    assert ok.status == PASS and ok.check == "disk" and ok.required == ">= 0 GB"
+    assert "GB free at" in ok.found
+    too_much = check_disk(paths, 1e9)
+    assert too_much.status == FAIL and too_much.required == ">= 1e+09 GB"
+
+
+def test_disk_measures_nearest_existing_folder(tmp_path: Path) -> None:
+    result = check_disk(Paths.from_root(tmp_path / "not" / "yet"), 0)
+    assert result.status == PASS
+    assert str(tmp_path) in result.found
+
+
+def test_memory_threshold() -> None:
+    assert check_memory(0).status == PASS
+    low = check_memory(1e6)
+    assert low.status == FAIL and "GB total" in low.found
+
+
+def test_gpu_missing_is_a_warning_with_slowdown() -> None:
+    import torch
+
+    result = check_gpu()
+    if torch.cuda.is_available():
+        assert result.status == PASS and "GB" in result.found
+    else:
+        assert result.status == WARN
+        assert "no CUDA GPU: training runs on CPU, roughly 10-50x slower" in result.found
+
+
+def test_dataset_valid_and_broken(paths: Paths) -> None:
+    ok = check_dataset(DATASET, paths)
+    assert ok.status == PASS and "600 rows" in ok.found
+    (paths.datasets / "BAD.csv").write_text(
+        "timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,oops,3\n"
+    )
+    bad = check_dataset("BAD", paths)
+    assert bad.status == FAIL
+    assert "BAD.csv" in bad.found and "close" in bad.found
+    missing = check_dataset("NOPE", paths)
+    assert missing.status == FAIL and "NOPE" in missing.found
+
+
+def test_dependencies_found_and_missing() -> None:
+    ok = check_dependencies()
+    assert ok.status == PASS and "torch" in ok.found and "sklearn" in ok.found
+    bad = check_dependencies((("numpy", "numpy"), ("surely_not_a_module_xyz", "not-a-dist")))
+    assert bad.status == FAIL
+    assert "missing: not-a-dist" in bad.found
+
+
+def test_write_permissions_creates_folders_and_leaves_no_probe(tmp_path: Path) -> None:
+    p = Paths.from_root(tmp_path / "root")
+    result = check_write_permissions(p)
+    assert result.status == PASS
+    for d in p.output_dirs():
+        assert d.is_dir()
+        assert list(d.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_write_permissions_read_only_folder(tmp_path: Path) -> None:
+    p = Paths.from_root(tmp_path)
+    p.ensure()
+    p.results.chmod(0o500)
+    try:
+        result = check_write_permissions(p)
+    finally:
+        p.results.chmod(0o700)
+    assert result.status == FAIL and str(p.results) in result.found
+
+
+def test_write_permissions_blocked_by_a_file(tmp_path: Path) -> None:
+    # A plain file where a folder should be fails for root too.
+    p = Paths.from_root(tmp_path)
+    p.root.mkdir(exist_ok=True)
+    (p.root / "results").write_text("not a folder")
+    result = check_write_permissions(p)
+    assert result.status == FAIL
+    assert str(p.results) in result.found
+
+
+def test_remote_unreachable_is_a_warning(tmp_path: Path) -> None:
+    result = check_remote(tmp_path, "origin", timeout_s=5)
+    assert result.status == WARN
+    assert result.found.endswith("the push step will fail")
+
+
+def test_remote_reachable_local_bare_repo(tmp_path: Path) -> None:
+    bare, work = tmp_path / "remote.git", tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "remote", "add", "origin", str(bare)], check=True)
+    result = check_remote(work, "origin", timeout_s=10)
+    assert result.status == PASS, result.found
+
+
+def test_run_preflight_rows_and_network_only_when_pushing(paths: Paths) -> None:
+    cfg = load_config(None, None, overrides=["min_disk_gb=0", "min_memory_gb=0"])
+    rows = run_preflight(cfg, DATASET, paths, push=False)
+    names = [r.check for r in rows]
+    assert names == [
+        "disk",
+        "memory",
+        "gpu",
+        "dataset",
+        "dependencies",
+        "write access",
+        "run lock",
+    ]
+    assert failed(rows) == []
+    with_push = run_preflight(cfg, DATASET, paths, push=True)
+    assert "network" in [r.check for r in with_push]
+    strict = load_config(None, None, overrides=["min_memory_gb=100000"])
+    bad = failed(run_preflight(strict, DATASET, paths, push=False))
+    assert [r.check for r in bad] == ["memory"]
+
+
+def test_table_format_wraps_and_marks_status() -> None:
+    rows = [
+        CheckResult("disk", "5.0 GB free", ">= 10 GB", FAIL),
+        CheckResult("gpu", "x " * 60, "CUDA GPU (optional)", WARN),
+        CheckResult("memory", "16 GB", ">= 8 GB", PASS),
+    ]
+    text = format_checks(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["check", "found", "required", "status"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[2].split()[0] == "disk" and lines[2].rstrip().endswith("FAIL")
+    assert "WARN" in lines[3]
+    assert lines[4].startswith(" ")  # continuation line of the wrapped gpu cell
+    assert lines[-1].split()[0] == "memory" and lines[-1].endswith("pass")
+    assert max(len(line) for line in lines) < 120
+    assert format_table(("a", "b"), [(1, 2)]).splitlines()[2].split() == ["1", "2"]
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_secret_values_and_masking() -> None:
+    env = {
+        "GITHUB_TOKEN": "ghp_abcdef123456",
+        "MY_API_KEY": "k-0123456789",
+        "HOME": "/root",
+        "SHORT_TOKEN": "1",
+    }
+    secrets = secret_values(env)
+    assert secrets == ["ghp_abcdef123456", "k-0123456789"]
+    assert mask_secrets("x ghp_abcdef123456 y k-0123456789", secrets) == "x *** y ***"
+
+
+def test_log_records_are_masked_in_every_handler(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "tok-SECRET-4242-xyz"
+    old_factory = logging.getLogRecordFactory()
+    install_secret_masking([secret])
+    try:
+        handler = logging.FileHandler(tmp_path / "x.log")
+        lg = logging.getLogger("test_mask")
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+        lg.info("url https://%s@github.com", secret)
+        try:
+            raise RuntimeError(f"push failed with {secret}")
+        except RuntimeError:
+            lg.exception("failure")
+        handler.close()
+        lg.removeHandler(handler)
+    finally:
+        logging.setLogRecordFactory(old_factory)
+    text = (tmp_path / "x.log").read_text()
+    assert secret not in text
+    assert "https://***@github.com" in text
+    assert "push failed with ***" in text
+
+
+# ---------------------------------------------------------------- lock
+
+
+def test_lock_create_contents_and_release(paths: Paths) -> None:
+    path = lock_path(paths, DATASET)
+    assert path == paths.logs / f"run_{DATASET}.lock"
+    with RunLock(path) as lock:
+        data = json.loads(path.read_text())
+        assert data["pid"] == os.getpid()
+        assert data["host"] == socket.gethostname()
+        assert data["started"] and data["nonce"] == lock.owner.nonce
+        assert check_lock(paths, DATASET).status == FAIL
+        with pytest.raises(LockHeldError, match=rf"pid {os.getpid()}"):
+            RunLock(path).acquire()
+    assert not path.exists()
+    assert check_lock(paths, DATASET).status == PASS
+
+
+def test_lock_released_on_error(paths: Paths) -> None:
+    path = lock_path(paths, DATASET)
+    with pytest.raises(ValueError), RunLock(path):
+        raise ValueError("boom")
+    assert not path.exists()
+
+
+def _write_lock(path: Path, pid: int, host: str | None = None, started: float | None = None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = time.time() if started is None else started
+    path.write_text(
+        json.dumps(
+            {
+                "pid": pid,
+                "host": host or socket.gethostname(),
+                "started": "then",
+                "started_epoch": t,
+                "nonce": "n1",
+            }
+        )
+    )
+
+
+def test_live_lock_fails_fast_naming_pid(paths: Paths, live_pid: int) -> None:
+    path = lock_path(paths, DATASET)
+    _write_lock(path, live_pid)
+    t0 = time.perf_counter()
+    with pytest.raises(LockHeldError, match=rf"pid {live_pid} on host") as info:
+        RunLock(path).acquire()
+    assert time.perf_counter() - t0 < 1.0
+    assert str(path) in str(info.value)
+    assert read_owner(path).pid == live_pid  # untouched
+
+
+def test_stale_lock_taken_over_with_warning(
+    paths: Paths, dead_pid: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = lock_path(paths, DATASET)
+    _write_lock(path, dead_pid)
+    assert not pid_alive(dead_pid)
+    with caplog.at_level(logging.WARNING), RunLock(path) as lock:
+        assert lock.took_over is not None and lock.took_over.pid == dead_pid
+        assert read_owner(path).pid == os.getpid()
+    assert f"stale lock from pid {dead_pid}" in caplog.text
+    assert not path.exists()
+    assert [p.name for p in path.parent.iterdir()] == []  # no .stale leftovers
+
+
+def test_reused_pid_counts_as_stale(paths: Paths, live_pid: int) -> None:
+    # The lock claims a start long before the live process was created: the pid was reused.
+    path = lock_path(paths, DATASET)
+    _write_lock(path, live_pid, started=time.time() - 86400)
+    with RunLock(path) as lock:
+        assert lock.took_over is not None and lock.took_over.pid == live_pid
+
+
+def test_lock_from_other_host_is_respected(paths: Paths, dead_pid: int) -> None:
+    path = lock_path(paths, DATASET)
+    _write_lock(path, dead_pid, host="some-other-pod")
+    with pytest.raises(LockHeldError, match="some-other-pod"):
+        RunLock(path).acquire()
+
+
+def test_unreadable_lock_fresh_is_held_old_is_taken(paths: Paths) -> None:
+    path = lock_path(paths, DATASET)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    with pytest.raises(LockHeldError):
+        RunLock(path).acquire()
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    with RunLock(path) as lock:
+        assert read_owner(path).pid == os.getpid()
+        assert lock.owner is not None
+
+
+def test_release_never_deletes_someone_elses_lock(paths: Paths, live_pid: int) -> None:
+    path = lock_path(paths, DATASET)
+    lock = RunLock(path).acquire()
+    _write_lock(path, live_pid)  # someone replaced it (e.g. after deleting ours by hand)
+    lock.release()
+    assert read_owner(path).pid == live_pid
