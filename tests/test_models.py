@@ -1,0 +1,287 @@
+"""Models and the training loop of pytorch_train.py (CPU; tiny sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.common import EXIT_INTERRUPTED, PipelineError
+from pipeline.config import MODEL_NAMES, TrainingConfig
+from pipeline.features import make_windows
+from pytorch_train import (
+    TrainingInterrupted,
+    WindowData,
+    arch_config,
+    build_model,
+    call_with_oom_retry,
+    class_weights,
+    classification_metrics,
+    load_checkpoint,
+    moving_average,
+    predict_proba,
+    scale_batch_size,
+    seed_everything,
+    train_classifier,
+)
+
+L, F = 16, 6
+
+
+def tiny_cfg(**changes: object) -> TrainingConfig:
+    """Tiny models (1 layer, 8-16 units), 3 epochs, CPU, one thread."""
+    base: dict[str, object] = dict(
+        lookback=L,
+        lstm_units=16,
+        lstm_layers=1,
+        gru_units=16,
+        gru_layers=1,
+        bilstm_units=8,
+        bilstm_layers=2,
+        dlstm_units=8,
+        dlstm_layers=1,
+        dlstm_kernel=5,
+        batch_size=64,
+        epochs=3,
+        patience=3,
+        device="cpu",
+        num_threads=1,
+        seed=7,
+    )
+    base.update(changes)
+    return TrainingConfig(**base)  # type: ignore[arg-type]
+
+
+def learnable_data(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features (n, F) whose last-bar sign of column 0 decides the class (Fall/Stationary/Rise)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, F)).astype(np.float32)  # (n, F)
+    bars = np.arange(L - 1, n)
+    y = np.digitize(x[bars, 0], [-0.43, 0.43]).astype(np.int64)  # balanced thirds
+    return x, bars, y
+
+
+def window_data(x: np.ndarray, bars: np.ndarray, y: np.ndarray) -> tuple[WindowData, WindowData]:
+    cpu = torch.device("cpu")
+    cut = int(len(bars) * 0.75)
+    return (
+        WindowData.create(x, bars[:cut], y[:cut], L, cpu),
+        WindowData.create(x, bars[cut:], y[cut:], L, cpu),
+    )
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_architecture_maps_windows_to_three_logits(name: str) -> None:
+    cfg = tiny_cfg()
+    model = build_model(arch_config(name, F, cfg)).eval()
+    out = model(torch.randn(5, L, F))
+    assert out.shape == (5, 3)
+    assert torch.isfinite(out).all()
+
+
+def test_sizes_come_from_the_config() -> None:
+    cfg = tiny_cfg(lstm_units=12, lstm_layers=2, bilstm_units=8, bilstm_layers=1)
+    lstm = build_model(arch_config("lstm", F, cfg))
+    assert (lstm.rnn.hidden_size, lstm.rnn.num_layers) == (12, 2)
+    bilstm = build_model(arch_config("bilstm", F, cfg))
+    assert bilstm.rnn.bidirectional and bilstm.head.in_features == 16
+    dlstm = build_model(arch_config("dlstm", F, cfg))
+    assert dlstm.kernel == 5 and dlstm.trend_rnn is not dlstm.remainder_rnn
+
+
+def test_bilstm_reads_the_whole_window_in_both_directions() -> None:
+    """Changing the FIRST bar changes the output (the backward pass ends there)."""
+    torch.manual_seed(0)
+    model = build_model(arch_config("bilstm", F, tiny_cfg())).eval()
+    x = torch.randn(1, L, F)
+    y = x.clone()
+    y[0, 0] += 5.0
+    assert not torch.allclose(model(x), model(y))
+
+
+def test_moving_average_replicates_the_ends() -> None:
+    x = torch.arange(6, dtype=torch.float32).reshape(1, 6, 1)  # 0..5 along time
+    trend = moving_average(x, 3)[0, :, 0]
+    # Ends: (0+0+1)/3 and (4+5+5)/3 thanks to replicate padding; inside a plain mean.
+    assert torch.allclose(trend, torch.tensor([1 / 3, 1, 2, 3, 4, 14 / 3]))
+    const = torch.full((2, 8, 3), 2.5)
+    assert torch.allclose(moving_average(const, 5), const)  # remainder of a constant is 0
+    assert moving_average(const, 25).shape == const.shape  # kernel longer than the window
+
+
+def test_window_gather_equals_materialised_windows() -> None:
+    x, bars, y = learnable_data(100)
+    data = WindowData.create(x, bars, y, L, torch.device("cpu"))
+    idx = torch.tensor([0, 7, len(bars) - 1])
+    xb, yb = data.batch(idx)
+    expected = make_windows(x, L, bars[idx.numpy()])
+    assert xb.shape == (3, L, F)
+    assert np.array_equal(xb.numpy(), expected)
+    assert yb.tolist() == y[idx.numpy()].tolist()
+    with pytest.raises(PipelineError, match="full window"):
+        WindowData.create(x, np.array([L - 2]), None, L, torch.device("cpu"))
+
+
+def test_batch_size_scales_with_free_memory() -> None:
+    gib = 2**30
+    assert scale_batch_size(1024, None, 100_000) == 1024  # CPU: as configured
+    assert scale_batch_size(1024, 8 * gib, 100_000) == 1024  # small GPU
+    assert scale_batch_size(1024, 20 * gib, 100_000) == 2048
+    assert scale_batch_size(1024, 45 * gib, 100_000) == 4096
+    assert scale_batch_size(1024, 500 * gib, 100_000) == 8192  # capped at 8x
+    assert scale_batch_size(1024, 80 * gib, 3000) == 3000  # never beyond the training set
+
+
+def test_oom_halves_the_batch_and_retries() -> None:
+    tried: list[int] = []
+    rollbacks: list[int] = []
+
+    def fn(bs: int) -> str:
+        tried.append(bs)
+        if bs > 256:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return f"ok at {bs}"
+
+    result, size = call_with_oom_retry(fn, 1024, on_oom=rollbacks.append)
+    assert (result, size) == ("ok at 256", 256)
+    assert tried == [1024, 512, 256] and rollbacks == [512, 256]
+
+    def always_oom(bs: int) -> None:
+        raise RuntimeError("CUDA error: out of memory")
+
+    with pytest.raises(PipelineError, match="out of memory even at batch size 8"):
+        call_with_oom_retry(always_oom, 64, min_batch_size=8)
+
+    def other_error(bs: int) -> None:
+        raise ValueError("not an OOM")
+
+    with pytest.raises(ValueError):
+        call_with_oom_retry(other_error, 64)
+
+
+def test_metrics_and_class_weights() -> None:
+    y = np.array([0, 0, 1, 1, 2, 2])
+    p = np.array([0, 1, 1, 1, 2, 0])
+    m = classification_metrics(y, p)
+    assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["Stationary"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+    }
+    f1s = [0.5, 0.8, 2 / 3]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1s))
+    w = class_weights(np.array([0] * 6 + [1] * 3 + [2] * 1))
+    assert w == pytest.approx([10 / 18, 10 / 9, 10 / 3])
+    assert class_weights(np.array([0, 0, 2]))[1] == 0.0
+
+
+def test_training_learns_and_restores_the_best_epoch() -> None:
+    x, bars, y = learnable_data(800)
+    train, val = window_data(x, bars, y)
+    cfg = tiny_cfg(epochs=6, patience=6, learning_rate=1e-2)
+    seed_everything(cfg.seed)
+    result = train_classifier(build_model(arch_config("gru", F, cfg)), train, val, cfg)
+    losses = [h["val_loss"] for h in result.history]
+    assert result.epochs_run == 6 and len(losses) == 6
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    assert losses[-1] < losses[0]
+    probs = predict_proba(result.model, val)
+    assert probs.shape == (len(val), 3)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+    acc = (probs.argmax(1) == val.labels.numpy()).mean()
+    assert acc > 0.6  # the class is a function of the last bar: easy
+    for key in ("train_loss", "val_loss", "val_macro_f1", "lr", "epoch_seconds", "batch_size"):
+        assert key in result.history[0]
+
+
+def test_early_stopping_stops_after_patience() -> None:
+    x, bars, y = learnable_data(300)
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, len(y))  # noise labels: val loss stops improving quickly
+    train, val = window_data(x, bars, y)
+    cfg = tiny_cfg(epochs=30, patience=2, learning_rate=3e-2)
+    seed_everything(cfg.seed)
+    result = train_classifier(build_model(arch_config("lstm", F, cfg)), train, val, cfg)
+    assert result.stopped_early
+    assert result.epochs_run == result.best_epoch + 2
+    assert result.epochs_run < 30
+
+
+@pytest.mark.parametrize("name", ["lstm", "dlstm"])
+def test_resume_after_interrupt_equals_uninterrupted_run(name: str, tmp_path) -> None:
+    """Interrupt after epoch 2, resume, compare final weights with torch.equal."""
+    x, bars, y = learnable_data(400)
+    train, val = window_data(x, bars, y)
+    # Dropout > 0 so that the restored RNG state matters.
+    cfg = tiny_cfg(epochs=4, patience=4, lstm_dropout=0.3, dlstm_dropout=0.3)
+
+    seed_everything(cfg.seed)
+    ref = train_classifier(build_model(arch_config(name, F, cfg)), train, val, cfg)
+
+    ckpt = tmp_path / "run.ckpt.pt"
+
+    def stop_after_2(epoch: int, record: dict[str, float]) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    seed_everything(cfg.seed)
+    with pytest.raises(TrainingInterrupted) as info:
+        train_classifier(
+            build_model(arch_config(name, F, cfg)),
+            train,
+            val,
+            cfg,
+            checkpoint_path=ckpt,
+            fingerprint="fp",
+            epoch_callback=stop_after_2,
+        )
+    assert info.value.exit_code == EXIT_INTERRUPTED
+    assert info.value.last_epoch == 2 and "checkpoint of epoch 2" in str(info.value)
+    saved = load_checkpoint(ckpt)
+    assert saved is not None and saved["epoch"] == 2 and len(saved["history"]) == 2
+
+    seed_everything(cfg.seed + 1)  # a different global state: resume must restore it
+    resumed = train_classifier(
+        build_model(arch_config(name, F, cfg)),
+        train,
+        val,
+        cfg,
+        checkpoint_path=ckpt,
+        resume=True,
+        fingerprint="fp",
+    )
+    assert resumed.resumed_from_epoch == 2 and resumed.epochs_run == 4
+    ref_state, res_state = ref.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(ref_state[k], res_state[k]) for k in ref_state)
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in ref.history]
+
+
+def test_resume_ignores_a_checkpoint_of_another_run(tmp_path, caplog) -> None:
+    x, bars, y = learnable_data(300)
+    train, val = window_data(x, bars, y)
+    cfg = tiny_cfg(epochs=2)
+    ckpt = tmp_path / "c.pt"
+    seed_everything(cfg.seed)
+    train_classifier(
+        build_model(arch_config("gru", F, cfg)),
+        train,
+        val,
+        cfg,
+        checkpoint_path=ckpt,
+        fingerprint="a",
+    )
+    seed_everything(cfg.seed)
+    result = train_classifier(
+        build_model(arch_config("gru", F, cfg)),
+        train,
+        val,
+        cfg,
+        checkpoint_path=ckpt,
+        resume=True,
+        fingerprint="b",
+    )
+    assert result.resumed_from_epoch == 0 and result.epochs_run == 2
+    assert "belongs to another run" in caplog.text
