@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import threading
@@ -276,6 +277,27 @@ def make_vec_env(
     else:
         venv = DummyVecEnv(fns)
     return VecMonitor(venv), kind
+
+
+@contextlib.contextmanager
+def parent_threads(kind: str, n_envs: int) -> Iterator[int]:
+    """Limit the training process's torch threads while SubprocVecEnv workers run.
+
+    The workers need the cores during rollouts; OpenMP threads of the parent spin-wait between
+    parallel regions and steal those cores (measured in bench/results/ppo.md: 2 parent threads
+    + 2 workers on 2 cores made learn() about 10x slower). The parent keeps ``cores - n_envs``
+    threads, at least 1; with DummyVecEnv nothing changes. Restored on exit.
+    """
+    before = torch.get_num_threads()
+    if kind != "subproc":
+        yield before
+        return
+    n = max(1, min(before, (os.cpu_count() or 1) - n_envs))
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- evaluation

@@ -62,6 +62,10 @@ from pipeline.config import (  # noqa: E402
 from pipeline.features import AGENT_PRICE_FEATURE_NAMES  # noqa: E402
 from pipeline.prepare import Prepared, prepare_dataset  # noqa: E402
 from ppo_approach import ppo_trading_agent as agent  # noqa: E402
+from ppo_approach.prediction_wrapper import (  # noqa: E402
+    load_prediction_table,
+    predictions_path,
+)
 from ppo_approach.reward_functions import RewardConfig, RewardFunction  # noqa: E402
 from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
 
@@ -69,18 +73,6 @@ log = logging.getLogger(__name__)
 
 BLOCK_NAMES = ("train", "val", "test")
 PRED_BASE_COLUMNS = ("pred_class", "confidence", "p_fall", "p_stationary", "p_rise")
-TABLE_COLUMNS = (
-    "bar",
-    "timestamp",
-    "p_fall",
-    "p_stationary",
-    "p_rise",
-    "pred_class",
-    "confidence",
-    "source",
-    "agent_block",
-    "in_sample",
-)
 
 
 class TrainingInterrupted(PipelineError):
@@ -96,29 +88,11 @@ class PredictionTableError(PipelineError):
 # ---------------------------------------------------------------- prediction table -> blocks
 
 
-def prediction_table_path(paths: Paths, model: str, dataset: str) -> Path:
-    """``results/predictions_{model}_{dataset}.csv``."""
-    return paths.results / f"predictions_{model}_{dataset}.csv"
-
-
 def load_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
-    """Read and check the prediction table of ``model`` (see docs/DESIGN.md for the columns)."""
-    path = prediction_table_path(paths, model, dataset)
-    if not path.is_file():
-        raise PredictionTableError(
-            f"{path}: prediction table not found; run step 6 (prediction tables) for "
-            f"{model} on {dataset} first"
-        )
-    try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PredictionTableError(f"{path}: unreadable CSV ({exc})") from None
-    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
-    if missing:
-        raise PredictionTableError(
-            f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(TABLE_COLUMNS)}"
-        )
-    table.attrs["path"] = str(path)
+    """The validated prediction table of ``model`` (``prediction_wrapper.load_prediction_table``),
+    with its path in ``attrs["path"]`` for error messages."""
+    table = load_prediction_table(paths, model, dataset)
+    table.attrs["path"] = str(predictions_path(paths, model, dataset))
     return table
 
 
@@ -221,7 +195,7 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
             "to other data, rebuild it"
         )
     pred_names = prediction_feature_names(cfg)
-    in_sample_col = table["in_sample"].astype(str).str.lower().isin(("true", "1"))
+    in_sample_col = table["in_sample"].to_numpy(dtype=bool)  # (rows,)
     blocks: dict[str, AgentBlock] = {}
     for name in BLOCK_NAMES:
         rows = np.flatnonzero((table["agent_block"] == name).to_numpy())
@@ -255,7 +229,7 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
             price_names=AGENT_PRICE_FEATURE_NAMES,
         )
         probs = feats[rows][:, 2:5]
-        blocks[name] = AgentBlock(name, data, bars, probs, bool(in_sample_col.iloc[rows].any()))
+        blocks[name] = AgentBlock(name, data, bars, probs, bool(in_sample_col[rows].any()))
     for a, b in zip(BLOCK_NAMES, BLOCK_NAMES[1:], strict=False):
         if blocks[a].bars[-1] >= blocks[b].bars[0]:
             raise PredictionTableError(
@@ -310,6 +284,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
     model_name = pc.prediction_model
     paths.ensure()
     prepared = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
+    dataset = prepared.info.name  # artifacts are named by the dataset's name, even for a path
     table = load_table(paths, model_name, dataset)
     blocks = build_blocks(prepared, table, pc)
     in_sample = any(b.in_sample for b in blocks.values())
@@ -329,7 +304,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
 
     start = agent.latest_checkpoint(ckdir) if resume else None
     if resume and start is None:
-        log.warning("--resume: no checkpoint in %s; starting from scratch", ckdir)
+        log.info("--resume: no checkpoint in %s; starting from scratch", ckdir)
     if start is None:
         _clear_previous_run(ckdir)
     ckdir.mkdir(parents=True, exist_ok=True)
@@ -366,14 +341,15 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
         if start is not None:
             evaluator.load_best_meta()
         checkpointer = agent.CheckpointCallback(ckdir, pc.checkpoint_freq)
-        result = agent.learn(
-            model,
-            pc.total_timesteps,
-            [checkpointer, evaluator],
-            stopper,
-            tb_name,
-            _progress_bar_wanted(),
-        )
+        with agent.parent_threads(vec_kind, vec_env.num_envs):
+            result = agent.learn(
+                model,
+                pc.total_timesteps,
+                [checkpointer, evaluator],
+                stopper,
+                tb_name,
+                _progress_bar_wanted(),
+            )
         if result.interrupted:
             # The interrupted rollout was thrown away: count only what the weights learned from.
             model.num_timesteps = result.timesteps
