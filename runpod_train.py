@@ -467,13 +467,26 @@ def step_validate_models(ctx: RunContext) -> StepOutcome:
     from ppo_approach.prediction_wrapper import validate_models
 
     report = validate_models(ctx.cfg, ctx.name, ctx.paths)
-    models = report.get("models") if isinstance(report.get("models"), (dict, list)) else report
-    names = list(models) if isinstance(models, (dict, list)) else []
-    shown = ", ".join(str(n) for n in names[:6])
     return StepOutcome(
-        result=f"{len(names)} model(s) load and predict: {shown}",
-        details=json.loads(json.dumps(report, default=str)),
+        result=validation_line(report), details=json.loads(json.dumps(report, default=str))
     )
+
+
+def validation_line(report: dict[str, Any]) -> str:
+    """``dlstm (+2 walk-forward models) ok; prediction table 1,745 rows`` from step 6's report."""
+    parts = []
+    for name, d in report.items():
+        if name == "table" or not isinstance(d, dict):
+            continue
+        wf = d.get("walk_forward_models")
+        parts.append(f"{name} (+{wf} walk-forward models)" if wf else name)
+    text = (", ".join(parts) or "no models") + " load and predict"
+    table = report.get("table")
+    if isinstance(table, dict) and isinstance(table.get("rows"), int):
+        text += f"; prediction table {table['rows']:,} rows"
+        if table.get("in_sample_rows"):
+            text += f" ({table['in_sample_rows']:,} in-sample)"
+    return text
 
 
 def step_train_ppo(ctx: RunContext) -> StepOutcome:

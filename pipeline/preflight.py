@@ -70,7 +70,10 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], max_widt
     """A plain-text table with a header rule; long cells wrap onto continuation lines."""
     wrapped = [
         [
-            textwrap.wrap(" ".join(str(c).split()), max_width, break_on_hyphens=False) or [""]
+            textwrap.wrap(
+                " ".join(str(c).split()), max_width, break_on_hyphens=False, break_long_words=False
+            )
+            or [""]
             for c in row
         ]
         for row in rows

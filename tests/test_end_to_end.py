@@ -1,0 +1,282 @@
+"""End to end: ``runpod_main.py`` as a subprocess on a small generated dataset.
+
+One smoke run (module fixture, ~30-60 s on 2 cores) trains everything and pushes to a local bare
+remote; the tests below check its exit code, artifacts, summary values, pushed files and that the
+token never reaches the log. Two fast runs check preflight failures (broken CSV, held lock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.common import PROJECT_ROOT
+from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+
+DATASET = "SYNTH-E2E-BTC-EUR_1H"
+MODELS = ("lstm", "gru", "bilstm", "dlstm")
+AGENT_MODEL = "dlstm"  # ppo_config.txt's prediction_model
+N_BARS = 2000
+
+GITIGNORE = """\
+/datasets/
+/models/
+/scalers/
+/results/
+/logs/
+/ppo_approach/
+"""
+
+
+@dataclass
+class Run:
+    """One finished runpod_main.py process and where it worked."""
+
+    root: Path
+    bare: Path
+    token: str
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATASET_NAME", "RESUME_TRAINING", "RUNPOD_PUSH_TO_GITHUB", "PIPELINE_HOME")
+    }
+    env.update(extra)
+    return env
+
+
+def _runpod_main(root: Path, dataset: str, *extra: str, env: dict[str, str]) -> tuple:
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "runpod_main.py"),
+        "--dataset",
+        dataset,
+        "--root",
+        str(root),
+        "--set",
+        "min_disk_gb=0",
+        "--set",
+        "min_memory_gb=0",
+        *extra,
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """A git work tree whose ``origin`` is a bare repo, a dataset, and one full smoke run."""
+    base = tmp_path_factory.mktemp("e2e")
+    root, bare = base / "work", base / "remote.git"
+    _git("init", "-q", "--bare", str(bare))
+    _git("init", "-q", "-b", "main", str(root))
+    (root / ".gitignore").write_text(GITIGNORE)
+    _git("add", ".gitignore", cwd=root)
+    _git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init", cwd=root)
+    _git("remote", "add", "origin", str(bare), cwd=root)
+    _git("push", "-q", "origin", "main", cwd=root)
+    write_ohlcv_csv(
+        generate_ohlcv(N_BARS, signal=1.0, seed=11), root / "datasets" / f"{DATASET}.csv"
+    )
+    token = f"ghp_e2e_{uuid.uuid4().hex}"
+    env = _clean_env(GITHUB_TOKEN=token, RUNPOD_PUSH_TO_GITHUB="true")
+    code, out, err, secs = _runpod_main(root, DATASET, "--preset", "smoke", env=env)
+    return Run(root, bare, token, code, out, err, secs)
+
+
+def _summary(run: Run) -> dict:
+    return json.loads((run.root / "results" / f"run_summary_{DATASET}.json").read_text())
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_smoke_run_exit_code_and_console(smoke_run: Run) -> None:
+    assert smoke_run.code == 0, (smoke_run.stdout[-3000:], smoke_run.stderr[-3000:])
+    console = smoke_run.stdout + smoke_run.stderr
+    # Preflight table, then the driver's step banners, summary table and the closing lines.
+    assert "preflight:" in console
+    for check in ("disk", "memory", "gpu", "network", "dataset", "dependencies", "write access"):
+        assert f"\n{check} " in console, check
+    for n in range(1, 9):
+        assert f"STEP {n}/8:" in console
+    assert "step                     status" in console  # the summary table header
+    assert "run finished." in console
+    assert f"plots:             {smoke_run.root / 'results'}/*{DATASET}*.png" in console
+    assert f"PPO models:        {smoke_run.root / 'ppo_approach' / 'models'}" in console
+
+
+def test_smoke_run_artifacts(smoke_run: Run) -> None:
+    r = smoke_run.root
+    expected = [
+        r / "scalers" / f"scaler_{DATASET}.pkl",
+        r / "results" / f"training_summary_{DATASET}.json",
+        r / "results" / f"predictions_{AGENT_MODEL}_{DATASET}.csv",
+        r / "results" / f"backtest_{AGENT_MODEL}_{DATASET}.json",
+        r / "results" / f"backtest_{AGENT_MODEL}_{DATASET}.png",
+        r / "results" / f"run_summary_{DATASET}.json",
+        r / "ppo_approach" / "models" / f"ppo_{AGENT_MODEL}_{DATASET}.zip",
+    ]
+    for m in MODELS:
+        expected += [
+            r / "models" / f"{m}_{DATASET}_classification.pth",
+            r / "results" / f"metrics_{m}_{DATASET}.json",
+        ]
+    missing = [str(p) for p in expected if not p.is_file() or p.stat().st_size == 0]
+    assert missing == []
+    logs = sorted((r / "logs").glob(f"run_{DATASET}_*.log"))
+    assert len(logs) == 1
+    assert not (r / "logs" / f"run_{DATASET}.lock").exists()  # released at the end
+    leftovers = [p for p in r.rglob("*.tmp")] + [p for p in r.rglob("*.probe")]
+    assert leftovers == []
+
+
+def test_smoke_run_summary_values(smoke_run: Run) -> None:
+    summary = _summary(smoke_run)
+    assert summary["dataset"] == DATASET and summary["exit_code"] == 0
+    statuses = [s["status"] for s in summary["steps"]]
+    assert statuses[:2] == ["ok", "ok"] and statuses[2] in ("ok", "warn")
+    assert statuses[3:] == ["ok"] * 5
+    assert [s["name"] for s in summary["steps"]] == [
+        "paths and environment",
+        "dependencies",
+        "GPU",
+        "dataset",
+        "train classifiers",
+        "validate models",
+        "train PPO agent",
+        "push",
+    ]
+    assert all(s["seconds"] >= 0 for s in summary["steps"])
+    assert summary["steps"][3]["details"]["rows"] == N_BARS
+    assert summary["config_overrides"]["training.epochs"] == "preset smoke"
+
+    # Classifier numbers are the training summary's, and each is shown in the key result.
+    training = _read(smoke_run.root / "results" / f"training_summary_{DATASET}.json")
+    assert summary["classifiers"] == training["models"]
+    assert set(training["models"]) == set(MODELS)
+    for m in MODELS:
+        entry = training["models"][m]
+        assert 0.0 <= entry["test_macro_f1"] <= 1.0
+        assert f"{m} test F1 {entry['test_macro_f1']:.3f}" in summary["steps"][4]["result"]
+
+    # Agent numbers are the backtest report's.
+    report = _read(smoke_run.root / "results" / f"backtest_{AGENT_MODEL}_{DATASET}.json")
+    agent, bh = report["strategies"]["agent"], report["strategies"]["buy_and_hold"]
+    assert summary["agent"]["agent_total_return"] == agent["total_return"]
+    assert summary["agent"]["agent_sharpe"] == agent["sharpe"]
+    assert summary["agent"]["buy_and_hold_total_return"] == bh["total_return"]
+    assert summary["agent"]["prediction_source"] == "walk_forward"
+    assert f"vs buy-and-hold {bh['total_return']:+.2%}" in summary["steps"][6]["result"]
+    assert any(p.endswith(f"backtest_{AGENT_MODEL}_{DATASET}.png") for p in summary["plots"])
+
+
+def test_smoke_run_pushed_commit(smoke_run: Run) -> None:
+    summary = _summary(smoke_run)
+    remote_head = _git("rev-parse", "main", cwd=smoke_run.bare).strip()
+    assert summary["push"]["commit"] == remote_head
+    assert summary["steps"][7]["result"].startswith(f"commit {remote_head[:12]} -> origin/main")
+    files = set(_git("ls-tree", "-r", "--name-only", "main", cwd=smoke_run.bare).split())
+    expected = {
+        ".gitignore",
+        f"scalers/scaler_{DATASET}.pkl",
+        f"results/training_summary_{DATASET}.json",
+        f"results/backtest_{AGENT_MODEL}_{DATASET}.json",
+        f"results/backtest_{AGENT_MODEL}_{DATASET}.png",
+        f"results/run_summary_{DATASET}.json",
+        f"ppo_approach/models/ppo_{AGENT_MODEL}_{DATASET}.zip",
+    } | {f"models/{m}_{DATASET}_classification.pth" for m in MODELS}
+    assert expected <= files, expected - files
+    assert any(f.startswith(f"logs/run_{DATASET}_") and f.endswith(".log") for f in files)
+    assert f"datasets/{DATASET}.csv" not in files
+    assert not any(f.endswith(".lock") for f in files)
+    assert set(summary["push"]["files"]) <= files
+
+
+def test_smoke_run_never_logs_the_token(smoke_run: Run) -> None:
+    assert smoke_run.token not in smoke_run.stdout + smoke_run.stderr
+    for f in (smoke_run.root / "logs").iterdir():
+        assert smoke_run.token not in f.read_text(errors="replace"), f
+    assert smoke_run.token not in (smoke_run.root / ".git" / "config").read_text()
+    pushed_log = next(
+        f
+        for f in _git("ls-tree", "-r", "--name-only", "main", cwd=smoke_run.bare).split()
+        if f.startswith("logs/")
+    )
+    assert smoke_run.token not in _git("show", f"main:{pushed_log}", cwd=smoke_run.bare)
+
+
+def test_broken_csv_fails_preflight_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "BROKEN.csv").write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "2024-01-01T00:00:00Z,100,101,99,100.5,3\n"
+        "2024-01-01T01:00:00Z,100.5,abc,99,100,4\n"
+    )
+    code, out, err, secs = _runpod_main(tmp_path, "BROKEN", "--no-push", env=_clean_env())
+    assert code == 2
+    rows = [line for line in (out + err).splitlines() if line.startswith("dataset ")]
+    assert len(rows) == 1 and rows[0].rstrip().endswith("FAIL")
+    assert "BROKEN.csv" in rows[0]
+    assert "error: preflight failed: dataset: " in err and "line 3" in err
+    assert "STEP 1/8" not in out + err  # nothing started
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+    log_file = next((tmp_path / "logs").glob("run_BROKEN_*.log"))
+    assert "FAIL" in log_file.read_text()
+
+
+def test_lock_held_by_live_run_fails_fast_naming_pid(tmp_path: Path) -> None:
+    write_ohlcv_csv(generate_ohlcv(300, seed=2), tmp_path / "datasets" / "LOCKED.csv")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        time.sleep(0.05)
+        lock = tmp_path / "logs" / "run_LOCKED.lock"
+        lock.parent.mkdir(parents=True)
+        lock.write_text(
+            json.dumps(
+                {
+                    "pid": sleeper.pid,
+                    "host": socket.gethostname(),
+                    "started": "now",
+                    "started_epoch": time.time(),
+                    "nonce": "x",
+                }
+            )
+        )
+        code, out, err, secs = _runpod_main(tmp_path, "LOCKED", "--no-push", env=_clean_env())
+        assert code == 2
+        assert f"run lock: held by pid {sleeper.pid} on host" in err
+        assert secs < 30
+        # The driver itself also refuses (when the preflight is skipped).
+        code, out, err, secs = _runpod_main(
+            tmp_path, "LOCKED", "--no-push", "--skip-validation", env=_clean_env()
+        )
+        assert code == 1
+        assert f"another run on this dataset is in progress (pid {sleeper.pid}" in out + err
+        assert json.loads(lock.read_text())["pid"] == sleeper.pid
+    finally:
+        sleeper.kill()
+        sleeper.wait()
