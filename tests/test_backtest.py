@@ -1,0 +1,223 @@
+"""Backtest metrics on hand-made equity curves, baseline policies through the env, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import backtest as bt
+from ppo_approach.reward_functions import RewardConfig, RewardFunction
+from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
+
+# ---------------------------------------------------------------- metrics on hand-made curves
+
+
+def test_periods_per_year_and_bar_interval() -> None:
+    assert bt.periods_per_year(3600) == 8760
+    assert bt.periods_per_year(86400) == 365
+    ts = pd.date_range("2024-01-01", periods=50, freq="15min").to_numpy()
+    ts = np.delete(ts, [10, 20])  # two gaps do not change the median spacing
+    assert bt.bar_interval_seconds(ts) == 900.0
+    with pytest.raises(bt.BacktestError, match="bar interval"):
+        bt.periods_per_year(0)
+
+
+def test_total_and_annualised_return() -> None:
+    eq = np.array([100.0, 110.0, 121.0])  # +10 % per bar, 2 bars
+    assert bt.total_return(eq) == pytest.approx(0.21)
+    # 2 bars per year: the 2 bars ARE one year.
+    assert bt.annualised_return(eq, ppy=2) == pytest.approx(0.21)
+    # 4 bars per year: two such half-years compound to 1.21 ** 2.
+    assert bt.annualised_return(eq, ppy=4) == pytest.approx(1.21**2 - 1)
+
+
+def test_sharpe_known_value_and_zero_volatility() -> None:
+    r = np.array([0.01, 0.03, 0.01, 0.03])  # mean 0.02, sample std 0.01 * sqrt(4/3)
+    expected = 0.02 / (0.01 * math.sqrt(4 / 3)) * math.sqrt(100)
+    assert bt.sharpe_ratio(r, ppy=100) == pytest.approx(expected)
+    # Through an equity curve, as strategy_metrics computes it.
+    eq = 100 * np.cumprod(np.concatenate(([1.0], 1 + r)))
+    assert bt.sharpe_ratio(bt.simple_returns(eq), 100) == pytest.approx(expected)
+    assert bt.sharpe_ratio(np.full(10, 0.001), 100) == 0.0  # no volatility: defined as 0
+
+
+def test_sortino_known_value_and_no_downside() -> None:
+    r = np.array([0.02, -0.01, 0.02, -0.01])
+    downside = math.sqrt((0.01**2 + 0.01**2) / 4)  # over ALL bars, target 0
+    assert bt.sortino_ratio(r, ppy=9) == pytest.approx(0.005 / downside * 3)
+    assert bt.sortino_ratio(np.array([0.01, 0.02]), 9) is None  # never lost: undefined
+    assert bt.sortino_ratio(np.zeros(5), 9) == 0.0
+
+
+def test_max_drawdown_and_calmar() -> None:
+    eq = np.array([100.0, 120.0, 90.0, 130.0, 104.0])
+    np.testing.assert_allclose(bt.drawdown_series(eq), [0, 0, 0.25, 0, 0.2])
+    assert bt.max_drawdown(eq) == pytest.approx(0.25)
+    assert bt.calmar_ratio(0.5, 0.25) == pytest.approx(2.0)
+    assert bt.calmar_ratio(0.5, 0.0) is None
+    assert bt.max_drawdown(np.array([1.0, 2.0, 3.0])) == 0.0
+
+
+def test_round_trips_and_win_rate() -> None:
+    units = np.array([0, 1, 1, 0, 0, 2, 2, 0, 1])
+    equity = np.array([100, 100, 110, 108, 108, 108, 100, 99, 99], dtype=float)
+    trips = bt.round_trip_returns(units, equity)
+    # Trip 1: from 100 (before the entry fill) to 108 after the exit; trip 2: 108 -> 99;
+    # the position opened at the last step is still open and not counted.
+    np.testing.assert_allclose(trips, [0.08, 99 / 108 - 1])
+    assert bt.win_rate(trips) == 0.5
+    assert bt.win_rate(np.array([])) is None
+    # A reversal closes one trip and opens the next at the same step.
+    trips = bt.round_trip_returns(np.array([0, 1, -1, 0]), np.array([100.0, 105, 103, 104]))
+    np.testing.assert_allclose(trips, [0.03, 104 / 105 - 1])
+
+
+def test_json_safe_and_strict_json(tmp_path) -> None:
+    report = {"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": np.float32(2.0)}}
+    path = bt.write_report(report, tmp_path / "r.json")
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"non-strict JSON token {token}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data == {"a": None, "b": [None, 1.5], "c": {"d": 2.0}}
+
+
+def test_action_constants_match_env() -> None:
+    assert bt.ACTION_HOLD == Actions.HOLD
+    assert bt.ACTION_BUY_100 == Actions.BUY_100
+    assert bt.ACTION_CLOSE == Actions.CLOSE
+    assert bt.N_ACTIONS == len(Actions)
+
+
+# ---------------------------------------------------------------- strategies through the env
+
+
+def _block(n: int = 60, seed: int = 0) -> tuple[MarketData, np.ndarray]:
+    """A rising price path with noise, and probabilities that say Rise for the first 10 bars."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(0.002 + rng.normal(0, 0.005, n)))
+    open_ = np.concatenate(([100.0], close[:-1])) * (1 + rng.normal(0, 0.0005, n))
+    probs = np.tile([0.6, 0.3, 0.1], (n, 1))
+    probs[:10] = [0.1, 0.2, 0.7]
+    data = MarketData(
+        open=open_,
+        close=close,
+        pred_features=probs,
+        price_features=np.zeros((n, 5)),
+        timestamps=pd.date_range("2024-01-01", periods=n, freq="1h").to_numpy(),
+    )
+    return data, probs
+
+
+def _maker(data: MarketData):
+    def make(config: EnvConfig) -> TradingEnv:
+        return TradingEnv(data, config, RewardFunction(RewardConfig()), random_start=False)
+
+    return make
+
+
+def test_baselines_through_the_same_env() -> None:
+    data, probs = _block()
+    tc = 0.001
+    cfg = EnvConfig(transaction_cost=tc, episode_length=10, ruin_threshold=0.5)
+    runs = bt.run_strategies(_maker(data), cfg, bt.flat_policy, probs, [1, 2, 3])
+    ppy = 8760.0
+    m = bt.summarise_runs(runs, ppy)
+    assert set(m) == set(bt.STRATEGY_NAMES)
+    n = data.n_bars - 1  # the backtest runs the WHOLE block despite episode_length = 10
+    assert all(r.n_steps == n for recs in runs.values() for r in recs)
+
+    # Buy and hold: all cash (fee included) at open[1], marked at the last close.
+    bh = m["buy_and_hold"]
+    assert bh["total_return"] == pytest.approx(data.close[-1] / (data.open[1] * (1 + tc)) - 1)
+    assert bh["n_trades"] == 1 and bh["win_rate"] is None  # never closed
+    assert bh["time_in_market"] == 1.0
+    assert bh["fees_paid"] == pytest.approx(tc * 10_000 / (1 + tc))
+    assert bh["turnover"] == pytest.approx(
+        10_000 / (1 + tc) / runs["buy_and_hold"][0].equity.mean()
+    )
+
+    flat = m["flat"]
+    assert flat["total_return"] == 0 and flat["n_trades"] == 0 and flat["sharpe"] == 0
+    assert flat["max_drawdown"] == 0 and flat["calmar"] is None and flat["time_in_market"] == 0
+    # The "agent" here is the flat policy too: fees do not matter when it never trades.
+    assert m["agent"] == m["agent_cost_0x"] == m["agent_cost_2x"] == flat
+
+    # Classifier rule: Rise for bars 0..9 -> long from open[1], CLOSE decided at bar 10 fills
+    # at open[11]; one closed round trip.
+    rule = runs["classifier_rule"][0]
+    assert m["classifier_rule"]["n_trades"] == 2
+    assert rule.units[1] > 0 and rule.units[10] > 0 and rule.units[11] == 0
+    units = 10_000 / (data.open[1] * (1 + tc))
+    cash_end = units * data.open[11] * (1 - tc)
+    assert rule.equity[-1] == pytest.approx(cash_end)
+    assert m["classifier_rule"]["win_rate"] == (1.0 if cash_end > 10_000 else 0.0)
+    assert m["classifier_rule"]["time_in_market"] == pytest.approx(10 / n)
+
+    # Random: the metric-wise mean of its three seeds.
+    singles = [bt.strategy_metrics(r, ppy) for r in runs["random"]]
+    assert len(singles) == 3 and len({s["n_trades"] for s in singles}) > 1
+    assert m["random"]["total_return"] == pytest.approx(
+        np.mean([s["total_return"] for s in singles])
+    )
+
+
+def test_agent_cost_multipliers_change_only_fees() -> None:
+    data, probs = _block()
+    cfg = EnvConfig(transaction_cost=0.002)
+    trader = bt.ClassifierRulePolicy(probs)  # stands in for the agent: trades twice
+    runs = bt.run_strategies(_maker(data), cfg, trader, probs, [0])
+    m = bt.summarise_runs(runs, 8760.0)
+    assert m["agent_cost_0x"]["fees_paid"] == 0.0
+    assert m["agent"]["fees_paid"] > 0
+    assert m["agent_cost_2x"]["fees_paid"] == pytest.approx(2 * m["agent"]["fees_paid"], rel=0.01)
+    assert (
+        m["agent_cost_0x"]["total_return"]
+        > m["agent"]["total_return"]
+        > m["agent_cost_2x"]["total_return"]
+    )
+
+
+def test_run_episode_records_are_aligned() -> None:
+    data, _ = _block(30)
+    env = TradingEnv(data, EnvConfig(episode_length=0), random_start=False)
+    rec = bt.run_episode(env, bt.buy_and_hold_policy)
+    assert rec.n_steps == 29
+    assert rec.equity.shape == rec.units.shape == rec.bars.shape == (30,)
+    np.testing.assert_array_equal(rec.bars, np.arange(30))
+    assert rec.notional[0] == pytest.approx(rec.units[1] * data.open[1])
+    assert rec.notional[1:].sum() == 0
+    np.testing.assert_allclose(rec.position_fraction()[1:], 1.0, rtol=1e-9)
+
+
+def test_classifier_rule_rejects_bad_shape() -> None:
+    with pytest.raises(bt.BacktestError, match=r"shape \(4, 2\), expected \(n, 3\)"):
+        bt.ClassifierRulePolicy(np.zeros((4, 2)))
+
+
+def test_summary_table_and_plot(tmp_path) -> None:
+    data, probs = _block()
+    runs = bt.run_strategies(_maker(data), EnvConfig(), bt.flat_policy, probs, [0, 1])
+    report = {
+        "model": "dlstm",
+        "dataset": "X",
+        "chosen_model": "final",
+        "prediction_source": "walk_forward",
+        "in_sample_predictions": True,
+        "blocks": {"test": {"start": "a", "end": "b", "bars": 60}},
+        "strategies": bt.summarise_runs(runs, 8760.0),
+    }
+    text = bt.format_summary(report)
+    lines = text.splitlines()
+    assert "IN-SAMPLE" in lines[0] and "test block a .. b (60 bars)" in lines[0]
+    assert lines[1].split()[:3] == ["strategy", "total_return", "annualised_return"]
+    assert [ln.split()[0] for ln in lines[2:]] == list(bt.STRATEGY_NAMES)
+    assert lines[2 + bt.STRATEGY_NAMES.index("flat")].split()[1] == "0.00%"
+    png = bt.plot_backtest(runs, data.timestamps, tmp_path / "b.png", "title")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*.tmp"))
