@@ -166,6 +166,20 @@ def config_overrides(cfg: Config) -> dict[str, str]:
     return {k: v for k, v in cfg.sources.items() if v.startswith("preset ") or v == "--set"}
 
 
+def describe_overrides(overrides: dict[str, str]) -> str:
+    """``preset smoke: 26 values; --set: training.epochs`` (or ``config files only``)."""
+    by_source: dict[str, list[str]] = {}
+    for key, source in overrides.items():
+        by_source.setdefault(source, []).append(key)
+    parts = []
+    for source, keys in by_source.items():
+        if source == "--set":
+            parts.append(f"--set: {', '.join(keys)}")
+        else:
+            parts.append(f"{source}: {len(keys)} values")
+    return "; ".join(parts) or "config files only"
+
+
 # ---------------------------------------------------------------- calling step modules
 
 
@@ -370,12 +384,7 @@ def step_paths(ctx: RunContext) -> StepOutcome:
         ctx.push,
         ctx.push_reason,
     )
-    overrides = config_overrides(ctx.cfg)
-    log.info(
-        "config %s; preset/--set values: %s",
-        ctx.cfg.hash(),
-        ", ".join(f"{k} ({v})" for k, v in overrides.items()) or "none",
-    )
+    log.info("config %s; %s", ctx.cfg.hash(), describe_overrides(config_overrides(ctx.cfg)))
     return StepOutcome(
         result=f"root {ctx.paths.root}",
         details={"root": str(ctx.paths.root), "config_hash": ctx.cfg.hash()},
