@@ -372,11 +372,21 @@ def write_prediction_tables(
     wanted = list(models)
     if cfg.ppo.prediction_model == "ensemble":
         wanted += [m for m in cfg.ppo.ensemble_models if m not in wanted]
+    ensemble_ok = cfg.ppo.prediction_model == "ensemble"
     for m in wanted:
-        tables[m] = build_prediction_table(cfg, prep, paths, m, device)
+        try:
+            tables[m] = build_prediction_table(cfg, prep, paths, m, device)
+        except PipelineError as exc:
+            if m in models:
+                raise
+            # A member outside this run (e.g. --models gru) is missing or stale: the run's own
+            # tables are still written; step 6 refuses the ensemble until the member is retrained.
+            log.warning("ensemble table not written: member %s is not usable (%s)", m, exc)
+            ensemble_ok = False
+            continue
         if m in models:
             written[m] = _write_table(tables[m], predictions_path(paths, m, dataset))
-    if cfg.ppo.prediction_model == "ensemble":
+    if ensemble_ok:
         ens = ensemble_table({m: tables[m] for m in cfg.ppo.ensemble_models})
         written["ensemble"] = _write_table(ens, predictions_path(paths, "ensemble", dataset))
     if cfg.ppo.ppo_prediction_source == "in_sample":
