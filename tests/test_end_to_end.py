@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -280,3 +281,60 @@ def test_lock_held_by_live_run_fails_fast_naming_pid(tmp_path: Path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_finishes(tmp_path: Path) -> None:
+    """SIGTERM to runpod_main during PPO -> exit 130 with a checkpoint; --resume completes."""
+    write_ohlcv_csv(generate_ohlcv(N_BARS, signal=1.0, seed=4), tmp_path / "datasets" / "SIG.csv")
+    cmd = [
+        sys.executable,
+        str(PROJECT_ROOT / "runpod_main.py"),
+        "--dataset",
+        "SIG",
+        "--root",
+        str(tmp_path),
+        "--no-push",
+        "--preset",
+        "smoke",
+        "--set",
+        "ppo.total_timesteps=6144",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "ppo_trading_agent: checkpoint" in line:
+            proc.send_signal(signal.SIGTERM)  # like a pod shutdown
+            break
+    seen += proc.stdout.readlines()
+    code = proc.wait(timeout=120)
+    text = "".join(seen)
+    assert code == 130, text[-3000:]
+    assert "SIGTERM received: asking the training process" in text
+    assert "interrupted: step 7 (train PPO agent)" in text
+    checkpoints = list((tmp_path / "ppo_approach" / "checkpoints").rglob("checkpoint_*.zip"))
+    assert checkpoints
+    summary = json.loads((tmp_path / "results" / "run_summary_SIG.json").read_text())
+    assert summary["exit_code"] == 130 and summary["steps"][6]["status"] == "interrupted"
+    assert not (tmp_path / "logs" / "run_SIG.lock").exists()
+
+    code, out, err, _ = _runpod_main(
+        tmp_path,
+        "SIG",
+        "--no-push",
+        "--resume",
+        "--preset",
+        "smoke",
+        "--set",
+        "ppo.total_timesteps=6144",
+        env=_clean_env(),
+    )
+    assert code == 0, (out + err)[-3000:]
+    assert "resuming from" in out + err
+    assert (tmp_path / "ppo_approach" / "models" / "ppo_dlstm_SIG.zip").is_file()
+    summary = json.loads((tmp_path / "results" / "run_summary_SIG.json").read_text())
+    assert summary["resume"] is True and summary["steps"][6]["status"] == "ok"
