@@ -1,0 +1,533 @@
+"""PPO agent: training artifacts, backtest report, interrupt + resume, determinism, vec envs.
+
+One module fixture builds a random-walk dataset (``generate_ohlcv(signal=0)``) and runs the real
+step 5 (``train_models.main`` with the smoke preset, DLSTM only) once, so the agent trains on a
+genuine walk-forward prediction table. Every training test copies that into its own root.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+import train_models
+from pipeline import backtest as bt
+from pipeline.common import PROJECT_ROOT, Paths, sha256_file
+from pipeline.config import Config, load_config, load_resolved
+from pipeline.prepare import prepare_dataset
+from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from ppo_approach import ppo_trading_agent as agent
+from ppo_approach import train_ppo_agent as step
+from ppo_approach.reward_functions import RewardConfig
+from ppo_approach.trading_env import EnvConfig
+
+DATASET = "RW-TEST_1H"
+SMOKE = ["--preset", "smoke"]
+
+
+@pytest.fixture(scope="module")
+def source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random-walk dataset + the real DLSTM walk-forward prediction table (smoke preset)."""
+    root = tmp_path_factory.mktemp("ppo_src")
+    (root / "datasets").mkdir()
+    write_ohlcv_csv(generate_ohlcv(4000, signal=0.0, seed=3), root / "datasets" / f"{DATASET}.csv")
+    code = train_models.main(
+        ["--dataset", DATASET, "--root", str(root), "--models", "dlstm", *SMOKE]
+    )
+    assert code == 0
+    assert (root / "results" / f"predictions_dlstm_{DATASET}.csv").is_file()
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Any:
+    """Tiny networks gain nothing from threads, and on a busy 2-core machine OpenMP threads
+    spin-wait against each other (learn() ran several times slower with 2)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Any:
+    """``main`` reconfigures the root logger onto the captured stderr; put the handlers back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _fresh_root(src: Path, dst: Path) -> Path:
+    """A root with the dataset and the prediction tables only (no agent artifacts)."""
+    shutil.copytree(src / "datasets", dst / "datasets")
+    (dst / "results").mkdir(parents=True)
+    for p in (src / "results").glob("predictions_*.csv"):
+        shutil.copy(p, dst / "results" / p.name)
+    return dst
+
+
+def _smoke_cfg(*overrides: str) -> Config:
+    return load_config(None, None, "smoke", list(overrides))
+
+
+@pytest.fixture(scope="module")
+def trained(source_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One smoke run of step 7 through ``main`` (DummyVecEnv, 2 envs, net 64x64, 2048 steps)."""
+    root = _fresh_root(source_root, tmp_path_factory.mktemp("ppo_run"))
+    code = step.main(["--dataset", DATASET, "--root", str(root), *SMOKE])
+    report = json.loads((root / "results" / f"backtest_dlstm_{DATASET}.json").read_text())
+    return {"code": code, "root": root, "report": report}
+
+
+# ---------------------------------------------------------------- the full step
+
+
+def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, Any]) -> None:
+    assert trained["code"] == 0
+    paths = Paths.from_root(trained["root"])
+    final = paths.ppo_models / f"ppo_dlstm_{DATASET}.zip"
+    model = PPO.load(final, device="cpu")
+    assert model.num_timesteps == 2048
+    # Separate policy and value networks of the configured sizes.
+    arch = model.policy.net_arch
+    assert arch == {"pi": [64, 64], "vf": [64, 64]}
+    assert model.n_steps == 256 and model.batch_size == 256 and model.n_epochs == 2
+
+    resolved = load_resolved(paths.ppo_models / f"ppo_dlstm_{DATASET}_config.txt")
+    assert resolved.to_dict() == _smoke_cfg().to_dict()
+    meta = json.loads((paths.ppo_models / f"ppo_dlstm_{DATASET}_meta.json").read_text())
+    assert meta["dataset_sha256"] == sha256_file(paths.datasets / f"{DATASET}.csv")
+    assert meta["timesteps"] == 2048 and meta["vec_env"] == "dummy"
+    assert "command" in meta and meta["resumed_from"] is None
+
+    ck = paths.ppo_checkpoints / f"dlstm_{DATASET}"
+    # checkpoint_freq = 1024, rollout = 256 steps x 2 envs: the boundary at 1024 is saved; the
+    # one at 2048 is the end of training (the final model), not a checkpoint.
+    assert [t for t, _ in agent.list_checkpoints(ck)] == [1024]
+    assert (ck / "best_model.zip").is_file()
+    best = json.loads((ck / "best_model.json").read_text())
+    assert best["timesteps"] in (1024, 2048)
+    assert not list(ck.glob(".*.tmp")) and not list(paths.ppo_models.glob(".*.tmp"))
+
+
+def test_eval_on_validation_logged_to_tensorboard(trained: dict[str, Any]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = Paths.from_root(trained["root"]).ppo_logs
+    assert [p.name for p in logs.iterdir()] == [f"ppo_dlstm_{DATASET}_1"]
+    ea = EventAccumulator(str(logs / f"ppo_dlstm_{DATASET}_1"))
+    ea.Reload()
+    for tag in ("eval/mean_reward", "eval/mean_ep_length", "eval/mean_return", "eval/mean_sharpe"):
+        assert [e.step for e in ea.Scalars(tag)] == [1024, 2048], tag
+    # Evaluation episodes run episode_length = 200 steps on the validation block.
+    assert {e.value for e in ea.Scalars("eval/mean_ep_length")} == {200.0}
+
+
+def test_backtest_report_contents(trained: dict[str, Any], source_root: Path) -> None:
+    rep = trained["report"]
+    for key in (
+        "model",
+        "dataset",
+        "dataset_sha256",
+        "prediction_source",
+        "in_sample_predictions",
+        "timesteps",
+        "chosen_model",
+        "blocks",
+        "strategies",
+    ):
+        assert key in rep, key
+    assert rep["model"] == "dlstm" and rep["dataset"] == DATASET
+    assert rep["chosen_model"] == "best" and rep["timesteps"] == 2048
+    assert rep["prediction_source"] == "walk_forward" and rep["in_sample_predictions"] is False
+    assert set(rep["strategies"]) == set(bt.STRATEGY_NAMES)
+    for name, m in rep["strategies"].items():
+        assert set(m) == set(bt.METRIC_NAMES), name
+    assert rep["periods_per_year"] == 8760
+    # The block ranges are the table's.
+    table = pd.read_csv(source_root / "results" / f"predictions_dlstm_{DATASET}.csv")
+    for block in ("train", "val", "test"):
+        rows = table[table["agent_block"] == block]
+        got = rep["blocks"][block]
+        assert got["bars"] == len(rows)
+        assert pd.Timestamp(got["start"]) == pd.Timestamp(rows["timestamp"].iloc[0])
+        assert pd.Timestamp(got["end"]) == pd.Timestamp(rows["timestamp"].iloc[-1])
+    # Flat is exactly flat; buy and hold holds all the time; fees scale with the cost multiplier.
+    s = rep["strategies"]
+    assert s["flat"]["total_return"] == 0 and s["flat"]["n_trades"] == 0
+    assert s["buy_and_hold"]["time_in_market"] == 1.0 and s["buy_and_hold"]["n_trades"] == 1
+    assert s["agent_cost_0x"]["fees_paid"] == 0
+    png = trained["root"] / "results" / f"backtest_dlstm_{DATASET}.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _block_sigma(root: Path) -> tuple[float, int]:
+    """Std of the test block's per-bar log returns times sqrt(bars), and the bar count."""
+    table = pd.read_csv(root / "results" / f"predictions_dlstm_{DATASET}.csv")
+    bars = table.loc[table["agent_block"] == "test", "bar"].to_numpy()
+    close = pd.read_csv(root / "datasets" / f"{DATASET}.csv")["close"].to_numpy()[bars]
+    r = np.diff(np.log(close))
+    return float(r.std(ddof=1) * math.sqrt(r.size)), int(r.size)
+
+
+def test_random_walk_agent_does_not_beat_buy_and_hold(trained: dict[str, Any]) -> None:
+    """Leakage alarm: on a pure random walk nothing is predictable, so the agent must not beat
+    buy-and-hold by more than noise.
+
+    Tolerance: a strategy without information differs from buy-and-hold by holding a different
+    exposure; the log-return of the block has standard deviation ``sigma_bar * sqrt(bars)``
+    (per-bar log-return volatility of the test block times the square root of its length, about
+    0.17 here), and the difference of the two strategies is at most that much noise times the
+    exposure difference (<= 1). We allow 3 of those: a chance false alarm is below 0.2 % for a
+    Gaussian, while a leak of future prices into the observation makes the excess many times
+    larger (see the positive control below, which exceeds it by far).
+    """
+    sigma, _ = _block_sigma(trained["root"])
+    s = trained["report"]["strategies"]
+    excess = math.log1p(s["agent"]["total_return"]) - math.log1p(s["buy_and_hold"]["total_return"])
+    assert excess < 3 * sigma, (excess, sigma)
+
+
+def test_leaky_predictions_would_trip_the_alarm(source_root: Path) -> None:
+    """Positive control for the alarm above: a classifier that knows whether the NEXT bar rises
+    (close > open of bar t+1, i.e. the fill-to-mark move) makes the classifier rule beat
+    buy-and-hold by more than twice the 3-sigma tolerance (about 1.3 vs 0.53 in log
+    return), through the same env and fees."""
+    cfg = _smoke_cfg()
+    paths = Paths.from_root(source_root)
+    prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
+    blocks = step.build_blocks(prepared, step.load_table(paths, "dlstm", DATASET), cfg.ppo)
+    test = blocks["test"]
+    nxt_up = np.append(test.data.close[1:] > test.data.open[1:], False)  # (n,)
+    leaky = np.where(nxt_up[:, None], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1])
+    make = step._make_test_env(test, RewardConfig())
+    env_cfg = bt.backtest_env_config(EnvConfig.from_ppo_config(cfg.ppo))
+    runs = {
+        "rule": [bt.run_episode(make(env_cfg), bt.ClassifierRulePolicy(leaky))],
+        "bh": [bt.run_episode(make(env_cfg), bt.buy_and_hold_policy)],
+    }
+    m = bt.summarise_runs(runs, 8760.0)
+    excess = math.log1p(m["rule"]["total_return"]) - math.log1p(m["bh"]["total_return"])
+    sigma, _ = _block_sigma(source_root)
+    assert excess > 2 * (3 * sigma), (excess, sigma)
+
+
+# ---------------------------------------------------------------- interrupt and resume
+
+
+def test_sigint_writes_checkpoint_then_resume_continues_to_total(
+    source_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = _fresh_root(source_root, tmp_path / "root")
+    argv = [
+        "--dataset",
+        DATASET,
+        "--root",
+        str(root),
+        *SMOKE,
+        "--set",
+        "total_timesteps=4096",
+        "--set",
+        "eval_freq=2048",
+    ]
+    ck = root / "ppo_approach" / "checkpoints" / f"dlstm_{DATASET}"
+    handler_before = signal.getsignal(signal.SIGINT)
+
+    def interrupt_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(ck.glob("checkpoint_*.zip")):
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    killer = threading.Thread(target=interrupt_after_first_checkpoint, daemon=True)
+    killer.start()
+    code = step.main(argv)
+    killer.join()
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "interrupted by SIGINT" in err
+    resume_line = [ln for ln in err.splitlines() if ln.startswith("resume with:")]
+    assert resume_line and resume_line[0].endswith("--resume")
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers restored
+    stopped_at, ck_path = agent.latest_checkpoint(ck)
+    # Saved at a rollout boundary (256 steps x 2 envs) before the end: the weights hold exactly
+    # `stopped_at` timesteps of experience.
+    assert 1024 <= stopped_at < 4096 and stopped_at % 512 == 0
+    assert not (root / "ppo_approach" / "models" / f"ppo_dlstm_{DATASET}.zip").exists()
+    saved = PPO.load(ck_path, device="cpu")
+    assert saved.num_timesteps == stopped_at
+
+    seen: dict[str, Any] = {}
+    real_learn = agent.learn
+
+    def spying_learn(model: PPO, *args: Any, **kwargs: Any) -> agent.LearnResult:
+        seen["start"] = model.num_timesteps
+        seen["params"] = {k: v.clone() for k, v in model.policy.state_dict().items()}
+        return real_learn(model, *args, **kwargs)
+
+    monkeypatch.setattr(agent, "learn", spying_learn)
+    assert step.main([*argv, "--resume"]) == 0
+    assert seen["start"] == stopped_at
+    want = saved.policy.state_dict()
+    assert seen["params"].keys() == want.keys()
+    for k, v in want.items():
+        torch.testing.assert_close(seen["params"][k], v, rtol=0, atol=0, msg=k)
+    meta = json.loads(
+        (root / "ppo_approach" / "models" / f"ppo_dlstm_{DATASET}_meta.json").read_text()
+    )
+    assert meta["timesteps"] == 4096 and meta["resumed_from"] == str(ck_path)
+    final = PPO.load(root / "ppo_approach" / "models" / f"ppo_dlstm_{DATASET}.zip", device="cpu")
+    assert final.num_timesteps == 4096
+    # The same TensorBoard run continued.
+    assert [p.name for p in (root / "ppo_approach" / "logs").iterdir()] == [
+        f"ppo_dlstm_{DATASET}_1"
+    ]
+
+
+# ---------------------------------------------------------------- units of the agent module
+
+
+@pytest.fixture(scope="module")
+def val_block(source_root: Path) -> step.AgentBlock:
+    """The agent's validation block of the source dataset (small, for unit tests)."""
+    cfg = _smoke_cfg()
+    paths = Paths.from_root(source_root)
+    prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
+    return step.build_blocks(prepared, step.load_table(paths, "dlstm", DATASET), cfg.ppo)["val"]
+
+
+def _train_tiny(block: step.AgentBlock, seed: int, timesteps: int = 1024) -> PPO:
+    cfg = _smoke_cfg(f"ppo.seed={seed}", "n_epochs=1").ppo
+    venv, kind = agent.make_vec_env(
+        block.data, EnvConfig.from_ppo_config(cfg), RewardConfig(), 2, cfg.seed, "dummy"
+    )
+    model = agent.build_model(cfg, venv, "cpu", None)
+    model.learn(timesteps)
+    venv.close()
+    return model
+
+
+def test_same_seed_same_actions(val_block: step.AgentBlock) -> None:
+    block = val_block
+    obs = np.concatenate(
+        [block.data.pred_features, block.data.price_features, np.zeros((block.data.n_bars, 4))],
+        axis=1,
+    ).astype(np.float32)  # (n, P+K+4) flat portfolio
+    obs[:, -2] = 1.0  # cash_frac of a flat portfolio
+    a, b, c = (_train_tiny(block, s, timesteps=512) for s in (7, 7, 8))
+    act_a, _ = a.predict(obs, deterministic=True)
+    act_b, _ = b.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(act_a, act_b)
+    for (k, va), vb in zip(
+        a.policy.state_dict().items(), b.policy.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+    diff = [
+        not torch.equal(va, vc)
+        for va, vc in zip(
+            a.policy.state_dict().values(), c.policy.state_dict().values(), strict=True
+        )
+    ]
+    assert any(diff)  # a different seed is a different run
+
+
+def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
+    val_block: step.AgentBlock, tmp_path: Path
+) -> None:
+    block = val_block
+    cfg = _smoke_cfg("n_epochs=1").ppo
+    venv, _ = agent.make_vec_env(block.data, EnvConfig(), RewardConfig(), 2, 0, "dummy")
+    model = agent.build_model(cfg, venv, "cpu", None)
+    cb = agent.CheckpointCallback(tmp_path, freq=768)
+    stopper = agent.StopOnRequestCallback(agent.StopRequest())
+    result = agent.learn(model, 2560, [cb], stopper, "t", progress_bar=False)
+    venv.close()
+    assert not result.interrupted and result.timesteps == 2560
+    # Rollouts end at 512, 1024, ...: the first boundary past 768 is 1024, past 1536 is 1536,
+    # past 2304 is 2560 = the end (no rollout starts there), so two checkpoints.
+    assert [t for t, _ in agent.list_checkpoints(tmp_path)] == [1024, 1536]
+    assert PPO.load(tmp_path / "checkpoint_1536.zip", device="cpu").num_timesteps == 1536
+
+
+def test_stop_request_ends_learning_at_last_rollout_boundary(val_block: step.AgentBlock) -> None:
+    block = val_block
+    cfg = _smoke_cfg("n_epochs=1").ppo
+    venv, _ = agent.make_vec_env(block.data, EnvConfig(), RewardConfig(), 2, 0, "dummy")
+    model = agent.build_model(cfg, venv, "cpu", None)
+    request = agent.StopRequest()
+
+    class StopAt(agent.BaseCallback):
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps >= 700:
+                request.set("test")
+            return True
+
+    stopper = agent.StopOnRequestCallback(request)
+    result = agent.learn(model, 4096, [StopAt()], stopper, "t", progress_bar=False)
+    venv.close()
+    assert result.interrupted and result.signal_name == "test"
+    assert result.timesteps == 512  # the rollout 512..1024 was cut short and thrown away
+
+
+def test_subproc_vec_env_matches_dummy_and_trains(val_block: step.AgentBlock) -> None:
+    block = val_block
+    env_cfg = EnvConfig(episode_length=50)
+    sub, kind = agent.make_vec_env(block.data, env_cfg, RewardConfig(), 2, 5, "subproc")
+    dummy, _ = agent.make_vec_env(block.data, env_cfg, RewardConfig(), 2, 5, "dummy")
+    try:
+        assert kind == "subproc" and isinstance(sub.venv, SubprocVecEnv)
+        assert isinstance(dummy.venv, DummyVecEnv)
+        np.testing.assert_array_equal(sub.reset(), dummy.reset())
+        rng = np.random.default_rng(0)
+        for _ in range(60):  # crosses an episode end (auto-reset in both)
+            actions = rng.integers(0, 9, size=2)
+            o1, r1, d1, _ = sub.step(actions)
+            o2, r2, d2, _ = dummy.step(actions)
+            np.testing.assert_array_equal(o1, o2)
+            np.testing.assert_allclose(r1, r2, rtol=1e-6)  # DummyVecEnv buffers in float32
+            np.testing.assert_array_equal(d1, d2)
+        cfg = _smoke_cfg("n_steps=64", "ppo.batch_size=64", "n_epochs=1").ppo
+        model = agent.build_model(cfg, sub, "cpu", None)
+        with agent.parent_threads("subproc", 2):
+            model.learn(256)
+        assert model.num_timesteps == 256
+    finally:
+        sub.close()
+        dummy.close()
+
+
+def test_subproc_failure_falls_back_to_dummy(
+    val_block: step.AgentBlock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    block = val_block
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("cannot start workers here")
+
+    monkeypatch.setattr(agent, "SubprocVecEnv", broken)
+    with caplog.at_level(logging.WARNING):
+        venv, kind = agent.make_vec_env(block.data, EnvConfig(), RewardConfig(), 2, 0, "subproc")
+    assert kind == "dummy" and isinstance(venv.venv, DummyVecEnv) and venv.num_envs == 2
+    assert "cannot start workers here" in caplog.text and "DummyVecEnv" in caplog.text
+    venv.close()
+
+
+def test_batch_size_warnings_name_the_numbers() -> None:
+    assert agent.batch_size_warnings(1024, 16, 2048) == []
+    (msg,) = agent.batch_size_warnings(100, 3, 64)
+    assert "does not divide n_steps * n_envs = 100 * 3 = 300" in msg
+    assert "4 full minibatches" in msg and "truncated one of 44" in msg
+    (msg,) = agent.batch_size_warnings(64, 2, 256)
+    assert "larger than the rollout n_steps * n_envs = 64 * 2 = 128" in msg
+
+
+def test_resolve_device() -> None:
+    assert agent.resolve_device("cpu") == "cpu"
+    assert agent.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(agent.AgentError, match="no CUDA device"):
+            agent.resolve_device("cuda")
+
+
+# ---------------------------------------------------------------- prediction table -> blocks
+
+
+def test_prediction_features_single_and_ensemble() -> None:
+    table = pd.DataFrame(
+        {
+            "pred_class": [0, 2],
+            "confidence": [0.5, 0.6],
+            "p_fall": [0.5, 0.2],
+            "p_stationary": [0.3, 0.2],
+            "p_rise": [0.2, 0.6],
+            **{f"p_{c}_{m}": [0.1, 0.2] for m in ("dlstm", "gru") for c in ("fall",)},
+            **{f"p_{c}_{m}": [0.3, 0.3] for m in ("dlstm", "gru") for c in ("stationary", "rise")},
+        }
+    )
+    single = step.prediction_features(table, _smoke_cfg().ppo)
+    np.testing.assert_allclose(single, [[-1, 0.5, 0.5, 0.3, 0.2], [1, 0.6, 0.2, 0.2, 0.6]])
+    ens_cfg = _smoke_cfg("prediction_model=ensemble", "ensemble_models=dlstm,gru").ppo
+    assert step.prediction_feature_names(ens_cfg)[5:8] == (
+        "p_fall_dlstm",
+        "p_stationary_dlstm",
+        "p_rise_dlstm",
+    )
+    ens = step.prediction_features(table, ens_cfg)
+    assert ens.shape == (2, 11) and ens.dtype == np.float32
+    np.testing.assert_allclose(ens[:, 5], [0.1, 0.2])
+    with pytest.raises(step.PredictionTableError, match="p_fall_bilstm"):
+        step.prediction_features(
+            table, _smoke_cfg("prediction_model=ensemble", "ensemble_models=dlstm,bilstm").ppo
+        )
+
+
+def test_build_blocks_rejects_gaps_and_foreign_timestamps(source_root: Path) -> None:
+    cfg = _smoke_cfg()
+    paths = Paths.from_root(source_root)
+    prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
+    table = step.load_table(paths, "dlstm", DATASET)
+    blocks = step.build_blocks(prepared, table, cfg.ppo)
+    assert blocks["train"].bars[-1] < blocks["val"].bars[0] < blocks["test"].bars[0]
+    assert blocks["test"].data.pred_features.shape[1] == 5
+    assert blocks["test"].data.price_names == ("norm_price", "change", "volume", "rsi", "macd")
+
+    train_rows = np.flatnonzero(table["agent_block"] == "train")
+    gap = table.drop(index=train_rows[10]).reset_index(drop=True)
+    gap.attrs = table.attrs
+    bar = int(table["bar"].iloc[train_rows[9]])
+    with pytest.raises(step.PredictionTableError, match=f"bar {bar} is followed by bar {bar + 2}"):
+        step.build_blocks(prepared, gap, cfg.ppo)
+
+    shifted = table.copy()
+    shifted["timestamp"] = shifted["timestamp"] + pd.Timedelta(hours=1)
+    with pytest.raises(step.PredictionTableError, match="belongs to other data"):
+        step.build_blocks(prepared, shifted, cfg.ppo)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "datasets").mkdir()
+    code = step.main(["--dataset", "NOPE", "--root", str(tmp_path), *SMOKE])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("error: ") and "NOPE" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_script_runs_directly_from_another_folder(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    script = PROJECT_ROOT / "ppo_approach" / "train_ppo_agent.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--resume" in out.stdout and "--dataset" in out.stdout
