@@ -44,7 +44,7 @@ from pipeline.preflight import (
     run_preflight,
     secret_values,
 )
-from runpod_train import dataset_name
+from pipeline.runlock import dataset_name
 
 log = logging.getLogger("runpod_main")
 child_log = logging.getLogger("runpod_main.child")

@@ -60,7 +60,7 @@ from pipeline.preflight import (
     mask_secrets,
     secret_values,
 )
-from pipeline.runlock import RunLock, lock_path
+from pipeline.runlock import RunLock, dataset_name, lock_path
 
 log = logging.getLogger("runpod_train")
 
@@ -153,12 +153,6 @@ class RunContext:
         if self.verbose:
             argv.append("--verbose")
         return argv
-
-
-def dataset_name(dataset: str) -> str:
-    """Artifact name of a dataset given as a name or a CSV path (folder and ``.csv`` dropped)."""
-    base = Path(dataset).name
-    return base[: -len(".csv")] if base.lower().endswith(".csv") else base
 
 
 def config_overrides(cfg: Config) -> dict[str, str]:

@@ -59,9 +59,15 @@ class LockOwner:
         return f"pid {self.pid} on host {self.host} (started {self.started})"
 
 
+def dataset_name(dataset: str) -> str:
+    """Artifact name of a dataset given as a name or a CSV path (folder and ``.csv`` dropped)."""
+    base = Path(dataset).name
+    return base[: -len(".csv")] if base.lower().endswith(".csv") else base
+
+
 def lock_path(paths: Paths, dataset: str) -> Path:
-    """Where the lock of ``dataset`` lives: ``logs/run_{dataset}.lock``."""
-    return paths.logs / f"run_{dataset}.lock"
+    """Where the lock of ``dataset`` (a name or CSV path) lives: ``logs/run_{name}.lock``."""
+    return paths.logs / f"run_{dataset_name(dataset)}.lock"
 
 
 def read_owner(path: Path) -> LockOwner | None:

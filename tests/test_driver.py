@@ -491,3 +491,34 @@ def test_stream_driver_masks_and_forwards_sigterm(tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 10
     assert lines == ["token is ***", "ready", "child got SIGTERM -> checkpoint written"]
     assert signal.getsignal(signal.SIGTERM) is previous_handler  # put back afterwards
+
+
+def test_standalone_log_file_has_everything_masked(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "ghp_standalone_0123456789"
+    monkeypatch.setenv("GITHUB_TOKEN", secret)
+
+    def noisy(ctx: runpod_train.RunContext) -> StepOutcome:
+        logging.getLogger("some.step").warning("using token %s", secret)
+        print(f"plain print with {secret}")
+        # A step module that reconfigures logging must not cut the log file short.
+        logging.basicConfig(handlers=[logging.StreamHandler(sys.stderr)], force=True)
+        logging.getLogger("some.step").warning("after reconfiguring")
+        return StepOutcome(result="noisy done")
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 5, noisy)
+    assert runpod_train.main(["--dataset", DATASET, "--root", str(root), "--steps", "5"]) == 0
+    (log_file,) = (root / "logs").glob(f"train_{DATASET}_*.log")
+    text = log_file.read_text()
+    assert secret not in text
+    assert "using token ***" in text and "plain print with ***" in text
+    assert "after reconfiguring" in text
+    assert "STEP 5/8: train classifiers" in text and "noisy done" in text
+    assert sys.stdout is not None and not isinstance(sys.stdout, runpod_train._TeeStream)
+
+
+def test_lock_path_uses_the_dataset_name(tmp_path: Path) -> None:
+    paths = runpod_train.Paths.from_root(tmp_path)
+    assert lock_path(paths, "/data/BTC_1H.csv") == tmp_path / "logs" / "run_BTC_1H.lock"
+    assert lock_path(paths, "BTC_1H") == tmp_path / "logs" / "run_BTC_1H.lock"
