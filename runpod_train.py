@@ -699,6 +699,14 @@ def run_steps(ctx: RunContext, selected: Sequence[int]) -> tuple[int, list[StepR
             log.debug("step %d failed", n, exc_info=True)
             print(f"error: step {n} ({name}) failed: {reason}", file=sys.stderr)
             continue
+        except Exception as exc:  # noqa: BLE001 - a bug, not bad input: keep the traceback
+            secs = time.perf_counter() - t0
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            log.error("step %d (%s) crashed", n, name, exc_info=True)
+            records.append(StepRecord(n, name, "failed", secs, reason))
+            code, stopped = EXIT_ERROR, True
+            print(f"error: step {n} ({name}) failed: {reason}", file=sys.stderr)
+            continue
         secs = time.perf_counter() - t0
         log.info("step %d (%s) %s in %.1f s: %s", n, name, outcome.status, secs, outcome.result)
         records.append(StepRecord(n, name, outcome.status, secs, outcome.result, outcome.details))

@@ -522,3 +522,22 @@ def test_lock_path_uses_the_dataset_name(tmp_path: Path) -> None:
     paths = runpod_train.Paths.from_root(tmp_path)
     assert lock_path(paths, "/data/BTC_1H.csv") == tmp_path / "logs" / "run_BTC_1H.lock"
     assert lock_path(paths, "BTC_1H") == tmp_path / "logs" / "run_BTC_1H.lock"
+
+
+def test_unexpected_exception_is_reported_with_the_step_name(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def crash(ctx: runpod_train.RunContext) -> StepOutcome:
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 6, crash)
+    assert _run(root) == 1
+    err = capsys.readouterr().err
+    assert (
+        "error: step 6 (validate models) failed: RuntimeError: CUDA error: device-side assert "
+        "triggered" in err
+    )
+    assert "Traceback" in err  # a bug keeps its traceback (in the log too)
+    summary = _summary(root)
+    assert summary["exit_code"] == 1 and summary["steps"][5]["status"] == "failed"
+    assert not lock_path(runpod_train.Paths.from_root(root), DATASET).exists()
