@@ -285,3 +285,19 @@ def test_resume_ignores_a_checkpoint_of_another_run(tmp_path, caplog) -> None:
     )
     assert result.resumed_from_epoch == 0 and result.epochs_run == 2
     assert "belongs to another run" in caplog.text
+
+
+def test_sigterm_becomes_keyboard_interrupt() -> None:
+    """A pod being stopped (SIGTERM) takes the Ctrl-C path: checkpoint kept, exit 130."""
+    import os
+    import signal
+    import time
+
+    from pytorch_train import sigterm_as_keyboard_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), sigterm_as_keyboard_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(200):  # the handler runs at the next bytecode boundary
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGTERM) is before
