@@ -49,17 +49,29 @@ def source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "datasets").mkdir()
     write_ohlcv_csv(generate_ohlcv(4000, signal=0.0, seed=3), root / "datasets" / f"{DATASET}.csv")
     code = train_models.main(
-        ["--dataset", DATASET, "--root", str(root), "--models", "dlstm", *SMOKE]
+        [
+            "--dataset",
+            DATASET,
+            "--root",
+            str(root),
+            "--models",
+            "dlstm",
+            *SMOKE,
+            "--set",
+            "num_threads=1",
+        ]
     )
+    torch.set_num_threads(1)
     assert code == 0
     assert (root / "results" / f"predictions_dlstm_{DATASET}.csv").is_file()
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def _one_torch_thread() -> Any:
     """Tiny networks gain nothing from threads, and on a busy 2-core machine OpenMP threads
-    spin-wait against each other (learn() ran several times slower with 2)."""
+    spin-wait against each other (learn() ran several times slower with 2). ``train_models``
+    sets its own thread count, so the module fixtures set 1 again after calling it."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -93,6 +105,7 @@ def _smoke_cfg(*overrides: str) -> Config:
 def trained(source_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One smoke run of step 7 through ``main`` (DummyVecEnv, 2 envs, net 64x64, 2048 steps)."""
     root = _fresh_root(source_root, tmp_path_factory.mktemp("ppo_run"))
+    torch.set_num_threads(1)
     code = step.main(["--dataset", DATASET, "--root", str(root), *SMOKE])
     report = json.loads((root / "results" / f"backtest_dlstm_{DATASET}.json").read_text())
     return {"code": code, "root": root, "report": report}
