@@ -32,8 +32,14 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from pipeline.common import Paths, PipelineError, atomic_path, atomic_write_json, run_cli
-from pipeline.common import setup_logging as _setup_logging
+from pipeline.common import (
+    Paths,
+    PipelineError,
+    atomic_path,
+    atomic_write_json,
+    run_cli,
+    setup_logging,
+)
 from pipeline.config import (
     MODEL_NAMES,
     Config,
@@ -631,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run :func:`train_all`; exit 130 with a resume hint on interruption."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
 
     def body() -> int:
         cfg = config_from_args(args)
