@@ -99,7 +99,9 @@ def run_once(sc: Scenario, bars: int) -> None:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
-            tail = (proc.stdout + proc.stderr)[-2000:]
+            # The driver's lines are on stdout, runpod_main's own on stderr: show the errors.
+            errors = [ln for ln in proc.stdout.splitlines() if "error" in ln.lower()]
+            tail = "\n".join(errors[-10:]) + "\n" + proc.stderr[-1500:]
             raise SystemExit(f"{sc.name} run failed with exit code {proc.returncode}:\n{tail}")
         summary = json.loads(
             (root / "results" / f"run_summary_{sc.dataset}.json").read_text(encoding="utf-8")
