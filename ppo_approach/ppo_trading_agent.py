@@ -549,16 +549,18 @@ def learn(
     stopper: StopOnRequestCallback,
     tb_name: str,
     progress_bar: bool,
+    new_run: bool | None = None,
 ) -> LearnResult:
     """Train until ``model.num_timesteps`` reaches ``total_timesteps`` or a stop is requested.
 
     Continues counting from ``model.num_timesteps`` (``reset_num_timesteps=False``: a resumed run
-    logs into the same TensorBoard run). SIGINT / SIGTERM are caught only while ``learn()`` runs.
+    logs into the same TensorBoard run). ``new_run`` (default: ``num_timesteps == 0``) starts a new
+    TensorBoard run instead. SIGINT / SIGTERM are caught only while ``learn()`` runs.
     """
     remaining = int(total_timesteps) - int(model.num_timesteps)
     if remaining <= 0:
         return LearnResult(False, int(model.num_timesteps))
-    fresh = model.num_timesteps == 0
+    fresh = model.num_timesteps == 0 if new_run is None else new_run
     with stop_signals(stopper.request):
         model.learn(
             total_timesteps=remaining,

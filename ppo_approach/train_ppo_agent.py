@@ -33,6 +33,7 @@ if importlib.util.find_spec("ppo_approach") is None:
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
@@ -264,6 +265,30 @@ def _clear_previous_run(directory: Path) -> None:
             p.unlink()
 
 
+def _resume_point(
+    paths: Paths, cfg: Config, ckdir: Path, model_name: str, dataset: str, prepared: Prepared
+) -> tuple[int, Path] | None:
+    """Where ``--resume`` continues: the newest checkpoint, or the final model when that is newer
+    and was trained with the same config (hash) on the same data: resuming a finished run then
+    trains no further and only re-runs the backtest."""
+    start = agent.latest_checkpoint(ckdir)
+    final = agent.final_model_path(paths, model_name, dataset)
+    meta_path = final.with_name(f"{final.stem}_meta.json")
+    if final.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            meta = {}
+        same = (
+            meta.get("config_hash") == cfg.hash()
+            and meta.get("dataset_sha256") == prepared.info.sha256
+        )
+        ts = meta.get("timesteps")
+        if same and isinstance(ts, int) and (start is None or ts > start[0]):
+            return ts, final
+    return start
+
+
 def _make_test_env(block: AgentBlock, reward_cfg: RewardConfig) -> Any:
     """``make_env(config)`` for :func:`pipeline.backtest.run_strategies` on ``block``."""
 
@@ -302,7 +327,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
         d = b.describe()
         log.info("agent %s block: %s .. %s (%d bars)", name, d["start"], d["end"], d["bars"])
 
-    start = agent.latest_checkpoint(ckdir) if resume else None
+    start = _resume_point(paths, cfg, ckdir, model_name, dataset, prepared) if resume else None
     if resume and start is None:
         log.info("--resume: no checkpoint in %s; starting from scratch", ckdir)
     if start is None:
@@ -349,6 +374,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
                 stopper,
                 tb_name,
                 _progress_bar_wanted(),
+                new_run=start is None,
             )
         if result.interrupted:
             # The interrupted rollout was thrown away: count only what the weights learned from.

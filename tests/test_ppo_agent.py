@@ -319,6 +319,29 @@ def test_sigint_writes_checkpoint_then_resume_continues_to_total(
     ]
 
 
+def test_resume_of_a_finished_run_only_backtests(
+    trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(trained["root"], root)
+    calls: list[int] = []
+    real_learn = PPO.learn
+
+    def counting_learn(self: PPO, *args: Any, **kwargs: Any) -> PPO:
+        calls.append(self.num_timesteps)
+        return real_learn(self, *args, **kwargs)
+
+    monkeypatch.setattr(PPO, "learn", counting_learn)
+    assert step.main(["--dataset", DATASET, "--root", str(root), *SMOKE, "--resume"]) == 0
+    assert calls == []  # nothing left to train
+    meta = json.loads(
+        (root / "ppo_approach" / "models" / f"ppo_dlstm_{DATASET}_meta.json").read_text()
+    )
+    assert meta["timesteps"] == 2048 and meta["resumed_from"].endswith(f"ppo_dlstm_{DATASET}.zip")
+    report = json.loads((root / "results" / f"backtest_dlstm_{DATASET}.json").read_text())
+    assert report["strategies"] == trained["report"]["strategies"]  # deterministic backtest
+
+
 # ---------------------------------------------------------------- units of the agent module
 
 
