@@ -170,12 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo-runs", type=int, default=0, help="demo runs (each up to 15 min)")
     p.add_argument("--bars", type=int, default=2000, help="bars of the smoke dataset")
     p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override added to every command (shown in the report)",
+    )
+    p.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "end_to_end.md", help="report"
     )
     args = p.parse_args(argv)
+    extra = [a for o in args.overrides for a in ("--set", o)]
     scenarios = [
-        Scenario("smoke", SMOKE_DATASET, ["--preset", "smoke", "--no-push"]),
-        Scenario("demo", DEMO_DATASET, ["--preset", "demo", "--no-push"]),
+        Scenario("smoke", SMOKE_DATASET, ["--preset", "smoke", "--no-push", *extra]),
+        Scenario("demo", DEMO_DATASET, ["--preset", "demo", "--no-push", *extra]),
     ]
     for _ in range(args.smoke_runs):
         run_once(scenarios[0], args.bars)
