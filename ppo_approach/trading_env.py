@@ -141,6 +141,10 @@ class MarketData:
     timestamps: np.ndarray | None = None
     pred_names: tuple[str, ...] | None = None
     price_names: tuple[str, ...] | None = field(default=None)
+    segment_starts: tuple[int, ...] = (0,)
+    """Rows where a new contiguous run of bars begins (the first is 0). A block made of several
+    walk-forward folds has purge gaps between them: an episode never steps across a gap, since the
+    next row's open is not the next bar's open."""
 
     def __post_init__(self) -> None:
         self.open = np.ascontiguousarray(self.open, dtype=np.float64)
@@ -176,6 +180,17 @@ class MarketData:
                     f"market data: {name} has a non-positive price {float(arr[bad[0]])!r} at row "
                     f"{int(bad[0])}; expected prices > 0"
                 )
+        starts = tuple(int(s) for s in self.segment_starts)
+        if not starts or starts[0] != 0 or any(np.diff(starts) <= 0):
+            raise MarketDataError(
+                f"market data: segment_starts = {starts}, expected increasing rows starting at 0"
+            )
+        if starts[-1] > n - 2:
+            raise MarketDataError(
+                f"market data: segment_starts = {starts}: the last segment starts at row "
+                f"{starts[-1]}, expected every segment to have at least 2 rows (n = {n})"
+            )
+        self.segment_starts = starts
         for name, arr in (("pred_names", self.pred_features), ("price_names", self.price_features)):
             names = getattr(self, name)
             if names is not None:
@@ -265,6 +280,15 @@ class TradingEnv(gym.Env):
         self._ruin = float(c.ruin_threshold) * self._capital
         self._min_trade = MIN_TRADE_FRACTION * self._capital
         self._hold_scale = float(self._ep_len if self._ep_len > 0 else HOLDING_SCALE_BARS)
+        # (n,) last row of each row's segment; an episode is truncated there.
+        bounds = np.array([*data.segment_starts, n])
+        self._seg_last = np.repeat(bounds[1:] - 1, np.diff(bounds))
+        steps_left = self._seg_last - np.arange(n)
+        # Random starts: rows with a full-length episode ahead when there are any, else any row
+        # with at least one step left (one segment: rows 0 .. n-1-episode_length).
+        starts = np.flatnonzero(steps_left >= max(self._ep_len, 1))
+        self._starts = starts if starts.size else np.flatnonzero(steps_left >= 1)
+        self._last = n - 1
         self._reset_portfolio(0)
 
     # ------------------------------------------------------------------ public API
@@ -282,19 +306,18 @@ class TradingEnv(gym.Env):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode at a random bar (``self.np_random``), bar 0, or ``options["start"]``."""
         super().reset(seed=seed)
-        last_start = self._n - 2  # at least one step
-        if self._ep_len > 0:
-            last_start = max(0, self._n - 1 - self._ep_len)  # full-length episodes when possible
         if options is not None and "start" in options:
             start = int(options["start"])
-            if not 0 <= start <= self._n - 2:
+            if not (0 <= start < self._n and self._seg_last[start] > start):
                 raise MarketDataError(
-                    f"reset option start = {start}, expected a bar in [0, {self._n - 2}]"
+                    f"reset option start = {start}, expected a bar in [0, {self._n - 2}] with at "
+                    "least one bar after it in its segment"
                 )
         elif self.random_start:
-            start = int(self.np_random.integers(0, last_start + 1))
+            start = int(self._starts[self.np_random.integers(0, self._starts.size)])
         else:
             start = 0
+        self._last = int(self._seg_last[start])
         self._reset_portfolio(start)
         self.reward_fn.reset()
         info = {
@@ -338,7 +361,7 @@ class TradingEnv(gym.Env):
 
         terminated = equity < self._ruin or equity <= 0.0
         truncated = (not terminated) and (
-            t1 >= self._n - 1 or (self._ep_len > 0 and self._steps >= self._ep_len)
+            t1 >= self._last or (self._ep_len > 0 and self._steps >= self._ep_len)
         )
         if equity_prev > 0.0:
             reward, terms = self.reward_fn(equity_prev, equity, fees)

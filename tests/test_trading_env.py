@@ -280,6 +280,40 @@ def test_random_start_and_episode_length() -> None:
         env.reset(options={"start": 299})
 
 
+def test_episodes_never_cross_a_segment_gap() -> None:
+    """Walk-forward folds are separated by purge gaps: an episode stops at its segment's end."""
+    base = random_walk_data(n=300)
+    data = MarketData(
+        base.open, base.close, base.pred_features, base.price_features, segment_starts=(0, 120, 200)
+    )
+    env = TradingEnv(data, EnvConfig(episode_length=60))
+    ends = {119, 199, 299}
+    for seed in range(40):
+        _, info = env.reset(seed=seed)
+        start = info["bar"]
+        seg_last = min(e for e in ends if e >= start)
+        done = False
+        while not done:
+            _, _, term, trunc, info = env.step(A.HOLD)
+            done = term or trunc
+        assert info["bar"] <= seg_last
+        assert info["bar"] - start == min(60, seg_last - start)
+    full = TradingEnv(data, EnvConfig(episode_length=0), random_start=False)
+    full.reset(seed=0)
+    steps, done = 0, False
+    while not done:
+        _, _, term, trunc, info = full.step(A.HOLD)
+        steps += 1
+        done = term or trunc
+    assert (steps, info["bar"]) == (119, 119)
+    with pytest.raises(MarketDataError, match="segment_starts"):
+        MarketData(
+            base.open, base.close, base.pred_features, base.price_features, segment_starts=(0, 299)
+        )
+    with pytest.raises(MarketDataError, match="start = 119"):
+        env.reset(options={"start": 119})
+
+
 def test_observation_is_causal() -> None:
     """Changing every bar after t leaves the observations (and rewards) up to bar t unchanged."""
     t = 40
