@@ -206,9 +206,18 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
             )
         rows = rows[np.argsort(bars_all[rows], kind="stable")]
         bars = bars_all[rows].astype(np.int64)
-        gaps = np.flatnonzero(np.diff(bars) != 1)
-        if gaps.size:
-            g = int(gaps[0])
+        steps = np.diff(bars)
+        if (steps < 1).any():
+            g = int(np.flatnonzero(steps < 1)[0])
+            raise PredictionTableError(
+                f"{where}: agent_block = {name} lists bar {bars[g]} twice; expected one row per bar"
+            )
+        # The agent's train block spans several walk-forward folds with purge gaps between them
+        # (no fold model predicts a purged bar): each run of consecutive bars is a segment, and
+        # the env never steps across a gap.
+        segment_starts = (0, *(int(i) + 1 for i in np.flatnonzero(steps > 1)))
+        if name != "train" and len(segment_starts) > 1:
+            g = segment_starts[1] - 1
             raise PredictionTableError(
                 f"{where}: agent_block = {name} is not consecutive: bar {bars[g]} is followed by "
                 f"bar {bars[g + 1]}"
@@ -228,6 +237,7 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
             timestamps=arrays.timestamps[bars],
             pred_names=pred_names,
             price_names=AGENT_PRICE_FEATURE_NAMES,
+            segment_starts=segment_starts,
         )
         probs = feats[rows][:, 2:5]
         blocks[name] = AgentBlock(name, data, bars, probs, bool(in_sample_col[rows].any()))
