@@ -529,12 +529,24 @@ def test_build_blocks_rejects_gaps_and_foreign_timestamps(source_root: Path) -> 
     assert blocks["test"].data.pred_features.shape[1] == 5
     assert blocks["test"].data.price_names == ("norm_price", "change", "volume", "rsi", "macd")
 
-    train_rows = np.flatnonzero(table["agent_block"] == "train")
-    gap = table.drop(index=train_rows[10]).reset_index(drop=True)
-    gap.attrs = table.attrs
-    bar = int(table["bar"].iloc[train_rows[9]])
-    with pytest.raises(step.PredictionTableError, match=f"bar {bar} is followed by bar {bar + 2}"):
-        step.build_blocks(prepared, gap, cfg.ppo)
+    def without_row(block: str, i: int) -> tuple[pd.DataFrame, int]:
+        rows = np.flatnonzero(table["agent_block"] == block)
+        out = table.drop(index=rows[i]).reset_index(drop=True)
+        out.attrs = table.attrs
+        return out, int(table["bar"].iloc[rows[i - 1]])
+
+    # The train block may span several walk-forward folds with purge gaps: one env segment each.
+    gap, bar = without_row("train", 10)
+    split = step.build_blocks(prepared, gap, cfg.ppo)["train"]
+    assert split.data.segment_starts == (0, 10)
+    assert split.bars[9] == bar and split.bars[10] == bar + 2
+    # Validation and test blocks must be consecutive.
+    for block in ("val", "test"):
+        gap, bar = without_row(block, 10)
+        with pytest.raises(
+            step.PredictionTableError, match=f"{block} is not consecutive: bar {bar} is followed"
+        ):
+            step.build_blocks(prepared, gap, cfg.ppo)
 
     shifted = table.copy()
     shifted["timestamp"] = shifted["timestamp"] + pd.Timedelta(hours=1)
