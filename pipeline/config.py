@@ -211,7 +211,14 @@ class PPOConfig:
         (1280, 640), "hidden layers of the separate policy and value networks", "ppo", each_min=1
     )
     n_envs: int = _f(16, "parallel environments", "ppo", min=1)
-    vec_env: str = _f("subproc", "subproc | dummy", "ppo", choices=("subproc", "dummy"))
+    # dummy by default: one env step costs ~4 us, far below a SubprocVecEnv round trip, so the
+    # in-process vector env is faster here (BENCHMARKS.md, PPO section).
+    vec_env: str = _f(
+        "dummy",
+        "subproc | dummy (dummy is faster for this env)",
+        "ppo",
+        choices=("subproc", "dummy"),
+    )
     device: str = _f("auto", "auto | cpu | cuda", "ppo", choices=("auto", "cpu", "cuda"))
     seed: int = _f(42, "seed of PPO and the environments", "ppo", min=0)
     # --- callbacks
