@@ -127,7 +127,8 @@ def _with_sidecars(folder_files: list[Path], stems: set[str]) -> list[Path]:
 def collect_artifacts(root: Path, dataset: str) -> list[Path]:
     """Every artifact of ``dataset`` under the project root ``root``, sorted, absolute.
 
-    Prediction models ``models/*_{dataset}_classification.pth`` plus sidecars sharing their stem;
+    Prediction models ``models/*_{dataset}_classification.pth`` plus sidecars sharing their stem,
+    their ``*_{dataset}_config.txt`` and the walk-forward fold models under ``models/walkforward/``;
     PPO models ``ppo_approach/models/ppo_*_{dataset}.zip`` plus files sharing their stem and
     config files mentioning the dataset; ``scalers/scaler_{dataset}.pkl``; PNG/JSON/CSV results
     and ``.log`` files mentioning the dataset; TensorBoard event files below a run folder whose name
@@ -140,6 +141,18 @@ def collect_artifacts(root: Path, dataset: str) -> list[Path]:
     model_files = _files(paths.models)
     model_stems = {m["stem"] for p in model_files if (m := model_re.match(p.name))}
     found.update(_with_sidecars(model_files, model_stems))
+    # Each classifier's resolved config ({model}_{dataset}_config.txt) and the walk-forward fold
+    # models (models/walkforward/{model}_{dataset}_fold{i}.pth) that produced the agent's inputs.
+    found.update(
+        p
+        for p in model_files
+        if p.suffix in _CONFIG_SUFFIXES and p.name.endswith(f"_{dataset}_config{p.suffix}")
+    )
+    found.update(
+        p
+        for p in _files(paths.models / "walkforward")
+        if re.fullmatch(rf".+_{re.escape(dataset)}_fold\d+\.pth", p.name)
+    )
 
     ppo_re = re.compile(rf"^(?P<stem>ppo_.+_{re.escape(dataset)})\.zip$")
     ppo_files = _files(paths.ppo_models)

@@ -210,6 +210,8 @@ def test_smoke_run_pushed_commit(smoke_run: Run) -> None:
         f"results/run_summary_{DATASET}.json",
         f"ppo_approach/models/ppo_{AGENT_MODEL}_{DATASET}.zip",
     } | {f"models/{m}_{DATASET}_classification.pth" for m in MODELS}
+    expected |= {f"models/{m}_{DATASET}_config.txt" for m in MODELS}
+    expected.add(f"models/walkforward/{AGENT_MODEL}_{DATASET}_fold1.pth")
     assert expected <= files, expected - files
     assert any(f.startswith(f"logs/run_{DATASET}_") and f.endswith(".log") for f in files)
     assert f"datasets/{DATASET}.csv" not in files
