@@ -602,22 +602,25 @@ def validate(cfg: Config) -> None:
 # ================================================================ writing and CLI
 
 
+def format_value(value: Any) -> str:
+    """A config value as the file format writes it (``auto``, ``a, b``, ``true``), inverse of
+    :func:`parse_value`."""
+    if value is None:
+        return "auto"
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def format_config(cfg: Config) -> str:
     """Both sections as ``key = value`` text that :func:`load_resolved` reads back."""
     lines = [f"# resolved config {cfg.hash()}", ""]
     for section, obj in (("training", cfg.training), ("ppo", cfg.ppo)):
         lines.append(f"[{section}]")
         for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if value is None:
-                text = "auto"
-            elif isinstance(value, tuple):
-                text = ", ".join(str(v) for v in value)
-            elif isinstance(value, bool):
-                text = "true" if value else "false"
-            else:
-                text = str(value)
-            lines.append(f"{f.name} = {text}")
+            lines.append(f"{f.name} = {format_value(getattr(obj, f.name))}")
         lines.append("")
     return "\n".join(lines)
 
@@ -720,15 +723,7 @@ def render_config_file(cls: type, title: str) -> str:
         if f.metadata["group"] != group:
             group = f.metadata["group"]
             lines += ["", f"[{group}]"]
-        default = f.default
-        if default is None:
-            text = "auto"
-        elif isinstance(default, tuple):
-            text = ", ".join(str(v) for v in default)
-        elif isinstance(default, bool):
-            text = "true" if default else "false"
-        else:
-            text = str(default)
+        text = format_value(f.default)
         lines.append(f"# {f.metadata['doc']} (default: {text})")
         lines.append(f"{f.name} = {text}")
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
