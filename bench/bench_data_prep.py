@@ -5,8 +5,9 @@ temporary folder (untimed); every stage is then run ``--repeats`` times and the 
 
 Stages (each timed on its own; the chain is timed end to end, not summed):
   load + validate      ``pipeline.data.load_dataset`` (parse, normalise, validate, sha256)
-  features + labels    ``pipeline.features.prepare_arrays`` with the default TrainingConfig
-                       (features, labels, splits, train-only scaler, scaled matrix)
+  features + labels    ``pipeline.prepare.arrays_from_config`` with the default TrainingConfig,
+                       the call ``prepare_dataset`` makes (features, labels, splits,
+                       train-only scaler, scaled matrix)
   windows (train)      ``PreparedArrays.windows(splits.train)``: every labelled train window
                        materialised as one ``(n, lookback, F)`` float32 array (an upper bound:
                        the trainer gathers windows per batch)
@@ -39,13 +40,8 @@ if __package__ in (None, ""):  # running the file directly: make the project imp
 from pipeline.common import atomic_write_text  # noqa: E402
 from pipeline.config import TrainingConfig  # noqa: E402
 from pipeline.data import load_dataset  # noqa: E402
+from pipeline.prepare import arrays_from_config  # noqa: E402
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv  # noqa: E402
-
-try:  # the features module is another helper's; the chain stages run only when it exists
-    from pipeline.features import PreparedArrays, prepare_arrays  # noqa: E402
-except ImportError:  # pragma: no cover - hook for a checkout without pipeline/features.py
-    prepare_arrays = None  # type: ignore[assignment]
-    PreparedArrays = None  # type: ignore[assignment,misc]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data_prep.md"
 TARGETS_S = {17_500: 0.5, 175_000: 5.0}
@@ -74,36 +70,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _prepare(df: pd.DataFrame, cfg: TrainingConfig) -> Any:
-    """``prepare_arrays`` with the config's settings, as ``pipeline.prepare`` calls it."""
-    assert prepare_arrays is not None
-    return prepare_arrays(
-        df,
-        cfg.resolved_features(),
-        lookback=cfg.lookback,
-        k=cfg.smoothing_k,
-        delta=cfg.threshold_delta,
-        test_fraction=cfg.test_fraction,
-        val_fraction=cfg.val_fraction,
-        purge_gap=cfg.purge_gap,
-        n_folds=cfg.walk_forward_folds,
-    )
-
-
 def bench_size(path: Path, repeats: int, cfg: TrainingConfig) -> dict[str, float]:
     """Median seconds of each stage for one CSV."""
     out = {"load + validate": time_stage(lambda: load_dataset(str(path)), repeats)}
-    if prepare_arrays is None:
-        # HOOK: pipeline.features.prepare_arrays is missing; add features/labels/windows here.
-        return out
     df, _ = load_dataset(str(path))
-    arrays = _prepare(df, cfg)
-    out["features + labels + splits + scaler"] = time_stage(lambda: _prepare(df, cfg), repeats)
+    arrays = arrays_from_config(df, cfg)
+    out["features + labels + splits + scaler"] = time_stage(
+        lambda: arrays_from_config(df, cfg), repeats
+    )
     out["windows (train block)"] = time_stage(lambda: arrays.windows(arrays.splits.train), repeats)
 
     def chain() -> None:
         frame, _ = load_dataset(str(path))
-        prepared = _prepare(frame, cfg)
+        prepared = arrays_from_config(frame, cfg)
         prepared.windows(prepared.splits.train)
 
     out["full chain"] = time_stage(chain, repeats)
@@ -149,8 +128,6 @@ def render(
     for stage in stages:
         cells = " | ".join(f"{results[n][stage]:.3f}" for n in sizes)
         lines.append(f"| {stage} | {cells} |")
-    if prepare_arrays is None:
-        lines += ["", "HOOK: pipeline.features.prepare_arrays not available; chain not timed."]
     key = "full chain" if "full chain" in stages else stages[0]
     lines.append("")
     for n in sizes:

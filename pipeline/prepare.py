@@ -37,6 +37,25 @@ def scaler_path(paths: Paths, dataset: str) -> Path:
     return paths.scalers / f"scaler_{dataset}.pkl"
 
 
+def arrays_from_config(df: pd.DataFrame, cfg: TrainingConfig) -> PreparedArrays:
+    """:func:`pipeline.features.prepare_arrays` of a validated frame with ``cfg``'s settings.
+
+    The one place that maps config keys to the arguments (features, lookback, label and split
+    settings), shared by :func:`prepare_dataset` and bench/bench_data_prep.py.
+    """
+    return prepare_arrays(
+        df,
+        cfg.resolved_features(),
+        lookback=cfg.lookback,
+        k=cfg.smoothing_k,
+        delta=cfg.threshold_delta,
+        test_fraction=cfg.test_fraction,
+        val_fraction=cfg.val_fraction,
+        purge_gap=cfg.purge_gap,
+        n_folds=cfg.walk_forward_folds,
+    )
+
+
 def prepare_dataset(
     cfg: TrainingConfig, dataset: str, paths: Paths, save_scaler: bool = True
 ) -> Prepared:
@@ -49,19 +68,8 @@ def prepare_dataset(
     stem) with what it was fit on, so a later prediction can check it matches data and features.
     """
     df, info = load_dataset(dataset, paths.datasets)
-    feature_names = cfg.resolved_features()
-    arrays = prepare_arrays(
-        df,
-        feature_names,
-        lookback=cfg.lookback,
-        k=cfg.smoothing_k,
-        delta=cfg.threshold_delta,
-        test_fraction=cfg.test_fraction,
-        val_fraction=cfg.val_fraction,
-        purge_gap=cfg.purge_gap,
-        n_folds=cfg.walk_forward_folds,
-    )
-    prepared = Prepared(info=info, df=df, arrays=arrays, feature_names=feature_names)
+    arrays = arrays_from_config(df, cfg)
+    prepared = Prepared(info=info, df=df, arrays=arrays, feature_names=list(arrays.feature_names))
     if save_scaler:
         save_scaler_file(prepared, cfg, scaler_path(paths, info.name))
     return prepared
