@@ -17,6 +17,7 @@ from test_train_models import signal_config, trained_random_walk, trained_signal
 
 from pipeline.common import Paths, PipelineError
 from pipeline.config import MODEL_NAMES
+from pipeline.features import Block, auto_threshold, fit_scaler
 from pipeline.prepare import prepare_dataset
 from ppo_approach.prediction_wrapper import (
     TABLE_COLUMNS,
@@ -93,6 +94,13 @@ def test_fold_models_never_saw_the_bars_they_predict(signal_run, prep) -> None:
         assert es[1] == splits.folds[i - 1].stop
         assert es[1] + splits.purge <= splits.folds[i].start
         assert p["scaler"]["mean"] != main["scaler"]["mean"]  # fit on its own rows
+        # Its own scaler and auto threshold come from its fit rows, not from later bars.
+        scaler = fit_scaler(prep.arrays.features, Block("fit", fit[0], fit[1]), 16)
+        assert np.allclose(p["scaler"]["mean"], scaler.mean_)
+        assert np.allclose(p["scaler"]["scale"], scaler.scale_)
+        r_fit = prep.arrays.r[fit[0] : fit[1]]
+        assert p["label"]["delta"] == pytest.approx(auto_threshold(r_fit))
+        assert p["label"]["delta"] != pytest.approx(main["label"]["delta"])
         assert p["source"] == f"dlstm/fold{i}"
 
 
@@ -155,7 +163,10 @@ def test_in_sample_tables_are_flagged(rw_run) -> None:
     root, _, _ = rw_run
     table = load_prediction_table(Paths.from_root(root), "lstm", "RW")
     assert (table["source"] == "lstm/dev").all()
+    # The main model fit the train block and early-stopped on val: the agent's train and val
+    # blocks (folds 1..F-1, inside dev) were both seen; only the test block was not.
     assert table.loc[table["agent_block"] == "train", "in_sample"].all()
+    assert table.loc[table["agent_block"] == "val", "in_sample"].all()
     assert not table.loc[table["agent_block"] == "test", "in_sample"].any()
 
 

@@ -129,10 +129,12 @@ def test_model_file_metrics_history_and_plot(signal_run, name: str) -> None:
         for base in ("majority", "logreg"):
             _check_split_metrics(metrics["baselines"][base][split])
             # Baselines are scored on exactly the model's rows.
-            assert metrics["baselines"][base][split]["confusion"] != []
-            assert np.sum(metrics["baselines"][base][split]["confusion"]) == np.sum(
-                metrics[split]["confusion"]
+            # Same rows and labels: identical true-class counts (row sums of the confusion).
+            base_cm = np.array(metrics["baselines"][base][split]["confusion"])
+            assert (
+                base_cm.sum(axis=1).tolist() == np.sum(metrics[split]["confusion"], axis=1).tolist()
             )
+            assert base_cm.sum() > 0
     majority = metrics["baselines"]["majority"]["val"]
     assert sum(v > 0 for v in np.sum(majority["confusion"], axis=0)) == 1  # one class only
     assert metrics["beats_majority_on_val"] == (metrics["val"]["macro_f1"] > majority["macro_f1"])
