@@ -17,7 +17,8 @@ capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars pe
 * ``calmar`` = ``annualised_return / max_drawdown`` (Young 1991); ``None`` without a drawdown.
 * ``n_trades`` = fills; ``win_rate`` = share of closed round trips (flat -> position -> flat, or
   until a reversal) whose equity ended above where it started, fees included; ``None`` when no
-  round trip closed.
+  round trip closed. ``n_round_trips`` = the number of closed round trips ``win_rate`` is
+  over, printed beside it so that "100 %" over one trip is not mistaken for a track record.
 * ``turnover`` = traded notional / mean equity over the block (2.0 = one full buy and one full
   sell); ``fees_paid`` in account currency; ``time_in_market`` = share of bars that ended with a
   position.
@@ -53,6 +54,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "calmar",
     "n_trades",
     "win_rate",
+    "n_round_trips",
     "turnover",
     "fees_paid",
     "time_in_market",
@@ -276,6 +278,7 @@ def strategy_metrics(rec: EpisodeRecord, ppy: float) -> dict[str, float | int | 
     ann = annualised_return(rec.equity, ppy)
     mdd = max_drawdown(rec.equity)
     in_market = rec.units[1:] != 0.0
+    trips = round_trip_returns(rec.units, rec.equity)
     return {
         "total_return": total_return(rec.equity),
         "annualised_return": ann,
@@ -284,7 +287,8 @@ def strategy_metrics(rec: EpisodeRecord, ppy: float) -> dict[str, float | int | 
         "max_drawdown": mdd,
         "calmar": calmar_ratio(ann, mdd),
         "n_trades": int(rec.trades),
-        "win_rate": win_rate(round_trip_returns(rec.units, rec.equity)),
+        "win_rate": win_rate(trips),
+        "n_round_trips": int(trips.size),
         "turnover": float(rec.notional.sum() / max(float(rec.equity.mean()), 1e-12)),
         "fees_paid": float(rec.fees.sum()),
         "time_in_market": float(in_market.mean()) if in_market.size else 0.0,

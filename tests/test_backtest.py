@@ -136,6 +136,7 @@ def test_baselines_through_the_same_env() -> None:
     bh = m["buy_and_hold"]
     assert bh["total_return"] == pytest.approx(data.close[-1] / (data.open[1] * (1 + tc)) - 1)
     assert bh["n_trades"] == 1 and bh["win_rate"] is None  # never closed
+    assert bh["n_round_trips"] == 0
     assert bh["time_in_market"] == 1.0
     assert bh["fees_paid"] == pytest.approx(tc * 10_000 / (1 + tc))
     assert bh["turnover"] == pytest.approx(
@@ -157,6 +158,7 @@ def test_baselines_through_the_same_env() -> None:
     cash_end = units * data.open[11] * (1 - tc)
     assert rule.equity[-1] == pytest.approx(cash_end)
     assert m["classifier_rule"]["win_rate"] == (1.0 if cash_end > 10_000 else 0.0)
+    assert m["classifier_rule"]["n_round_trips"] == 1  # the win rate is over ONE trip
     assert m["classifier_rule"]["time_in_market"] == pytest.approx(10 / n)
 
     # Random: the metric-wise mean of its three seeds.
@@ -165,6 +167,9 @@ def test_baselines_through_the_same_env() -> None:
     assert m["random"]["total_return"] == pytest.approx(
         np.mean([s["total_return"] for s in singles])
     )
+    trips = [s["n_round_trips"] for s in singles]
+    assert all(isinstance(k, int) and k > 0 for k in trips)
+    assert m["random"]["n_round_trips"] == pytest.approx(np.mean(trips))
 
 
 def test_agent_cost_multipliers_change_only_fees() -> None:
@@ -218,6 +223,13 @@ def test_summary_table_and_plot(tmp_path) -> None:
     assert lines[1].split()[:3] == ["strategy", "total_return", "annualised_return"]
     assert [ln.split()[0] for ln in lines[2:]] == list(bt.STRATEGY_NAMES)
     assert lines[2 + bt.STRATEGY_NAMES.index("flat")].split()[1] == "0.00%"
+    # The win rate is printed next to the number of round trips it is computed over.
+    header = lines[1].split()
+    assert header[header.index("win_rate") + 1] == "n_round_trips"
+    flat_row = lines[2 + bt.STRATEGY_NAMES.index("flat")].split()
+    assert (
+        flat_row[header.index("win_rate")] == "-" and flat_row[header.index("n_round_trips")] == "0"
+    )
     png = bt.plot_backtest(runs, data.timestamps, tmp_path / "b.png", "title")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp"))
