@@ -138,9 +138,18 @@ class PredictionModel:
             )
         scaler = info["scaler"]
         if len(scaler.mean_) != len(self.mean) or not np.allclose(scaler.mean_, self.mean):
+            # The file is per dataset: a train_models.py run with other split settings (e.g. a
+            # different lookback for one model) rewrites it. The model carries its own scaler, so
+            # rerunning with this model's config only rewrites the file (the model is skipped).
+            lookback = info.get("lookback")
+            why = (
+                f"written for lookback {lookback}, {self.path.name} uses {self.lookback}"
+                if lookback is not None and int(lookback) != self.lookback
+                else f"its statistics differ from those {self.path.name} was trained with"
+            )
             raise PipelineError(
-                f"{spath}: scaler differs from the one {self.path.name} was trained with "
-                "(another config rewrote it?); rerun train_models.py"
+                f"{spath}: {why} (a run with another config rewrote it); rerun "
+                "train_models.py with this model's config (up-to-date models are skipped)"
             )
 
     def check_dataset(self, prep: Prepared) -> None:

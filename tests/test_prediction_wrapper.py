@@ -192,6 +192,14 @@ def test_mismatched_scaler_or_features_are_clear_errors(signal_run, prep, tmp_pa
     with pytest.raises(PipelineError, match="model file not found"):
         PredictionModel("gru", "OTHER", paths, CPU)
 
+    # Another lookback rewrote the per-dataset scaler file: the error says so and how to fix it.
+    rewritten = prepare_dataset(signal_config("lookback=20").training, "SIG", paths)
+    assert rewritten.arrays.lookback == 20
+    with pytest.raises(PipelineError, match="written for lookback 20, gru_SIG_classification"):
+        PredictionModel("gru", "SIG", paths, CPU)
+    prepare_dataset(signal_config().training, "SIG", paths)  # the model's config restores it
+    assert PredictionModel("gru", "SIG", paths, CPU).lookback == 16
+
 
 def test_load_prediction_table_rejects_bad_tables(signal_run, tmp_path) -> None:
     src, _, _ = signal_run
