@@ -505,7 +505,7 @@ def push_artifacts(
     refspec = f"HEAD:refs/heads/{config.branch}"
     kept = (
         f"The commit and its {len(files)} artifact files stay local; "
-        "retry with `python runpod_train.py --steps 8`"
+        f"retry with `python runpod_train.py --dataset {dataset} --steps 8`"
     )
     rebased = False
     status, _, err = g.network(["push", config.remote, refspec])

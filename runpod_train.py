@@ -8,7 +8,8 @@ push. ``runpod_main.py`` runs it as a subprocess after its preflight; it also ru
 
 Settings come from flags or, for a launch by ``runpod_main.py``, from the environment:
 ``DATASET_NAME`` (``--dataset`` wins), ``RESUME_TRAINING=true`` (or ``--resume``),
-``RUNPOD_PUSH_TO_GITHUB=true`` (step 8 runs only then, and not with ``--no-push``).
+``RUNPOD_PUSH_TO_GITHUB=true`` (step 8 pushes only then, or when ``--steps`` names step 8 and the
+variable is not explicitly false; never with ``--no-push``).
 
 Steps 5 and 7 call ``train_models.main`` and ``ppo_approach.train_ppo_agent.main`` in this process
 (torch is imported once). A failing step stops the run with one line
@@ -77,6 +78,7 @@ STEP_NAMES: dict[int, str] = {
 ALL_STEPS: tuple[int, ...] = tuple(STEP_NAMES)
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 class StepFailed(PipelineError):
@@ -740,7 +742,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-push",
         action="store_true",
-        help="skip step 8 even when $RUNPOD_PUSH_TO_GITHUB=true (push runs only when it is)",
+        help="skip step 8 even when $RUNPOD_PUSH_TO_GITHUB=true (step 8 pushes only when it "
+        "is true, or when --steps names step 8 and it is not false)",
     )
     p.add_argument(
         "--no-install",
@@ -828,10 +831,16 @@ def run_context(args: argparse.Namespace) -> RunContext:
     if not dataset:
         raise PipelineError("no dataset: pass --dataset NAME or set DATASET_NAME")
     cfg = config_from_args(args)
+    push_env = os.environ.get("RUNPOD_PUSH_TO_GITHUB", "").strip().lower()
     if args.no_push:
         push, reason = False, "--no-push"
-    elif _env_flag("RUNPOD_PUSH_TO_GITHUB"):
+    elif push_env in _TRUE:
         push, reason = True, "RUNPOD_PUSH_TO_GITHUB=true"
+    elif push_env in _FALSE:
+        push, reason = False, f"RUNPOD_PUSH_TO_GITHUB={push_env}"
+    elif args.steps is not None and 8 in parse_steps(args.steps, None):
+        # `--steps 8` is the retry the push error suggests: naming the step asks for the push.
+        push, reason = True, "--steps names step 8"
     else:
         push, reason = False, "RUNPOD_PUSH_TO_GITHUB is not true"
     return RunContext(

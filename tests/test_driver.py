@@ -289,6 +289,34 @@ def test_push_skipped_unless_enabled(root: Path) -> None:
     assert outcome.result == "skipped (RUNPOD_PUSH_TO_GITHUB is not true)"
 
 
+@pytest.mark.parametrize(
+    ("env", "flags", "push", "reason"),
+    [
+        # The retry the push error suggests (`--steps 8`) must push, not skip silently.
+        (None, ["--steps", "8"], True, "--steps names step 8"),
+        (None, ["--steps", "7-8"], True, "--steps names step 8"),
+        (None, ["--steps", "5,6"], False, "RUNPOD_PUSH_TO_GITHUB is not true"),
+        (None, ["--from-step", "7"], False, "RUNPOD_PUSH_TO_GITHUB is not true"),
+        ("false", ["--steps", "8"], False, "RUNPOD_PUSH_TO_GITHUB=false"),
+        ("true", ["--steps", "8", "--no-push"], False, "--no-push"),
+        ("TRUE", [], True, "RUNPOD_PUSH_TO_GITHUB=true"),
+    ],
+)
+def test_push_decision(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str | None,
+    flags: list[str],
+    push: bool,
+    reason: str,
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("RUNPOD_PUSH_TO_GITHUB", env)
+    args = runpod_train.build_parser().parse_args(["--dataset", DATASET, *flags])
+    ctx = runpod_train.run_context(args)
+    assert (ctx.push, ctx.push_reason) == (push, reason)
+
+
 # ---------------------------------------------------------------- real cheap steps
 
 

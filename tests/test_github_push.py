@@ -284,7 +284,7 @@ def test_rejected_push_raises_exit_3_and_keeps_commit_and_files(
     assert exc.exit_code == 3
     text = str(exc)
     assert "push refused by policy" in text and "stay local" in text
-    assert "python runpod_train.py --steps 8" in text and "\n" not in text
+    assert f"python runpod_train.py --dataset {DATASET} --steps 8" in text and "\n" not in text
     assert run_git(bare, "rev-parse", "main").strip() == remote_head
     local_head = run_git(work, "rev-parse", "HEAD").strip()
     assert local_head[:12] in text
