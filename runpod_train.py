@@ -321,17 +321,23 @@ def agent_results(cfg: Config, paths: Paths, dataset: str) -> dict[str, Any] | N
         "agent_sharpe": agent.get("sharpe"),
         "buy_and_hold_total_return": bh.get("total_return"),
         "buy_and_hold_sharpe": bh.get("sharpe"),
+        "in_sample_predictions": bool(report.get("in_sample_predictions")),
     }
 
 
 def agent_line(a: dict[str, Any]) -> str:
-    """``agent return +1.20% Sharpe 0.50 vs buy-and-hold ...`` (test block)."""
-    return (
+    """``agent return +1.20% Sharpe 0.50 vs buy-and-hold ...`` (test block).
+
+    A run whose agent saw in-sample classifier predictions says so: those inputs are better than
+    anything available live, so the return would look too good for the wrong reason.
+    """
+    line = (
         f"agent return {_fmt_pct(a.get('agent_total_return'))} Sharpe "
         f"{_fmt_num(a.get('agent_sharpe'))} vs buy-and-hold "
         f"{_fmt_pct(a.get('buy_and_hold_total_return'))} Sharpe "
         f"{_fmt_num(a.get('buy_and_hold_sharpe'))} (test block)"
     )
+    return line + (" [IN-SAMPLE predictions]" if a.get("in_sample_predictions") else "")
 
 
 def plots(paths: Paths, dataset: str) -> list[str]:
@@ -519,6 +525,8 @@ def push_metrics(ctx: RunContext) -> dict[str, object]:
     for key in ("agent_total_return", "agent_sharpe", "buy_and_hold_total_return"):
         if isinstance(agent.get(key), (int, float)):
             metrics[key] = float(agent[key])
+    if agent.get("in_sample_predictions"):
+        metrics["agent_predictions"] = "IN-SAMPLE"
     return metrics
 
 
@@ -622,8 +630,15 @@ def write_summary(
     exit_code: int | None,
     selected: Sequence[int],
 ) -> Path:
-    """Write ``results/run_summary_{dataset}.json`` atomically (also after a failure)."""
+    """Write ``results/run_summary_{dataset}.json`` atomically (also after a failure).
+
+    The classifier and agent numbers are read from their reports on disk only when the step that
+    writes them succeeded (in this run or, for a step not selected, the earlier one): after a
+    failure the files on disk are an older run's and would pass for this one's.
+    """
     finished = datetime.now(timezone.utc)
+    succeeded = {r.number for r in records if r.status in ("ok", "warn")}
+    classifiers = (classifier_results(ctx.paths, ctx.name) or {}) if 5 in succeeded else {}
     payload = {
         "dataset": ctx.name,
         "started": ctx.started.isoformat(timespec="seconds"),
@@ -635,8 +650,8 @@ def write_summary(
         "config_hash": ctx.cfg.hash(),
         "config_overrides": config_overrides(ctx.cfg),
         "steps": [r.to_dict() for r in records],
-        "classifiers": (classifier_results(ctx.paths, ctx.name) or {}).get("models"),
-        "agent": agent_results(ctx.cfg, ctx.paths, ctx.name),
+        "classifiers": classifiers.get("models"),
+        "agent": agent_results(ctx.cfg, ctx.paths, ctx.name) if 7 in succeeded else None,
         "push": ctx.info.get("push"),
         "plots": plots(ctx.paths, ctx.name),
     }

@@ -144,24 +144,64 @@ def test_from_step_and_earlier_results_kept(root: Path, fake_steps: dict) -> Non
 # ---------------------------------------------------------------- failures
 
 
+@pytest.mark.parametrize(
+    ("step", "error", "line", "traceback"),
+    [
+        # Bad input: one clear line, no traceback.
+        (
+            5,
+            PipelineError("models/lstm_X.pth: shape mismatch (expected 26 features, got 25)"),
+            "error: step 5 (train classifiers) failed: models/lstm_X.pth: shape mismatch "
+            "(expected 26 features, got 25)",
+            False,
+        ),
+        # A bug: the step's name and the exception, and its traceback (in the log too).
+        (
+            6,
+            RuntimeError("CUDA error: device-side assert triggered"),
+            "error: step 6 (validate models) failed: RuntimeError: CUDA error: device-side "
+            "assert triggered",
+            True,
+        ),
+    ],
+)
 def test_failing_step_reports_its_name_and_stops(
-    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    root: Path,
+    fake_steps: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    step: int,
+    error: Exception,
+    line: str,
+    traceback: bool,
 ) -> None:
-    def boom(ctx: runpod_train.RunContext) -> StepOutcome:
-        raise PipelineError("models/lstm_X.pth: shape mismatch (expected 26 features, got 25)")
+    # Reports of an older run are on disk; a failed run must not show them as its own.
+    results = root / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"training_summary_{DATASET}.json").write_text(
+        json.dumps({"models": {"dlstm": {"test_macro_f1": 0.9}}})
+    )
+    (results / f"backtest_dlstm_{DATASET}.json").write_text(
+        json.dumps({"strategies": {"agent": {"total_return": 0.5}}})
+    )
 
-    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 5, boom)
+    def boom(ctx: runpod_train.RunContext) -> StepOutcome:
+        raise error
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, step, boom)
     assert _run(root) == 1
     err = capsys.readouterr().err
-    assert (
-        "error: step 5 (train classifiers) failed: models/lstm_X.pth: shape mismatch "
-        "(expected 26 features, got 25)" in err
-    )
-    assert [len(fake_steps[n]) for n in (6, 7, 8)] == [0, 0, 0]
+    assert line in err
+    assert ("Traceback" in err) is traceback
+    assert all(len(fake_steps[n]) == 0 for n in range(step + 1, 9))
     summary = _summary(root)
     assert summary["exit_code"] == 1
-    assert [s["status"] for s in summary["steps"]] == ["ok"] * 4 + ["failed"] + ["not run"] * 3
-    assert "shape mismatch" in summary["steps"][4]["result"]
+    assert [s["status"] for s in summary["steps"]] == (
+        ["ok"] * (step - 1) + ["failed"] + ["not run"] * (8 - step)
+    )
+    assert str(error).split(":")[-1].strip() in summary["steps"][step - 1]["result"]
+    assert summary["agent"] is None
+    assert (summary["classifiers"] is None) is (step == 5)
     assert not lock_path(runpod_train.Paths.from_root(root), DATASET).exists()
 
 
@@ -392,6 +432,8 @@ def test_key_result_lines() -> None:
         }
     )
     assert line == "agent return +1.23% Sharpe 0.50 vs buy-and-hold -5.00% Sharpe n/a (test block)"
+    flagged = agent_line({"agent_total_return": 0.5, "in_sample_predictions": True})
+    assert flagged.endswith("(test block) [IN-SAMPLE predictions]")
 
 
 # ---------------------------------------------------------------- lock via the driver
@@ -550,22 +592,3 @@ def test_lock_path_uses_the_dataset_name(tmp_path: Path) -> None:
     paths = runpod_train.Paths.from_root(tmp_path)
     assert lock_path(paths, "/data/BTC_1H.csv") == tmp_path / "logs" / "run_BTC_1H.lock"
     assert lock_path(paths, "BTC_1H") == tmp_path / "logs" / "run_BTC_1H.lock"
-
-
-def test_unexpected_exception_is_reported_with_the_step_name(
-    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    def crash(ctx: runpod_train.RunContext) -> StepOutcome:
-        raise RuntimeError("CUDA error: device-side assert triggered")
-
-    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 6, crash)
-    assert _run(root) == 1
-    err = capsys.readouterr().err
-    assert (
-        "error: step 6 (validate models) failed: RuntimeError: CUDA error: device-side assert "
-        "triggered" in err
-    )
-    assert "Traceback" in err  # a bug keeps its traceback (in the log too)
-    summary = _summary(root)
-    assert summary["exit_code"] == 1 and summary["steps"][5]["status"] == "failed"
-    assert not lock_path(runpod_train.Paths.from_root(root), DATASET).exists()
