@@ -179,23 +179,16 @@ def describe_overrides(overrides: dict[str, str]) -> str:
 # ---------------------------------------------------------------- calling step modules
 
 
-class _ErrorLineTee(io.TextIOBase):
-    """Writes through to ``stream`` and remembers the last ``error: ...`` line (from run_cli)."""
+class _StreamWrapper(io.TextIOBase):
+    """A stand-in for ``sys.stdout``/``sys.stderr``; subclasses define ``write``.
+
+    Everything else (tty check, fileno, encoding, flush) is the wrapped console stream's, so
+    progress bars and libraries that inspect the stream behave as without the wrapper.
+    """
 
     def __init__(self, stream: Any) -> None:
         super().__init__()
         self._stream = stream
-        self._pending = ""
-        self.last_error: str | None = None
-
-    def write(self, s: str) -> int:  # type: ignore[override]
-        self._stream.write(s)
-        self._pending += s
-        *lines, self._pending = self._pending.split("\n")
-        for line in lines:
-            if line.startswith("error: "):
-                self.last_error = line[len("error: ") :].strip()
-        return len(s)
 
     def flush(self) -> None:
         self._stream.flush()
@@ -209,6 +202,24 @@ class _ErrorLineTee(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self._stream, "encoding", "utf-8")
+
+
+class _ErrorLineTee(_StreamWrapper):
+    """Writes through to ``stream`` and remembers the last ``error: ...`` line (from run_cli)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._pending = ""
+        self.last_error: str | None = None
+
+    def write(self, s: str) -> int:  # type: ignore[override]
+        self._stream.write(s)
+        self._pending += s
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if line.startswith("error: "):
+                self.last_error = line[len("error: ") :].strip()
+        return len(s)
 
 
 @contextlib.contextmanager
@@ -791,12 +802,11 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-class _TeeStream(io.TextIOBase):
+class _TeeStream(_StreamWrapper):
     """A console stream that also appends every write (secrets masked) to a log file."""
 
     def __init__(self, stream: Any, log_file: Any, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self._stream = stream
+        super().__init__(stream)
         self._file = log_file
         self._secrets = list(secrets)
 
@@ -806,19 +816,6 @@ class _TeeStream(io.TextIOBase):
             self._file.write(mask_secrets(s, self._secrets))
             self._file.flush()
         return len(s)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        return bool(getattr(self._stream, "isatty", lambda: False)())
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._stream, "encoding", "utf-8")
 
 
 @contextlib.contextmanager
