@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import importlib
 import importlib.metadata
-import importlib.util
 import io
 import json
 import logging
@@ -59,6 +58,7 @@ from pipeline.preflight import (
     format_table,
     install_secret_masking,
     mask_secrets,
+    missing_modules,
     secret_values,
 )
 from pipeline.runlock import RunLock, dataset_name, lock_path
@@ -356,20 +356,6 @@ def plots(paths: Paths, dataset: str) -> list[str]:
     if not paths.results.is_dir():
         return []
     return sorted(str(p) for p in paths.results.glob(f"*{dataset}*.png"))
-
-
-def missing_modules(modules: Sequence[tuple[str, str]] = DEPENDENCIES) -> list[tuple[str, str]]:
-    """(module, distribution) pairs that cannot be found."""
-    importlib.invalidate_caches()
-    out = []
-    for module, dist in modules:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            out.append((module, dist))
-    return out
 
 
 def install_requirements(requirements: Path) -> None:

@@ -240,32 +240,40 @@ def check_dataset(dataset: str, paths: Paths) -> CheckResult:
     return CheckResult("dataset", info.summary(), required, PASS)
 
 
+def missing_modules(
+    modules: Sequence[tuple[str, str]] = DEPENDENCIES,
+) -> list[tuple[str, str]]:
+    """(module, distribution) pairs that cannot be found (``find_spec``: nothing is imported)."""
+    importlib.invalidate_caches()  # packages pip-installed since the last look count
+    out = []
+    for module, dist in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            out.append((module, dist))
+    return out
+
+
 def check_dependencies(
     modules: Sequence[tuple[str, str]] = DEPENDENCIES,
 ) -> CheckResult:
-    """Every needed package can be found (``find_spec``: no slow imports in the parent)."""
-    missing: list[str] = []
+    """Every needed package can be found (no slow imports in the parent)."""
+    missing = missing_modules(modules)
+    if missing:
+        return CheckResult(
+            "dependencies",
+            f"missing: {', '.join(d for _, d in missing)} (pip install -r requirements.txt)",
+            ", ".join(m for m, _ in modules),
+            FAIL,
+        )
     versions: list[str] = []
     for module, dist in modules:
-        try:
-            spec = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is None:
-            missing.append(dist)
-            continue
         try:
             versions.append(f"{module} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             versions.append(module)
-    required = ", ".join(m for m, _ in modules)
-    if missing:
-        return CheckResult(
-            "dependencies",
-            f"missing: {', '.join(missing)} (pip install -r requirements.txt)",
-            required,
-            FAIL,
-        )
     return CheckResult("dependencies", ", ".join(versions), "all importable", PASS)
 
 
