@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -42,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from bench._common import cpu_model, load_average  # noqa: E402
 from pipeline.common import atomic_write_text  # noqa: E402
 from pipeline.config import MODEL_NAMES, load_config  # noqa: E402
 from pytorch_train import (  # noqa: E402
@@ -58,17 +58,6 @@ from pytorch_train import (  # noqa: E402
 )
 
 N_FEATURES = 26
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux) or platform."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _sync(device: torch.device) -> None:
@@ -161,7 +150,7 @@ def run(args: argparse.Namespace) -> str:
     """Run the benchmark; returns the markdown report."""
     device = resolve_device(args.device)
     threads = configure_cpu_threads(args.threads) if device.type == "cpu" else 0
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     rows = []
     for size in args.sizes.split(","):
         preset = "smoke" if size == "smoke" else None

@@ -37,6 +37,7 @@ import pandas as pd
 if __package__ in (None, ""):  # running the file directly: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import cpu_model  # noqa: E402
 from pipeline.common import atomic_write_text  # noqa: E402
 from pipeline.config import TrainingConfig  # noqa: E402
 from pipeline.data import load_dataset  # noqa: E402
@@ -57,17 +58,6 @@ def time_stage(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or platform.processor())."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def bench_size(path: Path, repeats: int, cfg: TrainingConfig) -> dict[str, float]:

@@ -30,21 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import cpu_model, gpu_description, load_average  # noqa: E402
 from pipeline.common import atomic_write_text  # noqa: E402
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv  # noqa: E402
+from runpod_train import STEP_NAMES  # noqa: E402
 
 DEMO_DATASET = "SYNTH-BTC-EUR_1H_20240101-20251231"
 SMOKE_DATASET = "SYNTH-BENCH_1H"
-STEP_NAMES = (
-    "paths and environment",
-    "dependencies",
-    "GPU",
-    "dataset",
-    "train classifiers",
-    "validate models",
-    "train PPO agent",
-    "push",
-)
 
 
 @dataclass
@@ -62,17 +54,6 @@ class Scenario:
         return " ".join(
             ["python runpod_main.py", "--dataset", self.dataset, *self.extra, "--root ROOT"]
         )
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or platform's answer)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_once(sc: Scenario, bars: int) -> None:
@@ -118,13 +99,11 @@ def _median(values: list[float]) -> str:
 def report(scenarios: list[Scenario]) -> str:
     """The markdown page: machine, commands, per-step medians."""
     ran = [s for s in scenarios if s.walls]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     lines = [
         "# End-to-end run time (`bench/bench_end_to_end.py`)",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores, no GPU"
-        if not _has_cuda()
-        else f"Machine: {cpu_model()}, {os.cpu_count()} cores, CUDA GPU",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, {gpu_description()}",
         f"Python {platform.python_version()}; 1-min load average at the end: {load:.2f} "
         "(other jobs on the machine inflate the numbers).",
         "",
@@ -141,7 +120,7 @@ def report(scenarios: list[Scenario]) -> str:
         "| step | " + " | ".join(s.name for s in ran) + " |",
         "|---|" + "---:|" * len(ran),
     ]
-    for n, name in enumerate(STEP_NAMES, start=1):
+    for n, name in STEP_NAMES.items():
         cells = [_median([r.get(n, 0.0) for r in s.steps]) for s in ran]
         lines.append(f"| {n} {name} | " + " | ".join(cells) + " |")
     lines.append("| **total wall** | " + " | ".join(f"**{_median(s.walls)}**" for s in ran) + " |")
@@ -152,15 +131,6 @@ def report(scenarios: list[Scenario]) -> str:
             lines.append(f"{s.name} wall times: {runs} s.")
     lines.append("")
     return "\n".join(lines)
-
-
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

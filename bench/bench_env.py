@@ -25,6 +25,7 @@ import numpy as np
 if __package__ in (None, ""):  # running the file directly: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import cpu_model, load_average  # noqa: E402
 from pipeline.common import atomic_write_text  # noqa: E402
 from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
 
@@ -72,17 +73,6 @@ def time_run(env: TradingEnv, actions: list[int], steps: int) -> tuple[float, in
             i = 0
     elapsed = time.perf_counter() - t0
     return steps / elapsed, invalid
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or platform.processor())."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_bench(
@@ -153,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python bench/bench_env.py", *given])
-    args.load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    args.load = load_average()
     rows = run_bench(args.bars, args.pred, args.steps, args.runs, args.seed)
     text = render(rows, args, command)
     print(text)

@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # running the file directly: make the project imp
 import torch  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor  # noqa: E402
 
+from bench._common import cpu_model, gpu_description, load_average  # noqa: E402
 from pipeline.common import atomic_write_text  # noqa: E402
 from pipeline.config import PPOConfig, load_config  # noqa: E402
 from ppo_approach import ppo_trading_agent as agent  # noqa: E402
@@ -263,17 +264,6 @@ def part_wall(data: MarketData, timesteps: int) -> list[str]:
     return rows
 
 
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (or platform.processor())."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the selected parts and write the markdown report."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -300,11 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python bench/bench_ppo.py", *(argv if argv is not None else sys.argv[1:])])
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     data = make_block()
-    load = os.getloadavg()[0]
+    load = load_average()
     sections: list[str] = [
         "## PPO training (bench/bench_ppo.py)",
         "",
-        f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores, no GPU; Python "
+        f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads in the parent)",
         f"- Load average before the runs: {load:.2f} (other processes share this machine)",
