@@ -14,7 +14,10 @@ What happens (:func:`train_agent`):
    environment workers receive).
 2. PPO trains on the TRAIN block in ``n_envs`` environments, evaluating on the VALIDATION block
    every ``eval_freq`` timesteps (best model kept) and checkpointing every ``checkpoint_freq``.
-   SIGINT / SIGTERM write a checkpoint and exit 130; ``--resume`` continues from the newest one.
+   SIGINT / SIGTERM write a checkpoint and exit 130; ``--resume`` continues from the newest one
+   (or from a finished run's final model), and refuses with one line naming the changed keys when
+   the settings or the data differ from the ones it was trained with (:func:`run_fingerprint`;
+   ``total_timesteps``, ``checkpoint_freq`` and other run-only keys may change).
 3. The final model is saved as ``ppo_approach/models/ppo_{model}_{dataset}.zip`` with the resolved
    config and a meta JSON beside it, and the chosen model (best on validation, else final) is
    backtested once on the untouched TEST block against the baselines of ``pipeline.backtest``.
@@ -32,6 +35,7 @@ if importlib.util.find_spec("ppo_approach") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -84,6 +88,10 @@ class TrainingInterrupted(PipelineError):
 
 class PredictionTableError(PipelineError):
     """The prediction table is missing, malformed or does not match the dataset."""
+
+
+class ResumeMismatchError(PipelineError):
+    """``--resume`` with settings (or data) other than the checkpoint was trained with."""
 
 
 # ---------------------------------------------------------------- prediction table -> blocks
@@ -275,28 +283,99 @@ def _clear_previous_run(directory: Path) -> None:
             p.unlink()
 
 
+RUN_CONFIG_NAME = "run_config.json"
+"""Beside the checkpoints: the settings they were trained under (:func:`run_fingerprint`)."""
+
+RESUME_FREE_KEYS = frozenset(
+    {"total_timesteps", "checkpoint_freq", "eval_freq", "device", "vec_env", "random_policy_seeds"}
+)
+"""PPO keys a resumed run may change: how long, how often, where it runs, or only the backtest.
+Every other key changes what the saved weights were trained for (SB3's ``PPO.load`` would
+silently keep the checkpoint's own hyperparameters)."""
+
+
+def run_fingerprint(cfg: Config, dataset_sha256: str) -> dict[str, Any]:
+    """The settings a checkpoint depends on, key by key: the dataset's SHA-256, every PPO key but
+    :data:`RESUME_FREE_KEYS`, and the training keys that change the prediction model(s) feeding
+    the agent (the keys of ``TrainingConfig.hash_for_model``: data, training loop, own sizes)."""
+    pc = cfg.ppo
+    models = pc.ensemble_models if pc.prediction_model == "ensemble" else (pc.prediction_model,)
+    as_dict = cfg.to_dict()
+    out: dict[str, Any] = {"dataset_sha256": dataset_sha256}
+    for f in dataclasses.fields(cfg.training):
+        group = f.metadata.get("group")
+        if group in ("data", "train") or (
+            group == "model" and any(f.name.startswith(f"{m}_") for m in models)
+        ):
+            out[f"training.{f.name}"] = as_dict["training"][f.name]
+    for key, value in as_dict["ppo"].items():
+        if key not in RESUME_FREE_KEYS:
+            out[f"ppo.{key}"] = value
+    return out
+
+
+def fingerprint_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``"key = old (now new)"`` for every key whose value differs (sorted by key)."""
+    missing = "<unset>"
+    return [
+        f"{k} = {saved.get(k, missing)} (now {now.get(k, missing)})"
+        for k in sorted(set(saved) | set(now))
+        if saved.get(k, missing) != now.get(k, missing)
+    ]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _resume_point(
-    paths: Paths, cfg: Config, ckdir: Path, model_name: str, dataset: str, prepared: Prepared
+    paths: Paths, ckdir: Path, model_name: str, dataset: str, fingerprint: dict[str, Any]
 ) -> tuple[int, Path] | None:
-    """Where ``--resume`` continues: the newest checkpoint, or the final model when that is newer
-    and was trained with the same config (hash) on the same data: resuming a finished run then
-    trains no further and only re-runs the backtest."""
-    start = agent.latest_checkpoint(ckdir)
+    """Where ``--resume`` continues: the newest of the newest checkpoint and the final model that
+    was trained with the same :func:`run_fingerprint` (resuming a finished run then trains no
+    further and only re-runs the backtest).
+
+    Raises :class:`ResumeMismatchError` naming the changed keys when something could be resumed
+    but every candidate was trained with other settings; a checkpoint folder without
+    ``run_config.json`` (written by older versions) is resumed with a warning.
+    """
+    candidates: list[tuple[int, Path, dict[str, Any] | None, Path]] = []
+    latest = agent.latest_checkpoint(ckdir)
+    if latest is not None:
+        run_cfg = ckdir / RUN_CONFIG_NAME
+        candidates.append((*latest, _read_json(run_cfg), run_cfg))
     final = agent.final_model_path(paths, model_name, dataset)
     meta_path = final.with_name(f"{final.stem}_meta.json")
-    if final.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            meta = {}
-        same = (
-            meta.get("config_hash") == cfg.hash()
-            and meta.get("dataset_sha256") == prepared.info.sha256
-        )
-        ts = meta.get("timesteps")
-        if same and isinstance(ts, int) and (start is None or ts > start[0]):
-            return ts, final
-    return start
+    meta = _read_json(meta_path) if final.is_file() else None
+    # A final model counts only with its fingerprint (older metas have none: resume a checkpoint).
+    if meta is not None and isinstance(meta.get("timesteps"), int) and "run_config" in meta:
+        candidates.append((meta["timesteps"], final, meta["run_config"], meta_path))
+    if not candidates:
+        return None
+    matching = [c for c in candidates if c[2] is None or not fingerprint_changes(c[2], fingerprint)]
+    if matching:
+        ts, path, saved, _ = max(matching, key=lambda c: c[0])
+        if saved is None:
+            log.warning(
+                "--resume: %s has no %s; cannot check that the current config matches the "
+                "checkpoint's",
+                ckdir,
+                RUN_CONFIG_NAME,
+            )
+        return ts, path
+    ts, path, saved, source = max(candidates, key=lambda c: c[0])
+    assert saved is not None
+    changes = fingerprint_changes(saved, fingerprint)
+    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    raise ResumeMismatchError(
+        f"--resume: {path.name} ({ts} timesteps) was trained with other settings ({source}): "
+        f"{shown}; run without --resume to start over, or --set the old values"
+    )
 
 
 def _make_test_env(block: AgentBlock, reward_cfg: RewardConfig) -> Any:
@@ -337,12 +416,14 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
         d = b.describe()
         log.info("agent %s block: %s .. %s (%d bars)", name, d["start"], d["end"], d["bars"])
 
-    start = _resume_point(paths, cfg, ckdir, model_name, dataset, prepared) if resume else None
+    fingerprint = run_fingerprint(cfg, prepared.info.sha256)
+    start = _resume_point(paths, ckdir, model_name, dataset, fingerprint) if resume else None
     if resume and start is None:
         log.info("--resume: no checkpoint in %s; starting from scratch", ckdir)
     if start is None:
         _clear_previous_run(ckdir)
     ckdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ckdir / RUN_CONFIG_NAME, fingerprint)
 
     vec_env, vec_kind = agent.make_vec_env(
         blocks["train"].data, env_cfg, reward_cfg, pc.n_envs, pc.seed, pc.vec_env
@@ -411,6 +492,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
         "device": device,
         "vec_env": vec_kind,
         "config_hash": cfg.hash(),
+        "run_config": fingerprint,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(f"{stem}_meta.json", meta)

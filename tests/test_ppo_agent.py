@@ -342,6 +342,104 @@ def test_resume_of_a_finished_run_only_backtests(
     assert report["strategies"] == trained["report"]["strategies"]  # deterministic backtest
 
 
+def test_resume_with_changed_config_fails_with_one_line(
+    trained: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SB3's PPO.load keeps the checkpoint's own hyperparameters: resuming under changed settings
+    would silently train with the old ones, so it is refused, naming what changed."""
+    root = tmp_path / "copy"
+    shutil.copytree(trained["root"], root)
+    ck = root / "ppo_approach" / "checkpoints" / f"dlstm_{DATASET}"
+    before = sorted(p.name for p in ck.iterdir())
+    calls: list[int] = []
+    monkeypatch.setattr(PPO, "learn", lambda self, *a, **k: calls.append(1))
+    argv = ["--dataset", DATASET, "--root", str(root), *SMOKE, "--resume"]
+    capsys.readouterr()
+    code = step.main([*argv, "--set", "ppo.learning_rate=0.001", "--set", "smoothing_k=3"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and calls == []
+    assert "Traceback" not in "\n".join(lines)
+    err = [ln for ln in lines if ln.startswith("error:")]
+    assert len(err) == 1 and lines[-1] == err[0], lines
+    assert err[0].startswith(f"error: --resume: ppo_dlstm_{DATASET}.zip (2048 timesteps)"), err
+    assert "ppo.learning_rate = 0.0003 (now 0.001)" in err[0]
+    assert "training.smoothing_k = 5 (now 3)" in err[0]
+    assert "run without --resume to start over, or --set the old values" in err[0]
+    assert sorted(p.name for p in ck.iterdir()) == before  # nothing deleted or written
+
+
+def test_resume_with_more_timesteps_continues_from_the_final_model(
+    trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """total_timesteps (like checkpoint_freq, device, ...) may change on resume; the final model
+    (2048 timesteps) is newer than the last checkpoint (1024), so training goes on from it."""
+    root = tmp_path / "copy"
+    shutil.copytree(trained["root"], root)
+    starts: list[int] = []
+    real_learn = agent.learn
+
+    def spying_learn(model: PPO, *args: Any, **kwargs: Any) -> agent.LearnResult:
+        starts.append(model.num_timesteps)
+        return real_learn(model, *args, **kwargs)
+
+    monkeypatch.setattr(agent, "learn", spying_learn)
+    argv = ["--dataset", DATASET, "--root", str(root), *SMOKE, "--resume"]
+    assert step.main([*argv, "--set", "total_timesteps=2560", "--set", "checkpoint_freq=4096"]) == 0
+    assert starts == [2048]
+    meta = json.loads(
+        (root / "ppo_approach" / "models" / f"ppo_dlstm_{DATASET}_meta.json").read_text()
+    )
+    assert meta["timesteps"] == 2560 and meta["resumed_from"].endswith(f"ppo_dlstm_{DATASET}.zip")
+
+
+def test_resume_point_prefers_a_matching_candidate(tmp_path: Path) -> None:
+    """A final model of an older run with other settings does not block resuming this run's
+    checkpoint; a checkpoint folder of an older version (no run_config.json) is resumed."""
+    paths = Paths.from_root(tmp_path)
+    ck = agent.checkpoint_dir(paths, "dlstm", "X")
+    ck.mkdir(parents=True)
+    final = agent.final_model_path(paths, "dlstm", "X")
+    final.parent.mkdir(parents=True)
+    now = {"dataset_sha256": "a", "ppo.seed": 1}
+    (ck / "checkpoint_512.zip").write_bytes(b"")
+    assert step._resume_point(paths, ck, "dlstm", "X", now) == (512, ck / "checkpoint_512.zip")
+    (ck / step.RUN_CONFIG_NAME).write_text(json.dumps(now))
+    final.write_bytes(b"")
+    meta = {"timesteps": 4096, "run_config": {**now, "ppo.seed": 2}}
+    final.with_name(f"{final.stem}_meta.json").write_text(json.dumps(meta))
+    assert step._resume_point(paths, ck, "dlstm", "X", now) == (512, ck / "checkpoint_512.zip")
+    with pytest.raises(step.ResumeMismatchError, match=r"\(4096 timesteps\).*ppo.seed = 2"):
+        step._resume_point(paths, ck, "dlstm", "X", {**now, "ppo.seed": 3})
+
+
+def test_run_fingerprint_keys() -> None:
+    fp = step.run_fingerprint(_smoke_cfg(), "abc")
+    assert fp["dataset_sha256"] == "abc" and fp["ppo.learning_rate"] == 3e-4
+    assert "training.dlstm_units" in fp and "training.lookback" in fp
+    # Other classifiers' sizes, run-only keys and backtest-only keys may change on resume.
+    assert "training.gru_units" not in fp and "training.num_threads" not in fp
+    assert not {f"ppo.{k}" for k in step.RESUME_FREE_KEYS} & set(fp)
+    same = step.run_fingerprint(
+        _smoke_cfg("total_timesteps=99", "ppo.device=cpu", "gru_units=3", "random_policy_seeds=1"),
+        "abc",
+    )
+    assert step.fingerprint_changes(fp, same) == []
+    other = step.run_fingerprint(_smoke_cfg("n_envs=4", "ppo.seed=1"), "def")
+    assert step.fingerprint_changes(fp, other) == [
+        "dataset_sha256 = abc (now def)",
+        "ppo.n_envs = 2 (now 4)",
+        "ppo.seed = 42 (now 1)",
+    ]
+    ens = step.run_fingerprint(
+        _smoke_cfg("prediction_model=ensemble", "ensemble_models=gru,lstm"), "abc"
+    )
+    assert "training.gru_units" in ens and "training.lstm_units" in ens
+    assert "training.dlstm_units" not in ens
+
+
 # ---------------------------------------------------------------- units of the agent module
 
 
