@@ -319,6 +319,20 @@ def test_sigint_writes_checkpoint_then_resume_continues_to_total(
     ]
 
 
+def test_sigterm_sets_the_stop_request_like_sigint() -> None:
+    """SIGTERM (a pod shutdown) takes the same path as the SIGINT test above: the handler sets the
+    request, learn() stops at the rollout boundary and the checkpoint is written."""
+    before = signal.getsignal(signal.SIGTERM)
+    request = agent.StopRequest()
+    with agent.stop_signals(request):
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not request.is_set() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert request.is_set() and request.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_resume_of_a_finished_run_only_backtests(
     trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
