@@ -515,6 +515,54 @@ def test_main_driver_env_and_command(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "--no-log-file" in cmd and cmd[cmd.index("--preset") + 1] == "smoke"
 
 
+def test_main_masks_the_token_in_the_log_and_returns_the_drivers_code(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    secret = "ghp_main_log_0123456789abcdef"
+    monkeypatch.setenv("GITHUB_TOKEN", secret)
+    # A driver that echoes the token (as a git error might) and fails like a rejected push.
+    child = "import os; print('git said', os.environ['GITHUB_TOKEN']); raise SystemExit(3)"
+    monkeypatch.setattr(
+        runpod_main, "driver_command", lambda args, paths: [sys.executable, "-c", child]
+    )
+    try:
+        code = runpod_main.main(
+            ["--dataset", DATASET, "--root", str(root), "--skip-validation", "--no-push"]
+        )
+    finally:
+        for h in list(runpod_main.child_log.handlers):
+            runpod_main.child_log.removeHandler(h)
+            h.close()
+    assert code == EXIT_PUSH
+    (log_file,) = (root / "logs").glob(f"run_{DATASET}_*.log")
+    text = log_file.read_text()
+    assert secret not in text and "git said ***" in text
+    assert "run stopped with exit code 3" in text
+    assert f"results:           {root / 'results'}" in text
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("module", "flags"),
+    [
+        (runpod_main, ["--dataset", "--verbose", "--skip-validation", "--no-push", "--resume",
+                       "--preset", "--set"]),
+        (runpod_train, ["--dataset", "--steps", "--from-step", "--resume", "--no-push",
+                        "--no-install", "--preset", "--set"]),
+    ],
+)  # fmt: skip
+def test_help_documents_every_flag(
+    module: object, flags: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        module.main(["--help"])  # type: ignore[attr-defined]
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in flags:
+        assert f"  {flag} " in out or f"  {flag}\n" in out, flag
+
+
 CHILD = """
 import signal, sys, time
 def stop(signum, frame):
