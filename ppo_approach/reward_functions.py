@@ -30,9 +30,11 @@ methods (the same idea as FreqAI's ``calculate_reward`` in freqtrade). The envir
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.common import PipelineError
 
@@ -48,8 +50,31 @@ TERM_NAMES: tuple[str, ...] = ("profit", "cost", "drawdown", "sharpe")
 """Keys of the terms dict returned by :meth:`RewardFunction.__call__` (plus ``"total"``)."""
 
 
+T = TypeVar("T")
+
+
 class RewardConfigError(PipelineError, ValueError):
     """A reward setting is out of range (names the key, the value and the allowed range)."""
+
+
+# ------------------------------------------------------------------ config helpers (also EnvConfig)
+
+
+def check_settings(
+    checks: Iterable[tuple[str, Any, bool, str]], error: type[Exception], label: str
+) -> None:
+    """Raise ``error("{label}: {key} = {value!r}, expected {expected}")`` for the first
+    ``(key, value, ok, expected)`` that is not ok or whose value is not a finite number."""
+    for key, value, ok, expected in checks:
+        if not (ok and math.isfinite(float(value))):
+            raise error(f"{label}: {key} = {value!r}, expected {expected}")
+
+
+def from_attributes(cls: type[T], source: Any) -> T:
+    """The dataclass ``cls`` built from the same-named attributes of ``source`` (a
+    ``PPOConfig``), each converted to the type of the field's default (int, float, bool)."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    return cls(**{f.name: type(f.default)(getattr(source, f.name)) for f in fields})
 
 
 # ------------------------------------------------------------------ pure terms
@@ -121,21 +146,12 @@ class RewardConfig:
             ("sharpe_eta", self.sharpe_eta, 0 < self.sharpe_eta < 1, "in (0, 1)"),
             ("reward_clip", self.reward_clip, self.reward_clip > 0, "> 0"),
         ]
-        for key, value, ok, expected in checks:
-            if not (ok and math.isfinite(float(value))):
-                raise RewardConfigError(f"reward config: {key} = {value!r}, expected {expected}")
+        check_settings(checks, RewardConfigError, "reward config")
 
     @classmethod
     def from_ppo_config(cls, cfg: Any) -> RewardConfig:
         """Read the reward fields of a ``pipeline.config.PPOConfig`` (by attribute name)."""
-        return cls(
-            profit_scale=float(cfg.profit_scale),
-            cost_weight=float(cfg.cost_weight),
-            drawdown_weight=float(cfg.drawdown_weight),
-            sharpe_weight=float(cfg.sharpe_weight),
-            sharpe_eta=float(cfg.sharpe_eta),
-            reward_clip=float(cfg.reward_clip),
-        )
+        return from_attributes(cls, cfg)
 
 
 @dataclass

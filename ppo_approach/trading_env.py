@@ -20,7 +20,6 @@ falls below ``ruin_threshold * initial_capital`` (or to zero).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -30,7 +29,12 @@ import numpy as np
 from gymnasium import spaces
 
 from pipeline.common import PipelineError
-from ppo_approach.reward_functions import RewardConfig, RewardFunction
+from ppo_approach.reward_functions import (
+    RewardConfig,
+    RewardFunction,
+    check_settings,
+    from_attributes,
+)
 
 OBS_CLIP = 10.0
 """Every observation entry is clipped to ``[-OBS_CLIP, OBS_CLIP]`` so the Box bounds are true."""
@@ -90,9 +94,7 @@ class EnvConfig:
             ("episode_length", self.episode_length, self.episode_length >= 0, ">= 0"),
             ("ruin_threshold", self.ruin_threshold, 0 <= self.ruin_threshold < 1, "in [0, 1)"),
         ]
-        for key, value, ok, expected in checks:
-            if not (ok and math.isfinite(float(value))):
-                raise EnvConfigError(f"env config: {key} = {value!r}, expected {expected}")
+        check_settings(checks, EnvConfigError, "env config")
         if int(self.episode_length) != self.episode_length:
             raise EnvConfigError(
                 f"env config: episode_length = {self.episode_length!r}, expected an integer"
@@ -101,14 +103,7 @@ class EnvConfig:
     @classmethod
     def from_ppo_config(cls, cfg: Any) -> EnvConfig:
         """Read the environment fields of a ``pipeline.config.PPOConfig`` (by attribute name)."""
-        return cls(
-            initial_capital=float(cfg.initial_capital),
-            transaction_cost=float(cfg.transaction_cost),
-            slippage=float(cfg.slippage),
-            allow_short=bool(cfg.allow_short),
-            episode_length=int(cfg.episode_length),
-            ruin_threshold=float(cfg.ruin_threshold),
-        )
+        return from_attributes(cls, cfg)
 
 
 def _check_finite(name: str, arr: np.ndarray) -> None:

@@ -147,7 +147,11 @@ def test_reward_config_from_ppo_config_and_validation() -> None:
         reward_clip=5.0,
     )
     rc = RewardConfig.from_ppo_config(cfg)
-    assert (rc.profit_scale, rc.cost_weight, rc.reward_clip) == (50.0, 0.5, 5.0)
+    assert rc == RewardConfig(50.0, 0.5, 2.0, 0.2, 0.05, 5.0)
+    # Whole numbers from a config file become floats, like the defaults.
+    cfg.profit_scale, cfg.reward_clip = 50, 5
+    rc = RewardConfig.from_ppo_config(cfg)
+    assert type(rc.profit_scale) is float and type(rc.reward_clip) is float
     with pytest.raises(RewardConfigError, match=r"sharpe_eta = 1\.5, expected in \(0, 1\)"):
         RewardConfig(sharpe_eta=1.5)
     with pytest.raises(RewardConfigError, match="reward_clip"):
