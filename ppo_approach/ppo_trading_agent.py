@@ -47,7 +47,7 @@ from pipeline.backtest import run_episode, sharpe_ratio
 from pipeline.common import Paths, PipelineError, atomic_path, atomic_write_json
 from pipeline.config import PPOConfig
 from ppo_approach.reward_functions import RewardConfig
-from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv, make_env_fn
+from ppo_approach.trading_env import EnvConfig, EnvFactory, MarketData, TradingEnv
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def make_vec_env(
         raise AgentError(f"vec_env = {kind!r}; expected subproc or dummy")
     sub = kind == "subproc"
     fns = [
-        WorkerEnvFn(make_env_fn(data, env_config, seed, rank, True, reward_config), sub)
+        WorkerEnvFn(EnvFactory(data, env_config, seed, rank, True, reward_config), sub)
         for rank in range(n_envs)
     ]
     venv: VecEnv

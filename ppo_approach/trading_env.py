@@ -525,28 +525,20 @@ class TradingEnv(gym.Env):
         }
 
 
+@dataclass
 class EnvFactory:
-    """Picklable thunk that builds one seeded :class:`TradingEnv` (for SubprocVecEnv / DummyVecEnv).
+    """Picklable thunk that builds env number ``rank`` (for SubprocVecEnv / DummyVecEnv).
 
     The env is reset once with ``seed + rank`` so each worker draws its own reproducible stream of
     start bars; later ``reset()`` calls without a seed continue that stream.
     """
 
-    def __init__(
-        self,
-        data: MarketData,
-        config: EnvConfig,
-        seed: int,
-        rank: int,
-        random_start: bool = True,
-        reward_config: RewardConfig | None = None,
-    ) -> None:
-        self.data = data
-        self.config = config
-        self.seed = int(seed)
-        self.rank = int(rank)
-        self.random_start = random_start
-        self.reward_config = reward_config
+    data: MarketData
+    config: EnvConfig
+    seed: int
+    rank: int
+    random_start: bool = True
+    reward_config: RewardConfig | None = None
 
     def __call__(self) -> TradingEnv:
         """Build, seed and return the env."""
@@ -556,18 +548,7 @@ class EnvFactory:
             RewardFunction(self.reward_config),
             random_start=self.random_start,
         )
-        env.reset(seed=self.seed + self.rank)
-        env.action_space.seed(self.seed + self.rank)
+        seed = int(self.seed) + int(self.rank)
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
         return env
-
-
-def make_env_fn(
-    data: MarketData,
-    config: EnvConfig,
-    seed: int,
-    rank: int,
-    random_start: bool = True,
-    reward_config: RewardConfig | None = None,
-) -> EnvFactory:
-    """A picklable thunk building env number ``rank`` seeded with ``seed + rank``."""
-    return EnvFactory(data, config, seed, rank, random_start, reward_config)

@@ -15,10 +15,10 @@ from ppo_approach.trading_env import (
     Actions,
     EnvConfig,
     EnvConfigError,
+    EnvFactory,
     MarketData,
     MarketDataError,
     TradingEnv,
-    make_env_fn,
 )
 
 A = Actions
@@ -401,9 +401,9 @@ def test_env_config_validation_and_from_ppo_config() -> None:
     assert ec == EnvConfig(500.0, 0.002, 0.0005, True, 64, 0.3)
 
 
-def test_make_env_fn_is_picklable_and_seeded() -> None:
+def test_env_factory_is_picklable_and_seeded() -> None:
     data = random_walk_data(n=400)
-    fns = [make_env_fn(data, EnvConfig(episode_length=50), seed=3, rank=r) for r in range(3)]
+    fns = [EnvFactory(data, EnvConfig(episode_length=50), seed=3, rank=r) for r in range(3)]
     clones = [pickle.loads(pickle.dumps(f)) for f in fns]
     starts = [f()._start for f in fns]
     assert starts == [f()._start for f in clones]  # same seed + rank -> same first start
