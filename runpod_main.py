@@ -29,7 +29,9 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline.common import (
+    EXIT_INTERRUPTED,
     EXIT_PREFLIGHT,
+    EXIT_PUSH,
     PROJECT_ROOT,
     Paths,
     run_cli,
@@ -210,7 +212,12 @@ def report_locations(paths: Paths, dataset: str, log_file: Path | None, code: in
     if code == 0:
         log.info("run finished.\n%s", "\n".join(lines))
     else:
-        hint = " (checkpoint written; rerun with --resume)" if code == 130 else ""
+        hints = {
+            EXIT_INTERRUPTED: " (checkpoint written; rerun with --resume)",
+            EXIT_PUSH: " (push failed, the commit and artifacts are kept locally; retry with "
+            f"`python runpod_train.py --dataset {dataset} --steps 8`)",
+        }
+        hint = hints.get(code, "")
         log.error("run stopped with exit code %d%s.\n%s", code, hint, "\n".join(lines))
 
 

@@ -537,7 +537,10 @@ def test_main_masks_the_token_in_the_log_and_returns_the_drivers_code(
     (log_file,) = (root / "logs").glob(f"run_{DATASET}_*.log")
     text = log_file.read_text()
     assert secret not in text and "git said ***" in text
-    assert "run stopped with exit code 3" in text
+    assert (
+        "run stopped with exit code 3 (push failed, the commit and artifacts are kept "
+        f"locally; retry with `python runpod_train.py --dataset {DATASET} --steps 8`)" in text
+    )
     assert f"results:           {root / 'results'}" in text
     captured = capsys.readouterr()
     assert secret not in captured.out + captured.err
