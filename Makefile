@@ -35,3 +35,5 @@ bench: install
 	$(PYTHON) bench/bench_classifier.py
 	$(PYTHON) bench/bench_env.py
 	$(PYTHON) bench/bench_ppo.py
+	$(PYTHON) bench/bench_end_to_end.py
+	$(PYTHON) bench/make_benchmarks_md.py
