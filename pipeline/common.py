@@ -6,7 +6,9 @@ everywhere (DEVELOPERS.md, non-negotiable 3: one clear error line, nothing destr
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -122,11 +124,38 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
+        # fsync the data before the rename and the folder after it: a pod evicted right after
+        # the write must not come back with an empty final file (issue 8, item 17).
+        _fsync_path(tmp)
         os.replace(tmp, target)
+        _fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a written file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -195,13 +224,46 @@ def setup_logging(verbose: bool = False, log_file: str | os.PathLike[str] | None
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class CliParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors exit 1 (bad input), not argparse's 2.
+
+    The README reserves exit code 2 for "preflight failed" (issue 8, item 12).
+    """
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OS error: what failed, on which path, and what to do."""
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return (
+            f"no space left on the device writing{where}; free some disk space there (see "
+            "min_disk_gb in training_config.txt for what a run needs) and rerun with --resume"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{where}: {exc.strerror}; check the folder's permissions or use --root"
+    return f"{exc.strerror or exc}{':' if where else ''}{where}"
+
+
 def run_cli(fn: Callable[[], int]) -> int:
-    """Run a step's body; a :class:`PipelineError` becomes one ``error:`` line and its exit code."""
+    """Run a step's body; a :class:`PipelineError` becomes one ``error:`` line and its exit code.
+
+    Disk-full and permission errors (``OSError`` with an errno) also become one line naming the
+    path instead of a traceback (issue 8, items 10 and 11).
+    """
     try:
         return fn()
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT):
+            raise
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

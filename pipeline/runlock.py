@@ -21,6 +21,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -244,3 +245,19 @@ class RunLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def step_lock(paths: Paths, dataset: str) -> Iterator[None]:
+    """Hold the dataset's lock while a single step runs by hand (issue 8, item 14).
+
+    A no-op when this process already holds it (the driver calls the steps in-process); a
+    :class:`LockHeldError` when another live run holds it.
+    """
+    path = lock_path(paths, dataset)
+    owner = read_owner(path)
+    if owner is not None and owner.pid == os.getpid() and owner.host == socket.gethostname():
+        yield
+        return
+    with RunLock(path):
+        yield

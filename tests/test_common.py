@@ -52,3 +52,70 @@ def test_paths_follow_root_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_sha256_json_is_order_independent() -> None:
     assert sha256_json({"a": 1, "b": [1, 2]}) == sha256_json({"b": [1, 2], "a": 1})
     assert sha256_json({"a": 1}) != sha256_json({"a": 2})
+
+
+def test_usage_error_exits_1_not_preflight_code(capsys):
+    """Issue 8 item 12: argparse's usage errors exit 2, which the README reserves for preflight."""
+    from pipeline.common import EXIT_ERROR, CliParser
+
+    p = CliParser(prog="x")
+    p.add_argument("--dataset", required=True)
+    with pytest.raises(SystemExit) as e:
+        p.parse_args([])
+    assert e.value.code == EXIT_ERROR == 1
+    assert "the following arguments are required: --dataset" in capsys.readouterr().err
+
+
+def test_run_cli_disk_full_is_one_line_naming_the_path(capsys):
+    """Issue 8 item 11: ENOSPC becomes one error line with the path, not a traceback."""
+    import errno
+
+    from pipeline.common import run_cli
+
+    def body() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/pod/models/lstm.pt")
+
+    assert run_cli(body) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: no space left on the device writing /pod/models/lstm.pt")
+
+
+def test_run_cli_permission_error_names_the_path(capsys):
+    """Issue 8 item 10: a PermissionError becomes one line naming the path."""
+    from pipeline.common import run_cli
+
+    def body() -> int:
+        raise PermissionError(13, "Permission denied", "/ro/logs/run_x.lock")
+
+    assert run_cli(body) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: cannot write /ro/logs/run_x.lock: Permission denied; check the folder's "
+        "permissions or use --root"
+    ]
+
+
+def test_atomic_write_fsyncs_file_and_folder(tmp_path, monkeypatch):
+    """Issue 8 item 17: the data is fsynced before the rename and the folder after it."""
+    import os
+
+    from pipeline import common
+
+    calls: list[str] = []
+    real_fsync = os.fsync
+    real_replace = os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync")
+        real_fsync(fd)
+
+    def replace(a, b) -> None:
+        calls.append("replace")
+        real_replace(a, b)
+
+    monkeypatch.setattr(common.os, "fsync", fsync)
+    monkeypatch.setattr(common.os, "replace", replace)
+    common.atomic_write_text(tmp_path / "m.txt", "x")
+    assert calls == ["fsync", "replace", "fsync"]
+    assert (tmp_path / "m.txt").read_text() == "x"
