@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,68 @@ def setup_logging(verbose: bool = False, log_file: str | os.PathLike[str] | None
     # Third-party chatter that would drown our own DEBUG lines.
     for noisy in ("matplotlib", "PIL", "git", "urllib3", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+PROGRESS_ENV = "PIPELINE_PROGRESS"
+"""``bar`` or ``log``: set by ``runpod_main.py`` for the driver, whose output is a pipe even when
+the user's terminal is a terminal (issue 8, item 26)."""
+
+
+def progress_bars_wanted() -> bool:
+    """Progress bars when stderr is a terminal or the entry point forwarded one; never in pytest."""
+    mode = os.environ.get(PROGRESS_ENV, "")
+    if mode in ("bar", "log"):
+        return mode == "bar"
+    return sys.stderr.isatty() and "PYTEST_CURRENT_TEST" not in os.environ
+
+
+class ProgressLog:
+    """Log ``desc: done/total unit (pct), elapsed, ETA`` at most every ``interval_s`` seconds.
+
+    For pod logs and pipes, where a progress bar is invisible (issue 8, item 26). Call
+    :meth:`update` with the absolute count; the first call only starts the clock.
+    """
+
+    def __init__(
+        self,
+        desc: str,
+        total: int,
+        unit: str,
+        interval_s: float = 30.0,
+        logger: logging.Logger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.desc, self.total, self.unit = desc, max(int(total), 1), unit
+        self.interval_s = interval_s
+        self.log = logger or logging.getLogger(__name__)
+        self.clock = clock
+        self.t0: float | None = None
+        self.start_count = 0
+        self.last = 0.0
+
+    def update(self, done: int) -> bool:
+        """Record progress; returns True when a line was logged."""
+        now = self.clock()
+        if self.t0 is None:
+            self.t0, self.start_count, self.last = now, done, now
+            return False
+        if now - self.last < self.interval_s and done < self.total:
+            return False
+        self.last = now
+        elapsed = now - self.t0
+        rate = (done - self.start_count) / elapsed if elapsed > 0 else 0.0
+        eta = f"{(self.total - done) / rate:.0f} s" if rate > 0 else "unknown"
+        self.log.info(
+            "%s: %d/%d %s (%.0f%%), %.0f s elapsed, ETA %s",
+            self.desc,
+            done,
+            self.total,
+            self.unit,
+            100.0 * done / self.total,
+            elapsed,
+            eta,
+        )
+        return True
 
 
 class CliParser(argparse.ArgumentParser):

@@ -119,3 +119,29 @@ def test_atomic_write_fsyncs_file_and_folder(tmp_path, monkeypatch):
     common.atomic_write_text(tmp_path / "m.txt", "x")
     assert calls == ["fsync", "replace", "fsync"]
     assert (tmp_path / "m.txt").read_text() == "x"
+
+
+def test_progress_log_logs_at_most_every_interval_with_eta(caplog):
+    """Issue 8 item 26: without a terminal, a line with progress and ETA at least every 30 s."""
+    import logging
+
+    from pipeline.common import ProgressLog
+
+    now = [0.0]
+    p = ProgressLog("lstm", 100, "epochs", interval_s=30.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO):
+        assert p.update(0) is False  # starts the clock
+        now[0] = 10.0
+        assert p.update(10) is False  # 10 s: too soon
+        now[0] = 31.0
+        assert p.update(31) is True
+    assert caplog.messages == ["lstm: 31/100 epochs (31%), 31 s elapsed, ETA 69 s"]
+
+
+def test_progress_bars_follow_the_forwarded_terminal(monkeypatch):
+    from pipeline.common import PROGRESS_ENV, progress_bars_wanted
+
+    monkeypatch.setenv(PROGRESS_ENV, "bar")
+    assert progress_bars_wanted() is True
+    monkeypatch.setenv(PROGRESS_ENV, "log")
+    assert progress_bars_wanted() is False
