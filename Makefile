@@ -1,39 +1,67 @@
 # Two commands on a fresh machine: `make demo` runs the pipeline on the bundled dataset,
 # `make test` runs the tests. Both install what they need first.
+#
+# Where packages go: into the active virtual environment (or conda env) if there is one;
+# otherwise into a project `.venv` that this Makefile creates. The `.venv` sees the system's
+# packages (--system-site-packages), so a GPU pod's preinstalled CUDA torch is reused and nothing
+# is installed twice; Debian/Ubuntu's system Python refuses `pip install` outside a venv
+# ("externally-managed-environment", PEP 668), and nothing here installs into it.
 PYTHON ?= python3
 DATASET ?= SYNTH-BTC-EUR_1H_20240101-20251231
+TORCH_VERSION ?= 2.13.0
+# PyTorch's CPU-only wheels: a bare `pip install torch` on a Linux machine without a GPU pulls the
+# CUDA build and ~2.5 GB of NVIDIA libraries it cannot use.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test test-all lint format check bench
+ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
+PY := $(PYTHON)
+else
+PY := .venv/bin/python
+endif
 
-# torch first: with no torch installed, a bare requirement pulls a multi-GB CUDA build; on a CPU
-# machine `torch==2.13.0` takes the CPU build. An existing torch (e.g. CUDA on a GPU pod) is kept.
-install:
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -r requirements-dev.txt
+.PHONY: install venv demo test test-all lint format check bench
+
+venv:
+ifeq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
+	@test -x .venv/bin/python || $(PYTHON) -m venv --system-site-packages .venv || { \
+	  echo "error: could not create .venv with $(PYTHON) -m venv; on Debian/Ubuntu install the venv module first: apt-get install python3-venv" >&2; exit 1; }
+endif
+
+# torch first, and only when missing: a GPU machine (nvidia-smi present) gets PyPI's CUDA build,
+# a CPU machine the CPU-only build from PyTorch's index (falling back to what the configured
+# indexes offer when that index cannot be reached). An existing torch (e.g. CUDA on a pod) is kept.
+install: venv
+	@$(PY) -c "import torch" 2>/dev/null || { \
+	  if command -v nvidia-smi >/dev/null 2>&1; then \
+	    $(PY) -m pip install -q torch==$(TORCH_VERSION); \
+	  else \
+	    $(PY) -m pip install -q torch==$(TORCH_VERSION) --extra-index-url $(TORCH_CPU_INDEX); \
+	  fi; }
+	$(PY) -m pip install -q -r requirements-dev.txt
 
 demo: install
-	$(PYTHON) runpod_main.py --dataset $(DATASET) --preset demo --no-push
+	$(PY) runpod_main.py --dataset $(DATASET) --preset demo --no-push
 
 test: install
-	$(PYTHON) -m pytest
+	$(PY) -m pytest
 
 test-all: install
-	$(PYTHON) -m pytest -m ""
+	$(PY) -m pytest -m ""
 
-lint:
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check .
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
-format:
-	$(PYTHON) -m ruff format .
-	$(PYTHON) -m ruff check --fix .
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 check: lint test
 
 bench: install
-	$(PYTHON) bench/bench_data_prep.py
-	$(PYTHON) bench/bench_classifier.py
-	$(PYTHON) bench/bench_env.py
-	$(PYTHON) bench/bench_ppo.py
-	$(PYTHON) bench/bench_end_to_end.py
-	$(PYTHON) bench/make_benchmarks_md.py
+	$(PY) bench/bench_data_prep.py
+	$(PY) bench/bench_classifier.py
+	$(PY) bench/bench_env.py
+	$(PY) bench/bench_ppo.py
+	$(PY) bench/bench_end_to_end.py
+	$(PY) bench/make_benchmarks_md.py
