@@ -23,8 +23,10 @@ capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars pe
   sell); ``fees_paid`` in account currency; ``time_in_market`` = share of bars that ended with a
   position.
 
-Annualisation uses the dataset's bar interval: ``P = 365 * 24 * 3600 / interval_seconds``, because
-crypto markets trade around the clock every day of the year (no 252-day convention).
+Annualisation: ``P`` is inferred from the bars the dataset actually has per calendar year
+(:func:`infer_periods_per_year`: ~8,760 for 24/7 crypto hours, ~252 for daily equity candles,
+~6,240 for FX hours); :func:`periods_per_year` (``365 * 24 * 3600 / interval_seconds``, a 24/7
+market) remains for spans too short to infer from. The report says which rule gave ``P``.
 """
 
 from __future__ import annotations
@@ -96,6 +98,67 @@ def bar_interval_seconds(timestamps: np.ndarray) -> float:
     if ts.size < 2:
         raise BacktestError(f"need at least 2 timestamps to infer the bar interval, got {ts.size}")
     return float(np.median(np.diff(ts))) / 1e9
+
+
+MIN_INFER_SPAN_DAYS = 28
+"""Shortest span over which :func:`infer_periods_per_year` counts bars per elapsed year; below it
+a week of weekday bars would read as 365 per year, so the 24/7 interval rule is used instead."""
+
+_FULL_YEAR_SLACK_DAYS = 7
+"""An edge year counts as full when the data starts within this many days of 1 January and ends
+within this many days of 31 December (markets are closed on 1 January and around Christmas)."""
+
+
+def infer_periods_per_year(timestamps: np.ndarray) -> tuple[float, str]:
+    """Bars per year as the market actually trades, inferred from the bars present; ``(P, why)``.
+
+    Fixed ``365 * 24 h`` annualisation is right for crypto only: daily equity candles trade ~252
+    days a year and FX hours ~5 x 24 per week (issue 8 item 20). So, from the sorted
+    ``timestamps`` (N,) datetime64:
+
+    * with at least one full calendar year: the median over full years of the bar count, scaled
+      to a 365-day year (a leap year's extra day would otherwise make 24/7 hours 8,784);
+    * else, over a span of at least :data:`MIN_INFER_SPAN_DAYS` days: bars per elapsed 365-day
+      year, ``N * 365 d / (t_N - t_1 + median spacing)``;
+    * else: :func:`periods_per_year` of the median bar spacing (24/7 assumption).
+
+    ``why`` is one line for reports, e.g. ``"252.0 bars/year: median bar count of 3 full calendar
+    years (2021-2023)"``.
+    """
+    ts = np.sort(np.asarray(timestamps, dtype="datetime64[ns]"))  # (N,)
+    interval = bar_interval_seconds(ts)  # raises on fewer than 2 bars
+    years = ts.astype("datetime64[Y]")  # (N,) calendar year of each bar
+    first_year, last_year = years[0], years[-1]
+    slack = np.timedelta64(_FULL_YEAR_SLACK_DAYS, "D")
+    full: list[tuple[int, float]] = []  # (year, bars scaled to a 365-day year)
+    for year in np.unique(years):
+        start = year.astype("datetime64[D]")
+        end = (year + 1).astype("datetime64[D]")
+        if year == first_year and ts[0] > start + slack:
+            continue  # the data starts too late in this year
+        if year == last_year and ts[-1] < end - slack:
+            continue  # ... or ends too early
+        days = float((end - start) / np.timedelta64(1, "D"))
+        full.append((int(str(year)), float(np.sum(years == year)) * 365.0 / days))
+    if full:
+        ppy = float(np.median([n for _, n in full]))
+        span = f"{full[0][0]}" if len(full) == 1 else f"{full[0][0]}-{full[-1][0]}"
+        plural = "year" if len(full) == 1 else "years"
+        return ppy, (
+            f"{ppy:.1f} bars/year: median bar count of {len(full)} full calendar {plural} ({span})"
+        )
+    elapsed = float((ts[-1] - ts[0]) / np.timedelta64(1, "s")) + interval
+    if elapsed >= MIN_INFER_SPAN_DAYS * 86400:
+        ppy = ts.size * SECONDS_PER_YEAR / elapsed
+        return ppy, (
+            f"{ppy:.1f} bars/year: bars per elapsed year over {ts[0].astype('datetime64[D]')}"
+            f" .. {ts[-1].astype('datetime64[D]')} (no full calendar year)"
+        )
+    ppy = periods_per_year(interval)
+    return ppy, (
+        f"{ppy:.1f} bars/year: 24/7 calendar at the median bar spacing of {interval:g} s"
+        f" (span under {MIN_INFER_SPAN_DAYS} days, too short to infer)"
+    )
 
 
 def simple_returns(equity: np.ndarray) -> np.ndarray:

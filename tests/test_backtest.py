@@ -26,6 +26,67 @@ def test_periods_per_year_and_bar_interval() -> None:
         bt.periods_per_year(0)
 
 
+def _equity_trading_days(start: str, end: str) -> np.ndarray:
+    """Weekdays without US federal holidays: a stand-in for an exchange calendar (~250/yr)."""
+    from pandas.tseries.holiday import USFederalHolidayCalendar
+    from pandas.tseries.offsets import CustomBusinessDay
+
+    return pd.date_range(start, end, freq=CustomBusinessDay(calendar=USFederalHolidayCalendar()))
+
+
+def test_infer_periods_per_year_equity_daily_about_252() -> None:
+    # issue 8 item 20: daily equity candles were annualised with 365 bars per year.
+    ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
+    ppy, why = bt.infer_periods_per_year(ts)
+    assert 248 <= ppy <= 254
+    assert "full calendar years (2019-2023)" in why
+    # Plain weekdays (no holidays): 261 in a 365-day year.
+    ppy_wd, _ = bt.infer_periods_per_year(pd.bdate_range("2019-01-01", "2023-12-31").to_numpy())
+    assert ppy_wd == 261.0
+    # The old rule (24/7 at the median spacing of 1 day) said 365.
+    assert bt.periods_per_year(bt.bar_interval_seconds(ts)) == 365
+
+
+def test_infer_periods_per_year_changes_sharpe_and_cagr_as_issue_describes() -> None:
+    # A daily equity curve that reads +45 %/yr under 365 bars/year.
+    ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
+    ppy, _ = bt.infer_periods_per_year(ts)
+    drift = math.log(1.45) / 365
+    eq = 100.0 * np.exp(np.linspace(0.0, drift * (ts.size - 1), ts.size))
+    old_ann = bt.annualised_return(eq, 365)
+    new_ann = bt.annualised_return(eq, ppy)
+    assert old_ann == pytest.approx(0.45)
+    assert new_ann == pytest.approx(1.45 ** (ppy / 365) - 1)
+    assert 0.28 < new_ann < 0.31  # the issue's "+30 % with 252 trading days"
+    rng = np.random.default_rng(0)
+    rets = drift + 0.01 * rng.standard_normal(ts.size - 1)
+    assert bt.sharpe_ratio(rets, ppy) == pytest.approx(
+        bt.sharpe_ratio(rets, 365) * math.sqrt(ppy / 365)
+    )
+    assert bt.sharpe_ratio(rets, ppy) < bt.sharpe_ratio(rets, 365)
+
+
+def test_infer_periods_per_year_other_markets() -> None:
+    hourly = pd.date_range("2020-01-01", "2023-12-31 23:00", freq="1h")  # 24/7, 2020 a leap year
+    assert bt.infer_periods_per_year(hourly.to_numpy())[0] == 8760.0
+    daily = pd.date_range("2020-03-01", "2023-12-31", freq="1D")
+    assert bt.infer_periods_per_year(daily.to_numpy())[0] == 365.0
+    fx = hourly[hourly.day_of_week < 5]  # FX: 5 days x 24 hours
+    assert bt.infer_periods_per_year(fx.to_numpy())[0] == pytest.approx(6240, abs=30)
+    # No full calendar year: bars per elapsed 365-day year.
+    part = pd.date_range("2021-03-01", "2021-10-31 23:00", freq="1h")
+    ppy, why = bt.infer_periods_per_year(part.to_numpy())
+    assert ppy == pytest.approx(8760.0)
+    assert "elapsed year" in why
+    # Under four weeks: too short to infer, the 24/7 rule at the bar spacing.
+    short = pd.date_range("2024-01-01", periods=50, freq="1h")
+    ppy, why = bt.infer_periods_per_year(short.to_numpy())
+    assert ppy == 8760.0
+    assert "too short" in why
+    with pytest.raises(bt.BacktestError, match="at least 2 timestamps"):
+        bt.infer_periods_per_year(short.to_numpy()[:1])
+
+
 def test_total_and_annualised_return() -> None:
     eq = np.array([100.0, 110.0, 121.0])  # +10 % per bar, 2 bars
     assert bt.total_return(eq) == pytest.approx(0.21)
