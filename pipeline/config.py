@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ class TrainingConfig:
     patience: int = _f(
         15, "early stopping: epochs without validation-loss improvement", "train", min=1
     )
-    learning_rate: float = _f(1e-3, "Adam learning rate", "train", gt=0)
+    learning_rate: float = _f(1e-3, "Adam learning rate", "train", gt=0, max=1)
     weight_decay: float = _f(0.0, "Adam weight decay", "train", min=0)
     grad_clip: float = _f(1.0, "gradient clipping max norm (0 = off)", "train", min=0)
     amp: bool = _f(
@@ -200,7 +201,7 @@ class PPOConfig:
     n_steps: int = _f(1024, "rollout steps per environment per update (SB3 meaning)", "ppo", min=1)
     batch_size: int = _f(2048, "minibatch size of the PPO update", "ppo", min=2)
     n_epochs: int = _f(20, "passes over each rollout", "ppo", min=1)
-    learning_rate: float = _f(3e-4, "Adam learning rate", "ppo", gt=0)
+    learning_rate: float = _f(3e-4, "Adam learning rate", "ppo", gt=0, max=1)
     gamma: float = _f(0.99, "discount factor", "ppo", gt=0, max=1)
     gae_lambda: float = _f(0.95, "GAE lambda (Schulman et al. 2016)", "ppo", min=0, max=1)
     clip_range: float = _f(0.2, "PPO clipping epsilon", "ppo", gt=0)
@@ -429,6 +430,31 @@ def _parse_scalar(typ: type, raw: str) -> Any:
     return raw
 
 
+MAX_INT = 2**31 - 1
+"""Largest integer any key accepts: counts, sizes and seeds reach torch, numpy and SB3 as C ints
+(issue 8 item 3: ``total_timesteps = 1e30`` parsed as a 31-digit integer and was accepted)."""
+
+MAX_FLOAT = 1e15
+"""Largest magnitude any float key accepts; beyond it money, sizes and rates are typos."""
+
+
+def _show(v: Any) -> str:
+    """A number for an error message: ``1e+30`` rather than the 31 digits of ``int(1e30)``."""
+    if isinstance(v, int) and abs(v) > MAX_INT:
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _expected_range(m: Mapping[str, Any]) -> str:
+    """The range a field accepts, e.g. ``> 0 and <= 1`` (empty when it has no bounds)."""
+    parts = [
+        f"{op} {m[key]}"
+        for key, op in (("min", ">="), ("each_min", ">="), ("gt", ">"), ("max", "<="), ("lt", "<"))
+        if key in m
+    ]
+    return " and ".join(parts)
+
+
 def _check(f: dataclasses.Field[Any], value: Any) -> None:
     m = f.metadata
     if value is None:
@@ -437,6 +463,17 @@ def _check(f: dataclasses.Field[Any], value: Any) -> None:
     for v in values:
         if isinstance(v, bool) or isinstance(v, str):
             continue
+        # NaN compares False with everything, so it would pass every range check below and
+        # crash (or delete checkpoints) hours later; inf is as useless (issue 8 item 3).
+        if isinstance(v, float) and not math.isfinite(v):
+            bounds = _expected_range(m)
+            raise ValueError(
+                f"{v} is not a finite number; expected " + (bounds if bounds else "a finite number")
+            )
+        if isinstance(v, int) and abs(v) > MAX_INT:
+            raise ValueError(f"{_show(v)} is out of range; expected <= {MAX_INT}")
+        if isinstance(v, float) and abs(v) > MAX_FLOAT:
+            raise ValueError(f"{_show(v)} is out of range; expected <= {MAX_FLOAT:g}")
         if "min" in m and v < m["min"]:
             raise ValueError(f"{v} is out of range; expected >= {m['min']}")
         if "each_min" in m and v < m["each_min"]:
@@ -550,7 +587,10 @@ def load_config(
             )
         for section, items in PRESETS[preset].items():
             for key, raw in items.items():
-                values[section][key] = parse_value(SECTIONS[section], key, raw)
+                try:
+                    values[section][key] = parse_value(SECTIONS[section], key, raw)
+                except ValueError as exc:
+                    raise ConfigError(f"preset {preset}: {key} = {raw}: {exc}") from None
                 sources[f"{section}.{key}"] = f"preset {preset}"
     for text in overrides:
         section, key, value = parse_override(text)
@@ -567,6 +607,17 @@ def validate(cfg: Config) -> None:
 
     def where(key: str) -> str:
         return cfg.sources.get(key, "default")
+
+    # Every field again, for configs built in code rather than parsed (issue 8 item 3).
+    for section, obj in (("training", t), ("ppo", p)):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            try:
+                _check(f, value)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{f.name} = {format_value(value)} ({where(f'{section}.{f.name}')}): {exc}"
+                ) from None
 
     if t.test_fraction + t.val_fraction * (1 - t.test_fraction) >= 0.95:
         raise ConfigError(

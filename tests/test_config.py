@@ -204,3 +204,114 @@ def test_cli_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert code == 1
     assert err == "error: --set lookback=0: lookback 0 is out of range; expected >= 2\n"
+
+
+# ---------------------------------------------------------------- non-finite and absurd values
+
+
+def _float_keys() -> list[tuple[str, str]]:
+    """(section, key) of every float field, optional floats included."""
+    import dataclasses
+    import typing
+
+    out = []
+    for section, cls in (("training", TrainingConfig), ("ppo", PPOConfig)):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if float in (hints[f.name], *typing.get_args(hints[f.name])):
+                out.append((section, f.name))
+    return out
+
+
+def test_every_float_key_is_covered() -> None:
+    keys = {k for _, k in _float_keys()}
+    # The keys issue 8 item 3 names, so the helper above cannot silently find none.
+    assert {"learning_rate", "gamma", "lstm_dropout", "test_fraction", "min_disk_gb"} <= keys
+    assert {"initial_capital", "transaction_cost", "threshold_delta"} <= keys
+
+
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-inf", "Infinity"])
+def test_non_finite_rejected_for_every_float_key_via_set(bad: str) -> None:
+    # issue 8 item 3: range checks with < / > are False for NaN, so NaN passed every range.
+    for section, key in _float_keys():
+        text = f"{section}.{key}={bad}"
+        with pytest.raises(ConfigError) as err:
+            load_config(None, None, overrides=[text])
+        msg = str(err.value)
+        assert msg.startswith(f"--set {text}: {key} "), msg
+        assert "not a finite number" in msg and "expected" in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("learning_rate = nan\n", "training_config.txt:1: learning_rate = nan: "),
+        ("lstm_dropout = nan\n", "training_config.txt:1: lstm_dropout = nan: "),
+        ("test_fraction = nan\n", "training_config.txt:1: test_fraction = nan: "),
+        ("\nmin_disk_gb = nan\n", "training_config.txt:2: min_disk_gb = nan: "),
+        ("threshold_delta = inf\n", "training_config.txt:1: threshold_delta = inf: "),
+    ],
+)
+def test_non_finite_in_file_names_file_line_key_value(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), None)
+    assert message in str(err.value)
+    assert "not a finite number" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text", ["gamma = nan\n", "initial_capital = inf\n", "transaction_cost = nan\n"]
+)
+def test_non_finite_in_ppo_file(tmp_path: Path, text: str) -> None:
+    key, _, value = text.strip().partition(" = ")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, write(tmp_path, text, "ppo_config.txt"))
+    assert f"ppo_config.txt:1: {key} = {value}: " in str(err.value)
+    assert "not a finite number" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("total_timesteps=1e30", "total_timesteps 1e+30 is out of range; expected <= 2147483647"),
+        ("epochs=99999999999", "epochs 1e+11 is out of range; expected <= 2147483647"),
+        ("ppo.net_arch=64, 1e20", "1e+20 is out of range; expected <= 2147483647"),
+        ("initial_capital=1e300", "initial_capital 1e+300 is out of range; expected <= 1e+15"),
+        ("ppo.learning_rate=5", "learning_rate 5.0 is out of range; expected <= 1"),
+    ],
+)
+def test_absurd_values_rejected(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, None, overrides=[override])
+    assert message in str(err.value)
+
+
+def test_bad_preset_value_names_the_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = {"smoke": {"training": {"learning_rate": "nan"}, "ppo": {}}}
+    monkeypatch.setattr("pipeline.config.PRESETS", bad)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, None, preset="smoke")
+    assert str(err.value).startswith("preset smoke: learning_rate = nan: ")
+    assert "not a finite number" in str(err.value)
+
+
+def test_validate_catches_values_set_in_code() -> None:
+    from pipeline.config import Config, validate
+
+    cfg = Config(TrainingConfig(lstm_dropout=float("nan")), PPOConfig(), {})
+    with pytest.raises(ConfigError, match="lstm_dropout = nan .*default.*not a finite number"):
+        validate(cfg)
+
+
+def test_cli_error_for_nan_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_config_args(parser)
+    args = parser.parse_args(["--set", "gamma=nan"])
+    code = run_cli(lambda: (config_from_args(args), 0)[1])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == (
+        "error: --set gamma=nan: gamma nan is not a finite number; expected > 0 and <= 1\n"
+    )
