@@ -123,24 +123,35 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#]*@")
+"""The ``user:password@`` part of a URL, up to its last ``@`` before the host (a password may
+hold a raw ``@``); the scheme is kept."""
+
+
+def mask_url_userinfo(text: str) -> str:
+    """``text`` with the userinfo of every URL replaced: ``https://bob:pw@host/r`` ->
+    ``https://***@host/r`` (issue 8 item 8: a password in ``git_remote`` reached logs)."""
+    return _URL_USERINFO.sub(r"\1***@", text) if "@" in text else text
+
+
 def mask_secrets(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret replaced by ``***``."""
+    """``text`` with every secret and the userinfo of every URL replaced by ``***``."""
     for s in secrets:
         if s in text:
             text = text.replace(s, "***")
-    return text
+    return mask_url_userinfo(text)
 
 
 def install_secret_masking(secrets: Sequence[str] | None = None) -> None:
-    """Mask secrets in every log record created from now on, whatever handler writes it.
+    """Mask secrets and URL userinfo in every log record created from now on, whatever handler
+    writes it.
 
     A record factory (not a handler filter) is used because step modules may replace the root
     handlers (``setup_logging(force=True)``); the factory survives that. The message is formatted
     eagerly and masked, and so is the traceback text of ``log.exception``.
     """
     chosen = list(secret_values() if secrets is None else secrets)
-    if not chosen:
-        return
+    # Installed even without secrets: URL userinfo (user:password@) is masked always (item 8).
     previous = logging.getLogRecordFactory()
     if getattr(previous, "_masks_secrets", False):
         previous = previous._inner  # type: ignore[attr-defined]

@@ -248,6 +248,51 @@ def test_log_records_are_masked_in_every_handler(
     assert "push failed with ***" in text
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://bob:pw@host/repo.git", "https://***@host/repo.git"),
+        ("push to https://bob:pw@host/repo.git failed", "push to https://***@host/repo.git failed"),
+        ("git_remote = 'http://tok@h:8080/r'", "git_remote = 'http://***@h:8080/r'"),
+        (
+            "ssh://git:p@ss@host/r.git and https://a:b@c/d",
+            "ssh://***@host/r.git and https://***@c/d",
+        ),
+        (
+            "https://host/repo.git mail bob@example.org",
+            "https://host/repo.git mail bob@example.org",
+        ),
+        ("https://***@host/repo.git", "https://***@host/repo.git"),
+    ],
+)
+def test_mask_secrets_masks_url_userinfo(text: str, expected: str) -> None:
+    # issue 8 item 8: a password inside git_remote leaked into the log, summary and error line.
+    assert mask_secrets(text, []) == expected
+
+
+def test_log_records_mask_url_userinfo_without_any_secret_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name == "GITHUB_TOKEN" or any(s in name.upper() for s in ("TOKEN", "SECRET", "PASS")):
+            monkeypatch.delenv(name)
+    old_factory = logging.getLogRecordFactory()
+    install_secret_masking()  # no secret in the environment: URLs must still be masked
+    try:
+        handler = logging.FileHandler(tmp_path / "x.log")
+        lg = logging.getLogger("test_mask_url")
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+        lg.error("git push to %s failed", "https://bob:hunter22@host/repo.git")
+        handler.close()
+        lg.removeHandler(handler)
+    finally:
+        logging.setLogRecordFactory(old_factory)
+    text = (tmp_path / "x.log").read_text()
+    assert "hunter22" not in text and "bob" not in text
+    assert "git push to https://***@host/repo.git failed" in text
+
+
 # ---------------------------------------------------------------- lock
 
 
