@@ -4,7 +4,10 @@ Every strategy (the agent, buy-and-hold, always-flat, a random policy, a rule on
 probabilities, and the agent at 0x and 2x the transaction cost) runs through the SAME
 :class:`ppo_approach.trading_env.TradingEnv` over the test block: decision at bar ``t``, fill at
 ``open[t+1]``, the same fees and slippage, equity marked at ``close[t+1]``. The numbers are
-therefore comparable: a baseline is never given a cheaper fill than the agent.
+therefore comparable: a baseline is never given a cheaper fill than the agent. A position still
+open after the last step is valued at liquidation: closed at the last bar's close with the same
+slippage and exit fee, for every strategy alike (issue 8 item 22), so buy-and-hold pays two fees
+and the last equity point is cash an investor could actually have.
 
 Metric definitions (``E_0 .. E_n`` = equity after each of the ``n`` steps, ``E_0`` = initial
 capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars per year):
@@ -15,10 +18,11 @@ capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars pe
   over ALL bars as in Sortino & Price 1994); undefined (``None``) when no bar lost money.
 * ``max_drawdown`` = ``max_i (1 - E_i / max_{j <= i} E_j)`` as a positive fraction.
 * ``calmar`` = ``annualised_return / max_drawdown`` (Young 1991); ``None`` without a drawdown.
-* ``n_trades`` = fills; ``win_rate`` = share of closed round trips (flat -> position -> flat, or
-  until a reversal) whose equity ended above where it started, fees included; ``None`` when no
-  round trip closed. ``n_round_trips`` = the number of closed round trips ``win_rate`` is
-  over, printed beside it so that "100 %" over one trip is not mistaken for a track record.
+* ``n_trades`` = fills, the final liquidation included; ``win_rate`` = share of closed round
+  trips (flat -> position -> flat, or until a reversal, or liquidated at the end) whose equity
+  ended above where it started, fees included; ``None`` when no round trip closed.
+  ``n_round_trips`` = the number of closed round trips ``win_rate`` is over, printed beside it
+  so that "100 %" over one trip is not mistaken for a track record.
 * ``turnover`` = traded notional / mean equity over the block (2.0 = one full buy and one full
   sell); ``fees_paid`` in account currency; ``time_in_market`` = share of bars that ended with a
   position.
@@ -225,7 +229,9 @@ def calmar_ratio(annual_return: float, mdd: float) -> float | None:
     return float(annual_return / mdd)
 
 
-def round_trip_returns(units: np.ndarray, equity: np.ndarray) -> np.ndarray:
+def round_trip_returns(
+    units: np.ndarray, equity: np.ndarray, closed_at_end: bool = False
+) -> np.ndarray:
     """Equity return of each CLOSED round trip, fees included, from aligned (n+1,) series.
 
     ``units[i]`` / ``equity[i]`` are the position and equity after step ``i`` (index 0 = start).
@@ -234,7 +240,7 @@ def round_trip_returns(units: np.ndarray, equity: np.ndarray) -> np.ndarray:
     equity equals the cash, so this measures exactly what the trade made or lost. A reversal closes
     one trip and opens the next at the same step (the bar of the flip is counted in both, a small
     approximation that only matters with ``allow_short``). A trip still open at the end is not
-    counted.
+    counted, unless ``closed_at_end`` (the position was liquidated into ``equity[-1]``).
     """
     u = np.sign(np.asarray(units, dtype=np.float64))
     e = np.asarray(equity, dtype=np.float64)
@@ -248,6 +254,8 @@ def round_trip_returns(units: np.ndarray, equity: np.ndarray) -> np.ndarray:
             start_equity = None
         if u[i] != 0:
             start_equity = e[i - 1]
+    if closed_at_end and u.size and u[-1] != 0 and start_equity is not None:
+        out.append(e[-1] / start_equity - 1.0)
     return np.asarray(out, dtype=np.float64)
 
 
@@ -276,6 +284,8 @@ class EpisodeRecord:
     actions: np.ndarray  # (n,) int actions taken
     trades: int
     invalid_actions: int
+    liquidated: bool = False  # a position was open at the end; equity[-1] is its liquidation value
+    final_mark: float | None = None  # equity marked to market at the last close, when liquidated
 
     @property
     def n_steps(self) -> int:
@@ -283,8 +293,15 @@ class EpisodeRecord:
         return int(self.fees.size)
 
     def position_fraction(self) -> np.ndarray:
-        """Signed exposure ``units * price / equity`` after each step, (n+1,)."""
-        return self.units * self.price / np.maximum(self.equity, 1e-12)
+        """Signed exposure ``units * price / equity`` after each step, (n+1,).
+
+        The last point uses the market value before the liquidation (the exposure held through
+        the last bar), not the cash after it.
+        """
+        equity = self.equity.copy()
+        if self.final_mark is not None:
+            equity[-1] = self.final_mark
+        return self.units * self.price / np.maximum(equity, 1e-12)
 
 
 def run_episode(
@@ -293,7 +310,12 @@ def run_episode(
     seed: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> EpisodeRecord:
-    """Reset ``env`` (``seed`` / ``options`` as for gymnasium) and run ``policy`` to the end."""
+    """Reset ``env`` (``seed`` / ``options`` as for gymnasium) and run ``policy`` to the end.
+
+    A position still open after the last step is valued at liquidation (the env's last ``info``
+    carries ``liquidation_equity``): ``equity[-1]`` is then the cash after the exit, whose fee
+    and notional are added to the last step's, and ``trades`` counts the exit fill.
+    """
     obs, info = env.reset(seed=seed, options=options)
     opens = env.data.open  # (n_bars,)
     bars = [int(info["bar"])]
@@ -321,6 +343,19 @@ def run_episode(
         notional.append(abs(units[-1] - prev_units) * float(opens[bar]))
         rewards.append(float(reward))
         actions.append(action)
+    trades = int(info["trades"])
+    liquidated = False
+    final_mark: float | None = None
+    if "liquidation_equity" in info and float(info["exit_notional"]) > 0.0:
+        # Value the open position at liquidation (issue 8 item 22): the last mark becomes the
+        # cash left after closing at the last close, exit fee and slippage paid; the exit is a
+        # fill like any other (fees, turnover, trade count).
+        final_mark = equity[-1]
+        equity[-1] = float(info["liquidation_equity"])
+        fees[-1] += float(info["exit_fee"])
+        notional[-1] += float(info["exit_notional"])
+        trades += 1
+        liquidated = True
     return EpisodeRecord(
         bars=np.asarray(bars, dtype=np.int64),
         equity=np.asarray(equity),
@@ -330,8 +365,10 @@ def run_episode(
         notional=np.asarray(notional),
         rewards=np.asarray(rewards),
         actions=np.asarray(actions, dtype=np.int64),
-        trades=int(info["trades"]),
+        trades=trades,
         invalid_actions=int(info["invalid_actions"]),
+        liquidated=liquidated,
+        final_mark=final_mark,
     )
 
 
@@ -341,7 +378,7 @@ def strategy_metrics(rec: EpisodeRecord, ppy: float) -> dict[str, float | int | 
     ann = annualised_return(rec.equity, ppy)
     mdd = max_drawdown(rec.equity)
     in_market = rec.units[1:] != 0.0
-    trips = round_trip_returns(rec.units, rec.equity)
+    trips = round_trip_returns(rec.units, rec.equity, closed_at_end=rec.liquidated)
     return {
         "total_return": total_return(rec.equity),
         "annualised_return": ann,

@@ -16,6 +16,12 @@ MaskablePPO.
 Episodes start at a random bar (``self.np_random``) or at bar 0, run ``episode_length`` steps or
 until the block's last bar (``truncated=True``), and end early with ``terminated=True`` when equity
 falls below ``ruin_threshold * initial_capital`` (or to zero).
+
+Liquidation value (issue 8 item 22): the last step's ``info`` also says what the account would be
+worth if the open position were closed at that bar's close, exit fee and slippage included
+(:meth:`TradingEnv.liquidation`). Step equity and rewards stay marked to market (a training
+episode is a window of an ongoing market, and SB3 bootstraps the value at truncation); reports
+(``pipeline.backtest.run_episode``) value the end of every strategy at liquidation.
 """
 
 from __future__ import annotations
@@ -222,8 +228,9 @@ class TradingEnv(gym.Env):
     ``info`` of each step: ``bar`` (t+1), ``equity``, ``cash``, ``position`` (units), ``price``
     (``close[t+1]``), ``fees`` (this step), ``total_fees``, ``trades`` (fills so far),
     ``invalid_actions`` (so far), ``action_valid``, ``reward_terms`` (dict from the reward
-    function); the last step adds ``episode_summary``. ``reset(options={"start": bar})`` starts at
-    a given bar (for evaluation).
+    function); the last step adds ``episode_summary`` and the liquidation keys of
+    :meth:`liquidation` (``liquidation_equity``, ``exit_fee``, ``exit_notional``).
+    ``reset(options={"start": bar})`` starts at a given bar (for evaluation).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -376,8 +383,29 @@ class TradingEnv(gym.Env):
             "reward_terms": terms,
         }
         if terminated or truncated:
+            info.update(self.liquidation())
             info["episode_summary"] = self._summary(terminated)
         return self._observation(t1), float(reward), terminated, truncated, info
+
+    def liquidation(self) -> dict[str, float]:
+        """What closing the whole position at the current bar's close would leave; no state change.
+
+        The exit fills at ``close[t]`` with the adverse slippage of :meth:`_trade` (a long sells at
+        ``close * (1 - slippage)``, a short buys back at ``close * (1 + slippage)``) and pays
+        ``transaction_cost`` on that notional: ``liquidation_equity = cash + units * fill - fee``.
+        Flat: the equity, no fee (issue 8 item 22).
+        """
+        units = self._units
+        if units == 0.0:
+            return {"liquidation_equity": self._cash, "exit_fee": 0.0, "exit_notional": 0.0}
+        fill = self._close[self._t] * (self._sell_mult if units > 0.0 else self._buy_mult)
+        notional = abs(units) * fill
+        fee = self._tc * notional
+        return {
+            "liquidation_equity": self._cash + units * fill - fee,
+            "exit_fee": fee,
+            "exit_notional": notional,
+        }
 
     def action_masks(self) -> np.ndarray:
         """Boolean mask of valid actions, shape (9,) (sb3-contrib MaskablePPO convention)."""
@@ -510,7 +538,8 @@ class TradingEnv(gym.Env):
         return obs
 
     def _summary(self, terminated: bool) -> dict[str, Any]:
-        """Totals of the finished episode."""
+        """Totals of the finished episode (``final_equity`` marked to market; see liquidation)."""
+        liq = self.liquidation()
         return {
             "start_bar": self._start,
             "end_bar": self._t,
@@ -522,6 +551,8 @@ class TradingEnv(gym.Env):
             "total_fees": self._total_fees,
             "invalid_actions": self._invalid,
             "ruined": bool(terminated),
+            "liquidation_equity": liq["liquidation_equity"],
+            "exit_fee": liq["exit_fee"],
         }
 
 

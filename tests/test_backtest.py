@@ -193,15 +193,20 @@ def test_baselines_through_the_same_env() -> None:
     n = data.n_bars - 1  # the backtest runs the WHOLE block despite episode_length = 10
     assert all(r.n_steps == n for recs in runs.values() for r in recs)
 
-    # Buy and hold: all cash (fee included) at open[1], marked at the last close.
+    # Buy and hold: all cash (fee included) at open[1], valued at liquidation at the last close
+    # (issue 8 item 22 changed this from a fee-free mark: two fees, one closed round trip).
     bh = m["buy_and_hold"]
-    assert bh["total_return"] == pytest.approx(data.close[-1] / (data.open[1] * (1 + tc)) - 1)
-    assert bh["n_trades"] == 1 and bh["win_rate"] is None  # never closed
-    assert bh["n_round_trips"] == 0
+    units = 10_000 / (data.open[1] * (1 + tc))
+    exit_value = units * data.close[-1]
+    assert bh["total_return"] == pytest.approx(
+        data.close[-1] * (1 - tc) / (data.open[1] * (1 + tc)) - 1
+    )
+    assert bh["n_trades"] == 2
+    assert bh["n_round_trips"] == 1 and bh["win_rate"] == (1.0 if bh["total_return"] > 0 else 0.0)
     assert bh["time_in_market"] == 1.0
-    assert bh["fees_paid"] == pytest.approx(tc * 10_000 / (1 + tc))
+    assert bh["fees_paid"] == pytest.approx(tc * 10_000 / (1 + tc) + tc * exit_value)
     assert bh["turnover"] == pytest.approx(
-        10_000 / (1 + tc) / runs["buy_and_hold"][0].equity.mean()
+        (10_000 / (1 + tc) + exit_value) / runs["buy_and_hold"][0].equity.mean()
     )
 
     flat = m["flat"]
@@ -257,8 +262,67 @@ def test_run_episode_records_are_aligned() -> None:
     assert rec.equity.shape == rec.units.shape == rec.bars.shape == (30,)
     np.testing.assert_array_equal(rec.bars, np.arange(30))
     assert rec.notional[0] == pytest.approx(rec.units[1] * data.open[1])
-    assert rec.notional[1:].sum() == 0
+    assert rec.notional[1:-1].sum() == 0
+    # The last step carries the liquidation of the position at the last close (issue 8 item 22).
+    assert rec.notional[-1] == pytest.approx(rec.units[-1] * data.close[-1])
+    assert rec.liquidated
     np.testing.assert_allclose(rec.position_fraction()[1:], 1.0, rtol=1e-9)
+
+
+SEED_ENDS_LONG = 0
+"""A RandomPolicy seed that ends the 6-bar block below with a position open."""
+
+
+def test_open_positions_valued_at_liquidation_exactly() -> None:
+    # issue 8 item 22: a position open at the end pays its exit fee and slippage, for every
+    # strategy alike. Prices are exact binary fractions so the numbers can be checked exactly.
+    n = 6
+    open_ = np.array([100.0, 100.0, 104.0, 96.0, 112.0, 120.0])
+    close = np.array([100.0, 104.0, 96.0, 112.0, 120.0, 128.0])
+    probs = np.tile([0.1, 0.2, 0.7], (n, 1))  # the rule says Rise on every bar: long to the end
+    data = MarketData(
+        open=open_,
+        close=close,
+        pred_features=probs,
+        price_features=np.zeros((n, 5)),
+        timestamps=pd.date_range("2024-01-01", periods=n, freq="1h").to_numpy(),
+    )
+    tc, slip, cap = 0.01, 0.005, 10_000.0
+    cfg = EnvConfig(initial_capital=cap, transaction_cost=tc, slippage=slip)
+    runs = bt.run_strategies(_maker(data), cfg, bt.buy_and_hold_policy, probs, [0])
+    units = cap / (100.0 * (1 + slip) * (1 + tc))  # bought at open[1] with all cash, fee included
+    final = units * 128.0 * (1 - slip) * (1 - tc)  # sold at the last close: the second fee
+    for name in ("agent", "buy_and_hold", "classifier_rule", "agent_cost_2x"):
+        rec = runs[name][0]
+        assert rec.liquidated, name
+        assert rec.trades == 2, name
+    for name in ("agent", "buy_and_hold", "classifier_rule"):
+        rec = runs[name][0]
+        assert rec.equity[-1] == pytest.approx(final, rel=1e-12), name
+        # Marks before the last stay at market: bar 4 closes at 120.
+        assert rec.equity[-2] == pytest.approx(units * 120.0, rel=1e-12), name
+        fee_in = tc * units * 100.0 * (1 + slip)
+        fee_out = tc * units * 128.0 * (1 - slip)
+        assert rec.fees.sum() == pytest.approx(fee_in + fee_out, rel=1e-12), name
+    rec2 = runs["agent_cost_2x"][0]
+    u2 = cap / (100.0 * (1 + slip) * (1 + 2 * tc))
+    assert rec2.equity[-1] == pytest.approx(u2 * 128.0 * (1 - slip) * (1 - 2 * tc), rel=1e-12)
+    m = bt.summarise_runs(runs, 8760.0)
+    assert m["buy_and_hold"]["total_return"] == pytest.approx(final / cap - 1, rel=1e-12)
+    assert m["buy_and_hold"]["n_round_trips"] == 1 and m["buy_and_hold"]["win_rate"] == 1.0
+    # Flat pays nothing at the end; a random policy's open position is liquidated too.
+    assert runs["flat"][0].equity[-1] == cap and not runs["flat"][0].liquidated
+    env = TradingEnv(data, bt.backtest_env_config(cfg), random_start=False)
+    policy, seed = bt.RandomPolicy(SEED_ENDS_LONG), SEED_ENDS_LONG
+    obs, info = env.reset()
+    done = False
+    while not done:
+        obs, _, term, trunc, info = env.step(policy(obs, info))
+        done = term or trunc
+    assert info["position"] != 0 and info["exit_fee"] > 0
+    rnd = bt.run_strategies(_maker(data), cfg, bt.flat_policy, probs, [seed])["random"][0]
+    assert rnd.liquidated and rnd.final_mark == info["equity"]
+    assert rnd.equity[-1] == info["liquidation_equity"] < info["equity"]
 
 
 def test_classifier_rule_rejects_bad_shape() -> None:

@@ -160,6 +160,42 @@ def test_slippage_is_adverse_on_both_sides() -> None:
     assert info["cash"] == pytest.approx(units * 108.9 * 0.999, rel=1e-12)
 
 
+def test_last_step_reports_liquidation_value_long_and_short() -> None:
+    # issue 8 item 22: the last info says what closing the position at the last close leaves,
+    # exit fee and adverse slippage included; the step's own equity stays marked to market.
+    data = price_data([100, 100, 110], [100, 105, 120])
+    cfg = EnvConfig(episode_length=0, transaction_cost=0.01, slippage=0.005, allow_short=True)
+    env = TradingEnv(data, cfg, random_start=False)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(A.BUY_100)  # fills at 100 * 1.005
+    assert "liquidation_equity" not in info  # not the last step
+    units = 10000 / (100.5 * 1.01)
+    _, _, _, trunc, info = env.step(A.HOLD)
+    assert trunc
+    assert info["equity"] == pytest.approx(units * 120, rel=1e-12)
+    assert info["exit_notional"] == pytest.approx(units * 120 * 0.995, rel=1e-12)
+    assert info["exit_fee"] == pytest.approx(0.01 * units * 120 * 0.995, rel=1e-12)
+    assert info["liquidation_equity"] == pytest.approx(units * 120 * 0.995 * 0.99, rel=1e-12)
+    summary = info["episode_summary"]
+    assert summary["liquidation_equity"] == info["liquidation_equity"]
+    assert summary["final_equity"] == info["equity"]
+    # Short 50 % of equity at open[1] = 100 * 0.995; bought back at the close 120 * 1.005.
+    env.reset(seed=0)
+    env.step(A.SELL_50)
+    _, _, _, _, info = env.step(A.HOLD)
+    short = info["position"]
+    assert short < 0
+    buy_back = -short * 120 * 1.005
+    assert info["exit_fee"] == pytest.approx(0.01 * buy_back, rel=1e-12)
+    assert info["liquidation_equity"] == pytest.approx(info["cash"] - buy_back * 1.01, rel=1e-12)
+    # Flat at the end: the cash, nothing to pay.
+    env.reset(seed=0)
+    env.step(A.HOLD)
+    _, _, _, _, info = env.step(A.HOLD)
+    assert info["liquidation_equity"] == info["equity"] == 10000
+    assert info["exit_fee"] == 0.0 and info["exit_notional"] == 0.0
+
+
 def test_portfolio_observation_after_buy() -> None:
     env = flat_env()
     obs, *_ = env.step(A.BUY_50)
