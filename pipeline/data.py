@@ -5,7 +5,9 @@
 :class:`DatasetInfo` (hash, range, interval, gaps, what was fixed).
 
 Accepted quirks: column names in any case / with spaces, common aliases (``date``, ``open_time``,
-``Volume BTC``, ``o/h/l/c/v`` ...), extra columns (ignored), an unnamed index column, a UTF-8 BOM,
+``Volume BTC``, ``o/h/l/c/v`` ...), extra columns (ignored), an unnamed index column (used as
+the timestamp when it holds date-time text and no column is named like one: pandas
+``DataFrame.to_csv()`` of a DatetimeIndex), a UTF-8 BOM,
 a one-line URL banner above the header (CryptoDataDownload), ``;`` or tab separators, a header-less
 Binance kline file, blank lines, and timestamps as ISO 8601 strings (any offset; no offset = UTC) or
 unix seconds / milliseconds / microseconds / nanoseconds, the unit told apart by magnitude.
@@ -471,6 +473,36 @@ def _iso_to_utc(text: pd.Series) -> pd.Series:
         return pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
 
 
+def _unnamed_timestamp_column(
+    table: pd.DataFrame, lines: np.ndarray, shown: str
+) -> tuple[pd.Series, list[str]] | None:
+    """The parsed timestamps of an unnamed first column holding date-time text, or ``None``.
+
+    ``DataFrame.to_csv()`` of a frame with an unnamed DatetimeIndex writes the timestamps under an
+    empty first header cell (``,Open,High,Low,Close,Volume``), the most common way candles are
+    saved from Python (issue 8 item 15). Only text that parses as ISO 8601 date-times in every row
+    is taken; numbers are not, so an unnamed row counter (``to_csv`` of a RangeIndex) stays an
+    unnamed column and the file still fails with "missing column(s) timestamp".
+    """
+    keys = [_normalise(str(c)) for c in table.columns]
+    if not keys or not _UNNAMED.match(keys[0]) or any(k in _ALIASES["timestamp"] for k in keys):
+        return None
+    raw = table.iloc[:, 0]
+    if raw.dtype.kind in "iufb" or raw.isna().any() or _is_number(str(raw.iloc[0])):
+        return None
+    notes: list[str] = []
+    try:
+        ts = _parse_timestamps(raw, "timestamp", lines, shown, notes)
+    except DatasetError:
+        return None
+    notes.insert(
+        0,
+        "timestamps taken from the unnamed first column (the index of a pandas "
+        "DataFrame.to_csv() export)",
+    )
+    return ts, notes
+
+
 # ---------------------------------------------------------------- validation
 
 
@@ -621,14 +653,20 @@ def load_dataset(
         raise DatasetError(f"{shown}: no data rows below the header")
     lines = lines_all  # (N,) 1-based file line of each row
 
+    adopted = _unnamed_timestamp_column(table, lines, shown)
+    if adopted is not None:
+        table = table.set_axis(["timestamp", *list(table.columns)[1:]], axis=1)
+        notes.extend(adopted[1])
     mapping, map_notes = _map_columns([str(c) for c in table.columns], shown)
     notes.extend(map_notes)
     _check_missing_cells(table, mapping, lines, shown)
 
     ts_col = table.iloc[:, mapping["timestamp"]]
-    df = pd.DataFrame(
-        {"timestamp": _parse_timestamps(ts_col, str(ts_col.name), lines, shown, notes)}
-    )
+    if adopted is not None and mapping["timestamp"] == 0:
+        timestamps = adopted[0]  # parsed once already, by the check above
+    else:
+        timestamps = _parse_timestamps(ts_col, str(ts_col.name), lines, shown, notes)
+    df = pd.DataFrame({"timestamp": timestamps})
     for role in COLUMNS[1:]:
         src = table.iloc[:, mapping[role]]
         df[role] = _parse_numbers(src, role, lines, shown)

@@ -239,6 +239,50 @@ def test_headerless_binance_klines_semicolons_and_blank_lines(tmp_path: Path) ->
     assert "line 5 ('oops')" in _error(blank)  # line numbers still count the blank line
 
 
+def test_pandas_to_csv_with_datetime_index(tmp_path: Path) -> None:
+    # issue 8 item 15: DataFrame.to_csv() writes the unnamed DatetimeIndex under an empty first
+    # header cell; before, this failed with "missing column(s) timestamp".
+    idx = pd.date_range("2017-04-19 09:00", periods=4, freq="h")
+    frame = pd.DataFrame(
+        {
+            "Open": [1.0716, 1.0720, 1.0718, 1.0722],
+            "High": [1.0725, 1.0728, 1.0726, 1.0730],
+            "Low": [1.0710, 1.0712, 1.0711, 1.0715],
+            "Close": [1.0720, 1.0718, 1.0722, 1.0724],
+            "Volume": [100, 120, 90, 110],
+        },
+        index=idx,
+    )
+    path = tmp_path / "eurusd.csv"
+    frame.to_csv(path)
+    assert path.read_text().splitlines()[:2] == [
+        ",Open,High,Low,Close,Volume",
+        "2017-04-19 09:00:00,1.0716,1.0725,1.071,1.072,100",
+    ]
+    df, info = load_dataset(str(path))
+    assert list(df.columns) == list(COLUMNS)
+    assert df["timestamp"].iloc[0] == pd.Timestamp("2017-04-19 09:00", tz="UTC")
+    assert df["close"].tolist() == [1.0720, 1.0718, 1.0722, 1.0724]
+    assert info.interval_seconds == 3600
+    assert any("unnamed first column" in w for w in info.warnings)
+    # a tz-aware index (written with its offset) works the same way
+    frame.index = idx.tz_localize("UTC")
+    frame.to_csv(path)
+    assert load_dataset(str(path))[0]["timestamp"].iloc[-1] == pd.Timestamp(
+        "2017-04-19 12:00", tz="UTC"
+    )
+
+
+def test_unnamed_row_counter_is_not_a_timestamp(tmp_path: Path) -> None:
+    # An unnamed first column holding only a row counter (to_csv of a RangeIndex) stays rejected.
+    counter = _csv(tmp_path, [",open,high,low,close,volume", "0,1,2,0.5,1,3", "1,1,2,0.5,1,3"])
+    msg = _error(counter)
+    assert "missing column(s) timestamp" in msg
+    assert "found columns: 'open', 'high', 'low', 'close', 'volume'" in msg
+    text = _csv(tmp_path, [",open,high,low,close,volume", "a,1,2,0.5,1,3"], "t.csv")
+    assert "missing column(s) timestamp" in _error(text)
+
+
 # ---------------------------------------------------------------- one error per defect
 
 
