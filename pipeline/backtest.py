@@ -525,15 +525,29 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _fmt(value: Any, pct: bool) -> str:
+_PCT = {"total_return", "annualised_return", "max_drawdown", "win_rate", "time_in_market"}
+_COUNTS = {"n_trades", "n_round_trips"}
+"""Integer counts: printed as integers (``1849``), or with one decimal when they are a mean over
+the random policy's seeds (``1849.4``), never as ``1849.000`` (issue 8 item 28)."""
+
+
+def _fmt(value: Any, pct: bool, count: bool = False) -> str:
     if value is None:
         return "-"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if count:
+        v = float(value)
+        return str(int(v)) if v.is_integer() else f"{v:.1f}"
     return f"{100 * value:.2f}%" if pct else f"{value:.3f}"
 
 
-_PCT = {"total_return", "annualised_return", "max_drawdown", "win_rate", "time_in_market"}
+COLUMN_NOTES: tuple[str, ...] = (
+    "n_trades: fills, the final liquidation included; n_round_trips: closed trips win_rate is over",
+    "turnover: traded notional / mean equity; time_in_market: share of bars ending with a position",
+    "open positions at the end are valued at liquidation (exit fee and slippage paid)",
+)
+"""Lines under the backtest table that explain its less obvious columns (issue 8 item 28)."""
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -542,7 +556,7 @@ def format_summary(report: dict[str, Any]) -> str:
     header = ["strategy", *cols]
     rows = [header]
     for name, m in report["strategies"].items():
-        rows.append([name, *(_fmt(m.get(c), c in _PCT) for c in cols)])
+        rows.append([name, *(_fmt(m.get(c), c in _PCT, c in _COUNTS) for c in cols)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = []
     for r in rows:
@@ -559,7 +573,92 @@ def format_summary(report: dict[str, Any]) -> str:
     if "test" in blocks:
         t = blocks["test"]
         head += f"; test block {t['start']} .. {t['end']} ({t['bars']} bars)"
-    return head + "\n" + "\n".join(lines)
+    notes = []
+    if "random" in report["strategies"]:
+        seeds = report.get("random_policy_seeds")
+        n = f"{int(seeds)} seeds" if seeds else "its seeds"
+        notes.append(f"random: mean of {n} (so its counts can be fractional)")
+    notes.extend(COLUMN_NOTES)
+    if report.get("periods_per_year_basis"):
+        notes.append(f"annualised with {report['periods_per_year_basis']}")
+    elif report.get("periods_per_year"):
+        notes.append(f"annualised with {float(report['periods_per_year']):.1f} bars/year")
+    return head + "\n" + "\n".join(lines) + "\n" + "\n".join(f"  note: {x}" for x in notes)
+
+
+STRATEGY_COLOURS: dict[str, str] = {
+    "agent": "black",
+    "buy_and_hold": "tab:blue",
+    "flat": "tab:gray",
+    "random": "tab:orange",
+    "classifier_rule": "tab:green",
+    "agent_cost_0x": "tab:purple",
+    "agent_cost_2x": "tab:red",
+}
+"""One colour per strategy in every panel of the backtest PNG (issue 8 item 28: the colour cycle
+gave ``classifier_rule`` and ``flat`` the same colour in different panels)."""
+
+
+def _line_style(name: str) -> dict[str, Any]:
+    """Matplotlib line keywords of strategy ``name``: fixed colour; the agent thick and on top."""
+    colour = STRATEGY_COLOURS.get(name, "tab:brown")
+    if name == "agent":
+        return {"color": colour, "linewidth": 2.4, "zorder": 10}
+    style: dict[str, Any] = {"color": colour, "linewidth": 1.1, "alpha": 0.85, "zorder": 2}
+    if name == "flat":
+        style["linestyle"] = ":"
+    elif name.startswith("agent_cost"):
+        style["linestyle"] = "--"
+    return style
+
+
+def backtest_figure(
+    runs: dict[str, list[EpisodeRecord]], timestamps: np.ndarray, title: str
+) -> Any:
+    """The matplotlib figure of :func:`plot_backtest` (the caller closes it).
+
+    Panels: equity of every strategy, then drawdown and exposure of the agent, buy-and-hold and
+    the classifier rule. Each strategy has its colour of :data:`STRATEGY_COLOURS` in every panel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, height_ratios=(3, 1.3, 1.3))
+    ts = np.asarray(timestamps)
+    # The agent last, so it is drawn on top of the baselines it coincides with (flat, or its own
+    # cost variants while it does not trade) (issue 8 item 28).
+    order = [n for n in runs if n != "agent"] + (["agent"] if "agent" in runs else [])
+    for name in order:
+        recs = runs[name]
+        rec = recs[0]
+        x = ts[rec.bars]
+        eq = np.mean([r.equity for r in recs], axis=0) if len(recs) > 1 else rec.equity
+        label = f"{name} (mean of {len(recs)} seeds)" if len(recs) > 1 else name
+        axes[0].plot(x, eq, label=label, **_line_style(name))
+    axes[0].set_ylabel("equity")
+    axes[0].set_title(title)
+    for name in [n for n in ("buy_and_hold", "classifier_rule", "agent") if n in runs]:
+        rec = runs[name][0]
+        style = _line_style(name)
+        axes[1].plot(ts[rec.bars], -100 * drawdown_series(rec.equity), label=name, **style)
+        axes[2].plot(
+            ts[rec.bars], 100 * rec.position_fraction(), label=name, drawstyle="steps", **style
+        )
+    # Legends in the strategies' usual order (agent first) although the agent is drawn last.
+    for ax, loc in ((axes[0], "best"), (axes[1], "lower left"), (axes[2], "best")):
+        handles, labels = ax.get_legend_handles_labels()
+        rank = {n: i for i, n in enumerate(STRATEGY_NAMES)}
+        pairs = sorted(
+            zip(handles, labels, strict=True), key=lambda h: rank.get(h[1].split()[0], 99)
+        )
+        ax.legend([h for h, _ in pairs], [lb for _, lb in pairs], loc=loc, fontsize=8)
+    axes[1].set_ylabel("drawdown %")
+    axes[2].set_ylabel("exposure %")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
 
 
 def plot_backtest(
@@ -572,33 +671,9 @@ def plot_backtest(
 
     ``timestamps`` (n_bars,) of the block; records index it through their ``bars``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, height_ratios=(3, 1.3, 1.3))
-    ts = np.asarray(timestamps)
-    for name, recs in runs.items():
-        rec = recs[0]
-        x = ts[rec.bars]
-        eq = np.mean([r.equity for r in recs], axis=0) if len(recs) > 1 else rec.equity
-        label = f"{name} (mean of {len(recs)} seeds)" if len(recs) > 1 else name
-        style = {"linewidth": 2.0} if name == "agent" else {"linewidth": 1.0, "alpha": 0.8}
-        axes[0].plot(x, eq, label=label, **style)
-    axes[0].set_ylabel("equity")
-    axes[0].legend(loc="best", fontsize=8)
-    axes[0].set_title(title)
-    for name in ("agent", "buy_and_hold", "classifier_rule"):
-        rec = runs[name][0]
-        axes[1].plot(ts[rec.bars], -100 * drawdown_series(rec.equity), label=name)
-        axes[2].plot(ts[rec.bars], 100 * rec.position_fraction(), label=name, drawstyle="steps")
-    axes[1].set_ylabel("drawdown %")
-    axes[1].legend(loc="lower left", fontsize=8)
-    axes[2].set_ylabel("exposure %")
-    axes[2].legend(loc="best", fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
+    fig = backtest_figure(runs, timestamps, title)
     target = Path(path)
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -325,6 +325,75 @@ def test_open_positions_valued_at_liquidation_exactly() -> None:
     assert rnd.equity[-1] == info["liquidation_equity"] < info["equity"]
 
 
+def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
+    # issue 8 item 28: counts printed as 1849.000; the random row is a mean over seeds.
+    data, probs = _block()
+    runs = bt.run_strategies(
+        _maker(data), EnvConfig(), bt.ClassifierRulePolicy(probs), probs, [0, 1]
+    )
+    strategies = bt.summarise_runs(runs, 8760.0)
+    report = {
+        "strategies": strategies,
+        "random_policy_seeds": 2,
+        "periods_per_year": 8760.0,
+        "periods_per_year_basis": "8760.0 bars/year: median bar count of 1 full calendar year",
+    }
+    lines = bt.format_summary(report).splitlines()
+    header = lines[1].split()
+    rows = {ln.split()[0]: ln.split() for ln in lines[2 : 2 + len(bt.STRATEGY_NAMES)]}
+    for name, row in rows.items():
+        for col in ("n_trades", "n_round_trips"):
+            cell = row[header.index(col)]
+            value = strategies[name][col]
+            if name == "random":
+                # A mean of two integers: a whole number or one decimal (.5), never "x.000".
+                assert cell == (str(int(value)) if float(value).is_integer() else f"{value:.1f}")
+            else:
+                assert cell == str(value) and cell.isdigit(), (name, col, cell)
+            assert not cell.endswith(".000")
+    assert rows["agent"][header.index("n_trades")] == "2"  # the rule: in at bar 1, out at 11
+    # A mean that is not whole prints one decimal.
+    assert bt._fmt(1849.4, pct=False, count=True) == "1849.4"
+    assert bt._fmt(1849.0, pct=False, count=True) == "1849"
+    notes = lines[2 + len(bt.STRATEGY_NAMES) :]
+    assert notes[0] == "  note: random: mean of 2 seeds (so its counts can be fractional)"
+    assert any("n_round_trips: closed trips win_rate is over" in ln for ln in notes)
+    assert any("valued at liquidation" in ln for ln in notes)
+    assert notes[-1].endswith(
+        "annualised with 8760.0 bars/year: median bar count of 1 full calendar year"
+    )
+
+
+def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
+    # issue 8 item 28: the agent's line hid under the others at the start value, and
+    # classifier_rule / flat swapped colours between panels.
+    import matplotlib.pyplot as plt
+
+    data, probs = _block()
+    runs = bt.run_strategies(_maker(data), EnvConfig(), bt.flat_policy, probs, [0, 1])
+    fig = bt.backtest_figure(runs, data.timestamps, "t")
+    try:
+        colours: dict[str, set[str]] = {}
+        for ax in fig.axes:
+            lines = ax.get_lines()
+            names = [ln.get_label().split()[0] for ln in lines]
+            assert names[-1] == "agent"  # drawn last ...
+            agent = lines[-1]
+            others = lines[:-1]
+            assert all(agent.get_zorder() > ln.get_zorder() for ln in others)  # ... and on top
+            assert all(agent.get_linewidth() > ln.get_linewidth() for ln in others)
+            for name, ln in zip(names, lines, strict=True):
+                colours.setdefault(name, set()).add(str(ln.get_color()))
+            legend = [t.get_text().split()[0] for t in ax.get_legend().get_texts()]
+            assert legend[0] == "agent"  # the legend keeps the usual order
+        assert all(len(c) == 1 for c in colours.values()), colours
+        assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # all distinct
+        assert colours["classifier_rule"] == {bt.STRATEGY_COLOURS["classifier_rule"]}
+        assert colours["flat"] == {bt.STRATEGY_COLOURS["flat"]}
+    finally:
+        plt.close(fig)
+
+
 def test_classifier_rule_rejects_bad_shape() -> None:
     with pytest.raises(bt.BacktestError, match=r"shape \(4, 2\), expected \(n, 3\)"):
         bt.ClassifierRulePolicy(np.zeros((4, 2)))
@@ -346,7 +415,10 @@ def test_summary_table_and_plot(tmp_path) -> None:
     lines = text.splitlines()
     assert "IN-SAMPLE" in lines[0] and "test block a .. b (60 bars)" in lines[0]
     assert lines[1].split()[:3] == ["strategy", "total_return", "annualised_return"]
-    assert [ln.split()[0] for ln in lines[2:]] == list(bt.STRATEGY_NAMES)
+    # Rows, then the notes (issue 8 item 28 added the notes under the table).
+    assert [ln.split()[0] for ln in lines[2 : 2 + len(bt.STRATEGY_NAMES)]] == list(
+        bt.STRATEGY_NAMES
+    )
     assert lines[2 + bt.STRATEGY_NAMES.index("flat")].split()[1] == "0.00%"
     # The win rate is printed next to the number of round trips it is computed over.
     header = lines[1].split()
