@@ -130,7 +130,7 @@ def collect_artifacts(root: Path, dataset: str) -> list[Path]:
     Prediction models ``models/*_{dataset}_classification.pth`` plus sidecars sharing their stem,
     their ``*_{dataset}_config.txt`` and the walk-forward fold models under ``models/walkforward/``;
     PPO models ``ppo_approach/models/ppo_*_{dataset}.zip`` plus files sharing their stem and
-    config files mentioning the dataset; ``scalers/scaler_{dataset}.pkl``; PNG/JSON/CSV results
+    config files mentioning the dataset; ``scalers/scaler_{dataset}.json``; PNG/JSON/CSV results
     and ``.log`` files mentioning the dataset; TensorBoard event files below a run folder whose name
     mentions the dataset.
     """
@@ -163,7 +163,9 @@ def collect_artifacts(root: Path, dataset: str) -> list[Path]:
         p for p in ppo_files if p.suffix in _CONFIG_SUFFIXES and _mentions(p.name, dataset)
     )
 
-    scaler = paths.scalers / f"scaler_{dataset}.pkl"
+    # The scaler is JSON data; an old pickled scaler_*.pkl is never loaded and so never pushed
+    # (issue 8 item 7).
+    scaler = paths.scalers / f"scaler_{dataset}.json"
     if _is_candidate(scaler):
         found.add(scaler)
 

@@ -6,15 +6,17 @@ labels, splits and scaler for a dataset.
 
 from __future__ import annotations
 
+import json
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from sklearn.preprocessing import StandardScaler
 
-from pipeline.common import Paths, PipelineError, atomic_write_bytes
+from pipeline.common import Paths, PipelineError, atomic_write_text
 from pipeline.config import TrainingConfig
 from pipeline.data import DatasetInfo, load_dataset
 from pipeline.features import PreparedArrays, prepare_arrays
@@ -33,7 +35,12 @@ class Prepared:
 
 
 def scaler_path(paths: Paths, dataset: str) -> Path:
-    """Where the train-block scaler of ``dataset`` is saved."""
+    """Where the train-block scaler of ``dataset`` is saved (JSON data, never a pickle)."""
+    return paths.scalers / f"scaler_{dataset}.json"
+
+
+def legacy_scaler_path(paths: Paths, dataset: str) -> Path:
+    """Where older versions pickled the scaler; such a file is never loaded (issue 8 item 7)."""
     return paths.scalers / f"scaler_{dataset}.pkl"
 
 
@@ -64,8 +71,9 @@ def prepare_dataset(
     ``threshold_delta = auto`` (None) lets :func:`pipeline.features.prepare_arrays` pick the
     threshold that balances the classes on the training block; ``purge_gap = auto`` (None) uses the
     minimum ``smoothing_k + lookback``. With ``save_scaler`` the scaler (fit on the train block's
-    rows only) is pickled atomically to ``scalers/scaler_{name}.pkl`` (``name`` = the CSV's
-    stem) with what it was fit on, so a later prediction can check it matches data and features.
+    rows only) is written atomically as JSON to ``scalers/scaler_{name}.json`` (``name`` = the
+    CSV's stem) with what it was fit on, so a later prediction can check it matches data and
+    features.
     """
     df, info = load_dataset(dataset, paths.datasets)
     arrays = arrays_from_config(df, cfg)
@@ -75,36 +83,121 @@ def prepare_dataset(
     return prepared
 
 
+SCALER_FORMAT = "pipeline-standard-scaler"
+SCALER_VERSION = 1
+
+
 def scaler_payload(prepared: Prepared, cfg: TrainingConfig) -> dict[str, Any]:
-    """The dict pickled into a scaler file (scaler plus what it was fit on)."""
+    """The JSON-ready dict of a scaler file: its statistics plus what it was fit on.
+
+    Plain numbers and strings only: the file is shared through the git remote (step 8), so it
+    must be data that loading cannot turn into code, unlike the pickle it replaces (issue 8
+    item 7). JSON floats round-trip exactly (``repr``), so the rebuilt scaler equals the fit one.
+    """
     train = prepared.arrays.splits.train
+    scaler = prepared.arrays.scaler
     return {
-        "scaler": prepared.arrays.scaler,
-        "feature_names": list(prepared.feature_names),
-        "lookback": int(cfg.lookback),
+        "format": SCALER_FORMAT,
+        "version": SCALER_VERSION,
         "dataset": prepared.info.name,
         "dataset_sha256": prepared.info.sha256,
-        "fitted_on": (int(train.start), int(train.stop)),
+        "feature_names": list(prepared.feature_names),
+        "lookback": int(cfg.lookback),
+        "fitted_on": [int(train.start), int(train.stop)],
         "delta": float(prepared.arrays.delta),
+        "n_samples": int(scaler.n_samples_seen_),
+        "mean": [float(v) for v in scaler.mean_],
+        "scale": [float(v) for v in scaler.scale_],
+        "var": [float(v) for v in scaler.var_],
     }
 
 
 def save_scaler_file(prepared: Prepared, cfg: TrainingConfig, path: Path) -> Path:
-    """Pickle :func:`scaler_payload` to ``path`` atomically."""
-    atomic_write_bytes(path, pickle.dumps(scaler_payload(prepared, cfg)))
+    """Write :func:`scaler_payload` to ``path`` as JSON, atomically."""
+    text = json.dumps(scaler_payload(prepared, cfg), indent=2, allow_nan=False) + "\n"
+    atomic_write_text(path, text)
     log.debug("scaler saved to %s", path)
     return path
 
 
+def _bad(path: Path, what: str) -> PipelineError:
+    return PipelineError(f"{path}: not a valid scaler file ({what}); rerun train_models.py")
+
+
+def _floats(path: Path, data: dict[str, Any], key: str, n: int) -> np.ndarray:
+    """``data[key]`` as ``n`` finite floats, or a PipelineError naming the file and key."""
+    value = data.get(key)
+    if not isinstance(value, list) or len(value) != n:
+        raise _bad(path, f"'{key}' must be a list of {n} numbers, one per feature")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise _bad(path, f"'{key}' must hold numbers only")
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise _bad(path, f"'{key}' holds a non-finite value")
+    return arr
+
+
+def _int(path: Path, data: dict[str, Any], key: str, minimum: int) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise _bad(path, f"'{key}' must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
 def load_scaler_file(path: Path) -> dict[str, Any]:
-    """Read a scaler file written by :func:`save_scaler_file` (a locally written pickle)."""
+    """Read and check a scaler file written by :func:`save_scaler_file`.
+
+    Returns its fields plus ``"scaler"``: a :class:`StandardScaler` rebuilt from the stored
+    statistics (no pickle is ever read; an old ``scaler_*.pkl`` beside it is ignored, and when
+    it is all there is, the error says to rerun train_models.py: issue 8 item 7).
+    """
+    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            payload = pickle.load(f)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        legacy = path.with_suffix(".pkl")
+        if legacy.exists():
+            raise PipelineError(
+                f"{path}: scaler file not found; {legacy.name} beside it is an old pickled "
+                "scaler, which is never loaded (unpickling a shared file can run code); rerun "
+                f"train_models.py to write {path.name}"
+            ) from None
         raise PipelineError(f"{path}: scaler file not found; run train_models.py first") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-        raise PipelineError(f"{path}: unreadable scaler file ({exc})") from None
-    if not isinstance(payload, dict) or "scaler" not in payload:
-        raise PipelineError(f"{path}: not a scaler file (expected a dict with a 'scaler' key)")
-    return payload
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise _bad(path, f"unreadable: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad(path, f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != SCALER_FORMAT:
+        raise _bad(path, f'expected a JSON object with "format": "{SCALER_FORMAT}"')
+    if data.get("version") != SCALER_VERSION:
+        raise _bad(path, f"version {data.get('version')!r}, this code reads {SCALER_VERSION}")
+    names = data.get("feature_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise _bad(path, "'feature_names' must be a non-empty list of strings")
+    for key in ("dataset", "dataset_sha256"):
+        if not isinstance(data.get(key), str):
+            raise _bad(path, f"'{key}' must be a string")
+    n = len(names)
+    mean = _floats(path, data, "mean", n)
+    scale = _floats(path, data, "scale", n)
+    var = _floats(path, data, "var", n)
+    if (scale <= 0).any():
+        raise _bad(path, "'scale' must be > 0")
+    n_samples = _int(path, data, "n_samples", 1)
+    _int(path, data, "lookback", 1)
+    fitted = data.get("fitted_on")
+    if (
+        not isinstance(fitted, list)
+        or len(fitted) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in fitted)
+    ):
+        raise _bad(path, "'fitted_on' must be [start, stop] bar indices")
+    scaler = StandardScaler()
+    scaler.mean_ = mean
+    scaler.scale_ = scale
+    scaler.var_ = var
+    scaler.n_samples_seen_ = n_samples
+    scaler.n_features_in_ = n
+    return {**data, "fitted_on": (fitted[0], fitted[1]), "scaler": scaler}

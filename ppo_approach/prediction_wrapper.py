@@ -85,6 +85,9 @@ def _scale(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
 class PredictionModel:
     """One trained classifier with its scaler, checked against the dataset's scaler file.
 
+    The scaler file is ``scalers/scaler_{dataset}.json`` (plain data); an old pickled
+    ``scaler_{dataset}.pkl`` is never loaded, since unpickling a shared file can run code.
+
     Args:
         model_name: ``lstm`` | ``gru`` | ``bilstm`` | ``dlstm``.
         dataset_name: the dataset the model was trained on (file stem).
@@ -136,8 +139,12 @@ class PredictionModel:
                 f"{spath}: feature list differs from the one {self.path.name} was trained with; "
                 "rerun train_models.py"
             )
-        scaler = info["scaler"]
-        if len(scaler.mean_) != len(self.mean) or not np.allclose(scaler.mean_, self.mean):
+        scaler = info["scaler"]  # rebuilt from JSON data; no pickle is read (issue 8 item 7)
+        if (
+            len(scaler.mean_) != len(self.mean)
+            or not np.allclose(scaler.mean_, self.mean)
+            or not np.allclose(scaler.scale_, self.scale)
+        ):
             # The file is per dataset: a train_models.py run with other split settings (e.g. a
             # different lookback for one model) rewrites it. The model carries its own scaler, so
             # rerunning with this model's config only rewrites the file (the model is skipped).

@@ -54,13 +54,14 @@ EXPECTED = sorted(
         "results/backtest_BTC_1h.png",
         "results/metrics_BTC_1h.json",
         "results/predictions_dlstm_BTC_1h.csv",
-        "scalers/scaler_BTC_1h.pkl",
+        "scalers/scaler_BTC_1h.json",
     ]
 )
 
 NOT_EXPECTED = [
     "models/gru_ETH_1h_classification.pth",  # another dataset
-    "scalers/scaler_ETH_1h.pkl",
+    "scalers/scaler_ETH_1h.json",
+    "scalers/scaler_BTC_1h.pkl",  # an old pickled scaler: never loaded, never pushed (item 7)
     "results/backtest_WBTC_1h.png",  # the name only contains BTC_1h inside a longer token
     "results/notes_BTC_1h.txt",  # results are PNG/JSON/CSV only
     "results/.predictions_dlstm_BTC_1h.csv.x1y2.tmp",  # an unfinished atomic write

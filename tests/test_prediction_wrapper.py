@@ -5,7 +5,7 @@ Uses the trained roots of tests/test_train_models.py (built once per session).
 
 from __future__ import annotations
 
-import pickle
+import json
 import shutil
 from pathlib import Path
 
@@ -183,11 +183,12 @@ def test_mismatched_scaler_or_features_are_clear_errors(signal_run, prep, tmp_pa
     finally:
         prep.feature_names.reverse()
 
-    spath = root / "scalers" / "scaler_SIG.pkl"
-    info = pickle.loads(spath.read_bytes())
+    # The scaler is JSON data now, not a pickle (issue 8 item 7).
+    spath = root / "scalers" / "scaler_SIG.json"
+    info = json.loads(spath.read_text(encoding="utf-8"))
     info["dataset_sha256"] = "0" * 64
-    spath.write_bytes(pickle.dumps(info))
-    with pytest.raises(PipelineError, match="scaler_SIG.pkl: fit on dataset sha256 000000000000"):
+    spath.write_text(json.dumps(info), encoding="utf-8")
+    with pytest.raises(PipelineError, match="scaler_SIG.json: fit on dataset sha256 000000000000"):
         PredictionModel("gru", "SIG", paths, CPU)
     with pytest.raises(PipelineError, match="model file not found"):
         PredictionModel("gru", "OTHER", paths, CPU)
