@@ -216,6 +216,15 @@ def resolve_dataset_path(name_or_path: str, datasets_dir: Path) -> Path:
     for cand in candidates:
         if cand.is_file():
             return cand
+    # A folder is there but is not a dataset: say so instead of "not found" (issue 8 item 13).
+    folder = next((c for c in candidates if c.is_dir()), None)
+    if folder is not None:
+        csvs = sorted(p.name for p in folder.glob("*.csv") if p.is_file())
+        inside = f"; CSV files in it: {', '.join(csvs[:MAX_LISTED])}" if csvs else ""
+        more = f" and {len(csvs) - MAX_LISTED} more" if len(csvs) > MAX_LISTED else ""
+        raise DatasetError(
+            f"{folder}: is a directory (expected a CSV file or a dataset name){inside}{more}"
+        )
     tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
     available = ", ".join(available_datasets(datasets_dir)) or "none"
     raise DatasetError(

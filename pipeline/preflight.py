@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from pipeline.common import Paths, PipelineError
-from pipeline.config import Config
+from pipeline.config import Config, TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -239,15 +239,87 @@ def check_remote(repo_dir: Path, remote: str, timeout_s: int = 10) -> CheckResul
     return CheckResult("network", f"{message}; the push step will fail", required, WARN)
 
 
-def check_dataset(dataset: str, paths: Paths) -> CheckResult:
-    """The dataset exists and passes validation (``pipeline.data.load_dataset``)."""
+def _split_args(t: TrainingConfig) -> tuple[int, int, int, float, float, int | None, int]:
+    """(warm-up, lookback, k, test, val, purge, folds) exactly as step 5 passes them to
+    :func:`pipeline.features.make_splits` (via ``pipeline.prepare.arrays_from_config``)."""
+    from pipeline.features import warmup_bars
+
+    return (
+        warmup_bars(t.resolved_features()),
+        t.lookback,
+        t.smoothing_k,
+        t.test_fraction,
+        t.val_fraction,
+        t.purge_gap,
+        t.walk_forward_folds,
+    )
+
+
+def min_dataset_rows(t: TrainingConfig) -> int | None:
+    """Fewest CSV rows whose chronological split step 5 accepts with ``t`` (None: no count does).
+
+    Asks :func:`pipeline.features.make_splits` itself, the function that raises step 5's
+    "needs at least N rows", so preflight and step 5 cannot disagree (issue 8 item 13).
+    """
+    from pipeline.features import SplitError, make_splits
+
+    args = _split_args(t)
+
+    def ok(n: int) -> bool:
+        try:
+            make_splits(n, *args)
+        except SplitError:
+            return False
+        return True
+
+    hi = 64
+    while not ok(hi):
+        hi *= 2
+        if hi > 2**40:
+            return None
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    # Rounding of the fractions can make the check non-monotone by a bar or two, as in step 5.
+    while not all(ok(lo + d) for d in range(4)):
+        lo += 1
+    return lo
+
+
+def check_dataset(dataset: str, paths: Paths, cfg: TrainingConfig | None = None) -> CheckResult:
+    """The dataset exists, passes validation (``pipeline.data.load_dataset``) and, with ``cfg``,
+    has enough rows for step 5's chronological split (the same check that step 5 makes)."""
     from pipeline.data import load_dataset
 
     required = "present and valid OHLCV CSV"
+    needed = min_dataset_rows(cfg) if cfg is not None else None
+    if needed is not None:
+        required += f", >= {needed} rows"
     try:
         _df, info = load_dataset(dataset, paths.datasets)
     except PipelineError as exc:
         return CheckResult("dataset", str(exc), required, FAIL)
+    if cfg is not None:
+        from pipeline.features import SplitError, make_splits
+
+        try:
+            make_splits(info.rows, *_split_args(cfg))
+        except SplitError as exc:
+            t = cfg
+            why = (
+                f"step 5 needs at least {needed} rows (lookback {t.lookback}, smoothing_k "
+                f"{t.smoothing_k}, purge_gap {t.purge_gap if t.purge_gap is not None else 'auto'}, "
+                f"test_fraction {t.test_fraction}, val_fraction {t.val_fraction}, "
+                f"walk_forward_folds {t.walk_forward_folds}, feature warm-up "
+                f"{_split_args(t)[0]} bars)"
+                if needed is not None
+                else str(exc)
+            )
+            return CheckResult("dataset", f"{info.path}: {info.rows} rows; {why}", required, FAIL)
     return CheckResult("dataset", info.summary(), required, PASS)
 
 
@@ -335,7 +407,7 @@ def run_preflight(cfg: Config, dataset: str, paths: Paths, push: bool) -> list[C
     if push:
         rows.append(check_remote(paths.root, t.git_remote))
     rows += [
-        check_dataset(dataset, paths),
+        check_dataset(dataset, paths, t),
         check_dependencies(),
         check_write_permissions(paths),
         check_lock(paths, dataset),

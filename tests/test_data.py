@@ -114,6 +114,22 @@ def test_resolve_name_path_and_missing(tmp_path: Path, monkeypatch: pytest.Monke
     assert "available in" in msg and "ABC, OTHER" in msg
 
 
+def test_directory_given_as_dataset_says_is_a_directory(tmp_path: Path) -> None:
+    # issue 8 item 13: a folder passed as --dataset said "not found".
+    ddir = tmp_path / "datasets"
+    (ddir / "SUB").mkdir(parents=True)
+    folder = tmp_path / "candles"
+    folder.mkdir()
+    for given in (str(folder), str(ddir / "SUB"), "SUB"):
+        with pytest.raises(DatasetError) as exc:
+            resolve_dataset_path(given, ddir)
+        msg = str(exc.value)
+        assert "is a directory" in msg and "expected a CSV file" in msg, msg
+        assert "not found" not in msg
+    with pytest.raises(DatasetError, match=rf"{folder}: is a directory"):
+        load_dataset(str(folder), ddir)
+
+
 # ---------------------------------------------------------------- timestamp formats
 
 

@@ -114,6 +114,63 @@ def test_dataset_valid_and_broken(paths: Paths) -> None:
     assert missing.status == FAIL and "NOPE" in missing.found
 
 
+@pytest.mark.parametrize("n_rows", [1, 100])
+def test_dataset_too_short_for_the_split_fails_in_preflight(paths: Paths, n_rows: int) -> None:
+    # issue 8 item 13: "needs at least N rows" came only in step 5, after preflight passed.
+    from pipeline.features import SplitError
+    from pipeline.prepare import arrays_from_config
+
+    cfg = load_config(None, None, preset="smoke")
+    name = f"SHORT-{n_rows}"
+    df = generate_ohlcv(n_rows, seed=2)
+    write_ohlcv_csv(df, paths.datasets / f"{name}.csv")
+    row = check_dataset(name, paths, cfg.training)
+    assert row.status == FAIL, row
+    # the same minimum as step 5's error (pipeline.features.make_splits via prepare)
+    loaded = pytest.importorskip("pipeline.data").load_dataset(name, paths.datasets)[0]
+    with pytest.raises(SplitError) as step5:
+        arrays_from_config(loaded, cfg.training)
+    needed = int(str(step5.value).split("needs at least ")[-1].split()[0])
+    assert f">= {needed} rows" in row.required, row
+    assert f"needs at least {needed} rows" in row.found, row
+    assert f"{name}.csv" in row.found or name in row.found
+    # the full 600-row dataset passes, and says how many rows the config needs
+    ok = check_dataset(DATASET, paths, cfg.training)
+    assert ok.status == PASS and f">= {needed} rows" in ok.required, ok
+
+
+def test_dataset_directory_fails_with_is_a_directory(paths: Paths) -> None:
+    row = check_dataset(str(paths.datasets), paths)
+    assert row.status == FAIL and "is a directory" in row.found and "not found" not in row.found
+
+
+def test_runpod_main_exits_2_on_a_100_row_csv(
+    paths: Paths, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runpod_main
+
+    write_ohlcv_csv(generate_ohlcv(100, seed=3), paths.datasets / "TINY.csv")
+    monkeypatch.delenv("RUNPOD_PUSH_TO_GITHUB", raising=False)
+    code = runpod_main.main(
+        [
+            "--dataset",
+            "TINY",
+            "--root",
+            str(paths.root),
+            "--no-push",
+            "--preset",
+            "smoke",
+            "--set",
+            "min_disk_gb=0",
+            "--set",
+            "min_memory_gb=0",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "dataset: " in err and "needs at least" in err and "rows" in err
+
+
 def test_dependencies_found_and_missing() -> None:
     ok = check_dependencies()
     assert ok.status == PASS and "torch" in ok.found and "sklearn" in ok.found
