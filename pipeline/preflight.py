@@ -2,7 +2,8 @@
 
 Each check returns one :class:`CheckResult` row (check, value found, required, pass/warn/fail).
 A ``fail`` stops the run before any training (exit code 2); a ``warn`` is printed and the run goes
-on (no GPU, git remote unreachable: only the push step would fail).
+on (no GPU; git remote unreachable while pushing is only the default: only the push step would
+fail). The push row fails when ``RUNPOD_PUSH_TO_GITHUB=true`` was set explicitly.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import textwrap
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -226,17 +228,67 @@ def check_gpu() -> CheckResult:
     return CheckResult("gpu", found, "CUDA GPU (optional)", PASS)
 
 
-def check_remote(repo_dir: Path, remote: str, timeout_s: int = 10) -> CheckResult:
-    """Can the git remote be reached? Offline is a warning: only the push step would fail."""
-    required = f"git remote {remote!r} reachable (push)"
+PUSH_ENV = "RUNPOD_PUSH_TO_GITHUB"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def push_explicitly_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``RUNPOD_PUSH_TO_GITHUB`` is set to true (not merely the default of pushing)."""
+    env = os.environ if environ is None else environ
+    return env.get(PUSH_ENV, "").strip().lower() in _TRUE
+
+
+def _remote_url(repo_dir: Path, remote: str) -> str | None:
+    """The URL ``git remote get-url`` gives for ``remote`` (no network), or None."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(repo_dir), "remote", "get-url", remote],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = proc.stdout.strip()
+    return url if proc.returncode == 0 and url else None
+
+
+def check_remote(
+    repo_dir: Path,
+    remote: str,
+    timeout_s: int = 10,
+    branch: str = "main",
+    required: bool | None = None,
+) -> CheckResult:
+    """Where the run pushes (remote, URL with userinfo masked, branch), checked with
+    ``git ls-remote`` under the push step's own credentials (``runpod_github``'s askpass route).
+
+    Not reachable, or the credentials refused: a failure when ``required`` (default: env
+    ``RUNPOD_PUSH_TO_GITHUB=true`` was set explicitly), else a warning, since only the push step
+    would fail (issue 8 item 24: a clone of someone else's repository trained for hours, then
+    failed with exit 3).
+    """
+    if required is None:
+        required = push_explicitly_requested()
+    secrets = secret_values()
+    url = _remote_url(repo_dir, remote)
+    where = f"push to {remote}" + (f" ({url})" if url else "") + f", branch {branch}"
+    where = mask_secrets(where, secrets)
+    need = "remote reachable with the push credentials (git ls-remote)" + (
+        f"; {PUSH_ENV}=true" if required else "; else only the push step fails"
+    )
     try:
         from runpod_github import check_remote_reachable
     except ImportError as exc:
-        return CheckResult("network", f"runpod_github not importable: {exc}", required, WARN)
+        status = FAIL if required else WARN
+        return CheckResult("network", f"{where}: runpod_github not importable: {exc}", need, status)
     ok, message = check_remote_reachable(repo_dir, remote, timeout_s)
+    message = mask_secrets(message, secrets)
     if ok:
-        return CheckResult("network", message, required, PASS)
-    return CheckResult("network", f"{message}; the push step will fail", required, WARN)
+        return CheckResult("network", f"{where}: {message}", need, PASS)
+    status = FAIL if required else WARN
+    return CheckResult("network", f"{where}: {message}; the push step will fail", need, status)
 
 
 def _split_args(t: TrainingConfig) -> tuple[int, int, int, float, float, int | None, int]:
@@ -396,8 +448,18 @@ def check_lock(paths: Paths, dataset: str) -> CheckResult:
     )
 
 
-def run_preflight(cfg: Config, dataset: str, paths: Paths, push: bool) -> list[CheckResult]:
-    """All checks, in table order; the network check only when ``push``."""
+def run_preflight(
+    cfg: Config,
+    dataset: str,
+    paths: Paths,
+    push: bool,
+    push_required: bool | None = None,
+) -> list[CheckResult]:
+    """All checks, in table order; the push-destination check only when ``push``.
+
+    ``push_required`` (default: env ``RUNPOD_PUSH_TO_GITHUB=true`` set explicitly) turns an
+    unreachable remote or refused credentials from a warning into a failure.
+    """
     t = cfg.training
     rows = [
         check_disk(paths, t.min_disk_gb),
@@ -405,7 +467,9 @@ def run_preflight(cfg: Config, dataset: str, paths: Paths, push: bool) -> list[C
         check_gpu(),
     ]
     if push:
-        rows.append(check_remote(paths.root, t.git_remote))
+        rows.append(
+            check_remote(paths.root, t.git_remote, branch=t.git_branch, required=push_required)
+        )
     rows += [
         check_dataset(dataset, paths, t),
         check_dependencies(),

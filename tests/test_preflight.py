@@ -225,6 +225,96 @@ def test_remote_reachable_local_bare_repo(tmp_path: Path) -> None:
     assert result.status == PASS, result.found
 
 
+def _git_work(tmp_path: Path, url: str) -> Path:
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "remote", "add", "origin", url], check=True)
+    return work
+
+
+def test_push_destination_row_shows_remote_url_and_branch(tmp_path: Path) -> None:
+    # issue 8 item 24: the table shows where the run pushes, checked with git ls-remote.
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    work = _git_work(tmp_path, str(bare))
+    row = check_remote(work, "origin", timeout_s=10, branch="results", required=True)
+    assert row.status == PASS, row
+    assert row.check == "network"
+    assert row.found.startswith(f"push to origin ({bare}), branch results: ")
+    assert "reachable" in row.found
+
+
+@pytest.mark.parametrize(
+    ("env", "status"),
+    [({"RUNPOD_PUSH_TO_GITHUB": "true"}, FAIL), ({}, WARN), ({"RUNPOD_PUSH_TO_GITHUB": ""}, WARN)],
+)
+def test_unreachable_push_destination_fails_only_when_push_was_requested(
+    paths: Paths,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    status: str,
+) -> None:
+    monkeypatch.delenv("RUNPOD_PUSH_TO_GITHUB", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    # A password in the URL must not reach the table (issue 8 item 8); port 9 refuses at once.
+    root = _git_work(tmp_path / "w", "https://bob:hunter22@127.0.0.1:9/repo.git")
+    write_ohlcv_csv(generate_ohlcv(600, seed=1), root / "datasets" / f"{DATASET}.csv")
+    cfg = load_config(None, None, overrides=["min_disk_gb=0", "min_memory_gb=0"])
+    rows = run_preflight(cfg, DATASET, Paths.from_root(root), push=True)
+    net = next(r for r in rows if r.check == "network")
+    assert net.status == status, net
+    assert "https://***@127.0.0.1:9/repo.git" in net.found and "hunter22" not in net.found
+    assert "branch main" in net.found and "the push step will fail" in net.found
+    assert [r.check for r in failed(rows)] == (["network"] if status == FAIL else [])
+    # --no-push (push=False): no push row at all, whatever the environment says
+    assert "network" not in [r.check for r in run_preflight(cfg, DATASET, paths, push=False)]
+
+
+def test_push_destination_checked_with_the_push_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The remote refuses the credentials: git ls-remote must have offered the token (through
+    # runpod_github's askpass helper, as the push does), and the row must fail without leaking it.
+    import base64
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        token = "ghp_preflightTOKEN1234567"
+        monkeypatch.setenv("GITHUB_TOKEN", token)
+        monkeypatch.setenv("RUNPOD_PUSH_TO_GITHUB", "true")
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        url = f"http://127.0.0.1:{server.server_address[1]}/repo.git"
+        work = _git_work(tmp_path, url)
+        row = check_remote(work, "origin", timeout_s=20)
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    assert expected in seen, seen
+    assert row.status == FAIL, row
+    assert token not in row.found and url in row.found
+
+
 def test_run_preflight_rows_and_network_only_when_pushing(paths: Paths) -> None:
     cfg = load_config(None, None, overrides=["min_disk_gb=0", "min_memory_gb=0"])
     rows = run_preflight(cfg, DATASET, paths, push=False)
