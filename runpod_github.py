@@ -6,7 +6,10 @@ a commit), so this step force-adds exactly the files it collects. Three rules sh
 * The token (env ``GITHUB_TOKEN``) reaches git only through a ``GIT_ASKPASS`` helper script that
   echoes it from an environment variable set in the network subprocess alone; the script holds no
   secret, lives in a 0700 temp dir and is removed afterwards. Nothing secret goes into
-  ``.git/config``, the remote URL, argv or a log line, and every error text is masked.
+  ``.git/config``, the remote URL, argv or a log line, and every error text is masked: the token
+  and any ``user:password@`` part of a URL (a password put into ``git_remote`` or into the
+  remote's URL) are shown as ``***``. A file that contains the token or such a password is never
+  committed: the step refuses with exit code 3 before anything is committed or pushed.
 * Large-transfer settings travel as ``git -c key=value`` on the command line, never in config.
 * Nothing trained is deleted or modified: no ``clean``, ``reset --hard`` or checkout of artifact
   paths; before the one rebase we refuse if the remote's new commits would overwrite an untracked or
@@ -27,10 +30,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import git
 
-from pipeline.common import EXIT_OK, EXIT_PUSH, Paths, PipelineError, run_cli, setup_logging
+from pipeline.common import (
+    EXIT_OK,
+    EXIT_PUSH,
+    CliParser,
+    Paths,
+    PipelineError,
+    run_cli,
+    setup_logging,
+)
+from pipeline.preflight import MIN_SECRET_LEN
+from pipeline.runlock import dataset_name, step_lock
 
 logger = logging.getLogger("runpod_github")
 
@@ -59,6 +73,12 @@ esac
 _RESULT_SUFFIXES = frozenset({".png", ".json", ".csv"})
 _CONFIG_SUFFIXES = frozenset({".txt", ".json", ".yaml", ".yml"})
 _URL_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+# A URL that carries a password (``scheme://user:password@``); a masked one (``***@``) has none.
+_URL_PASSWORD = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s/@:'\"<>]+:([^\s/@'\"<>]+)@")
+# Files read as text when looking for a URL password (binary files are searched for the exact
+# secrets only, so random bytes never look like a URL).
+_TEXT_SUFFIXES = frozenset({".log", ".json", ".csv", ".txt", ".yaml", ".yml", ".md", ".toml"})
+_SCAN_CHUNK = 8 * MIB
 
 
 class PushError(PipelineError):
@@ -187,11 +207,45 @@ def collect_artifacts(root: Path, dataset: str) -> list[Path]:
 # ---------------------------------------------------------------- git plumbing
 
 
-def _mask(text: str, token: str | None) -> str:
-    """``text`` with the token and any ``user:pass@`` part of a URL replaced by ``***``."""
-    if token:
-        text = text.replace(token, "***")
+def _mask(text: str, *secrets: str | None) -> str:
+    """``text`` with each secret and any ``user:pass@`` part of a URL replaced by ``***``."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
     return _URL_USERINFO.sub(r"\1***@", text)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets a URL carries: ``user:password`` and the password (raw and percent-decoded).
+
+    A password shorter than ``MIN_SECRET_LEN`` is listed only as part of ``user:password`` (the
+    bare word would match ordinary text); the ``scheme://user:password@`` form is masked by
+    :data:`_URL_USERINFO` whatever its length (issue 8 item 8).
+    """
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return []
+    if not parts.scheme or "@" not in parts.netloc:
+        return []
+    userinfo = parts.netloc.rpartition("@")[0]
+    user, sep, password = userinfo.partition(":")
+    if not sep or not password:
+        return []
+    found = {userinfo, f"{unquote(user)}:{unquote(password)}"}
+    found |= {p for p in (password, unquote(password)) if len(p) >= MIN_SECRET_LEN}
+    return sorted(found, key=len, reverse=True)
+
+
+def _remote_urls(repo: git.Repo, remote: str) -> list[str]:
+    """``remote`` itself when it is a URL, else its configured fetch and push URLs."""
+    if "://" in remote:
+        return [remote]
+    urls = []
+    reader = repo.config_reader()
+    for key in ("url", "pushurl"):
+        with contextlib.suppress(Exception):  # missing section/option: no URL of that kind
+            urls += list(reader.get_values(f'remote "{remote}"', key))
+    return [str(u) for u in urls]
 
 
 def _one_line(stderr: str, limit: int = 600) -> str:
@@ -234,6 +288,12 @@ class _Git:
     repo: git.Repo
     token: str | None
     timeout_s: float | None
+    secrets: tuple[str, ...] = ()
+    """Besides the token, what to mask in git's output (URL passwords)."""
+
+    def mask(self, text: str) -> str:
+        """``text`` with the token, :attr:`secrets` and URL userinfo masked."""
+        return _mask(text, self.token, *self.secrets)
 
     def run(
         self,
@@ -264,8 +324,8 @@ class _Git:
                 with_exceptions=False,
             )
         except git.GitCommandError as exc:  # raised e.g. when the timeout killed git
-            return 1, "", _mask(str(exc), self.token)
-        return int(status or 0), str(out), _mask(str(err), self.token)
+            return 1, "", self.mask(str(exc))
+        return int(status or 0), str(out), self.mask(str(err))
 
     def check(self, args: Sequence[str], what: str, *, config: Sequence[str] = ()) -> str:
         """Like :meth:`run` but raise :class:`PushError` (``what`` failed: stderr) on failure."""
@@ -292,15 +352,27 @@ def _open_repo(repo_dir: Path) -> git.Repo:
 
 
 def _require_remote(repo: git.Repo, remote: str) -> None:
-    """Raise :class:`PushError` naming ``remote`` and the configured ones when it is missing."""
+    """Raise :class:`PushError` naming ``remote`` and the configured ones when it is missing.
+
+    ``remote`` is shown masked: a URL given as the remote may carry a password (issue 8 item 8).
+    """
     names = [r.name for r in repo.remotes]
-    if remote not in names:
-        listed = ", ".join(names) if names else "none"
+    if remote in names:
+        return
+    listed = ", ".join(names) if names else "none"
+    shown = _mask(remote, *url_secrets(remote))
+    if "://" in remote or "@" in remote:
         raise PushError(
-            f"git remote '{remote}' is not configured in {repo.working_tree_dir} "
-            f"(configured remotes: {listed}); add it with `git remote add {remote} <url>` "
-            "or pass --remote"
+            f"git remote '{shown}' is a URL, not the name of a remote configured in "
+            f"{repo.working_tree_dir} (configured remotes: {listed}); add it with "
+            "`git remote add <name> <url>` and set git_remote (or --remote) to that name; keep "
+            "passwords out of the URL (the push authenticates with $GITHUB_TOKEN)"
         )
+    raise PushError(
+        f"git remote '{shown}' is not configured in {repo.working_tree_dir} "
+        f"(configured remotes: {listed}); add it with `git remote add {shown} <url>` "
+        "or pass --remote"
+    )
 
 
 def _identity_config(g: _Git) -> list[str]:
@@ -364,6 +436,58 @@ def _split_by_size(
         )
         skipped.append(rel)
     return keep, skipped
+
+
+def _file_leaks(path: Path, needles: Sequence[tuple[bytes, str]]) -> str | None:
+    """Which secret ``path`` holds (the label of its first needle found), or ``None``.
+
+    Read in chunks with an overlap so that a secret split across two chunks is still found.
+    Text files are also searched for any URL with a password (``scheme://user:pw@``), which
+    catches the password of an earlier remote that is no longer configured; binary files only
+    for the exact secrets, so that random bytes never pass for a URL.
+    """
+    text = path.suffix.lower() in _TEXT_SUFFIXES
+    overlap = max([len(n) for n, _ in needles] + [4096 if text else 1]) - 1
+    tail = b""
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_SCAN_CHUNK), b""):
+            window = tail + chunk
+            for needle, label in needles:
+                if needle in window:
+                    return label
+            urls = _URL_PASSWORD.finditer(window) if text and b"://" in window else ()
+            if any(m.group(1) != b"***" for m in urls):
+                return "a URL with a password"
+            tail = window[-overlap:] if overlap > 0 else b""
+    return None
+
+
+def _refuse_secret_files(
+    root: Path, files: Sequence[str], token: tuple[str, str | None], urls: Sequence[str]
+) -> None:
+    """:class:`PushError` naming every file about to be committed that holds a secret.
+
+    ``token`` is (env variable name, value); its value counts when at least ``MIN_SECRET_LEN``
+    long. The remote's URLs contribute their ``user:password`` (and a long password alone).
+    Called before ``git add``, so a refusal leaves nothing committed or pushed (issue 8 item 8).
+    """
+    label = "a password from the remote's URL"
+    needles = [(s.encode("utf-8"), label) for u in urls for s in url_secrets(u)]
+    name, value = token
+    if value and len(value) >= MIN_SECRET_LEN:
+        needles.insert(0, (value.encode("utf-8"), f"the token ${name}"))
+    found = []
+    for rel in files:
+        label = _file_leaks(root / rel, needles)
+        if label is not None:
+            found.append(f"{rel} (holds {label})")
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise PushError(
+            f"refusing to commit {shown}: a secret would be published in the repository; "
+            "remove it from the file (or delete the file) and rerun; nothing was committed "
+            "or pushed"
+        )
 
 
 def _format_metric(value: object) -> str:
@@ -482,18 +606,44 @@ def push_artifacts(
     ``repo_dir`` is the git work tree root that also holds the artifact folders. With nothing new
     to commit it still pushes and reports the current ``HEAD``. Any failure raises
     :class:`PushError` (exit code 3); the commit and the files stay local.
+
+    Secrets (issue 8 item 8): the error text is masked (token, URL passwords of ``config.remote``
+    and of the remote's configured URLs, any URL userinfo), and a file that holds the token or
+    such a password is refused before anything is committed.
     """
     repo_dir = Path(repo_dir).resolve()
-    repo = _open_repo(repo_dir)
-    _require_remote(repo, config.remote)
     token = os.environ.get(config.token_env) or None
-    g = _Git(repo, token, config.timeout_s)
+    repo = _open_repo(repo_dir)
+    urls = _remote_urls(repo, config.remote)
+    secrets = tuple(s for u in {config.remote, *urls} for s in url_secrets(u))
+    try:
+        return _commit_and_push(repo, repo_dir, dataset, metrics, config, token, urls, secrets)
+    except PushError as exc:
+        # Whatever a message quotes (git's stderr, a remote, a path), no secret reaches the
+        # error line, the run log or the run summary.
+        raise PushError(_mask(str(exc), token, *secrets)) from None
+
+
+def _commit_and_push(
+    repo: git.Repo,
+    repo_dir: Path,
+    dataset: str,
+    metrics: dict[str, object],
+    config: PushConfig,
+    token: str | None,
+    urls: Sequence[str],
+    secrets: tuple[str, ...],
+) -> PushResult:
+    """The body of :func:`push_artifacts` (which masks the secrets in whatever this raises)."""
+    _require_remote(repo, config.remote)
+    g = _Git(repo, token, config.timeout_s, secrets)
     identity = _identity_config(g)
 
     artifacts = collect_artifacts(repo_dir, dataset)
     if not artifacts:
         logger.warning("no artifacts found for dataset %r under %s", dataset, repo_dir)
     files, skipped = _split_by_size(g, repo_dir, artifacts, config.max_file_mb)
+    _refuse_secret_files(repo_dir, files, (config.token_env, token), urls)
     message = commit_message(dataset, metrics, files, skipped, datetime.now(timezone.utc))
     if _commit(g, files, message, identity):
         logger.info("committed %d artifact files for %s", len(files), dataset)
@@ -550,8 +700,9 @@ def check_remote_reachable(
         _require_remote(repo, remote)
         url = _mask(repo.remote(remote).url, token)
     except PushError as exc:
-        return False, str(exc)
-    g = _Git(repo, token, timeout_s)
+        return False, _mask(str(exc), token)
+    secrets = tuple(s for u in _remote_urls(repo, remote) for s in url_secrets(u))
+    g = _Git(repo, token, timeout_s, secrets)
     status, out, err = g.network(["ls-remote", "--heads", remote])
     if status != 0:
         return False, f"remote {remote} ({url}) not reachable: {_one_line(err)}"
@@ -574,13 +725,19 @@ def _parse_metric(text: str) -> tuple[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``python runpod_github.py``."""
-    p = argparse.ArgumentParser(
+    """Arguments of ``python runpod_github.py`` (usage errors exit 1: issue 8 item 12)."""
+    p = CliParser(
         description="Step 8: commit this run's artifacts for a dataset (force-adding the "
         "git-ignored files) and push them. The token comes from $GITHUB_TOKEN via GIT_ASKPASS "
-        "and is never written to disk. Exit code 3 when the push fails (artifacts stay local)."
+        "and is never written to disk; a file holding the token or a password from a git URL is "
+        "never committed. Exit code 3 when the push fails (artifacts stay local), 1 on bad "
+        "input or while another run holds the dataset's lock."
     )
-    p.add_argument("--dataset", required=True, help="dataset name whose artifacts are pushed")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="dataset whose artifacts are pushed: its name or its CSV path (the file's stem)",
+    )
     p.add_argument(
         "--root",
         default=None,
@@ -623,8 +780,12 @@ def main(argv: list[str] | None = None) -> int:
             max_file_mb=args.max_file_mb,
             timeout_s=args.timeout_s,
         )
-        root = Paths.from_root(args.root).root
-        push_artifacts(root, args.dataset, dict(args.metric or []), config)
+        paths = Paths.from_root(args.root)
+        name = dataset_name(args.dataset)
+        # Run by hand, the push holds the dataset's run lock, so it never commits artifacts a
+        # live run is still writing (issue 8 item 14); a no-op when the driver already holds it.
+        with step_lock(paths, name):
+            push_artifacts(paths.root, name, dict(args.metric or []), config)
         return EXIT_OK
 
     return run_cli(body)

@@ -7,11 +7,14 @@ project, and an isolated git configuration (no global/system config, no credenti
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
+import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -517,3 +520,184 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--dataset", "--root", "--remote", "--branch", "--max-file-mb", "--metric"):
         assert flag in out
     assert "GITHUB_TOKEN" in out
+
+
+# ---------------------------------------------------------------- secrets (item 8)
+
+
+def test_password_in_remote_url_is_masked_in_the_error_line_and_logs(
+    repos: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`--set git_remote=https://bob:pw@host/repo.git` must never print the password."""
+    work, bare = repos
+    head = run_git(work, "rev-parse", "HEAD").strip()
+    url = "https://bob:pw@host/repo.git"
+    with caplog.at_level(logging.DEBUG):
+        code = runpod_github.main(["--dataset", DATASET, "--root", str(work), "--remote", url])
+        with pytest.raises(PushError) as info:  # what step 8 of the driver raises and records
+            push_artifacts(work, DATASET, METRICS, PushConfig(remote=url))
+    captured = capsys.readouterr()
+    errors = [ln for ln in captured.err.splitlines() if ln.startswith("error:")]
+    assert code == 3 and len(errors) == 1
+    assert "'https://***@host/repo.git' is a URL" in errors[0]
+    assert "git remote add <name> <url>" in errors[0]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (captured.err, captured.out, str(info.value), logged):
+        assert "bob:pw" not in text and ":pw@" not in text
+    assert run_git(work, "rev-parse", "HEAD").strip() == head  # nothing committed
+
+
+def test_password_in_the_configured_remote_url_is_masked_in_git_errors(
+    repos: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    work, _ = repos
+    # Nothing listens on port 9: git fails fast, and whatever it prints is masked.
+    run_git(work, "remote", "set-url", "origin", "https://bob:pw-s3cret-77@127.0.0.1:9/r.git")
+    with caplog.at_level(logging.DEBUG), pytest.raises(PushError) as info:
+        push_artifacts(work, DATASET, METRICS, PushConfig(timeout_s=20))
+    assert info.value.exit_code == 3 and "git push of" in str(info.value)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (str(info.value), logged):
+        assert "pw-s3cret-77" not in text and "bob:pw" not in text
+
+    ok, message = check_remote_reachable(work, "origin", timeout_s=20)
+    assert not ok and "pw-s3cret-77" not in message and "https://***@127.0.0.1:9" in message
+
+
+@pytest.mark.parametrize(
+    ("rel", "content", "holds"),
+    [
+        # the token of this run in the run summary
+        (
+            "results/run_summary_BTC_1h.json",
+            b'{"note": "ghp_UNIQUE_leak_token_91b2"}\n',
+            "the token $GITHUB_TOKEN",
+        ),
+        # the token inside a binary model file
+        (
+            "models/gru_BTC_1h_classification.pth",
+            b"\x00\x01ghp_UNIQUE_leak_token_91b2\x02",
+            "the token $GITHUB_TOKEN",
+        ),
+        # the password of the remote's URL, as an unmasked log line would hold it
+        (
+            "logs/train_BTC_1h.log",
+            b"push to https://bob:pw@host/x.git failed\n",
+            "a password from the remote's URL",
+        ),
+        # a URL password from an earlier remote (not configured any more) in a text file
+        (
+            "logs/train_BTC_1h.log",
+            b"error: git remote 'https://alice:hunter2@example.com/x.git' is not configured\n",
+            "a URL with a password",
+        ),
+    ],
+)
+def test_a_file_holding_a_secret_is_never_committed(
+    repos: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    rel: str,
+    content: bytes,
+    holds: str,
+) -> None:
+    work, bare = repos
+    token = "ghp_UNIQUE_leak_token_91b2"
+    monkeypatch.setenv("GITHUB_TOKEN", token)
+    # The push URL carries a password; the fetch URL (the bare repo) is what `git ls-remote`
+    # would use. The refusal must come before any network command.
+    run_git(work, "remote", "set-url", "--push", "origin", "https://bob:pw@host/x.git")
+    (work / rel).parent.mkdir(parents=True, exist_ok=True)
+    (work / rel).write_bytes(content)
+    head = run_git(work, "rev-parse", "HEAD").strip()
+    remote_head = run_git(bare, "rev-parse", "main").strip()
+
+    code = runpod_github.main(["--dataset", DATASET, "--root", str(work)])
+
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 3 and len(errors) == 1
+    assert f"refusing to commit {rel} (holds {holds})" in errors[0]
+    assert "nothing was committed or pushed" in errors[0]
+    assert token not in err and "bob:pw" not in err and "hunter2" not in err
+    assert run_git(work, "rev-parse", "HEAD").strip() == head
+    assert run_git(work, "diff", "--cached", "--name-only") == ""  # nothing staged either
+    assert run_git(bare, "rev-parse", "main").strip() == remote_head
+    assert (work / rel).read_bytes() == content  # the file itself is left alone
+
+
+def test_masked_urls_and_short_tokens_do_not_block_the_push(
+    repos: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, bare = repos
+    monkeypatch.setenv("GITHUB_TOKEN", "1")  # too short to be a real token: not searched for
+    (work / "logs" / "train_BTC_1h.log").write_text(
+        "remote https://***@host/x.git (masked); port http://localhost:8080/path; 1 1 1\n"
+    )
+    result = push_artifacts(work, DATASET, METRICS, PushConfig())
+    assert result.pushed and "logs/train_BTC_1h.log" in remote_files(bare)
+
+
+# ---------------------------------------------------------------- CLI: usage errors, run lock
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--dataset", DATASET, "--max-file-mb", "lots"], ["--dataset", DATASET, "--bogus"]],
+)
+def test_usage_errors_exit_1(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit code 2 is reserved for "preflight failed" (issue 8 item 12)."""
+    with pytest.raises(SystemExit) as info:
+        runpod_github.main(argv)
+    assert info.value.code == 1
+    assert "error:" in capsys.readouterr().err
+
+
+def test_push_by_hand_refuses_while_another_live_run_holds_the_lock(
+    repos: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 8 item 14: no commit of artifacts a live run may still be writing."""
+    from pipeline.common import Paths
+    from pipeline.runlock import lock_path, step_lock
+
+    work, bare = repos
+    paths = Paths.from_root(work)
+    lock = lock_path(paths, DATASET)
+    head = run_git(work, "rev-parse", "HEAD").strip()
+    remote_head = run_git(bare, "rev-parse", "main").strip()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.05)
+        owner = {
+            "pid": sleeper.pid,
+            "host": socket.gethostname(),
+            "started": "now",
+            "started_epoch": time.time(),
+            "nonce": "other-run",
+        }
+        lock.write_text(json.dumps(owner), encoding="utf-8")
+
+        code = runpod_github.main(["--dataset", DATASET, "--root", str(work)])
+
+        errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert code == 1 and len(errors) == 1
+        assert f"in progress (pid {sleeper.pid}" in errors[0] and str(lock) in errors[0]
+        assert json.loads(lock.read_text())["nonce"] == "other-run"  # their lock is untouched
+        assert run_git(work, "rev-parse", "HEAD").strip() == head
+        assert run_git(bare, "rev-parse", "main").strip() == remote_head
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    # The owner is gone: the stale lock is taken over, the push runs and releases the lock.
+    assert runpod_github.main(["--dataset", DATASET, "--root", str(work)]) == 0
+    assert not lock.exists()
+    assert remote_files(bare) == sorted([".gitignore", "README.md", *EXPECTED])
+
+    # Called while this process holds the lock (the driver's case), the push is not refused.
+    (work / "logs" / "train_BTC_1h.log").write_text("second run\n")
+    with step_lock(paths, DATASET):
+        assert runpod_github.main(["--dataset", f"{DATASET}.csv", "--root", str(work)]) == 0
+    assert run_git(bare, "show", "main:logs/train_BTC_1h.log") == "second run\n"
