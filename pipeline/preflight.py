@@ -285,6 +285,8 @@ def check_remote(
         return CheckResult("network", f"{where}: runpod_github not importable: {exc}", need, status)
     ok, message = check_remote_reachable(repo_dir, remote, timeout_s)
     message = mask_secrets(message, secrets)
+    # "remote origin (URL) reachable ..." -> "reachable ...": the row already names both.
+    message = re.sub(rf"^remote {re.escape(remote)} \(.*?\) ", "", message, count=1)
     if ok:
         return CheckResult("network", f"{where}: {message}", need, PASS)
     status = FAIL if required else WARN
