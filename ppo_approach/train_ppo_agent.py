@@ -20,7 +20,18 @@ What happens (:func:`train_agent`):
    ``total_timesteps``, ``checkpoint_freq`` and other run-only keys may change).
 3. The final model is saved as ``ppo_approach/models/ppo_{model}_{dataset}.zip`` with the resolved
    config and a meta JSON beside it, and the chosen model (best on validation, else final) is
-   backtested once on the untouched TEST block against the baselines of ``pipeline.backtest``.
+   backtested once on the untouched TEST block against the baselines of ``pipeline.backtest``,
+   annualised with the periods per year inferred from the dataset's bars.
+
+Checkpoints (issue 8 items 3, 4, 7, 16): a fresh run moves the previous run's checkpoints and best
+model aside (``.previous_run/``) and deletes them only once it has written its first checkpoint
+(or its final model); if it fails before, they are put back. ``--resume`` falls back from a
+damaged checkpoint to the newest one that loads, refuses one whose SHA-256 is not the one
+recorded when it was written, and never unpickles anything from the file
+(:func:`ppo_approach.ppo_trading_agent.load_model`). Only the newest few checkpoints are kept.
+
+Heavy libraries (torch, stable_baselines3, sklearn) are imported inside the functions that need
+them, so ``--help`` and usage errors answer at once (issue 8 item 29).
 """
 
 from __future__ import annotations
@@ -34,15 +45,15 @@ from pathlib import Path
 if importlib.util.find_spec("ppo_approach") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
+import shutil  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -51,11 +62,14 @@ from pipeline import backtest  # noqa: E402
 from pipeline.common import (  # noqa: E402
     EXIT_INTERRUPTED,
     EXIT_OK,
+    CliParser,
     Paths,
     PipelineError,
     atomic_write_json,
+    progress_bars_wanted,
     run_cli,
     setup_logging,
+    sha256_file,
 )
 from pipeline.config import (  # noqa: E402
     Config,
@@ -64,15 +78,13 @@ from pipeline.config import (  # noqa: E402
     config_from_args,
     write_resolved,
 )
-from pipeline.features import AGENT_PRICE_FEATURE_NAMES  # noqa: E402
-from pipeline.prepare import Prepared, prepare_dataset  # noqa: E402
-from ppo_approach import ppo_trading_agent as agent  # noqa: E402
-from ppo_approach.prediction_wrapper import (  # noqa: E402
-    load_prediction_table,
-    predictions_path,
-)
+from pipeline.runlock import step_lock  # noqa: E402
 from ppo_approach.reward_functions import RewardConfig, RewardFunction  # noqa: E402
 from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
+
+if TYPE_CHECKING:  # torch / SB3 / sklearn only when a function needs them (issue 8 item 29)
+    from pipeline.prepare import Prepared
+    from ppo_approach import ppo_trading_agent as agent_module
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +93,14 @@ PRED_BASE_COLUMNS = ("pred_class", "confidence", "p_fall", "p_stationary", "p_ri
 
 
 class TrainingInterrupted(PipelineError):
-    """SIGINT / SIGTERM stopped training; a checkpoint was written (exit code 130)."""
+    """SIGINT / SIGTERM stopped training (exit code 130); ``checkpoint_written`` says whether a
+    checkpoint was written (not when the first rollout had not finished)."""
 
     exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, checkpoint_written: bool = True) -> None:
+        super().__init__(message)
+        self.checkpoint_written = checkpoint_written
 
 
 class PredictionTableError(PipelineError):
@@ -100,6 +117,8 @@ class ResumeMismatchError(PipelineError):
 def load_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
     """The validated prediction table of ``model`` (``prediction_wrapper.load_prediction_table``),
     with its path in ``attrs["path"]`` for error messages."""
+    from ppo_approach.prediction_wrapper import load_prediction_table, predictions_path
+
     table = load_prediction_table(paths, model, dataset)
     table.attrs["path"] = str(predictions_path(paths, model, dataset))
     return table
@@ -176,6 +195,8 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
     warm-up, in chronological order train < val < test, and that the table's timestamps are the
     dataset's (a table left over from another version of the CSV is refused).
     """
+    from pipeline.features import AGENT_PRICE_FEATURE_NAMES
+
     where = table.attrs.get("path", "prediction table")
     arrays = prepared.arrays
     feats = prediction_features(table, cfg)  # (rows, P)
@@ -262,32 +283,94 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
 
 
 def _progress_bar_wanted() -> bool:
-    """SB3's bar needs tqdm + rich and a terminal; never inside pytest."""
-    if not sys.stderr.isatty() or "PYTEST_CURRENT_TEST" in os.environ:
+    """SB3's bar: when :func:`pipeline.common.progress_bars_wanted` (a terminal, or one forwarded by
+    the entry point) and tqdm + rich are installed; otherwise a log line every 30 s (item 26)."""
+    if not progress_bars_wanted():
         return False
     return all(importlib.util.find_spec(m) is not None for m in ("tqdm", "rich"))
 
 
-def _clear_previous_run(directory: Path) -> None:
-    """A fresh (non-resume) run starts from nothing: drop old checkpoints and best model."""
-    old = [p for _, p in agent.list_checkpoints(directory)]
-    old += [p for p in (directory / agent.BEST_MODEL_NAME, directory / agent.BEST_META_NAME)]
-    old = [p for p in old if p.exists()]
-    if old:
-        log.warning(
-            "fresh run: removing %d file(s) of an earlier run from %s (use --resume to continue)",
-            len(old),
-            directory,
-        )
-        for p in old:
-            p.unlink()
+PREVIOUS_RUN_DIR = ".previous_run"
+"""Inside the checkpoint folder: the previous run's files while a fresh run has not yet written
+its first checkpoint (issue 8 item 3)."""
+
+
+def _run_files(ckdir: Path) -> list[Path]:
+    """Checkpoints, best model, checksums and run config of the run in ``ckdir``."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    files = [p for _, p in agent.list_checkpoints(ckdir)]
+    names = (agent.BEST_MODEL_NAME, agent.BEST_META_NAME, agent.CHECKSUMS_NAME, RUN_CONFIG_NAME)
+    return files + [ckdir / n for n in names if (ckdir / n).is_file()]
+
+
+def _set_aside_previous_run(ckdir: Path) -> None:
+    """A fresh (non-resume) run: move the earlier run's files to ``.previous_run/``.
+
+    They are deleted by :func:`_drop_previous_run` once this run has written a checkpoint or its
+    final model, and put back by :func:`_recover_previous_run` when it fails before (a crashing
+    setup must not cost the earlier run, issue 8 item 3).
+    """
+    files = _run_files(ckdir)
+    if not files:
+        return
+    aside = ckdir / PREVIOUS_RUN_DIR
+    aside.mkdir(exist_ok=True)
+    for p in files:
+        os.replace(p, aside / p.name)
+    log.warning(
+        "fresh run: moved %d file(s) of an earlier run to %s; they are deleted when this run "
+        "writes its first checkpoint (use --resume to continue the earlier run instead)",
+        len(files),
+        aside,
+    )
+
+
+def _drop_previous_run(ckdir: Path) -> None:
+    """This run has saved something: the earlier run's set-aside files go."""
+    aside = ckdir / PREVIOUS_RUN_DIR
+    if aside.is_dir():
+        shutil.rmtree(aside)
+        log.info("removed the earlier run's files from %s", aside)
+
+
+def _recover_previous_run(ckdir: Path) -> None:
+    """After a fresh run that failed (or was killed) before its first checkpoint, put the earlier
+    run's files back; when it did write one, delete them (the cleanup was all that was left)."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    aside = ckdir / PREVIOUS_RUN_DIR
+    if not aside.is_dir():
+        return
+    if agent.list_checkpoints(ckdir):
+        _drop_previous_run(ckdir)
+        return
+    for p in _run_files(ckdir):  # the failed run's partial files (no checkpoint of its own)
+        p.unlink()
+    moved = list(aside.iterdir())
+    for p in moved:
+        os.replace(p, ckdir / p.name)
+    aside.rmdir()
+    log.warning(
+        "restored %d file(s) of the earlier run in %s (the fresh run wrote no checkpoint)",
+        len(moved),
+        ckdir,
+    )
 
 
 RUN_CONFIG_NAME = "run_config.json"
 """Beside the checkpoints: the settings they were trained under (:func:`run_fingerprint`)."""
 
 RESUME_FREE_KEYS = frozenset(
-    {"total_timesteps", "checkpoint_freq", "eval_freq", "device", "vec_env", "random_policy_seeds"}
+    {
+        "total_timesteps",
+        "checkpoint_freq",
+        "keep_checkpoints",
+        "eval_freq",
+        "device",
+        "vec_env",
+        "random_policy_seeds",
+    }
 )
 """PPO keys a resumed run may change: how long, how often, where it runs, or only the backtest.
 Every other key changes what the saved weights were trained for (SB3's ``PPO.load`` would
@@ -333,49 +416,149 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _resume_point(
+@dataclass(frozen=True)
+class ResumeCandidate:
+    """A file ``--resume`` may continue from (newest first in :func:`_resume_candidates`)."""
+
+    timesteps: int
+    path: Path
+    sha256: str | None
+    """The SHA-256 recorded when the file was written; ``None`` when nothing was recorded."""
+
+
+def _resume_candidates(
     paths: Paths, ckdir: Path, model_name: str, dataset: str, fingerprint: dict[str, Any]
-) -> tuple[int, Path] | None:
-    """Where ``--resume`` continues: the newest of the newest checkpoint and the final model that
-    was trained with the same :func:`run_fingerprint` (resuming a finished run then trains no
-    further and only re-runs the backtest).
+) -> list[ResumeCandidate]:
+    """What ``--resume`` may continue from, newest first: the checkpoints (all of them, so a
+    damaged newest one can be skipped, issue 8 item 4) and the final model, each trained with the
+    same :func:`run_fingerprint` (resuming a finished run trains no further and only re-runs the
+    backtest).
 
     Raises :class:`ResumeMismatchError` naming the changed keys when something could be resumed
     but every candidate was trained with other settings; a checkpoint folder without
     ``run_config.json`` (written by older versions) is resumed with a warning.
     """
-    candidates: list[tuple[int, Path, dict[str, Any] | None, Path]] = []
-    latest = agent.latest_checkpoint(ckdir)
-    if latest is not None:
-        run_cfg = ckdir / RUN_CONFIG_NAME
-        candidates.append((*latest, _read_json(run_cfg), run_cfg))
+    from ppo_approach import ppo_trading_agent as agent
+
+    found: list[tuple[int, Path, dict[str, Any] | None, Path]] = []
+    checkpoints = agent.list_checkpoints(ckdir)
+    run_cfg = ckdir / RUN_CONFIG_NAME
+    saved_cfg = _read_json(run_cfg) if checkpoints else None
+    found += [(ts, path, saved_cfg, run_cfg) for ts, path in checkpoints]
     final = agent.final_model_path(paths, model_name, dataset)
     meta_path = final.with_name(f"{final.stem}_meta.json")
     meta = _read_json(meta_path) if final.is_file() else None
     # A final model counts only with its fingerprint (older metas have none: resume a checkpoint).
     if meta is not None and isinstance(meta.get("timesteps"), int) and "run_config" in meta:
-        candidates.append((meta["timesteps"], final, meta["run_config"], meta_path))
-    if not candidates:
-        return None
-    matching = [c for c in candidates if c[2] is None or not fingerprint_changes(c[2], fingerprint)]
-    if matching:
-        ts, path, saved, _ = max(matching, key=lambda c: c[0])
-        if saved is None:
-            log.warning(
-                "--resume: %s has no %s; cannot check that the current config matches the "
-                "checkpoint's",
-                ckdir,
-                RUN_CONFIG_NAME,
-            )
-        return ts, path
-    ts, path, saved, source = max(candidates, key=lambda c: c[0])
-    assert saved is not None
-    changes = fingerprint_changes(saved, fingerprint)
-    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
-    raise ResumeMismatchError(
-        f"--resume: {path.name} ({ts} timesteps) was trained with other settings ({source}): "
-        f"{shown}; run without --resume to start over, or --set the old values"
+        found.append((meta["timesteps"], final, meta["run_config"], meta_path))
+    if not found:
+        return []
+    matching = [c for c in found if c[2] is None or not fingerprint_changes(c[2], fingerprint)]
+    if not matching:
+        ts, path, saved, source = max(found, key=lambda c: c[0])
+        assert saved is not None
+        changes = fingerprint_changes(saved, fingerprint)
+        shown = "; ".join(changes[:6])
+        if len(changes) > 6:
+            shown += f"; and {len(changes) - 6} more"
+        raise ResumeMismatchError(
+            f"--resume: {path.name} ({ts} timesteps) was trained with other settings ({source}): "
+            f"{shown}; run without --resume to start over, or --set the old values"
+        )
+    if any(c[2] is None for c in matching):
+        log.warning(
+            "--resume: %s has no %s; cannot check that the current config matches the checkpoint's",
+            ckdir,
+            RUN_CONFIG_NAME,
+        )
+    checksums = agent.read_checksums(ckdir)
+    out = []
+    for ts, path, _, _ in sorted(matching, key=lambda c: (c[0], c[1] == final), reverse=True):
+        if path == final:
+            sha = meta.get("sha256") if meta is not None else None
+        else:
+            sha = None if checksums is None else checksums.get(path.name, "")
+        out.append(ResumeCandidate(ts, path, sha if isinstance(sha, str) else None))
+    return out
+
+
+def _resume_point(
+    paths: Paths, ckdir: Path, model_name: str, dataset: str, fingerprint: dict[str, Any]
+) -> tuple[int, Path] | None:
+    """The newest :func:`_resume_candidates` entry as ``(timesteps, path)``, or ``None``."""
+    cands = _resume_candidates(paths, ckdir, model_name, dataset, fingerprint)
+    return (cands[0].timesteps, cands[0].path) if cands else None
+
+
+def _unrecorded(path: Path, where: Path) -> agent_module.UntrustedModelError:
+    from ppo_approach import ppo_trading_agent as agent
+
+    return agent.UntrustedModelError(
+        f"{path}: not recorded in {where}, so not written by this run; refusing to load it "
+        "(delete it, or run without --resume to start over)"
     )
+
+
+def _load_resume_point(
+    cands: list[ResumeCandidate], vec_env: Any, device: str, paths: Paths, pc: PPOConfig
+) -> tuple[Any, ResumeCandidate] | None:
+    """Load the newest candidate that loads; a damaged one is skipped with a warning naming it
+    (issue 8 item 4). One whose recorded SHA-256 differs (or that the checksum manifest does not
+    list) stops the run: it was replaced, not damaged (item 7)."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    for cand in cands:
+        if cand.sha256 == "":
+            raise _unrecorded(cand.path, cand.path.parent / agent.CHECKSUMS_NAME)
+        if cand.sha256 is None:
+            log.warning(
+                "--resume: no SHA-256 recorded for %s (written by an older version); loading it "
+                "unverified (nothing in it is unpickled)",
+                cand.path,
+            )
+        try:
+            model = agent.load_model(
+                cand.path,
+                vec_env,
+                device,
+                paths.ppo_logs,
+                clip_range=pc.clip_range,
+                expected_sha256=cand.sha256,
+            )
+        except agent.CorruptModelError as exc:
+            log.warning("--resume: skipping %s; trying the next older one", exc)
+            continue
+        if model.num_timesteps != cand.timesteps:
+            log.warning(
+                "--resume: skipping %s: holds %d timesteps but its name or meta says %d",
+                cand.path,
+                model.num_timesteps,
+                cand.timesteps,
+            )
+            continue
+        return model, cand
+    return None
+
+
+def _adopt_unrecorded_files(ckdir: Path) -> None:
+    """Resuming a folder of an older version (no checksum manifest): record the hashes of what is
+    there now, so this run's later checks (best model, fallback) have something to compare to."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    if agent.read_checksums(ckdir) is not None:
+        return
+    names = [p for _, p in agent.list_checkpoints(ckdir)] + [ckdir / agent.BEST_MODEL_NAME]
+    recorded = {p.name: sha256_file(p) for p in names if p.is_file()}
+    if recorded:
+        atomic_write_json(ckdir / agent.CHECKSUMS_NAME, dict(sorted(recorded.items())))
+
+
+def _keep_checkpoints(pc: PPOConfig) -> int:
+    """Checkpoints kept per run: the config's ``keep_checkpoints`` when it has one, else
+    :data:`ppo_trading_agent.KEEP_CHECKPOINTS` (issue 8 item 16)."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    return int(getattr(pc, "keep_checkpoints", agent.KEEP_CHECKPOINTS))
 
 
 def _make_test_env(block: AgentBlock, reward_cfg: RewardConfig) -> Any:
@@ -387,6 +570,12 @@ def _make_test_env(block: AgentBlock, reward_cfg: RewardConfig) -> Any:
     return make
 
 
+def annualisation(prepared: Prepared) -> tuple[float, str]:
+    """Periods per year inferred from the dataset's bars, and how (issue 8 item 20)."""
+    value, how = backtest.infer_periods_per_year(prepared.arrays.timestamps)
+    return float(value), how
+
+
 def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[str, Any]:
     """Train (or resume) the agent of ``cfg.ppo.prediction_model`` on ``dataset``, then backtest.
 
@@ -394,6 +583,9 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
     Raises :class:`TrainingInterrupted` (exit code 130) after writing a checkpoint when SIGINT or
     SIGTERM arrives during training.
     """
+    from pipeline.prepare import prepare_dataset
+    from ppo_approach import ppo_trading_agent as agent
+
     pc = cfg.ppo
     model_name = pc.prediction_model
     paths.ensure()
@@ -406,78 +598,89 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
         log.warning(
             "prediction table has in_sample rows although ppo_prediction_source = walk_forward"
         )
-    ppy = backtest.periods_per_year(prepared.info.interval_seconds)
+    ppy, ppy_how = annualisation(prepared)
+    log.info("annualisation: %s", ppy_how)
     env_cfg = EnvConfig.from_ppo_config(pc)
     reward_cfg = RewardConfig.from_ppo_config(pc)
     device = agent.resolve_device(pc.device)
     ckdir = agent.checkpoint_dir(paths, model_name, dataset)
     tb_name = agent.tb_log_name(model_name, dataset)
+    keep = _keep_checkpoints(pc)
     for name, b in blocks.items():
         d = b.describe()
         log.info("agent %s block: %s .. %s (%d bars)", name, d["start"], d["end"], d["bars"])
 
+    _recover_previous_run(ckdir)  # leftovers of a fresh run killed before its first checkpoint
     fingerprint = run_fingerprint(cfg, prepared.info.sha256)
-    start = _resume_point(paths, ckdir, model_name, dataset, fingerprint) if resume else None
-    if resume and start is None:
-        log.info("--resume: no checkpoint in %s; starting from scratch", ckdir)
-    if start is None:
-        _clear_previous_run(ckdir)
-    ckdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(ckdir / RUN_CONFIG_NAME, fingerprint)
+    cands = _resume_candidates(paths, ckdir, model_name, dataset, fingerprint) if resume else []
 
     vec_env, vec_kind = agent.make_vec_env(
         blocks["train"].data, env_cfg, reward_cfg, pc.n_envs, pc.seed, pc.vec_env
     )
     try:
-        if start is not None:
-            ts, path = start
-            model = agent.load_model(path, vec_env, device, paths.ppo_logs)
-            log.info("resuming from %s (%d of %d timesteps)", path, ts, pc.total_timesteps)
-            if model.num_timesteps != ts:
-                raise agent.AgentError(
-                    f"{path}: holds {model.num_timesteps} timesteps but its name says {ts}"
+        loaded = _load_resume_point(cands, vec_env, device, paths, pc) if cands else None
+        start = loaded[1] if loaded is not None else None
+        if resume and start is None:
+            log.info("--resume: no usable checkpoint in %s; starting from scratch", ckdir)
+        if start is None:
+            _set_aside_previous_run(ckdir)
+        elif resume:
+            _adopt_unrecorded_files(ckdir)
+        ckdir.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write_json(ckdir / RUN_CONFIG_NAME, fingerprint)
+            if loaded is not None:
+                model = loaded[0]
+                log.info(
+                    "resuming from %s (%d of %d timesteps)",
+                    loaded[1].path,
+                    loaded[1].timesteps,
+                    pc.total_timesteps,
                 )
-        else:
-            model = agent.build_model(pc, vec_env, device, paths.ppo_logs)
-        log.info(
-            "PPO on %s, %d %s env(s), net %s, %d timesteps",
-            device,
-            vec_env.num_envs,
-            vec_kind,
-            list(pc.net_arch),
-            pc.total_timesteps,
-        )
-        stopper = agent.StopOnRequestCallback(agent.StopRequest())
-        val_env = TradingEnv(
-            blocks["val"].data, env_cfg, RewardFunction(reward_cfg), random_start=True
-        )
-        evaluator = agent.ValidationEvalCallback(
-            val_env, ckdir, pc.eval_freq, pc.eval_episodes, pc.seed, ppy, stopper
-        )
-        if start is not None:
-            evaluator.load_best_meta()
-        checkpointer = agent.CheckpointCallback(ckdir, pc.checkpoint_freq)
-        with agent.parent_threads(vec_kind, vec_env.num_envs):
-            result = agent.learn(
-                model,
+            else:
+                model = agent.build_model(pc, vec_env, device, paths.ppo_logs)
+            log.info(
+                "PPO on %s, %d %s env(s), net %s, %d timesteps",
+                device,
+                vec_env.num_envs,
+                vec_kind,
+                list(pc.net_arch),
                 pc.total_timesteps,
-                [checkpointer, evaluator],
-                stopper,
-                tb_name,
-                _progress_bar_wanted(),
-                new_run=start is None,
             )
-        if result.interrupted:
-            # The interrupted rollout was thrown away: count only what the weights learned from.
-            model.num_timesteps = result.timesteps
-            path = agent.save_model_atomic(model, ckdir / f"checkpoint_{result.timesteps}.zip")
-            raise TrainingInterrupted(
-                f"interrupted by {result.signal_name} at {result.timesteps} of "
-                f"{pc.total_timesteps} timesteps; checkpoint written to {path}; "
-                "run the same command with --resume to continue"
+            stopper = agent.StopOnRequestCallback(agent.StopRequest())
+            val_env = TradingEnv(
+                blocks["val"].data, env_cfg, RewardFunction(reward_cfg), random_start=True
             )
-        final_path = agent.final_model_path(paths, model_name, dataset)
-        agent.save_model_atomic(model, final_path)
+            evaluator = agent.ValidationEvalCallback(
+                val_env, ckdir, pc.eval_freq, pc.eval_episodes, pc.seed, ppy, stopper
+            )
+            if start is not None:
+                evaluator.load_best_meta()
+            checkpointer = agent.CheckpointCallback(
+                ckdir, pc.checkpoint_freq, keep, after_save=lambda _: _drop_previous_run(ckdir)
+            )
+            callbacks: list[Any] = [checkpointer, evaluator]
+            bars = _progress_bar_wanted()
+            if not bars:
+                callbacks.append(agent.ProgressLogCallback(pc.total_timesteps))
+            with agent.parent_threads(vec_kind, vec_env.num_envs):
+                result = agent.learn(
+                    model,
+                    pc.total_timesteps,
+                    callbacks,
+                    stopper,
+                    tb_name,
+                    bars,
+                    new_run=start is None,
+                )
+            if result.interrupted:
+                _interrupted(model, result, ckdir, keep, pc.total_timesteps)
+            final_path = agent.final_model_path(paths, model_name, dataset)
+            agent.save_model_atomic(model, final_path)
+            _drop_previous_run(ckdir)
+        except BaseException:
+            _recover_previous_run(ckdir)  # nothing saved yet: the earlier run's files come back
+            raise
     finally:
         vec_env.close()
     stem = final_path.with_suffix("")
@@ -488,7 +691,8 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
         "dataset_sha256": prepared.info.sha256,
         "command": shlex.join([sys.executable, *sys.argv]),
         "timesteps": int(model.num_timesteps),
-        "resumed_from": str(start[1]) if start is not None else None,
+        "resumed_from": str(start.path) if start is not None else None,
+        "sha256": sha256_file(final_path),
         "device": device,
         "vec_env": vec_kind,
         "config_hash": cfg.hash(),
@@ -498,10 +702,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
     atomic_write_json(f"{stem}_meta.json", meta)
     log.info("final model saved to %s (%d timesteps)", final_path, model.num_timesteps)
 
-    chosen = "best" if evaluator.best_path.is_file() else "final"
-    chosen_model = (
-        agent.load_model(evaluator.best_path, None, device) if chosen == "best" else model
-    )
+    chosen, chosen_model = _model_to_backtest(evaluator, ckdir, model, val_env, device, pc)
     log.info(
         "backtesting the %s model%s on the test block",
         chosen,
@@ -520,6 +721,61 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
     )
 
 
+def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) -> None:
+    """Write the interrupt checkpoint (when a rollout finished at all) and raise
+    :class:`TrainingInterrupted`."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    if result.timesteps == 0:
+        # Not one update yet: nothing worth a checkpoint, and the earlier run's files (if any)
+        # are put back by the caller rather than replaced by an untrained model.
+        raise TrainingInterrupted(
+            f"interrupted by {result.signal_name} before the first rollout finished; no "
+            "checkpoint written (nothing was learned yet)",
+            checkpoint_written=False,
+        )
+    # The interrupted rollout was thrown away: count only what the weights learned from.
+    model.num_timesteps = result.timesteps
+    path = agent.save_checkpoint(model, ckdir, result.timesteps, keep)
+    _drop_previous_run(ckdir)
+    raise TrainingInterrupted(
+        f"interrupted by {result.signal_name} at {result.timesteps} of {total} timesteps; "
+        f"checkpoint written to {path}; run the same command with --resume to continue"
+    )
+
+
+def _model_to_backtest(
+    evaluator: Any, ckdir: Path, model: Any, val_env: TradingEnv, device: str, pc: PPOConfig
+) -> tuple[str, Any]:
+    """``("best", model)`` from ``best_model.zip`` (checksum verified), else ``("final", model)``.
+
+    A damaged best model falls back to the final one with a warning; one that is not the file
+    this run recorded stops the step (issue 8 item 7).
+    """
+    from ppo_approach import ppo_trading_agent as agent
+
+    best = evaluator.best_path
+    if not best.is_file():
+        return "final", model
+    checksums = agent.read_checksums(ckdir)
+    sha = checksums.get(best.name) if checksums is not None else None
+    if checksums is not None and sha is None:
+        raise _unrecorded(best, ckdir / agent.CHECKSUMS_NAME)
+    try:
+        loaded = agent.load_model(
+            best,
+            None,
+            device,
+            clip_range=pc.clip_range,
+            spaces=(val_env.observation_space, val_env.action_space),
+            expected_sha256=sha,
+        )
+    except agent.CorruptModelError as exc:
+        log.warning("best model unusable (%s); backtesting the final model instead", exc)
+        return "final", model
+    return "best", loaded
+
+
 def run_backtest(
     model: Any,
     cfg: Config,
@@ -535,7 +791,7 @@ def run_backtest(
     pc = cfg.ppo
     model_name = pc.prediction_model
     test = blocks["test"]
-    ppy = backtest.periods_per_year(prepared.info.interval_seconds)
+    ppy, ppy_how = annualisation(prepared)
     reward_cfg = RewardConfig.from_ppo_config(pc)
 
     def agent_policy(obs: np.ndarray, info: dict[str, Any]) -> int:
@@ -560,6 +816,7 @@ def run_backtest(
         "blocks": {name: b.describe() for name, b in blocks.items()},
         "interval_seconds": float(prepared.info.interval_seconds),
         "periods_per_year": ppy,
+        "periods_per_year_basis": ppy_how,
         "transaction_cost": pc.transaction_cost,
         "random_policy_seeds": pc.random_policy_seeds,
         "strategies": backtest.summarise_runs(runs, ppy),
@@ -580,9 +837,9 @@ def run_backtest(
 # ---------------------------------------------------------------- CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of step 7."""
-    p = argparse.ArgumentParser(
+def build_parser() -> CliParser:
+    """Arguments of step 7 (usage errors exit 1, issue 8 item 12)."""
+    p = CliParser(
         prog="train_ppo_agent.py",
         description="Train the PPO trading agent on a dataset's prediction table, then backtest.",
     )
@@ -603,13 +860,19 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         setup_logging(args.verbose)
         cfg = config_from_args(args)
+        paths = Paths.from_root(args.root)
         try:
-            train_agent(cfg, args.dataset, Paths.from_root(args.root), args.resume)
+            # A full run holding this dataset's lock makes a hand-run step refuse (issue 8 item
+            # 14); inside the driver (which holds it) this is a no-op.
+            with step_lock(paths, args.dataset):
+                train_agent(cfg, args.dataset, paths, args.resume)
         except TrainingInterrupted as exc:
             argv_used = list(sys.argv[1:] if argv is None else argv)
             if "--resume" not in argv_used:
                 argv_used.append("--resume")
             print(str(exc), file=sys.stderr)
+            if not exc.checkpoint_written:
+                return exc.exit_code
             print(
                 "resume with: "
                 + shlex.join([sys.executable, "-m", "ppo_approach.train_ppo_agent", *argv_used]),

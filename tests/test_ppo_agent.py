@@ -187,7 +187,8 @@ def test_backtest_report_contents(trained: dict[str, Any], source_root: Path) ->
     # Flat is exactly flat; buy and hold holds all the time; fees scale with the cost multiplier.
     s = rep["strategies"]
     assert s["flat"]["total_return"] == 0 and s["flat"]["n_trades"] == 0
-    assert s["buy_and_hold"]["time_in_market"] == 1.0 and s["buy_and_hold"]["n_trades"] == 1
+    # Buy at the start and the liquidation at the end (issue 8 item 22 counts the exit fill).
+    assert s["buy_and_hold"]["time_in_market"] == 1.0 and s["buy_and_hold"]["n_trades"] == 2
     assert s["agent_cost_0x"]["fees_paid"] == 0
     png = trained["root"] / "results" / f"backtest_dlstm_{DATASET}.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -691,3 +692,77 @@ def test_script_runs_directly_from_another_folder(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "--resume" in out.stdout and "--dataset" in out.stdout
+
+
+def test_help_imports_no_torch(tmp_path: Path) -> None:
+    """``--help`` answers before torch / SB3 / sklearn are imported (issue 8 item 29)."""
+    script = PROJECT_ROOT / "ppo_approach" / "train_ppo_agent.py"
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = [{str(script)!r}, '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({str(script)!r}, run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "heavy = ('torch', 'stable_baselines3', 'sklearn')\n"
+        "print('HEAVY=' + ','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--resume" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY=", out.stdout[-500:]
+
+
+def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """Usage errors are bad input (1); 2 is reserved for a failed preflight (issue 8 item 12)."""
+    for argv in ([], ["--dataset", DATASET, "--preset", "nonexist"]):
+        with pytest.raises(SystemExit) as exc:
+            step.main(argv)
+        assert exc.value.code == 1, argv
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_refuses_to_write_while_a_full_run_holds_the_lock(
+    source_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hand-run step 7 on a dataset whose run lock a live process holds writes nothing and
+    names the lock (issue 8 item 14)."""
+    import socket
+
+    from pipeline.runlock import lock_path
+
+    root = _fresh_root(source_root, tmp_path / "root")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = lock_path(Paths.from_root(root), DATASET)
+        lock.parent.mkdir(parents=True)
+        now = time.time()
+        lock.write_text(
+            json.dumps(
+                {
+                    "pid": holder.pid,
+                    "host": socket.gethostname(),
+                    "started": "now",
+                    "started_epoch": now,
+                    "nonce": "full-run",
+                }
+            )
+        )
+        code = step.main(["--dataset", DATASET, "--root", str(root), *SMOKE])
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith(f"error: {lock}: another run on this dataset is in progress")
+    assert f"pid {holder.pid}" in err[-1]
+    assert not (root / "ppo_approach").exists()
+    assert json.loads(lock.read_text())["nonce"] == "full-run"  # the holder's lock untouched

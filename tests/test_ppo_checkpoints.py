@@ -1,0 +1,469 @@
+"""PPO checkpoints under faults and hostile files (issue 8 items 3, 4, 7, 16, 17, 20, 26).
+
+The dataset and the real DLSTM prediction table come from ``test_ppo_agent``'s ``source_root``
+fixture (imported, so it runs once for this module too); every run uses the smoke preset on one
+torch thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import logging
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
+    DATASET,
+    SMOKE,
+    _fresh_root,
+    _one_torch_thread,
+    _restore_logging,
+    _smoke_cfg,
+    source_root,
+    val_block,
+)
+
+from pipeline.common import Paths, sha256_file
+from ppo_approach import ppo_trading_agent as agent
+from ppo_approach import train_ppo_agent as step
+from ppo_approach.reward_functions import RewardConfig
+from ppo_approach.trading_env import EnvConfig
+
+CK = Path("ppo_approach") / "checkpoints" / f"dlstm_{DATASET}"
+FINAL = Path("ppo_approach") / "models" / f"ppo_dlstm_{DATASET}.zip"
+PRUNED_RUN = [
+    "--set",
+    "total_timesteps=3072",
+    "--set",
+    "checkpoint_freq=512",
+    "--set",
+    "eval_freq=3072",
+]
+"""Rollouts of 256 steps x 2 envs: checkpoints at 512 .. 2560 (3072 is the end, the final model)."""
+
+OLD_RUN_FILES = {
+    "checkpoint_99999.zip": b"an earlier run's checkpoint",
+    "best_model.zip": b"an earlier run's best model",
+    "best_model.json": b'{"mean_reward": 1.0, "timesteps": 99999}',
+    "run_config.json": b'{"dataset_sha256": "earlier"}',
+    "checksums.json": b"{}",
+}
+
+
+def _plant_old_run(root: Path) -> Path:
+    """Files of an earlier run in the checkpoint folder (contents only need to survive)."""
+    ck = root / CK
+    ck.mkdir(parents=True, exist_ok=True)
+    for name, data in OLD_RUN_FILES.items():
+        (ck / name).write_bytes(data)
+    return ck
+
+
+def _folder(ck: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def pruned_run(source_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
+    """A fresh smoke run over an earlier run's files, with a checkpoint every rollout."""
+    root = _fresh_root(source_root, tmp_path_factory.mktemp("ppo_ck"))
+    _plant_old_run(root)
+    torch.set_num_threads(1)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = step.main(["--dataset", DATASET, "--root", str(root), *SMOKE, *PRUNED_RUN])
+    report = json.loads((root / "results" / f"backtest_dlstm_{DATASET}.json").read_text())
+    return {"code": code, "root": root, "err": err.getvalue(), "report": report}
+
+
+def _copy(run: dict[str, Any], dst: Path) -> Path:
+    shutil.copytree(run["root"], dst)
+    return dst
+
+
+def _argv(root: Path, *extra: str) -> list[str]:
+    return ["--dataset", DATASET, "--root", str(root), *SMOKE, *PRUNED_RUN, *extra]
+
+
+# ---------------------------------------------------------------- item 3: set aside, not deleted
+
+
+@pytest.mark.parametrize("where", ["build_model", "learn"])
+def test_fresh_run_failing_early_keeps_the_previous_run(
+    source_root: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """A fresh run that crashes in setup (or in training before its first checkpoint, after an
+    evaluation wrote a best model of its own) leaves the earlier run's files exactly as they were
+    (issue 8 item 3: the gamma=nan run deleted them first)."""
+    root = _fresh_root(source_root, tmp_path / "root")
+    ck = _plant_old_run(root)
+    before = _folder(ck)
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        if where == "learn":
+            (ck / agent.BEST_MODEL_NAME).write_bytes(b"the failed run's best model")
+        raise RuntimeError("boom in setup")
+
+    monkeypatch.setattr(agent, where, crash)
+    with pytest.raises(RuntimeError, match="boom in setup"):
+        step.train_agent(_smoke_cfg(), DATASET, Paths.from_root(root), resume=False)
+    assert _folder(ck) == before
+    assert not (ck / step.PREVIOUS_RUN_DIR).exists()
+
+
+def test_files_set_aside_by_a_killed_run_come_back(tmp_path: Path) -> None:
+    """A fresh run killed (-9) before its first checkpoint leaves ``.previous_run/``: the next run
+    puts it back (the killed run's own run_config goes); after a checkpoint it is dropped."""
+    ck = tmp_path / "ck"
+    aside = ck / step.PREVIOUS_RUN_DIR
+    aside.mkdir(parents=True)
+    (aside / "checkpoint_512.zip").write_bytes(b"old")
+    (aside / step.RUN_CONFIG_NAME).write_text('{"old": 1}')
+    (ck / step.RUN_CONFIG_NAME).write_text('{"new": 1}')
+    step._recover_previous_run(ck)
+    assert _folder(ck) == {"checkpoint_512.zip": b"old", step.RUN_CONFIG_NAME: b'{"old": 1}'}
+    assert not aside.exists()
+
+    aside.mkdir()
+    (aside / "checkpoint_512.zip").write_bytes(b"old")
+    (ck / "checkpoint_512.zip").write_bytes(b"new")
+    step._recover_previous_run(ck)
+    assert not aside.exists() and (ck / "checkpoint_512.zip").read_bytes() == b"new"
+
+
+def test_fresh_run_removes_the_earlier_files_after_writing_its_own(
+    pruned_run: dict[str, Any],
+) -> None:
+    assert pruned_run["code"] == 0, pruned_run["err"][-2000:]
+    ck = pruned_run["root"] / CK
+    assert not (ck / step.PREVIOUS_RUN_DIR).exists()
+    assert not (ck / "checkpoint_99999.zip").exists()
+    assert (ck / agent.BEST_MODEL_NAME).read_bytes() != OLD_RUN_FILES["best_model.zip"]
+    assert "moved 5 file(s) of an earlier run" in pruned_run["err"]
+
+
+# ---------------------------------------------------------------- item 16: pruning
+
+
+def test_only_the_newest_checkpoints_are_kept_with_their_checksums(
+    pruned_run: dict[str, Any],
+) -> None:
+    """Five checkpoint intervals, KEEP_CHECKPOINTS = 3: the three newest stay, plus the best."""
+    assert agent.KEEP_CHECKPOINTS == 3
+    ck = pruned_run["root"] / CK
+    kept = [t for t, _ in agent.list_checkpoints(ck)]
+    assert kept == [1536, 2048, 2560]
+    sums = json.loads((ck / agent.CHECKSUMS_NAME).read_text())
+    assert set(sums) == {"checkpoint_1536.zip", "checkpoint_2048.zip", "checkpoint_2560.zip"} | {
+        agent.BEST_MODEL_NAME
+    }
+    for name, sha in sums.items():
+        assert sha256_file(ck / name) == sha, name
+    meta = json.loads((pruned_run["root"] / FINAL.with_name(FINAL.stem + "_meta.json")).read_text())
+    assert meta["sha256"] == sha256_file(pruned_run["root"] / FINAL)
+
+
+def test_prune_keeps_n(tmp_path: Path) -> None:
+    for t in (512, 1024, 1536, 2048):
+        (tmp_path / f"checkpoint_{t}.zip").write_bytes(b"x")
+    (tmp_path / agent.BEST_MODEL_NAME).write_bytes(b"x")
+    gone = agent.prune_checkpoints(tmp_path, 2)
+    assert [p.name for p in gone] == ["checkpoint_512.zip", "checkpoint_1024.zip"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        agent.BEST_MODEL_NAME,
+        "checkpoint_1536.zip",
+        "checkpoint_2048.zip",
+    ]
+
+
+# ---------------------------------------------------------------- item 4: damaged checkpoint
+
+
+def _drop_final(root: Path) -> None:
+    """As if the run had been interrupted: no final model, resume goes to the checkpoints."""
+    (root / FINAL).unlink()
+    (root / FINAL.with_name(FINAL.stem + "_meta.json")).unlink()
+
+
+def _spy_learn(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    starts: list[int] = []
+    real = agent.learn
+
+    def spy(model: Any, *args: Any, **kwargs: Any) -> agent.LearnResult:
+        starts.append(int(model.num_timesteps))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(agent, "learn", spy)
+    return starts
+
+
+def test_resume_skips_a_truncated_checkpoint_and_falls_back(
+    pruned_run: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = _copy(pruned_run, tmp_path / "copy")
+    _drop_final(root)
+    newest = root / CK / "checkpoint_2560.zip"
+    newest.write_bytes(newest.read_bytes()[:3000])
+    starts = _spy_learn(monkeypatch)
+    code = step.main(_argv(root, "--resume"))
+    err = capsys.readouterr().err
+    assert code == 0, err[-2000:]
+    assert starts == [2048]
+    warn = [ln for ln in err.splitlines() if "skipping" in ln]
+    assert warn and str(newest) in warn[0] and "damaged" in warn[0], err[-2000:]
+    meta = json.loads((root / FINAL.with_name(FINAL.stem + "_meta.json")).read_text())
+    assert meta["timesteps"] == 3072 and meta["resumed_from"].endswith("checkpoint_2048.zip")
+
+
+# ---------------------------------------------------------------- item 7: no unpickling
+
+
+class _Trap:
+    """Unpickling this creates ``path`` (what a crafted checkpoint could do with a shell)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (str(self.path), "w"))
+
+
+def _booby_trap(path: Path, marker: Path, key: str) -> None:
+    """Rewrite ``path``'s ``data`` with a ``:serialized:`` entry ``key`` that creates ``marker``."""
+    with zipfile.ZipFile(path) as zin:
+        entries = {n: zin.read(n) for n in zin.namelist()}
+    data = json.loads(entries["data"])
+    blob = base64.b64encode(pickle.dumps(_Trap(marker))).decode()
+    data[key] = {":type:": "<class 'numpy.ndarray'>", ":serialized:": blob}
+    entries["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(path, "w") as zout:
+        for name, raw in entries.items():
+            zout.writestr(name, raw)
+
+
+def _record(ck: Path, path: Path) -> None:
+    """An attacker who can also rewrite the checksum manifest."""
+    sums = json.loads((ck / agent.CHECKSUMS_NAME).read_text())
+    sums[path.name] = sha256_file(path)
+    (ck / agent.CHECKSUMS_NAME).write_text(json.dumps(sums))
+
+
+def test_trap_fires_with_plain_sb3_load(pruned_run: dict[str, Any], tmp_path: Path) -> None:
+    """Positive control: the crafted file does run code through SB3's own loader."""
+    trapped, marker = tmp_path / "trapped.zip", tmp_path / "fired"
+    shutil.copy(pruned_run["root"] / CK / "checkpoint_2560.zip", trapped)
+    _booby_trap(trapped, marker, "_last_obs")
+    with contextlib.suppress(Exception):
+        agent.PPO.load(trapped, device="cpu")
+    assert marker.exists()
+
+
+def test_resume_refuses_a_checkpoint_whose_hash_differs(
+    pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _copy(pruned_run, tmp_path / "copy")
+    _drop_final(root)
+    newest, marker = root / CK / "checkpoint_2560.zip", tmp_path / "fired"
+    _booby_trap(newest, marker, "_last_obs")
+    before = _folder(root / CK)
+    code = step.main(_argv(root, "--resume"))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert not marker.exists()
+    assert code == 1 and "Traceback" not in "\n".join(lines)
+    err = [ln for ln in lines if ln.startswith("error:")]
+    assert len(err) == 1 and lines[-1] == err[0], lines
+    assert err[0].startswith(f"error: {newest}: sha256 ") and "differs" in err[0], err
+    assert _folder(root / CK) == before  # nothing deleted or written
+
+
+def test_resume_never_unpickles_even_with_a_rewritten_manifest(
+    pruned_run: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The hash is recorded beside the files, so whoever replaces a checkpoint may also rewrite
+    ``checksums.json``: the entries SB3 pickles are replaced, never decoded, and training goes on
+    from the file's weights."""
+    root = _copy(pruned_run, tmp_path / "copy")
+    _drop_final(root)
+    ck, marker = root / CK, tmp_path / "fired"
+    newest = ck / "checkpoint_2560.zip"
+    _booby_trap(newest, marker, "_last_obs")
+    _booby_trap(newest, marker, "lr_schedule")
+    _record(ck, newest)
+    starts = _spy_learn(monkeypatch)
+    code = step.main(_argv(root, "--resume"))
+    assert not marker.exists()
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert starts == [2560]
+
+
+def test_a_pickled_entry_we_do_not_replace_is_refused(
+    pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _copy(pruned_run, tmp_path / "copy")
+    _drop_final(root)
+    ck, marker = root / CK, tmp_path / "fired"
+    newest = ck / "checkpoint_2560.zip"
+    _booby_trap(newest, marker, "surprise")
+    _record(ck, newest)
+    code = step.main(_argv(root, "--resume"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not marker.exists()
+    assert code == 1 and err[-1].startswith(f"error: {newest}: holds pickled entries"), err
+    assert "surprise" in err[-1]
+
+
+def test_a_checkpoint_the_manifest_does_not_list_is_refused(
+    pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """checksums.json is written before each checkpoint is renamed into place, so a checkpoint it
+    does not list was put there by someone else."""
+    root = _copy(pruned_run, tmp_path / "copy")
+    _drop_final(root)
+    ck = root / CK
+    planted = ck / "checkpoint_2816.zip"
+    shutil.copy(ck / "checkpoint_2560.zip", planted)
+    code = step.main(_argv(root, "--resume"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(f"error: {planted}: not recorded in"), err
+
+
+def test_load_model_needs_no_pickle_for_any_entry_sb3_writes(
+    pruned_run: dict[str, Any],
+    val_block: step.AgentBlock,  # noqa: F811
+) -> None:
+    """Every ``:serialized:`` entry in a file this pipeline wrote is one we replace."""
+    path = pruned_run["root"] / CK / "checkpoint_2560.zip"
+    with zipfile.ZipFile(path) as z:
+        data = json.loads(z.read("data"))
+    pickled = {k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v}
+    env = step.TradingEnv(val_block.data, EnvConfig(), step.RewardFunction(RewardConfig()))
+    spaces = (env.observation_space, env.action_space)
+    assert pickled <= set(agent._replacements(data, spaces, 1, 0.2))
+    model = agent.load_model(
+        path, None, "cpu", clip_range=0.2, spaces=spaces, expected_sha256=sha256_file(path)
+    )
+    assert model.num_timesteps == 2560 and model.clip_range(1.0) == 0.2
+
+
+# ---------------------------------------------------------------- item 17: fsync before rename
+
+
+def test_checkpoint_is_fsynced_before_the_rename(
+    val_block: step.AgentBlock,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    venv, _ = agent.make_vec_env(val_block.data, EnvConfig(), RewardConfig(), 2, 0, "dummy")
+    model = agent.build_model(_smoke_cfg().ppo, venv, "cpu", None)
+    venv.close()
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(("replace", f"{src} -> {dst}"))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = agent.save_checkpoint(model, tmp_path, 512, keep=3)
+    renames = [i for i, (kind, what) in enumerate(events) if what.endswith(f"-> {path}")]
+    assert len(renames) == 1
+    i = renames[0]
+    tmp_name = events[i][1].split(" -> ")[0]
+    assert ("fsync", tmp_name) in events[:i]  # the data is on disk before the name points at it
+    assert ("fsync", str(tmp_path)) in events[i + 1 :]  # and the rename itself after
+    sums = json.loads((tmp_path / agent.CHECKSUMS_NAME).read_text())
+    assert sums == {path.name: sha256_file(path)}
+
+
+# ---------------------------------------------------------------- items 20 and 26
+
+
+def test_progress_lines_without_a_terminal(pruned_run: dict[str, Any]) -> None:
+    """No terminal (pytest): no SB3 bar, a ProgressLog line at least at the end."""
+    lines = [ln for ln in pruned_run["err"].splitlines() if "PPO training:" in ln]
+    assert lines and "3072/3072 timesteps (100%)" in lines[-1] and "ETA" in lines[-1]
+
+
+def test_progress_callback_logs_every_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    cb = agent.ProgressLogCallback(1000, interval_s=30.0, clock=lambda: now[0])
+    cb.model = SimpleNamespace(num_timesteps=0)  # type: ignore[assignment]
+    with caplog.at_level(logging.INFO, logger=agent.__name__):
+        cb._on_training_start()
+        for t in range(1, 11):
+            now[0] = 10.0 * t
+            cb.model.num_timesteps = 50 * t
+            cb._on_step()
+    msgs = [r.getMessage() for r in caplog.records if "PPO training" in r.getMessage()]
+    assert msgs == [
+        "PPO training: 150/1000 timesteps (15%), 30 s elapsed, ETA 170 s",
+        "PPO training: 300/1000 timesteps (30%), 60 s elapsed, ETA 140 s",
+        "PPO training: 450/1000 timesteps (45%), 90 s elapsed, ETA 110 s",
+    ]
+
+
+def test_progress_bar_only_when_wanted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_PROGRESS", "log")
+    assert step._progress_bar_wanted() is False
+    monkeypatch.setenv("PIPELINE_PROGRESS", "bar")
+    assert step._progress_bar_wanted() is True  # tqdm and rich are installed here
+
+
+def test_annualisation_is_inferred_from_the_bars(
+    source_root: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The validation evaluations and the report use ``infer_periods_per_year`` and the report
+    says how it was inferred (issue 8 item 20; training itself is skipped here)."""
+    root = _fresh_root(source_root, tmp_path / "root")
+    monkeypatch.setattr(
+        step.backtest, "infer_periods_per_year", lambda ts: (252.0, f"252 from {len(ts)} bars")
+    )
+    seen: dict[str, float] = {}
+    real_eval = agent.ValidationEvalCallback.__init__
+
+    def spy_eval(self: Any, *args: Any, **kwargs: Any) -> None:
+        real_eval(self, *args, **kwargs)
+        seen["ppy"] = self.ppy
+
+    monkeypatch.setattr(agent.ValidationEvalCallback, "__init__", spy_eval)
+    monkeypatch.setattr(
+        agent, "learn", lambda model, total, *a, **k: agent.LearnResult(False, total)
+    )
+    report = step.train_agent(_smoke_cfg(), DATASET, Paths.from_root(root), resume=False)
+    assert seen["ppy"] == 252.0
+    assert report["periods_per_year"] == 252.0
+    assert report["periods_per_year_basis"] == "252 from 4000 bars"
+    saved = json.loads((root / "results" / f"backtest_dlstm_{DATASET}.json").read_text())
+    assert saved["periods_per_year_basis"] == "252 from 4000 bars"
+
+
+def test_report_of_a_real_run_says_how_it_annualised(pruned_run: dict[str, Any]) -> None:
+    rep = pruned_run["report"]
+    assert rep["periods_per_year"] == 8760
+    assert isinstance(rep["periods_per_year_basis"], str) and rep["periods_per_year_basis"]
