@@ -6,9 +6,12 @@
    access, run lock; one table row each (check, found, required, pass/warn/fail). Any ``fail``
    stops here with exit code 2, before anything is trained.
 2. ``runpod_train.py`` runs as a subprocess with ``DATASET_NAME``, ``RESUME_TRAINING`` and
-   ``RUNPOD_PUSH_TO_GITHUB`` set; its output is streamed line by line to the console and to
-   ``logs/run_{dataset}_{timestamp}.log``. Ctrl-C / SIGTERM are forwarded to it (it writes a
-   checkpoint and stops with 130; rerun with ``--resume``). The exit code is the driver's.
+   ``RUNPOD_PUSH_TO_GITHUB`` set and every user path made absolute; its output is streamed line
+   by line to the console and to ``logs/run_{dataset}_{timestamp}.log`` (progress bars redraw in
+   place on a terminal; elsewhere the driver logs a progress line with ETA instead). Ctrl-C,
+   SIGTERM and SIGHUP (a closed terminal) are forwarded to it (it writes a checkpoint and stops
+   with 130; rerun with ``--resume``); if this process dies (``kill -9``) the driver notices and
+   stops the same way. The exit code is the driver's.
 
 Secrets never reach the log: the value of ``GITHUB_TOKEN`` (and of any variable named like a
 token, secret or password) is masked in every log record and every streamed line, and the
@@ -18,12 +21,13 @@ environment is never logged.
 from __future__ import annotations
 
 import argparse
+import codecs
 import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -32,8 +36,11 @@ from pipeline.common import (
     EXIT_INTERRUPTED,
     EXIT_PREFLIGHT,
     EXIT_PUSH,
+    PROGRESS_ENV,
     PROJECT_ROOT,
+    CliParser,
     Paths,
+    PipelineError,
     run_cli,
     setup_logging,
 )
@@ -46,7 +53,7 @@ from pipeline.preflight import (
     run_preflight,
     secret_values,
 )
-from pipeline.runlock import dataset_name
+from pipeline.runlock import absolute_dataset, dataset_name
 
 log = logging.getLogger("runpod_main")
 child_log = logging.getLogger("runpod_main.child")
@@ -57,12 +64,13 @@ _FALSE = {"0", "false", "no", "off"}
 
 def build_parser() -> argparse.ArgumentParser:
     """The entry point's command line (``--help`` explains each flag)."""
-    p = argparse.ArgumentParser(
+    # CliParser: usage errors exit 1 (bad input); 2 means "preflight failed" (issue 8 item 12).
+    p = CliParser(
         prog="runpod_main.py",
         description="Check the machine and the dataset (preflight), then train the classifiers "
         "and the PPO agent and push the artifacts (runpod_train.py, 8 steps). Exit codes: 0 ok, "
-        "1 a step failed, 2 preflight failed, 3 push failed (artifacts kept locally), "
-        "130 interrupted (checkpoint written; rerun with --resume).",
+        "1 bad input (also usage errors) or a step failed, 2 preflight failed, 3 push failed "
+        "(artifacts kept locally), 130 interrupted (checkpoint written; rerun with --resume).",
     )
     p.add_argument(
         "--dataset",
@@ -134,30 +142,146 @@ def setup_run_logging(paths: Paths, dataset: str, verbose: bool) -> Path | None:
     return log_file
 
 
+def resolve_user_paths(args: argparse.Namespace) -> None:
+    """Make every path the user gave absolute, once, against the user's working directory.
+
+    The driver runs with the project as its working directory, so a relative ``--dataset``,
+    ``--training-config``, ``--ppo-config`` or ``--root`` would name another file there (issue 8
+    item 2). A dataset *name* (found in the root's ``datasets/``) stays a name.
+    """
+    if args.root is not None:
+        args.root = Path(args.root).expanduser().resolve()
+    args.training_config = Path(args.training_config).expanduser().resolve()
+    args.ppo_config = Path(args.ppo_config).expanduser().resolve()
+    args.dataset = absolute_dataset(args.dataset, Paths.from_root(args.root).datasets)
+
+
 def driver_command(args: argparse.Namespace, paths: Paths) -> list[str]:
-    """``python runpod_train.py --root ROOT --no-log-file [config args] [--verbose]``."""
-    cmd = [sys.executable, str(DRIVER), "--root", str(paths.root), "--no-log-file"]
+    """``python runpod_train.py --dataset D --root ROOT --no-log-file [config args] [--verbose]``.
+
+    The dataset travels as a flag too (not only ``DATASET_NAME``), already absolute when it is a
+    path (issue 8 items 1 and 2).
+    """
+    cmd = [sys.executable, str(DRIVER), "--dataset", str(args.dataset)]
+    cmd += ["--root", str(paths.root), "--no-log-file"]
     cmd += passthrough_args(args)
     if args.verbose:
         cmd.append("--verbose")
     return cmd
 
 
-def driver_env(dataset: str, resume: bool, push: bool) -> dict[str, str]:
-    """The driver's environment: ours plus the three settings it reads."""
+def progress_mode() -> str:
+    """``bar`` when our console is a terminal, else ``log`` (issue 8 item 26).
+
+    The driver's output is a pipe to us, so it cannot tell by itself; a value the user set in
+    ``PIPELINE_PROGRESS`` wins. Both streams must be terminals: the bars are relayed to stdout,
+    and stderr is what the driver's own check would look at.
+    """
+    chosen = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if chosen in ("bar", "log"):
+        return chosen
+    return "bar" if sys.stdout.isatty() and sys.stderr.isatty() else "log"
+
+
+PARENT_PID_ENV = "PIPELINE_PARENT_PID"
+"""Set for the driver: the entry point's pid; the driver stops when its parent changes."""
+RUN_LOG_ENV = "PIPELINE_RUN_LOG"
+"""Set for the driver: the log file this process writes its output into (item 25 handshake)."""
+
+
+def driver_env(
+    dataset: str,
+    resume: bool,
+    push: bool,
+    progress: str | None = None,
+    log_file: Path | None = None,
+) -> dict[str, str]:
+    """The driver's environment: ours plus the settings it reads."""
     env = dict(os.environ)
     env["DATASET_NAME"] = dataset
     env["RESUME_TRAINING"] = "true" if resume else "false"
     env["RUNPOD_PUSH_TO_GITHUB"] = "true" if push else "false"
     env["PYTHONUNBUFFERED"] = "1"  # line-by-line streaming
+    env[PROGRESS_ENV] = progress or progress_mode()
+    # The driver watches for our death (kill -9, closed terminal) and then checkpoints and
+    # stops instead of training on as an orphan nobody sees (issue 8 item 5).
+    env[PARENT_PID_ENV] = str(os.getpid())
+    env.pop(RUN_LOG_ENV, None)
+    if log_file is not None:
+        env[RUN_LOG_ENV] = str(log_file)
     return env
 
 
-def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str]) -> int:
-    """Run the driver, stream its output, forward SIGINT/SIGTERM; returns its exit code.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Passed on to the driver. SIGHUP is a closed terminal / SSH disconnect (issue 8 item 5)."""
 
-    The child gets its own session, so a terminal Ctrl-C reaches only this process, which forwards
-    it exactly once (a doubled SIGINT would cut the child's checkpoint short).
+
+class _Relay:
+    """Split the driver's raw output into lines (``\n``) and progress updates (``\r``).
+
+    A line is masked and logged (console and log file); a carriage-return update (a progress
+    bar redrawing itself) is masked and written to the console only, so the bar moves in place
+    and the log file gets only its final state (issue 8 item 26). A segment is handled only once
+    its terminator has arrived, so a secret split across two reads is still masked whole.
+    """
+
+    def __init__(
+        self, secrets: Sequence[str], on_line: Callable[[str], None], console: object
+    ) -> None:
+        self._secrets = list(secrets)
+        self._on_line = on_line
+        self._console = console
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._bar_shown = False
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        """Take the next chunk of output (``final``: the stream ended)."""
+        self._pending += self._decoder.decode(data, final=final)
+        start = 0
+        text = self._pending
+        for i, ch in enumerate(text):
+            if ch == "\n":
+                self._line(text[start:i].rstrip("\r"))
+                start = i + 1
+            elif ch == "\r" and i + 1 < len(text) and text[i + 1] != "\n":
+                self._update(text[start:i])
+                start = i + 1
+        self._pending = text[start:]
+        if final and self._pending:
+            self._line(self._pending)
+            self._pending = ""
+
+    def _update(self, segment: str) -> None:
+        if not segment:
+            return
+        stream = self._console
+        try:
+            stream.write("\r" + mask_secrets(segment, self._secrets))  # type: ignore[attr-defined]
+            stream.flush()  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            return  # the terminal is gone (SIGHUP); the log file still gets the lines
+        self._bar_shown = True
+
+    def _line(self, line: str) -> None:
+        if self._bar_shown:
+            # Start the line at column 0 over the bar's last state.
+            with_cr = getattr(self._console, "write", None)
+            if with_cr is not None:
+                try:
+                    with_cr("\r")
+                except (OSError, ValueError):
+                    pass
+            self._bar_shown = False
+        self._on_line(mask_secrets(line, self._secrets))
+
+
+def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str]) -> int:
+    """Run the driver, stream its output, forward SIGINT/SIGTERM/SIGHUP; returns its exit code.
+
+    The child gets its own session, so a terminal Ctrl-C (or a hangup) reaches only this
+    process, which forwards it exactly once (a doubled SIGINT would cut the child's checkpoint
+    short).
     """
     proc = subprocess.Popen(
         list(cmd),
@@ -165,10 +289,7 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
         cwd=str(PROJECT_ROOT),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        bufsize=1,
+        bufsize=0,
         start_new_session=True,
     )
 
@@ -181,11 +302,20 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
             )
             proc.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    relay = _Relay(secrets, lambda line: child_log.info("%s", line), sys.stdout)
     try:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            child_log.info("%s", mask_secrets(line.rstrip("\n"), secrets))
+        fd = proc.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+                continue
+            if not chunk:
+                break
+            relay.feed(chunk)
+        relay.feed(b"", final=True)
         code = proc.wait()
     finally:
         for s, h in previous.items():
@@ -221,8 +351,37 @@ def report_locations(paths: Paths, dataset: str, log_file: Path | None, code: in
         log.error("run stopped with exit code %d%s.\n%s", code, hint, "\n".join(lines))
 
 
+def check_root_writable(paths: Paths) -> None:
+    """With ``--skip-validation``: the artifact root must be a writable folder (issue 8 item 10).
+
+    Without the preflight nothing else checks it before the driver starts; say so in one line
+    naming the folder instead of a traceback from the first file the driver tries to create.
+    """
+    probe = paths.logs / f".write-probe-{os.getpid()}"
+    try:
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        where = exc.filename or paths.logs
+        raise PipelineError(
+            f"--root {paths.root}: cannot write {where} ({exc.strerror or exc}); expected a "
+            "writable folder: check its permissions or pass another --root"
+        ) from None
+
+
+def preflight_error_line(bad: Sequence[object], secrets: Sequence[str]) -> str:
+    """The closing ``error: preflight failed: ...`` line, secrets masked (issue 8 item 9)."""
+    text = "; ".join(
+        f"{r.check}: {r.found} (required: {r.required})"  # type: ignore[attr-defined]
+        for r in bad
+    )
+    return mask_secrets(f"error: preflight failed: {text}", secrets)
+
+
 def run(args: argparse.Namespace) -> int:
     """Preflight, then the driver; returns the exit code."""
+    resolve_user_paths(args)
     paths = Paths.from_root(args.root)
     dataset = dataset_name(args.dataset)
     secrets = secret_values()
@@ -235,31 +394,30 @@ def run(args: argparse.Namespace) -> int:
 
     if args.skip_validation:
         log.warning("preflight checks skipped (--skip-validation)")
+        check_root_writable(paths)
     else:
         rows = run_preflight(cfg, args.dataset, paths, push)
         bad = failed(rows)
         table = format_checks(rows)
         if bad:
             log.error("preflight failed:\n%s", table)
-            print(
-                "error: preflight failed: "
-                + "; ".join(f"{r.check}: {r.found} (required: {r.required})" for r in bad),
-                file=sys.stderr,
-            )
+            print(preflight_error_line(bad, secrets), file=sys.stderr)
             return EXIT_PREFLIGHT
         log.info("preflight:\n%s", table)
 
     cmd = driver_command(args, paths)
     log.info(
-        "starting %s (dataset %s, resume %s, push %s)", DRIVER.name, dataset, args.resume, push
+        "starting %s (dataset %s, resume %s, push %s)", DRIVER.name, args.dataset, args.resume, push
     )
-    code = stream_driver(cmd, driver_env(args.dataset, args.resume, push), secrets)
+    env = driver_env(args.dataset, args.resume, push, log_file=log_file)
+    code = stream_driver(cmd, env, secrets)
     report_locations(paths, dataset, log_file, code)
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run; exit code 0, 1 (step failed), 2 (preflight), 3 (push), 130."""
+    """Parse arguments and run; exit code 0, 1 (bad input / step failed), 2 (preflight), 3
+    (push), 130 (interrupted)."""
     args = build_parser().parse_args(argv)
     return run_cli(lambda: run(args))
 

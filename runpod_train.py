@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import importlib.metadata
 import io
@@ -32,6 +33,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from pipeline.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     PROJECT_ROOT,
+    CliParser,
     Paths,
     PipelineError,
     atomic_write_json,
@@ -61,7 +64,7 @@ from pipeline.preflight import (
     missing_modules,
     secret_values,
 )
-from pipeline.runlock import RunLock, dataset_name, lock_path
+from pipeline.runlock import RunLock, absolute_dataset, dataset_name, lock_path
 
 log = logging.getLogger("runpod_train")
 
@@ -112,10 +115,12 @@ class StepRecord:
     result: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     earlier: bool = False
+    earlier_config_hash: str | None = None  # the config of the run a carried-over row is from
+    earlier_started: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
-        return {
+        out = {
             "number": self.number,
             "name": self.name,
             "status": self.status,
@@ -124,6 +129,10 @@ class StepRecord:
             "details": self.details,
             "earlier_run": self.earlier,
         }
+        if self.earlier:
+            out["earlier_config_hash"] = self.earlier_config_hash
+            out["earlier_started"] = self.earlier_started
+        return out
 
 
 @dataclass
@@ -297,13 +306,23 @@ def classifier_results(paths: Paths, dataset: str) -> dict[str, Any] | None:
 
 
 def classifier_line(summary: dict[str, Any]) -> str:
-    """``dlstm test F1 0.412 vs majority 0.167; ...`` (failed models say why)."""
+    """``dlstm test F1 0.412 vs majority 0.167; ...`` (failed models say why).
+
+    A model's ``headline`` (written by train_models from the same block as its summary table)
+    is used as is when present, so the step line and the table never quote different blocks
+    (issue 8 item 28).
+    """
     parts = []
     for name, m in (summary.get("models") or {}).items():
         if not isinstance(m, dict):
             continue
         if m.get("status") not in (None, "trained", "ok", "skipped", "reused", "up to date"):
             parts.append(f"{name} {m.get('status')}: {m.get('reason') or ''}".strip())
+            continue
+        headline = m.get("headline")
+        if isinstance(headline, str) and headline.strip():
+            text = " ".join(headline.split())
+            parts.append(text if text.startswith(f"{name} ") else f"{name} {text}")
             continue
         parts.append(
             f"{name} test F1 {_fmt_f1(m.get('test_macro_f1'))} vs majority "
@@ -474,7 +493,9 @@ def step_validate_models(ctx: RunContext) -> StepOutcome:
     """Step 6: every model the agent needs loads and predicts (prediction_wrapper)."""
     from ppo_approach.prediction_wrapper import validate_models
 
-    report = validate_models(ctx.cfg, ctx.name, ctx.paths)
+    # The dataset as given (a path stays a path), not its artifact name: a CSV outside
+    # datasets/ must be found here as in steps 4, 5 and 7 (issue 8 item 1).
+    report = validate_models(ctx.cfg, ctx.dataset, ctx.paths)
     return StepOutcome(
         result=validation_line(report), details=json.loads(json.dumps(report, default=str))
     )
@@ -602,23 +623,121 @@ def summary_path(paths: Paths, dataset: str) -> Path:
     return paths.results / f"run_summary_{dataset}.json"
 
 
-def _earlier_records(path: Path) -> dict[int, dict[str, Any]]:
-    data = _read_json(path) or {}
+_NOT_CARRIED = {"not run", "not selected", "pending", "in progress"}
+"""Row statuses of an earlier summary that are no result and are not carried over."""
+
+
+def _earlier_records(earlier: dict[str, Any]) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
-    for s in data.get("steps") or []:
+    for s in earlier.get("steps") or []:
         if isinstance(s, dict) and isinstance(s.get("number"), int):
             out[s["number"]] = s
     return out
 
 
-def format_summary(records: Sequence[StepRecord]) -> str:
-    """The end-of-run table: step, status, time, key result."""
+def carried_record(n: int, earlier: dict[str, Any]) -> StepRecord:
+    """Step ``n`` (not selected now) as the earlier summary on disk recorded it, marked so.
+
+    The row keeps the config hash and start time of the run it came from (a row that earlier
+    run itself carried over keeps its own origin), so a summary never passes an older run's
+    result off as this invocation's (issue 8 item 27).
+    """
+    prev = _earlier_records(earlier).get(n)
+    if prev is None or prev.get("status") in _NOT_CARRIED:
+        return StepRecord(n, STEP_NAMES[n], "not selected")
+    origin_hash = earlier.get("config_hash") if not prev.get("earlier_run") else None
+    origin_started = earlier.get("started") if not prev.get("earlier_run") else None
+    return StepRecord(
+        n,
+        STEP_NAMES[n],
+        str(prev.get("status")),
+        prev.get("seconds"),
+        str(prev.get("result") or ""),
+        prev.get("details") or {},
+        earlier=True,
+        earlier_config_hash=prev.get("earlier_config_hash") or origin_hash,
+        earlier_started=prev.get("earlier_started") or origin_started,
+    )
+
+
+def format_summary(records: Sequence[StepRecord], config_hash: str | None = None) -> str:
+    """The end-of-run table: step, status, time, key result.
+
+    A carried-over row says ``(earlier run)``, and also ``other config`` when it came from a run
+    with a different config hash than ``config_hash``.
+    """
     rows = []
     for r in records:
         secs = "" if r.seconds is None else f"{r.seconds:.1f} s"
-        status = f"{r.status} (earlier run)" if r.earlier else r.status
+        status = r.status
+        if r.earlier:
+            other = (
+                config_hash is not None
+                and r.earlier_config_hash is not None
+                and r.earlier_config_hash != config_hash
+            )
+            status += (
+                f" (earlier run, config {r.earlier_config_hash})" if other else " (earlier run)"
+            )
         rows.append((f"{r.number} {r.name}", status, secs, r.result))
     return format_table(("step", "status", "time", "key result"), rows)
+
+
+def _mask_payload(obj: Any, secrets: Sequence[str]) -> Any:
+    """Every string in a JSON-able structure with secrets (tokens, URL passwords) masked."""
+    if isinstance(obj, str):
+        return mask_secrets(obj, secrets)
+    if isinstance(obj, dict):
+        return {k: _mask_payload(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_mask_payload(v, secrets) for v in obj]
+    if isinstance(obj, Path):
+        return mask_secrets(str(obj), secrets)
+    return obj
+
+
+def _run_status(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "running"
+    if exit_code == EXIT_OK:
+        return "ok"
+    if exit_code == EXIT_INTERRUPTED:
+        return "interrupted"
+    return "failed"
+
+
+def carried_over(
+    ctx: RunContext, records: Sequence[StepRecord], earlier: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Which earlier results this summary repeats, from which run and config (issue 8 item 27).
+
+    ``None`` when every row is this invocation's. The classifier and agent numbers of carried
+    steps 5 and 7 are the earlier summary's (its own or those it carried itself), never the
+    reports now on disk, which a later partial run may have rewritten.
+    """
+    carried = [r for r in records if r.earlier]
+    if not carried:
+        return None
+    prev_carry = (
+        earlier.get("carried_over") if isinstance(earlier.get("carried_over"), dict) else {}
+    )
+    numbers = {r.number for r in carried}
+
+    def earlier_value(key: str, step: int) -> Any:
+        if step not in numbers:
+            return None
+        value = earlier.get(key)
+        return value if value is not None else (prev_carry or {}).get(key)
+
+    hashes = sorted({r.earlier_config_hash for r in carried if r.earlier_config_hash})
+    return {
+        "steps": sorted(numbers),
+        "config_hashes": hashes,
+        "same_config": hashes == [ctx.cfg.hash()],
+        "from_run_started": sorted({r.earlier_started for r in carried if r.earlier_started}),
+        "classifiers": earlier_value("classifiers", 5),
+        "agent": earlier_value("agent", 7),
+    }
 
 
 def write_summary(
@@ -626,63 +745,136 @@ def write_summary(
     records: Sequence[StepRecord],
     exit_code: int | None,
     selected: Sequence[int],
+    earlier: dict[str, Any] | None = None,
+    status: str | None = None,
 ) -> Path:
     """Write ``results/run_summary_{dataset}.json`` atomically (also after a failure).
 
-    The classifier and agent numbers are read from their reports on disk only when the step that
-    writes them succeeded (in this run or, for a step not selected, the earlier one): after a
-    failure the files on disk are an older run's and would pass for this one's.
+    The summary describes this invocation only (issue 8 item 27): the classifier and agent
+    numbers are read from their reports on disk only when this invocation ran the step that
+    writes them and it succeeded (after a failure, or for a step not run now, the files on disk
+    are an older run's and would pass for this one's); rows and numbers of earlier runs are
+    listed under ``carried_over`` with their config hash. ``status`` is ``running`` while the
+    run goes on (so a run killed outright never leaves the previous run's summary standing),
+    ``pushing`` in the copy the push commits, else ``ok`` / ``failed`` / ``interrupted``. Every
+    string is passed through the secret mask (tokens, URL passwords; issue 8 item 8).
     """
     finished = datetime.now(timezone.utc)
-    succeeded = {r.number for r in records if r.status in ("ok", "warn")}
-    classifiers = (classifier_results(ctx.paths, ctx.name) or {}) if 5 in succeeded else {}
+    ran_ok = {r.number for r in records if not r.earlier and r.status in ("ok", "warn")}
+    classifiers = (classifier_results(ctx.paths, ctx.name) or {}) if 5 in ran_ok else {}
     payload = {
         "dataset": ctx.name,
+        "dataset_source": ctx.dataset,
+        "status": status or _run_status(exit_code),
+        "pid": os.getpid(),
         "started": ctx.started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
         "seconds": round((finished - ctx.started).total_seconds(), 3),
         "exit_code": exit_code,
+        "stop_reason": ctx.info.get("stop_reason"),
         "steps_selected": list(selected),
         "resume": ctx.resume,
         "config_hash": ctx.cfg.hash(),
         "config_overrides": config_overrides(ctx.cfg),
         "steps": [r.to_dict() for r in records],
         "classifiers": classifiers.get("models"),
-        "agent": agent_results(ctx.cfg, ctx.paths, ctx.name) if 7 in succeeded else None,
+        "agent": agent_results(ctx.cfg, ctx.paths, ctx.name) if 7 in ran_ok else None,
+        "carried_over": carried_over(ctx, records, earlier or {}),
         "push": ctx.info.get("push"),
         "plots": plots(ctx.paths, ctx.name),
     }
-    return atomic_write_json(summary_path(ctx.paths, ctx.name), payload)
+    masked = _mask_payload(payload, secret_values())
+    return atomic_write_json(summary_path(ctx.paths, ctx.name), masked)
 
 
-def run_steps(ctx: RunContext, selected: Sequence[int]) -> tuple[int, list[StepRecord]]:
-    """Run the selected steps in order; stop at the first failure. Returns (exit code, records)."""
-    earlier = _earlier_records(summary_path(ctx.paths, ctx.name))
-    records: list[StepRecord] = []
+PUSH_WAIT_S = 10.0
+"""How long step 8 waits for the entry point to have written the pre-push lines to its log."""
+
+
+def _wait_for_log(marker: str, timeout_s: float = PUSH_WAIT_S) -> bool:
+    """Wait until the entry point's log file (``PIPELINE_RUN_LOG``) holds ``marker``.
+
+    The entry point writes our output into its log as it reads the pipe; the push must not
+    commit the file before the final lines are in it (issue 8 item 25). True when seen (or no
+    such log), False after the timeout.
+    """
+    name = os.environ.get("PIPELINE_RUN_LOG", "").strip()
+    if not name:
+        return True
+    path = Path(name)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if marker in path.read_text(encoding="utf-8", errors="replace"):
+                return True
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def before_push(
+    ctx: RunContext,
+    records: list[StepRecord],
+    code: int,
+    selected: Sequence[int],
+    earlier: dict[str, Any],
+) -> None:
+    """Write the summary and log lines the push commits, final for everything but the push.
+
+    The pushed commit carries them; a second push is never needed to complete it (issue 8
+    item 25). They say that the push was in progress; its outcome is in the local summary.
+    """
+    pending = StepRecord(8, STEP_NAMES[8], "in progress", result="push in progress")
+    ctx.info["push"] = {
+        "status": "in progress",
+        "note": "written before the push, which committed this file; the push's outcome is in "
+        "the local run summary and the console/log of the run",
+        "remote": ctx.cfg.training.git_remote,
+        "branch": ctx.cfg.training.git_branch,
+    }
+    out = write_summary(ctx, [*records, pending], code, selected, earlier, status="pushing")
+    ctx.info["push"] = None
+    log.info(
+        "run summary before the push (%s):\n%s",
+        out,
+        format_summary([*records, pending], ctx.cfg.hash()),
+    )
+    marker = (
+        "push in progress: this log and the run summary are final for every step but the "
+        f"push (run {os.getpid()}-{time.time():.0f})"
+    )
+    log.info("%s", marker)
+    if not _wait_for_log(marker):
+        log.warning("the run log does not show the pre-push lines yet; pushing anyway")
+
+
+def run_steps(
+    ctx: RunContext,
+    selected: Sequence[int],
+    earlier: dict[str, Any] | None = None,
+    records: list[StepRecord] | None = None,
+) -> tuple[int, list[StepRecord]]:
+    """Run the selected steps in order; stop at the first failure. Returns (exit code, records).
+
+    ``records`` (appended to as the steps finish) lets the caller write the summary even when
+    an interrupt escapes between steps.
+    """
+    earlier = earlier if earlier is not None else {}
+    records = records if records is not None else []
     code = EXIT_OK
     stopped = False
     for n in ALL_STEPS:
         name = STEP_NAMES[n]
         if n not in selected:
-            prev = earlier.get(n)
-            if prev is not None and prev.get("status") not in ("not run", "not selected"):
-                records.append(
-                    StepRecord(
-                        n,
-                        name,
-                        str(prev.get("status")),
-                        prev.get("seconds"),
-                        str(prev.get("result") or ""),
-                        prev.get("details") or {},
-                        earlier=True,
-                    )
-                )
-            else:
-                records.append(StepRecord(n, name, "not selected"))
+            records.append(carried_record(n, earlier))
             continue
         if stopped:
             records.append(StepRecord(n, name, "not run"))
             continue
+        if n == 8 and ctx.push:
+            before_push(ctx, records, code, selected, earlier)
         log.info("=" * 72)
         log.info("STEP %d/8: %s", n, name)
         log.info("=" * 72)
@@ -724,10 +916,26 @@ def run_steps(ctx: RunContext, selected: Sequence[int]) -> tuple[int, list[StepR
         secs = time.perf_counter() - t0
         log.info("step %d (%s) %s in %.1f s: %s", n, name, outcome.status, secs, outcome.result)
         records.append(StepRecord(n, name, outcome.status, secs, outcome.result, outcome.details))
-        if n == 7 and 8 in selected:
-            # The pushed commit should carry the summary of steps 1-7 too.
-            write_summary(ctx, records, None, selected)
     return code, records
+
+
+def _complete_records(
+    records: list[StepRecord], selected: Sequence[int], earlier: dict[str, Any]
+) -> None:
+    """After an interrupt between steps: a row for every step (carried, interrupted, not run)."""
+    done = {r.number for r in records}
+    first_missing = True
+    for n in ALL_STEPS:
+        if n in done:
+            continue
+        if n not in selected:
+            records.append(carried_record(n, earlier))
+        elif first_missing:
+            records.append(StepRecord(n, STEP_NAMES[n], "interrupted", result="interrupted"))
+            first_missing = False
+        else:
+            records.append(StepRecord(n, STEP_NAMES[n], "not run"))
+    records.sort(key=lambda r: r.number)
 
 
 def _env_flag(name: str) -> bool:
@@ -736,7 +944,8 @@ def _env_flag(name: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """The driver's command line."""
-    p = argparse.ArgumentParser(
+    # CliParser: usage errors exit 1 (bad input), not argparse's 2 (issue 8 item 12).
+    p = CliParser(
         prog="runpod_train.py",
         description="Run the eight pipeline steps (1 paths, 2 dependencies, 3 GPU, 4 dataset, "
         "5 classifiers, 6 model validation, 7 PPO agent, 8 push) for one dataset.",
@@ -782,10 +991,61 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_stop_reason: list[str] = []
+"""Why the run was asked to stop (signal name, parent gone); read into the run summary."""
+
+
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM (pod shutdown, runpod_main forwarding) unwinds like Ctrl-C: finally blocks release
-    # the lock, and a step in a training loop checkpoints on KeyboardInterrupt.
+    # SIGTERM (pod shutdown, runpod_main forwarding) and SIGHUP (closed terminal) unwind like
+    # Ctrl-C: finally blocks release the lock, and a step in a training loop checkpoints on
+    # KeyboardInterrupt.
+    if not _stop_reason:
+        _stop_reason.append(signal.Signals(signum).name)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+PARENT_POLL_S = 1.0
+
+
+def watch_parent(
+    expected_ppid: int, interval_s: float = PARENT_POLL_S, getppid: Callable[[], int] = os.getppid
+) -> threading.Event:
+    """Stop this run (SIGTERM to ourselves: checkpoint, summary, exit 130) when the parent dies.
+
+    The entry point starts us in a session of our own, so a closed terminal or ``kill -9`` of
+    ``runpod_main.py`` would leave us training on as an orphan nobody sees, whose results no
+    summary reports (issue 8 item 5). Polling ``os.getppid()`` (re-parented to init or a
+    subreaper when the parent dies) is used rather than ``prctl(PR_SET_PDEATHSIG)``: it works
+    on every POSIX system, needs no ``preexec_fn`` (unsafe with threads), and PDEATHSIG fires when
+    the parent *thread* that forked exits, not the process. A second of latency is harmless
+    next to a checkpoint. Returns an event that stops the watch when set.
+    """
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            if getppid() != expected_ppid:
+                if not _stop_reason:
+                    _stop_reason.append(f"parent process (pid {expected_ppid}) exited")
+                log.warning(
+                    "the parent process (pid %d, runpod_main.py) is gone: writing a checkpoint "
+                    "and stopping (rerun with --resume)",
+                    expected_ppid,
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+    return stop
+
+
+def _parent_to_watch() -> int | None:
+    """The entry point's pid when it launched us (``PIPELINE_PARENT_PID`` is our parent)."""
+    raw = os.environ.get("PIPELINE_PARENT_PID", "").strip()
+    if not raw.isdigit():
+        return None
+    pid = int(raw)
+    return pid if pid == os.getppid() else None
 
 
 class _TeeStream(_StreamWrapper):
@@ -841,9 +1101,12 @@ def run_context(args: argparse.Namespace) -> RunContext:
         push, reason = True, "--steps names step 8"
     else:
         push, reason = False, "RUNPOD_PUSH_TO_GITHUB is not true"
+    paths = Paths.from_root(args.root)
     return RunContext(
-        dataset=dataset,
-        paths=Paths.from_root(args.root),
+        # A path becomes absolute once, here, so every step finds the same file whatever its
+        # working directory (issue 8 items 1 and 2); a name in datasets/ stays a name.
+        dataset=absolute_dataset(dataset, paths.datasets),
+        paths=paths,
         cfg=cfg,
         resume=args.resume or _env_flag("RESUME_TRAINING"),
         push=push,
@@ -854,16 +1117,63 @@ def run_context(args: argparse.Namespace) -> RunContext:
     )
 
 
+def _acquire(lock: RunLock) -> RunLock:
+    """Take the run lock; a root that cannot hold it is one line naming the path (item 10)."""
+    try:
+        return lock.acquire()
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT):
+            raise  # run_cli turns these into one line naming the path
+        raise PipelineError(
+            f"cannot create the run lock {lock.path}: {exc.strerror or exc}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; expected a writable folder as "
+            "--root"
+        ) from None
+
+
 def drive(args: argparse.Namespace) -> int:
-    """Resolve the run's settings, take the lock, run the steps and write the summary."""
+    """Resolve the run's settings, take the lock, run the steps and write the summary.
+
+    The summary is written when the run starts (status ``running``, so a run killed outright
+    never leaves the previous run's summary standing as its own) and again on every way out:
+    finished, failed step, signal, parent gone, or an exception between steps (issue 8 item 5).
+    """
     selected = parse_steps(args.steps, args.from_step)
     ctx = run_context(args)
-    with RunLock(lock_path(ctx.paths, ctx.name)) as lock:
+    lock = _acquire(RunLock(lock_path(ctx.paths, ctx.name)))
+    try:
         if lock.took_over is not None:
             log.warning("took over a stale lock of %s", lock.took_over.describe())
-        code, records = run_steps(ctx, selected)
-        out = write_summary(ctx, records, code, selected)
-    log.info("run summary (%s):\n%s", out, format_summary(records))
+        earlier = _read_json(summary_path(ctx.paths, ctx.name)) or {}
+        records: list[StepRecord] = []
+        planned = [
+            carried_record(n, earlier)
+            if n not in selected
+            else StepRecord(n, STEP_NAMES[n], "pending")
+            for n in ALL_STEPS
+        ]
+        write_summary(ctx, planned, None, selected, earlier)
+        code: int | None = None
+        status: str | None = None
+        try:
+            code, records = run_steps(ctx, selected, earlier, records)
+        except KeyboardInterrupt:
+            code, status = EXIT_INTERRUPTED, "interrupted"
+            raise
+        except BaseException as exc:
+            code, status = EXIT_ERROR, "interrupted"
+            ctx.info["stop_reason"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            raise
+        finally:
+            if _stop_reason and ctx.info.get("stop_reason") is None:
+                ctx.info["stop_reason"] = _stop_reason[0]
+            if status is not None:
+                _complete_records(records, selected, earlier)
+                log.warning("run interrupted (%s)", ctx.info.get("stop_reason") or "interrupt")
+            out = write_summary(ctx, records, code, selected, earlier, status=status)
+    finally:
+        lock.release()
+    log.info("run summary (%s):\n%s", out, format_summary(records, ctx.cfg.hash()))
     found = plots(ctx.paths, ctx.name)
     if found:
         log.info("plots: %s", ", ".join(found))
@@ -874,7 +1184,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the driver; exit code 0, a step's code, or 130 if interrupted."""
     args = build_parser().parse_args(argv)
     install_secret_masking()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    _stop_reason.clear()
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, _raise_interrupt) for s in handled}
+    parent = _parent_to_watch()
+    watch = watch_parent(parent) if parent is not None else None
     try:
         with contextlib.ExitStack() as stack:
             dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
@@ -893,7 +1207,10 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("log file: %s", log_file)
             return run_cli(lambda: drive(args))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if watch is not None:
+            watch.set()
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,28 @@ def dataset_name(dataset: str) -> str:
     return base[: -len(".csv")] if base.lower().endswith(".csv") else base
 
 
+def absolute_dataset(dataset: str, datasets_dir: Path, cwd: Path | None = None) -> str:
+    """``dataset`` as the driver should receive it: a name stays a name, a path becomes absolute.
+
+    A name found in ``datasets_dir`` (``NAME`` or ``NAME.csv`` there) is kept as given. Anything
+    else that names an existing file relative to ``cwd`` (default: the working directory), with
+    or without ``.csv``, becomes that file's absolute path, so a process started in another
+    folder (the driver runs with the project as its working directory) finds the same file
+    (issue 8 items 1 and 2). What matches nothing is kept as given, for the "not found" error.
+    """
+    raw = str(dataset).strip()
+    given = Path(raw).expanduser()
+    if not given.is_absolute():
+        if (datasets_dir / f"{raw}.csv").is_file() or (datasets_dir / raw).is_file():
+            return raw
+        given = (cwd if cwd is not None else Path.cwd()) / given
+    candidates = [given, given.with_name(given.name + ".csv")] if given.name else [given]
+    for cand in candidates:
+        if cand.is_file():
+            return str(cand.resolve())
+    return raw
+
+
 def lock_path(paths: Paths, dataset: str) -> Path:
     """Where the lock of ``dataset`` (a name or CSV path) lives: ``logs/run_{name}.lock``."""
     return paths.logs / f"run_{dataset_name(dataset)}.lock"

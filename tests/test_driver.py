@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -643,3 +644,233 @@ def test_lock_path_uses_the_dataset_name(tmp_path: Path) -> None:
     paths = runpod_train.Paths.from_root(tmp_path)
     assert lock_path(paths, "/data/BTC_1H.csv") == tmp_path / "logs" / "run_BTC_1H.lock"
     assert lock_path(paths, "BTC_1H") == tmp_path / "logs" / "run_BTC_1H.lock"
+
+
+# ---------------------------------------------------------------- issue 8
+
+
+def _write_reports(root: Path, f1: float, ret: float) -> None:
+    results = root / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"training_summary_{DATASET}.json").write_text(
+        json.dumps({"models": {"dlstm": {"status": "trained", "test_macro_f1": f1}}})
+    )
+    (results / f"backtest_dlstm_{DATASET}.json").write_text(
+        json.dumps({"strategies": {"agent": {"total_return": ret}}})
+    )
+
+
+def test_summary_describes_one_invocation_and_names_what_it_carries_over(
+    root: Path, fake_steps: dict, capsys: pytest.CaptureFixture
+) -> None:
+    """Item 27: `--steps 4` with another config shows no earlier classifier/agent results."""
+    _write_reports(root, 0.41, 0.05)
+    assert _run(root) == 0
+    first = _summary(root)
+    assert first["classifiers"]["dlstm"]["test_macro_f1"] == 0.41
+    assert first["carried_over"] is None and first["status"] == "ok"
+    capsys.readouterr()
+
+    assert _run(root, "--steps", "4", "--set", "epochs=1") == 0
+    second = _summary(root)
+    assert second["config_hash"] != first["config_hash"]
+    assert second["classifiers"] is None and second["agent"] is None
+    carried = second["carried_over"]
+    assert carried["steps"] == [1, 2, 3, 5, 6, 7, 8]
+    assert carried["config_hashes"] == [first["config_hash"]]
+    assert carried["same_config"] is False
+    assert carried["from_run_started"] == [first["started"]]
+    assert carried["classifiers"] == first["classifiers"]
+    assert carried["agent"] == first["agent"]
+    rows = {s["number"]: s for s in second["steps"]}
+    assert rows[4]["earlier_run"] is False and "earlier_config_hash" not in rows[4]
+    assert rows[5]["earlier_run"] is True
+    assert rows[5]["earlier_config_hash"] == first["config_hash"]
+    out = capsys.readouterr().err
+    assert f"ok (earlier run, config {first['config_hash']})" in out
+
+    # A third run carries the rows over again: their origin stays the first run's config.
+    _write_reports(root, 0.99, 0.9)  # rewritten on disk by something else: not this run's
+    assert _run(root, "--steps", "1") == 0
+    third = _summary(root)
+    assert third["classifiers"] is None
+    assert third["carried_over"]["classifiers"] == first["classifiers"]
+    assert {s["number"]: s for s in third["steps"]}[5]["earlier_config_hash"] == first[
+        "config_hash"
+    ]
+    assert third["carried_over"]["config_hashes"] == sorted(
+        {first["config_hash"], second["config_hash"]}
+    )
+
+
+def test_summary_says_running_while_the_run_goes_on(root: Path, fake_steps: dict) -> None:
+    """Item 5: a run killed outright must not leave the previous run's summary standing."""
+    (root / "results").mkdir(parents=True, exist_ok=True)
+    (root / "results" / f"run_summary_{DATASET}.json").write_text(
+        json.dumps({"status": "ok", "exit_code": 0, "steps": []})
+    )
+    seen: list[dict] = []
+
+    def peek(ctx: runpod_train.RunContext) -> StepOutcome:
+        seen.append(_summary(root))
+        return StepOutcome(result="peeked")
+
+    runpod_train.STEP_FUNCTIONS[3] = peek  # restored by fake_steps' monkeypatch
+    assert _run(root) == 0
+    (during,) = seen
+    assert during["status"] == "running" and during["exit_code"] is None
+    assert during["pid"] == os.getpid()
+    assert [s["status"] for s in during["steps"]] == ["pending"] * 8
+    assert _summary(root)["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("escape", "code"),
+    [(KeyboardInterrupt, EXIT_INTERRUPTED), (SystemExit, 1)],
+)
+def test_summary_written_when_an_interrupt_or_exception_escapes_the_steps(
+    root: Path,
+    fake_steps: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    escape: type[BaseException],
+    code: int,
+) -> None:
+    """Item 5: every exit path writes a summary with status "interrupted"."""
+    monkeypatch.setenv("RUNPOD_PUSH_TO_GITHUB", "true")
+
+    def boom(*args: object) -> None:  # between step 7 and step 8
+        raise escape("stop")
+
+    monkeypatch.setattr(runpod_train, "before_push", boom)
+    with contextlib.suppress(SystemExit):
+        got = _run(root)
+        assert got == code
+    summary = _summary(root)
+    assert summary["status"] == "interrupted" and summary["exit_code"] == code
+    statuses = [s["status"] for s in summary["steps"]]
+    assert statuses == ["ok"] * 7 + ["interrupted"]
+    assert not lock_path(runpod_train.Paths.from_root(root), DATASET).exists()
+
+
+def test_sighup_stops_the_driver_like_sigterm(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def hangup(ctx: runpod_train.RunContext) -> StepOutcome:
+        signal.raise_signal(signal.SIGHUP)  # the terminal closed
+        return StepOutcome(result="not reached")
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 5, hangup)
+    previous = signal.getsignal(signal.SIGHUP)
+    assert _run(root) == EXIT_INTERRUPTED
+    summary = _summary(root)
+    assert summary["status"] == "interrupted" and summary["stop_reason"] == "SIGHUP"
+    assert summary["steps"][4]["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGHUP) is previous
+
+
+def test_pushed_summary_and_log_are_final_but_for_the_push(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 25: what step 8 commits already has steps 1-7 final and says the push was on."""
+    monkeypatch.setenv("RUNPOD_PUSH_TO_GITHUB", "true")
+    _write_reports(root, 0.4, 0.1)
+    seen: dict[str, object] = {}
+
+    def push(ctx: runpod_train.RunContext) -> StepOutcome:
+        seen["summary"] = _summary(root)
+        (log_file,) = (root / "logs").glob(f"train_{DATASET}_*.log")
+        seen["log"] = log_file.read_text()
+        return StepOutcome(result="commit abc -> origin/main, 3 files")
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 8, push)
+    assert runpod_train.main(["--dataset", DATASET, "--root", str(root)]) == 0
+    pushed = seen["summary"]
+    assert isinstance(pushed, dict)
+    assert pushed["status"] == "pushing" and pushed["exit_code"] == 0
+    assert [s["status"] for s in pushed["steps"]] == ["ok"] * 7 + ["in progress"]
+    assert pushed["push"]["status"] == "in progress"
+    assert pushed["classifiers"]["dlstm"]["test_macro_f1"] == 0.4
+    log_text = seen["log"]
+    assert isinstance(log_text, str)
+    assert "run summary before the push" in log_text
+    assert "8 push" in log_text and "in progress" in log_text
+    assert "push in progress: this log and the run summary are final" in log_text
+    final = _summary(root)
+    assert final["status"] == "ok" and final["steps"][7]["status"] == "ok"
+
+
+def test_wait_for_log_waits_for_the_entry_points_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_file = tmp_path / "run.log"
+    log_file.write_text("STEP 8/8\n")
+    monkeypatch.setenv("PIPELINE_RUN_LOG", str(log_file))
+    threading.Timer(0.2, lambda: log_file.write_text("STEP 8/8\nMARK-1\n")).start()
+    t0 = time.perf_counter()
+    assert runpod_train._wait_for_log("MARK-1", timeout_s=5) is True
+    assert 0.1 < time.perf_counter() - t0 < 4
+    assert runpod_train._wait_for_log("MARK-2", timeout_s=0.2) is False
+    monkeypatch.delenv("PIPELINE_RUN_LOG")
+    assert runpod_train._wait_for_log("anything", timeout_s=0) is True
+
+
+def test_summary_masks_tokens_and_url_passwords(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 8: the run summary never holds the token or a URL password."""
+    token = "ghp_summary_0123456789abcdef"
+    monkeypatch.setenv("GITHUB_TOKEN", token)
+
+    def leaky(ctx: runpod_train.RunContext) -> StepOutcome:
+        return StepOutcome(
+            result=f"git said https://bob:{token}@host/repo.git",
+            details={"remote": f"https://bob:{token}@host/repo.git", "list": [token]},
+        )
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 8, leaky)
+    assert _run(root) == 0
+    text = (root / "results" / f"run_summary_{DATASET}.json").read_text()
+    assert token not in text
+    assert "***" in json.loads(text)["steps"][7]["result"]
+
+
+def test_classifier_line_uses_the_headline_when_present() -> None:
+    """Item 28: the step-5 line quotes the same block as the summary table (its headline)."""
+    summary = {
+        "models": {
+            "dlstm": {
+                "status": "trained",
+                "test_macro_f1": 0.409,
+                "majority_test_macro_f1": 0.2,
+                "headline": "test macro-F1 0.409 vs chance 0.333 and logreg 0.412: no better "
+                "than logreg",
+            },
+            "gru": {"status": "trained", "test_macro_f1": 0.5, "majority_test_macro_f1": 0.2},
+        }
+    }
+    assert classifier_line(summary) == (
+        "dlstm test macro-F1 0.409 vs chance 0.333 and logreg 0.412: no better than logreg; "
+        "gru test F1 0.500 vs majority 0.200"
+    )
+
+
+def test_step_6_gets_the_dataset_path_not_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 1: a CSV outside datasets/ reaches step 6 as the path the user gave."""
+    csv = tmp_path / "elsewhere" / "ok.csv"
+    write_ohlcv_csv(generate_ohlcv(60, seed=2), csv)
+    ctx = runpod_train.run_context(
+        runpod_train.build_parser().parse_args(
+            ["--dataset", str(csv), "--root", str(tmp_path / "root")]
+        )
+    )
+    seen: list[str] = []
+    import ppo_approach.prediction_wrapper as pw
+
+    monkeypatch.setattr(
+        pw, "validate_models", lambda cfg, dataset, paths: seen.append(dataset) or {}
+    )
+    runpod_train.step_validate_models(ctx)
+    assert seen == [str(csv)]
+    assert ctx.name == "ok"
