@@ -31,7 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.common import EXIT_INTERRUPTED, PipelineError, atomic_path
+from pipeline.common import (
+    EXIT_INTERRUPTED,
+    PipelineError,
+    ProgressLog,
+    atomic_path,
+    progress_bars_wanted,
+)
 from pipeline.config import MODEL_NAMES, TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -44,14 +50,64 @@ T = TypeVar("T")
 
 
 class TrainingInterrupted(PipelineError):
-    """Ctrl-C or SIGTERM during training; the last complete epoch's checkpoint is kept."""
+    """Ctrl-C or SIGTERM during training; the last complete epoch's checkpoint is kept.
+
+    ``last_epoch`` is the epoch of the checkpoint that exists now (0 = none: the run was stopped
+    before its first epoch finished, or checkpoints were off), ``checkpoint_path`` where it is.
+    Callers must not promise a resume when :attr:`has_checkpoint` is false (issue 8 item 6).
+    """
 
     exit_code = EXIT_INTERRUPTED
 
-    def __init__(self, message: str, checkpoint_path: Path | None, last_epoch: int) -> None:
+    def __init__(
+        self,
+        message: str,
+        checkpoint_path: Path | None,
+        last_epoch: int,
+        epoch: int | None = None,
+        what: str = "",
+    ) -> None:
         super().__init__(message)
         self.checkpoint_path = checkpoint_path
         self.last_epoch = last_epoch
+        self.epoch = epoch  # the epoch that was running, when known
+        self.what = what  # e.g. "gru" or "gru/fold2"
+
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether a checkpoint of a complete epoch exists, i.e. ``--resume`` continues it."""
+        return self.last_epoch > 0
+
+
+def interrupt_message(
+    what: str,
+    epoch: int | None,
+    epochs: int,
+    checkpoint_path: Path | None,
+    last_saved: int,
+    completed: int | None = None,
+) -> str:
+    """What is true after an interrupt: which epoch stopped and which checkpoint (if any) exists.
+
+    Issue 8 item 6: a SIGTERM in the first epoch used to end in "checkpoint written" although
+    none existed. ``completed`` is the last epoch that finished (default: ``last_saved``).
+    """
+    completed = last_saved if completed is None else completed
+    if epoch is None:
+        where = ""
+    elif completed >= epoch:  # stopped between epochs, after this one finished
+        where = f" after epoch {epoch}/{epochs}"
+    else:
+        where = f" in epoch {epoch}/{epochs}"
+    head = f"{what or 'training'} interrupted{where}"
+    if last_saved > 0 and checkpoint_path is not None:
+        return f"{head}; checkpoint of epoch {last_saved} kept at {checkpoint_path}"
+    if checkpoint_path is None:
+        return f"{head}; no checkpoint was written (checkpoints are off for this training)"
+    return (
+        f"{head}, before its first epoch finished; no checkpoint was written, so a rerun "
+        "starts it again from epoch 1"
+    )
 
 
 # ================================================================ models
@@ -523,10 +579,53 @@ def predict_proba(
     return torch.cat(out).numpy()
 
 
-def _progress(total: int, desc: str, disable: bool | None, initial: int) -> Any:
-    from tqdm.auto import tqdm
+class _EpochProgress:
+    """A tqdm bar over epochs (terminal), or a :class:`ProgressLog` line with ETA (no terminal).
 
-    return tqdm(total=total, desc=desc, unit="epoch", disable=disable, initial=initial, leave=True)
+    Issue 8 item 26: under ``runpod_main.py`` the output is a pipe and a bar is invisible, so
+    without a terminal a line "``desc`` epoch e/E: done/total batches (pct), elapsed, ETA" is
+    logged at most every ``interval_s`` seconds, also in the middle of a long epoch. The ETA
+    assumes every epoch runs; early stopping may end sooner.
+    """
+
+    def __init__(
+        self, desc: str, epochs: int, start_epoch: int, bar: bool, interval_s: float
+    ) -> None:
+        self.desc, self.epochs = desc or "training", epochs
+        self.bar: Any = None
+        self.plog: ProgressLog | None = None
+        self.n_batches = 1
+        if bar:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=epochs, desc=desc, unit="epoch", initial=start_epoch - 1, leave=True
+            )
+        else:
+            self.plog = ProgressLog(self.desc, 1, "batches", interval_s=interval_s, logger=log)
+
+    def start(self, epoch: int, n_batches: int) -> None:
+        """Called before each epoch with its number of batches (changes after an OOM retry)."""
+        self.n_batches = max(1, n_batches)
+        self.batch(epoch, 0)
+
+    def batch(self, epoch: int, done_in_epoch: int) -> None:
+        """``done_in_epoch`` batches of ``epoch`` are done."""
+        if self.plog is None:
+            return
+        self.plog.desc = f"{self.desc} epoch {epoch}/{self.epochs}"
+        self.plog.total = self.epochs * self.n_batches
+        self.plog.update((epoch - 1) * self.n_batches + done_in_epoch)
+
+    def epoch_done(self, **postfix: str) -> None:
+        """One epoch finished (advances the bar)."""
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(**postfix)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def train_classifier(
@@ -540,6 +639,7 @@ def train_classifier(
     epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
     desc: str = "",
     progress: bool | None = None,
+    progress_interval_s: float = 30.0,
 ) -> TrainResult:
     """Train ``model`` on ``train``, early-stop on ``val`` loss, restore the best weights.
 
@@ -553,7 +653,9 @@ def train_classifier(
         fingerprint: identifies the run (config hash, dataset hash, fold) inside the checkpoint.
         epoch_callback: ``fn(epoch, record)`` after each epoch's checkpoint is written (tests use
             it to simulate an interruption).
-        desc: progress bar label. progress: True forces the bar, None = only on a terminal.
+        desc: progress label. progress: True forces the bar, False the log lines, None = a bar
+            when :func:`pipeline.common.progress_bars_wanted` says so, else log lines.
+        progress_interval_s: at most one progress log line per this many seconds (no bar).
 
     Raises:
         TrainingInterrupted: on Ctrl-C / SIGTERM; the last written checkpoint is kept.
@@ -635,10 +737,11 @@ def train_classifier(
     def run_epoch(bs: int) -> tuple[float, float]:
         model.train()
         n = len(train)
+        progress_out.start(current_epoch, -(-n // bs))
         perm = torch.randperm(n, generator=gen).to(device)  # (n,)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        for start in range(0, n, bs):
+        for i, start in enumerate(range(0, n, bs)):
             idx = perm[start : start + bs]
             x, y = train.batch(idx)  # (B, L, F), (B,)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -654,17 +757,22 @@ def train_classifier(
             # Accumulate on the device: no host sync per batch.
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == y).sum()
+            progress_out.batch(current_epoch, i + 1)
         return float(loss_sum) / n, float(correct) / n
 
     t0 = time.perf_counter()
     last_saved = start_epoch - 1
     stopped_early = bad_epochs >= cfg.patience
-    bar = _progress(cfg.epochs, desc, None if progress is None else not progress, start_epoch - 1)
+    want_bar = progress_bars_wanted() if progress is None else progress
+    progress_out = _EpochProgress(desc, cfg.epochs, start_epoch, want_bar, progress_interval_s)
+    current_epoch = start_epoch
+    completed = start_epoch - 1
     epoch_start_state = snapshot(start_epoch - 1) if start_epoch <= cfg.epochs else None
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             if stopped_early:
                 break
+            current_epoch = epoch
             te = time.perf_counter()
             assert epoch_start_state is not None
             start_state = epoch_start_state
@@ -690,13 +798,13 @@ def train_classifier(
                 "batch_size": batch_size,
             }
             history.append(record)
+            completed = epoch
             stopped_early = bad_epochs >= cfg.patience
             epoch_start_state = snapshot(epoch)
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, epoch_start_state)
                 last_saved = epoch
-            bar.update(1)
-            bar.set_postfix(
+            progress_out.epoch_done(
                 loss=f"{train_loss:.4f}",
                 val_loss=f"{val_loss:.4f}",
                 val_f1=f"{val_metrics['macro_f1']:.3f}",
@@ -713,18 +821,18 @@ def train_classifier(
             if epoch_callback is not None:
                 epoch_callback(epoch, record)
     except KeyboardInterrupt:
+        # Say what is true: a checkpoint exists only once an epoch finished (or was resumed).
         raise TrainingInterrupted(
-            f"{desc or 'training'} interrupted"
-            + (
-                f"; checkpoint of epoch {last_saved} kept at {checkpoint_path}"
-                if checkpoint_path is not None and last_saved > 0
-                else ""
+            interrupt_message(
+                desc, current_epoch, cfg.epochs, checkpoint_path, last_saved, completed
             ),
-            checkpoint_path,
+            checkpoint_path if last_saved > 0 else None,
             last_saved,
+            epoch=current_epoch,
+            what=desc,
         ) from None
     finally:
-        bar.close()
+        progress_out.close()
 
     model.load_state_dict(best_state)
     return TrainResult(

@@ -301,3 +301,143 @@ def test_sigterm_becomes_keyboard_interrupt() -> None:
         for _ in range(200):  # the handler runs at the next bytecode boundary
             time.sleep(0.01)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def _sigterm_on_forward(model: torch.nn.Module, at_call: int) -> None:
+    """Send this process SIGTERM from inside the ``at_call``-th forward pass (as a pod stop)."""
+    import os
+    import signal
+
+    calls = {"n": 0}
+
+    def hook(module: torch.nn.Module, inputs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    model.register_forward_pre_hook(hook)
+
+
+def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
+    """Issue 8 item 6: stopped before epoch 1 finished, nothing claims a checkpoint."""
+    from pytorch_train import sigterm_as_keyboard_interrupt
+
+    x, bars, y = learnable_data(400)
+    train, val = window_data(x, bars, y)
+    cfg = tiny_cfg(epochs=3, batch_size=32)
+    ckpt = tmp_path / "run.ckpt.pt"
+    seed_everything(cfg.seed)
+    model = build_model(arch_config("gru", F, cfg))
+    _sigterm_on_forward(model, at_call=2)  # in the second batch of epoch 1
+    with pytest.raises(TrainingInterrupted) as info, sigterm_as_keyboard_interrupt():
+        train_classifier(model, train, val, cfg, checkpoint_path=ckpt, desc="gru")
+    exc = info.value
+    assert exc.exit_code == EXIT_INTERRUPTED
+    assert not exc.has_checkpoint and exc.last_epoch == 0 and exc.checkpoint_path is None
+    assert exc.epoch == 1 and exc.what == "gru"
+    assert str(exc) == (
+        "gru interrupted in epoch 1/3, before its first epoch finished; no checkpoint was "
+        "written, so a rerun starts it again from epoch 1"
+    )
+    assert not ckpt.exists()
+
+
+def test_sigterm_in_a_later_epoch_names_the_checkpoint_kept(tmp_path) -> None:
+    """Issue 8 item 6: after epoch 1 was saved, the message names that checkpoint."""
+    from pytorch_train import sigterm_as_keyboard_interrupt
+
+    x, bars, y = learnable_data(400)
+    train, val = window_data(x, bars, y)
+    cfg = tiny_cfg(epochs=3, batch_size=1024)  # one training batch + one val batch per epoch
+    ckpt = tmp_path / "run.ckpt.pt"
+    seed_everything(cfg.seed)
+    model = build_model(arch_config("lstm", F, cfg))
+    _sigterm_on_forward(model, at_call=3)  # epoch 2's training batch
+    with pytest.raises(TrainingInterrupted) as info, sigterm_as_keyboard_interrupt():
+        train_classifier(model, train, val, cfg, checkpoint_path=ckpt, desc="lstm")
+    exc = info.value
+    assert exc.has_checkpoint and exc.last_epoch == 1 and exc.checkpoint_path == ckpt
+    assert str(exc) == f"lstm interrupted in epoch 2/3; checkpoint of epoch 1 kept at {ckpt}"
+    saved = load_checkpoint(ckpt)
+    assert saved is not None and saved["epoch"] == 1
+
+
+def test_interrupt_without_checkpoints_says_they_are_off() -> None:
+    x, bars, y = learnable_data(300)
+    train, val = window_data(x, bars, y)
+    cfg = tiny_cfg(epochs=2)
+
+    def stop(epoch: int, record: dict[str, float]) -> None:
+        raise KeyboardInterrupt
+
+    seed_everything(cfg.seed)
+    with pytest.raises(TrainingInterrupted) as info:
+        train_classifier(
+            build_model(arch_config("gru", F, cfg)), train, val, cfg, epoch_callback=stop
+        )
+    assert not info.value.has_checkpoint
+    assert str(info.value) == (
+        "training interrupted after epoch 1/2; no checkpoint was written (checkpoints are off "
+        "for this training)"
+    )
+
+
+def test_progress_lines_with_eta_without_a_terminal(monkeypatch, caplog, capsys) -> None:
+    """Issue 8 item 26: no terminal -> log lines "epoch e/E: done/total batches ..., ETA"."""
+    monkeypatch.setenv("PIPELINE_PROGRESS", "log")
+    x, bars, y = learnable_data(300)
+    train, val = window_data(x, bars, y)
+    cfg = tiny_cfg(epochs=2, batch_size=64)  # 214 training windows: 4 batches per epoch
+    caplog.set_level("INFO", logger="pytorch_train")
+    seed_everything(cfg.seed)
+    train_classifier(
+        build_model(arch_config("gru", F, cfg)),
+        train,
+        val,
+        cfg,
+        desc="gru",
+        progress_interval_s=0.0,
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == "pytorch_train"]
+    progress = [m for m in lines if m.startswith("gru epoch ")]
+    assert progress, lines
+    assert progress[0].startswith("gru epoch 1/2: 1/8 batches (12%), ")
+    assert "ETA" in progress[0]
+    assert any(m.startswith("gru epoch 2/2: 7/8 batches") for m in progress), progress
+    assert "epoch/s" not in capsys.readouterr().err  # no bar
+
+
+def test_progress_bar_only_when_wanted(monkeypatch, caplog) -> None:
+    """Issue 8 item 26: the entry point forwarded a terminal -> a bar, no log lines."""
+    import tqdm.auto
+
+    bars: list[dict[str, object]] = []
+    real_tqdm = tqdm.auto.tqdm
+
+    def recording_tqdm(*args: object, **kwargs: object) -> object:
+        bars.append(kwargs)
+        return real_tqdm(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", recording_tqdm)
+    monkeypatch.setenv("PIPELINE_PROGRESS", "bar")
+    x, bars_, y = learnable_data(300)
+    train, val = window_data(x, bars_, y)
+    cfg = tiny_cfg(epochs=2)
+    caplog.set_level("INFO", logger="pytorch_train")
+    seed_everything(cfg.seed)
+    train_classifier(
+        build_model(arch_config("gru", F, cfg)),
+        train,
+        val,
+        cfg,
+        desc="gru",
+        progress_interval_s=0.0,
+    )
+    assert len(bars) == 1 and bars[0]["unit"] == "epoch" and bars[0]["total"] == 2
+    assert not [r for r in caplog.records if r.getMessage().startswith("gru epoch ")]
+
+    bars.clear()
+    monkeypatch.setenv("PIPELINE_PROGRESS", "log")
+    seed_everything(cfg.seed)
+    train_classifier(build_model(arch_config("gru", F, cfg)), train, val, cfg, desc="gru")
+    assert bars == []
