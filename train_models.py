@@ -14,6 +14,13 @@ For each selected model (``--models``, else the PPO config's ensemble members wh
 
 A model is skipped when its file loads and records the same dataset SHA-256 and config hash as now
 (``TrainingConfig.hash_for_model``); ``--force`` always retrains.
+
+The headline of each model (``training_summary_{dataset}.json``, ``models[name]["headline"]``)
+compares its test macro-F1 with chance (1/3) and with the logistic regression on the same rows,
+and adds the directional hit rate (see :func:`test_comparison`).
+
+torch, sklearn and the feature code are imported inside the functions that use them, so that
+``--help`` and usage errors answer at once (issue 8 item 29).
 """
 
 from __future__ import annotations
@@ -21,18 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shlex
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from sklearn.linear_model import LogisticRegression
+from typing import TYPE_CHECKING, Any
 
 from pipeline.common import (
+    CliParser,
     Paths,
     PipelineError,
     atomic_path,
@@ -48,36 +54,28 @@ from pipeline.config import (
     config_from_args,
     write_resolved,
 )
-from pipeline.features import (
-    MIN_BLOCK_SAMPLES,
-    Block,
-    apply_scaler,
-    auto_threshold,
-    fit_scaler,
-    make_labels,
-)
-from pipeline.prepare import Prepared, prepare_dataset
-from pytorch_train import (
-    CLASS_NAMES,
-    MODEL_FILE_FORMAT,
-    TrainingInterrupted,
-    TrainResult,
-    WindowData,
-    arch_config,
-    build_model,
-    classification_metrics,
-    configure_cpu_threads,
-    count_parameters,
-    load_model_file,
-    predict_proba,
-    resolve_device,
-    save_model_file,
-    seed_everything,
-    sigterm_as_keyboard_interrupt,
-    train_classifier,
-)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from matplotlib.figure import Figure
+
+    from pipeline.features import Block
+    from pipeline.prepare import Prepared
+    from pytorch_train import TrainResult
 
 log = logging.getLogger("train_models")
+
+CLASS_NAMES: tuple[str, str, str] = ("Fall", "Stationary", "Rise")  # = pytorch_train.CLASS_NAMES
+CHANCE_MACRO_F1 = 1 / 3
+"""Macro-F1 of guessing among three classes (in expectation, whatever the class shares)."""
+
+VAL_BLOCK_NOTE = (
+    "early-stopping block: it picked the best epoch, so scores on it are optimistic; "
+    "compare models on the test block"
+)
+"""What the "val" scores are (issue 8 item 19): the validation block is the one early stopping
+watched, so they are labelled, not used for the headline."""
 
 
 # ================================================================ paths
@@ -128,6 +126,8 @@ def select_models(cfg: Config, requested: list[str] | None) -> list[str]:
 
 def up_to_date(path: Path, dataset_sha: str, config_hash: str) -> tuple[bool, str]:
     """Whether the model file at ``path`` can be reused, and why not (for the log)."""
+    from pytorch_train import load_model_file
+
     if not path.is_file():
         return False, "no model file"
     try:
@@ -166,6 +166,8 @@ def labelled_bars(block: Block, labels: np.ndarray) -> np.ndarray:
 
 def main_plan(prep: Prepared) -> FitPlan:
     """The main model: train block, early stopping on val, the dataset's train-only scaler."""
+    import numpy as np
+
     a = prep.arrays
     return FitPlan(
         tag="dev",
@@ -186,6 +188,17 @@ def fold_plan(prep: Prepared, cfg: TrainingConfig, fold: int) -> FitPlan:
     ``val_fraction`` with a purge gap before it. Scaler and auto threshold are fit on the fit part
     only, so nothing at or after the predicted fold (nor the early-stopping rows) shapes them.
     """
+    import numpy as np
+
+    from pipeline.features import (
+        MIN_BLOCK_SAMPLES,
+        Block,
+        apply_scaler,
+        auto_threshold,
+        fit_scaler,
+        make_labels,
+    )
+
     a = prep.arrays
     folds, purge = a.splits.folds, a.splits.purge
     start, stop = folds[0].start, folds[fold - 1].stop
@@ -223,6 +236,14 @@ def fit_model(
     desc: str,
 ) -> TrainResult:
     """Build ``name`` (seeded) and train it on ``plan``; checkpoints go to ``ckpt``."""
+    from pytorch_train import (
+        WindowData,
+        arch_config,
+        build_model,
+        seed_everything,
+        train_classifier,
+    )
+
     lookback = prep.arrays.lookback
     fit_bars = labelled_bars(plan.fit, plan.labels)
     es_bars = labelled_bars(plan.early_stop, plan.labels)
@@ -247,6 +268,10 @@ def model_payload(
     cfg: TrainingConfig, prep: Prepared, name: str, plan: FitPlan, result: TrainResult
 ) -> dict[str, Any]:
     """Everything needed to rebuild and use the model; only weights-only-safe types inside."""
+    import torch
+
+    from pytorch_train import MODEL_FILE_FORMAT, arch_config, count_parameters
+
     return {
         "format": MODEL_FILE_FORMAT,
         "model": name,
@@ -299,6 +324,11 @@ def baseline_metrics(prep: Prepared, seed: int) -> dict[str, dict[str, Any]]:
     Both are fit on train rows only and scored on exactly the val and test rows the model is.
     The logistic regression uses balanced class weights, like the model's weighted loss.
     """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from pytorch_train import classification_metrics
+
     a = prep.arrays
     train_bars = labelled_bars(a.splits.train, a.labels)
     y_train = a.labels[train_bars].astype(np.int64)
@@ -319,6 +349,10 @@ def evaluate_block(
     model: torch.nn.Module, prep: Prepared, block: Block, device: torch.device
 ) -> dict[str, Any]:
     """Metrics of the main model on ``block`` (dataset's own scaler and labels)."""
+    import numpy as np
+
+    from pytorch_train import WindowData, classification_metrics, predict_proba
+
     a = prep.arrays
     bars = labelled_bars(block, a.labels)
     data = WindowData.create(a.scaled, bars, None, a.lookback, device)
@@ -326,31 +360,118 @@ def evaluate_block(
     return classification_metrics(a.labels[bars].astype(np.int64), pred)
 
 
-def plot_training(history: list[dict[str, float]], confusion: list[list[int]], path: Path) -> None:
-    """Loss and accuracy curves and the validation confusion matrix, as one PNG (Agg backend)."""
+def direction_score(confusion: list[list[int]]) -> tuple[float | None, int]:
+    """Share of correct signs among bars that truly rose or fell and were called Rise or Fall.
+
+    From a 3x3 confusion matrix (rows true, columns predicted, order Fall, Stationary, Rise):
+    the calls counted are bars labelled Fall or Rise that were predicted Fall or Rise; a call is
+    correct when the signs agree. Returns ``(share, calls)``, ``(None, 0)`` without such calls.
+    A coin scores about 50 % (issue 8 item 18).
+    """
+    fall, rise = 0, 2
+    hits = int(confusion[fall][fall]) + int(confusion[rise][rise])
+    calls = hits + int(confusion[fall][rise]) + int(confusion[rise][fall])
+    return (hits / calls if calls else None), calls
+
+
+def macro_f1_standard_error(n_rows: int) -> float:
+    """About ``sqrt(p (1 - p) / n)`` with ``p = 1/3``: the noise of a macro-F1 on ``n`` rows."""
+    return math.sqrt(CHANCE_MACRO_F1 * (1 - CHANCE_MACRO_F1) / max(int(n_rows), 1))
+
+
+def headline_comparison(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The model's test macro-F1 against chance and the logistic regression, plus direction.
+
+    Issue 8 item 18: the majority class scores ~0.17 macro-F1 by construction, so beating it says
+    nothing. The model counts as better than chance (1/3) or the logistic regression (same test
+    rows) only by more than one standard error of a macro-F1 on those rows; otherwise the
+    headline says "no better than ..." plainly. Returns the numbers and the ``headline`` string,
+    e.g. ``test macro-F1 0.409 vs chance 0.333 and logreg 0.412 (s.e. 0.019 on 590 rows): above
+    chance but no better than logreg; direction 52.1% of 310 signed calls (logreg 51.0%)``.
+    """
+    test = metrics["test"]
+    logreg = metrics["baselines"]["logreg"]["test"]
+    n_rows = int(sum(sum(row) for row in test["confusion"]))
+    f1, lr = float(test["macro_f1"]), float(logreg["macro_f1"])
+    se = macro_f1_standard_error(n_rows)
+    beats_chance = f1 > CHANCE_MACRO_F1 + se
+    beats_logreg = f1 > lr + se
+    if beats_chance and beats_logreg:
+        verdict = "better than chance and logreg"
+    elif beats_chance:
+        verdict = "above chance but no better than logreg"
+    elif beats_logreg:
+        verdict = "no better than chance"
+    else:
+        verdict = "no better than chance or logreg"
+    direction, calls = direction_score(test["confusion"])
+    lr_direction, _ = direction_score(logreg["confusion"])
+    if direction is None:
+        dir_text = "direction n/a (no Rise/Fall call on a bar that rose or fell)"
+    else:
+        dir_text = f"direction {direction:.1%} of {calls:,} signed calls"
+        if lr_direction is not None:
+            dir_text += f" (logreg {lr_direction:.1%})"
+    headline = (
+        f"test macro-F1 {f1:.3f} vs chance {CHANCE_MACRO_F1:.3f} and logreg {lr:.3f} "
+        f"(s.e. {se:.3f} on {n_rows:,} rows): {verdict}; {dir_text}"
+    )
+    return {
+        "headline": headline,
+        "verdict": verdict,
+        "test_rows": n_rows,
+        "macro_f1_standard_error": se,
+        "chance_macro_f1": CHANCE_MACRO_F1,
+        "beats_chance_on_test": bool(beats_chance),
+        "beats_logreg_on_test": bool(beats_logreg),
+        "direction_accuracy": direction,
+        "direction_calls": calls,
+        "logreg_direction_accuracy": lr_direction,
+    }
+
+
+def training_figure(
+    history: list[dict[str, float]],
+    confusion: list[list[int]],
+    title: str = "",
+    best_epoch: int | None = None,
+) -> Figure:
+    """Loss, accuracy, macro-F1 and the confusion matrix of the best epoch, as one figure.
+
+    Issue 8 item 28: a model/dataset title, integer epoch ticks, accuracy and F1 in separate
+    panels, and a dotted line on the best epoch (the weights that were kept).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
-    axes[0].plot(epochs, [h["val_loss"] for h in history], label="val")
-    axes[0].set(title="loss (class-weighted CE)", xlabel="epoch")
-    axes[0].legend()
-    axes[1].plot(epochs, [h["train_accuracy"] for h in history], label="train accuracy")
-    axes[1].plot(epochs, [h["val_accuracy"] for h in history], label="val accuracy")
-    axes[1].plot(epochs, [h["val_macro_f1"] for h in history], label="val macro-F1")
-    axes[1].set(title="accuracy", xlabel="epoch")
-    axes[1].legend()
+    epochs = [int(h["epoch"]) for h in history]
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4))
+    es = "val = early-stopping block"
+    panels = (
+        (axes[0], "loss (class-weighted cross-entropy)", "loss", ("train_loss", "val_loss")),
+        (axes[1], "accuracy", "accuracy", ("train_accuracy", "val_accuracy")),
+        (axes[2], "macro-F1", "macro-F1", ("val_macro_f1",)),
+    )
+    for ax, panel_title, ylabel, keys in panels:
+        for key in keys:
+            split = key.split("_", 1)[0]
+            ax.plot(epochs, [h[key] for h in history], marker=".", label=split)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+        ax.set(title=f"{panel_title} ({es})", xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend()
     cm = np.asarray(confusion)
-    axes[2].imshow(cm, cmap="Blues")
+    axes[3].imshow(cm, cmap="Blues")
     for i in range(3):
         for j in range(3):
-            axes[2].text(j, i, str(cm[i, j]), ha="center", va="center")
-    axes[2].set(
-        title="validation confusion (best epoch)",
+            axes[3].text(j, i, str(cm[i, j]), ha="center", va="center")
+    axes[3].set(
+        title="val confusion, best epoch",
         xticks=range(3),
         yticks=range(3),
         xticklabels=CLASS_NAMES,
@@ -358,7 +479,23 @@ def plot_training(history: list[dict[str, float]], confusion: list[list[int]], p
         xlabel="predicted",
         ylabel="true",
     )
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_training(
+    history: list[dict[str, float]],
+    confusion: list[list[int]],
+    path: Path,
+    title: str = "",
+    best_epoch: int | None = None,
+) -> None:
+    """:func:`training_figure` written to ``path`` as a PNG (Agg backend)."""
+    import matplotlib.pyplot as plt
+
+    fig = training_figure(history, confusion, title, best_epoch)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
@@ -366,15 +503,29 @@ def plot_training(history: list[dict[str, float]], confusion: list[list[int]], p
 
 def _summary_entry(status: str, reason: str, metrics: dict[str, Any]) -> dict[str, Any]:
     b = metrics["baselines"]
+    cmp = headline_comparison(metrics)
     return {
         "status": status,
         "reason": reason,
-        "val_macro_f1": metrics["val"]["macro_f1"],
+        "headline": cmp["headline"],
+        "verdict": cmp["verdict"],
         "test_macro_f1": metrics["test"]["macro_f1"],
-        "majority_val_macro_f1": b["majority"]["val"]["macro_f1"],
-        "majority_test_macro_f1": b["majority"]["test"]["macro_f1"],
+        "chance_macro_f1": cmp["chance_macro_f1"],
         "logreg_test_macro_f1": b["logreg"]["test"]["macro_f1"],
+        "majority_test_macro_f1": b["majority"]["test"]["macro_f1"],
+        "test_rows": cmp["test_rows"],
+        "macro_f1_standard_error": cmp["macro_f1_standard_error"],
+        "beats_chance_on_test": cmp["beats_chance_on_test"],
+        "beats_logreg_on_test": cmp["beats_logreg_on_test"],
+        "direction_accuracy": cmp["direction_accuracy"],
+        "direction_calls": cmp["direction_calls"],
+        "logreg_direction_accuracy": cmp["logreg_direction_accuracy"],
+        # The val scores come from the early-stopping block (issue 8 item 19): kept, labelled.
+        "val_block": VAL_BLOCK_NOTE,
+        "val_macro_f1": metrics["val"]["macro_f1"],
+        "majority_val_macro_f1": b["majority"]["val"]["macro_f1"],
         "beats_majority_on_val": metrics["beats_majority_on_val"],
+        "best_epoch": metrics.get("best_epoch"),
         "epochs_run": metrics["epochs_run"],
         "train_seconds": metrics["train_seconds"],
     }
@@ -393,6 +544,8 @@ def train_main_model(
     resume: bool,
 ) -> dict[str, Any]:
     """Train, save and report the main model of ``name``; returns its metrics dict."""
+    from pytorch_train import save_model_file
+
     t = cfg.training
     dataset = prep.info.name
     plan = main_plan(prep)
@@ -408,13 +561,6 @@ def train_main_model(
     # The test block is touched here once, for the report; nothing above looked at it.
     test = evaluate_block(result.model, prep, s.test, device)
     beats = val["macro_f1"] > baselines["majority"]["val"]["macro_f1"]
-    if not beats:
-        log.warning(
-            "%s does NOT beat the majority-class baseline on validation (macro-F1 %.3f vs %.3f)",
-            name,
-            val["macro_f1"],
-            baselines["majority"]["val"]["macro_f1"],
-        )
     metrics = {
         "model": name,
         "dataset": dataset,
@@ -431,6 +577,7 @@ def train_main_model(
         "train_seconds": result.train_seconds,
         "delta": float(prep.arrays.delta),
         "delta_auto": t.threshold_delta is None,
+        "val_block": VAL_BLOCK_NOTE,
         "val": val,
         "test": test,
         "baselines": {
@@ -441,6 +588,13 @@ def train_main_model(
         "blocks": {b: block_info(prep, getattr(s, b)) for b in ("train", "val", "test")},
         "dataset_info": prep.info.to_dict(),
     }
+    cmp = headline_comparison(metrics)
+    metrics["comparison"] = cmp
+    metrics["headline"] = cmp["headline"]
+    if cmp["verdict"] == "better than chance and logreg":
+        log.info("%s: %s", name, cmp["headline"])
+    else:
+        log.warning("%s: %s", name, cmp["headline"])
     history = {
         "model": name,
         "dataset": dataset,
@@ -450,7 +604,12 @@ def train_main_model(
     }
     atomic_write_json(paths.results / f"history_{name}_{dataset}.json", history)
     plot_training(
-        result.history, val["confusion"], paths.results / f"training_{name}_{dataset}.png"
+        result.history,
+        val["confusion"],
+        paths.results / f"training_{name}_{dataset}.png",
+        title=f"{name} on {dataset}: best epoch {result.best_epoch} of {result.epochs_run} "
+        f"(lowest loss on the early-stopping block); {cmp['headline']}",
+        best_epoch=result.best_epoch,
     )
     atomic_write_json(metrics_path(paths, name, dataset), metrics)
     return metrics
@@ -466,6 +625,8 @@ def train_fold_models(
     resume: bool,
 ) -> dict[str, str]:
     """Walk-forward models for folds 1..F-1 (fold 0 is only ever trained on); same skip rule."""
+    from pytorch_train import save_model_file
+
     t = cfg.training
     dataset = prep.info.name
     status: dict[str, str] = {}
@@ -505,7 +666,11 @@ def train_all(
 
     Returns the training summary (also written to ``results/training_summary_{dataset}.json``).
     """
+    import torch
+
+    from pipeline.prepare import prepare_dataset
     from ppo_approach.prediction_wrapper import write_prediction_tables
+    from pytorch_train import TrainingInterrupted, configure_cpu_threads, resolve_device
 
     t = cfg.training
     names = select_models(cfg, models)
@@ -523,25 +688,22 @@ def train_all(
     walk_forward = cfg.ppo.ppo_prediction_source == "walk_forward"
 
     entries: dict[str, dict[str, Any]] = {}
-    for name in names:
-        t0 = time.perf_counter()
-        chash = t.hash_for_model(name)
-        ok, reason = up_to_date(model_path(paths, name, name_ds), prep.info.sha256, chash)
-        metrics = _read_metrics(paths, name, name_ds) if ok else None
-        if ok and metrics is None:
-            ok, reason = False, "no metrics file"
-        if ok and not force and metrics is not None:
-            log.info("%s: skipped, %s", name, reason)
-            entry = _summary_entry("skipped", reason, metrics)
-        else:
-            reason = "--force" if force else reason
-            log.info("%s: training (%s)", name, reason)
-            metrics = train_main_model(cfg, prep, name, paths, device, baselines, resume)
-            entry = _summary_entry("trained", reason, metrics)
-        if walk_forward:
-            entry["walk_forward"] = train_fold_models(cfg, prep, name, paths, device, force, resume)
-        entry["wall_seconds"] = time.perf_counter() - t0
-        entries[name] = entry
+    try:
+        for name in names:
+            entries[name] = _train_or_skip(
+                cfg, prep, name, paths, device, baselines, force, resume, walk_forward
+            )
+    except TrainingInterrupted as exc:
+        if not entries:
+            raise
+        # Say which models are safe on disk (issue 8 item 6): a rerun skips them.
+        raise TrainingInterrupted(
+            f"{exc}; finished before the interrupt and kept: {', '.join(entries)}",
+            exc.checkpoint_path,
+            exc.last_epoch,
+            exc.epoch,
+            exc.what,
+        ) from None
 
     tables = write_prediction_tables(cfg, prep, paths, names, device)
     summary = {
@@ -557,32 +719,117 @@ def train_all(
     return summary
 
 
+def _train_or_skip(
+    cfg: Config,
+    prep: Prepared,
+    name: str,
+    paths: Paths,
+    device: torch.device,
+    baselines: dict[str, dict[str, Any]],
+    force: bool,
+    resume: bool,
+    walk_forward: bool,
+) -> dict[str, Any]:
+    """The main model of ``name`` (trained or skipped) and its fold models; its summary entry."""
+    t0 = time.perf_counter()
+    name_ds = prep.info.name
+    chash = cfg.training.hash_for_model(name)
+    ok, reason = up_to_date(model_path(paths, name, name_ds), prep.info.sha256, chash)
+    metrics = _read_metrics(paths, name, name_ds) if ok else None
+    if ok and metrics is None:
+        ok, reason = False, "no metrics file"
+    if ok and not force and metrics is not None:
+        log.info("%s: skipped, %s", name, reason)
+        entry = _summary_entry("skipped", reason, metrics)
+    else:
+        reason = "--force" if force else reason
+        log.info("%s: training (%s)", name, reason)
+        metrics = train_main_model(cfg, prep, name, paths, device, baselines, resume)
+        entry = _summary_entry("trained", reason, metrics)
+    if walk_forward:
+        entry["walk_forward"] = train_fold_models(cfg, prep, name, paths, device, force, resume)
+    entry["wall_seconds"] = time.perf_counter() - t0
+    return entry
+
+
+_HEADLINE_KEYS = (
+    "headline",
+    "verdict",
+    "chance_macro_f1",
+    "test_rows",
+    "macro_f1_standard_error",
+    "beats_chance_on_test",
+    "beats_logreg_on_test",
+    "direction_accuracy",
+    "direction_calls",
+    "logreg_direction_accuracy",
+)
+
+
 def _merge_summary(
     paths: Paths, dataset: str, entries: dict[str, dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
-    """Entries of this run over those of earlier runs (models not trained now keep theirs)."""
+    """Entries of this run over those of earlier runs (models not trained now keep theirs).
+
+    An earlier entry written before the headline existed gets it from its metrics file.
+    """
     try:
         old = json.loads(summary_path(paths, dataset).read_text(encoding="utf-8"))["models"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
         old = {}
+    if not isinstance(old, dict):
+        old = {}
+    for name, entry in old.items():
+        if not isinstance(entry, dict) or "headline" in entry or name in entries:
+            continue
+        metrics = _read_metrics(paths, name, dataset)
+        try:
+            cmp = headline_comparison(metrics) if metrics is not None else None
+        except (KeyError, TypeError, IndexError, ValueError):
+            cmp = None
+        if cmp is not None:
+            entry.update({k: cmp[k] for k in _HEADLINE_KEYS if k in cmp})
     return {**old, **entries}
 
 
+SUMMARY_LEGEND = (
+    "columns: epochs = epochs run, best = epoch whose weights were kept (lowest loss on the "
+    "early-stopping block); ES-val F1 = macro-F1 on the validation block that early stopping "
+    "watched (optimistic, so nothing is compared on it). All other scores are on the test "
+    "block, the same rows for every column: test F1 = the model's macro-F1, chance = 1/3, "
+    "majority = always predicting the train block's majority class, logreg = logistic "
+    "regression on the last bar's features; dir% = correct signs among bars that rose or fell "
+    "and were called Rise or Fall, signed = how many such calls (a coin scores ~50%); verdict = "
+    "test F1 against chance and logreg (better only by more than one standard error); time = "
+    "wall time including walk-forward models."
+)
+
+
 def format_summary_table(entries: dict[str, dict[str, Any]]) -> str:
-    """Plain-text table: model, status, epochs, val macro-F1 vs majority, test macro-F1, time."""
+    """Plain-text table of this run's models, then a legend explaining each column.
+
+    Every score the table compares is on the test block (issue 8 item 28); the early-stopping
+    block's F1 is shown apart, labelled as such (item 19).
+    """
     header = (
-        f"{'model':<8} {'status':<8} {'epochs':>6} {'val F1':>7} {'majority':>8} "
-        f"{'beats':>5} {'test F1':>7} {'logreg':>7} {'time':>8}"
+        f"{'model':<8} {'status':<8} {'epochs':>6} {'best':>4} {'ES-val F1':>9} | "
+        f"{'test F1':>7} {'chance':>6} {'majority':>8} {'logreg':>6} {'dir%':>6} "
+        f"{'signed':>7} | {'verdict':<38} {'time':>8}"
     )
     lines = [header, "-" * len(header)]
     for name, e in entries.items():
+        direction = e.get("direction_accuracy")
+        dir_text = f"{direction:.1%}" if isinstance(direction, (int, float)) else "n/a"
+        best = e.get("best_epoch")
         lines.append(
-            f"{name:<8} {e['status']:<8} {e['epochs_run']:>6} {e['val_macro_f1']:>7.3f} "
-            f"{e['majority_val_macro_f1']:>8.3f} "
-            f"{'yes' if e['beats_majority_on_val'] else 'NO':>5} "
-            f"{e['test_macro_f1']:>7.3f} {e['logreg_test_macro_f1']:>7.3f} "
+            f"{name:<8} {e['status']:<8} {e['epochs_run']:>6} "
+            f"{best if best is not None else '?':>4} {e['val_macro_f1']:>9.3f} | "
+            f"{e['test_macro_f1']:>7.3f} {CHANCE_MACRO_F1:>6.3f} "
+            f"{e['majority_test_macro_f1']:>8.3f} {e['logreg_test_macro_f1']:>6.3f} "
+            f"{dir_text:>6} {e.get('direction_calls', 0):>7,} | {e.get('verdict', ''):<38} "
             f"{e['wall_seconds']:>7.1f}s"
         )
+    lines.extend(textwrap.wrap(SUMMARY_LEGEND, width=100))
     return "\n".join(lines)
 
 
@@ -590,11 +837,12 @@ def format_summary_table(entries: dict[str, dict[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of step 5."""
-    p = argparse.ArgumentParser(
+    """The command-line interface of step 5 (usage errors exit 1: issue 8 item 12)."""
+    p = CliParser(
         prog="train_models.py",
         description="Step 5: train the LSTM / GRU / BiLSTM / DLSTM classifiers on one dataset, "
-        "report val/test metrics against baselines and write the agent's prediction tables.",
+        "report test metrics against chance and a logistic-regression baseline and write the "
+        "agent's prediction tables.",
     )
     p.add_argument(
         "--dataset",
@@ -633,22 +881,55 @@ def _resume_command(argv: list[str]) -> str:
     return shlex.join(["python", "train_models.py", *args])
 
 
+def interrupt_hint(message: str, has_checkpoint: bool, argv: list[str]) -> str:
+    """The interrupt's message plus the command to run next; a resume only when it can resume.
+
+    Issue 8 item 6: without a checkpoint, "resume" would be a false promise.
+    """
+    if has_checkpoint:
+        return f"{message}; resume with: {_resume_command(argv)}"
+    return f"{message}; rerun with: {shlex.join(['python', 'train_models.py', *argv])}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run :func:`train_all`; exit 130 with a resume hint on interruption."""
+    """Parse arguments and run :func:`train_all`; exit 130 with a true hint on interruption.
+
+    Holds the dataset's run lock (``pipeline.runlock.step_lock``) while training, so that a run
+    by hand refuses to write while a full run on the same dataset and root is going
+    (issue 8 item 14); the driver, which holds the lock itself, passes through.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
 
     def body() -> int:
+        from pipeline.runlock import step_lock
+        from pytorch_train import TrainingInterrupted, sigterm_as_keyboard_interrupt
+
         cfg = config_from_args(args)
         paths = Paths.from_root(args.root)
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         try:
-            with sigterm_as_keyboard_interrupt():
+            with sigterm_as_keyboard_interrupt(), step_lock(paths, args.dataset):
                 train_all(cfg, args.dataset, paths, models, args.force, args.resume)
         except TrainingInterrupted as exc:
             raise TrainingInterrupted(
-                f"{exc}; resume with: {_resume_command(argv)}", exc.checkpoint_path, exc.last_epoch
+                interrupt_hint(str(exc), exc.has_checkpoint, argv),
+                exc.checkpoint_path,
+                exc.last_epoch,
+                exc.epoch,
+                exc.what,
+            ) from None
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                interrupt_hint(
+                    "train_models interrupted while no model was training; no checkpoint was "
+                    "written (model files saved before it are kept)",
+                    False,
+                    argv,
+                ),
+                None,
+                0,
             ) from None
         return 0
 
