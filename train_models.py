@@ -450,7 +450,7 @@ def training_figure(
 
     epochs = [int(h["epoch"]) for h in history]
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.4))
-    es = "val = early-stopping block"
+    split_label = {"train": "train", "val": "val (early-stopping block)"}
     panels = (
         (axes[0], "loss (class-weighted cross-entropy)", "loss", ("train_loss", "val_loss")),
         (axes[1], "accuracy", "accuracy", ("train_accuracy", "val_accuracy")),
@@ -458,20 +458,23 @@ def training_figure(
     )
     for ax, panel_title, ylabel, keys in panels:
         for key in keys:
-            split = key.split("_", 1)[0]
+            split = split_label[key.split("_", 1)[0]]
             ax.plot(epochs, [h[key] for h in history], marker=".", label=split)
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
-        ax.set(title=f"{panel_title} ({es})", xlabel="epoch", ylabel=ylabel)
+        ax.set(title=panel_title, xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     cm = np.asarray(confusion)
     axes[3].imshow(cm, cmap="Blues")
     for i in range(3):
         for j in range(3):
-            axes[3].text(j, i, str(cm[i, j]), ha="center", va="center")
+            dark = cm[i, j] > cm.max() / 2  # white digits on dark cells, to stay readable
+            axes[3].text(
+                j, i, str(cm[i, j]), ha="center", va="center", color="white" if dark else "black"
+            )
     axes[3].set(
-        title="val confusion, best epoch",
+        title="val confusion, best epoch\n(early-stopping block)",
         xticks=range(3),
         yticks=range(3),
         xticklabels=CLASS_NAMES,
@@ -480,7 +483,8 @@ def training_figure(
         ylabel="true",
     )
     if title:
-        fig.suptitle(title)
+        lines = [part for line in title.splitlines() for part in textwrap.wrap(line, 150)]
+        fig.suptitle("\n".join(lines))
     fig.tight_layout()
     return fig
 
@@ -608,7 +612,7 @@ def train_main_model(
         val["confusion"],
         paths.results / f"training_{name}_{dataset}.png",
         title=f"{name} on {dataset}: best epoch {result.best_epoch} of {result.epochs_run} "
-        f"(lowest loss on the early-stopping block); {cmp['headline']}",
+        f"(lowest loss on the early-stopping block)\n{cmp['headline']}",
         best_epoch=result.best_epoch,
     )
     atomic_write_json(metrics_path(paths, name, dataset), metrics)
