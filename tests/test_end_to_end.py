@@ -2,13 +2,17 @@
 
 One smoke run (module fixture, ~30-60 s on 2 cores) trains everything and pushes to a local bare
 remote; the tests below check its exit code, artifacts, summary values, pushed files and that the
-token never reaches the log. Two fast runs check preflight failures (broken CSV, held lock).
+token never reaches the log. Its dataset is a CSV outside the project and the artifact root,
+given as a path relative to a working directory elsewhere (issue 8 items 1 and 2); a second,
+shorter run gives the same CSV as an absolute path. Two fast runs check preflight failures
+(broken CSV, held lock).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +48,7 @@ class Run:
 
     root: Path
     bare: Path
+    csv: Path
     token: str
     code: int
     stdout: str
@@ -67,7 +72,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _runpod_main(root: Path, dataset: str, *extra: str, env: dict[str, str]) -> tuple:
+def _runpod_main(
+    root: Path, dataset: str, *extra: str, env: dict[str, str], cwd: Path | None = None
+) -> tuple:
     cmd = [
         sys.executable,
         str(PROJECT_ROOT / "runpod_main.py"),
@@ -82,7 +89,7 @@ def _runpod_main(root: Path, dataset: str, *extra: str, env: dict[str, str]) -> 
         *extra,
     ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
     return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0
 
 
@@ -98,13 +105,18 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     _git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init", cwd=root)
     _git("remote", "add", "origin", str(bare), cwd=root)
     _git("push", "-q", "origin", "main", cwd=root)
-    write_ohlcv_csv(
-        generate_ohlcv(N_BARS, signal=1.0, seed=11), root / "datasets" / f"{DATASET}.csv"
-    )
+    # The CSV lives outside the project and outside the artifact root, and is given relative to
+    # the user's working directory: every step, step 6 included, must find it (issue 8 items
+    # 1 and 2; step 6 used to get the bare name and fail after all classifiers had trained).
+    elsewhere = base / "elsewhere"
+    csv = elsewhere / "data" / f"{DATASET}.csv"
+    write_ohlcv_csv(generate_ohlcv(N_BARS, signal=1.0, seed=11), csv)
     token = f"ghp_e2e_{uuid.uuid4().hex}"
     env = _clean_env(GITHUB_TOKEN=token, RUNPOD_PUSH_TO_GITHUB="true")
-    code, out, err, secs = _runpod_main(root, DATASET, "--preset", "smoke", env=env)
-    return Run(root, bare, token, code, out, err, secs)
+    code, out, err, secs = _runpod_main(
+        root, f"data/{DATASET}.csv", "--preset", "smoke", env=env, cwd=elsewhere
+    )
+    return Run(root, bare, csv, token, code, out, err, secs)
 
 
 def _summary(run: Run) -> dict:
@@ -133,7 +145,7 @@ def test_smoke_run_exit_code_and_console(smoke_run: Run) -> None:
 def test_smoke_run_artifacts(smoke_run: Run) -> None:
     r = smoke_run.root
     expected = [
-        r / "scalers" / f"scaler_{DATASET}.pkl",
+        r / "scalers" / f"scaler_{DATASET}.json",
         r / "results" / f"training_summary_{DATASET}.json",
         r / "results" / f"predictions_{AGENT_MODEL}_{DATASET}.csv",
         r / "results" / f"backtest_{AGENT_MODEL}_{DATASET}.json",
@@ -182,7 +194,14 @@ def test_smoke_run_summary_values(smoke_run: Run) -> None:
     for m in MODELS:
         entry = training["models"][m]
         assert 0.0 <= entry["test_macro_f1"] <= 1.0
-        assert f"{m} test F1 {entry['test_macro_f1']:.3f}" in summary["steps"][4]["result"]
+        # The step line quotes each model's headline (issue 8 item 28), which carries its
+        # test macro-F1; without one, the older "test F1 ... vs majority" text.
+        if entry.get("headline"):
+            shown = f"{m} {' '.join(entry['headline'].split())}"
+        else:
+            shown = f"{m} test F1 {entry['test_macro_f1']:.3f}"
+        assert f"{entry['test_macro_f1']:.3f}" in shown
+        assert shown in summary["steps"][4]["result"]
 
     # Agent numbers are the backtest report's.
     report = _read(smoke_run.root / "results" / f"backtest_{AGENT_MODEL}_{DATASET}.json")
@@ -203,7 +222,7 @@ def test_smoke_run_pushed_commit(smoke_run: Run) -> None:
     files = set(_git("ls-tree", "-r", "--name-only", "main", cwd=smoke_run.bare).split())
     expected = {
         ".gitignore",
-        f"scalers/scaler_{DATASET}.pkl",
+        f"scalers/scaler_{DATASET}.json",
         f"results/training_summary_{DATASET}.json",
         f"results/backtest_{AGENT_MODEL}_{DATASET}.json",
         f"results/backtest_{AGENT_MODEL}_{DATASET}.png",
@@ -230,6 +249,68 @@ def test_smoke_run_never_logs_the_token(smoke_run: Run) -> None:
         if f.startswith("logs/")
     )
     assert smoke_run.token not in _git("show", f"main:{pushed_log}", cwd=smoke_run.bare)
+
+
+def test_smoke_run_used_the_csv_outside_the_project(smoke_run: Run) -> None:
+    """Items 1 and 2: the relative path reached every step as one absolute path."""
+    summary = _summary(smoke_run)
+    assert summary["dataset_source"] == str(smoke_run.csv.resolve())
+    assert summary["steps"][5]["status"] == "ok"  # step 6 found the CSV too
+    assert not (smoke_run.root / "datasets" / f"{DATASET}.csv").exists()
+
+
+def test_driver_with_an_absolute_csv_path_runs_steps_4_to_6(smoke_run: Run, tmp_path: Path) -> None:
+    """Item 1: ``--dataset /abs/path.csv`` (outside the project) through steps 4-6."""
+    # A copy of the smoke run's artifacts, so the other tests keep reading the original.
+    root = tmp_path / "copy"
+    shutil.copytree(smoke_run.root, root, ignore=shutil.ignore_patterns(".git"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "runpod_train.py"),
+            "--dataset",
+            str(smoke_run.csv),
+            "--root",
+            str(root),
+            "--steps",
+            "4-6",
+            "--no-push",
+            "--preset",
+            "smoke",
+            "--set",
+            "min_disk_gb=0",
+            "--set",
+            "min_memory_gb=0",
+        ],
+        cwd=smoke_run.csv.parent,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    summary = json.loads((root / "results" / f"run_summary_{DATASET}.json").read_text())
+    assert [s["status"] for s in summary["steps"][3:6]] == ["ok", "ok", "ok"]
+    assert summary["dataset_source"] == str(smoke_run.csv)
+
+
+def test_pushed_commit_is_complete_without_a_second_push(smoke_run: Run) -> None:
+    """Item 25: the pushed summary and log are final but for the push, and say it was on."""
+    pushed = json.loads(
+        _git("show", f"main:results/run_summary_{DATASET}.json", cwd=smoke_run.bare)
+    )
+    assert pushed["status"] == "pushing" and pushed["exit_code"] == 0
+    statuses = [s["status"] for s in pushed["steps"]]
+    assert statuses[:2] == ["ok", "ok"] and statuses[2] in ("ok", "warn")
+    assert statuses[3:] == ["ok"] * 4 + ["in progress"]
+    assert pushed["push"]["status"] == "in progress"
+    assert pushed["classifiers"] and pushed["agent"]
+    files = _git("ls-tree", "-r", "--name-only", "main", cwd=smoke_run.bare).split()
+    (pushed_log,) = [f for f in files if f.startswith(f"logs/run_{DATASET}_")]
+    text = _git("show", f"main:{pushed_log}", cwd=smoke_run.bare)
+    assert "run summary before the push" in text
+    assert "push in progress: this log and the run summary are final" in text
+    assert "STEP 7/8" in text and "step 7 (train PPO agent) ok" in text
 
 
 def test_broken_csv_fails_preflight_with_exit_2(tmp_path: Path) -> None:
