@@ -52,9 +52,10 @@ T = TypeVar("T")
 class TrainingInterrupted(PipelineError):
     """Ctrl-C or SIGTERM during training; the last complete epoch's checkpoint is kept.
 
-    ``last_epoch`` is the epoch of the checkpoint that exists now (0 = none: the run was stopped
-    before its first epoch finished, or checkpoints were off), ``checkpoint_path`` where it is.
-    Callers must not promise a resume when :attr:`has_checkpoint` is false (issue 8 item 6).
+    ``last_epoch`` is the epoch of the checkpoint that exists now (0 = none, or not known),
+    ``checkpoint_path`` where it is (None = no checkpoint: the run was stopped before its first
+    epoch finished, or checkpoints were off). Callers must not promise a resume when
+    :attr:`has_checkpoint` is false (issue 8 item 6).
     """
 
     exit_code = EXIT_INTERRUPTED
@@ -76,7 +77,7 @@ class TrainingInterrupted(PipelineError):
     @property
     def has_checkpoint(self) -> bool:
         """Whether a checkpoint of a complete epoch exists, i.e. ``--resume`` continues it."""
-        return self.last_epoch > 0
+        return self.last_epoch > 0 or self.checkpoint_path is not None
 
 
 def interrupt_message(

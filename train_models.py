@@ -96,6 +96,14 @@ def checkpoint_path(paths: Paths, model: str, dataset: str, tag: str = "main") -
     return paths.models / "checkpoints" / f"{model}_{dataset}_{tag}.ckpt.pt"
 
 
+def pending_checkpoints(paths: Paths, dataset: str) -> list[Path]:
+    """Epoch checkpoints of ``dataset`` on disk now (each is deleted once its model is saved)."""
+    folder = paths.models / "checkpoints"
+    names = {f"{m}_{dataset}_" for m in MODEL_NAMES}
+    found = folder.glob("*.ckpt.pt") if folder.is_dir() else []
+    return sorted(p for p in found if any(p.name.startswith(n) for n in names))
+
+
 def metrics_path(paths: Paths, model: str, dataset: str) -> Path:
     """``results/metrics_{model}_{dataset}.json``."""
     return paths.results / f"metrics_{model}_{dataset}.json"
@@ -907,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
-        from pipeline.runlock import step_lock
+        from pipeline.runlock import dataset_name, step_lock
         from pytorch_train import TrainingInterrupted, sigterm_as_keyboard_interrupt
 
         cfg = config_from_args(args)
@@ -925,15 +933,18 @@ def main(argv: list[str] | None = None) -> int:
                 exc.what,
             ) from None
         except KeyboardInterrupt:
+            # Outside an epoch (data preparation, saving, prediction tables): say what is on
+            # disk rather than assume (issue 8 item 6).
+            pending = pending_checkpoints(paths, dataset_name(args.dataset))
+            where = "train_models interrupted outside a training epoch; model files saved "
+            if pending:
+                what = (
+                    f"{where}before it are kept, checkpoints kept: {', '.join(map(str, pending))}"
+                )
+            else:
+                what = f"{where}before it are kept; no checkpoint is pending"
             raise TrainingInterrupted(
-                interrupt_hint(
-                    "train_models interrupted while no model was training; no checkpoint was "
-                    "written (model files saved before it are kept)",
-                    False,
-                    argv,
-                ),
-                None,
-                0,
+                interrupt_hint(what, bool(pending), argv), pending[0] if pending else None, 0
             ) from None
         return 0
 

@@ -663,3 +663,29 @@ def test_help_does_not_import_torch_or_sklearn() -> None:
     assert out.returncode == 0, out.stderr
     assert "--dataset" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+@pytest.mark.parametrize("with_checkpoint", [False, True])
+def test_interrupt_outside_an_epoch_says_what_is_on_disk(
+    tmp_path, capsys, monkeypatch, with_checkpoint: bool
+) -> None:
+    """Item 6: an interrupt while no epoch runs names the checkpoints on disk, or none."""
+    ckpt = tmp_path / "models" / "checkpoints" / "gru_TINY_main.ckpt.pt"
+    if with_checkpoint:
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"x")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("train_models.train_all", interrupted)
+    code = main(["--dataset", "TINY", "--root", str(tmp_path)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 130
+    assert last.startswith("error: train_models interrupted outside a training epoch; ")
+    if with_checkpoint:
+        assert f"checkpoints kept: {ckpt}; resume with: " in last
+        assert last.endswith(" --resume")
+    else:
+        assert "no checkpoint is pending; rerun with: python train_models.py --dataset TINY" in last
+        assert "--resume" not in last
