@@ -24,6 +24,7 @@ import argparse
 import codecs
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -203,6 +204,10 @@ def driver_env(
     env["RUNPOD_PUSH_TO_GITHUB"] = "true" if push else "false"
     env["PYTHONUNBUFFERED"] = "1"  # line-by-line streaming
     env[PROGRESS_ENV] = progress or progress_mode()
+    if env[PROGRESS_ENV] == "bar" and "COLUMNS" not in env:
+        # The driver's stderr is our pipe, so tqdm cannot ask the terminal for its width; it
+        # falls back to $COLUMNS.
+        env["COLUMNS"] = str(shutil.get_terminal_size().columns)
     # The driver watches for our death (kill -9, closed terminal) and then checkpoints and
     # stops instead of training on as an orphan nobody sees (issue 8 item 5).
     env[PARENT_PID_ENV] = str(os.getpid())
@@ -214,6 +219,19 @@ def driver_env(
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Passed on to the driver. SIGHUP is a closed terminal / SSH disconnect (issue 8 item 5)."""
+
+
+def forwarded_signals() -> list[signal.Signals]:
+    """The signals to forward now: a SIGHUP ignored at start (``nohup``) stays ignored.
+
+    Under ``nohup`` the user asked for the run to outlive the terminal; forwarding the hangup
+    would stop it instead.
+    """
+    return [
+        s
+        for s in FORWARDED_SIGNALS
+        if not (s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN)
+    ]
 
 
 class _Relay:
@@ -302,7 +320,7 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
             )
             proc.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    previous = {s: signal.signal(s, forward) for s in forwarded_signals()}
     relay = _Relay(secrets, lambda line: child_log.info("%s", line), sys.stdout)
     try:
         assert proc.stdout is not None

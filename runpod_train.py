@@ -1185,7 +1185,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     install_secret_masking()
     _stop_reason.clear()
-    handled = (signal.SIGTERM, signal.SIGHUP)
+    # A SIGHUP ignored at start (`nohup runpod_train.py ...`) stays ignored: the user asked for
+    # the run to outlive the terminal.
+    handled = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        handled.append(signal.SIGHUP)
     previous = {s: signal.signal(s, _raise_interrupt) for s in handled}
     parent = _parent_to_watch()
     watch = watch_parent(parent) if parent is not None else None

@@ -767,6 +767,15 @@ def test_sighup_stops_the_driver_like_sigterm(
     assert summary["steps"][4]["status"] == "interrupted"
     assert signal.getsignal(signal.SIGHUP) is previous
 
+    # Under nohup (SIGHUP ignored at start) the hangup is ignored and the run goes on.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert _run(root) == 0
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert _summary(root)["status"] == "ok"
+
 
 def test_pushed_summary_and_log_are_final_but_for_the_push(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
@@ -832,6 +841,19 @@ def test_summary_masks_tokens_and_url_passwords(
     text = (root / "results" / f"run_summary_{DATASET}.json").read_text()
     assert token not in text
     assert "***" in json.loads(text)["steps"][7]["result"]
+
+    # A password inside a git_remote URL (not an environment secret) is masked as well.
+    monkeypatch.delenv("GITHUB_TOKEN")
+
+    def remote(ctx: runpod_train.RunContext) -> StepOutcome:
+        ctx.info["push"] = {"remote": ctx.cfg.training.git_remote}
+        return StepOutcome(result=f"commit abc -> {ctx.cfg.training.git_remote}/main")
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 8, remote)
+    url = "https://bob:hunter2pw@host.example/repo.git"
+    assert _run(root, "--set", f"git_remote={url}") == 0
+    text = (root / "results" / f"run_summary_{DATASET}.json").read_text()
+    assert "hunter2pw" not in text and "host.example/repo.git" in text
 
 
 def test_classifier_line_uses_the_headline_when_present() -> None:

@@ -276,6 +276,7 @@ def test_driver_env_forwards_terminalness(monkeypatch: pytest.MonkeyPatch, clean
     monkeypatch.setattr(sys, "stderr", Tty())
     env = runpod_main.driver_env("D", False, False, log_file=Path("/x/run.log"))
     assert env["PIPELINE_PROGRESS"] == "bar"
+    assert int(env["COLUMNS"]) > 0  # tqdm's width, as the pipe cannot tell it
     assert env["PIPELINE_PARENT_PID"] == str(os.getpid())
     assert env["PIPELINE_RUN_LOG"] == "/x/run.log"
     monkeypatch.setenv("PIPELINE_PROGRESS", "log")  # the user's choice wins
@@ -341,6 +342,17 @@ def test_stream_driver_forwards_sighup(tmp_path: Path) -> None:
     assert code == EXIT_INTERRUPTED
     assert lines == ["ready", "child got SIGHUP"]
     assert signal.getsignal(signal.SIGHUP) is previous_handler
+
+
+def test_nohup_keeps_sighup_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``nohup`` a hangup must not stop the run (it is not forwarded)."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert signal.SIGHUP not in runpod_main.forwarded_signals()
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        assert signal.SIGHUP in runpod_main.forwarded_signals()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_watch_parent_signals_when_the_parent_changes() -> None:
