@@ -224,6 +224,12 @@ class PPOConfig:
     seed: int = _f(42, "seed of PPO and the environments", "ppo", min=0)
     # --- callbacks
     checkpoint_freq: int = _f(25_000, "checkpoint every this many timesteps", "callbacks", min=1)
+    keep_checkpoints: int = _f(
+        3,
+        "checkpoints kept per run (the newest; the best model is kept besides)",
+        "callbacks",
+        min=1,
+    )
     eval_freq: int = _f(
         5_000, "evaluate on the validation block every this many timesteps", "callbacks", min=1
     )

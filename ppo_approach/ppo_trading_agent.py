@@ -79,8 +79,8 @@ CHECKSUMS_NAME = "checksums.json"
 """Beside the checkpoints: ``{file name: sha256}`` of every checkpoint and best model this run
 wrote (issue 8 item 7); :func:`load_model` refuses a file whose bytes differ."""
 KEEP_CHECKPOINTS = 3
-"""Checkpoints kept per run (the newest ones; the best model is kept besides) unless the PPO config
-has ``keep_checkpoints`` (issue 8 item 16). More than one, so ``--resume`` can fall back past a
+"""Default of ``keep_checkpoints`` in ppo_config.txt: checkpoints kept per run (issue 8 item 16;
+the best model is kept besides). More than one, so ``--resume`` can fall back past a
 damaged newest checkpoint (item 4)."""
 PROGRESS_INTERVAL_S = 30.0
 """Without a progress bar, a line with timesteps done, total and ETA at least this often."""

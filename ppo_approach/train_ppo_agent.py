@@ -553,14 +553,6 @@ def _adopt_unrecorded_files(ckdir: Path) -> None:
         atomic_write_json(ckdir / agent.CHECKSUMS_NAME, dict(sorted(recorded.items())))
 
 
-def _keep_checkpoints(pc: PPOConfig) -> int:
-    """Checkpoints kept per run: the config's ``keep_checkpoints`` when it has one, else
-    :data:`ppo_trading_agent.KEEP_CHECKPOINTS` (issue 8 item 16)."""
-    from ppo_approach import ppo_trading_agent as agent
-
-    return int(getattr(pc, "keep_checkpoints", agent.KEEP_CHECKPOINTS))
-
-
 def _make_test_env(block: AgentBlock, reward_cfg: RewardConfig) -> Any:
     """``make_env(config)`` for :func:`pipeline.backtest.run_strategies` on ``block``."""
 
@@ -605,7 +597,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
     device = agent.resolve_device(pc.device)
     ckdir = agent.checkpoint_dir(paths, model_name, dataset)
     tb_name = agent.tb_log_name(model_name, dataset)
-    keep = _keep_checkpoints(pc)
+    keep = pc.keep_checkpoints
     for name, b in blocks.items():
         d = b.describe()
         log.info("agent %s block: %s .. %s (%d bars)", name, d["start"], d["end"], d["bars"])
