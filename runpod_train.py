@@ -1007,8 +1007,46 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
 PARENT_POLL_S = 1.0
 
 
+def detach_console(log_file: Path | None) -> None:
+    """The console (our parent's pipe) is gone: send the rest of our output to ``log_file``.
+
+    File descriptors 1 and 2 are pointed at ``/dev/null`` first, so no write (a ``print``, a
+    progress bar, C code) fails with a broken pipe half-way through a checkpoint; then
+    ``sys.stdout``/``sys.stderr`` and the logging handlers that wrote to them copy everything,
+    secrets masked, into ``log_file`` (issue 8 item 5), so the stop is still on record.
+    """
+    old_out, old_err = sys.stdout, sys.stderr
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+    if log_file is None:
+        return
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log_file, "a", encoding="utf-8")  # noqa: SIM115 - open until the process ends
+    except OSError:
+        return
+    secrets = secret_values()
+    sys.stdout = _TeeStream(old_out, fh, secrets)
+    sys.stderr = _TeeStream(old_err, fh, secrets)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            stream = handler.stream
+            if stream is old_out or stream is getattr(old_out, "_stream", None):
+                handler.setStream(sys.stdout)
+            elif stream is old_err or stream is getattr(old_err, "_stream", None):
+                handler.setStream(sys.stderr)
+
+
 def watch_parent(
-    expected_ppid: int, interval_s: float = PARENT_POLL_S, getppid: Callable[[], int] = os.getppid
+    expected_ppid: int,
+    interval_s: float = PARENT_POLL_S,
+    getppid: Callable[[], int] = os.getppid,
+    log_file: Path | None = None,
 ) -> threading.Event:
     """Stop this run (SIGTERM to ourselves: checkpoint, summary, exit 130) when the parent dies.
 
@@ -1027,6 +1065,7 @@ def watch_parent(
             if getppid() != expected_ppid:
                 if not _stop_reason:
                     _stop_reason.append(f"parent process (pid {expected_ppid}) exited")
+                detach_console(log_file)
                 log.warning(
                     "the parent process (pid %d, runpod_main.py) is gone: writing a checkpoint "
                     "and stopping (rerun with --resume)",
@@ -1192,7 +1231,12 @@ def main(argv: list[str] | None = None) -> int:
         handled.append(signal.SIGHUP)
     previous = {s: signal.signal(s, _raise_interrupt) for s in handled}
     parent = _parent_to_watch()
-    watch = watch_parent(parent) if parent is not None else None
+    watch = None
+    if parent is not None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = dataset_name(args.dataset or os.environ.get("DATASET_NAME", "").strip() or "run")
+        orphan_log = Paths.from_root(args.root).logs / f"train_{name}_{stamp}_parent_gone.log"
+        watch = watch_parent(parent, log_file=orphan_log)
     try:
         with contextlib.ExitStack() as stack:
             dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()

@@ -383,6 +383,8 @@ def slow(ctx):
     try:
         time.sleep(60)
     except KeyboardInterrupt:
+        for _ in range(50):  # plenty of output after the console is gone
+            print("checkpoint being written", flush=True)
         raise StepInterrupted("stopped at epoch 1; checkpoint written") from None
     return StepOutcome(result="finished")
 
@@ -393,61 +395,68 @@ raise SystemExit(runpod_train.main(sys.argv[1:]))
 """
 
 MIDDLE = """
-import os, subprocess, sys, time
+import os, pathlib, subprocess, sys, time
 env = dict(os.environ, PIPELINE_PARENT_PID=str(os.getpid()))
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1], *sys.argv[2:]], env=env,
+child = subprocess.Popen([sys.executable, "-c", sys.argv[2], *sys.argv[3:]], env=env,
                          start_new_session=True)
-print(child.pid, flush=True)
+pathlib.Path(sys.argv[1]).write_text(str(child.pid))
 time.sleep(120)
 """
 
 
 def test_driver_stops_with_an_interrupted_summary_when_its_parent_dies(tmp_path: Path) -> None:
-    """kill -9 of the entry point: the driver checkpoints, stops and says so in its summary."""
+    """kill -9 of the entry point: the driver checkpoints, stops and says so in its summary.
+
+    Its output pipe loses its reader as it would in real life; what it writes after that goes
+    to ``logs/train_*_parent_gone.log`` instead of failing with a broken pipe.
+    """
     write_ohlcv_csv(generate_ohlcv(50, seed=1), tmp_path / "datasets" / f"{DATASET}.csv")
     # The previous run's summary (exit 0) must not survive as if it were this run's.
     (tmp_path / "results").mkdir()
     summary_file = tmp_path / "results" / f"run_summary_{DATASET}.json"
     summary_file.write_text(json.dumps({"exit_code": 0, "status": "ok", "steps": []}))
-    log_file = tmp_path / "driver.out"
-    with open(log_file, "w") as out:
-        middle = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                MIDDLE,
-                ORPHAN_DRIVER,
-                "--dataset",
-                DATASET,
-                "--root",
-                str(tmp_path),
-                "--no-log-file",
-            ],
-            cwd=PROJECT_ROOT,
-            env=_env(PYTHONPATH=str(PROJECT_ROOT)),
-            stdout=subprocess.PIPE,
-            stderr=out,
-            text=True,
-        )
-        assert middle.stdout is not None
-        driver_pid = int(middle.stdout.readline())
-        deadline = time.monotonic() + 60
-        while "slow step started" not in log_file.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        running = json.loads(summary_file.read_text())
-        assert running["status"] == "running" and running["pid"] == driver_pid
-        middle.kill()  # like kill -9 of runpod_main.py
-        middle.wait()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(driver_pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(driver_pid, signal.SIGKILL)
-            pytest.fail("the driver outlived its parent by 30 s")
+    pid_file = tmp_path / "driver.pid"
+    middle = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            MIDDLE,
+            str(pid_file),
+            ORPHAN_DRIVER,
+            "--dataset",
+            DATASET,
+            "--root",
+            str(tmp_path),
+            "--no-log-file",
+        ],
+        cwd=PROJECT_ROOT,
+        env=_env(PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert middle.stdout is not None
+    seen = []
+    for line in middle.stdout:
+        seen.append(line)
+        if "slow step started" in line:
+            break
+    driver_pid = int(pid_file.read_text())
+    running = json.loads(summary_file.read_text())
+    assert running["status"] == "running" and running["pid"] == driver_pid, seen
+    middle.kill()  # like kill -9 of runpod_main.py
+    middle.wait()
+    middle.stdout.close()  # the pipe loses its reader, as when runpod_main dies
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(driver_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(driver_pid, signal.SIGKILL)
+        pytest.fail("the driver outlived its parent by 30 s")
     summary = json.loads(summary_file.read_text())
     assert summary["status"] == "interrupted" and summary["exit_code"] == EXIT_INTERRUPTED
     assert summary["pid"] == driver_pid
@@ -455,6 +464,12 @@ def test_driver_stops_with_an_interrupted_summary_when_its_parent_dies(tmp_path:
     assert summary["steps"][4]["status"] == "interrupted"
     assert "checkpoint written" in summary["steps"][4]["result"]
     assert not lock_path(Paths.from_root(tmp_path), DATASET).exists()
+    (after,) = (tmp_path / "logs").glob(f"train_{DATASET}_*_parent_gone.log")
+    text = after.read_text()
+    assert "the parent process (pid" in text and "writing a checkpoint" in text
+    assert "checkpoint being written" in text  # a print after the pipe broke
+    assert "interrupted: step 5 (train classifiers)" in text
+    assert "BrokenPipeError" not in text
 
 
 # ---------------------------------------------------------------- pipeline.runlock.step_lock
