@@ -16,6 +16,12 @@ Steps 5 and 7 call ``train_models.main`` and ``ppo_approach.train_ppo_agent.main
 ``error: step N (name) failed: reason`` and the step's exit code; a summary table of every step
 is printed and written to ``results/run_summary_{dataset}.json`` in every case. A lock file
 ``logs/run_{dataset}.lock`` keeps a second run on the same dataset from writing the same artifacts.
+
+The run summary describes this invocation (issue 8): ``status`` is ``running`` from the start,
+``pushing`` in the copy step 8 commits (final for steps 1-7, said so in the log too), then ``ok``,
+``failed`` or ``interrupted`` (SIGINT, SIGTERM, SIGHUP, the parent ``runpod_main.py`` gone, or an
+exception between steps); rows of steps not run now are marked ``earlier_run`` with the config
+hash they came from and listed under ``carried_over``; secrets and URL passwords are masked.
 """
 
 from __future__ import annotations
