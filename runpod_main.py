@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check the machine and the dataset (preflight), then train the classifiers "
         "and the PPO agent and push the artifacts (runpod_train.py, 8 steps). Exit codes: 0 ok, "
         "1 bad input (also usage errors) or a step failed, 2 preflight failed, 3 push failed "
-        "(artifacts kept locally), 130 interrupted (checkpoint written; rerun with --resume).",
+        "(artifacts kept locally), 130 interrupted (rerun with --resume to continue from the "
+        "checkpoint the step kept, if any).",
     )
     p.add_argument(
         "--dataset",
@@ -361,7 +362,8 @@ def report_locations(paths: Paths, dataset: str, log_file: Path | None, code: in
         log.info("run finished.\n%s", "\n".join(lines))
     else:
         hints = {
-            EXIT_INTERRUPTED: " (checkpoint written; rerun with --resume)",
+            EXIT_INTERRUPTED: " (interrupted: the step line above says which checkpoint, if any, "
+            "was kept; rerun with --resume to continue from it)",
             EXIT_PUSH: " (push failed, the commit and artifacts are kept locally; retry with "
             f"`python runpod_train.py --dataset {dataset} --steps 8`)",
         }

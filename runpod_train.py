@@ -95,7 +95,7 @@ class StepFailed(PipelineError):
 
 
 class StepInterrupted(Exception):
-    """A step stopped on SIGINT/SIGTERM (exit 130); its checkpoint was written."""
+    """A step stopped on SIGINT/SIGTERM (exit 130); the message says whether a checkpoint exists."""
 
 
 # ---------------------------------------------------------------- run context
@@ -892,10 +892,9 @@ def run_steps(
             log.warning("step %d (%s) interrupted after %.1f s: %s", n, name, secs, exc)
             records.append(StepRecord(n, name, "interrupted", secs, str(exc)))
             code, stopped = EXIT_INTERRUPTED, True
-            print(
-                f"interrupted: step {n} ({name}); rerun with --resume to continue",
-                file=sys.stderr,
-            )
+            # The step's own message says what is true: which checkpoint was kept and the
+            # resume command, or that none was written yet (issue 8 item 6).
+            print(f"interrupted: step {n} ({name}): {exc}", file=sys.stderr)
             continue
         except KeyboardInterrupt:
             secs = time.perf_counter() - t0

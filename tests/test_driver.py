@@ -896,3 +896,19 @@ def test_step_6_gets_the_dataset_path_not_its_name(
     runpod_train.step_validate_models(ctx)
     assert seen == [str(csv)]
     assert ctx.name == "ok"
+
+
+def test_interrupt_line_says_what_the_step_says_not_a_promised_checkpoint(
+    root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Issue 8 item 6: an interrupt before the first checkpoint must not promise a resume."""
+    msg = "lstm interrupted in epoch 1/150, before its first epoch; no checkpoint was written"
+
+    def classifiers(ctx: runpod_train.RunContext) -> StepOutcome:
+        raise StepInterrupted(msg)
+
+    monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, 5, classifiers)
+    assert _run(root) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert f"interrupted: step 5 (train classifiers): {msg}" in err
+    assert "--resume" not in err
