@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -302,9 +303,17 @@ def os_error_message(exc: OSError) -> str:
     """One line for an OS error: what failed, on which path, and what to do."""
     where = f" {exc.filename}" if exc.filename else ""
     if exc.errno == errno.ENOSPC:
+        free = ""
+        if exc.filename:
+            with contextlib.suppress(OSError):
+                folder = Path(str(exc.filename)).parent
+                while not folder.exists() and folder != folder.parent:
+                    folder = folder.parent
+                free = f" ({shutil.disk_usage(folder).free / 1e9:.2f} GB free there)"
         return (
-            f"no space left on the device writing{where}; free some disk space there (see "
-            "min_disk_gb in training_config.txt for what a run needs) and rerun with --resume"
+            f"no space left on the device writing{where}{free}; a run needs about min_disk_gb "
+            "(training_config.txt, default 10 GB) free: free some space and rerun with --resume "
+            "(the artifacts written so far are intact)"
         )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write{where}: {exc.strerror}; check the folder's permissions or use --root"

@@ -66,19 +66,23 @@ def test_usage_error_exits_1_not_preflight_code(capsys):
     assert "the following arguments are required: --dataset" in capsys.readouterr().err
 
 
-def test_run_cli_disk_full_is_one_line_naming_the_path(capsys):
-    """Issue 8 item 11: ENOSPC becomes one error line with the path, not a traceback."""
+def test_run_cli_disk_full_is_one_line_naming_the_path(capsys, tmp_path):
+    """Issue 8 item 11: ENOSPC becomes one error line with the path, the free space and what a
+    run needs, not a traceback."""
     import errno
 
     from pipeline.common import run_cli
 
+    target = tmp_path / "models" / "lstm.pt"
+
     def body() -> int:
-        raise OSError(errno.ENOSPC, "No space left on device", "/pod/models/lstm.pt")
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
 
     assert run_cli(body) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert err[0].startswith("error: no space left on the device writing /pod/models/lstm.pt")
+    assert err[0].startswith(f"error: no space left on the device writing {target} (")
+    assert "GB free there); a run needs about min_disk_gb" in err[0]
 
 
 def test_run_cli_permission_error_names_the_path(capsys):

@@ -912,3 +912,24 @@ def test_interrupt_line_says_what_the_step_says_not_a_promised_checkpoint(
     err = capsys.readouterr().err
     assert f"interrupted: step 5 (train classifiers): {msg}" in err
     assert "--resume" not in err
+
+
+def test_full_disk_in_step_5_is_one_line_naming_the_path(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Issue 8 item 11: a full disk during step 5 said "step 5 crashed" plus a traceback."""
+    import errno
+
+    import train_models
+
+    target = root / "models" / f"lstm_{DATASET}_classification.pth"
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(train_models, "train_all", full_disk)
+    assert _run(root, "--steps", "5", "--preset", "smoke") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "crashed" not in err
+    assert f"step 5 (train classifiers) failed: no space left on the device writing {target}" in err
+    assert _summary(root)["steps"][4]["status"] == "failed"
