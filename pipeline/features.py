@@ -747,7 +747,24 @@ def make_splits(
     return splits
 
 
-def _rows_needed(args: tuple[Any, ...], min_samples: int, n_bars: int) -> int:
+def min_rows_for_split(
+    warmup: int,
+    lookback: int,
+    k: int,
+    test_fraction: float,
+    val_fraction: float,
+    purge_gap: int | str | None,
+    n_folds: int,
+    min_samples: int = MIN_BLOCK_SAMPLES,
+) -> int | None:
+    """Fewest rows whose split :func:`make_splits` accepts (None: no count does); preflight
+    shows it so that preflight and step 5 cannot disagree (issue 8 item 13)."""
+    purge = resolve_purge(purge_gap, k, lookback)
+    args = (warmup, lookback, k, test_fraction, val_fraction, purge, n_folds)
+    return _rows_needed(args, min_samples, 1)
+
+
+def _rows_needed(args: tuple[Any, ...], min_samples: int, n_bars: int) -> int | None:
     """Smallest row count whose layout passes the size check (binary search, then verified)."""
 
     def ok(n: int) -> bool:
@@ -756,6 +773,8 @@ def _rows_needed(args: tuple[Any, ...], min_samples: int, n_bars: int) -> int:
     hi = max(n_bars, 64)
     while not ok(hi):
         hi *= 2
+        if hi > 2**40:
+            return None
     lo = 1
     while lo < hi:
         mid = (lo + hi) // 2

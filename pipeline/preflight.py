@@ -312,36 +312,12 @@ def _split_args(t: TrainingConfig) -> tuple[int, int, int, float, float, int | N
 def min_dataset_rows(t: TrainingConfig) -> int | None:
     """Fewest CSV rows whose chronological split step 5 accepts with ``t`` (None: no count does).
 
-    Asks :func:`pipeline.features.make_splits` itself, the function that raises step 5's
-    "needs at least N rows", so preflight and step 5 cannot disagree (issue 8 item 13).
+    Asks :mod:`pipeline.features`, which raises step 5's "needs at least N rows", so preflight
+    and step 5 cannot disagree (issue 8 item 13).
     """
-    from pipeline.features import SplitError, make_splits
+    from pipeline.features import min_rows_for_split
 
-    args = _split_args(t)
-
-    def ok(n: int) -> bool:
-        try:
-            make_splits(n, *args)
-        except SplitError:
-            return False
-        return True
-
-    hi = 64
-    while not ok(hi):
-        hi *= 2
-        if hi > 2**40:
-            return None
-    lo = 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    # Rounding of the fractions can make the check non-monotone by a bar or two, as in step 5.
-    while not all(ok(lo + d) for d in range(4)):
-        lo += 1
-    return lo
+    return min_rows_for_split(*_split_args(t))
 
 
 def check_dataset(dataset: str, paths: Paths, cfg: TrainingConfig | None = None) -> CheckResult:

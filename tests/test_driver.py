@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,23 +32,6 @@ from runpod_train import (
 )
 
 DATASET = "SYNTH-DRV_1H"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() reconfigures the root logger and the record factory; put both back."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    factory = logging.getLogRecordFactory()
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
-    logging.setLogRecordFactory(factory)
 
 
 @pytest.fixture

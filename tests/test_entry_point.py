@@ -29,20 +29,10 @@ DATASET = "SYNTH-ENTRY_1H"
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() reconfigures the root logger and the record factory; put both back."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    factory = logging.getLogRecordFactory()
+def _close_child_log() -> Iterator[None]:
+    """main() adds the driver-output log file to ``child_log`` (the root logger is restored by
+    tests/conftest.py); close it."""
     yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
-    logging.setLogRecordFactory(factory)
     for h in list(runpod_main.child_log.handlers):
         runpod_main.child_log.removeHandler(h)
         h.close()
