@@ -1,14 +1,9 @@
-"""Classifier models (LSTM, GRU, BiLSTM, DLSTM) and the one training loop they all share.
+"""The one training loop every classifier shares (the nets live in :mod:`pipeline.nets`).
 
-Every model maps a window of scaled features ``(batch, lookback, features)`` to three logits for
-Fall / Stationary / Rise. The loop (:func:`train_classifier`) is the same for all four: Adam,
-class-weighted cross-entropy, gradient clipping, early stopping on validation loss with the best
-weights restored, a checkpoint every epoch that ``resume`` continues from bit-for-bit, and on CUDA
-mixed precision plus a batch size fitted to the GPU.
-
-Data handling: the scaled feature matrix ``(N, F)`` and the sample bars are moved to the device
-once; a batch is gathered there with one index operation (``features[bars[:, None] + offsets]``),
-so there is no DataLoader, no per-batch Python collate and no ``lookback``-fold copy of the data.
+:func:`train_classifier`: Adam, class-weighted cross-entropy, gradient clipping, early stopping on
+validation loss with the best weights restored, a checkpoint every epoch that ``resume`` continues
+from bit-for-bit, and on CUDA mixed precision plus a batch size fitted to the GPU
+(:mod:`pipeline.device`). Batches are gathered on the device (:class:`pipeline.windows.WindowData`).
 """
 
 from __future__ import annotations
@@ -17,20 +12,19 @@ import contextlib
 import copy
 import logging
 import math
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from pipeline.classifier_metrics import N_CLASSES, class_weights, metrics_from_confusion
 from pipeline.common import (
     EXIT_INTERRUPTED,
     PipelineError,
@@ -38,15 +32,19 @@ from pipeline.common import (
     atomic_path,
     progress_bars_wanted,
 )
-from pipeline.config import MODEL_NAMES, TrainingConfig
+from pipeline.config import TrainingConfig
+from pipeline.device import (
+    amp_dtype,
+    call_with_oom_retry,
+    configure_cuda,
+    cuda_free_bytes,
+    scale_batch_size,
+)
+from pipeline.windows import WindowData
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES: tuple[str, str, str] = ("Fall", "Stationary", "Rise")
-N_CLASSES = 3
 CHECKPOINT_VERSION = 1
-
-T = TypeVar("T")
 
 
 class TrainingInterrupted(PipelineError):
@@ -109,345 +107,6 @@ def interrupt_message(
         f"{head}, before its first epoch finished; no checkpoint was written, so a rerun "
         "starts it again from epoch 1"
     )
-
-
-# ================================================================ models
-
-
-def _rnn(cell: str, n_in: int, units: int, layers: int, dropout: float, bidir: bool) -> nn.RNNBase:
-    cls = nn.LSTM if cell == "lstm" else nn.GRU
-    # torch warns (and ignores it) when dropout is set on a single-layer RNN.
-    return cls(
-        n_in,
-        units,
-        num_layers=layers,
-        dropout=dropout if layers > 1 else 0.0,
-        batch_first=True,
-        bidirectional=bidir,
-    )
-
-
-def _last_hidden(rnn: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
-    """Final hidden state of the top layer, both directions concatenated: (B, H * dirs)."""
-    _, h = rnn(x)
-    h_n = h[0] if isinstance(h, tuple) else h  # (layers * dirs, B, H)
-    if rnn.bidirectional:
-        # h_n[-2] is the forward pass after the last bar, h_n[-1] the backward pass after the
-        # first bar; both have read the whole window (out[:, -1] would not, for the backward one).
-        return torch.cat([h_n[-2], h_n[-1]], dim=1)
-    return h_n[-1]
-
-
-class RNNClassifier(nn.Module):
-    """Stacked LSTM / GRU (optionally bidirectional) -> dropout -> linear head with 3 logits."""
-
-    def __init__(
-        self,
-        n_features: int,
-        units: int,
-        layers: int,
-        dropout: float,
-        cell: str = "lstm",
-        bidirectional: bool = False,
-    ) -> None:
-        super().__init__()
-        self.rnn = _rnn(cell, n_features, units, layers, dropout, bidirectional)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(units * (2 if bidirectional else 1), N_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, L, F) -> logits (B, 3)."""
-        return self.head(self.dropout(_last_hidden(self.rnn, x)))
-
-
-def moving_average(x: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Centred moving average over time with replicate padding at the window's ends.
-
-    ``x`` (B, L, F) -> (B, L, F). Replicating the first/last bar (as Autoformer's series
-    decomposition does, Wu et al. 2021) keeps the trend's length equal to the window's and avoids
-    the zero-padding dip at the ends.
-    """
-    if kernel <= 1:
-        return x
-    front, back = (kernel - 1) // 2, kernel // 2
-    xt = x.transpose(1, 2)  # (B, F, L)
-    xt = F.pad(xt, (front, back), mode="replicate")  # (B, F, L + kernel - 1)
-    return F.avg_pool1d(xt, kernel_size=kernel, stride=1).transpose(1, 2)  # (B, L, F)
-
-
-class DLSTMClassifier(nn.Module):
-    """Decomposition LSTM: trend and remainder of the window, each through its own LSTM stack.
-
-    Inside each window, trend = moving average (replicate padding), remainder = input - trend
-    (series decomposition of Autoformer, Wu et al. 2021, and DLinear, Zeng et al. 2023). Each part
-    goes through its own LSTM stack and linear head; the two heads' logits are summed, as DLinear
-    sums its trend and remainder forecasts.
-    """
-
-    def __init__(
-        self, n_features: int, units: int, layers: int, dropout: float, kernel: int
-    ) -> None:
-        super().__init__()
-        self.kernel = int(kernel)
-        self.trend_rnn = _rnn("lstm", n_features, units, layers, dropout, False)
-        self.remainder_rnn = _rnn("lstm", n_features, units, layers, dropout, False)
-        self.dropout = nn.Dropout(dropout)
-        self.trend_head = nn.Linear(units, N_CLASSES)
-        self.remainder_head = nn.Linear(units, N_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, L, F) -> logits (B, 3)."""
-        trend = moving_average(x, self.kernel)  # (B, L, F)
-        remainder = x - trend  # (B, L, F)
-        h_t = self.dropout(_last_hidden(self.trend_rnn, trend))  # (B, H)
-        h_r = self.dropout(_last_hidden(self.remainder_rnn, remainder))  # (B, H)
-        return self.trend_head(h_t) + self.remainder_head(h_r)
-
-
-def arch_config(model: str, n_features: int, cfg: TrainingConfig) -> dict[str, Any]:
-    """Everything needed to rebuild ``model``: name, input width and its sizes from ``cfg``."""
-    return {"name": model, "n_features": int(n_features), **cfg.model_params(model)}
-
-
-def build_model(arch: dict[str, Any]) -> nn.Module:
-    """Instantiate the classifier described by :func:`arch_config`."""
-    name = arch.get("name")
-    if name not in MODEL_NAMES:
-        raise PipelineError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
-    common = {
-        "n_features": int(arch["n_features"]),
-        "units": int(arch["units"]),
-        "layers": int(arch["layers"]),
-        "dropout": float(arch["dropout"]),
-    }
-    if name == "lstm":
-        return RNNClassifier(**common, cell="lstm")
-    if name == "gru":
-        return RNNClassifier(**common, cell="gru")
-    if name == "bilstm":
-        return RNNClassifier(**common, cell="lstm", bidirectional=True)
-    return DLSTMClassifier(**common, kernel=int(arch["kernel"]))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-# ================================================================ device, threads, AMP, batch size
-
-
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is a clear error."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("device = cuda but no CUDA GPU is visible; set device = auto or cpu")
-    if requested not in ("cpu", "cuda"):
-        raise PipelineError(f"device = {requested!r}; expected auto, cpu or cuda")
-    return torch.device(requested)
-
-
-def physical_cores() -> int:
-    """Physical CPU cores (psutil), falling back to the logical count."""
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-    except ImportError:
-        n = None
-    return int(n or os.cpu_count() or 1)
-
-
-def configure_cpu_threads(num_threads: int) -> int:
-    """Set torch's intra-op threads (0 = physical cores: hyper-threads slow GEMMs down)."""
-    n = num_threads if num_threads > 0 else physical_cores()
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
-
-
-def configure_cuda() -> None:
-    """cuDNN on, with autotuning (the batch shapes repeat every step); no-op without CUDA."""
-    if torch.cuda.is_available():
-        torch.backends.cudnn.enabled = True
-        torch.backends.cudnn.benchmark = True
-
-
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """Autocast dtype on CUDA: bf16 where supported (no loss scaling), else fp16; CPU: None."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def scale_batch_size(
-    configured: int,
-    free_bytes: int | None,
-    n_train: int,
-    reference_bytes: int = 10 * 2**30,
-    max_factor: int = 8,
-) -> int:
-    """Batch size for a GPU with ``free_bytes`` free: ``configured`` x a power of two.
-
-    The configured size is taken as right for about ``reference_bytes`` (10 GiB) of free memory;
-    each doubling of free memory doubles the batch, up to ``max_factor`` x, and never beyond the
-    training set (one full batch is the most an epoch can use). ``free_bytes=None`` (CPU) keeps
-    the configured size.
-    """
-    size = configured
-    if free_bytes is not None and free_bytes > reference_bytes:
-        factor = 2 ** int(math.floor(math.log2(free_bytes / reference_bytes)))
-        size = configured * min(factor, max_factor)
-    return max(1, min(size, max(n_train, 1)))
-
-
-def cuda_free_bytes(device: torch.device) -> int | None:
-    """Free memory of the CUDA device, or None on CPU."""
-    if device.type != "cuda":
-        return None
-    free, _total = torch.cuda.mem_get_info(device)
-    return int(free)
-
-
-def is_oom_error(exc: BaseException) -> bool:
-    """True for CUDA (or any torch) out-of-memory errors."""
-    oom_type = getattr(torch, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def call_with_oom_retry(
-    fn: Callable[[int], T],
-    batch_size: int,
-    min_batch_size: int = 8,
-    on_oom: Callable[[int], None] | None = None,
-) -> tuple[T, int]:
-    """Run ``fn(batch_size)``; on out-of-memory halve the batch and retry instead of crashing.
-
-    ``on_oom(new_batch_size)`` runs before each retry (e.g. to roll the model back to the start of
-    the epoch). Returns ``(result, batch size that worked)``; raises PipelineError once the batch
-    would drop below ``min_batch_size``.
-    """
-    size = batch_size
-    while True:
-        try:
-            return fn(size), size
-        except Exception as exc:
-            if not is_oom_error(exc):
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            new_size = size // 2
-            if new_size < min_batch_size:
-                raise PipelineError(
-                    f"out of memory even at batch size {size} (minimum {min_batch_size}); "
-                    "use smaller models or device = cpu"
-                ) from None
-            log.warning("out of memory at batch size %d; retrying with %d", size, new_size)
-            size = new_size
-            if on_oom is not None:
-                on_oom(size)
-
-
-# ================================================================ metrics
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """3x3 counts, rows = true class, columns = predicted class."""
-    idx = np.asarray(y_true, dtype=np.int64) * N_CLASSES + np.asarray(y_pred, dtype=np.int64)
-    return np.bincount(idx, minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, N_CLASSES)
-
-
-def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1/support, macro-F1 (empty classes count as 0)."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    total = cm.sum()
-    return {
-        "accuracy": float(tp.sum() / total) if total > 0 else 0.0,
-        "macro_f1": float(f1.mean()),
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(CLASS_NAMES)
-        },
-        "confusion": cm.astype(np.int64).tolist(),
-    }
-
-
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """:func:`metrics_from_confusion` of the labels and predictions."""
-    return metrics_from_confusion(confusion_matrix(y_true, y_pred))
-
-
-def class_weights(y: np.ndarray) -> np.ndarray:
-    """Inverse-frequency weights ``n / (3 n_c)`` of the training labels (absent classes: 0)."""
-    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=N_CLASSES).astype(np.float64)
-    weights = np.zeros(N_CLASSES)
-    present = counts > 0
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights
-
-
-# ================================================================ data on the device
-
-
-@dataclass
-class WindowData:
-    """Samples as bars into a device-resident feature matrix; a batch is one gather."""
-
-    features: torch.Tensor  # (N, F) float32
-    bars: torch.Tensor  # (n,) int64, the last bar of each window
-    labels: torch.Tensor  # (n,) int64
-    offsets: torch.Tensor  # (L,) int64: -L+1 .. 0
-
-    @classmethod
-    def create(
-        cls,
-        features: np.ndarray | torch.Tensor,
-        bars: np.ndarray,
-        labels: np.ndarray | None,
-        lookback: int,
-        device: torch.device,
-    ) -> WindowData:
-        """Move everything to ``device`` once; checks every window lies inside the matrix."""
-        feats = torch.as_tensor(features, dtype=torch.float32).to(device)  # (N, F)
-        bars_np = np.asarray(bars, dtype=np.int64)
-        if bars_np.size and (bars_np.min() < lookback - 1 or bars_np.max() >= feats.shape[0]):
-            raise PipelineError(
-                f"sample bars {bars_np.min()}..{bars_np.max()} need a full window of {lookback} "
-                f"bars inside 0..{feats.shape[0] - 1}"
-            )
-        labels_np = np.zeros_like(bars_np) if labels is None else np.asarray(labels, np.int64)
-        return cls(
-            features=feats,
-            bars=torch.as_tensor(bars_np).to(device),
-            labels=torch.as_tensor(labels_np).to(device),
-            offsets=torch.arange(-lookback + 1, 1, device=device),
-        )
-
-    def __len__(self) -> int:
-        return int(self.bars.shape[0])
-
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Windows and labels of samples ``idx``: X (B, L, F), y (B,)."""
-        rows = self.bars[idx].unsqueeze(1) + self.offsets  # (B, L)
-        return self.features[rows], self.labels[idx]
-
-
-# ================================================================ training loop
 
 
 @dataclass
@@ -555,29 +214,6 @@ def _evaluate(
             loss_sum += loss_fn(logits.float(), y) * len(idx)
             cm += torch.bincount(y * N_CLASSES + logits.argmax(1), minlength=N_CLASSES**2)
     return float(loss_sum) / max(n, 1), cm.cpu().numpy().reshape(N_CLASSES, N_CLASSES)
-
-
-def predict_proba(
-    model: nn.Module,
-    data: WindowData,
-    batch_size: int = 4096,
-    amp: bool = False,
-) -> np.ndarray:
-    """Class probabilities (n, 3) float64 for every sample of ``data``, in batched passes."""
-    model.eval()
-    device = data.features.device
-    dtype = amp_dtype(device, amp)
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(data)), device=device)
-            x, _ = data.batch(idx)  # (B, L, F)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(x)
-            out.append(torch.softmax(logits.double(), dim=1).cpu())
-    if not out:
-        return np.zeros((0, N_CLASSES))
-    return torch.cat(out).numpy()
 
 
 class _EpochProgress:
@@ -849,75 +485,3 @@ def train_classifier(
         resumed_from_epoch=start_epoch - 1,
         stopped_early=stopped_early,
     )
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA); numpy is only used through seeded Generators elsewhere."""
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-# ================================================================ model files
-
-MODEL_FILE_FORMAT = 1
-REQUIRED_MODEL_KEYS = (
-    "format",
-    "model",
-    "arch",
-    "state_dict",
-    "feature_names",
-    "lookback",
-    "label",
-    "dataset_sha256",
-    "config_hash",
-    "scaler",
-)
-
-
-def save_model_file(path: Path, payload: dict[str, Any]) -> Path:
-    """Write a model payload atomically; it must load with ``torch.load(weights_only=True)``."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
-
-
-def load_model_file(path: Path) -> dict[str, Any]:
-    """Read a model file written by :func:`save_model_file` (weights-only unpickling).
-
-    Raises:
-        PipelineError: missing file, unreadable file, or a payload without the expected keys.
-    """
-    if not path.is_file():
-        raise PipelineError(f"{path}: model file not found; run train_models.py first")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0][:200] if text else ""
-        raise PipelineError(
-            f"{path}: unreadable model file ({type(exc).__name__}: {first})"
-        ) from None
-    if not isinstance(payload, dict):
-        raise PipelineError(f"{path}: not a model file (expected a dict payload)")
-    missing = [k for k in REQUIRED_MODEL_KEYS if k not in payload]
-    if missing:
-        raise PipelineError(f"{path}: model file lacks {', '.join(missing)}; retrain it")
-    if payload["format"] != MODEL_FILE_FORMAT:
-        raise PipelineError(
-            f"{path}: model file format {payload['format']}, expected {MODEL_FILE_FORMAT}; "
-            "retrain it"
-        )
-    return payload
-
-
-def model_from_payload(payload: dict[str, Any], device: torch.device) -> nn.Module:
-    """Rebuild the classifier of a model file on ``device`` in eval mode."""
-    model = build_model(payload["arch"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise PipelineError(
-            f"model {payload['model']!r}: weights do not fit its architecture ({exc})"
-        ) from None
-    return model.to(device).eval()

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.classifier_metrics import CLASS_NAMES
 from pipeline.common import (
     CliParser,
     Paths,
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("train_models")
 
-CLASS_NAMES: tuple[str, str, str] = ("Fall", "Stationary", "Rise")  # = pytorch_train.CLASS_NAMES
 CHANCE_MACRO_F1 = 1 / 3
 """Macro-F1 of guessing among three classes (in expectation, whatever the class shares)."""
 
@@ -134,7 +134,7 @@ def select_models(cfg: Config, requested: list[str] | None) -> list[str]:
 
 def up_to_date(path: Path, dataset_sha: str, config_hash: str) -> tuple[bool, str]:
     """Whether the model file at ``path`` can be reused, and why not (for the log)."""
-    from pytorch_train import load_model_file
+    from pipeline.nets import load_model_file
 
     if not path.is_file():
         return False, "no model file"
@@ -244,13 +244,10 @@ def fit_model(
     desc: str,
 ) -> TrainResult:
     """Build ``name`` (seeded) and train it on ``plan``; checkpoints go to ``ckpt``."""
-    from pytorch_train import (
-        WindowData,
-        arch_config,
-        build_model,
-        seed_everything,
-        train_classifier,
-    )
+    from pipeline.device import seed_everything
+    from pipeline.nets import arch_config, build_classifier
+    from pipeline.windows import WindowData
+    from pytorch_train import train_classifier
 
     lookback = prep.arrays.lookback
     fit_bars = labelled_bars(plan.fit, plan.labels)
@@ -258,7 +255,7 @@ def fit_model(
     train = WindowData.create(plan.scaled, fit_bars, plan.labels[fit_bars], lookback, device)
     val = WindowData.create(plan.scaled, es_bars, plan.labels[es_bars], lookback, device)
     seed_everything(cfg.seed)
-    model = build_model(arch_config(name, len(prep.feature_names), cfg))
+    model = build_classifier(arch_config(name, len(prep.feature_names), cfg))
     fingerprint = f"{cfg.hash_for_model(name)}:{prep.info.sha256}:{plan.tag}"
     return train_classifier(
         model,
@@ -278,7 +275,7 @@ def model_payload(
     """Everything needed to rebuild and use the model; only weights-only-safe types inside."""
     import torch
 
-    from pytorch_train import MODEL_FILE_FORMAT, arch_config, count_parameters
+    from pipeline.nets import MODEL_FILE_FORMAT, arch_config, count_parameters
 
     return {
         "format": MODEL_FILE_FORMAT,
@@ -335,7 +332,7 @@ def baseline_metrics(prep: Prepared, seed: int) -> dict[str, dict[str, Any]]:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from pytorch_train import classification_metrics
+    from pipeline.classifier_metrics import classification_metrics
 
     a = prep.arrays
     train_bars = labelled_bars(a.splits.train, a.labels)
@@ -359,7 +356,8 @@ def evaluate_block(
     """Metrics of the main model on ``block`` (dataset's own scaler and labels)."""
     import numpy as np
 
-    from pytorch_train import WindowData, classification_metrics, predict_proba
+    from pipeline.classifier_metrics import classification_metrics
+    from pipeline.windows import WindowData, predict_proba
 
     a = prep.arrays
     bars = labelled_bars(block, a.labels)
@@ -556,7 +554,7 @@ def train_main_model(
     resume: bool,
 ) -> dict[str, Any]:
     """Train, save and report the main model of ``name``; returns its metrics dict."""
-    from pytorch_train import save_model_file
+    from pipeline.nets import save_model_file
 
     t = cfg.training
     dataset = prep.info.name
@@ -637,7 +635,7 @@ def train_fold_models(
     resume: bool,
 ) -> dict[str, str]:
     """Walk-forward models for folds 1..F-1 (fold 0 is only ever trained on); same skip rule."""
-    from pytorch_train import save_model_file
+    from pipeline.nets import save_model_file
 
     t = cfg.training
     dataset = prep.info.name
@@ -680,9 +678,10 @@ def train_all(
     """
     import torch
 
+    from pipeline.device import configure_cpu_threads, resolve_device
     from pipeline.prepare import prepare_dataset
     from ppo_approach.prediction_wrapper import write_prediction_tables
-    from pytorch_train import TrainingInterrupted, configure_cpu_threads, resolve_device
+    from pytorch_train import TrainingInterrupted
 
     t = cfg.training
     names = select_models(cfg, models)

@@ -44,18 +44,16 @@ from torch import nn  # noqa: E402
 from bench._common import cpu_model, load_average  # noqa: E402
 from pipeline.common import atomic_write_text  # noqa: E402
 from pipeline.config import MODEL_NAMES, load_config  # noqa: E402
-from pytorch_train import (  # noqa: E402
-    WindowData,
+from pipeline.device import (  # noqa: E402
     amp_dtype,
-    arch_config,
-    build_model,
     configure_cpu_threads,
-    count_parameters,
     physical_cores,
     resolve_device,
     seed_everything,
-    train_classifier,
 )
+from pipeline.nets import arch_config, build_classifier, count_parameters  # noqa: E402
+from pipeline.windows import WindowData  # noqa: E402
+from pytorch_train import train_classifier  # noqa: E402
 
 N_FEATURES = 26
 
@@ -84,7 +82,7 @@ def loop_epochs(
 ) -> list[tuple[float, float]]:
     """Per-epoch (wall, process CPU) seconds of the real training loop (callback to callback)."""
     seed_everything(cfg.seed)
-    model = build_model(arch_config(model_name, N_FEATURES, cfg))
+    model = build_classifier(arch_config(model_name, N_FEATURES, cfg))
     marks: list[tuple[float, float]] = []
     device = train.features.device
 
@@ -113,7 +111,7 @@ def bare_epoch(
     """Forward+backward+step over pre-materialised batches plus bare val forwards (wall, CPU)."""
     device = train.features.device
     seed_everything(cfg.seed)
-    model = build_model(arch_config(model_name, N_FEATURES, cfg)).to(device)
+    model = build_classifier(arch_config(model_name, N_FEATURES, cfg)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -178,7 +176,7 @@ def run(args: argparse.Namespace) -> str:
             bare_s = statistics.median(t[0] for t in bare_times)
             loop_cpu = statistics.median(t[1] for t in loop_times)
             bare_cpu = statistics.median(t[1] for t in bare_times)
-            n_params = count_parameters(build_model(arch_config(name, N_FEATURES, cfg)))
+            n_params = count_parameters(build_classifier(arch_config(name, N_FEATURES, cfg)))
             p = cfg.model_params(name)
             rows.append(
                 f"| {size} | {name} | {p['units']}x{p['layers']} | {n_params:,} | {n_train:,} | "

@@ -49,6 +49,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor  # noqa: E4
 from bench._common import cpu_model, gpu_description, load_average  # noqa: E402
 from pipeline.common import atomic_write_text  # noqa: E402
 from pipeline.config import PPOConfig, load_config  # noqa: E402
+from pipeline.device import resolve_device  # noqa: E402
 from ppo_approach import ppo_trading_agent as agent  # noqa: E402
 from ppo_approach.reward_functions import RewardConfig  # noqa: E402
 from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
@@ -238,7 +239,7 @@ def part_wall(data: MarketData, timesteps: int) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         venv, kind = trading_venv(data, cfg, cfg.vec_env)
-        model = agent.build_model(cfg, venv, agent.resolve_device(cfg.device), None)
+        model = agent.build_model(cfg, venv, str(resolve_device(cfg.device)), None)
         val = TradingEnv(data, EnvConfig.from_ppo_config(cfg), random_start=True)
         stopper = agent.StopOnRequestCallback(agent.StopRequest())
         callbacks = [

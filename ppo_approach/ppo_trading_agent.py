@@ -210,15 +210,6 @@ def prune_checkpoints(directory: Path, keep: int) -> list[Path]:
 # ---------------------------------------------------------------- device and PPO settings
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AgentError("ppo device = cuda, but torch sees no CUDA device; use auto or cpu")
-    return device
-
-
 def batch_size_warnings(n_steps: int, n_envs: int, batch_size: int) -> list[str]:
     """Warnings about ``batch_size`` vs the rollout size ``n_steps * n_envs`` (SB3's check, and
     the case SB3 does not report: a minibatch larger than the whole rollout)."""

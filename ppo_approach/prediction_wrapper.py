@@ -25,15 +25,10 @@ import torch
 
 from pipeline.common import Paths, PipelineError, atomic_path, sha256_file
 from pipeline.config import Config
+from pipeline.device import resolve_device
+from pipeline.nets import count_parameters, load_model_file, model_from_payload
 from pipeline.prepare import Prepared, load_scaler_file, scaler_path
-from pytorch_train import (
-    WindowData,
-    count_parameters,
-    load_model_file,
-    model_from_payload,
-    predict_proba,
-    resolve_device,
-)
+from pipeline.windows import WindowData, predict_proba
 
 log = logging.getLogger(__name__)
 

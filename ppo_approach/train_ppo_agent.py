@@ -575,6 +575,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
     Raises :class:`TrainingInterrupted` (exit code 130) after writing a checkpoint when SIGINT or
     SIGTERM arrives during training.
     """
+    from pipeline.device import resolve_device
     from pipeline.prepare import prepare_dataset
     from ppo_approach import ppo_trading_agent as agent
 
@@ -594,7 +595,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[s
     log.info("annualisation: %s", ppy_how)
     env_cfg = EnvConfig.from_ppo_config(pc)
     reward_cfg = RewardConfig.from_ppo_config(pc)
-    device = agent.resolve_device(pc.device)
+    device = str(resolve_device(pc.device, key="ppo device"))
     ckdir = agent.checkpoint_dir(paths, model_name, dataset)
     tb_name = agent.tb_log_name(model_name, dataset)
     keep = pc.keep_checkpoints

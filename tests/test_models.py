@@ -6,24 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.classifier_metrics import class_weights, classification_metrics
 from pipeline.common import EXIT_INTERRUPTED, PipelineError
 from pipeline.config import MODEL_NAMES, TrainingConfig
+from pipeline.device import call_with_oom_retry, scale_batch_size, seed_everything
 from pipeline.features import make_windows
-from pytorch_train import (
-    TrainingInterrupted,
-    WindowData,
-    arch_config,
-    build_model,
-    call_with_oom_retry,
-    class_weights,
-    classification_metrics,
-    load_checkpoint,
-    moving_average,
-    predict_proba,
-    scale_batch_size,
-    seed_everything,
-    train_classifier,
-)
+from pipeline.nets import arch_config, build_classifier, moving_average
+from pipeline.windows import WindowData, predict_proba
+from pytorch_train import TrainingInterrupted, load_checkpoint, train_classifier
 
 L, F = 16, 6
 
@@ -73,7 +63,7 @@ def window_data(x: np.ndarray, bars: np.ndarray, y: np.ndarray) -> tuple[WindowD
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_architecture_maps_windows_to_three_logits(name: str) -> None:
     cfg = tiny_cfg()
-    model = build_model(arch_config(name, F, cfg)).eval()
+    model = build_classifier(arch_config(name, F, cfg)).eval()
     out = model(torch.randn(5, L, F))
     assert out.shape == (5, 3)
     assert torch.isfinite(out).all()
@@ -81,18 +71,18 @@ def test_every_architecture_maps_windows_to_three_logits(name: str) -> None:
 
 def test_sizes_come_from_the_config() -> None:
     cfg = tiny_cfg(lstm_units=12, lstm_layers=2, bilstm_units=8, bilstm_layers=1)
-    lstm = build_model(arch_config("lstm", F, cfg))
+    lstm = build_classifier(arch_config("lstm", F, cfg))
     assert (lstm.rnn.hidden_size, lstm.rnn.num_layers) == (12, 2)
-    bilstm = build_model(arch_config("bilstm", F, cfg))
+    bilstm = build_classifier(arch_config("bilstm", F, cfg))
     assert bilstm.rnn.bidirectional and bilstm.head.in_features == 16
-    dlstm = build_model(arch_config("dlstm", F, cfg))
+    dlstm = build_classifier(arch_config("dlstm", F, cfg))
     assert dlstm.kernel == 5 and dlstm.trend_rnn is not dlstm.remainder_rnn
 
 
 def test_bilstm_reads_the_whole_window_in_both_directions() -> None:
     """Changing the FIRST bar changes the output (the backward pass ends there)."""
     torch.manual_seed(0)
-    model = build_model(arch_config("bilstm", F, tiny_cfg())).eval()
+    model = build_classifier(arch_config("bilstm", F, tiny_cfg())).eval()
     x = torch.randn(1, L, F)
     y = x.clone()
     y[0, 0] += 5.0
@@ -183,7 +173,7 @@ def test_training_learns_and_restores_the_best_epoch() -> None:
     train, val = window_data(x, bars, y)
     cfg = tiny_cfg(epochs=6, patience=6, learning_rate=1e-2)
     seed_everything(cfg.seed)
-    result = train_classifier(build_model(arch_config("gru", F, cfg)), train, val, cfg)
+    result = train_classifier(build_classifier(arch_config("gru", F, cfg)), train, val, cfg)
     losses = [h["val_loss"] for h in result.history]
     assert result.epochs_run == 6 and len(losses) == 6
     assert result.best_epoch == int(np.argmin(losses)) + 1
@@ -204,7 +194,7 @@ def test_early_stopping_stops_after_patience() -> None:
     train, val = window_data(x, bars, y)
     cfg = tiny_cfg(epochs=30, patience=2, learning_rate=3e-2)
     seed_everything(cfg.seed)
-    result = train_classifier(build_model(arch_config("lstm", F, cfg)), train, val, cfg)
+    result = train_classifier(build_classifier(arch_config("lstm", F, cfg)), train, val, cfg)
     assert result.stopped_early
     assert result.epochs_run == result.best_epoch + 2
     assert result.epochs_run < 30
@@ -219,7 +209,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(name: str, tmp_path) ->
     cfg = tiny_cfg(epochs=4, patience=4, lstm_dropout=0.3, dlstm_dropout=0.3)
 
     seed_everything(cfg.seed)
-    ref = train_classifier(build_model(arch_config(name, F, cfg)), train, val, cfg)
+    ref = train_classifier(build_classifier(arch_config(name, F, cfg)), train, val, cfg)
 
     ckpt = tmp_path / "run.ckpt.pt"
 
@@ -230,7 +220,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(name: str, tmp_path) ->
     seed_everything(cfg.seed)
     with pytest.raises(TrainingInterrupted) as info:
         train_classifier(
-            build_model(arch_config(name, F, cfg)),
+            build_classifier(arch_config(name, F, cfg)),
             train,
             val,
             cfg,
@@ -245,7 +235,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(name: str, tmp_path) ->
 
     seed_everything(cfg.seed + 1)  # a different global state: resume must restore it
     resumed = train_classifier(
-        build_model(arch_config(name, F, cfg)),
+        build_classifier(arch_config(name, F, cfg)),
         train,
         val,
         cfg,
@@ -266,7 +256,7 @@ def test_resume_ignores_a_checkpoint_of_another_run(tmp_path, caplog) -> None:
     ckpt = tmp_path / "c.pt"
     seed_everything(cfg.seed)
     train_classifier(
-        build_model(arch_config("gru", F, cfg)),
+        build_classifier(arch_config("gru", F, cfg)),
         train,
         val,
         cfg,
@@ -275,7 +265,7 @@ def test_resume_ignores_a_checkpoint_of_another_run(tmp_path, caplog) -> None:
     )
     seed_everything(cfg.seed)
     result = train_classifier(
-        build_model(arch_config("gru", F, cfg)),
+        build_classifier(arch_config("gru", F, cfg)),
         train,
         val,
         cfg,
@@ -327,7 +317,7 @@ def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
     cfg = tiny_cfg(epochs=3, batch_size=32)
     ckpt = tmp_path / "run.ckpt.pt"
     seed_everything(cfg.seed)
-    model = build_model(arch_config("gru", F, cfg))
+    model = build_classifier(arch_config("gru", F, cfg))
     _sigterm_on_forward(model, at_call=2)  # in the second batch of epoch 1
     with pytest.raises(TrainingInterrupted) as info, sigterm_as_keyboard_interrupt():
         train_classifier(model, train, val, cfg, checkpoint_path=ckpt, desc="gru")
@@ -351,7 +341,7 @@ def test_sigterm_in_a_later_epoch_names_the_checkpoint_kept(tmp_path) -> None:
     cfg = tiny_cfg(epochs=3, batch_size=1024)  # one training batch + one val batch per epoch
     ckpt = tmp_path / "run.ckpt.pt"
     seed_everything(cfg.seed)
-    model = build_model(arch_config("lstm", F, cfg))
+    model = build_classifier(arch_config("lstm", F, cfg))
     _sigterm_on_forward(model, at_call=3)  # epoch 2's training batch
     with pytest.raises(TrainingInterrupted) as info, sigterm_as_keyboard_interrupt():
         train_classifier(model, train, val, cfg, checkpoint_path=ckpt, desc="lstm")
@@ -373,7 +363,7 @@ def test_interrupt_without_checkpoints_says_they_are_off() -> None:
     seed_everything(cfg.seed)
     with pytest.raises(TrainingInterrupted) as info:
         train_classifier(
-            build_model(arch_config("gru", F, cfg)), train, val, cfg, epoch_callback=stop
+            build_classifier(arch_config("gru", F, cfg)), train, val, cfg, epoch_callback=stop
         )
     assert not info.value.has_checkpoint
     assert str(info.value) == (
@@ -391,7 +381,7 @@ def test_progress_lines_with_eta_without_a_terminal(monkeypatch, caplog, capsys)
     caplog.set_level("INFO", logger="pytorch_train")
     seed_everything(cfg.seed)
     train_classifier(
-        build_model(arch_config("gru", F, cfg)),
+        build_classifier(arch_config("gru", F, cfg)),
         train,
         val,
         cfg,
@@ -426,7 +416,7 @@ def test_progress_bar_only_when_wanted(monkeypatch, caplog) -> None:
     caplog.set_level("INFO", logger="pytorch_train")
     seed_everything(cfg.seed)
     train_classifier(
-        build_model(arch_config("gru", F, cfg)),
+        build_classifier(arch_config("gru", F, cfg)),
         train,
         val,
         cfg,
@@ -439,5 +429,5 @@ def test_progress_bar_only_when_wanted(monkeypatch, caplog) -> None:
     bars.clear()
     monkeypatch.setenv("PIPELINE_PROGRESS", "log")
     seed_everything(cfg.seed)
-    train_classifier(build_model(arch_config("gru", F, cfg)), train, val, cfg, desc="gru")
+    train_classifier(build_classifier(arch_config("gru", F, cfg)), train, val, cfg, desc="gru")
     assert bars == []

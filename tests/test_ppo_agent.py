@@ -593,11 +593,15 @@ def test_batch_size_warnings_name_the_numbers() -> None:
 
 
 def test_resolve_device() -> None:
-    assert agent.resolve_device("cpu") == "cpu"
-    assert agent.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    """One device helper for classifiers and PPO (issue 9): PPO passes ``str(device)`` to SB3."""
+    from pipeline.common import PipelineError
+    from pipeline.device import resolve_device
+
+    assert str(resolve_device("cpu", key="ppo device")) == "cpu"
+    assert str(resolve_device("auto")) == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(agent.AgentError, match="no CUDA device"):
-            agent.resolve_device("cuda")
+        with pytest.raises(PipelineError, match="ppo device = cuda but no CUDA GPU is visible"):
+            resolve_device("cuda", key="ppo device")
 
 
 # ---------------------------------------------------------------- prediction table -> blocks

@@ -526,10 +526,10 @@ def test_cli_sigterm_in_first_epoch_does_not_promise_a_checkpoint(
     import os
     import signal
 
-    import pytorch_train
+    from pipeline import nets
 
     write_dataset(tmp_path, "TINY", signal=0.5, seed=3, n=1500)
-    real_build = pytorch_train.build_model
+    real_build = nets.build_classifier
 
     def build_and_arm(arch: dict[str, Any]) -> torch.nn.Module:
         model = real_build(arch)
@@ -543,8 +543,7 @@ def test_cli_sigterm_in_first_epoch_does_not_promise_a_checkpoint(
         model.register_forward_pre_hook(sigterm_on_second_batch)
         return model
 
-    monkeypatch.setattr(pytorch_train, "build_model", build_and_arm)
-    monkeypatch.setattr("train_models.build_model", build_and_arm, raising=False)
+    monkeypatch.setattr(nets, "build_classifier", build_and_arm)
     args = ["--dataset", "TINY", "--root", str(tmp_path), "--preset", "smoke", "--models", "gru"]
     code = main([*args, "--set", "num_threads=1", "--set", "ppo_prediction_source=in_sample"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,0 +1,57 @@
+"""Classification metrics from a 3x3 confusion matrix (numpy only) and class weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+CLASS_NAMES: tuple[str, str, str] = ("Fall", "Stationary", "Rise")
+N_CLASSES = 3
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """3x3 counts, rows = true class, columns = predicted class."""
+    idx = np.asarray(y_true, dtype=np.int64) * N_CLASSES + np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(idx, minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, N_CLASSES)
+
+
+def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1/support, macro-F1 (empty classes count as 0)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    total = cm.sum()
+    return {
+        "accuracy": float(tp.sum() / total) if total > 0 else 0.0,
+        "macro_f1": float(f1.mean()),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(CLASS_NAMES)
+        },
+        "confusion": cm.astype(np.int64).tolist(),
+    }
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """:func:`metrics_from_confusion` of the labels and predictions."""
+    return metrics_from_confusion(confusion_matrix(y_true, y_pred))
+
+
+def class_weights(y: np.ndarray) -> np.ndarray:
+    """Inverse-frequency weights ``n / (3 n_c)`` of the training labels (absent classes: 0)."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=N_CLASSES).astype(np.float64)
+    weights = np.zeros(N_CLASSES)
+    present = counts > 0
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
