@@ -3,7 +3,8 @@
 Each check returns one :class:`CheckResult` row (check, value found, required, pass/warn/fail).
 A ``fail`` stops the run before any training (exit code 2); a ``warn`` is printed and the run goes
 on (no GPU; git remote unreachable while pushing is only the default: only the push step would
-fail). The push row fails when ``RUNPOD_PUSH_TO_GITHUB=true`` was set explicitly.
+fail). The push row fails when ``RUNPOD_PUSH_TO_GITHUB=true`` was set explicitly. Secret masking
+lives in :mod:`pipeline.secrets`, the push plumbing in :mod:`pipeline.git_push` (issue 9).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import psutil
 
 from pipeline.common import Paths, PipelineError
 from pipeline.config import Config, TrainingConfig
+from pipeline.secrets import mask_secrets, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -107,41 +109,9 @@ def format_checks(results: Sequence[CheckResult]) -> str:
     )
 
 
-# ---------------------------------------------------------------- secret masking
-
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY)", re.IGNORECASE)
-MIN_SECRET_LEN = 6
-"""Shorter values (``"1"``, ``"true"``) would mask ordinary words; real tokens are much longer."""
-
-
-def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of ``GITHUB_TOKEN`` and of any variable named like a secret, longest first."""
-    env = os.environ if environ is None else environ
-    found = {
-        value
-        for name, value in env.items()
-        if (name == "GITHUB_TOKEN" or _SECRET_NAME.search(name)) and len(value) >= MIN_SECRET_LEN
-    }
-    return sorted(found, key=len, reverse=True)
-
-
-_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#]*@")
-"""The ``user:password@`` part of a URL, up to its last ``@`` before the host (a password may
-hold a raw ``@``); the scheme is kept."""
-
-
-def mask_url_userinfo(text: str) -> str:
-    """``text`` with the userinfo of every URL replaced: ``https://bob:pw@host/r`` ->
-    ``https://***@host/r`` (issue 8 item 8: a password in ``git_remote`` reached logs)."""
-    return _URL_USERINFO.sub(r"\1***@", text) if "@" in text else text
-
-
-def mask_secrets(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret and the userinfo of every URL replaced by ``***``."""
-    for s in secrets:
-        if s in text:
-            text = text.replace(s, "***")
-    return mask_url_userinfo(text)
+# ---------------------------------------------------------------- log masking
+# Built on pipeline.secrets; still here because runpod_main.py and runpod_train.py import it from
+# this module (issue 9: it moves to pipeline.secrets together with those imports).
 
 
 def install_secret_masking(secrets: Sequence[str] | None = None) -> None:
@@ -262,7 +232,8 @@ def check_remote(
     required: bool | None = None,
 ) -> CheckResult:
     """Where the run pushes (remote, URL with userinfo masked, branch), checked with
-    ``git ls-remote`` under the push step's own credentials (``runpod_github``'s askpass route).
+    ``git ls-remote`` under the push step's own credentials (:mod:`pipeline.git_push`'s askpass
+    route).
 
     Not reachable, or the credentials refused: a failure when ``required`` (default: env
     ``RUNPOD_PUSH_TO_GITHUB=true`` was set explicitly), else a warning, since only the push step
@@ -279,10 +250,13 @@ def check_remote(
         f"; {PUSH_ENV}=true" if required else "; else only the push step fails"
     )
     try:
-        from runpod_github import check_remote_reachable
+        # Imported here: it needs GitPython, and preflight must still run (and report the missing
+        # package in its dependencies row) where that is not installed.
+        from pipeline.git_push import check_remote_reachable
     except ImportError as exc:
         status = FAIL if required else WARN
-        return CheckResult("network", f"{where}: runpod_github not importable: {exc}", need, status)
+        found = f"{where}: pipeline.git_push not importable: {exc}"
+        return CheckResult("network", found, need, status)
     ok, message = check_remote_reachable(repo_dir, remote, timeout_s)
     message = mask_secrets(message, secrets)
     # "remote origin (URL) reachable ..." -> "reachable ...": the row already names both.

@@ -1,4 +1,7 @@
-"""Step 8 (runpod_github.py) against real git: a work repo and a bare remote in tmp_path.
+"""Step 8 against real git: a work repo and a bare remote in tmp_path.
+
+The library (``pipeline.git_push``, ``pipeline.git_runner``) is called directly; the CLI tests call
+``runpod_github.main`` (issue 9: the git plumbing moved out of the script).
 
 No network. Every test gets its own repo with the artifact folders git-ignored, as in the
 project, and an isolated git configuration (no global/system config, no credential helpers).
@@ -23,14 +26,15 @@ import git
 import pytest
 
 import runpod_github
-from runpod_github import (
+from pipeline import git_push
+from pipeline.git_push import (
     PushConfig,
     PushError,
-    askpass_env,
     check_remote_reachable,
     collect_artifacts,
     push_artifacts,
 )
+from pipeline.git_runner import ASKPASS_TOKEN_VAR, askpass_env
 
 DATASET = "BTC_1h"
 METRICS: dict[str, object] = {"dlstm macro-F1": 0.41, "agent test return": "3.2%"}
@@ -323,7 +327,7 @@ def test_files_over_the_size_limit_are_skipped_and_reported(
     (work / big).write_bytes(b"\x01" * 5000)  # > 0.001 MiB = 1048 bytes; the others are smaller
     data = (work / big).read_bytes()
 
-    with caplog.at_level(logging.WARNING, logger="runpod_github"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.git_push"):
         result = push_artifacts(work, DATASET, METRICS, PushConfig(max_file_mb=0.001))
 
     assert result.skipped == [big]
@@ -345,7 +349,7 @@ def test_big_files_go_through_lfs_only_when_gitattributes_tracks_them(
         # the lfs filter itself is not configured here, so git stores the bytes as a plain blob;
         # what is under test is the decision to send the file instead of skipping it
         (work / ".gitattributes").write_text("*.pth filter=lfs diff=lfs merge=lfs -text\n")
-    monkeypatch.setattr(runpod_github, "_lfs_ready", lambda g: True)
+    monkeypatch.setattr(git_push, "_lfs_ready", lambda g: True)
 
     result = push_artifacts(work, DATASET, METRICS, PushConfig(max_file_mb=0.001))
 
@@ -386,7 +390,7 @@ def test_token_never_leaks_to_logs_config_or_git_dir(
     try:
         push_artifacts(work, DATASET, METRICS, PushConfig())
         # a failing push whose remote echoes the secret back must be masked in the error text
-        reject_pushes(bare, f'echo "remote says ${runpod_github.ASKPASS_TOKEN_VAR}" >&2\nexit 1\n')
+        reject_pushes(bare, f'echo "remote says ${ASKPASS_TOKEN_VAR}" >&2\nexit 1\n')
         (work / "logs" / "train_BTC_1h.log").write_text("more\n")
         with pytest.raises(PushError) as info:
             push_artifacts(work, DATASET, METRICS, PushConfig())
@@ -408,7 +412,7 @@ def test_token_never_leaks_to_logs_config_or_git_dir(
         if token.encode() in p.read_bytes()
     ]
     assert leaked == []
-    assert os.environ.get(runpod_github.ASKPASS_TOKEN_VAR) is None
+    assert os.environ.get(ASKPASS_TOKEN_VAR) is None
     assert list(isolated_git.iterdir()) == []  # the askpass dir (and pathspec files) are gone
 
 

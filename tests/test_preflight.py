@@ -32,11 +32,10 @@ from pipeline.preflight import (
     format_checks,
     format_table,
     install_secret_masking,
-    mask_secrets,
     run_preflight,
-    secret_values,
 )
 from pipeline.runlock import LockHeldError, RunLock, lock_path, pid_alive, read_owner
+from pipeline.secrets import mask_secrets, secret_values
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 
 DATASET = "SYNTH-TEST_1H"
@@ -225,6 +224,36 @@ def test_remote_reachable_local_bare_repo(tmp_path: Path) -> None:
     assert result.status == PASS, result.found
 
 
+def test_remote_check_imports_no_script(tmp_path: Path) -> None:
+    # issue 9: pipeline/ must not import the top-level script runpod_github.py; the push row
+    # checks the remote with pipeline.git_push's plumbing instead.
+    code = (
+        "import sys; from pathlib import Path; from pipeline.preflight import check_remote; "
+        f"check_remote(Path({str(tmp_path)!r}), 'origin', timeout_s=5); "
+        "assert 'runpod_github' not in sys.modules, 'preflight imported the script'; "
+        "assert 'pipeline.git_push' in sys.modules"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_remote_row_without_gitpython_is_one_row_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dependencies row reports a missing GitPython; the push row must still come out.
+    for name in ("git", "pipeline.git_push", "pipeline.git_runner"):
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: ImportError
+    row = check_remote(tmp_path, "origin", timeout_s=5, required=True)
+    assert row.status == FAIL
+    assert "pipeline.git_push not importable" in row.found
+
+
 def _git_work(tmp_path: Path, url: str) -> Path:
     work = tmp_path / "work"
     subprocess.run(["git", "init", "-q", str(work)], check=True)
@@ -276,7 +305,8 @@ def test_push_destination_checked_with_the_push_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The remote refuses the credentials: git ls-remote must have offered the token (through
-    # runpod_github's askpass helper, as the push does), and the row must fail without leaking it.
+    # pipeline.git_runner's askpass helper, as the push does), and the row must fail without
+    # leaking it.
     import base64
     import http.server
     import threading

@@ -1,0 +1,499 @@
+"""Step 8's library: commit this run's artifacts for one dataset and push them to the git remote.
+
+The artifact folders are git-ignored (a plain ``git add -A`` must never sweep a 2 GB checkpoint into
+a commit), so this step force-adds exactly the files it collects. Three rules shape the code:
+
+* The token (env ``GITHUB_TOKEN``) reaches git only through a ``GIT_ASKPASS`` helper script that
+  echoes it from an environment variable set in the network subprocess alone; the script holds no
+  secret, lives in a 0700 temp dir and is removed afterwards. Nothing secret goes into
+  ``.git/config``, the remote URL, argv or a log line, and every error text is masked: the token
+  and any ``user:password@`` part of a URL (a password put into ``git_remote`` or into the
+  remote's URL) are shown as ``***``. A file that contains the token or such a password is never
+  committed: the step refuses with exit code 3 before anything is committed or pushed.
+* Large-transfer settings travel as ``git -c key=value`` on the command line, never in config.
+* Nothing trained is deleted or modified: no ``clean``, ``reset --hard`` or checkout of artifact
+  paths; before the one rebase we refuse if the remote's new commits would overwrite an untracked or
+  ignored file (git treats ignored files as expendable and would silently replace them).
+
+Running one git command (askpass, masking, timeouts) lives in :mod:`pipeline.git_runner`, finding
+secrets in :mod:`pipeline.secrets`. The CLI is the script ``runpod_github.py``; the driver
+``runpod_train.py`` calls :func:`push_artifacts` (issue 9: library code lives in ``pipeline/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import git
+
+from pipeline.common import Paths
+from pipeline.git_runner import (
+    GitRunner,
+    PushError,
+    identity_config,
+    mask_text,
+    one_line,
+    open_repo,
+    remote_urls,
+    require_remote,
+)
+from pipeline.secrets import MIN_SECRET_LEN, file_leaks, url_secrets
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+"""GitHub's per-file limit is 100 MiB, so "MB" here means MiB."""
+
+_RESULT_SUFFIXES = frozenset({".png", ".json", ".csv"})
+_CONFIG_SUFFIXES = frozenset({".txt", ".json", ".yaml", ".yml"})
+
+
+@dataclass
+class PushConfig:
+    """Where and how to push. ``max_file_mb`` is the host's per-file limit in MiB."""
+
+    remote: str = "origin"
+    branch: str = "main"
+    max_file_mb: float = 100.0
+    token_env: str = "GITHUB_TOKEN"
+    timeout_s: int = 600
+
+
+@dataclass
+class PushResult:
+    """What step 8 did: the pushed commit, the artifact files in it and those left out."""
+
+    commit: str
+    pushed: bool
+    files: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    rebased: bool = False
+
+
+# ---------------------------------------------------------------- collecting artifacts
+
+
+def _mentions(name: str, dataset: str) -> bool:
+    """True when ``dataset`` appears in ``name`` as a whole token (not inside a longer word).
+
+    Token boundaries stop ``BTC`` from matching ``WBTC``; a dataset that is a ``_``-separated
+    prefix of another (``BTC`` vs ``BTC_USDT``) still matches both, as the issue's globs do.
+    """
+    pattern = rf"(?<![A-Za-z0-9]){re.escape(dataset)}(?![A-Za-z0-9])"
+    return re.search(pattern, name) is not None
+
+
+def _is_candidate(path: Path) -> bool:
+    """A regular file that is not hidden and not an atomic-write temp (``.name.xyz.tmp``)."""
+    return (
+        path.is_file()
+        and not path.is_symlink()
+        and not path.name.startswith(".")
+        and not path.name.endswith(".tmp")
+    )
+
+
+def _files(folder: Path) -> list[Path]:
+    """Candidate files directly inside ``folder`` (empty when it does not exist)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _is_candidate(p))
+
+
+def _with_sidecars(folder_files: list[Path], stems: set[str]) -> list[Path]:
+    """Files whose name is one of ``stems`` followed by ``.`` or ``_`` (the sidecars)."""
+    return [p for p in folder_files if any(p.name.startswith((s + ".", s + "_")) for s in stems)]
+
+
+def collect_artifacts(root: Path, dataset: str) -> list[Path]:
+    """Every artifact of ``dataset`` under the project root ``root``, sorted, absolute.
+
+    Prediction models ``models/*_{dataset}_classification.pth`` plus sidecars sharing their stem,
+    their ``*_{dataset}_config.txt`` and the walk-forward fold models under ``models/walkforward/``;
+    PPO models ``ppo_approach/models/ppo_*_{dataset}.zip`` plus files sharing their stem and
+    config files mentioning the dataset; ``scalers/scaler_{dataset}.json``; PNG/JSON/CSV results
+    and ``.log`` files mentioning the dataset; TensorBoard event files below a run folder whose name
+    mentions the dataset.
+    """
+    paths = Paths.from_root(root)
+    found: set[Path] = set()
+
+    model_re = re.compile(rf"^(?P<stem>.+_{re.escape(dataset)}_classification)\.pth$")
+    model_files = _files(paths.models)
+    model_stems = {m["stem"] for p in model_files if (m := model_re.match(p.name))}
+    found.update(_with_sidecars(model_files, model_stems))
+    # Each classifier's resolved config ({model}_{dataset}_config.txt) and the walk-forward fold
+    # models (models/walkforward/{model}_{dataset}_fold{i}.pth) that produced the agent's inputs.
+    found.update(
+        p
+        for p in model_files
+        if p.suffix in _CONFIG_SUFFIXES and p.name.endswith(f"_{dataset}_config{p.suffix}")
+    )
+    found.update(
+        p
+        for p in _files(paths.models / "walkforward")
+        if re.fullmatch(rf".+_{re.escape(dataset)}_fold\d+\.pth", p.name)
+    )
+
+    ppo_re = re.compile(rf"^(?P<stem>ppo_.+_{re.escape(dataset)})\.zip$")
+    ppo_files = _files(paths.ppo_models)
+    ppo_stems = {m["stem"] for p in ppo_files if (m := ppo_re.match(p.name))}
+    found.update(_with_sidecars(ppo_files, ppo_stems))
+    found.update(p for p in ppo_files if p.name.endswith(".zip") and p.stem in ppo_stems)
+    found.update(
+        p for p in ppo_files if p.suffix in _CONFIG_SUFFIXES and _mentions(p.name, dataset)
+    )
+
+    # The scaler is JSON data; an old pickled scaler_*.pkl is never loaded and so never pushed
+    # (issue 8 item 7).
+    scaler = paths.scalers / f"scaler_{dataset}.json"
+    if _is_candidate(scaler):
+        found.add(scaler)
+
+    found.update(
+        p
+        for p in _files(paths.results)
+        if p.suffix.lower() in _RESULT_SUFFIXES and _mentions(p.name, dataset)
+    )
+    found.update(p for p in _files(paths.logs) if p.suffix == ".log" and _mentions(p.name, dataset))
+
+    if paths.ppo_logs.is_dir():
+        for event in paths.ppo_logs.rglob("events.out.tfevents.*"):
+            run_dirs = event.relative_to(paths.ppo_logs).parts[:-1]
+            if _is_candidate(event) and any(_mentions(d, dataset) for d in run_dirs):
+                found.add(event)
+    return sorted(found)
+
+
+# ---------------------------------------------------------------- committing and pushing
+
+
+def _lfs_ready(g: GitRunner) -> bool:
+    """True when ``git lfs env`` runs in this repo (git-lfs installed)."""
+    status, _, _ = g.run(["lfs", "env"])
+    return status == 0
+
+
+def _tracked_by_lfs(g: GitRunner, rel: str) -> bool:
+    """True when ``.gitattributes`` gives ``rel`` the ``filter=lfs`` attribute."""
+    status, out, _ = g.run(["check-attr", "filter", "--", rel])
+    return status == 0 and out.strip().endswith(": filter: lfs")
+
+
+def _split_by_size(
+    g: GitRunner, root: Path, artifacts: list[Path], max_file_mb: float
+) -> tuple[list[str], list[str]]:
+    """(files to add, files skipped) as repo-relative POSIX paths; big files need LFS or are out."""
+    limit = max_file_mb * MIB
+    keep: list[str] = []
+    skipped: list[str] = []
+    lfs: bool | None = None
+    for path in artifacts:
+        rel = path.relative_to(root).as_posix()
+        size = path.stat().st_size
+        if size <= limit:
+            keep.append(rel)
+            continue
+        if lfs is None:
+            lfs = _lfs_ready(g)
+        if lfs and _tracked_by_lfs(g, rel):
+            logger.info("%s is %.1f MiB: sending it through git-lfs", rel, size / MIB)
+            keep.append(rel)
+            continue
+        why = (
+            "git-lfs is not installed"
+            if not lfs
+            else ".gitattributes does not track it with filter=lfs"
+        )
+        logger.warning(
+            "skipping %s: %.1f MiB is over the %.0f MiB per-file limit and %s; it stays local",
+            rel,
+            size / MIB,
+            max_file_mb,
+            why,
+        )
+        skipped.append(rel)
+    return keep, skipped
+
+
+def _refuse_secret_files(
+    root: Path, files: Sequence[str], token: tuple[str, str | None], urls: Sequence[str]
+) -> None:
+    """:class:`PushError` naming every file about to be committed that holds a secret.
+
+    ``token`` is (env variable name, value); its value counts when at least ``MIN_SECRET_LEN``
+    long. The remote's URLs contribute their ``user:password`` (and a long password alone).
+    Called before ``git add``, so a refusal leaves nothing committed or pushed (issue 8 item 8).
+    """
+    label = "a password from the remote's URL"
+    needles = [(s.encode("utf-8"), label) for u in urls for s in url_secrets(u)]
+    name, value = token
+    if value and len(value) >= MIN_SECRET_LEN:
+        needles.insert(0, (value.encode("utf-8"), f"the token ${name}"))
+    found = []
+    for rel in files:
+        label = file_leaks(root / rel, needles)
+        if label is not None:
+            found.append(f"{rel} (holds {label})")
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise PushError(
+            f"refusing to commit {shown}: a secret would be published in the repository; "
+            "remove it from the file (or delete the file) and rerun; nothing was committed "
+            "or pushed"
+        )
+
+
+def _format_metric(value: object) -> str:
+    """Floats to 4 significant digits; everything else as ``str``."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def commit_message(
+    dataset: str,
+    metrics: Mapping[str, object],
+    files: Sequence[str],
+    skipped: Sequence[str],
+    when: datetime,
+) -> str:
+    """Subject names dataset, UTC time and metrics; the body lists every metric and file count."""
+    stamp = when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    summary = ", ".join(f"{k}={_format_metric(v)}" for k, v in metrics.items())
+    subject = f"Run artifacts: {dataset} @ {stamp}" + (f" ({summary})" if summary else "")
+    body = [f"dataset: {dataset}", f"time (UTC): {stamp}"]
+    body += [f"{k}: {_format_metric(v)}" for k, v in metrics.items()]
+    body.append(f"artifact files: {len(files)}")
+    if skipped:
+        body.append("skipped (over the per-file limit, kept locally): " + ", ".join(skipped))
+    return subject + "\n\n" + "\n".join(body) + "\n"
+
+
+@contextlib.contextmanager
+def _pathspec_file(paths: Sequence[str]) -> Iterator[Path]:
+    """A temp NUL-separated pathspec file (no argv length limit for thousands of event files)."""
+    fd, name = tempfile.mkstemp(prefix="runpod-pathspec-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0".join(p.encode("utf-8") for p in paths))
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def _commit(g: GitRunner, files: list[str], message: str, identity: list[str]) -> bool:
+    """Force-add ``files`` and commit only them; False when they are all unchanged."""
+    if not files:
+        return False
+    literal = ["--literal-pathspecs"]  # file names are names, never glob patterns
+    with _pathspec_file(files) as spec:
+        g.check(
+            [*literal, "add", "--force", f"--pathspec-from-file={spec}", "--pathspec-file-nul"],
+            "git add --force of the artifacts",
+        )
+        staged = set(g.check(["diff", "--cached", "--name-only", "-z"], "git diff").split("\0"))
+        if not staged & set(files):
+            return False
+        # --only (implied by pathspecs): anything else the user staged stays staged, uncommitted.
+        g.check(
+            [
+                *literal,
+                "commit",
+                "--only",
+                "-m",
+                message,
+                f"--pathspec-from-file={spec}",
+                "--pathspec-file-nul",
+            ],
+            "git commit of the artifacts",
+            config=identity,
+        )
+    return True
+
+
+def _is_non_fast_forward(stderr: str) -> bool:
+    """True when git rejected the push because the remote has commits we lack."""
+    return any(s in stderr for s in ("non-fast-forward", "fetch first"))
+
+
+def _rebase_onto_remote(
+    g: GitRunner, config: PushConfig, identity: list[str], protected: set[str]
+) -> None:
+    """Fetch the branch and rebase onto it once, refusing if that could change local artifacts.
+
+    ``protected`` are this run's artifact paths (committed or skipped). The rebase would check out
+    the remote's version of every path its new commits touch, so we stop when one of those is a
+    protected path or an untracked file on disk: git treats ignored files as expendable and would
+    silently overwrite e.g. a skipped oversized checkpoint.
+    """
+    status, _, err = g.network(["fetch", config.remote, config.branch])
+    if status != 0:
+        raise PushError(f"git fetch {config.remote} {config.branch} failed: {one_line(err)}")
+    upstream = g.check(["rev-parse", "FETCH_HEAD"], "git rev-parse FETCH_HEAD").strip()
+    status, out, _ = g.run(["merge-base", "HEAD", upstream])
+    if status != 0:
+        raise PushError(
+            f"{config.remote}/{config.branch} shares no history with the local HEAD; not rebasing"
+        )
+    diff = ["diff", "--no-renames", "--name-only", "-z", out.strip(), upstream]
+    incoming = [p for p in g.check(diff, "git diff").split("\0") if p]
+    tracked = set(g.check(["ls-files", "-z"], "git ls-files").split("\0"))
+    root = Path(str(g.repo.working_tree_dir))
+    clash = [p for p in incoming if p in protected or (p not in tracked and (root / p).exists())]
+    if clash:
+        shown = ", ".join(clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
+        raise PushError(
+            f"the new commits on {config.remote}/{config.branch} change files that exist here "
+            f"({shown}); not rebasing so that the local files stay as they are"
+        )
+    status, _, err = g.run(["rebase", "--no-autostash", upstream], config=identity)
+    if status != 0:
+        g.run(["rebase", "--abort"])  # puts HEAD and the tracked files back as they were
+        raise PushError(f"rebase onto {config.remote}/{config.branch} failed: {one_line(err)}")
+
+
+def push_artifacts(
+    repo_dir: Path, dataset: str, metrics: dict[str, object], config: PushConfig
+) -> PushResult:
+    """Commit this run's artifacts for ``dataset`` and push ``HEAD`` to the configured branch.
+
+    ``repo_dir`` is the git work tree root that also holds the artifact folders. With nothing new
+    to commit it still pushes and reports the current ``HEAD``. Any failure raises
+    :class:`PushError` (exit code 3); the commit and the files stay local.
+
+    Secrets (issue 8 item 8): the error text is masked (token, URL passwords of ``config.remote``
+    and of the remote's configured URLs, any URL userinfo), and a file that holds the token or
+    such a password is refused before anything is committed.
+    """
+    repo_dir = Path(repo_dir).resolve()
+    token = os.environ.get(config.token_env) or None
+    repo = open_repo(repo_dir)
+    urls = remote_urls(repo, config.remote)
+    secrets = tuple(s for u in {config.remote, *urls} for s in url_secrets(u))
+    try:
+        return _commit_and_push(repo, repo_dir, dataset, metrics, config, token, urls, secrets)
+    except PushError as exc:
+        # Whatever a message quotes (git's stderr, a remote, a path), no secret reaches the
+        # error line, the run log or the run summary.
+        raise PushError(mask_text(str(exc), token, *secrets)) from None
+
+
+def _commit_and_push(
+    repo: git.Repo,
+    repo_dir: Path,
+    dataset: str,
+    metrics: dict[str, object],
+    config: PushConfig,
+    token: str | None,
+    urls: Sequence[str],
+    secrets: tuple[str, ...],
+) -> PushResult:
+    """The body of :func:`push_artifacts` (which masks the secrets in whatever this raises)."""
+    require_remote(repo, config.remote)
+    g = GitRunner(repo, token, config.timeout_s, secrets)
+    identity = identity_config(g)
+    files, skipped = _commit_artifacts(g, repo_dir, dataset, metrics, config, urls, identity)
+    return _push_head(g, dataset, config, identity, files, skipped)
+
+
+def _commit_artifacts(
+    g: GitRunner,
+    repo_dir: Path,
+    dataset: str,
+    metrics: dict[str, object],
+    config: PushConfig,
+    urls: Sequence[str],
+    identity: list[str],
+) -> tuple[list[str], list[str]]:
+    """Phase 1 of the push: commit the artifacts that fit; (files committed, files skipped).
+
+    Refuses (before ``git add``) a file holding a secret, and a repo with nothing to push.
+    """
+    artifacts = collect_artifacts(repo_dir, dataset)
+    if not artifacts:
+        logger.warning("no artifacts found for dataset %r under %s", dataset, repo_dir)
+    files, skipped = _split_by_size(g, repo_dir, artifacts, config.max_file_mb)
+    _refuse_secret_files(repo_dir, files, (config.token_env, g.token), urls)
+    message = commit_message(dataset, metrics, files, skipped, datetime.now(timezone.utc))
+    if _commit(g, files, message, identity):
+        logger.info("committed %d artifact files for %s", len(files), dataset)
+    else:
+        logger.info("artifacts for %s already committed and unchanged; pushing HEAD", dataset)
+    if not g.repo.head.is_valid():
+        raise PushError(
+            f"nothing to push: {repo_dir} has no commits and no artifacts for {dataset}"
+        )
+    return files, skipped
+
+
+def _push_head(
+    g: GitRunner,
+    dataset: str,
+    config: PushConfig,
+    identity: list[str],
+    files: list[str],
+    skipped: list[str],
+) -> PushResult:
+    """Phase 2 of the push: push ``HEAD``; when the remote moved on, rebase once and retry."""
+    refspec = f"HEAD:refs/heads/{config.branch}"
+    kept = (
+        f"The commit and its {len(files)} artifact files stay local; "
+        f"retry with `python runpod_train.py --dataset {dataset} --steps 8`"
+    )
+    rebased = False
+    status, _, err = g.network(["push", config.remote, refspec])
+    if status != 0 and _is_non_fast_forward(err):
+        logger.info("%s/%s moved on; fetching and rebasing once", config.remote, config.branch)
+        try:
+            _rebase_onto_remote(g, config, identity, set(files) | set(skipped))
+        except PushError as exc:
+            raise PushError(f"{exc}. {kept}") from None
+        rebased = True
+        status, _, err = g.network(["push", config.remote, refspec])
+    sha = g.repo.head.commit.hexsha
+    if status != 0:
+        raise PushError(
+            f"git push of {sha[:12]} to {config.remote} {config.branch} failed: "
+            f"{one_line(err)}. {kept}"
+        )
+    logger.info(
+        "pushed %s to %s/%s (%d artifact files, %d skipped%s)",
+        sha,
+        config.remote,
+        config.branch,
+        len(files),
+        len(skipped),
+        ", after a rebase" if rebased else "",
+    )
+    return PushResult(commit=sha, pushed=True, files=files, skipped=skipped, rebased=rebased)
+
+
+def check_remote_reachable(
+    repo_dir: Path, remote: str, timeout_s: int = 10, token_env: str = "GITHUB_TOKEN"
+) -> tuple[bool, str]:
+    """Preflight: can ``git ls-remote`` reach ``remote`` within ``timeout_s``? (ok, message).
+
+    Uses the same askpass route as the push; never raises (a broken repo or network is a False).
+    """
+    token = os.environ.get(token_env) or None
+    try:
+        repo = open_repo(Path(repo_dir).resolve())
+        require_remote(repo, remote)
+        url = mask_text(repo.remote(remote).url, token)
+    except PushError as exc:
+        return False, mask_text(str(exc), token)
+    secrets = tuple(s for u in remote_urls(repo, remote) for s in url_secrets(u))
+    g = GitRunner(repo, token, timeout_s, secrets)
+    status, out, err = g.network(["ls-remote", "--heads", remote])
+    if status != 0:
+        return False, f"remote {remote} ({url}) not reachable: {one_line(err)}"
+    heads = len([ln for ln in out.splitlines() if ln.strip()])
+    return True, f"remote {remote} ({url}) reachable ({heads} branch heads)"
