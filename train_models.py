@@ -679,8 +679,8 @@ def train_all(
     import torch
 
     from pipeline.device import configure_cpu_threads, resolve_device
+    from pipeline.prediction_table import write_prediction_tables
     from pipeline.prepare import prepare_dataset
-    from ppo_approach.prediction_wrapper import write_prediction_tables
     from pytorch_train import TrainingInterrupted
 
     t = cfg.training

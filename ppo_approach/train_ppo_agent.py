@@ -117,7 +117,7 @@ class ResumeMismatchError(PipelineError):
 def load_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
     """The validated prediction table of ``model`` (``prediction_wrapper.load_prediction_table``),
     with its path in ``attrs["path"]`` for error messages."""
-    from ppo_approach.prediction_wrapper import load_prediction_table, predictions_path
+    from pipeline.prediction_table import load_prediction_table, predictions_path
 
     table = load_prediction_table(paths, model, dataset)
     table.attrs["path"] = str(predictions_path(paths, model, dataset))

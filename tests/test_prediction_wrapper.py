@@ -18,15 +18,10 @@ from test_train_models import signal_config, trained_random_walk, trained_signal
 from pipeline.common import Paths, PipelineError
 from pipeline.config import MODEL_NAMES
 from pipeline.features import Block, auto_threshold, fit_scaler
+from pipeline.prediction_table import TABLE_COLUMNS, load_prediction_table, predictions_path
+from pipeline.predictors import EnsemblePredictionModel, PredictionModel
 from pipeline.prepare import prepare_dataset
-from ppo_approach.prediction_wrapper import (
-    TABLE_COLUMNS,
-    EnsemblePredictionModel,
-    PredictionModel,
-    load_prediction_table,
-    predictions_path,
-    validate_models,
-)
+from ppo_approach.prediction_wrapper import validate_models
 
 CPU = torch.device("cpu")
 

@@ -1,0 +1,240 @@
+"""The prediction table: the contract between the classifier side and the agent side.
+
+:func:`write_prediction_tables` writes ``results/predictions_{model}_{dataset}.csv``: one row per
+bar the agent can use, produced by a model that never trained on that bar (walk-forward over the
+development block), or by the main model everywhere when ``ppo_prediction_source = in_sample``
+(flagged in the ``in_sample`` column). :func:`load_prediction_table` reads and validates a table
+for the environment side. Columns: ``bar, timestamp, p_fall, p_stationary, p_rise, pred_class,
+confidence, source, agent_block, in_sample`` (plus each member's probabilities for an ensemble).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.common import Paths, PipelineError, atomic_path
+from pipeline.config import Config
+from pipeline.predictors import (
+    PROB_COLUMNS,
+    PredictionModel,
+    fold_model_path,
+)
+from pipeline.prepare import Prepared
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "bar",
+    "timestamp",
+    "p_fall",
+    "p_stationary",
+    "p_rise",
+    "pred_class",
+    "confidence",
+    "source",
+    "agent_block",
+    "in_sample",
+)
+AGENT_BLOCKS: tuple[str, str, str] = ("train", "val", "test")
+PROB_TOLERANCE = 1e-6
+
+
+def predictions_path(paths: Paths, model: str, dataset: str) -> Path:
+    """``results/predictions_{model}_{dataset}.csv`` (``model`` may be ``ensemble``)."""
+    return paths.results / f"predictions_{model}_{dataset}.csv"
+
+
+@dataclass(frozen=True)
+class AgentRange:
+    """A range of bars of one agent block, and which model predicts it."""
+
+    agent_block: str
+    start: int
+    stop: int
+    fold: int | None  # walk-forward fold whose model predicts it; None = the main (dev) model
+
+
+def agent_ranges(prep: Prepared) -> list[AgentRange]:
+    """Folds 1..F-2 -> agent ``train``, fold F-1 -> ``val``, test block (to the end) -> ``test``.
+
+    Fold 0 is never predicted (no earlier data to train its model on). The test range runs to the
+    dataset's last bar: predictions need a window, not a label.
+    """
+    s = prep.arrays.splits
+    folds = s.folds
+    out = [
+        AgentRange("train", f.start, f.stop, i)
+        for i, f in enumerate(folds)
+        if 0 < i < len(folds) - 1
+    ]
+    last = folds[-1]
+    out.append(AgentRange("val", last.start, last.stop, len(folds) - 1))
+    out.append(AgentRange("test", s.test.start, prep.arrays.n_bars, None))
+    return out
+
+
+def _check_current(model: PredictionModel, cfg: Config, prep: Prepared) -> None:
+    model.check_dataset(prep)
+    expected = cfg.training.hash_for_model(model.name)
+    if model.config_hash != expected:
+        raise PipelineError(
+            f"{model.path}: trained with config hash {model.config_hash}, current config has "
+            f"{expected}; rerun train_models.py"
+        )
+
+
+def build_prediction_table(
+    cfg: Config, prep: Prepared, paths: Paths, model: str, device: torch.device
+) -> pd.DataFrame:
+    """The prediction table of one model (see the module docstring and docs/DESIGN.md)."""
+    dataset = prep.info.name
+    walk_forward = cfg.ppo.ppo_prediction_source == "walk_forward"
+    main = PredictionModel(model, dataset, paths, device)
+    _check_current(main, cfg, prep)
+    fit = main.payload["trained_on"]["fit"]
+    es = main.payload["trained_on"]["early_stop"]
+    parts = []
+    for r in agent_ranges(prep):
+        bars = np.arange(r.start, r.stop)
+        producer = main
+        if walk_forward and r.fold is not None:
+            producer = PredictionModel(
+                model, dataset, paths, device, path=fold_model_path(paths, model, dataset, r.fold)
+            )
+            _check_current(producer, cfg, prep)
+        frame = producer.predict_dataset(prep, bars)
+        frame["source"] = producer.source
+        frame["agent_block"] = r.agent_block
+        if producer is main:
+            # The main model fit the train block and early-stopped on val: both count as seen.
+            frame["in_sample"] = (bars >= fit[0]) & (bars < es[1])
+        else:
+            frame["in_sample"] = False
+        parts.append(frame)
+    table = pd.concat(parts, ignore_index=True)[list(TABLE_COLUMNS)]
+    if walk_forward and table["in_sample"].any():
+        raise PipelineError(f"{model}: walk-forward table has in-sample rows (a bug; report it)")
+    return table
+
+
+def ensemble_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Mean of the members' probabilities, plus ``p_fall_{m}, p_stationary_{m}, p_rise_{m}``."""
+    names = list(tables)
+    first = tables[names[0]]
+    for m in names[1:]:
+        if not np.array_equal(tables[m]["bar"].to_numpy(), first["bar"].to_numpy()):
+            raise PipelineError(
+                f"ensemble: {m}'s prediction table covers other bars than {names[0]}'s"
+            )
+    probs = np.mean([tables[m][list(PROB_COLUMNS)].to_numpy() for m in names], axis=0)  # (n, 3)
+    out = first[["bar", "timestamp"]].copy()
+    out["p_fall"], out["p_stationary"], out["p_rise"] = probs[:, 0], probs[:, 1], probs[:, 2]
+    out["pred_class"] = probs.argmax(axis=1).astype(np.int64)
+    out["confidence"] = probs.max(axis=1)
+    out["source"] = [
+        "+".join(vals) for vals in zip(*(tables[m]["source"] for m in names), strict=True)
+    ]
+    out["agent_block"] = first["agent_block"]
+    out["in_sample"] = np.logical_or.reduce([tables[m]["in_sample"].to_numpy() for m in names])
+    for m in names:
+        for c in PROB_COLUMNS:
+            out[f"{c}_{m}"] = tables[m][c].to_numpy()
+    return out
+
+
+def _write_table(table: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    return path
+
+
+def write_prediction_tables(
+    cfg: Config, prep: Prepared, paths: Paths, models: list[str], device: torch.device
+) -> dict[str, Path]:
+    """Write the table of every model in ``models`` (and the ensemble's when the agent uses it).
+
+    Ensemble members not in ``models`` are predicted from their files on disk (they must exist
+    and be current). Returns ``{model or "ensemble": path}``.
+    """
+    dataset = prep.info.name
+    written: dict[str, Path] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    wanted = list(models)
+    if cfg.ppo.prediction_model == "ensemble":
+        wanted += [m for m in cfg.ppo.ensemble_models if m not in wanted]
+    ensemble_ok = cfg.ppo.prediction_model == "ensemble"
+    for m in wanted:
+        try:
+            tables[m] = build_prediction_table(cfg, prep, paths, m, device)
+        except PipelineError as exc:
+            if m in models:
+                raise
+            # A member outside this run (e.g. --models gru) is missing or stale: the run's own
+            # tables are still written; step 6 refuses the ensemble until the member is retrained.
+            log.warning("ensemble table not written: member %s is not usable (%s)", m, exc)
+            ensemble_ok = False
+            continue
+        if m in models:
+            written[m] = _write_table(tables[m], predictions_path(paths, m, dataset))
+    if ensemble_ok:
+        ens = ensemble_table({m: tables[m] for m in cfg.ppo.ensemble_models})
+        written["ensemble"] = _write_table(ens, predictions_path(paths, "ensemble", dataset))
+    if cfg.ppo.ppo_prediction_source == "in_sample":
+        log.warning(
+            "prediction tables use IN-SAMPLE predictions (ppo_prediction_source = in_sample): "
+            "the agent will see classifier outputs better than on new data"
+        )
+    for m, path in written.items():
+        log.info("prediction table %s: %s", m, path)
+    return written
+
+
+def load_prediction_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
+    """Read and validate ``results/predictions_{model}_{dataset}.csv`` for the environment.
+
+    Checks the columns, that bars increase strictly, that probabilities lie in [0, 1] and sum to 1,
+    and that ``agent_block`` holds only train / val / test. ``timestamp`` is parsed to UTC.
+
+    Raises:
+        PipelineError: missing file or a failed check (naming the column and row).
+    """
+    path = predictions_path(paths, model, dataset)
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: prediction table not found; run train_models.py") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: unreadable prediction table ({exc})") from None
+    missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}")
+    if len(df) == 0:
+        raise PipelineError(f"{path}: no rows")
+    bars = df["bar"].to_numpy()
+    if not np.issubdtype(bars.dtype, np.integer) or (np.diff(bars) <= 0).any():
+        raise PipelineError(f"{path}: column bar must be strictly increasing integers")
+    probs = df[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | (probs > 1).any(axis=1)
+    bad |= np.abs(probs.sum(axis=1) - 1.0) > 1e-4  # the CSV keeps 6 significant digits
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise PipelineError(
+            f"{path}: row {row + 2} (bar {bars[row]}): probabilities {probs[row].tolist()} "
+            "are not in [0, 1] or do not sum to 1"
+        )
+    blocks = set(df["agent_block"].unique())
+    if not blocks <= set(AGENT_BLOCKS):
+        raise PipelineError(
+            f"{path}: agent_block has {sorted(blocks - set(AGENT_BLOCKS))}; "
+            "expected train, val, test"
+        )
+    if df["in_sample"].dtype != bool:
+        raise PipelineError(f"{path}: column in_sample must be true/false")
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+    return df
