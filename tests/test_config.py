@@ -10,16 +10,17 @@ import pytest
 from pipeline.common import run_cli
 from pipeline.config import (
     PPO_CONFIG_PATH,
-    PRESETS,
     TRAINING_CONFIG_PATH,
     ConfigError,
     PPOConfig,
     TrainingConfig,
     add_config_args,
+    available_presets,
     config_from_args,
     load_config,
     load_resolved,
     read_config_file,
+    read_preset,
     write_resolved,
 )
 
@@ -163,8 +164,9 @@ def test_override_errors(override: str, message: str) -> None:
 
 def test_presets_apply_between_file_and_overrides() -> None:
     cfg = load_config(preset="smoke", overrides=["epochs=1"])
-    assert cfg.training.lstm_units == int(PRESETS["smoke"]["training"]["lstm_units"])
-    assert cfg.ppo.total_timesteps == int(PRESETS["smoke"]["ppo"]["total_timesteps"])
+    smoke = read_preset("smoke")
+    assert cfg.training.lstm_units == smoke["training"]["lstm_units"][0]
+    assert cfg.ppo.total_timesteps == smoke["ppo"]["total_timesteps"][0]
     assert cfg.training.epochs == 1
     assert cfg.sources["training.lstm_units"] == "preset smoke"
     with pytest.raises(ConfigError, match="unknown preset .*did you mean 'smoke'"):
@@ -172,7 +174,8 @@ def test_presets_apply_between_file_and_overrides() -> None:
 
 
 def test_every_preset_is_valid() -> None:
-    for name in PRESETS:
+    assert {"smoke", "demo"} <= set(available_presets())
+    for name in available_presets():
         load_config(preset=name)
 
 
@@ -288,13 +291,65 @@ def test_absurd_values_rejected(override: str, message: str) -> None:
     assert message in str(err.value)
 
 
-def test_bad_preset_value_names_the_preset(monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = {"smoke": {"training": {"learning_rate": "nan"}, "ppo": {}}}
-    monkeypatch.setattr("pipeline.config.PRESETS", bad)
+def _preset_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    """A presets folder holding one ``smoke.txt`` with ``text``, in place of the shipped one."""
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "smoke.txt").write_text(text, encoding="utf-8")
+    monkeypatch.setattr("pipeline.config.PRESETS_DIR", folder)
+    return folder / "smoke.txt"
+
+
+def test_bad_preset_value_names_the_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _preset_dir(tmp_path, monkeypatch, "# bad\n[training]\nlearning_rate = nan\n")
     with pytest.raises(ConfigError) as err:
         load_config(None, None, preset="smoke")
-    assert str(err.value).startswith("preset smoke: learning_rate = nan: ")
+    # issue 9 item 2: presets are files now, so the error names the preset's file and line
+    assert str(err.value).startswith(f"{path}:3: learning_rate = nan: ")
     assert "not a finite number" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "# for tests\n[training]\nlookbak = 3\n",
+            ":3: unknown key 'lookbak' in [training] (did you mean 'lookback'?)",
+        ),
+        ("[ppo]\nlookback = 3\n", ":2: unknown key 'lookback' in [ppo]"),
+        ("lookback = 3\n", ":1: key before any [training] or [ppo] section"),
+        ("[model]\nlstm_units = 3\n", ":1: unknown section [model]; expected [training] or [ppo]"),
+        ("[ppo]\nn_envs = 2\nn_envs = 3\n", ":3: duplicate key 'n_envs' (first set at line 2)"),
+        ("[ppo]\nprofit_scale = 0\n", ":2: profit_scale = 0: 0.0 is out of range; expected > 0"),
+    ],
+)
+def test_preset_file_errors_name_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    # issue 9 item 2: a preset file goes through the same parser and checks as the config files
+    path = _preset_dir(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, None, preset="smoke")
+    assert str(err.value).startswith(f"{path}{message}"), str(err.value)
+
+
+def test_preset_choices_and_help_list_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = argparse.ArgumentParser()
+    add_config_args(shipped)
+    text = shipped.format_help()
+    assert "smoke = tiny models" in text and "demo = the README's demo" in text
+    _preset_dir(tmp_path, monkeypatch, "# only for this test, 100% tiny\n[ppo]\nn_envs = 1\n")
+    (tmp_path / "presets" / "mine.txt").write_text("# mine\n[training]\nepochs = 1\n")
+    parser = argparse.ArgumentParser()
+    add_config_args(parser)
+    help_text = " ".join(parser.format_help().split())
+    assert "smoke = only for this test, 100% tiny" in help_text and "mine = mine" in help_text
+    assert parser.parse_args(["--preset", "mine"]).preset == "mine"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--preset", "demo"])  # not in this folder
+    assert load_config(None, None, preset="mine").training.epochs == 1
 
 
 def test_validate_catches_values_set_in_code() -> None:
@@ -315,3 +370,58 @@ def test_cli_error_for_nan_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     assert err == (
         "error: --set gamma=nan: gamma nan is not a finite number; expected > 0 and <= 1\n"
     )
+
+
+# ---------------------------------------------------------------- env and reward ranges (item 3)
+
+
+def _env_and_reward_bounds() -> list[tuple[str, str, float]]:
+    """``(key, bound kind, bound)`` of every bounded env/reward setting of PPOConfig."""
+    import dataclasses
+
+    return [
+        (f.name, kind, f.metadata[kind])
+        for f in dataclasses.fields(PPOConfig)
+        if f.metadata["group"] in ("env", "reward")
+        for kind in ("min", "gt", "max", "lt")
+        if kind in f.metadata
+    ]
+
+
+def test_profit_scale_zero_is_refused_at_load_time(tmp_path: Path) -> None:
+    # issue 9 item 3: profit_scale = 0 passed the config, then RewardConfig refused it in step 7
+    with pytest.raises(ConfigError) as err:
+        load_config(None, None, overrides=["profit_scale=0"])
+    assert str(err.value) == "--set profit_scale=0: profit_scale 0.0 is out of range; expected > 0"
+    path = write(tmp_path, "[reward]\n\nprofit_scale = 0\n", "ppo_config.txt")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, path)
+    assert str(err.value).startswith(f"{path}:3: profit_scale = 0: ")
+
+
+def test_every_env_and_reward_range_is_checked_at_load_time() -> None:
+    # issue 9 item 3: every value the env or the reward refuses is refused by load_config first,
+    # with the --set that gave it; the boundary of an inclusive bound is accepted by all three.
+    from ppo_approach.reward_functions import RewardConfig, RewardConfigError
+    from ppo_approach.trading_env import EnvConfig, EnvConfigError
+
+    bounds = _env_and_reward_bounds()
+    assert {k for k, _, _ in bounds} >= {"profit_scale", "sharpe_eta", "ruin_threshold"}
+    for key, kind, bound in bounds:
+        outside = bound - 1 if kind in ("min", "gt") else bound + 1
+        text = f"{key}={outside}"
+        with pytest.raises(ConfigError) as err:
+            load_config(None, None, overrides=[text])
+        assert str(err.value).startswith(f"--set {text}: {key} "), str(err.value)
+        cls, error = (
+            (EnvConfig, EnvConfigError)
+            if key in EnvConfig.__dataclass_fields__
+            else (RewardConfig, RewardConfigError)
+        )
+        with pytest.raises(error, match=key):
+            cls(**{key: outside})
+        if kind in ("min", "max"):
+            cfg = load_config(None, None, overrides=[f"{key}={bound}"])
+            assert getattr(cls.from_ppo_config(cfg.ppo), key) == bound
+    with pytest.raises(ConfigError, match=r"--set episode_length=2\.5: .*not an integer"):
+        load_config(None, None, overrides=["episode_length=2.5"])

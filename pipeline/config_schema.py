@@ -1,0 +1,444 @@
+"""The config schema: every setting of both config files, declared once, with its type, default,
+range and doc line.
+
+:class:`TrainingConfig` (``training_config.txt``) and :class:`PPOConfig`
+(``ppo_approach/ppo_config.txt``) are plain dataclasses; each field is made by :func:`setting`,
+which stores the doc line, the group and the range checks (``min``, ``max``, ``gt``, ``lt``,
+``choices``, ``each_min``, ``each_choice``) in the field's metadata. :func:`check_value` applies
+them; the parser (:mod:`pipeline.config`) calls it for every value it reads, so a value out of
+range is refused when the config is loaded, with the file:line or ``--set`` that set it.
+
+One source of truth for the environment and reward settings (issue 9 item 3): the ``env`` and
+``reward`` groups of :class:`PPOConfig` are the only place their defaults and ranges are declared.
+``ppo_approach.trading_env.EnvConfig`` and ``ppo_approach.reward_functions.RewardConfig`` list the
+same names and types (so the env reads plain typed attributes), take their defaults from here with
+:func:`schema_default` and check their values with :func:`check_settings`, which applies the same
+metadata; a test checks that their fields are exactly these groups. So a value the env or the reward
+would refuse is refused by the config loader first, before step 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pipeline.common import PipelineError, sha256_json
+
+MODEL_NAMES = ("lstm", "gru", "bilstm", "dlstm")
+"""Classifier architectures, in the order the seed document lists them."""
+
+T = TypeVar("T")
+
+
+class ConfigError(PipelineError):
+    """A config file, preset or ``--set`` override is wrong; the message says where and why."""
+
+
+def setting(default: Any, doc: str, group: str = "", **checks: Any) -> Any:
+    """A dataclass field with its doc line, group and checks (min, max, gt, lt, choices)."""
+    meta = {"doc": doc, "group": group, **checks}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple for sequence defaults")
+    return field(default=default, metadata=meta)
+
+
+# ================================================================ training_config.txt
+
+
+@dataclass
+class TrainingConfig:
+    """Data, features, labels, splits, classifier sizes, training loop (training_config.txt)."""
+
+    # --- data and features
+    features: tuple[str, ...] = setting(
+        ("default",),
+        "feature names, or 'default' for the 26 documented in docs/features.md",
+        "data",
+    )
+    lookback: int = setting(
+        60, "bars per input window (the model sees lookback x features)", "data", min=2
+    )
+    # --- labels (Ntakaris et al. 2018): r(t) = mean(close[t+1..t+k]) / close(t) - 1
+    smoothing_k: int = setting(5, "label horizon k: bars averaged after t", "data", min=1)
+    threshold_delta: float | None = setting(
+        None,
+        "class threshold on r(t); 'auto' = balanced classes on the training block",
+        "data",
+        gt=0,
+    )
+    # --- chronological splits
+    test_fraction: float = setting(
+        0.2, "final test block: last fraction of usable bars", "data", gt=0, lt=1
+    )
+    val_fraction: float = setting(
+        0.2, "classifier validation: last fraction of the development block", "data", gt=0, lt=1
+    )
+    purge_gap: int | None = setting(
+        None,
+        "bars dropped between blocks; 'auto' = smoothing_k + lookback (the minimum)",
+        "data",
+        min=0,
+    )
+    walk_forward_folds: int = setting(
+        4, "folds over the development block for out-of-sample agent predictions", "data", min=3
+    )
+    # --- model sizes
+    lstm_units: int = setting(256, "LSTM hidden units", "model", min=1)
+    lstm_layers: int = setting(3, "LSTM stacked layers", "model", min=1)
+    lstm_dropout: float = setting(
+        0.2, "LSTM dropout between layers and before the head", "model", min=0, lt=1
+    )
+    gru_units: int = setting(128, "GRU hidden units", "model", min=1)
+    gru_layers: int = setting(2, "GRU stacked layers", "model", min=1)
+    gru_dropout: float = setting(0.2, "GRU dropout", "model", min=0, lt=1)
+    bilstm_units: int = setting(128, "BiLSTM hidden units per direction", "model", min=1)
+    bilstm_layers: int = setting(2, "BiLSTM stacked layers", "model", min=1)
+    bilstm_dropout: float = setting(0.2, "BiLSTM dropout", "model", min=0, lt=1)
+    dlstm_units: int = setting(
+        128, "DLSTM hidden units of each branch (trend, remainder)", "model", min=1
+    )
+    dlstm_layers: int = setting(2, "DLSTM stacked layers of each branch", "model", min=1)
+    dlstm_dropout: float = setting(0.2, "DLSTM dropout", "model", min=0, lt=1)
+    dlstm_kernel: int = setting(
+        25, "DLSTM moving-average window of the trend (Autoformer / DLinear use 25)", "model", min=1
+    )
+    # --- training loop
+    batch_size: int = setting(
+        1024, "batch size (auto-adjusted to GPU memory on CUDA)", "train", min=1
+    )
+    epochs: int = setting(
+        150, "maximum epochs (early stopping usually ends sooner)", "train", min=1
+    )
+    patience: int = setting(
+        15, "early stopping: epochs without validation-loss improvement", "train", min=1
+    )
+    learning_rate: float = setting(1e-3, "Adam learning rate", "train", gt=0, max=1)
+    weight_decay: float = setting(0.0, "Adam weight decay", "train", min=0)
+    grad_clip: float = setting(1.0, "gradient clipping max norm (0 = off)", "train", min=0)
+    amp: bool = setting(
+        True, "mixed precision on CUDA (bf16 if supported, else fp16 + GradScaler)", "train"
+    )
+    seed: int = setting(42, "seed for torch, numpy and the data order", "train", min=0)
+    device: str = setting("auto", "auto | cpu | cuda", "run", choices=("auto", "cpu", "cuda"))
+    num_threads: int = setting(
+        0, "CPU threads for torch; 0 = number of physical cores", "run", min=0
+    )
+    # --- preflight and push (runpod_main.py, runpod_github.py)
+    min_disk_gb: float = setting(
+        10.0, "preflight: free disk needed where artifacts go (GB)", "run", min=0
+    )
+    min_memory_gb: float = setting(8.0, "preflight: memory needed (GB)", "run", min=0)
+    git_remote: str = setting("origin", "push: git remote name", "run")
+    git_branch: str = setting("main", "push: branch to push", "run")
+    push_max_file_mb: float = setting(
+        100.0, "push: per-file size limit of the host (MB)", "run", gt=0
+    )
+
+    def resolved_features(self) -> list[str]:
+        """The feature names, with ``default`` expanded to the documented default list."""
+        if tuple(self.features) == ("default",):
+            from pipeline.features import DEFAULT_FEATURES
+
+            return list(DEFAULT_FEATURES)
+        return list(self.features)
+
+    def model_params(self, model: str) -> dict[str, Any]:
+        """Architecture parameters of one classifier (``units``, ``layers``, ``dropout``, ...)."""
+        if model not in MODEL_NAMES:
+            raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODEL_NAMES)}")
+        prefix = f"{model}_"
+        return {
+            f.name[len(prefix) :]: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name.startswith(prefix)
+        }
+
+    def hash_for_model(self, model: str) -> str:
+        """Hash of every setting that changes what ``model`` learns (data, training, its own sizes).
+
+        Other models' sizes, the device and the run settings are left out, so changing ``gru_units``
+        does not retrain the LSTM.
+        """
+        prefix = f"{model}_"
+        relevant = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata["group"] in ("data", "train")
+            or (f.metadata["group"] == "model" and f.name.startswith(prefix))
+        }
+        relevant["features"] = self.resolved_features()
+        relevant["model"] = model
+        return sha256_json(relevant)[:16]
+
+
+# ================================================================ ppo_config.txt
+
+
+@dataclass
+class PPOConfig:
+    """Prediction source, PPO hyperparameters, environment, reward (ppo_config.txt)."""
+
+    # --- which classifier feeds the agent
+    prediction_model: str = setting(
+        "dlstm",
+        "lstm | gru | bilstm | dlstm | ensemble",
+        "model",
+        choices=(*MODEL_NAMES, "ensemble"),
+    )
+    ensemble_models: tuple[str, ...] = setting(
+        ("dlstm", "bilstm"),
+        "members when prediction_model = ensemble",
+        "model",
+        each_choice=MODEL_NAMES,
+    )
+    ppo_prediction_source: str = setting(
+        "walk_forward",
+        "walk_forward: agent bars predicted by models never trained on them; in_sample: flagged",
+        "model",
+        choices=("walk_forward", "in_sample"),
+    )
+    # --- PPO (Schulman et al. 2017), SB3 meanings
+    total_timesteps: int = setting(150_000, "environment steps to train for", "ppo", min=1)
+    n_steps: int = setting(
+        1024, "rollout steps per environment per update (SB3 meaning)", "ppo", min=1
+    )
+    batch_size: int = setting(2048, "minibatch size of the PPO update", "ppo", min=2)
+    n_epochs: int = setting(20, "passes over each rollout", "ppo", min=1)
+    learning_rate: float = setting(3e-4, "Adam learning rate", "ppo", gt=0, max=1)
+    gamma: float = setting(0.99, "discount factor", "ppo", gt=0, max=1)
+    gae_lambda: float = setting(0.95, "GAE lambda (Schulman et al. 2016)", "ppo", min=0, max=1)
+    clip_range: float = setting(0.2, "PPO clipping epsilon", "ppo", gt=0)
+    ent_coef: float = setting(0.01, "entropy bonus coefficient", "ppo", min=0)
+    vf_coef: float = setting(0.5, "value loss coefficient", "ppo", min=0)
+    max_grad_norm: float = setting(0.5, "gradient clipping max norm", "ppo", gt=0)
+    net_arch: tuple[int, ...] = setting(
+        (1280, 640), "hidden layers of the separate policy and value networks", "ppo", each_min=1
+    )
+    n_envs: int = setting(16, "parallel environments", "ppo", min=1)
+    # dummy by default: one env step costs ~4 us, far below a SubprocVecEnv round trip, so the
+    # in-process vector env is faster here (BENCHMARKS.md, PPO section).
+    vec_env: str = setting(
+        "dummy",
+        "subproc | dummy (dummy is faster for this env)",
+        "ppo",
+        choices=("subproc", "dummy"),
+    )
+    device: str = setting("auto", "auto | cpu | cuda", "ppo", choices=("auto", "cpu", "cuda"))
+    seed: int = setting(42, "seed of PPO and the environments", "ppo", min=0)
+    # --- callbacks
+    checkpoint_freq: int = setting(
+        25_000, "checkpoint every this many timesteps", "callbacks", min=1
+    )
+    keep_checkpoints: int = setting(
+        3,
+        "checkpoints kept per run (the newest; the best model is kept besides)",
+        "callbacks",
+        min=1,
+    )
+    eval_freq: int = setting(
+        5_000, "evaluate on the validation block every this many timesteps", "callbacks", min=1
+    )
+    eval_episodes: int = setting(5, "episodes per evaluation", "callbacks", min=1)
+    # --- environment
+    initial_capital: float = setting(10_000.0, "starting cash", "env", gt=0)
+    transaction_cost: float = setting(
+        0.001, "fee per side as a fraction of traded notional", "env", min=0, lt=1
+    )
+    slippage: float = setting(
+        0.0, "adverse fill slippage as a fraction of the open price", "env", min=0, lt=1
+    )
+    allow_short: bool = setting(False, "allow short positions", "env")
+    episode_length: int = setting(
+        1000, "steps per training episode; 0 = to the block's end", "env", min=0
+    )
+    ruin_threshold: float = setting(
+        0.5, "episode ends when equity < this x initial capital", "env", min=0, lt=1
+    )
+    # --- reward (reward_functions.py)
+    # gt, not min: the cost and drawdown terms are scaled by it too, so 0 silences the whole reward
+    # (RewardConfig always refused 0; the config accepted it until issue 9 item 3).
+    profit_scale: float = setting(
+        100.0, "profit term: step return of equity x this", "reward", gt=0
+    )
+    cost_weight: float = setting(1.0, "transaction-cost penalty weight", "reward", min=0)
+    drawdown_weight: float = setting(
+        1.0, "penalty weight on increases of drawdown", "reward", min=0
+    )
+    sharpe_weight: float = setting(0.1, "differential Sharpe ratio bonus weight", "reward", min=0)
+    sharpe_eta: float = setting(
+        0.01, "adaptation rate of the differential Sharpe ratio", "reward", gt=0, lt=1
+    )
+    reward_clip: float = setting(10.0, "the summed reward is clipped to [-x, x]", "reward", gt=0)
+    # --- backtest report
+    random_policy_seeds: int = setting(
+        5, "seeds averaged for the random-policy baseline", "backtest", min=1
+    )
+
+
+@dataclass
+class Config:
+    """Both config files, resolved."""
+
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where each non-default value came from (``file:line``, ``preset smoke``, ``--set``)."""
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{"training": {...}, "ppo": {...}}`` with JSON-able values."""
+        return {
+            "training": {k: _jsonable(v) for k, v in dataclasses.asdict(self.training).items()},
+            "ppo": {k: _jsonable(v) for k, v in dataclasses.asdict(self.ppo).items()},
+        }
+
+    def hash(self) -> str:
+        """Hash of the whole resolved config."""
+        return sha256_json(self.to_dict())[:16]
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+# ================================================================ checks
+
+
+def field_map(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    """``{name: Field}`` of a schema dataclass, in declaration order."""
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+MAX_INT = 2**31 - 1
+"""Largest integer any key accepts: counts, sizes and seeds reach torch, numpy and SB3 as C ints
+(issue 8 item 3: ``total_timesteps = 1e30`` parsed as a 31-digit integer and was accepted)."""
+
+MAX_FLOAT = 1e15
+"""Largest magnitude any float key accepts; beyond it money, sizes and rates are typos."""
+
+
+def _show(v: Any) -> str:
+    """A number for an error message: ``1e+30`` rather than the 31 digits of ``int(1e30)``."""
+    if isinstance(v, int) and abs(v) > MAX_INT:
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _expected_range(m: Mapping[str, Any]) -> str:
+    """The range a field accepts, e.g. ``> 0 and <= 1`` (empty when it has no bounds)."""
+    parts = [
+        f"{op} {m[key]}"
+        for key, op in (("min", ">="), ("each_min", ">="), ("gt", ">"), ("max", "<="), ("lt", "<"))
+        if key in m
+    ]
+    return " and ".join(parts)
+
+
+def check_value(f: dataclasses.Field[Any], value: Any) -> None:
+    """Raise ValueError, saying what was expected, when ``value`` breaks the range of ``f``."""
+    m = f.metadata
+    if value is None:
+        return
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if isinstance(v, bool) or isinstance(v, str):
+            continue
+        # NaN compares False with everything, so it would pass every range check below and
+        # crash (or delete checkpoints) hours later; inf is as useless (issue 8 item 3).
+        if isinstance(v, float) and not math.isfinite(v):
+            bounds = _expected_range(m)
+            raise ValueError(
+                f"{v} is not a finite number; expected " + (bounds if bounds else "a finite number")
+            )
+        if isinstance(v, int) and abs(v) > MAX_INT:
+            raise ValueError(f"{_show(v)} is out of range; expected <= {MAX_INT}")
+        if isinstance(v, float) and abs(v) > MAX_FLOAT:
+            raise ValueError(f"{_show(v)} is out of range; expected <= {MAX_FLOAT:g}")
+        if "min" in m and v < m["min"]:
+            raise ValueError(f"{v} is out of range; expected >= {m['min']}")
+        if "each_min" in m and v < m["each_min"]:
+            raise ValueError(f"{v} is out of range; expected every item >= {m['each_min']}")
+        if "gt" in m and v <= m["gt"]:
+            raise ValueError(f"{v} is out of range; expected > {m['gt']}")
+        if "max" in m and v > m["max"]:
+            raise ValueError(f"{v} is out of range; expected <= {m['max']}")
+        if "lt" in m and v >= m["lt"]:
+            raise ValueError(f"{v} is out of range; expected < {m['lt']}")
+    if "choices" in m and value not in m["choices"]:
+        raise ValueError(f"{value!r} is not allowed; expected one of {', '.join(m['choices'])}")
+    if "each_choice" in m:
+        for v in values:
+            if v not in m["each_choice"]:
+                raise ValueError(
+                    f"{v!r} is not allowed; expected items from {', '.join(m['each_choice'])}"
+                )
+
+
+# ================================================================ settings groups used elsewhere
+
+
+def schema_default(schema: type, name: str) -> Any:
+    """The default of ``schema.name``, for a dataclass that reuses a group of its settings."""
+    return field_map(schema)[name].default
+
+
+def _interval(m: Mapping[str, Any]) -> str:
+    """The bounds of a field as an interval, e.g. ``in [0, 1)``, or as ``> 0`` when one-sided."""
+    low = f"[{m['min']}" if "min" in m else f"({m['gt']}" if "gt" in m else None
+    high = f"{m['max']}]" if "max" in m else f"{m['lt']})" if "lt" in m else None
+    if low and high:
+        return f"in {low}, {high}"
+    return _expected_range(m)
+
+
+def _within_bounds(m: Mapping[str, Any], v: float) -> bool:
+    """Whether the number ``v`` is finite and inside the field's min/gt/max/lt bounds."""
+    return (
+        math.isfinite(v)
+        and ("min" not in m or v >= m["min"])
+        and ("gt" not in m or v > m["gt"])
+        and ("max" not in m or v <= m["max"])
+        and ("lt" not in m or v < m["lt"])
+    )
+
+
+@functools.cache
+def _type_hints(schema: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a schema class, once (it re-evaluates every annotation)."""
+    return typing.get_type_hints(schema)
+
+
+def check_settings(obj: Any, schema: type, error: type[Exception], label: str) -> None:
+    """Check every field of the dataclass ``obj`` against the same-named field of ``schema``.
+
+    Raises ``error("{label}: {key} = {value!r}, expected {range}")`` for the first value that
+    :func:`check_value` refuses, or an int setting given a fractional number; so ``EnvConfig`` and
+    ``RewardConfig`` accept exactly what the config loader accepts (issue 9 item 3).
+    """
+    fields = field_map(schema)
+    hints = _type_hints(schema)
+    for f in dataclasses.fields(obj):
+        key, value = f.name, getattr(obj, f.name)
+        m = fields[key].metadata
+        try:
+            check_value(fields[key], value)
+        except (ValueError, TypeError) as exc:
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            bounds = _interval(m)
+            if numeric and bounds and not _within_bounds(m, float(value)):
+                raise error(f"{label}: {key} = {value!r}, expected {bounds}") from None
+            raise error(f"{label}: {key} = {value!r}: {exc}") from None
+        whole = isinstance(value, (int, float)) and value == int(value)
+        if hints[key] is int and not whole:
+            raise error(f"{label}: {key} = {value!r}, expected an integer")
+
+
+def settings_from(cls: type[T], source: Any) -> T:
+    """The dataclass ``cls`` built from the same-named attributes of ``source`` (a
+    ``PPOConfig``), each converted to the type of the field's default (int, float, bool)."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    return cls(**{f.name: type(f.default)(getattr(source, f.name)) for f in fields})
