@@ -30,13 +30,12 @@ methods (the same idea as FreqAI's ``calculate_reward`` in freqtrade). The envir
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from pipeline.common import PipelineError
+from pipeline.config_schema import PPOConfig, check_settings, schema_default, settings_from
 
 DSR_VARIANCE_EPS = 1e-14
 """Below this EMA variance of returns the differential Sharpe ratio is undefined; it returns 0.
@@ -50,31 +49,8 @@ TERM_NAMES: tuple[str, ...] = ("profit", "cost", "drawdown", "sharpe")
 """Keys of the terms dict returned by :meth:`RewardFunction.__call__` (plus ``"total"``)."""
 
 
-T = TypeVar("T")
-
-
 class RewardConfigError(PipelineError, ValueError):
     """A reward setting is out of range (names the key, the value and the allowed range)."""
-
-
-# ------------------------------------------------------------------ config helpers (also EnvConfig)
-
-
-def check_settings(
-    checks: Iterable[tuple[str, Any, bool, str]], error: type[Exception], label: str
-) -> None:
-    """Raise ``error("{label}: {key} = {value!r}, expected {expected}")`` for the first
-    ``(key, value, ok, expected)`` that is not ok or whose value is not a finite number."""
-    for key, value, ok, expected in checks:
-        if not (ok and math.isfinite(float(value))):
-            raise error(f"{label}: {key} = {value!r}, expected {expected}")
-
-
-def from_attributes(cls: type[T], source: Any) -> T:
-    """The dataclass ``cls`` built from the same-named attributes of ``source`` (a
-    ``PPOConfig``), each converted to the type of the field's default (int, float, bool)."""
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    return cls(**{f.name: type(f.default)(getattr(source, f.name)) for f in fields})
 
 
 # ------------------------------------------------------------------ pure terms
@@ -128,30 +104,26 @@ def sharpe_term(
 
 @dataclass
 class RewardConfig:
-    """Weights of the reward terms (keys of ``ppo_config.txt`` of the same names)."""
+    """Weights of the reward terms: the ``reward`` group of ``PPOConfig``, same names and order.
 
-    profit_scale: float = 100.0
-    cost_weight: float = 1.0
-    drawdown_weight: float = 1.0
-    sharpe_weight: float = 0.1
-    sharpe_eta: float = 0.01
-    reward_clip: float = 10.0
+    Defaults and ranges are declared once, in :class:`pipeline.config_schema.PPOConfig`, and read
+    from there (issue 9 item 3), so the config loader refuses every value this class refuses.
+    """
+
+    profit_scale: float = schema_default(PPOConfig, "profit_scale")
+    cost_weight: float = schema_default(PPOConfig, "cost_weight")
+    drawdown_weight: float = schema_default(PPOConfig, "drawdown_weight")
+    sharpe_weight: float = schema_default(PPOConfig, "sharpe_weight")
+    sharpe_eta: float = schema_default(PPOConfig, "sharpe_eta")
+    reward_clip: float = schema_default(PPOConfig, "reward_clip")
 
     def __post_init__(self) -> None:
-        checks: list[tuple[str, float, bool, str]] = [
-            ("profit_scale", self.profit_scale, self.profit_scale > 0, "> 0"),
-            ("cost_weight", self.cost_weight, self.cost_weight >= 0, ">= 0"),
-            ("drawdown_weight", self.drawdown_weight, self.drawdown_weight >= 0, ">= 0"),
-            ("sharpe_weight", self.sharpe_weight, self.sharpe_weight >= 0, ">= 0"),
-            ("sharpe_eta", self.sharpe_eta, 0 < self.sharpe_eta < 1, "in (0, 1)"),
-            ("reward_clip", self.reward_clip, self.reward_clip > 0, "> 0"),
-        ]
-        check_settings(checks, RewardConfigError, "reward config")
+        check_settings(self, PPOConfig, RewardConfigError, "reward config")
 
     @classmethod
     def from_ppo_config(cls, cfg: Any) -> RewardConfig:
-        """Read the reward fields of a ``pipeline.config.PPOConfig`` (by attribute name)."""
-        return from_attributes(cls, cfg)
+        """Read the reward fields of a ``pipeline.config_schema.PPOConfig`` (by attribute name)."""
+        return settings_from(cls, cfg)
 
 
 @dataclass

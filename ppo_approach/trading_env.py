@@ -35,12 +35,8 @@ import numpy as np
 from gymnasium import spaces
 
 from pipeline.common import PipelineError
-from ppo_approach.reward_functions import (
-    RewardConfig,
-    RewardFunction,
-    check_settings,
-    from_attributes,
-)
+from pipeline.config_schema import PPOConfig, check_settings, schema_default, settings_from
+from ppo_approach.reward_functions import RewardConfig, RewardFunction
 
 OBS_CLIP = 10.0
 """Every observation entry is clipped to ``[-OBS_CLIP, OBS_CLIP]`` so the Box bounds are true."""
@@ -82,34 +78,28 @@ _FRACTION: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 0.25, 0.5, 1.0, 0.0, 0.0)
 
 @dataclass
 class EnvConfig:
-    """Environment settings (keys of ``ppo_config.txt`` of the same names)."""
+    """Environment settings: the ``env`` group of ``PPOConfig``, same names and order.
 
-    initial_capital: float = 10000.0
-    transaction_cost: float = 0.001  # fraction of traded notional, per side
-    slippage: float = 0.0  # fraction, always adverse
-    allow_short: bool = False
-    episode_length: int = 1000  # steps; 0 = run to the block's last bar
-    ruin_threshold: float = 0.5  # episode ends when equity < ruin_threshold * initial_capital
+    Defaults and ranges are declared once, in :class:`pipeline.config_schema.PPOConfig` (what each
+    key means is its doc line there), and read from there (issue 9 item 3), so the config loader
+    refuses every value this class refuses.
+    """
+
+    initial_capital: float = schema_default(PPOConfig, "initial_capital")
+    transaction_cost: float = schema_default(PPOConfig, "transaction_cost")
+    slippage: float = schema_default(PPOConfig, "slippage")
+    allow_short: bool = schema_default(PPOConfig, "allow_short")
+    episode_length: int = schema_default(PPOConfig, "episode_length")
+    ruin_threshold: float = schema_default(PPOConfig, "ruin_threshold")
 
     def __post_init__(self) -> None:
-        tc = self.transaction_cost
-        checks: list[tuple[str, Any, bool, str]] = [
-            ("initial_capital", self.initial_capital, self.initial_capital > 0, "> 0"),
-            ("transaction_cost", tc, 0 <= tc < 1, "in [0, 1)"),
-            ("slippage", self.slippage, 0 <= self.slippage < 1, "in [0, 1)"),
-            ("episode_length", self.episode_length, self.episode_length >= 0, ">= 0"),
-            ("ruin_threshold", self.ruin_threshold, 0 <= self.ruin_threshold < 1, "in [0, 1)"),
-        ]
-        check_settings(checks, EnvConfigError, "env config")
-        if int(self.episode_length) != self.episode_length:
-            raise EnvConfigError(
-                f"env config: episode_length = {self.episode_length!r}, expected an integer"
-            )
+        check_settings(self, PPOConfig, EnvConfigError, "env config")
 
     @classmethod
     def from_ppo_config(cls, cfg: Any) -> EnvConfig:
-        """Read the environment fields of a ``pipeline.config.PPOConfig`` (by attribute name)."""
-        return from_attributes(cls, cfg)
+        """Read the environment fields of a ``pipeline.config_schema.PPOConfig`` (by attribute
+        name)."""
+        return settings_from(cls, cfg)
 
 
 def _check_finite(name: str, arr: np.ndarray) -> None:

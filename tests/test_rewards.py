@@ -156,3 +156,24 @@ def test_reward_config_from_ppo_config_and_validation() -> None:
         RewardConfig(sharpe_eta=1.5)
     with pytest.raises(RewardConfigError, match="reward_clip"):
         RewardConfig(reward_clip=math.inf)
+
+
+def test_reward_config_is_the_reward_group_of_ppo_config() -> None:
+    # issue 9 item 3: names, order, types and defaults are PPOConfig's "reward" group, declared
+    # once; profit_scale = 0 is refused here and by the config loader alike
+    import dataclasses
+    import typing
+
+    from pipeline.config_schema import PPOConfig
+
+    group = [f for f in dataclasses.fields(PPOConfig) if f.metadata["group"] == "reward"]
+    ours = dataclasses.fields(RewardConfig)
+    assert [f.name for f in ours] == [f.name for f in group]
+    assert [f.default for f in ours] == [f.default for f in group]
+    hints, schema_hints = typing.get_type_hints(RewardConfig), typing.get_type_hints(PPOConfig)
+    assert all(hints[f.name] == schema_hints[f.name] for f in ours)
+    assert RewardConfig.from_ppo_config(PPOConfig()) == RewardConfig()
+    with pytest.raises(RewardConfigError, match=r"^reward config: profit_scale = 0, expected > 0"):
+        RewardConfig(profit_scale=0)
+    with pytest.raises(RewardConfigError, match=r"cost_weight = -1\.0, expected >= 0"):
+        RewardConfig(cost_weight=-1.0)

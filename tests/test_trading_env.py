@@ -446,3 +446,34 @@ def test_env_factory_is_picklable_and_seeded() -> None:
     assert len(set(starts)) > 1  # ranks draw different streams
     env = fns[0]()
     assert isinstance(env, TradingEnv) and env.config.episode_length == 50
+
+
+def test_env_config_is_the_env_group_of_ppo_config() -> None:
+    # issue 9 item 3: names, order, types and defaults are PPOConfig's "env" group, declared once
+    import dataclasses
+    import typing
+
+    from pipeline.config_schema import PPOConfig
+
+    group = [f for f in dataclasses.fields(PPOConfig) if f.metadata["group"] == "env"]
+    ours = dataclasses.fields(EnvConfig)
+    assert [f.name for f in ours] == [f.name for f in group]
+    assert [f.default for f in ours] == [f.default for f in group]
+    hints, schema_hints = typing.get_type_hints(EnvConfig), typing.get_type_hints(PPOConfig)
+    assert all(hints[f.name] == schema_hints[f.name] for f in ours)
+    assert EnvConfig.from_ppo_config(PPOConfig()) == EnvConfig()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"initial_capital": 0.0}, r"initial_capital = 0\.0, expected > 0"),
+        ({"slippage": 1.0}, r"slippage = 1\.0, expected in \[0, 1\)"),
+        ({"ruin_threshold": float("nan")}, r"ruin_threshold = nan, expected in \[0, 1\)"),
+        ({"episode_length": 2.5}, r"episode_length = 2\.5, expected an integer"),
+        ({"initial_capital": 1e16}, r"initial_capital = 1e\+16: .*expected <= 1e\+15"),
+    ],
+)
+def test_env_config_refuses_what_the_config_refuses(kwargs: dict, message: str) -> None:
+    with pytest.raises(EnvConfigError, match=r"^env config: " + message):
+        EnvConfig(**kwargs)
