@@ -559,7 +559,7 @@ def step_push(ctx: RunContext) -> StepOutcome:
     if not ctx.push:
         log.info("push skipped: %s", ctx.push_reason)
         return StepOutcome(status="skipped", result=f"skipped ({ctx.push_reason})")
-    from runpod_github import PushConfig, push_artifacts
+    from pipeline.git_push import PushConfig, push_artifacts
 
     t = ctx.cfg.training
     config = PushConfig(remote=t.git_remote, branch=t.git_branch, max_file_mb=t.push_max_file_mb)
