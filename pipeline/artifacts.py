@@ -65,6 +65,7 @@ and by :func:`pipeline.runlock.step_lock` for a step run by hand) keeps writers 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -438,16 +439,8 @@ class ManifestEntry:
         return Path(root) / self.path
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "step": self.step,
-            "status": self.status,
-            "sha256": self.sha256,
-            "size": self.size,
-            "recorded_utc": self.recorded_utc,
-            "run": self.run,
-        }
+        """The entry as the manifest file stores it."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> ManifestEntry:
@@ -470,16 +463,8 @@ class ManifestEntry:
         if rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"entry path {data['path']!r} is not inside the artifact root")
         run = data.get("run")
-        return cls(
-            path=data["path"],
-            kind=data["kind"],
-            step=data["step"],
-            status=data["status"],
-            sha256=data["sha256"],
-            size=data["size"],
-            recorded_utc=data["recorded_utc"],
-            run=run if isinstance(run, str) else None,
-        )
+        fields = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name != "run"}
+        return cls(**fields, run=run if isinstance(run, str) else None)
 
 
 class Manifest:
