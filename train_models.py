@@ -48,13 +48,13 @@ from pipeline.common import (
     setup_logging,
 )
 from pipeline.config import (
-    MODEL_NAMES,
     Config,
     TrainingConfig,
     add_config_args,
     config_from_args,
     write_resolved,
 )
+from pipeline.config_schema import MODEL_NAMES
 
 if TYPE_CHECKING:
     import numpy as np

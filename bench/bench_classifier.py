@@ -43,7 +43,8 @@ from torch import nn  # noqa: E402
 
 from bench._common import cpu_model, load_average  # noqa: E402
 from pipeline.common import atomic_write_text  # noqa: E402
-from pipeline.config import MODEL_NAMES, load_config  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.config_schema import MODEL_NAMES  # noqa: E402
 from pipeline.device import (  # noqa: E402
     amp_dtype,
     configure_cpu_threads,

@@ -18,7 +18,7 @@ from torch import nn
 
 from pipeline.classifier_metrics import N_CLASSES
 from pipeline.common import PipelineError, atomic_path
-from pipeline.config import MODEL_NAMES, TrainingConfig
+from pipeline.config_schema import MODEL_NAMES, TrainingConfig
 
 
 def _rnn(cell: str, n_in: int, units: int, layers: int, dropout: float, bidir: bool) -> nn.RNNBase:

@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.common import PipelineError, atomic_path, atomic_write_json
+from ppo_approach.reward_functions import RewardConfig, RewardFunction
+from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 
 log = logging.getLogger(__name__)
 
@@ -406,22 +408,15 @@ def mean_metrics(items: Sequence[dict[str, Any]]) -> dict[str, float | None]:
 
 # ---------------------------------------------------------------- baseline policies
 
-# Action values of ppo_approach.trading_env.Actions, repeated here so this module does not import
-# the env package (the env imports pipeline, not the other way round). A test checks they match.
-ACTION_HOLD = 0
-ACTION_BUY_100 = 3
-ACTION_CLOSE = 7
-N_ACTIONS = 9
-
 
 def flat_policy(obs: np.ndarray, info: dict[str, Any]) -> int:
     """Never trade (equity stays at the initial capital)."""
-    return ACTION_HOLD
+    return Actions.HOLD
 
 
 def buy_and_hold_policy(obs: np.ndarray, info: dict[str, Any]) -> int:
     """Buy with all cash at the first decision, then hold to the end."""
-    return ACTION_BUY_100 if float(info["position"]) == 0.0 else ACTION_HOLD
+    return Actions.BUY_100 if float(info["position"]) == 0.0 else Actions.HOLD
 
 
 class RandomPolicy:
@@ -432,7 +427,7 @@ class RandomPolicy:
 
     def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
         """A random action."""
-        return int(self.rng.integers(0, N_ACTIONS))
+        return int(self.rng.integers(0, len(Actions)))
 
 
 class ClassifierRulePolicy:
@@ -452,14 +447,14 @@ class ClassifierRulePolicy:
         """BUY_100 when Rise is most probable and flat; CLOSE when it is not and long."""
         long = float(info["position"]) > 0.0
         if self.rise[int(info["bar"])]:
-            return ACTION_HOLD if long else ACTION_BUY_100
-        return ACTION_CLOSE if long else ACTION_HOLD
+            return Actions.HOLD if long else Actions.BUY_100
+        return Actions.CLOSE if long else Actions.HOLD
 
 
 # ---------------------------------------------------------------- the report
 
 
-def backtest_env_config(env_config: Any, cost_multiplier: float = 1.0) -> Any:
+def backtest_env_config(env_config: EnvConfig, cost_multiplier: float = 1.0) -> EnvConfig:
     """The env config of a backtest: whole block, no ruin stop, fees times ``cost_multiplier``.
 
     ``ruin_threshold = 0`` so that every strategy covers the same bars (an early stop would make
@@ -473,33 +468,38 @@ def backtest_env_config(env_config: Any, cost_multiplier: float = 1.0) -> Any:
     )
 
 
+def block_env(data: MarketData, config: EnvConfig, reward: RewardConfig) -> TradingEnv:
+    """A fresh env over a whole block from its first bar (``random_start=False``)."""
+    return TradingEnv(data, config, RewardFunction(reward), random_start=False)
+
+
 def run_strategies(
-    make_env: Callable[[Any], Any],
-    env_config: Any,
+    data: MarketData,
+    env_config: EnvConfig,
+    reward_config: RewardConfig,
     agent_policy: Policy,
     probs: np.ndarray,
     random_seeds: Sequence[int],
 ) -> dict[str, list[EpisodeRecord]]:
     """Run every strategy of :data:`STRATEGY_NAMES` once over the block (random: once per seed).
 
-    ``make_env(config)`` builds a fresh env over the test block with ``random_start=False``; it is
-    called with :func:`backtest_env_config` of ``env_config``.
+    Each run gets a fresh env over ``data`` (:func:`block_env`) with :func:`backtest_env_config`
+    of ``env_config``, so every strategy trades through the same fills and fees.
     """
     base = backtest_env_config(env_config)
-    runs: dict[str, list[EpisodeRecord]] = {
-        "agent": [run_episode(make_env(base), agent_policy)],
-        "buy_and_hold": [run_episode(make_env(base), buy_and_hold_policy)],
-        "flat": [run_episode(make_env(base), flat_policy)],
-        "random": [run_episode(make_env(base), RandomPolicy(s)) for s in random_seeds],
-        "classifier_rule": [run_episode(make_env(base), ClassifierRulePolicy(probs))],
-        "agent_cost_0x": [
-            run_episode(make_env(backtest_env_config(env_config, 0.0)), agent_policy)
-        ],
-        "agent_cost_2x": [
-            run_episode(make_env(backtest_env_config(env_config, 2.0)), agent_policy)
-        ],
+
+    def run(policy: Policy, config: EnvConfig = base) -> EpisodeRecord:
+        return run_episode(block_env(data, config, reward_config), policy)
+
+    return {
+        "agent": [run(agent_policy)],
+        "buy_and_hold": [run(buy_and_hold_policy)],
+        "flat": [run(flat_policy)],
+        "random": [run(RandomPolicy(s)) for s in random_seeds],
+        "classifier_rule": [run(ClassifierRulePolicy(probs))],
+        "agent_cost_0x": [run(agent_policy, backtest_env_config(env_config, 0.0))],
+        "agent_cost_2x": [run(agent_policy, backtest_env_config(env_config, 2.0))],
     }
-    return runs
 
 
 def summarise_runs(runs: dict[str, list[EpisodeRecord]], ppy: float) -> dict[str, dict[str, Any]]:

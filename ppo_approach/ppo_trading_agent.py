@@ -57,7 +57,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
-from pipeline.backtest import run_episode, sharpe_ratio
 from pipeline.common import (
     Paths,
     PipelineError,
@@ -67,6 +66,7 @@ from pipeline.common import (
     sha256_file,
 )
 from pipeline.config import PPOConfig
+from ppo_approach.backtest import run_episode, sharpe_ratio
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import EnvConfig, EnvFactory, MarketData, TradingEnv
 

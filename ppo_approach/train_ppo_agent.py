@@ -20,7 +20,7 @@ What happens (:func:`train_agent`):
    ``total_timesteps``, ``checkpoint_freq`` and other run-only keys may change).
 3. The final model is saved as ``ppo_approach/models/ppo_{model}_{dataset}.zip`` with the resolved
    config and a meta JSON beside it, and the chosen model (best on validation, else final) is
-   backtested once on the untouched TEST block against the baselines of ``pipeline.backtest``,
+   backtested once on the untouched TEST block against the baselines of ``ppo_approach.backtest``,
    annualised with the periods per year inferred from the dataset's bars.
 
 Checkpoints (issue 8 items 3, 4, 7, 16): a fresh run moves the previous run's checkpoints and best
@@ -58,7 +58,6 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline import backtest  # noqa: E402
 from pipeline.common import (  # noqa: E402
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -79,6 +78,7 @@ from pipeline.config import (  # noqa: E402
     write_resolved,
 )
 from pipeline.runlock import step_lock  # noqa: E402
+from ppo_approach import backtest  # noqa: E402
 from ppo_approach.reward_functions import RewardConfig, RewardFunction  # noqa: E402
 from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
 
@@ -553,15 +553,6 @@ def _adopt_unrecorded_files(ckdir: Path) -> None:
         atomic_write_json(ckdir / agent.CHECKSUMS_NAME, dict(sorted(recorded.items())))
 
 
-def _make_test_env(block: AgentBlock, reward_cfg: RewardConfig) -> Any:
-    """``make_env(config)`` for :func:`pipeline.backtest.run_strategies` on ``block``."""
-
-    def make(config: EnvConfig) -> TradingEnv:
-        return TradingEnv(block.data, config, RewardFunction(reward_cfg), random_start=False)
-
-    return make
-
-
 def annualisation(prepared: Prepared) -> tuple[float, str]:
     """Periods per year inferred from the dataset's bars, and how (issue 8 item 20)."""
     value, how = backtest.infer_periods_per_year(prepared.arrays.timestamps)
@@ -792,8 +783,9 @@ def run_backtest(
         return int(action)
 
     runs = backtest.run_strategies(
-        _make_test_env(test, reward_cfg),
+        test.data,
         EnvConfig.from_ppo_config(pc),
+        reward_cfg,
         agent_policy,
         test.probs,
         [pc.seed + i for i in range(pc.random_policy_seeds)],

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import backtest as bt
-from ppo_approach.reward_functions import RewardConfig, RewardFunction
-from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
+from ppo_approach import backtest as bt
+from ppo_approach.reward_functions import RewardConfig
+from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
 
 # ---------------------------------------------------------------- metrics on hand-made curves
 
@@ -148,13 +148,6 @@ def test_json_safe_and_strict_json(tmp_path) -> None:
     assert data == {"a": None, "b": [None, 1.5], "c": {"d": 2.0}}
 
 
-def test_action_constants_match_env() -> None:
-    assert bt.ACTION_HOLD == Actions.HOLD
-    assert bt.ACTION_BUY_100 == Actions.BUY_100
-    assert bt.ACTION_CLOSE == Actions.CLOSE
-    assert bt.N_ACTIONS == len(Actions)
-
-
 # ---------------------------------------------------------------- strategies through the env
 
 
@@ -175,18 +168,11 @@ def _block(n: int = 60, seed: int = 0) -> tuple[MarketData, np.ndarray]:
     return data, probs
 
 
-def _maker(data: MarketData):
-    def make(config: EnvConfig) -> TradingEnv:
-        return TradingEnv(data, config, RewardFunction(RewardConfig()), random_start=False)
-
-    return make
-
-
 def test_baselines_through_the_same_env() -> None:
     data, probs = _block()
     tc = 0.001
     cfg = EnvConfig(transaction_cost=tc, episode_length=10, ruin_threshold=0.5)
-    runs = bt.run_strategies(_maker(data), cfg, bt.flat_policy, probs, [1, 2, 3])
+    runs = bt.run_strategies(data, cfg, RewardConfig(), bt.flat_policy, probs, [1, 2, 3])
     ppy = 8760.0
     m = bt.summarise_runs(runs, ppy)
     assert set(m) == set(bt.STRATEGY_NAMES)
@@ -242,7 +228,7 @@ def test_agent_cost_multipliers_change_only_fees() -> None:
     data, probs = _block()
     cfg = EnvConfig(transaction_cost=0.002)
     trader = bt.ClassifierRulePolicy(probs)  # stands in for the agent: trades twice
-    runs = bt.run_strategies(_maker(data), cfg, trader, probs, [0])
+    runs = bt.run_strategies(data, cfg, RewardConfig(), trader, probs, [0])
     m = bt.summarise_runs(runs, 8760.0)
     assert m["agent_cost_0x"]["fees_paid"] == 0.0
     assert m["agent"]["fees_paid"] > 0
@@ -289,7 +275,7 @@ def test_open_positions_valued_at_liquidation_exactly() -> None:
     )
     tc, slip, cap = 0.01, 0.005, 10_000.0
     cfg = EnvConfig(initial_capital=cap, transaction_cost=tc, slippage=slip)
-    runs = bt.run_strategies(_maker(data), cfg, bt.buy_and_hold_policy, probs, [0])
+    runs = bt.run_strategies(data, cfg, RewardConfig(), bt.buy_and_hold_policy, probs, [0])
     units = cap / (100.0 * (1 + slip) * (1 + tc))  # bought at open[1] with all cash, fee included
     final = units * 128.0 * (1 - slip) * (1 - tc)  # sold at the last close: the second fee
     for name in ("agent", "buy_and_hold", "classifier_rule", "agent_cost_2x"):
@@ -320,7 +306,7 @@ def test_open_positions_valued_at_liquidation_exactly() -> None:
         obs, _, term, trunc, info = env.step(policy(obs, info))
         done = term or trunc
     assert info["position"] != 0 and info["exit_fee"] > 0
-    rnd = bt.run_strategies(_maker(data), cfg, bt.flat_policy, probs, [seed])["random"][0]
+    rnd = bt.run_strategies(data, cfg, RewardConfig(), bt.flat_policy, probs, [seed])["random"][0]
     assert rnd.liquidated and rnd.final_mark == info["equity"]
     assert rnd.equity[-1] == info["liquidation_equity"] < info["equity"]
 
@@ -329,7 +315,7 @@ def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
     # issue 8 item 28: counts printed as 1849.000; the random row is a mean over seeds.
     data, probs = _block()
     runs = bt.run_strategies(
-        _maker(data), EnvConfig(), bt.ClassifierRulePolicy(probs), probs, [0, 1]
+        data, EnvConfig(), RewardConfig(), bt.ClassifierRulePolicy(probs), probs, [0, 1]
     )
     strategies = bt.summarise_runs(runs, 8760.0)
     report = {
@@ -370,7 +356,7 @@ def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
     import matplotlib.pyplot as plt
 
     data, probs = _block()
-    runs = bt.run_strategies(_maker(data), EnvConfig(), bt.flat_policy, probs, [0, 1])
+    runs = bt.run_strategies(data, EnvConfig(), RewardConfig(), bt.flat_policy, probs, [0, 1])
     fig = bt.backtest_figure(runs, data.timestamps, "t")
     try:
         colours: dict[str, set[str]] = {}
@@ -401,7 +387,7 @@ def test_classifier_rule_rejects_bad_shape() -> None:
 
 def test_summary_table_and_plot(tmp_path) -> None:
     data, probs = _block()
-    runs = bt.run_strategies(_maker(data), EnvConfig(), bt.flat_policy, probs, [0, 1])
+    runs = bt.run_strategies(data, EnvConfig(), RewardConfig(), bt.flat_policy, probs, [0, 1])
     report = {
         "model": "dlstm",
         "dataset": "X",

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.classifier_metrics import class_weights, classification_metrics
 from pipeline.common import EXIT_INTERRUPTED, PipelineError
-from pipeline.config import MODEL_NAMES, TrainingConfig
+from pipeline.config_schema import MODEL_NAMES, TrainingConfig
 from pipeline.device import call_with_oom_retry, scale_batch_size, seed_everything
 from pipeline.features import make_windows
 from pipeline.nets import arch_config, build_classifier, moving_average

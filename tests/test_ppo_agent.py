@@ -28,15 +28,15 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import train_models
-from pipeline import backtest as bt
 from pipeline.common import PROJECT_ROOT, Paths, sha256_file
 from pipeline.config import Config, load_config, load_resolved
 from pipeline.prepare import prepare_dataset
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from ppo_approach import backtest as bt
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach import train_ppo_agent as step
 from ppo_approach.reward_functions import RewardConfig
-from ppo_approach.trading_env import EnvConfig
+from ppo_approach.trading_env import EnvConfig, TradingEnv
 
 DATASET = "RW-TEST_1H"
 SMOKE = ["--preset", "smoke"]
@@ -233,8 +233,11 @@ def test_leaky_predictions_would_trip_the_alarm(source_root: Path) -> None:
     test = blocks["test"]
     nxt_up = np.append(test.data.close[1:] > test.data.open[1:], False)  # (n,)
     leaky = np.where(nxt_up[:, None], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1])
-    make = step._make_test_env(test, RewardConfig())
     env_cfg = bt.backtest_env_config(EnvConfig.from_ppo_config(cfg.ppo))
+
+    def make(config: EnvConfig) -> TradingEnv:
+        return bt.block_env(test.data, config, RewardConfig())
+
     runs = {
         "rule": [bt.run_episode(make(env_cfg), bt.ClassifierRulePolicy(leaky))],
         "bh": [bt.run_episode(make(env_cfg), bt.buy_and_hold_policy)],

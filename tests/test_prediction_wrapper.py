@@ -16,7 +16,7 @@ import torch
 from test_train_models import signal_config, trained_random_walk, trained_signal
 
 from pipeline.common import Paths, PipelineError
-from pipeline.config import MODEL_NAMES
+from pipeline.config_schema import MODEL_NAMES
 from pipeline.features import Block, auto_threshold, fit_scaler
 from pipeline.prediction_table import TABLE_COLUMNS, load_prediction_table, predictions_path
 from pipeline.predictors import EnsemblePredictionModel, PredictionModel

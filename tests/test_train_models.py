@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from pipeline.common import Paths, PipelineError, sha256_file
-from pipeline.config import MODEL_NAMES, Config, load_config, load_resolved
+from pipeline.config import Config, load_config, load_resolved
+from pipeline.config_schema import MODEL_NAMES
 from pipeline.prepare import scaler_path
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 from pytorch_train import TrainingInterrupted
