@@ -1,0 +1,91 @@
+"""Imports only go down the layers (issue 9): pipeline/ (library) <- classifier side
+(pytorch_train.py, train_models.py) <- agent side (ppo_approach/) <- driver and entry points
+(runpod_*.py). Scripts are leaves: only the driver imports other scripts. Every import counts, also
+one inside a function, so a back-climbing import cannot hide in a lazy import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROJECT = {
+    "pipeline",
+    "ppo_approach",
+    "pytorch_train",
+    "train_models",
+    "runpod_github",
+    "runpod_train",
+    "runpod_main",
+    "bench",
+    "tests",
+}
+ALLOWED: dict[str, set[str]] = {
+    "pipeline": {"pipeline"},
+    "pytorch_train": {"pipeline"},
+    "train_models": {"pipeline", "pytorch_train"},
+    "ppo_approach": {"pipeline", "ppo_approach"},
+    "runpod_github": {"pipeline"},
+    "runpod_main": {"pipeline"},  # starts runpod_train.py as a subprocess, never imports it
+    "runpod_train": PROJECT - {"bench", "tests", "runpod_main"},
+}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def forbidden_imports(path: Path, owner: str) -> list[str]:
+    """``file:line imports X`` for every project import that ``owner``'s layer may not make."""
+    bad = []
+    for line, module in _imports(path):
+        top = module.split(".")[0]
+        if top in PROJECT and top not in ALLOWED[owner]:
+            bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    return bad
+
+
+def _sources() -> list[tuple[Path, str]]:
+    files = [(p, "pipeline") for p in sorted((ROOT / "pipeline").rglob("*.py"))]
+    files += [(p, "ppo_approach") for p in sorted((ROOT / "ppo_approach").rglob("*.py"))]
+    scripts = [n for n in ALLOWED if (ROOT / f"{n}.py").is_file()]
+    return files + [(ROOT / f"{n}.py", n) for n in scripts]
+
+
+@pytest.mark.parametrize(("path", "owner"), _sources(), ids=lambda v: getattr(v, "name", v))
+def test_no_import_climbs_back_up(path: Path, owner: str) -> None:
+    assert forbidden_imports(path, owner) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "owner", "expected"),
+    [
+        ("from ppo_approach.prediction_wrapper import w\n", "train_models", "ppo_approach"),
+        ("def f():\n    from pytorch_train import WindowData\n", "ppo_approach", "pytorch_train"),
+        ("def check():\n    import runpod_github\n", "pipeline", "runpod_github"),
+        ("from ppo_approach import backtest\n", "pipeline", "ppo_approach"),
+    ],
+)
+def test_the_check_catches_the_old_back_climbing_imports(
+    tmp_path: Path, source: str, owner: str, expected: str
+) -> None:
+    """Today's three fixed imports (train_models -> ppo_approach.prediction_wrapper,
+    ppo_approach/prediction_wrapper -> pytorch_train, pipeline/preflight -> runpod_github) and
+    pipeline/backtest -> the env would each fail the test above."""
+    probe = ROOT / "pipeline" / f"_layer_probe_{tmp_path.name}.py"
+    try:
+        probe.write_text(source)
+        (bad,) = forbidden_imports(probe, owner)
+        assert bad.endswith(f"imports {expected}") or f"imports {expected}." in bad
+    finally:
+        probe.unlink()
