@@ -26,9 +26,8 @@ from torch import nn
 
 from pipeline.classifier_metrics import N_CLASSES, class_weights, metrics_from_confusion
 from pipeline.common import (
-    EXIT_INTERRUPTED,
-    PipelineError,
     ProgressLog,
+    TrainingInterrupted,
     atomic_path,
     progress_bars_wanted,
 )
@@ -45,37 +44,6 @@ from pipeline.windows import WindowData
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
-
-
-class TrainingInterrupted(PipelineError):
-    """Ctrl-C or SIGTERM during training; the last complete epoch's checkpoint is kept.
-
-    ``last_epoch`` is the epoch of the checkpoint that exists now (0 = none, or not known),
-    ``checkpoint_path`` where it is (None = no checkpoint: the run was stopped before its first
-    epoch finished, or checkpoints were off). Callers must not promise a resume when
-    :attr:`has_checkpoint` is false (issue 8 item 6).
-    """
-
-    exit_code = EXIT_INTERRUPTED
-
-    def __init__(
-        self,
-        message: str,
-        checkpoint_path: Path | None,
-        last_epoch: int,
-        epoch: int | None = None,
-        what: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.checkpoint_path = checkpoint_path
-        self.last_epoch = last_epoch
-        self.epoch = epoch  # the epoch that was running, when known
-        self.what = what  # e.g. "gru" or "gru/fold2"
-
-    @property
-    def has_checkpoint(self) -> bool:
-        """Whether a checkpoint of a complete epoch exists, i.e. ``--resume`` continues it."""
-        return self.last_epoch > 0 or self.checkpoint_path is not None
 
 
 def interrupt_message(

@@ -678,10 +678,10 @@ def train_all(
     """
     import torch
 
+    from pipeline.common import TrainingInterrupted
     from pipeline.device import configure_cpu_threads, resolve_device
     from pipeline.prediction_table import write_prediction_tables
     from pipeline.prepare import prepare_dataset
-    from pytorch_train import TrainingInterrupted
 
     t = cfg.training
     names = select_models(cfg, models)
@@ -914,8 +914,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
+        from pipeline.common import TrainingInterrupted
         from pipeline.runlock import dataset_name, step_lock
-        from pytorch_train import TrainingInterrupted, sigterm_as_keyboard_interrupt
+        from pytorch_train import sigterm_as_keyboard_interrupt
 
         cfg = config_from_args(args)
         paths = Paths.from_root(args.root)

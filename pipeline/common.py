@@ -43,6 +43,39 @@ class PipelineError(Exception):
             self.exit_code = exit_code
 
 
+class TrainingInterrupted(PipelineError):
+    """Ctrl-C, SIGTERM or SIGHUP stopped a training (exit code 130): the one interrupt type of the
+    classifier loop and of PPO.
+
+    ``checkpoint_path`` is the checkpoint that exists now (None = none: stopped before the first
+    epoch or rollout finished, or checkpoints were off); ``last_epoch`` the epoch it holds (0 =
+    none or not an epoch-based training), ``epoch`` the epoch that was running and ``what`` the
+    model (``gru``, ``gru/fold2``). Callers must not promise a resume when :attr:`has_checkpoint`
+    is false (issue 8 item 6).
+    """
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(
+        self,
+        message: str,
+        checkpoint_path: Path | None = None,
+        last_epoch: int = 0,
+        epoch: int | None = None,
+        what: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.checkpoint_path = checkpoint_path
+        self.last_epoch = last_epoch
+        self.epoch = epoch
+        self.what = what
+
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether a checkpoint exists that ``--resume`` continues."""
+        return self.last_epoch > 0 or self.checkpoint_path is not None
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where artifacts live. ``root`` defaults to ``$PIPELINE_HOME`` or the project folder."""

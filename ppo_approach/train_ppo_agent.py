@@ -59,11 +59,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.common import (  # noqa: E402
-    EXIT_INTERRUPTED,
     EXIT_OK,
     CliParser,
     Paths,
     PipelineError,
+    TrainingInterrupted,
     atomic_write_json,
     progress_bars_wanted,
     run_cli,
@@ -90,17 +90,6 @@ log = logging.getLogger(__name__)
 
 BLOCK_NAMES = ("train", "val", "test")
 PRED_BASE_COLUMNS = ("pred_class", "confidence", "p_fall", "p_stationary", "p_rise")
-
-
-class TrainingInterrupted(PipelineError):
-    """SIGINT / SIGTERM stopped training (exit code 130); ``checkpoint_written`` says whether a
-    checkpoint was written (not when the first rollout had not finished)."""
-
-    exit_code = EXIT_INTERRUPTED
-
-    def __init__(self, message: str, checkpoint_written: bool = True) -> None:
-        super().__init__(message)
-        self.checkpoint_written = checkpoint_written
 
 
 class PredictionTableError(PipelineError):
@@ -715,8 +704,7 @@ def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) ->
         # are put back by the caller rather than replaced by an untrained model.
         raise TrainingInterrupted(
             f"interrupted by {result.signal_name} before the first rollout finished; no "
-            "checkpoint written (nothing was learned yet)",
-            checkpoint_written=False,
+            "checkpoint written (nothing was learned yet)"
         )
     # The interrupted rollout was thrown away: count only what the weights learned from.
     model.num_timesteps = result.timesteps
@@ -724,7 +712,8 @@ def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) ->
     _drop_previous_run(ckdir)
     raise TrainingInterrupted(
         f"interrupted by {result.signal_name} at {result.timesteps} of {total} timesteps; "
-        f"checkpoint written to {path}; run the same command with --resume to continue"
+        f"checkpoint written to {path}; run the same command with --resume to continue",
+        checkpoint_path=path,
     )
 
 
@@ -856,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
             if "--resume" not in argv_used:
                 argv_used.append("--resume")
             print(str(exc), file=sys.stderr)
-            if not exc.checkpoint_written:
+            if not exc.has_checkpoint:
                 return exc.exit_code
             print(
                 "resume with: "
