@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The folder that holds runpod_main.py, the configs and datasets/."""
@@ -327,7 +327,7 @@ class CliParser(argparse.ArgumentParser):
     The README reserves exit code 2 for "preflight failed" (issue 8, item 12).
     """
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 

@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -441,4 +441,9 @@ def settings_from(cls: type[T], source: Any) -> T:
     """The dataclass ``cls`` built from the same-named attributes of ``source`` (a
     ``PPOConfig``), each converted to the type of the field's default (int, float, bool)."""
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    return cls(**{f.name: type(f.default)(getattr(source, f.name)) for f in fields})
+    return cls(**{f.name: _type_of(f.default)(getattr(source, f.name)) for f in fields})
+
+
+def _type_of(default: Any) -> Callable[[Any], Any]:
+    """The converter for a field's default value (``int``, ``float`` or ``bool``)."""
+    return type(default)

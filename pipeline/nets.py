@@ -121,7 +121,7 @@ def build_classifier(arch: dict[str, Any]) -> nn.Module:
     name = arch.get("name")
     if name not in MODEL_NAMES:
         raise PipelineError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
-    common = {
+    common: dict[str, Any] = {  # ints and a float: RNNClassifier's keyword arguments
         "n_features": int(arch["n_features"]),
         "units": int(arch["units"]),
         "layers": int(arch["layers"]),
