@@ -11,8 +11,12 @@ Settings come from flags or, for a launch by ``runpod_main.py``, from the enviro
 ``RUNPOD_PUSH_TO_GITHUB=true`` (step 8 pushes only then, or when ``--steps`` names step 8 and the
 variable is not explicitly false; never with ``--no-push``).
 
-Steps 5 and 7 call ``train_models.main`` and ``ppo_approach.train_ppo_agent.main`` in this process
-(torch is imported once). A failing step stops the run with one line
+The config is parsed once per run; every step is a plain function called with it and returns a
+typed result (steps 5-7: ``train_models.train_classifiers`` -> ``TrainingSummary``,
+``prediction_wrapper.validate_models`` -> report, ``train_ppo_agent.train_agent`` ->
+``BacktestReport``; step 8: ``pipeline.git_push.push_artifacts`` -> ``PushResult``), so an edit
+to a config file during a long run cannot split the run across two configs (issue 9). A step's
+failure is an exception carrying its one-line message: the run stops with
 ``error: step N (name) failed: reason`` and the step's exit code; a summary table of every step
 is printed and written to ``results/run_summary_{dataset}.json`` in every case. A lock file
 ``logs/run_{dataset}.lock`` keeps a second run on the same dataset from writing the same artifacts.
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import importlib
 import importlib.metadata
 import io
@@ -36,6 +39,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import sys
@@ -46,9 +50,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipeline.artifacts import dataset_name
 from pipeline.common import (
+    CLEAR_OS_ERRORS,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -56,7 +62,9 @@ from pipeline.common import (
     CliParser,
     Paths,
     PipelineError,
+    TrainingInterrupted,
     atomic_write_json,
+    os_error_message,
     run_cli,
     setup_logging,
 )
@@ -70,7 +78,11 @@ from pipeline.preflight import (
     missing_modules,
     secret_values,
 )
-from pipeline.runlock import RunLock, absolute_dataset, dataset_name, lock_path
+from pipeline.runlock import RunLock, absolute_dataset, lock_path
+
+if TYPE_CHECKING:
+    from ppo_approach.train_ppo_agent import BacktestReport
+    from train_models import TrainingSummary
 
 log = logging.getLogger("runpod_train")
 
@@ -92,10 +104,6 @@ _FALSE = {"0", "false", "no", "off"}
 
 class StepFailed(PipelineError):
     """A step failed; the message is the one-line reason, ``exit_code`` the step's code."""
-
-
-class StepInterrupted(Exception):
-    """A step stopped on SIGINT/SIGTERM (exit 130); the message says whether a checkpoint exists."""
 
 
 # ---------------------------------------------------------------- run context
@@ -153,23 +161,17 @@ class RunContext:
     push_reason: str
     install: bool
     verbose: bool
-    config_argv: list[str]
+    config_args: list[str] = field(default_factory=list)  # --preset/--set/... for the resume hint
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     info: dict[str, Any] = field(default_factory=dict)
+    earlier: dict[str, Any] = field(default_factory=dict)  # the run summary found at the start
+    classifiers: TrainingSummary | None = None  # step 5's result in this invocation
+    agent: BacktestReport | None = None  # step 7's result in this invocation
 
     @property
     def name(self) -> str:
         """The dataset's artifact name: ``--dataset`` without folder and ``.csv``."""
         return dataset_name(self.dataset)
-
-    def step_argv(self, resume: bool) -> list[str]:
-        """Arguments shared by the step modules' ``main``: dataset, root, config, flags."""
-        argv = ["--dataset", self.dataset, "--root", str(self.paths.root), *self.config_argv]
-        if resume and self.resume:
-            argv.append("--resume")
-        if self.verbose:
-            argv.append("--verbose")
-        return argv
 
 
 def config_overrides(cfg: Config) -> dict[str, str]:
@@ -191,7 +193,7 @@ def describe_overrides(overrides: dict[str, str]) -> str:
     return "; ".join(parts) or "config files only"
 
 
-# ---------------------------------------------------------------- calling step modules
+# ---------------------------------------------------------------- console streams
 
 
 class _StreamWrapper(io.TextIOBase):
@@ -219,70 +221,6 @@ class _StreamWrapper(io.TextIOBase):
         return getattr(self._stream, "encoding", "utf-8")
 
 
-class _ErrorLineTee(_StreamWrapper):
-    """Writes through to ``stream`` and remembers the last ``error: ...`` line (from run_cli)."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self._pending = ""
-        self.last_error: str | None = None
-
-    def write(self, s: str) -> int:  # type: ignore[override]
-        self._stream.write(s)
-        self._pending += s
-        *lines, self._pending = self._pending.split("\n")
-        for line in lines:
-            if line.startswith("error: "):
-                self.last_error = line[len("error: ") :].strip()
-        return len(s)
-
-
-@contextlib.contextmanager
-def _keep_logging() -> Iterator[None]:
-    """Restore the root logger's handlers and level after a step module reconfigured them."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        for h in list(root.handlers):
-            if h not in handlers:
-                root.removeHandler(h)
-                with contextlib.suppress(Exception):
-                    h.close()
-        for h in handlers:
-            if h not in root.handlers:
-                root.addHandler(h)
-        root.setLevel(level)
-
-
-def call_step_main(what: str, main_fn: Callable[[list[str]], int], argv: list[str]) -> None:
-    """Call a step module's ``main(argv)``; a non-zero code becomes :class:`StepFailed`.
-
-    The reason is the ``error:`` line the module printed through ``run_cli`` (captured while it
-    is still shown), so the driver's own error line can repeat it with the step's name.
-    """
-    log.debug("%s %s", what, " ".join(argv))
-    tee = _ErrorLineTee(sys.stderr)
-    code: int
-    with _keep_logging():
-        old = sys.stderr
-        sys.stderr = tee
-        try:
-            code = int(main_fn(argv) or 0)
-        except SystemExit as exc:  # argparse errors and explicit exits
-            code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
-        except KeyboardInterrupt:
-            code = EXIT_INTERRUPTED
-        finally:
-            sys.stderr = old
-    if code == EXIT_OK:
-        return
-    if code == EXIT_INTERRUPTED:
-        raise StepInterrupted(tee.last_error or f"{what} was interrupted")
-    raise StepFailed(tee.last_error or f"{what} exited with code {code}", exit_code=code)
-
-
 # ---------------------------------------------------------------- small helpers
 
 
@@ -304,11 +242,6 @@ def _fmt_pct(value: Any) -> str:
 
 def _fmt_num(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else "n/a"
-
-
-def classifier_results(paths: Paths, dataset: str) -> dict[str, Any] | None:
-    """The classifiers' key numbers from ``results/training_summary_{dataset}.json``."""
-    return _read_json(paths.results / f"training_summary_{dataset}.json")
 
 
 def classifier_line(summary: dict[str, Any]) -> str:
@@ -337,27 +270,19 @@ def classifier_line(summary: dict[str, Any]) -> str:
     return "; ".join(parts) or "no models in the training summary"
 
 
-def backtest_path(cfg: Config, paths: Paths, dataset: str) -> Path:
-    """``results/backtest_{model}_{dataset}.json`` of the configured prediction model."""
-    return paths.results / f"backtest_{cfg.ppo.prediction_model}_{dataset}.json"
-
-
-def agent_results(cfg: Config, paths: Paths, dataset: str) -> dict[str, Any] | None:
-    """Agent vs buy-and-hold on the test block, from the backtest report."""
-    report = _read_json(backtest_path(cfg, paths, dataset))
-    if report is None:
-        return None
-    strategies = report.get("strategies") or {}
+def agent_results(report: BacktestReport) -> dict[str, Any]:
+    """Agent vs buy-and-hold on the test block, from step 7's report."""
+    strategies = report["strategies"]
     agent = strategies.get("agent") or {}
     bh = strategies.get("buy_and_hold") or {}
     return {
-        "model": cfg.ppo.prediction_model,
-        "prediction_source": report.get("prediction_source"),
+        "model": report["model"],
+        "prediction_source": report["prediction_source"],
         "agent_total_return": agent.get("total_return"),
         "agent_sharpe": agent.get("sharpe"),
         "buy_and_hold_total_return": bh.get("total_return"),
         "buy_and_hold_sharpe": bh.get("sharpe"),
-        "in_sample_predictions": bool(report.get("in_sample_predictions")),
+        "in_sample_predictions": bool(report["in_sample_predictions"]),
     }
 
 
@@ -481,18 +406,13 @@ def step_dataset(ctx: RunContext) -> StepOutcome:
 
 
 def step_train_classifiers(ctx: RunContext) -> StepOutcome:
-    """Step 5: ``train_models.main`` (reuses up-to-date models; ``--resume`` passed on)."""
+    """Step 5: ``train_models.train_classifiers`` (reuses up-to-date models; resume passed on)."""
     import train_models
 
-    call_step_main("train_models", train_models.main, ctx.step_argv(resume=True))
-    summary = classifier_results(ctx.paths, ctx.name)
-    if summary is None:
-        raise StepFailed(
-            f"train_models finished but wrote no {ctx.paths.results}/training_summary_"
-            f"{ctx.name}.json"
-        )
-    ctx.info["classifiers"] = summary.get("models", {})
-    return StepOutcome(result=classifier_line(summary), details=summary)
+    summary = train_models.train_classifiers(ctx.cfg, ctx.dataset, ctx.paths, resume=ctx.resume)
+    ctx.classifiers = summary
+    ctx.info["classifiers"] = summary["models"]
+    return StepOutcome(result=classifier_line(summary), details=dict(summary))
 
 
 def step_validate_models(ctx: RunContext) -> StepOutcome:
@@ -525,27 +445,34 @@ def validation_line(report: dict[str, Any]) -> str:
 
 
 def step_train_ppo(ctx: RunContext) -> StepOutcome:
-    """Step 7: ``ppo_approach.train_ppo_agent.main`` (``--resume`` continues a checkpoint)."""
+    """Step 7: ``train_ppo_agent.train_agent`` (``--resume`` continues a checkpoint), backtest."""
     from ppo_approach import train_ppo_agent
 
-    call_step_main("train_ppo_agent", train_ppo_agent.main, ctx.step_argv(resume=True))
-    agent = agent_results(ctx.cfg, ctx.paths, ctx.name)
-    if agent is None:
-        raise StepFailed(
-            f"train_ppo_agent finished but wrote no {backtest_path(ctx.cfg, ctx.paths, ctx.name)}"
-        )
+    report = train_ppo_agent.train_agent(ctx.cfg, ctx.dataset, ctx.paths, ctx.resume)
+    ctx.agent = report
+    agent = agent_results(report)
     ctx.info["agent"] = agent
     return StepOutcome(result=agent_line(agent), details=agent)
 
 
-def push_metrics(ctx: RunContext) -> dict[str, object]:
-    """Key numbers for the commit message (classifier F1s and the agent's test result)."""
+def push_metrics(ctx: RunContext, earlier: dict[str, Any]) -> dict[str, object]:
+    """Key numbers for the commit message: this invocation's classifier F1s and agent result,
+    else those the earlier run summary recorded (``--steps 8``, the push retry)."""
     metrics: dict[str, object] = {}
-    summary = classifier_results(ctx.paths, ctx.name) or {}
-    for name, m in (summary.get("models") or {}).items():
+    carried = earlier.get("carried_over") if isinstance(earlier.get("carried_over"), dict) else {}
+    models = (
+        ctx.classifiers["models"]
+        if ctx.classifiers is not None
+        else earlier.get("classifiers") or (carried or {}).get("classifiers") or {}
+    )
+    for name, m in models.items():
         if isinstance(m, dict) and isinstance(m.get("test_macro_f1"), (int, float)):
             metrics[f"{name}_test_f1"] = float(m["test_macro_f1"])
-    agent = agent_results(ctx.cfg, ctx.paths, ctx.name) or {}
+    agent = (
+        agent_results(ctx.agent)
+        if ctx.agent is not None
+        else earlier.get("agent") or (carried or {}).get("agent") or {}
+    )
     for key in ("agent_total_return", "agent_sharpe", "buy_and_hold_total_return"):
         if isinstance(agent.get(key), (int, float)):
             metrics[key] = float(agent[key])
@@ -563,7 +490,7 @@ def step_push(ctx: RunContext) -> StepOutcome:
 
     t = ctx.cfg.training
     config = PushConfig(remote=t.git_remote, branch=t.git_branch, max_file_mb=t.push_max_file_mb)
-    result = push_artifacts(ctx.paths.root, ctx.name, push_metrics(ctx), config)
+    result = push_artifacts(ctx.paths.root, ctx.name, push_metrics(ctx, ctx.earlier), config)
     details = {
         "commit": result.commit,
         "pushed": result.pushed,
@@ -767,7 +694,6 @@ def write_summary(
     """
     finished = datetime.now(timezone.utc)
     ran_ok = {r.number for r in records if not r.earlier and r.status in ("ok", "warn")}
-    classifiers = (classifier_results(ctx.paths, ctx.name) or {}) if 5 in ran_ok else {}
     payload = {
         "dataset": ctx.name,
         "dataset_source": ctx.dataset,
@@ -783,8 +709,8 @@ def write_summary(
         "config_hash": ctx.cfg.hash(),
         "config_overrides": config_overrides(ctx.cfg),
         "steps": [r.to_dict() for r in records],
-        "classifiers": classifiers.get("models"),
-        "agent": agent_results(ctx.cfg, ctx.paths, ctx.name) if 7 in ran_ok else None,
+        "classifiers": ctx.classifiers["models"] if ctx.classifiers and 5 in ran_ok else None,
+        "agent": agent_results(ctx.agent) if ctx.agent is not None and 7 in ran_ok else None,
         "carried_over": carried_over(ctx, records, earlier or {}),
         "push": ctx.info.get("push"),
         "plots": plots(ctx.paths, ctx.name),
@@ -887,14 +813,17 @@ def run_steps(
         t0 = time.perf_counter()
         try:
             outcome = STEP_FUNCTIONS[n](ctx)
-        except StepInterrupted as exc:
+        except TrainingInterrupted as exc:
             secs = time.perf_counter() - t0
-            log.warning("step %d (%s) interrupted after %.1f s: %s", n, name, secs, exc)
-            records.append(StepRecord(n, name, "interrupted", secs, str(exc)))
+            # The step's own message says what is true: which checkpoint was kept, or that none
+            # was written yet (issue 8 item 6); a resume is offered only when there is one.
+            text = str(exc) + (
+                f"; resume with: {resume_command(ctx)}" if exc.has_checkpoint else ""
+            )
+            log.warning("step %d (%s) interrupted after %.1f s: %s", n, name, secs, text)
+            records.append(StepRecord(n, name, "interrupted", secs, text))
             code, stopped = EXIT_INTERRUPTED, True
-            # The step's own message says what is true: which checkpoint was kept and the
-            # resume command, or that none was written yet (issue 8 item 6).
-            print(f"interrupted: step {n} ({name}): {exc}", file=sys.stderr)
+            print(f"interrupted: step {n} ({name}): {text}", file=sys.stderr)
             continue
         except KeyboardInterrupt:
             secs = time.perf_counter() - t0
@@ -910,6 +839,17 @@ def run_steps(
             log.debug("step %d failed", n, exc_info=True)
             print(f"error: step {n} ({name}) failed: {reason}", file=sys.stderr)
             continue
+        except OSError as exc:
+            if exc.errno not in CLEAR_OS_ERRORS:
+                raise
+            # A full disk or an unwritable folder: one line naming the path, no traceback
+            # (issue 8 items 10 and 11).
+            secs = time.perf_counter() - t0
+            reason = os_error_message(exc)
+            records.append(StepRecord(n, name, "failed", secs, reason))
+            code, stopped = EXIT_ERROR, True
+            print(f"error: step {n} ({name}) failed: {reason}", file=sys.stderr)
+            continue
         except Exception as exc:  # noqa: BLE001 - a bug, not bad input: keep the traceback
             secs = time.perf_counter() - t0
             reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
@@ -922,6 +862,12 @@ def run_steps(
         log.info("step %d (%s) %s in %.1f s: %s", n, name, outcome.status, secs, outcome.result)
         records.append(StepRecord(n, name, outcome.status, secs, outcome.result, outcome.details))
     return code, records
+
+
+def resume_command(ctx: RunContext) -> str:
+    """The command that continues this run from its checkpoints."""
+    args = ["python", "runpod_train.py", "--dataset", ctx.dataset, "--root", str(ctx.paths.root)]
+    return shlex.join([*args, *ctx.config_args, "--resume"])
 
 
 def _complete_records(
@@ -1157,7 +1103,7 @@ def run_context(args: argparse.Namespace) -> RunContext:
         push_reason=reason,
         install=not args.no_install,
         verbose=args.verbose,
-        config_argv=passthrough_args(args),
+        config_args=passthrough_args(args),
     )
 
 
@@ -1166,7 +1112,7 @@ def _acquire(lock: RunLock) -> RunLock:
     try:
         return lock.acquire()
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT):
+        if exc.errno in CLEAR_OS_ERRORS:
             raise  # run_cli turns these into one line naming the path
         raise PipelineError(
             f"cannot create the run lock {lock.path}: {exc.strerror or exc}"
@@ -1189,6 +1135,7 @@ def drive(args: argparse.Namespace) -> int:
         if lock.took_over is not None:
             log.warning("took over a stale lock of %s", lock.took_over.describe())
         earlier = _read_json(summary_path(ctx.paths, ctx.name)) or {}
+        ctx.earlier = earlier
         records: list[StepRecord] = []
         planned = [
             carried_record(n, earlier)

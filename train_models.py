@@ -35,7 +35,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from pipeline.classifier_metrics import CLASS_NAMES
 from pipeline.common import (
@@ -69,6 +69,24 @@ log = logging.getLogger("train_models")
 
 CHANCE_MACRO_F1 = 1 / 3
 """Macro-F1 of guessing among three classes (in expectation, whatever the class shares)."""
+
+
+class TrainingSummary(TypedDict):
+    """What step 5 returns (and writes to ``results/training_summary_{dataset}.json``).
+
+    ``models`` maps each model name to its entry: ``status`` (trained / skipped / failed),
+    ``reason``, test and validation scores, the baselines on the same rows and the one-line
+    ``headline`` (issue 8 item 18). A JSON-shaped typed dict, so the file and the value the
+    driver gets are the same thing.
+    """
+
+    dataset: str
+    dataset_sha256: str
+    device: str
+    prediction_source: str
+    models: dict[str, dict[str, Any]]
+    prediction_tables: dict[str, str]
+
 
 VAL_BLOCK_NOTE = (
     "early-stopping block: it picked the best epoch, so scores on it are optimistic; "
@@ -671,7 +689,7 @@ def train_all(
     models: list[str] | None = None,
     force: bool = False,
     resume: bool = False,
-) -> dict[str, Any]:
+) -> TrainingSummary:
     """Step 5: train (or skip) each selected model, write metrics, summary and prediction tables.
 
     Returns the training summary (also written to ``results/training_summary_{dataset}.json``).
@@ -717,7 +735,7 @@ def train_all(
         ) from None
 
     tables = write_prediction_tables(cfg, prep, paths, names, device)
-    summary = {
+    summary: TrainingSummary = {
         "dataset": name_ds,
         "dataset_sha256": prep.info.sha256,
         "device": str(device),
@@ -847,6 +865,32 @@ def format_summary_table(entries: dict[str, dict[str, Any]]) -> str:
 # ================================================================ CLI
 
 
+def train_classifiers(
+    cfg: Config,
+    dataset: str,
+    paths: Paths,
+    models: list[str] | None = None,
+    force: bool = False,
+    resume: bool = False,
+) -> TrainingSummary:
+    """Step 5 as a function (the CLI and the driver both call it): :func:`train_all`, and an
+    interrupt outside a training epoch (data preparation, saving, prediction tables) said as
+    what is on disk rather than assumed (issue 8 item 6)."""
+    from pipeline.artifacts import dataset_name
+    from pipeline.common import TrainingInterrupted
+
+    try:
+        return train_all(cfg, dataset, paths, models, force, resume)
+    except KeyboardInterrupt:
+        pending = pending_checkpoints(paths, dataset_name(dataset))
+        where = "train_models interrupted outside a training epoch; model files saved "
+        if pending:
+            what = f"{where}before it are kept, checkpoints kept: {', '.join(map(str, pending))}"
+        else:
+            what = f"{where}before it are kept; no checkpoint is pending"
+        raise TrainingInterrupted(what, pending[0] if pending else None) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of step 5 (usage errors exit 1: issue 8 item 12)."""
     p = CliParser(
@@ -915,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from pipeline.common import TrainingInterrupted
-        from pipeline.runlock import dataset_name, step_lock
+        from pipeline.runlock import step_lock
         from pytorch_train import sigterm_as_keyboard_interrupt
 
         cfg = config_from_args(args)
@@ -923,7 +967,7 @@ def main(argv: list[str] | None = None) -> int:
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         try:
             with sigterm_as_keyboard_interrupt(), step_lock(paths, args.dataset):
-                train_all(cfg, args.dataset, paths, models, args.force, args.resume)
+                train_classifiers(cfg, args.dataset, paths, models, args.force, args.resume)
         except TrainingInterrupted as exc:
             raise TrainingInterrupted(
                 interrupt_hint(str(exc), exc.has_checkpoint, argv),
@@ -931,20 +975,6 @@ def main(argv: list[str] | None = None) -> int:
                 exc.last_epoch,
                 exc.epoch,
                 exc.what,
-            ) from None
-        except KeyboardInterrupt:
-            # Outside an epoch (data preparation, saving, prediction tables): say what is on
-            # disk rather than assume (issue 8 item 6).
-            pending = pending_checkpoints(paths, dataset_name(args.dataset))
-            where = "train_models interrupted outside a training epoch; model files saved "
-            if pending:
-                what = (
-                    f"{where}before it are kept, checkpoints kept: {', '.join(map(str, pending))}"
-                )
-            else:
-                what = f"{where}before it are kept; no checkpoint is pending"
-            raise TrainingInterrupted(
-                interrupt_hint(what, bool(pending), argv), pending[0] if pending else None, 0
             ) from None
         return 0
 

@@ -332,6 +332,10 @@ class CliParser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
+CLEAR_OS_ERRORS = frozenset({errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT})
+"""OS errors that are the user's to fix (disk full, no permission): one line, no traceback."""
+
+
 def os_error_message(exc: OSError) -> str:
     """One line for an OS error: what failed, on which path, and what to do."""
     where = f" {exc.filename}" if exc.filename else ""
@@ -365,7 +369,7 @@ def run_cli(fn: Callable[[], int]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT):
+        if exc.errno not in CLEAR_OS_ERRORS:
             raise
         print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return EXIT_ERROR

@@ -53,7 +53,7 @@ import os  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import TYPE_CHECKING, Any, TypedDict  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -90,6 +90,28 @@ log = logging.getLogger(__name__)
 
 BLOCK_NAMES = ("train", "val", "test")
 PRED_BASE_COLUMNS = ("pred_class", "confidence", "p_fall", "p_stationary", "p_rise")
+
+
+class BacktestReport(TypedDict):
+    """What step 7 returns (and writes to ``results/backtest_{model}_{dataset}.json``): the
+    test-block metrics of the agent and of every baseline (``strategies``), which model was
+    backtested, the blocks, the annualisation used and whether the agent saw in-sample
+    predictions. A JSON-shaped typed dict: the file and the driver's value are the same."""
+
+    model: str
+    dataset: str
+    dataset_sha256: str
+    prediction_source: str
+    in_sample_predictions: bool
+    timesteps: int
+    chosen_model: str
+    blocks: dict[str, dict[str, Any]]
+    interval_seconds: float
+    periods_per_year: float
+    periods_per_year_basis: str
+    transaction_cost: float
+    random_policy_seeds: int
+    strategies: dict[str, dict[str, Any]]
 
 
 class PredictionTableError(PipelineError):
@@ -548,7 +570,7 @@ def annualisation(prepared: Prepared) -> tuple[float, str]:
     return float(value), how
 
 
-def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> dict[str, Any]:
+def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> BacktestReport:
     """Train (or resume) the agent of ``cfg.ppo.prediction_model`` on ``dataset``, then backtest.
 
     Returns the backtest report (also written to ``results/backtest_{model}_{dataset}.json``).
@@ -759,7 +781,7 @@ def run_backtest(
     chosen: str,
     timesteps: int,
     in_sample: bool,
-) -> dict[str, Any]:
+) -> BacktestReport:
     """Run the agent and the baselines once over the test block; write JSON + PNG; print a table."""
     pc = cfg.ppo
     model_name = pc.prediction_model
@@ -779,7 +801,7 @@ def run_backtest(
         test.probs,
         [pc.seed + i for i in range(pc.random_policy_seeds)],
     )
-    report: dict[str, Any] = {
+    report: BacktestReport = {
         "model": model_name,
         "dataset": dataset,
         "dataset_sha256": prepared.info.sha256,
