@@ -1,7 +1,8 @@
 """Step 8's library: commit this run's artifacts for one dataset and push them to the git remote.
 
 The artifact folders are git-ignored (a plain ``git add -A`` must never sweep a 2 GB checkpoint into
-a commit), so this step force-adds exactly the files it collects. Three rules shape the code:
+a commit), so this step force-adds exactly the files the dataset's run manifest lists
+(:func:`collect_artifacts`). Three rules shape the code:
 
 * The token (env ``GITHUB_TOKEN``) reaches git only through a ``GIT_ASKPASS`` helper script that
   echoes it from an environment variable set in the network subprocess alone; the script holds no
@@ -25,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import git
 
+from pipeline.artifacts import Artifacts
 from pipeline.common import Paths
 from pipeline.git_runner import (
     GitRunner,
@@ -45,15 +46,13 @@ from pipeline.git_runner import (
     remote_urls,
     require_remote,
 )
+from pipeline.manifest import ManifestError
 from pipeline.secrets import MIN_SECRET_LEN, file_leaks, url_secrets
 
 logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 """GitHub's per-file limit is 100 MiB, so "MB" here means MiB."""
-
-_RESULT_SUFFIXES = frozenset({".png", ".json", ".csv"})
-_CONFIG_SUFFIXES = frozenset({".txt", ".json", ".yaml", ".yml"})
 
 
 @dataclass
@@ -81,96 +80,33 @@ class PushResult:
 # ---------------------------------------------------------------- collecting artifacts
 
 
-def _mentions(name: str, dataset: str) -> bool:
-    """True when ``dataset`` appears in ``name`` as a whole token (not inside a longer word).
-
-    Token boundaries stop ``BTC`` from matching ``WBTC``; a dataset that is a ``_``-separated
-    prefix of another (``BTC`` vs ``BTC_USDT``) still matches both, as the issue's globs do.
-    """
-    pattern = rf"(?<![A-Za-z0-9]){re.escape(dataset)}(?![A-Za-z0-9])"
-    return re.search(pattern, name) is not None
-
-
-def _is_candidate(path: Path) -> bool:
-    """A regular file that is not hidden and not an atomic-write temp (``.name.xyz.tmp``)."""
-    return (
-        path.is_file()
-        and not path.is_symlink()
-        and not path.name.startswith(".")
-        and not path.name.endswith(".tmp")
-    )
-
-
-def _files(folder: Path) -> list[Path]:
-    """Candidate files directly inside ``folder`` (empty when it does not exist)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if _is_candidate(p))
-
-
-def _with_sidecars(folder_files: list[Path], stems: set[str]) -> list[Path]:
-    """Files whose name is one of ``stems`` followed by ``.`` or ``_`` (the sidecars)."""
-    return [p for p in folder_files if any(p.name.startswith((s + ".", s + "_")) for s in stems)]
-
-
 def collect_artifacts(root: Path, dataset: str) -> list[Path]:
-    """Every artifact of ``dataset`` under the project root ``root``, sorted, absolute.
+    """The files step 8 commits for ``dataset`` under the project root ``root``: sorted, absolute.
 
-    Prediction models ``models/*_{dataset}_classification.pth`` plus sidecars sharing their stem,
-    their ``*_{dataset}_config.txt`` and the walk-forward fold models under ``models/walkforward/``;
-    PPO models ``ppo_approach/models/ppo_*_{dataset}.zip`` plus files sharing their stem and
-    config files mentioning the dataset; ``scalers/scaler_{dataset}.json``; PNG/JSON/CSV results
-    and ``.log`` files mentioning the dataset; TensorBoard event files below a run folder whose name
-    mentions the dataset.
+    Exactly what the dataset's run manifest lists (:meth:`pipeline.manifest.Manifest.push_files`:
+    the existing files of pushed kinds, plus the manifest itself) instead of globbing the artifact
+    folders (issue 9 item 2). Symlinks are left out, as the glob did. Entries whose file is gone
+    or was rewritten since it was recorded are logged, not fatal.
+
+    Raises:
+        PushError: no manifest yet, or one no step has recorded an artifact in, or an unreadable
+            one (the message says how to get a manifest).
     """
-    paths = Paths.from_root(root)
-    found: set[Path] = set()
-
-    model_re = re.compile(rf"^(?P<stem>.+_{re.escape(dataset)}_classification)\.pth$")
-    model_files = _files(paths.models)
-    model_stems = {m["stem"] for p in model_files if (m := model_re.match(p.name))}
-    found.update(_with_sidecars(model_files, model_stems))
-    # Each classifier's resolved config ({model}_{dataset}_config.txt) and the walk-forward fold
-    # models (models/walkforward/{model}_{dataset}_fold{i}.pth) that produced the agent's inputs.
-    found.update(
-        p
-        for p in model_files
-        if p.suffix in _CONFIG_SUFFIXES and p.name.endswith(f"_{dataset}_config{p.suffix}")
-    )
-    found.update(
-        p
-        for p in _files(paths.models / "walkforward")
-        if re.fullmatch(rf".+_{re.escape(dataset)}_fold\d+\.pth", p.name)
-    )
-
-    ppo_re = re.compile(rf"^(?P<stem>ppo_.+_{re.escape(dataset)})\.zip$")
-    ppo_files = _files(paths.ppo_models)
-    ppo_stems = {m["stem"] for p in ppo_files if (m := ppo_re.match(p.name))}
-    found.update(_with_sidecars(ppo_files, ppo_stems))
-    found.update(p for p in ppo_files if p.name.endswith(".zip") and p.stem in ppo_stems)
-    found.update(
-        p for p in ppo_files if p.suffix in _CONFIG_SUFFIXES and _mentions(p.name, dataset)
-    )
-
-    # The scaler is JSON data; an old pickled scaler_*.pkl is never loaded and so never pushed
-    # (issue 8 item 7).
-    scaler = paths.scalers / f"scaler_{dataset}.json"
-    if _is_candidate(scaler):
-        found.add(scaler)
-
-    found.update(
-        p
-        for p in _files(paths.results)
-        if p.suffix.lower() in _RESULT_SUFFIXES and _mentions(p.name, dataset)
-    )
-    found.update(p for p in _files(paths.logs) if p.suffix == ".log" and _mentions(p.name, dataset))
-
-    if paths.ppo_logs.is_dir():
-        for event in paths.ppo_logs.rglob("events.out.tfevents.*"):
-            run_dirs = event.relative_to(paths.ppo_logs).parts[:-1]
-            if _is_candidate(event) and any(_mentions(d, dataset) for d in run_dirs):
-                found.add(event)
-    return sorted(found)
+    manifest = Artifacts(Paths.from_root(root), dataset).manifest()
+    try:
+        files = manifest.push_files()
+        missing, changed = manifest.missing(), manifest.changed()
+    except ManifestError as exc:
+        raise PushError(str(exc)) from None
+    for entry in missing:
+        logger.warning("%s: listed in %s but gone; not pushed", entry.path, manifest.path.name)
+    for entry in changed:
+        logger.warning(
+            "%s: changed since step %s recorded it; pushing the file as it is now",
+            entry.path,
+            entry.step,
+        )
+    return [f for f in files if not f.is_symlink()]
 
 
 # ---------------------------------------------------------------- committing and pushing
@@ -415,11 +351,10 @@ def _commit_artifacts(
 ) -> tuple[list[str], list[str]]:
     """Phase 1 of the push: commit the artifacts that fit; (files committed, files skipped).
 
-    Refuses (before ``git add``) a file holding a secret, and a repo with nothing to push.
+    Refuses (before ``git add``) a dataset whose steps recorded nothing in its run manifest, a file
+    holding a secret, and a repo with nothing to push.
     """
     artifacts = collect_artifacts(repo_dir, dataset)
-    if not artifacts:
-        logger.warning("no artifacts found for dataset %r under %s", dataset, repo_dir)
     files, skipped = _split_by_size(g, repo_dir, artifacts, config.max_file_mb)
     _refuse_secret_files(repo_dir, files, (config.token_env, g.token), urls)
     message = commit_message(dataset, metrics, files, skipped, datetime.now(timezone.utc))

@@ -83,6 +83,8 @@ STEPS: frozenset[str] = frozenset(
     {STEP_CLASSIFIERS, STEP_VALIDATE, STEP_AGENT, STEP_PUSH, STEP_DRIVER, STEP_ENTRY}
 )
 """Who may record an entry: the step functions (5, 6, 7, 8), the driver and the entry point."""
+ARTIFACT_STEPS: frozenset[str] = frozenset({STEP_CLASSIFIERS, STEP_VALIDATE, STEP_AGENT})
+"""The steps that make artifacts: a manifest without an entry of theirs has nothing to push."""
 
 WRITTEN = "written"
 UP_TO_DATE = "up_to_date"
@@ -360,14 +362,29 @@ class Manifest:
         return out
 
     def push_files(self) -> list[Path]:
-        """What step 8 commits: the existing files of pushed kinds, plus the manifest itself."""
+        """What step 8 commits: the existing files of pushed kinds, plus the manifest itself.
+
+        Raises:
+            ManifestError: no step (:data:`ARTIFACT_STEPS`) has recorded anything yet: there is
+                no manifest (artifacts from before it existed), or it lists only the driver's
+                and entry point's logs. Pushing those alone would look like a pushed run.
+        """
+        entries = self.entries()
+        if not any(e.step in ARTIFACT_STEPS for e in entries):
+            name = self.dataset or self.path.name
+            what = "lists no artifact of a step" if self.path.is_file() else "does not exist"
+            raise ManifestError(
+                f"{self.path}: nothing to push for dataset {name}: its run manifest {what} "
+                "(artifacts written before the run manifest existed are not listed); rerun the "
+                f"steps that write them (python runpod_train.py --dataset {name} --resume) so "
+                "they record them, then push again"
+            )
         files = [
             e.absolute(self.root)
-            for e in self.entries()
+            for e in entries
             if KINDS[e.kind].pushed and e.absolute(self.root).is_file()
         ]
-        if self.path.is_file():
-            files.append(self.path)
+        files.append(self.path)
         return sorted(set(files))
 
 

@@ -4,7 +4,9 @@ The library (``pipeline.git_push``, ``pipeline.git_runner``) is called directly;
 ``runpod_github.main`` (issue 9: the git plumbing moved out of the script).
 
 No network. Every test gets its own repo with the artifact folders git-ignored, as in the
-project, and an isolated git configuration (no global/system config, no credential helpers).
+project, and an isolated git configuration (no global/system config, no credential helpers). The
+artifacts are recorded in the dataset's run manifest through the Manifest API, as the steps do;
+the push step pushes what it lists (issue 9 item 2).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import pytest
 
 import runpod_github
 from pipeline import git_push
+from pipeline.artifacts import Artifacts
+from pipeline.common import Paths
 from pipeline.git_push import (
     PushConfig,
     PushError,
@@ -35,6 +39,7 @@ from pipeline.git_push import (
     push_artifacts,
 )
 from pipeline.git_runner import ASKPASS_TOKEN_VAR, askpass_env
+from pipeline.manifest import KINDS, STEP_AGENT, STEP_CLASSIFIERS, STEP_DRIVER
 
 DATASET = "BTC_1h"
 METRICS: dict[str, object] = {"dlstm macro-F1": 0.41, "agent test return": "3.2%"}
@@ -49,33 +54,63 @@ GITIGNORE = """\
 /ppo_approach/logs/*
 """
 
-EXPECTED = sorted(
-    [
-        "logs/train_BTC_1h.log",
-        "models/dlstm_BTC_1h_classification.json",
-        "models/dlstm_BTC_1h_classification.pth",
-        "models/gru_BTC_1h_classification.pth",
+# What this dataset's steps recorded in its run manifest: (path, kind, step). Step 8 pushes the
+# entries of pushed kinds plus the manifest itself, and nothing else (issue 9 item 2).
+RECORDED = [
+    ("logs/train_BTC_1h.log", "log", STEP_DRIVER),
+    ("models/dlstm_BTC_1h_classification.pth", "classifier_model", STEP_CLASSIFIERS),
+    ("models/dlstm_BTC_1h_config.txt", "config", STEP_CLASSIFIERS),
+    ("models/gru_BTC_1h_classification.pth", "classifier_model", STEP_CLASSIFIERS),
+    ("models/walkforward/dlstm_BTC_1h_fold1.pth", "fold_model", STEP_CLASSIFIERS),
+    (
         "ppo_approach/logs/ppo_dlstm_BTC_1h_1/events.out.tfevents.1700000000.pod.1.0",
-        "ppo_approach/models/ppo_dlstm_BTC_1h.zip",
-        "ppo_approach/models/ppo_dlstm_BTC_1h_config.txt",
-        "results/backtest_BTC_1h.png",
-        "results/metrics_BTC_1h.json",
-        "results/predictions_dlstm_BTC_1h.csv",
-        "scalers/scaler_BTC_1h.json",
-    ]
-)
+        "tensorboard",
+        STEP_AGENT,
+    ),
+    ("ppo_approach/models/ppo_dlstm_BTC_1h.zip", "ppo_model", STEP_AGENT),
+    ("ppo_approach/models/ppo_dlstm_BTC_1h_config.txt", "config", STEP_AGENT),
+    ("results/backtest_dlstm_BTC_1h.png", "plot", STEP_AGENT),
+    ("results/metrics_dlstm_BTC_1h.json", "metrics", STEP_CLASSIFIERS),
+    ("results/predictions_dlstm_BTC_1h.csv", "prediction_table", STEP_CLASSIFIERS),
+    ("scalers/scaler_BTC_1h.json", "scaler", STEP_CLASSIFIERS),
+    # recorded, but of kinds that stay local
+    ("ppo_approach/checkpoints/dlstm_BTC_1h/checkpoint_1000.zip", "ppo_checkpoint", STEP_AGENT),
+    ("ppo_approach/checkpoints/dlstm_BTC_1h/best_model.zip", "ppo_best_model", STEP_AGENT),
+    ("models/checkpoints/dlstm_BTC_1h_main.ckpt.pt", "classifier_ckpt", STEP_CLASSIFIERS),
+]
+
+MANIFEST = "results/run_manifest_BTC_1h.json"
+
+EXPECTED = sorted([path for path, kind, _ in RECORDED if KINDS[kind].pushed] + [MANIFEST])
+
+# Recorded in the manifests of other datasets: (dataset, path, kind, step).
+OTHER_DATASETS = [
+    ("ETH_1h", "models/gru_ETH_1h_classification.pth", "classifier_model", STEP_CLASSIFIERS),
+    ("ETH_1h", "scalers/scaler_ETH_1h.json", "scaler", STEP_CLASSIFIERS),
+    ("ETH_1h", "logs/train_ETH_1h.log", "log", STEP_DRIVER),
+    (
+        "ETH_1h",
+        "ppo_approach/logs/ppo_dlstm_ETH_1h_1/events.out.tfevents.1700000001.pod.1.0",
+        "tensorboard",
+        STEP_AGENT,
+    ),
+    ("WBTC_1h", "results/backtest_dlstm_WBTC_1h.png", "plot", STEP_AGENT),
+]
 
 NOT_EXPECTED = [
-    "models/gru_ETH_1h_classification.pth",  # another dataset
-    "scalers/scaler_ETH_1h.json",
-    "scalers/scaler_BTC_1h.pkl",  # an old pickled scaler: never loaded, never pushed (item 7)
-    "results/backtest_WBTC_1h.png",  # the name only contains BTC_1h inside a longer token
-    "results/notes_BTC_1h.txt",  # results are PNG/JSON/CSV only
+    *(path for path, kind, _ in RECORDED if not KINDS[kind].pushed),  # checkpoints stay local
+    *(path for _, path, _, _ in OTHER_DATASETS),  # other datasets, their own manifests
+    "results/run_manifest_ETH_1h.json",
+    "scalers/scaler_BTC_1h.pkl",  # an old pickled scaler: never recorded, never pushed (item 7)
+    "results/notes_BTC_1h.txt",  # on disk but recorded by no step
+    "results/backtest_BTC_1h.png",  # ditto: the dataset's name in a file name is not enough
     "results/.predictions_dlstm_BTC_1h.csv.x1y2.tmp",  # an unfinished atomic write
-    "logs/train_ETH_1h.log",
-    "ppo_approach/checkpoints/ppo_dlstm_BTC_1h_1000_steps.zip",  # checkpoints stay local
-    "ppo_approach/logs/ppo_dlstm_ETH_1h_1/events.out.tfevents.1700000001.pod.1.0",
 ]
+
+
+def record(work: Path, rel: str, kind: str, step: str, dataset: str = DATASET) -> None:
+    """Record ``rel`` in ``dataset``'s run manifest, as the step that wrote it does."""
+    Artifacts(Paths.from_root(work), dataset).manifest().record(work / rel, kind, step)
 
 
 def run_git(cwd: Path, *args: str) -> str:
@@ -129,10 +164,17 @@ def repos(tmp_path: Path) -> tuple[Path, Path]:
     run_git(work, "commit", "-q", "-m", "initial")
     run_git(work, "remote", "add", "origin", str(bare))
     run_git(work, "push", "-q", "origin", "main")
+    manifests = (MANIFEST, "results/run_manifest_ETH_1h.json")
     for i, rel in enumerate(EXPECTED + NOT_EXPECTED):
+        if rel in manifests:
+            continue  # written by recording
         path = work / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(f"{rel} {i}\n".encode() * 3)
+    for rel, kind, step in RECORDED:
+        record(work, rel, kind, step)
+    for dataset, rel, kind, step in OTHER_DATASETS:
+        record(work, rel, kind, step, dataset)
     assert run_git(work, "status", "--porcelain") == "", "artifacts must be git-ignored"
     return work, bare
 
@@ -169,8 +211,45 @@ def test_collect_artifacts_picks_exactly_this_datasets_files(repos: tuple[Path, 
     assert found == EXPECTED
 
 
-def test_collect_artifacts_on_empty_root_is_empty(tmp_path: Path) -> None:
-    assert collect_artifacts(tmp_path / "nothing", DATASET) == []
+@pytest.mark.parametrize("logs_only", [False, True])
+def test_no_manifest_yet_is_one_push_error_saying_how_to_get_one(
+    repos: tuple[Path, Path], capsys: pytest.CaptureFixture[str], logs_only: bool
+) -> None:
+    """Artifacts from before the run manifest (no manifest, or one listing only the driver's
+    log): nothing is committed or pushed, one error line says to rerun the steps (exit 3)."""
+    work, bare = repos
+    (work / MANIFEST).unlink()
+    if logs_only:
+        record(work, "logs/train_BTC_1h.log", "log", STEP_DRIVER)
+    head = run_git(work, "rev-parse", "HEAD").strip()
+    remote_head = run_git(bare, "rev-parse", "main").strip()
+    with pytest.raises(PushError) as info:
+        collect_artifacts(work, DATASET)
+    assert info.value.exit_code == 3
+    assert f"rerun the steps that write them (python runpod_train.py --dataset {DATASET}" in (
+        str(info.value)
+    )
+
+    code = runpod_github.main(["--dataset", DATASET, "--root", str(work)])
+
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert code == 3 and len(errors) == 1
+    assert str(work / MANIFEST) in errors[0] and "nothing to push for dataset BTC_1h" in errors[0]
+    assert run_git(work, "rev-parse", "HEAD").strip() == head
+    assert run_git(bare, "rev-parse", "main").strip() == remote_head
+
+
+def test_entries_whose_file_is_gone_are_left_out(
+    repos: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    work, bare = repos
+    gone = "results/predictions_dlstm_BTC_1h.csv"
+    (work / gone).unlink()
+    with caplog.at_level(logging.WARNING, logger="pipeline.git_push"):
+        result = push_artifacts(work, DATASET, METRICS, PushConfig())
+    assert result.files == [f for f in EXPECTED if f != gone]
+    assert gone not in remote_files(bare)
+    assert any(gone in r.getMessage() and "gone" in r.getMessage() for r in caplog.records)
 
 
 # ---------------------------------------------------------------- pushing
@@ -256,7 +335,7 @@ def test_remote_ahead_fetches_and_rebases_once(repos: tuple[Path, Path], tmp_pat
     "path",
     [
         "models/dlstm_BTC_1h_classification.pth",  # this run's artifact, other bytes upstream
-        "ppo_approach/checkpoints/ppo_dlstm_BTC_1h_1000_steps.zip",  # ignored, untracked here
+        "ppo_approach/checkpoints/dlstm_BTC_1h/checkpoint_1000.zip",  # ignored, untracked here
     ],
 )
 def test_rebase_is_refused_when_the_remote_would_overwrite_local_files(
@@ -324,11 +403,12 @@ def test_files_over_the_size_limit_are_skipped_and_reported(
 ) -> None:
     work, bare = repos
     big = "models/dlstm_BTC_1h_classification.pth"
-    (work / big).write_bytes(b"\x01" * 5000)  # > 0.001 MiB = 1048 bytes; the others are smaller
+    # > 0.01 MiB = 10485 bytes; the others (the run manifest included) are smaller
+    (work / big).write_bytes(b"\x01" * 20_000)
     data = (work / big).read_bytes()
 
     with caplog.at_level(logging.WARNING, logger="pipeline.git_push"):
-        result = push_artifacts(work, DATASET, METRICS, PushConfig(max_file_mb=0.001))
+        result = push_artifacts(work, DATASET, METRICS, PushConfig(max_file_mb=0.01))
 
     assert result.skipped == [big]
     assert result.files == [f for f in EXPECTED if f != big]
@@ -344,14 +424,14 @@ def test_big_files_go_through_lfs_only_when_gitattributes_tracks_them(
 ) -> None:
     work, _ = repos
     big = "models/dlstm_BTC_1h_classification.pth"
-    (work / big).write_bytes(b"\x01" * 5000)
+    (work / big).write_bytes(b"\x01" * 20_000)
     if tracked:
         # the lfs filter itself is not configured here, so git stores the bytes as a plain blob;
         # what is under test is the decision to send the file instead of skipping it
         (work / ".gitattributes").write_text("*.pth filter=lfs diff=lfs merge=lfs -text\n")
     monkeypatch.setattr(git_push, "_lfs_ready", lambda g: True)
 
-    result = push_artifacts(work, DATASET, METRICS, PushConfig(max_file_mb=0.001))
+    result = push_artifacts(work, DATASET, METRICS, PushConfig(max_file_mb=0.01))
 
     assert (big in result.files) is tracked
     assert (big in result.skipped) is not tracked
@@ -615,6 +695,8 @@ def test_a_file_holding_a_secret_is_never_committed(
     run_git(work, "remote", "set-url", "--push", "origin", "https://bob:pw@host/x.git")
     (work / rel).parent.mkdir(parents=True, exist_ok=True)
     (work / rel).write_bytes(content)
+    if rel == "results/run_summary_BTC_1h.json":
+        record(work, rel, "run_summary", STEP_DRIVER)
     head = run_git(work, "rev-parse", "HEAD").strip()
     remote_head = run_git(bare, "rev-parse", "main").strip()
 
@@ -663,7 +745,6 @@ def test_push_by_hand_refuses_while_another_live_run_holds_the_lock(
     repos: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 8 item 14: no commit of artifacts a live run may still be writing."""
-    from pipeline.common import Paths
     from pipeline.runlock import lock_path, step_lock
 
     work, bare = repos

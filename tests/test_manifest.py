@@ -18,6 +18,7 @@ from pipeline.manifest import (
     STEP_AGENT,
     STEP_CLASSIFIERS,
     STEP_DRIVER,
+    STEP_ENTRY,
     UP_TO_DATE,
     WRITTEN,
     Manifest,
@@ -223,3 +224,20 @@ def test_the_manifest_module_does_not_import_the_artifacts_module() -> None:
         for alias in n.names
     }
     assert "pipeline.artifacts" not in imported
+
+
+def test_push_files_refuses_a_dataset_no_step_recorded(a: Artifacts) -> None:
+    """No manifest (artifacts from before it existed) or only the logs of the driver / entry
+    point: one line saying how to get a manifest, not an empty push."""
+    for _ in range(2):
+        with pytest.raises(ManifestError) as info:
+            a.manifest().push_files()
+        msg = str(info.value)
+        assert "\n" not in msg and str(a.run_manifest) in msg
+        assert "nothing to push for dataset BTC_1h" in msg
+        assert "python runpod_train.py --dataset BTC_1h --resume" in msg
+        log = _write(a.run_log("20250101-000000"), b"started\n")
+        a.manifest().record(log, "log", STEP_ENTRY)
+    assert "lists no artifact of a step" in msg
+    a.manifest().record(_write(a.scaler, b"{}"), "scaler", STEP_CLASSIFIERS, status=UP_TO_DATE)
+    assert a.manifest().push_files() == sorted([log, a.scaler, a.run_manifest])
