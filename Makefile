@@ -31,7 +31,7 @@ endif
 # a CPU machine the CPU-only build from PyTorch's index (falling back to what the configured
 # indexes offer when that index cannot be reached). An existing torch (e.g. CUDA on a pod) is kept.
 # Last the project itself, editable, so its packages and scripts import from any folder without
-# sys.path patches (issue 9 item 6); --no-deps: the requirements were installed the line before.
+# sys.path patches (issue 9 item 7); --no-deps: the requirements were installed the line before.
 install: venv
 	@$(PY) -c "import torch" 2>/dev/null || { \
 	  if command -v nvidia-smi >/dev/null 2>&1; then \
@@ -59,7 +59,7 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# Type check the library (issue 9 item 6); not yet in .ci/run: modules are made clean one by one.
+# Type check the library (issue 9 item 7); not yet in .ci/run: modules are made clean one by one.
 typecheck: install
 	$(PY) -m mypy pipeline
 

@@ -33,28 +33,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a plain script from anywhere
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+from _common import cpu_model, load_average
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from bench._common import cpu_model, load_average  # noqa: E402
-from pipeline.common import atomic_write_text  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.config_schema import MODEL_NAMES  # noqa: E402
-from pipeline.device import (  # noqa: E402
+from pipeline.common import atomic_write_text
+from pipeline.config import load_config
+from pipeline.config_schema import MODEL_NAMES
+from pipeline.device import (
     amp_dtype,
     configure_cpu_threads,
     physical_cores,
     resolve_device,
     seed_everything,
 )
-from pipeline.nets import arch_config, build_classifier, count_parameters  # noqa: E402
-from pipeline.windows import WindowData  # noqa: E402
-from pytorch_train import train_classifier  # noqa: E402
+from pipeline.nets import arch_config, build_classifier, count_parameters
+from pipeline.windows import WindowData
+from pytorch_train import train_classifier
 
 N_FEATURES = 26
 
@@ -228,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--amp", default="on", choices=("on", "off"), help="mixed precision on CUDA")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = physical cores)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "classifier.md")
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "classifier.md"
+    )
     return p
 
 

@@ -33,16 +33,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _common import cpu_model
 
-if __package__ in (None, ""):  # running the file directly: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import cpu_model  # noqa: E402
-from pipeline.common import atomic_write_text  # noqa: E402
-from pipeline.config import TrainingConfig  # noqa: E402
-from pipeline.data import load_dataset  # noqa: E402
-from pipeline.prepare import arrays_from_config  # noqa: E402
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv  # noqa: E402
+from pipeline.common import atomic_write_text
+from pipeline.config import TrainingConfig
+from pipeline.data import load_dataset
+from pipeline.prepare import arrays_from_config
+from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data_prep.md"
 TARGETS_S = {17_500: 0.5, 175_000: 5.0}

@@ -21,13 +21,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_model, load_average
 
-if __package__ in (None, ""):  # running the file directly: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._common import cpu_model, load_average  # noqa: E402
-from pipeline.common import atomic_write_text  # noqa: E402
-from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
+from pipeline.common import atomic_write_text
+from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "env.md"
 

@@ -39,20 +39,16 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
+from _common import cpu_model, gpu_description, load_average
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
-if __package__ in (None, ""):  # running the file directly: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
-from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor  # noqa: E402
-
-from bench._common import cpu_model, gpu_description, load_average  # noqa: E402
-from pipeline.common import atomic_write_text  # noqa: E402
-from pipeline.config import PPOConfig, load_config  # noqa: E402
-from pipeline.device import resolve_device  # noqa: E402
-from ppo_approach import ppo_trading_agent as agent  # noqa: E402
-from ppo_approach.reward_functions import RewardConfig  # noqa: E402
-from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
+from pipeline.common import atomic_write_text
+from pipeline.config import PPOConfig, load_config
+from pipeline.device import resolve_device
+from ppo_approach import ppo_trading_agent as agent
+from ppo_approach.reward_functions import RewardConfig
+from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "ppo.md"
 

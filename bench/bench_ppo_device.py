@@ -14,17 +14,13 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):  # running the file directly: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from _common import cpu_model, gpu_description
+from bench_ppo import default_ppo, make_block, trading_venv
 
-import torch  # noqa: E402
-
-from bench._common import cpu_model, gpu_description  # noqa: E402
-from bench.bench_ppo import default_ppo, make_block, trading_venv  # noqa: E402
-from pipeline.common import atomic_write_text  # noqa: E402
-from ppo_approach import ppo_trading_agent as agent  # noqa: E402
+from pipeline.common import atomic_write_text
+from ppo_approach import ppo_trading_agent as agent
 
 
 def time_learn(device: str, timesteps: int) -> float:

@@ -11,12 +11,18 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a file: make the project root importable (one bootstrap line, see DESIGN.md).
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.common import PipelineError, run_cli
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+# The project is imported as an installed project (`make install` or `pip install -e .`), not
+# through a sys.path patch; without it, one line says how to install (issue 9 item 7).
+try:
+    from pipeline.common import PipelineError, run_cli
+    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+except ModuleNotFoundError as exc:
+    if exc.name != "pipeline":
+        raise
+    sys.exit(
+        f"error: the project is not installed in this Python ({sys.executable}): cannot import "
+        "pipeline; run `make install` or `pip install -e .` in the project folder first"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
