@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.artifacts import dataset_name
 from pipeline.common import (
     EXIT_OK,
     CliParser,
@@ -18,7 +19,7 @@ from pipeline.common import (
     setup_logging,
 )
 from pipeline.git_push import PushConfig, push_artifacts
-from pipeline.runlock import dataset_name, step_lock
+from pipeline.runlock import step_lock
 
 
 def _parse_metric(text: str) -> tuple[str, object]:

@@ -29,10 +29,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
+from pipeline.artifacts import Artifacts, dataset_name, log_stamp
 from pipeline.common import (
     EXIT_INTERRUPTED,
     EXIT_PREFLIGHT,
@@ -46,6 +46,7 @@ from pipeline.common import (
     setup_logging,
 )
 from pipeline.config import add_config_args, config_from_args, passthrough_args
+from pipeline.manifest import STEP_ENTRY, ManifestError
 from pipeline.preflight import (
     failed,
     format_checks,
@@ -54,7 +55,7 @@ from pipeline.preflight import (
     run_preflight,
     secret_values,
 )
-from pipeline.runlock import absolute_dataset, dataset_name
+from pipeline.runlock import absolute_dataset
 
 log = logging.getLogger("runpod_main")
 child_log = logging.getLogger("runpod_main.child")
@@ -116,13 +117,12 @@ def push_enabled(no_push: bool) -> bool:
 
 
 def setup_run_logging(paths: Paths, dataset: str, verbose: bool) -> Path | None:
-    """Console + ``logs/run_{dataset}_{timestamp}.log``; the driver's lines go to both verbatim.
+    """Console + the run log (:meth:`Artifacts.run_log`); the driver's lines go to both verbatim.
 
     Returns the log file, or ``None`` when the logs folder cannot be written (the preflight's
     write-access row then says why).
     """
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    log_file: Path | None = paths.logs / f"run_{dataset}_{stamp}.log"
+    log_file: Path | None = Artifacts(paths, dataset).run_log(log_stamp())
     try:
         paths.logs.mkdir(parents=True, exist_ok=True)
         setup_logging(verbose, log_file)
@@ -346,14 +346,28 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
     return 128 - code if code < 0 else code
 
 
+def record_run_log(paths: Paths, dataset: str, log_file: Path) -> None:
+    """List the run log in the dataset's run manifest now, so this run's step 8 pushes it.
+
+    A log is a live kind (it grows after this), as the push step's glob took the log being
+    written before (issue 9 item 2). A manifest that cannot be read is only warned about here:
+    the steps that record into it stop with the one error line that says how to repair it.
+    """
+    try:
+        Artifacts(paths, dataset).manifest().record(log_file, "log", STEP_ENTRY)
+    except ManifestError as exc:
+        log.warning("run log not listed in the run manifest: %s", exc)
+
+
 def report_locations(paths: Paths, dataset: str, log_file: Path | None, code: int) -> None:
     """The last lines: where the results, models, plots and the log are."""
-    summary = paths.results / f"run_summary_{dataset}.json"
-    pngs = sorted(paths.results.glob(f"*{dataset}*.png")) if paths.results.is_dir() else []
+    artifacts = Artifacts(paths, dataset)
+    summary = artifacts.run_summary
+    pngs = artifacts.plots()
     lines = [
         f"results:           {paths.results}"
         + (f" (summary: {summary.name})" if summary.exists() else ""),
-        f"plots:             {paths.results}/*{dataset}*.png ({len(pngs)} files)",
+        f"plots:             {paths.results}/{artifacts.plot_glob} ({len(pngs)} files)",
         f"classifier models: {paths.models}",
         f"PPO models:        {paths.ppo_models}",
         f"log file:          {log_file if log_file is not None else '(console only)'}",
@@ -425,6 +439,10 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_PREFLIGHT
         log.info("preflight:\n%s", table)
 
+    if log_file is not None:
+        # After the preflight (which checks that no other run holds the dataset's lock), so two
+        # runs do not rewrite the manifest at once.
+        record_run_log(paths, dataset, log_file)
     cmd = driver_command(args, paths)
     log.info(
         "starting %s (dataset %s, resume %s, push %s)", DRIVER.name, args.dataset, args.resume, push

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import cpu_model, gpu_description, load_average  # noqa: E402
-from pipeline.common import atomic_write_text  # noqa: E402
+from pipeline.artifacts import Artifacts  # noqa: E402
+from pipeline.common import Paths, atomic_write_text  # noqa: E402
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv  # noqa: E402
 from runpod_train import STEP_NAMES  # noqa: E402
 
@@ -84,9 +85,8 @@ def run_once(sc: Scenario, bars: int) -> None:
             errors = [ln for ln in proc.stdout.splitlines() if "error" in ln.lower()]
             tail = "\n".join(errors[-10:]) + "\n" + proc.stderr[-1500:]
             raise SystemExit(f"{sc.name} run failed with exit code {proc.returncode}:\n{tail}")
-        summary = json.loads(
-            (root / "results" / f"run_summary_{sc.dataset}.json").read_text(encoding="utf-8")
-        )
+        summary_file = Artifacts(Paths.from_root(root), sc.dataset).run_summary
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
         sc.walls.append(wall)
         sc.steps.append({s["number"]: float(s["seconds"] or 0.0) for s in summary["steps"]})
         print(f"{sc.name}: {wall:.1f} s", file=sys.stderr)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.artifacts import dataset_name
 from pipeline.common import Paths, PipelineError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -189,10 +190,11 @@ def _normalise(name: str) -> str:
 
 
 def available_datasets(datasets_dir: Path) -> list[str]:
-    """Stems of the ``*.csv`` files in ``datasets_dir`` (sorted; empty if it does not exist)."""
+    """Names (:func:`pipeline.artifacts.dataset_name`) of the ``*.csv`` files in ``datasets_dir``
+    (sorted; empty if it does not exist)."""
     if not datasets_dir.is_dir():
         return []
-    return sorted(p.stem for p in datasets_dir.glob("*.csv") if p.is_file())
+    return sorted(dataset_name(p.name) for p in datasets_dir.glob("*.csv") if p.is_file())
 
 
 def resolve_dataset_path(name_or_path: str, datasets_dir: Path) -> Path:
@@ -692,7 +694,7 @@ def load_dataset(
         if n.startswith("timestamps read as"):
             log.debug("%s: %s", shown, n)
     info = DatasetInfo(
-        name=path.stem,
+        name=dataset_name(str(path)),  # the one naming rule (issue 9 item 2)
         path=path,
         sha256=sha256_file(path),
         rows=len(df),

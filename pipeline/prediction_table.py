@@ -1,10 +1,10 @@
 """The prediction table: the contract between the classifier side and the agent side.
 
-:func:`write_prediction_tables` writes ``results/predictions_{model}_{dataset}.csv``: one row per
-bar the agent can use, produced by a model that never trained on that bar (walk-forward over the
-development block), or by the main model everywhere when ``ppo_prediction_source = in_sample``
-(flagged in the ``in_sample`` column). :func:`load_prediction_table` reads and validates a table
-for the environment side. Columns: ``bar, timestamp, p_fall, p_stationary, p_rise, pred_class,
+:func:`write_prediction_tables` writes :meth:`pipeline.artifacts.Artifacts.prediction_table`: one
+row per bar the agent can use, produced by a model that never trained on that bar (walk-forward over
+the development block), or by the main model everywhere when ``ppo_prediction_source = in_sample``
+(flagged in the ``in_sample`` column). :func:`load_prediction_table` reads and validates a table for
+the environment side. Columns: ``bar, timestamp, p_fall, p_stationary, p_rise, pred_class,
 confidence, source, agent_block, in_sample`` (plus each member's probabilities for an ensemble).
 """
 
@@ -18,13 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, atomic_path
 from pipeline.config import Config
-from pipeline.predictors import (
-    PROB_COLUMNS,
-    PredictionModel,
-    fold_model_path,
-)
+from pipeline.predictors import PROB_COLUMNS, PredictionModel
 from pipeline.prepare import Prepared
 
 log = logging.getLogger(__name__)
@@ -43,11 +40,6 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 AGENT_BLOCKS: tuple[str, str, str] = ("train", "val", "test")
 PROB_TOLERANCE = 1e-6
-
-
-def predictions_path(paths: Paths, model: str, dataset: str) -> Path:
-    """``results/predictions_{model}_{dataset}.csv`` (``model`` may be ``ensemble``)."""
-    return paths.results / f"predictions_{model}_{dataset}.csv"
 
 
 @dataclass(frozen=True)
@@ -105,7 +97,11 @@ def build_prediction_table(
         producer = main
         if walk_forward and r.fold is not None:
             producer = PredictionModel(
-                model, dataset, paths, device, path=fold_model_path(paths, model, dataset, r.fold)
+                model,
+                dataset,
+                paths,
+                device,
+                path=Artifacts(paths, dataset).fold_model(model, r.fold),
             )
             _check_current(producer, cfg, prep)
         frame = producer.predict_dataset(prep, bars)
@@ -181,10 +177,12 @@ def write_prediction_tables(
             ensemble_ok = False
             continue
         if m in models:
-            written[m] = _write_table(tables[m], predictions_path(paths, m, dataset))
+            written[m] = _write_table(tables[m], Artifacts(paths, dataset).prediction_table(m))
     if ensemble_ok:
         ens = ensemble_table({m: tables[m] for m in cfg.ppo.ensemble_models})
-        written["ensemble"] = _write_table(ens, predictions_path(paths, "ensemble", dataset))
+        written["ensemble"] = _write_table(
+            ens, Artifacts(paths, dataset).prediction_table("ensemble")
+        )
     if cfg.ppo.ppo_prediction_source == "in_sample":
         log.warning(
             "prediction tables use IN-SAMPLE predictions (ppo_prediction_source = in_sample): "
@@ -196,7 +194,7 @@ def write_prediction_tables(
 
 
 def load_prediction_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
-    """Read and validate ``results/predictions_{model}_{dataset}.csv`` for the environment.
+    """Read and validate the prediction table of ``model`` on ``dataset`` for the environment.
 
     Checks the columns, that bars increase strictly, that probabilities lie in [0, 1] and sum to 1,
     and that ``agent_block`` holds only train / val / test. ``timestamp`` is parsed to UTC.
@@ -204,7 +202,7 @@ def load_prediction_table(paths: Paths, model: str, dataset: str) -> pd.DataFram
     Raises:
         PipelineError: missing file or a failed check (naming the column and row).
     """
-    path = predictions_path(paths, model, dataset)
+    path = Artifacts(paths, dataset).prediction_table(model)
     try:
         df = pd.read_csv(path)
     except FileNotFoundError:

@@ -13,30 +13,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError
 from pipeline.device import resolve_device
 from pipeline.nets import count_parameters, load_model_file, model_from_payload
-from pipeline.prepare import Prepared, load_scaler_file, scaler_path
+from pipeline.prepare import Prepared, load_scaler_file
 from pipeline.windows import WindowData, predict_proba
 
 log = logging.getLogger(__name__)
 
 PROB_COLUMNS: tuple[str, str, str] = ("p_fall", "p_stationary", "p_rise")
-
-
-def model_path(paths: Paths, model: str, dataset: str) -> Path:
-    """``models/{model}_{dataset}_classification.pth`` (the main model)."""
-    return paths.models / f"{model}_{dataset}_classification.pth"
-
-
-def fold_model_path(paths: Paths, model: str, dataset: str, fold: int) -> Path:
-    """``models/walkforward/{model}_{dataset}_fold{fold}.pth``."""
-    return paths.models / "walkforward" / f"{model}_{dataset}_fold{fold}.pth"
-
-
-def predictions_path(paths: Paths, model: str, dataset: str) -> Path:
-    """``results/predictions_{model}_{dataset}.csv`` (``model`` may be ``ensemble``)."""
-    return paths.results / f"predictions_{model}_{dataset}.csv"
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -52,8 +38,9 @@ def _scale(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
 class PredictionModel:
     """One trained classifier with its scaler, checked against the dataset's scaler file.
 
-    The scaler file is ``scalers/scaler_{dataset}.json`` (plain data); an old pickled
-    ``scaler_{dataset}.pkl`` is never loaded, since unpickling a shared file can run code.
+    The scaler file is :attr:`pipeline.artifacts.Artifacts.scaler` (plain data); an old pickled
+    scaler (:attr:`~pipeline.artifacts.Artifacts.legacy_scaler`) is never loaded, since unpickling a
+    shared file can run code.
 
     Args:
         model_name: ``lstm`` | ``gru`` | ``bilstm`` | ``dlstm``.
@@ -76,7 +63,8 @@ class PredictionModel:
         self.name = model_name
         self.dataset = dataset_name
         self.device = _device(device)
-        self.path = path if path is not None else model_path(self.paths, model_name, dataset_name)
+        self.artifacts = Artifacts(self.paths, dataset_name)
+        self.path = path if path is not None else self.artifacts.classifier_model(model_name)
         self.payload = load_model_file(self.path)
         p = self.payload
         if p["model"] != model_name:
@@ -94,7 +82,7 @@ class PredictionModel:
         self.n_parameters = count_parameters(self.model)
 
     def _check_scaler_file(self) -> None:
-        spath = scaler_path(self.paths, self.dataset)
+        spath = self.artifacts.scaler
         info = load_scaler_file(spath)
         if info.get("dataset_sha256") != self.dataset_sha256:
             raise PipelineError(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
+from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, atomic_write_text
 from pipeline.config import TrainingConfig
 from pipeline.data import DatasetInfo, load_dataset
@@ -32,16 +33,6 @@ class Prepared:
     df: pd.DataFrame
     arrays: PreparedArrays
     feature_names: list[str]
-
-
-def scaler_path(paths: Paths, dataset: str) -> Path:
-    """Where the train-block scaler of ``dataset`` is saved (JSON data, never a pickle)."""
-    return paths.scalers / f"scaler_{dataset}.json"
-
-
-def legacy_scaler_path(paths: Paths, dataset: str) -> Path:
-    """Where older versions pickled the scaler; such a file is never loaded (issue 8 item 7)."""
-    return paths.scalers / f"scaler_{dataset}.pkl"
 
 
 def arrays_from_config(df: pd.DataFrame, cfg: TrainingConfig) -> PreparedArrays:
@@ -71,15 +62,15 @@ def prepare_dataset(
     ``threshold_delta = auto`` (None) lets :func:`pipeline.features.prepare_arrays` pick the
     threshold that balances the classes on the training block; ``purge_gap = auto`` (None) uses the
     minimum ``smoothing_k + lookback``. With ``save_scaler`` the scaler (fit on the train block's
-    rows only) is written atomically as JSON to ``scalers/scaler_{name}.json`` (``name`` = the
-    CSV's stem) with what it was fit on, so a later prediction can check it matches data and
-    features.
+    rows only) is written atomically as JSON to the dataset's
+    :attr:`pipeline.artifacts.Artifacts.scaler` with what it was fit on, so a later prediction can
+    check it matches data and features.
     """
     df, info = load_dataset(dataset, paths.datasets)
     arrays = arrays_from_config(df, cfg)
     prepared = Prepared(info=info, df=df, arrays=arrays, feature_names=list(arrays.feature_names))
     if save_scaler:
-        save_scaler_file(prepared, cfg, scaler_path(paths, info.name))
+        save_scaler_file(prepared, cfg, Artifacts(paths, info.name).scaler)
     return prepared
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,6 @@ class LockOwner:
         return f"pid {self.pid} on host {self.host} (started {self.started})"
 
 
-def dataset_name(dataset: str) -> str:
-    """Artifact name of a dataset given as a name or a CSV path (folder and ``.csv`` dropped)."""
-    base = Path(dataset).name
-    return base[: -len(".csv")] if base.lower().endswith(".csv") else base
-
-
 def absolute_dataset(dataset: str, datasets_dir: Path, cwd: Path | None = None) -> str:
     """``dataset`` as the driver should receive it: a name stays a name, a path becomes absolute.
 
@@ -89,8 +84,9 @@ def absolute_dataset(dataset: str, datasets_dir: Path, cwd: Path | None = None) 
 
 
 def lock_path(paths: Paths, dataset: str) -> Path:
-    """Where the lock of ``dataset`` (a name or CSV path) lives: ``logs/run_{name}.lock``."""
-    return paths.logs / f"run_{dataset_name(dataset)}.lock"
+    """Where the lock of ``dataset`` (a name or CSV path) lives: :attr:`Artifacts.lock`
+    (issue 9 item 2: the artifacts module owns every path)."""
+    return Artifacts(paths, dataset).lock
 
 
 def read_owner(path: Path) -> LockOwner | None:

@@ -38,7 +38,6 @@ import io
 import json
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -57,8 +56,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
+from pipeline.artifacts import (
+    PPO_BEST_META_NAME,
+    PPO_BEST_MODEL_NAME,
+    PPO_CHECKSUMS_NAME,
+    ppo_checkpoint_file,
+    ppo_checkpoint_timesteps,
+)
 from pipeline.common import (
-    Paths,
     PipelineError,
     ProgressLog,
     atomic_path,
@@ -72,12 +77,6 @@ from ppo_approach.trading_env import EnvConfig, EnvFactory, MarketData, TradingE
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)\.zip$")
-BEST_MODEL_NAME = "best_model.zip"
-BEST_META_NAME = "best_model.json"
-CHECKSUMS_NAME = "checksums.json"
-"""Beside the checkpoints: ``{file name: sha256}`` of every checkpoint and best model this run
-wrote (issue 8 item 7); :func:`load_model` refuses a file whose bytes differ."""
 KEEP_CHECKPOINTS = 3
 """Default of ``keep_checkpoints`` in ppo_config.txt: checkpoints kept per run (issue 8 item 16;
 the best model is kept besides). More than one, so ``--resume`` can fall back past a
@@ -104,27 +103,7 @@ class UntrustedModelError(AgentError):
     (issue 8 item 7)."""
 
 
-# ---------------------------------------------------------------- paths
-
-
-def run_name(model: str, dataset: str) -> str:
-    """``{model}_{dataset}``: the name of checkpoint folders (model = prediction model name)."""
-    return f"{model}_{dataset}"
-
-
-def checkpoint_dir(paths: Paths, model: str, dataset: str) -> Path:
-    """``ppo_approach/checkpoints/{model}_{dataset}/``."""
-    return paths.ppo_checkpoints / run_name(model, dataset)
-
-
-def tb_log_name(model: str, dataset: str) -> str:
-    """TensorBoard run name; SB3 appends ``_1``, ``_2``, ... per fresh run."""
-    return f"ppo_{model}_{dataset}"
-
-
-def final_model_path(paths: Paths, model: str, dataset: str) -> Path:
-    """``ppo_approach/models/ppo_{model}_{dataset}.zip``."""
-    return paths.ppo_models / f"ppo_{model}_{dataset}.zip"
+# ---------------------------------------------------------------- checkpoint folders
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -133,9 +112,9 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for p in directory.iterdir():
-        m = CHECKPOINT_RE.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
+        timesteps = ppo_checkpoint_timesteps(p.name)
+        if timesteps is not None:
+            found.append((timesteps, p))
     return sorted(found)
 
 
@@ -149,7 +128,7 @@ def read_checksums(directory: Path) -> dict[str, str] | None:
     """``{file name: sha256}`` of ``checksums.json`` in ``directory``; ``None`` when it is absent
     (a folder written by an older version). An unreadable manifest is an error: it cannot vouch
     for anything, and silently ignoring it would let a file past the check."""
-    path = directory / CHECKSUMS_NAME
+    path = directory / PPO_CHECKSUMS_NAME
     if not path.is_file():
         return None
     try:
@@ -174,7 +153,7 @@ def _update_checksums(directory: Path, set_: dict[str, str], drop: Sequence[str]
     data.update(set_)
     for name in drop:
         data.pop(name, None)
-    atomic_write_json(directory / CHECKSUMS_NAME, dict(sorted(data.items())))
+    atomic_write_json(directory / PPO_CHECKSUMS_NAME, dict(sorted(data.items())))
 
 
 def save_model_atomic(model: PPO, path: Path, record_checksum: bool = False) -> Path:
@@ -202,7 +181,7 @@ def prune_checkpoints(directory: Path, keep: int) -> list[Path]:
     for p in old:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
-    if old and (directory / CHECKSUMS_NAME).is_file():
+    if old and (directory / PPO_CHECKSUMS_NAME).is_file():
         _update_checksums(directory, {}, [p.name for p in old])
     return old
 
@@ -653,7 +632,7 @@ class CheckpointCallback(BaseCallback):
 
 def save_checkpoint(model: PPO, directory: Path, timesteps: int, keep: int) -> Path:
     """Write ``checkpoint_{timesteps}.zip`` (checksum recorded); prune to the newest ``keep``."""
-    path = save_model_atomic(model, directory / f"checkpoint_{timesteps}.zip", record_checksum=True)
+    path = save_model_atomic(model, ppo_checkpoint_file(directory, timesteps), record_checksum=True)
     pruned = prune_checkpoints(directory, keep)
     if pruned:
         log.debug("pruned %s (keeping the newest %d)", ", ".join(p.name for p in pruned), keep)
@@ -717,11 +696,11 @@ class ValidationEvalCallback(BaseCallback):
     @property
     def best_path(self) -> Path:
         """``best_model.zip`` in the checkpoint folder."""
-        return self.directory / BEST_MODEL_NAME
+        return self.directory / PPO_BEST_MODEL_NAME
 
     def load_best_meta(self) -> None:
         """Continue from an earlier best (resume); silently nothing when there is none."""
-        meta = self.directory / BEST_META_NAME
+        meta = self.directory / PPO_BEST_META_NAME
         if meta.is_file() and self.best_path.is_file():
             data = json.loads(meta.read_text(encoding="utf-8"))
             self.best_reward = float(data["mean_reward"])
@@ -770,7 +749,7 @@ class ValidationEvalCallback(BaseCallback):
             self.best_timesteps = t
             save_model_atomic(self.model, self.best_path, record_checksum=True)
             atomic_write_json(
-                self.directory / BEST_META_NAME, {"mean_reward": res["mean_reward"], **res}
+                self.directory / PPO_BEST_META_NAME, {"mean_reward": res["mean_reward"], **res}
             )
 
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, sha256_file
 from pipeline.config import Config
 from pipeline.device import resolve_device
-from pipeline.prediction_table import PROB_TOLERANCE, load_prediction_table, predictions_path
-from pipeline.predictors import EnsemblePredictionModel, PredictionModel, fold_model_path
+from pipeline.prediction_table import PROB_TOLERANCE, load_prediction_table
+from pipeline.predictors import EnsemblePredictionModel, PredictionModel
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
     from pipeline.data import resolve_dataset_path
 
     dataset_file = resolve_dataset_path(dataset, paths.datasets)
-    name = dataset_file.stem
+    artifacts = Artifacts(paths, str(dataset_file))
+    name = artifacts.dataset
     sha = sha256_file(dataset_file)
     device = resolve_device(cfg.training.device)
     p = cfg.ppo
@@ -84,7 +86,7 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
         folds = 0
         if p.ppo_prediction_source == "walk_forward":
             for fold in range(1, cfg.training.walk_forward_folds):
-                fpath = fold_model_path(paths, m, name, fold)
+                fpath = artifacts.fold_model(m, fold)
                 fm = PredictionModel(m, name, paths, device, path=fpath)
                 if fm.dataset_sha256 != sha or fm.config_hash != expected:
                     raise PipelineError(f"model {m}: walk-forward model {fpath} is stale")
@@ -123,7 +125,7 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
             "walk_forward; rerun train_models.py"
         )
     results["table"] = {
-        "path": str(predictions_path(paths, table_name, name)),
+        "path": str(artifacts.prediction_table(table_name)),
         "rows": len(table),
         "in_sample_rows": int(table["in_sample"].sum()),
     }

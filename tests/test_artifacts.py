@@ -81,14 +81,12 @@ def test_dataset_name_is_the_stem(given: str, name: str) -> None:
     assert Artifacts(Paths(Path("/r")), given).dataset == name
 
 
-def test_dataset_name_agrees_with_the_run_lock() -> None:
-    """Until runlock imports it from here, its copy must give the same names."""
+def test_the_run_lock_lives_where_artifacts_says() -> None:
     from pipeline import runlock
 
-    for given in ("BTC_1h", "/x/y/ETH.csv", "x/SOL.CSV", "datasets/my.data.csv", "raw"):
-        assert dataset_name(given) == runlock.dataset_name(given)
     paths = Paths(Path("/r"))
     assert Artifacts(paths, "/x/y/ETH.csv").lock == runlock.lock_path(paths, "/x/y/ETH.csv")
+    assert not hasattr(runlock, "dataset_name"), "one naming rule: pipeline.artifacts'"
 
 
 def test_artifacts_from_a_path_name_files_after_the_stem(tmp_path: Path) -> None:

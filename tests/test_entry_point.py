@@ -20,7 +20,9 @@ import pytest
 
 import runpod_main
 import runpod_train
+from pipeline.artifacts import Artifacts
 from pipeline.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PREFLIGHT, PROJECT_ROOT, Paths
+from pipeline.manifest import STEP_ENTRY
 from pipeline.preflight import CheckResult
 from pipeline.runlock import LockHeldError, absolute_dataset, lock_path, step_lock
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
@@ -132,6 +134,29 @@ def test_entry_point_passes_absolute_paths_to_the_driver_from_another_cwd(
     summary = json.loads((tmp_path / "art" / "results" / "run_summary_ok.json").read_text())
     assert summary["steps"][3]["status"] == "ok"
     assert summary["dataset_source"] == str((elsewhere / "ok.csv").resolve())
+
+
+def test_the_run_log_is_listed_in_the_run_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+) -> None:
+    """The entry point records its log before the driver starts, so this run's step 8 pushes it
+    (issue 9 item 2); a damaged manifest is only warned about here."""
+    write_ohlcv_csv(generate_ohlcv(300, seed=5), tmp_path / "datasets" / f"{DATASET}.csv")
+    monkeypatch.setattr(runpod_main, "stream_driver", lambda cmd, env, secrets: 0)
+    argv = ["--dataset", DATASET, "--root", str(tmp_path), "--skip-validation", "--no-push"]
+    assert runpod_main.main(argv) == 0
+    artifacts = Artifacts(Paths.from_root(tmp_path), DATASET)
+    (entry,) = artifacts.manifest().entries()
+    (log_file,) = (tmp_path / "logs").glob(f"run_{DATASET}_*.log")
+    assert (entry.path, entry.kind, entry.step) == (
+        log_file.relative_to(tmp_path).as_posix(),
+        "log",
+        STEP_ENTRY,
+    )
+
+    artifacts.run_manifest.write_text("{not json", encoding="utf-8")
+    assert runpod_main.main(argv) == 0
+    assert artifacts.run_manifest.read_text(encoding="utf-8") == "{not json"
 
 
 # ---------------------------------------------------------------- item 12: usage errors exit 1
@@ -366,7 +391,8 @@ def test_watch_parent_signals_when_the_parent_changes() -> None:
 ORPHAN_DRIVER = """
 import sys, time
 import runpod_train
-from runpod_train import StepInterrupted, StepOutcome
+from pipeline.common import TrainingInterrupted
+from runpod_train import StepOutcome
 
 def slow(ctx):
     print("slow step started", file=sys.stderr, flush=True)
@@ -375,7 +401,7 @@ def slow(ctx):
     except KeyboardInterrupt:
         for _ in range(50):  # plenty of output after the console is gone
             print("checkpoint being written", flush=True)
-        raise StepInterrupted("stopped at epoch 1; checkpoint written") from None
+        raise TrainingInterrupted("stopped at epoch 1; checkpoint written", last_epoch=1) from None
     return StepOutcome(result="finished")
 
 for n in runpod_train.STEP_NAMES:

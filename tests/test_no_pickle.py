@@ -18,14 +18,10 @@ import numpy as np
 import pytest
 from test_train_models import signal_config, trained_signal, write_dataset
 
+from pipeline.artifacts import Artifacts
 from pipeline.common import PROJECT_ROOT, Paths, PipelineError
 from pipeline.features import apply_scaler
-from pipeline.prepare import (
-    legacy_scaler_path,
-    load_scaler_file,
-    prepare_dataset,
-    scaler_path,
-)
+from pipeline.prepare import load_scaler_file, prepare_dataset
 from ppo_approach.prediction_wrapper import validate_models
 
 
@@ -66,9 +62,9 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_scaler_file_is_json_data_and_rebuilds_the_scaler(small_root: Path) -> None:
     paths = Paths.from_root(small_root)
     prepared = prepare_dataset(signal_config().training, "SIG", paths, save_scaler=False)
-    path = scaler_path(paths, "SIG")
+    path = Artifacts(paths, "SIG").scaler
     assert path.name == "scaler_SIG.json"
-    assert not legacy_scaler_path(paths, "SIG").exists()  # no pickle is written any more
+    assert not Artifacts(paths, "SIG").legacy_scaler.exists()  # no pickle is written any more
     data = json.loads(path.read_text(encoding="utf-8"))
     fit = prepared.arrays.scaler
     assert data["dataset"] == "SIG" and data["dataset_sha256"] == prepared.info.sha256
@@ -95,9 +91,9 @@ def test_scaler_file_is_json_data_and_rebuilds_the_scaler(small_root: Path) -> N
 def test_loader_ignores_a_booby_trapped_pkl(small_root: Path, tmp_path: Path) -> None:
     paths = Paths.from_root(small_root)
     marker = tmp_path / "fired"
-    trap = plant_trap(legacy_scaler_path(paths, "SIG"), marker)
+    trap = plant_trap(Artifacts(paths, "SIG").legacy_scaler, marker)
     try:
-        info = load_scaler_file(scaler_path(paths, "SIG"))
+        info = load_scaler_file(Artifacts(paths, "SIG").scaler)
         assert info["dataset"] == "SIG"
         assert not marker.exists()
     finally:
@@ -107,9 +103,9 @@ def test_loader_ignores_a_booby_trapped_pkl(small_root: Path, tmp_path: Path) ->
 def test_only_an_old_pkl_is_an_error_that_says_rerun_and_loads_nothing(tmp_path: Path) -> None:
     paths = Paths.from_root(tmp_path)
     marker = tmp_path / "fired"
-    plant_trap(legacy_scaler_path(paths, "SIG"), marker)
+    plant_trap(Artifacts(paths, "SIG").legacy_scaler, marker)
     with pytest.raises(PipelineError) as info:
-        load_scaler_file(scaler_path(paths, "SIG"))
+        load_scaler_file(Artifacts(paths, "SIG").scaler)
     text = str(info.value)
     assert "scaler_SIG.json: scaler file not found" in text
     assert "scaler_SIG.pkl" in text and "never loaded" in text
@@ -134,7 +130,9 @@ def test_only_an_old_pkl_is_an_error_that_says_rerun_and_loads_nothing(tmp_path:
 def test_bad_scaler_files_are_one_clear_error(
     small_root: Path, tmp_path: Path, edit: object, message: str
 ) -> None:
-    good = json.loads(scaler_path(Paths.from_root(small_root), "SIG").read_text(encoding="utf-8"))
+    good = json.loads(
+        Artifacts(Paths.from_root(small_root), "SIG").scaler.read_text(encoding="utf-8")
+    )
     bad = edit(good)  # type: ignore[operator]
     path = tmp_path / "scaler_SIG.json"
     path.write_text(bad if isinstance(bad, str) else json.dumps(bad), encoding="utf-8")
@@ -152,13 +150,13 @@ def test_step6_never_loads_a_booby_trapped_pkl(
     shutil.copytree(src, root)
     paths = Paths.from_root(root)
     marker = tmp_path / "fired"
-    plant_trap(legacy_scaler_path(paths, "SIG"), marker)
+    plant_trap(Artifacts(paths, "SIG").legacy_scaler, marker)
 
     result = validate_models(cfg, "SIG", paths)  # the JSON scaler is read, the .pkl ignored
     assert {"dlstm", "bilstm", "ensemble"} <= set(result)
     assert not marker.exists()
 
-    scaler_path(paths, "SIG").unlink()  # only the old pickle is left
+    Artifacts(paths, "SIG").scaler.unlink()  # only the old pickle is left
     with pytest.raises(PipelineError, match=r"scaler_SIG\.pkl.*rerun train_models\.py"):
         validate_models(cfg, "SIG", paths)
     assert not marker.exists()

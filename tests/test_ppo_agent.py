@@ -28,6 +28,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import train_models
+from pipeline.artifacts import Artifacts
 from pipeline.common import PROJECT_ROOT, Paths, sha256_file
 from pipeline.config import Config, load_config, load_resolved
 from pipeline.prepare import prepare_dataset
@@ -417,9 +418,9 @@ def test_resume_point_prefers_a_matching_candidate(tmp_path: Path) -> None:
     """A final model of an older run with other settings does not block resuming this run's
     checkpoint; a checkpoint folder of an older version (no run_config.json) is resumed."""
     paths = Paths.from_root(tmp_path)
-    ck = agent.checkpoint_dir(paths, "dlstm", "X")
+    ck = Artifacts(paths, "X").ppo_checkpoint_dir("dlstm")
     ck.mkdir(parents=True)
-    final = agent.final_model_path(paths, "dlstm", "X")
+    final = Artifacts(paths, "X").ppo_model("dlstm")
     final.parent.mkdir(parents=True)
     now = {"dataset_sha256": "a", "ppo.seed": 1}
     (ck / "checkpoint_512.zip").write_bytes(b"")

@@ -33,6 +33,7 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
     val_block,
 )
 
+from pipeline import artifacts as art
 from pipeline.common import Paths, sha256_file
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach import train_ppo_agent as step
@@ -114,7 +115,7 @@ def test_fresh_run_failing_early_keeps_the_previous_run(
 
     def crash(*args: Any, **kwargs: Any) -> Any:
         if where == "learn":
-            (ck / agent.BEST_MODEL_NAME).write_bytes(b"the failed run's best model")
+            (ck / art.PPO_BEST_MODEL_NAME).write_bytes(b"the failed run's best model")
         raise RuntimeError("boom in setup")
 
     monkeypatch.setattr(agent, where, crash)
@@ -151,7 +152,7 @@ def test_fresh_run_removes_the_earlier_files_after_writing_its_own(
     ck = pruned_run["root"] / CK
     assert not (ck / step.PREVIOUS_RUN_DIR).exists()
     assert not (ck / "checkpoint_99999.zip").exists()
-    assert (ck / agent.BEST_MODEL_NAME).read_bytes() != OLD_RUN_FILES["best_model.zip"]
+    assert (ck / art.PPO_BEST_MODEL_NAME).read_bytes() != OLD_RUN_FILES["best_model.zip"]
     assert "moved 5 file(s) of an earlier run" in pruned_run["err"]
 
 
@@ -166,9 +167,9 @@ def test_only_the_newest_checkpoints_are_kept_with_their_checksums(
     ck = pruned_run["root"] / CK
     kept = [t for t, _ in agent.list_checkpoints(ck)]
     assert kept == [1536, 2048, 2560]
-    sums = json.loads((ck / agent.CHECKSUMS_NAME).read_text())
+    sums = json.loads((ck / art.PPO_CHECKSUMS_NAME).read_text())
     assert set(sums) == {"checkpoint_1536.zip", "checkpoint_2048.zip", "checkpoint_2560.zip"} | {
-        agent.BEST_MODEL_NAME
+        art.PPO_BEST_MODEL_NAME
     }
     for name, sha in sums.items():
         assert sha256_file(ck / name) == sha, name
@@ -179,11 +180,11 @@ def test_only_the_newest_checkpoints_are_kept_with_their_checksums(
 def test_prune_keeps_n(tmp_path: Path) -> None:
     for t in (512, 1024, 1536, 2048):
         (tmp_path / f"checkpoint_{t}.zip").write_bytes(b"x")
-    (tmp_path / agent.BEST_MODEL_NAME).write_bytes(b"x")
+    (tmp_path / art.PPO_BEST_MODEL_NAME).write_bytes(b"x")
     gone = agent.prune_checkpoints(tmp_path, 2)
     assert [p.name for p in gone] == ["checkpoint_512.zip", "checkpoint_1024.zip"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        agent.BEST_MODEL_NAME,
+        art.PPO_BEST_MODEL_NAME,
         "checkpoint_1536.zip",
         "checkpoint_2048.zip",
     ]
@@ -259,9 +260,9 @@ def _booby_trap(path: Path, marker: Path, key: str) -> None:
 
 def _record(ck: Path, path: Path) -> None:
     """An attacker who can also rewrite the checksum manifest."""
-    sums = json.loads((ck / agent.CHECKSUMS_NAME).read_text())
+    sums = json.loads((ck / art.PPO_CHECKSUMS_NAME).read_text())
     sums[path.name] = sha256_file(path)
-    (ck / agent.CHECKSUMS_NAME).write_text(json.dumps(sums))
+    (ck / art.PPO_CHECKSUMS_NAME).write_text(json.dumps(sums))
 
 
 def test_trap_fires_with_plain_sb3_load(pruned_run: dict[str, Any], tmp_path: Path) -> None:
@@ -395,7 +396,7 @@ def test_checkpoint_is_fsynced_before_the_rename(
     tmp_name = events[i][1].split(" -> ")[0]
     assert ("fsync", tmp_name) in events[:i]  # the data is on disk before the name points at it
     assert ("fsync", str(tmp_path)) in events[i + 1 :]  # and the rename itself after
-    sums = json.loads((tmp_path / agent.CHECKSUMS_NAME).read_text())
+    sums = json.loads((tmp_path / art.PPO_CHECKSUMS_NAME).read_text())
     assert sums == {path.name: sha256_file(path)}
 
 
