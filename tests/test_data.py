@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.artifacts import dataset_name
 from pipeline.common import PipelineError, run_cli, sha256_file
 from pipeline.data import (
     COLUMNS,
     DatasetError,
     DatasetInfo,
+    available_datasets,
     load_dataset,
     resolve_dataset_path,
 )
@@ -95,6 +97,20 @@ def test_sha256_stable_and_content_sensitive(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- path resolution
+
+
+def test_dataset_names_follow_the_artifact_naming_rule(tmp_path: Path) -> None:
+    """DatasetInfo.name, the names listed as available and the run lock's name are one rule
+    (pipeline.artifacts.dataset_name, issue 9 item 2): a .csv file is named by its stem, as
+    before; a file without .csv keeps its whole name, as its run lock always did."""
+    src = generate_ohlcv(200, seed=3)
+    write_ohlcv_csv(src, tmp_path / "my.data.csv")
+    upper = write_ohlcv_csv(src, tmp_path / "other" / "SOL.CSV")
+    plain = write_ohlcv_csv(src, tmp_path / "prices.txt")
+    assert load_dataset("my.data", tmp_path)[1].name == "my.data"
+    assert load_dataset(str(upper), tmp_path)[1].name == "SOL"
+    assert load_dataset(str(plain), tmp_path)[1].name == dataset_name(str(plain)) == "prices.txt"
+    assert available_datasets(tmp_path) == ["my.data"]
 
 
 def test_resolve_name_path_and_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
