@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._common import cpu_model, gpu_description, load_average  # noqa: E402
-from pipeline.artifacts import Artifacts  # noqa: E402
+from pipeline.artifacts import Artifacts, dataset_file  # noqa: E402
 from pipeline.common import Paths, atomic_write_text  # noqa: E402
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv  # noqa: E402
 from runpod_train import STEP_NAMES  # noqa: E402
@@ -61,10 +61,10 @@ def run_once(sc: Scenario, bars: int) -> None:
     """Run the scenario in a fresh temp root; record wall time and per-step seconds."""
     with tempfile.TemporaryDirectory(prefix="bench_e2e_") as tmp:
         root = Path(tmp)
-        target = root / "datasets" / f"{sc.dataset}.csv"
+        target = dataset_file(root / "datasets", sc.dataset)
         if sc.dataset == DEMO_DATASET:
             target.parent.mkdir(parents=True)
-            shutil.copy(ROOT / "datasets" / f"{DEMO_DATASET}.csv", target)
+            shutil.copy(dataset_file(ROOT / "datasets", DEMO_DATASET), target)
         else:
             write_ohlcv_csv(generate_ohlcv(bars, signal=1.0, seed=11), target)
         env = {k: v for k, v in os.environ.items() if k not in ("PIPELINE_HOME", "GITHUB_TOKEN")}

@@ -65,6 +65,10 @@ from pipeline.manifest import Manifest
 # ================================================================ the dataset name rule
 
 
+DATASET_SUFFIX = ".csv"
+"""The suffix of a dataset file; a dataset name ``NAME`` is the file ``datasets/NAME.csv``."""
+
+
 def dataset_name(dataset: str) -> str:
     """Artifact name of a dataset given as a name or a CSV path (folder and ``.csv`` dropped).
 
@@ -72,7 +76,13 @@ def dataset_name(dataset: str) -> str:
     for every artifact name, the run lock and the manifest (issue 9 item 2).
     """
     base = Path(str(dataset).strip()).name
-    return base[: -len(".csv")] if base.lower().endswith(".csv") else base
+    return base[: -len(DATASET_SUFFIX)] if base.lower().endswith(DATASET_SUFFIX) else base
+
+
+def dataset_file(folder: Path, name: str) -> Path:
+    """``{folder}/{name}.csv``: where a dataset given by name is looked for (the inverse of
+    :func:`dataset_name`); ``folder`` is the artifact root's ``datasets/`` or a file's folder."""
+    return Path(folder) / f"{name}{DATASET_SUFFIX}"
 
 
 LOG_STAMP_FORMAT = "%Y%m%d-%H%M%S"

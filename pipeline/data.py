@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import dataset_name
+from pipeline.artifacts import DATASET_SUFFIX, dataset_file, dataset_name
 from pipeline.common import Paths, PipelineError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,8 @@ def available_datasets(datasets_dir: Path) -> list[str]:
     (sorted; empty if it does not exist)."""
     if not datasets_dir.is_dir():
         return []
-    return sorted(dataset_name(p.name) for p in datasets_dir.glob("*.csv") if p.is_file())
+    found = datasets_dir.glob(f"*{DATASET_SUFFIX}")
+    return sorted(dataset_name(p.name) for p in found if p.is_file())
 
 
 def resolve_dataset_path(name_or_path: str, datasets_dir: Path) -> Path:
@@ -210,18 +211,18 @@ def resolve_dataset_path(name_or_path: str, datasets_dir: Path) -> Path:
     given = Path(raw).expanduser()
     candidates: list[Path] = []
     if not given.is_absolute():
-        candidates.append(datasets_dir / f"{raw}.csv")
+        candidates.append(dataset_file(datasets_dir, raw))
         candidates.append(datasets_dir / raw)
     candidates.append(given)
-    if given.suffix.lower() != ".csv":
-        candidates.append(given.with_name(given.name + ".csv"))
+    if given.suffix.lower() != DATASET_SUFFIX:
+        candidates.append(dataset_file(given.parent, given.name))
     for cand in candidates:
         if cand.is_file():
             return cand
     # A folder is there but is not a dataset: say so instead of "not found" (issue 8 item 13).
     folder = next((c for c in candidates if c.is_dir()), None)
     if folder is not None:
-        csvs = sorted(p.name for p in folder.glob("*.csv") if p.is_file())
+        csvs = sorted(p.name for p in folder.glob(f"*{DATASET_SUFFIX}") if p.is_file())
         inside = f"; CSV files in it: {', '.join(csvs[:MAX_LISTED])}" if csvs else ""
         more = f" and {len(csvs) - MAX_LISTED} more" if len(csvs) > MAX_LISTED else ""
         raise DatasetError(

@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from pipeline.artifacts import Artifacts
+from pipeline.artifacts import Artifacts, dataset_file
 from pipeline.common import Paths, PipelineError
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,10 @@ def absolute_dataset(dataset: str, datasets_dir: Path, cwd: Path | None = None) 
     raw = str(dataset).strip()
     given = Path(raw).expanduser()
     if not given.is_absolute():
-        if (datasets_dir / f"{raw}.csv").is_file() or (datasets_dir / raw).is_file():
+        if dataset_file(datasets_dir, raw).is_file() or (datasets_dir / raw).is_file():
             return raw
         given = (cwd if cwd is not None else Path.cwd()) / given
-    candidates = [given, given.with_name(given.name + ".csv")] if given.name else [given]
+    candidates = [given, dataset_file(given.parent, given.name)] if given.name else [given]
     for cand in candidates:
         if cand.is_file():
             return str(cand.resolve())

@@ -89,6 +89,12 @@ def test_the_run_lock_lives_where_artifacts_says() -> None:
     assert not hasattr(runlock, "dataset_name"), "one naming rule: pipeline.artifacts'"
 
 
+def test_dataset_file_is_the_inverse_of_the_name_rule() -> None:
+    path = art.dataset_file(Path("/r/datasets"), "BTC_1h")
+    assert path == Path("/r/datasets/BTC_1h.csv")
+    assert dataset_name(str(path)) == "BTC_1h"
+
+
 def test_artifacts_from_a_path_name_files_after_the_stem(tmp_path: Path) -> None:
     a = Artifacts(Paths(tmp_path), str(tmp_path / "elsewhere" / "ETH.csv"))
     assert rel(a, a.classifier_model("lstm")) == "models/lstm_ETH_classification.pth"
