@@ -36,7 +36,7 @@ import pandas as pd
 from _common import cpu_model
 
 from pipeline.common import atomic_write_text
-from pipeline.config import TrainingConfig
+from pipeline.config_schema import TrainingConfig
 from pipeline.data import load_dataset
 from pipeline.prepare import arrays_from_config
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv

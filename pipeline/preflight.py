@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 
 from pipeline.common import Paths, PipelineError
-from pipeline.config import Config, TrainingConfig
+from pipeline.config_schema import Config, TrainingConfig
 from pipeline.secrets import mask_secrets, secret_values
 
 log = logging.getLogger(__name__)
