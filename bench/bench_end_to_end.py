@@ -27,14 +27,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import cpu_model, gpu_description, load_average
 
-from bench._common import cpu_model, gpu_description, load_average  # noqa: E402
-from pipeline.artifacts import Artifacts, dataset_file  # noqa: E402
-from pipeline.common import Paths, atomic_write_text  # noqa: E402
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv  # noqa: E402
-from runpod_train import STEP_NAMES  # noqa: E402
+from pipeline.artifacts import Artifacts, dataset_file
+from pipeline.common import Paths, atomic_write_text
+from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from runpod_train import STEP_NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DEMO_DATASET = "SYNTH-BTC-EUR_1H_20240101-20251231"
 SMOKE_DATASET = "SYNTH-BENCH_1H"
