@@ -176,9 +176,9 @@ def _refuse_secret_files(
         needles.insert(0, (value.encode("utf-8"), f"the token ${name}"))
     found = []
     for rel in files:
-        label = file_leaks(root / rel, needles)
-        if label is not None:
-            found.append(f"{rel} (holds {label})")
+        leak = file_leaks(root / rel, needles)
+        if leak is not None:
+            found.append(f"{rel} (holds {leak})")
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
         raise PushError(

@@ -20,7 +20,7 @@ import torch
 
 from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, atomic_path
-from pipeline.config import Config
+from pipeline.config_schema import Config
 from pipeline.predictors import PROB_COLUMNS, PredictionModel
 from pipeline.prepare import Prepared
 

@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, atomic_write_text
-from pipeline.config import TrainingConfig
+from pipeline.config_schema import TrainingConfig
 from pipeline.data import DatasetInfo, load_dataset
 from pipeline.features import PreparedArrays, prepare_arrays
 

@@ -70,7 +70,7 @@ from pipeline.common import (
     atomic_write_json,
     sha256_file,
 )
-from pipeline.config import PPOConfig
+from pipeline.config_schema import PPOConfig
 from ppo_approach.backtest import run_episode, sharpe_ratio
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import EnvConfig, EnvFactory, MarketData, TradingEnv

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, sha256_file
-from pipeline.config import Config
+from pipeline.config_schema import Config
 from pipeline.device import resolve_device
 from pipeline.prediction_table import PROB_TOLERANCE, load_prediction_table
 from pipeline.predictors import EnsemblePredictionModel, PredictionModel
