@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import importlib
 import importlib.metadata
-import io
 import json
 import logging
 import os
@@ -43,14 +42,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.artifacts import dataset_name
 from pipeline.common import (
@@ -72,31 +70,39 @@ from pipeline.config import Config, add_config_args, config_from_args, passthrou
 from pipeline.preflight import (
     CPU_SLOWDOWN,
     DEPENDENCIES,
-    format_table,
     install_secret_masking,
-    mask_secrets,
     missing_modules,
     secret_values,
 )
+from pipeline.process import (
+    console_to_file,
+    parent_to_watch,
+    stop_reasons,
+    wait_for_log,
+    watch_parent,
+)
+from pipeline.run_summary import (
+    ALL_STEPS,
+    STEP_NAMES,
+    StepOutcome,
+    StepRecord,
+    agent_line,
+    agent_results,
+    carried_over,
+    carried_record,
+    classifier_line,
+    config_overrides,
+    describe_overrides,
+    format_summary,
+    mask_payload,
+    read_json,
+    run_status,
+    validation_line,
+)
 from pipeline.runlock import RunLock, absolute_dataset, lock_path
-
-if TYPE_CHECKING:
-    from ppo_approach.train_ppo_agent import BacktestReport
-    from train_models import TrainingSummary
+from pipeline.step_results import BacktestReport, TrainingSummary
 
 log = logging.getLogger("runpod_train")
-
-STEP_NAMES: dict[int, str] = {
-    1: "paths and environment",
-    2: "dependencies",
-    3: "GPU",
-    4: "dataset",
-    5: "train classifiers",
-    6: "validate models",
-    7: "train PPO agent",
-    8: "push",
-}
-ALL_STEPS: tuple[int, ...] = tuple(STEP_NAMES)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -107,46 +113,6 @@ class StepFailed(PipelineError):
 
 
 # ---------------------------------------------------------------- run context
-
-
-@dataclass
-class StepOutcome:
-    """What a step reports: ``ok`` / ``warn`` / ``skipped``, a key-result line and details."""
-
-    status: str = "ok"
-    result: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StepRecord:
-    """One row of the run summary."""
-
-    number: int
-    name: str
-    status: str  # ok | warn | skipped | failed | interrupted | not run | (earlier run)
-    seconds: float | None = None
-    result: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-    earlier: bool = False
-    earlier_config_hash: str | None = None  # the config of the run a carried-over row is from
-    earlier_started: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict."""
-        out = {
-            "number": self.number,
-            "name": self.name,
-            "status": self.status,
-            "seconds": None if self.seconds is None else round(self.seconds, 3),
-            "result": self.result,
-            "details": self.details,
-            "earlier_run": self.earlier,
-        }
-        if self.earlier:
-            out["earlier_config_hash"] = self.earlier_config_hash
-            out["earlier_started"] = self.earlier_started
-        return out
 
 
 @dataclass
@@ -174,131 +140,10 @@ class RunContext:
         return dataset_name(self.dataset)
 
 
-def config_overrides(cfg: Config) -> dict[str, str]:
-    """Keys set by ``--preset`` or ``--set`` (not by the config files) and where from."""
-    return {k: v for k, v in cfg.sources.items() if v.startswith("preset ") or v == "--set"}
-
-
-def describe_overrides(overrides: dict[str, str]) -> str:
-    """``preset smoke: 26 values; --set: training.epochs`` (or ``config files only``)."""
-    by_source: dict[str, list[str]] = {}
-    for key, source in overrides.items():
-        by_source.setdefault(source, []).append(key)
-    parts = []
-    for source, keys in by_source.items():
-        if source == "--set":
-            parts.append(f"--set: {', '.join(keys)}")
-        else:
-            parts.append(f"{source}: {len(keys)} values")
-    return "; ".join(parts) or "config files only"
-
-
 # ---------------------------------------------------------------- console streams
 
 
-class _StreamWrapper(io.TextIOBase):
-    """A stand-in for ``sys.stdout``/``sys.stderr``; subclasses define ``write``.
-
-    Everything else (tty check, fileno, encoding, flush) is the wrapped console stream's, so
-    progress bars and libraries that inspect the stream behave as without the wrapper.
-    """
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__()
-        self._stream = stream
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        return bool(getattr(self._stream, "isatty", lambda: False)())
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._stream, "encoding", "utf-8")
-
-
 # ---------------------------------------------------------------- small helpers
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _fmt_f1(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
-
-
-def _fmt_pct(value: Any) -> str:
-    return f"{value:+.2%}" if isinstance(value, (int, float)) else "n/a"
-
-
-def _fmt_num(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) else "n/a"
-
-
-def classifier_line(summary: dict[str, Any]) -> str:
-    """``dlstm test F1 0.412 vs majority 0.167; ...`` (failed models say why).
-
-    A model's ``headline`` (written by train_models from the same block as its summary table)
-    is used as is when present, so the step line and the table never quote different blocks
-    (issue 8 item 28).
-    """
-    parts = []
-    for name, m in (summary.get("models") or {}).items():
-        if not isinstance(m, dict):
-            continue
-        if m.get("status") not in (None, "trained", "ok", "skipped", "reused", "up to date"):
-            parts.append(f"{name} {m.get('status')}: {m.get('reason') or ''}".strip())
-            continue
-        headline = m.get("headline")
-        if isinstance(headline, str) and headline.strip():
-            text = " ".join(headline.split())
-            parts.append(text if text.startswith(f"{name} ") else f"{name} {text}")
-            continue
-        parts.append(
-            f"{name} test F1 {_fmt_f1(m.get('test_macro_f1'))} vs majority "
-            f"{_fmt_f1(m.get('majority_test_macro_f1'))}"
-        )
-    return "; ".join(parts) or "no models in the training summary"
-
-
-def agent_results(report: BacktestReport) -> dict[str, Any]:
-    """Agent vs buy-and-hold on the test block, from step 7's report."""
-    strategies = report["strategies"]
-    agent = strategies.get("agent") or {}
-    bh = strategies.get("buy_and_hold") or {}
-    return {
-        "model": report["model"],
-        "prediction_source": report["prediction_source"],
-        "agent_total_return": agent.get("total_return"),
-        "agent_sharpe": agent.get("sharpe"),
-        "buy_and_hold_total_return": bh.get("total_return"),
-        "buy_and_hold_sharpe": bh.get("sharpe"),
-        "in_sample_predictions": bool(report["in_sample_predictions"]),
-    }
-
-
-def agent_line(a: dict[str, Any]) -> str:
-    """``agent return +1.20% Sharpe 0.50 vs buy-and-hold ...`` (test block).
-
-    A run whose agent saw in-sample classifier predictions says so: those inputs are better than
-    anything available live, so the return would look too good for the wrong reason.
-    """
-    line = (
-        f"agent return {_fmt_pct(a.get('agent_total_return'))} Sharpe "
-        f"{_fmt_num(a.get('agent_sharpe'))} vs buy-and-hold "
-        f"{_fmt_pct(a.get('buy_and_hold_total_return'))} Sharpe "
-        f"{_fmt_num(a.get('buy_and_hold_sharpe'))} (test block)"
-    )
-    return line + (" [IN-SAMPLE predictions]" if a.get("in_sample_predictions") else "")
 
 
 def plots(paths: Paths, dataset: str) -> list[str]:
@@ -427,23 +272,6 @@ def step_validate_models(ctx: RunContext) -> StepOutcome:
     )
 
 
-def validation_line(report: dict[str, Any]) -> str:
-    """``dlstm (+2 walk-forward models) ok; prediction table 1,745 rows`` from step 6's report."""
-    parts = []
-    for name, d in report.items():
-        if name == "table" or not isinstance(d, dict):
-            continue
-        wf = d.get("walk_forward_models")
-        parts.append(f"{name} (+{wf} walk-forward models)" if wf else name)
-    text = (", ".join(parts) or "no models") + " load and predict"
-    table = report.get("table")
-    if isinstance(table, dict) and isinstance(table.get("rows"), int):
-        text += f"; prediction table {table['rows']:,} rows"
-        if table.get("in_sample_rows"):
-            text += f" ({table['in_sample_rows']:,} in-sample)"
-    return text
-
-
 def step_train_ppo(ctx: RunContext) -> StepOutcome:
     """Step 7: ``train_ppo_agent.train_agent`` (``--resume`` continues a checkpoint), backtest."""
     from ppo_approach import train_ppo_agent
@@ -556,123 +384,6 @@ def summary_path(paths: Paths, dataset: str) -> Path:
     return paths.results / f"run_summary_{dataset}.json"
 
 
-_NOT_CARRIED = {"not run", "not selected", "pending", "in progress"}
-"""Row statuses of an earlier summary that are no result and are not carried over."""
-
-
-def _earlier_records(earlier: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {}
-    for s in earlier.get("steps") or []:
-        if isinstance(s, dict) and isinstance(s.get("number"), int):
-            out[s["number"]] = s
-    return out
-
-
-def carried_record(n: int, earlier: dict[str, Any]) -> StepRecord:
-    """Step ``n`` (not selected now) as the earlier summary on disk recorded it, marked so.
-
-    The row keeps the config hash and start time of the run it came from (a row that earlier
-    run itself carried over keeps its own origin), so a summary never passes an older run's
-    result off as this invocation's (issue 8 item 27).
-    """
-    prev = _earlier_records(earlier).get(n)
-    if prev is None or prev.get("status") in _NOT_CARRIED:
-        return StepRecord(n, STEP_NAMES[n], "not selected")
-    origin_hash = earlier.get("config_hash") if not prev.get("earlier_run") else None
-    origin_started = earlier.get("started") if not prev.get("earlier_run") else None
-    return StepRecord(
-        n,
-        STEP_NAMES[n],
-        str(prev.get("status")),
-        prev.get("seconds"),
-        str(prev.get("result") or ""),
-        prev.get("details") or {},
-        earlier=True,
-        earlier_config_hash=prev.get("earlier_config_hash") or origin_hash,
-        earlier_started=prev.get("earlier_started") or origin_started,
-    )
-
-
-def format_summary(records: Sequence[StepRecord], config_hash: str | None = None) -> str:
-    """The end-of-run table: step, status, time, key result.
-
-    A carried-over row says ``(earlier run)``, and also ``other config`` when it came from a run
-    with a different config hash than ``config_hash``.
-    """
-    rows = []
-    for r in records:
-        secs = "" if r.seconds is None else f"{r.seconds:.1f} s"
-        status = r.status
-        if r.earlier:
-            other = (
-                config_hash is not None
-                and r.earlier_config_hash is not None
-                and r.earlier_config_hash != config_hash
-            )
-            status += (
-                f" (earlier run, config {r.earlier_config_hash})" if other else " (earlier run)"
-            )
-        rows.append((f"{r.number} {r.name}", status, secs, r.result))
-    return format_table(("step", "status", "time", "key result"), rows)
-
-
-def _mask_payload(obj: Any, secrets: Sequence[str]) -> Any:
-    """Every string in a JSON-able structure with secrets (tokens, URL passwords) masked."""
-    if isinstance(obj, str):
-        return mask_secrets(obj, secrets)
-    if isinstance(obj, dict):
-        return {k: _mask_payload(v, secrets) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_mask_payload(v, secrets) for v in obj]
-    if isinstance(obj, Path):
-        return mask_secrets(str(obj), secrets)
-    return obj
-
-
-def _run_status(exit_code: int | None) -> str:
-    if exit_code is None:
-        return "running"
-    if exit_code == EXIT_OK:
-        return "ok"
-    if exit_code == EXIT_INTERRUPTED:
-        return "interrupted"
-    return "failed"
-
-
-def carried_over(
-    ctx: RunContext, records: Sequence[StepRecord], earlier: dict[str, Any]
-) -> dict[str, Any] | None:
-    """Which earlier results this summary repeats, from which run and config (issue 8 item 27).
-
-    ``None`` when every row is this invocation's. The classifier and agent numbers of carried
-    steps 5 and 7 are the earlier summary's (its own or those it carried itself), never the
-    reports now on disk, which a later partial run may have rewritten.
-    """
-    carried = [r for r in records if r.earlier]
-    if not carried:
-        return None
-    prev_carry = (
-        earlier.get("carried_over") if isinstance(earlier.get("carried_over"), dict) else {}
-    )
-    numbers = {r.number for r in carried}
-
-    def earlier_value(key: str, step: int) -> Any:
-        if step not in numbers:
-            return None
-        value = earlier.get(key)
-        return value if value is not None else (prev_carry or {}).get(key)
-
-    hashes = sorted({r.earlier_config_hash for r in carried if r.earlier_config_hash})
-    return {
-        "steps": sorted(numbers),
-        "config_hashes": hashes,
-        "same_config": hashes == [ctx.cfg.hash()],
-        "from_run_started": sorted({r.earlier_started for r in carried if r.earlier_started}),
-        "classifiers": earlier_value("classifiers", 5),
-        "agent": earlier_value("agent", 7),
-    }
-
-
 def write_summary(
     ctx: RunContext,
     records: Sequence[StepRecord],
@@ -697,7 +408,7 @@ def write_summary(
     payload = {
         "dataset": ctx.name,
         "dataset_source": ctx.dataset,
-        "status": status or _run_status(exit_code),
+        "status": status or run_status(exit_code),
         "pid": os.getpid(),
         "started": ctx.started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
@@ -711,39 +422,12 @@ def write_summary(
         "steps": [r.to_dict() for r in records],
         "classifiers": ctx.classifiers["models"] if ctx.classifiers and 5 in ran_ok else None,
         "agent": agent_results(ctx.agent) if ctx.agent is not None and 7 in ran_ok else None,
-        "carried_over": carried_over(ctx, records, earlier or {}),
+        "carried_over": carried_over(ctx.cfg.hash(), records, earlier or {}),
         "push": ctx.info.get("push"),
         "plots": plots(ctx.paths, ctx.name),
     }
-    masked = _mask_payload(payload, secret_values())
+    masked = mask_payload(payload, secret_values())
     return atomic_write_json(summary_path(ctx.paths, ctx.name), masked)
-
-
-PUSH_WAIT_S = 10.0
-"""How long step 8 waits for the entry point to have written the pre-push lines to its log."""
-
-
-def _wait_for_log(marker: str, timeout_s: float = PUSH_WAIT_S) -> bool:
-    """Wait until the entry point's log file (``PIPELINE_RUN_LOG``) holds ``marker``.
-
-    The entry point writes our output into its log as it reads the pipe; the push must not
-    commit the file before the final lines are in it (issue 8 item 25). True when seen (or no
-    such log), False after the timeout.
-    """
-    name = os.environ.get("PIPELINE_RUN_LOG", "").strip()
-    if not name:
-        return True
-    path = Path(name)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if marker in path.read_text(encoding="utf-8", errors="replace"):
-                return True
-        except OSError:
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
 
 
 def before_push(
@@ -778,7 +462,7 @@ def before_push(
         f"push (run {os.getpid()}-{time.time():.0f})"
     )
     log.info("%s", marker)
-    if not _wait_for_log(marker):
+    if not wait_for_log(marker):
         log.warning("the run log does not show the pre-push lines yet; pushing anyway")
 
 
@@ -942,135 +626,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_stop_reason: list[str] = []
-"""Why the run was asked to stop (signal name, parent gone); read into the run summary."""
-
-
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     # SIGTERM (pod shutdown, runpod_main forwarding) and SIGHUP (closed terminal) unwind like
     # Ctrl-C: finally blocks release the lock, and a step in a training loop checkpoints on
     # KeyboardInterrupt.
-    if not _stop_reason:
-        _stop_reason.append(signal.Signals(signum).name)
+    if not stop_reasons:
+        stop_reasons.append(signal.Signals(signum).name)
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-PARENT_POLL_S = 1.0
-
-
-def detach_console(log_file: Path | None) -> None:
-    """The console (our parent's pipe) is gone: send the rest of our output to ``log_file``.
-
-    File descriptors 1 and 2 are pointed at ``/dev/null`` first, so no write (a ``print``, a
-    progress bar, C code) fails with a broken pipe half-way through a checkpoint; then
-    ``sys.stdout``/``sys.stderr`` and the logging handlers that wrote to them copy everything,
-    secrets masked, into ``log_file`` (issue 8 item 5), so the stop is still on record.
-    """
-    old_out, old_err = sys.stdout, sys.stderr
-    with contextlib.suppress(OSError):
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        os.close(null)
-    if log_file is None:
-        return
-    try:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(log_file, "a", encoding="utf-8")  # noqa: SIM115 - open until the process ends
-    except OSError:
-        return
-    secrets = secret_values()
-    sys.stdout = _TeeStream(old_out, fh, secrets)
-    sys.stderr = _TeeStream(old_err, fh, secrets)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(
-            handler, logging.FileHandler
-        ):
-            stream = handler.stream
-            if stream is old_out or stream is getattr(old_out, "_stream", None):
-                handler.setStream(sys.stdout)
-            elif stream is old_err or stream is getattr(old_err, "_stream", None):
-                handler.setStream(sys.stderr)
-
-
-def watch_parent(
-    expected_ppid: int,
-    interval_s: float = PARENT_POLL_S,
-    getppid: Callable[[], int] = os.getppid,
-    log_file: Path | None = None,
-) -> threading.Event:
-    """Stop this run (SIGTERM to ourselves: checkpoint, summary, exit 130) when the parent dies.
-
-    The entry point starts us in a session of our own, so a closed terminal or ``kill -9`` of
-    ``runpod_main.py`` would leave us training on as an orphan nobody sees, whose results no
-    summary reports (issue 8 item 5). Polling ``os.getppid()`` (re-parented to init or a
-    subreaper when the parent dies) is used rather than ``prctl(PR_SET_PDEATHSIG)``: it works
-    on every POSIX system, needs no ``preexec_fn`` (unsafe with threads), and PDEATHSIG fires when
-    the parent *thread* that forked exits, not the process. A second of latency is harmless
-    next to a checkpoint. Returns an event that stops the watch when set.
-    """
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(interval_s):
-            if getppid() != expected_ppid:
-                if not _stop_reason:
-                    _stop_reason.append(f"parent process (pid {expected_ppid}) exited")
-                detach_console(log_file)
-                log.warning(
-                    "the parent process (pid %d, runpod_main.py) is gone: writing a checkpoint "
-                    "and stopping (rerun with --resume)",
-                    expected_ppid,
-                )
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
-    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
-    return stop
-
-
-def _parent_to_watch() -> int | None:
-    """The entry point's pid when it launched us (``PIPELINE_PARENT_PID`` is our parent)."""
-    raw = os.environ.get("PIPELINE_PARENT_PID", "").strip()
-    if not raw.isdigit():
-        return None
-    pid = int(raw)
-    return pid if pid == os.getppid() else None
-
-
-class _TeeStream(_StreamWrapper):
-    """A console stream that also appends every write (secrets masked) to a log file."""
-
-    def __init__(self, stream: Any, log_file: Any, secrets: Sequence[str]) -> None:
-        super().__init__(stream)
-        self._file = log_file
-        self._secrets = list(secrets)
-
-    def write(self, s: str) -> int:  # type: ignore[override]
-        self._stream.write(s)
-        if not self._file.closed:
-            self._file.write(mask_secrets(s, self._secrets))
-            self._file.flush()
-        return len(s)
-
-
-@contextlib.contextmanager
-def console_to_file(log_file: Path) -> Iterator[None]:
-    """Copy everything written to stdout/stderr into ``log_file`` while the block runs.
-
-    A tee of the console (rather than a logging FileHandler) keeps the file complete even when a
-    step module reconfigures the root logger, and also catches ``print`` and ``error:`` lines.
-    """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    secrets = secret_values()
-    with open(log_file, "a", encoding="utf-8") as fh:
-        old_out, old_err = sys.stdout, sys.stderr
-        sys.stdout = _TeeStream(old_out, fh, secrets)
-        sys.stderr = _TeeStream(old_err, fh, secrets)
-        try:
-            yield
-        finally:
-            sys.stdout, sys.stderr = old_out, old_err
 
 
 def run_context(args: argparse.Namespace) -> RunContext:
@@ -1134,7 +696,7 @@ def drive(args: argparse.Namespace) -> int:
     try:
         if lock.took_over is not None:
             log.warning("took over a stale lock of %s", lock.took_over.describe())
-        earlier = _read_json(summary_path(ctx.paths, ctx.name)) or {}
+        earlier = read_json(summary_path(ctx.paths, ctx.name)) or {}
         ctx.earlier = earlier
         records: list[StepRecord] = []
         planned = [
@@ -1156,8 +718,8 @@ def drive(args: argparse.Namespace) -> int:
             ctx.info["stop_reason"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             raise
         finally:
-            if _stop_reason and ctx.info.get("stop_reason") is None:
-                ctx.info["stop_reason"] = _stop_reason[0]
+            if stop_reasons and ctx.info.get("stop_reason") is None:
+                ctx.info["stop_reason"] = stop_reasons[0]
             if status is not None:
                 _complete_records(records, selected, earlier)
                 log.warning("run interrupted (%s)", ctx.info.get("stop_reason") or "interrupt")
@@ -1175,14 +737,14 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the driver; exit code 0, a step's code, or 130 if interrupted."""
     args = build_parser().parse_args(argv)
     install_secret_masking()
-    _stop_reason.clear()
+    stop_reasons.clear()
     # A SIGHUP ignored at start (`nohup runpod_train.py ...`) stays ignored: the user asked for
     # the run to outlive the terminal.
     handled = [signal.SIGTERM]
     if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
         handled.append(signal.SIGHUP)
     previous = {s: signal.signal(s, _raise_interrupt) for s in handled}
-    parent = _parent_to_watch()
+    parent = parent_to_watch()
     watch = None
     if parent is not None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -35,7 +35,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from pipeline.classifier_metrics import CLASS_NAMES
 from pipeline.common import (
@@ -55,6 +55,7 @@ from pipeline.config import (
     write_resolved,
 )
 from pipeline.config_schema import MODEL_NAMES
+from pipeline.step_results import TrainingSummary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,23 +70,6 @@ log = logging.getLogger("train_models")
 
 CHANCE_MACRO_F1 = 1 / 3
 """Macro-F1 of guessing among three classes (in expectation, whatever the class shares)."""
-
-
-class TrainingSummary(TypedDict):
-    """What step 5 returns (and writes to ``results/training_summary_{dataset}.json``).
-
-    ``models`` maps each model name to its entry: ``status`` (trained / skipped / failed),
-    ``reason``, test and validation scores, the baselines on the same rows and the one-line
-    ``headline`` (issue 8 item 18). A JSON-shaped typed dict, so the file and the value the
-    driver gets are the same thing.
-    """
-
-    dataset: str
-    dataset_sha256: str
-    device: str
-    prediction_source: str
-    models: dict[str, dict[str, Any]]
-    prediction_tables: dict[str, str]
 
 
 VAL_BLOCK_NOTE = (

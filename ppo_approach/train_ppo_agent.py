@@ -53,7 +53,7 @@ import os  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import TYPE_CHECKING, Any, TypedDict  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -78,6 +78,7 @@ from pipeline.config import (  # noqa: E402
     write_resolved,
 )
 from pipeline.runlock import step_lock  # noqa: E402
+from pipeline.step_results import BacktestReport  # noqa: E402
 from ppo_approach import backtest  # noqa: E402
 from ppo_approach.reward_functions import RewardConfig, RewardFunction  # noqa: E402
 from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
@@ -90,28 +91,6 @@ log = logging.getLogger(__name__)
 
 BLOCK_NAMES = ("train", "val", "test")
 PRED_BASE_COLUMNS = ("pred_class", "confidence", "p_fall", "p_stationary", "p_rise")
-
-
-class BacktestReport(TypedDict):
-    """What step 7 returns (and writes to ``results/backtest_{model}_{dataset}.json``): the
-    test-block metrics of the agent and of every baseline (``strategies``), which model was
-    backtested, the blocks, the annualisation used and whether the agent saw in-sample
-    predictions. A JSON-shaped typed dict: the file and the driver's value are the same."""
-
-    model: str
-    dataset: str
-    dataset_sha256: str
-    prediction_source: str
-    in_sample_predictions: bool
-    timesteps: int
-    chosen_model: str
-    blocks: dict[str, dict[str, Any]]
-    interval_seconds: float
-    periods_per_year: float
-    periods_per_year_basis: str
-    transaction_cost: float
-    random_policy_seeds: int
-    strategies: dict[str, dict[str, Any]]
 
 
 class PredictionTableError(PipelineError):

@@ -17,6 +17,7 @@ import pytest
 
 import runpod_main
 import runpod_train
+from pipeline import process
 from pipeline.common import (
     EXIT_INTERRUPTED,
     EXIT_PUSH,
@@ -595,7 +596,7 @@ def test_standalone_log_file_has_everything_masked(
     assert "using token ***" in text and "plain print with ***" in text
     assert "after reconfiguring" in text
     assert "STEP 5/8: train classifiers" in text and "noisy done" in text
-    assert sys.stdout is not None and not isinstance(sys.stdout, runpod_train._TeeStream)
+    assert sys.stdout is not None and not isinstance(sys.stdout, process.TeeStream)
 
 
 def test_lock_path_uses_the_dataset_name(tmp_path: Path) -> None:
@@ -775,11 +776,11 @@ def test_wait_for_log_waits_for_the_entry_points_copy(
     monkeypatch.setenv("PIPELINE_RUN_LOG", str(log_file))
     threading.Timer(0.2, lambda: log_file.write_text("STEP 8/8\nMARK-1\n")).start()
     t0 = time.perf_counter()
-    assert runpod_train._wait_for_log("MARK-1", timeout_s=5) is True
+    assert process.wait_for_log("MARK-1", timeout_s=5) is True
     assert 0.1 < time.perf_counter() - t0 < 4
-    assert runpod_train._wait_for_log("MARK-2", timeout_s=0.2) is False
+    assert process.wait_for_log("MARK-2", timeout_s=0.2) is False
     monkeypatch.delenv("PIPELINE_RUN_LOG")
-    assert runpod_train._wait_for_log("anything", timeout_s=0) is True
+    assert process.wait_for_log("anything", timeout_s=0) is True
 
 
 def test_summary_masks_tokens_and_url_passwords(

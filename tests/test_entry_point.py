@@ -20,6 +20,7 @@ import pytest
 
 import runpod_main
 import runpod_train
+from pipeline import process
 from pipeline.artifacts import Artifacts
 from pipeline.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PREFLIGHT, PROJECT_ROOT, Paths
 from pipeline.manifest import STEP_ENTRY
@@ -375,8 +376,8 @@ def test_watch_parent_signals_when_the_parent_changes() -> None:
     previous = signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
     answers = iter([100, 100, 1])
     try:
-        runpod_train._stop_reason.clear()
-        stop = runpod_train.watch_parent(100, interval_s=0.01, getppid=lambda: next(answers, 1))
+        process.stop_reasons.clear()
+        stop = process.watch_parent(100, interval_s=0.01, getppid=lambda: next(answers, 1))
         deadline = time.monotonic() + 5
         while not got and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -384,8 +385,8 @@ def test_watch_parent_signals_when_the_parent_changes() -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert got == [signal.SIGTERM]
-    assert runpod_train._stop_reason == ["parent process (pid 100) exited"]
-    runpod_train._stop_reason.clear()
+    assert process.stop_reasons == ["parent process (pid 100) exited"]
+    process.stop_reasons.clear()
 
 
 ORPHAN_DRIVER = """

@@ -1,0 +1,48 @@
+"""The typed results the steps return: the contract between the steps and the driver.
+
+JSON-shaped typed dicts: each is exactly what its step also writes to ``results/`` (so the file a
+user reads and the value the driver uses are the same thing), and mypy checks every key access.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class TrainingSummary(TypedDict):
+    """What step 5 returns (and writes to ``results/training_summary_{dataset}.json``).
+
+    ``models`` maps each model name to its entry: ``status`` (trained / skipped / failed),
+    ``reason``, test and validation scores, the baselines on the same rows and the one-line
+    ``headline`` (issue 8 item 18). A JSON-shaped typed dict, so the file and the value the
+    driver gets are the same thing.
+    """
+
+    dataset: str
+    dataset_sha256: str
+    device: str
+    prediction_source: str
+    models: dict[str, dict[str, Any]]
+    prediction_tables: dict[str, str]
+
+
+class BacktestReport(TypedDict):
+    """What step 7 returns (and writes to ``results/backtest_{model}_{dataset}.json``): the
+    test-block metrics of the agent and of every baseline (``strategies``), which model was
+    backtested, the blocks, the annualisation used and whether the agent saw in-sample
+    predictions. A JSON-shaped typed dict: the file and the driver's value are the same."""
+
+    model: str
+    dataset: str
+    dataset_sha256: str
+    prediction_source: str
+    in_sample_predictions: bool
+    timesteps: int
+    chosen_model: str
+    blocks: dict[str, dict[str, Any]]
+    interval_seconds: float
+    periods_per_year: float
+    periods_per_year_basis: str
+    transaction_cost: float
+    random_policy_seeds: int
+    strategies: dict[str, dict[str, Any]]
