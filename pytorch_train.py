@@ -31,7 +31,7 @@ from pipeline.common import (
     atomic_path,
     progress_bars_wanted,
 )
-from pipeline.config import TrainingConfig
+from pipeline.config_schema import TrainingConfig
 from pipeline.device import (
     amp_dtype,
     call_with_oom_retry,
@@ -233,6 +233,181 @@ class _EpochProgress:
             self.bar.close()
 
 
+@dataclass
+class _Loop:
+    """The mutable state of one training run: what a checkpoint holds, plus the fixed parts
+    (model, optimizer, loss, data order generator) the phases of :func:`train_classifier` share."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    gen: torch.Generator
+    dtype: torch.dtype | None
+    batch_size: int
+    fingerprint: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, Any] = field(default_factory=dict)
+    bad_epochs: int = 0
+    start_epoch: int = 1
+    elapsed_before: float = 0.0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def snapshot(self, epoch: int) -> dict[str, Any]:
+        """The checkpoint after ``epoch`` (everything on the CPU)."""
+        return {
+            "version": CHECKPOINT_VERSION,
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "model": _cpu_state(self.model.state_dict()),
+            "optimizer": _cpu_state(self.optimizer.state_dict()),
+            "grad_scaler": self.scaler.state_dict(),
+            "rng": _rng_state(self.gen),
+            "history": self.history,
+            "best_val_loss": self.best_val,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "batch_size": self.batch_size,
+            "train_seconds": self.elapsed(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Weights, optimizer, grad scaler and data order of ``state`` (an OOM retry's rollback)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["grad_scaler"])
+        _set_rng_state(state["rng"], self.gen)
+
+    def resume_from(self, ckpt: dict[str, Any]) -> None:
+        """Continue after the checkpoint's epoch, bit for bit as if never interrupted."""
+        self.restore(ckpt)
+        self.history = list(ckpt["history"])
+        self.best_val, self.best_epoch = float(ckpt["best_val_loss"]), int(ckpt["best_epoch"])
+        self.best_state = ckpt["best_state"]
+        self.bad_epochs = int(ckpt["bad_epochs"])
+        self.batch_size = int(ckpt["batch_size"])
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        self.elapsed_before = float(ckpt["train_seconds"])
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self.t0)
+
+
+def _setup(model: nn.Module, train: WindowData, cfg: TrainingConfig, fingerprint: str) -> _Loop:
+    """Device, AMP dtype, batch size (fitted to the GPU), Adam, class-weighted loss, seeded
+    data order."""
+    device = train.features.device
+    dtype = amp_dtype(device, cfg.amp)
+    if device.type == "cuda":
+        configure_cuda()
+        batch_size = scale_batch_size(cfg.batch_size, cuda_free_bytes(device), len(train))
+    else:
+        batch_size = max(1, min(cfg.batch_size, len(train)))
+    model.to(device)
+    weights = torch.as_tensor(class_weights(train.labels.cpu().numpy()), dtype=torch.float32)
+    return _Loop(
+        model=model,
+        optimizer=torch.optim.Adam(
+            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        ),
+        # fp16 needs loss scaling against gradient underflow; bf16 has fp32's exponent range.
+        scaler=torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
+        loss_fn=nn.CrossEntropyLoss(weight=weights.to(device)),
+        gen=torch.Generator().manual_seed(cfg.seed),
+        dtype=dtype,
+        batch_size=batch_size,
+        fingerprint=fingerprint,
+        best_state=_cpu_state(model.state_dict()),
+    )
+
+
+def _resume(loop: _Loop, checkpoint_path: Path, desc: str) -> None:
+    """Load the run's checkpoint when there is one of this run (same fingerprint)."""
+    ckpt = load_checkpoint(checkpoint_path)
+    if ckpt is not None and ckpt.get("fingerprint") != loop.fingerprint:
+        log.warning(
+            "checkpoint %s belongs to another run (config or data changed); starting fresh",
+            checkpoint_path,
+        )
+        ckpt = None
+    if ckpt is None:
+        log.info("%s: nothing to resume; training from scratch", desc)
+        return
+    loop.resume_from(ckpt)
+    log.info("%s: resuming after epoch %d from %s", desc, loop.start_epoch - 1, checkpoint_path)
+
+
+def _train_epoch(
+    loop: _Loop,
+    train: WindowData,
+    cfg: TrainingConfig,
+    batch_size: int,
+    epoch: int,
+    progress: _EpochProgress,
+) -> tuple[float, float]:
+    """One pass over ``train`` in a seeded random order: (mean loss, accuracy)."""
+    model, device = loop.model, train.features.device
+    model.train()
+    n = len(train)
+    progress.start(epoch, -(-n // batch_size))
+    perm = torch.randperm(n, generator=loop.gen).to(device)  # (n,)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for i, start in enumerate(range(0, n, batch_size)):
+        idx = perm[start : start + batch_size]
+        x, y = train.batch(idx)  # (B, L, F), (B,)
+        with torch.autocast(device.type, dtype=loop.dtype, enabled=loop.dtype is not None):
+            logits = model(x)  # (B, 3)
+        loss = loop.loss_fn(logits.float(), y)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            loop.scaler.unscale_(loop.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+        # Accumulate on the device: no host sync per batch.
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == y).sum()
+        progress.batch(epoch, i + 1)
+    return float(loss_sum) / n, float(correct) / n
+
+
+def _record_epoch(
+    loop: _Loop,
+    epoch: int,
+    train_loss: float,
+    train_acc: float,
+    val_loss: float,
+    cm: Any,
+    te: float,
+) -> dict[str, float]:
+    """Early-stopping bookkeeping (best weights on the lowest validation loss) and the history
+    row of ``epoch``."""
+    val_metrics = metrics_from_confusion(cm)
+    if val_loss < loop.best_val:
+        loop.best_val, loop.best_epoch, loop.bad_epochs = val_loss, epoch, 0
+        loop.best_state = _cpu_state(loop.model.state_dict())
+    else:
+        loop.bad_epochs += 1
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_accuracy": train_acc,
+        "val_loss": val_loss,
+        "val_accuracy": val_metrics["accuracy"],
+        "val_macro_f1": val_metrics["macro_f1"],
+        "lr": float(loop.optimizer.param_groups[0]["lr"]),
+        "epoch_seconds": time.perf_counter() - te,
+        "batch_size": loop.batch_size,
+    }
+    loop.history.append(record)
+    return record
+
+
 def train_classifier(
     model: nn.Module,
     train: WindowData,
@@ -265,154 +440,47 @@ def train_classifier(
     Raises:
         TrainingInterrupted: on Ctrl-C / SIGTERM; the last written checkpoint is kept.
     """
-    device = train.features.device
-    dtype = amp_dtype(device, cfg.amp)
-    amp_name = "off" if dtype is None else str(dtype).replace("torch.", "")
-    if device.type == "cuda":
-        configure_cuda()
-        batch_size = scale_batch_size(cfg.batch_size, cuda_free_bytes(device), len(train))
-    else:
-        batch_size = max(1, min(cfg.batch_size, len(train)))
-    model.to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
-    # fp16 needs loss scaling against gradient underflow; bf16 has fp32's exponent range.
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    weights = torch.as_tensor(class_weights(train.labels.cpu().numpy()), dtype=torch.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
-    gen = torch.Generator().manual_seed(cfg.seed)
-
-    history: list[dict[str, float]] = []
-    best_val = math.inf
-    best_epoch = 0
-    best_state: dict[str, Any] = _cpu_state(model.state_dict())
-    bad_epochs = 0
-    start_epoch = 1
-    elapsed_before = 0.0
-
+    # 1. setup (and resume)
+    loop = _setup(model, train, cfg, fingerprint)
     if resume and checkpoint_path is not None:
-        ckpt = load_checkpoint(checkpoint_path)
-        if ckpt is not None and ckpt.get("fingerprint") != fingerprint:
-            log.warning(
-                "checkpoint %s belongs to another run (config or data changed); starting fresh",
-                checkpoint_path,
-            )
-            ckpt = None
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scaler.load_state_dict(ckpt["grad_scaler"])
-            _set_rng_state(ckpt["rng"], gen)
-            history = list(ckpt["history"])
-            best_val, best_epoch = float(ckpt["best_val_loss"]), int(ckpt["best_epoch"])
-            best_state = ckpt["best_state"]
-            bad_epochs = int(ckpt["bad_epochs"])
-            batch_size = int(ckpt["batch_size"])
-            start_epoch = int(ckpt["epoch"]) + 1
-            elapsed_before = float(ckpt["train_seconds"])
-            log.info("%s: resuming after epoch %d from %s", desc, start_epoch - 1, checkpoint_path)
-        elif resume:
-            log.info("%s: nothing to resume; training from scratch", desc)
-
-    def snapshot(epoch: int) -> dict[str, Any]:
-        return {
-            "version": CHECKPOINT_VERSION,
-            "fingerprint": fingerprint,
-            "epoch": epoch,
-            "model": _cpu_state(model.state_dict()),
-            "optimizer": _cpu_state(optimizer.state_dict()),
-            "grad_scaler": scaler.state_dict(),
-            "rng": _rng_state(gen),
-            "history": history,
-            "best_val_loss": best_val,
-            "best_epoch": best_epoch,
-            "best_state": best_state,
-            "bad_epochs": bad_epochs,
-            "batch_size": batch_size,
-            "train_seconds": elapsed_before + (time.perf_counter() - t0),
-        }
-
-    def restore(state: dict[str, Any]) -> None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["grad_scaler"])
-        _set_rng_state(state["rng"], gen)
-
-    def run_epoch(bs: int) -> tuple[float, float]:
-        model.train()
-        n = len(train)
-        progress_out.start(current_epoch, -(-n // bs))
-        perm = torch.randperm(n, generator=gen).to(device)  # (n,)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        for i, start in enumerate(range(0, n, bs)):
-            idx = perm[start : start + bs]
-            x, y = train.batch(idx)  # (B, L, F), (B,)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(x)  # (B, 3)
-            loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            # Accumulate on the device: no host sync per batch.
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == y).sum()
-            progress_out.batch(current_epoch, i + 1)
-        return float(loss_sum) / n, float(correct) / n
-
-    t0 = time.perf_counter()
-    last_saved = start_epoch - 1
-    stopped_early = bad_epochs >= cfg.patience
+        _resume(loop, checkpoint_path, desc)
+    loop.t0 = time.perf_counter()
     want_bar = progress_bars_wanted() if progress is None else progress
-    progress_out = _EpochProgress(desc, cfg.epochs, start_epoch, want_bar, progress_interval_s)
-    current_epoch = start_epoch
-    completed = start_epoch - 1
-    epoch_start_state = snapshot(start_epoch - 1) if start_epoch <= cfg.epochs else None
+    progress_out = _EpochProgress(desc, cfg.epochs, loop.start_epoch, want_bar, progress_interval_s)
+    last_saved = completed = loop.start_epoch - 1
+    epoch = loop.start_epoch
+    stopped_early = loop.bad_epochs >= cfg.patience
+    epoch_start_state = loop.snapshot(epoch - 1) if epoch <= cfg.epochs else None
     try:
-        for epoch in range(start_epoch, cfg.epochs + 1):
+        for epoch in range(loop.start_epoch, cfg.epochs + 1):
             if stopped_early:
                 break
-            current_epoch = epoch
             te = time.perf_counter()
+            # 2. train one epoch (an out-of-memory rolls back to the epoch's start, halves the
+            #    batch and retries)
             assert epoch_start_state is not None
             start_state = epoch_start_state
-            (train_loss, train_acc), batch_size = call_with_oom_retry(
-                run_epoch, batch_size, on_oom=lambda _bs, s=start_state: restore(s)
+            (train_loss, train_acc), loop.batch_size = call_with_oom_retry(
+                lambda bs, e=epoch: _train_epoch(loop, train, cfg, bs, e, progress_out),
+                loop.batch_size,
+                on_oom=lambda _bs, s=start_state: loop.restore(s),
             )
-            val_loss, cm = _evaluate(model, val, loss_fn, max(batch_size, 1024), dtype)
-            val_metrics = metrics_from_confusion(cm)
-            if val_loss < best_val:
-                best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-                best_state = _cpu_state(model.state_dict())
-            else:
-                bad_epochs += 1
-            record = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_accuracy": train_acc,
-                "val_loss": val_loss,
-                "val_accuracy": val_metrics["accuracy"],
-                "val_macro_f1": val_metrics["macro_f1"],
-                "lr": float(optimizer.param_groups[0]["lr"]),
-                "epoch_seconds": time.perf_counter() - te,
-                "batch_size": batch_size,
-            }
-            history.append(record)
+            # 3. validate, keep the best weights, record the epoch
+            val_loss, cm = _evaluate(
+                model, val, loop.loss_fn, max(loop.batch_size, 1024), loop.dtype
+            )
+            record = _record_epoch(loop, epoch, train_loss, train_acc, val_loss, cm, te)
             completed = epoch
-            stopped_early = bad_epochs >= cfg.patience
-            epoch_start_state = snapshot(epoch)
+            stopped_early = loop.bad_epochs >= cfg.patience
+            # 4. checkpoint
+            epoch_start_state = loop.snapshot(epoch)
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, epoch_start_state)
                 last_saved = epoch
             progress_out.epoch_done(
                 loss=f"{train_loss:.4f}",
                 val_loss=f"{val_loss:.4f}",
-                val_f1=f"{val_metrics['macro_f1']:.3f}",
+                val_f1=f"{record['val_macro_f1']:.3f}",
             )
             log.debug(
                 "%s epoch %d: train %.4f val %.4f f1 %.3f (%.1fs)",
@@ -420,7 +488,7 @@ def train_classifier(
                 epoch,
                 train_loss,
                 val_loss,
-                val_metrics["macro_f1"],
+                record["val_macro_f1"],
                 record["epoch_seconds"],
             )
             if epoch_callback is not None:
@@ -428,28 +496,28 @@ def train_classifier(
     except KeyboardInterrupt:
         # Say what is true: a checkpoint exists only once an epoch finished (or was resumed).
         raise TrainingInterrupted(
-            interrupt_message(
-                desc, current_epoch, cfg.epochs, checkpoint_path, last_saved, completed
-            ),
+            interrupt_message(desc, epoch, cfg.epochs, checkpoint_path, last_saved, completed),
             checkpoint_path if last_saved > 0 else None,
             last_saved,
-            epoch=current_epoch,
+            epoch=epoch,
             what=desc,
         ) from None
     finally:
         progress_out.close()
 
-    model.load_state_dict(best_state)
+    # 5. the best epoch's weights
+    model.load_state_dict(loop.best_state)
+    dtype = loop.dtype
     return TrainResult(
         model=model,
-        history=history,
-        best_epoch=best_epoch,
-        epochs_run=len(history),
-        best_val_loss=best_val,
-        train_seconds=elapsed_before + (time.perf_counter() - t0),
-        device=str(device),
-        batch_size=batch_size,
-        amp=amp_name,
-        resumed_from_epoch=start_epoch - 1,
+        history=loop.history,
+        best_epoch=loop.best_epoch,
+        epochs_run=len(loop.history),
+        best_val_loss=loop.best_val,
+        train_seconds=loop.elapsed(),
+        device=str(train.features.device),
+        batch_size=loop.batch_size,
+        amp="off" if dtype is None else str(dtype).replace("torch.", ""),
+        resumed_from_epoch=loop.start_epoch - 1,
         stopped_early=stopped_early,
     )
