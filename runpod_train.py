@@ -66,14 +66,9 @@ from pipeline.common import (
     run_cli,
     setup_logging,
 )
-from pipeline.config import Config, add_config_args, config_from_args, passthrough_args
-from pipeline.preflight import (
-    CPU_SLOWDOWN,
-    DEPENDENCIES,
-    install_secret_masking,
-    missing_modules,
-    secret_values,
-)
+from pipeline.config import add_config_args, config_from_args, passthrough_args
+from pipeline.config_schema import Config
+from pipeline.preflight import CPU_SLOWDOWN, DEPENDENCIES, install_secret_masking, missing_modules
 from pipeline.process import (
     console_to_file,
     parent_to_watch,
@@ -100,6 +95,7 @@ from pipeline.run_summary import (
     validation_line,
 )
 from pipeline.runlock import RunLock, absolute_dataset, lock_path
+from pipeline.secrets import secret_values
 from pipeline.step_results import BacktestReport, TrainingSummary
 
 log = logging.getLogger("runpod_train")

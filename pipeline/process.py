@@ -141,7 +141,7 @@ class TeeStream(StreamWrapper):
         self._file = log_file
         self._secrets = list(secrets)
 
-    def write(self, s: str) -> int:  # type: ignore[override]
+    def write(self, s: str) -> int:
         self._stream.write(s)
         if not self._file.closed:
             self._file.write(mask_secrets(s, self._secrets))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common import EXIT_INTERRUPTED, EXIT_OK
-from pipeline.config import Config
+from pipeline.config_schema import Config
 from pipeline.preflight import format_table
 from pipeline.secrets import mask_secrets
 from pipeline.step_results import BacktestReport

@@ -36,29 +36,23 @@ them, so ``--help`` and usage errors answer at once (issue 8 item 29).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import importlib.util
+import json
+import logging
+import os
+import shlex
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-# Running this file directly puts ppo_approach/ (not the project root) on sys.path; add the root
-# so `import ppo_approach` / `import pipeline` work. `python -m ppo_approach...` needs nothing.
-if importlib.util.find_spec("ppo_approach") is None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import pandas as pd
 
-import dataclasses  # noqa: E402
-import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from pipeline.common import (  # noqa: E402
+from pipeline.common import (
     EXIT_OK,
     CliParser,
     Paths,
@@ -70,18 +64,13 @@ from pipeline.common import (  # noqa: E402
     setup_logging,
     sha256_file,
 )
-from pipeline.config import (  # noqa: E402
-    Config,
-    PPOConfig,
-    add_config_args,
-    config_from_args,
-    write_resolved,
-)
-from pipeline.runlock import step_lock  # noqa: E402
-from pipeline.step_results import BacktestReport  # noqa: E402
-from ppo_approach import backtest  # noqa: E402
-from ppo_approach.reward_functions import RewardConfig, RewardFunction  # noqa: E402
-from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv  # noqa: E402
+from pipeline.config import add_config_args, config_from_args, write_resolved
+from pipeline.config_schema import Config, PPOConfig
+from pipeline.runlock import step_lock
+from pipeline.step_results import BacktestReport
+from ppo_approach import backtest
+from ppo_approach.reward_functions import RewardConfig, RewardFunction
+from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
 
 if TYPE_CHECKING:  # torch / SB3 / sklearn only when a function needs them (issue 8 item 29)
     from pipeline.prepare import Prepared
