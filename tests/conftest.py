@@ -1,15 +1,68 @@
-"""Shared test settings: a headless matplotlib backend, quiet progress bars, and logging restored
-after every test (a step's ``setup_logging`` points the root logger at the stream of the test that
-called it; a later test must not write to that closed stream)."""
+"""Shared test settings, the shared trained roots, and the test tiers.
+
+Settings: a headless matplotlib backend, quiet progress bars, and logging restored after every
+test (a step's ``setup_logging`` points the root logger at the stream of the test that called it;
+a later test must not write to that closed stream).
+
+Trained roots (session scope: built once for every module that asks, issue 9 item 7):
+``signal_run`` / ``rw_run`` (all four classifiers, smoke sizes, 3 epochs, on a planted-signal and a
+random-walk dataset) and ``ppo_source_root`` (the DLSTM walk-forward prediction table the agent
+trains on). Tests must not change them: a test that writes copies the root first
+(``shutil.copytree(root, tmp_path / "copy")``). ``write_dataset`` and ``signal_config`` hand out
+the helpers that build such roots.
+
+Tiers (markers registered in pyproject.toml; every test carries exactly one of unit/integration,
+checked by tests/test_markers.py):
+
+- ``unit``: no subprocess, no training of a model or agent (nor a fixture that trains one), no
+  git, and under about a second. ``make test-fast`` runs these (``-m "unit and not slow"``).
+- ``integration``: the rest. ``slow`` tests (over ~20 s, left out of the default run) are
+  integration tests too.
+
+A module marks its tests (``pytestmark`` or a decorator per test); ``pytest_collection_modifyitems``
+below adds ``integration`` to slow tests and to tests that ask for a trained root, and marks the
+modules listed in ``_MODULE_TIERS``.
+"""
+
+from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+# Before the project imports below: tqdm reads its TQDM_* defaults when it is imported.
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch
+
+import train_models
+from pipeline.common import Paths
+from pipeline.config import Config, load_config
+from pipeline.config_schema import MODEL_NAMES
+from pipeline.step_results import TrainingSummary
+from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+
+TIERS = ("unit", "integration")
+
+# Fixtures that train a model or an agent (here or in a module): a test asking for one is an
+# integration test, whatever its module's default tier.
+TRAINED_FIXTURES = frozenset(
+    {"signal_run", "rw_run", "ppo_source_root", "source_root", "trained", "pruned_run", "smoke_run"}
+)
+
+# Tiers of the modules that do not mark their own tests: module name -> (default tier, tests of
+# the other tier by function name). Keep a module here or mark it in the module, not both.
+_MODULE_TIERS: dict[str, tuple[str, frozenset[str]]] = {}
+
+N_BARS = 3000
+"""Bars in the datasets of ``signal_run`` and ``rw_run``."""
+TRAIN_SETTINGS = ("epochs=3", "patience=3", "num_threads=1", "training.device=cpu")
+PPO_DATASET = "RW-TEST_1H"
+"""The dataset of ``ppo_source_root``."""
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +80,98 @@ def _restore_logging() -> Iterator[None]:
             root.addHandler(h)
     root.setLevel(level)
     logging.setLogRecordFactory(factory)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give each test its tier where its module does not (see the module docstring)."""
+    for item in items:
+        if any(item.get_closest_marker(t) for t in TIERS):
+            continue
+        module = item.module.__name__ if isinstance(item, pytest.Function) else ""
+        default, others = _MODULE_TIERS.get(module, (None, frozenset()))
+        name = item.originalname if isinstance(item, pytest.Function) else item.name
+        if item.get_closest_marker("slow") or TRAINED_FIXTURES & set(item.fixturenames):
+            item.add_marker("integration")
+        elif default is not None:
+            tier = default if name not in others else next(t for t in TIERS if t != default)
+            item.add_marker(tier)
+
+
+def _write_dataset(root: Path, name: str, signal: float, seed: int, n: int = N_BARS) -> Path:
+    """A generated OHLCV CSV at ``root/datasets/{name}.csv``."""
+    return write_ohlcv_csv(
+        generate_ohlcv(n, signal=signal, seed=seed), root / "datasets" / f"{name}.csv"
+    )
+
+
+def _smoke_config(*extra: str) -> Config:
+    """Smoke sizes, 3 epochs, one CPU thread, then ``extra`` settings."""
+    return load_config(None, None, "smoke", [*TRAIN_SETTINGS, *extra])
+
+
+def _signal_config(*extra: str) -> Config:
+    """Smoke sizes, 3 epochs; the agent uses the dlstm+bilstm ensemble (walk-forward)."""
+    return _smoke_config("ppo.prediction_model=ensemble", *extra)
+
+
+@pytest.fixture(scope="session")
+def write_dataset() -> Callable[..., Path]:
+    """``write_dataset(root, name, signal, seed, n=N_BARS)``: a CSV in ``root/datasets``."""
+    return _write_dataset
+
+
+@pytest.fixture(scope="session")
+def smoke_config() -> Callable[..., Config]:
+    """``smoke_config(*settings)``: the ``Config`` the trained roots use, plus ``settings``."""
+    return _smoke_config
+
+
+@pytest.fixture(scope="session")
+def signal_config() -> Callable[..., Config]:
+    """``signal_config(*settings)``: ``signal_run``'s ``Config`` plus ``settings``."""
+    return _signal_config
+
+
+@pytest.fixture(scope="session")
+def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingSummary, Config]:
+    """All four models trained on a planted-signal dataset (signal 1.0), walk-forward tables:
+    ``(root, training summary, config)`` with the dataset ``SIG``. Read only: copy to change."""
+    return _train_signal_root(tmp_path_factory)
+
+
+def _train_signal_root(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, TrainingSummary, Config]:
+    root = tmp_path_factory.mktemp("signal")
+    _write_dataset(root, "SIG", signal=1.0, seed=0)
+    cfg = _signal_config()
+    summary = train_models.train_all(cfg, "SIG", Paths.from_root(root), list(MODEL_NAMES))
+    return root, summary, cfg
+
+
+@pytest.fixture(scope="session")
+def rw_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingSummary, Config]:
+    """All four models on a pure random walk (signal 0), in-sample prediction tables:
+    ``(root, training summary, config)`` with the dataset ``RW``. Read only: copy to change."""
+    root = tmp_path_factory.mktemp("rw")
+    _write_dataset(root, "RW", signal=0.0, seed=0)
+    cfg = _smoke_config("ppo_prediction_source=in_sample")
+    summary = train_models.train_all(cfg, "RW", Paths.from_root(root), list(MODEL_NAMES))
+    return root, summary, cfg
+
+
+@pytest.fixture(scope="session")
+def ppo_source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random-walk dataset ``PPO_DATASET`` + the real DLSTM walk-forward prediction table (smoke
+    preset), for the agent tests to copy into their own roots. Read only: copy to change."""
+    root = tmp_path_factory.mktemp("ppo_src")
+    (root / "datasets").mkdir()
+    csv = root / "datasets" / f"{PPO_DATASET}.csv"
+    write_ohlcv_csv(generate_ohlcv(4000, signal=0.0, seed=3), csv)
+    argv = ["--dataset", PPO_DATASET, "--root", str(root), "--models", "dlstm"]
+    code = train_models.main([*argv, "--preset", "smoke", "--set", "num_threads=1"])
+    # train_models sets its own thread count; the agent tests run on one thread.
+    torch.set_num_threads(1)
+    assert code == 0
+    assert (root / "results" / f"predictions_dlstm_{PPO_DATASET}.csv").is_file()
+    return root

@@ -1,6 +1,6 @@
 """Prediction wrappers, walk-forward prediction tables and step 6 (validate_models).
 
-Uses the trained roots of tests/test_train_models.py (built once per session).
+Uses the trained roots of tests/conftest.py (built once per session).
 """
 
 from __future__ import annotations
@@ -13,27 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_train_models import signal_config, trained_random_walk, trained_signal
 
+from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError
 from pipeline.config_schema import MODEL_NAMES
 from pipeline.features import Block, auto_threshold, fit_scaler
-from pipeline.prediction_table import TABLE_COLUMNS, load_prediction_table, predictions_path
+from pipeline.prediction_table import TABLE_COLUMNS, load_prediction_table
 from pipeline.predictors import EnsemblePredictionModel, PredictionModel
 from pipeline.prepare import prepare_dataset
 from ppo_approach.prediction_wrapper import validate_models
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def signal_run(tmp_path_factory):
-    return trained_signal(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def rw_run(tmp_path_factory):
-    return trained_random_walk(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +133,7 @@ def test_ensemble_is_the_mean_of_its_members(signal_run, prep) -> None:
     ]
     assert np.allclose(p, np.mean(members, axis=0))
 
-    table = pd.read_csv(predictions_path(paths, "ensemble", "SIG"))
+    table = pd.read_csv(Artifacts(paths, "SIG").prediction_table("ensemble"))
     d = load_prediction_table(paths, "dlstm", "SIG")
     b = load_prediction_table(paths, "bilstm", "SIG")
     for c in ("p_fall", "p_stationary", "p_rise"):
@@ -165,7 +155,9 @@ def test_in_sample_tables_are_flagged(rw_run) -> None:
     assert not table.loc[table["agent_block"] == "test", "in_sample"].any()
 
 
-def test_mismatched_scaler_or_features_are_clear_errors(signal_run, prep, tmp_path) -> None:
+def test_mismatched_scaler_or_features_are_clear_errors(
+    signal_run, prep, tmp_path, signal_config
+) -> None:
     src, _, _ = signal_run
     root = tmp_path / "copy"
     shutil.copytree(src, root)
@@ -200,8 +192,8 @@ def test_mismatched_scaler_or_features_are_clear_errors(signal_run, prep, tmp_pa
 def test_load_prediction_table_rejects_bad_tables(signal_run, tmp_path) -> None:
     src, _, _ = signal_run
     paths = Paths.from_root(tmp_path)
-    good = pd.read_csv(predictions_path(Paths.from_root(src), "lstm", "SIG"))
-    target = predictions_path(paths, "lstm", "SIG")
+    good = pd.read_csv(Artifacts(Paths.from_root(src), "SIG").prediction_table("lstm"))
+    target = Artifacts(paths, "SIG").prediction_table("lstm")
     target.parent.mkdir(parents=True)
 
     good.drop(columns=["confidence"]).to_csv(target, index=False)
@@ -216,7 +208,7 @@ def test_load_prediction_table_rejects_bad_tables(signal_run, tmp_path) -> None:
         load_prediction_table(paths, "gru", "SIG")
 
 
-def test_validate_models_step6(signal_run, tmp_path) -> None:
+def test_validate_models_step6(signal_run, tmp_path, signal_config) -> None:
     src, _, cfg = signal_run
     result = validate_models(cfg, "SIG", Paths.from_root(src))
     assert set(result) == {"dlstm", "bilstm", "ensemble", "table"}

@@ -1,7 +1,7 @@
 """Step 5 end to end on small generated datasets: artifacts, metrics, honesty checks, smart skip.
 
-Two trained roots are built once per session (``trained_signal`` / ``trained_random_walk``) and
-shared with tests/test_prediction_wrapper.py; tests that change files work on a copy.
+The two trained roots (``signal_run`` / ``rw_run``) are tests/conftest.py's session fixtures,
+shared with the other modules; tests that change files work on a copy.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, sha256_file
-from pipeline.config import Config, load_config, load_resolved
+from pipeline.config import load_config, load_resolved
 from pipeline.config_schema import MODEL_NAMES
-from pipeline.prepare import scaler_path
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 from pytorch_train import TrainingInterrupted
 from train_models import (
     direction_score,
@@ -32,53 +31,22 @@ from train_models import (
     training_figure,
 )
 
-N_BARS = 3000
-SETTINGS = ["epochs=3", "patience=3", "num_threads=1", "training.device=cpu"]
-_CACHE: dict[str, tuple[Path, dict[str, Any], Config]] = {}
 
+def __getattr__(name: str) -> Any:
+    """Transitional (issue 9 item 7): tests/test_no_pickle.py still imports ``signal_config``,
+    ``write_dataset`` and ``trained_signal`` from this module. Once it asks for conftest's
+    fixtures (``signal_config``, ``write_dataset``, ``signal_run``) instead, this goes; until
+    then its one ``trained_signal`` call trains a second signal root."""
+    import conftest
 
-def write_dataset(root: Path, name: str, signal: float, seed: int, n: int = N_BARS) -> Path:
-    """A generated OHLCV CSV at ``root/datasets/{name}.csv``."""
-    return write_ohlcv_csv(
-        generate_ohlcv(n, signal=signal, seed=seed), root / "datasets" / f"{name}.csv"
-    )
-
-
-def signal_config(*extra: str) -> Config:
-    """Smoke sizes, 3 epochs; the agent uses the dlstm+bilstm ensemble (walk-forward)."""
-    return load_config(None, None, "smoke", [*SETTINGS, "ppo.prediction_model=ensemble", *extra])
-
-
-def trained_signal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Config]:
-    """All four models trained on a planted-signal dataset (signal 1.0), walk-forward tables."""
-    if "signal" not in _CACHE:
-        root = tmp_path_factory.mktemp("signal")
-        write_dataset(root, "SIG", signal=1.0, seed=0)
-        cfg = signal_config()
-        summary = train_all(cfg, "SIG", Paths.from_root(root), list(MODEL_NAMES))
-        _CACHE["signal"] = (root, summary, cfg)
-    return _CACHE["signal"]
-
-
-def trained_random_walk(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Config]:
-    """All four models on a pure random walk (signal 0), in-sample prediction tables."""
-    if "rw" not in _CACHE:
-        root = tmp_path_factory.mktemp("rw")
-        write_dataset(root, "RW", signal=0.0, seed=0)
-        cfg = load_config(None, None, "smoke", [*SETTINGS, "ppo_prediction_source=in_sample"])
-        summary = train_all(cfg, "RW", Paths.from_root(root), list(MODEL_NAMES))
-        _CACHE["rw"] = (root, summary, cfg)
-    return _CACHE["rw"]
-
-
-@pytest.fixture(scope="module")
-def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Config]:
-    return trained_signal(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def rw_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Config]:
-    return trained_random_walk(tmp_path_factory)
+    moved = {
+        "signal_config": conftest._signal_config,
+        "write_dataset": conftest._write_dataset,
+        "trained_signal": conftest._train_signal_root,
+    }
+    if name in moved:
+        return moved[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 METRICS_KEYS = {
@@ -153,7 +121,7 @@ def test_model_file_metrics_history_and_plot(signal_run, name: str) -> None:
     assert b["train"]["stop_bar"] + purge <= b["val"]["start_bar"]
     assert b["val"]["stop_bar"] + purge <= b["test"]["start_bar"]
     assert b["train"]["start_time"] < b["val"]["start_time"] < b["test"]["start_time"]
-    assert metrics["dataset_info"]["rows"] == N_BARS
+    assert metrics["dataset_info"]["rows"] == 3000  # conftest.N_BARS
 
     history = json.loads((root / "results" / f"history_{name}_SIG.json").read_text())
     assert len(history["epochs"]) == metrics["epochs_run"]
@@ -185,7 +153,7 @@ def test_summary_file_and_scaler(signal_run) -> None:
             "beats_majority_on_val",
         } <= set(entry)
     # Wherever the scaler is stored (issue 8 item 7 moves it from a pickle to data).
-    assert scaler_path(Paths.from_root(root), "SIG").is_file()
+    assert Artifacts(Paths.from_root(root), "SIG").scaler.is_file()
     assert not list((root / "models" / "checkpoints").glob("*.pt"))  # removed once saved
 
 
@@ -262,7 +230,9 @@ def plant_next_bar_leak(monkeypatch: pytest.MonkeyPatch, share: float = 0.5) -> 
     monkeypatch.setattr("train_models.prepare_dataset", leaky, raising=False)
 
 
-def test_planted_leak_trips_the_random_walk_check(tmp_path, monkeypatch) -> None:
+def test_planted_leak_trips_the_random_walk_check(
+    tmp_path, monkeypatch, write_dataset, smoke_config
+) -> None:
     """Issue 8 item 21: part of the next bar's return in one feature must fail the leak check.
 
     The sequence model alone does not notice (it stays near chance); the logistic regression
@@ -270,14 +240,16 @@ def test_planted_leak_trips_the_random_walk_check(tmp_path, monkeypatch) -> None
     """
     write_dataset(tmp_path, "RW", signal=0.0, seed=0)
     plant_next_bar_leak(monkeypatch)
-    cfg = load_config(None, None, "smoke", [*SETTINGS, "ppo_prediction_source=in_sample"])
+    cfg = smoke_config("ppo_prediction_source=in_sample")
     summary = train_all(cfg, "RW", Paths.from_root(tmp_path), ["gru"])
     offenders = near_chance_offenders(summary)
     assert any(o.startswith("logreg (beside gru) ") for o in offenders), offenders
     assert summary["models"]["gru"]["logreg_test_macro_f1"] > 0.45
 
 
-def test_smart_skip_retrains_only_what_changed(signal_run, tmp_path, caplog) -> None:
+def test_smart_skip_retrains_only_what_changed(
+    signal_run, tmp_path, caplog, signal_config, write_dataset
+) -> None:
     src, _, _ = signal_run
     root = tmp_path / "copy"
     shutil.copytree(src, root)
@@ -356,7 +328,7 @@ def test_cli_interrupt_exits_130_with_resume_hint(tmp_path, capsys, monkeypatch)
     assert err.strip().endswith("--models gru --resume")
 
 
-def test_cli_trains_with_preset(tmp_path, capsys) -> None:
+def test_cli_trains_with_preset(tmp_path, capsys, write_dataset) -> None:
     write_dataset(tmp_path, "TINY", signal=0.5, seed=3, n=1500)
     args = ["--dataset", "TINY", "--root", str(tmp_path), "--preset", "smoke", "--models", "gru"]
     code = main([*args, "--set", "num_threads=1", "--set", "ppo_prediction_source=in_sample"])
@@ -521,7 +493,7 @@ def test_training_figure_title_ticks_panels_and_best_epoch() -> None:
 
 
 def test_cli_sigterm_in_first_epoch_does_not_promise_a_checkpoint(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, monkeypatch, write_dataset
 ) -> None:
     """Item 6: a SIGTERM before the first epoch finished says no checkpoint exists."""
     import os
@@ -561,7 +533,9 @@ def test_cli_sigterm_in_first_epoch_does_not_promise_a_checkpoint(
     assert not list((tmp_path / "models" / "checkpoints").glob("*"))
 
 
-def test_interrupt_hint_names_the_models_already_saved(tmp_path, capsys, monkeypatch) -> None:
+def test_interrupt_hint_names_the_models_already_saved(
+    tmp_path, capsys, monkeypatch, write_dataset
+) -> None:
     """Item 6: after lstm finished, an interrupt of gru says lstm is kept."""
     from pytorch_train import interrupt_message
 
@@ -618,7 +592,9 @@ def _write_live_lock(root: Path, dataset: str) -> Path:
     return path
 
 
-def test_cli_refuses_to_write_while_a_full_run_holds_the_lock(tmp_path, capsys) -> None:
+def test_cli_refuses_to_write_while_a_full_run_holds_the_lock(
+    tmp_path, capsys, write_dataset
+) -> None:
     """Item 14: a step run by hand refuses while another live run holds the dataset's lock."""
     write_dataset(tmp_path, "TINY", signal=0.5, seed=3, n=1500)
     lock = _write_live_lock(tmp_path, "TINY")
