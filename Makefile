@@ -19,7 +19,7 @@ else
 PY := .venv/bin/python
 endif
 
-.PHONY: install venv demo test test-all lint format typecheck check bench
+.PHONY: install venv demo test test-fast test-all lint format typecheck check bench
 
 venv:
 ifeq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
@@ -47,6 +47,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# `make test-fast`: the unit tier only (no training, subprocess or git; well under a minute) for a
+# quick check while editing; `make test` stays the full default run (issue 9 item 7).
+test-fast: install
+	$(PY) -m pytest -m "unit and not slow"
 
 test-all: install
 	$(PY) -m pytest -m ""

@@ -15,7 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+pytestmark = [
+    pytest.mark.integration,  # runs make in a subprocess (tiers: tests/conftest.py)
+    pytest.mark.skipif(shutil.which("make") is None, reason="make not installed"),
+]
 
 
 def _dry_run(target: str, **env: str) -> str:
@@ -40,6 +43,13 @@ def test_an_active_virtualenv_is_used_as_it_is() -> None:
     cmds = _dry_run("test", VIRTUAL_ENV="/opt/myenv")
     assert ".venv" not in cmds
     assert "python3 -m pip install -q -r requirements-dev.txt" in cmds
+
+
+def test_test_fast_runs_the_unit_tier_only() -> None:
+    """`make test-fast` (issue 9 item 7): the unit tier; `make test` stays the default run."""
+    cmds = _dry_run("test-fast", VIRTUAL_ENV="/opt/myenv")
+    assert 'python3 -m pytest -m "unit and not slow"' in cmds
+    assert _dry_run("test", VIRTUAL_ENV="/opt/myenv").splitlines()[-1] == "python3 -m pytest"
 
 
 def test_cpu_machines_get_torch_from_the_cpu_only_index() -> None:
