@@ -50,7 +50,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pipeline.artifacts import dataset_name
+from pipeline.artifacts import Artifacts, dataset_name, log_stamp
 from pipeline.common import (
     CLEAR_OS_ERRORS,
     EXIT_ERROR,
@@ -68,6 +68,7 @@ from pipeline.common import (
 )
 from pipeline.config import add_config_args, config_from_args, passthrough_args
 from pipeline.config_schema import Config
+from pipeline.manifest import STEP_DRIVER
 from pipeline.preflight import CPU_SLOWDOWN, DEPENDENCIES, install_secret_masking, missing_modules
 from pipeline.process import (
     console_to_file,
@@ -144,9 +145,7 @@ class RunContext:
 
 def plots(paths: Paths, dataset: str) -> list[str]:
     """The PNG plots of this dataset in ``results/``."""
-    if not paths.results.is_dir():
-        return []
-    return sorted(str(p) for p in paths.results.glob(f"*{dataset}*.png"))
+    return [str(p) for p in Artifacts(paths, dataset).plots()]
 
 
 def install_requirements(requirements: Path) -> None:
@@ -377,7 +376,7 @@ def parse_steps(steps: str | None, from_step: int | None) -> list[int]:
 
 def summary_path(paths: Paths, dataset: str) -> Path:
     """``results/run_summary_{dataset}.json``."""
-    return paths.results / f"run_summary_{dataset}.json"
+    return Artifacts(paths, dataset).run_summary
 
 
 def write_summary(
@@ -447,6 +446,10 @@ def before_push(
         "branch": ctx.cfg.training.git_branch,
     }
     out = write_summary(ctx, [*records, pending], code, selected, earlier, status="pushing")
+    # The push commits what the run manifest lists: this summary and the run's log too.
+    files = Artifacts(ctx.paths, ctx.name)
+    logs = [(Path(p), "log") for p in ctx.info.get("log_files", []) if Path(p).is_file()]
+    files.manifest().record_many([(out, "run_summary"), *logs], STEP_DRIVER)
     ctx.info["push"] = None
     log.info(
         "run summary before the push (%s):\n%s",
@@ -679,7 +682,7 @@ def _acquire(lock: RunLock) -> RunLock:
         ) from None
 
 
-def drive(args: argparse.Namespace) -> int:
+def drive(args: argparse.Namespace, log_file: Path | None = None) -> int:
     """Resolve the run's settings, take the lock, run the steps and write the summary.
 
     The summary is written when the run starts (status ``running``, so a run killed outright
@@ -688,6 +691,8 @@ def drive(args: argparse.Namespace) -> int:
     """
     selected = parse_steps(args.steps, args.from_step)
     ctx = run_context(args)
+    if log_file is not None:
+        ctx.info["log_files"] = [str(log_file)]
     lock = _acquire(RunLock(lock_path(ctx.paths, ctx.name)))
     try:
         if lock.took_over is not None:
@@ -743,18 +748,15 @@ def main(argv: list[str] | None = None) -> int:
     parent = parent_to_watch()
     watch = None
     if parent is not None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = dataset_name(args.dataset or os.environ.get("DATASET_NAME", "").strip() or "run")
-        orphan_log = Paths.from_root(args.root).logs / f"train_{name}_{stamp}_parent_gone.log"
+        name = args.dataset or os.environ.get("DATASET_NAME", "").strip() or "run"
+        orphan_log = Artifacts(Paths.from_root(args.root), name).orphan_log(log_stamp())
         watch = watch_parent(parent, log_file=orphan_log)
     try:
         with contextlib.ExitStack() as stack:
             dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
             log_file = None
             if not args.no_log_file and dataset:
-                stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-                logs = Paths.from_root(args.root).logs
-                log_file = logs / f"train_{dataset_name(dataset)}_{stamp}.log"
+                log_file = Artifacts(Paths.from_root(args.root), dataset).train_log(log_stamp())
                 try:
                     stack.enter_context(console_to_file(log_file))
                 except OSError as exc:
@@ -763,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_logging(args.verbose)
             if log_file is not None:
                 log.info("log file: %s", log_file)
-            return run_cli(lambda: drive(args))
+            return run_cli(lambda: drive(args, log_file))
     finally:
         if watch is not None:
             watch.set()

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.artifacts import Artifacts
 from pipeline.classifier_metrics import CLASS_NAMES
 from pipeline.common import (
     CliParser,
@@ -78,42 +79,6 @@ VAL_BLOCK_NOTE = (
 )
 """What the "val" scores are (issue 8 item 19): the validation block is the one early stopping
 watched, so they are labelled, not used for the headline."""
-
-
-# ================================================================ paths
-
-
-def model_path(paths: Paths, model: str, dataset: str) -> Path:
-    """The main model file of ``model`` on ``dataset``."""
-    return paths.models / f"{model}_{dataset}_classification.pth"
-
-
-def fold_model_path(paths: Paths, model: str, dataset: str, fold: int) -> Path:
-    """The walk-forward model that predicts fold ``fold``."""
-    return paths.models / "walkforward" / f"{model}_{dataset}_fold{fold}.pth"
-
-
-def checkpoint_path(paths: Paths, model: str, dataset: str, tag: str = "main") -> Path:
-    """The per-epoch training checkpoint (deleted once the model file is written)."""
-    return paths.models / "checkpoints" / f"{model}_{dataset}_{tag}.ckpt.pt"
-
-
-def pending_checkpoints(paths: Paths, dataset: str) -> list[Path]:
-    """Epoch checkpoints of ``dataset`` on disk now (each is deleted once its model is saved)."""
-    folder = paths.models / "checkpoints"
-    names = {f"{m}_{dataset}_" for m in MODEL_NAMES}
-    found = folder.glob("*.ckpt.pt") if folder.is_dir() else []
-    return sorted(p for p in found if any(p.name.startswith(n) for n in names))
-
-
-def metrics_path(paths: Paths, model: str, dataset: str) -> Path:
-    """``results/metrics_{model}_{dataset}.json``."""
-    return paths.results / f"metrics_{model}_{dataset}.json"
-
-
-def summary_path(paths: Paths, dataset: str) -> Path:
-    """``results/training_summary_{dataset}.json`` (read by the driver's summary table)."""
-    return paths.results / f"training_summary_{dataset}.json"
 
 
 # ================================================================ which models, skip rule
@@ -561,11 +526,12 @@ def train_main_model(
     t = cfg.training
     dataset = prep.info.name
     plan = main_plan(prep)
-    ckpt = checkpoint_path(paths, name, dataset)
+    art = Artifacts(paths, dataset)
+    ckpt = art.classifier_checkpoint(name)
     result = fit_model(t, prep, name, plan, device, ckpt, resume, desc=f"{name}")
     payload = model_payload(t, prep, name, plan, result)
-    save_model_file(model_path(paths, name, dataset), payload)
-    write_resolved(cfg, paths.models / f"{name}_{dataset}_config.txt")
+    save_model_file(art.classifier_model(name), payload)
+    write_resolved(cfg, art.classifier_config(name))
     ckpt.unlink(missing_ok=True)
 
     s = prep.arrays.splits
@@ -614,16 +580,16 @@ def train_main_model(
         "resumed_from_epoch": result.resumed_from_epoch,
         "epochs": result.history,
     }
-    atomic_write_json(paths.results / f"history_{name}_{dataset}.json", history)
+    atomic_write_json(art.history(name), history)
     plot_training(
         result.history,
         val["confusion"],
-        paths.results / f"training_{name}_{dataset}.png",
+        art.training_plot(name),
         title=f"{name} on {dataset}: best epoch {result.best_epoch} of {result.epochs_run} "
         f"(lowest loss on the early-stopping block)\n{cmp['headline']}",
         best_epoch=result.best_epoch,
     )
-    atomic_write_json(metrics_path(paths, name, dataset), metrics)
+    atomic_write_json(art.metrics(name), metrics)
     return metrics
 
 
@@ -640,10 +606,10 @@ def train_fold_models(
     from pipeline.nets import save_model_file
 
     t = cfg.training
-    dataset = prep.info.name
+    art = Artifacts(paths, prep.info.name)
     status: dict[str, str] = {}
     for fold in range(1, len(prep.arrays.splits.folds)):
-        path = fold_model_path(paths, name, dataset, fold)
+        path = art.fold_model(name, fold)
         ok, reason = up_to_date(path, prep.info.sha256, t.hash_for_model(name))
         if ok and not force:
             status[f"fold{fold}"] = "skipped"
@@ -651,7 +617,7 @@ def train_fold_models(
             continue
         log.info("%s fold %d: training (%s)", name, fold, "--force" if force else reason)
         plan = fold_plan(prep, t, fold)
-        ckpt = checkpoint_path(paths, name, dataset, plan.tag)
+        ckpt = art.classifier_checkpoint(name, plan.tag)
         result = fit_model(t, prep, name, plan, device, ckpt, resume, desc=f"{name}/fold{fold}")
         save_model_file(path, model_payload(t, prep, name, plan, result))
         ckpt.unlink(missing_ok=True)
@@ -661,7 +627,7 @@ def train_fold_models(
 
 def _read_metrics(paths: Paths, name: str, dataset: str) -> dict[str, Any] | None:
     try:
-        return json.loads(metrics_path(paths, name, dataset).read_text(encoding="utf-8"))
+        return json.loads(Artifacts(paths, dataset).metrics(name).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -727,9 +693,38 @@ def train_all(
         "models": _merge_summary(paths, name_ds, entries),
         "prediction_tables": {k: str(v) for k, v in tables.items()},
     }
-    atomic_write_json(summary_path(paths, name_ds), summary)
+    art = Artifacts(paths, name_ds)
+    atomic_write_json(art.training_summary, summary)
+    record_artifacts(art, entries, tables)
     print(format_summary_table(entries))
     return summary
+
+
+def record_artifacts(
+    art: Artifacts, entries: dict[str, dict[str, Any]], tables: dict[str, Path]
+) -> None:
+    """List what step 5 wrote (or found up to date) in the run manifest; the push step pushes
+    exactly what the manifest lists (issue 9)."""
+    from pipeline.manifest import STEP_CLASSIFIERS, UP_TO_DATE, WRITTEN
+
+    manifest = art.manifest()
+    for name, entry in entries.items():
+        status = WRITTEN if entry.get("status") == "trained" else UP_TO_DATE
+        files = [
+            (art.classifier_model(name), "classifier_model"),
+            (art.classifier_config(name), "config"),
+            (art.metrics(name), "metrics"),
+            (art.history(name), "history"),
+            (art.training_plot(name), "plot"),
+        ]
+        for fold in entry.get("walk_forward") or {}:  # trained or skipped: current either way
+            files.append((art.fold_model(name, int(fold.removeprefix("fold"))), "fold_model"))
+        manifest.record_many(
+            [(p, kind) for p, kind in files if p.is_file()], STEP_CLASSIFIERS, status=status
+        )
+    extras = [(art.scaler, "scaler"), (art.training_summary, "training_summary")]
+    extras += [(p, "prediction_table") for p in tables.values()]
+    manifest.record_many([(p, k) for p, k in extras if Path(p).is_file()], STEP_CLASSIFIERS)
 
 
 def _train_or_skip(
@@ -747,7 +742,9 @@ def _train_or_skip(
     t0 = time.perf_counter()
     name_ds = prep.info.name
     chash = cfg.training.hash_for_model(name)
-    ok, reason = up_to_date(model_path(paths, name, name_ds), prep.info.sha256, chash)
+    ok, reason = up_to_date(
+        Artifacts(paths, name_ds).classifier_model(name), prep.info.sha256, chash
+    )
     metrics = _read_metrics(paths, name, name_ds) if ok else None
     if ok and metrics is None:
         ok, reason = False, "no metrics file"
@@ -787,7 +784,8 @@ def _merge_summary(
     An earlier entry written before the headline existed gets it from its metrics file.
     """
     try:
-        old = json.loads(summary_path(paths, dataset).read_text(encoding="utf-8"))["models"]
+        summary_file = Artifacts(paths, dataset).training_summary
+        old = json.loads(summary_file.read_text(encoding="utf-8"))["models"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
         old = {}
     if not isinstance(old, dict):
@@ -860,13 +858,12 @@ def train_classifiers(
     """Step 5 as a function (the CLI and the driver both call it): :func:`train_all`, and an
     interrupt outside a training epoch (data preparation, saving, prediction tables) said as
     what is on disk rather than assumed (issue 8 item 6)."""
-    from pipeline.artifacts import dataset_name
     from pipeline.common import TrainingInterrupted
 
     try:
         return train_all(cfg, dataset, paths, models, force, resume)
     except KeyboardInterrupt:
-        pending = pending_checkpoints(paths, dataset_name(dataset))
+        pending = Artifacts(paths, dataset).pending_classifier_checkpoints(MODEL_NAMES)
         where = "train_models interrupted outside a training epoch; model files saved "
         if pending:
             what = f"{where}before it are kept, checkpoints kept: {', '.join(map(str, pending))}"

@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipeline import artifacts as art
+from pipeline.artifacts import Artifacts
 from pipeline.common import (
     EXIT_OK,
     CliParser,
@@ -96,10 +98,10 @@ class ResumeMismatchError(PipelineError):
 def load_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
     """The validated prediction table of ``model`` (``prediction_wrapper.load_prediction_table``),
     with its path in ``attrs["path"]`` for error messages."""
-    from pipeline.prediction_table import load_prediction_table, predictions_path
+    from pipeline.prediction_table import load_prediction_table
 
     table = load_prediction_table(paths, model, dataset)
-    table.attrs["path"] = str(predictions_path(paths, model, dataset))
+    table.attrs["path"] = str(Artifacts(paths, dataset).prediction_table(model))
     return table
 
 
@@ -269,7 +271,7 @@ def _progress_bar_wanted() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("tqdm", "rich"))
 
 
-PREVIOUS_RUN_DIR = ".previous_run"
+PREVIOUS_RUN_DIR = art.PPO_PREVIOUS_RUN_DIR
 """Inside the checkpoint folder: the previous run's files while a fresh run has not yet written
 its first checkpoint (issue 8 item 3)."""
 
@@ -279,7 +281,12 @@ def _run_files(ckdir: Path) -> list[Path]:
     from ppo_approach import ppo_trading_agent as agent
 
     files = [p for _, p in agent.list_checkpoints(ckdir)]
-    names = (agent.BEST_MODEL_NAME, agent.BEST_META_NAME, agent.CHECKSUMS_NAME, RUN_CONFIG_NAME)
+    names = (
+        art.PPO_BEST_MODEL_NAME,
+        art.PPO_BEST_META_NAME,
+        art.PPO_CHECKSUMS_NAME,
+        RUN_CONFIG_NAME,
+    )
     return files + [ckdir / n for n in names if (ckdir / n).is_file()]
 
 
@@ -337,7 +344,7 @@ def _recover_previous_run(ckdir: Path) -> None:
     )
 
 
-RUN_CONFIG_NAME = "run_config.json"
+RUN_CONFIG_NAME = art.PPO_RUN_CONFIG_NAME
 """Beside the checkpoints: the settings they were trained under (:func:`run_fingerprint`)."""
 
 RESUME_FREE_KEYS = frozenset(
@@ -424,8 +431,8 @@ def _resume_candidates(
     run_cfg = ckdir / RUN_CONFIG_NAME
     saved_cfg = _read_json(run_cfg) if checkpoints else None
     found += [(ts, path, saved_cfg, run_cfg) for ts, path in checkpoints]
-    final = agent.final_model_path(paths, model_name, dataset)
-    meta_path = final.with_name(f"{final.stem}_meta.json")
+    final = Artifacts(paths, dataset).ppo_model(model_name)
+    meta_path = Artifacts(paths, dataset).ppo_meta(model_name)
     meta = _read_json(meta_path) if final.is_file() else None
     # A final model counts only with its fingerprint (older metas have none: resume a checkpoint).
     if meta is not None and isinstance(meta.get("timesteps"), int) and "run_config" in meta:
@@ -488,7 +495,7 @@ def _load_resume_point(
 
     for cand in cands:
         if cand.sha256 == "":
-            raise _unrecorded(cand.path, cand.path.parent / agent.CHECKSUMS_NAME)
+            raise _unrecorded(cand.path, cand.path.parent / art.PPO_CHECKSUMS_NAME)
         if cand.sha256 is None:
             log.warning(
                 "--resume: no SHA-256 recorded for %s (written by an older version); loading it "
@@ -526,10 +533,10 @@ def _adopt_unrecorded_files(ckdir: Path) -> None:
 
     if agent.read_checksums(ckdir) is not None:
         return
-    names = [p for _, p in agent.list_checkpoints(ckdir)] + [ckdir / agent.BEST_MODEL_NAME]
+    names = [p for _, p in agent.list_checkpoints(ckdir)] + [ckdir / art.PPO_BEST_MODEL_NAME]
     recorded = {p.name: sha256_file(p) for p in names if p.is_file()}
     if recorded:
-        atomic_write_json(ckdir / agent.CHECKSUMS_NAME, dict(sorted(recorded.items())))
+        atomic_write_json(ckdir / art.PPO_CHECKSUMS_NAME, dict(sorted(recorded.items())))
 
 
 def annualisation(prepared: Prepared) -> tuple[float, str]:
@@ -566,8 +573,9 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
     env_cfg = EnvConfig.from_ppo_config(pc)
     reward_cfg = RewardConfig.from_ppo_config(pc)
     device = str(resolve_device(pc.device, key="ppo device"))
-    ckdir = agent.checkpoint_dir(paths, model_name, dataset)
-    tb_name = agent.tb_log_name(model_name, dataset)
+    files = Artifacts(paths, dataset)
+    ckdir = files.ppo_checkpoint_dir(model_name)
+    tb_name = files.tensorboard_name(model_name)
     keep = pc.keep_checkpoints
     for name, b in blocks.items():
         d = b.describe()
@@ -638,7 +646,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
                 )
             if result.interrupted:
                 _interrupted(model, result, ckdir, keep, pc.total_timesteps)
-            final_path = agent.final_model_path(paths, model_name, dataset)
+            final_path = files.ppo_model(model_name)
             agent.save_model_atomic(model, final_path)
             _drop_previous_run(ckdir)
         except BaseException:
@@ -646,8 +654,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
             raise
     finally:
         vec_env.close()
-    stem = final_path.with_suffix("")
-    write_resolved(cfg, f"{stem}_config.txt")
+    write_resolved(cfg, files.ppo_config(model_name))
     meta = {
         "model": model_name,
         "dataset": dataset,
@@ -662,7 +669,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
         "run_config": fingerprint,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(f"{stem}_meta.json", meta)
+    atomic_write_json(files.ppo_meta(model_name), meta)
     log.info("final model saved to %s (%d timesteps)", final_path, model.num_timesteps)
 
     chosen, chosen_model = _model_to_backtest(evaluator, ckdir, model, val_env, device, pc)
@@ -671,7 +678,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
         chosen,
         f" (validation best at {evaluator.best_timesteps} timesteps)" if chosen == "best" else "",
     )
-    return run_backtest(
+    report = run_backtest(
         chosen_model,
         cfg,
         dataset,
@@ -682,6 +689,28 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
         timesteps=int(model.num_timesteps),
         in_sample=in_sample,
     )
+    record_artifacts(files, model_name)
+    return report
+
+
+def record_artifacts(files: Artifacts, model_name: str) -> None:
+    """List what step 7 wrote in the run manifest: the final model, its meta and resolved
+    config, the TensorBoard runs, the backtest report and plot (checkpoints stay local)."""
+    from pipeline.manifest import STEP_AGENT
+
+    manifest = files.manifest()
+    written = [
+        (files.ppo_model(model_name), "ppo_model"),
+        (files.ppo_meta(model_name), "ppo_meta"),
+        (files.ppo_config(model_name), "config"),
+        (files.backtest_report(model_name), "backtest"),
+        (files.backtest_plot(model_name), "plot"),
+    ]
+    manifest.record_many([(p, k) for p, k in written if p.is_file()], STEP_AGENT)
+    for run_dir in files.tensorboard_runs(model_name):
+        manifest.record_tree(
+            run_dir, "tensorboard", STEP_AGENT, pattern=art.TENSORBOARD_EVENTS_GLOB
+        )
 
 
 def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) -> None:
@@ -723,7 +752,7 @@ def _model_to_backtest(
     checksums = agent.read_checksums(ckdir)
     sha = checksums.get(best.name) if checksums is not None else None
     if checksums is not None and sha is None:
-        raise _unrecorded(best, ckdir / agent.CHECKSUMS_NAME)
+        raise _unrecorded(best, ckdir / art.PPO_CHECKSUMS_NAME)
     try:
         loaded = agent.load_model(
             best,
@@ -785,8 +814,8 @@ def run_backtest(
         "random_policy_seeds": pc.random_policy_seeds,
         "strategies": backtest.summarise_runs(runs, ppy),
     }
-    json_path = paths.results / f"backtest_{model_name}_{dataset}.json"
-    png_path = paths.results / f"backtest_{model_name}_{dataset}.png"
+    json_path = Artifacts(paths, dataset).backtest_report(model_name)
+    png_path = Artifacts(paths, dataset).backtest_plot(model_name)
     backtest.write_report(report, json_path)
     title = (
         f"PPO ({model_name} predictions, {chosen} model) on {dataset}: test block, "
