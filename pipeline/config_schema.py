@@ -158,19 +158,25 @@ class TrainingConfig:
             if f.name.startswith(prefix)
         }
 
-    def hash_for_model(self, model: str) -> str:
-        """Hash of every setting that changes what ``model`` learns (data, training, its own sizes).
+    def model_keys(self, model: str) -> list[str]:
+        """The settings that change what ``model`` learns: data, training loop, its own sizes.
 
-        Other models' sizes, the device and the run settings are left out, so changing ``gru_units``
-        does not retrain the LSTM.
+        The one list behind :meth:`hash_for_model` (is a model file current?) and the agent's
+        resume fingerprint (which classifier settings its predictions came from). Other models'
+        sizes, the device and the run settings are left out, so changing ``gru_units`` does not
+        retrain the LSTM.
         """
         prefix = f"{model}_"
-        relevant = {
-            f.name: getattr(self, f.name)
+        return [
+            f.name
             for f in dataclasses.fields(self)
             if f.metadata["group"] in ("data", "train")
             or (f.metadata["group"] == "model" and f.name.startswith(prefix))
-        }
+        ]
+
+    def hash_for_model(self, model: str) -> str:
+        """Hash of :meth:`model_keys` of ``model`` (with the resolved feature list)."""
+        relevant: dict[str, Any] = {k: getattr(self, k) for k in self.model_keys(model)}
         relevant["features"] = self.resolved_features()
         relevant["model"] = model
         return sha256_json(relevant)[:16]

@@ -36,7 +36,6 @@ them, so ``--help`` and usage errors answer at once (issue 8 item 29).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import importlib.util
 import json
@@ -371,12 +370,8 @@ def run_fingerprint(cfg: Config, dataset_sha256: str) -> dict[str, Any]:
     models = pc.ensemble_models if pc.prediction_model == "ensemble" else (pc.prediction_model,)
     as_dict = cfg.to_dict()
     out: dict[str, Any] = {"dataset_sha256": dataset_sha256}
-    for f in dataclasses.fields(cfg.training):
-        group = f.metadata.get("group")
-        if group in ("data", "train") or (
-            group == "model" and any(f.name.startswith(f"{m}_") for m in models)
-        ):
-            out[f"training.{f.name}"] = as_dict["training"][f.name]
+    for key in sorted({k for m in models for k in cfg.training.model_keys(m)}):
+        out[f"training.{key}"] = as_dict["training"][key]
     for key, value in as_dict["ppo"].items():
         if key not in RESUME_FREE_KEYS:
             out[f"ppo.{key}"] = value
