@@ -57,6 +57,7 @@ from pipeline.config import (
 )
 from pipeline.config_schema import MODEL_NAMES
 from pipeline.step_results import TrainingSummary
+from pipeline.tables import format_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -822,24 +823,32 @@ def format_summary_table(entries: dict[str, dict[str, Any]]) -> str:
     Every score the table compares is on the test block (issue 8 item 28); the early-stopping
     block's F1 is shown apart, labelled as such (item 19).
     """
-    header = (
-        f"{'model':<8} {'status':<8} {'epochs':>6} {'best':>4} {'ES-val F1':>9} | "
-        f"{'test F1':>7} {'chance':>6} {'majority':>8} {'logreg':>6} {'dir%':>6} "
-        f"{'signed':>7} | {'verdict':<38} {'time':>8}"
-    )
-    lines = [header, "-" * len(header)]
+    headers = (
+        "model", "status", "epochs", "best", "ES-val F1", "test F1", "chance", "majority",
+        "logreg", "dir%", "signed", "verdict", "time",
+    )  # fmt: skip
+    rows = []
     for name, e in entries.items():
         direction = e.get("direction_accuracy")
-        dir_text = f"{direction:.1%}" if isinstance(direction, (int, float)) else "n/a"
         best = e.get("best_epoch")
-        lines.append(
-            f"{name:<8} {e['status']:<8} {e['epochs_run']:>6} "
-            f"{best if best is not None else '?':>4} {e['val_macro_f1']:>9.3f} | "
-            f"{e['test_macro_f1']:>7.3f} {CHANCE_MACRO_F1:>6.3f} "
-            f"{e['majority_test_macro_f1']:>8.3f} {e['logreg_test_macro_f1']:>6.3f} "
-            f"{dir_text:>6} {e.get('direction_calls', 0):>7,} | {e.get('verdict', ''):<38} "
-            f"{e['wall_seconds']:>7.1f}s"
+        rows.append(
+            [
+                name,
+                e["status"],
+                e["epochs_run"],
+                best if best is not None else "?",
+                f"{e['val_macro_f1']:.3f}",
+                f"{e['test_macro_f1']:.3f}",
+                f"{CHANCE_MACRO_F1:.3f}",
+                f"{e['majority_test_macro_f1']:.3f}",
+                f"{e['logreg_test_macro_f1']:.3f}",
+                f"{direction:.1%}" if isinstance(direction, (int, float)) else "n/a",
+                f"{e.get('direction_calls', 0):,}",
+                e.get("verdict", ""),
+                f"{e['wall_seconds']:.1f}s",
+            ]
         )
+    lines = [format_table(headers, rows, right=(2, 3, 4, 5, 6, 7, 8, 9, 10, 12))]
     lines.extend(textwrap.wrap(SUMMARY_LEGEND, width=100))
     return "\n".join(lines)
 

@@ -17,9 +17,8 @@ import os
 import re
 import shutil
 import subprocess
-import textwrap
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import psutil
 from pipeline.common import Paths, PipelineError
 from pipeline.config_schema import Config, TrainingConfig
 from pipeline.secrets import mask_secrets, secret_values
+from pipeline.tables import format_table
 
 log = logging.getLogger(__name__)
 
@@ -68,34 +68,6 @@ class CheckResult:
 
 
 # ---------------------------------------------------------------- tables
-
-
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], max_width: int = 64) -> str:
-    """A plain-text table with a header rule; long cells wrap onto continuation lines."""
-    wrapped = [
-        [
-            textwrap.wrap(
-                " ".join(str(c).split()), max_width, break_on_hyphens=False, break_long_words=False
-            )
-            or [""]
-            for c in row
-        ]
-        for row in rows
-    ]
-    widths = [len(h) for h in headers]
-    for row in wrapped:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], *(len(part) for part in cell))
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    out = [line(list(headers)), "  ".join("-" * w for w in widths)]
-    for row in wrapped:
-        height = max(len(cell) for cell in row)
-        for k in range(height):
-            out.append(line([cell[k] if k < len(cell) else "" for cell in row]))
-    return "\n".join(out)
 
 
 def format_checks(results: Sequence[CheckResult]) -> str:

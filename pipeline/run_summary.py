@@ -16,9 +16,9 @@ from typing import Any
 
 from pipeline.common import EXIT_INTERRUPTED, EXIT_OK
 from pipeline.config_schema import Config
-from pipeline.preflight import format_table
 from pipeline.secrets import mask_secrets
 from pipeline.step_results import BacktestReport
+from pipeline.tables import format_table
 
 STEP_NAMES: dict[int, str] = {
     1: "paths and environment",

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.common import PipelineError, atomic_path, atomic_write_json
+from pipeline.tables import format_table
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 
@@ -553,17 +554,11 @@ COLUMN_NOTES: tuple[str, ...] = (
 def format_summary(report: dict[str, Any]) -> str:
     """The report's strategies as an aligned text table (one row per strategy)."""
     cols = METRIC_NAMES
-    header = ["strategy", *cols]
-    rows = [header]
-    for name, m in report["strategies"].items():
-        rows.append([name, *(_fmt(m.get(c), c in _PCT, c in _COUNTS) for c in cols)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = []
-    for r in rows:
-        cells = [r[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
-        ]
-        lines.append("  ".join(cells))
+    rows = [
+        [name, *(_fmt(m.get(c), c in _PCT, c in _COUNTS) for c in cols)]
+        for name, m in report["strategies"].items()
+    ]
+    table = format_table(["strategy", *cols], rows, right=range(1, len(cols) + 1))
     blocks = report.get("blocks", {})
     head = (
         f"backtest {report.get('model')} on {report.get('dataset')}: "
@@ -583,7 +578,7 @@ def format_summary(report: dict[str, Any]) -> str:
         notes.append(f"annualised with {report['periods_per_year_basis']}")
     elif report.get("periods_per_year"):
         notes.append(f"annualised with {float(report['periods_per_year']):.1f} bars/year")
-    return head + "\n" + "\n".join(lines) + "\n" + "\n".join(f"  note: {x}" for x in notes)
+    return head + "\n" + table + "\n" + "\n".join(f"  note: {x}" for x in notes)
 
 
 STRATEGY_COLOURS: dict[str, str] = {

@@ -326,7 +326,9 @@ def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
     }
     lines = bt.format_summary(report).splitlines()
     header = lines[1].split()
-    rows = {ln.split()[0]: ln.split() for ln in lines[2 : 2 + len(bt.STRATEGY_NAMES)]}
+    # line 0: title, 1: header, 2: rule (the one table formatter, pipeline.tables), 3+: rows
+    assert set(lines[2]) <= {"-", " "}
+    rows = {ln.split()[0]: ln.split() for ln in lines[3 : 3 + len(bt.STRATEGY_NAMES)]}
     for name, row in rows.items():
         for col in ("n_trades", "n_round_trips"):
             cell = row[header.index(col)]
@@ -341,7 +343,7 @@ def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
     # A mean that is not whole prints one decimal.
     assert bt._fmt(1849.4, pct=False, count=True) == "1849.4"
     assert bt._fmt(1849.0, pct=False, count=True) == "1849"
-    notes = lines[2 + len(bt.STRATEGY_NAMES) :]
+    notes = lines[3 + len(bt.STRATEGY_NAMES) :]
     assert notes[0] == "  note: random: mean of 2 seeds (so its counts can be fractional)"
     assert any("n_round_trips: closed trips win_rate is over" in ln for ln in notes)
     assert any("valued at liquidation" in ln for ln in notes)
@@ -402,14 +404,14 @@ def test_summary_table_and_plot(tmp_path) -> None:
     assert "IN-SAMPLE" in lines[0] and "test block a .. b (60 bars)" in lines[0]
     assert lines[1].split()[:3] == ["strategy", "total_return", "annualised_return"]
     # Rows, then the notes (issue 8 item 28 added the notes under the table).
-    assert [ln.split()[0] for ln in lines[2 : 2 + len(bt.STRATEGY_NAMES)]] == list(
+    assert [ln.split()[0] for ln in lines[3 : 3 + len(bt.STRATEGY_NAMES)]] == list(
         bt.STRATEGY_NAMES
     )
-    assert lines[2 + bt.STRATEGY_NAMES.index("flat")].split()[1] == "0.00%"
+    assert lines[3 + bt.STRATEGY_NAMES.index("flat")].split()[1] == "0.00%"
     # The win rate is printed next to the number of round trips it is computed over.
     header = lines[1].split()
     assert header[header.index("win_rate") + 1] == "n_round_trips"
-    flat_row = lines[2 + bt.STRATEGY_NAMES.index("flat")].split()
+    flat_row = lines[3 + bt.STRATEGY_NAMES.index("flat")].split()
     assert (
         flat_row[header.index("win_rate")] == "-" and flat_row[header.index("n_round_trips")] == "0"
     )
