@@ -19,9 +19,10 @@ checked by tests/test_markers.py):
 - ``integration``: the rest. ``slow`` tests (over ~20 s, left out of the default run) are
   integration tests too.
 
-A module marks its tests (``pytestmark`` or a decorator per test); ``pytest_collection_modifyitems``
-below adds ``integration`` to slow tests and to tests that ask for a trained root, and marks the
-modules listed in ``_MODULE_TIERS``.
+A module whose tests are all of one tier says so with ``pytestmark``; the others are listed in
+``_MODULE_TIERS`` below (a tier per module and the tests of the other tier), and
+``pytest_collection_modifyitems`` marks their tests. Tests that are slow or ask for a fixture
+that trains or runs a subprocess (``INTEGRATION_FIXTURES``) are marked integration in any case.
 """
 
 from __future__ import annotations
@@ -46,17 +47,154 @@ from pipeline.config_schema import MODEL_NAMES
 from pipeline.step_results import TrainingSummary
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 
-TIERS = ("unit", "integration")
-
-# Fixtures that train a model or an agent (here or in a module): a test asking for one is an
-# integration test, whatever its module's default tier.
-TRAINED_FIXTURES = frozenset(
-    {"signal_run", "rw_run", "ppo_source_root", "source_root", "trained", "pruned_run", "smoke_run"}
+# Fixtures that train a model or an agent, or run a subprocess or git (here or in a module): a
+# test asking for one, even through another fixture, is an integration test.
+INTEGRATION_FIXTURES = frozenset(
+    {
+        "signal_run",
+        "rw_run",
+        "ppo_source_root",
+        "source_root",  # test_ppo_agent / test_ppo_checkpoints (until they use ppo_source_root)
+        "trained",
+        "pruned_run",
+        "smoke_run",  # test_end_to_end
+        "repos",  # test_github_push: git repositories
+        "live_pid",  # test_preflight: a sleeping subprocess
+        "dead_pid",
+    }
 )
 
-# Tiers of the modules that do not mark their own tests: module name -> (default tier, tests of
-# the other tier by function name). Keep a module here or mark it in the module, not both.
-_MODULE_TIERS: dict[str, tuple[str, frozenset[str]]] = {}
+# The tiers of modules without their own ``pytestmark`` (mixed modules, and modules edited
+# elsewhere): module -> (its tier, the tests of the other tier by function name). A test asking
+# for an integration fixture is integration whatever this says. Found by running each test with
+# subprocess, git and training (backward passes, logreg fits) watched, and timing it.
+_UNIT, _INTEGRATION = "unit", "integration"
+TIERS = (_UNIT, _INTEGRATION)
+_MODULE_TIERS: dict[str, tuple[str, frozenset[str]]] = {
+    "test_artifacts": (_UNIT, frozenset()),
+    "test_backtest": (_UNIT, frozenset({"test_plot_agent_on_top_and_one_colour_per_strategy"})),
+    "test_data": (_UNIT, frozenset()),
+    "test_driver": (
+        _UNIT,
+        frozenset(
+            {
+                "test_real_steps_1_to_4",
+                "test_driver_fails_fast_on_live_lock",
+                "test_driver_takes_over_stale_lock",
+                "test_main_masks_the_token_in_the_log_and_returns_the_drivers_code",
+                "test_stream_driver_masks_and_forwards_sigterm",
+            }
+        ),
+    ),
+    "test_end_to_end": (_INTEGRATION, frozenset()),
+    "test_entry_point": (
+        _UNIT,
+        frozenset(
+            {
+                "test_entry_point_passes_absolute_paths_to_the_driver_from_another_cwd",
+                "test_skip_validation_with_unwritable_root_is_one_line",
+                "test_stream_driver_forwards_sighup",
+                "test_driver_stops_with_an_interrupted_summary_when_its_parent_dies",
+                "test_step_lock_is_a_noop_for_the_holder_and_refuses_another_live_run",
+            }
+        ),
+    ),
+    "test_github_push": (
+        _INTEGRATION,
+        frozenset(
+            {
+                "test_not_a_git_repo_raises_push_error",
+                "test_help_documents_every_flag",
+                "test_usage_errors_exit_1",
+            }
+        ),
+    ),
+    "test_layers": (_UNIT, frozenset()),
+    "test_makefile": (_INTEGRATION, frozenset({"test_ci_runs_the_readme_test_command_then_lint"})),
+    "test_manifest": (_UNIT, frozenset()),
+    "test_models": (
+        _UNIT,
+        frozenset(
+            {
+                "test_training_learns_and_restores_the_best_epoch",
+                "test_early_stopping_stops_after_patience",
+                "test_resume_after_interrupt_equals_uninterrupted_run",
+                "test_resume_ignores_a_checkpoint_of_another_run",
+                "test_sigterm_in_first_epoch_says_no_checkpoint_exists",
+                "test_sigterm_in_a_later_epoch_names_the_checkpoint_kept",
+                "test_interrupt_without_checkpoints_says_they_are_off",
+                "test_progress_lines_with_eta_without_a_terminal",
+                "test_progress_bar_only_when_wanted",
+            }
+        ),
+    ),
+    "test_no_pickle": (_UNIT, frozenset({"test_step6_never_loads_a_booby_trapped_pkl"})),
+    "test_packaging": (
+        _INTEGRATION,
+        frozenset(
+            {
+                "test_project_dependencies_mirror_requirements_txt",
+                "test_every_package_and_top_level_script_is_listed",
+                "test_presets_are_package_data",
+                "test_no_sys_path_patches_or_e402_exemptions",
+            }
+        ),
+    ),
+    "test_ppo_agent": (
+        _INTEGRATION,
+        frozenset(
+            {
+                "test_sigterm_sets_the_stop_request_like_sigint",
+                "test_resume_point_prefers_a_matching_candidate",
+                "test_run_fingerprint_keys",
+                "test_batch_size_warnings_name_the_numbers",
+                "test_resolve_device",
+                "test_prediction_features_single_and_ensemble",
+                "test_cli_error_is_one_line",
+                "test_usage_errors_exit_1",
+            }
+        ),
+    ),
+    "test_ppo_checkpoints": (
+        _INTEGRATION,
+        frozenset(
+            {
+                "test_files_set_aside_by_a_killed_run_come_back",
+                "test_prune_keeps_n",
+                "test_progress_callback_logs_every_interval",
+                "test_progress_bar_only_when_wanted",
+            }
+        ),
+    ),
+    "test_prediction_wrapper": (_UNIT, frozenset()),  # the trained-root tests: by fixture
+    "test_preflight": (
+        _UNIT,
+        frozenset(
+            {
+                "test_remote_unreachable_is_a_warning",
+                "test_remote_reachable_local_bare_repo",
+                "test_remote_check_imports_no_script",
+                "test_remote_row_without_gitpython_is_one_row_not_a_crash",
+                "test_push_destination_row_shows_remote_url_and_branch",
+                "test_unreachable_push_destination_fails_only_when_push_was_requested",
+                "test_push_destination_checked_with_the_push_credentials",
+                "test_run_preflight_rows_and_network_only_when_pushing",
+            }
+        ),
+    ),
+    "test_train_models": (
+        _UNIT,
+        frozenset(
+            {
+                "test_planted_leak_trips_the_random_walk_check",
+                "test_cli_trains_with_preset",
+                "test_cli_sigterm_in_first_epoch_does_not_promise_a_checkpoint",
+                "test_interrupt_hint_names_the_models_already_saved",
+                "test_help_does_not_import_torch_or_sklearn",
+            }
+        ),
+    ),
+}
 
 N_BARS = 3000
 """Bars in the datasets of ``signal_run`` and ``rw_run``."""
@@ -85,16 +223,19 @@ def _restore_logging() -> Iterator[None]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give each test its tier where its module does not (see the module docstring)."""
     for item in items:
-        if any(item.get_closest_marker(t) for t in TIERS):
+        if not isinstance(item, pytest.Function):
             continue
-        module = item.module.__name__ if isinstance(item, pytest.Function) else ""
-        default, others = _MODULE_TIERS.get(module, (None, frozenset()))
-        name = item.originalname if isinstance(item, pytest.Function) else item.name
-        if item.get_closest_marker("slow") or TRAINED_FIXTURES & set(item.fixturenames):
-            item.add_marker("integration")
-        elif default is not None:
-            tier = default if name not in others else next(t for t in TIERS if t != default)
-            item.add_marker(tier)
+        if item.get_closest_marker("slow") or INTEGRATION_FIXTURES & set(item.fixturenames):
+            # A module's unit mark as well shows as both tiers: tests/test_markers.py fails.
+            if not item.get_closest_marker(_INTEGRATION):
+                item.add_marker(_INTEGRATION)
+        elif not any(item.get_closest_marker(t) for t in TIERS):
+            module = item.module.__name__.rpartition(".")[2]
+            if module in _MODULE_TIERS:
+                tier, others = _MODULE_TIERS[module]
+                if item.originalname in others:
+                    tier = _INTEGRATION if tier == _UNIT else _UNIT
+                item.add_marker(tier)
 
 
 def _write_dataset(root: Path, name: str, signal: float, seed: int, n: int = N_BARS) -> Path:

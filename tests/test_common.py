@@ -17,6 +17,8 @@ from pipeline.common import (
     sha256_json,
 )
 
+pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
+
 
 def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
     target = tmp_path / "a" / "model.bin"

@@ -24,6 +24,8 @@ from pipeline.config import (
     write_resolved,
 )
 
+pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
+
 
 def write(tmp_path: Path, text: str, name: str = "training_config.txt") -> Path:
     p = tmp_path / name

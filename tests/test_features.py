@@ -11,6 +11,8 @@ import ta
 
 from pipeline import features as F
 
+pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "features.md"
 
 

@@ -15,10 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [
-    pytest.mark.integration,  # runs make in a subprocess (tiers: tests/conftest.py)
-    pytest.mark.skipif(shutil.which("make") is None, reason="make not installed"),
-]
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 
 
 def _dry_run(target: str, **env: str) -> str:

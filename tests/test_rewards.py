@@ -17,6 +17,8 @@ from ppo_approach.reward_functions import (
     sharpe_term,
 )
 
+pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
+
 
 def test_profit_term_is_scaled_step_return() -> None:
     assert profit_term(10000.0, 10100.0, 100.0) == pytest.approx(1.0)  # +1 % -> +1

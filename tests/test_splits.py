@@ -10,6 +10,8 @@ import pytest
 
 from pipeline import features as F
 
+pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
+
 GRID = [
     # n_bars, warmup, lookback, k, test_fraction, val_fraction, purge_gap, n_folds
     (5000, 49, 48, 5, 0.2, 0.15, None, 5),

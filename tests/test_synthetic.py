@@ -12,6 +12,8 @@ import pytest
 from pipeline.data import load_dataset
 from pipeline.synthetic import COLUMNS, generate_ohlcv, write_ohlcv_csv
 
+pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
+
 
 def _log_returns(df: pd.DataFrame) -> np.ndarray:
     return np.diff(np.log(df["close"].to_numpy()))  # (N-1,)

@@ -21,6 +21,8 @@ from ppo_approach.trading_env import (
     TradingEnv,
 )
 
+pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
+
 A = Actions
 
 
