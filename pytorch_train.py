@@ -8,14 +8,11 @@ from bit-for-bit, and on CUDA mixed precision plus a batch size fitted to the GP
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,27 +90,6 @@ class TrainResult:
     resumed_from_epoch: int = 0
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    """Inside the block SIGTERM raises KeyboardInterrupt (main thread only; elsewhere a no-op).
-
-    A pod being stopped sends SIGTERM; turning it into KeyboardInterrupt gives it the same path
-    as Ctrl-C: the last complete checkpoint is kept and the run exits 130 with a resume hint.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _cpu_state(state: dict[str, Any]) -> dict[str, Any]:

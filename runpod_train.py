@@ -39,7 +39,6 @@ import logging
 import os
 import platform
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -47,7 +46,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pipeline.artifacts import Artifacts, dataset_name, log_stamp
@@ -72,6 +70,7 @@ from pipeline.manifest import STEP_DRIVER
 from pipeline.preflight import CPU_SLOWDOWN, DEPENDENCIES, install_secret_masking, missing_modules
 from pipeline.process import (
     console_to_file,
+    interrupt_on_signals,
     parent_to_watch,
     stop_reasons,
     wait_for_log,
@@ -625,15 +624,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM (pod shutdown, runpod_main forwarding) and SIGHUP (closed terminal) unwind like
-    # Ctrl-C: finally blocks release the lock, and a step in a training loop checkpoints on
-    # KeyboardInterrupt.
-    if not stop_reasons:
-        stop_reasons.append(signal.Signals(signum).name)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run_context(args: argparse.Namespace) -> RunContext:
     """Resolve dataset, paths, config and the push/resume/install flags from args and env."""
     dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
@@ -739,12 +729,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     install_secret_masking()
     stop_reasons.clear()
-    # A SIGHUP ignored at start (`nohup runpod_train.py ...`) stays ignored: the user asked for
-    # the run to outlive the terminal.
-    handled = [signal.SIGTERM]
-    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
-        handled.append(signal.SIGHUP)
-    previous = {s: signal.signal(s, _raise_interrupt) for s in handled}
     parent = parent_to_watch()
     watch = None
     if parent is not None:
@@ -752,7 +736,10 @@ def main(argv: list[str] | None = None) -> int:
         orphan_log = Artifacts(Paths.from_root(args.root), name).orphan_log(log_stamp())
         watch = watch_parent(parent, log_file=orphan_log)
     try:
+        # SIGTERM (pod shutdown, runpod_main forwarding) and SIGHUP (closed terminal) unwind like
+        # Ctrl-C; a SIGHUP ignored at start (`nohup`) stays ignored.
         with contextlib.ExitStack() as stack:
+            stack.enter_context(interrupt_on_signals())
             dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
             log_file = None
             if not args.no_log_file and dataset:
@@ -769,8 +756,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if watch is not None:
             watch.set()
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 if __name__ == "__main__":

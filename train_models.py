@@ -949,14 +949,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from pipeline.common import TrainingInterrupted
+        from pipeline.process import interrupt_on_signals
         from pipeline.runlock import step_lock
-        from pytorch_train import sigterm_as_keyboard_interrupt
 
         cfg = config_from_args(args)
         paths = Paths.from_root(args.root)
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         try:
-            with sigterm_as_keyboard_interrupt(), step_lock(paths, args.dataset):
+            with interrupt_on_signals(), step_lock(paths, args.dataset):
                 train_classifiers(cfg, args.dataset, paths, models, args.force, args.resume)
         except TrainingInterrupted as exc:
             raise TrainingInterrupted(

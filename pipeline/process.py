@@ -193,3 +193,43 @@ def wait_for_log(marker: str, timeout_s: float = PUSH_WAIT_S) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- signals
+
+INTERRUPT_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)
+"""A pod being stopped sends SIGTERM, a closed terminal SIGHUP: both stop a run like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def handle_signals(on_signal: Callable[[int], None], signals: Sequence[int]) -> Iterator[None]:
+    """Route ``signals`` to ``on_signal(signum)`` inside the block; the previous handlers come
+    back on exit. The one signal mechanism of the pipeline (issue 9).
+
+    A signal ignored when the block starts stays ignored (``nohup``: the user asked the run to
+    outlive the terminal, issue 8 item 5). Outside the main thread, where Python cannot install
+    handlers, nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    chosen = [s for s in signals if signal.getsignal(s) != signal.SIG_IGN]
+    previous = {s: signal.signal(s, lambda signum, _frame: on_signal(signum)) for s in chosen}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def raise_interrupt(signum: int) -> None:
+    """Stop like Ctrl-C: record why (for the run summary) and raise KeyboardInterrupt, so
+    ``finally`` blocks release the lock and a training loop writes its checkpoint."""
+    if not stop_reasons:
+        stop_reasons.append(signal.Signals(signum).name)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupt_on_signals(signals: Sequence[int] = INTERRUPT_SIGNALS) -> Any:
+    """Inside the block SIGTERM and SIGHUP raise KeyboardInterrupt (see :func:`raise_interrupt`)."""
+    return handle_signals(raise_interrupt, signals)

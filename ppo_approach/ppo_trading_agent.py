@@ -46,7 +46,6 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -71,6 +70,7 @@ from pipeline.common import (
     sha256_file,
 )
 from pipeline.config_schema import PPOConfig
+from pipeline.process import handle_signals
 from ppo_approach.backtest import run_episode, sharpe_ratio
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import EnvConfig, EnvFactory, MarketData, TradingEnv
@@ -533,31 +533,20 @@ class StopRequest:
         return self._event.is_set()
 
 
-@contextlib.contextmanager
 def stop_signals(
-    request: StopRequest, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
-) -> Iterator[StopRequest]:
-    """While inside, SIGINT / SIGTERM set ``request`` instead of killing the process.
+    request: StopRequest, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+) -> Any:
+    """While inside, SIGINT / SIGTERM / SIGHUP set ``request`` instead of killing the process, so
+    ``learn()`` ends at a step boundary and a checkpoint is written (through the pipeline's one
+    signal mechanism, :func:`pipeline.process.handle_signals`)."""
 
-    The previous handlers are restored on exit. Outside the main thread (where Python cannot
-    install handlers) nothing is installed and only an explicit ``request.set()`` stops training.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         if not request.is_set():
             log.warning("%s received: stopping after this step and writing a checkpoint", name)
         request.set(name)
 
-    previous = {s: signal.signal(s, handler) for s in signals}
-    try:
-        yield request
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    return handle_signals(on_signal, signals)
 
 
 # ---------------------------------------------------------------- callbacks

@@ -283,10 +283,10 @@ def test_sigterm_becomes_keyboard_interrupt() -> None:
     import signal
     import time
 
-    from pytorch_train import sigterm_as_keyboard_interrupt
+    from pipeline.process import interrupt_on_signals
 
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt), sigterm_as_keyboard_interrupt():
+    with pytest.raises(KeyboardInterrupt), interrupt_on_signals():
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(200):  # the handler runs at the next bytecode boundary
             time.sleep(0.01)
@@ -310,7 +310,7 @@ def _sigterm_on_forward(model: torch.nn.Module, at_call: int) -> None:
 
 def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
     """Issue 8 item 6: stopped before epoch 1 finished, nothing claims a checkpoint."""
-    from pytorch_train import sigterm_as_keyboard_interrupt
+    from pipeline.process import interrupt_on_signals
 
     x, bars, y = learnable_data(400)
     train, val = window_data(x, bars, y)
@@ -319,7 +319,7 @@ def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
     seed_everything(cfg.seed)
     model = build_classifier(arch_config("gru", F, cfg))
     _sigterm_on_forward(model, at_call=2)  # in the second batch of epoch 1
-    with pytest.raises(TrainingInterrupted) as info, sigterm_as_keyboard_interrupt():
+    with pytest.raises(TrainingInterrupted) as info, interrupt_on_signals():
         train_classifier(model, train, val, cfg, checkpoint_path=ckpt, desc="gru")
     exc = info.value
     assert exc.exit_code == EXIT_INTERRUPTED
@@ -334,7 +334,7 @@ def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
 
 def test_sigterm_in_a_later_epoch_names_the_checkpoint_kept(tmp_path) -> None:
     """Issue 8 item 6: after epoch 1 was saved, the message names that checkpoint."""
-    from pytorch_train import sigterm_as_keyboard_interrupt
+    from pipeline.process import interrupt_on_signals
 
     x, bars, y = learnable_data(400)
     train, val = window_data(x, bars, y)
@@ -343,7 +343,7 @@ def test_sigterm_in_a_later_epoch_names_the_checkpoint_kept(tmp_path) -> None:
     seed_everything(cfg.seed)
     model = build_classifier(arch_config("lstm", F, cfg))
     _sigterm_on_forward(model, at_call=3)  # epoch 2's training batch
-    with pytest.raises(TrainingInterrupted) as info, sigterm_as_keyboard_interrupt():
+    with pytest.raises(TrainingInterrupted) as info, interrupt_on_signals():
         train_classifier(model, train, val, cfg, checkpoint_path=ckpt, desc="lstm")
     exc = info.value
     assert exc.has_checkpoint and exc.last_epoch == 1 and exc.checkpoint_path == ckpt
