@@ -35,8 +35,8 @@ from train_models import (
 def __getattr__(name: str) -> Any:
     """Transitional (issue 9 item 7): tests/test_no_pickle.py still imports ``signal_config``,
     ``write_dataset`` and ``trained_signal`` from this module. Once it asks for conftest's
-    fixtures (``signal_config``, ``write_dataset``, ``signal_run``) instead, this goes; until
-    then its one ``trained_signal`` call trains a second signal root."""
+    fixtures (``signal_config``, ``write_dataset``, ``signal_run``) instead, this goes (and the
+    per-session cache in conftest's ``_train_signal_root``)."""
     import conftest
 
     moved = {
