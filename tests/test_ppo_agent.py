@@ -33,6 +33,7 @@ from pipeline.common import PROJECT_ROOT, Paths, sha256_file
 from pipeline.config import Config, load_config, load_resolved
 from pipeline.prepare import prepare_dataset
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from ppo_approach import agent_blocks, run_folder
 from ppo_approach import backtest as bt
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach import train_ppo_agent as step
@@ -424,35 +425,41 @@ def test_resume_point_prefers_a_matching_candidate(tmp_path: Path) -> None:
     final.parent.mkdir(parents=True)
     now = {"dataset_sha256": "a", "ppo.seed": 1}
     (ck / "checkpoint_512.zip").write_bytes(b"")
-    assert step._resume_point(paths, ck, "dlstm", "X", now) == (512, ck / "checkpoint_512.zip")
-    (ck / step.RUN_CONFIG_NAME).write_text(json.dumps(now))
+    assert run_folder._resume_point(paths, ck, "dlstm", "X", now) == (
+        512,
+        ck / "checkpoint_512.zip",
+    )
+    (ck / run_folder.RUN_CONFIG_NAME).write_text(json.dumps(now))
     final.write_bytes(b"")
     meta = {"timesteps": 4096, "run_config": {**now, "ppo.seed": 2}}
     final.with_name(f"{final.stem}_meta.json").write_text(json.dumps(meta))
-    assert step._resume_point(paths, ck, "dlstm", "X", now) == (512, ck / "checkpoint_512.zip")
-    with pytest.raises(step.ResumeMismatchError, match=r"\(4096 timesteps\).*ppo.seed = 2"):
-        step._resume_point(paths, ck, "dlstm", "X", {**now, "ppo.seed": 3})
+    assert run_folder._resume_point(paths, ck, "dlstm", "X", now) == (
+        512,
+        ck / "checkpoint_512.zip",
+    )
+    with pytest.raises(run_folder.ResumeMismatchError, match=r"\(4096 timesteps\).*ppo.seed = 2"):
+        run_folder._resume_point(paths, ck, "dlstm", "X", {**now, "ppo.seed": 3})
 
 
 def test_run_fingerprint_keys() -> None:
-    fp = step.run_fingerprint(_smoke_cfg(), "abc")
+    fp = run_folder.run_fingerprint(_smoke_cfg(), "abc")
     assert fp["dataset_sha256"] == "abc" and fp["ppo.learning_rate"] == 3e-4
     assert "training.dlstm_units" in fp and "training.lookback" in fp
     # Other classifiers' sizes, run-only keys and backtest-only keys may change on resume.
     assert "training.gru_units" not in fp and "training.num_threads" not in fp
-    assert not {f"ppo.{k}" for k in step.RESUME_FREE_KEYS} & set(fp)
-    same = step.run_fingerprint(
+    assert not {f"ppo.{k}" for k in run_folder.RESUME_FREE_KEYS} & set(fp)
+    same = run_folder.run_fingerprint(
         _smoke_cfg("total_timesteps=99", "ppo.device=cpu", "gru_units=3", "random_policy_seeds=1"),
         "abc",
     )
-    assert step.fingerprint_changes(fp, same) == []
-    other = step.run_fingerprint(_smoke_cfg("n_envs=4", "ppo.seed=1"), "def")
-    assert step.fingerprint_changes(fp, other) == [
+    assert run_folder.fingerprint_changes(fp, same) == []
+    other = run_folder.run_fingerprint(_smoke_cfg("n_envs=4", "ppo.seed=1"), "def")
+    assert run_folder.fingerprint_changes(fp, other) == [
         "dataset_sha256 = abc (now def)",
         "ppo.n_envs = 2 (now 4)",
         "ppo.seed = 42 (now 1)",
     ]
-    ens = step.run_fingerprint(
+    ens = run_folder.run_fingerprint(
         _smoke_cfg("prediction_model=ensemble", "ensemble_models=gru,lstm"), "abc"
     )
     assert "training.gru_units" in ens and "training.lstm_units" in ens
@@ -623,19 +630,19 @@ def test_prediction_features_single_and_ensemble() -> None:
             **{f"p_{c}_{m}": [0.3, 0.3] for m in ("dlstm", "gru") for c in ("stationary", "rise")},
         }
     )
-    single = step.prediction_features(table, _smoke_cfg().ppo)
+    single = agent_blocks.prediction_features(table, _smoke_cfg().ppo)
     np.testing.assert_allclose(single, [[-1, 0.5, 0.5, 0.3, 0.2], [1, 0.6, 0.2, 0.2, 0.6]])
     ens_cfg = _smoke_cfg("prediction_model=ensemble", "ensemble_models=dlstm,gru").ppo
-    assert step.prediction_feature_names(ens_cfg)[5:8] == (
+    assert agent_blocks.prediction_feature_names(ens_cfg)[5:8] == (
         "p_fall_dlstm",
         "p_stationary_dlstm",
         "p_rise_dlstm",
     )
-    ens = step.prediction_features(table, ens_cfg)
+    ens = agent_blocks.prediction_features(table, ens_cfg)
     assert ens.shape == (2, 11) and ens.dtype == np.float32
     np.testing.assert_allclose(ens[:, 5], [0.1, 0.2])
-    with pytest.raises(step.PredictionTableError, match="p_fall_bilstm"):
-        step.prediction_features(
+    with pytest.raises(agent_blocks.PredictionTableError, match="p_fall_bilstm"):
+        agent_blocks.prediction_features(
             table, _smoke_cfg("prediction_model=ensemble", "ensemble_models=dlstm,bilstm").ppo
         )
 
@@ -665,13 +672,14 @@ def test_build_blocks_rejects_gaps_and_foreign_timestamps(source_root: Path) -> 
     for block in ("val", "test"):
         gap, bar = without_row(block, 10)
         with pytest.raises(
-            step.PredictionTableError, match=f"{block} is not consecutive: bar {bar} is followed"
+            agent_blocks.PredictionTableError,
+            match=f"{block} is not consecutive: bar {bar} is followed",
         ):
             step.build_blocks(prepared, gap, cfg.ppo)
 
     shifted = table.copy()
     shifted["timestamp"] = shifted["timestamp"] + pd.Timedelta(hours=1)
-    with pytest.raises(step.PredictionTableError, match="belongs to other data"):
+    with pytest.raises(agent_blocks.PredictionTableError, match="belongs to other data"):
         step.build_blocks(prepared, shifted, cfg.ppo)
 
 

@@ -36,6 +36,7 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
 from pipeline import artifacts as art
 from pipeline.common import Paths, sha256_file
 from ppo_approach import ppo_trading_agent as agent
+from ppo_approach import run_folder
 from ppo_approach import train_ppo_agent as step
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import EnvConfig
@@ -122,26 +123,26 @@ def test_fresh_run_failing_early_keeps_the_previous_run(
     with pytest.raises(RuntimeError, match="boom in setup"):
         step.train_agent(_smoke_cfg(), DATASET, Paths.from_root(root), resume=False)
     assert _folder(ck) == before
-    assert not (ck / step.PREVIOUS_RUN_DIR).exists()
+    assert not (ck / run_folder.PREVIOUS_RUN_DIR).exists()
 
 
 def test_files_set_aside_by_a_killed_run_come_back(tmp_path: Path) -> None:
     """A fresh run killed (-9) before its first checkpoint leaves ``.previous_run/``: the next run
     puts it back (the killed run's own run_config goes); after a checkpoint it is dropped."""
     ck = tmp_path / "ck"
-    aside = ck / step.PREVIOUS_RUN_DIR
+    aside = ck / run_folder.PREVIOUS_RUN_DIR
     aside.mkdir(parents=True)
     (aside / "checkpoint_512.zip").write_bytes(b"old")
-    (aside / step.RUN_CONFIG_NAME).write_text('{"old": 1}')
-    (ck / step.RUN_CONFIG_NAME).write_text('{"new": 1}')
-    step._recover_previous_run(ck)
-    assert _folder(ck) == {"checkpoint_512.zip": b"old", step.RUN_CONFIG_NAME: b'{"old": 1}'}
+    (aside / run_folder.RUN_CONFIG_NAME).write_text('{"old": 1}')
+    (ck / run_folder.RUN_CONFIG_NAME).write_text('{"new": 1}')
+    run_folder.recover_previous_run(ck)
+    assert _folder(ck) == {"checkpoint_512.zip": b"old", run_folder.RUN_CONFIG_NAME: b'{"old": 1}'}
     assert not aside.exists()
 
     aside.mkdir()
     (aside / "checkpoint_512.zip").write_bytes(b"old")
     (ck / "checkpoint_512.zip").write_bytes(b"new")
-    step._recover_previous_run(ck)
+    run_folder.recover_previous_run(ck)
     assert not aside.exists() and (ck / "checkpoint_512.zip").read_bytes() == b"new"
 
 
@@ -150,7 +151,7 @@ def test_fresh_run_removes_the_earlier_files_after_writing_its_own(
 ) -> None:
     assert pruned_run["code"] == 0, pruned_run["err"][-2000:]
     ck = pruned_run["root"] / CK
-    assert not (ck / step.PREVIOUS_RUN_DIR).exists()
+    assert not (ck / run_folder.PREVIOUS_RUN_DIR).exists()
     assert not (ck / "checkpoint_99999.zip").exists()
     assert (ck / art.PPO_BEST_MODEL_NAME).read_bytes() != OLD_RUN_FILES["best_model.zip"]
     assert "moved 5 file(s) of an earlier run" in pruned_run["err"]

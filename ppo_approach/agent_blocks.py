@@ -1,0 +1,195 @@
+"""The agent's blocks: the prediction table of the classifier side turned into the train, val and
+test blocks the environment runs on (prices, prediction features, price features; episodes
+never cross a purge gap).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.artifacts import Artifacts
+from pipeline.common import Paths, PipelineError
+from pipeline.config_schema import PPOConfig
+from ppo_approach.trading_env import MarketData
+
+if TYPE_CHECKING:
+    from pipeline.prepare import Prepared
+
+log = logging.getLogger(__name__)
+
+BLOCK_NAMES = ("train", "val", "test")
+PRED_BASE_COLUMNS = ("pred_class", "confidence", "p_fall", "p_stationary", "p_rise")
+
+
+class PredictionTableError(PipelineError):
+    """The prediction table is missing, malformed or does not match the dataset."""
+
+
+def load_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
+    """The validated prediction table of ``model`` (``prediction_wrapper.load_prediction_table``),
+    with its path in ``attrs["path"]`` for error messages."""
+    from pipeline.prediction_table import load_prediction_table
+
+    table = load_prediction_table(paths, model, dataset)
+    table.attrs["path"] = str(Artifacts(paths, dataset).prediction_table(model))
+    return table
+
+
+def prediction_feature_names(cfg: PPOConfig) -> tuple[str, ...]:
+    """Observation names of the prediction features (ensemble: + each member's probabilities)."""
+    names = list(PRED_BASE_COLUMNS)
+    if cfg.prediction_model == "ensemble":
+        for m in cfg.ensemble_models:
+            names += [f"p_fall_{m}", f"p_stationary_{m}", f"p_rise_{m}"]
+    return tuple(names)
+
+
+def prediction_features(table: pd.DataFrame, cfg: PPOConfig) -> np.ndarray:
+    """Per-row prediction features ``(n, P)`` float32 in :func:`prediction_feature_names` order.
+
+    ``pred_class`` enters centred as ``class - 1`` (Fall -1, Stationary 0, Rise +1), so the
+    network sees an ordered, zero-mean input rather than a label code 0..2.
+    """
+    where = table.attrs.get("path", "prediction table")
+    cols = prediction_feature_names(cfg)
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise PredictionTableError(
+            f"{where}: missing column(s) {', '.join(missing)} needed for prediction_model = "
+            f"{cfg.prediction_model}"
+        )
+    x = table.loc[:, list(cols)].to_numpy(dtype=np.float64)  # (n, P)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise PredictionTableError(
+            f"{where}: column {cols[col]} has a non-finite value at data row {row + 1}"
+        )
+    x[:, 0] -= 1.0
+    return x.astype(np.float32)
+
+
+def _utc_iso(value: Any) -> str:
+    """ISO 8601 with an explicit UTC offset (dataset timestamps are naive UTC datetime64)."""
+    t = pd.Timestamp(value)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.isoformat()
+
+
+@dataclass
+class AgentBlock:
+    """One block of the agent: its env data, the bars it covers and the classifier's probs."""
+
+    name: str
+    data: MarketData
+    bars: np.ndarray  # (n,) int64 dataset bars, consecutive
+    probs: np.ndarray  # (n, 3) p_fall, p_stationary, p_rise
+    in_sample: bool
+
+    def describe(self) -> dict[str, Any]:
+        """``{"start", "end", "bars", "first_bar", "last_bar"}`` (ISO timestamps)."""
+        ts = self.data.timestamps
+        assert ts is not None
+        return {
+            "start": _utc_iso(ts[0]),
+            "end": _utc_iso(ts[-1]),
+            "bars": int(self.bars.size),
+            "first_bar": int(self.bars[0]),
+            "last_bar": int(self.bars[-1]),
+        }
+
+
+def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dict[str, AgentBlock]:
+    """Split the table by ``agent_block`` into train / val / test :class:`AgentBlock`s.
+
+    Checks that each block's bars are consecutive, inside the dataset, past the price-feature
+    warm-up, in chronological order train < val < test, and that the table's timestamps are the
+    dataset's (a table left over from another version of the CSV is refused).
+    """
+    from pipeline.features import AGENT_PRICE_FEATURE_NAMES
+
+    where = table.attrs.get("path", "prediction table")
+    arrays = prepared.arrays
+    feats = prediction_features(table, cfg)  # (rows, P)
+    bars_all = table["bar"].to_numpy()
+    if not np.issubdtype(bars_all.dtype, np.integer):
+        raise PredictionTableError(f"{where}: column bar must hold integers, got {bars_all.dtype}")
+    out_of_range = np.flatnonzero((bars_all < 0) | (bars_all >= arrays.n_bars))
+    if out_of_range.size:
+        i = int(out_of_range[0])
+        raise PredictionTableError(
+            f"{where}: data row {i + 1} has bar {bars_all[i]}, outside the dataset's "
+            f"0..{arrays.n_bars - 1}"
+        )
+    try:
+        parsed = pd.to_datetime(table["timestamp"], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise PredictionTableError(f"{where}: column timestamp is not parseable ({exc})") from None
+    stamps = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")  # (rows,) naive UTC
+    expected = arrays.timestamps[bars_all].astype("datetime64[ns]")
+    differ = np.flatnonzero(stamps != expected)
+    if differ.size:
+        i = int(differ[0])
+        raise PredictionTableError(
+            f"{where}: data row {i + 1} (bar {bars_all[i]}) has timestamp "
+            f"{_utc_iso(stamps[i])} but the dataset has {_utc_iso(expected[i])}; the table belongs "
+            "to other data, rebuild it"
+        )
+    pred_names = prediction_feature_names(cfg)
+    in_sample_col = table["in_sample"].to_numpy(dtype=bool)  # (rows,)
+    blocks: dict[str, AgentBlock] = {}
+    for name in BLOCK_NAMES:
+        rows = np.flatnonzero((table["agent_block"] == name).to_numpy())
+        if rows.size < 2:
+            raise PredictionTableError(
+                f"{where}: {rows.size} row(s) with agent_block = {name}; expected at least 2"
+            )
+        rows = rows[np.argsort(bars_all[rows], kind="stable")]
+        bars = bars_all[rows].astype(np.int64)
+        steps = np.diff(bars)
+        if (steps < 1).any():
+            g = int(np.flatnonzero(steps < 1)[0])
+            raise PredictionTableError(
+                f"{where}: agent_block = {name} lists bar {bars[g]} twice; expected one row per bar"
+            )
+        # The agent's train block spans several walk-forward folds with purge gaps between them
+        # (no fold model predicts a purged bar): each run of consecutive bars is a segment, and
+        # the env never steps across a gap.
+        segment_starts = (0, *(int(i) + 1 for i in np.flatnonzero(steps > 1)))
+        if name != "train" and len(segment_starts) > 1:
+            g = segment_starts[1] - 1
+            raise PredictionTableError(
+                f"{where}: agent_block = {name} is not consecutive: bar {bars[g]} is followed by "
+                f"bar {bars[g + 1]}"
+            )
+        price = arrays.price_features[bars]  # (n, 5)
+        if not np.isfinite(price).all():
+            first = int(bars[np.flatnonzero(~np.isfinite(price).all(axis=1))[0]])
+            raise PredictionTableError(
+                f"{where}: agent_block = {name} starts in the price-feature warm-up (bar {first} "
+                "has no price features); the agent's blocks must start later"
+            )
+        data = MarketData(
+            open=arrays.open[bars],
+            close=arrays.close[bars],
+            pred_features=feats[rows],
+            price_features=price,
+            timestamps=arrays.timestamps[bars],
+            pred_names=pred_names,
+            price_names=AGENT_PRICE_FEATURE_NAMES,
+            segment_starts=segment_starts,
+        )
+        probs = feats[rows][:, 2:5]
+        blocks[name] = AgentBlock(name, data, bars, probs, bool(in_sample_col[rows].any()))
+    for a, b in zip(BLOCK_NAMES, BLOCK_NAMES[1:], strict=False):
+        if blocks[a].bars[-1] >= blocks[b].bars[0]:
+            raise PredictionTableError(
+                f"{where}: agent_block {a} ends at bar {blocks[a].bars[-1]} but {b} starts at bar "
+                f"{blocks[b].bars[0]}; expected {a} before {b}"
+            )
+    return blocks

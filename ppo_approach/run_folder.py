@@ -1,0 +1,293 @@
+"""One owner for a PPO run's checkpoint folder: which settings its checkpoints were trained
+with (``run_config.json``), what ``--resume`` may continue from (newest first, a damaged file
+skipped), and the earlier run's files set aside by a fresh run until it has written its own
+(issue 8 items 3 and 4).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline import artifacts as art
+from pipeline.artifacts import Artifacts
+from pipeline.common import Paths, PipelineError, atomic_write_json, sha256_file
+from pipeline.config_schema import Config, PPOConfig
+
+if TYPE_CHECKING:
+    from ppo_approach import ppo_trading_agent as agent_module
+
+log = logging.getLogger(__name__)
+
+
+class ResumeMismatchError(PipelineError):
+    """``--resume`` with settings (or data) other than the checkpoint was trained with."""
+
+
+PREVIOUS_RUN_DIR = art.PPO_PREVIOUS_RUN_DIR
+"""Inside the checkpoint folder: the previous run's files while a fresh run has not yet written
+its first checkpoint (issue 8 item 3)."""
+
+
+def _run_files(ckdir: Path) -> list[Path]:
+    """Checkpoints, best model, checksums and run config of the run in ``ckdir``."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    files = [p for _, p in agent.list_checkpoints(ckdir)]
+    names = (
+        art.PPO_BEST_MODEL_NAME,
+        art.PPO_BEST_META_NAME,
+        art.PPO_CHECKSUMS_NAME,
+        RUN_CONFIG_NAME,
+    )
+    return files + [ckdir / n for n in names if (ckdir / n).is_file()]
+
+
+def set_aside_previous_run(ckdir: Path) -> None:
+    """A fresh (non-resume) run: move the earlier run's files to ``.previous_run/``.
+
+    They are deleted by :func:`drop_previous_run` once this run has written a checkpoint or its
+    final model, and put back by :func:`recover_previous_run` when it fails before (a crashing
+    setup must not cost the earlier run, issue 8 item 3).
+    """
+    files = _run_files(ckdir)
+    if not files:
+        return
+    aside = ckdir / PREVIOUS_RUN_DIR
+    aside.mkdir(exist_ok=True)
+    for p in files:
+        os.replace(p, aside / p.name)
+    log.warning(
+        "fresh run: moved %d file(s) of an earlier run to %s; they are deleted when this run "
+        "writes its first checkpoint (use --resume to continue the earlier run instead)",
+        len(files),
+        aside,
+    )
+
+
+def drop_previous_run(ckdir: Path) -> None:
+    """This run has saved something: the earlier run's set-aside files go."""
+    aside = ckdir / PREVIOUS_RUN_DIR
+    if aside.is_dir():
+        shutil.rmtree(aside)
+        log.info("removed the earlier run's files from %s", aside)
+
+
+def recover_previous_run(ckdir: Path) -> None:
+    """After a fresh run that failed (or was killed) before its first checkpoint, put the earlier
+    run's files back; when it did write one, delete them (the cleanup was all that was left)."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    aside = ckdir / PREVIOUS_RUN_DIR
+    if not aside.is_dir():
+        return
+    if agent.list_checkpoints(ckdir):
+        drop_previous_run(ckdir)
+        return
+    for p in _run_files(ckdir):  # the failed run's partial files (no checkpoint of its own)
+        p.unlink()
+    moved = list(aside.iterdir())
+    for p in moved:
+        os.replace(p, ckdir / p.name)
+    aside.rmdir()
+    log.warning(
+        "restored %d file(s) of the earlier run in %s (the fresh run wrote no checkpoint)",
+        len(moved),
+        ckdir,
+    )
+
+
+RUN_CONFIG_NAME = art.PPO_RUN_CONFIG_NAME
+"""Beside the checkpoints: the settings they were trained under (:func:`run_fingerprint`)."""
+
+RESUME_FREE_KEYS = frozenset(
+    {
+        "total_timesteps",
+        "checkpoint_freq",
+        "keep_checkpoints",
+        "eval_freq",
+        "device",
+        "vec_env",
+        "random_policy_seeds",
+    }
+)
+"""PPO keys a resumed run may change: how long, how often, where it runs, or only the backtest.
+Every other key changes what the saved weights were trained for (SB3's ``PPO.load`` would
+silently keep the checkpoint's own hyperparameters)."""
+
+
+def run_fingerprint(cfg: Config, dataset_sha256: str) -> dict[str, Any]:
+    """The settings a checkpoint depends on, key by key: the dataset's SHA-256, every PPO key but
+    :data:`RESUME_FREE_KEYS`, and the training keys that change the prediction model(s) feeding
+    the agent (the keys of ``TrainingConfig.hash_for_model``: data, training loop, own sizes)."""
+    pc = cfg.ppo
+    models = pc.ensemble_models if pc.prediction_model == "ensemble" else (pc.prediction_model,)
+    as_dict = cfg.to_dict()
+    out: dict[str, Any] = {"dataset_sha256": dataset_sha256}
+    for key in sorted({k for m in models for k in cfg.training.model_keys(m)}):
+        out[f"training.{key}"] = as_dict["training"][key]
+    for key, value in as_dict["ppo"].items():
+        if key not in RESUME_FREE_KEYS:
+            out[f"ppo.{key}"] = value
+    return out
+
+
+def fingerprint_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``"key = old (now new)"`` for every key whose value differs (sorted by key)."""
+    missing = "<unset>"
+    return [
+        f"{k} = {saved.get(k, missing)} (now {now.get(k, missing)})"
+        for k in sorted(set(saved) | set(now))
+        if saved.get(k, missing) != now.get(k, missing)
+    ]
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class ResumeCandidate:
+    """A file ``--resume`` may continue from (newest first in :func:`resume_candidates`)."""
+
+    timesteps: int
+    path: Path
+    sha256: str | None
+    """The SHA-256 recorded when the file was written; ``None`` when nothing was recorded."""
+
+
+def resume_candidates(
+    paths: Paths, ckdir: Path, model_name: str, dataset: str, fingerprint: dict[str, Any]
+) -> list[ResumeCandidate]:
+    """What ``--resume`` may continue from, newest first: the checkpoints (all of them, so a
+    damaged newest one can be skipped, issue 8 item 4) and the final model, each trained with the
+    same :func:`run_fingerprint` (resuming a finished run trains no further and only re-runs the
+    backtest).
+
+    Raises :class:`ResumeMismatchError` naming the changed keys when something could be resumed
+    but every candidate was trained with other settings; a checkpoint folder without
+    ``run_config.json`` (written by older versions) is resumed with a warning.
+    """
+    from ppo_approach import ppo_trading_agent as agent
+
+    found: list[tuple[int, Path, dict[str, Any] | None, Path]] = []
+    checkpoints = agent.list_checkpoints(ckdir)
+    run_cfg = ckdir / RUN_CONFIG_NAME
+    saved_cfg = read_json(run_cfg) if checkpoints else None
+    found += [(ts, path, saved_cfg, run_cfg) for ts, path in checkpoints]
+    final = Artifacts(paths, dataset).ppo_model(model_name)
+    meta_path = Artifacts(paths, dataset).ppo_meta(model_name)
+    meta = read_json(meta_path) if final.is_file() else None
+    # A final model counts only with its fingerprint (older metas have none: resume a checkpoint).
+    if meta is not None and isinstance(meta.get("timesteps"), int) and "run_config" in meta:
+        found.append((meta["timesteps"], final, meta["run_config"], meta_path))
+    if not found:
+        return []
+    matching = [c for c in found if c[2] is None or not fingerprint_changes(c[2], fingerprint)]
+    if not matching:
+        ts, path, saved, source = max(found, key=lambda c: c[0])
+        assert saved is not None
+        changes = fingerprint_changes(saved, fingerprint)
+        shown = "; ".join(changes[:6])
+        if len(changes) > 6:
+            shown += f"; and {len(changes) - 6} more"
+        raise ResumeMismatchError(
+            f"--resume: {path.name} ({ts} timesteps) was trained with other settings ({source}): "
+            f"{shown}; run without --resume to start over, or --set the old values"
+        )
+    if any(c[2] is None for c in matching):
+        log.warning(
+            "--resume: %s has no %s; cannot check that the current config matches the checkpoint's",
+            ckdir,
+            RUN_CONFIG_NAME,
+        )
+    checksums = agent.read_checksums(ckdir)
+    out = []
+    for ts, path, _, _ in sorted(matching, key=lambda c: (c[0], c[1] == final), reverse=True):
+        if path == final:
+            sha = meta.get("sha256") if meta is not None else None
+        else:
+            sha = None if checksums is None else checksums.get(path.name, "")
+        out.append(ResumeCandidate(ts, path, sha if isinstance(sha, str) else None))
+    return out
+
+
+def _resume_point(
+    paths: Paths, ckdir: Path, model_name: str, dataset: str, fingerprint: dict[str, Any]
+) -> tuple[int, Path] | None:
+    """The newest :func:`resume_candidates` entry as ``(timesteps, path)``, or ``None``."""
+    cands = resume_candidates(paths, ckdir, model_name, dataset, fingerprint)
+    return (cands[0].timesteps, cands[0].path) if cands else None
+
+
+def unrecorded_error(path: Path, where: Path) -> agent_module.UntrustedModelError:
+    from ppo_approach import ppo_trading_agent as agent
+
+    return agent.UntrustedModelError(
+        f"{path}: not recorded in {where}, so not written by this run; refusing to load it "
+        "(delete it, or run without --resume to start over)"
+    )
+
+
+def load_resume_point(
+    cands: list[ResumeCandidate], vec_env: Any, device: str, paths: Paths, pc: PPOConfig
+) -> tuple[Any, ResumeCandidate] | None:
+    """Load the newest candidate that loads; a damaged one is skipped with a warning naming it
+    (issue 8 item 4). One whose recorded SHA-256 differs (or that the checksum manifest does not
+    list) stops the run: it was replaced, not damaged (item 7)."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    for cand in cands:
+        if cand.sha256 == "":
+            raise unrecorded_error(cand.path, cand.path.parent / art.PPO_CHECKSUMS_NAME)
+        if cand.sha256 is None:
+            log.warning(
+                "--resume: no SHA-256 recorded for %s (written by an older version); loading it "
+                "unverified (nothing in it is unpickled)",
+                cand.path,
+            )
+        try:
+            model = agent.load_model(
+                cand.path,
+                vec_env,
+                device,
+                paths.ppo_logs,
+                clip_range=pc.clip_range,
+                expected_sha256=cand.sha256,
+            )
+        except agent.CorruptModelError as exc:
+            log.warning("--resume: skipping %s; trying the next older one", exc)
+            continue
+        if model.num_timesteps != cand.timesteps:
+            log.warning(
+                "--resume: skipping %s: holds %d timesteps but its name or meta says %d",
+                cand.path,
+                model.num_timesteps,
+                cand.timesteps,
+            )
+            continue
+        return model, cand
+    return None
+
+
+def adopt_unrecorded_files(ckdir: Path) -> None:
+    """Resuming a folder of an older version (no checksum manifest): record the hashes of what is
+    there now, so this run's later checks (best model, fallback) have something to compare to."""
+    from ppo_approach import ppo_trading_agent as agent
+
+    if agent.read_checksums(ckdir) is not None:
+        return
+    names = [p for _, p in agent.list_checkpoints(ckdir)] + [ckdir / art.PPO_BEST_MODEL_NAME]
+    recorded = {p.name: sha256_file(p) for p in names if p.is_file()}
+    if recorded:
+        atomic_write_json(ckdir / art.PPO_CHECKSUMS_NAME, dict(sorted(recorded.items())))
