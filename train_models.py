@@ -64,8 +64,8 @@ if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
 
-    from pipeline.features import Block
     from pipeline.prepare import Prepared
+    from pipeline.splits import Block
     from pytorch_train import TrainResult
 
 log = logging.getLogger("train_models")
@@ -166,14 +166,9 @@ def fold_plan(prep: Prepared, cfg: TrainingConfig, fold: int) -> FitPlan:
     """
     import numpy as np
 
-    from pipeline.features import (
-        MIN_BLOCK_SAMPLES,
-        Block,
-        apply_scaler,
-        auto_threshold,
-        fit_scaler,
-        make_labels,
-    )
+    from pipeline.labels import auto_threshold, make_labels
+    from pipeline.prepare import apply_scaler, fit_scaler
+    from pipeline.splits import MIN_BLOCK_SAMPLES, Block
 
     a = prep.arrays
     folds, purge = a.splits.folds, a.splits.purge

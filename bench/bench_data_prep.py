@@ -8,9 +8,10 @@ Stages (each timed on its own; the chain is timed end to end, not summed):
   features + labels    ``pipeline.prepare.arrays_from_config`` with the default TrainingConfig,
                        the call ``prepare_dataset`` makes (features, labels, splits,
                        train-only scaler, scaled matrix)
-  windows (train)      ``PreparedArrays.windows(splits.train)``: every labelled train window
-                       materialised as one ``(n, lookback, F)`` float32 array (an upper bound:
-                       the trainer gathers windows per batch)
+  windows (train)      ``pipeline.windows.WindowData.create(...)`` of the labelled train bars on
+                       the CPU plus one ``batch`` over all of them: every train window
+                       materialised as one ``(n, lookback, F)`` float32 tensor (an upper bound:
+                       the trainer gathers windows per batch, on its device)
   full chain           load + validate + features + labels + windows, end to end
 
     python bench/bench_data_prep.py                        # prints the table, writes results
@@ -33,13 +34,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from _common import cpu_model
 
 from pipeline.common import atomic_write_text
 from pipeline.config_schema import TrainingConfig
 from pipeline.data import load_dataset
-from pipeline.prepare import arrays_from_config
+from pipeline.prepare import PreparedArrays, arrays_from_config
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.windows import WindowData
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data_prep.md"
 TARGETS_S = {17_500: 0.5, 175_000: 5.0}
@@ -57,6 +60,17 @@ def time_stage(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
+def train_windows(arrays: PreparedArrays) -> torch.Tensor:
+    """Every labelled train window, ``(n, lookback, F)``: WindowData on the CPU, one batch."""
+    bars = arrays.splits.train.bars()
+    bars = bars[arrays.labels[bars] >= 0]
+    data = WindowData.create(
+        arrays.scaled, bars, arrays.labels[bars], arrays.lookback, torch.device("cpu")
+    )
+    x, _ = data.batch(torch.arange(len(data)))
+    return x
+
+
 def bench_size(path: Path, repeats: int, cfg: TrainingConfig) -> dict[str, float]:
     """Median seconds of each stage for one CSV."""
     out = {"load + validate": time_stage(lambda: load_dataset(str(path)), repeats)}
@@ -65,12 +79,12 @@ def bench_size(path: Path, repeats: int, cfg: TrainingConfig) -> dict[str, float
     out["features + labels + splits + scaler"] = time_stage(
         lambda: arrays_from_config(df, cfg), repeats
     )
-    out["windows (train block)"] = time_stage(lambda: arrays.windows(arrays.splits.train), repeats)
+    out["windows (train block)"] = time_stage(lambda: train_windows(arrays), repeats)
 
     def chain() -> None:
         frame, _ = load_dataset(str(path))
         prepared = arrays_from_config(frame, cfg)
-        prepared.windows(prepared.splits.train)
+        train_windows(prepared)
 
     out["full chain"] = time_stage(chain, repeats)
     return out
@@ -106,7 +120,7 @@ def render(
         "`write_ohlcv_csv`: ISO timestamps, 6 columns)",
         f"- Chain settings: default TrainingConfig ({len(cfg.resolved_features())} features, "
         f"lookback {cfg.lookback}, k {cfg.smoothing_k}); windows = every labelled train window "
-        "materialised at once",
+        "materialised at once (`WindowData.create` + one `batch`, CPU)",
         f"- Median of {repeats} runs after one warm-up run, seconds",
         "",
         "| stage | " + " | ".join(f"{n:,} rows" for n in sizes) + " |",

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-CLASS_NAMES: tuple[str, str, str] = ("Fall", "Stationary", "Rise")
+from pipeline.labels import CLASS_NAMES
+
 N_CLASSES = 3
 
 

@@ -241,7 +241,7 @@ def check_remote(
 
 def _split_args(t: TrainingConfig) -> tuple[int, int, int, float, float, int | None, int]:
     """(warm-up, lookback, k, test, val, purge, folds) exactly as step 5 passes them to
-    :func:`pipeline.features.make_splits` (via ``pipeline.prepare.arrays_from_config``)."""
+    :func:`pipeline.splits.make_splits` (via ``pipeline.prepare.arrays_from_config``)."""
     from pipeline.features import warmup_bars
 
     return (
@@ -258,10 +258,10 @@ def _split_args(t: TrainingConfig) -> tuple[int, int, int, float, float, int | N
 def min_dataset_rows(t: TrainingConfig) -> int | None:
     """Fewest CSV rows whose chronological split step 5 accepts with ``t`` (None: no count does).
 
-    Asks :mod:`pipeline.features`, which raises step 5's "needs at least N rows", so preflight
+    Asks :mod:`pipeline.splits`, which raises step 5's "needs at least N rows", so preflight
     and step 5 cannot disagree (issue 8 item 13).
     """
-    from pipeline.features import min_rows_for_split
+    from pipeline.splits import min_rows_for_split
 
     return min_rows_for_split(*_split_args(t))
 
@@ -280,7 +280,7 @@ def check_dataset(dataset: str, paths: Paths, cfg: TrainingConfig | None = None)
     except PipelineError as exc:
         return CheckResult("dataset", str(exc), required, FAIL)
     if cfg is not None:
-        from pipeline.features import SplitError, make_splits
+        from pipeline.splits import SplitError, make_splits
 
         try:
             make_splits(info.rows, *_split_args(cfg))

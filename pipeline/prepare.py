@@ -1,13 +1,16 @@
 """Load a dataset and turn it into model-ready arrays, with the train-only scaler saved beside it.
 
 Steps 5 (classifiers) and 7 (PPO agent) both start here, so the two see the very same features,
-labels, splits and scaler for a dataset.
+labels, splits and scaler for a dataset. :func:`prepare_arrays` joins the features
+(:mod:`pipeline.features`), labels (:mod:`pipeline.labels`) and splits (:mod:`pipeline.splits`)
+and fits the scaler on the train block's rows only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,127 @@ from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, atomic_write_text
 from pipeline.config_schema import TrainingConfig
 from pipeline.data import DatasetInfo, load_dataset
-from pipeline.features import PreparedArrays, prepare_arrays
+from pipeline.features import (
+    DEFAULT_FEATURES,
+    FeatureError,
+    agent_price_features,
+    check_feature_names,
+    compute_features,
+    utc_index,
+    warmup_bars,
+)
+from pipeline.labels import auto_threshold, make_labels, smoothed_future_return
+from pipeline.splits import Block, Splits, make_splits
 
 log = logging.getLogger(__name__)
+
+
+def scaler_rows(block: Block, lookback: int) -> slice:
+    """Feature rows the windows of ``block`` cover: ``start - lookback + 1 .. stop - 1``."""
+    return slice(block.start - lookback + 1, block.stop)
+
+
+def fit_scaler(features: np.ndarray, block: Block, lookback: int) -> StandardScaler:
+    """StandardScaler fit on the feature rows read by the windows of ``block`` only.
+
+    Walk-forward fold models call this with their own training fold, so no fold is scaled
+    with statistics of later bars.
+    """
+    rows = np.asarray(features[scaler_rows(block, lookback)], dtype=np.float64)  # (n+L-1, F)
+    if len(rows) == 0 or not np.isfinite(rows).all():
+        raise FeatureError(
+            f"cannot fit the scaler on block '{block.name}' bars {block.start}..{block.stop - 1}"
+            f" (lookback {lookback}): rows are empty or contain NaN (inside the warm-up?)"
+        )
+    return StandardScaler().fit(rows)
+
+
+def apply_scaler(scaler: StandardScaler, features: np.ndarray) -> np.ndarray:
+    """``scaler`` applied to every row, ``(N, F)`` float32; NaN warm-up rows stay NaN."""
+    x = np.asarray(features, dtype=np.float64)
+    return ((x - scaler.mean_) / scaler.scale_).astype(np.float32)
+
+
+@dataclass
+class PreparedArrays:
+    """Everything the classifier trainer needs, as arrays indexed by bar.
+
+    The samples of a block are windows of ``scaled`` (or of a fold scaler's output) gathered by
+    :class:`pipeline.windows.WindowData`, the one windowing implementation (issue 9 item 2).
+    """
+
+    feature_names: tuple[str, ...]
+    lookback: int
+    k: int
+    delta: float
+    delta_auto: bool
+    timestamps: np.ndarray  # (N,) datetime64, UTC with the timezone dropped
+    open: np.ndarray  # (N,) float64
+    close: np.ndarray  # (N,) float64
+    features: np.ndarray  # (N, F) float32, unscaled, NaN in warm-up rows
+    price_features: np.ndarray  # (N, 5) float32, agent_price_features
+    r: np.ndarray  # (N,) float64 smoothed future return, NaN in the last k rows
+    labels: np.ndarray  # (N,) int8, -1 = no label
+    splits: Splits
+    scaler: StandardScaler
+    scaled: np.ndarray  # (N, F) float32, scaled with `scaler`
+    warmup: int = 0  # leading NaN rows of `features`
+
+    @property
+    def n_bars(self) -> int:
+        """Rows (bars) of the dataset."""
+        return len(self.close)
+
+
+def prepare_arrays(
+    df: pd.DataFrame,
+    feature_names: Sequence[str] = DEFAULT_FEATURES,
+    lookback: int = 60,
+    k: int = 5,
+    delta: float | None = None,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    purge_gap: int | str | None = None,
+    n_folds: int = 4,
+) -> PreparedArrays:
+    """Features, labels, splits, the train-only scaler and scaled features of one dataset.
+
+    ``delta = None`` picks the label threshold with :func:`auto_threshold` on the TRAIN block's
+    returns only; the scaler is fit on the feature rows the train windows read (bars
+    ``train.start - lookback + 1 .. train.stop - 1``). Nothing after the train block influences
+    either. Raises :class:`FeatureError` / :class:`SplitError` on bad input.
+    """
+    names = check_feature_names(feature_names)
+    feats = compute_features(df, names)  # (N, F) float64
+    warm = warmup_bars(names)
+    splits = make_splits(
+        len(df), warm, lookback, k, test_fraction, val_fraction, purge_gap, n_folds
+    )
+    close = np.asarray(df["close"], dtype=np.float64)
+    r = smoothed_future_return(close, k)  # (N,)
+    delta_auto = delta is None
+    d = auto_threshold(r[splits.train.bars()]) if delta is None else float(delta)
+    labels = make_labels(r, d)
+    features = feats.to_numpy(dtype=np.float32)  # (N, F)
+    scaler = fit_scaler(features, splits.train, lookback)
+    return PreparedArrays(
+        feature_names=names,
+        lookback=lookback,
+        k=k,
+        delta=d,
+        delta_auto=delta_auto,
+        timestamps=utc_index(df["timestamp"]).to_numpy(),
+        open=np.asarray(df["open"], dtype=np.float64),
+        close=close,
+        features=features,
+        price_features=agent_price_features(df, feats),
+        r=r,
+        labels=labels,
+        splits=splits,
+        scaler=scaler,
+        scaled=apply_scaler(scaler, features),
+        warmup=warm,
+    )
 
 
 @dataclass
@@ -36,7 +157,7 @@ class Prepared:
 
 
 def arrays_from_config(df: pd.DataFrame, cfg: TrainingConfig) -> PreparedArrays:
-    """:func:`pipeline.features.prepare_arrays` of a validated frame with ``cfg``'s settings.
+    """:func:`prepare_arrays` of a validated frame with ``cfg``'s settings.
 
     The one place that maps config keys to the arguments (features, lookback, label and split
     settings), shared by :func:`prepare_dataset` and bench/bench_data_prep.py.
@@ -59,7 +180,7 @@ def prepare_dataset(
 ) -> Prepared:
     """Load and validate ``dataset`` from ``paths.datasets`` and build its arrays from ``cfg``.
 
-    ``threshold_delta = auto`` (None) lets :func:`pipeline.features.prepare_arrays` pick the
+    ``threshold_delta = auto`` (None) lets :func:`prepare_arrays` pick the
     threshold that balances the classes on the training block; ``purge_gap = auto`` (None) uses the
     minimum ``smoothing_k + lookback``. With ``save_scaler`` the scaler (fit on the train block's
     rows only) is written atomically as JSON to the dataset's

@@ -2,7 +2,8 @@
 
 The scaled feature matrix ``(N, F)`` and the sample bars are moved to the device once; a batch is
 gathered there with one index operation (``features[bars[:, None] + offsets]``), so there is no
-DataLoader, no per-batch Python collate and no ``lookback``-fold copy of the data.
+DataLoader, no per-batch Python collate and no ``lookback``-fold copy of the data. This is the one
+windowing implementation: training, prediction, the tests and bench/bench_data_prep.py all use it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Features, labels and windows of pipeline.features: causality, values, errors."""
+"""Features (pipeline.features), labels (pipeline.labels) and the sample windows
+(pipeline.windows.WindowData): causality, values, errors."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import ta
+import torch
 
+from pipeline import classifier_metrics
 from pipeline import features as F
+from pipeline import labels as L
+from pipeline.common import PipelineError
+from pipeline.windows import WindowData
 
 pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
 
@@ -171,7 +177,7 @@ def test_agent_price_features(frame: pd.DataFrame, all_feats: pd.DataFrame) -> N
 
 def test_smoothed_future_return_by_hand() -> None:
     close = np.array([10.0, 11.0, 12.0, 9.0, 10.0, 10.0])
-    r = F.smoothed_future_return(close, 2)
+    r = L.smoothed_future_return(close, 2)
     expected = [
         (11 + 12) / 2 / 10 - 1,  # 0.15
         (12 + 9) / 2 / 11 - 1,  # -0.04545
@@ -181,29 +187,30 @@ def test_smoothed_future_return_by_hand() -> None:
         np.nan,
     ]
     np.testing.assert_allclose(r, expected, rtol=1e-12, equal_nan=True)
-    labels = F.make_labels(r, 0.1)
+    labels = L.make_labels(r, 0.1)
     assert labels.dtype == np.int8
     assert labels.tolist() == [2, 1, 0, 2, -1, -1]
-    np.testing.assert_allclose(F.smoothed_future_return(close, 1)[:-1], close[1:] / close[:-1] - 1)
-    assert np.isnan(F.smoothed_future_return(close, 6)).all()
+    np.testing.assert_allclose(L.smoothed_future_return(close, 1)[:-1], close[1:] / close[:-1] - 1)
+    assert np.isnan(L.smoothed_future_return(close, 6)).all()
     with pytest.raises(F.FeatureError, match="k must be >= 1"):
-        F.smoothed_future_return(close, 0)
+        L.smoothed_future_return(close, 0)
 
 
 def test_make_labels_thresholds_are_strict() -> None:
     r = np.array([0.1, -0.1, 0.1000001, -0.1000001, 0.0, np.nan])
-    assert F.make_labels(r, 0.1).tolist() == [1, 1, 2, 0, 1, -1]
-    assert F.make_labels(r, 0.0).tolist() == [2, 0, 2, 0, 1, -1]
-    assert F.CLASS_NAMES == ("Fall", "Stationary", "Rise")
+    assert L.make_labels(r, 0.1).tolist() == [1, 1, 2, 0, 1, -1]
+    assert L.make_labels(r, 0.0).tolist() == [2, 0, 2, 0, 1, -1]
+    assert L.CLASS_NAMES == ("Fall", "Stationary", "Rise")
+    assert classifier_metrics.CLASS_NAMES is L.CLASS_NAMES  # one copy (issue 9 item 1)
     with pytest.raises(F.FeatureError, match="delta"):
-        F.make_labels(r, -0.5)
+        L.make_labels(r, -0.5)
 
 
 def test_auto_threshold_balances_classes(frame: pd.DataFrame) -> None:
-    r = F.smoothed_future_return(frame["close"].to_numpy(), 5)
-    delta = F.auto_threshold(r)
+    r = L.smoothed_future_return(frame["close"].to_numpy(), 5)
+    delta = L.auto_threshold(r)
     counts = (
-        np.bincount(F.make_labels(r, delta)[np.isfinite(r)], minlength=3) / np.isfinite(r).sum()
+        np.bincount(L.make_labels(r, delta)[np.isfinite(r)], minlength=3) / np.isfinite(r).sum()
     )
     assert counts[1] == pytest.approx(1 / 3, abs=0.01)
     assert counts[0] == pytest.approx(1 / 3, abs=0.06)
@@ -213,34 +220,45 @@ def test_auto_threshold_balances_classes(frame: pd.DataFrame) -> None:
 def test_auto_threshold_uses_only_given_rows() -> None:
     r = np.array([0.01, -0.02, 0.03, -0.04, 0.05, 0.06, np.nan])
     expected = np.quantile(np.abs(r[:6]), 1 / 3)
-    assert F.auto_threshold(r) == pytest.approx(expected)
-    assert F.auto_threshold(r[:3]) == pytest.approx(np.quantile([0.01, 0.02, 0.03], 1 / 3))
+    assert L.auto_threshold(r) == pytest.approx(expected)
+    assert L.auto_threshold(r[:3]) == pytest.approx(np.quantile([0.01, 0.02, 0.03], 1 / 3))
     with pytest.raises(F.FeatureError, match="no finite returns"):
-        F.auto_threshold(np.array([np.nan]))
+        L.auto_threshold(np.array([np.nan]))
 
 
-# ---------------------------------------------------------------- windows
+# ---------------------------------------------------------------- windows (WindowData)
 
 
-def test_make_windows_matches_naive_loop() -> None:
+def _windows(x: np.ndarray, lookback: int, bars: np.ndarray) -> torch.Tensor:
+    """Every window of ``bars`` from :class:`pipeline.windows.WindowData` (CPU), ``(n, L, F)``."""
+    data = WindowData.create(x, bars, None, lookback, torch.device("cpu"))
+    xb, _ = data.batch(torch.arange(len(data)))
+    return xb
+
+
+def test_window_data_matches_naive_loop() -> None:
+    # issue 9 item 2: WindowData is the one windowing implementation.
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 3))
     lookback = 5
     bars = np.array([4, 5, 17, 39, 10])
-    got = F.make_windows(x, lookback, bars)
+    got = _windows(x, lookback, bars)
     naive = np.stack([x[t - lookback + 1 : t + 1] for t in bars]).astype(np.float32)
-    assert got.dtype == np.float32 and got.shape == (5, lookback, 3)
-    np.testing.assert_array_equal(got, naive)
-    np.testing.assert_array_equal(got[:, -1, :], x[bars].astype(np.float32))  # ends AT the bar
-    assert got.flags["C_CONTIGUOUS"]
-    x32 = np.ascontiguousarray(x, dtype=np.float32)
-    assert not np.shares_memory(F.make_windows(x32, lookback, bars), x32)  # a copy, not a view
-    assert F.make_windows(x, lookback, np.array([], dtype=int)).shape == (0, lookback, 3)
+    assert got.dtype == torch.float32 and got.shape == (5, lookback, 3)
+    np.testing.assert_array_equal(got.numpy(), naive)
+    np.testing.assert_array_equal(got[:, -1, :].numpy(), x[bars].astype(np.float32))  # ends AT t
+    assert got.is_contiguous()
+    x32 = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    data = WindowData.create(x32, bars, None, lookback, torch.device("cpu"))
+    xb, _ = data.batch(torch.arange(len(data)))
+    xb += 1.0  # a copy, not a view: the feature matrix is untouched
+    np.testing.assert_array_equal(data.features.numpy(), x.astype(np.float32))
+    assert _windows(x, lookback, np.array([], dtype=int)).shape == (0, lookback, 3)
 
 
-def test_make_windows_rejects_bars_without_full_window() -> None:
+def test_window_data_rejects_bars_without_full_window() -> None:
     x = np.zeros((10, 2))
-    with pytest.raises(F.FeatureError, match="must lie in 2..9"):
-        F.make_windows(x, 3, np.array([1, 5]))
-    with pytest.raises(F.FeatureError, match="must lie in 2..9"):
-        F.make_windows(x, 3, np.array([10]))
+    with pytest.raises(PipelineError, match="full window of 3 bars inside 0..9"):
+        WindowData.create(x, np.array([1, 5]), None, 3, torch.device("cpu"))
+    with pytest.raises(PipelineError, match="full window of 3 bars inside 0..9"):
+        WindowData.create(x, np.array([10]), None, 3, torch.device("cpu"))

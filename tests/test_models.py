@@ -10,7 +10,6 @@ from pipeline.classifier_metrics import class_weights, classification_metrics
 from pipeline.common import EXIT_INTERRUPTED, PipelineError
 from pipeline.config_schema import MODEL_NAMES, TrainingConfig
 from pipeline.device import call_with_oom_retry, scale_batch_size, seed_everything
-from pipeline.features import make_windows
 from pipeline.nets import arch_config, build_classifier, moving_average
 from pipeline.windows import WindowData, predict_proba
 from pytorch_train import TrainingInterrupted, load_checkpoint, train_classifier
@@ -104,7 +103,8 @@ def test_window_gather_equals_materialised_windows() -> None:
     data = WindowData.create(x, bars, y, L, torch.device("cpu"))
     idx = torch.tensor([0, 7, len(bars) - 1])
     xb, yb = data.batch(idx)
-    expected = make_windows(x, L, bars[idx.numpy()])
+    # The window of bar t is rows t-L+1 .. t, built here by a plain loop (issue 9 item 2).
+    expected = np.stack([x[t - L + 1 : t + 1] for t in bars[idx.numpy()]]).astype(np.float32)
     assert xb.shape == (3, L, F)
     assert np.array_equal(xb.numpy(), expected)
     assert yb.tolist() == y[idx.numpy()].tolist()

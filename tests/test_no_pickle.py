@@ -20,8 +20,7 @@ from test_train_models import signal_config, trained_signal, write_dataset
 
 from pipeline.artifacts import Artifacts
 from pipeline.common import PROJECT_ROOT, Paths, PipelineError
-from pipeline.features import apply_scaler
-from pipeline.prepare import load_scaler_file, prepare_dataset
+from pipeline.prepare import apply_scaler, load_scaler_file, prepare_dataset
 from ppo_approach.prediction_wrapper import validate_models
 
 

@@ -17,10 +17,11 @@ import torch
 from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError
 from pipeline.config_schema import MODEL_NAMES
-from pipeline.features import Block, auto_threshold, fit_scaler
+from pipeline.labels import auto_threshold
 from pipeline.prediction_table import TABLE_COLUMNS, load_prediction_table
 from pipeline.predictors import EnsemblePredictionModel, PredictionModel
-from pipeline.prepare import prepare_dataset
+from pipeline.prepare import fit_scaler, prepare_dataset
+from pipeline.splits import Block
 from ppo_approach.prediction_wrapper import validate_models
 
 CPU = torch.device("cpu")

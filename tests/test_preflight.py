@@ -116,8 +116,8 @@ def test_dataset_valid_and_broken(paths: Paths) -> None:
 @pytest.mark.parametrize("n_rows", [1, 100])
 def test_dataset_too_short_for_the_split_fails_in_preflight(paths: Paths, n_rows: int) -> None:
     # issue 8 item 13: "needs at least N rows" came only in step 5, after preflight passed.
-    from pipeline.features import SplitError
     from pipeline.prepare import arrays_from_config
+    from pipeline.splits import SplitError
 
     cfg = load_config(None, None, preset="smoke")
     name = f"SHORT-{n_rows}"
@@ -125,7 +125,7 @@ def test_dataset_too_short_for_the_split_fails_in_preflight(paths: Paths, n_rows
     write_ohlcv_csv(df, paths.datasets / f"{name}.csv")
     row = check_dataset(name, paths, cfg.training)
     assert row.status == FAIL, row
-    # the same minimum as step 5's error (pipeline.features.make_splits via prepare)
+    # the same minimum as step 5's error (pipeline.splits.make_splits via prepare)
     loaded = pytest.importorskip("pipeline.data").load_dataset(name, paths.datasets)[0]
     with pytest.raises(SplitError) as step5:
         arrays_from_config(loaded, cfg.training)
