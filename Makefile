@@ -64,7 +64,7 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# Type check the library (issue 9 item 7); not yet in .ci/run: modules are made clean one by one.
+# Type check the library (issue 9 item 7); .ci/run runs it after the tests and the linter.
 typecheck: install
 	$(PY) -m mypy pipeline
 

@@ -47,6 +47,7 @@ from pipeline.common import atomic_write_text
 from pipeline.config import load_config
 from pipeline.config_schema import PPOConfig
 from pipeline.device import resolve_device
+from ppo_approach import callbacks
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
@@ -238,16 +239,16 @@ def part_wall(data: MarketData, timesteps: int) -> list[str]:
         venv, kind = trading_venv(data, cfg, cfg.vec_env)
         model = agent.build_model(cfg, venv, str(resolve_device(cfg.device)), None)
         val = TradingEnv(data, EnvConfig.from_ppo_config(cfg), random_start=True)
-        stopper = agent.StopOnRequestCallback(agent.StopRequest())
-        callbacks = [
-            agent.CheckpointCallback(Path(tmp), cfg.checkpoint_freq),
-            agent.ValidationEvalCallback(
+        stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
+        cbs = [
+            callbacks.CheckpointCallback(Path(tmp), cfg.checkpoint_freq),
+            callbacks.ValidationEvalCallback(
                 val, Path(tmp), cfg.eval_freq, cfg.eval_episodes, 0, ppy, stopper
             ),
         ]
         t1 = time.perf_counter()
         with agent.parent_threads(kind, venv.num_envs):
-            agent.learn(model, timesteps, callbacks, stopper, "bench", progress_bar=False)
+            agent.learn(model, timesteps, cbs, stopper, "bench", progress_bar=False)
         t2 = time.perf_counter()
         venv.close()
     done = int(model.num_timesteps)

@@ -20,7 +20,7 @@ from pipeline.common import Paths, PipelineError, atomic_write_json, sha256_file
 from pipeline.config_schema import Config, PPOConfig
 
 if TYPE_CHECKING:
-    from ppo_approach import ppo_trading_agent as agent_module
+    from ppo_approach import model_files
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ its first checkpoint (issue 8 item 3)."""
 
 def _run_files(ckdir: Path) -> list[Path]:
     """Checkpoints, best model, checksums and run config of the run in ``ckdir``."""
-    from ppo_approach import ppo_trading_agent as agent
+    from ppo_approach import model_files
 
-    files = [p for _, p in agent.list_checkpoints(ckdir)]
+    files = [p for _, p in model_files.list_checkpoints(ckdir)]
     names = (
         art.PPO_BEST_MODEL_NAME,
         art.PPO_BEST_META_NAME,
@@ -81,12 +81,12 @@ def drop_previous_run(ckdir: Path) -> None:
 def recover_previous_run(ckdir: Path) -> None:
     """After a fresh run that failed (or was killed) before its first checkpoint, put the earlier
     run's files back; when it did write one, delete them (the cleanup was all that was left)."""
-    from ppo_approach import ppo_trading_agent as agent
+    from ppo_approach import model_files
 
     aside = ckdir / PREVIOUS_RUN_DIR
     if not aside.is_dir():
         return
-    if agent.list_checkpoints(ckdir):
+    if model_files.list_checkpoints(ckdir):
         drop_previous_run(ckdir)
         return
     for p in _run_files(ckdir):  # the failed run's partial files (no checkpoint of its own)
@@ -178,10 +178,10 @@ def resume_candidates(
     but every candidate was trained with other settings; a checkpoint folder without
     ``run_config.json`` (written by older versions) is resumed with a warning.
     """
-    from ppo_approach import ppo_trading_agent as agent
+    from ppo_approach import model_files
 
     found: list[tuple[int, Path, dict[str, Any] | None, Path]] = []
-    checkpoints = agent.list_checkpoints(ckdir)
+    checkpoints = model_files.list_checkpoints(ckdir)
     run_cfg = ckdir / RUN_CONFIG_NAME
     saved_cfg = read_json(run_cfg) if checkpoints else None
     found += [(ts, path, saved_cfg, run_cfg) for ts, path in checkpoints]
@@ -211,7 +211,7 @@ def resume_candidates(
             ckdir,
             RUN_CONFIG_NAME,
         )
-    checksums = agent.read_checksums(ckdir)
+    checksums = model_files.read_checksums(ckdir)
     out = []
     for ts, path, _, _ in sorted(matching, key=lambda c: (c[0], c[1] == final), reverse=True):
         if path == final:
@@ -230,10 +230,10 @@ def _resume_point(
     return (cands[0].timesteps, cands[0].path) if cands else None
 
 
-def unrecorded_error(path: Path, where: Path) -> agent_module.UntrustedModelError:
-    from ppo_approach import ppo_trading_agent as agent
+def unrecorded_error(path: Path, where: Path) -> model_files.UntrustedModelError:
+    from ppo_approach import model_files
 
-    return agent.UntrustedModelError(
+    return model_files.UntrustedModelError(
         f"{path}: not recorded in {where}, so not written by this run; refusing to load it "
         "(delete it, or run without --resume to start over)"
     )
@@ -245,7 +245,7 @@ def load_resume_point(
     """Load the newest candidate that loads; a damaged one is skipped with a warning naming it
     (issue 8 item 4). One whose recorded SHA-256 differs (or that the checksum manifest does not
     list) stops the run: it was replaced, not damaged (item 7)."""
-    from ppo_approach import ppo_trading_agent as agent
+    from ppo_approach import model_files
 
     for cand in cands:
         if cand.sha256 == "":
@@ -257,7 +257,7 @@ def load_resume_point(
                 cand.path,
             )
         try:
-            model = agent.load_model(
+            model = model_files.load_model(
                 cand.path,
                 vec_env,
                 device,
@@ -265,7 +265,7 @@ def load_resume_point(
                 clip_range=pc.clip_range,
                 expected_sha256=cand.sha256,
             )
-        except agent.CorruptModelError as exc:
+        except model_files.CorruptModelError as exc:
             log.warning("--resume: skipping %s; trying the next older one", exc)
             continue
         if model.num_timesteps != cand.timesteps:
@@ -283,11 +283,11 @@ def load_resume_point(
 def adopt_unrecorded_files(ckdir: Path) -> None:
     """Resuming a folder of an older version (no checksum manifest): record the hashes of what is
     there now, so this run's later checks (best model, fallback) have something to compare to."""
-    from ppo_approach import ppo_trading_agent as agent
+    from ppo_approach import model_files
 
-    if agent.read_checksums(ckdir) is not None:
+    if model_files.read_checksums(ckdir) is not None:
         return
-    names = [p for _, p in agent.list_checkpoints(ckdir)] + [ckdir / art.PPO_BEST_MODEL_NAME]
+    names = [p for _, p in model_files.list_checkpoints(ckdir)] + [ckdir / art.PPO_BEST_MODEL_NAME]
     recorded = {p.name: sha256_file(p) for p in names if p.is_file()}
     if recorded:
         atomic_write_json(ckdir / art.PPO_CHECKSUMS_NAME, dict(sorted(recorded.items())))

@@ -28,7 +28,7 @@ model aside (``.previous_run/``) and deletes them only once it has written its f
 (or its final model); if it fails before, they are put back. ``--resume`` falls back from a
 damaged checkpoint to the newest one that loads, refuses one whose SHA-256 is not the one
 recorded when it was written, and never unpickles anything from the file
-(:func:`ppo_approach.ppo_trading_agent.load_model`). Only the newest few checkpoints are kept.
+(:func:`ppo_approach.model_files.load_model`). Only the newest few checkpoints are kept.
 
 Heavy libraries (torch, stable_baselines3, sklearn) are imported inside the functions that need
 them, so ``--help`` and usage errors answer at once (issue 8 item 29).
@@ -166,6 +166,7 @@ def train(run: AgentRun, resume: bool) -> Trained:
     and progress callbacks, save the final model. An interrupt writes a checkpoint and raises
     :class:`TrainingInterrupted`; a failure before the first save puts the earlier run's files
     back (issue 8 item 3)."""
+    from ppo_approach import model_files
     from ppo_approach import ppo_trading_agent as agent
 
     pc, ckdir = run.cfg.ppo, run.ckdir
@@ -209,7 +210,7 @@ def train(run: AgentRun, resume: bool) -> Trained:
             val_env, evaluator = _learn(
                 run, model, vec_kind, vec_env.num_envs, new_run=start is None
             )
-            agent.save_model_atomic(model, run.files.ppo_model(run.model_name))
+            model_files.save_model_atomic(model, run.files.ppo_model(run.model_name))
             run_folder.drop_previous_run(ckdir)
         except BaseException:
             run_folder.recover_previous_run(ckdir)  # nothing saved yet: the earlier files return
@@ -224,32 +225,33 @@ def _learn(
 ) -> tuple[TradingEnv, Any]:
     """``learn()`` with the checkpoint, validation and progress callbacks; an interrupt writes a
     checkpoint and raises (see :func:`_interrupted`). Returns the validation env and evaluator."""
+    from ppo_approach import callbacks
     from ppo_approach import ppo_trading_agent as agent
 
     pc, ckdir = run.cfg.ppo, run.ckdir
-    stopper = agent.StopOnRequestCallback(agent.StopRequest())
+    stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
     val_env = TradingEnv(
         run.blocks["val"].data, run.env_cfg, RewardFunction(run.reward_cfg), random_start=True
     )
-    evaluator = agent.ValidationEvalCallback(
+    evaluator = callbacks.ValidationEvalCallback(
         val_env, ckdir, pc.eval_freq, pc.eval_episodes, pc.seed, run.ppy, stopper
     )
     if not new_run:
         evaluator.load_best_meta()
-    checkpointer = agent.CheckpointCallback(
+    checkpointer = callbacks.CheckpointCallback(
         ckdir,
         pc.checkpoint_freq,
         pc.keep_checkpoints,
         after_save=lambda _: run_folder.drop_previous_run(ckdir),
     )
-    callbacks: list[Any] = [checkpointer, evaluator]
+    cbs: list[Any] = [checkpointer, evaluator]
     bars = _progress_bar_wanted()
     if not bars:
-        callbacks.append(agent.ProgressLogCallback(pc.total_timesteps))
+        cbs.append(callbacks.ProgressLogCallback(pc.total_timesteps))
     tb_name = run.files.tensorboard_name(run.model_name)
     with agent.parent_threads(vec_kind, n_envs):
         result = agent.learn(
-            model, pc.total_timesteps, callbacks, stopper, tb_name, bars, new_run=new_run
+            model, pc.total_timesteps, cbs, stopper, tb_name, bars, new_run=new_run
         )
     if result.interrupted:
         _interrupted(model, result, ckdir, pc.keep_checkpoints, pc.total_timesteps)
@@ -338,7 +340,7 @@ def record_artifacts(files: Artifacts, model_name: str) -> None:
 def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) -> None:
     """Write the interrupt checkpoint (when a rollout finished at all) and raise
     :class:`TrainingInterrupted`."""
-    from ppo_approach import ppo_trading_agent as agent
+    from ppo_approach import callbacks
 
     if result.timesteps == 0:
         # Not one update yet: nothing worth a checkpoint, and the earlier run's files (if any)
@@ -349,7 +351,7 @@ def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) ->
         )
     # The interrupted rollout was thrown away: count only what the weights learned from.
     model.num_timesteps = result.timesteps
-    path = agent.save_checkpoint(model, ckdir, result.timesteps, keep)
+    path = callbacks.save_checkpoint(model, ckdir, result.timesteps, keep)
     run_folder.drop_previous_run(ckdir)
     raise TrainingInterrupted(
         f"interrupted by {result.signal_name} at {result.timesteps} of {total} timesteps; "
@@ -366,17 +368,17 @@ def _model_to_backtest(
     A damaged best model falls back to the final one with a warning; one that is not the file
     this run recorded stops the step (issue 8 item 7).
     """
-    from ppo_approach import ppo_trading_agent as agent
+    from ppo_approach import model_files
 
     best = evaluator.best_path
     if not best.is_file():
         return "final", model
-    checksums = agent.read_checksums(ckdir)
+    checksums = model_files.read_checksums(ckdir)
     sha = checksums.get(best.name) if checksums is not None else None
     if checksums is not None and sha is None:
         raise run_folder.unrecorded_error(best, ckdir / art.PPO_CHECKSUMS_NAME)
     try:
-        loaded = agent.load_model(
+        loaded = model_files.load_model(
             best,
             None,
             device,
@@ -384,7 +386,7 @@ def _model_to_backtest(
             spaces=(val_env.observation_space, val_env.action_space),
             expected_sha256=sha,
         )
-    except agent.CorruptModelError as exc:
+    except model_files.CorruptModelError as exc:
         log.warning("best model unusable (%s); backtesting the final model instead", exc)
         return "final", model
     return "best", loaded

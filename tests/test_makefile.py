@@ -56,6 +56,6 @@ def test_cpu_machines_get_torch_from_the_cpu_only_index() -> None:
     assert 'import torch" 2>/dev/null ||' in cmds  # only when torch is missing
 
 
-def test_ci_runs_the_readme_test_command_then_lint() -> None:
+def test_ci_runs_the_readme_test_command_then_lint_and_types() -> None:
     lines = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.startswith("make")]
-    assert lines == ["make test", "make lint"]
+    assert lines == ["make test", "make lint", "make typecheck"]

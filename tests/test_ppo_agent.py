@@ -33,7 +33,7 @@ from pipeline.common import PROJECT_ROOT, Paths, sha256_file
 from pipeline.config import Config, load_config, load_resolved
 from pipeline.prepare import prepare_dataset
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
-from ppo_approach import agent_blocks, run_folder
+from ppo_approach import agent_blocks, callbacks, model_files, run_folder
 from ppo_approach import backtest as bt
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach import train_ppo_agent as step
@@ -137,7 +137,7 @@ def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, An
     ck = paths.ppo_checkpoints / f"dlstm_{DATASET}"
     # checkpoint_freq = 1024, rollout = 256 steps x 2 envs: the boundary at 1024 is saved; the
     # one at 2048 is the end of training (the final model), not a checkpoint.
-    assert [t for t, _ in agent.list_checkpoints(ck)] == [1024]
+    assert [t for t, _ in model_files.list_checkpoints(ck)] == [1024]
     assert (ck / "best_model.zip").is_file()
     best = json.loads((ck / "best_model.json").read_text())
     assert best["timesteps"] in (1024, 2048)
@@ -290,7 +290,7 @@ def test_sigint_writes_checkpoint_then_resume_continues_to_total(
     resume_line = [ln for ln in err.splitlines() if ln.startswith("resume with:")]
     assert resume_line and resume_line[0].endswith("--resume")
     assert signal.getsignal(signal.SIGINT) is handler_before  # handlers restored
-    stopped_at, ck_path = agent.latest_checkpoint(ck)
+    stopped_at, ck_path = model_files.latest_checkpoint(ck)
     # Saved at a rollout boundary (256 steps x 2 envs) before the end: the weights hold exactly
     # `stopped_at` timesteps of experience.
     assert 1024 <= stopped_at < 4096 and stopped_at % 512 == 0
@@ -329,8 +329,8 @@ def test_sigterm_sets_the_stop_request_like_sigint() -> None:
     """SIGTERM (a pod shutdown) takes the same path as the SIGINT test above: the handler sets the
     request, learn() stops at the rollout boundary and the checkpoint is written."""
     before = signal.getsignal(signal.SIGTERM)
-    request = agent.StopRequest()
-    with agent.stop_signals(request):
+    request = callbacks.StopRequest()
+    with callbacks.stop_signals(request):
         os.kill(os.getpid(), signal.SIGTERM)
         deadline = time.monotonic() + 5
         while not request.is_set() and time.monotonic() < deadline:
@@ -520,14 +520,14 @@ def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
     cfg = _smoke_cfg("n_epochs=1").ppo
     venv, _ = agent.make_vec_env(block.data, EnvConfig(), RewardConfig(), 2, 0, "dummy")
     model = agent.build_model(cfg, venv, "cpu", None)
-    cb = agent.CheckpointCallback(tmp_path, freq=768)
-    stopper = agent.StopOnRequestCallback(agent.StopRequest())
+    cb = callbacks.CheckpointCallback(tmp_path, freq=768)
+    stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
     result = agent.learn(model, 2560, [cb], stopper, "t", progress_bar=False)
     venv.close()
     assert not result.interrupted and result.timesteps == 2560
     # Rollouts end at 512, 1024, ...: the first boundary past 768 is 1024, past 1536 is 1536,
     # past 2304 is 2560 = the end (no rollout starts there), so two checkpoints.
-    assert [t for t, _ in agent.list_checkpoints(tmp_path)] == [1024, 1536]
+    assert [t for t, _ in model_files.list_checkpoints(tmp_path)] == [1024, 1536]
     assert PPO.load(tmp_path / "checkpoint_1536.zip", device="cpu").num_timesteps == 1536
 
 
@@ -536,7 +536,7 @@ def test_stop_request_ends_learning_at_last_rollout_boundary(val_block: step.Age
     cfg = _smoke_cfg("n_epochs=1").ppo
     venv, _ = agent.make_vec_env(block.data, EnvConfig(), RewardConfig(), 2, 0, "dummy")
     model = agent.build_model(cfg, venv, "cpu", None)
-    request = agent.StopRequest()
+    request = callbacks.StopRequest()
 
     class StopAt(agent.BaseCallback):
         def _on_step(self) -> bool:
@@ -544,7 +544,7 @@ def test_stop_request_ends_learning_at_last_rollout_boundary(val_block: step.Age
                 request.set("test")
             return True
 
-    stopper = agent.StopOnRequestCallback(request)
+    stopper = callbacks.StopOnRequestCallback(request)
     result = agent.learn(model, 4096, [StopAt()], stopper, "t", progress_bar=False)
     venv.close()
     assert result.interrupted and result.signal_name == "test"

@@ -35,8 +35,8 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
 
 from pipeline import artifacts as art
 from pipeline.common import Paths, sha256_file
+from ppo_approach import callbacks, model_files, run_folder
 from ppo_approach import ppo_trading_agent as agent
-from ppo_approach import run_folder
 from ppo_approach import train_ppo_agent as step
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import EnvConfig
@@ -164,9 +164,9 @@ def test_only_the_newest_checkpoints_are_kept_with_their_checksums(
     pruned_run: dict[str, Any],
 ) -> None:
     """Five checkpoint intervals, KEEP_CHECKPOINTS = 3: the three newest stay, plus the best."""
-    assert agent.KEEP_CHECKPOINTS == 3
+    assert model_files.KEEP_CHECKPOINTS == 3
     ck = pruned_run["root"] / CK
-    kept = [t for t, _ in agent.list_checkpoints(ck)]
+    kept = [t for t, _ in model_files.list_checkpoints(ck)]
     assert kept == [1536, 2048, 2560]
     sums = json.loads((ck / art.PPO_CHECKSUMS_NAME).read_text())
     assert set(sums) == {"checkpoint_1536.zip", "checkpoint_2048.zip", "checkpoint_2560.zip"} | {
@@ -182,7 +182,7 @@ def test_prune_keeps_n(tmp_path: Path) -> None:
     for t in (512, 1024, 1536, 2048):
         (tmp_path / f"checkpoint_{t}.zip").write_bytes(b"x")
     (tmp_path / art.PPO_BEST_MODEL_NAME).write_bytes(b"x")
-    gone = agent.prune_checkpoints(tmp_path, 2)
+    gone = model_files.prune_checkpoints(tmp_path, 2)
     assert [p.name for p in gone] == ["checkpoint_512.zip", "checkpoint_1024.zip"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         art.PPO_BEST_MODEL_NAME,
@@ -359,8 +359,8 @@ def test_load_model_needs_no_pickle_for_any_entry_sb3_writes(
     pickled = {k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v}
     env = step.TradingEnv(val_block.data, EnvConfig(), step.RewardFunction(RewardConfig()))
     spaces = (env.observation_space, env.action_space)
-    assert pickled <= set(agent._replacements(data, spaces, 1, 0.2))
-    model = agent.load_model(
+    assert pickled <= set(model_files._replacements(data, spaces, 1, 0.2))
+    model = model_files.load_model(
         path, None, "cpu", clip_range=0.2, spaces=spaces, expected_sha256=sha256_file(path)
     )
     assert model.num_timesteps == 2560 and model.clip_range(1.0) == 0.2
@@ -390,7 +390,7 @@ def test_checkpoint_is_fsynced_before_the_rename(
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    path = agent.save_checkpoint(model, tmp_path, 512, keep=3)
+    path = callbacks.save_checkpoint(model, tmp_path, 512, keep=3)
     renames = [i for i, (kind, what) in enumerate(events) if what.endswith(f"-> {path}")]
     assert len(renames) == 1
     i = renames[0]
@@ -412,7 +412,7 @@ def test_progress_lines_without_a_terminal(pruned_run: dict[str, Any]) -> None:
 
 def test_progress_callback_logs_every_interval(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
-    cb = agent.ProgressLogCallback(1000, interval_s=30.0, clock=lambda: now[0])
+    cb = callbacks.ProgressLogCallback(1000, interval_s=30.0, clock=lambda: now[0])
     cb.model = SimpleNamespace(num_timesteps=0)  # type: ignore[assignment]
     with caplog.at_level(logging.INFO, logger=agent.__name__):
         cb._on_training_start()
@@ -447,13 +447,13 @@ def test_annualisation_is_inferred_from_the_bars(
         step.backtest, "infer_periods_per_year", lambda ts: (252.0, f"252 from {len(ts)} bars")
     )
     seen: dict[str, float] = {}
-    real_eval = agent.ValidationEvalCallback.__init__
+    real_eval = callbacks.ValidationEvalCallback.__init__
 
     def spy_eval(self: Any, *args: Any, **kwargs: Any) -> None:
         real_eval(self, *args, **kwargs)
         seen["ppy"] = self.ppy
 
-    monkeypatch.setattr(agent.ValidationEvalCallback, "__init__", spy_eval)
+    monkeypatch.setattr(callbacks.ValidationEvalCallback, "__init__", spy_eval)
     monkeypatch.setattr(
         agent, "learn", lambda model, total, *a, **k: agent.LearnResult(False, total)
     )

@@ -1,0 +1,311 @@
+"""The training callbacks: stop on a signal, checkpoint, progress lines, validation.
+
+They act at ROLLOUT BOUNDARIES (``_on_rollout_start``), not at arbitrary steps: only there do the
+weights reflect exactly ``num_timesteps`` of experience (SB3 trains after each full rollout, and
+a stopped rollout is discarded). A checkpoint named ``checkpoint_{T}.zip`` therefore holds the
+weights after ``T`` timesteps, and resuming from it loses nothing. :class:`StopRequest` +
+:func:`stop_signals` turn SIGINT / SIGTERM / SIGHUP during ``learn()`` into a flag;
+:class:`StopOnRequestCallback` then ends ``learn()`` and remembers the last rollout boundary, so
+the caller can write the interrupt checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+
+from pipeline.artifacts import (
+    PPO_BEST_META_NAME,
+    PPO_BEST_MODEL_NAME,
+    ppo_checkpoint_file,
+)
+from pipeline.common import (
+    ProgressLog,
+    atomic_write_json,
+)
+from pipeline.process import handle_signals
+from ppo_approach.backtest import run_episode, sharpe_ratio
+from ppo_approach.model_files import KEEP_CHECKPOINTS, prune_checkpoints, save_model_atomic
+from ppo_approach.trading_env import TradingEnv
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 30.0
+"""Without a progress bar, a line with timesteps done, total and ETA at least this often."""
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation episode ``i`` resets with ``seed + EVAL_SEED_OFFSET + i``: every evaluation sees the
+same validation windows, so successive scores differ only by the policy, not by the windows."""
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate_on_block(
+    model: PPO,
+    env: TradingEnv,
+    episodes: int,
+    seed: int,
+    ppy: float,
+) -> dict[str, float]:
+    """Deterministic policy over ``episodes`` seeded episodes of ``env`` (validation block).
+
+    Returns means over episodes of: ``mean_reward`` (summed env reward), ``mean_length`` (steps),
+    ``mean_return`` (final equity / initial - 1) and ``mean_sharpe`` (annualised with ``ppy``).
+    """
+
+    def policy(obs: np.ndarray, info: dict[str, Any]) -> int:
+        action, _ = model.predict(obs, deterministic=True)
+        return int(action)
+
+    rewards, lengths, returns, sharpes = [], [], [], []
+    for i in range(episodes):
+        rec = run_episode(env, policy, seed=seed + EVAL_SEED_OFFSET + i)
+        rewards.append(float(rec.rewards.sum()))
+        lengths.append(rec.n_steps)
+        returns.append(float(rec.equity[-1] / rec.equity[0] - 1.0))
+        sharpes.append(sharpe_ratio(rec.equity[1:] / rec.equity[:-1] - 1.0, ppy))
+    return {
+        "mean_reward": float(np.mean(rewards)),
+        "mean_length": float(np.mean(lengths)),
+        "mean_return": float(np.mean(returns)),
+        "mean_sharpe": float(np.mean(sharpes)),
+    }
+
+
+# ---------------------------------------------------------------- stop requests
+
+
+class StopRequest:
+    """A flag set by a signal handler (or a test) and read by :class:`StopOnRequestCallback`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal_name: str | None = None
+
+    def set(self, signal_name: str = "request") -> None:
+        """Ask training to stop at the next step."""
+        self.signal_name = signal_name
+        self._event.set()
+
+    def is_set(self) -> bool:
+        """Whether a stop was requested."""
+        return self._event.is_set()
+
+
+def stop_signals(
+    request: StopRequest, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+) -> Any:
+    """While inside, SIGINT / SIGTERM / SIGHUP set ``request`` instead of killing the process, so
+    ``learn()`` ends at a step boundary and a checkpoint is written (through the pipeline's one
+    signal mechanism, :func:`pipeline.process.handle_signals`)."""
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not request.is_set():
+            log.warning("%s received: stopping after this step and writing a checkpoint", name)
+        request.set(name)
+
+    return handle_signals(on_signal, signals)
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+class StopOnRequestCallback(BaseCallback):
+    """Ends ``learn()`` when the :class:`StopRequest` is set; records the last rollout boundary.
+
+    ``trained_timesteps`` is ``num_timesteps`` at the start of the current rollout, i.e. the
+    timesteps the weights have actually been trained on (a stopped rollout is thrown away).
+    """
+
+    def __init__(self, request: StopRequest) -> None:
+        super().__init__()
+        self.request = request
+        self.trained_timesteps = 0
+        self.stopped = False
+
+    def _on_training_start(self) -> None:
+        self.trained_timesteps = int(self.model.num_timesteps)
+
+    def _on_rollout_start(self) -> None:
+        self.trained_timesteps = int(self.model.num_timesteps)
+
+    def _on_step(self) -> bool:
+        if self.request.is_set():
+            self.stopped = True
+            return False
+        return True
+
+
+class CheckpointCallback(BaseCallback):
+    """Saves ``checkpoint_{T}.zip`` at the first rollout boundary after each ``freq`` timesteps.
+
+    Counted in timesteps (``num_timesteps`` crossing multiples of ``freq``), not in callback calls;
+    written atomically with its SHA-256 recorded in ``checksums.json``; afterwards only the newest
+    ``keep`` checkpoints are kept (issue 8 item 16). ``after_save(path)`` runs after each save
+    (the trainer drops the set-aside files of the previous run after the first one, item 3).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        freq: int,
+        keep: int = KEEP_CHECKPOINTS,
+        after_save: Callable[[Path], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.directory = directory
+        self.freq = int(freq)
+        self.keep = int(keep)
+        self.after_save = after_save
+        self.last_saved = 0
+        self.saved: list[Path] = []
+
+    def _on_training_start(self) -> None:
+        self.last_saved = int(self.model.num_timesteps)
+
+    def _on_rollout_start(self) -> None:
+        t = int(self.model.num_timesteps)
+        if t // self.freq > self.last_saved // self.freq:
+            path = save_checkpoint(self.model, self.directory, t, self.keep)
+            self.saved.append(path)
+            self.last_saved = t
+            log.info("checkpoint %s (%d timesteps)", path, t)
+            if self.after_save is not None:
+                self.after_save(path)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def save_checkpoint(model: PPO, directory: Path, timesteps: int, keep: int) -> Path:
+    """Write ``checkpoint_{timesteps}.zip`` (checksum recorded); prune to the newest ``keep``."""
+    path = save_model_atomic(model, ppo_checkpoint_file(directory, timesteps), record_checksum=True)
+    pruned = prune_checkpoints(directory, keep)
+    if pruned:
+        log.debug("pruned %s (keeping the newest %d)", ", ".join(p.name for p in pruned), keep)
+    return path
+
+
+class ProgressLogCallback(BaseCallback):
+    """Logs ``PPO training: done/total timesteps (pct), elapsed, ETA`` at least every
+    ``interval_s`` seconds and at the end: for pod logs and pipes, where SB3's progress bar is
+    invisible (issue 8 item 26). ``total`` is the run's ``total_timesteps``."""
+
+    def __init__(
+        self,
+        total: int,
+        interval_s: float = PROGRESS_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.progress = ProgressLog("PPO training", total, "timesteps", interval_s, log, clock)
+
+    def _on_training_start(self) -> None:
+        self.progress.update(int(self.model.num_timesteps))
+
+    def _on_step(self) -> bool:
+        self.progress.update(int(self.model.num_timesteps))
+        return True
+
+
+class ValidationEvalCallback(BaseCallback):
+    """Evaluates on the VALIDATION block every ``freq`` timesteps and keeps the best model.
+
+    Logs ``eval/mean_reward``, ``eval/mean_ep_length``, ``eval/mean_return`` and
+    ``eval/mean_sharpe`` to TensorBoard and the log. The best score (mean reward) and its timesteps
+    are saved in ``best_model.json`` beside ``best_model.zip`` so a resumed run keeps comparing
+    against it.
+    """
+
+    def __init__(
+        self,
+        env: TradingEnv,
+        directory: Path,
+        freq: int,
+        episodes: int,
+        seed: int,
+        ppy: float,
+        stopper: StopOnRequestCallback | None = None,
+    ) -> None:
+        super().__init__()
+        self.eval_env = env
+        self.stopper = stopper
+        self.directory = directory
+        self.freq = int(freq)
+        self.episodes = int(episodes)
+        self.seed = int(seed)
+        self.ppy = float(ppy)
+        self.last_eval = 0
+        self.best_reward = -float("inf")
+        self.best_timesteps: int | None = None
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def best_path(self) -> Path:
+        """``best_model.zip`` in the checkpoint folder."""
+        return self.directory / PPO_BEST_MODEL_NAME
+
+    def load_best_meta(self) -> None:
+        """Continue from an earlier best (resume); silently nothing when there is none."""
+        meta = self.directory / PPO_BEST_META_NAME
+        if meta.is_file() and self.best_path.is_file():
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            self.best_reward = float(data["mean_reward"])
+            self.best_timesteps = int(data["timesteps"])
+
+    def _on_training_start(self) -> None:
+        self.last_eval = int(self.model.num_timesteps)
+
+    def _on_rollout_start(self) -> None:
+        self._maybe_evaluate()
+
+    def _on_training_end(self) -> None:
+        # The last rollout's weights reach a boundary only here; skip it after a stop request
+        # (the stopped rollout was discarded and the weights are the ones already evaluated).
+        if self.stopper is None or not self.stopper.stopped:
+            self._maybe_evaluate()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _maybe_evaluate(self) -> None:
+        t = int(self.model.num_timesteps)
+        if t // self.freq <= self.last_eval // self.freq:
+            return
+        self.last_eval = t
+        res = evaluate_on_block(self.model, self.eval_env, self.episodes, self.seed, self.ppy)
+        res["timesteps"] = t
+        self.history.append(res)
+        self.logger.record("eval/mean_reward", res["mean_reward"])
+        self.logger.record("eval/mean_ep_length", res["mean_length"])
+        self.logger.record("eval/mean_return", res["mean_return"])
+        self.logger.record("eval/mean_sharpe", res["mean_sharpe"])
+        self.logger.dump(t)
+        better = res["mean_reward"] > self.best_reward
+        log.info(
+            "eval @%d on validation: reward %.3f, length %.0f, return %+.2f%%, Sharpe %.2f%s",
+            t,
+            res["mean_reward"],
+            res["mean_length"],
+            100 * res["mean_return"],
+            res["mean_sharpe"],
+            " (new best)" if better else "",
+        )
+        if better:
+            self.best_reward = res["mean_reward"]
+            self.best_timesteps = t
+            save_model_atomic(self.model, self.best_path, record_checksum=True)
+            atomic_write_json(
+                self.directory / PPO_BEST_META_NAME, {"mean_reward": res["mean_reward"], **res}
+            )
