@@ -110,7 +110,10 @@ _MODULE_TIERS: dict[str, tuple[str, frozenset[str]]] = {
         ),
     ),
     "test_layers": (_UNIT, frozenset()),
-    "test_makefile": (_INTEGRATION, frozenset({"test_ci_runs_the_readme_test_command_then_lint"})),
+    "test_makefile": (
+        _INTEGRATION,
+        frozenset({"test_ci_runs_the_readme_test_command_then_lint_and_types"}),
+    ),
     "test_manifest": (_UNIT, frozenset()),
     "test_models": (
         _UNIT,
@@ -283,19 +286,11 @@ def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Training
 def _train_signal_root(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, TrainingSummary, Config]:
-    # Transitional (issue 9 item 7): kept per session here only while tests/test_no_pickle.py
-    # calls this through test_train_models' ``trained_signal``, so that the root is still built
-    # once; when it asks for ``signal_run`` instead, the fixture's own session scope suffices.
-    if id(tmp_path_factory) not in _signal_roots:
-        root = tmp_path_factory.mktemp("signal")
-        _write_dataset(root, "SIG", signal=1.0, seed=0)
-        cfg = _signal_config()
-        summary = train_models.train_all(cfg, "SIG", Paths.from_root(root), list(MODEL_NAMES))
-        _signal_roots[id(tmp_path_factory)] = (root, summary, cfg)
-    return _signal_roots[id(tmp_path_factory)]
-
-
-_signal_roots: dict[int, tuple[Path, TrainingSummary, Config]] = {}
+    root = tmp_path_factory.mktemp("signal")
+    _write_dataset(root, "SIG", signal=1.0, seed=0)
+    cfg = _signal_config()
+    summary = train_models.train_all(cfg, "SIG", Paths.from_root(root), list(MODEL_NAMES))
+    return root, summary, cfg
 
 
 @pytest.fixture(scope="session")

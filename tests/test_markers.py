@@ -53,6 +53,26 @@ def test_every_test_has_exactly_one_tier(request: pytest.FixtureRequest) -> None
     )
 
 
+def test_the_module_tier_lists_name_existing_tests(request: pytest.FixtureRequest) -> None:
+    """A test renamed away from conftest's ``_MODULE_TIERS`` would silently change tier."""
+    import conftest
+
+    opt = request.config.option
+    if opt.keyword or opt.markexpr != "not slow" or opt.file_or_dir not in ([], ["tests"]):
+        pytest.skip("checked on the default run of the whole suite only")
+    collected: dict[str, set[str]] = {}
+    for item in request.session.items:
+        if isinstance(item, pytest.Function):
+            collected.setdefault(item.path.stem, set()).add(item.originalname)
+    stale = [
+        f"{module}::{name}"
+        for module, (_, others) in conftest._MODULE_TIERS.items()
+        if module in collected
+        for name in sorted(others - collected[module])
+    ]
+    assert stale == [], "conftest._MODULE_TIERS names tests that do not exist:\n" + "\n".join(stale)
+
+
 def test_tiers_are_registered(pytestconfig: pytest.Config) -> None:
     """Registered in pyproject.toml: ``pytest --markers`` lists them; a typo draws a warning."""
     registered = {line.split(":")[0].strip() for line in pytestconfig.getini("markers")}

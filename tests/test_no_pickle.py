@@ -12,14 +12,16 @@ import ast
 import json
 import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from test_train_models import signal_config, trained_signal, write_dataset
 
 from pipeline.artifacts import Artifacts
 from pipeline.common import PROJECT_ROOT, Paths, PipelineError
+from pipeline.config_schema import Config
 from pipeline.prepare import apply_scaler, load_scaler_file, prepare_dataset
 from ppo_approach.prediction_wrapper import validate_models
 
@@ -50,7 +52,11 @@ def test_the_trap_is_armed(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_root(
+    tmp_path_factory: pytest.TempPathFactory,
+    write_dataset: Callable[..., Path],
+    signal_config: Callable[..., Config],
+) -> Path:
     """A root with one small dataset whose scaler file has been written by prepare_dataset."""
     root = tmp_path_factory.mktemp("scaler")
     write_dataset(root, "SIG", signal=1.0, seed=0, n=1200)
@@ -58,7 +64,9 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_scaler_file_is_json_data_and_rebuilds_the_scaler(small_root: Path) -> None:
+def test_scaler_file_is_json_data_and_rebuilds_the_scaler(
+    small_root: Path, signal_config: Callable[..., Config]
+) -> None:
     paths = Paths.from_root(small_root)
     prepared = prepare_dataset(signal_config().training, "SIG", paths, save_scaler=False)
     path = Artifacts(paths, "SIG").scaler
@@ -142,9 +150,9 @@ def test_bad_scaler_files_are_one_clear_error(
 
 
 def test_step6_never_loads_a_booby_trapped_pkl(
-    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    signal_run: tuple[Path, Any, Config], tmp_path: Path
 ) -> None:
-    src, _, cfg = trained_signal(tmp_path_factory)
+    src, _, cfg = signal_run
     root = tmp_path / "copy"
     shutil.copytree(src, root)
     paths = Paths.from_root(root)

@@ -31,24 +31,6 @@ from train_models import (
     training_figure,
 )
 
-
-def __getattr__(name: str) -> Any:
-    """Transitional (issue 9 item 7): tests/test_no_pickle.py still imports ``signal_config``,
-    ``write_dataset`` and ``trained_signal`` from this module. Once it asks for conftest's
-    fixtures (``signal_config``, ``write_dataset``, ``signal_run``) instead, this goes (and the
-    per-session cache in conftest's ``_train_signal_root``)."""
-    import conftest
-
-    moved = {
-        "signal_config": conftest._signal_config,
-        "write_dataset": conftest._write_dataset,
-        "trained_signal": conftest._train_signal_root,
-    }
-    if name in moved:
-        return moved[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 METRICS_KEYS = {
     "model",
     "dataset",
