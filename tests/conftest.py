@@ -280,12 +280,6 @@ def signal_config() -> Callable[..., Config]:
 def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingSummary, Config]:
     """All four models trained on a planted-signal dataset (signal 1.0), walk-forward tables:
     ``(root, training summary, config)`` with the dataset ``SIG``. Read only: copy to change."""
-    return _train_signal_root(tmp_path_factory)
-
-
-def _train_signal_root(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, TrainingSummary, Config]:
     root = tmp_path_factory.mktemp("signal")
     _write_dataset(root, "SIG", signal=1.0, seed=0)
     cfg = _signal_config()
