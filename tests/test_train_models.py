@@ -17,19 +17,17 @@ import pytest
 import torch
 
 from pipeline.artifacts import Artifacts
+from pipeline.classifier_report import (
+    direction_score,
+    format_summary_table,
+    headline_comparison,
+    training_figure,
+)
 from pipeline.common import Paths, PipelineError, sha256_file
 from pipeline.config import load_config, load_resolved
 from pipeline.config_schema import MODEL_NAMES
 from pytorch_train import TrainingInterrupted
-from train_models import (
-    direction_score,
-    format_summary_table,
-    headline_comparison,
-    main,
-    select_models,
-    train_all,
-    training_figure,
-)
+from train_models import main, select_models, train_all
 
 METRICS_KEYS = {
     "model",
