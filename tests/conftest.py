@@ -8,8 +8,8 @@ Trained roots (session scope: built once for every module that asks, issue 9 ite
 ``signal_run`` / ``rw_run`` (all four classifiers, smoke sizes, 3 epochs, on a planted-signal and a
 random-walk dataset) and ``ppo_source_root`` (the DLSTM walk-forward prediction table the agent
 trains on). Tests must not change them: a test that writes copies the root first
-(``shutil.copytree(root, tmp_path / "copy")``). ``write_dataset`` and ``signal_config`` hand out
-the helpers that build such roots.
+(``shutil.copytree(root, tmp_path / "copy")``). The ``write_dataset``, ``smoke_config`` and
+``signal_config`` fixtures hand out the helpers that build such roots.
 
 Tiers (markers registered in pyproject.toml; every test carries exactly one of unit/integration,
 checked by tests/test_markers.py):
