@@ -17,9 +17,12 @@ DATASET=${DATASET:-SYNTH-BTC-EUR_1H_20240101-20251231}
 PIPELINE_S=${PIPELINE_S:-270}
 LOG="$OUT/gpu_check.log"
 
+# The bench scripts import the project as installed (pip install -e .); the repo root on the path
+# does the same on a pod image where nothing can be installed.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if compgen -G ".whl/*.whl" >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl >/dev/null 2>&1 && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    --target /tmp/site .whl/*.whl >/dev/null 2>&1 && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 
 stage() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }

@@ -54,8 +54,7 @@ INTEGRATION_FIXTURES = frozenset(
         "signal_run",
         "rw_run",
         "ppo_source_root",
-        "source_root",  # test_ppo_agent / test_ppo_checkpoints (until they use ppo_source_root)
-        "trained",
+        "trained",  # test_ppo_agent
         "pruned_run",
         "smoke_run",  # test_end_to_end
         "repos",  # test_github_push: git repositories

@@ -27,12 +27,10 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import train_models
 from pipeline.artifacts import Artifacts
 from pipeline.common import PROJECT_ROOT, Paths, sha256_file
 from pipeline.config import Config, load_config, load_resolved
 from pipeline.prepare import prepare_dataset
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 from ppo_approach import agent_blocks, callbacks, model_files, run_folder
 from ppo_approach import backtest as bt
 from ppo_approach import ppo_trading_agent as agent
@@ -42,31 +40,6 @@ from ppo_approach.trading_env import EnvConfig, TradingEnv
 
 DATASET = "RW-TEST_1H"
 SMOKE = ["--preset", "smoke"]
-
-
-@pytest.fixture(scope="module")
-def source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Random-walk dataset + the real DLSTM walk-forward prediction table (smoke preset)."""
-    root = tmp_path_factory.mktemp("ppo_src")
-    (root / "datasets").mkdir()
-    write_ohlcv_csv(generate_ohlcv(4000, signal=0.0, seed=3), root / "datasets" / f"{DATASET}.csv")
-    code = train_models.main(
-        [
-            "--dataset",
-            DATASET,
-            "--root",
-            str(root),
-            "--models",
-            "dlstm",
-            *SMOKE,
-            "--set",
-            "num_threads=1",
-        ]
-    )
-    torch.set_num_threads(1)
-    assert code == 0
-    assert (root / "results" / f"predictions_dlstm_{DATASET}.csv").is_file()
-    return root
 
 
 @pytest.fixture(autouse=True)
@@ -104,9 +77,9 @@ def _smoke_cfg(*overrides: str) -> Config:
 
 
 @pytest.fixture(scope="module")
-def trained(source_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def trained(ppo_source_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One smoke run of step 7 through ``main`` (DummyVecEnv, 2 envs, net 64x64, 2048 steps)."""
-    root = _fresh_root(source_root, tmp_path_factory.mktemp("ppo_run"))
+    root = _fresh_root(ppo_source_root, tmp_path_factory.mktemp("ppo_run"))
     torch.set_num_threads(1)
     code = step.main(["--dataset", DATASET, "--root", str(root), *SMOKE])
     report = json.loads((root / "results" / f"backtest_dlstm_{DATASET}.json").read_text())
@@ -157,7 +130,7 @@ def test_eval_on_validation_logged_to_tensorboard(trained: dict[str, Any]) -> No
     assert {e.value for e in ea.Scalars("eval/mean_ep_length")} == {200.0}
 
 
-def test_backtest_report_contents(trained: dict[str, Any], source_root: Path) -> None:
+def test_backtest_report_contents(trained: dict[str, Any], ppo_source_root: Path) -> None:
     rep = trained["report"]
     for key in (
         "model",
@@ -179,7 +152,7 @@ def test_backtest_report_contents(trained: dict[str, Any], source_root: Path) ->
         assert set(m) == set(bt.METRIC_NAMES), name
     assert rep["periods_per_year"] == 8760
     # The block ranges are the table's.
-    table = pd.read_csv(source_root / "results" / f"predictions_dlstm_{DATASET}.csv")
+    table = pd.read_csv(ppo_source_root / "results" / f"predictions_dlstm_{DATASET}.csv")
     for block in ("train", "val", "test"):
         rows = table[table["agent_block"] == block]
         got = rep["blocks"][block]
@@ -223,13 +196,13 @@ def test_random_walk_agent_does_not_beat_buy_and_hold(trained: dict[str, Any]) -
     assert excess < 3 * sigma, (excess, sigma)
 
 
-def test_leaky_predictions_would_trip_the_alarm(source_root: Path) -> None:
+def test_leaky_predictions_would_trip_the_alarm(ppo_source_root: Path) -> None:
     """Positive control for the alarm above: a classifier that knows whether the NEXT bar rises
     (close > open of bar t+1, i.e. the fill-to-mark move) makes the classifier rule beat
     buy-and-hold by more than twice the 3-sigma tolerance (about 1.3 vs 0.53 in log
     return), through the same env and fees."""
     cfg = _smoke_cfg()
-    paths = Paths.from_root(source_root)
+    paths = Paths.from_root(ppo_source_root)
     prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
     blocks = step.build_blocks(prepared, step.load_table(paths, "dlstm", DATASET), cfg.ppo)
     test = blocks["test"]
@@ -246,7 +219,7 @@ def test_leaky_predictions_would_trip_the_alarm(source_root: Path) -> None:
     }
     m = bt.summarise_runs(runs, 8760.0)
     excess = math.log1p(m["rule"]["total_return"]) - math.log1p(m["bh"]["total_return"])
-    sigma, _ = _block_sigma(source_root)
+    sigma, _ = _block_sigma(ppo_source_root)
     assert excess > 2 * (3 * sigma), (excess, sigma)
 
 
@@ -254,12 +227,12 @@ def test_leaky_predictions_would_trip_the_alarm(source_root: Path) -> None:
 
 
 def test_sigint_writes_checkpoint_then_resume_continues_to_total(
-    source_root: Path,
+    ppo_source_root: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    root = _fresh_root(source_root, tmp_path / "root")
+    root = _fresh_root(ppo_source_root, tmp_path / "root")
     argv = [
         "--dataset",
         DATASET,
@@ -470,10 +443,10 @@ def test_run_fingerprint_keys() -> None:
 
 
 @pytest.fixture(scope="module")
-def val_block(source_root: Path) -> step.AgentBlock:
+def val_block(ppo_source_root: Path) -> step.AgentBlock:
     """The agent's validation block of the source dataset (small, for unit tests)."""
     cfg = _smoke_cfg()
-    paths = Paths.from_root(source_root)
+    paths = Paths.from_root(ppo_source_root)
     prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
     return step.build_blocks(prepared, step.load_table(paths, "dlstm", DATASET), cfg.ppo)["val"]
 
@@ -647,9 +620,9 @@ def test_prediction_features_single_and_ensemble() -> None:
         )
 
 
-def test_build_blocks_rejects_gaps_and_foreign_timestamps(source_root: Path) -> None:
+def test_build_blocks_rejects_gaps_and_foreign_timestamps(ppo_source_root: Path) -> None:
     cfg = _smoke_cfg()
-    paths = Paths.from_root(source_root)
+    paths = Paths.from_root(ppo_source_root)
     prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
     table = step.load_table(paths, "dlstm", DATASET)
     blocks = step.build_blocks(prepared, table, cfg.ppo)
@@ -747,7 +720,7 @@ def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_refuses_to_write_while_a_full_run_holds_the_lock(
-    source_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ppo_source_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A hand-run step 7 on a dataset whose run lock a live process holds writes nothing and
     names the lock (issue 8 item 14)."""
@@ -755,7 +728,7 @@ def test_refuses_to_write_while_a_full_run_holds_the_lock(
 
     from pipeline.runlock import lock_path
 
-    root = _fresh_root(source_root, tmp_path / "root")
+    root = _fresh_root(ppo_source_root, tmp_path / "root")
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock = lock_path(Paths.from_root(root), DATASET)

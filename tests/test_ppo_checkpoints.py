@@ -1,6 +1,6 @@
 """PPO checkpoints under faults and hostile files (issue 8 items 3, 4, 7, 16, 17, 20, 26).
 
-The dataset and the real DLSTM prediction table come from ``test_ppo_agent``'s ``source_root``
+The dataset and the real DLSTM prediction table come from ``test_ppo_agent``'s ``ppo_source_root``
 fixture (imported, so it runs once for this module too); every run uses the smoke preset on one
 torch thread.
 """
@@ -29,7 +29,6 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
     _one_torch_thread,
     _restore_logging,
     _smoke_cfg,
-    source_root,
     val_block,
 )
 
@@ -76,9 +75,9 @@ def _folder(ck: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def pruned_run(source_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
+def pruned_run(ppo_source_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
     """A fresh smoke run over an earlier run's files, with a checkpoint every rollout."""
-    root = _fresh_root(source_root, tmp_path_factory.mktemp("ppo_ck"))
+    root = _fresh_root(ppo_source_root, tmp_path_factory.mktemp("ppo_ck"))
     _plant_old_run(root)
     torch.set_num_threads(1)
     err = io.StringIO()
@@ -102,7 +101,7 @@ def _argv(root: Path, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize("where", ["build_model", "learn"])
 def test_fresh_run_failing_early_keeps_the_previous_run(
-    source_root: Path,  # noqa: F811
+    ppo_source_root: Path,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     where: str,
@@ -110,7 +109,7 @@ def test_fresh_run_failing_early_keeps_the_previous_run(
     """A fresh run that crashes in setup (or in training before its first checkpoint, after an
     evaluation wrote a best model of its own) leaves the earlier run's files exactly as they were
     (issue 8 item 3: the gamma=nan run deleted them first)."""
-    root = _fresh_root(source_root, tmp_path / "root")
+    root = _fresh_root(ppo_source_root, tmp_path / "root")
     ck = _plant_old_run(root)
     before = _folder(ck)
 
@@ -414,7 +413,7 @@ def test_progress_callback_logs_every_interval(caplog: pytest.LogCaptureFixture)
     now = [0.0]
     cb = callbacks.ProgressLogCallback(1000, interval_s=30.0, clock=lambda: now[0])
     cb.model = SimpleNamespace(num_timesteps=0)  # type: ignore[assignment]
-    with caplog.at_level(logging.INFO, logger=agent.__name__):
+    with caplog.at_level(logging.INFO, logger=callbacks.__name__):
         cb._on_training_start()
         for t in range(1, 11):
             now[0] = 10.0 * t
@@ -436,13 +435,13 @@ def test_progress_bar_only_when_wanted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_annualisation_is_inferred_from_the_bars(
-    source_root: Path,  # noqa: F811
+    ppo_source_root: Path,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The validation evaluations and the report use ``infer_periods_per_year`` and the report
     says how it was inferred (issue 8 item 20; training itself is skipped here)."""
-    root = _fresh_root(source_root, tmp_path / "root")
+    root = _fresh_root(ppo_source_root, tmp_path / "root")
     monkeypatch.setattr(
         step.backtest, "infer_periods_per_year", lambda ts: (252.0, f"252 from {len(ts)} bars")
     )
