@@ -1,7 +1,7 @@
 """Paths, the one-line error type, atomic writes, hashing, logging and the CLI wrapper.
 
 Every step imports from here so that error handling and artifact writing behave the same
-everywhere (DEVELOPERS.md, non-negotiable 3: one clear error line, nothing destroyed).
+everywhere: one clear error line, nothing destroyed.
 """
 
 from __future__ import annotations
