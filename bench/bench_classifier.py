@@ -94,7 +94,7 @@ def loop_epochs(
         train,
         val,
         cfg,
-        checkpoint_path=ckpt_dir / f"{model_name}.ckpt.pt",
+        checkpoint_path=ckpt_dir / f"bench-{model_name}.pt",
         epoch_callback=mark,
         progress=False,
     )
