@@ -30,7 +30,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 from pipeline.artifacts import Artifacts, dataset_name, log_stamp
 from pipeline.common import (
@@ -55,6 +54,7 @@ from pipeline.preflight import (
     run_preflight,
     secret_values,
 )
+from pipeline.process import handle_signals
 from pipeline.runlock import absolute_dataset
 
 log = logging.getLogger("runpod_main")
@@ -312,7 +312,7 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
         start_new_session=True,
     )
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
+    def forward(signum: int) -> None:
         if proc.poll() is None:
             log.warning(
                 "%s received: asking the training process (pid %d) to checkpoint and stop",
@@ -321,24 +321,22 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
             )
             proc.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in forwarded_signals()}
     relay = _Relay(secrets, lambda line: child_log.info("%s", line), sys.stdout)
     try:
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
-                continue
-            if not chunk:
-                break
-            relay.feed(chunk)
-        relay.feed(b"", final=True)
-        code = proc.wait()
+        with handle_signals(forward, forwarded_signals()):  # the pipeline's one signal mechanism
+            assert proc.stdout is not None
+            fd = proc.stdout.fileno()
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+                    continue
+                if not chunk:
+                    break
+                relay.feed(chunk)
+            relay.feed(b"", final=True)
+            code = proc.wait()
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
         if proc.poll() is None:
             proc.terminate()
             proc.wait()
