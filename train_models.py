@@ -331,13 +331,13 @@ def train_main_model(
     """Train, save and report the main model of ``name``; returns its metrics dict."""
     from pipeline.nets import save_model_file
 
-    t = cfg.training
+    train_cfg = cfg.training
     dataset = prep.info.name
     plan = main_plan(prep)
     art = Artifacts(paths, dataset)
     ckpt = art.classifier_checkpoint(name)
-    result = fit_model(t, prep, name, plan, device, ckpt, resume, desc=f"{name}")
-    payload = model_payload(t, prep, name, plan, result)
+    result = fit_model(train_cfg, prep, name, plan, device, ckpt, resume, desc=f"{name}")
+    payload = model_payload(train_cfg, prep, name, plan, result)
     save_model_file(art.classifier_model(name), payload)
     write_resolved(cfg, art.classifier_config(name))
     ckpt.unlink(missing_ok=True)
@@ -351,7 +351,7 @@ def train_main_model(
         "model": name,
         "dataset": dataset,
         "dataset_sha256": prep.info.sha256,
-        "config_hash": t.hash_for_model(name),
+        "config_hash": train_cfg.hash_for_model(name),
         "device": result.device,
         "amp": result.amp,
         "batch_size": result.batch_size,
@@ -362,7 +362,7 @@ def train_main_model(
         "resumed_from_epoch": result.resumed_from_epoch,
         "train_seconds": result.train_seconds,
         "delta": float(prep.arrays.delta),
-        "delta_auto": t.threshold_delta is None,
+        "delta_auto": train_cfg.threshold_delta is None,
         "val_block": VAL_BLOCK_NOTE,
         "val": val,
         "test": test,
@@ -413,21 +413,23 @@ def train_fold_models(
     """Walk-forward models for folds 1..F-1 (fold 0 is only ever trained on); same skip rule."""
     from pipeline.nets import save_model_file
 
-    t = cfg.training
+    train_cfg = cfg.training
     art = Artifacts(paths, prep.info.name)
     status: dict[str, str] = {}
     for fold in range(1, len(prep.arrays.splits.folds)):
         path = art.fold_model(name, fold)
-        ok, reason = up_to_date(path, prep.info.sha256, t.hash_for_model(name))
+        ok, reason = up_to_date(path, prep.info.sha256, train_cfg.hash_for_model(name))
         if ok and not force:
             status[f"fold{fold}"] = "skipped"
             log.info("%s fold %d: skipped, %s", name, fold, reason)
             continue
         log.info("%s fold %d: training (%s)", name, fold, "--force" if force else reason)
-        plan = fold_plan(prep, t, fold)
+        plan = fold_plan(prep, train_cfg, fold)
         ckpt = art.classifier_checkpoint(name, plan.tag)
-        result = fit_model(t, prep, name, plan, device, ckpt, resume, desc=f"{name}/fold{fold}")
-        save_model_file(path, model_payload(t, prep, name, plan, result))
+        result = fit_model(
+            train_cfg, prep, name, plan, device, ckpt, resume, desc=f"{name}/fold{fold}"
+        )
+        save_model_file(path, model_payload(train_cfg, prep, name, plan, result))
         ckpt.unlink(missing_ok=True)
         status[f"fold{fold}"] = "trained"
     return status
@@ -459,19 +461,19 @@ def train_all(
     from pipeline.prediction_table import write_prediction_tables
     from pipeline.prepare import prepare_dataset
 
-    t = cfg.training
+    train_cfg = cfg.training
     names = select_models(cfg, models)
-    device = resolve_device(t.device)
+    device = resolve_device(train_cfg.device)
     if device.type == "cpu":
-        threads = configure_cpu_threads(t.num_threads)
+        threads = configure_cpu_threads(train_cfg.num_threads)
         log.info("device cpu, %d threads, float32", threads)
     else:
         log.info("device %s (%s)", device, torch.cuda.get_device_name(device))
-    prep = prepare_dataset(t, dataset, paths)
+    prep = prepare_dataset(train_cfg, dataset, paths)
     name_ds = prep.info.name
     paths.models.mkdir(parents=True, exist_ok=True)
     paths.results.mkdir(parents=True, exist_ok=True)
-    baselines = baseline_metrics(prep, t.seed)
+    baselines = baseline_metrics(prep, train_cfg.seed)
     walk_forward = cfg.ppo.ppo_prediction_source == "walk_forward"
 
     entries: dict[str, dict[str, Any]] = {}

@@ -300,13 +300,13 @@ def load_config(
 
 def validate(cfg: Config) -> None:
     """Checks that span several keys; each error names the keys and where they were set."""
-    t, p = cfg.training, cfg.ppo
+    train_cfg, ppo_cfg = cfg.training, cfg.ppo
 
     def where(key: str) -> str:
         return cfg.sources.get(key, "default")
 
     # Every field again, for configs built in code rather than parsed (issue 8 item 3).
-    for section, obj in (("training", t), ("ppo", p)):
+    for section, obj in (("training", train_cfg), ("ppo", ppo_cfg)):
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             try:
@@ -316,34 +316,38 @@ def validate(cfg: Config) -> None:
                     f"{f.name} = {format_value(value)} ({where(f'{section}.{f.name}')}): {exc}"
                 ) from None
 
-    if t.test_fraction + t.val_fraction * (1 - t.test_fraction) >= 0.95:
+    if train_cfg.test_fraction + train_cfg.val_fraction * (1 - train_cfg.test_fraction) >= 0.95:
         raise ConfigError(
-            f"test_fraction = {t.test_fraction} ({where('training.test_fraction')}) and "
-            f"val_fraction = "
-            f"{t.val_fraction} ({where('training.val_fraction')}) leave under 5% for training"
+            f"test_fraction = {train_cfg.test_fraction} ({where('training.test_fraction')}) and "
+            f"val_fraction = {train_cfg.val_fraction} ({where('training.val_fraction')}) "
+            "leave under 5% for training"
         )
-    if t.purge_gap is not None and t.purge_gap < t.smoothing_k + t.lookback:
+    if (
+        train_cfg.purge_gap is not None
+        and train_cfg.purge_gap < train_cfg.smoothing_k + train_cfg.lookback
+    ):
         raise ConfigError(
-            f"purge_gap = {t.purge_gap} ({where('training.purge_gap')}) is below "
+            f"purge_gap = {train_cfg.purge_gap} ({where('training.purge_gap')}) is below "
             f"smoothing_k + lookback "
-            f"= {t.smoothing_k + t.lookback}; a window or label would straddle two blocks"
+            f"= {train_cfg.smoothing_k + train_cfg.lookback}; a window or label would straddle "
+            "two blocks"
         )
-    if tuple(t.features) != ("default",):
+    if tuple(train_cfg.features) != ("default",):
         from pipeline.features import DEFAULT_FEATURES, FEATURE_DOCS
 
-        for name in t.features:
+        for name in train_cfg.features:
             if name not in FEATURE_DOCS:
                 raise ConfigError(
                     f"features ({where('training.features')}): unknown feature {name!r}"
                     f"{_suggest(name, FEATURE_DOCS)}; "
                     f"'default' gives {len(DEFAULT_FEATURES)} features"
                 )
-    if p.prediction_model == "ensemble" and len(p.ensemble_models) < 2:
+    if ppo_cfg.prediction_model == "ensemble" and len(ppo_cfg.ensemble_models) < 2:
         raise ConfigError(
-            f"ensemble_models = {','.join(p.ensemble_models)} ({where('ppo.ensemble_models')}): "
-            "an ensemble needs at least 2 members"
+            f"ensemble_models = {','.join(ppo_cfg.ensemble_models)} "
+            f"({where('ppo.ensemble_models')}): an ensemble needs at least 2 members"
         )
-    if len(set(p.ensemble_models)) != len(p.ensemble_models):
+    if len(set(ppo_cfg.ensemble_models)) != len(ppo_cfg.ensemble_models):
         raise ConfigError(f"ensemble_models ({where('ppo.ensemble_models')}) lists a model twice")
 
 

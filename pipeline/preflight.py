@@ -239,31 +239,32 @@ def check_remote(
     return CheckResult("network", f"{where}: {message}; the push step will fail", need, status)
 
 
-def _split_args(t: TrainingConfig) -> tuple[int, int, int, float, float, int | None, int]:
+def _split_args(train_cfg: TrainingConfig) -> tuple[int, int, int, float, float, int | None, int]:
     """(warm-up, lookback, k, test, val, purge, folds) exactly as step 5 passes them to
     :func:`pipeline.splits.make_splits` (via ``pipeline.prepare.arrays_from_config``)."""
     from pipeline.features import warmup_bars
 
     return (
-        warmup_bars(t.resolved_features()),
-        t.lookback,
-        t.smoothing_k,
-        t.test_fraction,
-        t.val_fraction,
-        t.purge_gap,
-        t.walk_forward_folds,
+        warmup_bars(train_cfg.resolved_features()),
+        train_cfg.lookback,
+        train_cfg.smoothing_k,
+        train_cfg.test_fraction,
+        train_cfg.val_fraction,
+        train_cfg.purge_gap,
+        train_cfg.walk_forward_folds,
     )
 
 
-def min_dataset_rows(t: TrainingConfig) -> int | None:
-    """Fewest CSV rows whose chronological split step 5 accepts with ``t`` (None: no count does).
+def min_dataset_rows(train_cfg: TrainingConfig) -> int | None:
+    """Fewest CSV rows whose chronological split step 5 accepts with ``train_cfg`` (None: no
+    count does).
 
     Asks :mod:`pipeline.splits`, which raises step 5's "needs at least N rows", so preflight
     and step 5 cannot disagree (issue 8 item 13).
     """
     from pipeline.splits import min_rows_for_split
 
-    return min_rows_for_split(*_split_args(t))
+    return min_rows_for_split(*_split_args(train_cfg))
 
 
 def check_dataset(dataset: str, paths: Paths, cfg: TrainingConfig | None = None) -> CheckResult:
@@ -285,13 +286,13 @@ def check_dataset(dataset: str, paths: Paths, cfg: TrainingConfig | None = None)
         try:
             make_splits(info.rows, *_split_args(cfg))
         except SplitError as exc:
-            t = cfg
             why = (
-                f"step 5 needs at least {needed} rows (lookback {t.lookback}, smoothing_k "
-                f"{t.smoothing_k}, purge_gap {t.purge_gap if t.purge_gap is not None else 'auto'}, "
-                f"test_fraction {t.test_fraction}, val_fraction {t.val_fraction}, "
-                f"walk_forward_folds {t.walk_forward_folds}, feature warm-up "
-                f"{_split_args(t)[0]} bars)"
+                f"step 5 needs at least {needed} rows (lookback {cfg.lookback}, smoothing_k "
+                f"{cfg.smoothing_k}, purge_gap "
+                f"{cfg.purge_gap if cfg.purge_gap is not None else 'auto'}, "
+                f"test_fraction {cfg.test_fraction}, val_fraction {cfg.val_fraction}, "
+                f"walk_forward_folds {cfg.walk_forward_folds}, feature warm-up "
+                f"{_split_args(cfg)[0]} bars)"
                 if needed is not None
                 else str(exc)
             )
@@ -384,18 +385,23 @@ def run_preflight(
     ``push_required`` (default: env ``RUNPOD_PUSH_TO_GITHUB=true`` set explicitly) turns an
     unreachable remote or refused credentials from a warning into a failure.
     """
-    t = cfg.training
+    train_cfg = cfg.training
     rows = [
-        check_disk(paths, t.min_disk_gb),
-        check_memory(t.min_memory_gb),
+        check_disk(paths, train_cfg.min_disk_gb),
+        check_memory(train_cfg.min_memory_gb),
         check_gpu(),
     ]
     if push:
         rows.append(
-            check_remote(paths.root, t.git_remote, branch=t.git_branch, required=push_required)
+            check_remote(
+                paths.root,
+                train_cfg.git_remote,
+                branch=train_cfg.git_branch,
+                required=push_required,
+            )
         )
     rows += [
-        check_dataset(dataset, paths, t),
+        check_dataset(dataset, paths, train_cfg),
         check_dependencies(),
         check_write_permissions(paths),
         check_lock(paths, dataset),

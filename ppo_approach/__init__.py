@@ -1,1 +1,1 @@
-"""PPO trading agent: environment, rewards, prediction tables, training and backtest."""
+"""The PPO trading agent: env, rewards, the agent blocks, training, checkpoints, backtest."""

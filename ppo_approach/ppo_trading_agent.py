@@ -10,7 +10,7 @@ What lives here and why:
   episode rewards and lengths.
 * :func:`build_model` creates SB3's PPO (Schulman et al. 2017) with SEPARATE policy and value
   networks (``net_arch=dict(pi=..., vf=...)``) and every hyperparameter from
-  :class:`pipeline.config.PPOConfig` (SB3 meanings: ``n_steps`` per environment).
+  :class:`pipeline.config_schema.PPOConfig` (SB3 meanings: ``n_steps`` per environment).
 * The callbacks act at ROLLOUT BOUNDARIES (``_on_rollout_start``), not at arbitrary steps: only
   there do the weights reflect exactly ``num_timesteps`` of experience (SB3 trains after each full
   rollout, and a stopped rollout is discarded). A checkpoint named ``checkpoint_{T}.zip`` therefore

@@ -47,8 +47,12 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
     name = artifacts.dataset
     sha = sha256_file(dataset_file)
     device = resolve_device(cfg.training.device)
-    p = cfg.ppo
-    needed = list(p.ensemble_models) if p.prediction_model == "ensemble" else [p.prediction_model]
+    ppo_cfg = cfg.ppo
+    needed = (
+        list(ppo_cfg.ensemble_models)
+        if ppo_cfg.prediction_model == "ensemble"
+        else [ppo_cfg.prediction_model]
+    )
     results: dict[str, Any] = {}
     rng = np.random.default_rng(0)
 
@@ -84,7 +88,7 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
             )
         probs = dummy_check(m, model)
         folds = 0
-        if p.ppo_prediction_source == "walk_forward":
+        if ppo_cfg.ppo_prediction_source == "walk_forward":
             for fold in range(1, cfg.training.walk_forward_folds):
                 fpath = artifacts.fold_model(m, fold)
                 fm = PredictionModel(m, name, paths, device, path=fpath)
@@ -109,8 +113,8 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
             len(model.feature_names),
             folds,
         )
-    table_name = "ensemble" if p.prediction_model == "ensemble" else p.prediction_model
-    if p.prediction_model == "ensemble":
+    table_name = "ensemble" if ppo_cfg.prediction_model == "ensemble" else ppo_cfg.prediction_model
+    if ppo_cfg.prediction_model == "ensemble":
         ens = EnsemblePredictionModel(name, needed, paths, device)
         results["ensemble"] = {
             "device": str(ens.device),
@@ -119,7 +123,7 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
         }
         log.info("ensemble of %s ok", ", ".join(needed))
     table = load_prediction_table(paths, table_name, name)
-    if p.ppo_prediction_source == "walk_forward" and table["in_sample"].any():
+    if ppo_cfg.ppo_prediction_source == "walk_forward" and table["in_sample"].any():
         raise PipelineError(
             f"prediction table of {table_name} has in-sample rows but ppo_prediction_source = "
             "walk_forward; rerun train_models.py"

@@ -125,8 +125,12 @@ def run_fingerprint(cfg: Config, dataset_sha256: str) -> dict[str, Any]:
     """The settings a checkpoint depends on, key by key: the dataset's SHA-256, every PPO key but
     :data:`RESUME_FREE_KEYS`, and the training keys that change the prediction model(s) feeding
     the agent (the keys of ``TrainingConfig.hash_for_model``: data, training loop, own sizes)."""
-    pc = cfg.ppo
-    models = pc.ensemble_models if pc.prediction_model == "ensemble" else (pc.prediction_model,)
+    ppo_cfg = cfg.ppo
+    models = (
+        ppo_cfg.ensemble_models
+        if ppo_cfg.prediction_model == "ensemble"
+        else (ppo_cfg.prediction_model,)
+    )
     as_dict = cfg.to_dict()
     out: dict[str, Any] = {"dataset_sha256": dataset_sha256}
     for key in sorted({k for m in models for k in cfg.training.model_keys(m)}):
@@ -240,7 +244,7 @@ def unrecorded_error(path: Path, where: Path) -> model_files.UntrustedModelError
 
 
 def load_resume_point(
-    cands: list[ResumeCandidate], vec_env: Any, device: str, paths: Paths, pc: PPOConfig
+    cands: list[ResumeCandidate], vec_env: Any, device: str, paths: Paths, ppo_cfg: PPOConfig
 ) -> tuple[Any, ResumeCandidate] | None:
     """Load the newest candidate that loads; a damaged one is skipped with a warning naming it
     (issue 8 item 4). One whose recorded SHA-256 differs (or that the checksum manifest does not
@@ -262,7 +266,7 @@ def load_resume_point(
                 vec_env,
                 device,
                 paths.ppo_logs,
-                clip_range=pc.clip_range,
+                clip_range=ppo_cfg.clip_range,
                 expected_sha256=cand.sha256,
             )
         except model_files.CorruptModelError as exc:

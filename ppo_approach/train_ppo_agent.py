@@ -130,13 +130,15 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
     from pipeline.device import resolve_device
     from pipeline.prepare import prepare_dataset
 
-    pc = cfg.ppo
+    ppo_cfg = cfg.ppo
     paths.ensure()
     prepared = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
     files = Artifacts(paths, prepared.info.name)  # named by the dataset's name, even for a path
-    blocks = build_blocks(prepared, load_table(paths, pc.prediction_model, files.dataset), pc)
+    blocks = build_blocks(
+        prepared, load_table(paths, ppo_cfg.prediction_model, files.dataset), ppo_cfg
+    )
     in_sample = any(b.in_sample for b in blocks.values())
-    if in_sample and pc.ppo_prediction_source == "walk_forward":
+    if in_sample and ppo_cfg.ppo_prediction_source == "walk_forward":
         log.warning(
             "prediction table has in_sample rows although ppo_prediction_source = walk_forward"
         )
@@ -153,10 +155,10 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         blocks=blocks,
         in_sample=in_sample,
         ppy=ppy,
-        env_cfg=EnvConfig.from_ppo_config(pc),
-        reward_cfg=RewardConfig.from_ppo_config(pc),
-        device=str(resolve_device(pc.device, key="ppo device")),
-        ckdir=files.ppo_checkpoint_dir(pc.prediction_model),
+        env_cfg=EnvConfig.from_ppo_config(ppo_cfg),
+        reward_cfg=RewardConfig.from_ppo_config(ppo_cfg),
+        device=str(resolve_device(ppo_cfg.device, key="ppo device")),
+        ckdir=files.ppo_checkpoint_dir(ppo_cfg.prediction_model),
         fingerprint=run_folder.run_fingerprint(cfg, prepared.info.sha256),
     )
 
@@ -169,7 +171,7 @@ def train(run: AgentRun, resume: bool) -> Trained:
     from ppo_approach import model_files
     from ppo_approach import ppo_trading_agent as agent
 
-    pc, ckdir = run.cfg.ppo, run.ckdir
+    ppo_cfg, ckdir = run.cfg.ppo, run.ckdir
     run_folder.recover_previous_run(ckdir)  # a fresh run killed before its first checkpoint
     cands = (
         run_folder.resume_candidates(
@@ -179,10 +181,15 @@ def train(run: AgentRun, resume: bool) -> Trained:
         else []
     )
     vec_env, vec_kind = agent.make_vec_env(
-        run.blocks["train"].data, run.env_cfg, run.reward_cfg, pc.n_envs, pc.seed, pc.vec_env
+        run.blocks["train"].data,
+        run.env_cfg,
+        run.reward_cfg,
+        ppo_cfg.n_envs,
+        ppo_cfg.seed,
+        ppo_cfg.vec_env,
     )
     try:
-        loaded = run_folder.load_resume_point(cands, vec_env, run.device, run.paths, pc)
+        loaded = run_folder.load_resume_point(cands, vec_env, run.device, run.paths, ppo_cfg)
         start = loaded[1] if loaded is not None else None
         if resume and start is None:
             log.info("--resume: no usable checkpoint in %s; starting from scratch", ckdir)
@@ -196,16 +203,16 @@ def train(run: AgentRun, resume: bool) -> Trained:
             if loaded is not None:
                 model = loaded[0]
                 log.info("resuming from %s (%d of %d timesteps)", start.path, start.timesteps,
-                         pc.total_timesteps)  # fmt: skip
+                         ppo_cfg.total_timesteps)  # fmt: skip
             else:
-                model = agent.build_model(pc, vec_env, run.device, run.paths.ppo_logs)
+                model = agent.build_model(ppo_cfg, vec_env, run.device, run.paths.ppo_logs)
             log.info(
                 "PPO on %s, %d %s env(s), net %s, %d timesteps",
                 run.device,
                 vec_env.num_envs,
                 vec_kind,
-                list(pc.net_arch),
-                pc.total_timesteps,
+                list(ppo_cfg.net_arch),
+                ppo_cfg.total_timesteps,
             )
             val_env, evaluator = _learn(
                 run, model, vec_kind, vec_env.num_envs, new_run=start is None
@@ -228,33 +235,33 @@ def _learn(
     from ppo_approach import callbacks
     from ppo_approach import ppo_trading_agent as agent
 
-    pc, ckdir = run.cfg.ppo, run.ckdir
+    ppo_cfg, ckdir = run.cfg.ppo, run.ckdir
     stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
     val_env = TradingEnv(
         run.blocks["val"].data, run.env_cfg, RewardFunction(run.reward_cfg), random_start=True
     )
     evaluator = callbacks.ValidationEvalCallback(
-        val_env, ckdir, pc.eval_freq, pc.eval_episodes, pc.seed, run.ppy, stopper
+        val_env, ckdir, ppo_cfg.eval_freq, ppo_cfg.eval_episodes, ppo_cfg.seed, run.ppy, stopper
     )
     if not new_run:
         evaluator.load_best_meta()
     checkpointer = callbacks.CheckpointCallback(
         ckdir,
-        pc.checkpoint_freq,
-        pc.keep_checkpoints,
+        ppo_cfg.checkpoint_freq,
+        ppo_cfg.keep_checkpoints,
         after_save=lambda _: run_folder.drop_previous_run(ckdir),
     )
     cbs: list[Any] = [checkpointer, evaluator]
     bars = _progress_bar_wanted()
     if not bars:
-        cbs.append(callbacks.ProgressLogCallback(pc.total_timesteps))
+        cbs.append(callbacks.ProgressLogCallback(ppo_cfg.total_timesteps))
     tb_name = run.files.tensorboard_name(run.model_name)
     with agent.parent_threads(vec_kind, n_envs):
         result = agent.learn(
-            model, pc.total_timesteps, cbs, stopper, tb_name, bars, new_run=new_run
+            model, ppo_cfg.total_timesteps, cbs, stopper, tb_name, bars, new_run=new_run
         )
     if result.interrupted:
-        _interrupted(model, result, ckdir, pc.keep_checkpoints, pc.total_timesteps)
+        _interrupted(model, result, ckdir, ppo_cfg.keep_checkpoints, ppo_cfg.total_timesteps)
     return val_env, evaluator
 
 
@@ -361,7 +368,7 @@ def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) ->
 
 
 def _model_to_backtest(
-    evaluator: Any, ckdir: Path, model: Any, val_env: TradingEnv, device: str, pc: PPOConfig
+    evaluator: Any, ckdir: Path, model: Any, val_env: TradingEnv, device: str, ppo_cfg: PPOConfig
 ) -> tuple[str, Any]:
     """``("best", model)`` from ``best_model.zip`` (checksum verified), else ``("final", model)``.
 
@@ -382,7 +389,7 @@ def _model_to_backtest(
             best,
             None,
             device,
-            clip_range=pc.clip_range,
+            clip_range=ppo_cfg.clip_range,
             spaces=(val_env.observation_space, val_env.action_space),
             expected_sha256=sha,
         )
@@ -404,11 +411,11 @@ def run_backtest(
     in_sample: bool,
 ) -> BacktestReport:
     """Run the agent and the baselines once over the test block; write JSON + PNG; print a table."""
-    pc = cfg.ppo
-    model_name = pc.prediction_model
+    ppo_cfg = cfg.ppo
+    model_name = ppo_cfg.prediction_model
     test = blocks["test"]
     ppy, ppy_how = annualisation(prepared)
-    reward_cfg = RewardConfig.from_ppo_config(pc)
+    reward_cfg = RewardConfig.from_ppo_config(ppo_cfg)
 
     def agent_policy(obs: np.ndarray, info: dict[str, Any]) -> int:
         action, _ = model.predict(obs, deterministic=True)
@@ -416,17 +423,17 @@ def run_backtest(
 
     runs = backtest.run_strategies(
         test.data,
-        EnvConfig.from_ppo_config(pc),
+        EnvConfig.from_ppo_config(ppo_cfg),
         reward_cfg,
         agent_policy,
         test.probs,
-        [pc.seed + i for i in range(pc.random_policy_seeds)],
+        [ppo_cfg.seed + i for i in range(ppo_cfg.random_policy_seeds)],
     )
     report: BacktestReport = {
         "model": model_name,
         "dataset": dataset,
         "dataset_sha256": prepared.info.sha256,
-        "prediction_source": pc.ppo_prediction_source,
+        "prediction_source": ppo_cfg.ppo_prediction_source,
         "in_sample_predictions": bool(in_sample),
         "timesteps": int(timesteps),
         "chosen_model": chosen,
@@ -434,8 +441,8 @@ def run_backtest(
         "interval_seconds": float(prepared.info.interval_seconds),
         "periods_per_year": ppy,
         "periods_per_year_basis": ppy_how,
-        "transaction_cost": pc.transaction_cost,
-        "random_policy_seeds": pc.random_policy_seeds,
+        "transaction_cost": ppo_cfg.transaction_cost,
+        "random_policy_seeds": ppo_cfg.random_policy_seeds,
         "strategies": backtest.summarise_runs(runs, ppy),
     }
     json_path = Artifacts(paths, dataset).backtest_report(model_name)
@@ -443,7 +450,7 @@ def run_backtest(
     backtest.write_report(report, json_path)
     title = (
         f"PPO ({model_name} predictions, {chosen} model) on {dataset}: test block, "
-        f"predictions {pc.ppo_prediction_source}" + (" [IN-SAMPLE]" if in_sample else "")
+        f"predictions {ppo_cfg.ppo_prediction_source}" + (" [IN-SAMPLE]" if in_sample else "")
     )
     backtest.plot_backtest(runs, test.data.timestamps, png_path, title)
     print(backtest.format_summary(backtest.json_safe(report)))
