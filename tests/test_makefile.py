@@ -19,10 +19,18 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not i
 
 
 def _dry_run(target: str, **env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    # Under `make test` (CI) the outer make's variables would make this one print
+    # "Entering/Leaving directory" lines: run it as a top-level make.
+    outer = ("VIRTUAL_ENV", "CONDA_PREFIX", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    clean = {k: v for k, v in os.environ.items() if k not in outer}
     clean.update(env)
     out = subprocess.run(
-        ["make", "-n", target], cwd=ROOT, env=clean, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", target],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout
 
