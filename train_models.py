@@ -474,7 +474,8 @@ def train_all(
     paths.models.mkdir(parents=True, exist_ok=True)
     paths.results.mkdir(parents=True, exist_ok=True)
     baselines = baseline_metrics(prep, train_cfg.seed)
-    walk_forward = cfg.ppo.ppo_prediction_source == "walk_forward"
+    # the oracle source keeps the walk-forward layout of blocks (issue 10)
+    walk_forward = cfg.ppo.ppo_prediction_source != "in_sample"
 
     entries: dict[str, dict[str, Any]] = {}
     try:

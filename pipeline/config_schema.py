@@ -204,9 +204,17 @@ class PPOConfig:
     )
     ppo_prediction_source: str = setting(
         "walk_forward",
-        "walk_forward: agent bars predicted by models never trained on them; in_sample: flagged",
+        "walk_forward: agent bars predicted by models never trained on them; in_sample: flagged; "
+        "oracle: the true future class (uses future data: a diagnostic of the RL setup only)",
         "model",
-        choices=("walk_forward", "in_sample"),
+        choices=("walk_forward", "in_sample", "oracle"),
+    )
+    oracle_accuracy: float = setting(
+        1.0,
+        "oracle source only: share of bars that keep the true class (the rest get a random one)",
+        "model",
+        min=0,
+        max=1,
     )
     # --- PPO (Schulman et al. 2017), SB3 meanings
     total_timesteps: int = setting(150_000, "environment steps to train for", "ppo", min=1)

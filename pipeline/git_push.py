@@ -24,6 +24,7 @@ secrets in :mod:`pipeline.secrets`. The CLI is the script ``runpod_github.py``; 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import tempfile
@@ -46,7 +47,7 @@ from pipeline.git_runner import (
     remote_urls,
     require_remote,
 )
-from pipeline.manifest import ManifestError
+from pipeline.manifest import ManifestEntry, ManifestError
 from pipeline.secrets import MIN_SECRET_LEN, file_leaks, url_secrets
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,26 @@ def collect_artifacts(root: Path, dataset: str) -> list[Path]:
             entry.path,
             entry.step,
         )
-    return [f for f in files if not f.is_symlink()]
+    files = [f for f in files if not f.is_symlink()]
+    _refuse_oracle_agents(manifest.entries(kind="ppo_meta"), Path(root))
+    return files
+
+
+def _refuse_oracle_agents(meta_entries: list[ManifestEntry], root: Path) -> None:
+    """An agent trained on the oracle source saw the future (a diagnostic of the RL setup only,
+    issue 10): refuse to publish it, in one line naming the model file's meta."""
+    for entry in meta_entries:
+        path = root / entry.path
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("prediction_source") == "oracle":
+            raise PushError(
+                f"refusing to push {path.name}: its agent was trained on the oracle source "
+                "(ORACLE: uses future data, diagnostic only); rerun step 7 with "
+                "ppo_prediction_source = walk_forward before pushing"
+            )
 
 
 # ---------------------------------------------------------------- committing and pushing

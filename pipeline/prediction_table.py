@@ -86,7 +86,8 @@ def build_prediction_table(
 ) -> pd.DataFrame:
     """The prediction table of one model (see the module docstring and docs/DESIGN.md)."""
     dataset = prep.info.name
-    walk_forward = cfg.ppo.ppo_prediction_source == "walk_forward"
+    # the oracle source keeps the walk-forward layout of blocks (issue 10)
+    walk_forward = cfg.ppo.ppo_prediction_source != "in_sample"
     main = PredictionModel(model, dataset, paths, device)
     _check_current(main, cfg, prep)
     fit = main.payload["trained_on"]["fit"]

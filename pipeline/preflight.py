@@ -40,6 +40,7 @@ GB = 1e9
 DEPENDENCIES: tuple[tuple[str, str], ...] = (
     ("torch", "torch"),
     ("stable_baselines3", "stable-baselines3"),
+    ("sb3_contrib", "sb3-contrib"),
     ("gymnasium", "gymnasium"),
     ("pandas", "pandas"),
     ("numpy", "numpy"),

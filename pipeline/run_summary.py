@@ -151,6 +151,7 @@ def agent_results(report: BacktestReport) -> dict[str, Any]:
         "buy_and_hold_total_return": bh.get("total_return"),
         "buy_and_hold_sharpe": bh.get("sharpe"),
         "in_sample_predictions": bool(report["in_sample_predictions"]),
+        "oracle": (report.get("oracle") or {}).get("label"),
     }
 
 
@@ -166,6 +167,8 @@ def agent_line(a: dict[str, Any]) -> str:
         f"{_fmt_pct(a.get('buy_and_hold_total_return'))} Sharpe "
         f"{_fmt_num(a.get('buy_and_hold_sharpe'))} (test block)"
     )
+    if a.get("oracle"):
+        line += f" [{a['oracle']}]"
     return line + (" [IN-SAMPLE predictions]" if a.get("in_sample_predictions") else "")
 
 

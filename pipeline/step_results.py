@@ -37,6 +37,7 @@ class BacktestReport(TypedDict):
     dataset_sha256: str
     prediction_source: str
     in_sample_predictions: bool
+    oracle: dict[str, Any] | None  # label and accuracy when the oracle source fed the agent
     timesteps: int
     chosen_model: str
     blocks: dict[str, dict[str, Any]]

@@ -74,6 +74,44 @@ def prediction_features(table: pd.DataFrame, cfg: PPOConfig) -> np.ndarray:
     return x.astype(np.float32)
 
 
+ORACLE_LABEL = "ORACLE (uses future data, diagnostic only)"
+"""Said by every report, plot title, run summary and table of an agent fed the oracle source."""
+
+
+def oracle_table(
+    table: pd.DataFrame, labels: np.ndarray, accuracy: float, seed: int
+) -> pd.DataFrame:
+    """The table with the true future class of each bar in place of the classifier's output.
+
+    ``ppo_prediction_source = oracle`` (issue 10): a diagnostic of the RL machinery, never a
+    default: the probabilities become one-hot on ``labels[bar]`` (the class of the bar's smoothed
+    future return; bars without a label count as Stationary), ``confidence`` 1. With ``accuracy``
+    < 1, each bar keeps the true class with that probability and otherwise gets a class drawn
+    uniformly (which may be the true one): the degraded oracle of the learnability ladder.
+    Seeded: the same seed gives the same classes.
+    """
+    out = table.copy()
+    bars = out["bar"].to_numpy(dtype=np.int64)
+    true = labels[bars].astype(np.int64)
+    true[true < 0] = 1
+    rng = np.random.default_rng(seed)
+    keep = rng.random(len(bars)) < accuracy
+    cls = np.where(keep, true, rng.integers(0, 3, len(bars)))  # (n,)
+    onehot = np.eye(3)[cls]  # (n, 3)
+    for suffix in (
+        "",
+        *sorted({c[len("p_fall") :] for c in out.columns if c.startswith("p_fall_")}),
+    ):
+        for i, col in enumerate(("p_fall", "p_stationary", "p_rise")):
+            if f"{col}{suffix}" in out.columns:
+                out[f"{col}{suffix}"] = onehot[:, i]
+    out["pred_class"] = cls
+    out["confidence"] = 1.0
+    out["source"] = "oracle"
+    out.attrs = dict(table.attrs)
+    return out
+
+
 def _utc_iso(value: Any) -> str:
     """ISO 8601 with an explicit UTC offset (dataset timestamps are naive UTC datetime64)."""
     t = pd.Timestamp(value)
@@ -115,6 +153,8 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
 
     where = table.attrs.get("path", "prediction table")
     arrays = prepared.arrays
+    if cfg.ppo_prediction_source == "oracle":
+        table = oracle_table(table, arrays.labels, cfg.oracle_accuracy, cfg.seed)
     feats = prediction_features(table, cfg)  # (rows, P)
     bars_all = table["bar"].to_numpy()
     if not np.issubdtype(bars_all.dtype, np.integer):

@@ -564,6 +564,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"backtest {report.get('model')} on {report.get('dataset')}: "
         f"{report.get('chosen_model')} model, predictions {report.get('prediction_source')}"
         + (" (IN-SAMPLE rows present)" if report.get("in_sample_predictions") else "")
+        + (f" [{report['oracle']['label']}]" if report.get("oracle") else "")
     )
     if "test" in blocks:
         t = blocks["test"]

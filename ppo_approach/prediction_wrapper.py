@@ -88,7 +88,7 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
             )
         probs = dummy_check(m, model)
         folds = 0
-        if ppo_cfg.ppo_prediction_source == "walk_forward":
+        if ppo_cfg.ppo_prediction_source != "in_sample":
             for fold in range(1, cfg.training.walk_forward_folds):
                 fpath = artifacts.fold_model(m, fold)
                 fm = PredictionModel(m, name, paths, device, path=fpath)
@@ -123,7 +123,7 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
         }
         log.info("ensemble of %s ok", ", ".join(needed))
     table = load_prediction_table(paths, table_name, name)
-    if ppo_cfg.ppo_prediction_source == "walk_forward" and table["in_sample"].any():
+    if ppo_cfg.ppo_prediction_source != "in_sample" and table["in_sample"].any():
         raise PipelineError(
             f"prediction table of {table_name} has in-sample rows but ppo_prediction_source = "
             "walk_forward; rerun train_models.py"

@@ -65,7 +65,7 @@ from pipeline.config_schema import Config, PPOConfig
 from pipeline.runlock import step_lock
 from pipeline.step_results import BacktestReport
 from ppo_approach import backtest, run_folder
-from ppo_approach.agent_blocks import AgentBlock, build_blocks, load_table
+from ppo_approach.agent_blocks import ORACLE_LABEL, AgentBlock, build_blocks, load_table
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import EnvConfig, TradingEnv
 
@@ -138,7 +138,7 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         prepared, load_table(paths, ppo_cfg.prediction_model, files.dataset), ppo_cfg
     )
     in_sample = any(b.in_sample for b in blocks.values())
-    if in_sample and ppo_cfg.ppo_prediction_source == "walk_forward":
+    if in_sample and ppo_cfg.ppo_prediction_source != "in_sample":
         log.warning(
             "prediction table has in_sample rows although ppo_prediction_source = walk_forward"
         )
@@ -275,6 +275,8 @@ def save_final(run: AgentRun, trained: Trained) -> None:
         "model": run.model_name,
         "dataset": run.files.dataset,
         "dataset_sha256": run.prepared.info.sha256,
+        # an oracle agent saw the future: the push step refuses to publish it (issue 10)
+        "prediction_source": run.cfg.ppo.ppo_prediction_source,
         "command": shlex.join([sys.executable, *sys.argv]),
         "timesteps": int(model.num_timesteps),
         "resumed_from": str(trained.resumed_from) if trained.resumed_from else None,
@@ -435,6 +437,11 @@ def run_backtest(
         "dataset_sha256": prepared.info.sha256,
         "prediction_source": ppo_cfg.ppo_prediction_source,
         "in_sample_predictions": bool(in_sample),
+        "oracle": (
+            {"label": ORACLE_LABEL, "accuracy": ppo_cfg.oracle_accuracy}
+            if ppo_cfg.ppo_prediction_source == "oracle"
+            else None
+        ),
         "timesteps": int(timesteps),
         "chosen_model": chosen,
         "blocks": {name: b.describe() for name, b in blocks.items()},
@@ -448,9 +455,12 @@ def run_backtest(
     json_path = Artifacts(paths, dataset).backtest_report(model_name)
     png_path = Artifacts(paths, dataset).backtest_plot(model_name)
     backtest.write_report(report, json_path)
+    flag = " [IN-SAMPLE]" if in_sample else ""
+    if ppo_cfg.ppo_prediction_source == "oracle":
+        flag = f" [{ORACLE_LABEL}, accuracy {ppo_cfg.oracle_accuracy:.0%}]"
     title = (
         f"PPO ({model_name} predictions, {chosen} model) on {dataset}: test block, "
-        f"predictions {ppo_cfg.ppo_prediction_source}" + (" [IN-SAMPLE]" if in_sample else "")
+        f"predictions {ppo_cfg.ppo_prediction_source}{flag}"
     )
     backtest.plot_backtest(runs, test.data.timestamps, png_path, title)
     print(backtest.format_summary(backtest.json_safe(report)))

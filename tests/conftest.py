@@ -73,6 +73,7 @@ _MODULE_TIERS: dict[str, tuple[str, frozenset[str]]] = {
     "test_artifacts": (_UNIT, frozenset()),
     "test_backtest": (_UNIT, frozenset({"test_plot_agent_on_top_and_one_colour_per_strategy"})),
     "test_data": (_UNIT, frozenset()),
+    "test_oracle": (_UNIT, frozenset({"test_the_agent_blocks_carry_the_true_class"})),
     "test_driver": (
         _UNIT,
         frozenset(
