@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3 import PPO
+from sb3_contrib import MaskablePPO
 from stable_baselines3.common.callbacks import BaseCallback
 
 from pipeline.artifacts import (
@@ -34,8 +34,13 @@ from pipeline.common import (
     atomic_write_json,
 )
 from pipeline.process import handle_signals
-from ppo_approach.backtest import run_episode, sharpe_ratio
-from ppo_approach.model_files import KEEP_CHECKPOINTS, prune_checkpoints, save_model_atomic
+from ppo_approach.backtest import Policy, run_episode, sharpe_ratio
+from ppo_approach.model_files import (
+    KEEP_CHECKPOINTS,
+    AgentModel,
+    prune_checkpoints,
+    save_model_atomic,
+)
 from ppo_approach.trading_env import TradingEnv
 
 log = logging.getLogger(__name__)
@@ -50,8 +55,30 @@ same validation windows, so successive scores differ only by the policy, not by 
 # ---------------------------------------------------------------- evaluation
 
 
+def policy_for(model: AgentModel) -> Policy:
+    """The model's deterministic policy as ``(obs, info) -> action``, for evaluation and backtest.
+
+    A MaskablePPO model predicts with the env's current mask, ``info["action_mask"]`` (the
+    :class:`TradingEnv` puts it in every reset's and step's info), so it never picks an invalid
+    action; a plain PPO model predicts unmasked, as before (issue 10).
+    """
+    if isinstance(model, MaskablePPO):
+
+        def masked(obs: np.ndarray, info: dict[str, Any]) -> int:
+            action, _ = model.predict(obs, deterministic=True, action_masks=info["action_mask"])
+            return int(action)
+
+        return masked
+
+    def policy(obs: np.ndarray, info: dict[str, Any]) -> int:
+        action, _ = model.predict(obs, deterministic=True)
+        return int(action)
+
+    return policy
+
+
 def evaluate_on_block(
-    model: PPO,
+    model: AgentModel,
     env: TradingEnv,
     episodes: int,
     seed: int,
@@ -62,11 +89,7 @@ def evaluate_on_block(
     Returns means over episodes of: ``mean_reward`` (summed env reward), ``mean_length`` (steps),
     ``mean_return`` (final equity / initial - 1) and ``mean_sharpe`` (annualised with ``ppy``).
     """
-
-    def policy(obs: np.ndarray, info: dict[str, Any]) -> int:
-        action, _ = model.predict(obs, deterministic=True)
-        return int(action)
-
+    policy = policy_for(model)
     rewards, lengths, returns, sharpes = [], [], [], []
     for i in range(episodes):
         rec = run_episode(env, policy, seed=seed + EVAL_SEED_OFFSET + i)
@@ -188,7 +211,7 @@ class CheckpointCallback(BaseCallback):
         return True
 
 
-def save_checkpoint(model: PPO, directory: Path, timesteps: int, keep: int) -> Path:
+def save_checkpoint(model: AgentModel, directory: Path, timesteps: int, keep: int) -> Path:
     """Write ``checkpoint_{timesteps}.zip`` (checksum recorded); prune to the newest ``keep``."""
     path = save_model_atomic(model, ppo_checkpoint_file(directory, timesteps), record_checksum=True)
     pruned = prune_checkpoints(directory, keep)

@@ -1,4 +1,5 @@
-"""Saving and loading SB3 PPO models as data (issue 8 items 4, 7, 16, 17).
+"""Saving and loading SB3 PPO / sb3-contrib MaskablePPO models as data (issue 8 items 4, 7, 16,
+17; MaskablePPO: issue 10).
 
 :func:`save_model_atomic` writes a model through an atomic, fsynced temp file and records its
 SHA-256 in ``checksums.json`` beside it BEFORE renaming it into place; :func:`load_model` never
@@ -6,7 +7,8 @@ unpickles: SB3 stores some attributes as ``:serialized:`` cloudpickle blobs in t
 every one we know is replaced by an object built here (``custom_objects``), any other is refused,
 and the bytes hashed are the bytes loaded. A damaged file is a :class:`CorruptModelError`
 (``--resume`` skips it), a replaced one an :class:`UntrustedModelError` (refused). Only the newest
-``keep_checkpoints`` checkpoints are kept.
+``keep_checkpoints`` checkpoints are kept. The config's ``algorithm`` says which class a file must
+be (``ppo`` or ``maskable_ppo``); a file of the other one is refused in one line.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+from sb3_contrib import MaskablePPO
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv
@@ -42,6 +46,22 @@ log = logging.getLogger(__name__)
 
 SpacePair = tuple[Any, Any]
 """(observation space, action space) a saved model must match."""
+
+AgentModel: TypeAlias = PPO | MaskablePPO
+"""A trading agent: SB3 PPO or sb3-contrib MaskablePPO (``algorithm`` in ppo_config.txt)."""
+
+ALGORITHMS: dict[str, type[PPO] | type[MaskablePPO]] = {"ppo": PPO, "maskable_ppo": MaskablePPO}
+"""``algorithm`` value -> model class (issue 10)."""
+
+_POLICY_CLASSES: dict[str, type[ActorCriticPolicy]] = {
+    "ppo": ActorCriticPolicy,
+    "maskable_ppo": MaskableActorCriticPolicy,
+}
+_POLICY_MODULES = {
+    "stable_baselines3.common.policies": "ppo",
+    "sb3_contrib.common.maskable.policies": "maskable_ppo",
+}
+"""Module of the policy class (plain JSON beside its pickle in a save's ``data``) -> algorithm."""
 
 KEEP_CHECKPOINTS = 3
 """Default of ``keep_checkpoints`` in ppo_config.txt: checkpoints kept per run (issue 8 item 16;
@@ -114,7 +134,7 @@ def _update_checksums(directory: Path, set_: dict[str, str], drop: Sequence[str]
     atomic_write_json(directory / PPO_CHECKSUMS_NAME, dict(sorted(data.items())))
 
 
-def save_model_atomic(model: PPO, path: Path, record_checksum: bool = False) -> Path:
+def save_model_atomic(model: AgentModel, path: Path, record_checksum: bool = False) -> Path:
     """``model.save`` to a temp name in the same folder, then fsync + ``os.replace`` onto ``path``.
 
     The temp name ends in ``.tmp`` (has a suffix), so SB3 writes exactly there and does not append
@@ -145,21 +165,29 @@ def prune_checkpoints(directory: Path, keep: int) -> list[Path]:
 
 
 def _replacements(
-    data: dict[str, Any], spaces: SpacePair, n_envs: int, clip_range: float
+    data: dict[str, Any],
+    spaces: SpacePair,
+    n_envs: int,
+    clip_range: float,
+    algorithm: str = "ppo",
 ) -> dict[str, Any]:
     """Objects built here for every attribute SB3 (2.x) pickles into a PPO save's ``data``.
+
+    MaskablePPO (sb3-contrib 2.x) pickles the same attributes; only its policy class differs
+    (``MaskableActorCriticPolicy``), and ``rollout_buffer_class = None`` makes it pick its
+    ``MaskableRolloutBuffer`` (issue 10).
 
     None of them carries learned state: the weights and optimizer live in the ``.pth`` entries
     (read by SB3 with ``torch.load(weights_only=True)``). ``_last_obs`` / episode starts are reset
     by SB3 anyway when an env is attached; the schedules are rebuilt from the (plain JSON)
     ``learning_rate`` and the config's ``clip_range``; ``rollout_buffer_class = None`` lets PPO
-    pick ``RolloutBuffer`` as it did when the model was created; the episode-statistics buffers
+    pick its rollout buffer as it did when the model was created; the episode-statistics buffers
     start empty (they only feed the ``rollout/ep_*`` log lines).
     """
     window = data.get("_stats_window_size")
     maxlen = window if isinstance(window, int) and window > 0 else 100
     return {
-        "policy_class": ActorCriticPolicy,
+        "policy_class": _POLICY_CLASSES[algorithm],
         "observation_space": spaces[0],
         "action_space": spaces[1],
         "lr_schedule": None,
@@ -174,6 +202,14 @@ def _replacements(
         "env": None,
         "action_noise": None,
     }
+
+
+def saved_algorithm(data: dict[str, Any]) -> str | None:
+    """``ppo`` / ``maskable_ppo`` from the ``__module__`` that SB3 writes as plain JSON beside the
+    pickled policy class in a save's ``data``; ``None`` when absent or another module."""
+    entry = data.get("policy_class")
+    module = entry.get("__module__") if isinstance(entry, dict) else None
+    return _POLICY_MODULES.get(module) if isinstance(module, str) else None
 
 
 def _check_saved_spaces(path: Path, data: dict[str, Any], spaces: SpacePair) -> None:
@@ -201,15 +237,18 @@ def load_model(
     clip_range: float,
     spaces: SpacePair | None = None,
     expected_sha256: str | None = None,
-) -> PPO:
-    """Load a saved PPO (checkpoint or final model) onto ``device``, attached to ``env``, without
-    ever unpickling (issue 8 item 7).
+    algorithm: str = "ppo",
+) -> AgentModel:
+    """Load a saved PPO or MaskablePPO (checkpoint or final model) onto ``device``, attached to
+    ``env``, without ever unpickling (issue 8 item 7).
 
     The file is read once; with ``expected_sha256`` those bytes must hash to it. Every
     ``:serialized:`` (cloudpickle) entry of the zip's ``data`` is replaced by an object built here
     (:func:`_replacements`, passed to SB3 as ``custom_objects``, so SB3 never decodes it); a
     pickled entry we do not know is refused. ``spaces`` (default: the env's) are the observation
-    and action spaces the model must have; ``clip_range`` is the config's.
+    and action spaces the model must have; ``clip_range`` and ``algorithm`` (``ppo`` |
+    ``maskable_ppo``) are the config's: a file saved by the other algorithm is an
+    :class:`AgentError` (issue 10).
 
     Raises :class:`CorruptModelError` for a file that cannot be read as a PPO save and
     :class:`UntrustedModelError` for a well-formed file that is not the recorded one.
@@ -246,8 +285,17 @@ def load_model(
         if env is None:
             raise AgentError(f"{path}: load_model needs an env or the expected spaces")
         spaces = (env.observation_space, env.action_space)
+    if algorithm not in ALGORITHMS:
+        raise AgentError(f"algorithm = {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+    saved = saved_algorithm(data)
+    if saved is not None and saved != algorithm:
+        raise AgentError(
+            f"{path}: a {saved} model, but the config says algorithm = {algorithm} (set "
+            f"algorithm = {saved}, or run without --resume to start over)"
+        )
     _check_saved_spaces(path, data, spaces)
-    custom = _replacements(data, spaces, env.num_envs if env is not None else 1, clip_range)
+    n_envs = env.num_envs if env is not None else 1
+    custom = _replacements(data, spaces, n_envs, clip_range, algorithm)
     pickled = sorted(
         k
         for k, v in data.items()
@@ -260,7 +308,7 @@ def load_model(
         )
     try:
         with quiet_sb3_batch_warning():
-            model = PPO.load(
+            model = ALGORITHMS[algorithm].load(
                 io.BytesIO(raw),
                 env=env,
                 device=device,

@@ -8,7 +8,9 @@ What lives here and why:
   process group; only the parent should react, by checkpointing). If the workers cannot start it
   falls back to ``DummyVecEnv`` and logs why. The result is wrapped in ``VecMonitor`` so SB3 logs
   episode rewards and lengths.
-* :func:`build_model` creates SB3's PPO (Schulman et al. 2017) with SEPARATE policy and value
+* :func:`build_model` creates SB3's PPO (Schulman et al. 2017), or sb3-contrib's MaskablePPO with
+  ``algorithm = maskable_ppo`` (invalid actions masked out of the policy through the env's
+  ``action_masks()``, which the vec envs forward: issue 10), with SEPARATE policy and value
   networks (``net_arch=dict(pi=..., vf=...)``) and every hyperparameter from
   :class:`pipeline.config_schema.PPOConfig` (SB3 meanings: ``n_steps`` per environment).
 * The callbacks act at ROLLOUT BOUNDARIES (``_on_rollout_start``), not at arbitrary steps: only
@@ -42,13 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from stable_baselines3 import PPO
+from stable_baselines3 import PPO  # noqa: F401  (tests/test_ppo_checkpoints.py: agent.PPO.load)
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
 from pipeline.config_schema import PPOConfig
 from ppo_approach.callbacks import StopOnRequestCallback, stop_signals
-from ppo_approach.model_files import AgentError, quiet_sb3_batch_warning
+from ppo_approach.model_files import ALGORITHMS, AgentError, AgentModel, quiet_sb3_batch_warning
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import EnvConfig, EnvFactory, MarketData, TradingEnv
 
@@ -78,7 +80,8 @@ def batch_size_warnings(n_steps: int, n_envs: int, batch_size: int) -> list[str]
 
 
 def ppo_kwargs(cfg: PPOConfig) -> dict[str, Any]:
-    """Keyword arguments of ``PPO(...)`` from the config (policy networks separate)."""
+    """Keyword arguments of ``PPO(...)`` / ``MaskablePPO(...)`` from the config (policy networks
+    separate)."""
     return {
         "n_steps": cfg.n_steps,
         "batch_size": cfg.batch_size,
@@ -101,12 +104,17 @@ def build_model(
     device: str,
     tensorboard_log: Path | None,
     verbose: int = 0,
-) -> PPO:
-    """A fresh ``PPO("MlpPolicy", env, ...)`` with the config's hyperparameters."""
+) -> AgentModel:
+    """A fresh ``PPO("MlpPolicy", env, ...)`` with the config's hyperparameters, or the same
+    ``MaskablePPO`` with ``algorithm = maskable_ppo`` (its ``MlpPolicy`` is
+    ``MaskableActorCriticPolicy``; it reads each env's ``action_masks()`` through
+    ``env_method``, which VecMonitor, DummyVecEnv and SubprocVecEnv forward: issue 10)."""
+    if cfg.algorithm not in ALGORITHMS:
+        raise AgentError(f"algorithm = {cfg.algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
     for msg in batch_size_warnings(cfg.n_steps, env.num_envs, cfg.batch_size):
         log.warning(msg)
     with quiet_sb3_batch_warning():
-        return PPO(
+        return ALGORITHMS[cfg.algorithm](
             "MlpPolicy",
             env,
             device=device,
@@ -217,7 +225,7 @@ class LearnResult:
 
 
 def learn(
-    model: PPO,
+    model: AgentModel,
     total_timesteps: int,
     callbacks: list[BaseCallback],
     stopper: StopOnRequestCallback,

@@ -11,7 +11,8 @@ falls as the price rises. The actions (:class:`Actions`) and their effect in eac
 tabulated in ``docs/actions.md``; legality lives in :meth:`TradingEnv._is_valid`, fees and fills in
 :meth:`TradingEnv._trade`. An invalid action is a no-op (time still advances) and is counted in
 ``info["invalid_actions"]``; :meth:`TradingEnv.action_masks` gives the mask for sb3-contrib's
-MaskablePPO.
+MaskablePPO, and every ``reset`` / ``step`` info carries the same mask of the new state as
+``info["action_mask"]`` (so a policy that sees only ``(obs, info)`` can mask: issue 10).
 
 Episodes start at a random bar (``self.np_random``) or at bar 0, run ``episode_length`` steps or
 until the block's last bar (``truncated=True``), and end early with ``terminated=True`` when equity
@@ -218,7 +219,8 @@ class TradingEnv(gym.Env):
     ``info`` of each step: ``bar`` (t+1), ``equity``, ``cash``, ``position`` (units), ``price``
     (``close[t+1]``), ``fees`` (this step), ``total_fees``, ``trades`` (fills so far),
     ``invalid_actions`` (so far), ``action_valid``, ``reward_terms`` (dict from the reward
-    function); the last step adds ``episode_summary`` and the liquidation keys of
+    function), ``action_mask`` (:meth:`action_masks` of the new state; also in ``reset``'s info);
+    the last step adds ``episode_summary`` and the liquidation keys of
     :meth:`liquidation` (``liquidation_equity``, ``exit_fee``, ``exit_notional``).
     ``reset(options={"start": bar})`` starts at a given bar (for evaluation).
     """
@@ -322,6 +324,8 @@ class TradingEnv(gym.Env):
             "total_fees": 0.0,
             "trades": 0,
             "invalid_actions": 0,
+            # The mask of the new state, for policies that see only (obs, info) (issue 10).
+            "action_mask": self.action_masks(),
         }
         return self._observation(start), info
 
@@ -371,6 +375,7 @@ class TradingEnv(gym.Env):
             "invalid_actions": self._invalid,
             "action_valid": valid,
             "reward_terms": terms,
+            "action_mask": self.action_masks(),
         }
         if terminated or truncated:
             info.update(self.liquidation())
