@@ -217,6 +217,12 @@ class PPOConfig:
         max=1,
     )
     # --- PPO (Schulman et al. 2017), SB3 meanings
+    algorithm: str = setting(
+        "ppo",
+        "ppo | maskable_ppo (sb3-contrib: invalid actions masked out of the policy)",
+        "ppo",
+        choices=("ppo", "maskable_ppo"),
+    )
     total_timesteps: int = setting(150_000, "environment steps to train for", "ppo", min=1)
     n_steps: int = setting(
         1024, "rollout steps per environment per update (SB3 meaning)", "ppo", min=1

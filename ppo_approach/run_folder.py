@@ -268,6 +268,7 @@ def load_resume_point(
                 paths.ppo_logs,
                 clip_range=ppo_cfg.clip_range,
                 expected_sha256=cand.sha256,
+                algorithm=ppo_cfg.algorithm,
             )
         except model_files.CorruptModelError as exc:
             log.warning("--resume: skipping %s; trying the next older one", exc)

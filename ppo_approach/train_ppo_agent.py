@@ -45,8 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from pipeline import artifacts as art
 from pipeline.artifacts import Artifacts
 from pipeline.common import (
@@ -394,6 +392,7 @@ def _model_to_backtest(
             clip_range=ppo_cfg.clip_range,
             spaces=(val_env.observation_space, val_env.action_space),
             expected_sha256=sha,
+            algorithm=ppo_cfg.algorithm,
         )
     except model_files.CorruptModelError as exc:
         log.warning("best model unusable (%s); backtesting the final model instead", exc)
@@ -419,9 +418,9 @@ def run_backtest(
     ppy, ppy_how = annualisation(prepared)
     reward_cfg = RewardConfig.from_ppo_config(ppo_cfg)
 
-    def agent_policy(obs: np.ndarray, info: dict[str, Any]) -> int:
-        action, _ = model.predict(obs, deterministic=True)
-        return int(action)
+    from ppo_approach import callbacks
+
+    agent_policy = callbacks.policy_for(model)  # MaskablePPO predicts with the env's mask
 
     runs = backtest.run_strategies(
         test.data,
