@@ -26,6 +26,11 @@ capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars pe
 * ``turnover`` = traded notional / mean equity over the block (2.0 = one full buy and one full
   sell); ``fees_paid`` in account currency; ``time_in_market`` = share of bars that ended with a
   position.
+* ``invalid_actions`` = decisions the env refused as no-ops (SELL while flat without shorting,
+  CLOSE while flat, ...); ``action_counts`` = ``{action name: count}`` of the VALID decisions
+  over the nine :class:`~ppo_approach.trading_env.Actions` (HOLD included), so the two add up to
+  the number of steps (issue 10: an agent that learned "an invalid action is a free HOLD" shows
+  up here instead of hiding behind 0 trades).
 
 Annualisation: ``P`` is inferred from the bars the dataset actually has per calendar year
 (:func:`infer_periods_per_year`: ~8,760 for 24/7 crypto hours, ~252 for daily equity candles,
@@ -67,8 +72,13 @@ METRIC_NAMES: tuple[str, ...] = (
     "turnover",
     "fees_paid",
     "time_in_market",
+    "invalid_actions",
+    "action_counts",
 )
 """Keys of :func:`strategy_metrics`, in the order the report prints them."""
+
+TABLE_COLUMNS: tuple[str, ...] = tuple(k for k in METRIC_NAMES if k != "action_counts")
+"""The metrics :func:`format_summary` prints as columns (``action_counts``, a dict, is a note)."""
 
 STRATEGY_NAMES: tuple[str, ...] = (
     "agent",
@@ -285,6 +295,7 @@ class EpisodeRecord:
     notional: np.ndarray  # (n,) absolute traded notional of each step (at the open, no fee)
     rewards: np.ndarray  # (n,) env rewards
     actions: np.ndarray  # (n,) int actions taken
+    valid: np.ndarray  # (n,) bool: the env's ``action_valid`` of each step (issue 10)
     trades: int
     invalid_actions: int
     liquidated: bool = False  # a position was open at the end; equity[-1] is its liquidation value
@@ -305,6 +316,11 @@ class EpisodeRecord:
         if self.final_mark is not None:
             equity[-1] = self.final_mark
         return self.units * self.price / np.maximum(equity, 1e-12)
+
+    def action_counts(self) -> dict[str, int]:
+        """``{action name: count}`` of the valid decisions, all nine actions listed (issue 10)."""
+        taken = np.bincount(self.actions[self.valid], minlength=len(Actions))  # (9,)
+        return {a.name: int(taken[a.value]) for a in Actions}
 
 
 def run_episode(
@@ -329,6 +345,7 @@ def run_episode(
     notional: list[float] = []
     rewards: list[float] = []
     actions: list[int] = []
+    valid: list[bool] = []
     done = False
     while not done:
         action = int(policy(obs, info))
@@ -346,6 +363,7 @@ def run_episode(
         notional.append(abs(units[-1] - prev_units) * float(opens[bar]))
         rewards.append(float(reward))
         actions.append(action)
+        valid.append(bool(info["action_valid"]))
     trades = int(info["trades"])
     liquidated = False
     final_mark: float | None = None
@@ -368,6 +386,7 @@ def run_episode(
         notional=np.asarray(notional),
         rewards=np.asarray(rewards),
         actions=np.asarray(actions, dtype=np.int64),
+        valid=np.asarray(valid, dtype=bool),
         trades=trades,
         invalid_actions=int(info["invalid_actions"]),
         liquidated=liquidated,
@@ -375,7 +394,7 @@ def run_episode(
     )
 
 
-def strategy_metrics(rec: EpisodeRecord, ppy: float) -> dict[str, float | int | None]:
+def strategy_metrics(rec: EpisodeRecord, ppy: float) -> dict[str, Any]:
     """Every metric of :data:`METRIC_NAMES` for one episode (see the module docstring)."""
     r = simple_returns(rec.equity)
     ann = annualised_return(rec.equity, ppy)
@@ -395,13 +414,26 @@ def strategy_metrics(rec: EpisodeRecord, ppy: float) -> dict[str, float | int | 
         "turnover": float(rec.notional.sum() / max(float(rec.equity.mean()), 1e-12)),
         "fees_paid": float(rec.fees.sum()),
         "time_in_market": float(in_market.mean()) if in_market.size else 0.0,
+        "invalid_actions": int(rec.invalid_actions),
+        "action_counts": rec.action_counts(),
     }
 
 
-def mean_metrics(items: Sequence[dict[str, Any]]) -> dict[str, float | None]:
-    """Metric-wise mean over several runs (``None`` entries skipped; ``None`` if all are)."""
-    out: dict[str, float | None] = {}
+def mean_metrics(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Metric-wise mean over several runs (``None`` entries skipped; ``None`` if all are).
+
+    ``action_counts`` is averaged action by action (a dict of means).
+    """
+    out: dict[str, Any] = {}
     for key in METRIC_NAMES:
+        if key == "action_counts":
+            counts = [m[key] for m in items if m.get(key) is not None]
+            out[key] = (
+                {a.name: float(np.mean([c.get(a.name, 0) for c in counts])) for a in Actions}
+                if counts
+                else None
+            )
+            continue
         vals = [float(m[key]) for m in items if m.get(key) is not None]
         out[key] = float(np.mean(vals)) if vals else None
     return out
@@ -527,7 +559,7 @@ def json_safe(obj: Any) -> Any:
 
 
 _PCT = {"total_return", "annualised_return", "max_drawdown", "win_rate", "time_in_market"}
-_COUNTS = {"n_trades", "n_round_trips"}
+_COUNTS = {"n_trades", "n_round_trips", "invalid_actions"}
 """Integer counts: printed as integers (``1849``), or with one decimal when they are a mean over
 the random policy's seeds (``1849.4``), never as ``1849.000`` (issue 8 item 28)."""
 
@@ -547,13 +579,15 @@ COLUMN_NOTES: tuple[str, ...] = (
     "n_trades: fills, the final liquidation included; n_round_trips: closed trips win_rate is over",
     "turnover: traded notional / mean equity; time_in_market: share of bars ending with a position",
     "open positions at the end are valued at liquidation (exit fee and slippage paid)",
+    "invalid_actions: decisions the env refused as no-ops (e.g. SELL while flat), not in the"
+    " action counts",
 )
 """Lines under the backtest table that explain its less obvious columns (issue 8 item 28)."""
 
 
 def format_summary(report: dict[str, Any]) -> str:
     """The report's strategies as an aligned text table (one row per strategy)."""
-    cols = METRIC_NAMES
+    cols = TABLE_COLUMNS
     rows = [
         [name, *(_fmt(m.get(c), c in _PCT, c in _COUNTS) for c in cols)]
         for name, m in report["strategies"].items()
@@ -575,11 +609,27 @@ def format_summary(report: dict[str, Any]) -> str:
         n = f"{int(seeds)} seeds" if seeds else "its seeds"
         notes.append(f"random: mean of {n} (so its counts can be fractional)")
     notes.extend(COLUMN_NOTES)
+    agent = report["strategies"].get("agent") or {}
+    if agent.get("action_counts"):
+        notes.append(agent_actions_line(agent))
     if report.get("periods_per_year_basis"):
         notes.append(f"annualised with {report['periods_per_year_basis']}")
     elif report.get("periods_per_year"):
         notes.append(f"annualised with {float(report['periods_per_year']):.1f} bars/year")
     return head + "\n" + table + "\n" + "\n".join(f"  note: {x}" for x in notes)
+
+
+def agent_actions_line(metrics: dict[str, Any]) -> str:
+    """``"agent actions: HOLD 57, BUY_100 1, CLOSE 1 (valid); invalid 0"`` (issue 10).
+
+    Actions never taken are left out; the invalid ones are counted apart.
+    """
+    counts = metrics.get("action_counts") or {}
+    taken = [
+        f"{name} {_fmt(n, False, True)}" for name, n in counts.items() if n is not None and n > 0
+    ]
+    invalid = _fmt(metrics.get("invalid_actions"), False, True)
+    return f"agent actions: {', '.join(taken) or 'none'} (valid); invalid {invalid}"
 
 
 STRATEGY_COLOURS: dict[str, str] = {
@@ -608,21 +658,98 @@ def _line_style(name: str) -> dict[str, Any]:
     return style
 
 
+STRIP_LABEL = "agent_actions"
+"""``Axes.get_label()`` of the PNG's position/action strip (issue 10), so tests can find it."""
+
+_ACTION_MARKERS: tuple[tuple[str, tuple[Actions, ...], dict[str, Any]], ...] = (
+    ("buy", (Actions.BUY_25, Actions.BUY_50, Actions.BUY_100), {"marker": "^", "color": "green"}),
+    ("sell", (Actions.SELL_25, Actions.SELL_50, Actions.SELL_100), {"marker": "v", "color": "red"}),
+    ("close", (Actions.CLOSE,), {"marker": "x", "color": "black"}),
+    ("reverse", (Actions.REVERSE,), {"marker": "D", "color": "purple"}),
+)
+"""Strip markers of the agent's valid trade actions: (legend label, actions, marker style)."""
+
+
+def _draw_action_strip(ax: Any, rec: EpisodeRecord, ts: np.ndarray) -> None:
+    """The agent's position (long / short shading, flat blank) and its actions on ``ax``.
+
+    Position ``units[i]`` is held from ``ts[bars[i]]`` to ``ts[bars[i + 1]]``; an action decided
+    at step ``i`` is marked where it fills, at ``ts[bars[i + 1]]``, so a marker sits where the
+    shading changes. Valid trade actions sit on the middle line, invalid decisions (no-ops) as
+    grey ticks at the bottom (issue 10).
+    """
+    import matplotlib.dates as mdates
+
+    x = np.asarray(mdates.date2num(ts[rec.bars]), dtype=np.float64)  # (n+1,) days
+    step = float(np.median(np.diff(x))) if x.size > 1 else 1.0
+    ends = np.append(x[1:], x[-1] + step)  # (n+1,) end of each holding span
+    side = np.sign(rec.units)  # (n+1,)
+    for sign, colour, label in ((1.0, "tab:green", "long"), (-1.0, "tab:red", "short")):
+        on = np.flatnonzero(side == sign)
+        if on.size == 0:
+            continue
+        # Contiguous runs of the same side become one bar each (few artists for long blocks).
+        breaks = np.flatnonzero(np.diff(on) > 1)
+        starts = on[np.concatenate(([0], breaks + 1))]
+        stops = on[np.concatenate((breaks, [on.size - 1]))]
+        spans = [(x[a], ends[b] - x[a]) for a, b in zip(starts, stops, strict=True)]
+        ax.broken_barh(spans, (0.0, 1.0), color=colour, alpha=0.25, label=label, linewidth=0)
+    fill_x = x[1:]  # (n,) where each step's action fills
+    acts = rec.actions
+    for label, members, style in _ACTION_MARKERS:
+        hit = rec.valid & np.isin(acts, [int(a) for a in members])
+        if hit.any():
+            ax.plot(
+                fill_x[hit],
+                np.full(int(hit.sum()), 0.5),
+                linestyle="none",
+                label=label,
+                markersize=6,
+                **style,
+            )
+    if (~rec.valid).any():
+        bad = ~rec.valid
+        ax.plot(
+            fill_x[bad],
+            np.full(int(bad.sum()), 0.08),
+            linestyle="none",
+            marker="|",
+            color="tab:gray",
+            markersize=5,
+            label=f"invalid ({int(bad.sum())})",
+        )
+    ax.set_ylim(0.0, 1.45)  # headroom above the shading for the legend, which hides nothing
+    ax.set_yticks([])
+    ax.set_ylabel("agent")
+    ax.set_label(STRIP_LABEL)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", fontsize=7, ncol=len(labels), framealpha=0.6)
+
+
 def backtest_figure(
     runs: dict[str, list[EpisodeRecord]], timestamps: np.ndarray, title: str
 ) -> Any:
     """The matplotlib figure of :func:`plot_backtest` (the caller closes it).
 
-    Panels: equity of every strategy, then drawdown and exposure of the agent, buy-and-hold and
-    the classifier rule. Each strategy has its colour of :data:`STRATEGY_COLOURS` in every panel.
+    Panels: equity of every strategy; a strip of the agent's position (long / short shading)
+    and actions (:data:`STRIP_LABEL`, issue 10; only with an ``agent`` run); then drawdown and
+    exposure of the agent, buy-and-hold and the classifier rule. Each strategy has its colour of
+    :data:`STRATEGY_COLOURS` in every panel.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, height_ratios=(3, 1.3, 1.3))
     ts = np.asarray(timestamps)
+    if "agent" in runs:
+        fig, all_axes = plt.subplots(
+            4, 1, figsize=(11, 10), sharex=True, height_ratios=(3, 0.8, 1.3, 1.3)
+        )
+        axes = [all_axes[0], all_axes[2], all_axes[3]]
+    else:
+        fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True, height_ratios=(3, 1.3, 1.3))
     # The agent last, so it is drawn on top of the baselines it coincides with (flat, or its own
     # cost variants while it does not trade) (issue 8 item 28).
     order = [n for n in runs if n != "agent"] + (["agent"] if "agent" in runs else [])
@@ -652,6 +779,9 @@ def backtest_figure(
         ax.legend([h for h, _ in pairs], [lb for _, lb in pairs], loc=loc, fontsize=8)
     axes[1].set_ylabel("drawdown %")
     axes[2].set_ylabel("exposure %")
+    if "agent" in runs:
+        # Drawn after the date-valued panels, so the shared x axis already has its date units.
+        _draw_action_strip(all_axes[1], runs["agent"][0], ts)
     fig.autofmt_xdate()
     fig.tight_layout()
     return fig

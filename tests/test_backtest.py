@@ -11,7 +11,7 @@ import pytest
 
 from ppo_approach import backtest as bt
 from ppo_approach.reward_functions import RewardConfig
-from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
+from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 
 # ---------------------------------------------------------------- metrics on hand-made curves
 
@@ -362,7 +362,10 @@ def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
     fig = bt.backtest_figure(runs, data.timestamps, "t")
     try:
         colours: dict[str, set[str]] = {}
-        for ax in fig.axes:
+        # The strategy panels; the agent's position/action strip (issue 10) has its own test.
+        panels = [ax for ax in fig.axes if ax.get_label() != bt.STRIP_LABEL]
+        assert len(panels) == 3
+        for ax in panels:
             lines = ax.get_lines()
             names = [ln.get_label().split()[0] for ln in lines]
             assert names[-1] == "agent"  # drawn last ...
@@ -418,3 +421,117 @@ def test_summary_table_and_plot(tmp_path) -> None:
     png = bt.plot_backtest(runs, data.timestamps, tmp_path / "b.png", "title")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ---------------------------------------------------------------- action counts (issue 10)
+
+
+class ScriptedPolicy:
+    """Plays ``script[bar]`` at each bar of a block started at bar 0, then HOLD (stateless, so
+    the agent's runs at other costs replay the same script)."""
+
+    def __init__(self, script: list[Actions]) -> None:
+        self.script = list(script)
+
+    def __call__(self, obs: np.ndarray, info: dict) -> int:
+        """The scripted action of this bar."""
+        bar = int(info["bar"])
+        return int(self.script[bar] if bar < len(self.script) else Actions.HOLD)
+
+
+SCRIPT = [Actions.BUY_100, Actions.HOLD, Actions.SELL_100, Actions.SELL_50, Actions.CLOSE]
+"""Buy, hold, sell all while long (valid), then SELL and CLOSE while flat (both invalid)."""
+
+
+def _scripted_report(tmp_path) -> tuple[dict, dict]:
+    data, probs = _block(12)
+    runs = bt.run_strategies(
+        data, EnvConfig(), RewardConfig(), ScriptedPolicy(SCRIPT), probs, [0, 1]
+    )
+    report = {"strategies": bt.summarise_runs(runs, 8760.0), "random_policy_seeds": 2}
+    path = bt.write_report(report, tmp_path / "r.json")
+    return runs, json.loads(path.read_text())
+
+
+def test_action_counts_and_invalid_actions_in_the_report(tmp_path) -> None:
+    # issue 10: the agent picked an invalid action (a free HOLD) on every bar and the report only
+    # said "0 trades"; the report now counts every decision, the invalid ones apart.
+    runs, rep = _scripted_report(tmp_path)
+    agent = runs["agent"][0]
+    np.testing.assert_array_equal(agent.valid[:5], [True, True, True, False, False])
+    assert agent.valid[5:].all() and agent.n_steps == 11
+    m = rep["strategies"]["agent"]
+    assert m["invalid_actions"] == 2
+    expected = {a.name: 0 for a in Actions}
+    expected.update(HOLD=1 + 6, BUY_100=1, SELL_100=1)  # the scripted HOLD + 6 after the script
+    assert m["action_counts"] == expected
+    assert sum(m["action_counts"].values()) + m["invalid_actions"] == agent.n_steps
+    assert m["n_trades"] == 2
+    # The same counts at other costs; buy-and-hold buys once and holds; flat only holds.
+    assert rep["strategies"]["agent_cost_2x"]["action_counts"] == expected
+    bh = rep["strategies"]["buy_and_hold"]
+    assert bh["action_counts"]["BUY_100"] == 1 and bh["action_counts"]["HOLD"] == 10
+    assert bh["invalid_actions"] == 0
+    assert rep["strategies"]["flat"]["action_counts"]["HOLD"] == 11
+    # Random: the per-action mean over its two seeds, invalid ones apart.
+    singles = [bt.strategy_metrics(r, 8760.0) for r in runs["random"]]
+    for name in expected:
+        assert rep["strategies"]["random"]["action_counts"][name] == pytest.approx(
+            np.mean([s["action_counts"][name] for s in singles])
+        )
+    assert rep["strategies"]["random"]["invalid_actions"] == pytest.approx(
+        np.mean([s["invalid_actions"] for s in singles])
+    )
+    assert set(m) == set(bt.METRIC_NAMES)
+
+
+def test_summary_shows_invalid_actions_and_the_agents_action_counts(tmp_path) -> None:
+    _, rep = _scripted_report(tmp_path)
+    lines = bt.format_summary(rep).splitlines()
+    header = lines[1].split()
+    rows = {ln.split()[0]: ln.split() for ln in lines[3 : 3 + len(bt.STRATEGY_NAMES)]}
+    assert rows["agent"][header.index("invalid_actions")] == "2"
+    assert rows["buy_and_hold"][header.index("invalid_actions")] == "0"
+    assert "action_counts" not in header  # a dict: printed as a note, not a column
+    notes = lines[3 + len(bt.STRATEGY_NAMES) :]
+    assert "  note: agent actions: HOLD 7, BUY_100 1, SELL_100 1 (valid); invalid 2" in notes
+    assert any("invalid_actions: decisions the env refused" in ln for ln in notes)
+
+
+def test_plot_has_the_agents_position_and_action_strip(tmp_path) -> None:
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    runs, _ = _scripted_report(tmp_path)
+    fig = bt.backtest_figure(runs, _block(12)[0].timestamps, "t")
+    try:
+        strips = [ax for ax in fig.axes if ax.get_label() == bt.STRIP_LABEL]
+        assert len(fig.axes) == 4 and len(strips) == 1
+        strip = strips[0]
+        assert fig.axes.index(strip) == 1  # right under the equity panel
+        legend = [t.get_text() for t in strip.get_legend().get_texts()]
+        assert legend == ["long", "buy", "sell", "invalid (2)"]
+        marks = {ln.get_label(): ln for ln in strip.get_lines()}
+        assert len(marks["buy"].get_xdata()) == 1 and len(marks["sell"].get_xdata()) == 1
+        assert len(marks["invalid (2)"].get_xdata()) == 2
+        # Long from the buy's fill (bar 1) to the sell's fill (bar 3): one shaded span.
+        ts = mdates.date2num(_block(12)[0].timestamps)
+        bars = [c for c in strip.collections if isinstance(c, PolyCollection)]
+        assert len(bars) == 1
+        extent = bars[0].get_paths()[0].get_extents()
+        assert extent.x0 == pytest.approx(ts[1]) and extent.x1 == pytest.approx(ts[3])
+        assert marks["buy"].get_xdata()[0] == pytest.approx(ts[1])
+        assert marks["sell"].get_xdata()[0] == pytest.approx(ts[3])
+    finally:
+        plt.close(fig)
+    # Without an agent run there is no strip.
+    no_agent = {k: v for k, v in runs.items() if k != "agent"}
+    fig = bt.backtest_figure(no_agent, _block(12)[0].timestamps, "t")
+    try:
+        assert len(fig.axes) == 3
+        assert not [ax for ax in fig.axes if ax.get_label() == bt.STRIP_LABEL]
+    finally:
+        plt.close(fig)
+    png = bt.plot_backtest(runs, _block(12)[0].timestamps, tmp_path / "s.png", "scripted")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
