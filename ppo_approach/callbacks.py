@@ -34,14 +34,20 @@ from pipeline.common import (
     atomic_write_json,
 )
 from pipeline.process import handle_signals
-from ppo_approach.backtest import Policy, run_episode, sharpe_ratio
+from ppo_approach.backtest import (
+    ClassifierRulePolicy,
+    EpisodeRecord,
+    Policy,
+    run_episode,
+    sharpe_ratio,
+)
 from ppo_approach.model_files import (
     KEEP_CHECKPOINTS,
     AgentModel,
     prune_checkpoints,
     save_model_atomic,
 )
-from ppo_approach.trading_env import TradingEnv
+from ppo_approach.trading_env import Actions, TradingEnv
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,52 @@ def policy_for(model: AgentModel) -> Policy:
     return policy
 
 
+def run_block(policy: Policy, env: TradingEnv, episodes: int, seed: int) -> list[EpisodeRecord]:
+    """``policy`` over ``episodes`` seeded episodes of ``env``: episode ``i`` resets with
+    ``seed + EVAL_SEED_OFFSET + i``, so two policies run on the same windows."""
+    return [run_episode(env, policy, seed=seed + EVAL_SEED_OFFSET + i) for i in range(episodes)]
+
+
+def block_metrics(records: Sequence[EpisodeRecord], ppy: float) -> dict[str, float]:
+    """Means over episodes, and what the policy did (issue 10: what a user sees).
+
+    ``mean_reward`` (summed env reward), ``mean_length`` (steps), ``mean_return`` (final equity /
+    initial - 1), ``mean_sharpe`` (annualised with ``ppy``), ``trades_per_episode`` (fills, the
+    liquidation exit included), ``time_in_market`` (share of steps after which a position is
+    open), ``mean_position`` (mean signed exposure ``units * price / equity`` after each step),
+    ``total_trades`` (all episodes), ``invalid_share`` (share of steps whose action was an
+    invalid no-op) and ``action_<NAME>`` (share of steps the policy picked each of the nine
+    :class:`Actions`, valid or not: the invalid ones are also counted apart in ``invalid_share``).
+    """
+    rewards, lengths, returns, sharpes = [], [], [], []
+    trades, in_market, position = [], [], []
+    for rec in records:
+        rewards.append(float(rec.rewards.sum()))
+        lengths.append(rec.n_steps)
+        returns.append(float(rec.equity[-1] / rec.equity[0] - 1.0))
+        sharpes.append(sharpe_ratio(rec.equity[1:] / rec.equity[:-1] - 1.0, ppy))
+        trades.append(rec.trades)
+        in_market.append(float(np.mean(rec.units[1:] != 0.0)))
+        position.append(float(np.mean(rec.position_fraction()[1:])))
+    actions = np.concatenate([rec.actions for rec in records])  # (all steps,)
+    steps = max(int(actions.size), 1)
+    counts = np.bincount(actions, minlength=len(Actions))
+    res = {
+        "mean_reward": float(np.mean(rewards)),
+        "mean_length": float(np.mean(lengths)),
+        "mean_return": float(np.mean(returns)),
+        "mean_sharpe": float(np.mean(sharpes)),
+        "trades_per_episode": float(np.mean(trades)),
+        "total_trades": float(np.sum(trades)),
+        "time_in_market": float(np.mean(in_market)),
+        "mean_position": float(np.mean(position)),
+        "invalid_share": float(sum(rec.invalid_actions for rec in records) / steps),
+    }
+    for action in Actions:
+        res[f"action_{action.name}"] = float(counts[action] / steps)
+    return res
+
+
 def evaluate_on_block(
     model: AgentModel,
     env: TradingEnv,
@@ -84,25 +136,46 @@ def evaluate_on_block(
     seed: int,
     ppy: float,
 ) -> dict[str, float]:
-    """Deterministic policy over ``episodes`` seeded episodes of ``env`` (validation block).
+    """Deterministic policy over ``episodes`` seeded episodes of ``env`` (validation block):
+    :func:`block_metrics` of :func:`run_block` with :func:`policy_for` ``(model)``."""
+    return block_metrics(run_block(policy_for(model), env, episodes, seed), ppy)
 
-    Returns means over episodes of: ``mean_reward`` (summed env reward), ``mean_length`` (steps),
-    ``mean_return`` (final equity / initial - 1) and ``mean_sharpe`` (annualised with ``ppy``).
+
+RULE_PROB_NAMES = ("p_fall", "p_stationary", "p_rise")
+"""The prediction features the classifier rule reads (``AgentBlock.probs`` holds the same)."""
+
+
+def block_probs(env: TradingEnv) -> np.ndarray | None:
+    """``(n, 3)`` p_fall, p_stationary, p_rise of ``env``'s block, read from its prediction
+    features by name; ``None`` when the block has no such named columns."""
+    names = env.data.pred_names
+    if names is None or not set(RULE_PROB_NAMES) <= set(names):
+        return None
+    cols = [names.index(n) for n in RULE_PROB_NAMES]
+    return np.asarray(env.data.pred_features[:, cols], dtype=np.float64)
+
+
+def no_trade_warning(evaluator: ValidationEvalCallback) -> str | None:
+    """One line when the best policy made no trade on the validation block, else ``None``.
+
+    Says how many validation episodes, and the classifier rule's return on the same episodes,
+    so a user can tell "no edge after fees" (the rule loses too) from "did not learn" (the rule
+    made money): issue 10. ``None`` too when the best model's trade count is unknown (no
+    evaluation ran, or a resumed run's best came from a run before this was recorded).
     """
-    policy = policy_for(model)
-    rewards, lengths, returns, sharpes = [], [], [], []
-    for i in range(episodes):
-        rec = run_episode(env, policy, seed=seed + EVAL_SEED_OFFSET + i)
-        rewards.append(float(rec.rewards.sum()))
-        lengths.append(rec.n_steps)
-        returns.append(float(rec.equity[-1] / rec.equity[0] - 1.0))
-        sharpes.append(sharpe_ratio(rec.equity[1:] / rec.equity[:-1] - 1.0, ppy))
-    return {
-        "mean_reward": float(np.mean(rewards)),
-        "mean_length": float(np.mean(lengths)),
-        "mean_return": float(np.mean(returns)),
-        "mean_sharpe": float(np.mean(sharpes)),
-    }
+    if evaluator.best_trades is None or evaluator.best_trades > 0:
+        return None
+    rule = evaluator.rule_metrics()
+    there = (
+        f"the classifier rule returned {100 * rule['mean_return']:+.2f} % there"
+        if rule is not None
+        else "the classifier rule cannot run on this block (no p_fall/p_stationary/p_rise)"
+    )
+    return (
+        f"the best policy made no trade on the validation block ({evaluator.episodes} "
+        f"episodes); {there}: no edge after fees, or the agent did not learn — see the "
+        "learnability ladder"
+    )
 
 
 # ---------------------------------------------------------------- stop requests
@@ -249,6 +322,15 @@ class ValidationEvalCallback(BaseCallback):
     ``eval/mean_sharpe`` to TensorBoard and the log. The best score (mean reward) and its timesteps
     are saved in ``best_model.json`` beside ``best_model.zip`` so a resumed run keeps comparing
     against it.
+
+    What the policy does, at each evaluation (issue 10, what a user sees): ``eval/actions`` (a
+    histogram of the actions picked), ``eval/action_<NAME>`` (share of steps per action),
+    ``eval/invalid_share`` (invalid no-ops, counted apart), ``eval/trades_per_episode``,
+    ``eval/time_in_market``, ``eval/mean_position`` and, beside ``eval/mean_return``,
+    ``eval/rule_return``: the classifier rule (:class:`ClassifierRulePolicy`) on the same
+    episodes, computed once. ``probs`` are the block's p_fall, p_stationary, p_rise (default: read
+    from the env's prediction features by name). At the end of training,
+    :func:`no_trade_warning` is logged when the best policy made no trade.
     """
 
     def __init__(
@@ -260,6 +342,7 @@ class ValidationEvalCallback(BaseCallback):
         seed: int,
         ppy: float,
         stopper: StopOnRequestCallback | None = None,
+        probs: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.eval_env = env
@@ -269,10 +352,14 @@ class ValidationEvalCallback(BaseCallback):
         self.episodes = int(episodes)
         self.seed = int(seed)
         self.ppy = float(ppy)
+        self.probs = probs if probs is not None else block_probs(env)
         self.last_eval = 0
         self.best_reward = -float("inf")
         self.best_timesteps: int | None = None
+        self.best_trades: int | None = None
+        """Fills of the best evaluation over all its episodes (``None``: unknown)."""
         self.history: list[dict[str, float]] = []
+        self._rule: dict[str, float] | None = None
 
     @property
     def best_path(self) -> Path:
@@ -286,6 +373,18 @@ class ValidationEvalCallback(BaseCallback):
             data = json.loads(meta.read_text(encoding="utf-8"))
             self.best_reward = float(data["mean_reward"])
             self.best_timesteps = int(data["timesteps"])
+            # A best model from before issue 10 has no trade count: no warning then.
+            trades = data.get("total_trades")
+            self.best_trades = int(trades) if trades is not None else None
+
+    def rule_metrics(self) -> dict[str, float] | None:
+        """:func:`block_metrics` of the classifier rule on the evaluation episodes (computed
+        once: the rule does not learn); ``None`` without probabilities."""
+        if self._rule is None and self.probs is not None:
+            rule = ClassifierRulePolicy(self.probs)
+            records = run_block(rule, self.eval_env, self.episodes, self.seed)
+            self._rule = block_metrics(records, self.ppy)
+        return self._rule
 
     def _on_training_start(self) -> None:
         self.last_eval = int(self.model.num_timesteps)
@@ -298,6 +397,10 @@ class ValidationEvalCallback(BaseCallback):
         # (the stopped rollout was discarded and the weights are the ones already evaluated).
         if self.stopper is None or not self.stopper.stopped:
             self._maybe_evaluate()
+            # issue 10: "never trades" must not pass unnoticed; logged here so no caller has to.
+            warning = no_trade_warning(self)
+            if warning is not None:
+                log.warning("%s", warning)
 
     def _on_step(self) -> bool:
         return True
@@ -307,28 +410,49 @@ class ValidationEvalCallback(BaseCallback):
         if t // self.freq <= self.last_eval // self.freq:
             return
         self.last_eval = t
-        res = evaluate_on_block(self.model, self.eval_env, self.episodes, self.seed, self.ppy)
+        records = run_block(policy_for(self.model), self.eval_env, self.episodes, self.seed)
+        res: dict[str, float] = block_metrics(records, self.ppy)
         res["timesteps"] = t
         self.history.append(res)
         self.logger.record("eval/mean_reward", res["mean_reward"])
         self.logger.record("eval/mean_ep_length", res["mean_length"])
         self.logger.record("eval/mean_return", res["mean_return"])
         self.logger.record("eval/mean_sharpe", res["mean_sharpe"])
+        self._record_behaviour(res, records)
         self.logger.dump(t)
         better = res["mean_reward"] > self.best_reward
+        rule = self.rule_metrics()
         log.info(
-            "eval @%d on validation: reward %.3f, length %.0f, return %+.2f%%, Sharpe %.2f%s",
+            "eval @%d on validation: reward %.3f, length %.0f, return %+.2f%% (classifier rule "
+            "%s), Sharpe %.2f, %.1f trades/episode, in market %.0f%%%s",
             t,
             res["mean_reward"],
             res["mean_length"],
             100 * res["mean_return"],
+            f"{100 * rule['mean_return']:+.2f}%" if rule is not None else "n/a",
             res["mean_sharpe"],
+            res["trades_per_episode"],
+            100 * res["time_in_market"],
             " (new best)" if better else "",
         )
         if better:
             self.best_reward = res["mean_reward"]
             self.best_timesteps = t
+            self.best_trades = int(res["total_trades"])
             save_model_atomic(self.model, self.best_path, record_checksum=True)
             atomic_write_json(
                 self.directory / PPO_BEST_META_NAME, {"mean_reward": res["mean_reward"], **res}
             )
+
+    def _record_behaviour(self, res: dict[str, float], records: Sequence[EpisodeRecord]) -> None:
+        """What the policy did (issue 10): actions, trades, exposure, and the rule beside it."""
+        actions = np.concatenate([rec.actions for rec in records])
+        # An array is a histogram in SB3's TensorBoard output; the text outputs cannot show it.
+        self.logger.record("eval/actions", actions, exclude=("stdout", "log", "json", "csv"))
+        for action in Actions:
+            self.logger.record(f"eval/action_{action.name}", res[f"action_{action.name}"])
+        for key in ("invalid_share", "trades_per_episode", "time_in_market", "mean_position"):
+            self.logger.record(f"eval/{key}", res[key])
+        rule = self.rule_metrics()
+        if rule is not None:
+            self.logger.record("eval/rule_return", rule["mean_return"])
