@@ -1,0 +1,137 @@
+"""Does the agent learn what there is to learn (issue 10)?
+
+- Determinism: the same seed and config on CPU (one torch thread, DummyVecEnv) give the same
+  backtest numbers, to the last bit.
+- Learnability (slow): with the oracle prediction source (the true future class, a diagnostic of
+  the RL machinery) and a small budget, the trained agent beats flat and buy-and-hold after fees
+  on its test block; the same check fails for a random policy on the same block, so it can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_ppo_agent import (  # noqa: F401  (fixtures used by name: one torch thread)
+    DATASET,
+    _block_sigma,
+    _fresh_root,
+    _one_torch_thread,
+    _restore_logging,
+    _smoke_cfg,
+)
+
+from pipeline.common import Paths
+from ppo_approach import backtest as bt
+from ppo_approach import train_ppo_agent as step
+
+pytestmark = pytest.mark.integration
+
+
+def _strategies(root: Path, *overrides: str) -> dict[str, dict[str, Any]]:
+    """Step 7 (train, then backtest) on ``root`` with the smoke preset plus ``overrides``; the
+    report's metrics per strategy."""
+    cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", *overrides)
+    report = step.train_agent(cfg, DATASET, Paths.from_root(root), resume=False)
+    return json.loads(json.dumps(bt.json_safe(report["strategies"])))
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_config_same_backtest_numbers(ppo_source_root: Path, tmp_path: Path) -> None:
+    """Issue 10: "same seed, same config, CPU: the same backtest numbers". Two runs of step 7 on
+    separate copies of the same root give identical metrics for every strategy (exact equality:
+    any unseeded randomness, in the envs, PPO, the evaluation or the random baseline, shows)."""
+    runs = [
+        _strategies(_fresh_root(ppo_source_root, tmp_path / name), "ppo.seed=5")
+        for name in ("a", "b")
+    ]
+    assert set(runs[0]) == set(bt.STRATEGY_NAMES)
+    assert runs[0] == runs[1]
+    # A policy that never trades would make the equality trivial: seed 5 trades (735 trades at
+    # the commit of this test); should a change of defaults make it flat, pick a seed that trades.
+    assert runs[0]["agent"]["n_trades"] > 0
+    assert isinstance(runs[0]["agent"]["total_return"], float)
+
+
+# ---------------------------------------------------------------- learnability (oracle input)
+
+ORACLE_SETTINGS = (
+    "ppo_prediction_source=oracle",
+    "total_timesteps=8192",
+    "cost_weight=0",
+    "drawdown_weight=0",
+    "sharpe_weight=0",
+)
+"""The oracle test's settings on top of the smoke preset: the true future class as input, four
+times the smoke budget, and the reward's profit term only (see the test's docstring)."""
+
+
+def _learned_failures(strategies: dict[str, dict[str, Any]], name: str, sigma: float) -> list[str]:
+    """Why strategy ``name`` does not count as having learned the oracle signal (empty: it did).
+
+    It must beat buy-and-hold and flat after fees by more than ``3 * sigma`` in log return (the
+    leakage alarm's bound in tests/test_ppo_agent.py: a strategy without information beats
+    buy-and-hold by that much in under 0.2 % of blocks), and reach half of the oracle rule's log
+    return (long while the true class is Rise, flat otherwise: the ladder's target, issue 10).
+    """
+    got = math.log1p(strategies[name]["total_return"])
+    bh = math.log1p(strategies["buy_and_hold"]["total_return"])
+    flat = math.log1p(strategies["flat"]["total_return"])
+    rule = math.log1p(strategies["classifier_rule"]["total_return"])
+    out = []
+    if got - bh <= 3 * sigma:
+        out.append(f"log return {got:.3f} not {3 * sigma:.3f} above buy-and-hold's {bh:.3f}")
+    if got - flat <= 3 * sigma:
+        out.append(f"log return {got:.3f} not {3 * sigma:.3f} above flat's {flat:.3f}")
+    if got < rule / 2:
+        out.append(f"log return {got:.3f} below half the oracle rule's {rule:.3f}")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [42, 7, 13])
+def test_oracle_agent_beats_flat_and_buy_and_hold_and_a_random_policy_does_not(
+    ppo_source_root: Path, tmp_path: Path, seed: int
+) -> None:
+    """Issue 10: with perfect foresight (``ppo_prediction_source = oracle``) and a small budget
+    the trained agent beats flat and buy-and-hold after fees on its test block; the same check
+    fails for a random policy on the same block, so the test can fail.
+
+    Data: ``ppo_source_root`` (4,000 bars of random walk, smoke preset, its walk-forward table
+    only placing the blocks). Settings (``ORACLE_SETTINGS``), chosen from runs of seeds 42, 7,
+    13, 1, 2 on this dataset and on a signal-0.5 one (issue 10 measurements):
+
+    - 8,192 timesteps: at the smoke budget of 2,048 the agent beat buy-and-hold on 2 of 5
+      seeds (signal 0.5, profit-only reward).
+    - reward = profit term only (cost, drawdown and Sharpe weights 0): with the default weights
+      the validation-best policy never traded on 2 of 5 seeds on each dataset, even at 8,192
+      timesteps (the issue's "flat is the attractor"), and MaskablePPO with the default reward
+      on 1 of 5. Profit only: 10 of 10 runs passed, agent +174 % .. +296 % after fees vs
+      buy-and-hold +24 % (here) / +58 % (signal 0.5), oracle rule +185 % / +240 %; random
+      policy -7 % .. -11 % here.
+    """
+    root = _fresh_root(ppo_source_root, tmp_path / "root")
+    s = _strategies(root, f"ppo.seed={seed}", *ORACLE_SETTINGS)
+    sigma, _ = _block_sigma(root)
+    assert _learned_failures(s, "agent", sigma) == [], s["agent"]
+    assert s["agent"]["n_trades"] > 2  # it trades on the signal, not just buys and holds
+
+    # The check can fail: a random policy on the same test block (same env, fees and oracle
+    # input, run through the backtest) does not pass it for any seed.
+    cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", f"ppo.seed={seed}", *ORACLE_SETTINGS)
+    run = step.prepare_run(cfg, DATASET, Paths.from_root(root))
+    test = run.blocks["test"]
+    for rseed in range(5):
+        runs = bt.run_strategies(
+            test.data, run.env_cfg, run.reward_cfg, bt.RandomPolicy(rseed), test.probs, [0]
+        )
+        rand = bt.summarise_runs(runs, run.ppy)
+        # the same baselines as the agent's report: the block and the fills are the same
+        assert rand["buy_and_hold"] == s["buy_and_hold"]
+        assert rand["classifier_rule"] == s["classifier_rule"]
+        assert _learned_failures(rand, "agent", sigma) != [], rand["agent"]
