@@ -76,4 +76,5 @@ bench: install
 	$(PY) bench/bench_env.py
 	$(PY) bench/bench_ppo.py
 	$(PY) bench/bench_end_to_end.py
+	$(PY) bench/bench_agent_learning.py
 	$(PY) bench/make_benchmarks_md.py
