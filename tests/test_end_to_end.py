@@ -390,7 +390,7 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path: Path) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         seen.append(line)
-        if "ppo_trading_agent: checkpoint" in line:
+        if "ppo_approach.callbacks: checkpoint" in line:
             proc.send_signal(signal.SIGTERM)  # like a pod shutdown
             break
     seen += proc.stdout.readlines()
