@@ -113,6 +113,13 @@ PPO_PREVIOUS_RUN_DIR = ".previous_run"
 TENSORBOARD_EVENTS_GLOB = "events.out.tfevents.*"
 """TensorBoard event files inside a run folder."""
 
+PPO_SEED_FINAL_MODEL_NAME = "final_model.zip"
+"""In a seed's checkpoint folder (``seeds > 1``, issue 10): that seed's final model; the winner's
+is copied to :meth:`Artifacts.ppo_model`."""
+
+PPO_SEED_FINAL_META_NAME = "final_model.json"
+"""Beside :data:`PPO_SEED_FINAL_MODEL_NAME`: its timesteps, SHA-256 and run config (resume)."""
+
 _CLASSIFIER_CKPT_SUFFIX = ".ckpt.pt"
 
 
@@ -255,6 +262,11 @@ class Artifacts:
         """``ppo_approach/checkpoints/{model}_{dataset}/``."""
         return self.paths.ppo_checkpoints / self.ppo_run_name(model)
 
+    def ppo_seed_checkpoint_dir(self, model: str, seed: int) -> Path:
+        """``ppo_approach/checkpoints/{model}_{dataset}_seed{seed}/``: one agent of a multi-seed
+        run (``seeds > 1``, issue 10), with its own checkpoints, best model and final model."""
+        return self.paths.ppo_checkpoints / f"{self.ppo_run_name(model)}_seed{int(seed)}"
+
     def ppo_checkpoint(self, model: str, timesteps: int) -> Path:
         """``ppo_approach/checkpoints/{model}_{dataset}/checkpoint_{timesteps}.zip``."""
         return ppo_checkpoint_file(self.ppo_checkpoint_dir(model), timesteps)
@@ -289,14 +301,23 @@ class Artifacts:
         fresh run."""
         return f"ppo_{model}_{self.dataset}"
 
+    def tensorboard_seed_name(self, model: str, seed: int) -> str:
+        """``ppo_{model}_{dataset}_seed{seed}``: ``tb_log_name`` of one agent of several."""
+        return f"{self.tensorboard_name(model)}_seed{int(seed)}"
+
     def tensorboard_runs(self, model: str) -> list[Path]:
-        """The run folders ``ppo_approach/logs/ppo_{model}_{dataset}_{n}/`` on disk, by ``n``."""
+        """The run folders ``ppo_approach/logs/ppo_{model}_{dataset}_{n}/`` on disk, by ``n``, then
+        those of a multi-seed run's agents (``..._seed{s}_{n}/``), by seed and ``n``."""
         folder = self.tensorboard_dir
         if not folder.is_dir():
             return []
-        pattern = re.compile(rf"{re.escape(self.tensorboard_name(model))}_(\d+)")
-        runs = [(int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.fullmatch(p.name))]
-        return [p for _, p in sorted(runs) if p.is_dir()]
+        pattern = re.compile(rf"{re.escape(self.tensorboard_name(model))}(?:_seed(\d+))?_(\d+)")
+        runs = [
+            (-1 if m.group(1) is None else int(m.group(1)), int(m.group(2)), p)
+            for p in folder.iterdir()
+            if (m := pattern.fullmatch(p.name))
+        ]
+        return [p for _, _, p in sorted(runs) if p.is_dir()]
 
     def backtest_report(self, model: str) -> Path:
         """``results/backtest_{model}_{dataset}.json``: the test-block report."""

@@ -250,6 +250,14 @@ class PPOConfig:
     )
     device: str = setting("auto", "auto | cpu | cuda", "ppo", choices=("auto", "cpu", "cuda"))
     seed: int = setting(42, "seed of PPO and the environments", "ppo", min=0)
+    seeds: int = setting(
+        1,
+        "agents trained, with seeds seed, seed+1, ...; the best on the validation block becomes "
+        "the final model and the backtest reports every seed's test result (issue 10)",
+        "ppo",
+        min=1,
+        max=32,
+    )
     # --- callbacks
     checkpoint_freq: int = setting(
         25_000, "checkpoint every this many timesteps", "callbacks", min=1

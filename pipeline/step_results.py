@@ -47,3 +47,4 @@ class BacktestReport(TypedDict):
     transaction_cost: float
     random_policy_seeds: int
     strategies: dict[str, dict[str, Any]]
+    seeds: dict[str, Any] | None  # seeds > 1: every agent's validation and test result (issue 10)

@@ -616,7 +616,53 @@ def format_summary(report: dict[str, Any]) -> str:
         notes.append(f"annualised with {report['periods_per_year_basis']}")
     elif report.get("periods_per_year"):
         notes.append(f"annualised with {float(report['periods_per_year']):.1f} bars/year")
-    return head + "\n" + table + "\n" + "\n".join(f"  note: {x}" for x in notes)
+    out = head + "\n" + table + "\n" + "\n".join(f"  note: {x}" for x in notes)
+    if report.get("seeds"):
+        out += "\n" + format_seeds(report["seeds"])
+    return out
+
+
+def seed_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The report's ``seeds`` entry of a multi-seed run (issue 10): every seed's row (validation
+    result, test-block result) and the median, min and max of the test-block total return over the
+    seeds, so a reader sees the spread behind the selected agent's number."""
+    rets = [float(r["test_total_return"]) for r in rows]
+    return {
+        "selection": "best validation mean reward (the test block plays no part)",
+        "selected_seed": next((r["seed"] for r in rows if r.get("selected")), None),
+        "runs": list(rows),
+        "test_total_return_median": float(np.median(rets)) if rets else None,
+        "test_total_return_min": min(rets) if rets else None,
+        "test_total_return_max": max(rets) if rets else None,
+    }
+
+
+def format_seeds(seeds: dict[str, Any]) -> str:
+    """The ``seeds`` entry as a table: one row per seed, the selected one marked, then the median
+    and spread of the test-block total return."""
+    rows = [
+        [
+            f"{r['seed']}{' *' if r.get('selected') else ''}",
+            _fmt(r.get("validation_reward"), False),
+            _fmt(r.get("validation_return"), True),
+            _fmt(r.get("test_total_return"), True),
+            _fmt(r.get("test_sharpe"), False),
+            _fmt(r.get("test_trades"), False, True),
+        ]
+        for r in seeds["runs"]
+    ]
+    table = format_table(
+        ["seed", "val_reward", "val_return", "test_return", "test_sharpe", "test_trades"],
+        rows,
+        right=range(1, 6),
+    )
+    return (
+        f"agents by seed (* = final model, chosen by {seeds['selection']}):\n{table}\n"
+        f"  test total return over {len(rows)} seeds: median "
+        f"{_fmt(seeds['test_total_return_median'], True)}, min "
+        f"{_fmt(seeds['test_total_return_min'], True)}, max "
+        f"{_fmt(seeds['test_total_return_max'], True)}"
+    )
 
 
 def agent_actions_line(metrics: dict[str, Any]) -> str:

@@ -114,6 +114,8 @@ RESUME_FREE_KEYS = frozenset(
         "device",
         "vec_env",
         "random_policy_seeds",
+        # each agent of a multi-seed run resumes on its own; adding seeds keeps the finished ones
+        "seeds",
     }
 )
 """PPO keys a resumed run may change: how long, how often, where it runs, or only the backtest.
@@ -171,7 +173,12 @@ class ResumeCandidate:
 
 
 def resume_candidates(
-    paths: Paths, ckdir: Path, model_name: str, dataset: str, fingerprint: dict[str, Any]
+    paths: Paths,
+    ckdir: Path,
+    model_name: str,
+    dataset: str,
+    fingerprint: dict[str, Any],
+    final_files: tuple[Path, Path] | None = None,
 ) -> list[ResumeCandidate]:
     """What ``--resume`` may continue from, newest first: the checkpoints (all of them, so a
     damaged newest one can be skipped, issue 8 item 4) and the final model, each trained with the
@@ -180,7 +187,9 @@ def resume_candidates(
 
     Raises :class:`ResumeMismatchError` naming the changed keys when something could be resumed
     but every candidate was trained with other settings; a checkpoint folder without
-    ``run_config.json`` (written by older versions) is resumed with a warning.
+    ``run_config.json`` (written by older versions) is resumed with a warning. ``final_files``:
+    the final model and its meta JSON when they are not the dataset's (one agent of a multi-seed
+    run keeps them in its own folder, issue 10).
     """
     from ppo_approach import model_files
 
@@ -189,8 +198,8 @@ def resume_candidates(
     run_cfg = ckdir / RUN_CONFIG_NAME
     saved_cfg = read_json(run_cfg) if checkpoints else None
     found += [(ts, path, saved_cfg, run_cfg) for ts, path in checkpoints]
-    final = Artifacts(paths, dataset).ppo_model(model_name)
-    meta_path = Artifacts(paths, dataset).ppo_meta(model_name)
+    files = Artifacts(paths, dataset)
+    final, meta_path = final_files or (files.ppo_model(model_name), files.ppo_meta(model_name))
     meta = read_json(meta_path) if final.is_file() else None
     # A final model counts only with its fingerprint (older metas have none: resume a checkpoint).
     if meta is not None and isinstance(meta.get("timesteps"), int) and "run_config" in meta:

@@ -36,6 +36,7 @@ them, so ``--help`` and usage errors answer at once (issue 8 item 29).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.util
 import logging
@@ -105,6 +106,13 @@ class AgentRun:
     device: str
     ckdir: Path
     fingerprint: dict[str, Any]
+    final_path: Path
+    """Where :func:`train` saves the final model (a seed's own folder when ``seeds > 1``)."""
+    meta_path: Path
+    tb_name: str
+    eval_seed: int
+    """Seed of the validation episodes: the base seed for every agent of a multi-seed run, so
+    all are compared on the same episodes (issue 10)."""
 
     @property
     def model_name(self) -> str:
@@ -158,6 +166,27 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         device=str(resolve_device(ppo_cfg.device, key="ppo device")),
         ckdir=files.ppo_checkpoint_dir(ppo_cfg.prediction_model),
         fingerprint=run_folder.run_fingerprint(cfg, prepared.info.sha256),
+        final_path=files.ppo_model(ppo_cfg.prediction_model),
+        meta_path=files.ppo_meta(ppo_cfg.prediction_model),
+        tb_name=files.tensorboard_name(ppo_cfg.prediction_model),
+        eval_seed=ppo_cfg.seed,
+    )
+
+
+def for_seed(run: AgentRun, seed: int) -> AgentRun:
+    """One agent of a multi-seed run (``seeds > 1``, issue 10): the same data and settings with
+    ``ppo.seed = seed``, in its own checkpoint folder (checkpoints, best model, final model), its
+    own TensorBoard run, and its own resume fingerprint."""
+    cfg = dataclasses.replace(run.cfg, ppo=dataclasses.replace(run.cfg.ppo, seed=seed))
+    ckdir = run.files.ppo_seed_checkpoint_dir(run.model_name, seed)
+    return dataclasses.replace(
+        run,
+        cfg=cfg,
+        ckdir=ckdir,
+        fingerprint=run_folder.run_fingerprint(cfg, run.prepared.info.sha256),
+        final_path=ckdir / art.PPO_SEED_FINAL_MODEL_NAME,
+        meta_path=ckdir / art.PPO_SEED_FINAL_META_NAME,
+        tb_name=run.files.tensorboard_seed_name(run.model_name, seed),
     )
 
 
@@ -173,7 +202,12 @@ def train(run: AgentRun, resume: bool) -> Trained:
     run_folder.recover_previous_run(ckdir)  # a fresh run killed before its first checkpoint
     cands = (
         run_folder.resume_candidates(
-            run.paths, ckdir, run.model_name, run.files.dataset, run.fingerprint
+            run.paths,
+            ckdir,
+            run.model_name,
+            run.files.dataset,
+            run.fingerprint,
+            final_files=(run.final_path, run.meta_path),
         )
         if resume
         else []
@@ -215,7 +249,7 @@ def train(run: AgentRun, resume: bool) -> Trained:
             val_env, evaluator = _learn(
                 run, model, vec_kind, vec_env.num_envs, new_run=start is None
             )
-            model_files.save_model_atomic(model, run.files.ppo_model(run.model_name))
+            model_files.save_model_atomic(model, run.final_path)
             run_folder.drop_previous_run(ckdir)
         except BaseException:
             run_folder.recover_previous_run(ckdir)  # nothing saved yet: the earlier files return
@@ -239,7 +273,7 @@ def _learn(
         run.blocks["val"].data, run.env_cfg, RewardFunction(run.reward_cfg), random_start=True
     )
     evaluator = callbacks.ValidationEvalCallback(
-        val_env, ckdir, ppo_cfg.eval_freq, ppo_cfg.eval_episodes, ppo_cfg.seed, run.ppy, stopper
+        val_env, ckdir, ppo_cfg.eval_freq, ppo_cfg.eval_episodes, run.eval_seed, run.ppy, stopper
     )
     if not new_run:
         evaluator.load_best_meta()
@@ -253,7 +287,7 @@ def _learn(
     bars = _progress_bar_wanted()
     if not bars:
         cbs.append(callbacks.ProgressLogCallback(ppo_cfg.total_timesteps))
-    tb_name = run.files.tensorboard_name(run.model_name)
+    tb_name = run.tb_name
     with agent.parent_threads(vec_kind, n_envs):
         result = agent.learn(
             model, ppo_cfg.total_timesteps, cbs, stopper, tb_name, bars, new_run=new_run
@@ -263,12 +297,13 @@ def _learn(
     return val_env, evaluator
 
 
-def save_final(run: AgentRun, trained: Trained) -> None:
-    """Phase 3: the resolved config and the meta JSON (sha256, timesteps, run config) beside the
-    final model."""
-    final_path = run.files.ppo_model(run.model_name)
+def save_final(run: AgentRun, trained: Trained, extra: dict[str, Any] | None = None) -> None:
+    """Phase 3: the meta JSON (sha256, timesteps, run config) beside the final model, and the
+    resolved config beside the dataset's final model (not beside one seed's own final model)."""
+    final_path = run.final_path
     model = trained.model
-    write_resolved(run.cfg, run.files.ppo_config(run.model_name))
+    if final_path == run.files.ppo_model(run.model_name):
+        write_resolved(run.cfg, run.files.ppo_config(run.model_name))
     meta = {
         "model": run.model_name,
         "dataset": run.files.dataset,
@@ -284,24 +319,47 @@ def save_final(run: AgentRun, trained: Trained) -> None:
         "config_hash": run.cfg.hash(),
         "run_config": run.fingerprint,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
-    atomic_write_json(run.files.ppo_meta(run.model_name), meta)
+    atomic_write_json(run.meta_path, meta)
     log.info("final model saved to %s (%d timesteps)", final_path, model.num_timesteps)
 
 
 def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> BacktestReport:
     """Train (or resume) the agent of ``cfg.ppo.prediction_model`` on ``dataset``, then backtest.
 
+    With ``seeds = N > 1`` N agents train one after the other (:func:`train_seeds`); the one
+    with the best validation result becomes the final model and the report lists every seed.
     Returns the backtest report (also written to ``results/backtest_{model}_{dataset}.json``).
     Raises :class:`TrainingInterrupted` (exit code 130) after writing a checkpoint when SIGINT,
     SIGTERM or SIGHUP arrives during training.
     """
     run = prepare_run(cfg, dataset, paths)  # 1. data, blocks, settings
-    trained = train(run, resume)  # 2. PPO on the train block, validated on the val block
-    save_final(run, trained)  # 3. final model, config and meta
-    chosen, chosen_model = _model_to_backtest(  # 4. backtest once on the test block
-        trained.evaluator, run.ckdir, trained.model, trained.val_env, run.device, cfg.ppo
-    )
+    if cfg.ppo.seeds > 1:
+        report = train_seeds(run, resume)  # 2-4 per seed, then the winner's backtest
+    else:
+        trained = train(run, resume)  # 2. PPO on the train block, validated on the val block
+        save_final(run, trained)  # 3. final model, config and meta
+        chosen, chosen_model = _model_to_backtest(  # 4. backtest once on the test block
+            trained.evaluator, run.ckdir, trained.model, trained.val_env, run.device, cfg.ppo
+        )
+        _log_backtesting(chosen, trained)
+        report = run_backtest(
+            chosen_model,
+            cfg,
+            run.files.dataset,
+            paths,
+            run.prepared,
+            run.blocks,
+            chosen=chosen,
+            timesteps=int(trained.model.num_timesteps),
+            in_sample=run.in_sample,
+        )
+    record_artifacts(run.files, run.model_name)  # 5. what the push step will push
+    return report
+
+
+def _log_backtesting(chosen: str, trained: Trained) -> None:
     log.info(
         "backtesting the %s model%s on the test block",
         chosen,
@@ -309,19 +367,130 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
         if chosen == "best"
         else "",
     )
-    report = run_backtest(
-        chosen_model,
-        cfg,
+
+
+@dataclass
+class SeedOutcome:
+    """One agent of a multi-seed run: its training outcome, the model chosen for the backtest
+    and its validation result (the selection score: mean validation episode reward, the same
+    score that picks each agent's best checkpoint)."""
+
+    run: AgentRun
+    trained: Trained
+    chosen: str
+    model: Any
+    validation: dict[str, float]
+
+
+def _validation_of(
+    outcome_run: AgentRun, trained: Trained, chosen: str, model: Any
+) -> dict[str, float]:
+    """The chosen model's validation metrics: the best evaluation's (``best_model.json``), or,
+    for a final model that was never evaluated, one evaluation on the same episodes now."""
+    from ppo_approach import callbacks
+
+    ev = trained.evaluator
+    meta = run_folder.read_json(ev.directory / art.PPO_BEST_META_NAME) if chosen == "best" else None
+    if meta is not None and "mean_reward" in meta:
+        return {k: float(v) for k, v in meta.items() if isinstance(v, (int, float))}
+    cfg = outcome_run.cfg.ppo
+    return callbacks.evaluate_on_block(
+        model, trained.val_env, cfg.eval_episodes, outcome_run.eval_seed, outcome_run.ppy
+    )
+
+
+def train_seeds(run: AgentRun, resume: bool) -> BacktestReport:
+    """``seeds = N``: train N agents (seeds ``seed .. seed+N-1``, each in its own folder, each
+    resumable), pick the one with the best validation result (never the test block) as the final
+    model, backtest it against the baselines, and add every seed's test-block result, median and
+    spread to the report, so a user can see whether a result is luck (issue 10)."""
+    ppo_cfg = run.cfg.ppo
+    seeds = [ppo_cfg.seed + i for i in range(ppo_cfg.seeds)]
+    outcomes: list[SeedOutcome] = []
+    for i, seed in enumerate(seeds):
+        sub = for_seed(run, seed)
+        log.info("agent %d of %d: seed %d (%s)", i + 1, len(seeds), seed, sub.ckdir)
+        trained = train(sub, resume)
+        save_final(sub, trained)
+        chosen, model = _model_to_backtest(
+            trained.evaluator, sub.ckdir, trained.model, trained.val_env, run.device, sub.cfg.ppo
+        )
+        val = _validation_of(sub, trained, chosen, model)
+        log.info(
+            "agent seed %d: validation reward %.3f, return %+.2f%% (%s model)",
+            seed,
+            val["mean_reward"],
+            100 * val["mean_return"],
+            chosen,
+        )
+        outcomes.append(SeedOutcome(sub, trained, chosen, model, val))
+    # Ties go to the earlier seed; NaN never wins (max over a key that maps NaN to -inf).
+    best = max(
+        outcomes,
+        key=lambda o: (
+            o.validation["mean_reward"]
+            if o.validation["mean_reward"] == o.validation["mean_reward"]
+            else -float("inf")
+        ),
+    )
+    win = best.run
+    log.info(
+        "final model: seed %d (best validation reward of %d seeds)", win.cfg.ppo.seed, len(seeds)
+    )
+    from ppo_approach import model_files
+
+    # The winner's final model is the dataset's final model, with the config that trains it
+    # (its seed, seeds = 1) and its meta beside it.
+    final_run = dataclasses.replace(
+        win,
+        cfg=dataclasses.replace(win.cfg, ppo=dataclasses.replace(win.cfg.ppo, seeds=1)),
+        final_path=run.final_path,
+        meta_path=run.meta_path,
+    )
+    model_files.save_model_atomic(best.trained.model, run.final_path)
+    save_final(
+        final_run,
+        best.trained,
+        extra={"selected_from_seeds": seeds, "selection": "best validation mean reward"},
+    )
+    seed_rows = [_seed_row(o, run, o is best) for o in outcomes]
+    _log_backtesting(best.chosen, best.trained)
+    return run_backtest(
+        best.model,
+        run.cfg,
         run.files.dataset,
-        paths,
+        run.paths,
         run.prepared,
         run.blocks,
-        chosen=chosen,
-        timesteps=int(trained.model.num_timesteps),
+        chosen=best.chosen,
+        timesteps=int(best.trained.model.num_timesteps),
         in_sample=run.in_sample,
+        seeds=backtest.seed_summary(seed_rows),
     )
-    record_artifacts(run.files, run.model_name)  # 5. what the push step will push
-    return report
+
+
+def _seed_row(outcome: SeedOutcome, run: AgentRun, selected: bool) -> dict[str, Any]:
+    """One seed's line of the report: validation result and its agent's test-block metrics."""
+    from ppo_approach import callbacks
+
+    test = run.blocks["test"]
+    rec = backtest.run_episode(
+        backtest.block_env(test.data, backtest.backtest_env_config(run.env_cfg), run.reward_cfg),
+        callbacks.policy_for(outcome.model),
+    )
+    m = backtest.strategy_metrics(rec, run.ppy)
+    return {
+        "seed": outcome.run.cfg.ppo.seed,
+        "selected": selected,
+        "chosen_model": outcome.chosen,
+        "timesteps": int(outcome.trained.model.num_timesteps),
+        "validation_reward": outcome.validation["mean_reward"],
+        "validation_return": outcome.validation["mean_return"],
+        "test_total_return": m["total_return"],
+        "test_sharpe": m["sharpe"],
+        "test_max_drawdown": m["max_drawdown"],
+        "test_trades": m["n_trades"],
+    }
 
 
 def record_artifacts(files: Artifacts, model_name: str) -> None:
@@ -410,8 +579,11 @@ def run_backtest(
     chosen: str,
     timesteps: int,
     in_sample: bool,
+    seeds: dict[str, Any] | None = None,
 ) -> BacktestReport:
-    """Run the agent and the baselines once over the test block; write JSON + PNG; print a table."""
+    """Run the agent and the baselines once over the test block; write JSON + PNG; print a table.
+
+    ``seeds``: every agent's result of a multi-seed run (:func:`backtest.seed_summary`)."""
     ppo_cfg = cfg.ppo
     model_name = ppo_cfg.prediction_model
     test = blocks["test"]
@@ -450,6 +622,7 @@ def run_backtest(
         "transaction_cost": ppo_cfg.transaction_cost,
         "random_policy_seeds": ppo_cfg.random_policy_seeds,
         "strategies": backtest.summarise_runs(runs, ppy),
+        "seeds": seeds,
     }
     json_path = Artifacts(paths, dataset).backtest_report(model_name)
     png_path = Artifacts(paths, dataset).backtest_plot(model_name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,59 @@ def test_oracle_agent_beats_flat_and_buy_and_hold_and_a_random_policy_does_not(
         assert rand["buy_and_hold"] == s["buy_and_hold"]
         assert rand["classifier_rule"] == s["classifier_rule"]
         assert _learned_failures(rand, "agent", sigma) != [], rand["agent"]
+
+
+# ---------------------------------------------------------------- seeds = N
+
+
+def test_seeds_train_n_agents_and_the_best_on_validation_is_final(
+    ppo_source_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10: ``seeds = N`` trains N agents (seeds seed .. seed+N-1, own folders), the best on
+    the validation block becomes the final model, and the backtest report shows every seed's
+    test result plus the median and spread; a rerun with ``--resume`` trains nothing again."""
+    from pipeline.artifacts import Artifacts
+
+    root = _fresh_root(ppo_source_root, tmp_path / "seeds")
+    paths = Paths.from_root(root)
+    files = Artifacts(paths, DATASET)
+    cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", "ppo.seed=5", "seeds=3")
+    report = step.train_agent(cfg, DATASET, paths, resume=False)
+
+    seeds = report["seeds"]
+    assert seeds is not None
+    runs = seeds["runs"]
+    assert [r["seed"] for r in runs] == [5, 6, 7]
+    best = max(runs, key=lambda r: r["validation_reward"])
+    assert [r["selected"] for r in runs] == [r is best for r in runs]
+    assert seeds["selected_seed"] == best["seed"]
+    rets = sorted(r["test_total_return"] for r in runs)
+    assert seeds["test_total_return_median"] == pytest.approx(rets[1])
+    assert (seeds["test_total_return_min"], seeds["test_total_return_max"]) == (rets[0], rets[2])
+    # The report's agent is the selected seed's agent, run over the same test block.
+    assert report["strategies"]["agent"]["total_return"] == pytest.approx(best["test_total_return"])
+    # Each seed trained in its own folder; the winner's final model is the dataset's.
+    for s in (5, 6, 7):
+        assert (files.ppo_seed_checkpoint_dir("dlstm", s) / "final_model.zip").is_file()
+    winner_final = files.ppo_seed_checkpoint_dir("dlstm", best["seed"]) / "final_model.zip"
+    final = files.ppo_model("dlstm")
+    meta = json.loads(files.ppo_meta("dlstm").read_text())
+    assert meta["selected_from_seeds"] == [5, 6, 7]
+    assert meta["run_config"]["ppo.seed"] == best["seed"]
+    with zipfile.ZipFile(final) as za, zipfile.ZipFile(winner_final) as zb:
+        assert za.read("policy.pth") == zb.read("policy.pth")
+    # The console table lists the seeds; the JSON on disk carries them too.
+    out = capsys.readouterr().out
+    assert "agents by seed" in out and f"{best['seed']} *" in out
+    on_disk = json.loads(files.backtest_report("dlstm").read_text())
+    assert [r["seed"] for r in on_disk["seeds"]["runs"]] == [5, 6, 7]
+    # Every seed's TensorBoard run is listed for the push.
+    tb = {p.name for p in files.tensorboard_runs("dlstm")}
+    assert {f"ppo_dlstm_{DATASET}_seed{s}_1" for s in (5, 6, 7)} <= tb
+
+    again = step.train_agent(cfg, DATASET, paths, resume=True)
+    assert again["seeds"] is not None
+    assert [r["timesteps"] for r in again["seeds"]["runs"]] == [r["timesteps"] for r in runs]
+    assert [r["test_total_return"] for r in again["seeds"]["runs"]] == [
+        r["test_total_return"] for r in runs
+    ]
