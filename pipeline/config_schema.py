@@ -302,6 +302,12 @@ class PPOConfig:
         0.01, "adaptation rate of the differential Sharpe ratio", "reward", gt=0, lt=1
     )
     reward_clip: float = setting(10.0, "the summed reward is clipped to [-x, x]", "reward", gt=0)
+    profit_return: str = setting(
+        "simple",
+        "profit term on the simple step return (E_t/E_t-1 - 1) or the log return (log E_t/E_t-1)",
+        "reward",
+        choices=("simple", "log"),
+    )
     # --- backtest report
     random_policy_seeds: int = setting(
         5, "seeds averaged for the random-policy baseline", "backtest", min=1

@@ -6,12 +6,15 @@ The reward of a step (decision at bar ``t``, filled at ``open[t+1]``, marked at 
 
 | term       | formula                                                          | sign  |
 |------------|------------------------------------------------------------------|-------|
-| `profit`   | ``profit_scale * (E_t / E_{t-1} - 1)``                           | +/-   |
+| `profit`   | ``profit_scale * (E_t / E_{t-1} - 1)`` (or ``* log(E_t/E_{t-1})``) | +/-   |
 | `cost`     | ``-cost_weight * profit_scale * fees_t / E_{t-1}``               | <= 0  |
 | `drawdown` | ``-drawdown_weight * profit_scale * max(0, DD_t - DD_{t-1})``    | <= 0  |
 | `sharpe`   | ``sharpe_weight * D_t`` (differential Sharpe ratio, see below)   | +/-   |
 
-``E`` is equity, ``DD_t = 1 - E_t / max(E_0..E_t)`` the drawdown from the running peak.
+``E`` is equity, ``DD_t = 1 - E_t / max(E_0..E_t)`` the drawdown from the running peak. With
+``profit_return = log`` the profit term is the log return: an episode's summed profit term is then
+exactly ``profit_scale * log(E_T / E_0)``, so the agent maximises terminal wealth's log (Kelly's
+criterion) instead of a sum of simple returns that a volatile path inflates (issue 10).
 
 Why the cost and drawdown terms carry ``profit_scale``: they are fractions of equity just like the
 step return, so scaling all three alike keeps them in the same units, and a weight of 1 means "one
@@ -59,6 +62,11 @@ class RewardConfigError(PipelineError, ValueError):
 def profit_term(equity_prev: float, equity_now: float, profit_scale: float) -> float:
     """Step return of equity times ``profit_scale`` (positive on a gain, negative on a loss)."""
     return (equity_now / equity_prev - 1.0) * profit_scale
+
+
+def log_profit_term(equity_prev: float, equity_now: float, profit_scale: float) -> float:
+    """Log step return of equity times ``profit_scale``: sums to the episode's log return."""
+    return math.log(equity_now / equity_prev) * profit_scale
 
 
 def cost_term(fees_paid_this_step: float, equity_prev: float, weight: float) -> float:
@@ -116,6 +124,7 @@ class RewardConfig:
     sharpe_weight: float = schema_default(PPOConfig, "sharpe_weight")
     sharpe_eta: float = schema_default(PPOConfig, "sharpe_eta")
     reward_clip: float = schema_default(PPOConfig, "reward_clip")
+    profit_return: str = schema_default(PPOConfig, "profit_return")
 
     def __post_init__(self) -> None:
         check_settings(self, PPOConfig, RewardConfigError, "reward config")
@@ -148,6 +157,7 @@ class RewardFunction:
         # Plain attributes: the env calls this every step, dataclass lookups add up.
         c = self.config
         self._scale = float(c.profit_scale)
+        self._log = c.profit_return == "log"
         self._cost_w = float(c.cost_weight) * self._scale
         self._dd_w = float(c.drawdown_weight) * self._scale
         self._sharpe_w = float(c.sharpe_weight)
@@ -160,6 +170,8 @@ class RewardFunction:
 
     def profit(self, equity_prev: float, equity_now: float) -> float:
         """Weighted profit term (override to change it)."""
+        if self._log:
+            return log_profit_term(equity_prev, equity_now, self._scale)
         return profit_term(equity_prev, equity_now, self._scale)
 
     def cost(self, fees: float, equity_prev: float) -> float:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from types import SimpleNamespace
 
 import pytest
 
+from pipeline.config import load_config
+from pipeline.config_schema import ConfigError
 from ppo_approach.reward_functions import (
     RewardConfig,
     RewardConfigError,
@@ -147,9 +150,10 @@ def test_reward_config_from_ppo_config_and_validation() -> None:
         sharpe_weight=0.2,
         sharpe_eta=0.05,
         reward_clip=5.0,
+        profit_return="log",
     )
     rc = RewardConfig.from_ppo_config(cfg)
-    assert rc == RewardConfig(50.0, 0.5, 2.0, 0.2, 0.05, 5.0)
+    assert rc == RewardConfig(50.0, 0.5, 2.0, 0.2, 0.05, 5.0, "log")
     # Whole numbers from a config file become floats, like the defaults.
     cfg.profit_scale, cfg.reward_clip = 50, 5
     rc = RewardConfig.from_ppo_config(cfg)
@@ -179,3 +183,32 @@ def test_reward_config_is_the_reward_group_of_ppo_config() -> None:
         RewardConfig(profit_scale=0)
     with pytest.raises(RewardConfigError, match=r"cost_weight = -1\.0, expected >= 0"):
         RewardConfig(cost_weight=-1.0)
+
+
+def test_log_profit_term_sums_to_the_episode_log_return() -> None:
+    """Issue 10 (reward alternatives): with ``profit_return = log`` the summed profit term of an
+    episode is ``profit_scale * log(E_T / E_0)`` whatever the path; the simple return's sum is not
+    (a +50 % / -33.3 % round trip sums to +16.7 % although wealth is unchanged)."""
+    path = [100.0, 150.0, 100.0, 120.0, 90.0]
+    for kind, expected in (("log", 100 * math.log(90 / 100)), ("simple", None)):
+        fn = RewardFunction(
+            RewardConfig(
+                profit_return=kind,
+                cost_weight=0,
+                drawdown_weight=0,
+                sharpe_weight=0,
+                reward_clip=1e6,
+            )  # fmt: skip
+        )
+        total = sum(fn(a, b, 0.0)[1]["profit"] for a, b in itertools.pairwise(path))
+        if expected is not None:
+            assert total == pytest.approx(expected)
+        else:
+            assert total == pytest.approx(100 * (0.5 - 1 / 3 + 0.2 - 0.25))
+
+
+def test_profit_return_must_be_simple_or_log() -> None:
+    with pytest.raises(RewardConfigError, match="profit_return"):
+        RewardConfig(profit_return="sqrt")
+    with pytest.raises(ConfigError, match="profit_return"):
+        load_config(None, None, None, ["profit_return=sqrt"])
