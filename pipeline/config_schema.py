@@ -216,6 +216,13 @@ class PPOConfig:
         min=0,
         max=1,
     )
+    price_feature_scaling: str = setting(
+        "none",
+        "none | train_zscore: the agent's price features as computed, or standardised with the "
+        "mean and std of the agent's train block (the same numbers for val and test)",
+        "model",
+        choices=("none", "train_zscore"),
+    )
     # --- PPO (Schulman et al. 2017), SB3 meanings
     algorithm: str = setting(
         "ppo",

@@ -5,6 +5,7 @@ never cross a purge gap).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -232,4 +233,24 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
                 f"{where}: agent_block {a} ends at bar {blocks[a].bars[-1]} but {b} starts at bar "
                 f"{blocks[b].bars[0]}; expected {a} before {b}"
             )
+    if cfg.price_feature_scaling == "train_zscore":
+        blocks = standardise_price_features(blocks)
     return blocks
+
+
+def standardise_price_features(blocks: dict[str, AgentBlock]) -> dict[str, AgentBlock]:
+    """The price features of every block minus the train block's mean, over its std (issue 10:
+    observation scaling). Raw, they span ~1e-3 (one-bar return, MACD / close) to ~1 (RSI / 100),
+    so the policy network barely sees the small ones. Train-block statistics only: the val and
+    test blocks are scaled with the same numbers (nothing is learned from them). Fixed numbers
+    rather than SB3's running ``VecNormalize``: nothing to save, freeze or restore beside the
+    model, and the same observation for the same bar in training, evaluation and backtest."""
+    train = blocks["train"].data.price_features.astype(np.float64)  # (n_train, K)
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std[std < 1e-12] = 1.0  # a constant column stays constant (0) instead of dividing by 0
+    out = {}
+    for name, b in blocks.items():
+        scaled = ((b.data.price_features - mean) / std).astype(np.float32)  # (n, K)
+        out[name] = dataclasses.replace(b, data=dataclasses.replace(b.data, price_features=scaled))
+    return out

@@ -620,6 +620,32 @@ def test_prediction_features_single_and_ensemble() -> None:
         )
 
 
+def test_price_features_standardised_with_train_block_statistics(ppo_source_root: Path) -> None:
+    """Issue 10 (observation scaling): ``price_feature_scaling = train_zscore`` standardises the
+    agent's price features with the TRAIN block's mean and std; val and test get the same numbers
+    (not their own), the predictions and prices are untouched; ``none`` leaves them raw."""
+    paths = Paths.from_root(ppo_source_root)
+    raw_cfg = _smoke_cfg()
+    prepared = prepare_dataset(raw_cfg.training, DATASET, paths, save_scaler=False)
+    table = step.load_table(paths, "dlstm", DATASET)
+    raw = step.build_blocks(prepared, table, raw_cfg.ppo)
+    scaled = step.build_blocks(
+        prepared, table, _smoke_cfg("price_feature_scaling=train_zscore").ppo
+    )
+    train = raw["train"].data.price_features.astype(np.float64)
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    assert (std > 0).all() and (np.abs(mean) / std > 0.05).any()  # scaling changes something
+    np.testing.assert_allclose(scaled["train"].data.price_features.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(scaled["train"].data.price_features.std(axis=0), 1, atol=1e-4)
+    for name in ("val", "test"):
+        got = scaled[name].data.price_features
+        want = (raw[name].data.price_features - mean) / std
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert not np.allclose(got.std(axis=0), 1.0, atol=1e-3)  # not the block's own stats
+        np.testing.assert_array_equal(scaled[name].data.pred_features, raw[name].data.pred_features)
+        np.testing.assert_array_equal(scaled[name].data.close, raw[name].data.close)
+
+
 def test_build_blocks_rejects_gaps_and_foreign_timestamps(ppo_source_root: Path) -> None:
     cfg = _smoke_cfg()
     paths = Paths.from_root(ppo_source_root)
