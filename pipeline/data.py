@@ -232,7 +232,22 @@ def resolve_dataset_path(name_or_path: str, datasets_dir: Path) -> Path:
     available = ", ".join(available_datasets(datasets_dir)) or "none"
     raise DatasetError(
         f"dataset {raw!r} not found (tried {tried}); available in {datasets_dir}: {available}"
+        + _download_hint(raw, datasets_dir)
     )
+
+
+def _download_hint(raw: str, datasets_dir: Path) -> str:
+    """``; download it with: python download_data.py ...`` for a missing dataset named like
+    exchange candles (``ADA-EUR_1H_20240101-20251231``), else empty (issue 12)."""
+    # Imported here: pipeline.download imports this module (it validates what it writes).
+    from pipeline.download import download_command
+
+    if Path(raw).name != raw:
+        return ""  # a path names its own file; the downloader writes into datasets/
+    default = Paths.from_root().datasets
+    root = None if Path(datasets_dir).resolve() == default else Path(datasets_dir).resolve().parent
+    cmd = download_command(raw, root)
+    return f"; download it with: {cmd}" if cmd else ""
 
 
 # ---------------------------------------------------------------- reading
