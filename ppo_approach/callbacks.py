@@ -343,8 +343,12 @@ class ValidationEvalCallback(BaseCallback):
         ppy: float,
         stopper: StopOnRequestCallback | None = None,
         probs: np.ndarray | None = None,
+        on_evaluation: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__()
+        self.on_evaluation = on_evaluation
+        """Called with each evaluation's metrics after it is logged and the best model saved (a
+        tuner reports them to its pruner, issue 11; an exception it raises ends ``learn()``)."""
         self.eval_env = env
         self.stopper = stopper
         self.directory = directory
@@ -443,6 +447,8 @@ class ValidationEvalCallback(BaseCallback):
             atomic_write_json(
                 self.directory / PPO_BEST_META_NAME, {"mean_reward": res["mean_reward"], **res}
             )
+        if self.on_evaluation is not None:
+            self.on_evaluation(res)
 
     def _record_behaviour(self, res: dict[str, float], records: Sequence[EpisodeRecord]) -> None:
         """What the policy did (issue 10): actions, trades, exposure, and the rule beside it."""

@@ -42,6 +42,7 @@ import importlib.util
 import logging
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,11 +191,16 @@ def for_seed(run: AgentRun, seed: int) -> AgentRun:
     )
 
 
-def train(run: AgentRun, resume: bool) -> Trained:
+def train(
+    run: AgentRun,
+    resume: bool,
+    on_evaluation: Callable[[dict[str, float]], None] | None = None,
+) -> Trained:
     """Phase 2: build (or resume) PPO on the train block, learn with the checkpoint, validation
     and progress callbacks, save the final model. An interrupt writes a checkpoint and raises
     :class:`TrainingInterrupted`; a failure before the first save puts the earlier run's files
-    back (issue 8 item 3)."""
+    back (issue 8 item 3). ``on_evaluation`` gets each validation evaluation's metrics (see
+    :class:`~ppo_approach.callbacks.ValidationEvalCallback`)."""
     from ppo_approach import model_files
     from ppo_approach import ppo_trading_agent as agent
 
@@ -247,8 +253,9 @@ def train(run: AgentRun, resume: bool) -> Trained:
                 ppo_cfg.total_timesteps,
             )
             val_env, evaluator = _learn(
-                run, model, vec_kind, vec_env.num_envs, new_run=start is None
-            )
+                run, model, vec_kind, vec_env.num_envs, new_run=start is None,
+                on_evaluation=on_evaluation,
+            )  # fmt: skip
             model_files.save_model_atomic(model, run.final_path)
             run_folder.drop_previous_run(ckdir)
         except BaseException:
@@ -260,7 +267,12 @@ def train(run: AgentRun, resume: bool) -> Trained:
 
 
 def _learn(
-    run: AgentRun, model: Any, vec_kind: str, n_envs: int, new_run: bool
+    run: AgentRun,
+    model: Any,
+    vec_kind: str,
+    n_envs: int,
+    new_run: bool,
+    on_evaluation: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[TradingEnv, Any]:
     """``learn()`` with the checkpoint, validation and progress callbacks; an interrupt writes a
     checkpoint and raises (see :func:`_interrupted`). Returns the validation env and evaluator."""
@@ -273,7 +285,14 @@ def _learn(
         run.blocks["val"].data, run.env_cfg, RewardFunction(run.reward_cfg), random_start=True
     )
     evaluator = callbacks.ValidationEvalCallback(
-        val_env, ckdir, ppo_cfg.eval_freq, ppo_cfg.eval_episodes, run.eval_seed, run.ppy, stopper
+        val_env,
+        ckdir,
+        ppo_cfg.eval_freq,
+        ppo_cfg.eval_episodes,
+        run.eval_seed,
+        run.ppy,
+        stopper,
+        on_evaluation=on_evaluation,
     )
     if not new_run:
         evaluator.load_best_meta()

@@ -192,3 +192,18 @@ def test_seeds_train_n_agents_and_the_best_on_validation_is_final(
     assert [r["test_total_return"] for r in again["seeds"]["runs"]] == [
         r["test_total_return"] for r in runs
     ]
+
+
+def test_on_evaluation_hook_sees_every_validation_evaluation(
+    ppo_source_root: Path, tmp_path: Path
+) -> None:
+    """The phases accept a per-evaluation hook (for a tuner's pruner, issue 11): it gets each
+    validation evaluation's metrics in order, the same numbers the evaluator keeps."""
+    root = _fresh_root(ppo_source_root, tmp_path / "hook")
+    cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", "eval_freq=512")
+    run = step.prepare_run(cfg, DATASET, Paths.from_root(root))
+    seen: list[dict[str, float]] = []
+    trained = step.train(run, resume=False, on_evaluation=seen.append)
+    assert len(seen) >= 3
+    assert seen == trained.evaluator.history
+    assert [r["timesteps"] for r in seen] == sorted(r["timesteps"] for r in seen)
