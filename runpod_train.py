@@ -67,6 +67,7 @@ from pipeline.common import (
 from pipeline.config import add_config_args, config_from_args, passthrough_args
 from pipeline.config_schema import Config
 from pipeline.manifest import STEP_DRIVER
+from pipeline.multi_run import DEFERRED_REASON, PUSH_DEFERRED_ENV
 from pipeline.preflight import CPU_SLOWDOWN, DEPENDENCIES, install_secret_masking, missing_modules
 from pipeline.process import (
     console_to_file,
@@ -633,6 +634,9 @@ def run_context(args: argparse.Namespace) -> RunContext:
     push_env = os.environ.get("RUNPOD_PUSH_TO_GITHUB", "").strip().lower()
     if args.no_push:
         push, reason = False, "--no-push"
+    elif _env_flag(PUSH_DEFERRED_ENV):
+        # runpod_main.py over several datasets pushes them all in one commit at the end (issue 12).
+        push, reason = False, DEFERRED_REASON
     elif push_env in _TRUE:
         push, reason = True, "RUNPOD_PUSH_TO_GITHUB=true"
     elif push_env in _FALSE:

@@ -38,6 +38,8 @@ commits it (:data:`pipeline.manifest.KINDS`). The table is Markdown, for docs to
 | `logs/train_{dataset}_{stamp}_parent_gone.log` | log | driver | yes |
 | `logs/run_{dataset}_{stamp}.log` | log | entry | yes |
 | `logs/run_{dataset}.lock` | (not recorded) | driver, step_lock | no |
+| `results/multi_run_summary.json` | (no dataset's) | entry, several datasets | yes |
+| `results/multi_run_summary.png` | (no dataset's) | entry, several datasets | yes |
 
 ``{model}`` is a classifier name (``lstm``, ...) or, for prediction tables, PPO models, checkpoint
 folders and backtests, the agent's ``prediction_model`` (which may be ``ensemble``); ``{tag}`` is
@@ -148,6 +150,20 @@ def download_partial(folder: Path, name: str) -> Path:
 def download_state(folder: Path, name: str) -> Path:
     """``{folder}/.{name}.partial.json``: what the unfinished download asked for (issue 12)."""
     return Path(folder) / f".{name}.partial.json"
+
+
+# ---------------------------------------------------------------- several datasets (issue 12)
+
+
+def multi_run_summary(paths: Paths) -> Path:
+    """``results/multi_run_summary.json``: the cross-dataset table of the last ``runpod_main.py``
+    run over several datasets (pushed with their artifacts, in no dataset's manifest)."""
+    return paths.results / "multi_run_summary.json"
+
+
+def multi_run_plot(paths: Paths) -> Path:
+    """``results/multi_run_summary.png``: that table as one figure."""
+    return paths.results / "multi_run_summary.png"
 
 
 LOG_STAMP_FORMAT = "%Y%m%d-%H%M%S"

@@ -410,6 +410,47 @@ def run_preflight(
     return rows
 
 
+def run_preflight_many(
+    cfg: Config,
+    datasets: Sequence[str],
+    paths: Paths,
+    push: bool,
+    push_required: bool | None = None,
+) -> tuple[list[CheckResult], dict[str, list[CheckResult]]]:
+    """One preflight for several datasets (issue 12): the machine's rows once, then the dataset
+    and run-lock rows of each dataset, named ``dataset NAME`` / ``run lock NAME``.
+
+    Returns (machine rows, rows per dataset as given). A failed machine row stops the whole run;
+    a failed dataset row only that dataset.
+    """
+    from pipeline.artifacts import dataset_name
+
+    train_cfg = cfg.training
+    machine = [
+        check_disk(paths, train_cfg.min_disk_gb),
+        check_memory(train_cfg.min_memory_gb),
+        check_gpu(),
+    ]
+    if push:
+        machine.append(
+            check_remote(
+                paths.root,
+                train_cfg.git_remote,
+                branch=train_cfg.git_branch,
+                required=push_required,
+            )
+        )
+    machine += [check_dependencies(), check_write_permissions(paths)]
+    per_dataset: dict[str, list[CheckResult]] = {}
+    for dataset in datasets:
+        name = dataset_name(dataset)
+        rows = [check_dataset(dataset, paths, train_cfg), check_lock(paths, dataset)]
+        per_dataset[dataset] = [
+            CheckResult(f"{r.check} {name}", r.found, r.required, r.status) for r in rows
+        ]
+    return machine, per_dataset
+
+
 def failed(results: Sequence[CheckResult]) -> list[CheckResult]:
     """The rows with status ``fail``."""
     return [r for r in results if r.status == FAIL]

@@ -110,6 +110,15 @@ _MODULE_TIERS: dict[str, tuple[str, frozenset[str]]] = {
         ),
     ),
     "test_layers": (_UNIT, frozenset()),
+    "test_multi_dataset": (
+        _UNIT,
+        frozenset(
+            {
+                "test_two_datasets_one_broken_table_exit_code_and_one_push",
+                "test_push_datasets_commits_every_manifest_and_the_table_in_one_commit",
+            }
+        ),
+    ),
     "test_makefile": (
         _INTEGRATION,
         frozenset({"test_ci_runs_the_readme_test_command_then_lint_and_types"}),

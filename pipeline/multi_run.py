@@ -1,0 +1,449 @@
+"""One ``runpod_main.py`` run over several datasets (issue 12): the dataset list, the
+cross-dataset table (console, JSON, one PNG) and the one push of every good dataset.
+
+``runpod_main.py --dataset A --dataset B`` (or ``--dataset A,B``) runs one preflight (the machine
+once, each dataset's file and run lock), then the driver for each dataset in turn with its push
+deferred (:data:`PUSH_DEFERRED_ENV`): a dataset that fails does not stop the others. At the end
+the table is built from what steps 5 and 7 wrote (``results/training_summary_{dataset}.json``,
+``results/backtest_{model}_{dataset}.json``; nothing is recomputed), and, when pushing, every good
+dataset's manifest files plus the table go into ONE commit (:func:`push_datasets`).
+
+Why the entry point pushes rather than the last driver: each driver holds only its own dataset's
+run lock and knows only its own manifest, and a dataset that fails must not keep the others'
+artifacts from being pushed. The commit is built from the same pieces as
+:func:`pipeline.git_push.push_artifacts` (manifest files, size split, secret refusal, commit,
+push with one rebase), over the union of the manifests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import Artifacts, dataset_name, multi_run_plot, multi_run_summary
+from pipeline.common import EXIT_INTERRUPTED, Paths, atomic_path, atomic_write_json
+from pipeline.config_schema import Config
+from pipeline.manifest import STEP_ENTRY
+from pipeline.run_summary import read_json
+from pipeline.runlock import RunLock, lock_path
+from pipeline.tables import format_table
+
+log = logging.getLogger(__name__)
+
+PUSH_DEFERRED_ENV = "PIPELINE_PUSH_DEFERRED"
+"""Set (``true``) for each driver of a several-dataset run: step 8 is skipped there because the
+entry point pushes every good dataset once at the end."""
+
+DEFERRED_REASON = "pushed once for all datasets at the end of runpod_main.py"
+
+_OK_MODEL_STATUSES = (None, "trained", "ok", "skipped", "reused", "up to date")
+
+
+def split_datasets(values: Sequence[str]) -> list[str]:
+    """``["A", "B,C", "A"]`` -> ``["A", "B", "C"]``: comma lists split, blanks and repeats out."""
+    out: list[str] = []
+    for value in values:
+        for part in str(value).split(","):
+            item = part.strip()
+            if item and item not in out:
+                out.append(item)
+    return out
+
+
+@dataclass
+class DatasetOutcome:
+    """How one dataset of the run ended: exit code 0 (ok) or the reason it failed."""
+
+    dataset: str  # as given (a name, or an absolute CSV path)
+    code: int | None = None  # None: not run (preflight failed, or the run was interrupted)
+    reason: str = ""
+    started: datetime | None = None
+    log_file: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return dataset_name(self.dataset)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+# ---------------------------------------------------------------- reading the step reports
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def best_classifier(training_summary: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The classifier best on the validation block (the block that selects models; the test
+    block stays the one honest score), ties and missing validation scores by test macro-F1."""
+    candidates = []
+    for name, m in (training_summary.get("models") or {}).items():
+        if not isinstance(m, dict) or m.get("status") not in _OK_MODEL_STATUSES:
+            continue
+        if _number(m.get("test_macro_f1")) is None:
+            continue
+        candidates.append((_number(m.get("val_macro_f1")) or -1.0, name, m))
+    if not candidates:
+        return None
+    _val, name, m = max(candidates, key=lambda c: c[0])
+    return name, m
+
+
+def _run_failure(paths: Paths, outcome: DatasetOutcome) -> str:
+    """The first failed or interrupted step of this run's summary, else the exit code."""
+    summary = read_json(Artifacts(paths, outcome.dataset).run_summary) or {}
+    fresh = outcome.started is None or str(summary.get("started") or "") >= (
+        outcome.started.isoformat(timespec="seconds")
+    )
+    if fresh:
+        for step in summary.get("steps") or []:
+            if isinstance(step, dict) and step.get("status") in ("failed", "interrupted"):
+                return f"step {step.get('number')} ({step.get('name')}) {step.get('status')}: " + (
+                    " ".join(str(step.get("result") or "").split())
+                )
+    return f"exit code {outcome.code}"
+
+
+def _status(code: int | None) -> str:
+    if code is None:
+        return "not run"
+    return {0: "ok", EXIT_INTERRUPTED: "interrupted"}.get(code, "failed")
+
+
+def dataset_row(paths: Paths, outcome: DatasetOutcome) -> dict[str, Any]:
+    """One row of the cross-dataset table, read from the reports steps 5 and 7 wrote."""
+    row: dict[str, Any] = {
+        "dataset": outcome.name,
+        "status": _status(outcome.code),
+        "exit_code": outcome.code,
+        "reason": outcome.reason,
+        "best_classifier": None,
+        "test_macro_f1": None,
+        "majority_test_macro_f1": None,
+        "logreg_test_macro_f1": None,
+        "agent_model": None,
+        "agent_total_return": None,
+        "buy_and_hold_total_return": None,
+        "flat_total_return": None,
+        "classifier_rule_total_return": None,
+        "agent_trades": None,
+        "log_file": str(outcome.log_file) if outcome.log_file else None,
+    }
+    if outcome.code not in (None, 0) and not outcome.reason:
+        row["reason"] = _run_failure(paths, outcome)
+    if not outcome.ok:
+        return row
+    artifacts = Artifacts(paths, outcome.dataset)
+    best = best_classifier(read_json(artifacts.training_summary) or {})
+    if best is not None:
+        name, m = best
+        row["best_classifier"] = name
+        for key in ("test_macro_f1", "majority_test_macro_f1", "logreg_test_macro_f1"):
+            row[key] = _number(m.get(key))
+    agent = (read_json(artifacts.run_summary) or {}).get("agent") or {}
+    model = agent.get("model") if isinstance(agent, dict) else None
+    if isinstance(model, str):
+        row["agent_model"] = model
+        report = read_json(artifacts.backtest_report(model)) or {}
+        strategies = report.get("strategies") or {}
+
+        def total(strategy: str) -> float | None:
+            s = strategies.get(strategy)
+            return _number(s.get("total_return")) if isinstance(s, dict) else None
+
+        row["agent_total_return"] = total("agent")
+        row["buy_and_hold_total_return"] = total("buy_and_hold")
+        row["flat_total_return"] = total("flat")
+        row["classifier_rule_total_return"] = total("classifier_rule")
+        agent_metrics = strategies.get("agent")
+        if isinstance(agent_metrics, dict) and _number(agent_metrics.get("n_trades")) is not None:
+            row["agent_trades"] = int(agent_metrics["n_trades"])
+    return row
+
+
+# ---------------------------------------------------------------- table, JSON, PNG
+
+
+def _f1(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
+
+
+def _pct(v: Any) -> str:
+    return f"{v:+.2%}" if isinstance(v, (int, float)) else "n/a"
+
+
+TABLE_HEADERS = (
+    "dataset",
+    "status",
+    "best classifier (val)",
+    "test F1",
+    "majority",
+    "logreg",
+    "agent",
+    "buy&hold",
+    "flat",
+    "clf rule",
+    "trades",
+)
+"""The console table's columns: the best classifier's test macro-F1 vs the majority and logreg
+baselines on the same rows; the agent's test-block return vs buy-and-hold, flat and the
+classifier rule; the agent's fills."""
+
+
+def format_multi_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The cross-dataset console table (a failed dataset's reason on the line below it)."""
+    lines = []
+    for r in rows:
+        status = r["status"] if r["status"] == "ok" else f"{r['status'].upper()}"
+        lines.append(
+            (
+                r["dataset"],
+                status,
+                r["best_classifier"] or "n/a",
+                _f1(r["test_macro_f1"]),
+                _f1(r["majority_test_macro_f1"]),
+                _f1(r["logreg_test_macro_f1"]),
+                _pct(r["agent_total_return"]),
+                _pct(r["buy_and_hold_total_return"]),
+                _pct(r["flat_total_return"]),
+                _pct(r["classifier_rule_total_return"]),
+                "n/a" if r["agent_trades"] is None else str(r["agent_trades"]),
+            )
+        )
+    table = format_table(TABLE_HEADERS, lines, right=range(3, 11))
+    reasons = [f"{r['dataset']}: {r['reason']}" for r in rows if r["status"] != "ok"]
+    return table + ("\n" + "\n".join(reasons) if reasons else "")
+
+
+def write_multi_summary(
+    paths: Paths, rows: Sequence[dict[str, Any]], started: datetime, push: bool
+) -> Path:
+    """``results/multi_run_summary.json`` (atomic): the rows, which failed, when, push planned."""
+    failed = [r["dataset"] for r in rows if r["status"] != "ok"]
+    payload = {
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "datasets": [r["dataset"] for r in rows],
+        "failed": failed,
+        "push": "once for all good datasets" if push else "off",
+        "columns": {
+            "test_macro_f1": "the best classifier's (on the validation block) test macro-F1",
+            "returns": "total return on the test block of the agent and the baselines",
+            "agent_trades": "the agent's fills on the test block, the final liquidation included",
+        },
+        "rows": list(rows),
+    }
+    return atomic_write_json(multi_run_summary(paths), payload)
+
+
+def plot_multi_summary(paths: Paths, rows: Sequence[dict[str, Any]]) -> Path:
+    """``results/multi_run_summary.png``: test macro-F1 (best, majority, logreg) and test returns
+    (agent, buy-and-hold, flat, classifier rule) per dataset; failed datasets are marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [r["dataset"] for r in rows]
+    x = np.arange(len(rows))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6.0, 1.8 * len(rows) + 2), 7))
+    groups = (
+        (ax1, "test macro-F1", ("test_macro_f1", "majority_test_macro_f1", "logreg_test_macro_f1")),
+        (
+            ax2,
+            "test-block total return",
+            (
+                "agent_total_return",
+                "buy_and_hold_total_return",
+                "flat_total_return",
+                "classifier_rule_total_return",
+            ),
+        ),
+    )
+    labels = {
+        "test_macro_f1": "best classifier",
+        "majority_test_macro_f1": "majority",
+        "logreg_test_macro_f1": "logreg",
+        "agent_total_return": "agent",
+        "buy_and_hold_total_return": "buy & hold",
+        "flat_total_return": "flat",
+        "classifier_rule_total_return": "classifier rule",
+    }
+    for ax, title, keys in groups:
+        width = 0.8 / len(keys)
+        for k, key in enumerate(keys):
+            values = [r[key] if isinstance(r[key], (int, float)) else 0.0 for r in rows]
+            ax.bar(x + (k - (len(keys) - 1) / 2) * width, values, width, label=labels[key])
+        for i, r in enumerate(rows):
+            if r["status"] != "ok":
+                # x in data, y in axes units: the mark sits mid-panel whatever the value range.
+                ax.text(
+                    i,
+                    0.5,
+                    r["status"].upper(),
+                    ha="center",
+                    va="center",
+                    color="tab:red",
+                    transform=ax.get_xaxis_transform(),
+                )
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(title)
+        ax.set_xticks(x, names, rotation=15, ha="right")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = multi_run_plot(paths)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out
+
+
+def failed_line(rows: Sequence[dict[str, Any]]) -> str | None:
+    """``2 of 3 datasets failed: A (reason); B (reason)`` or None when none failed."""
+    bad = [r for r in rows if r["status"] != "ok"]
+    if not bad:
+        return None
+    listed = "; ".join(f"{r['dataset']} ({r['reason'] or r['status']})" for r in bad)
+    return f"{len(bad)} of {len(rows)} datasets failed: {listed}"
+
+
+# ---------------------------------------------------------------- the one push
+
+
+def commit_metrics(row: dict[str, Any]) -> dict[str, object]:
+    """A dataset's key numbers for the commit message."""
+    keys = ("test_macro_f1", "agent_total_return", "buy_and_hold_total_return")
+    out: dict[str, object] = {k: row[k] for k in keys if isinstance(row.get(k), float)}
+    if row.get("best_classifier"):
+        out = {"best_classifier": row["best_classifier"], **out}
+    return out
+
+
+def _commit_message(rows: Sequence[dict[str, Any]], files: int, skipped: Sequence[str]) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    names = [r["dataset"] for r in rows]
+    count = f"{len(names)} dataset{'s' if len(names) != 1 else ''}"
+    subject = f"Run artifacts: {count} @ {stamp} ({', '.join(names)})"
+    body = [f"time (UTC): {stamp}"]
+    for r in rows:
+        metrics = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in commit_metrics(r).items()
+        )
+        body.append(f"{r['dataset']}: {metrics or 'no metrics'}")
+    body.append(f"artifact files: {files}")
+    if skipped:
+        body.append("skipped (over the per-file limit, kept locally): " + ", ".join(skipped))
+    return subject + "\n\n" + "\n".join(body) + "\n"
+
+
+def push_datasets(
+    repo_dir: Path,
+    rows: Sequence[dict[str, Any]],
+    datasets: Sequence[str],
+    extra_files: Sequence[Path],
+    config: Any,
+) -> Any:
+    """Commit what the run manifests of ``datasets`` list, plus ``extra_files`` (the
+    cross-dataset table), in ONE commit and push it (issue 12).
+
+    The same rules as :func:`pipeline.git_push.push_artifacts` (token via askpass, masked errors,
+    files holding a secret refused before anything is committed, oversized files left out, one
+    rebase when the remote moved on), built from its parts over the union of the manifests.
+    ``config`` is a :class:`pipeline.git_push.PushConfig`; returns its ``PushResult``; raises
+    ``PushError`` (exit code 3), the commit and files kept locally.
+    """
+    # Imported here: GitPython is needed only when pushing (preflight reports it when missing).
+    from pipeline import git_push
+    from pipeline.git_runner import (
+        GitRunner,
+        PushError,
+        identity_config,
+        mask_text,
+        open_repo,
+        remote_urls,
+        require_remote,
+    )
+    from pipeline.secrets import url_secrets
+
+    repo_dir = Path(repo_dir).resolve()
+    token = os.environ.get(config.token_env) or None
+    repo = open_repo(repo_dir)
+    urls = remote_urls(repo, config.remote)
+    secrets = tuple(s for u in {config.remote, *urls} for s in url_secrets(u))
+    try:
+        require_remote(repo, config.remote)
+        g = GitRunner(repo, token, config.timeout_s, secrets)
+        identity = identity_config(g)
+        found: set[Path] = set()
+        for dataset in datasets:
+            found.update(git_push.collect_artifacts(repo_dir, dataset_name(dataset)))
+        found.update(Path(p).resolve() for p in extra_files if Path(p).is_file())
+        files, skipped = git_push._split_by_size(g, repo_dir, sorted(found), config.max_file_mb)
+        git_push._refuse_secret_files(repo_dir, files, (config.token_env, g.token), urls)
+        message = _commit_message(rows, len(files), skipped)
+        if git_push._commit(g, files, message, identity):
+            log.info("committed %d artifact files of %d datasets", len(files), len(datasets))
+        else:
+            log.info("artifacts already committed and unchanged; pushing HEAD")
+        if not g.repo.head.is_valid():
+            raise PushError(f"nothing to push: {repo_dir} has no commits and no artifacts")
+        # The retry the push error suggests (runpod_train.py --dataset FIRST --steps 8) pushes
+        # HEAD, which holds this one commit of every dataset.
+        return git_push._push_head(
+            g, dataset_name(datasets[0]), config, identity, list(files), list(skipped)
+        )
+    except PushError as exc:
+        raise PushError(mask_text(str(exc), token, *secrets)) from None
+
+
+def push_run(
+    cfg: Config,
+    paths: Paths,
+    datasets: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    extra_files: Sequence[Path],
+) -> Any:
+    """Push the good ``datasets`` of a run and the table (``extra_files``) in one commit, under
+    their run locks, after recording each final run summary in its manifest (the drivers skipped
+    step 8, which records it otherwise). Returns the ``PushResult``; raises ``PipelineError``."""
+    from pipeline.git_push import PushConfig
+
+    t = cfg.training
+    config = PushConfig(remote=t.git_remote, branch=t.git_branch, max_file_mb=t.push_max_file_mb)
+    names = {dataset_name(d) for d in datasets}
+    locks: list[RunLock] = []
+    try:
+        for d in datasets:
+            locks.append(RunLock(lock_path(paths, d)).acquire())
+            files = Artifacts(paths, d)
+            files.manifest().record(files.run_summary, "run_summary", STEP_ENTRY)
+        good_rows = [r for r in rows if r.get("dataset") in names]
+        return push_datasets(paths.root, good_rows, datasets, extra_files, config)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+@dataclass
+class MultiRun:
+    """The datasets of one run and how each ended, in the order given."""
+
+    datasets: list[str]
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    outcomes: dict[str, DatasetOutcome] = field(default_factory=dict)
+
+    def outcome(self, dataset: str) -> DatasetOutcome:
+        return self.outcomes.setdefault(dataset, DatasetOutcome(dataset))
+
+    def rows(self, paths: Paths) -> list[dict[str, Any]]:
+        return [dataset_row(paths, self.outcome(d)) for d in self.datasets]
