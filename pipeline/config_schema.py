@@ -294,6 +294,14 @@ class PPOConfig:
     ruin_threshold: float = setting(
         0.5, "episode ends when equity < this x initial capital", "env", min=0, lt=1
     )
+    action_set: str = setting(
+        "orders",
+        "orders: the nine order actions (HOLD, BUY_25 .. REVERSE); target: the position to hold "
+        "(flat, long 50 %, long 100 %; with allow_short: short 100 %, flat, long 100 %), each "
+        "turned into the one order that reaches it",
+        "env",
+        choices=("orders", "target"),
+    )
     # --- reward (reward_functions.py)
     # gt, not min: the cost and drawdown terms are scaled by it too, so 0 silences the whole reward
     # (RewardConfig always refused 0; the config accepted it until issue 9 item 3).

@@ -362,7 +362,9 @@ def run_episode(
         # a cost like the fee, so the turnover counts the notional at the open price.
         notional.append(abs(units[-1] - prev_units) * float(opens[bar]))
         rewards.append(float(reward))
-        actions.append(action)
+        # The order executed (with action_set = target the agent names a position and the env
+        # sends an order): counts and markers speak of orders for every action set (issue 10).
+        actions.append(int(info.get("order", action)))
         valid.append(bool(info["action_valid"]))
     trades = int(info["trades"])
     liquidated = False
@@ -520,12 +522,14 @@ def run_strategies(
     of ``env_config``, so every strategy trades through the same fills and fees.
     """
     base = backtest_env_config(env_config)
+    # The baselines speak orders, whatever the agent's action set (issue 10: target actions).
+    orders = replace(base, action_set="orders")
 
-    def run(policy: Policy, config: EnvConfig = base) -> EpisodeRecord:
+    def run(policy: Policy, config: EnvConfig = orders) -> EpisodeRecord:
         return run_episode(block_env(data, config, reward_config), policy)
 
     return {
-        "agent": [run(agent_policy)],
+        "agent": [run(agent_policy, base)],
         "buy_and_hold": [run(buy_and_hold_policy)],
         "flat": [run(flat_policy)],
         "random": [run(RandomPolicy(s)) for s in random_seeds],

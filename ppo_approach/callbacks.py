@@ -11,6 +11,7 @@ the caller can write the interrupt checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -47,6 +48,7 @@ from ppo_approach.model_files import (
     prune_checkpoints,
     save_model_atomic,
 )
+from ppo_approach.reward_functions import RewardFunction
 from ppo_approach.trading_env import Actions, TradingEnv
 
 log = logging.getLogger(__name__)
@@ -386,7 +388,15 @@ class ValidationEvalCallback(BaseCallback):
         once: the rule does not learn); ``None`` without probabilities."""
         if self._rule is None and self.probs is not None:
             rule = ClassifierRulePolicy(self.probs)
-            records = run_block(rule, self.eval_env, self.episodes, self.seed)
+            env = self.eval_env
+            if env.config.action_set != "orders":  # the rule speaks orders (issue 10)
+                env = TradingEnv(
+                    env.data,
+                    dataclasses.replace(env.config, action_set="orders"),
+                    RewardFunction(env.reward_fn.config),
+                    random_start=env.random_start,
+                )
+            records = run_block(rule, env, self.episodes, self.seed)
             self._rule = block_metrics(records, self.ppy)
         return self._rule
 

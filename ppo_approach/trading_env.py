@@ -73,6 +73,28 @@ class Actions(IntEnum):
     REVERSE = 8
 
 
+TARGETS_LONG: dict[str, float] = {"FLAT": 0.0, "LONG_50": 0.5, "LONG_100": 1.0}
+"""``action_set = target`` without shorts: action i asks for the i-th exposure (issue 10)."""
+
+TARGETS_SHORT: dict[str, float] = {"SHORT_100": -1.0, "FLAT": 0.0, "LONG_100": 1.0}
+"""``action_set = target`` with ``allow_short``: short, flat or long with the whole equity."""
+
+# The one order that moves the current exposure level to the target level (issue 10: target
+# actions). Every pair is reachable in one fill: BUY_x spends x of the cash (0.5 -> 1 spends the
+# rest), SELL_50 halves a long, REVERSE flips, CLOSE exits; no entry means HOLD.
+_TARGET_ORDER: dict[tuple[float, float], int] = {
+    (0.0, 0.5): 2,  # BUY_50
+    (0.0, 1.0): 3,  # BUY_100
+    (0.5, 1.0): 3,  # BUY_100
+    (1.0, 0.5): 5,  # SELL_50
+    (0.5, 0.0): 7,  # CLOSE
+    (1.0, 0.0): 7,
+    (-1.0, 0.0): 7,
+    (0.0, -1.0): 6,  # SELL_100 (opens a short of the whole capacity)
+    (1.0, -1.0): 8,  # REVERSE
+    (-1.0, 1.0): 8,
+}
+
 # Fraction of each BUY/SELL action, indexed by the action's value.
 _FRACTION: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 0.25, 0.5, 1.0, 0.0, 0.0)
 
@@ -92,6 +114,7 @@ class EnvConfig:
     allow_short: bool = schema_default(PPOConfig, "allow_short")
     episode_length: int = schema_default(PPOConfig, "episode_length")
     ruin_threshold: float = schema_default(PPOConfig, "ruin_threshold")
+    action_set: str = schema_default(PPOConfig, "action_set")
 
     def __post_init__(self) -> None:
         check_settings(self, PPOConfig, EnvConfigError, "env config")
@@ -246,7 +269,16 @@ class TradingEnv(gym.Env):
         k = data.price_features.shape[1]
         self.n_features = p + k
         self.n_obs = p + k + len(PORTFOLIO_NAMES)
-        self.action_space = spaces.Discrete(len(Actions))
+        # action_set = target: the agent names the exposure to hold and the env sends the order
+        # (issue 10); the order actually executed is in each step's info["order"].
+        self._targets: tuple[float, ...] | None = None
+        if config.action_set == "target":
+            names = TARGETS_SHORT if config.allow_short else TARGETS_LONG
+            self._targets = tuple(names.values())
+            self.action_names: tuple[str, ...] = tuple(names)
+        else:
+            self.action_names = tuple(a.name for a in Actions)
+        self.action_space = spaces.Discrete(len(self.action_names))
         low = np.full(self.n_obs, -OBS_CLIP, dtype=np.float32)
         high = np.full(self.n_obs, OBS_CLIP, dtype=np.float32)
         low[-1], high[-1] = 0.0, 1.0
@@ -331,7 +363,7 @@ class TradingEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Act at bar t, fill at open[t+1], mark at close[t+1], return the observation of t+1."""
-        a = int(action)
+        a = int(action) if self._targets is None else self._order_for_target(int(action))
         t1 = self._t + 1
         equity_prev = self._equity
         fees = 0.0
@@ -374,6 +406,7 @@ class TradingEnv(gym.Env):
             "trades": self._trades,
             "invalid_actions": self._invalid,
             "action_valid": valid,
+            "order": a,  # the order executed: the action itself, or the target's order
             "reward_terms": terms,
             "action_mask": self.action_masks(),
         }
@@ -403,8 +436,32 @@ class TradingEnv(gym.Env):
         }
 
     def action_masks(self) -> np.ndarray:
-        """Boolean mask of valid actions, shape (9,) (sb3-contrib MaskablePPO convention)."""
+        """Boolean mask of valid actions, shape (9,) (sb3-contrib MaskablePPO convention); every
+        target of the target action set is valid (the current one is a HOLD)."""
+        if self._targets is not None:
+            return np.ones(len(self._targets), dtype=bool)
         return np.array([self._is_valid(a) for a in range(len(Actions))], dtype=bool)
+
+    def _order_for_target(self, action: int) -> int:
+        """The order (an :class:`Actions` value) that moves the current exposure level to target
+        ``action``. The level is read from the position: flat 0; short -1; long 1, or 0.5 while
+        the long is at most 3/4 of equity (a half position drifting with the price stays a half
+        position, so asking for it again is a HOLD, not a rebalancing trade)."""
+        assert self._targets is not None
+        if not 0 <= action < len(self._targets):
+            raise ValueError(f"action {action}, expected 0..{len(self._targets) - 1}")
+        target = self._targets[action]
+        units = self._units
+        if units == 0.0:
+            level = 0.0
+        elif units < 0.0:
+            level = -1.0
+        elif self._short:
+            level = 1.0
+        else:
+            exposure = units * self._close[self._t] / max(self._equity, 1e-12)
+            level = 1.0 if exposure > 0.75 else 0.5
+        return _TARGET_ORDER.get((level, target), int(Actions.HOLD))
 
     # ------------------------------------------------------------------ internals
 

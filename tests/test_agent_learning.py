@@ -207,3 +207,19 @@ def test_on_evaluation_hook_sees_every_validation_evaluation(
     assert len(seen) >= 3
     assert seen == trained.evaluator.history
     assert [r["timesteps"] for r in seen] == sorted(r["timesteps"] for r in seen)
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "maskable_ppo"])
+def test_target_action_set_trains_and_backtests(
+    ppo_source_root: Path, tmp_path: Path, algorithm: str
+) -> None:
+    """``action_set = target`` runs through step 7 with both algorithms (checkpoints, validation,
+    best model, backtest): the agent only ever sends the orders a target maps to, and none is
+    refused as invalid."""
+    root = _fresh_root(ppo_source_root, tmp_path / algorithm)
+    m = _strategies(root, "action_set=target", f"algorithm={algorithm}")
+    agent = m["agent"]
+    sent = {name for name, n in agent["action_counts"].items() if n}
+    assert sent <= {"HOLD", "BUY_50", "BUY_100", "SELL_50", "CLOSE"}
+    assert agent["invalid_actions"] == 0
+    assert m["classifier_rule"]["n_trades"] > 0  # the rule ran on an orders env

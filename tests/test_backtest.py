@@ -535,3 +535,20 @@ def test_plot_has_the_agents_position_and_action_strip(tmp_path) -> None:
         plt.close(fig)
     png = bt.plot_backtest(runs, _block(12)[0].timestamps, tmp_path / "s.png", "scripted")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_target_action_agent_beside_baselines_that_speak_orders() -> None:
+    """Issue 10 (action_set = target): the agent's actions are targets, the baselines' orders;
+    an agent asking for LONG_100 on every bar trades exactly like buy-and-hold, and its action
+    counts name the orders sent (BUY_100 once, then HOLD)."""
+    n = 6
+    open_ = np.array([100.0, 100.0, 104.0, 96.0, 112.0, 120.0])
+    close = np.array([100.0, 104.0, 96.0, 112.0, 120.0, 128.0])
+    probs = np.tile([0.1, 0.2, 0.7], (n, 1))
+    data = MarketData(open_, close, probs, np.zeros((n, 5)))
+    cfg = EnvConfig(transaction_cost=0.01, action_set="target")
+    runs = bt.run_strategies(data, cfg, RewardConfig(), lambda obs, info: 2, probs, [0])
+    agent, bh = runs["agent"][0], runs["buy_and_hold"][0]
+    np.testing.assert_array_equal(agent.equity, bh.equity)
+    assert agent.action_counts()["BUY_100"] == 1 and agent.action_counts()["HOLD"] == n - 2
+    np.testing.assert_array_equal(runs["classifier_rule"][0].equity, bh.equity)

@@ -433,10 +433,11 @@ def test_env_config_validation_and_from_ppo_config() -> None:
         allow_short=True,
         episode_length=64,
         ruin_threshold=0.3,
+        action_set="target",
         profit_scale=1.0,  # other PPOConfig fields are ignored
     )
     ec = EnvConfig.from_ppo_config(cfg)
-    assert ec == EnvConfig(500.0, 0.002, 0.0005, True, 64, 0.3)
+    assert ec == EnvConfig(500.0, 0.002, 0.0005, True, 64, 0.3, "target")
 
 
 def test_env_factory_is_picklable_and_seeded() -> None:
@@ -479,3 +480,51 @@ def test_env_config_is_the_env_group_of_ppo_config() -> None:
 def test_env_config_refuses_what_the_config_refuses(kwargs: dict, message: str) -> None:
     with pytest.raises(EnvConfigError, match=r"^env config: " + message):
         EnvConfig(**kwargs)
+
+
+# ---------------------------------------------------------------- action_set = target (issue 10)
+
+
+def test_target_action_set_passes_check_env_and_has_its_own_space() -> None:
+    for allow_short, names in (
+        (False, ("FLAT", "LONG_50", "LONG_100")),
+        (True, ("SHORT_100", "FLAT", "LONG_100")),
+    ):
+        cfg = EnvConfig(allow_short=allow_short, episode_length=50, action_set="target")
+        env = TradingEnv(random_walk_data(), cfg)
+        assert env.action_space.n == len(names) and env.action_names == names
+        assert env.action_masks().tolist() == [True] * len(names)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_env(env, warn=True)
+        assert [str(w.message) for w in caught] == []
+
+
+def test_target_actions_send_the_one_order_that_reaches_the_exposure() -> None:
+    """Long only: FLAT / LONG_50 / LONG_100 reach exposure 0 / ~0.5 / ~1 with one fill each;
+    asking for the level already held is a HOLD (no fill), and info["order"] names the order."""
+    flat, half, full = 0, 1, 2
+    env = flat_env(action_set="target")
+    expected = [
+        (half, A.BUY_50, (0.45, 0.55)),
+        (half, A.HOLD, (0.45, 0.6)),  # still the half position (it drifted with the price)
+        (full, A.BUY_100, (0.98, 1.0)),
+        (half, A.SELL_50, (0.45, 0.55)),
+        (flat, A.CLOSE, (0.0, 0.0)),
+        (flat, A.HOLD, (0.0, 0.0)),
+    ]
+    trades = 0
+    for action, order, (lo, hi) in expected:
+        _, _, _, _, info = env.step(action)
+        assert info["order"] == order and info["action_valid"]
+        trades += order != A.HOLD
+        assert info["trades"] == trades
+        exposure = info["position"] * info["price"] / info["equity"]
+        assert lo <= exposure <= hi, (action, exposure)
+
+
+def test_target_actions_with_shorts_flip_with_one_reverse() -> None:
+    short, flat, long = 0, 1, 2
+    env = flat_env(allow_short=True, action_set="target")
+    orders = [env.step(a)[4]["order"] for a in (long, short, short, flat, short, long)]
+    assert orders == [A.BUY_100, A.REVERSE, A.HOLD, A.CLOSE, A.SELL_100, A.REVERSE]
