@@ -152,6 +152,20 @@ def agent_results(report: BacktestReport) -> dict[str, Any]:
         "buy_and_hold_sharpe": bh.get("sharpe"),
         "in_sample_predictions": bool(report["in_sample_predictions"]),
         "oracle": (report.get("oracle") or {}).get("label"),
+        "seeds": _seed_spread(report.get("seeds")),
+    }
+
+
+def _seed_spread(seeds: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``seeds > 1``: how many agents, the selected seed and the test-return spread (issue 10)."""
+    if not seeds:
+        return None
+    return {
+        "n": len(seeds.get("runs", [])),
+        "selected_seed": seeds.get("selected_seed"),
+        "median": seeds.get("test_total_return_median"),
+        "min": seeds.get("test_total_return_min"),
+        "max": seeds.get("test_total_return_max"),
     }
 
 
@@ -167,6 +181,13 @@ def agent_line(a: dict[str, Any]) -> str:
         f"{_fmt_pct(a.get('buy_and_hold_total_return'))} Sharpe "
         f"{_fmt_num(a.get('buy_and_hold_sharpe'))} (test block)"
     )
+    spread = a.get("seeds")
+    if spread:
+        line += (
+            f"; seed {spread['selected_seed']} of {spread['n']} chosen on validation, test return "
+            f"over the seeds: median {_fmt_pct(spread['median'])} [{_fmt_pct(spread['min'])}, "
+            f"{_fmt_pct(spread['max'])}]"
+        )
     if a.get("oracle"):
         line += f" [{a['oracle']}]"
     return line + (" [IN-SAMPLE predictions]" if a.get("in_sample_predictions") else "")

@@ -394,6 +394,13 @@ def test_key_result_lines() -> None:
     assert line == "agent return +1.23% Sharpe 0.50 vs buy-and-hold -5.00% Sharpe n/a (test block)"
     flagged = agent_line({"agent_total_return": 0.5, "in_sample_predictions": True})
     assert flagged.endswith("(test block) [IN-SAMPLE predictions]")
+    # seeds > 1 (issue 10): which seed was chosen, and the spread over all of them.
+    spread = {"n": 3, "selected_seed": 43, "median": 0.1, "min": -0.02, "max": 0.25}
+    line = agent_line({"agent_total_return": 0.25, "seeds": spread})
+    assert line.endswith(
+        "(test block); seed 43 of 3 chosen on validation, test return over the seeds: median "
+        "+10.00% [-2.00%, +25.00%]"
+    )
 
 
 # ---------------------------------------------------------------- lock via the driver
