@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "runpod_github": {"pipeline"},
     "runpod_main": {"pipeline"},  # starts runpod_train.py as a subprocess, never imports it
     "runpod_train": PROJECT - {"bench", "tests", "runpod_main"},
+    "download_data": {"pipeline"},  # issue 12: a thin CLI over pipeline.download
 }
 
 
@@ -89,3 +90,10 @@ def test_the_check_catches_the_old_back_climbing_imports(
         assert bad.endswith(f"imports {expected}") or f"imports {expected}." in bad
     finally:
         probe.unlink()
+
+
+def test_every_top_level_script_has_a_layer() -> None:
+    """A new script (download_data.py, tune.py, ...) must say what it may import, or the check
+    above would silently skip it."""
+    scripts = {p.stem for p in ROOT.glob("*.py")} - {"setup", "conftest"}
+    assert sorted(scripts - set(ALLOWED)) == []
