@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -316,6 +316,10 @@ def _rebase_onto_remote(
         raise PushError(f"rebase onto {config.remote}/{config.branch} failed: {one_line(err)}")
 
 
+MessageFor = Callable[[list[str], list[str]], str]
+"""``(files committed, files skipped) -> commit message``."""
+
+
 def push_artifacts(
     repo_dir: Path, dataset: str, metrics: dict[str, object], config: PushConfig
 ) -> PushResult:
@@ -329,13 +333,34 @@ def push_artifacts(
     and of the remote's configured URLs, any URL userinfo), and a file that holds the token or
     such a password is refused before anything is committed.
     """
+
+    def message(files: list[str], skipped: list[str]) -> str:
+        return commit_message(dataset, metrics, files, skipped, datetime.now(timezone.utc))
+
+    return push_datasets(repo_dir, [dataset], config, message)
+
+
+def push_datasets(
+    repo_dir: Path,
+    datasets: Sequence[str],
+    config: PushConfig,
+    message_for: MessageFor,
+    extra_files: Sequence[Path] = (),
+) -> PushResult:
+    """:func:`push_artifacts` over several datasets in ONE commit (issue 12: one run over many
+    datasets): what each dataset's run manifest lists, plus ``extra_files`` (e.g. the
+    cross-dataset table), with the commit message ``message_for(files, skipped)``. The same rules:
+    masked errors, secret files refused, oversized files left out, one rebase; a failed push's
+    retry hint names the first dataset (its ``--steps 8`` pushes ``HEAD``, this commit)."""
     repo_dir = Path(repo_dir).resolve()
     token = os.environ.get(config.token_env) or None
     repo = open_repo(repo_dir)
     urls = remote_urls(repo, config.remote)
     secrets = tuple(s for u in {config.remote, *urls} for s in url_secrets(u))
     try:
-        return _commit_and_push(repo, repo_dir, dataset, metrics, config, token, urls, secrets)
+        return _commit_and_push(
+            repo, repo_dir, datasets, extra_files, message_for, config, token, urls, secrets
+        )
     except PushError as exc:
         # Whatever a message quotes (git's stderr, a remote, a path), no secret reaches the
         # error line, the run log or the run summary.
@@ -345,26 +370,30 @@ def push_artifacts(
 def _commit_and_push(
     repo: git.Repo,
     repo_dir: Path,
-    dataset: str,
-    metrics: dict[str, object],
+    datasets: Sequence[str],
+    extra_files: Sequence[Path],
+    message_for: MessageFor,
     config: PushConfig,
     token: str | None,
     urls: Sequence[str],
     secrets: tuple[str, ...],
 ) -> PushResult:
-    """The body of :func:`push_artifacts` (which masks the secrets in whatever this raises)."""
+    """The body of :func:`push_datasets` (which masks the secrets in whatever this raises)."""
     require_remote(repo, config.remote)
     g = GitRunner(repo, token, config.timeout_s, secrets)
     identity = identity_config(g)
-    files, skipped = _commit_artifacts(g, repo_dir, dataset, metrics, config, urls, identity)
-    return _push_head(g, dataset, config, identity, files, skipped)
+    files, skipped = _commit_artifacts(
+        g, repo_dir, datasets, extra_files, message_for, config, urls, identity
+    )
+    return _push_head(g, datasets[0], config, identity, files, skipped)
 
 
 def _commit_artifacts(
     g: GitRunner,
     repo_dir: Path,
-    dataset: str,
-    metrics: dict[str, object],
+    datasets: Sequence[str],
+    extra_files: Sequence[Path],
+    message_for: MessageFor,
     config: PushConfig,
     urls: Sequence[str],
     identity: list[str],
@@ -374,18 +403,19 @@ def _commit_artifacts(
     Refuses (before ``git add``) a dataset whose steps recorded nothing in its run manifest, a file
     holding a secret, and a repo with nothing to push.
     """
-    artifacts = collect_artifacts(repo_dir, dataset)
-    files, skipped = _split_by_size(g, repo_dir, artifacts, config.max_file_mb)
+    found: set[Path] = set()
+    for dataset in datasets:
+        found.update(collect_artifacts(repo_dir, dataset))
+    found.update(Path(p).resolve() for p in extra_files if Path(p).is_file())
+    files, skipped = _split_by_size(g, repo_dir, sorted(found), config.max_file_mb)
     _refuse_secret_files(repo_dir, files, (config.token_env, g.token), urls)
-    message = commit_message(dataset, metrics, files, skipped, datetime.now(timezone.utc))
-    if _commit(g, files, message, identity):
-        logger.info("committed %d artifact files for %s", len(files), dataset)
+    what = datasets[0] if len(datasets) == 1 else f"{len(datasets)} datasets"
+    if _commit(g, files, message_for(files, skipped), identity):
+        logger.info("committed %d artifact files for %s", len(files), what)
     else:
-        logger.info("artifacts for %s already committed and unchanged; pushing HEAD", dataset)
+        logger.info("artifacts for %s already committed and unchanged; pushing HEAD", what)
     if not g.repo.head.is_valid():
-        raise PushError(
-            f"nothing to push: {repo_dir} has no commits and no artifacts for {dataset}"
-        )
+        raise PushError(f"nothing to push: {repo_dir} has no commits and no artifacts for {what}")
     return files, skipped
 
 

@@ -18,7 +18,6 @@ push with one rebase), over the union of the manifests.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -356,54 +355,23 @@ def push_datasets(
     """Commit what the run manifests of ``datasets`` list, plus ``extra_files`` (the
     cross-dataset table), in ONE commit and push it (issue 12).
 
-    The same rules as :func:`pipeline.git_push.push_artifacts` (token via askpass, masked errors,
-    files holding a secret refused before anything is committed, oversized files left out, one
-    rebase when the remote moved on), built from its parts over the union of the manifests.
+    :func:`pipeline.git_push.push_datasets` with this run's commit message: the same rules as a
+    one-dataset push (token via askpass, masked errors, files holding a secret refused before
+    anything is committed, oversized files left out, one rebase when the remote moved on).
     ``config`` is a :class:`pipeline.git_push.PushConfig`; returns its ``PushResult``; raises
     ``PushError`` (exit code 3), the commit and files kept locally.
     """
     # Imported here: GitPython is needed only when pushing (preflight reports it when missing).
     from pipeline import git_push
-    from pipeline.git_runner import (
-        GitRunner,
-        PushError,
-        identity_config,
-        mask_text,
-        open_repo,
-        remote_urls,
-        require_remote,
-    )
-    from pipeline.secrets import url_secrets
 
-    repo_dir = Path(repo_dir).resolve()
-    token = os.environ.get(config.token_env) or None
-    repo = open_repo(repo_dir)
-    urls = remote_urls(repo, config.remote)
-    secrets = tuple(s for u in {config.remote, *urls} for s in url_secrets(u))
-    try:
-        require_remote(repo, config.remote)
-        g = GitRunner(repo, token, config.timeout_s, secrets)
-        identity = identity_config(g)
-        found: set[Path] = set()
-        for dataset in datasets:
-            found.update(git_push.collect_artifacts(repo_dir, dataset_name(dataset)))
-        found.update(Path(p).resolve() for p in extra_files if Path(p).is_file())
-        files, skipped = git_push._split_by_size(g, repo_dir, sorted(found), config.max_file_mb)
-        git_push._refuse_secret_files(repo_dir, files, (config.token_env, g.token), urls)
-        message = _commit_message(rows, len(files), skipped)
-        if git_push._commit(g, files, message, identity):
-            log.info("committed %d artifact files of %d datasets", len(files), len(datasets))
-        else:
-            log.info("artifacts already committed and unchanged; pushing HEAD")
-        if not g.repo.head.is_valid():
-            raise PushError(f"nothing to push: {repo_dir} has no commits and no artifacts")
-        # The retry the push error suggests (runpod_train.py --dataset FIRST --steps 8) pushes
-        # HEAD, which holds this one commit of every dataset.
-        return git_push._push_head(
-            g, dataset_name(datasets[0]), config, identity, list(files), list(skipped)
-        )
-    except PushError as exc:
-        raise PushError(mask_text(str(exc), token, *secrets)) from None
+    names = [dataset_name(d) for d in datasets]
+    return git_push.push_datasets(
+        repo_dir,
+        names,
+        config,
+        lambda files, skipped: _commit_message(rows, len(files), skipped),
+        extra_files=extra_files,
+    )
 
 
 def push_run(
