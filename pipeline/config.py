@@ -4,7 +4,8 @@ writing the resolved config beside each artifact.
 ``training_config.txt`` and ``ppo_approach/ppo_config.txt`` are read into the schema's
 :class:`~pipeline.config_schema.TrainingConfig` and :class:`~pipeline.config_schema.PPOConfig`
 (types, defaults, ranges and doc lines live in :mod:`pipeline.config_schema`).
-Precedence: dataclass defaults < file < ``--preset NAME`` < ``--set key=value``.
+Precedence: dataclass defaults < file < ``--preset NAME`` < ``--set-file FILE`` <
+``--set key=value``.
 Like nanoGPT's configurator, unknown keys are rejected, but here with the file, line and a "did you
 mean" suggestion, and every value is parsed with the field's type and checked against its range.
 
@@ -269,13 +270,42 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise ConfigError(f"--set {text}: {name} {exc}") from None
 
 
+def read_set_file(path: str | Path) -> dict[str, Entries]:
+    """Parse a ``--set-file`` (issue 11: the tuner's best parameters): ``key = value`` lines, each
+    key resolved like ``--set`` (``training.KEY`` / ``ppo.KEY`` or a ``[training]`` / ``[ppo]``
+    section when the key is in both files); returns ``{section: {key: (value, "file:line")}}``.
+    Every error names the file and line."""
+    path = Path(path)
+    out: dict[str, Entries] = {name: {} for name in SECTIONS}
+    current: str | None = None
+    for where, section, key, raw in _lines(path, _read_text(path, "--set-file")):
+        if section is not None:
+            if section not in SECTIONS:
+                raise ConfigError(
+                    f"{where}: unknown section [{section}]; expected [training] or [ppo]"
+                )
+            current = section
+            continue
+        if current is not None and "." not in key:
+            owner, name = current, key
+        else:
+            try:
+                owner, name = _locate_key(key)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {str(exc).removeprefix(f'--set {key}: ')}") from None
+        _add_entry(SECTIONS[owner], out[owner], where, name, raw, f" in [{owner}]")
+    return out
+
+
 def load_config(
     training_path: str | Path | None = TRAINING_CONFIG_PATH,
     ppo_path: str | Path | None = PPO_CONFIG_PATH,
     preset: str | None = None,
     overrides: Sequence[str] = (),
+    set_files: Sequence[str | Path] = (),
 ) -> Config:
-    """Read both files (``None`` = defaults), then apply ``preset`` and ``overrides`` in order."""
+    """Read both files (``None`` = defaults), then apply ``preset``, the ``set_files``
+    (``--set-file``, in order) and ``overrides`` (``--set``) in that order."""
     values: dict[str, dict[str, Any]] = {"training": {}, "ppo": {}}
     sources: dict[str, str] = {}
     for section, path in (("training", training_path), ("ppo", ppo_path)):
@@ -289,6 +319,11 @@ def load_config(
             for key, (value, _where) in entries.items():
                 values[section][key] = value
                 sources[f"{section}.{key}"] = f"preset {preset}"
+    for set_file in set_files:
+        for section, entries in read_set_file(set_file).items():
+            for key, (value, where) in entries.items():
+                values[section][key] = value
+                sources[f"{section}.{key}"] = where
     for text in overrides:
         section, key, value = parse_override(text)
         values[section][key] = value
@@ -412,6 +447,17 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         "in both files, e.g. --set lookback=30 --set ppo.batch_size=512",
     )
     g.add_argument(
+        "--set-file",
+        dest="set_files",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="apply a file of 'key = value' overrides (repeatable; the same keys and checks as "
+        "--set; applied after --preset and before --set), e.g. the best parameters written by "
+        "tune.py: --set-file results/tuning_agent_NAME/best_params.txt",
+    )
+    g.add_argument(
         "--training-config",
         type=Path,
         default=TRAINING_CONFIG_PATH,
@@ -429,7 +475,13 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Build the Config from arguments added by :func:`add_config_args`."""
-    return load_config(args.training_config, args.ppo_config, args.preset, args.overrides)
+    return load_config(
+        args.training_config,
+        args.ppo_config,
+        args.preset,
+        args.overrides,
+        getattr(args, "set_files", ()),
+    )
 
 
 def passthrough_args(args: argparse.Namespace) -> list[str]:
@@ -437,6 +489,9 @@ def passthrough_args(args: argparse.Namespace) -> list[str]:
     out: list[str] = []
     if args.preset:
         out += ["--preset", args.preset]
+    # Absolute here, in the caller's working directory: the driver runs in the project folder.
+    for f in getattr(args, "set_files", ()):
+        out += ["--set-file", str(Path(f).expanduser().resolve())]
     for o in args.overrides:
         out += ["--set", o]
     out += ["--training-config", str(args.training_config), "--ppo-config", str(args.ppo_config)]

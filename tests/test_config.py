@@ -427,3 +427,74 @@ def test_every_env_and_reward_range_is_checked_at_load_time() -> None:
             assert getattr(cls.from_ppo_config(cfg.ppo), key) == bound
     with pytest.raises(ConfigError, match=r"--set episode_length=2\.5: .*not an integer"):
         load_config(None, None, overrides=["episode_length=2.5"])
+
+
+# ---------------------------------------------------------------- --set-file (issue 11)
+
+
+def _set_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "best_params.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_set_file_applies_after_the_preset_and_before_set(tmp_path: Path) -> None:
+    from pipeline.config import load_config
+
+    path = _set_file(
+        tmp_path,
+        "# tuned\nlookback = 24\n[ppo]\nlearning_rate = 0.0005\nbatch_size = 128\n"
+        "training.batch_size = 64\n",
+    )
+    cfg = load_config(None, None, "smoke", ["lookback=40"], [path])
+    assert cfg.training.lookback == 40  # --set wins
+    assert cfg.ppo.learning_rate == 0.0005  # the file beats the preset / defaults
+    assert (cfg.ppo.batch_size, cfg.training.batch_size) == (128, 64)
+    assert cfg.sources["ppo.learning_rate"] == f"{path}:4"
+    assert cfg.sources["training.batch_size"] == f"{path}:6"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "expected"),
+    [
+        ("lookback = 24\nlookbak = 3\n", 2, "unknown key 'lookbak'"),
+        ("batch_size = 64\n", 1, "'batch_size' is in both training_config.txt and ppo_config.txt"),
+        ("[ppo]\ngamma = 2\n", 2, "gamma = 2: 2.0 is out of range; expected <= 1"),
+        ("[model]\nlookback = 2\n", 1, "unknown section [model]"),
+        ("lookback = 24\nlookback = 30\n", 2, "duplicate key 'lookback'"),
+        ("lookback 24\n", 1, "expected 'key = value'"),
+    ],
+)
+def test_a_bad_set_file_line_is_one_error_naming_file_and_line(
+    tmp_path: Path, text: str, line: int, expected: str
+) -> None:
+    from pipeline.config import load_config
+
+    path = _set_file(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, None, None, [], [path])
+    assert str(err.value).startswith(f"{path}:{line}: ")
+    assert expected in str(err.value)
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(ConfigError, match=rf"^{missing}: --set-file not found"):
+        load_config(None, None, None, [], [missing])
+
+
+def test_every_step_and_the_entry_point_take_set_file(tmp_path: Path) -> None:
+    import runpod_main
+    import runpod_train
+    import train_models
+    from pipeline.config import config_from_args, passthrough_args
+    from ppo_approach import train_ppo_agent
+
+    path = _set_file(tmp_path, "[ppo]\nn_epochs = 3\n")
+    for parser in (
+        runpod_main.build_parser(),
+        runpod_train.build_parser(),
+        train_models.build_parser(),
+        train_ppo_agent.build_parser(),
+    ):
+        args = parser.parse_args(["--dataset", "X", "--set-file", str(path)])
+        assert config_from_args(args).ppo.n_epochs == 3
+        passed = passthrough_args(args)
+        assert passed[passed.index("--set-file") + 1] == str(path)
