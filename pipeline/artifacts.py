@@ -40,6 +40,7 @@ commits it (:data:`pipeline.manifest.KINDS`). The table is Markdown, for docs to
 | `logs/run_{dataset}.lock` | (not recorded) | driver, step_lock | no |
 | `results/multi_run_summary.json` | (no dataset's) | entry, several datasets | yes |
 | `results/multi_run_summary.png` | (no dataset's) | entry, several datasets | yes |
+| `results/tuning_{stage}_{dataset}/[{model}/]{file}` | (not recorded) | tune.py | no |
 
 ``{model}`` is a classifier name (``lstm``, ...) or, for prediction tables, PPO models, checkpoint
 folders and backtests, the agent's ``prediction_model`` (which may be ``ensemble``); ``{tag}`` is
@@ -164,6 +165,20 @@ def multi_run_summary(paths: Paths) -> Path:
 def multi_run_plot(paths: Paths) -> Path:
     """``results/multi_run_summary.png``: that table as one figure."""
     return paths.results / "multi_run_summary.png"
+
+
+TUNING_STORAGE_NAME = "optuna.db"
+"""The default study storage of ``tune.py``: an SQLite file in :meth:`Artifacts.tuning_dir`."""
+TUNING_BEST_PARAMS_NAME = "best_params.txt"
+"""The best trial's parameters as a ``key = value`` file (``--set-file``)."""
+TUNING_HISTORY_PLOT_NAME = "optimization_history.png"
+TUNING_IMPORTANCE_PLOT_NAME = "param_importances.png"
+TUNING_TOP_TRIALS_NAME = "top_trials.md"
+TUNING_COMMAND_NAME = "command.txt"
+"""The command that runs the full pipeline with the best parameters."""
+TUNING_SUMMARY_NAME = "summary.json"
+TUNING_TRIALS_DIR = "trials"
+"""Scratch folders of running agent trials (checkpoints of one trial; removed after it)."""
 
 
 LOG_STAMP_FORMAT = "%Y%m%d-%H%M%S"
@@ -407,6 +422,16 @@ class Artifacts:
     def backtest_plot(self, model: str) -> Path:
         """``results/backtest_{model}_{dataset}.png``."""
         return self.paths.results / f"backtest_{model}_{self.dataset}.png"
+
+    # ------------------------------------------------------------ tuning (tune.py, issue 11)
+
+    def tuning_dir(self, stage: str, model: str | None = None) -> Path:
+        """``results/tuning_{stage}_{dataset}/`` (the agent stage), or its ``{model}/`` folder
+        (the classifier stage: one study per architecture). The default study storage
+        (:data:`TUNING_STORAGE_NAME`) sits in the stage folder, the outputs
+        (``TUNING_*_NAME``) in this one."""
+        folder = self.paths.results / f"tuning_{stage}_{self.dataset}"
+        return folder / model if model else folder
 
     # ------------------------------------------------------------ driver and entry point
 

@@ -194,6 +194,19 @@ _MODULE_TIERS: dict[str, tuple[str, frozenset[str]]] = {
             }
         ),
     ),
+    "test_tuning": (
+        _UNIT,
+        frozenset(
+            {
+                "test_run_worker_stops_at_the_study_target_and_a_rerun_continues",
+                "test_no_test_block_row_reaches_a_classifier_trial",
+                "test_two_workers_on_one_storage_complete_n_trials_none_twice",
+                "test_outputs_and_the_best_parameter_file_changes_the_run",
+                "test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_retries",
+                "test_pruning_stops_a_deliberately_bad_trial",
+            }
+        ),
+    ),
     "test_train_models": (
         _UNIT,
         frozenset(

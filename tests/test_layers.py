@@ -20,6 +20,7 @@ PROJECT = {
     "runpod_github",
     "runpod_train",
     "runpod_main",
+    "tune",
     "bench",
     "tests",
 }
@@ -30,7 +31,9 @@ ALLOWED: dict[str, set[str]] = {
     "ppo_approach": {"pipeline", "ppo_approach"},
     "runpod_github": {"pipeline"},
     "runpod_main": {"pipeline"},  # starts runpod_train.py as a subprocess, never imports it
-    "runpod_train": PROJECT - {"bench", "tests", "runpod_main"},
+    "runpod_train": PROJECT - {"bench", "tests", "runpod_main", "tune"},
+    # tune.py (issue 11) runs the objectives: the classifier training loop and the agent's phases
+    "tune": {"pipeline", "pytorch_train", "ppo_approach"},
     "download_data": {"pipeline"},  # issue 12: a thin CLI over pipeline.download
 }
 

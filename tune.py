@@ -1,0 +1,577 @@
+"""Hyperparameter tuning with Optuna (issue 11): one machine or many, resumable, never touching
+the test block.
+
+Usage::
+
+    python tune.py --dataset NAME --stage classifier --model dlstm --trials 50 --preset demo
+    python tune.py --dataset NAME --stage agent --trials 100 --timeout 120 \\
+        --storage postgresql://user:pw@host/optuna        # the same command on every pod
+
+``--trials N`` is the study's target: workers (``--jobs``, other pods) stop once the study has N
+complete or pruned trials, so rerunning the command after a stop continues where it was. The
+objective is maximised on the development data only:
+
+* ``classifier``: the validation macro-F1 of one architecture (``--model``) at its best epoch
+  (the lowest validation loss, as step 5 picks it). Macro-F1 rather than log loss: it is the
+  number step 5 reports and the cross-dataset table compares classifiers on, it weighs the three
+  classes equally (log loss rewards well-calibrated "stationary" calls that the agent cannot
+  trade on), and the loss already decides early stopping inside each trial. Each epoch's
+  validation macro-F1 goes to the pruner. The dataset is cut before the first row any test
+  window reads (for every lookback in the space) and split into train and validation only.
+* ``agent``: the best validation mean episode reward (``evaluator.best_reward``: the score that
+  picks the best checkpoint and the best of several seeds in step 7); each evaluation's mean
+  reward goes to the pruner. It reads step 5's prediction table (run step 5 first) and keeps
+  only the agent's train and val blocks: the test block is dropped before any trial starts.
+
+Outputs (``results/tuning_{stage}_{dataset}/``, the classifier's in a ``{model}/`` folder):
+``best_params.txt`` (a ``--set-file`` that ``runpod_main.py`` and every step accept),
+``optimization_history.png``, ``param_importances.png``, ``top_trials.md``, ``command.txt`` (the
+full pipeline with the best parameters) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline import artifacts as art
+from pipeline.artifacts import Artifacts, dataset_name
+from pipeline.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CliParser,
+    Paths,
+    PipelineError,
+    run_cli,
+    setup_logging,
+)
+from pipeline.config import add_config_args, config_from_args, load_config
+from pipeline.config_schema import MODEL_NAMES, Config, ConfigError
+from pipeline.search_space import SearchSpace, default_space_path, read_search_space
+from pipeline.tuning import METRICS, STAGES
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger("tune")
+
+AGENT_DATA_KEYS = frozenset(
+    {
+        "prediction_model",
+        "ensemble_models",
+        "ppo_prediction_source",
+        "oracle_accuracy",
+        "price_feature_scaling",
+        "seeds",
+    }
+)
+"""PPO keys an agent trial cannot vary: they change which data the agent sees (the prediction
+table and its blocks are built once per worker) or train several agents."""
+
+OUTPUT_NAMES = {
+    "best": art.TUNING_BEST_PARAMS_NAME,
+    "history": art.TUNING_HISTORY_PLOT_NAME,
+    "importance": art.TUNING_IMPORTANCE_PLOT_NAME,
+    "top": art.TUNING_TOP_TRIALS_NAME,
+    "command": art.TUNING_COMMAND_NAME,
+    "summary": art.TUNING_SUMMARY_NAME,
+}
+
+
+# ================================================================ the stage's space
+
+
+def stage_space(space: SearchSpace, stage: str, model: str | None) -> SearchSpace:
+    """The parameters one study tunes; a key of the other config file (or one an agent trial
+    cannot vary) is one error naming its line."""
+    wanted = "training" if stage == "classifier" else "ppo"
+    for p in space.params:
+        if p.section != wanted:
+            raise ConfigError(
+                f"{p.where}: {p.name} is a {p.section} key; the {stage} stage tunes "
+                f"{'training_config.txt' if wanted == 'training' else 'ppo_config.txt'} keys only"
+            )
+        if stage == "agent" and p.key in AGENT_DATA_KEYS:
+            raise ConfigError(
+                f"{p.where}: {p.key} cannot be tuned in the agent stage (it changes the agent's "
+                "data or trains several agents); set it with --set instead"
+            )
+    if stage == "classifier":
+        others = [m for m in MODEL_NAMES if m != model]
+        space = space.without(lambda p: not any(p.key.startswith(f"{m}_") for m in others))
+    if not space.params:
+        raise ConfigError(f"{space.path}: no parameter of the {stage} stage in the search space")
+    return space
+
+
+def trial_config(args: argparse.Namespace, overrides: list[str]) -> Config:
+    """The trial's config through the normal parser: files, preset, --set-file, --set, then the
+    sampled values."""
+    return load_config(
+        args.training_config,
+        args.ppo_config,
+        args.preset,
+        [*args.overrides, *overrides],
+        args.set_files,
+    )
+
+
+# ================================================================ classifier objective
+
+
+def classifier_objective(
+    args: argparse.Namespace, cfg: Config, paths: Paths, space: SearchSpace, model: str
+) -> Callable[[optuna.Trial], float]:
+    """Load the dataset once, cut it to the development rows, and return the objective."""
+    import optuna
+
+    from pipeline.classifier_report import labelled_bars
+    from pipeline.data import load_dataset
+    from pipeline.device import configure_cpu_threads, resolve_device, seed_everything
+    from pipeline.features import check_feature_names, compute_features, warmup_bars
+    from pipeline.nets import arch_config, build_classifier
+    from pipeline.tuning import development_arrays, development_rows, lookbacks_of
+    from pipeline.windows import WindowData
+    from pytorch_train import train_classifier
+
+    df, _info = load_dataset(args.dataset, paths.datasets)
+    names = check_feature_names(cfg.training.resolved_features())
+    cut = development_rows(
+        len(df), warmup_bars(names), cfg.training, lookbacks_of(space, cfg.training)
+    )
+    # The test block (and the purge rows before its first window) is gone from here on.
+    n_rows = len(df)
+    dev = df.iloc[:cut].reset_index(drop=True).copy()
+    del df
+    log.info(
+        "classifier trials see rows 0..%d of %d (%s .. %s): the test block and its windows are "
+        "cut off",
+        cut - 1,
+        n_rows,
+        dev["timestamp"].iloc[0],
+        dev["timestamp"].iloc[-1],
+    )
+    features = compute_features(dev, names).to_numpy(dtype="float32")  # (cut, F)
+    device = resolve_device(cfg.training.device)
+    if device.type == "cpu":
+        configure_cpu_threads(cfg.training.num_threads)
+
+    def objective(trial: optuna.Trial) -> float:
+        tcfg = trial_config(args, space.suggest(trial)).training
+        arrays = development_arrays(dev, tcfg, features)
+        s = arrays.splits
+        fit = labelled_bars(s.train, arrays.labels)
+        es = labelled_bars(s.val, arrays.labels)
+        train = WindowData.create(arrays.scaled, fit, arrays.labels[fit], tcfg.lookback, device)
+        val = WindowData.create(arrays.scaled, es, arrays.labels[es], tcfg.lookback, device)
+        seed_everything(tcfg.seed)
+        net = build_classifier(arch_config(model, len(arrays.feature_names), tcfg))
+
+        def on_epoch(epoch: int, record: dict[str, float]) -> None:
+            trial.report(float(record["val_macro_f1"]), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: val macro-F1 {record['val_macro_f1']}")
+
+        result = train_classifier(
+            net, train, val, tcfg, epoch_callback=on_epoch, desc=f"trial {trial.number}",
+            progress=False,
+        )  # fmt: skip
+        best = result.history[result.best_epoch - 1]
+        trial.set_user_attr("best_epoch", int(result.best_epoch))
+        trial.set_user_attr("epochs_run", int(result.epochs_run))
+        trial.set_user_attr("val_loss", float(best["val_loss"]))
+        trial.set_user_attr("last_train_bar", int(s.train.stop - 1))
+        trial.set_user_attr("last_val_bar", int(s.val.stop - 1))
+        return float(best["val_macro_f1"])
+
+    return objective
+
+
+# ================================================================ agent objective
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrialPaths(Paths):
+    """The run's paths with SB3's TensorBoard folder inside the trial's scratch folder."""
+
+    scratch: Path = Path()
+
+    @property
+    def ppo_logs(self) -> Path:
+        return self.scratch / "tensorboard"
+
+
+def agent_objective(
+    args: argparse.Namespace, cfg: Config, paths: Paths, space: SearchSpace, out_dir: Path
+) -> Callable[[optuna.Trial], float]:
+    """Build the agent's blocks once, drop the test block, and return the objective."""
+    import optuna
+
+    from pipeline.config_schema import MAX_INT
+    from pipeline.device import resolve_device
+    from ppo_approach import run_folder
+    from ppo_approach import train_ppo_agent as step7
+    from ppo_approach.reward_functions import RewardConfig
+    from ppo_approach.trading_env import EnvConfig
+
+    try:
+        run0 = step7.prepare_run(cfg, args.dataset, paths)
+    except PipelineError as exc:
+        raise PipelineError(
+            f"{exc}; the agent stage trains on step 5's prediction table: run step 5 first "
+            f"(python runpod_train.py --dataset {args.dataset} --steps 1,2,3,4,5 with the same "
+            "config flags)"
+        ) from None
+    # The test block never reaches a trial: only train and val are kept, and the dataset's full
+    # arrays (which hold the test bars' prices) are dropped from the run (issue 11).
+    blocks = {name: run0.blocks[name] for name in ("train", "val")}
+    prepared = dataclasses.replace(run0.prepared, df=None, arrays=None)
+    run0 = dataclasses.replace(run0, blocks=blocks, prepared=prepared)
+    assert "test" not in run0.blocks
+    sha = run0.prepared.info.sha256
+    for name, b in blocks.items():
+        d = b.describe()
+        log.info("agent trials use the %s block: %s .. %s (%d bars)", name, d["start"],
+                 d["end"], d["bars"])  # fmt: skip
+    scratch_root = out_dir / art.TUNING_TRIALS_DIR
+
+    def objective(trial: optuna.Trial) -> float:
+        sampled = space.suggest(trial)
+        # No checkpoints inside a trial: a dead trial is retried from the start.
+        tcfg = trial_config(args, [*sampled, f"ppo.checkpoint_freq={MAX_INT}"])
+        scratch = scratch_root / f"trial_{trial.number}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        run = dataclasses.replace(
+            run0,
+            cfg=tcfg,
+            paths=_TrialPaths(paths.root, scratch=scratch),
+            env_cfg=EnvConfig.from_ppo_config(tcfg.ppo),
+            reward_cfg=RewardConfig.from_ppo_config(tcfg.ppo),
+            device=str(resolve_device(tcfg.ppo.device, key="ppo device")),
+            ckdir=scratch,
+            fingerprint=run_folder.run_fingerprint(tcfg, sha),
+            final_path=scratch / "final_model.zip",
+            meta_path=scratch / "final_model.json",
+            tb_name=f"trial_{trial.number}",
+            eval_seed=tcfg.ppo.seed,
+        )
+        assert "test" not in run.blocks
+
+        def on_evaluation(res: dict[str, float]) -> None:
+            trial.report(float(res["mean_reward"]), int(res["timesteps"]))
+            if trial.should_prune():
+                raise optuna.TrialPruned(
+                    f"{int(res['timesteps'])} timesteps: validation reward {res['mean_reward']}"
+                )
+
+        try:
+            trained = step7.train(run, resume=False, on_evaluation=on_evaluation)
+            ev = trained.evaluator
+            trial.set_user_attr("best_timesteps", ev.best_timesteps)
+            trial.set_user_attr("best_trades", ev.best_trades)
+            if ev.history:
+                best = max(ev.history, key=lambda r: r["mean_reward"])
+                trial.set_user_attr("val_return", float(best["mean_return"]))
+            if not math.isfinite(ev.best_reward):
+                raise PipelineError(f"trial {trial.number}: no finite validation reward")
+            return float(ev.best_reward)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    return objective
+
+
+# ================================================================ study, workers, outputs
+
+
+def make_study(args: argparse.Namespace, storage: Any, name: str, meta: dict[str, str]) -> Any:
+    """Create or load the study; refuse one made for another stage, dataset or model."""
+    import optuna
+
+    pruner: optuna.pruners.BasePruner
+    if args.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    elif args.pruner == "halving":
+        pruner = optuna.pruners.SuccessiveHalvingPruner()
+    else:
+        pruner = optuna.pruners.NopPruner()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    probe = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True
+    )
+    seed = None
+    if args.seed is not None:
+        # Each worker and each rerun samples differently: the same seed would repeat trials.
+        seed = args.seed + 1000 * args.worker_index + len(probe.trials)
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner,
+    )
+    for key, value in meta.items():
+        old = study.user_attrs.get(key)
+        if old is None:
+            study.set_user_attr(key, value)
+        elif old != value:
+            raise PipelineError(
+                f"--study {name}: this study was made with {key} = {old}, not {value}; use "
+                "another --study name"
+            )
+    return study
+
+
+def worker_argv(argv: list[str], index: int) -> list[str]:
+    """``argv`` of one ``--jobs`` worker: without ``--jobs``, as a worker."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--jobs":
+            skip = True
+            continue
+        if a.startswith("--jobs="):
+            continue
+        out.append(a)
+    return [*out, "--jobs", "1", "--worker-index", str(index)]
+
+
+def run_jobs(args: argparse.Namespace, argv: list[str], study: Any) -> None:
+    """``--jobs N``: N worker processes on this machine (one device), the progress here."""
+    from pipeline.tuning import StudyProgress, best_of, finished, python_command
+
+    env = dict(os.environ)
+    env.setdefault("PIPELINE_PROGRESS", "log")
+    procs = [
+        subprocess.Popen(python_command(worker_argv(argv, i + 1)), env=env)
+        for i in range(args.jobs)
+    ]
+    progress = StudyProgress(args.trials, finished(study))
+    last = -1
+    try:
+        while any(p.poll() is None for p in procs):
+            done = finished(study)
+            if done != last:
+                progress.update(done, *best_of(study))
+                last = done
+            time.sleep(2.0)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        raise
+    finally:
+        progress.close()
+    progress.update(finished(study), *best_of(study))
+    codes = [p.returncode for p in procs]
+    if any(c == EXIT_INTERRUPTED for c in codes):
+        raise KeyboardInterrupt("a worker was interrupted")
+    bad = [f"worker {i + 1} exit {c}" for i, c in enumerate(codes) if c != EXIT_OK]
+    if bad:
+        raise PipelineError(f"--jobs {args.jobs}: {', '.join(bad)} (see its error line above)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (usage errors exit 1)."""
+    p = CliParser(
+        prog="tune.py",
+        description="Tune hyperparameters with Optuna on the development data (never the test "
+        "block): the classifier (validation macro-F1 of one architecture) or the agent (best "
+        "validation mean episode reward). Several workers and pods can share one study.",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="dataset name (datasets/NAME.csv under --root) or a path to an OHLCV CSV",
+    )
+    p.add_argument(
+        "--stage",
+        required=True,
+        choices=STAGES,
+        help="classifier: one architecture's validation macro-F1; agent: the PPO agent's best "
+        "validation mean episode reward (needs step 5's prediction table)",
+    )
+    p.add_argument(
+        "--trials",
+        required=True,
+        type=int,
+        metavar="N",
+        help="the study's target of complete or pruned trials, over every worker and pod; a rerun "
+        "continues until the study has N",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="MIN",
+        help="stop starting new trials after this many minutes (this command only)",
+    )
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage shared by the workers: an RDB URL (sqlite:///PATH, postgresql://..., "
+        "mysql://...), journal:PATH (a journal file, e.g. on a shared volume) or PATH.db "
+        "(default: results/tuning_{stage}_{dataset}/optuna.db)",
+    )
+    p.add_argument(
+        "--study",
+        metavar="NAME",
+        help="study name (default: agent_{dataset}, or classifier_{model}_{dataset})",
+    )
+    p.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        help="classifier stage: the architecture to tune (one study each; default: the agent's "
+        "prediction_model)",
+    )
+    p.add_argument(
+        "--space",
+        type=Path,
+        metavar="FILE",
+        help="search-space file (default: pipeline/search_spaces/{stage}.txt)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes on this machine, sharing its device (several small classifier "
+        "trials on one GPU); default 1",
+    )
+    p.add_argument(
+        "--pruner",
+        choices=("median", "halving", "none"),
+        default="median",
+        help="stop bad trials early from their intermediate values: median (MedianPruner, after "
+        "5 trials), halving (SuccessiveHalvingPruner) or none (default: median)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the TPE sampler (each worker and rerun offsets it); default: random",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        metavar="S",
+        help="RDB storages: a running trial's heartbeat interval; a trial without one for twice "
+        "this long is marked failed and retried (default 60)",
+    )
+    p.add_argument(
+        "--root",
+        type=Path,
+        help="folder holding datasets/, models/, results/ (default: $PIPELINE_HOME or the "
+        "project folder)",
+    )
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    add_config_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the study, write the outputs."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+
+    def body() -> int:
+        from pipeline.process import interrupt_on_signals
+        from pipeline.tuning import (
+            StudyProgress,
+            best_of,
+            finished,
+            open_storage,
+            run_worker,
+            storage_url,
+            summary_lines,
+            write_outputs,
+        )
+
+        if args.trials < 1:
+            raise PipelineError(f"--trials {args.trials}: expected an integer >= 1")
+        if args.jobs < 1:
+            raise PipelineError(f"--jobs {args.jobs}: expected an integer >= 1")
+        if args.timeout is not None and not args.timeout > 0:
+            raise PipelineError(f"--timeout {args.timeout}: expected minutes > 0")
+        if args.heartbeat < 1:
+            raise PipelineError(f"--heartbeat {args.heartbeat}: expected seconds >= 1")
+        cfg = config_from_args(args)
+        paths = Paths.from_root(args.root)
+        stage = args.stage
+        model = None
+        if stage == "classifier":
+            model = args.model or cfg.ppo.prediction_model
+            if model not in MODEL_NAMES:
+                raise PipelineError(
+                    f"--model: the agent's prediction_model is {model}; name the architecture "
+                    f"to tune with --model ({', '.join(MODEL_NAMES)})"
+                )
+        space = stage_space(
+            read_search_space(args.space or default_space_path(stage)), stage, model
+        )
+        name_ds = dataset_name(args.dataset)
+        files = Artifacts(paths, name_ds)
+        out_dir = files.tuning_dir(stage, model)
+        url = storage_url(args.storage, files.tuning_dir(stage) / art.TUNING_STORAGE_NAME)
+        storage = open_storage(url, heartbeat_interval=args.heartbeat)
+        study_name = args.study or "_".join(x for x in (stage, model, name_ds) if x)
+        meta = {"stage": stage, "dataset": name_ds, "model": model or "", "metric": METRICS[stage]}
+        study = make_study(args, storage, study_name, meta)
+        log.info(
+            "study %s (%s), maximising the %s over %s; %d of %d trials finished",
+            study_name, url.split("@")[-1], METRICS[stage], ", ".join(space.names()),
+            finished(study), args.trials,
+        )  # fmt: skip
+        with interrupt_on_signals():
+            if args.jobs > 1:
+                run_jobs(args, argv, study)
+            else:
+                if stage == "classifier":
+                    assert model is not None
+                    objective = classifier_objective(args, cfg, paths, space, model)
+                else:
+                    objective = agent_objective(args, cfg, paths, space, out_dir)
+                progress = StudyProgress(
+                    args.trials, finished(study), bar=None if args.worker_index == 0 else False
+                )
+                try:
+                    run_worker(
+                        study,
+                        objective,
+                        args.trials,
+                        timeout_s=None if args.timeout is None else 60.0 * args.timeout,
+                        on_trial=lambda st, _t: progress.update(finished(st), *best_of(st)),
+                    )
+                finally:
+                    progress.close()
+        if args.worker_index:
+            return EXIT_OK  # the --jobs parent writes the outputs
+        base = [*(["--preset", args.preset] if args.preset else [])]
+        for o in args.overrides:
+            base += ["--set", o]
+        summary = write_outputs(study, out_dir, stage, name_ds, space, base, OUTPUT_NAMES)
+        for line in summary_lines(summary, out_dir):
+            print(line)
+        return EXIT_OK
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
