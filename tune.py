@@ -56,8 +56,8 @@ from pipeline.common import (
     run_cli,
     setup_logging,
 )
-from pipeline.config import add_config_args, config_from_args, load_config
-from pipeline.config_schema import MODEL_NAMES, Config, ConfigError
+from pipeline.config import SECTIONS, add_config_args, config_from_args, load_config
+from pipeline.config_schema import MODEL_NAMES, Config, ConfigError, field_map
 from pipeline.search_space import SearchSpace, default_space_path, read_search_space
 from pipeline.tuning import METRICS, STAGES
 
@@ -66,18 +66,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tune")
 
-AGENT_DATA_KEYS = frozenset(
-    {
-        "prediction_model",
-        "ensemble_models",
-        "ppo_prediction_source",
-        "oracle_accuracy",
-        "price_feature_scaling",
-        "seeds",
-    }
+CLASSIFIER_KEYS = frozenset(
+    {"lookback", "learning_rate", "weight_decay", "grad_clip", "batch_size", "patience"}
 )
-"""PPO keys an agent trial cannot vary: they change which data the agent sees (the prediction
-table and its blocks are built once per worker) or train several agents."""
+"""Training keys a classifier trial may vary besides the architectures' own sizes (the ``model``
+group): not the labels or splits (they change what is measured and where the test block lies),
+not ``epochs`` (the budget), the seed or the run settings."""
+
+AGENT_FIXED_KEYS = frozenset({"total_timesteps", "vec_env", "device", "seed", "seeds"})
+"""Keys of the ``ppo`` group an agent trial may not vary: the budget, the seed and run settings.
+Outside the ``ppo`` group nothing is tunable: the data keys change which data the agent sees (its
+blocks are built once per worker), and the reward, environment and evaluation keys change the
+measure itself (a trial would raise its score by rescaling the reward)."""
 
 OUTPUT_NAMES = {
     "best": art.TUNING_BEST_PARAMS_NAME,
@@ -102,10 +102,18 @@ def stage_space(space: SearchSpace, stage: str, model: str | None) -> SearchSpac
                 f"{p.where}: {p.name} is a {p.section} key; the {stage} stage tunes "
                 f"{'training_config.txt' if wanted == 'training' else 'ppo_config.txt'} keys only"
             )
-        if stage == "agent" and p.key in AGENT_DATA_KEYS:
+        group = field_map(SECTIONS[p.section])[p.key].metadata["group"]
+        if stage == "agent" and (group != "ppo" or p.key in AGENT_FIXED_KEYS):
             raise ConfigError(
-                f"{p.where}: {p.key} cannot be tuned in the agent stage (it changes the agent's "
-                "data or trains several agents); set it with --set instead"
+                f"{p.where}: {p.key} cannot be tuned in the agent stage (only PPO "
+                "hyperparameters: the data, reward, environment, evaluation, budget and seed stay "
+                "fixed so that every trial is measured the same way); set it with --set instead"
+            )
+        if stage == "classifier" and group != "model" and p.key not in CLASSIFIER_KEYS:
+            raise ConfigError(
+                f"{p.where}: {p.key} cannot be tuned in the classifier stage (only the "
+                f"architectures' sizes and {', '.join(sorted(CLASSIFIER_KEYS))}: labels, splits, "
+                "the epoch budget and the seed stay fixed); set it with --set instead"
             )
     if stage == "classifier":
         others = [m for m in MODEL_NAMES if m != model]
@@ -250,7 +258,8 @@ def agent_objective(
         sampled = space.suggest(trial)
         # No checkpoints inside a trial: a dead trial is retried from the start.
         tcfg = trial_config(args, [*sampled, f"ppo.checkpoint_freq={MAX_INT}"])
-        scratch = scratch_root / f"trial_{trial.number}"
+        # Per study and trial: several studies (and their workers) may share the folder.
+        scratch = scratch_root / f"{trial.study.study_name}_trial_{trial.number}"
         shutil.rmtree(scratch, ignore_errors=True)
         run = dataclasses.replace(
             run0,

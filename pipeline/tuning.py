@@ -108,6 +108,27 @@ def retried_from(trial: Any) -> int | None:
     return int(value) if value is not None else None
 
 
+def _serialise_sqlite(engine: Any) -> None:
+    """Every SQLite transaction starts with ``BEGIN IMMEDIATE`` (SQLAlchemy's pysqlite recipe).
+
+    Optuna hands a queued (WAITING) trial to a worker by reading it ``FOR UPDATE`` and setting it
+    RUNNING; SQLite ignores ``FOR UPDATE`` and Python's sqlite3 begins the transaction only at
+    the UPDATE, so two worker processes could both read WAITING and both run the trial (seen
+    with ``--jobs 2`` on queued trials: the second one failed at the end with "Trial#0 has
+    already finished"). Taking the write lock at BEGIN makes the read-check-write one step."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections pooled before the listeners existed
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int = 60,
@@ -135,13 +156,16 @@ def open_storage(
         with warnings.catch_warnings():
             # The heartbeat and its retry callback are "experimental" in Optuna's terms.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
+            storage = RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
                 **_retry_callback(max_retry),
             )
+        if url.startswith("sqlite:"):
+            _serialise_sqlite(storage.engine)
+        return storage
     except (ImportError, ModuleNotFoundError) as exc:
         raise PipelineError(
             f"--storage {url}: the database driver is not installed ({exc}); install it "

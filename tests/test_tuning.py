@@ -116,9 +116,18 @@ def test_a_key_of_the_other_stage_is_refused_with_its_line(tmp_path: Path) -> No
     path = _space(tmp_path, "[ppo]\ngamma = float 0.9 0.99\n[training]\nlookback = int 8 16\n")
     with pytest.raises(ConfigError, match=rf"^{path}:4: training.lookback is a training key"):
         tune.stage_space(read_search_space(path), "agent", None)
-    path = _space(tmp_path, "[ppo]\nprice_feature_scaling = choice none | train_zscore\n")
-    with pytest.raises(ConfigError, match="cannot be tuned in the agent stage"):
-        tune.stage_space(read_search_space(path), "agent", None)
+    for line in (
+        "price_feature_scaling = choice none | train_zscore",  # the agent's data
+        "profit_scale = float 1 100",  # the reward: the measure itself
+        "total_timesteps = int 1000 5000",  # the budget
+    ):
+        path = _space(tmp_path, f"[ppo]\n{line}\n")
+        with pytest.raises(ConfigError, match=rf"^{path}:2: .* cannot be tuned in the agent stage"):
+            tune.stage_space(read_search_space(path), "agent", None)
+    for line in ("test_fraction = float 0.1 0.3", "smoothing_k = int 3 8", "epochs = int 2 9"):
+        path = _space(tmp_path, f"[training]\n{line}\n")
+        with pytest.raises(ConfigError, match=rf"^{path}:2: .* cannot be tuned in the classifier"):
+            tune.stage_space(read_search_space(path), "classifier", "dlstm")
 
 
 def test_sampled_values_are_config_overrides_the_parser_accepts(tmp_path: Path) -> None:
@@ -339,10 +348,22 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def two_worker_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, optuna.Study]:
-    """``tune.py --jobs 2`` on one SQLite storage: 4 classifier trials."""
+    """``tune.py --jobs 2`` on one SQLite storage: 4 classifier trials, two of them queued
+    before the workers start (both workers race for them: each must run once)."""
     tmp = tmp_path_factory.mktemp("jobs")
     root = _root(tmp)
     space = _space(tmp, CLASSIFIER_SPACE)
+    folder = Artifacts(Paths.from_root(root), DATASET).tuning_dir("classifier")
+    folder.mkdir(parents=True)
+    queued = optuna.create_study(
+        study_name=f"classifier_dlstm_{DATASET}",
+        storage=f"sqlite:///{folder / 'optuna.db'}",
+        direction="maximize",
+    )
+    for units in (5, 9):
+        queued.enqueue_trial(
+            {"training.learning_rate": 3e-3, "training.dlstm_units": units, "training.lookback": 16}
+        )
     cmd = _tune_cmd(root, "--trials", "4", "--jobs", "2", "--space", str(space))
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
