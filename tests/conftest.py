@@ -204,6 +204,7 @@ _MODULE_TIERS: dict[str, tuple[str, frozenset[str]]] = {
                 "test_outputs_and_the_best_parameter_file_changes_the_run",
                 "test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_retries",
                 "test_pruning_stops_a_deliberately_bad_trial",
+                "test_sigterm_fails_the_running_trial_queues_it_again_and_exits_130",
             }
         ),
     ),

@@ -507,3 +507,30 @@ def test_set_file_passes_through_absolute(tmp_path: Path, monkeypatch: pytest.Mo
     i = out.index("--set-file")
     assert out[i + 1] == str(tmp_path / "best.txt")
     assert read_config_file(tmp_path / "best.txt", TrainingConfig)["lookback"][0] == 24
+
+
+def test_sigterm_fails_the_running_trial_queues_it_again_and_exits_130(tmp_path: Path) -> None:
+    root = _root(tmp_path)
+    space = _space(tmp_path, CLASSIFIER_SPACE)
+    db = root / "results" / f"tuning_classifier_{DATASET}" / "optuna.db"
+    slow = ["--set", "epochs=500", "--set", "patience=500"]
+    proc = subprocess.Popen(
+        _tune_cmd(root, "--trials", "1", "--space", str(space), *slow),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not _running_trials(db):
+        assert proc.poll() is None, "the worker ended before its trial ran"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "trial 0 interrupted: marked failed and queued again" in err
+    study = _study(root, "classifier", f"classifier_dlstm_{DATASET}")
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+    assert study.trials[1].user_attrs["retry_of"] == 0
