@@ -505,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             StudyProgress,
             best_of,
             finished,
+            masked_url,
             open_storage,
             run_worker,
             storage_url,
@@ -544,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         study = make_study(args, storage, study_name, meta)
         log.info(
             "study %s (%s), maximising the %s over %s; %d of %d trials finished",
-            study_name, url.split("@")[-1], METRICS[stage], ", ".join(space.names()),
+            study_name, masked_url(url), METRICS[stage], ", ".join(space.names()),
             finished(study), args.trials,
         )  # fmt: skip
         with interrupt_on_signals():

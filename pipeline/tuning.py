@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shlex
 import socket
 import sys
@@ -90,6 +91,11 @@ def storage_url(spec: str | None, default_path: Path) -> str:
     )
 
 
+def masked_url(url: str) -> str:
+    """``url`` with the user and password of an RDB URL hidden (for logs and error lines)."""
+    return re.sub(r"://[^@/]*@", "://***@", url)
+
+
 def _retry_callback(max_retry: int) -> dict[str, Any]:
     """RDBStorage's argument that queues a stale trial again: Optuna >= 4.9 names it
     ``heartbeat_stale_trial_callback`` (``RetryHeartbeatStaleTrialCallback``), older versions
@@ -146,7 +152,9 @@ def open_storage(
         try:
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as exc:
-            raise PipelineError(f"--storage {url}: cannot open the journal file: {exc}") from None
+            raise PipelineError(
+                f"--storage {masked_url(url)}: cannot open the journal file: {exc}"
+            ) from None
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
@@ -168,14 +176,16 @@ def open_storage(
         return storage
     except (ImportError, ModuleNotFoundError) as exc:
         raise PipelineError(
-            f"--storage {url}: the database driver is not installed ({exc}); install it "
-            "(e.g. psycopg2-binary for PostgreSQL, pymysql for MySQL)"
+            f"--storage {masked_url(url)}: the database driver is not installed ({exc}); "
+            "install it (e.g. psycopg2-binary for PostgreSQL, pymysql for MySQL)"
         ) from None
     except Exception as exc:  # SQLAlchemy's errors: a bad URL, an unreachable server
         if isinstance(exc, optuna.exceptions.OptunaError | PipelineError):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"--storage {url}: cannot open the study storage: {first}") from None
+        raise PipelineError(
+            f"--storage {masked_url(url)}: cannot open the study storage: {masked_url(first)}"
+        ) from None
 
 
 # ================================================================ development data only

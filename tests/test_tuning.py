@@ -316,6 +316,10 @@ def test_storage_errors_are_one_line(tmp_path: Path) -> None:
         tuning.storage_url("results/study.txt", tmp_path / "x.db")
     with pytest.raises(PipelineError, match=r"^--storage nosuchdb://x: cannot open"):
         tuning.open_storage("nosuchdb://x")
+    with pytest.raises(PipelineError) as err:
+        tuning.open_storage("nosuchdb://user:s3cret@host/db")
+    assert "s3cret" not in str(err.value)
+    assert str(err.value).startswith("--storage nosuchdb://***@host/db: cannot open")
 
 
 def test_usage_errors_exit_1_and_help_names_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
