@@ -308,7 +308,11 @@ class PPOConfig:
     profit_scale: float = setting(
         100.0, "profit term: step return of equity x this", "reward", gt=0
     )
-    cost_weight: float = setting(1.0, "transaction-cost penalty weight", "reward", min=0)
+    # 0 since issue 10: the fees are already in the equity change; an extra penalty on top made
+    # "never trade" the optimum as soon as the signal was noisy (the learnability ladder).
+    cost_weight: float = setting(
+        0.0, "extra transaction-cost penalty weight (0: fees are charged once)", "reward", min=0
+    )
     drawdown_weight: float = setting(
         1.0, "penalty weight on increases of drawdown", "reward", min=0
     )
@@ -317,8 +321,9 @@ class PPOConfig:
         0.01, "adaptation rate of the differential Sharpe ratio", "reward", gt=0, lt=1
     )
     reward_clip: float = setting(10.0, "the summed reward is clipped to [-x, x]", "reward", gt=0)
+    # log since issue 10: the episode's summed profit term is its log return (the ladder).
     profit_return: str = setting(
-        "simple",
+        "log",
         "profit term on the simple step return (E_t/E_t-1 - 1) or the log return (log E_t/E_t-1)",
         "reward",
         choices=("simple", "log"),

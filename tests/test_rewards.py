@@ -71,7 +71,9 @@ def test_sharpe_term_is_zero_while_variance_is_zero() -> None:
 
 
 def test_reward_function_terms_on_equity_path() -> None:
-    fn = RewardFunction(RewardConfig(sharpe_weight=0.0))
+    # The simple-return profit term (the default is the log return since issue 10; the log term
+    # is tested in test_log_profit_term_sums_to_the_episode_log_return).
+    fn = RewardFunction(RewardConfig(sharpe_weight=0.0, profit_return="simple"))
     path = [10000.0, 10100.0, 9999.0, 10049.5, 9899.0]
     rewards = []
     for prev, now in zip(path[:-1], path[1:], strict=True):
@@ -113,7 +115,7 @@ def test_reward_function_dsr_positive_after_return_above_mean() -> None:
 
 
 def test_reward_is_clipped() -> None:
-    fn = RewardFunction(RewardConfig())
+    fn = RewardFunction(RewardConfig(profit_return="simple"))
     r, terms = fn(10000.0, 20000.0, 0.0)  # +100 % -> profit 100
     assert terms["profit"] == pytest.approx(100.0)
     assert r == 10.0
@@ -212,3 +214,15 @@ def test_profit_return_must_be_simple_or_log() -> None:
         RewardConfig(profit_return="sqrt")
     with pytest.raises(ConfigError, match="profit_return"):
         load_config(None, None, None, ["profit_return=sqrt"])
+
+
+def test_defaults_charge_fees_once_on_the_log_return() -> None:
+    """Issue 10, set from the learnability ladder: by default the profit term is the log return
+    and fees are charged once (inside the equity change, no extra cost penalty); the drawdown and
+    Sharpe terms keep their weights."""
+    cfg = RewardConfig()
+    assert (cfg.profit_return, cfg.cost_weight) == ("log", 0.0)
+    assert (cfg.drawdown_weight, cfg.sharpe_weight) == (1.0, 0.1)
+    _, terms = RewardFunction(cfg)(10000.0, 9990.0, 10.0)  # a fee of 10 was the whole loss
+    assert terms["cost"] == 0.0
+    assert terms["profit"] == pytest.approx(100 * math.log(0.999))

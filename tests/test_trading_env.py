@@ -398,7 +398,16 @@ def test_reward_matches_reward_function() -> None:
     expected, terms = RewardFunction(RewardConfig())(10000.0, info["equity"], info["fees"])
     assert reward == pytest.approx(expected)
     assert info["reward_terms"] == pytest.approx(terms)
-    assert terms["cost"] == pytest.approx(-100 * info["fees"] / 10000)
+    assert terms["cost"] == 0.0  # fees are charged once by default (issue 10)
+    # With the extra cost penalty switched on, the env passes the step's fees to it.
+    rc = RewardConfig(cost_weight=1.0)
+    data = price_data([100, 100, 110, 120, 125, 130, 140], [100, 105, 115, 122, 128, 135, 140])
+    env = TradingEnv(data, EnvConfig(episode_length=0), RewardFunction(rc), random_start=False)
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(A.BUY_50)
+    assert info["fees"] > 0
+    assert info["reward_terms"]["cost"] == pytest.approx(-100 * info["fees"] / 10000)
+    assert reward == pytest.approx(RewardFunction(rc)(10000.0, info["equity"], info["fees"])[0])
 
 
 def test_market_data_validation_names_array_and_index() -> None:
