@@ -77,4 +77,5 @@ bench: install
 	$(PY) bench/bench_ppo.py
 	$(PY) bench/bench_end_to_end.py
 	$(PY) bench/bench_agent_learning.py
+	$(PY) bench/bench_tuning.py
 	$(PY) bench/make_benchmarks_md.py

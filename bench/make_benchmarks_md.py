@@ -9,7 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["data_prep", "classifier", "env", "ppo", "agent_learning", "end_to_end", "gpu"]
+ORDER = [
+    "data_prep",
+    "classifier",
+    "env",
+    "ppo",
+    "agent_learning",
+    "tuning",
+    "end_to_end",
+    "gpu",
+]
 HEADER = """# Benchmarks
 
 Every number here comes from a script in `bench/` that anyone can rerun (`make bench`, or the
