@@ -67,9 +67,11 @@ ORACLE_SETTINGS = (
     "cost_weight=0",
     "drawdown_weight=0",
     "sharpe_weight=0",
+    "profit_return=simple",
 )
 """The oracle test's settings on top of the smoke preset: the true future class as input, four
-times the smoke budget, and the reward's profit term only (see the test's docstring)."""
+times the smoke budget, and the reward's profit term only, on the simple return (the settings it
+was measured with; the defaults became the log return with fees charged once later in issue 10)."""
 
 
 def _learned_failures(strategies: dict[str, dict[str, Any]], name: str, sigma: float) -> list[str]:
