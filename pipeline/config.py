@@ -138,9 +138,12 @@ def _read_text(path: Path, what: str) -> str:
         raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
 
 
-def _lines(path: Path, text: str) -> Iterator[tuple[str, str | None, str, str]]:
+def _lines(
+    path: Path, text: str, expected: str = "'key = value'"
+) -> Iterator[tuple[str, str | None, str, str]]:
     """Yield ``(where, section, key, raw)`` per meaningful line: ``section`` is the name of a
-    ``[section]`` line (``key`` and ``raw`` empty then), ``None`` on a ``key = value`` line."""
+    ``[section]`` line (``key`` and ``raw`` empty then), ``None`` on a ``key = value`` line.
+    ``expected`` is what the error line says a line without ``=`` should have been."""
     for lineno, line in enumerate(text.splitlines(), start=1):
         where = f"{path}:{lineno}"
         stripped = line.split("#", 1)[0].strip()
@@ -150,7 +153,7 @@ def _lines(path: Path, text: str) -> Iterator[tuple[str, str | None, str, str]]:
             yield where, stripped[1:-1].strip(), "", ""
             continue
         if "=" not in stripped:
-            raise ConfigError(f"{where}: expected 'key = value', got {stripped!r}")
+            raise ConfigError(f"{where}: expected {expected}, got {stripped!r}")
         key, _, raw = (s.strip() for s in stripped.partition("="))
         yield where, None, key, raw
 

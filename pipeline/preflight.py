@@ -387,6 +387,20 @@ def run_preflight(
     unreachable remote or refused credentials from a warning into a failure.
     """
     train_cfg = cfg.training
+    return [
+        *_resource_checks(cfg, paths, push, push_required),
+        check_dataset(dataset, paths, train_cfg),
+        check_dependencies(),
+        check_write_permissions(paths),
+        check_lock(paths, dataset),
+    ]
+
+
+def _resource_checks(
+    cfg: Config, paths: Paths, push: bool, push_required: bool | None
+) -> list[CheckResult]:
+    """Disk, memory, GPU, and the push destination when ``push``: the machine's first rows."""
+    train_cfg = cfg.training
     rows = [
         check_disk(paths, train_cfg.min_disk_gb),
         check_memory(train_cfg.min_memory_gb),
@@ -401,12 +415,6 @@ def run_preflight(
                 required=push_required,
             )
         )
-    rows += [
-        check_dataset(dataset, paths, train_cfg),
-        check_dependencies(),
-        check_write_permissions(paths),
-        check_lock(paths, dataset),
-    ]
     return rows
 
 
@@ -427,20 +435,10 @@ def run_preflight_many(
 
     train_cfg = cfg.training
     machine = [
-        check_disk(paths, train_cfg.min_disk_gb),
-        check_memory(train_cfg.min_memory_gb),
-        check_gpu(),
+        *_resource_checks(cfg, paths, push, push_required),
+        check_dependencies(),
+        check_write_permissions(paths),
     ]
-    if push:
-        machine.append(
-            check_remote(
-                paths.root,
-                train_cfg.git_remote,
-                branch=train_cfg.git_branch,
-                required=push_required,
-            )
-        )
-    machine += [check_dependencies(), check_write_permissions(paths)]
     per_dataset: dict[str, list[CheckResult]] = {}
     for dataset in datasets:
         name = dataset_name(dataset)

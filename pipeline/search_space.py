@@ -23,12 +23,20 @@ from __future__ import annotations
 import math
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.config import SECTIONS, _hints, _read_text, _suggest, format_value, parse_value
+from pipeline.config import (
+    SECTIONS,
+    _hints,
+    _lines,
+    _read_text,
+    _suggest,
+    format_value,
+    parse_value,
+)
 from pipeline.config_schema import ConfigError, field_map
 
 SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"
@@ -159,24 +167,6 @@ def _bound(where: str, section: str, key: str, line: str, raw: str) -> Any:
         raise ConfigError(f"{where}: {key} = {line}: {exc}") from None
 
 
-def _lines(path: Path, text: str) -> Iterator[tuple[str, str | None, str, str]]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        where = f"{path}:{lineno}"
-        stripped = line.split("#", 1)[0].strip()
-        if not stripped:
-            continue
-        if stripped.startswith("[") and stripped.endswith("]"):
-            yield where, stripped[1:-1].strip(), "", ""
-            continue
-        if "=" not in stripped:
-            raise ConfigError(
-                f"{where}: expected 'key = int|float LOW HIGH [log]' or 'key = choice A | B', "
-                f"got {stripped!r}"
-            )
-        key, _, raw = (s.strip() for s in stripped.partition("="))
-        yield where, None, key, raw
-
-
 def _scalar_type(cls: type, key: str) -> Any:
     """The type of ``cls.key`` with ``| None`` dropped (``tuple`` for a list setting)."""
     hint = _hints(cls)[key]
@@ -258,7 +248,11 @@ def read_search_space(path: str | Path) -> SearchSpace:
     params: list[Param] = []
     seen: dict[str, str] = {}
     section: str | None = None
-    for where, sec, key, raw in _lines(path, _read_text(path, "search space file")):
+    for where, sec, key, raw in _lines(
+        path,
+        _read_text(path, "search space file"),
+        "'key = int|float LOW HIGH [log]' or 'key = choice A | B'",
+    ):
         if sec is not None:
             if sec not in SECTIONS:
                 raise ConfigError(f"{where}: unknown section [{sec}]; expected [training] or [ppo]")
