@@ -36,6 +36,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -87,6 +88,30 @@ OUTPUT_NAMES = {
     "command": art.TUNING_COMMAND_NAME,
     "summary": art.TUNING_SUMMARY_NAME,
 }
+
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A study name: it names the trial folders (``{study}_trial_{n}``) under the tuning folder, so it
+must be a plain name, never a path (issue 22 item 2)."""
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it is a plain study name, else a one-line :class:`PipelineError`."""
+    if not STUDY_NAME.fullmatch(name) or ".." in name:
+        raise PipelineError(
+            f"--study {name!r}: expected a name (letters, digits, '.', '_', '-'; up to 100 "
+            "characters, no '/' or '..'), not a path"
+        )
+    return name
+
+
+def remove_inside(folder: Path, root: Path) -> None:
+    """``shutil.rmtree(folder)`` (missing is fine), only when ``folder`` lies inside ``root``."""
+    resolved, inside = folder.resolve(), root.resolve()
+    assert resolved != inside and resolved.is_relative_to(inside), (
+        f"refusing to delete {folder}: not inside {root}"
+    )
+    shutil.rmtree(resolved, ignore_errors=True)
 
 
 # ================================================================ the stage's space
@@ -259,8 +284,8 @@ def agent_objective(
         # No checkpoints inside a trial: a dead trial is retried from the start.
         tcfg = trial_config(args, [*sampled, f"ppo.checkpoint_freq={MAX_INT}"])
         # Per study and trial: several studies (and their workers) may share the folder.
-        scratch = scratch_root / f"{trial.study.study_name}_trial_{trial.number}"
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch = scratch_root / f"{check_study_name(trial.study.study_name)}_trial_{trial.number}"
+        remove_inside(scratch, scratch_root)
         run = dataclasses.replace(
             run0,
             cfg=tcfg,
@@ -296,7 +321,7 @@ def agent_objective(
                 raise PipelineError(f"trial {trial.number}: no finite validation reward")
             return float(ev.best_reward)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_inside(scratch, scratch_root)
 
     return objective
 
@@ -521,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             raise PipelineError(f"--timeout {args.timeout}: expected minutes > 0")
         if args.heartbeat < 1:
             raise PipelineError(f"--heartbeat {args.heartbeat}: expected seconds >= 1")
+        if args.study is not None:
+            check_study_name(args.study)
         cfg = config_from_args(args)
         paths = Paths.from_root(args.root)
         stage = args.stage

@@ -1,0 +1,50 @@
+"""Issue 22 (defects found running the pipeline as a new user, under faults and hostile input):
+the unit-tier checks. The ones that run a subprocess or train are in test_issue22_integration.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import tune
+
+pytestmark = pytest.mark.unit
+
+
+# ---------------------------------------------------------------- item 2: study names
+
+
+@pytest.mark.parametrize("study", ["/tmp/x/victim", "../victim", "a/b", "", ".hidden", "a..b"])
+def test_study_name_must_be_a_name_not_a_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], study: str
+) -> None:
+    victim = tmp_path / "x" / "victim_trial_0"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("keep", encoding="utf-8")
+    if study == "/tmp/x/victim":
+        study = str(tmp_path / "x" / "victim")
+    code = tune.main(
+        ["--dataset", "NOPE", "--stage", "agent", "--trials", "1", "--study", study]
+        + ["--root", str(tmp_path)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: --study {study!r}: expected a name")
+    assert (victim / "keep.txt").read_text(encoding="utf-8") == "keep"
+
+
+def test_remove_inside_refuses_a_folder_outside_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "trials"
+    (root / "s_trial_0").mkdir(parents=True)
+    outside = tmp_path / "victim_trial_0"
+    outside.mkdir()
+    with pytest.raises(AssertionError, match="not inside"):
+        tune.remove_inside(root / ".." / "victim_trial_0", root)
+    with pytest.raises(AssertionError, match="not inside"):
+        tune.remove_inside(root, root)
+    assert outside.is_dir()
+    tune.remove_inside(root / "s_trial_0", root)
+    assert not (root / "s_trial_0").exists()
+    assert tune.check_study_name("agent_BTC-EUR_1H.v2") == "agent_BTC-EUR_1H.v2"
