@@ -15,7 +15,7 @@ from pathlib import Path
 # through a sys.path patch; without it, one line says how to install (issue 9 item 7).
 try:
     from pipeline.common import PipelineError, run_cli
-    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+    from pipeline.synthetic import KINDS, generate_ohlcv, write_ohlcv_csv
 except ModuleNotFoundError as exc:
     if exc.name != "pipeline":
         raise
@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     p.add_argument(
+        "--kind",
+        default="momentum",
+        choices=KINDS,
+        help="kind of planted signal: momentum (default), regime (momentum switched on and off) "
+        "or mean_reversion",
+    )
+    p.add_argument(
         "--start", default="2024-01-01", help="first timestamp, UTC (default 2024-01-01)"
     )
     p.add_argument("--freq", default="1h", help="pandas bar frequency (default 1h)")
@@ -80,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         df = generate_ohlcv(
             args.rows,
             signal=args.signal,
+            kind=args.kind,
             seed=args.seed,
             start=args.start,
             freq=args.freq,

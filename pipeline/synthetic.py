@@ -46,6 +46,20 @@ The planted signal (``signal > 0``), documented so tests and the demo know what 
 
 The random draws are made in the same order whatever ``signal`` is, so two series with the same
 seed and different ``signal`` share the same noise and differ only by the trend component.
+
+Kinds of planted signal (``kind``, issue 16: the ladder must not be tuned on one kind of series):
+
+* ``momentum`` (default, above): the drift regime ``mu`` persists, past momentum predicts.
+* ``regime``: the same drift, switched on and off by a hidden two-state Markov gate with a mean
+  stay of ``GATE_MEAN_BARS`` bars in each state (about half the bars carry the drift): momentum
+  pays in some stretches and not in others.
+* ``mean_reversion``: no drift regime; the log price is the random walk plus a stationary
+  Ornstein-Uhlenbeck level ``u`` (AR(1), half-life ``MR_HALF_LIFE_BARS``) of standard deviation
+  ``signal * MR_SCALE * sigma_bar * sqrt(MR_HALF_LIFE_BARS)``: a displacement shows in the recent
+  returns and decays over the next bars, so past returns (RSI, momentum) predict the reversal.
+
+Every kind draws its extra random numbers after the common ones, so the noise of a seed is the
+same across kinds and signals.
 """
 
 from __future__ import annotations
@@ -82,6 +96,18 @@ ANCHOR_HALF_LIFE_BARS = 720.0
 
 GAP_FRACTION = 0.02
 """Std of the open-vs-previous-close gap as a fraction of the bar's volatility."""
+
+GATE_MEAN_BARS = 500.0
+"""``kind = regime``: mean number of bars the momentum gate stays on (or off)."""
+
+MR_HALF_LIFE_BARS = 8.0
+"""``kind = mean_reversion``: half-life in bars of the level that reverts."""
+
+MR_SCALE = 2.0
+"""``kind = mean_reversion``: the level's std in units of ``sigma_bar * sqrt(half-life)``."""
+
+KINDS: tuple[str, ...] = ("momentum", "regime", "mean_reversion")
+"""The kinds of planted signal (``generate_ohlcv(kind=...)``)."""
 
 BASE_VOLUME_PER_HOUR = 60.0
 """Typical volume of one hourly bar (in base-currency units, e.g. BTC)."""
@@ -132,6 +158,7 @@ def generate_ohlcv(
     start: str = "2024-01-01",
     freq: str = "1h",
     start_price: float = 40000.0,
+    kind: str = "momentum",
 ) -> pd.DataFrame:
     """Generate ``n_bars`` synthetic candles; see the module docstring for the model.
 
@@ -143,6 +170,7 @@ def generate_ohlcv(
         start: first timestamp (UTC).
         freq: pandas frequency of the bars (``"1h"``, ``"15min"``, ``"1D"`` ...).
         start_price: open of the first bar.
+        kind: ``momentum``, ``regime`` or ``mean_reversion`` (module docstring).
 
     Returns:
         DataFrame with columns timestamp (datetime64[ns, UTC]), open, high, low, close, volume
@@ -154,6 +182,8 @@ def generate_ohlcv(
         raise ValueError(f"signal must be >= 0, got {signal}")
     if start_price <= 0:
         raise ValueError(f"start_price must be > 0, got {start_price}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     rng = np.random.default_rng(seed)
     n = int(n_bars)
     bar_hours = _bar_seconds(freq) / 3600.0
@@ -166,14 +196,27 @@ def generate_ohlcv(
     u_high = rng.random(n)  # (N,) uniforms for the bridge maximum
     u_low = rng.random(n)  # (N,) uniforms for the bridge minimum
     vol_noise = rng.standard_normal(n)  # (N,) volume noise
+    gate_u = rng.random(n) if kind == "regime" else None  # (N,) gate switches, after the rest
 
     sigma = np.sqrt(_garch_variance(z * z, sigma_bar**2))  # (N,)
-    phi = 0.5 ** (1.0 / DRIFT_HALF_LIFE_BARS)
-    mu = _stationary_ar1(eta, phi)  # (N,)
-    mu_prev = np.concatenate(([0.0], mu[:-1]))  # regime known at the end of bar t-1
-    # Trend component of log price: integrates the drift and decays back to 0 (anchor).
     kappa = 1.0 - 0.5 ** (1.0 / ANCHOR_HALF_LIFE_BARS)
-    trend = _ar1_filter(signal * DRIFT_SCALE * sigma * mu_prev, 1.0 - kappa)  # (N,)
+    if kind == "mean_reversion":
+        # An Ornstein-Uhlenbeck level u (short half-life) added to the random walk's log price:
+        # a displacement of u shows in the recent returns and decays over the next bars.
+        u = _stationary_ar1(eta, 0.5 ** (1.0 / MR_HALF_LIFE_BARS))  # (N,) ~ N(0, 1)
+        level = signal * MR_SCALE * sigma_bar * np.sqrt(MR_HALF_LIFE_BARS) * u
+        push = np.diff(level, prepend=0.0)  # (N,) the level's change is part of each return
+    else:
+        phi = 0.5 ** (1.0 / DRIFT_HALF_LIFE_BARS)
+        mu = _stationary_ar1(eta, phi)  # (N,)
+        mu_prev = np.concatenate(([0.0], mu[:-1]))  # regime known at the end of bar t-1
+        push = signal * DRIFT_SCALE * sigma * mu_prev
+        if gate_u is not None:  # regime: momentum only while the hidden gate is on
+            flips = gate_u < 1.0 / GATE_MEAN_BARS  # (N,) the gate switches at these bars
+            gate = (np.cumsum(flips) % 2 == 0).astype(np.float64)
+            push = push * np.concatenate(([0.0], gate[:-1]))
+    # Trend component of log price: integrates the drift and decays back to 0 (anchor).
+    trend = _ar1_filter(push, 1.0 - kappa)  # (N,)
     drift = np.diff(trend, prepend=0.0)  # (N,) expected part of each bar's return
     r = drift + sigma * z  # (N,) open-to-close log return
 

@@ -141,3 +141,31 @@ def test_make_synthetic_cli_writes_loadable_csv(
     np.testing.assert_allclose(df["close"], expected["close"].round(2))
     assert mod.main(["--rows", "0", "--out", str(tmp_path / "x.csv")]) == 1
     assert capsys.readouterr().err.strip() == "error: --rows must be >= 1, got 0"
+
+
+def test_kinds_plant_momentum_or_reversal_and_share_the_noise() -> None:
+    """Issue 16: the ladder's series of other kinds. The momentum kinds make the past 10-bar
+    return predict the next 5 bars' (positive correlation), mean reversion the opposite, and
+    every kind with signal 0 is the same random walk (the noise of a seed is shared)."""
+    import numpy as np
+
+    def past_future_corr(kind: str, signal: float) -> float:
+        lc = np.log(generate_ohlcv(12_000, signal=signal, seed=1, kind=kind)["close"].to_numpy())
+        past, fut = lc[3:-5] - lc[:-8], lc[8:] - lc[3:-5]
+        return float(np.corrcoef(past, fut)[0, 1])
+
+    base = past_future_corr("momentum", 0.0)
+    assert past_future_corr("momentum", 1.0) > base + 0.2
+    assert past_future_corr("regime", 1.0) > base + 0.1
+    assert past_future_corr("mean_reversion", 1.0) < base - 0.08
+    noise = generate_ohlcv(500, signal=0.0, seed=3)
+    for kind in ("regime", "mean_reversion"):
+        other = generate_ohlcv(500, signal=0.0, seed=3, kind=kind)
+        assert np.allclose(other["close"], noise["close"])
+
+
+def test_unknown_kind_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="kind must be one of momentum, regime, mean_reversion"):
+        generate_ohlcv(10, kind="trend")
