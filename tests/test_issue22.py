@@ -48,3 +48,29 @@ def test_remove_inside_refuses_a_folder_outside_the_root(tmp_path: Path) -> None
     tune.remove_inside(root / "s_trial_0", root)
     assert not (root / "s_trial_0").exists()
     assert tune.check_study_name("agent_BTC-EUR_1H.v2") == "agent_BTC-EUR_1H.v2"
+
+
+# ---------------------------------------------------------------- item 6: a folder for a file
+
+
+def test_a_folder_given_as_a_config_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.config import load_config
+    from pipeline.config_schema import ConfigError
+    from pipeline.search_space import read_search_space
+
+    for kwargs in ({"set_files": [tmp_path]}, {"training_path": tmp_path}, {"ppo_path": tmp_path}):
+        with pytest.raises(ConfigError) as info:
+            load_config(**kwargs)  # type: ignore[arg-type]
+        assert str(info.value).startswith(f"{tmp_path}: is a folder; expected a ")
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"is a folder; expected a search space file"):
+        read_search_space(tmp_path)
+    code = tune.main(
+        ["--dataset", "NOPE", "--stage", "agent", "--trials", "1", "--space", str(tmp_path)]
+        + ["--root", str(tmp_path)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == [f"error: {tmp_path}: is a folder; expected a search space file (a text file)"]
