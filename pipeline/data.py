@@ -602,12 +602,16 @@ def _sort_and_dedupe(
         first_of_run = run_start[np.searchsorted(run_start, np.arange(len(ts)), side="right") - 1]
         conflict = same_ts[(values[same_ts] != values[first_of_run[same_ts]]).any(axis=1)]
         if len(conflict):
+            # One item per distinct timestamp, each listing at most MAX_LISTED lines: a file whose
+            # rows all share one timestamp is one short line, not every line (issue 22 item 7).
+            stamps = list(dict.fromkeys(int(ts[i]) for i in conflict))
             items = []
-            for i in conflict[:MAX_LISTED]:
-                members = np.flatnonzero(ts == ts[i])
-                stamp = pd.Timestamp(ts[i], tz="UTC").isoformat()
-                items.append(f"{stamp} on lines {', '.join(str(int(x)) for x in lines[members])}")
-            more = f" and {len(conflict) - MAX_LISTED} more" if len(conflict) > MAX_LISTED else ""
+            for t in stamps[:MAX_LISTED]:
+                members = np.flatnonzero(ts == t)
+                stamp = pd.Timestamp(t, tz="UTC").isoformat()
+                items.append(f"{stamp} on {_fmt_lines(lines[members])}")
+            extra = len(stamps) - MAX_LISTED
+            more = f" and {extra} more timestamp(s)" if extra > 0 else ""
             raise DatasetError(
                 f"{shown}: duplicate timestamps with different values: {'; '.join(items)}{more} "
                 "(expected one row per timestamp)"

@@ -74,3 +74,22 @@ def test_a_folder_given_as_a_config_file_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err == [f"error: {tmp_path}: is a folder; expected a search space file (a text file)"]
+
+
+# ---------------------------------------------------------------- item 7: capped error lines
+
+
+def test_every_row_on_one_timestamp_is_a_short_error_line(tmp_path: Path) -> None:
+    from pipeline.data import DatasetError, load_dataset
+
+    rows = [f"2024-01-01T00:00:00Z,1,2,0.5,{1 + i / 1e5},1" for i in range(5000)]
+    rows += [f"2024-01-02T00:00:00Z,1,2,0.5,{c},1" for c in (1.2, 1.25)]
+    path = tmp_path / "same.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(str(path))
+    msg = str(info.value)
+    assert len(msg) < 600, msg
+    assert "2024-01-01T00:00:00+00:00 on lines 2, 3, 4, 5, 6 and 4995 more" in msg
+    assert "2024-01-02T00:00:00+00:00 on lines 5002, 5003" in msg
+    assert msg.count("2024-01-01T00:00:00+00:00") == 1
