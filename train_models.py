@@ -340,7 +340,6 @@ def train_main_model(
     payload = model_payload(train_cfg, prep, name, plan, result)
     save_model_file(art.classifier_model(name), payload)
     write_resolved(cfg, art.classifier_config(name))
-    ckpt.unlink(missing_ok=True)
 
     s = prep.arrays.splits
     val = evaluate_block(result.model, prep, s.val, device)
@@ -398,6 +397,9 @@ def train_main_model(
         best_epoch=result.best_epoch,
     )
     atomic_write_json(art.metrics(name), metrics)
+    # Only now: a kill before the metrics file exists must leave the checkpoint, so that
+    # --resume finishes this model from its last epoch instead of from epoch 1 (issue 22 item 4).
+    ckpt.unlink(missing_ok=True)
     return metrics
 
 
