@@ -164,10 +164,33 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        named = _with_path(exc, target)
+        if named is not exc:
+            raise named from exc
         raise
+
+
+LOW_DISK_BYTES = 16 << 20
+"""Below this much free space a failed library write (``torch.save``) is taken for a full disk."""
+
+
+def _with_path(exc: BaseException, target: Path) -> BaseException:
+    """The error of a failed write of ``target``, naming ``target`` (issue 22 item 8).
+
+    A ``write()`` on a full disk raises ``OSError(ENOSPC)`` without a file name, and
+    ``torch.save`` a ``RuntimeError`` ("file write failed"): the one-line message must still say
+    which file could not be written. ``exc`` itself is returned for anything else.
+    """
+    if isinstance(exc, OSError) and exc.errno in CLEAR_OS_ERRORS and not exc.filename:
+        return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(target))
+    if isinstance(exc, RuntimeError) and "write" in str(exc).lower():
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(target.parent).free < LOW_DISK_BYTES:
+                return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    return exc
 
 
 def _fsync_path(path: Path) -> None:
@@ -347,6 +370,8 @@ def os_error_message(exc: OSError) -> str:
                 while not folder.exists() and folder != folder.parent:
                     folder = folder.parent
                 free = f" ({shutil.disk_usage(folder).free / 1e9:.2f} GB free there)"
+        if not where:
+            where = f" (the system did not say which file; the current folder is {Path.cwd()})"
         return (
             f"no space left on the device writing{where}{free}; a run needs about min_disk_gb "
             "(training_config.txt, default 10 GB) free: free some space and rerun with --resume "

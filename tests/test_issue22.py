@@ -93,3 +93,45 @@ def test_every_row_on_one_timestamp_is_a_short_error_line(tmp_path: Path) -> Non
     assert "2024-01-01T00:00:00+00:00 on lines 2, 3, 4, 5, 6 and 4995 more" in msg
     assert "2024-01-02T00:00:00+00:00 on lines 5002, 5003" in msg
     assert msg.count("2024-01-01T00:00:00+00:00") == 1
+
+
+# ---------------------------------------------------------------- item 8: disk full names a path
+
+
+def test_disk_full_inside_an_atomic_write_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from pipeline import common
+
+    target = tmp_path / "results" / "metrics_gru_X.json"
+
+    def body() -> int:
+        with common.atomic_path(target):
+            raise OSError(errno.ENOSPC, "No space left on device")  # what f.write() raises
+
+    assert common.run_cli(body) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"error: no space left on the device writing {target} (")
+
+    # torch.save on a full disk raises RuntimeError("... file write failed"), no errno.
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10, 10, 0))
+    model = tmp_path / "models" / "gru_X.pt"
+
+    def torch_body() -> int:
+        with common.atomic_path(model):
+            raise RuntimeError("[enforce fail] PytorchStreamWriter: file write failed")
+
+    assert common.run_cli(torch_body) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: no space left on the device writing {model} (0.00 GB free there); a run needs "
+        "about min_disk_gb (training_config.txt, default 10 GB) free: free some space and rerun "
+        "with --resume (the artifacts written so far are intact)"
+    ]
+    assert not list(model.parent.iterdir())
