@@ -235,6 +235,16 @@ def ppo_checkpoint_timesteps(name: str) -> int | None:
 # ================================================================ one dataset's artifacts
 
 
+def agent_name(model: str, source: str = "walk_forward", accuracy: float = 1.0) -> str:
+    """The name of an agent's artifacts: the classifier that feeds it (``dlstm``), or, for a
+    diagnostic fed the future (``oracle``, ``noisy_oracle``), that model plus the source and its
+    accuracy in percent (``dlstm-oracle100``, ``dlstm-noisy_oracle40``), so a diagnostic run
+    never overwrites a real agent, its report or its checkpoints (issue 16 item 7)."""
+    if source in ("oracle", "noisy_oracle"):
+        return f"{model}-{source}{round(100 * float(accuracy))}"
+    return model
+
+
 @dataclass(frozen=True)
 class Artifacts:
     """Every artifact path of one dataset under one artifact root.

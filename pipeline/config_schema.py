@@ -190,11 +190,13 @@ class PPOConfig:
     """Prediction source, PPO hyperparameters, environment, reward (ppo_config.txt)."""
 
     # --- which classifier feeds the agent
+    # auto since issue 16: the default dlstm was the weakest model on some data.
     prediction_model: str = setting(
-        "dlstm",
+        "auto",
+        "auto (the model with the best validation macro-F1 of step 5, named in every report) | "
         "lstm | gru | bilstm | dlstm | ensemble",
         "model",
-        choices=(*MODEL_NAMES, "ensemble"),
+        choices=("auto", *MODEL_NAMES, "ensemble"),
     )
     ensemble_models: tuple[str, ...] = setting(
         ("dlstm", "bilstm"),
@@ -205,13 +207,16 @@ class PPOConfig:
     ppo_prediction_source: str = setting(
         "walk_forward",
         "walk_forward: agent bars predicted by models never trained on them; in_sample: flagged; "
-        "oracle: the true future class (uses future data: a diagnostic of the RL setup only)",
+        "oracle: the true future class; noisy_oracle: calibrated soft probabilities with a "
+        "controlled edge on the true class (both use future data: diagnostics of the RL setup "
+        "only, written under their own names)",
         "model",
-        choices=("walk_forward", "in_sample", "oracle"),
+        choices=("walk_forward", "in_sample", "oracle", "noisy_oracle"),
     )
     oracle_accuracy: float = setting(
         1.0,
-        "oracle source only: share of bars that keep the true class (the rest get a random one)",
+        "oracle: share of bars that keep the true class (the rest get a random one); "
+        "noisy_oracle: the accuracy of the most probable class (1/3 = no edge)",
         "model",
         min=0,
         max=1,
@@ -222,6 +227,28 @@ class PPOConfig:
         "mean and std of the agent's train block (the same numbers for val and test)",
         "model",
         choices=("none", "train_zscore"),
+    )
+    prediction_feature_scaling: str = setting(
+        "none",
+        "none | train_zscore: the classifier's probabilities as they are, or standardised with "
+        "the mean and std of the agent's train block (soft probabilities a few points apart)",
+        "model",
+        choices=("none", "train_zscore"),
+    )
+    edge_feature: bool = setting(
+        False, "add edge = p_rise - p_fall to the agent's prediction features", "model"
+    )
+    # --- rule warm start (issue 16)
+    agent_init: str = setting(
+        "rule",
+        "rule: before PPO, fit the policy to the classifier rule's actions on the train block "
+        "(to flat when the rule loses to flat on validation), and evaluate that policy first; "
+        "random: PPO from random weights",
+        "ppo",
+        choices=("rule", "random"),
+    )
+    agent_init_epochs: int = setting(
+        10, "agent_init = rule: behaviour-cloning passes over the train block", "ppo", min=1
     )
     # --- PPO (Schulman et al. 2017), SB3 meanings
     algorithm: str = setting(
@@ -279,6 +306,15 @@ class PPOConfig:
         5_000, "evaluate on the validation block every this many timesteps", "callbacks", min=1
     )
     eval_episodes: int = setting(5, "episodes per evaluation", "callbacks", min=1)
+    # return since issue 16: the reward's drawdown term scored a rule that made money on
+    # validation below flat (-15.0 vs 0 at +1.3 %), so the best model drifted to "never trade".
+    selection_metric: str = setting(
+        "return",
+        "what picks the best model and seed on the validation episodes: return (mean total "
+        "return after fees) or reward (mean summed env reward)",
+        "callbacks",
+        choices=("return", "reward"),
+    )
     # --- environment
     initial_capital: float = setting(10_000.0, "starting cash", "env", gt=0)
     transaction_cost: float = setting(

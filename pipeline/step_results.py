@@ -48,3 +48,7 @@ class BacktestReport(TypedDict):
     random_policy_seeds: int
     strategies: dict[str, dict[str, Any]]
     seeds: dict[str, Any] | None  # seeds > 1: every agent's validation and test result (issue 10)
+    # issue 16: which classifier fed the agent and why, the warm start, the validation returns
+    # of agent, rule and flat; and the plain-words verdict every summary repeats
+    agent: dict[str, Any] | None
+    verdict: str

@@ -41,13 +41,22 @@ def load_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
     return table
 
 
-def prediction_feature_names(cfg: PPOConfig) -> tuple[str, ...]:
-    """Observation names of the prediction features (ensemble: + each member's probabilities)."""
+EDGE_NAME = "edge"
+"""``edge_feature = true``: ``p_rise - p_fall``, the last prediction feature (issue 16 item 3)."""
+
+
+def table_column_names(cfg: PPOConfig) -> tuple[str, ...]:
+    """The prediction table's columns the agent reads (ensemble: + each member's probabilities)."""
     names = list(PRED_BASE_COLUMNS)
     if cfg.prediction_model == "ensemble":
         for m in cfg.ensemble_models:
             names += [f"p_fall_{m}", f"p_stationary_{m}", f"p_rise_{m}"]
     return tuple(names)
+
+
+def prediction_feature_names(cfg: PPOConfig) -> tuple[str, ...]:
+    """Observation names of the prediction features: the table's columns, then ``edge``."""
+    return table_column_names(cfg) + ((EDGE_NAME,) if cfg.edge_feature else ())
 
 
 def prediction_features(table: pd.DataFrame, cfg: PPOConfig) -> np.ndarray:
@@ -57,7 +66,7 @@ def prediction_features(table: pd.DataFrame, cfg: PPOConfig) -> np.ndarray:
     network sees an ordered, zero-mean input rather than a label code 0..2.
     """
     where = table.attrs.get("path", "prediction table")
-    cols = prediction_feature_names(cfg)
+    cols = table_column_names(cfg)
     missing = [c for c in cols if c not in table.columns]
     if missing:
         raise PredictionTableError(
@@ -72,15 +81,62 @@ def prediction_features(table: pd.DataFrame, cfg: PPOConfig) -> np.ndarray:
             f"{where}: column {cols[col]} has a non-finite value at data row {row + 1}"
         )
     x[:, 0] -= 1.0
+    if cfg.edge_feature:
+        x = np.concatenate([x, x[:, 4:5] - x[:, 2:3]], axis=1)  # (n, P + 1): p_rise - p_fall
     return x.astype(np.float32)
 
 
 ORACLE_LABEL = "ORACLE (uses future data, diagnostic only)"
 """Said by every report, plot title, run summary and table of an agent fed the oracle source."""
 
+DIAGNOSTIC_SOURCES = ("oracle", "noisy_oracle")
+"""Prediction sources that use the future: their agents are written under their own names."""
+
+
+def _noisy_oracle_accuracy(strength: float) -> float:
+    """Accuracy of the most probable class when class logits are ``strength * onehot + N(0, 1)``:
+    ``P(s + e0 > max(e1, e2)) = integral phi(x) Phi(x + s)^2 dx`` (three classes)."""
+    from scipy.stats import norm
+
+    x = np.linspace(-9.0, 9.0, 4001)
+    dx = x[1] - x[0]
+    return float(np.sum(norm.pdf(x) * norm.cdf(x + strength) ** 2) * dx)
+
+
+def noisy_oracle_strength(accuracy: float) -> float:
+    """The signal strength ``s`` whose most probable class is right on ``accuracy`` of the bars
+    (bisection on :func:`_noisy_oracle_accuracy`; 0 at or below chance, 1/3)."""
+    if accuracy <= 1.0 / 3.0:
+        return 0.0
+    lo, hi = 0.0, 12.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _noisy_oracle_accuracy(mid) < accuracy:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def noisy_oracle_probs(true: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
+    """Calibrated soft probabilities with a controlled edge (issue 16: realistic predictions).
+
+    Each bar's evidence is ``x = s * onehot(true) + N(0, I)`` with ``s`` from
+    :func:`noisy_oracle_strength`; the probabilities are the Bayes posterior under equal priors,
+    ``softmax(s * x)``, so they are calibrated and, for a weak edge, a few points apart like a
+    real classifier's (unlike the degraded oracle's confident one-hot classes). ``(n, 3)``.
+    """
+    s = noisy_oracle_strength(accuracy)
+    rng = np.random.default_rng(seed)
+    x = s * np.eye(3)[true] + rng.standard_normal((true.size, 3))  # (n, 3)
+    z = s * x
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)  # (n, 3)
+
 
 def oracle_table(
-    table: pd.DataFrame, labels: np.ndarray, accuracy: float, seed: int
+    table: pd.DataFrame, labels: np.ndarray, accuracy: float, seed: int, soft: bool = False
 ) -> pd.DataFrame:
     """The table with the true future class of each bar in place of the classifier's output.
 
@@ -89,16 +145,22 @@ def oracle_table(
     future return; bars without a label count as Stationary), ``confidence`` 1. With ``accuracy``
     < 1, each bar keeps the true class with that probability and otherwise gets a class drawn
     uniformly (which may be the true one): the degraded oracle of the learnability ladder.
+    ``soft`` (``noisy_oracle``): :func:`noisy_oracle_probs` instead, calibrated probabilities
+    whose most probable class is right on ``accuracy`` of the bars.
     Seeded: the same seed gives the same classes.
     """
     out = table.copy()
     bars = out["bar"].to_numpy(dtype=np.int64)
     true = labels[bars].astype(np.int64)
     true[true < 0] = 1
-    rng = np.random.default_rng(seed)
-    keep = rng.random(len(bars)) < accuracy
-    cls = np.where(keep, true, rng.integers(0, 3, len(bars)))  # (n,)
-    onehot = np.eye(3)[cls]  # (n, 3)
+    if soft:
+        onehot = noisy_oracle_probs(true, accuracy, seed)  # (n, 3) soft, despite the name
+        cls = np.argmax(onehot, axis=1)
+    else:
+        rng = np.random.default_rng(seed)
+        keep = rng.random(len(bars)) < accuracy
+        cls = np.where(keep, true, rng.integers(0, 3, len(bars)))  # (n,)
+        onehot = np.eye(3)[cls]  # (n, 3)
     for suffix in (
         "",
         *sorted({c[len("p_fall") :] for c in out.columns if c.startswith("p_fall_")}),
@@ -107,8 +169,8 @@ def oracle_table(
             if f"{col}{suffix}" in out.columns:
                 out[f"{col}{suffix}"] = onehot[:, i]
     out["pred_class"] = cls
-    out["confidence"] = 1.0
-    out["source"] = "oracle"
+    out["confidence"] = onehot.max(axis=1)
+    out["source"] = "noisy_oracle" if soft else "oracle"
     out.attrs = dict(table.attrs)
     return out
 
@@ -154,8 +216,9 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
 
     where = table.attrs.get("path", "prediction table")
     arrays = prepared.arrays
-    if cfg.ppo_prediction_source == "oracle":
-        table = oracle_table(table, arrays.labels, cfg.oracle_accuracy, cfg.seed)
+    if cfg.ppo_prediction_source in DIAGNOSTIC_SOURCES:
+        soft = cfg.ppo_prediction_source == "noisy_oracle"
+        table = oracle_table(table, arrays.labels, cfg.oracle_accuracy, cfg.seed, soft)
     feats = prediction_features(table, cfg)  # (rows, P)
     bars_all = table["bar"].to_numpy()
     if not np.issubdtype(bars_all.dtype, np.integer):
@@ -235,7 +298,30 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
             )
     if cfg.price_feature_scaling == "train_zscore":
         blocks = standardise_price_features(blocks)
+    if cfg.prediction_feature_scaling == "train_zscore":
+        blocks = standardise_prediction_features(blocks)
     return blocks
+
+
+def _train_zscore(blocks: dict[str, AgentBlock], field: str) -> dict[str, AgentBlock]:
+    """``MarketData.<field>`` of every block minus the train block's mean, over its std."""
+    train = getattr(blocks["train"].data, field).astype(np.float64)  # (n_train, K)
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std[std < 1e-12] = 1.0  # a constant column stays constant (0) instead of dividing by 0
+    out = {}
+    for name, b in blocks.items():
+        scaled = ((getattr(b.data, field) - mean) / std).astype(np.float32)  # (n, K)
+        out[name] = dataclasses.replace(b, data=dataclasses.replace(b.data, **{field: scaled}))
+    return out
+
+
+def standardise_prediction_features(blocks: dict[str, AgentBlock]) -> dict[str, AgentBlock]:
+    """``prediction_feature_scaling = train_zscore`` (issue 16 item 3): real probabilities sit a
+    few points apart around 1/3, so the policy barely sees their differences; standardised with
+    the train block's statistics (val and test with the same numbers) they span a few units.
+    ``AgentBlock.probs`` stays the raw probabilities: the classifier rule reads those."""
+    return _train_zscore(blocks, "pred_features")
 
 
 def standardise_price_features(blocks: dict[str, AgentBlock]) -> dict[str, AgentBlock]:
@@ -245,12 +331,4 @@ def standardise_price_features(blocks: dict[str, AgentBlock]) -> dict[str, Agent
     test blocks are scaled with the same numbers (nothing is learned from them). Fixed numbers
     rather than SB3's running ``VecNormalize``: nothing to save, freeze or restore beside the
     model, and the same observation for the same bar in training, evaluation and backtest."""
-    train = blocks["train"].data.price_features.astype(np.float64)  # (n_train, K)
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    std[std < 1e-12] = 1.0  # a constant column stays constant (0) instead of dividing by 0
-    out = {}
-    for name, b in blocks.items():
-        scaled = ((b.data.price_features - mean) / std).astype(np.float32)  # (n, K)
-        out[name] = dataclasses.replace(b, data=dataclasses.replace(b.data, price_features=scaled))
-    return out
+    return _train_zscore(blocks, "price_features")

@@ -65,7 +65,13 @@ from pipeline.config_schema import Config, PPOConfig
 from pipeline.runlock import step_lock
 from pipeline.step_results import BacktestReport
 from ppo_approach import backtest, run_folder
-from ppo_approach.agent_blocks import ORACLE_LABEL, AgentBlock, build_blocks, load_table
+from ppo_approach.agent_blocks import (
+    DIAGNOSTIC_SOURCES,
+    ORACLE_LABEL,
+    AgentBlock,
+    build_blocks,
+    load_table,
+)
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import EnvConfig, TradingEnv
 
@@ -114,10 +120,14 @@ class AgentRun:
     eval_seed: int
     """Seed of the validation episodes: the base seed for every agent of a multi-seed run, so
     all are compared on the same episodes (issue 10)."""
+    model_choice: str = ""
+    """Which classifier feeds the agent, and why (``prediction_model = auto``: issue 16)."""
 
     @property
     def model_name(self) -> str:
-        return self.cfg.ppo.prediction_model
+        """The agent's artifact name (:func:`pipeline.artifacts.agent_name`)."""
+        p = self.cfg.ppo
+        return art.agent_name(p.prediction_model, p.ppo_prediction_source, p.oracle_accuracy)
 
 
 @dataclass
@@ -129,20 +139,28 @@ class Trained:
     val_env: TradingEnv
     resumed_from: Path | None
     vec_kind: str
+    warm_start: dict[str, Any] | None = None
+    """What ``agent_init = rule`` did (:class:`~ppo_approach.warm_start.WarmStart`), or None."""
 
 
 def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
     """Phase 1: the dataset (features built once), the agent's blocks from the prediction table,
     the annualisation and the env, reward and device settings."""
     from pipeline.device import resolve_device
+    from pipeline.model_choice import resolve_prediction_model
     from pipeline.prepare import prepare_dataset
 
+    cfg, choice = resolve_prediction_model(cfg, paths, dataset)  # auto -> the validation-best
+    log.info("the agent's classifier: %s", choice)
     ppo_cfg = cfg.ppo
     paths.ensure()
     prepared = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
     files = Artifacts(paths, prepared.info.name)  # named by the dataset's name, even for a path
     blocks = build_blocks(
         prepared, load_table(paths, ppo_cfg.prediction_model, files.dataset), ppo_cfg
+    )
+    agent = art.agent_name(
+        ppo_cfg.prediction_model, ppo_cfg.ppo_prediction_source, ppo_cfg.oracle_accuracy
     )
     in_sample = any(b.in_sample for b in blocks.values())
     if in_sample and ppo_cfg.ppo_prediction_source != "in_sample":
@@ -165,12 +183,13 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         env_cfg=EnvConfig.from_ppo_config(ppo_cfg),
         reward_cfg=RewardConfig.from_ppo_config(ppo_cfg),
         device=str(resolve_device(ppo_cfg.device, key="ppo device")),
-        ckdir=files.ppo_checkpoint_dir(ppo_cfg.prediction_model),
+        ckdir=files.ppo_checkpoint_dir(agent),
         fingerprint=run_folder.run_fingerprint(cfg, prepared.info.sha256),
-        final_path=files.ppo_model(ppo_cfg.prediction_model),
-        meta_path=files.ppo_meta(ppo_cfg.prediction_model),
-        tb_name=files.tensorboard_name(ppo_cfg.prediction_model),
+        final_path=files.ppo_model(agent),
+        meta_path=files.ppo_meta(agent),
+        tb_name=files.tensorboard_name(agent),
         eval_seed=ppo_cfg.seed,
+        model_choice=choice,
     )
 
 
@@ -252,7 +271,7 @@ def train(
                 list(ppo_cfg.net_arch),
                 ppo_cfg.total_timesteps,
             )
-            val_env, evaluator = _learn(
+            val_env, evaluator, warm = _learn(
                 run, model, vec_kind, vec_env.num_envs, new_run=start is None,
                 on_evaluation=on_evaluation,
             )  # fmt: skip
@@ -263,7 +282,7 @@ def train(
             raise
     finally:
         vec_env.close()
-    return Trained(model, evaluator, val_env, start.path if start else None, vec_kind)
+    return Trained(model, evaluator, val_env, start.path if start else None, vec_kind, warm)
 
 
 def _learn(
@@ -273,9 +292,11 @@ def _learn(
     n_envs: int,
     new_run: bool,
     on_evaluation: Callable[[dict[str, float]], None] | None = None,
-) -> tuple[TradingEnv, Any]:
+) -> tuple[TradingEnv, Any, dict[str, Any] | None]:
     """``learn()`` with the checkpoint, validation and progress callbacks; an interrupt writes a
-    checkpoint and raises (see :func:`_interrupted`). Returns the validation env and evaluator."""
+    checkpoint and raises (see :func:`_interrupted`). A new run with ``agent_init = rule`` is
+    first warm-started (:mod:`ppo_approach.warm_start`) and that policy evaluated on validation
+    before the first rollout. Returns the validation env, the evaluator and the warm start."""
     from ppo_approach import callbacks
     from ppo_approach import ppo_trading_agent as agent
 
@@ -292,10 +313,30 @@ def _learn(
         run.eval_seed,
         run.ppy,
         stopper,
+        probs=run.blocks["val"].probs,  # raw probabilities, whatever the observation scaling
         on_evaluation=on_evaluation,
+        evaluate_at_start=new_run and ppo_cfg.agent_init == "rule",
+        metric=ppo_cfg.selection_metric,
     )
     if not new_run:
         evaluator.load_best_meta()
+    warm = None
+    if new_run and ppo_cfg.agent_init == "rule":
+        from ppo_approach.warm_start import warm_start
+
+        rule = evaluator.rule_metrics()
+        warm = warm_start(
+            model,
+            run.blocks["train"].data,
+            run.blocks["train"].probs,
+            run.env_cfg,
+            run.reward_cfg,
+            rule[evaluator.score_key] if rule is not None else None,
+            evaluator.flat_metrics()[evaluator.score_key],
+            ppo_cfg.agent_init_epochs,
+            ppo_cfg.gamma,
+            ppo_cfg.seed,
+        ).as_dict()
     checkpointer = callbacks.CheckpointCallback(
         ckdir,
         ppo_cfg.checkpoint_freq,
@@ -313,7 +354,7 @@ def _learn(
         )
     if result.interrupted:
         _interrupted(model, result, ckdir, ppo_cfg.keep_checkpoints, ppo_cfg.total_timesteps)
-    return val_env, evaluator
+    return val_env, evaluator, warm
 
 
 def save_final(run: AgentRun, trained: Trained, extra: dict[str, Any] | None = None) -> None:
@@ -365,7 +406,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
         _log_backtesting(chosen, trained)
         report = run_backtest(
             chosen_model,
-            cfg,
+            run.cfg,
             run.files.dataset,
             paths,
             run.prepared,
@@ -373,9 +414,34 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
             chosen=chosen,
             timesteps=int(trained.model.num_timesteps),
             in_sample=run.in_sample,
+            agent=agent_info(run, trained),
         )
     record_artifacts(run.files, run.model_name)  # 5. what the push step will push
     return report
+
+
+def agent_info(run: AgentRun, trained: Trained) -> dict[str, Any]:
+    """The report's ``agent`` section (issue 16): which classifier fed the agent and why, how it
+    started (the warm start), when its validation best was reached (0: the starting policy, PPO
+    did not beat it on validation), and the validation returns of the agent, the classifier rule
+    and flat on the same episodes (what the verdict line reads)."""
+    ev = trained.evaluator
+    rule = ev.rule_metrics()
+    best = run_folder.read_json(ev.directory / art.PPO_BEST_META_NAME) or {}
+    return {
+        "prediction_model": run.cfg.ppo.prediction_model,
+        "model_choice": run.model_choice,
+        "agent_init": run.cfg.ppo.agent_init,
+        "warm_start": trained.warm_start,
+        "best_timesteps": ev.best_timesteps,
+        "validation": {
+            "episodes": ev.episodes,
+            "agent_return": best.get("mean_return"),
+            "agent_trades": best.get("total_trades"),
+            "rule_return": rule["mean_return"] if rule is not None else None,
+            "flat_return": ev.flat_metrics()["mean_return"],
+        },
+    }
 
 
 def _log_backtesting(chosen: str, trained: Trained) -> None:
@@ -423,6 +489,8 @@ def train_seeds(run: AgentRun, resume: bool) -> BacktestReport:
     resumable), pick the one with the best validation result (never the test block) as the final
     model, backtest it against the baselines, and add every seed's test-block result, median and
     spread to the report, so a user can see whether a result is luck (issue 10)."""
+    from ppo_approach import callbacks
+
     ppo_cfg = run.cfg.ppo
     seeds = [ppo_cfg.seed + i for i in range(ppo_cfg.seeds)]
     outcomes: list[SeedOutcome] = []
@@ -443,18 +511,21 @@ def train_seeds(run: AgentRun, resume: bool) -> BacktestReport:
             chosen,
         )
         outcomes.append(SeedOutcome(sub, trained, chosen, model, val))
-    # Ties go to the earlier seed; NaN never wins (max over a key that maps NaN to -inf).
+    # Ties go to the earlier seed; NaN never wins (max over a key that maps NaN to -inf). The
+    # score is the one that chose each seed's best model (selection_metric, issue 16).
+    key = callbacks.SELECTION_KEYS[ppo_cfg.selection_metric]
     best = max(
         outcomes,
         key=lambda o: (
-            o.validation["mean_reward"]
-            if o.validation["mean_reward"] == o.validation["mean_reward"]
-            else -float("inf")
+            o.validation[key] if o.validation[key] == o.validation[key] else -float("inf")
         ),
     )
     win = best.run
     log.info(
-        "final model: seed %d (best validation reward of %d seeds)", win.cfg.ppo.seed, len(seeds)
+        "final model: seed %d (best validation %s of %d seeds)",
+        win.cfg.ppo.seed,
+        ppo_cfg.selection_metric,
+        len(seeds),
     )
     from ppo_approach import model_files
 
@@ -470,7 +541,10 @@ def train_seeds(run: AgentRun, resume: bool) -> BacktestReport:
     save_final(
         final_run,
         best.trained,
-        extra={"selected_from_seeds": seeds, "selection": "best validation mean reward"},
+        extra={
+            "selected_from_seeds": seeds,
+            "selection": f"best validation mean {ppo_cfg.selection_metric}",
+        },
     )
     seed_rows = [_seed_row(o, run, o is best) for o in outcomes]
     _log_backtesting(best.chosen, best.trained)
@@ -485,6 +559,7 @@ def train_seeds(run: AgentRun, resume: bool) -> BacktestReport:
         timesteps=int(best.trained.model.num_timesteps),
         in_sample=run.in_sample,
         seeds=backtest.seed_summary(seed_rows),
+        agent=agent_info(best.run, best.trained),
     )
 
 
@@ -599,12 +674,16 @@ def run_backtest(
     timesteps: int,
     in_sample: bool,
     seeds: dict[str, Any] | None = None,
+    agent: dict[str, Any] | None = None,
 ) -> BacktestReport:
     """Run the agent and the baselines once over the test block; write JSON + PNG; print a table.
 
-    ``seeds``: every agent's result of a multi-seed run (:func:`backtest.seed_summary`)."""
+    ``seeds``: every agent's result of a multi-seed run (:func:`backtest.seed_summary`);
+    ``agent``: :func:`agent_info` (with the strategies it gives the report's ``verdict``)."""
     ppo_cfg = cfg.ppo
-    model_name = ppo_cfg.prediction_model
+    model_name = art.agent_name(
+        ppo_cfg.prediction_model, ppo_cfg.ppo_prediction_source, ppo_cfg.oracle_accuracy
+    )
     test = blocks["test"]
     ppy, ppy_how = annualisation(prepared)
     reward_cfg = RewardConfig.from_ppo_config(ppo_cfg)
@@ -629,7 +708,7 @@ def run_backtest(
         "in_sample_predictions": bool(in_sample),
         "oracle": (
             {"label": ORACLE_LABEL, "accuracy": ppo_cfg.oracle_accuracy}
-            if ppo_cfg.ppo_prediction_source == "oracle"
+            if ppo_cfg.ppo_prediction_source in DIAGNOSTIC_SOURCES
             else None
         ),
         "timesteps": int(timesteps),
@@ -642,13 +721,19 @@ def run_backtest(
         "random_policy_seeds": ppo_cfg.random_policy_seeds,
         "strategies": backtest.summarise_runs(runs, ppy),
         "seeds": seeds,
+        "agent": agent,
+        "verdict": "",
     }
+    report["verdict"] = backtest.agent_verdict(report)
     json_path = Artifacts(paths, dataset).backtest_report(model_name)
     png_path = Artifacts(paths, dataset).backtest_plot(model_name)
     backtest.write_report(report, json_path)
     flag = " [IN-SAMPLE]" if in_sample else ""
-    if ppo_cfg.ppo_prediction_source == "oracle":
-        flag = f" [{ORACLE_LABEL}, accuracy {ppo_cfg.oracle_accuracy:.0%}]"
+    if ppo_cfg.ppo_prediction_source in DIAGNOSTIC_SOURCES:
+        flag = (
+            f" [{ORACLE_LABEL}, {ppo_cfg.ppo_prediction_source} accuracy "
+            f"{ppo_cfg.oracle_accuracy:.0%}]"
+        )
     title = (
         f"PPO ({model_name} predictions, {chosen} model) on {dataset}: test block, "
         f"predictions {ppo_cfg.ppo_prediction_source}{flag}"

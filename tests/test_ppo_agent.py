@@ -101,7 +101,8 @@ def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, An
     assert model.n_steps == 256 and model.batch_size == 256 and model.n_epochs == 2
 
     resolved = load_resolved(paths.ppo_models / f"ppo_dlstm_{DATASET}_config.txt")
-    assert resolved.to_dict() == _smoke_cfg().to_dict()
+    # prediction_model = auto is saved as the model it resolved to (issue 16 item 4)
+    assert resolved.to_dict() == _smoke_cfg("prediction_model=dlstm").to_dict()
     meta = json.loads((paths.ppo_models / f"ppo_dlstm_{DATASET}_meta.json").read_text())
     assert meta["dataset_sha256"] == sha256_file(paths.datasets / f"{DATASET}.csv")
     assert meta["timesteps"] == 2048 and meta["vec_env"] == "dummy"
@@ -113,7 +114,7 @@ def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, An
     assert [t for t, _ in model_files.list_checkpoints(ck)] == [1024]
     assert (ck / "best_model.zip").is_file()
     best = json.loads((ck / "best_model.json").read_text())
-    assert best["timesteps"] in (1024, 2048)
+    assert best["timesteps"] in (0, 1024, 2048)  # 0: the warm start stayed best (issue 16)
     assert not list(ck.glob(".*.tmp")) and not list(paths.ppo_models.glob(".*.tmp"))
 
 
@@ -124,8 +125,9 @@ def test_eval_on_validation_logged_to_tensorboard(trained: dict[str, Any]) -> No
     assert [p.name for p in logs.iterdir()] == [f"ppo_dlstm_{DATASET}_1"]
     ea = EventAccumulator(str(logs / f"ppo_dlstm_{DATASET}_1"))
     ea.Reload()
+    # Step 0: the warm-started policy is evaluated before the first rollout (issue 16).
     for tag in ("eval/mean_reward", "eval/mean_ep_length", "eval/mean_return", "eval/mean_sharpe"):
-        assert [e.step for e in ea.Scalars(tag)] == [1024, 2048], tag
+        assert [e.step for e in ea.Scalars(tag)] == [0, 1024, 2048], tag
     # Evaluation episodes run episode_length = 200 steps on the validation block.
     assert {e.value for e in ea.Scalars("eval/mean_ep_length")} == {200.0}
 
@@ -415,18 +417,27 @@ def test_resume_point_prefers_a_matching_candidate(tmp_path: Path) -> None:
 
 
 def test_run_fingerprint_keys() -> None:
-    fp = run_folder.run_fingerprint(_smoke_cfg(), "abc")
+    # The fingerprint is taken after prediction_model = auto resolved to a model (issue 16).
+    fp = run_folder.run_fingerprint(_smoke_cfg("prediction_model=dlstm"), "abc")
     assert fp["dataset_sha256"] == "abc" and fp["ppo.learning_rate"] == 3e-4
     assert "training.dlstm_units" in fp and "training.lookback" in fp
     # Other classifiers' sizes, run-only keys and backtest-only keys may change on resume.
     assert "training.gru_units" not in fp and "training.num_threads" not in fp
     assert not {f"ppo.{k}" for k in run_folder.RESUME_FREE_KEYS} & set(fp)
     same = run_folder.run_fingerprint(
-        _smoke_cfg("total_timesteps=99", "ppo.device=cpu", "gru_units=3", "random_policy_seeds=1"),
+        _smoke_cfg(
+            "prediction_model=dlstm",
+            "total_timesteps=99",
+            "ppo.device=cpu",
+            "gru_units=3",
+            "random_policy_seeds=1",
+        ),
         "abc",
     )
     assert run_folder.fingerprint_changes(fp, same) == []
-    other = run_folder.run_fingerprint(_smoke_cfg("n_envs=4", "ppo.seed=1"), "def")
+    other = run_folder.run_fingerprint(
+        _smoke_cfg("prediction_model=dlstm", "n_envs=4", "ppo.seed=1"), "def"
+    )
     assert run_folder.fingerprint_changes(fp, other) == [
         "dataset_sha256 = abc (now def)",
         "ppo.n_envs = 2 (now 4)",
