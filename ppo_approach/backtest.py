@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -508,6 +509,54 @@ def block_env(data: MarketData, config: EnvConfig, reward: RewardConfig) -> Trad
     return TradingEnv(data, config, RewardFunction(reward), random_start=False)
 
 
+BACKTEST_PROGRESS_INTERVAL_S = 30.0
+"""Inside a strategy run longer than this, a line with the bar reached at least this often."""
+
+
+class StrategyProgress:
+    """Progress lines of :func:`run_strategies` (issue 22 item 17: no silent minute in the final
+    backtest): ``backtest: running <name> (k of n)`` as each run starts, and inside a run, after
+    ``interval_s`` without a line, ``backtest: <name> at bar b of N, s s into this run``."""
+
+    def __init__(
+        self,
+        n_runs: int,
+        n_bars: int,
+        interval_s: float = BACKTEST_PROGRESS_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.n_runs, self.n_bars = n_runs, n_bars
+        self.interval_s, self.clock = interval_s, clock
+        self.k = 0
+        self.name = ""
+        self.started = self.last = clock()
+
+    def start(self, name: str) -> None:
+        """Log the line of the next run, ``name``."""
+        self.k += 1
+        self.name = name
+        self.started = self.last = self.clock()
+        log.info("backtest: running %s (%d of %d)", name, self.k, self.n_runs)
+
+    def watch(self, policy: Policy) -> Policy:
+        """``policy``, logging the bar reached whenever ``interval_s`` passed since a line."""
+
+        def watched(obs: np.ndarray, info: dict[str, Any]) -> int:
+            now = self.clock()
+            if now - self.last >= self.interval_s:
+                self.last = now
+                log.info(
+                    "backtest: %s at bar %d of %d, %.0f s into this run",
+                    self.name,
+                    int(info.get("bar", 0)) + 1,
+                    self.n_bars,
+                    now - self.started,
+                )
+            return policy(obs, info)
+
+        return watched
+
+
 def run_strategies(
     data: MarketData,
     env_config: EnvConfig,
@@ -515,27 +564,33 @@ def run_strategies(
     agent_policy: Policy,
     probs: np.ndarray,
     random_seeds: Sequence[int],
+    progress: StrategyProgress | None = None,
 ) -> dict[str, list[EpisodeRecord]]:
     """Run every strategy of :data:`STRATEGY_NAMES` once over the block (random: once per seed).
 
     Each run gets a fresh env over ``data`` (:func:`block_env`) with :func:`backtest_env_config`
-    of ``env_config``, so every strategy trades through the same fills and fees.
+    of ``env_config``, so every strategy trades through the same fills and fees. ``progress``
+    (default: a :class:`StrategyProgress` on the clock) logs a line per run and at least every
+    30 s inside one.
     """
     base = backtest_env_config(env_config)
     # The baselines speak orders, whatever the agent's action set (issue 10: target actions).
     orders = replace(base, action_set="orders")
+    if progress is None:
+        progress = StrategyProgress(6 + len(random_seeds), len(data.open))
 
-    def run(policy: Policy, config: EnvConfig = orders) -> EpisodeRecord:
-        return run_episode(block_env(data, config, reward_config), policy)
+    def run(name: str, policy: Policy, config: EnvConfig = orders) -> EpisodeRecord:
+        progress.start(name)
+        return run_episode(block_env(data, config, reward_config), progress.watch(policy))
 
     return {
-        "agent": [run(agent_policy, base)],
-        "buy_and_hold": [run(buy_and_hold_policy)],
-        "flat": [run(flat_policy)],
-        "random": [run(RandomPolicy(s)) for s in random_seeds],
-        "classifier_rule": [run(ClassifierRulePolicy(probs))],
-        "agent_cost_0x": [run(agent_policy, backtest_env_config(env_config, 0.0))],
-        "agent_cost_2x": [run(agent_policy, backtest_env_config(env_config, 2.0))],
+        "agent": [run("agent", agent_policy, base)],
+        "buy_and_hold": [run("buy_and_hold", buy_and_hold_policy)],
+        "flat": [run("flat", flat_policy)],
+        "random": [run(f"random (seed {s})", RandomPolicy(s)) for s in random_seeds],
+        "classifier_rule": [run("classifier_rule", ClassifierRulePolicy(probs))],
+        "agent_cost_0x": [run("agent_cost_0x", agent_policy, backtest_env_config(env_config, 0.0))],
+        "agent_cost_2x": [run("agent_cost_2x", agent_policy, backtest_env_config(env_config, 2.0))],
     }
 
 
@@ -589,6 +644,48 @@ COLUMN_NOTES: tuple[str, ...] = (
 """Lines under the backtest table that explain its less obvious columns (issue 8 item 28)."""
 
 
+def _pct(value: Any) -> str:
+    return f"{100 * float(value):+.1f} %" if isinstance(value, (int, float)) else "n/a"
+
+
+def agent_verdict(report: dict[str, Any]) -> str:
+    """What happened, in plain words (issue 16 item 6), from the report's strategies and its
+    ``agent`` section: "did not learn" when the classifier rule made money on validation and the
+    agent never traded; "no edge" only when the rule did not make money on validation either;
+    otherwise the agent's test return beside the rule's and buy-and-hold's, and whether the
+    agent is still its warm start (PPO did not beat it on validation)."""
+    strategies = report.get("strategies") or {}
+    agent = strategies.get("agent") or {}
+    info = report.get("agent") or {}
+    val = info.get("validation") or {}
+    rule_val = val.get("rule_return")
+    trades = agent.get("n_trades")
+    if trades == 0:
+        if isinstance(rule_val, (int, float)) and rule_val > 0:
+            return (
+                f"the agent did not learn: the classifier rule made {_pct(rule_val)} on "
+                "validation, the agent never traded"
+            )
+        if isinstance(rule_val, (int, float)):
+            return (
+                f"no edge: the classifier rule made {_pct(rule_val)} on validation after fees, "
+                "and the agent stayed flat (0 trades on the test block)"
+            )
+        return "the agent never traded on the test block"
+    rule_test = (strategies.get("classifier_rule") or {}).get("total_return")
+    bh = (strategies.get("buy_and_hold") or {}).get("total_return")
+    n = f"{trades:.0f}" if isinstance(trades, (int, float)) else "some"
+    out = (
+        f"the agent traded ({n} trades): test return {_pct(agent.get('total_return'))} vs the "
+        f"classifier rule {_pct(rule_test)}, buy-and-hold {_pct(bh)}, flat +0.0 %"
+    )
+    warm = info.get("warm_start") or {}
+    if warm and info.get("best_timesteps") == 0:
+        behaviour = warm.get("behaviour")
+        out += f"; it is its warm start ({behaviour}): PPO did not beat that on validation"
+    return out
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """The report's strategies as an aligned text table (one row per strategy)."""
     cols = TABLE_COLUMNS
@@ -620,7 +717,12 @@ def format_summary(report: dict[str, Any]) -> str:
         notes.append(f"annualised with {report['periods_per_year_basis']}")
     elif report.get("periods_per_year"):
         notes.append(f"annualised with {float(report['periods_per_year']):.1f} bars/year")
+    info = report.get("agent") or {}
+    if info.get("model_choice"):
+        notes.insert(0, f"the agent's classifier: {info['model_choice']}")
     out = head + "\n" + table + "\n" + "\n".join(f"  note: {x}" for x in notes)
+    if report.get("verdict"):
+        out += f"\n  verdict: {report['verdict']}"
     if report.get("seeds"):
         out += "\n" + format_seeds(report["seeds"])
     return out
@@ -632,7 +734,7 @@ def seed_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     seeds, so a reader sees the spread behind the selected agent's number."""
     rets = [float(r["test_total_return"]) for r in rows]
     return {
-        "selection": "best validation mean reward (the test block plays no part)",
+        "selection": "best validation score (selection_metric; the test block plays no part)",
         "selected_seed": next((r["seed"] for r in rows if r.get("selected")), None),
         "runs": list(rows),
         "test_total_return_median": float(np.median(rets)) if rets else None,

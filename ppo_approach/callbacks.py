@@ -39,6 +39,7 @@ from ppo_approach.backtest import (
     ClassifierRulePolicy,
     EpisodeRecord,
     Policy,
+    flat_policy,
     run_episode,
     sharpe_ratio,
 )
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 30.0
 """Without a progress bar, a line with timesteps done, total and ETA at least this often."""
+SELECTION_KEYS = {"return": "mean_return", "reward": "mean_reward"}
+"""``selection_metric`` -> the :func:`block_metrics` key that picks the best model (issue 16)."""
 EVAL_SEED_OFFSET = 10_000
 """Evaluation episode ``i`` resets with ``seed + EVAL_SEED_OFFSET + i``: every evaluation sees the
 same validation windows, so successive scores differ only by the policy, not by the windows."""
@@ -298,7 +301,18 @@ def save_checkpoint(model: AgentModel, directory: Path, timesteps: int, keep: in
 class ProgressLogCallback(BaseCallback):
     """Logs ``PPO training: done/total timesteps (pct), elapsed, ETA`` at least every
     ``interval_s`` seconds and at the end: for pod logs and pipes, where SB3's progress bar is
-    invisible (issue 8 item 26). ``total`` is the run's ``total_timesteps``."""
+    invisible (issue 8 item 26). ``total`` is the run's ``total_timesteps``.
+
+    SB3 finishes the rollout that crosses ``total`` (100,000 -> 106,496 timesteps in the demo):
+    the count is capped at ``total``, the 100 % line is logged once when it is reached and then
+    at most every ``interval_s`` like the others, so the ETA is never negative (issue 22 item 13).
+
+    Between rollouts SB3 calls no callback while it updates the policy, and the validation
+    evaluation runs the policy without env steps of the run: a forward hook on the policy's
+    ``action_net`` (called in rollouts, in every minibatch of the update and in every
+    evaluation step) gives the same check there, so a line comes at least every ``interval_s``
+    through those phases too (issue 22 item 17). The hook is removed at the end of training.
+    """
 
     def __init__(
         self,
@@ -307,14 +321,35 @@ class ProgressLogCallback(BaseCallback):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
+        self.total = max(int(total), 1)
         self.progress = ProgressLog("PPO training", total, "timesteps", interval_s, log, clock)
+        self._reached = False
+        """The 100 % line was logged: later ones keep the interval."""
+        self._hook: Any = None
 
     def _on_training_start(self) -> None:
-        self.progress.update(int(self.model.num_timesteps))
+        self.beat()
+        net = getattr(getattr(self.model, "policy", None), "action_net", None)
+        if net is not None and hasattr(net, "register_forward_hook"):
+            self._hook = net.register_forward_hook(lambda *_: self.beat())
 
     def _on_step(self) -> bool:
-        self.progress.update(int(self.model.num_timesteps))
+        self.beat()
         return True
+
+    def _on_training_end(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def beat(self) -> None:
+        """Log a line when ``interval_s`` has passed since the last (or 100 % is first reached)."""
+        done = min(int(self.model.num_timesteps), self.total)
+        p = self.progress
+        if self._reached and p.clock() - p.last < p.interval_s:
+            return
+        if p.update(done) and done >= self.total:
+            self._reached = True
 
 
 class ValidationEvalCallback(BaseCallback):
@@ -346,8 +381,15 @@ class ValidationEvalCallback(BaseCallback):
         stopper: StopOnRequestCallback | None = None,
         probs: np.ndarray | None = None,
         on_evaluation: Callable[[dict[str, float]], None] | None = None,
+        evaluate_at_start: bool = False,
+        metric: str = "return",
     ) -> None:
         super().__init__()
+        self.score_key = SELECTION_KEYS[metric]
+        """The :func:`block_metrics` key that picks the best model (``selection_metric``)."""
+        self.evaluate_at_start = bool(evaluate_at_start)
+        """Evaluate the starting policy before the first rollout (issue 16: a warm-started
+        policy is a candidate for the best model like any later one)."""
         self.on_evaluation = on_evaluation
         """Called with each evaluation's metrics after it is logged and the best model saved (a
         tuner reports them to its pruner, issue 11; an exception it raises ends ``learn()``)."""
@@ -361,11 +403,13 @@ class ValidationEvalCallback(BaseCallback):
         self.probs = probs if probs is not None else block_probs(env)
         self.last_eval = 0
         self.best_reward = -float("inf")
+        """The best evaluation's score (``score_key``: mean return, or mean reward)."""
         self.best_timesteps: int | None = None
         self.best_trades: int | None = None
         """Fills of the best evaluation over all its episodes (``None``: unknown)."""
         self.history: list[dict[str, float]] = []
         self._rule: dict[str, float] | None = None
+        self._flat: dict[str, float] | None = None
 
     @property
     def best_path(self) -> Path:
@@ -377,7 +421,7 @@ class ValidationEvalCallback(BaseCallback):
         meta = self.directory / PPO_BEST_META_NAME
         if meta.is_file() and self.best_path.is_file():
             data = json.loads(meta.read_text(encoding="utf-8"))
-            self.best_reward = float(data["mean_reward"])
+            self.best_reward = float(data.get(self.score_key, data["mean_reward"]))
             self.best_timesteps = int(data["timesteps"])
             # A best model from before issue 10 has no trade count: no warning then.
             trades = data.get("total_trades")
@@ -388,20 +432,35 @@ class ValidationEvalCallback(BaseCallback):
         once: the rule does not learn); ``None`` without probabilities."""
         if self._rule is None and self.probs is not None:
             rule = ClassifierRulePolicy(self.probs)
-            env = self.eval_env
-            if env.config.action_set != "orders":  # the rule speaks orders (issue 10)
-                env = TradingEnv(
-                    env.data,
-                    dataclasses.replace(env.config, action_set="orders"),
-                    RewardFunction(env.reward_fn.config),
-                    random_start=env.random_start,
-                )
-            records = run_block(rule, env, self.episodes, self.seed)
+            records = run_block(rule, self._orders_env(), self.episodes, self.seed)
             self._rule = block_metrics(records, self.ppy)
         return self._rule
 
+    def flat_metrics(self) -> dict[str, float]:
+        """:func:`block_metrics` of staying flat on the evaluation episodes (computed once): the
+        score a policy must beat to be worth trading (issue 16)."""
+        if self._flat is None:
+            self._flat = block_metrics(
+                run_block(flat_policy, self._orders_env(), self.episodes, self.seed), self.ppy
+            )
+        return self._flat
+
+    def _orders_env(self) -> TradingEnv:
+        """The evaluation env with the order actions (the baselines speak orders, issue 10)."""
+        env = self.eval_env
+        if env.config.action_set != "orders":
+            env = TradingEnv(
+                env.data,
+                dataclasses.replace(env.config, action_set="orders"),
+                RewardFunction(env.reward_fn.config),
+                random_start=env.random_start,
+            )
+        return env
+
     def _on_training_start(self) -> None:
         self.last_eval = int(self.model.num_timesteps)
+        if self.evaluate_at_start:
+            self._evaluate(self.last_eval)
 
     def _on_rollout_start(self) -> None:
         self._maybe_evaluate()
@@ -424,6 +483,10 @@ class ValidationEvalCallback(BaseCallback):
         if t // self.freq <= self.last_eval // self.freq:
             return
         self.last_eval = t
+        self._evaluate(t)
+
+    def _evaluate(self, t: int) -> None:
+        """Evaluate the current policy on the validation episodes; keep it if best so far."""
         records = run_block(policy_for(self.model), self.eval_env, self.episodes, self.seed)
         res: dict[str, float] = block_metrics(records, self.ppy)
         res["timesteps"] = t
@@ -434,7 +497,7 @@ class ValidationEvalCallback(BaseCallback):
         self.logger.record("eval/mean_sharpe", res["mean_sharpe"])
         self._record_behaviour(res, records)
         self.logger.dump(t)
-        better = res["mean_reward"] > self.best_reward
+        better = res[self.score_key] > self.best_reward
         rule = self.rule_metrics()
         log.info(
             "eval @%d on validation: reward %.3f, length %.0f, return %+.2f%% (classifier rule "
@@ -450,7 +513,7 @@ class ValidationEvalCallback(BaseCallback):
             " (new best)" if better else "",
         )
         if better:
-            self.best_reward = res["mean_reward"]
+            self.best_reward = res[self.score_key]
             self.best_timesteps = t
             self.best_trades = int(res["total_trades"])
             save_model_atomic(self.model, self.best_path, record_checksum=True)
