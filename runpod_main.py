@@ -77,7 +77,7 @@ from pipeline.preflight import (
     run_preflight_many,
     secret_values,
 )
-from pipeline.process import handle_signals
+from pipeline.process import handle_signals, interrupt_on_signals
 from pipeline.runlock import absolute_dataset
 
 log = logging.getLogger("runpod_main")
@@ -349,17 +349,16 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
     process, which forwards it exactly once (a doubled SIGINT would cut the child's checkpoint
     short).
     """
-    proc = subprocess.Popen(
-        list(cmd),
-        env=env,
-        cwd=str(PROJECT_ROOT),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        bufsize=0,
-        start_new_session=True,
-    )
+    started: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []
 
     def forward(signum: int) -> None:
+        if not started:
+            # Before the driver exists (issue 22 item 1): pass it on once it does, instead of
+            # dying here and leaving the driver to train on alone.
+            pending.append(signum)
+            return
+        proc = started[0]
         if proc.poll() is None:
             log.warning(
                 "%s received: asking the training process (pid %d) to checkpoint and stop",
@@ -369,26 +368,55 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
             proc.send_signal(signum)
 
     relay = _Relay(secrets, lambda line: child_log.info("%s", line), sys.stdout)
+    # The handlers go in before the driver starts: a signal in between is forwarded, not fatal.
+    with handle_signals(forward, forwarded_signals()):  # the pipeline's one signal mechanism
+        proc = subprocess.Popen(
+            list(cmd),
+            env=env,
+            cwd=str(PROJECT_ROOT),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=0,
+            start_new_session=True,
+        )
+        started.append(proc)
+        for signum in pending[:1]:  # once: a doubled SIGINT would cut the checkpoint short
+            forward(signum)
+        code = _relay_until_exit(proc, relay)
+    return exit_code_of(code)
+
+
+def exit_code_of(code: int) -> int:
+    """The driver's exit status as one of the README's exit codes.
+
+    Killed by SIGINT, SIGTERM or SIGHUP (before its handlers were in, or after they were gone)
+    is an interrupt: 130, as documented, not the shell's 128 + n (issue 22 item 9). Another
+    signal (``kill -9``) is reported the way a shell does.
+    """
+    if code < 0:
+        return EXIT_INTERRUPTED if -code in FORWARDED_SIGNALS else 128 - code
+    return code
+
+
+def _relay_until_exit(proc: subprocess.Popen[bytes], relay: _Relay) -> int:
+    """Stream the driver's output until it ends; its raw exit status (negative: a signal)."""
     try:
-        with handle_signals(forward, forwarded_signals()):  # the pipeline's one signal mechanism
-            assert proc.stdout is not None
-            fd = proc.stdout.fileno()
-            while True:
-                try:
-                    chunk = os.read(fd, 65536)
-                except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
-                    continue
-                if not chunk:
-                    break
-                relay.feed(chunk)
-            relay.feed(b"", final=True)
-            code = proc.wait()
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+                continue
+            if not chunk:
+                break
+            relay.feed(chunk)
+        relay.feed(b"", final=True)
+        return proc.wait()
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait()
-    # Killed by a signal: report it the way a shell does (128 + signal number).
-    return 128 - code if code < 0 else code
 
 
 def record_run_log(paths: Paths, dataset: str, log_file: Path) -> None:
@@ -643,9 +671,13 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run; exit code 0, 1 (bad input / step failed / a dataset of several
     failed), 2 (preflight), 3 (push), 130 (interrupted)."""
     args = build_parser().parse_args(argv)
-    if len(args.datasets or []) > 1:
-        return run_cli(lambda: run_many(args))
-    return run_cli(lambda: run(args))
+    # SIGTERM and SIGHUP outside the driver's run (the preflight, the last lines after it) stop
+    # like Ctrl-C with 130, never with the shell's 129 or 143 (issue 22 item 9); while the
+    # driver runs, stream_driver forwards them instead.
+    with interrupt_on_signals():
+        if len(args.datasets or []) > 1:
+            return run_cli(lambda: run_many(args))
+        return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ hash they came from and listed under ``carried_over``; secrets and URL passwords
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import importlib
 import importlib.metadata
@@ -39,6 +40,7 @@ import logging
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -46,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pipeline.artifacts import Artifacts, dataset_name, log_stamp
 from pipeline.common import (
@@ -71,8 +73,11 @@ from pipeline.multi_run import DEFERRED_REASON, PUSH_DEFERRED_ENV
 from pipeline.preflight import CPU_SLOWDOWN, DEPENDENCIES, install_secret_masking, missing_modules
 from pipeline.process import (
     console_to_file,
+    detach_console,
     interrupt_on_signals,
+    parent_gone,
     parent_to_watch,
+    raise_interrupt,
     stop_reasons,
     wait_for_log,
     watch_parent,
@@ -676,6 +681,12 @@ def _acquire(lock: RunLock) -> RunLock:
         ) from None
 
 
+release_at_exit: list[RunLock] | None = None
+"""Run as a script (:func:`run_as_script`): the run lock, released only as the process's last act
+(issue 22 item 12), not while the interpreter still winds down for seconds (a second run must
+not start then). ``None`` when the driver is called in-process: released as :func:`drive` ends."""
+
+
 def drive(args: argparse.Namespace, log_file: Path | None = None) -> int:
     """Resolve the run's settings, take the lock, run the steps and write the summary.
 
@@ -720,7 +731,10 @@ def drive(args: argparse.Namespace, log_file: Path | None = None) -> int:
                 log.warning("run interrupted (%s)", ctx.info.get("stop_reason") or "interrupt")
             out = write_summary(ctx, records, code, selected, earlier, status=status)
     finally:
-        lock.release()
+        if release_at_exit is not None:
+            release_at_exit.append(lock)  # run as a script: released as the last act
+        else:
+            lock.release()
     log.info("run summary (%s):\n%s", out, format_summary(records, ctx.cfg.hash()))
     found = plots(ctx.paths, ctx.name)
     if found:
@@ -738,6 +752,17 @@ def main(argv: list[str] | None = None) -> int:
     if parent is not None:
         name = args.dataset or os.environ.get("DATASET_NAME", "").strip() or "run"
         orphan_log = Artifacts(Paths.from_root(args.root), name).orphan_log(log_stamp())
+        if parent_gone(parent):
+            # runpod_main.py died before we started watching it (issue 22 item 1): train
+            # nothing, take no lock; say so in the orphan log, as a watched run would.
+            stop_reasons.append(f"parent process (pid {parent}) exited")
+            detach_console(orphan_log)
+            print(
+                f"interrupted: the parent process (pid {parent}, runpod_main.py) exited before "
+                "this run started; nothing was run (start it again)",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
         watch = watch_parent(parent, log_file=orphan_log)
     try:
         # SIGTERM (pod shutdown, runpod_main forwarding) and SIGHUP (closed terminal) unwind like
@@ -762,5 +787,57 @@ def main(argv: list[str] | None = None) -> int:
             watch.set()
 
 
+LATE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_as_script(argv: list[str] | None = None) -> NoReturn:
+    """``python runpod_train.py``: :func:`main`, then exit with the lock released last.
+
+    A SIGINT, SIGTERM or SIGHUP after the run's own handlers are gone (the summary is written,
+    the interpreter winds down) is recorded, not fatal: the exit code is then 130, as the README
+    documents for an interrupt, never the shell's 129 (issue 22 item 9). The run lock is released
+    after the exit functions ran, right before ``os._exit`` (issue 22 item 12).
+    """
+    global release_at_exit
+    release_at_exit = []
+    late: list[int] = []
+    finished = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not finished:
+            raise_interrupt(signum)  # like interrupt_on_signals, which main() installs
+        late.append(signum)
+
+    watched = [s for s in LATE_SIGNALS if signal.getsignal(s) != signal.SIG_IGN]  # nohup
+    for s in watched:
+        if s != signal.SIGINT:  # Ctrl-C stays Python's KeyboardInterrupt until the end
+            signal.signal(s, on_signal)
+    try:
+        code = main(argv)
+    except BaseException:
+        for lock in release_at_exit:
+            lock.release()
+        raise
+    finished = True
+    for s in watched:
+        signal.signal(s, on_signal)
+    try:
+        atexit._run_exitfuncs()  # what a normal exit runs (logging.shutdown, ...)
+    finally:
+        if late and code == EXIT_OK:
+            name = signal.Signals(late[0]).name
+            print(
+                f"interrupted: {name} after the run finished (its summary is final)",
+                file=sys.stderr,
+            )
+            code = EXIT_INTERRUPTED
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        for lock in release_at_exit:
+            lock.release()
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_as_script()

@@ -125,12 +125,36 @@ def watch_parent(
 
 
 def parent_to_watch() -> int | None:
-    """The entry point's pid when it launched us (``PIPELINE_PARENT_PID`` is our parent)."""
+    """The entry point's pid when it launched us (``PIPELINE_PARENT_PID``), else None.
+
+    Also when it is no longer our parent because it already died (killed in the first moments
+    after starting us, before we looked: issue 22 item 1); then :func:`parent_gone` is true at
+    once. A pid that is alive but not our parent is a variable inherited from elsewhere: None.
+    """
     raw = os.environ.get("PIPELINE_PARENT_PID", "").strip()
     if not raw.isdigit():
         return None
     pid = int(raw)
-    return pid if pid == os.getppid() else None
+    if pid == os.getppid():
+        return pid
+    return None if _pid_exists(pid) else pid
+
+
+def parent_gone(expected_ppid: int) -> bool:
+    """Whether the process that launched us (``expected_ppid``) is no longer our parent."""
+    return os.getppid() != expected_ppid
+
+
+def _pid_exists(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, dead but not yet reaped, is not)."""
+    import psutil
+
+    try:
+        return pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
 
 
 class TeeStream(StreamWrapper):

@@ -135,3 +135,32 @@ def test_disk_full_inside_an_atomic_write_names_the_file(
         "with --resume (the artifacts written so far are intact)"
     ]
     assert not list(model.parent.iterdir())
+
+
+# ---------------------------------------------------------------- item 9: exit codes of signals
+
+
+def test_signal_deaths_and_late_signals_map_to_the_documented_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import signal
+    import time
+
+    import runpod_main
+
+    assert runpod_main.exit_code_of(-signal.SIGHUP) == 130
+    assert runpod_main.exit_code_of(-signal.SIGTERM) == 130
+    assert runpod_main.exit_code_of(-signal.SIGKILL) == 137
+    assert runpod_main.exit_code_of(3) == 3
+
+    def run_then_hangup(_args: object) -> int:  # a hangup in the run's last lines
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(1)
+        return 0
+
+    monkeypatch.setattr(runpod_main, "run", run_then_hangup)
+    previous = signal.getsignal(signal.SIGHUP)
+    assert runpod_main.main(["--dataset", "X", "--no-push"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+    assert signal.getsignal(signal.SIGHUP) is previous

@@ -44,3 +44,154 @@ def test_a_kill_between_model_file_and_metrics_resumes_from_the_last_epoch(
     metrics = json.loads(next((tmp_path / "results").glob("metrics_gru*.json")).read_text())
     assert metrics["resumed_from_epoch"] == 2
     assert not list((tmp_path / "models" / "checkpoints").glob("*gru*"))
+
+
+# ---------------------------------------------------------------- items 1, 9, 12: process life
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATASET = "LIFE-TEST_1H"
+
+
+def _tiny_root(root: Path) -> Path:
+    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+
+    (root / "datasets").mkdir(parents=True)
+    write_ohlcv_csv(generate_ohlcv(50, seed=1), root / "datasets" / f"{DATASET}.csv")
+    return root
+
+
+def _env(**extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env.update(PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+SLOW_DRIVER = """
+import sys, time
+import runpod_train
+from runpod_train import StepOutcome
+
+def slow(ctx):
+    print("slow step started", file=sys.stderr, flush=True)
+    time.sleep(60)
+    return StepOutcome(result="finished")
+
+for n in runpod_train.STEP_NAMES:
+    runpod_train.STEP_FUNCTIONS[n] = lambda ctx: StepOutcome(result="fake")
+runpod_train.STEP_FUNCTIONS[5] = slow
+raise SystemExit(runpod_train.main(sys.argv[1:]))
+"""
+
+QUICK_PARENT = """
+import os, pathlib, subprocess, sys
+env = dict(os.environ, PIPELINE_PARENT_PID=str(os.getpid()))
+child = subprocess.Popen([sys.executable, "-c", sys.argv[2], *sys.argv[3:]], env=env,
+                         start_new_session=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+pathlib.Path(sys.argv[1]).write_text(str(child.pid))
+os._exit(0)  # killed right after `starting runpod_train.py`
+"""
+
+
+def test_a_driver_whose_parent_died_before_it_looked_stops_at_once(tmp_path: Path) -> None:
+    """Item 1: the entry point gone before the driver started watching it: no orphan run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = _tiny_root(tmp_path)
+    pid_file = tmp_path / "driver.pid"
+    args = ["--dataset", DATASET, "--root", str(root), "--no-log-file"]
+    middle = subprocess.run(
+        [sys.executable, "-c", QUICK_PARENT, str(pid_file), SLOW_DRIVER, *args],
+        cwd=PROJECT_ROOT,
+        env=_env(),
+        timeout=60,
+    )
+    assert middle.returncode == 0
+    driver_pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(driver_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(driver_pid, signal.SIGKILL)
+        pytest.fail("the driver trained on alone after its parent died")
+    (orphan,) = (root / "logs").glob(f"train_{DATASET}_*_parent_gone.log")
+    text = orphan.read_text(encoding="utf-8")
+    assert "runpod_main.py) exited before this run started; nothing was run" in text, text
+    assert not (root / "logs" / f"run_{DATASET}.lock").exists()
+    assert not (root / "results" / f"run_summary_{DATASET}.json").exists()
+
+
+LATE_HANGUP = """
+import atexit, os, pathlib, runpy, signal, sys, time
+lock, seen = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+def teardown():  # the interpreter winding down after the run: slow, and then a hangup
+    seen.write_text(f"lock held during teardown: {lock.exists()}")
+    os.kill(os.getpid(), signal.SIGHUP)
+    time.sleep(0.5)
+atexit.register(teardown)
+sys.argv = ["runpod_train.py", *sys.argv[3:]]
+runpy.run_path("runpod_train.py", run_name="__main__")
+"""
+
+
+def test_the_lock_is_held_until_exit_and_a_late_hangup_exits_130(tmp_path: Path) -> None:
+    """Items 9 and 12: the lock outlives the interpreter's wind-down; a SIGHUP then is 130."""
+    import subprocess
+    import sys
+
+    root = _tiny_root(tmp_path)
+    lock = root / "logs" / f"run_{DATASET}.lock"
+    seen = tmp_path / "seen.txt"
+    args = ["--dataset", DATASET, "--root", str(root), "--no-log-file", "--steps", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE_HANGUP, str(lock), str(seen), *args],
+        cwd=PROJECT_ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert seen.read_text() == "lock held during teardown: True"
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted: SIGHUP after the run finished (its summary is final)" in proc.stderr
+    summary = json.loads((root / "results" / f"run_summary_{DATASET}.json").read_text())
+    assert summary["status"] == "ok"
+    assert not lock.exists()
+
+
+def test_a_signal_before_the_driver_exists_is_forwarded_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Item 1: Ctrl-C between `starting runpod_train.py` and the driver's start is passed on
+    once the driver exists; the entry point does not die and leave the driver alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import runpod_main
+
+    real_popen = subprocess.Popen
+    started: list[subprocess.Popen[bytes]] = []
+
+    def popen_after_a_signal(*a: Any, **k: Any) -> subprocess.Popen[bytes]:
+        os.kill(os.getpid(), signal.SIGINT)  # arrives before the driver exists
+        started.append(real_popen(*a, **k))
+        return started[0]
+
+    monkeypatch.setattr(runpod_main.subprocess, "Popen", popen_after_a_signal)
+    code = runpod_main.stream_driver(
+        [sys.executable, "-c", "import time; time.sleep(30)"], _env(), []
+    )
+    assert code == 130
+    assert started[0].returncode == -signal.SIGINT
