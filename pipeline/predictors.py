@@ -76,8 +76,11 @@ class PredictionModel:
         self.source: str = str(p.get("source", f"{model_name}/dev"))
         self.mean = np.asarray(p["scaler"]["mean"], dtype=np.float64)  # (F,)
         self.scale = np.asarray(p["scaler"]["scale"], dtype=np.float64)  # (F,)
+        self.scaler_file: Path | None = None
+        """The dataset's scaler file this model was checked against (``None``: fold models)."""
         if path is None:
             self._check_scaler_file()
+            self.scaler_file = self.artifacts.scaler
         self.model = model_from_payload(p, self.device)
         self.n_parameters = count_parameters(self.model)
 
@@ -125,6 +128,40 @@ class PredictionModel:
             raise PipelineError(
                 f"{self.path.name}: trained on features {', '.join(self.feature_names)}; the "
                 f"config now gives {', '.join(prep.feature_names)}"
+            )
+
+    def check_finite(self, prep: Prepared, bars: np.ndarray) -> None:
+        """PipelineError unless every warmed-up row of ``prep``'s features scales to finite
+        numbers with this model's scaler and the windows ending at ``bars`` get finite
+        probabilities; the message names the model (and scaler) file and the first bad row.
+
+        A scaler with overflowing numbers (a mean of 1e308, the same in the model file and the
+        scaler file) passes every other check and predicts NaN (issue 22 item 10).
+        """
+        self.check_dataset(prep)
+        where = f"{self.path}" + (f" (scaler {self.scaler_file})" if self.scaler_file else "")
+        ts = prep.df["timestamp"]
+        warmup = prep.arrays.warmup
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = _scale(prep.arrays.features[warmup:], self.mean, self.scale)  # (N - w, F)
+        bad = ~np.isfinite(scaled)
+        if bad.any():
+            r, f = (int(i) for i in np.argwhere(bad)[0])
+            raise PipelineError(
+                f"{where}: row {warmup + r} ({ts.iloc[warmup + r]:%Y-%m-%d %H:%M}) of the dataset "
+                f"scales to a non-finite value in feature {self.feature_names[f]} (mean "
+                f"{self.mean[f]:.6g}, scale {self.scale[f]:.6g}); rerun train_models.py"
+            )
+        bars = np.asarray(bars, dtype=np.int64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            probs = self.predict_bars(prep.arrays.features, bars)  # (n, 3)
+        ok = np.isfinite(probs).all(axis=1) & (np.abs(probs.sum(axis=1) - 1.0) <= 1e-4)
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise PipelineError(
+                f"{where}: the window ending at row {bars[i]} ({ts.iloc[bars[i]]:%Y-%m-%d %H:%M}) "
+                f"of the dataset predicts {probs[i].tolist()}, not probabilities; rerun "
+                "train_models.py"
             )
 
     def predict_proba_windows(self, windows: np.ndarray, scaled: bool = False) -> np.ndarray:

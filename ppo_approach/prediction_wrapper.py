@@ -18,8 +18,12 @@ from pipeline.config_schema import Config
 from pipeline.device import resolve_device
 from pipeline.prediction_table import PROB_TOLERANCE, load_prediction_table
 from pipeline.predictors import EnsemblePredictionModel, PredictionModel
+from pipeline.prepare import prepare_dataset
 
 log = logging.getLogger(__name__)
+
+REAL_WINDOWS = 64
+"""Windows of the dataset, spread evenly over it, each model predicts in step 6."""
 
 
 def _check_probs(name: str, probs: np.ndarray, n: int) -> None:
@@ -34,7 +38,9 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
 
     Checks each model file (and the ensemble) loads, matches the dataset file's SHA-256 and the
     current config hash, maps windows ``(n, lookback, F)`` to probabilities ``(n, 3)`` summing to
-    1, that the walk-forward fold models exist when the agent uses them, and that the prediction
+    1, scales every row of the dataset to finite numbers with its scaler and predicts finite
+    probabilities for real windows (:meth:`PredictionModel.check_finite`, issue 22 item 10),
+    that the walk-forward fold models exist when the agent uses them, and that the prediction
     table the agent will read is valid. Returns ``{name: details}``.
 
     Raises:
@@ -55,6 +61,11 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
     )
     results: dict[str, Any] = {}
     rng = np.random.default_rng(0)
+    # Real windows through each model's own scaler (issue 22 item 10): every row is scaled, the
+    # network runs on REAL_WINDOWS windows spread over the dataset.
+    prep = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
+    first, n_bars = prep.arrays.splits.first_bar, prep.arrays.n_bars
+    real_bars = np.unique(np.linspace(first, n_bars - 1, REAL_WINDOWS).astype(np.int64))
 
     def dummy_check(label: str, model: PredictionModel | EnsemblePredictionModel) -> np.ndarray:
         window = rng.standard_normal((model.lookback, len(model.feature_names)))  # (L, F)
@@ -87,6 +98,7 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
                 f"{expected}); rerun train_models.py"
             )
         probs = dummy_check(m, model)
+        model.check_finite(prep, real_bars)
         folds = 0
         if ppo_cfg.ppo_prediction_source != "in_sample":
             for fold in range(1, cfg.training.walk_forward_folds):
@@ -95,6 +107,7 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
                 if fm.dataset_sha256 != sha or fm.config_hash != expected:
                     raise PipelineError(f"model {m}: walk-forward model {fpath} is stale")
                 dummy_check(f"{m}/fold{fold}", fm)
+                fm.check_finite(prep, real_bars)
                 folds += 1
         results[m] = {
             "device": str(model.device),
