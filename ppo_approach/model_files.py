@@ -5,7 +5,8 @@
 SHA-256 in ``checksums.json`` beside it BEFORE renaming it into place; :func:`load_model` never
 unpickles: SB3 stores some attributes as ``:serialized:`` cloudpickle blobs in the zip's ``data``;
 every one we know is replaced by an object built here (``custom_objects``), any other is refused,
-and the bytes hashed are the bytes loaded. A damaged file is a :class:`CorruptModelError`
+as is a ``.pth`` entry that holds more than tensors (issue 22 item 11), and the bytes hashed are
+the bytes loaded. A damaged file is a :class:`CorruptModelError`
 (``--resume`` skips it), a replaced one an :class:`UntrustedModelError` (refused). Only the newest
 ``keep_checkpoints`` checkpoints are kept. The config's ``algorithm`` says which class a file must
 be (``ppo`` or ``maskable_ppo``); a file of the other one is refused in one line.
@@ -18,6 +19,8 @@ import hashlib
 import io
 import json
 import logging
+import pickle
+import re
 import zipfile
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
+import torch
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3 import PPO
@@ -306,6 +310,7 @@ def load_model(
             f"{path}: holds pickled entries this pipeline never writes ({', '.join(pickled)}); "
             "refusing to load it (loading would run code from the file)"
         )
+    _check_tensor_entries(path, raw)
     try:
         with quiet_sb3_batch_warning():
             model = ALGORITHMS[algorithm].load(
@@ -317,9 +322,39 @@ def load_model(
             )
     except Exception as exc:  # any failure to rebuild the model: the file is not usable
         raise CorruptModelError(
-            f"{path}: cannot load PPO model ({type(exc).__name__}: {exc})"
+            f"{path}: cannot load PPO model ({type(exc).__name__}: {_first_line(exc)})"
         ) from None
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (PyTorch's run over several lines), at most 200 chars."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _check_tensor_entries(path: Path, raw: bytes) -> None:
+    """Every ``.pth`` entry of the zip (``policy.pth``, ``policy.optimizer.pth``,
+    ``pytorch_variables.pth``) must load with ``torch.load(weights_only=True)``: plain tensors and
+    containers. One that holds another pickled Python object is refused like a pickled ``data``
+    entry, in one line (issue 22 item 11), never skipped as damage; PyTorch's several-line
+    message does not reach the console."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        names = [n for n in archive.namelist() if n.endswith(".pth")]
+        for name in names:
+            try:
+                torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as exc:
+                found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+                what = f"the Python object {found.group(1)}" if found else "other Python objects"
+                raise UntrustedModelError(
+                    f"{path}: its {name} holds {what}, not only tensors; refusing to load it "
+                    "(loading would run code from the file)"
+                ) from None
+            except Exception as exc:
+                raise CorruptModelError(
+                    f"{path}: damaged entry {name} ({type(exc).__name__}: {_first_line(exc)})"
+                ) from None
 
 
 @contextlib.contextmanager

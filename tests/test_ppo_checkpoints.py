@@ -332,6 +332,66 @@ def test_a_pickled_entry_we_do_not_replace_is_refused(
     assert "surprise" in err[-1]
 
 
+def _pickled_pth(path: Path, marker: Path, member: str = "policy.pth") -> None:
+    """Rewrite ``path``'s ``member`` as a ``torch.save`` of a Python object whose unpickling
+    creates ``marker`` (not a plain state dict of tensors)."""
+    with zipfile.ZipFile(path) as zin:
+        entries = {n: zin.read(n) for n in zin.namelist()}
+    buf = io.BytesIO()
+    torch.save({"weights": torch.zeros(2), "trap": _Trap(marker)}, buf)
+    entries[member] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as zout:
+        for name, raw in entries.items():
+            zout.writestr(name, raw)
+
+
+def test_a_pickle_in_policy_pth_is_refused_in_one_line(
+    pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 22 item 11: a checkpoint whose policy.pth holds a pickled object (manifest rewritten
+    too) stops ``--resume`` with one error line and exit 1; it is not skipped as damaged (no
+    fallback to an older checkpoint, exit 0) and PyTorch's several-line message stays out."""
+    root = _copy(pruned_run, tmp_path / "copy")
+    _drop_final(root)
+    ck, marker = root / CK, tmp_path / "fired"
+    newest = ck / "checkpoint_2560.zip"
+    _pickled_pth(newest, marker)
+    _record(ck, newest)
+    before = _folder(ck)
+    code = step.main(_argv(root, "--resume"))
+    out = capsys.readouterr()
+    err = out.err.strip().splitlines()
+    assert not marker.exists()
+    assert code == 1, err[-5:]
+    assert err[-1] == (
+        f"error: {newest}: its policy.pth holds the Python object io.open, not only tensors; "
+        "refusing to load it (loading would run code from the file)"
+    ), err[-5:]  # the trap pickles open() as io.open
+    assert "Weights only load failed" not in out.err + out.out
+    assert "skipping" not in out.err
+    assert _folder(ck) == before
+
+
+def test_load_model_refuses_a_pickle_in_any_pth_entry(
+    pruned_run: dict[str, Any],
+    tmp_path: Path,
+    val_block: step.AgentBlock,  # noqa: F811
+) -> None:
+    """The best model and the final model go through the same loader: refused, not damaged."""
+    src = pruned_run["root"] / CK / "checkpoint_2560.zip"
+    env = step.TradingEnv(val_block.data, EnvConfig(), step.RewardFunction(RewardConfig()))
+    spaces = (env.observation_space, env.action_space)
+    for member in ("policy.pth", "policy.optimizer.pth", "pytorch_variables.pth"):
+        path, marker = tmp_path / f"{member}.zip", tmp_path / f"fired_{member}"
+        shutil.copy(src, path)
+        _pickled_pth(path, marker, member)
+        with pytest.raises(model_files.UntrustedModelError) as info:
+            model_files.load_model(path, None, "cpu", clip_range=0.2, spaces=spaces)
+        assert not isinstance(info.value, model_files.CorruptModelError)
+        assert str(info.value).startswith(f"{path}: its {member} holds the Python object")
+        assert "\n" not in str(info.value) and not marker.exists()
+
+
 def test_a_checkpoint_the_manifest_does_not_list_is_refused(
     pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
