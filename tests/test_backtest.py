@@ -552,3 +552,41 @@ def test_target_action_agent_beside_baselines_that_speak_orders() -> None:
     np.testing.assert_array_equal(agent.equity, bh.equity)
     assert agent.action_counts()["BUY_100"] == 1 and agent.action_counts()["HOLD"] == n - 2
     np.testing.assert_array_equal(runs["classifier_rule"][0].equity, bh.equity)
+
+
+def test_run_strategies_logs_each_run_and_every_30_s_inside_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 22 item 17: no silent minute in the final backtest. A line as each strategy run
+    starts, and inside a run a line with the bar reached once 30 s passed (fake clock: 1 s per
+    bar)."""
+    data, probs = _block()
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    progress = bt.StrategyProgress(8, data.n_bars, 30.0, clock)
+    with caplog.at_level("INFO", logger=bt.__name__):
+        bt.run_strategies(
+            data, EnvConfig(), RewardConfig(), bt.flat_policy, probs, [0, 1], progress
+        )
+    msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("backtest:")]
+    names = [
+        "agent",
+        "buy_and_hold",
+        "flat",
+        "random (seed 0)",
+        "random (seed 1)",
+        "classifier_rule",
+        "agent_cost_0x",
+        "agent_cost_2x",
+    ]
+    starts = [m for m in msgs if m.startswith("backtest: running ")]
+    assert starts == [f"backtest: running {n} ({k} of 8)" for k, n in enumerate(names, 1)]
+    inside = [m for m in msgs if m not in starts]
+    # 59 steps a run, one clock tick each: a line after 30 s in every run, none twice as often.
+    assert len(inside) == 8, msgs
+    assert inside[0] == "backtest: agent at bar 30 of 60, 30 s into this run"
+    assert inside[-1] == "backtest: agent_cost_2x at bar 30 of 60, 30 s into this run"
