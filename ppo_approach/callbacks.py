@@ -327,10 +327,15 @@ class ProgressLogCallback(BaseCallback):
         """The 100 % line was logged: later ones keep the interval."""
         self._hook: Any = None
 
+    def _init_callback(self) -> None:
+        # SB3 inits every callback before any training-start hook: watching the policy from
+        # here covers an evaluation of the starting policy in another callback's start too.
+        self._on_training_start()
+
     def _on_training_start(self) -> None:
         self.beat()
         net = getattr(getattr(self.model, "policy", None), "action_net", None)
-        if net is not None and hasattr(net, "register_forward_hook"):
+        if self._hook is None and net is not None and hasattr(net, "register_forward_hook"):
             self._hook = net.register_forward_hook(lambda *_: self.beat())
 
     def _on_step(self) -> bool:

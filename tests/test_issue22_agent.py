@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
 
 from pipeline.common import Paths, PipelineError
 from ppo_approach import callbacks
@@ -172,3 +173,43 @@ def test_a_real_ppo_update_logs_progress(monkeypatch: pytest.MonkeyPatch) -> Non
     assert True in in_train, in_train
     assert cb._hook is None  # removed at the end of training
     assert np.isfinite(phase["t"])
+
+
+@pytest.mark.integration
+def test_progress_lines_during_an_evaluation_at_the_start_of_training() -> None:
+    """An earlier callback that evaluates the starting policy in its own training-start hook
+    (ValidationEvalCallback with evaluate_at_start) is covered too: the policy is watched from
+    SB3's init of the callbacks, which comes before any training-start hook."""
+    torch.manual_seed(0)
+    env = gym.make("CartPole-v1")
+    model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0)
+    phase = {"eval": False, "t": 0.0}
+
+    def clock() -> float:
+        phase["t"] += 31.0 if phase["eval"] else 0.001
+        return phase["t"]
+
+    class EvaluateAtStart(BaseCallback):
+        def _on_training_start(self) -> None:
+            phase["eval"] = True
+            obs, _ = env.reset(seed=0)
+            for _ in range(3):
+                self.model.predict(obs, deterministic=True)
+            phase["eval"] = False
+
+        def _on_step(self) -> bool:
+            return True
+
+    in_eval: list[bool] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: in_eval.append(bool(phase["eval"]))  # type: ignore[method-assign]
+    callbacks.log.addHandler(handler)
+    old_level = callbacks.log.level
+    callbacks.log.setLevel(logging.INFO)
+    try:
+        progress = callbacks.ProgressLogCallback(10_000, interval_s=30.0, clock=clock)
+        model.learn(64, callback=[EvaluateAtStart(), progress])
+    finally:
+        callbacks.log.removeHandler(handler)
+        callbacks.log.setLevel(old_level)
+    assert in_eval[:1] == [True], in_eval
