@@ -59,6 +59,7 @@ from pipeline.common import (
 )
 from pipeline.config import SECTIONS, add_config_args, config_from_args, load_config
 from pipeline.config_schema import MODEL_NAMES, Config, ConfigError, field_map
+from pipeline.runlock import absolute_dataset
 from pipeline.search_space import SearchSpace, default_space_path, read_search_space
 from pipeline.tuning import METRICS, STAGES
 
@@ -602,7 +603,17 @@ def main(argv: list[str] | None = None) -> int:
         base = [*(["--preset", args.preset] if args.preset else [])]
         for o in args.overrides:
             base += ["--set", o]
-        summary = write_outputs(study, out_dir, stage, name_ds, space, base, OUTPUT_NAMES)
+        summary = write_outputs(
+            study,
+            out_dir,
+            stage,
+            name_ds,
+            space,
+            base,
+            OUTPUT_NAMES,
+            run_dataset=absolute_dataset(args.dataset, paths.datasets),
+            run_args=["--root", str(paths.root)] if args.root is not None else [],
+        )
         for line in summary_lines(summary, out_dir):
             print(line)
         return EXIT_OK

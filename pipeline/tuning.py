@@ -488,13 +488,38 @@ class StudyProgress:
             self.bar.close()
 
 
+def chosen_trial(study: optuna.Study) -> Any:
+    """The best complete trial, ties broken by the most trades (``best_trades``), then the
+    earliest; None before the first complete trial.
+
+    Optuna's ``best_trial`` takes the first of equal values: among agent trials that never
+    trade (all at the flat score) it would pick an arbitrary non-trader over one that trades as
+    well as staying flat does (issue 22 item 14).
+    """
+    from optuna.trial import TrialState
+
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    if not done:
+        return None
+    return max(done, key=lambda t: (t.value, trades_of(t) or 0, -t.number))
+
+
+def trades_of(trial: Any) -> int | None:
+    """How many trades the agent trial made at its best evaluation (None: not recorded)."""
+    value = trial.user_attrs.get("best_trades")
+    return None if value is None else int(value)
+
+
 def best_of(study: optuna.Study) -> tuple[float | None, int | None]:
     """The best value and its trial number, ``(None, None)`` before the first complete trial."""
-    try:
-        best = study.best_trial
-    except ValueError:
+    best = chosen_trial(study)
+    if best is None:
         return None, None
-    return float(best.value) if best.value is not None else None, best.number
+    return float(best.value), best.number
 
 
 # ================================================================ outputs
@@ -504,7 +529,7 @@ def best_params_text(
     study: optuna.Study, stage: str, dataset: str, space: SearchSpace, base: Sequence[str] = ()
 ) -> str:
     """The best trial's parameters as a ``--set-file`` (``[training]`` / ``[ppo]`` sections)."""
-    best = study.best_trial
+    best = chosen_trial(study)
     by_section: dict[str, list[str]] = {"training": [], "ppo": []}
     for name, value in best.params.items():
         section, _, key = name.partition(".")
@@ -535,13 +560,19 @@ def top_trials_table(study: optuna.Study, stage: str, n: int = 10) -> str:
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    done.sort(key=lambda t: -(t.value if t.value is not None else -math.inf))
+    done.sort(  # as chosen_trial: ties by the most trades, then the earliest
+        key=lambda t: (t.value if t.value is not None else -math.inf, trades_of(t) or 0, -t.number),
+        reverse=True,
+    )
     names = sorted({k for t in done for k in t.params})
-    head = ["rank", "trial", METRICS[stage], *names, "seconds"]
+    trades = stage == "agent"
+    head = ["rank", "trial", METRICS[stage], *(["trades"] if trades else []), *names, "seconds"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rank, t in enumerate(done[:n], start=1):
         secs = t.duration.total_seconds() if t.duration is not None else float("nan")
         cells = [str(rank), str(t.number), f"{t.value:.5g}"]
+        if trades:
+            cells.append("?" if trades_of(t) is None else str(trades_of(t)))
         cells += [_short(t.params.get(k, "")) for k in names]
         cells.append(f"{secs:.1f}")
         rows.append("| " + " | ".join(cells) + " |")
@@ -591,7 +622,9 @@ def plot_study(study: optuna.Study, history: Path, importance: Path) -> list[str
 
 
 def full_run_command(dataset: str, best_params: Path, extra: Sequence[str] = ()) -> str:
-    """The command that runs the whole pipeline with the best parameters."""
+    """The command that runs the whole pipeline with the best parameters. ``dataset`` is what
+    the tuner was given (a path made absolute), not the artifact stem, which names a file only
+    in ``datasets/`` (issue 22 item 14)."""
     return shlex.join(
         ["python", "runpod_main.py", "--dataset", dataset, *extra, "--set-file", str(best_params)]
     )
@@ -605,10 +638,13 @@ def write_outputs(
     space: SearchSpace,
     base_args: Sequence[str],
     names: dict[str, str],
+    run_dataset: str | None = None,
+    run_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the best-parameter file, the PNGs, the top-trials table, the command and a summary
     JSON into ``out_dir``; ``names`` maps ``best``, ``history``, ``importance``, ``top``,
-    ``command``, ``summary`` to file names. Returns the summary."""
+    ``command``, ``summary`` to file names. ``run_dataset`` (default ``dataset``) and
+    ``run_args`` (``--root``) go into the command. Returns the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     best_value, best_number = best_of(study)
     summary: dict[str, Any] = {
@@ -628,13 +664,15 @@ def write_outputs(
         return summary
     best_path = out_dir / names["best"]
     atomic_write_text(best_path, best_params_text(study, stage, dataset, space, base_args))
-    command = full_run_command(dataset, best_path, base_args)
+    command = full_run_command(run_dataset or dataset, best_path, [*base_args, *run_args])
+    best = chosen_trial(study)
+    summary["best_trades"] = trades_of(best)
     atomic_write_text(out_dir / names["command"], command + "\n")
     atomic_write_text(out_dir / names["top"], top_trials_table(study, stage))
     notes = plot_study(study, out_dir / names["history"], out_dir / names["importance"])
     summary.update(
         {
-            "best_params": study.best_trial.params,
+            "best_params": best.params,
             "best_params_file": str(best_path),
             "command": command,
             "plot_notes": notes,
@@ -653,11 +691,21 @@ def summary_lines(summary: dict[str, Any], out_dir: Path) -> list[str]:
     if summary.get("best_trial") is None:
         return [*lines, "no complete trial: nothing to report yet"]
     lines += [
-        f"{summary['metric']}: {summary['best_value']:.5g} at best (trial {summary['best_trial']})",
+        f"{summary['metric']}: {summary['best_value']:.5g} at best (trial {summary['best_trial']}"
+        + (
+            f", {summary['best_trades']} trades at its best evaluation)"
+            if summary.get("best_trades") is not None
+            else ")"
+        ),
         f"best parameters: {summary['best_params_file']}",
         f"outputs: {out_dir}",
         f"full pipeline with them: {summary['command']}",
     ]
+    if summary.get("best_trades") == 0:
+        lines.append(
+            "note: the best trial never trades at its best evaluation: its score is that of "
+            "staying flat, not of a strategy"
+        )
     return lines
 
 

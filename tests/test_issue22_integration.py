@@ -18,8 +18,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_kill_between_model_file_and_metrics_resumes_from_the_last_epoch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_dataset: Any
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    write_dataset: Any,
 ) -> None:
+    """Item 4; item 16: the classifier's verdict (a finding, not a fault) is logged at INFO."""
+    import logging
+
     write_dataset(tmp_path, "TINY", signal=0.5, seed=3, n=1500)
     args = ["--dataset", "TINY", "--root", str(tmp_path), "--preset", "smoke", "--models", "gru"]
     args += ["--set", "num_threads=1", "--set", "training.device=cpu", "--set", "epochs=2"]
@@ -40,7 +45,16 @@ def test_a_kill_between_model_file_and_metrics_resumes_from_the_last_epoch(
     ckpts = list((tmp_path / "models" / "checkpoints").glob("*gru*"))
     assert ckpts, "the finished model's checkpoint must survive until its metrics are written"
     monkeypatch.setattr(train_models, "atomic_write_json", real_write)
-    assert train_models.main([*args, "--resume"]) == 0
+    records: list[logging.LogRecord] = []
+    catch = logging.Handler()
+    catch.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("train_models").addHandler(catch)
+    try:
+        assert train_models.main([*args, "--resume"]) == 0
+    finally:
+        logging.getLogger("train_models").removeHandler(catch)
+    verdicts = [r for r in records if r.getMessage().startswith("gru: test macro-F1")]
+    assert len(verdicts) == 1 and verdicts[0].levelno == logging.INFO
     metrics = json.loads(next((tmp_path / "results").glob("metrics_gru*.json")).read_text())
     assert metrics["resumed_from_epoch"] == 2
     assert not list((tmp_path / "models" / "checkpoints").glob("*gru*"))
@@ -195,3 +209,63 @@ def test_a_signal_before_the_driver_exists_is_forwarded_to_it(
     )
     assert code == 130
     assert started[0].returncode == -signal.SIGINT
+
+
+# ------------------------------------------------------- item 14: tuner outputs (plots: ~4 s)
+
+
+def test_tuner_best_breaks_ties_by_trades_reports_them_and_names_the_given_csv(
+    tmp_path: Path,
+) -> None:
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from pipeline import tuning
+    from pipeline.search_space import read_search_space
+
+    space_file = tmp_path / "space.txt"
+    space_file.write_text("[ppo]\nlearning_rate = float 1e-5 1e-3 log\n", encoding="utf-8")
+    space = read_search_space(space_file)
+    study = optuna.create_study(direction="maximize", study_name="agent_X")
+    dist = {"ppo.learning_rate": FloatDistribution(1e-5, 1e-3, log=True)}
+    for value, trades, lr in ((0.0, 0, 1e-4), (-69.0, 40, 2e-4), (0.0, 5, 3e-4)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"ppo.learning_rate": lr},
+                distributions=dist,
+                value=value,
+                user_attrs={"best_trades": trades},
+            )
+        )
+    csv = tmp_path / "elsewhere" / "MY-DATA_1H.csv"
+    out = tmp_path / "out"
+    names = {k: f"{k}.out" for k in ("best", "history", "importance", "top", "command")}
+    names["summary"] = "summary.json"
+    summary = tuning.write_outputs(
+        study, out, "agent", "MY-DATA_1H", space, ["--preset", "demo"], names,
+        run_dataset=str(csv), run_args=["--root", str(tmp_path)],
+    )  # fmt: skip
+    assert summary["best_trial"] == 2 and summary["best_trades"] == 5
+    command = (out / "command.out").read_text().strip()
+    assert command.startswith(f"python runpod_main.py --dataset {csv} --preset demo --root ")
+    assert "learning_rate = 0.0003" in (out / "best.out").read_text()
+    table = (out / "top.out").read_text()
+    assert "| 1 | 2 | 0 | 5 |" in table and "| 2 | 0 | 0 | 0 |" in table
+    lines = tuning.summary_lines(summary, out)
+    assert any("(trial 2, 5 trades at its best evaluation)" in line for line in lines)
+
+    lonely = optuna.create_study(direction="maximize", study_name="agent_Y")
+    for value, trades in ((0.0, 0), (-69.0, 40)):
+        lonely.add_trial(
+            optuna.trial.create_trial(
+                params={"ppo.learning_rate": 1e-4},
+                distributions=dist,
+                value=value,
+                user_attrs={"best_trades": trades},
+            )
+        )
+    summary = tuning.write_outputs(lonely, tmp_path / "o2", "agent", "Y", space, [], names)
+    assert summary["best_trades"] == 0
+    assert tuning.summary_lines(summary, tmp_path / "o2")[-1].startswith(
+        "note: the best trial never trades"
+    )
