@@ -491,12 +491,14 @@ def run(args: argparse.Namespace) -> int:
     resolve_user_paths(args)
     paths = Paths.from_root(args.root)
     dataset = dataset_name(args.dataset)
+    # The config first: a usage error (--preset nonexist, --set bad=1) is one line and leaves
+    # no log file behind (issue 22 item 16).
+    cfg = config_from_args(args)
     secrets = secret_values()
     install_secret_masking(secrets)
     log_file = setup_run_logging(paths, dataset, args.verbose)
     if log_file is not None:
         log.info("log file: %s", log_file)
-    cfg = config_from_args(args)
     push = push_enabled(args.no_push)
 
     if args.skip_validation:
@@ -621,10 +623,10 @@ def run_many(args: argparse.Namespace) -> int:
     resolve_user_paths(args)
     paths = Paths.from_root(args.root)
     multi = MultiRun(resolve_datasets(args, paths))
+    cfg = config_from_args(args)  # before the log file: a usage error leaves none (item 16)
     secrets = secret_values()
     install_secret_masking(secrets)
     log_file = setup_run_logging(paths, multi.datasets[0], args.verbose)
-    cfg = config_from_args(args)
     push = push_enabled(args.no_push)
     log.info(
         "%d datasets: %s", len(multi.datasets), ", ".join(dataset_name(d) for d in multi.datasets)

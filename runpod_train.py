@@ -667,6 +667,16 @@ def run_context(args: argparse.Namespace) -> RunContext:
     )
 
 
+def check_usage(args: argparse.Namespace) -> int:
+    """The command line's own errors (no dataset, bad steps, a config that does not parse), as
+    :class:`PipelineError` before anything is written; EXIT_OK when there are none."""
+    if not (args.dataset or os.environ.get("DATASET_NAME", "").strip()):
+        raise PipelineError("no dataset: pass --dataset NAME or set DATASET_NAME")
+    parse_steps(args.steps, args.from_step)
+    config_from_args(args)
+    return EXIT_OK
+
+
 def _acquire(lock: RunLock) -> RunLock:
     """Take the run lock; a root that cannot hold it is one line naming the path (item 10)."""
     try:
@@ -770,6 +780,10 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             stack.enter_context(interrupt_on_signals())
             dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
+            # Usage errors first: they are one line and leave no log file (issue 22 item 16).
+            usage = run_cli(lambda: check_usage(args))
+            if usage != EXIT_OK:
+                return usage
             log_file = None
             if not args.no_log_file and dataset:
                 log_file = Artifacts(Paths.from_root(args.root), dataset).train_log(log_stamp())

@@ -164,3 +164,30 @@ def test_signal_deaths_and_late_signals_map_to_the_documented_130(
     assert runpod_main.main(["--dataset", "X", "--no-push"]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
     assert signal.getsignal(signal.SIGHUP) is previous
+
+
+# ---------------------------------------------------------------- item 16: logs
+
+
+@pytest.mark.parametrize("script", ["runpod_main", "runpod_train"])
+@pytest.mark.parametrize(
+    "usage", [["--set", "no_such_key=1"], ["--preset", "nonexist"], ["--set", "epochs=-3"]]
+)
+def test_a_usage_error_leaves_no_log_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], script: str, usage: list[str]
+) -> None:
+    import importlib
+
+    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+
+    (tmp_path / "datasets").mkdir()
+    write_ohlcv_csv(generate_ohlcv(50, seed=1), tmp_path / "datasets" / "U.csv")
+    main = importlib.import_module(script).main
+    try:
+        code = main(["--dataset", "U", "--root", str(tmp_path), "--no-push", *usage])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert "error: " in err[-1]
+    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").iterdir())
