@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.common import ProgressLog
 from ppo_approach.backtest import ClassifierRulePolicy, Policy
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
@@ -175,7 +176,9 @@ def clone(
     opt = torch.optim.Adam(policy.parameters(), lr=LEARNING_RATE)
     gen = torch.Generator().manual_seed(int(seed))
     policy.set_training_mode(True)
-    for _ in range(int(epochs)):
+    progress = ProgressLog("warm start", int(epochs), "epochs", logger=log)  # a line every 30 s
+    progress.update(0)
+    for epoch in range(int(epochs)):
         order = torch.randperm(y.numel(), generator=gen).to(device)
         for i in range(0, y.numel(), BATCH_SIZE):
             idx = order[i : i + BATCH_SIZE]
@@ -187,6 +190,7 @@ def clone(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             opt.step()
+        progress.update(epoch + 1)
     policy.set_training_mode(False)
     with torch.no_grad():
         agree = torch.cat(
@@ -238,6 +242,7 @@ def warm_start(
             f"flat's {flat_val_reward:.3f}"
         )
         behaviour = flat_behaviour
+    log.info("warm start: cloning the %s behaviour on the train block (%d epochs)", name, epochs)
     obs, actions, returns = behaviour_data(data, env_cfg, reward_cfg, behaviour, gamma, seed)
     agreement = clone(model, obs, actions, returns, epochs, seed)
     result = WarmStart(name, reason, int(actions.size), agreement, int(epochs))

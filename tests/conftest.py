@@ -71,6 +71,15 @@ _UNIT, _INTEGRATION = "unit", "integration"
 TIERS = (_UNIT, _INTEGRATION)
 _MODULE_TIERS: dict[str, tuple[str, frozenset[str]]] = {
     "test_artifacts": (_UNIT, frozenset()),
+    "test_warm_start": (
+        _UNIT,
+        frozenset(
+            {
+                "test_behaviour_cloning_reproduces_the_rule",
+                "test_warm_start_is_flat_when_the_rule_loses_on_validation",
+            }
+        ),
+    ),
     "test_backtest": (_UNIT, frozenset({"test_plot_agent_on_top_and_one_colour_per_strategy"})),
     "test_data": (_UNIT, frozenset()),
     "test_oracle": (_UNIT, frozenset({"test_the_agent_blocks_carry_the_true_class"})),

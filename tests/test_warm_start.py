@@ -1,0 +1,276 @@
+"""Issue 16: the agent uses a real classifier's edge. Units of the pieces: the noisy oracle's
+calibrated soft probabilities, the conditioned inputs (edge, train-block z-scores), the model
+choice of ``prediction_model = auto``, diagnostic agents' own names, the verdict line, and the
+rule warm start (behaviour cloning reproduces the rule; flat when the rule loses)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.artifacts import Artifacts, agent_name
+from pipeline.common import Paths, PipelineError
+from pipeline.config import load_config
+from pipeline.model_choice import best_on_validation, resolve_prediction_model
+from ppo_approach import backtest
+from ppo_approach.agent_blocks import (
+    AgentBlock,
+    noisy_oracle_probs,
+    noisy_oracle_strength,
+    oracle_table,
+    prediction_feature_names,
+    prediction_features,
+    standardise_prediction_features,
+)
+from ppo_approach.reward_functions import RewardConfig
+from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
+
+# ---------------------------------------------------------------- noisy oracle
+
+
+@pytest.mark.parametrize("accuracy", [0.40, 0.45, 0.55, 0.8])
+def test_noisy_oracle_is_right_as_often_as_asked(accuracy: float) -> None:
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 3, 60_000)
+    p = noisy_oracle_probs(true, accuracy, seed=3)
+    right = float((p.argmax(axis=1) == true).mean())
+    assert abs(right - accuracy) < 0.01
+    assert np.allclose(p.sum(axis=1), 1.0)
+
+
+def test_noisy_oracle_is_soft_and_calibrated() -> None:
+    """A realistic edge (40 % right) gives probabilities a few points apart, and among bars whose
+    top probability is about q the top class is right about q of the time (calibration)."""
+    true = np.random.default_rng(1).integers(0, 3, 100_000)
+    p = noisy_oracle_probs(true, 0.40, seed=4)
+    top = p.max(axis=1)
+    assert 0.34 < float(np.median(top)) < 0.45  # soft: far from the degraded oracle's 1.0
+    right = p.argmax(axis=1) == true
+    for lo, hi in ((0.35, 0.40), (0.40, 0.45)):
+        sel = (top >= lo) & (top < hi)
+        assert sel.sum() > 2000
+        assert abs(float(right[sel].mean()) - float(top[sel].mean())) < 0.02
+    assert noisy_oracle_strength(1 / 3) == 0.0
+    again = noisy_oracle_probs(true, 0.40, seed=4)
+    assert np.array_equal(p, again)  # seeded
+
+
+def test_oracle_table_soft_writes_the_noisy_source() -> None:
+    table = pd.DataFrame(
+        {
+            "bar": np.arange(300),
+            "p_fall": 0.2,
+            "p_stationary": 0.5,
+            "p_rise": 0.3,
+            "pred_class": 1,
+            "confidence": 0.5,
+        }
+    )
+    labels = np.random.default_rng(2).integers(0, 3, 300).astype(np.int8)
+    out = oracle_table(table, labels, accuracy=0.45, seed=1, soft=True)
+    probs = out[["p_fall", "p_stationary", "p_rise"]].to_numpy()
+    assert (out["source"] == "noisy_oracle").all()
+    assert (out["pred_class"].to_numpy() == probs.argmax(axis=1)).all()
+    assert np.allclose(out["confidence"], probs.max(axis=1))
+    assert probs.max() < 0.99  # not one-hot
+
+
+# ---------------------------------------------------------------- conditioned inputs
+
+
+def _pred_table(n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([20, 20, 20], n)
+    return pd.DataFrame(
+        {
+            "p_fall": p[:, 0],
+            "p_stationary": p[:, 1],
+            "p_rise": p[:, 2],
+            "pred_class": p.argmax(axis=1),
+            "confidence": p.max(axis=1),
+        }
+    )
+
+
+def test_edge_feature_is_p_rise_minus_p_fall() -> None:
+    cfg = load_config(overrides=["prediction_model=dlstm", "edge_feature=true"]).ppo
+    table = _pred_table(50)
+    x = prediction_features(table, cfg)
+    assert prediction_feature_names(cfg)[-1] == "edge" and x.shape == (50, 6)
+    assert np.allclose(x[:, -1], table["p_rise"] - table["p_fall"], atol=1e-6)
+    plain = load_config(overrides=["prediction_model=dlstm"]).ppo
+    assert prediction_features(table, plain).shape == (50, 5)
+
+
+def _block(name: str, x: np.ndarray) -> AgentBlock:
+    n = x.shape[0]
+    data = MarketData(
+        open=np.full(n, 100.0),
+        close=np.full(n, 100.0),
+        pred_features=x,
+        price_features=np.zeros((n, 1)),
+    )
+    probs = x[:, 2:5].astype(np.float64)
+    return AgentBlock(name, data, np.arange(n), probs, False)
+
+
+def test_prediction_zscore_uses_the_train_block_only_and_keeps_raw_probs() -> None:
+    rng = np.random.default_rng(5)
+    train = rng.normal(0.33, 0.02, (400, 5))
+    val = rng.normal(0.40, 0.05, (100, 5))  # other statistics: must not move the scaling
+    blocks = {"train": _block("train", train), "val": _block("val", val)}
+    out = standardise_prediction_features(blocks)
+    z = out["train"].data.pred_features
+    assert np.allclose(z.mean(axis=0), 0.0, atol=1e-4) and np.allclose(z.std(axis=0), 1.0, 1e-3)
+    expect = (val - train.mean(axis=0)) / train.std(axis=0)
+    assert np.allclose(out["val"].data.pred_features, expect, atol=1e-4)
+    # the classifier rule reads the raw probabilities
+    assert np.array_equal(out["val"].probs, blocks["val"].probs)
+
+
+# ---------------------------------------------------------------- which classifier
+
+
+def _summary(root: Path, dataset: str, models: dict[str, object]) -> Paths:
+    paths = Paths.from_root(root)
+    paths.results.mkdir(parents=True, exist_ok=True)
+    path = Artifacts(paths, dataset).training_summary
+    path.write_text(json.dumps({"models": models}), encoding="utf-8")
+    return paths
+
+
+def test_auto_takes_the_best_validation_model_never_the_test_score(tmp_path: Path) -> None:
+    paths = _summary(
+        tmp_path,
+        "D",
+        {
+            "dlstm": {"status": "trained", "val_macro_f1": 0.33, "test_macro_f1": 0.50},
+            "gru": {"status": "trained", "val_macro_f1": 0.41, "test_macro_f1": 0.30},
+            "lstm": {"status": "failed", "val_macro_f1": 0.90},
+        },
+    )
+    cfg, why = resolve_prediction_model(load_config(), paths, "D")
+    assert cfg.ppo.prediction_model == "gru"
+    assert why == "gru (auto: best validation macro-F1 0.410)"
+    named, why = resolve_prediction_model(
+        load_config(overrides=["prediction_model=dlstm"]), paths, "D"
+    )
+    assert named.ppo.prediction_model == "dlstm" and why == "dlstm (set in the config)"
+    tie = best_on_validation(
+        {"models": {"gru": {"val_macro_f1": 0.4}, "lstm": {"val_macro_f1": 0.4}}}
+    )
+    assert tie is not None and tie[0] == "lstm"  # MODEL_NAMES order
+
+
+def test_auto_without_a_summary_says_what_to_do(tmp_path: Path) -> None:
+    paths = Paths.from_root(tmp_path)
+    with pytest.raises(PipelineError, match=r"prediction_model = auto: .*training_summary_D\.json"):
+        resolve_prediction_model(load_config(), paths, "D")
+    # only one prediction table: that one
+    paths.results.mkdir(parents=True)
+    Artifacts(paths, "D").prediction_table("gru").write_text("x\n", encoding="utf-8")
+    cfg, why = resolve_prediction_model(load_config(), paths, "D")
+    assert cfg.ppo.prediction_model == "gru" and "the only prediction table" in why
+
+
+def test_diagnostic_agents_have_their_own_names(tmp_path: Path) -> None:
+    files = Artifacts(Paths.from_root(tmp_path), "D")
+    real = agent_name("dlstm", "walk_forward", 1.0)
+    oracle = agent_name("dlstm", "oracle", 0.5)
+    noisy = agent_name("dlstm", "noisy_oracle", 0.45)
+    assert (real, oracle, noisy) == ("dlstm", "dlstm-oracle50", "dlstm-noisy_oracle45")
+    paths = {files.backtest_report(n) for n in (real, oracle, noisy)}
+    paths |= {files.ppo_model(n) for n in (real, oracle, noisy)}
+    assert len(paths) == 6
+
+
+# ---------------------------------------------------------------- what happened, in words
+
+
+def _report(agent_trades: int, agent_ret: float, rule_val: float | None) -> dict[str, object]:
+    return {
+        "strategies": {
+            "agent": {"n_trades": agent_trades, "total_return": agent_ret},
+            "classifier_rule": {"total_return": -0.037},
+            "buy_and_hold": {"total_return": -0.40},
+        },
+        "agent": {"validation": {"rule_return": rule_val}, "best_timesteps": 0},
+    }
+
+
+def test_verdict_says_did_not_learn_only_when_the_rule_made_money() -> None:
+    assert backtest.agent_verdict(_report(0, 0.0, 0.786)) == (
+        "the agent did not learn: the classifier rule made +78.6 % on validation, the agent "
+        "never traded"
+    )
+    assert backtest.agent_verdict(_report(0, 0.0, -0.05)).startswith(
+        "no edge: the classifier rule made -5.0 % on validation after fees"
+    )
+    traded = backtest.agent_verdict(_report(12, 0.1, 0.2))
+    assert traded.startswith("the agent traded (12 trades): test return +10.0 %")
+    assert "classifier rule -3.7 %" in traded
+
+
+# ---------------------------------------------------------------- the warm start
+
+
+def _signal_block(n: int = 1200, seed: int = 0) -> tuple[MarketData, np.ndarray]:
+    """Prices that follow the classifier's call: Rise bars go up 0.5 %, the rest down."""
+    rng = np.random.default_rng(seed)
+    rise = rng.random(n) < 0.4
+    p = np.where(rise[:, None], [0.30, 0.32, 0.38], [0.36, 0.34, 0.30])
+    p = p + rng.normal(0, 0.005, (n, 3))
+    p /= p.sum(axis=1, keepdims=True)
+    step = np.where(np.roll(rise, 1), 1.005, 0.996)
+    close = 100 * np.cumprod(step)
+    open_ = np.concatenate([[100.0], close[:-1]])
+    feats = np.column_stack([p.argmax(1) - 1.0, p.max(1), p])
+    data = MarketData(open_, close, feats, np.zeros((n, 1)), pred_names=None)
+    return data, p
+
+
+@pytest.mark.parametrize("action_set", ["target", "orders"])
+def test_behaviour_cloning_reproduces_the_rule(action_set: str) -> None:
+    """A PPO policy fitted by the warm start picks the rule's action on nearly every train bar,
+    so the warm-started agent trades like the rule before PPO takes a step."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ppo_approach.callbacks import policy_for
+    from ppo_approach.warm_start import rule_behaviour, warm_start
+
+    data, p = _signal_block()
+    env_cfg = EnvConfig(action_set=action_set, episode_length=200)
+    venv = DummyVecEnv([lambda: TradingEnv(data, env_cfg)])
+    model = PPO("MlpPolicy", venv, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]})
+    done = warm_start(model, data, p, env_cfg, RewardConfig(), 0.1, 0.0, 10, 0.99, 0)
+    assert done.behaviour == "rule" and done.agreement > 0.97
+    env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
+    rule_env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
+    agent = backtest.run_episode(env, policy_for(model))
+    rule = backtest.run_episode(rule_env, rule_behaviour(rule_env, p))
+    assert agent.equity[-1] / rule.equity[-1] > 0.9
+    assert rule.equity[-1] > 2 * rule.equity[0]  # the rule makes money here
+
+
+def test_warm_start_is_flat_when_the_rule_loses_on_validation() -> None:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ppo_approach.callbacks import policy_for
+    from ppo_approach.warm_start import warm_start
+
+    data, p = _signal_block(seed=1)
+    env_cfg = EnvConfig(action_set="target", episode_length=200)
+    venv = DummyVecEnv([lambda: TradingEnv(data, env_cfg)])
+    model = PPO("MlpPolicy", venv, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]})
+    done = warm_start(model, data, p, env_cfg, RewardConfig(), -0.02, 0.0, 10, 0.99, 0)
+    assert done.behaviour == "flat"
+    assert "does not beat flat's" in done.reason
+    env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
+    rec = backtest.run_episode(env, policy_for(model))
+    assert rec.trades == 0
