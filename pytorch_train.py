@@ -15,11 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from pipeline.classifier_metrics import N_CLASSES, class_weights, metrics_from_confusion
 from pipeline.common import (
@@ -29,14 +25,16 @@ from pipeline.common import (
     progress_bars_wanted,
 )
 from pipeline.config_schema import TrainingConfig
-from pipeline.device import (
-    amp_dtype,
-    call_with_oom_retry,
-    configure_cuda,
-    cuda_free_bytes,
-    scale_batch_size,
-)
-from pipeline.windows import WindowData
+
+if TYPE_CHECKING:
+    # torch is imported where it is used: `python pytorch_train.py` answers at once that this
+    # is a library module, instead of importing torch for seconds and printing nothing
+    # (issue 22 item 15).
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from pipeline.windows import WindowData
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +92,8 @@ class TrainResult:
 
 def _cpu_state(state: dict[str, Any]) -> dict[str, Any]:
     """Deep copy of a (nested) state dict with every tensor cloned to the CPU."""
+    import torch
+
     if isinstance(state, dict):
         return {k: _cpu_state(v) for k, v in state.items()}
     if isinstance(state, list):
@@ -106,6 +106,8 @@ def _cpu_state(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    import torch
+
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "perm": gen.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -113,6 +115,8 @@ def _rng_state(gen: torch.Generator) -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     gen.set_state(state["perm"])
     if "cuda" in state and torch.cuda.is_available():
@@ -121,12 +125,16 @@ def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temp file beside ``path``, then rename: never a half-written file."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """The checkpoint at ``path``, or None when absent or unreadable (logged)."""
+    import torch
+
     if not path.exists():
         return None
     try:
@@ -144,6 +152,8 @@ def _evaluate(
     dtype: torch.dtype | None,
 ) -> tuple[float, np.ndarray]:
     """Mean loss and confusion matrix over ``data`` (eval mode, no grad)."""
+    import torch
+
     model.eval()
     n = len(data)
     device = data.features.device
@@ -275,6 +285,11 @@ class _Loop:
 def _setup(model: nn.Module, train: WindowData, cfg: TrainingConfig, fingerprint: str) -> _Loop:
     """Device, AMP dtype, batch size (fitted to the GPU), Adam, class-weighted loss, seeded
     data order."""
+    import torch
+    from torch import nn
+
+    from pipeline.device import amp_dtype, configure_cuda, cuda_free_bytes, scale_batch_size
+
     device = train.features.device
     dtype = amp_dtype(device, cfg.amp)
     if device.type == "cuda":
@@ -325,6 +340,9 @@ def _train_epoch(
     progress: _EpochProgress,
 ) -> tuple[float, float]:
     """One pass over ``train`` in a seeded random order: (mean loss, accuracy)."""
+    import torch
+    from torch import nn
+
     model, device = loop.model, train.features.device
     model.train()
     n = len(train)
@@ -416,6 +434,8 @@ def train_classifier(
     Raises:
         TrainingInterrupted: on Ctrl-C / SIGTERM; the last written checkpoint is kept.
     """
+    from pipeline.device import call_with_oom_retry
+
     # 1. setup (and resume)
     loop = _setup(model, train, cfg, fingerprint)
     if resume and checkpoint_path is not None:
@@ -497,3 +517,16 @@ def train_classifier(
         resumed_from_epoch=loop.start_epoch - 1,
         stopped_early=stopped_early,
     )
+
+
+if __name__ == "__main__":
+    # A library module beside the scripts (issue 22 item 15): say what it is, in one line.
+    import sys
+
+    print(
+        "pytorch_train.py is a library module (the classifier training loop), not a command: "
+        "train the classifiers with `python train_models.py --dataset NAME` (see its --help) "
+        "or run the whole pipeline with `python runpod_main.py --dataset NAME`",
+        file=sys.stderr,
+    )
+    raise SystemExit(0 if sys.argv[1:] in (["--help"], ["-h"]) else 1)

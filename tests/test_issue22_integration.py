@@ -269,3 +269,34 @@ def test_tuner_best_breaks_ties_by_trades_reports_them_and_names_the_given_csv(
     assert tuning.summary_lines(summary, tmp_path / "o2")[-1].startswith(
         "note: the best trial never trades"
     )
+
+
+# ---------------------------------------------------------------- item 15: a library module
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), ([], 1), (["--dataset", "X"], 1)])
+def test_pytorch_train_says_it_is_a_library_without_importing_torch(
+    argv: list[str], code: int
+) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['pytorch_train.py', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_path('pytorch_train.py', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    print('EXIT', exc.code, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == f"EXIT {code} False", out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("pytorch_train.py is a library module (the classifier training loop)")
+    assert "python train_models.py --dataset NAME" in line
