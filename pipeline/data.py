@@ -650,6 +650,10 @@ def _grid_stats(ts: pd.Series) -> tuple[float, int, float, str | None]:
 # ---------------------------------------------------------------- public entry point
 
 
+_WARNED: set[tuple[str, str, str]] = set()
+"""(file, its SHA-256, note) already logged as a warning in this process."""
+
+
 def load_dataset(
     name_or_path: str, datasets_dir: Path | None = None
 ) -> tuple[pd.DataFrame, DatasetInfo]:
@@ -708,15 +712,21 @@ def load_dataset(
         notes.append(gap_note)
 
     warnings = [n for n in notes if not n.startswith("timestamps read as")]
+    sha = sha256_file(path)
     for w in warnings:
-        log.warning("%s: %s", shown, w)
+        # Every step loads the dataset: a note about the file is a warning once per process
+        # and file content, then DEBUG (it repeated 5x per run: issue 22 item 16).
+        key = (str(path), sha, w)
+        level = logging.DEBUG if key in _WARNED else logging.WARNING
+        _WARNED.add(key)
+        log.log(level, "%s: %s", shown, w)
     for n in notes:
         if n.startswith("timestamps read as"):
             log.debug("%s: %s", shown, n)
     info = DatasetInfo(
         name=dataset_name(str(path)),  # the one naming rule (issue 9 item 2)
         path=path,
-        sha256=sha256_file(path),
+        sha256=sha,
         rows=len(df),
         start=df["timestamp"].iloc[0],
         end=df["timestamp"].iloc[-1],

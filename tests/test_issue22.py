@@ -191,3 +191,25 @@ def test_a_usage_error_leaves_no_log_file(
     assert code == 1
     assert "error: " in err[-1]
     assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").iterdir())
+
+
+def test_a_dataset_note_is_a_warning_once_per_file_not_per_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from pipeline.data import load_dataset
+
+    rows = [f"2024-01-01T{h:02d}:00:00Z,1,2,0.5,1,1" for h in range(24)]
+    path = tmp_path / "export.csv"
+    path.write_text(",open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    caplog.set_level(logging.DEBUG, logger="pipeline.data")
+    for _ in range(5):  # steps 4, 5, 6, 7 and the agent's blocks each load the file
+        load_dataset(str(path))
+    notes = [r for r in caplog.records if "timestamps taken from the unnamed" in r.getMessage()]
+    assert [r.levelname for r in notes] == ["WARNING"] + ["DEBUG"] * 4
+    caplog.clear()
+    path.write_text(",open,high,low,close,volume\n" + "\n".join(rows[:20]) + "\n")
+    load_dataset(str(path))  # another file content: said again
+    notes = [r for r in caplog.records if "timestamps taken from the unnamed" in r.getMessage()]
+    assert [r.levelname for r in notes] == ["WARNING"]
