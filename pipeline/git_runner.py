@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import shutil
+import signal
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -145,17 +148,29 @@ class GitRunner:
         for kv in settings:
             argv += ["-c", kv]
         argv += list(args)
+        # Our own wait rather than GitPython's kill_after_timeout: its watchdog is a non-daemon
+        # timer that an interrupt never cancels, so Ctrl-C during a push left the process alive
+        # for the whole timeout (600 s; issue 22 item 3). Here an interrupt stops git at once.
         try:
-            status, out, err = self.repo.git.execute(
-                argv,
-                env=dict(env or {}),
-                kill_after_timeout=self.timeout_s if network else None,
-                with_extended_output=True,
-                with_exceptions=False,
+            # A process group of its own: stopping it also stops what git started (ssh, a
+            # remote helper), which would otherwise hold the output pipes open.
+            handle = self.repo.git.execute(
+                argv, env=dict(env or {}), as_process=True, start_new_session=True
             )
-        except git.GitCommandError as exc:  # raised e.g. when the timeout killed git
+        except git.GitCommandError as exc:  # git not found
             return 1, "", self.mask(str(exc))
-        return int(status or 0), str(out), self.mask(str(err))
+        proc = handle.proc
+        assert proc is not None
+        timeout = self.timeout_s if network else None
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            return 1, "", self.mask(f"git {args[0]}: no answer within {timeout:g} s (stopped)")
+        except BaseException:  # Ctrl-C, SIGTERM: stop git now and pass the interrupt on
+            _stop(proc)
+            raise
+        return int(proc.returncode or 0), _text(out), self.mask(_text(err))
 
     def check(self, args: Sequence[str], what: str, *, config: Sequence[str] = ()) -> str:
         """Like :meth:`run` but raise :class:`PushError` (``what`` failed: stderr) on failure."""
@@ -168,6 +183,22 @@ class GitRunner:
         """Run a command that talks to the remote, with the askpass env alive only meanwhile."""
         with askpass_env(self.token) as env:
             return self.run(args, env=env, network=True)
+
+
+def _text(data: bytes | str | None) -> str:
+    """git's output as text without its final newline (as GitPython returns it)."""
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else (data or "")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` (git) and reap it; never waits more than a few seconds."""
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)  # git and its children (its own session)
+    with contextlib.suppress(OSError):
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        proc.communicate(timeout=5)
 
 
 def open_repo(repo_dir: Path) -> git.Repo:

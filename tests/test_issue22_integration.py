@@ -300,3 +300,56 @@ def test_pytorch_train_says_it_is_a_library_without_importing_torch(
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("pytorch_train.py is a library module (the classifier training loop)")
     assert "python train_models.py --dataset NAME" in line
+
+
+# ---------------------------------------------------------------- item 3: Ctrl-C during a push
+
+PUSH_SCRIPT = """
+import sys, git
+from pipeline.common import run_cli
+from pipeline.git_runner import GitRunner
+g = GitRunner(git.Repo(sys.argv[1]), None, timeout_s=60)
+print("pushing", flush=True)
+raise SystemExit(run_cli(lambda: g.network(["push", "origin", "HEAD:refs/heads/main"])[0]))
+"""
+
+
+def test_ctrl_c_during_git_push_stops_within_seconds_with_130(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def git_(*args: str, cwd: Path = tmp_path) -> None:
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+    git_("init", "--bare", "-q", str(tmp_path / "bare.git"))
+    work = tmp_path / "work"
+    git_("init", "-q", str(work))
+    (work / "a.txt").write_text("a")
+    git_("add", "a.txt", cwd=work)
+    git_("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a", cwd=work)
+    git_("remote", "add", "origin", str(tmp_path / "bare.git"), cwd=work)
+    # A remote that hangs: the local transport runs this receive-pack command.
+    git_("config", "remote.origin.receivepack", "sleep 60; git-receive-pack", cwd=work)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PUSH_SCRIPT, str(work)],
+        cwd=PROJECT_ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "pushing"
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    t0 = time.monotonic()
+    try:
+        _out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the push outlived Ctrl-C by 15 s")
+    assert time.monotonic() - t0 < 8
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted"
