@@ -28,6 +28,7 @@ from pipeline.artifacts import Artifacts, dataset_name, multi_run_plot, multi_ru
 from pipeline.common import EXIT_INTERRUPTED, Paths, atomic_path, atomic_write_json
 from pipeline.config_schema import Config
 from pipeline.manifest import STEP_ENTRY
+from pipeline.model_choice import best_on_validation
 from pipeline.run_summary import read_json
 from pipeline.runlock import RunLock, lock_path
 from pipeline.tables import format_table
@@ -39,8 +40,6 @@ PUSH_DEFERRED_ENV = "PIPELINE_PUSH_DEFERRED"
 entry point pushes every good dataset once at the end."""
 
 DEFERRED_REASON = "pushed once for all datasets at the end of runpod_main.py"
-
-_OK_MODEL_STATUSES = (None, "trained", "ok", "skipped", "reused", "up to date")
 
 
 def split_datasets(values: Sequence[str]) -> list[str]:
@@ -81,19 +80,10 @@ def _number(value: Any) -> float | None:
 
 
 def best_classifier(training_summary: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The classifier best on the validation block (the block that selects models; the test
-    block stays the one honest score), ties and missing validation scores by test macro-F1."""
-    candidates = []
-    for name, m in (training_summary.get("models") or {}).items():
-        if not isinstance(m, dict) or m.get("status") not in _OK_MODEL_STATUSES:
-            continue
-        if _number(m.get("test_macro_f1")) is None:
-            continue
-        candidates.append((_number(m.get("val_macro_f1")) or -1.0, name, m))
-    if not candidates:
-        return None
-    _val, name, m = max(candidates, key=lambda c: c[0])
-    return name, m
+    """The classifier best on the validation block (:func:`pipeline.model_choice.
+    best_on_validation`, what ``prediction_model = auto`` feeds the agent); the test block
+    plays no part in the choice."""
+    return best_on_validation(training_summary)
 
 
 def _run_failure(paths: Paths, outcome: DatasetOutcome) -> str:
@@ -134,6 +124,7 @@ def dataset_row(paths: Paths, outcome: DatasetOutcome) -> dict[str, Any]:
         "flat_total_return": None,
         "classifier_rule_total_return": None,
         "agent_trades": None,
+        "verdict": None,
         "log_file": str(outcome.log_file) if outcome.log_file else None,
     }
     if outcome.code not in (None, 0) and not outcome.reason:
@@ -141,17 +132,28 @@ def dataset_row(paths: Paths, outcome: DatasetOutcome) -> dict[str, Any]:
     if not outcome.ok:
         return row
     artifacts = Artifacts(paths, outcome.dataset)
-    best = best_classifier(read_json(artifacts.training_summary) or {})
+    training = read_json(artifacts.training_summary) or {}
+    best = best_classifier(training)
     if best is not None:
-        name, m = best
-        row["best_classifier"] = name
-        for key in ("test_macro_f1", "majority_test_macro_f1", "logreg_test_macro_f1"):
-            row[key] = _number(m.get(key))
+        row["best_classifier"] = best[0]
     agent = (read_json(artifacts.run_summary) or {}).get("agent") or {}
     model = agent.get("model") if isinstance(agent, dict) else None
+    report: dict[str, Any] = {}
     if isinstance(model, str):
         row["agent_model"] = model
         report = read_json(artifacts.backtest_report(model)) or {}
+    # The F1 beside the agent is that of the classifier that fed it (issue 22 item 18: the
+    # table printed another model's F1 beside the agent), else the validation-best model's.
+    fed = (report.get("agent") or {}).get("prediction_model") or model
+    models = training.get("models") or {}
+    if isinstance(fed, str) and isinstance(models.get(fed), dict):
+        row["best_classifier"] = fed
+    chosen = models.get(row["best_classifier"]) if row["best_classifier"] else None
+    if isinstance(chosen, dict):
+        for key in ("test_macro_f1", "majority_test_macro_f1", "logreg_test_macro_f1"):
+            row[key] = _number(chosen.get(key))
+    if report:
+        row["verdict"] = report.get("verdict")
         strategies = report.get("strategies") or {}
 
         def total(strategy: str) -> float | None:
@@ -182,7 +184,7 @@ def _pct(v: Any) -> str:
 TABLE_HEADERS = (
     "dataset",
     "status",
-    "best classifier (val)",
+    "agent's classifier",
     "test F1",
     "majority",
     "logreg",
@@ -192,7 +194,8 @@ TABLE_HEADERS = (
     "clf rule",
     "trades",
 )
-"""The console table's columns: the best classifier's test macro-F1 vs the majority and logreg
+"""The console table's columns: the test macro-F1 of the classifier that fed the agent (chosen
+on validation with ``prediction_model = auto``) vs the majority and logreg
 baselines on the same rows; the agent's test-block return vs buy-and-hold, flat and the
 classifier rule; the agent's fills."""
 
@@ -219,6 +222,8 @@ def format_multi_table(rows: Sequence[dict[str, Any]]) -> str:
         )
     table = format_table(TABLE_HEADERS, lines, right=range(3, 11))
     reasons = [f"{r['dataset']}: {r['reason']}" for r in rows if r["status"] != "ok"]
+    # What happened, in plain words, for every dataset whose agent ran (issue 16 item 6).
+    reasons += [f"{r['dataset']}: {r['verdict']}" for r in rows if r.get("verdict")]
     return table + ("\n" + "\n".join(reasons) if reasons else "")
 
 
@@ -234,7 +239,8 @@ def write_multi_summary(
         "failed": failed,
         "push": "once for all good datasets" if push else "off",
         "columns": {
-            "test_macro_f1": "the best classifier's (on the validation block) test macro-F1",
+            "test_macro_f1": "test macro-F1 of the classifier that fed the agent (else the "
+            "validation-best one)",
             "returns": "total return on the test block of the agent and the baselines",
             "agent_trades": "the agent's fills on the test block, the final liquidation included",
         },
@@ -269,7 +275,7 @@ def plot_multi_summary(paths: Paths, rows: Sequence[dict[str, Any]]) -> Path:
         ),
     )
     labels = {
-        "test_macro_f1": "best classifier",
+        "test_macro_f1": "agent's classifier",
         "majority_test_macro_f1": "majority",
         "logreg_test_macro_f1": "logreg",
         "agent_total_return": "agent",
@@ -281,7 +287,18 @@ def plot_multi_summary(paths: Paths, rows: Sequence[dict[str, Any]]) -> Path:
         width = 0.8 / len(keys)
         for k, key in enumerate(keys):
             values = [r[key] if isinstance(r[key], (int, float)) else 0.0 for r in rows]
-            ax.bar(x + (k - (len(keys) - 1) / 2) * width, values, width, label=labels[key])
+            pos = x + (k - (len(keys) - 1) / 2) * width
+            bars = ax.bar(pos, values, width, label=labels[key])
+            # A zero (flat, an agent that never traded) is a result, not a missing bar: a short
+            # tick in the bar's colour marks it (issue 22 item 18).
+            for p, v, r in zip(pos, values, rows, strict=True):
+                if v == 0.0 and isinstance(r[key], (int, float)):
+                    ax.plot(
+                        [p - width / 2, p + width / 2],
+                        [0, 0],
+                        color=bars.patches[0].get_facecolor(),
+                        linewidth=3,
+                    )
         for i, r in enumerate(rows):
             if r["status"] != "ok":
                 # x in data, y in axes units: the mark sits mid-panel whatever the value range.
@@ -297,7 +314,8 @@ def plot_multi_summary(paths: Paths, rows: Sequence[dict[str, Any]]) -> Path:
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_title(title)
         ax.set_xticks(x, names, rotation=15, ha="right")
-        ax.legend(fontsize=8)
+        # Outside the axes, so the legend never hides a bar (issue 22 item 18).
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     out = multi_run_plot(paths)
     with atomic_path(out) as tmp:

@@ -153,6 +153,9 @@ def agent_results(report: BacktestReport) -> dict[str, Any]:
         "in_sample_predictions": bool(report["in_sample_predictions"]),
         "oracle": (report.get("oracle") or {}).get("label"),
         "seeds": _seed_spread(report.get("seeds")),
+        # issue 16: which classifier fed the agent and why, and what happened in plain words
+        "model_choice": (report.get("agent") or {}).get("model_choice"),
+        "verdict": report.get("verdict"),
     }
 
 
@@ -190,7 +193,10 @@ def agent_line(a: dict[str, Any]) -> str:
         )
     if a.get("oracle"):
         line += f" [{a['oracle']}]"
-    return line + (" [IN-SAMPLE predictions]" if a.get("in_sample_predictions") else "")
+    line += " [IN-SAMPLE predictions]" if a.get("in_sample_predictions") else ""
+    if a.get("model_choice"):
+        line += f"; classifier {a['model_choice']}"
+    return line + (f"; {a['verdict']}" if a.get("verdict") else "")
 
 
 def validation_line(report: dict[str, Any]) -> str:

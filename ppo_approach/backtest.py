@@ -26,11 +26,12 @@ capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars pe
 * ``turnover`` = traded notional / mean equity over the block (2.0 = one full buy and one full
   sell); ``fees_paid`` in account currency; ``time_in_market`` = share of bars that ended with a
   position.
-* ``invalid_actions`` = decisions the env refused as no-ops (SELL while flat without shorting,
-  CLOSE while flat, ...); ``action_counts`` = ``{action name: count}`` of the VALID decisions
-  over the nine :class:`~ppo_approach.trading_env.Actions` (HOLD included), so the two add up to
-  the number of steps (issue 10: an agent that learned "an invalid action is a free HOLD" shows
-  up here instead of hiding behind 0 trades).
+* ``invalid_actions`` = decisions the env refused (SELL while flat without shorting, CLOSE
+  while flat, ...) and executed as HOLD; ``action_counts`` = ``{order name: count}`` of the
+  orders EXECUTED over the nine :class:`~ppo_approach.trading_env.Actions`, an invalid order
+  counted as the HOLD it became, so the counts add up to the number of steps and staying flat
+  reads HOLD (issue 16); the invalid ones are also counted apart (issue 10: an agent that learned
+  "an invalid action is a free HOLD" shows up here instead of hiding behind 0 trades).
 
 Annualisation: ``P`` is inferred from the bars the dataset actually has per calendar year
 (:func:`infer_periods_per_year`: ~8,760 for 24/7 crypto hours, ~252 for daily equity candles,
@@ -319,8 +320,9 @@ class EpisodeRecord:
         return self.units * self.price / np.maximum(equity, 1e-12)
 
     def action_counts(self) -> dict[str, int]:
-        """``{action name: count}`` of the valid decisions, all nine actions listed (issue 10)."""
-        taken = np.bincount(self.actions[self.valid], minlength=len(Actions))  # (9,)
+        """``{order name: count}`` of the executed orders (an invalid one counts as the HOLD
+        it became), all nine listed (issues 10, 16)."""
+        taken = np.bincount(self.actions, minlength=len(Actions))  # (9,)
         return {a.name: int(taken[a.value]) for a in Actions}
 
 
@@ -638,8 +640,8 @@ COLUMN_NOTES: tuple[str, ...] = (
     "n_trades: fills, the final liquidation included; n_round_trips: closed trips win_rate is over",
     "turnover: traded notional / mean equity; time_in_market: share of bars ending with a position",
     "open positions at the end are valued at liquidation (exit fee and slippage paid)",
-    "invalid_actions: decisions the env refused as no-ops (e.g. SELL while flat), not in the"
-    " action counts",
+    "invalid_actions: decisions the env refused (e.g. SELL while flat) and executed as HOLD;"
+    " the order counts count them as HOLD",
 )
 """Lines under the backtest table that explain its less obvious columns (issue 8 item 28)."""
 
@@ -772,16 +774,19 @@ def format_seeds(seeds: dict[str, Any]) -> str:
 
 
 def agent_actions_line(metrics: dict[str, Any]) -> str:
-    """``"agent actions: HOLD 57, BUY_100 1, CLOSE 1 (valid); invalid 0"`` (issue 10).
+    """``"agent orders: HOLD 57, BUY_100 1, CLOSE 1; 0 invalid orders executed as HOLD"``.
 
-    Actions never taken are left out; the invalid ones are counted apart.
+    Orders never executed are left out; an invalid order counts as the HOLD it became and is
+    counted apart too (issues 10, 16).
     """
     counts = metrics.get("action_counts") or {}
     taken = [
         f"{name} {_fmt(n, False, True)}" for name, n in counts.items() if n is not None and n > 0
     ]
     invalid = _fmt(metrics.get("invalid_actions"), False, True)
-    return f"agent actions: {', '.join(taken) or 'none'} (valid); invalid {invalid}"
+    return (
+        f"agent orders: {', '.join(taken) or 'none'}; {invalid} invalid orders executed as HOLD"
+    )
 
 
 STRATEGY_COLOURS: dict[str, str] = {

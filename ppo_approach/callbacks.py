@@ -102,8 +102,9 @@ def block_metrics(records: Sequence[EpisodeRecord], ppy: float) -> dict[str, flo
     liquidation exit included), ``time_in_market`` (share of steps after which a position is
     open), ``mean_position`` (mean signed exposure ``units * price / equity`` after each step),
     ``total_trades`` (all episodes), ``invalid_share`` (share of steps whose action was an
-    invalid no-op) and ``action_<NAME>`` (share of steps the policy picked each of the nine
-    :class:`Actions`, valid or not: the invalid ones are also counted apart in ``invalid_share``).
+    invalid order, executed as HOLD) and ``action_<NAME>`` (share of steps each of the nine
+    :class:`Actions` was executed, an invalid order counted as the HOLD it became and also apart
+    in ``invalid_share``: issue 16).
     """
     rewards, lengths, returns, sharpes = [], [], [], []
     trades, in_market, position = [], [], []

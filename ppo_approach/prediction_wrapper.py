@@ -47,7 +47,10 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
         PipelineError: naming the model that failed.
     """
     from pipeline.data import resolve_dataset_path
+    from pipeline.model_choice import resolve_prediction_model
 
+    cfg, choice = resolve_prediction_model(cfg, paths, dataset)  # auto -> the validation-best
+    log.info("the agent's classifier: %s", choice)
     dataset_file = resolve_dataset_path(dataset, paths.datasets)
     artifacts = Artifacts(paths, str(dataset_file))
     name = artifacts.dataset

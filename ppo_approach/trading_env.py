@@ -9,8 +9,10 @@ Portfolio: ``cash`` and signed ``units`` (negative = short, only with ``allow_sh
 ``equity = cash + units * price``. A short sale credits its proceeds to cash, so a short's equity
 falls as the price rises. The actions (:class:`Actions`) and their effect in each state are
 tabulated in ``docs/actions.md``; legality lives in :meth:`TradingEnv._is_valid`, fees and fills in
-:meth:`TradingEnv._trade`. An invalid action is a no-op (time still advances) and is counted in
-``info["invalid_actions"]``; :meth:`TradingEnv.action_masks` gives the mask for sb3-contrib's
+:meth:`TradingEnv._trade`. An invalid action is executed as HOLD (time still advances): the
+step's ``info["order"]`` says HOLD, ``info["requested_order"]`` what was asked, and it is counted
+in ``info["invalid_actions"]`` (issue 16: staying flat is HOLD, never a silent invalid order);
+:meth:`TradingEnv.action_masks` gives the mask for sb3-contrib's
 MaskablePPO, and every ``reset`` / ``step`` info carries the same mask of the new state as
 ``info["action_mask"]`` (so a policy that sees only ``(obs, info)`` can mask: issue 10).
 
@@ -406,7 +408,10 @@ class TradingEnv(gym.Env):
             "trades": self._trades,
             "invalid_actions": self._invalid,
             "action_valid": valid,
-            "order": a,  # the order executed: the action itself, or the target's order
+            # The order executed: the action itself, or the target's order; an invalid order
+            # is executed as HOLD and reported as one (issue 16: flat means HOLD).
+            "order": a if valid else int(Actions.HOLD),
+            "requested_order": a,
             "reward_terms": terms,
             "action_mask": self.action_masks(),
         }

@@ -463,9 +463,10 @@ def test_action_counts_and_invalid_actions_in_the_report(tmp_path) -> None:
     m = rep["strategies"]["agent"]
     assert m["invalid_actions"] == 2
     expected = {a.name: 0 for a in Actions}
-    expected.update(HOLD=1 + 6, BUY_100=1, SELL_100=1)  # the scripted HOLD + 6 after the script
+    # the scripted HOLD + 6 after the script + the 2 invalid orders executed as HOLD (issue 16)
+    expected.update(HOLD=1 + 6 + 2, BUY_100=1, SELL_100=1)
     assert m["action_counts"] == expected
-    assert sum(m["action_counts"].values()) + m["invalid_actions"] == agent.n_steps
+    assert sum(m["action_counts"].values()) == agent.n_steps
     assert m["n_trades"] == 2
     # The same counts at other costs; buy-and-hold buys once and holds; flat only holds.
     assert rep["strategies"]["agent_cost_2x"]["action_counts"] == expected
@@ -494,7 +495,10 @@ def test_summary_shows_invalid_actions_and_the_agents_action_counts(tmp_path) ->
     assert rows["buy_and_hold"][header.index("invalid_actions")] == "0"
     assert "action_counts" not in header  # a dict: printed as a note, not a column
     notes = lines[3 + len(bt.STRATEGY_NAMES) :]
-    assert "  note: agent actions: HOLD 7, BUY_100 1, SELL_100 1 (valid); invalid 2" in notes
+    assert (
+        "  note: agent orders: HOLD 9, BUY_100 1, SELL_100 1; 2 invalid orders executed as HOLD"
+        in notes
+    )
     assert any("invalid_actions: decisions the env refused" in ln for ln in notes)
 
 

@@ -30,7 +30,11 @@ from pipeline.git_push import PushConfig
 from pipeline.manifest import STEP_AGENT, STEP_CLASSIFIERS
 from pipeline.multi_run import (
     DEFERRED_REASON,
+    DatasetOutcome,
     best_classifier,
+    dataset_row,
+    format_multi_table,
+    plot_multi_summary,
     push_datasets,
     split_datasets,
 )
@@ -359,3 +363,72 @@ def test_preflight_rows_name_each_dataset(tmp_path: Path) -> None:
     ]
     assert [(r.check, r.status) for r in per["NOPE_1H"]][0] == ("dataset NOPE_1H", "fail")
     assert isinstance(per["A_1H"][0], CheckResult)
+
+
+def _ok_root(tmp_path: Path, fed: str, verdict: str) -> tuple[Paths, DatasetOutcome]:
+    """A root with step 5's summary (gru best on validation) and step 7's report of an agent
+    fed by ``fed``, as the steps write them."""
+    paths = Paths.from_root(tmp_path)
+    paths.results.mkdir(parents=True)
+    files = Artifacts(paths, "D_1H")
+    models = {
+        "gru": {"status": "trained", "val_macro_f1": 0.41, "test_macro_f1": 0.40},
+        "dlstm": {"status": "trained", "val_macro_f1": 0.35, "test_macro_f1": 0.33},
+    }
+    for m in models.values():
+        m.update(majority_test_macro_f1=0.2, logreg_test_macro_f1=0.39)
+    files.training_summary.write_text(json.dumps({"models": models}))
+    files.run_summary.write_text(json.dumps({"agent": {"model": fed}}))
+    strategies = {
+        "agent": {"total_return": 0.0, "n_trades": 0},
+        "buy_and_hold": {"total_return": -0.1},
+        "flat": {"total_return": 0.0},
+        "classifier_rule": {"total_return": 0.2},
+    }
+    report = {"strategies": strategies, "agent": {"prediction_model": fed}, "verdict": verdict}
+    files.backtest_report(fed).write_text(json.dumps(report))
+    return paths, DatasetOutcome("D_1H", code=0)
+
+
+def test_the_table_shows_the_f1_of_the_classifier_that_fed_the_agent(tmp_path: Path) -> None:
+    """Issue 22 item 18: the table printed the validation-best model's F1 beside an agent fed by
+    another model; issue 16 item 6: the verdict in plain words under the table."""
+    verdict = "the agent did not learn: the classifier rule made +78.6 % on validation, ..."
+    paths, outcome = _ok_root(tmp_path, "dlstm", verdict)
+    row = dataset_row(paths, outcome)
+    assert row["best_classifier"] == "dlstm" and row["test_macro_f1"] == 0.33
+    assert row["verdict"] == verdict
+    text = format_multi_table([row])
+    assert "agent's classifier" in text.splitlines()[0]
+    assert text.splitlines()[-1] == f"D_1H: {verdict}"
+
+
+def test_the_png_marks_zero_bars_and_keeps_the_legend_off_the_bars(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    paths, outcome = _ok_root(tmp_path, "gru", "no edge")
+    row = dataset_row(paths, outcome)
+    seen: dict[str, object] = {}
+    orig = plt.Figure.savefig
+
+    def keep(fig: plt.Figure, *a: object, **k: object) -> None:
+        seen["fig"] = fig
+        orig(fig, *a, **k)
+
+    plt.Figure.savefig = keep  # type: ignore[method-assign]
+    try:
+        out = plot_multi_summary(paths, [row])
+    finally:
+        plt.Figure.savefig = orig  # type: ignore[method-assign]
+    assert out.is_file()
+    fig = seen["fig"]
+    ax_returns = fig.axes[1]  # type: ignore[attr-defined]
+    # The agent and flat returns are 0: each gets a visible tick at 0 in its bar's colour.
+    zero_ticks = [
+        ln
+        for ln in ax_returns.lines
+        if list(ln.get_ydata()) == [0, 0] and ln.get_linewidth() == 3  # not the axhline
+    ]
+    assert len(zero_ticks) == 2
+    legend = ax_returns.get_legend()
+    assert legend.get_bbox_to_anchor().x0 > ax_returns.get_window_extent().x1 - 1

@@ -274,3 +274,25 @@ def test_warm_start_is_flat_when_the_rule_loses_on_validation() -> None:
     env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
     rec = backtest.run_episode(env, policy_for(model))
     assert rec.trades == 0
+
+
+def test_the_run_summary_line_names_the_classifier_and_says_what_happened() -> None:
+    from pipeline.run_summary import agent_line, agent_results
+
+    report = {
+        "model": "gru",
+        "prediction_source": "walk_forward",
+        "in_sample_predictions": False,
+        "strategies": {
+            "agent": {"total_return": 0.0, "sharpe": 0.0},
+            "buy_and_hold": {"total_return": -0.4, "sharpe": -1.0},
+        },
+        "agent": {"model_choice": "gru (auto: best validation macro-F1 0.410)"},
+        "verdict": "the agent did not learn: the classifier rule made +78.6 % on validation, "
+        "the agent never traded",
+    }
+    line = agent_line(agent_results(report))  # type: ignore[arg-type]
+    assert line.endswith(
+        "; classifier gru (auto: best validation macro-F1 0.410); the agent did not learn: the "
+        "classifier rule made +78.6 % on validation, the agent never traded"
+    )
