@@ -722,6 +722,12 @@ def drive(args: argparse.Namespace, log_file: Path | None = None) -> int:
             for n in ALL_STEPS
         ]
         write_summary(ctx, planned, None, selected, earlier)
+        if not ctx.resume and 7 in selected:
+            from ppo_approach import run_folder
+
+            # A later --resume of this run must not judge its step 7 by an older run's agent
+            # (issue 22 item 5).
+            run_folder.mark_fresh_run(ctx.paths, ctx.name)
         code: int | None = None
         status: str | None = None
         try:

@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -210,6 +212,19 @@ def resume_candidates(
     if not matching:
         ts, path, saved, source = max(found, key=lambda c: c[0])
         assert saved is not None
+        fresh = fresh_run_started(paths, dataset)
+        if fresh is not None and all(_mtime(c[1]) < fresh for c in found):
+            # An earlier run's agent, older than the fresh run this --resume continues (that run
+            # was stopped before step 7): not this run's to resume nor to judge it by (issue 22
+            # item 5). Step 7 starts fresh; the old files are set aside as for a fresh run.
+            log.warning(
+                "--resume: %s (%d timesteps) is an earlier run's, trained with other settings "
+                "before this run started afresh (%s); step 7 starts from scratch",
+                path.name,
+                ts,
+                fresh_run_path(paths, dataset),
+            )
+            return []
         changes = fingerprint_changes(saved, fingerprint)
         shown = "; ".join(changes[:6])
         if len(changes) > 6:
@@ -233,6 +248,41 @@ def resume_candidates(
             sha = None if checksums is None else checksums.get(path.name, "")
         out.append(ResumeCandidate(ts, path, sha if isinstance(sha, str) else None))
     return out
+
+
+def fresh_run_path(paths: Paths, dataset: str) -> Path:
+    """``ppo_approach/checkpoints/.fresh_run_{dataset}.json``: when the latest run without
+    ``--resume`` that included step 7 started (:func:`mark_fresh_run`)."""
+    return paths.ppo_checkpoints / f".fresh_run_{Artifacts(paths, dataset).dataset}.json"
+
+
+def mark_fresh_run(paths: Paths, dataset: str) -> Path:
+    """A run without ``--resume`` that includes step 7 starts now: every PPO checkpoint or final
+    model of ``dataset`` older than this belongs to an earlier run. If this run stops before its
+    step 7 and is then resumed, step 7 starts fresh instead of refusing the earlier run's agent
+    for its other settings (issue 22 item 5)."""
+    now = time.time()
+    return atomic_write_json(
+        fresh_run_path(paths, dataset),
+        {
+            "started_epoch": now,
+            "started": datetime.fromtimestamp(now, tz=timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+
+
+def fresh_run_started(paths: Paths, dataset: str) -> float | None:
+    """The start (epoch seconds) recorded by :func:`mark_fresh_run`, or None."""
+    data = read_json(fresh_run_path(paths, dataset))
+    value = data.get("started_epoch") if data is not None else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")  # unknown: never taken for an earlier run's
 
 
 def _resume_point(

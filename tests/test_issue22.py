@@ -213,3 +213,62 @@ def test_a_dataset_note_is_a_warning_once_per_file_not_per_load(
     load_dataset(str(path))  # another file content: said again
     notes = [r for r in caplog.records if "timestamps taken from the unnamed" in r.getMessage()]
     assert [r.levelname for r in notes] == ["WARNING"]
+
+
+# ---------------------------------------------------------------- item 5: an older run's agent
+
+
+def test_resume_after_a_fresh_run_stopped_before_step_7_does_not_judge_the_old_agent(
+    tmp_path: Path,
+) -> None:
+    import json
+    import os
+    import time
+
+    from pipeline.common import Paths
+    from ppo_approach import run_folder
+
+    paths = Paths.from_root(tmp_path)
+    ckdir = paths.ppo_checkpoints / "dlstm_D"
+    ckdir.mkdir(parents=True)
+    old = ckdir / "checkpoint_1000.zip"
+    old.write_bytes(b"old run")
+    (ckdir / run_folder.RUN_CONFIG_NAME).write_text(json.dumps({"ppo.gamma": 0.9}))
+    now = {"ppo.gamma": 0.99}
+    # Without a fresh run in between: the README's refusal naming the changed key stands.
+    with pytest.raises(run_folder.ResumeMismatchError, match=r"ppo.gamma = 0.9 \(now 0.99\)"):
+        run_folder.resume_candidates(paths, ckdir, "dlstm", "D", now)
+    past = time.time() - 100
+    os.utime(old, (past, past))
+    run_folder.mark_fresh_run(paths, "D")  # the fresh run with new settings started after it
+    assert run_folder.resume_candidates(paths, ckdir, "dlstm", "D", now) == []
+    # A checkpoint this (fresh) run wrote, later resumed with changed settings: still refused.
+    (ckdir / "checkpoint_2000.zip").write_bytes(b"this run")
+    with pytest.raises(run_folder.ResumeMismatchError):
+        run_folder.resume_candidates(paths, ckdir, "dlstm", "D", now)
+
+
+def test_a_fresh_driver_run_with_step_7_marks_older_agents_and_a_resume_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runpod_train
+    from pipeline.common import Paths
+    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+    from ppo_approach import run_folder
+    from runpod_train import StepOutcome
+
+    (tmp_path / "datasets").mkdir()
+    write_ohlcv_csv(generate_ohlcv(50, seed=1), tmp_path / "datasets" / "F.csv")
+    for n in runpod_train.STEP_NAMES:
+        monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, n, lambda ctx: StepOutcome(result="x"))
+    marker = run_folder.fresh_run_path(Paths.from_root(tmp_path), "F")
+    base = ["--dataset", "F", "--root", str(tmp_path), "--no-log-file", "--no-push"]
+    assert runpod_train.main([*base, "--steps", "5"]) == 0
+    assert not marker.exists()  # step 7 not part of it
+    assert runpod_train.main([*base, "--resume"]) == 0
+    assert not marker.exists()
+    assert runpod_train.main(base) == 0
+    first = run_folder.fresh_run_started(Paths.from_root(tmp_path), "F")
+    assert first is not None
+    assert runpod_train.main([*base, "--resume"]) == 0
+    assert run_folder.fresh_run_started(Paths.from_root(tmp_path), "F") == first
