@@ -12,6 +12,9 @@ TORCH_VERSION ?= 2.13.0
 # PyTorch's CPU-only wheels: a bare `pip install torch` on a Linux machine without a GPU pulls the
 # CUDA build and ~2.5 GB of NVIDIA libraries it cannot use.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# Without a network pip retried that index 20-50 times before giving up (issue 22 item 19): one
+# retry and a 15 s timeout per request make an unreachable index fail in seconds.
+PIP_NET_OPTS ?= --retries 1 --timeout 15
 
 ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
 PY := $(PYTHON)
@@ -37,7 +40,7 @@ install: venv
 	  if command -v nvidia-smi >/dev/null 2>&1; then \
 	    $(PY) -m pip install -q torch==$(TORCH_VERSION); \
 	  else \
-	    $(PY) -m pip install -q torch==$(TORCH_VERSION) --extra-index-url $(TORCH_CPU_INDEX); \
+	    $(PY) -m pip install -q $(PIP_NET_OPTS) torch==$(TORCH_VERSION) --extra-index-url $(TORCH_CPU_INDEX); \
 	  fi; }
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q -e . --no-deps

@@ -327,6 +327,36 @@ def _rate_limit_errors() -> tuple[type[BaseException], ...]:
     return (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
 
 
+_NAME_RESOLUTION = (
+    "name or service not known",
+    "temporary failure in name resolution",
+    "nodename nor servname provided",
+    "no address associated with hostname",
+    "getaddrinfo failed",
+    "failed to resolve",
+)
+"""How a failed DNS look-up reads in ccxt's (and urllib3's, aiohttp's) error text."""
+
+
+def is_name_resolution_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it wraps) is a failed host-name look-up: no network or no
+    DNS. Retrying that does not help, so it is final (issue 22 item 19: a DNS failure backed off
+    for 68 s)."""
+    import socket
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, socket.gaierror):
+            return True
+        text = str(cur).lower()
+        if any(marker in text for marker in _NAME_RESOLUTION):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
@@ -359,6 +389,11 @@ class Retry:
             try:
                 return fn()
             except transient as exc:
+                if is_name_resolution_failure(exc):
+                    raise DownloadError(
+                        f"{what}: cannot resolve the exchange's host name (no network or no DNS), "
+                        f"not retried: {_one_line(exc)}; {hint}"
+                    ) from None
                 if attempt >= self.max_retries:
                     raise DownloadError(
                         f"{what}: still failing after {attempt} retries: {_one_line(exc)}; {hint}"

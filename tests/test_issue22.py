@@ -272,3 +272,54 @@ def test_a_fresh_driver_run_with_step_7_marks_older_agents_and_a_resume_does_not
     assert first is not None
     assert runpod_train.main([*base, "--resume"]) == 0
     assert run_folder.fresh_run_started(Paths.from_root(tmp_path), "F") == first
+
+
+# ---------------------------------------------------------------- item 19: no network
+
+
+def test_a_dns_failure_is_final_not_retried() -> None:
+    import socket
+
+    import ccxt
+
+    from pipeline import download as dl
+
+    sleeps: list[float] = []
+    retry = dl.Retry(sleep=sleeps.append)
+    calls = []
+
+    def no_dns() -> None:
+        calls.append(1)
+        raise ccxt.NetworkError(
+            "binance GET https://api.binance.com/api/v3/exchangeInfo "
+            "[Errno -3] Temporary failure in name resolution"
+        )
+
+    with pytest.raises(dl.DownloadError) as info:
+        retry.call("binance: loading markets", no_dns)
+    assert calls == [1] and sleeps == [] and retry.retries == 0
+    msg = str(info.value)
+    assert msg.startswith(
+        "binance: loading markets: cannot resolve the exchange's host name (no network or no "
+        "DNS), not retried: NetworkError: binance GET"
+    )
+    assert "\n" not in msg and msg.endswith("check the network and rerun the same command")
+
+    def wrapped() -> None:  # ccxt wrapping the socket error, with a text of its own
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as exc:
+            raise ccxt.ExchangeNotAvailable("binance unreachable") from exc
+
+    with pytest.raises(dl.DownloadError, match="not retried"):
+        retry.call("binance: page 3", wrapped)
+    assert sleeps == []
+    # An ordinary timeout is still retried.
+    assert not dl.is_name_resolution_failure(ccxt.RequestTimeout("timed out"))
+
+
+def test_the_makefile_gives_up_on_an_unreachable_cpu_index_fast() -> None:
+    text = (Path(__file__).resolve().parent.parent / "Makefile").read_text(encoding="utf-8")
+    assert "PIP_NET_OPTS ?= --retries 1 --timeout 15" in text
+    (line,) = [ln for ln in text.splitlines() if "--extra-index-url $(TORCH_CPU_INDEX)" in ln]
+    assert "$(PIP_NET_OPTS)" in line
