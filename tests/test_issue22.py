@@ -323,3 +323,36 @@ def test_the_makefile_gives_up_on_an_unreachable_cpu_index_fast() -> None:
     assert "PIP_NET_OPTS ?= --retries 1 --timeout 15" in text
     (line,) = [ln for ln in text.splitlines() if "--extra-index-url $(TORCH_CPU_INDEX)" in ln]
     assert "$(PIP_NET_OPTS)" in line
+
+
+# ---------------------------------------------------------------- item 20: an ETA at the start
+
+
+def test_the_driver_logs_an_estimated_duration_at_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import runpod_train
+    from pipeline.config import load_config
+    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+    from runpod_train import StepOutcome
+
+    demo = load_config(preset="demo")
+    est = runpod_train.estimate_seconds(demo, 17_544, range(1, 9), cuda=False)
+    assert 0 < est["5"] and 0 < est["7"] and est["total"] < 15 * 60
+    assert est["total"] == pytest.approx(est["5"] + est["7"] + est["other"])
+    longer = load_config(preset="demo", overrides=["total_timesteps=400000", "epochs=30"])
+    est2 = runpod_train.estimate_seconds(longer, 2 * 17_544, range(1, 9), cuda=False)
+    assert est2["7"] > est["7"] and est2["5"] > est["5"]
+    only7 = runpod_train.estimate_seconds(demo, 17_544, [7], cuda=False)
+    assert only7["5"] == 0.0
+
+    (tmp_path / "datasets").mkdir()
+    write_ohlcv_csv(generate_ohlcv(500, seed=1), tmp_path / "datasets" / "E.csv")
+    for n in runpod_train.STEP_NAMES:
+        monkeypatch.setitem(runpod_train.STEP_FUNCTIONS, n, lambda ctx: StepOutcome(result="x"))
+    base = ["--dataset", "E", "--root", str(tmp_path), "--no-log-file", "--no-push"]
+    assert runpod_train.main([*base, "--preset", "demo"]) == 0
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if "estimated duration: about" in ln]
+    assert "(step 5 ~" in line and ", step 7 ~" in line and "500 rows" in line
+    assert "a rough guide from the settings for an idle machine" in line
