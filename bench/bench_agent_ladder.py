@@ -8,7 +8,8 @@ classifier rule on the validation block (where the defaults may look) and the te
   on planted-signal series of several kinds from :func:`pipeline.synthetic.generate_ohlcv`
   (momentum, regime-switched momentum, mean reversion, pure noise). The datasets are split into a
   DEVELOPMENT set (defaults were chosen on these) and a CONFIRMATION set (other seeds, never
-  tuned on; reported separately).
+  tuned on; reported separately). The confirmation set also has real candles: the hourly EURUSD
+  and daily GOOG sample data of the ``backtesting`` package (``pip install backtesting``).
 * ``noisy_<acc>`` (on the development momentum series): ``ppo_prediction_source =
   noisy_oracle``, calibrated soft probabilities whose most probable class is right on ``acc`` of
   the bars (what real classifiers look like: a few points apart), from 0.40 up; ``chance`` is
@@ -27,6 +28,7 @@ rule's; where the rule lost on validation, the agent stays within 2 % of flat on
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import math
@@ -66,15 +68,32 @@ class Series:
     signal: float
     seed: int
     role: str  # development | confirmation
+    candles: str | None = None
+    """Real candles: a CSV of the ``backtesting`` package's sample data (``pip install
+    backtesting``; read as the file it is, written by pandas with an index column)."""
 
     @property
     def dataset(self) -> str:
-        return f"LADDER-{self.name}_1H"
+        return f"LADDER-{self.name}" + ("_1H" if self.candles is None else "")
 
     @property
     def label(self) -> str:
+        if self.candles is not None:
+            return f"real candles: {self.candles} (backtesting.py sample data)"
         what = "pure noise" if self.signal == 0 else f"{self.kind} {self.signal:g}"
         return f"{what}, seed {self.seed}"
+
+
+def candles_file(name: str) -> Path:
+    """The sample CSV ``name`` of the installed ``backtesting`` package (found without importing
+    it: its ``__init__`` needs bokeh); one line saying how to get it when it is missing."""
+    spec = importlib.util.find_spec("backtesting")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            f"error: the real-candles rows need the backtesting package's sample data ({name}); "
+            "pip install backtesting (no other dependency is needed for its CSV files)"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "test" / name
 
 
 SERIES = {
@@ -88,6 +107,8 @@ SERIES = {
         Series("REG-CONF", "regime", 0.4, 2, "confirmation"),
         Series("MR-CONF", "mean_reversion", 1.0, 2, "confirmation"),
         Series("NOISE-CONF", "momentum", 0.0, 2, "confirmation"),
+        Series("EURUSD-1H", "real", 0.0, 0, "confirmation", "EURUSD.csv"),
+        Series("GOOG-1D", "real", 0.0, 0, "confirmation", "GOOG.csv"),
     )
 }
 
@@ -170,8 +191,11 @@ def prepare_source(root: Path, series: Series, cfg: Config, bars: int, model: st
     """The series into ``root/datasets`` and step 5 (``model`` only) on it; wall seconds."""
     (root / "datasets").mkdir(parents=True)
     csv = root / "datasets" / f"{series.dataset}.csv"
-    df = generate_ohlcv(bars, signal=series.signal, seed=series.seed, kind=series.kind)
-    write_ohlcv_csv(df, csv)
+    if series.candles is not None:
+        shutil.copy(candles_file(series.candles), csv)
+    else:
+        df = generate_ohlcv(bars, signal=series.signal, seed=series.seed, kind=series.kind)
+        write_ohlcv_csv(df, csv)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         train_models.train_classifiers(cfg, series.dataset, Paths.from_root(root), [model])
@@ -272,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         "--classifier", default="gru", help="the one classifier step 5 trains (default gru)"
     )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="markdown file, or - for stdout only")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        help="keep step 5's output per series in this folder and reuse it on the next run "
+        "(same --bars, --classifier and preset): variants of step 7 then skip step 5",
+    )
     args = p.parse_args(argv)
     names = [s.strip() for s in args.rows.split(",") if s.strip()]
     unknown = [n for n in names if n not in ROWS]
@@ -295,10 +325,15 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         for row in rows:
             s = row.series
-            src = work / f"src_{s.name}"
+            key = f"src_{s.name}_{args.bars}_{args.classifier}_{args.preset}"
+            src = (args.cache or work) / key
             if s.name not in step5:
-                print(f"step 5 ({args.classifier}) on {s.dataset} ...", flush=True)
-                step5[s.name] = prepare_source(src, s, base, args.bars, args.classifier)
+                if (src / "results" / f"training_summary_{s.dataset}.json").is_file():
+                    step5[s.name] = 0.0  # reused from --cache
+                else:
+                    shutil.rmtree(src, ignore_errors=True)
+                    print(f"step 5 ({args.classifier}) on {s.dataset} ...", flush=True)
+                    step5[s.name] = prepare_source(src, s, base, args.bars, args.classifier)
             results.append(run_row(row, src, work, args))
     total_min = (time.perf_counter() - t_all) / 60
     ppo = base.ppo

@@ -336,6 +336,7 @@ def _learn(
             ppo_cfg.agent_init_epochs,
             ppo_cfg.gamma,
             ppo_cfg.seed,
+            ppo_cfg.selection_metric,
         ).as_dict()
     checkpointer = callbacks.CheckpointCallback(
         ckdir,

@@ -220,14 +220,16 @@ def warm_start(
     epochs: int,
     gamma: float,
     seed: int,
+    metric: str = "return",
 ) -> WarmStart:
     """Fit ``model`` to the rule (when it beat flat on validation) or to flat, on ``data`` (the
-    train block) with ``probs`` (its classifier probabilities, raw)."""
+    train block) with ``probs`` (its classifier probabilities, raw). ``rule_val_reward`` and
+    ``flat_val_reward`` are their validation scores by ``metric`` (``selection_metric``)."""
     if rule_val_reward is not None and rule_val_reward > flat_val_reward:
         name = "rule"
         reason = (
-            f"the classifier rule's validation reward {rule_val_reward:.3f} beats flat's "
-            f"{flat_val_reward:.3f}"
+            f"the classifier rule's validation {metric} {rule_val_reward:.4g} beats flat's "
+            f"{flat_val_reward:.4g}"
         )
 
         def behaviour(env: TradingEnv) -> Policy:
@@ -238,8 +240,8 @@ def warm_start(
         reason = (
             "no classifier probabilities"
             if rule_val_reward is None
-            else f"the classifier rule's validation reward {rule_val_reward:.3f} does not beat "
-            f"flat's {flat_val_reward:.3f}"
+            else f"the classifier rule's validation {metric} {rule_val_reward:.4g} does not "
+            f"beat flat's {flat_val_reward:.4g}"
         )
         behaviour = flat_behaviour
     log.info("warm start: cloning the %s behaviour on the train block (%d epochs)", name, epochs)

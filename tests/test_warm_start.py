@@ -270,7 +270,7 @@ def test_warm_start_is_flat_when_the_rule_loses_on_validation() -> None:
     model = PPO("MlpPolicy", venv, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]})
     done = warm_start(model, data, p, env_cfg, RewardConfig(), -0.02, 0.0, 10, 0.99, 0)
     assert done.behaviour == "flat"
-    assert "does not beat flat's" in done.reason
+    assert done.reason == "the classifier rule's validation return -0.02 does not beat flat's 0"
     env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
     rec = backtest.run_episode(env, policy_for(model))
     assert rec.trades == 0
