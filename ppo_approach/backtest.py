@@ -784,9 +784,7 @@ def agent_actions_line(metrics: dict[str, Any]) -> str:
         f"{name} {_fmt(n, False, True)}" for name, n in counts.items() if n is not None and n > 0
     ]
     invalid = _fmt(metrics.get("invalid_actions"), False, True)
-    return (
-        f"agent orders: {', '.join(taken) or 'none'}; {invalid} invalid orders executed as HOLD"
-    )
+    return f"agent orders: {', '.join(taken) or 'none'}; {invalid} invalid orders executed as HOLD"
 
 
 STRATEGY_COLOURS: dict[str, str] = {
