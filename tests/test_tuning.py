@@ -249,8 +249,9 @@ def test_no_test_block_bar_reaches_an_agent_trial(
     assert blocks_seen == [{"train", "val"}, {"train", "val"}]
     study = _study(root, "agent", f"agent_{PPO_DATASET}", PPO_DATASET)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
-    # Intermediate values at each evaluation (what the pruner sees)
-    assert sorted(study.trials[0].intermediate_values) == [512, 1024]
+    # Intermediate values at each evaluation (what the pruner sees), the warm-started policy's
+    # evaluation before any PPO update included (issue 16: step 0 is a candidate too)
+    assert sorted(study.trials[0].intermediate_values) == [0, 512, 1024]
     assert not any((root / "results" / f"tuning_agent_{PPO_DATASET}" / "trials").iterdir())
 
 
