@@ -218,10 +218,11 @@ def test_verdict_says_did_not_learn_only_when_the_rule_made_money() -> None:
 # ---------------------------------------------------------------- the warm start
 
 
-def _signal_block(n: int = 1200, seed: int = 0) -> tuple[MarketData, np.ndarray]:
-    """Prices that follow the classifier's call: Rise bars go up 0.5 %, the rest down."""
+def _signal_block(n: int = 1200, seed: int = 0, run: int = 1) -> tuple[MarketData, np.ndarray]:
+    """Prices that follow the classifier's call: Rise bars go up 0.5 %, the rest down. ``run``:
+    the call holds for runs of that many bars (long runs: the rule's orders are rare)."""
     rng = np.random.default_rng(seed)
-    rise = rng.random(n) < 0.4
+    rise = np.repeat(rng.random(-(-n // run)) < 0.4, run)[:n]
     p = np.where(rise[:, None], [0.30, 0.32, 0.38], [0.36, 0.34, 0.30])
     p = p + rng.normal(0, 0.005, (n, 3))
     p /= p.sum(axis=1, keepdims=True)
@@ -255,6 +256,32 @@ def test_behaviour_cloning_reproduces_the_rule(action_set: str) -> None:
     rule = backtest.run_episode(rule_env, rule_behaviour(rule_env, p))
     assert agent.equity[-1] / rule.equity[-1] > 0.9
     assert rule.equity[-1] > 2 * rule.equity[0]  # the rule makes money here
+
+
+def test_cloning_a_rule_with_rare_orders_still_trades() -> None:
+    """With ``action_set = orders`` the rule's BUY and CLOSE are rare (here calls hold for 40
+    bars: about 1 decision in 40 is an order). Unweighted cross-entropy fitted HOLD everywhere
+    (87 % agreement on a real classifier's rule, 0 trades); the per-action weights make the clone
+    place the rule's orders, and the reported agreement is balanced over the actions."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ppo_approach.callbacks import policy_for
+    from ppo_approach.warm_start import rule_behaviour, warm_start
+
+    data, p = _signal_block(run=40)
+    env_cfg = EnvConfig(action_set="orders", episode_length=200)
+    venv = DummyVecEnv([lambda: TradingEnv(data, env_cfg)])
+    model = PPO("MlpPolicy", venv, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]})
+    done = warm_start(model, data, p, env_cfg, RewardConfig(), 0.1, 0.0, 10, 0.99, 0)
+    assert done.behaviour == "rule" and done.agreement > 0.9
+    env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
+    rule_env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
+    agent = backtest.run_episode(env, policy_for(model))
+    rule = backtest.run_episode(rule_env, rule_behaviour(rule_env, p))
+    assert rule.trades > 10
+    assert agent.trades >= rule.trades // 2
+    assert agent.equity[-1] / rule.equity[-1] > 0.8
 
 
 def test_warm_start_is_flat_when_the_rule_loses_on_validation() -> None:
