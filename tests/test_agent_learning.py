@@ -48,7 +48,9 @@ def test_same_seed_same_config_same_backtest_numbers(ppo_source_root: Path, tmp_
     separate copies of the same root give identical metrics for every strategy (exact equality:
     any unseeded randomness, in the envs, PPO, the evaluation or the random baseline, shows)."""
     runs = [
-        _strategies(_fresh_root(ppo_source_root, tmp_path / name), "ppo.seed=5", "agent_init=random")
+        _strategies(
+            _fresh_root(ppo_source_root, tmp_path / name), "ppo.seed=5", "agent_init=random"
+        )
         for name in ("a", "b")
     ]
     assert set(runs[0]) == set(bt.STRATEGY_NAMES)

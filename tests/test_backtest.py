@@ -171,7 +171,7 @@ def _block(n: int = 60, seed: int = 0) -> tuple[MarketData, np.ndarray]:
 def test_baselines_through_the_same_env() -> None:
     data, probs = _block()
     tc = 0.001
-    cfg = EnvConfig(transaction_cost=tc, episode_length=10, ruin_threshold=0.5)
+    cfg = EnvConfig(action_set="orders", transaction_cost=tc, episode_length=10, ruin_threshold=0.5)
     runs = bt.run_strategies(data, cfg, RewardConfig(), bt.flat_policy, probs, [1, 2, 3])
     ppy = 8760.0
     m = bt.summarise_runs(runs, ppy)
@@ -226,7 +226,7 @@ def test_baselines_through_the_same_env() -> None:
 
 def test_agent_cost_multipliers_change_only_fees() -> None:
     data, probs = _block()
-    cfg = EnvConfig(transaction_cost=0.002)
+    cfg = EnvConfig(action_set="orders", transaction_cost=0.002)
     trader = bt.ClassifierRulePolicy(probs)  # stands in for the agent: trades twice
     runs = bt.run_strategies(data, cfg, RewardConfig(), trader, probs, [0])
     m = bt.summarise_runs(runs, 8760.0)
@@ -242,7 +242,7 @@ def test_agent_cost_multipliers_change_only_fees() -> None:
 
 def test_run_episode_records_are_aligned() -> None:
     data, _ = _block(30)
-    env = TradingEnv(data, EnvConfig(episode_length=0), random_start=False)
+    env = TradingEnv(data, EnvConfig(action_set="orders", episode_length=0), random_start=False)
     rec = bt.run_episode(env, bt.buy_and_hold_policy)
     assert rec.n_steps == 29
     assert rec.equity.shape == rec.units.shape == rec.bars.shape == (30,)
@@ -274,7 +274,7 @@ def test_open_positions_valued_at_liquidation_exactly() -> None:
         timestamps=pd.date_range("2024-01-01", periods=n, freq="1h").to_numpy(),
     )
     tc, slip, cap = 0.01, 0.005, 10_000.0
-    cfg = EnvConfig(initial_capital=cap, transaction_cost=tc, slippage=slip)
+    cfg = EnvConfig(action_set="orders", initial_capital=cap, transaction_cost=tc, slippage=slip)
     runs = bt.run_strategies(data, cfg, RewardConfig(), bt.buy_and_hold_policy, probs, [0])
     units = cap / (100.0 * (1 + slip) * (1 + tc))  # bought at open[1] with all cash, fee included
     final = units * 128.0 * (1 - slip) * (1 - tc)  # sold at the last close: the second fee
@@ -315,7 +315,12 @@ def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
     # issue 8 item 28: counts printed as 1849.000; the random row is a mean over seeds.
     data, probs = _block()
     runs = bt.run_strategies(
-        data, EnvConfig(), RewardConfig(), bt.ClassifierRulePolicy(probs), probs, [0, 1]
+        data,
+        EnvConfig(action_set="orders"),
+        RewardConfig(),
+        bt.ClassifierRulePolicy(probs),
+        probs,
+        [0, 1],
     )
     strategies = bt.summarise_runs(runs, 8760.0)
     report = {
@@ -358,7 +363,9 @@ def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
     import matplotlib.pyplot as plt
 
     data, probs = _block()
-    runs = bt.run_strategies(data, EnvConfig(), RewardConfig(), bt.flat_policy, probs, [0, 1])
+    runs = bt.run_strategies(
+        data, EnvConfig(action_set="orders"), RewardConfig(), bt.flat_policy, probs, [0, 1]
+    )
     fig = bt.backtest_figure(runs, data.timestamps, "t")
     try:
         colours: dict[str, set[str]] = {}
@@ -392,7 +399,9 @@ def test_classifier_rule_rejects_bad_shape() -> None:
 
 def test_summary_table_and_plot(tmp_path) -> None:
     data, probs = _block()
-    runs = bt.run_strategies(data, EnvConfig(), RewardConfig(), bt.flat_policy, probs, [0, 1])
+    runs = bt.run_strategies(
+        data, EnvConfig(action_set="orders"), RewardConfig(), bt.flat_policy, probs, [0, 1]
+    )
     report = {
         "model": "dlstm",
         "dataset": "X",
@@ -446,7 +455,7 @@ SCRIPT = [Actions.BUY_100, Actions.HOLD, Actions.SELL_100, Actions.SELL_50, Acti
 def _scripted_report(tmp_path) -> tuple[dict, dict]:
     data, probs = _block(12)
     runs = bt.run_strategies(
-        data, EnvConfig(), RewardConfig(), ScriptedPolicy(SCRIPT), probs, [0, 1]
+        data, EnvConfig(action_set="orders"), RewardConfig(), ScriptedPolicy(SCRIPT), probs, [0, 1]
     )
     report = {"strategies": bt.summarise_runs(runs, 8760.0), "random_policy_seeds": 2}
     path = bt.write_report(report, tmp_path / "r.json")
@@ -574,7 +583,13 @@ def test_run_strategies_logs_each_run_and_every_30_s_inside_one(
     progress = bt.StrategyProgress(8, data.n_bars, 30.0, clock)
     with caplog.at_level("INFO", logger=bt.__name__):
         bt.run_strategies(
-            data, EnvConfig(), RewardConfig(), bt.flat_policy, probs, [0, 1], progress
+            data,
+            EnvConfig(action_set="orders"),
+            RewardConfig(),
+            bt.flat_policy,
+            probs,
+            [0, 1],
+            progress,
         )
     msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("backtest:")]
     names = [

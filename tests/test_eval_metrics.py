@@ -32,7 +32,7 @@ from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 pytestmark = pytest.mark.integration  # trains tiny agents (tiers: tests/conftest.py)
 
 EPISODES, SEED, PPY = 3, 5, 8760.0
-ENV_CFG = EnvConfig(episode_length=100)
+ENV_CFG = EnvConfig(action_set="orders", episode_length=100)
 
 
 @pytest.fixture(autouse=True)

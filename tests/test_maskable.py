@@ -45,7 +45,8 @@ from ppo_approach.trading_env import Actions, EnvConfig, TradingEnv
 
 pytestmark = pytest.mark.integration
 
-MASKABLE = ("algorithm=maskable_ppo", "n_epochs=1")
+MASKABLE = ("algorithm=maskable_ppo", "action_set=orders", "n_epochs=1")
+"""MaskablePPO on the order actions (masks are what it is for: target actions are never invalid)."""
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +64,19 @@ def _cfg(*overrides: str) -> PPOConfig:
 
 def _env(block: AgentBlock) -> TradingEnv:
     """An evaluation env over ``block`` (starts at bar 0, runs to the block's end)."""
-    return TradingEnv(block.data, EnvConfig(), RewardFunction(RewardConfig()), random_start=False)
+    return TradingEnv(
+        block.data,
+        EnvConfig(action_set="orders"),
+        RewardFunction(RewardConfig()),
+        random_start=False,
+    )
 
 
 def _train(block: AgentBlock, timesteps: int, *overrides: str) -> MaskablePPO:
     cfg = _cfg(*overrides)
-    venv, _ = agent.make_vec_env(block.data, EnvConfig(), RewardConfig(), 2, cfg.seed, "dummy")
+    venv, _ = agent.make_vec_env(
+        block.data, EnvConfig(action_set="orders"), RewardConfig(), 2, cfg.seed, "dummy"
+    )
     model = agent.build_model(cfg, venv, "cpu", None)
     stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
     agent.learn(model, timesteps, [], stopper, "t", progress_bar=False)
@@ -113,7 +121,9 @@ def test_every_info_carries_the_mask_of_the_new_state(blocks: dict[str, AgentBlo
 @pytest.mark.parametrize("kind", ["dummy", "subproc"])
 def test_vec_envs_forward_action_masks(blocks: dict[str, AgentBlock], kind: str) -> None:
     """VecMonitor over DummyVecEnv / SubprocVecEnv passes ``env_method("action_masks")``."""
-    venv, used = agent.make_vec_env(blocks["val"].data, EnvConfig(), RewardConfig(), 2, 0, kind)
+    venv, used = agent.make_vec_env(
+        blocks["val"].data, EnvConfig(action_set="orders"), RewardConfig(), 2, 0, kind
+    )
     try:
         assert used == kind and is_masking_supported(venv)
         venv.reset()
@@ -227,7 +237,9 @@ def test_a_file_of_the_other_algorithm_is_one_clear_error(
 ) -> None:
     masked = model_files.save_model_atomic(trained, tmp_path / "masked.zip")
     cfg = _smoke_cfg("n_epochs=1").ppo
-    venv, _ = agent.make_vec_env(blocks["val"].data, EnvConfig(), RewardConfig(), 2, 0, "dummy")
+    venv, _ = agent.make_vec_env(
+        blocks["val"].data, EnvConfig(action_set="orders"), RewardConfig(), 2, 0, "dummy"
+    )
     plain = agent.build_model(cfg, venv, "cpu", None)
     venv.close()
     assert isinstance(plain, PPO)
@@ -248,7 +260,9 @@ def test_resume_from_a_checkpoint_continues_training(
 ) -> None:
     cfg = _cfg()
     data = blocks["train"].data
-    venv, _ = agent.make_vec_env(data, EnvConfig(), RewardConfig(), 2, cfg.seed, "dummy")
+    venv, _ = agent.make_vec_env(
+        data, EnvConfig(action_set="orders"), RewardConfig(), 2, cfg.seed, "dummy"
+    )
     model = agent.build_model(cfg, venv, "cpu", None)
     checkpoints = callbacks.CheckpointCallback(tmp_path, freq=512)
     stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
@@ -256,7 +270,9 @@ def test_resume_from_a_checkpoint_continues_training(
     venv.close()
     assert [t for t, _ in model_files.list_checkpoints(tmp_path)] == [512]
 
-    venv, _ = agent.make_vec_env(data, EnvConfig(), RewardConfig(), 2, cfg.seed, "dummy")
+    venv, _ = agent.make_vec_env(
+        data, EnvConfig(action_set="orders"), RewardConfig(), 2, cfg.seed, "dummy"
+    )
     path = tmp_path / "checkpoint_512.zip"
     resumed = _load(path, blocks["train"], env=venv)
     assert isinstance(resumed, MaskablePPO) and resumed.num_timesteps == 512

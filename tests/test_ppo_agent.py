@@ -203,7 +203,7 @@ def test_leaky_predictions_would_trip_the_alarm(ppo_source_root: Path) -> None:
     (close > open of bar t+1, i.e. the fill-to-mark move) makes the classifier rule beat
     buy-and-hold by more than twice the 3-sigma tolerance (about 1.3 vs 0.53 in log
     return), through the same env and fees."""
-    cfg = _smoke_cfg()
+    cfg = _smoke_cfg("action_set=orders")  # the baselines speak orders
     paths = Paths.from_root(ppo_source_root)
     prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
     blocks = step.build_blocks(prepared, step.load_table(paths, "dlstm", DATASET), cfg.ppo)
@@ -502,7 +502,9 @@ def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
 ) -> None:
     block = val_block
     cfg = _smoke_cfg("n_epochs=1").ppo
-    venv, _ = agent.make_vec_env(block.data, EnvConfig(), RewardConfig(), 2, 0, "dummy")
+    venv, _ = agent.make_vec_env(
+        block.data, EnvConfig(action_set="orders"), RewardConfig(), 2, 0, "dummy"
+    )
     model = agent.build_model(cfg, venv, "cpu", None)
     cb = callbacks.CheckpointCallback(tmp_path, freq=768)
     stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
@@ -518,7 +520,9 @@ def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
 def test_stop_request_ends_learning_at_last_rollout_boundary(val_block: step.AgentBlock) -> None:
     block = val_block
     cfg = _smoke_cfg("n_epochs=1").ppo
-    venv, _ = agent.make_vec_env(block.data, EnvConfig(), RewardConfig(), 2, 0, "dummy")
+    venv, _ = agent.make_vec_env(
+        block.data, EnvConfig(action_set="orders"), RewardConfig(), 2, 0, "dummy"
+    )
     model = agent.build_model(cfg, venv, "cpu", None)
     request = callbacks.StopRequest()
 
@@ -537,7 +541,7 @@ def test_stop_request_ends_learning_at_last_rollout_boundary(val_block: step.Age
 
 def test_subproc_vec_env_matches_dummy_and_trains(val_block: step.AgentBlock) -> None:
     block = val_block
-    env_cfg = EnvConfig(episode_length=50)
+    env_cfg = EnvConfig(action_set="orders", episode_length=50)
     sub, kind = agent.make_vec_env(block.data, env_cfg, RewardConfig(), 2, 5, "subproc")
     dummy, _ = agent.make_vec_env(block.data, env_cfg, RewardConfig(), 2, 5, "dummy")
     try:
@@ -572,7 +576,9 @@ def test_subproc_failure_falls_back_to_dummy(
 
     monkeypatch.setattr(agent, "SubprocVecEnv", broken)
     with caplog.at_level(logging.WARNING):
-        venv, kind = agent.make_vec_env(block.data, EnvConfig(), RewardConfig(), 2, 0, "subproc")
+        venv, kind = agent.make_vec_env(
+            block.data, EnvConfig(action_set="orders"), RewardConfig(), 2, 0, "subproc"
+        )
     assert kind == "dummy" and isinstance(venv.venv, DummyVecEnv) and venv.num_envs == 2
     assert "cannot start workers here" in caplog.text and "DummyVecEnv" in caplog.text
     venv.close()

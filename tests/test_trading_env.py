@@ -44,7 +44,7 @@ def price_data(open_: list[float], close: list[float], p: int = 0) -> MarketData
 def flat_env(allow_short: bool = False, **kw: float) -> TradingEnv:
     """Env over hand-made prices (see test_accounting_to_the_cent), starting at bar 0."""
     data = price_data([100, 100, 110, 120, 125, 130, 140], [100, 105, 115, 122, 128, 135, 140])
-    cfg = EnvConfig(allow_short=allow_short, episode_length=0, **kw)
+    cfg = EnvConfig(**{"action_set": "orders", **kw}, allow_short=allow_short, episode_length=0)
     env = TradingEnv(data, cfg, random_start=False)
     env.reset(seed=0)
     return env
@@ -52,7 +52,10 @@ def flat_env(allow_short: bool = False, **kw: float) -> TradingEnv:
 
 def test_check_env_passes_with_zero_warnings() -> None:
     for allow_short in (False, True):
-        env = TradingEnv(random_walk_data(), EnvConfig(allow_short=allow_short, episode_length=50))
+        env = TradingEnv(
+            random_walk_data(),
+            EnvConfig(action_set="orders", allow_short=allow_short, episode_length=50),
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             check_env(env, warn=True)
@@ -60,7 +63,7 @@ def test_check_env_passes_with_zero_warnings() -> None:
 
 
 def test_observation_layout_and_names() -> None:
-    env = TradingEnv(random_walk_data(p=3), EnvConfig(), random_start=False)
+    env = TradingEnv(random_walk_data(p=3), EnvConfig(action_set="orders"), random_start=False)
     obs, info = env.reset(seed=1)
     names = env.observation_names()
     assert names == [
@@ -81,7 +84,7 @@ def test_observation_layout_and_names() -> None:
 def test_features_are_clipped_to_box() -> None:
     data = random_walk_data(p=2)
     data.price_features[3, 1] = 55.0
-    env = TradingEnv(data, EnvConfig(), random_start=False)
+    env = TradingEnv(data, EnvConfig(action_set="orders"), random_start=False)
     env.reset(seed=0)
     obs = env._observation(3)
     assert obs[2 + 1] == 10.0
@@ -166,7 +169,13 @@ def test_last_step_reports_liquidation_value_long_and_short() -> None:
     # issue 8 item 22: the last info says what closing the position at the last close leaves,
     # exit fee and adverse slippage included; the step's own equity stays marked to market.
     data = price_data([100, 100, 110], [100, 105, 120])
-    cfg = EnvConfig(episode_length=0, transaction_cost=0.01, slippage=0.005, allow_short=True)
+    cfg = EnvConfig(
+        action_set="orders",
+        episode_length=0,
+        transaction_cost=0.01,
+        slippage=0.005,
+        allow_short=True,
+    )
     env = TradingEnv(data, cfg, random_start=False)
     env.reset(seed=0)
     _, _, _, _, info = env.step(A.BUY_100)  # fills at 100 * 1.005
@@ -257,7 +266,9 @@ def test_action_masks_per_state() -> None:
 @pytest.mark.parametrize("allow_short", [False, True])
 def test_random_agent_over_whole_block_is_finite(allow_short: bool) -> None:
     data = random_walk_data(n=3000, vol=0.03, seed=3)
-    cfg = EnvConfig(allow_short=allow_short, episode_length=0, ruin_threshold=0.0)
+    cfg = EnvConfig(
+        action_set="orders", allow_short=allow_short, episode_length=0, ruin_threshold=0.0
+    )
     env = TradingEnv(data, cfg, random_start=False)
     obs, _ = env.reset(seed=0)
     rng = np.random.default_rng(0)
@@ -283,7 +294,7 @@ def test_same_seed_same_trajectory() -> None:
     actions = np.random.default_rng(5).integers(0, 9, 200)
 
     def run(seed: int) -> list[tuple[float, ...]]:
-        env = TradingEnv(data, EnvConfig(allow_short=True, episode_length=100))
+        env = TradingEnv(data, EnvConfig(action_set="orders", allow_short=True, episode_length=100))
         obs, info = env.reset(seed=seed)
         out = [(info["bar"], *obs.tolist())]
         for a in actions:
@@ -300,7 +311,7 @@ def test_same_seed_same_trajectory() -> None:
 
 def test_random_start_and_episode_length() -> None:
     data = random_walk_data(n=300)
-    env = TradingEnv(data, EnvConfig(episode_length=100))
+    env = TradingEnv(data, EnvConfig(action_set="orders", episode_length=100))
     starts = set()
     for seed in range(20):
         _, info = env.reset(seed=seed)
@@ -324,7 +335,7 @@ def test_episodes_never_cross_a_segment_gap() -> None:
     data = MarketData(
         base.open, base.close, base.pred_features, base.price_features, segment_starts=(0, 120, 200)
     )
-    env = TradingEnv(data, EnvConfig(episode_length=60))
+    env = TradingEnv(data, EnvConfig(action_set="orders", episode_length=60))
     ends = {119, 199, 299}
     for seed in range(40):
         _, info = env.reset(seed=seed)
@@ -336,7 +347,7 @@ def test_episodes_never_cross_a_segment_gap() -> None:
             done = term or trunc
         assert info["bar"] <= seg_last
         assert info["bar"] - start == min(60, seg_last - start)
-    full = TradingEnv(data, EnvConfig(episode_length=0), random_start=False)
+    full = TradingEnv(data, EnvConfig(action_set="orders", episode_length=0), random_start=False)
     full.reset(seed=0)
     steps, done = 0, False
     while not done:
@@ -366,7 +377,11 @@ def test_observation_is_causal() -> None:
     actions = np.random.default_rng(2).integers(0, 9, t)
 
     def trajectory(data: MarketData) -> list[list[float]]:
-        env = TradingEnv(data, EnvConfig(allow_short=True, episode_length=0), random_start=False)
+        env = TradingEnv(
+            data,
+            EnvConfig(action_set="orders", allow_short=True, episode_length=0),
+            random_start=False,
+        )
         obs, _ = env.reset(seed=0)
         rows = [obs.tolist()]
         for a in actions:
@@ -381,7 +396,7 @@ def test_observation_is_causal() -> None:
 
 def test_ruin_terminates() -> None:
     data = price_data([100, 100, 60, 40, 30], [100, 90, 45, 35, 30])
-    env = TradingEnv(data, EnvConfig(episode_length=0), random_start=False)
+    env = TradingEnv(data, EnvConfig(action_set="orders", episode_length=0), random_start=False)
     env.reset(seed=0)
     _, _, term, trunc, info = env.step(A.BUY_100)  # equity ~ 9000
     assert not term
@@ -402,7 +417,12 @@ def test_reward_matches_reward_function() -> None:
     # With the extra cost penalty switched on, the env passes the step's fees to it.
     rc = RewardConfig(cost_weight=1.0)
     data = price_data([100, 100, 110, 120, 125, 130, 140], [100, 105, 115, 122, 128, 135, 140])
-    env = TradingEnv(data, EnvConfig(episode_length=0), RewardFunction(rc), random_start=False)
+    env = TradingEnv(
+        data,
+        EnvConfig(action_set="orders", episode_length=0),
+        RewardFunction(rc),
+        random_start=False,
+    )
     env.reset(seed=0)
     _, reward, _, _, info = env.step(A.BUY_50)
     assert info["fees"] > 0
@@ -451,7 +471,10 @@ def test_env_config_validation_and_from_ppo_config() -> None:
 
 def test_env_factory_is_picklable_and_seeded() -> None:
     data = random_walk_data(n=400)
-    fns = [EnvFactory(data, EnvConfig(episode_length=50), seed=3, rank=r) for r in range(3)]
+    fns = [
+        EnvFactory(data, EnvConfig(action_set="orders", episode_length=50), seed=3, rank=r)
+        for r in range(3)
+    ]
     clones = [pickle.loads(pickle.dumps(f)) for f in fns]
     starts = [f()._start for f in fns]
     assert starts == [f()._start for f in clones]  # same seed + rank -> same first start
