@@ -80,5 +80,6 @@ bench: install
 	$(PY) bench/bench_ppo.py
 	$(PY) bench/bench_end_to_end.py
 	$(PY) bench/bench_agent_learning.py
+	$(PY) bench/bench_agent_ladder.py
 	$(PY) bench/bench_tuning.py
 	$(PY) bench/make_benchmarks_md.py

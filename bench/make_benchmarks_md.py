@@ -15,6 +15,7 @@ ORDER = [
     "env",
     "ppo",
     "agent_learning",
+    "agent_ladder",
     "tuning",
     "end_to_end",
     "gpu",

@@ -337,6 +337,7 @@ def _learn(
             ppo_cfg.gamma,
             ppo_cfg.seed,
             ppo_cfg.selection_metric,
+            ppo_cfg.agent_init_label_smoothing,
         ).as_dict()
     checkpointer = callbacks.CheckpointCallback(
         ckdir,

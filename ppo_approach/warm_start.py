@@ -17,7 +17,8 @@ Rajeswaran et al. 2018 "DAPG" and of most RL-from-demonstration work):
    too (DAgger-style, Ross et al. 2011: the label is always the behaviour's action in the state
    reached).
 3. **Fit.** ``epochs`` passes of cross-entropy on the policy head, with a little label smoothing
-   (:data:`LABEL_SMOOTHING`: the policy keeps some entropy, so PPO still explores) and each
+   (``agent_init_label_smoothing``, default :data:`LABEL_SMOOTHING`: the policy keeps entropy, so
+   PPO still explores and can improve on the rule) and each
    action's samples weighted by the inverse of its frequency (with ``action_set = orders`` the
    rule's BUY and CLOSE are a few % of its decisions: unweighted, a weak classifier's clone
    answered HOLD everywhere, agreed on 87 % of decisions and never traded), plus the value
@@ -48,8 +49,10 @@ log = logging.getLogger(__name__)
 EXPLORE_SHARE = 0.25
 """Share of random actions in the second data pass (off-behaviour states get labels too)."""
 
-LABEL_SMOOTHING = 0.05
-"""Probability mass spread over all actions in the cloning target (the policy keeps entropy)."""
+LABEL_SMOOTHING = 0.3
+"""Default probability mass spread over all actions in the cloning target (the policy keeps
+entropy; ``agent_init_label_smoothing``). At 0.05 the clone was so sure of the rule's action that
+PPO's samples rarely left it and PPO never beat its start on validation (the issue-16 ladder)."""
 
 BATCH_SIZE = 256
 LEARNING_RATE = 1e-3
@@ -162,7 +165,13 @@ def behaviour_data(
 
 
 def clone(
-    model: Any, obs: np.ndarray, actions: np.ndarray, returns: np.ndarray, epochs: int, seed: int
+    model: Any,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    returns: np.ndarray,
+    epochs: int,
+    seed: int,
+    label_smoothing: float = LABEL_SMOOTHING,
 ) -> float:
     """Fit ``model.policy`` (SB3 actor-critic, PPO or MaskablePPO) to ``actions`` (smoothed
     cross-entropy, each action's samples weighted by its inverse frequency) and its value head to
@@ -176,8 +185,9 @@ def clone(
     y = torch.as_tensor(actions, device=device)  # (N,)
     g = torch.as_tensor(returns, device=device)  # (N,)
     n_actions = int(model.action_space.n)
-    target = torch.full((y.numel(), n_actions), LABEL_SMOOTHING / n_actions, device=device)
-    target.scatter_(1, y[:, None], 1.0 - LABEL_SMOOTHING + LABEL_SMOOTHING / n_actions)
+    eps = float(label_smoothing)
+    target = torch.full((y.numel(), n_actions), eps / n_actions, device=device)  # (N, A)
+    target.scatter_(1, y[:, None], 1.0 - eps + eps / n_actions)
     counts = torch.bincount(y, minlength=n_actions).float()  # (A,)
     present = counts > 0
     # "balanced" class weights (scikit-learn's formula): N / (k * n_c), mean weight 1 per sample
@@ -233,6 +243,7 @@ def warm_start(
     gamma: float,
     seed: int,
     metric: str = "return",
+    label_smoothing: float = LABEL_SMOOTHING,
 ) -> WarmStart:
     """Fit ``model`` to the rule (when it beat flat on validation) or to flat, on ``data`` (the
     train block) with ``probs`` (its classifier probabilities, raw). ``rule_val_reward`` and
@@ -258,7 +269,7 @@ def warm_start(
         behaviour = flat_behaviour
     log.info("warm start: cloning the %s behaviour on the train block (%d epochs)", name, epochs)
     obs, actions, returns = behaviour_data(data, env_cfg, reward_cfg, behaviour, gamma, seed)
-    agreement = clone(model, obs, actions, returns, epochs, seed)
+    agreement = clone(model, obs, actions, returns, epochs, seed, label_smoothing)
     result = WarmStart(name, reason, int(actions.size), agreement, int(epochs))
     log.info("%s", result.describe())
     return result
