@@ -323,3 +323,39 @@ def test_the_run_summary_line_names_the_classifier_and_says_what_happened() -> N
         "; classifier gru (auto: best validation macro-F1 0.410); the agent did not learn: the "
         "classifier rule made +78.6 % on validation, the agent never traded"
     )
+
+
+@pytest.mark.parametrize("smoothing", [0.05, 0.3])
+def test_label_smoothing_sets_how_sure_the_clone_is(smoothing: float) -> None:
+    """``agent_init_label_smoothing``: the cloned policy puts about ``1 - eps + eps / A`` on the
+    rule's action (0.967 at 0.05: PPO's samples rarely leave it; 0.8 at 0.3: they do), so PPO
+    keeps room to improve on the rule (issue 16 ladder)."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ppo_approach.warm_start import _logits, behaviour_data, rule_behaviour, warm_start
+
+    data, p = _signal_block()
+    env_cfg = EnvConfig(action_set="target", episode_length=200)
+    venv = DummyVecEnv([lambda: TradingEnv(data, env_cfg)])
+    model = PPO("MlpPolicy", venv, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]})
+    done = warm_start(
+        model, data, p, env_cfg, RewardConfig(), 0.1, 0.0, 10, 0.99, 0, "return", smoothing
+    )
+    assert done.agreement > 0.97
+    obs, actions, _ = behaviour_data(
+        data, env_cfg, RewardConfig(), lambda env: rule_behaviour(env, p), 0.99, 0
+    )
+    with torch.no_grad():
+        probs = torch.softmax(_logits(model.policy, torch.as_tensor(obs)), -1).numpy()
+    on_rule = float(probs[np.arange(actions.size), actions].mean())
+    assert on_rule == pytest.approx(1 - smoothing + smoothing / 3, abs=0.03)
+
+
+def test_the_config_passes_label_smoothing_to_the_warm_start() -> None:
+    cfg = load_config(None, None, None, ["agent_init_label_smoothing=0.2"])
+    assert cfg.ppo.agent_init_label_smoothing == 0.2
+    assert load_config(None, None, None, []).ppo.agent_init_label_smoothing == 0.3
+    with pytest.raises(PipelineError, match="agent_init_label_smoothing"):
+        load_config(None, None, None, ["agent_init_label_smoothing=1.0"])
