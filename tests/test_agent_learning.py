@@ -46,17 +46,21 @@ def _strategies(root: Path, *overrides: str) -> dict[str, dict[str, Any]]:
 def test_same_seed_same_config_same_backtest_numbers(ppo_source_root: Path, tmp_path: Path) -> None:
     """Issue 10: "same seed, same config, CPU: the same backtest numbers". Two runs of step 7 on
     separate copies of the same root give identical metrics for every strategy (exact equality:
-    any unseeded randomness, in the envs, PPO, the evaluation or the random baseline, shows)."""
+    any unseeded randomness, in the envs, the warm start, PPO, the evaluation or the random
+    baseline, shows). Oracle input: the rule then makes money on validation, so the warm start
+    clones it and the agent trades (on this block's real predictions it starts and stays flat)."""
     runs = [
         _strategies(
-            _fresh_root(ppo_source_root, tmp_path / name), "ppo.seed=5", "agent_init=random"
+            _fresh_root(ppo_source_root, tmp_path / name),
+            "ppo.seed=5",
+            "ppo_prediction_source=oracle",
         )
         for name in ("a", "b")
     ]
     assert set(runs[0]) == set(bt.STRATEGY_NAMES)
     assert runs[0] == runs[1]
-    # A policy that never trades would make the equality trivial: seed 5 trades (735 trades at
-    # the commit of this test); should a change of defaults make it flat, pick a seed that trades.
+    # A policy that never trades would make the equality trivial: it must trade (should a change
+    # of defaults make it flat, pick a setting that trades).
     assert runs[0]["agent"]["n_trades"] > 0
     assert isinstance(runs[0]["agent"]["total_return"], float)
 
