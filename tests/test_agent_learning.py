@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zipfile
@@ -135,9 +136,11 @@ def test_oracle_agent_beats_flat_and_buy_and_hold_and_a_random_policy_does_not(
     cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", f"ppo.seed={seed}", *ORACLE_SETTINGS)
     run = step.prepare_run(cfg, DATASET, Paths.from_root(root))
     test = run.blocks["test"]
+    # RandomPolicy draws the nine orders, like the report's random baseline
+    orders_cfg = dataclasses.replace(run.env_cfg, action_set="orders")
     for rseed in range(5):
         runs = bt.run_strategies(
-            test.data, run.env_cfg, run.reward_cfg, bt.RandomPolicy(rseed), test.probs, [0]
+            test.data, orders_cfg, run.reward_cfg, bt.RandomPolicy(rseed), test.probs, [0]
         )
         rand = bt.summarise_runs(runs, run.ppy)
         # the same baselines as the agent's report: the block and the fills are the same
