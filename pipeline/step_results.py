@@ -52,3 +52,6 @@ class BacktestReport(TypedDict):
     # of agent, rule and flat; and the plain-words verdict every summary repeats
     agent: dict[str, Any] | None
     verdict: str
+    # issue 18: PSR, DSR (over the seeds), 95 % block-bootstrap intervals of total return and
+    # Sharpe, and an edge / no edge / cannot tell verdict for the agent, the rule and buy-and-hold
+    significance: dict[str, Any]

@@ -605,6 +605,56 @@ def summarise_runs(runs: dict[str, list[EpisodeRecord]], ppy: float) -> dict[str
     return out
 
 
+SIGNIFICANCE_STRATEGIES = ("agent", "classifier_rule", "buy_and_hold")
+
+
+def significance_section(
+    runs: dict[str, list[EpisodeRecord]], ppy: float, seeds: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Is it luck? (issue 18 item 3) For the agent, the classifier rule and buy-and-hold on the
+    test block: PSR, 95 % block-bootstrap intervals of total return and annualised Sharpe, and a
+    verdict (:mod:`pipeline.significance`). With ``seeds > 1`` the agent's DSR deflates for the
+    number of agents tried, with the variance of their test-block Sharpe ratios."""
+    from pipeline.significance import significance
+
+    rows = (seeds or {}).get("runs") or []
+    srs = [
+        float(r["test_sharpe"]) / math.sqrt(ppy) for r in rows if r.get("test_sharpe") is not None
+    ]
+    var_sr = float(np.var(srs, ddof=1)) if len(srs) > 1 else None
+    out: dict[str, dict[str, Any]] = {}
+    for name in SIGNIFICANCE_STRATEGIES:
+        if not runs.get(name):
+            continue
+        rec = runs[name][0]
+        agent = name == "agent" and var_sr is not None
+        out[name] = significance(
+            rec.equity,
+            ppy,
+            n_trials=len(rows) if agent else 1,
+            var_sr=var_sr if agent else None,
+            traded=rec.trades > 0,
+        ).as_dict()
+    return out
+
+
+def significance_lines(section: dict[str, Any]) -> list[str]:
+    """One line per strategy for the console summary."""
+    out = []
+    for name, s in section.items():
+        lo, hi = s.get("total_return_ci95") or (None, None)
+        slo, shi = s.get("sharpe_annualised_ci95") or (None, None)
+        dsr = s.get("dsr")
+        deflated = f", DSR {dsr:.2f} over {s['n_trials']} agents" if dsr is not None else ""
+        psr = s.get("psr")
+        out.append(
+            f"{name}: {s['verdict']} (PSR {_fmt(psr, False)}{deflated}; 95 % interval of the "
+            f"total return [{_pct(lo)}, {_pct(hi)}], of the Sharpe [{_fmt(slo, False)}, "
+            f"{_fmt(shi, False)}], block bootstrap over {s['n_returns']:,} bars)"
+        )
+    return out
+
+
 def json_safe(obj: Any) -> Any:
     """Replace NaN / infinite floats by ``None`` (strict JSON has neither), recursively."""
     if isinstance(obj, dict):
@@ -725,6 +775,8 @@ def format_summary(report: dict[str, Any]) -> str:
     out = head + "\n" + table + "\n" + "\n".join(f"  note: {x}" for x in notes)
     if report.get("verdict"):
         out += f"\n  verdict: {report['verdict']}"
+    for line in significance_lines(report.get("significance") or {}):
+        out += f"\n  is it luck? {line}"
     if report.get("seeds"):
         out += "\n" + format_seeds(report["seeds"])
     return out

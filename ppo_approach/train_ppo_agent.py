@@ -725,6 +725,7 @@ def run_backtest(
         "seeds": seeds,
         "agent": agent,
         "verdict": "",
+        "significance": backtest.significance_section(runs, ppy, seeds),
     }
     report["verdict"] = backtest.agent_verdict(report)
     json_path = Artifacts(paths, dataset).backtest_report(model_name)

@@ -173,6 +173,10 @@ def test_seeds_train_n_agents_and_the_best_on_validation_is_final(
     best = max(runs, key=lambda r: r["validation_reward"])
     assert [r["selected"] for r in runs] == [r is best for r in runs]
     assert seeds["selected_seed"] == best["seed"]
+    # issue 18: the selected agent's Sharpe is deflated for the 3 agents tried
+    luck = report["significance"]["agent"]
+    assert luck["n_trials"] == 3 and luck["dsr"] is not None
+    assert luck["psr"] is None or luck["dsr"] <= luck["psr"]
     rets = sorted(r["test_total_return"] for r in runs)
     assert seeds["test_total_return_median"] == pytest.approx(rets[1])
     assert (seeds["test_total_return_min"], seeds["test_total_return_max"]) == (rets[0], rets[2])

@@ -798,3 +798,22 @@ def test_refuses_to_write_while_a_full_run_holds_the_lock(
     assert f"pid {holder.pid}" in err[-1]
     assert not (root / "ppo_approach").exists()
     assert json.loads(lock.read_text())["nonce"] == "full-run"  # the holder's lock untouched
+
+
+def test_report_says_whether_each_result_is_luck(trained: dict[str, Any]) -> None:
+    """Issue 18 item 3: the backtest JSON carries, for the agent, the rule and buy-and-hold, the
+    PSR, 95 % block-bootstrap intervals of total return and Sharpe, and a verdict; the console
+    summary prints them."""
+    report = trained["report"]
+    sec = report["significance"]
+    assert set(sec) == {"agent", "classifier_rule", "buy_and_hold"}
+    verdicts = {"edge", "no edge", "no edge (no trade)", "cannot tell at this sample size"}
+    for name, s in sec.items():
+        assert s["verdict"] in verdicts
+        assert s["psr"] is None or 0.0 <= s["psr"] <= 1.0
+        lo, hi = s["total_return_ci95"]
+        assert lo <= hi
+        if name == "buy_and_hold":  # the point estimate lies inside its own interval
+            assert lo <= report["strategies"][name]["total_return"] <= hi
+    text = bt.format_summary(report)
+    assert "is it luck? agent: " in text and "block bootstrap over" in text
