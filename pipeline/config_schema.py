@@ -303,6 +303,13 @@ class PPOConfig:
         min=1,
         max=32,
     )
+    configurations_tried: int = setting(
+        1,
+        "configurations tried to arrive at these settings (tune.py's best_params.txt sets its "
+        "trial count); the agent's deflated Sharpe ratio counts them times the seeds (issue 18)",
+        "ppo",
+        min=1,
+    )
     # --- callbacks
     checkpoint_freq: int = setting(
         25_000, "checkpoint every this many timesteps", "callbacks", min=1

@@ -160,12 +160,18 @@ def significance(
     seed: int = 0,
     n_boot: int = 1000,
 ) -> Significance:
-    """PSR, DSR (``n_trials > 1`` with the trials' per-bar Sharpe variance ``var_sr``) and 95 %
-    block-bootstrap intervals of the total return and annualised Sharpe of an equity curve."""
+    """PSR, DSR (``n_trials > 1``; ``var_sr`` the trials' per-bar Sharpe variance, else the
+    estimation variance of one Sharpe ratio) and 95 % block-bootstrap intervals of the total
+    return and annualised Sharpe of an equity curve."""
     eq = np.asarray(equity, dtype=np.float64)
     r = eq[1:] / eq[:-1] - 1.0  # (n,)
     sr, skew, kurt = moments(r)
     psr = probabilistic_sharpe_ratio(sr, r.size, skew, kurt)
+    if n_trials > 1 and var_sr is None:
+        # Without the trials' own Sharpe ratios (tuning trials never saw the test block): the
+        # variance of a Sharpe estimate over n returns, (1 + SR^2 / 2) / n (Lo 2002), i.e. how
+        # much skill-less trials' Sharpe ratios scatter by estimation noise alone.
+        var_sr = (1 + sr * sr / 2) / max(r.size, 1)
     dsr = (
         deflated_sharpe_ratio(sr, r.size, skew, kurt, n_trials, var_sr)
         if n_trials > 1 and var_sr is not None

@@ -543,6 +543,11 @@ def best_params_text(
     ]
     if base:
         lines.append(f"# tuned on top of: {' '.join(base)}")
+    # issue 18: the run that uses these settings deflates its agent's Sharpe for every trial tried
+    from optuna.trial import TrialState
+
+    tried = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    by_section.setdefault("ppo", []).append(f"configurations_tried = {max(tried, 1)}")
     for section, items in by_section.items():
         if items:
             lines += ["", f"[{section}]", *items]

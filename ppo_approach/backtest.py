@@ -609,12 +609,16 @@ SIGNIFICANCE_STRATEGIES = ("agent", "classifier_rule", "buy_and_hold")
 
 
 def significance_section(
-    runs: dict[str, list[EpisodeRecord]], ppy: float, seeds: dict[str, Any] | None = None
+    runs: dict[str, list[EpisodeRecord]],
+    ppy: float,
+    seeds: dict[str, Any] | None = None,
+    configurations_tried: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Is it luck? (issue 18 item 3) For the agent, the classifier rule and buy-and-hold on the
     test block: PSR, 95 % block-bootstrap intervals of total return and annualised Sharpe, and a
-    verdict (:mod:`pipeline.significance`). With ``seeds > 1`` the agent's DSR deflates for the
-    number of agents tried, with the variance of their test-block Sharpe ratios."""
+    verdict (:mod:`pipeline.significance`). The agent's DSR deflates for ``configurations_tried``
+    (tuning trials) times the seeds, with the variance of the seeds' test-block Sharpe ratios
+    when there are several, else the estimation variance of one Sharpe ratio."""
     from pipeline.significance import significance
 
     rows = (seeds or {}).get("runs") or []
@@ -627,11 +631,11 @@ def significance_section(
         if not runs.get(name):
             continue
         rec = runs[name][0]
-        agent = name == "agent" and var_sr is not None
+        agent = name == "agent"
         out[name] = significance(
             rec.equity,
             ppy,
-            n_trials=len(rows) if agent else 1,
+            n_trials=max(1, int(configurations_tried)) * max(1, len(rows)) if agent else 1,
             var_sr=var_sr if agent else None,
             traded=rec.trades > 0,
         ).as_dict()
@@ -645,7 +649,7 @@ def significance_lines(section: dict[str, Any]) -> list[str]:
         lo, hi = s.get("total_return_ci95") or (None, None)
         slo, shi = s.get("sharpe_annualised_ci95") or (None, None)
         dsr = s.get("dsr")
-        deflated = f", DSR {dsr:.2f} over {s['n_trials']} agents" if dsr is not None else ""
+        deflated = f", DSR {dsr:.2f} over {s['n_trials']} configurations" if dsr is not None else ""
         psr = s.get("psr")
         out.append(
             f"{name}: {s['verdict']} (PSR {_fmt(psr, False)}{deflated}; 95 % interval of the "

@@ -725,7 +725,9 @@ def run_backtest(
         "seeds": seeds,
         "agent": agent,
         "verdict": "",
-        "significance": backtest.significance_section(runs, ppy, seeds),
+        "significance": backtest.significance_section(
+            runs, ppy, seeds, ppo_cfg.configurations_tried
+        ),
     }
     report["verdict"] = backtest.agent_verdict(report)
     json_path = Artifacts(paths, dataset).backtest_report(model_name)

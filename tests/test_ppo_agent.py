@@ -817,3 +817,19 @@ def test_report_says_whether_each_result_is_luck(trained: dict[str, Any]) -> Non
             assert lo <= report["strategies"][name]["total_return"] <= hi
     text = bt.format_summary(report)
     assert "is it luck? agent: " in text and "block bootstrap over" in text
+
+
+def test_configurations_tried_deflate_the_agents_sharpe(
+    ppo_source_root: Path, tmp_path: Path
+) -> None:
+    """Issue 18: ``configurations_tried`` (tune.py's trial count) enters the agent's DSR; the
+    baselines are single configurations and are not deflated."""
+    root = _fresh_root(ppo_source_root, tmp_path / "root")
+    cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", "configurations_tried=40",
+                     "total_timesteps=1024")  # fmt: skip
+    report = step.train_agent(cfg, DATASET, Paths.from_root(root), resume=False)
+    luck = report["significance"]
+    assert luck["agent"]["n_trials"] == 40 and luck["agent"]["dsr"] is not None
+    assert luck["agent"]["dsr"] < luck["agent"]["psr"]
+    assert luck["buy_and_hold"]["n_trials"] == 1 and luck["buy_and_hold"]["dsr"] is None
+    assert "DSR" in bt.format_summary(bt.json_safe(report))

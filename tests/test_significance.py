@@ -90,3 +90,16 @@ def test_many_trials_deflate_a_lucky_winner() -> None:
     assert many.verdict == "cannot tell at this sample size"
     d = many.as_dict()
     assert d["n_trials"] == 1000 and len(d["total_return_ci95"]) == 2
+
+
+def test_trials_without_their_sharpe_ratios_deflate_by_estimation_noise() -> None:
+    """Tuning trials never see the test block, so their test Sharpe ratios are unknown: the DSR
+    then takes the estimation variance of one Sharpe ratio, (1 + SR^2/2) / n (Lo 2002)."""
+    rng = np.random.default_rng(4)
+    eq = 100 * np.cumprod(1 + rng.normal(0.0008, 0.01, 2000))
+    s = sig.significance(eq, 8760, n_trials=50)
+    sr, skew, kurt = sig.moments(eq[1:] / eq[:-1] - 1)
+    assert s.dsr == pytest.approx(
+        sig.deflated_sharpe_ratio(sr, 1999, skew, kurt, 50, (1 + sr * sr / 2) / 1999)
+    )
+    assert s.dsr is not None and s.dsr < s.psr

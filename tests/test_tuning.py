@@ -410,6 +410,10 @@ def test_outputs_and_the_best_parameter_file_changes_the_run(
     assert cfg.training.lookback == best.params["training.lookback"]
     assert cfg.training.learning_rate == best.params["training.learning_rate"]
     assert cfg.sources["training.lookback"].startswith(f"{out / 'best_params.txt'}:")
+    # issue 18: the run deflates its agent's Sharpe for every complete trial of the study
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert f"configurations_tried = {complete}" in (out / "best_params.txt").read_text()
+    assert cfg.ppo.configurations_tried == complete > 1
     # ... and changes what a step trains (train_models.py --set-file), written beside the model.
     run_root = tmp_path / "run"
     shutil.copytree(root / "datasets", run_root / "datasets")
