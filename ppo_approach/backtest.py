@@ -938,10 +938,23 @@ def _draw_action_strip(ax: Any, rec: EpisodeRecord, ts: np.ndarray) -> None:
         ax.legend(handles, labels, loc="upper left", fontsize=7, ncol=len(labels), framealpha=0.6)
 
 
+def luck_label(s: dict[str, Any]) -> str:
+    """Short form of one strategy's ``significance`` entry, for the PNG's legend."""
+    lo, hi = s.get("total_return_ci95") or (None, None)
+    dsr = s.get("dsr")
+    score = f"DSR {_fmt(dsr, False)}" if dsr is not None else f"PSR {_fmt(s.get('psr'), False)}"
+    return f"{s.get('verdict', '?')}: 95 % CI [{_pct(lo)}, {_pct(hi)}], {score}"
+
+
 def backtest_figure(
-    runs: dict[str, list[EpisodeRecord]], timestamps: np.ndarray, title: str
+    runs: dict[str, list[EpisodeRecord]],
+    timestamps: np.ndarray,
+    title: str,
+    luck: dict[str, dict[str, Any]] | None = None,
 ) -> Any:
-    """The matplotlib figure of :func:`plot_backtest` (the caller closes it).
+    """The matplotlib figure of :func:`plot_backtest` (the caller closes it). ``luck``: the
+    report's ``significance`` entry; its strategies' legend labels carry the verdict, the 95 %
+    interval of the total return and the PSR (DSR for a deflated agent) (issue 18).
 
     Panels: equity of every strategy; a strip of the agent's position (long / short shading)
     and actions (:data:`STRIP_LABEL`, issue 10; only with an ``agent`` run); then drawdown and
@@ -970,6 +983,8 @@ def backtest_figure(
         x = ts[rec.bars]
         eq = np.mean([r.equity for r in recs], axis=0) if len(recs) > 1 else rec.equity
         label = f"{name} (mean of {len(recs)} seeds)" if len(recs) > 1 else name
+        if luck and name in luck:
+            label += f" ({luck_label(luck[name])})"
         axes[0].plot(x, eq, label=label, **_line_style(name))
     axes[0].set_ylabel("equity")
     axes[0].set_title(title)
@@ -1003,14 +1018,16 @@ def plot_backtest(
     timestamps: np.ndarray,
     path: str | Path,
     title: str,
+    luck: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Equity curves (agent and baselines), drawdowns and positions, saved atomically as PNG.
 
-    ``timestamps`` (n_bars,) of the block; records index it through their ``bars``.
+    ``timestamps`` (n_bars,) of the block; records index it through their ``bars``; ``luck``:
+    the report's ``significance`` entry, shown in the legend.
     """
     import matplotlib.pyplot as plt
 
-    fig = backtest_figure(runs, timestamps, title)
+    fig = backtest_figure(runs, timestamps, title, luck)
     target = Path(path)
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

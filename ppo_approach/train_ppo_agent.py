@@ -743,7 +743,9 @@ def run_backtest(
         f"PPO ({model_name} predictions, {chosen} model) on {dataset}: test block, "
         f"predictions {ppo_cfg.ppo_prediction_source}{flag}"
     )
-    backtest.plot_backtest(runs, test.data.timestamps, png_path, title)
+    backtest.plot_backtest(
+        runs, test.data.timestamps, png_path, title, backtest.json_safe(report["significance"])
+    )
     print(backtest.format_summary(backtest.json_safe(report)))
     log.info("backtest written to %s and %s", json_path, png_path)
     return report

@@ -609,3 +609,22 @@ def test_run_strategies_logs_each_run_and_every_30_s_inside_one(
     assert len(inside) == 8, msgs
     assert inside[0] == "backtest: agent at bar 30 of 60, 30 s into this run"
     assert inside[-1] == "backtest: agent_cost_2x at bar 30 of 60, 30 s into this run"
+
+
+def test_plot_legend_carries_the_luck_verdict_interval_and_psr(tmp_path) -> None:
+    """Issue 18: the PNG's equity legend gives each judged strategy its verdict, the 95 %
+    interval of its total return and its PSR (the figure reads the report's entry)."""
+    import matplotlib.pyplot as plt
+
+    runs, _ = _scripted_report(tmp_path)
+    luck = bt.significance_section(runs, 8760.0)
+    fig = bt.backtest_figure(runs, _block(12)[0].timestamps, "t", luck)
+    try:
+        texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    finally:
+        plt.close(fig)
+    agent = next(t for t in texts if t.startswith("agent"))
+    assert agent == f"agent ({bt.luck_label(luck['agent'])})"
+    assert "95 % CI [" in agent and "PSR " in agent and luck["agent"]["verdict"] in agent
+    assert any(t.startswith("buy_and_hold (") for t in texts)
+    assert "flat" in texts  # strategies without a judgement keep their plain name
