@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -234,26 +235,33 @@ def _signal_block(n: int = 1200, seed: int = 0, run: int = 1) -> tuple[MarketDat
     return data, p
 
 
-@pytest.mark.parametrize("action_set", ["target", "orders"])
-def test_behaviour_cloning_reproduces_the_rule(action_set: str) -> None:
-    """A PPO policy fitted by the warm start picks the rule's action on nearly every train bar,
-    so the warm-started agent trades like the rule before PPO takes a step."""
+def _clone_and_compare(action_set: str, run: int = 1) -> tuple[Any, Any, Any]:
+    """Warm-start a fresh PPO policy on ``_signal_block(run=run)`` (the rule beat flat on
+    validation); ``(warm start, agent episode, rule episode)`` over the block."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from ppo_approach.callbacks import policy_for
     from ppo_approach.warm_start import rule_behaviour, warm_start
 
-    data, p = _signal_block()
+    data, p = _signal_block(run=run)
     env_cfg = EnvConfig(action_set=action_set, episode_length=200)
     venv = DummyVecEnv([lambda: TradingEnv(data, env_cfg)])
     model = PPO("MlpPolicy", venv, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]})
     done = warm_start(model, data, p, env_cfg, RewardConfig(), 0.1, 0.0, 10, 0.99, 0)
-    assert done.behaviour == "rule" and done.agreement > 0.97
     env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
     rule_env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
     agent = backtest.run_episode(env, policy_for(model))
     rule = backtest.run_episode(rule_env, rule_behaviour(rule_env, p))
+    return done, agent, rule
+
+
+@pytest.mark.parametrize("action_set", ["target", "orders"])
+def test_behaviour_cloning_reproduces_the_rule(action_set: str) -> None:
+    """A PPO policy fitted by the warm start picks the rule's action on nearly every train bar,
+    so the warm-started agent trades like the rule before PPO takes a step."""
+    done, agent, rule = _clone_and_compare(action_set)
+    assert done.behaviour == "rule" and done.agreement > 0.97
     assert agent.equity[-1] / rule.equity[-1] > 0.9
     assert rule.equity[-1] > 2 * rule.equity[0]  # the rule makes money here
 
@@ -263,22 +271,8 @@ def test_cloning_a_rule_with_rare_orders_still_trades() -> None:
     bars: about 1 decision in 40 is an order). Unweighted cross-entropy fitted HOLD everywhere
     (87 % agreement on a real classifier's rule, 0 trades); the per-action weights make the clone
     place the rule's orders, and the reported agreement is balanced over the actions."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from ppo_approach.callbacks import policy_for
-    from ppo_approach.warm_start import rule_behaviour, warm_start
-
-    data, p = _signal_block(run=40)
-    env_cfg = EnvConfig(action_set="orders", episode_length=200)
-    venv = DummyVecEnv([lambda: TradingEnv(data, env_cfg)])
-    model = PPO("MlpPolicy", venv, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]})
-    done = warm_start(model, data, p, env_cfg, RewardConfig(), 0.1, 0.0, 10, 0.99, 0)
+    done, agent, rule = _clone_and_compare("orders", run=40)
     assert done.behaviour == "rule" and done.agreement > 0.9
-    env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
-    rule_env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
-    agent = backtest.run_episode(env, policy_for(model))
-    rule = backtest.run_episode(rule_env, rule_behaviour(rule_env, p))
     assert rule.trades > 10
     assert agent.trades >= rule.trades // 2
     assert agent.equity[-1] / rule.equity[-1] > 0.8
