@@ -273,17 +273,21 @@ def block_info(prep: Prepared, block: Block) -> dict[str, Any]:
 def evaluate_block(
     model: torch.nn.Module, prep: Prepared, block: Block, device: torch.device
 ) -> dict[str, Any]:
-    """Metrics of the main model on ``block`` (dataset's own scaler and labels)."""
+    """Metrics of the main model on ``block`` (dataset's own scaler and labels), with the
+    permutation baseline of its predictions (issue 18 item 2)."""
     import numpy as np
 
-    from pipeline.classifier_metrics import classification_metrics
+    from pipeline.classifier_metrics import classification_metrics, permutation_baseline
     from pipeline.windows import WindowData, predict_proba
 
     a = prep.arrays
     bars = labelled_bars(block, a.labels)
     data = WindowData.create(a.scaled, bars, None, a.lookback, device)
     pred = predict_proba(model, data).argmax(axis=1)
-    return classification_metrics(a.labels[bars].astype(np.int64), pred)
+    y = a.labels[bars].astype(np.int64)
+    metrics = classification_metrics(y, pred)
+    metrics["permutation"] = permutation_baseline(y, pred, a.splits.purge)
+    return metrics
 
 
 def _summary_entry(status: str, reason: str, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -304,6 +308,8 @@ def _summary_entry(status: str, reason: str, metrics: dict[str, Any]) -> dict[st
         "beats_logreg_on_test": cmp["beats_logreg_on_test"],
         "direction_accuracy": cmp["direction_accuracy"],
         "direction_calls": cmp["direction_calls"],
+        "direction_p_value": cmp["direction_p_value"],
+        "label_horizon": cmp["label_horizon"],
         "logreg_direction_accuracy": cmp["logreg_direction_accuracy"],
         # The val scores come from the early-stopping block (issue 8 item 19): kept, labelled.
         "val_block": VAL_BLOCK_NOTE,
@@ -361,6 +367,7 @@ def train_main_model(
         "resumed_from_epoch": result.resumed_from_epoch,
         "train_seconds": result.train_seconds,
         "delta": float(prep.arrays.delta),
+        "label_horizon": int(prep.arrays.k),
         "delta_auto": train_cfg.threshold_delta is None,
         "val_block": VAL_BLOCK_NOTE,
         "val": val,
@@ -584,6 +591,8 @@ _HEADLINE_KEYS = (
     "beats_logreg_on_test",
     "direction_accuracy",
     "direction_calls",
+    "direction_p_value",
+    "label_horizon",
     "logreg_direction_accuracy",
 )
 

@@ -81,27 +81,69 @@ def direction_score(confusion: list[list[int]]) -> tuple[float | None, int]:
     return (hits / calls if calls else None), calls
 
 
-def macro_f1_standard_error(n_rows: int) -> float:
-    """About ``sqrt(p (1 - p) / n)`` with ``p = 1/3``: the noise of a macro-F1 on ``n`` rows."""
-    return math.sqrt(CHANCE_MACRO_F1 * (1 - CHANCE_MACRO_F1) / max(int(n_rows), 1))
+DIRECTION_ALPHA = 0.01
+"""One-sided level of the direction test: "above chance" needs ``p < 0.01`` (issue 18 item 2).
+Strict because several models are judged on the same block; a false "edge" costs a user money."""
+
+
+def effective_rows(n: int, horizon: int) -> float:
+    """Independent observations among ``n`` bars whose labels span ``horizon`` bars.
+
+    Issue 18 item 2: a label averages the next ``k`` closes, so neighbouring labels share
+    ``k - 1`` of their ``k`` bars and count as about one observation per ``k`` bars (the
+    overlap correction of Lopez de Prado 2018, ch. 4, "average uniqueness" ``1/k``).
+    """
+    return max(float(n) / max(int(horizon), 1), 1.0)
+
+
+def direction_test(
+    confusion: list[list[int]], horizon: int = 1, alpha: float = DIRECTION_ALPHA
+) -> dict[str, Any]:
+    """Are the signed calls right more often than a coin, on the effective sample size?
+
+    ``z = (share - 0.5) / sqrt(0.25 / n_eff)`` with ``n_eff = calls / horizon``; one-sided
+    ``p = 1 - Phi(z)``. On a GARCH random walk the share stays near 50 % even where volatility
+    clustering lifts macro-F1 above 1/3, so this, not macro-F1 against 1/3, is the chance test.
+    """
+    share, calls = direction_score(confusion)
+    out: dict[str, Any] = {"accuracy": share, "calls": calls, "horizon": int(horizon)}
+    if share is None:
+        return {**out, "effective_calls": 0.0, "z": None, "p_value": None, "above_chance": False}
+    n_eff = effective_rows(calls, horizon)
+    z = (share - 0.5) / math.sqrt(0.25 / n_eff)
+    p = 0.5 * math.erfc(z / math.sqrt(2.0))  # 1 - Phi(z)
+    return {**out, "effective_calls": n_eff, "z": z, "p_value": p, "above_chance": p < alpha}
+
+
+def macro_f1_standard_error(n_rows: int, horizon: int = 1) -> float:
+    """About ``sqrt(p (1 - p) / n_eff)`` with ``p = 1/3`` and ``n_eff = n / horizon``."""
+    n_eff = effective_rows(n_rows, horizon)
+    return math.sqrt(CHANCE_MACRO_F1 * (1 - CHANCE_MACRO_F1) / n_eff)
 
 
 def headline_comparison(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The model's test macro-F1 against chance and the logistic regression, plus direction.
+    """The model's test block against chance and the logistic regression, in one line.
 
-    Issue 8 item 18: the majority class scores ~0.17 macro-F1 by construction, so beating it says
-    nothing. The model counts as better than chance (1/3) or the logistic regression (same test
-    rows) only by more than one standard error of a macro-F1 on those rows; otherwise the
-    headline says "no better than ..." plainly. Returns the numbers and the ``headline`` string,
-    e.g. ``test macro-F1 0.409 vs chance 0.333 and logreg 0.412 (s.e. 0.019 on 590 rows): above
-    chance but no better than logreg; direction 52.1% of 310 signed calls (logreg 51.0%)``.
+    Issue 18 item 2 (replacing issue 8's "one s.e. above 1/3"): **chance** is judged on
+    direction, the signed calls right vs 50 % on the effective sample size
+    (:func:`direction_test`, labels overlap ``k`` bars), because on honest data with volatility
+    clusters the Stationary class is partly predictable and macro-F1 sits above 1/3 without any
+    directional edge. Macro-F1 is compared with the logistic regression on the same rows (better
+    only by more than one overlap-corrected standard error) and with the permutation baseline
+    (the model's own predictions against circularly shifted labels: same class shares, no
+    alignment), when the metrics carry it. Returns the numbers and the ``headline`` string.
     """
     test = metrics["test"]
     logreg = metrics["baselines"]["logreg"]["test"]
+    horizon = int(metrics.get("label_horizon") or 1)
     n_rows = int(sum(sum(row) for row in test["confusion"]))
     f1, lr = float(test["macro_f1"]), float(logreg["macro_f1"])
-    se = macro_f1_standard_error(n_rows)
-    beats_chance = f1 > CHANCE_MACRO_F1 + se
+    se = macro_f1_standard_error(n_rows, horizon)
+    perm = test.get("permutation") or {}
+    chance = float(perm.get("mean", CHANCE_MACRO_F1))
+    direction = direction_test(test["confusion"], horizon)
+    lr_direction = direction_test(logreg["confusion"], horizon)
+    beats_chance = bool(direction["above_chance"])
     beats_logreg = f1 > lr + se
     if beats_chance and beats_logreg:
         verdict = "better than chance and logreg"
@@ -111,30 +153,43 @@ def headline_comparison(metrics: dict[str, Any]) -> dict[str, Any]:
         verdict = "no better than chance"
     else:
         verdict = "no better than chance or logreg"
-    direction, calls = direction_score(test["confusion"])
-    lr_direction, _ = direction_score(logreg["confusion"])
-    if direction is None:
-        dir_text = "direction n/a (no Rise/Fall call on a bar that rose or fell)"
-    else:
-        dir_text = f"direction {direction:.1%} of {calls:,} signed calls"
-        if lr_direction is not None:
-            dir_text += f" (logreg {lr_direction:.1%})"
+    chance_text = f"chance {chance:.3f}"
+    if perm:
+        chance_text = f"shuffled labels {chance:.3f} (95% {float(perm['q95']):.3f})"
+    rows_text = f"{n_rows:,} rows" + (f", {horizon}-bar labels" if horizon > 1 else "")
     headline = (
-        f"test macro-F1 {f1:.3f} vs chance {CHANCE_MACRO_F1:.3f} and logreg {lr:.3f} "
-        f"(s.e. {se:.3f} on {n_rows:,} rows): {verdict}; {dir_text}"
+        f"test macro-F1 {f1:.3f} vs {chance_text} and logreg {lr:.3f} "
+        f"(s.e. {se:.3f} on {rows_text}): {verdict}; {direction_text(direction, lr_direction)}"
     )
     return {
         "headline": headline,
         "verdict": verdict,
         "test_rows": n_rows,
+        "label_horizon": horizon,
         "macro_f1_standard_error": se,
-        "chance_macro_f1": CHANCE_MACRO_F1,
-        "beats_chance_on_test": bool(beats_chance),
+        "chance_macro_f1": chance,
+        "permutation_macro_f1": perm or None,
+        "beats_chance_on_test": beats_chance,
         "beats_logreg_on_test": bool(beats_logreg),
-        "direction_accuracy": direction,
-        "direction_calls": calls,
-        "logreg_direction_accuracy": lr_direction,
+        "direction_accuracy": direction["accuracy"],
+        "direction_calls": direction["calls"],
+        "direction_p_value": direction["p_value"],
+        "direction_effective_calls": direction["effective_calls"],
+        "logreg_direction_accuracy": lr_direction["accuracy"],
     }
+
+
+def direction_text(direction: dict[str, Any], logreg: dict[str, Any]) -> str:
+    """``direction 52.1% of 310 signed calls (62 independent, p 0.37; logreg 51.0%)``."""
+    if direction["accuracy"] is None:
+        return "direction n/a (no Rise/Fall call on a bar that rose or fell)"
+    text = f"direction {direction['accuracy']:.1%} of {direction['calls']:,} signed calls ("
+    if direction["horizon"] > 1:
+        text += f"{direction['effective_calls']:,.0f} independent, "
+    text += f"p {direction['p_value']:.2g}"
+    if logreg["accuracy"] is not None:
+        text += f"; logreg {logreg['accuracy']:.1%}"
+    return text + ")"
 
 
 def training_figure(
@@ -216,11 +271,14 @@ SUMMARY_LEGEND = (
     "columns: epochs = epochs run, best = epoch whose weights were kept (lowest loss on the "
     "early-stopping block); ES-val F1 = macro-F1 on the validation block that early stopping "
     "watched (optimistic, so nothing is compared on it). All other scores are on the test "
-    "block, the same rows for every column: test F1 = the model's macro-F1, chance = 1/3, "
+    "block, the same rows for every column: test F1 = the model's macro-F1, chance = its predictions scored "
+    "against circularly shifted labels (same class shares, no alignment; 1/3 in older files), "
     "majority = always predicting the train block's majority class, logreg = logistic "
     "regression on the last bar's features; dir% = correct signs among bars that rose or fell "
     "and were called Rise or Fall, signed = how many such calls (a coin scores ~50%); verdict = "
-    "test F1 against chance and logreg (better only by more than one standard error); time = "
+    "chance judged on direction (above 50% at p < 0.01, one independent call per label "
+    "horizon, since overlapping labels are not independent), logreg on test F1 (better only by "
+    "more than one overlap-corrected standard error); time = "
     "wall time including walk-forward models."
 )
 
@@ -247,7 +305,7 @@ def format_summary_table(entries: dict[str, dict[str, Any]]) -> str:
                 best if best is not None else "?",
                 f"{e['val_macro_f1']:.3f}",
                 f"{e['test_macro_f1']:.3f}",
-                f"{CHANCE_MACRO_F1:.3f}",
+                f"{e.get('chance_macro_f1', CHANCE_MACRO_F1):.3f}",
                 f"{e['majority_test_macro_f1']:.3f}",
                 f"{e['logreg_test_macro_f1']:.3f}",
                 f"{direction:.1%}" if isinstance(direction, (int, float)) else "n/a",
