@@ -60,6 +60,7 @@ from pipeline.config import (
     write_resolved,
 )
 from pipeline.config_schema import MODEL_NAMES
+from pipeline.leak_alarms import Alarm, alarm_lines, permutation_alarms
 from pipeline.step_results import TrainingSummary
 
 if TYPE_CHECKING:
@@ -503,6 +504,7 @@ def train_all(
             exc.what,
         ) from None
 
+    alarms, control = step5_alarms(cfg, prep, paths, device, entries)
     tables = write_prediction_tables(cfg, prep, paths, names, device)
     summary: TrainingSummary = {
         "dataset": name_ds,
@@ -511,12 +513,71 @@ def train_all(
         "prediction_source": cfg.ppo.ppo_prediction_source,
         "models": _merge_summary(paths, name_ds, entries),
         "prediction_tables": {k: str(v) for k, v in tables.items()},
+        "alarms": [a.to_dict() for a in alarms],
+        "permutation_control": control,
     }
     art = Artifacts(paths, name_ds)
     atomic_write_json(art.training_summary, summary)
     record_artifacts(art, entries, tables)
     print(format_summary_table(entries))
+    print("\n".join(alarm_lines(alarms) or ["leak alarms: none"]))
     return summary
+
+
+def step5_alarms(
+    cfg: Config, prep: Prepared, paths: Paths, device: torch.device, entries: dict[str, Any]
+) -> tuple[list[Alarm], dict[str, Any] | None]:
+    """Issue 18 item 1: step 5's run-time leak alarms (``pipeline/leak_alarms.py``) on the bars
+    the main models really used, and the label-permutation control on the model with the best
+    early-stopping F1 among those trained now (``leak_controls``)."""
+    from pipeline.leak_alarms import classifier_alarms
+
+    plan = main_plan(prep)
+    fit_bars = labelled_bars(plan.fit, plan.labels)
+    es_bars = labelled_bars(plan.early_stop, plan.labels)
+    metrics = {n: m for n in entries if (m := _read_metrics(paths, n, prep.info.name))}
+    limit = cfg.training.alarm_direction_accuracy
+    alarms = classifier_alarms(prep, plan, fit_bars, es_bars, metrics, limit)
+    trained = [n for n, e in entries.items() if e["status"] == "trained"]
+    control = None
+    if cfg.training.leak_controls and trained:
+        name = max(trained, key=lambda n: float(entries[n]["val_macro_f1"]))
+        control = permutation_control(cfg, prep, name, plan, paths, device)
+        alarms += permutation_alarms(f"{name} (permuted-label control)", control)
+    for alarm in alarms:
+        log.warning("%s", alarm.line())
+    return alarms, control
+
+
+def permutation_control(
+    cfg: Config, prep: Prepared, name: str, plan: FitPlan, paths: Paths, device: torch.device
+) -> dict[str, Any]:
+    """``name`` trained like its main model but on the train block's labels permuted; its test
+    headline. Only a path from the test labels to the model survives the permutation."""
+    from dataclasses import replace
+
+    from pipeline.leak_alarms import permuted_labels
+
+    train_bars = labelled_bars(prep.arrays.splits.train, plan.labels)
+    labels = permuted_labels(plan.labels, train_bars, cfg.training.seed)
+    control = replace(plan, tag="permuted", labels=labels)
+    ckpt = Artifacts(paths, prep.info.name).classifier_checkpoint(name, control.tag)
+    log.info("%s: label-permutation control (train labels permuted)", name)
+    result = fit_model(cfg.training, prep, name, control, device, ckpt, False, f"{name}/permuted")
+    ckpt.unlink(missing_ok=True)
+    test = evaluate_block(result.model, prep, prep.arrays.splits.test, device)
+    m = {"test": test, "baselines": {"logreg": {"test": test}}, "label_horizon": prep.arrays.k}
+    cmp = headline_comparison(m)
+    keys = ("beats_chance_on_test", "chance_macro_f1", "direction_accuracy", "direction_p_value")
+    out = {"model": name, "test_macro_f1": test["macro_f1"], **{k: cmp[k] for k in keys}}
+    direction = cmp["headline"].split("; ", 1)[1].split(" (")[0]  # "direction 50.3% of ..."
+    out["headline"] = (
+        f"{name} on permuted train labels: test macro-F1 {test['macro_f1']:.3f} vs shuffled "
+        f"labels {cmp['chance_macro_f1']:.3f}, {direction} (p {cmp['direction_p_value'] or 1:.2g})"
+        f": {'ABOVE CHANCE' if cmp['beats_chance_on_test'] else 'at chance, as it must be'}"
+    )
+    log.info("%s", out["headline"])
+    return out
 
 
 def record_artifacts(

@@ -176,6 +176,8 @@ def headline_comparison(metrics: dict[str, Any]) -> dict[str, Any]:
         "direction_p_value": direction["p_value"],
         "direction_effective_calls": direction["effective_calls"],
         "logreg_direction_accuracy": lr_direction["accuracy"],
+        "logreg_direction_calls": lr_direction["calls"],
+        "logreg_direction_p_value": lr_direction["p_value"],
     }
 
 
@@ -271,8 +273,9 @@ SUMMARY_LEGEND = (
     "columns: epochs = epochs run, best = epoch whose weights were kept (lowest loss on the "
     "early-stopping block); ES-val F1 = macro-F1 on the validation block that early stopping "
     "watched (optimistic, so nothing is compared on it). All other scores are on the test "
-    "block, the same rows for every column: test F1 = the model's macro-F1, chance = its predictions scored "
-    "against circularly shifted labels (same class shares, no alignment; 1/3 in older files), "
+    "block, the same rows for every column: test F1 = the model's macro-F1, chance = its "
+    "predictions scored against circularly shifted labels (same class shares, no alignment; 1/3 "
+    "in older files), "
     "majority = always predicting the train block's majority class, logreg = logistic "
     "regression on the last bar's features; dir% = correct signs among bars that rose or fell "
     "and were called Rise or Fall, signed = how many such calls (a coin scores ~50%); verdict = "

@@ -128,6 +128,20 @@ class TrainingConfig:
     num_threads: int = setting(
         0, "CPU threads for torch; 0 = number of physical cores", "run", min=0
     )
+    # --- leak alarms (issue 18 item 1; pipeline/leak_alarms.py)
+    leak_controls: bool = setting(
+        True,
+        "step 5 runs the label-permutation control: the best model retrained on permuted train "
+        "labels must score at chance",
+        "run",
+    )
+    alarm_direction_accuracy: float = setting(
+        0.6,
+        "leak alarm when a model's test direction accuracy is above this (and significant)",
+        "run",
+        gt=0.5,
+        max=1,
+    )
     # --- preflight and push (runpod_main.py, runpod_github.py)
     min_disk_gb: float = setting(
         10.0, "preflight: free disk needed where artifacts go (GB)", "run", min=0
@@ -302,6 +316,12 @@ class PPOConfig:
         "ppo",
         min=1,
         max=32,
+    )
+    alarm_sharpe: float = setting(
+        5.0,
+        "leak alarm when the agent's annualised test Sharpe ratio after fees is above this",
+        "ppo",
+        gt=0,
     )
     configurations_tried: int = setting(
         1,

@@ -64,6 +64,12 @@ def apply_scaler(scaler: StandardScaler, features: np.ndarray) -> np.ndarray:
     return ((x - scaler.mean_) / scaler.scale_).astype(np.float32)
 
 
+def features_of(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """The feature frame :func:`prepare_arrays` builds the model inputs from; the leak alarms'
+    future-shift control recomputes it on cut candles through this same call (issue 18)."""
+    return compute_features(df, names)
+
+
 @dataclass
 class PreparedArrays:
     """Everything the classifier trainer needs, as arrays indexed by bar.
@@ -114,7 +120,7 @@ def prepare_arrays(
     either. Raises :class:`FeatureError` / :class:`SplitError` on bad input.
     """
     names = check_feature_names(feature_names)
-    feats = compute_features(df, names)  # (N, F) float64
+    feats = features_of(df, names)  # (N, F) float64
     warm = warmup_bars(names)
     splits = make_splits(
         len(df), warm, lookback, k, test_fraction, val_fraction, purge_gap, n_folds

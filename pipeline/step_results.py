@@ -24,6 +24,8 @@ class TrainingSummary(TypedDict):
     prediction_source: str
     models: dict[str, dict[str, Any]]
     prediction_tables: dict[str, str]
+    alarms: list[dict[str, str]]  # issue 18 item 1: pipeline.leak_alarms.Alarm.to_dict()
+    permutation_control: dict[str, Any] | None  # the permuted-label model's test headline
 
 
 class BacktestReport(TypedDict):
@@ -55,3 +57,4 @@ class BacktestReport(TypedDict):
     # issue 18: PSR, DSR (over the seeds), 95 % block-bootstrap intervals of total return and
     # Sharpe, and an edge / no edge / cannot tell verdict for the agent, the rule and buy-and-hold
     significance: dict[str, Any]
+    alarms: list[dict[str, str]]  # issue 18 item 1: pipeline.leak_alarms.Alarm.to_dict()
