@@ -68,6 +68,7 @@ from pipeline.common import (
 )
 from pipeline.config import add_config_args, config_from_args, passthrough_args
 from pipeline.config_schema import Config
+from pipeline.leak_alarms import alarm_lines
 from pipeline.manifest import STEP_DRIVER
 from pipeline.multi_run import DEFERRED_REASON, PUSH_DEFERRED_ENV
 from pipeline.preflight import CPU_SLOWDOWN, DEPENDENCIES, install_secret_masking, missing_modules
@@ -257,7 +258,18 @@ def step_train_classifiers(ctx: RunContext) -> StepOutcome:
     summary = train_models.train_classifiers(ctx.cfg, ctx.dataset, ctx.paths, resume=ctx.resume)
     ctx.classifiers = summary
     ctx.info["classifiers"] = summary["models"]
-    return StepOutcome(result=classifier_line(summary), details=dict(summary))
+    return with_alarms(ctx, StepOutcome(result=classifier_line(summary), details=dict(summary)))
+
+
+def with_alarms(ctx: RunContext, outcome: StepOutcome) -> StepOutcome:
+    """A step whose result carries leak alarms (issue 18 item 1) is ``warn`` and says how many;
+    the alarms are gathered for the run summary's rows."""
+    alarms = list(outcome.details.get("alarms") or [])
+    if alarms:
+        ctx.info.setdefault("alarms", []).extend(alarms)
+        outcome.status = "warn"
+        outcome.result = f"{len(alarms)} LEAK ALARM(S), see below; {outcome.result}"
+    return outcome
 
 
 def step_validate_models(ctx: RunContext) -> StepOutcome:
@@ -280,7 +292,7 @@ def step_train_ppo(ctx: RunContext) -> StepOutcome:
     ctx.agent = report
     agent = agent_results(report)
     ctx.info["agent"] = agent
-    return StepOutcome(result=agent_line(agent), details=agent)
+    return with_alarms(ctx, StepOutcome(result=agent_line(agent), details=agent))
 
 
 def push_metrics(ctx: RunContext, earlier: dict[str, Any]) -> dict[str, object]:
@@ -424,6 +436,7 @@ def write_summary(
         "agent": agent_results(ctx.agent) if ctx.agent is not None and 7 in ran_ok else None,
         "carried_over": carried_over(ctx.cfg.hash(), records, earlier or {}),
         "push": ctx.info.get("push"),
+        "alarms": ctx.info.get("alarms") or [],
         "plots": plots(ctx.paths, ctx.name),
     }
     masked = mask_payload(payload, secret_values())
@@ -840,7 +853,9 @@ def drive(args: argparse.Namespace, log_file: Path | None = None) -> int:
             release_at_exit.append(lock)  # run as a script: released as the last act
         else:
             lock.release()
-    log.info("run summary (%s):\n%s", out, format_summary(records, ctx.cfg.hash()))
+    rows = alarm_lines(ctx.info.get("alarms") or [])
+    table = "\n".join([format_summary(records, ctx.cfg.hash()), *rows])
+    log.info("run summary (%s):\n%s", out, table)
     found = plots(ctx.paths, ctx.name)
     if found:
         log.info("plots: %s", ", ".join(found))

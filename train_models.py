@@ -60,7 +60,7 @@ from pipeline.config import (
     write_resolved,
 )
 from pipeline.config_schema import MODEL_NAMES
-from pipeline.leak_alarms import Alarm, alarm_lines, permutation_alarms
+from pipeline.leak_alarms import Alarm, alarm_lines, permutation_alarms, raise_if_strict
 from pipeline.step_results import TrainingSummary
 
 if TYPE_CHECKING:
@@ -521,6 +521,7 @@ def train_all(
     record_artifacts(art, entries, tables)
     print(format_summary_table(entries))
     print("\n".join(alarm_lines(alarms) or ["leak alarms: none"]))
+    raise_if_strict(alarms, cfg.training.strict_alarms, str(art.training_summary))
     return summary
 
 

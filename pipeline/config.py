@@ -465,6 +465,12 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         "tune.py: --set-file results/tuning_agent_NAME/best_params.txt",
     )
     g.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail with exit code 4 when a leak alarm fires (same as --set strict_alarms=true; "
+        "the alarms are listed in README 'Is it luck?')",
+    )
+    g.add_argument(
         "--training-config",
         type=Path,
         default=TRAINING_CONFIG_PATH,
@@ -482,11 +488,12 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Build the Config from arguments added by :func:`add_config_args`."""
+    strict = ["strict_alarms=true"] if getattr(args, "strict", False) else []
     return load_config(
         args.training_config,
         args.ppo_config,
         args.preset,
-        args.overrides,
+        [*args.overrides, *strict],
         getattr(args, "set_files", ()),
     )
 
@@ -501,6 +508,8 @@ def passthrough_args(args: argparse.Namespace) -> list[str]:
         out += ["--set-file", str(Path(f).expanduser().resolve())]
     for o in args.overrides:
         out += ["--set", o]
+    if getattr(args, "strict", False):
+        out.append("--strict")
     out += ["--training-config", str(args.training_config), "--ppo-config", str(args.ppo_config)]
     return out
 

@@ -135,6 +135,11 @@ class TrainingConfig:
         "labels must score at chance",
         "run",
     )
+    strict_alarms: bool = setting(
+        False,
+        "stop with exit code 4 when a leak alarm fires (the flag --strict sets it)",
+        "run",
+    )
     alarm_direction_accuracy: float = setting(
         0.6,
         "leak alarm when a model's test direction accuracy is above this (and significant)",

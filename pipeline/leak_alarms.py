@@ -59,6 +59,18 @@ class Alarm:
         return f"LEAK ALARM [{self.check}] {self.subject}: {self.message}"
 
 
+def raise_if_strict(alarms: Sequence[Alarm], strict: bool, where: str) -> None:
+    """``strict_alarms`` / ``--strict``: one line naming the first alarm, exit code 4."""
+    if strict and alarms:
+        from pipeline.common import PipelineError
+
+        more = f" (and {len(alarms) - 1} more)" if len(alarms) > 1 else ""
+        raise PipelineError(
+            f"{alarms[0].line()}{more}; stopped by --strict (strict_alarms), see {where}",
+            exit_code=EXIT_ALARM,
+        )
+
+
 def alarm_lines(alarms: Sequence[dict[str, Any] | Alarm]) -> list[str]:
     """The warning rows of ``alarms`` (dicts as stored in JSON, or :class:`Alarm`)."""
     out = []

@@ -156,6 +156,7 @@ def agent_results(report: BacktestReport) -> dict[str, Any]:
         # issue 16: which classifier fed the agent and why, and what happened in plain words
         "model_choice": (report.get("agent") or {}).get("model_choice"),
         "verdict": report.get("verdict"),
+        "alarms": report.get("alarms") or [],  # issue 18 item 1
     }
 
 

@@ -62,6 +62,7 @@ from pipeline.common import (
 )
 from pipeline.config import add_config_args, config_from_args, write_resolved
 from pipeline.config_schema import Config, PPOConfig
+from pipeline.leak_alarms import Alarm, alarm_lines, raise_if_strict
 from pipeline.runlock import step_lock
 from pipeline.step_results import BacktestReport
 from ppo_approach import backtest, run_folder
@@ -73,7 +74,7 @@ from ppo_approach.agent_blocks import (
     load_table,
 )
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
-from ppo_approach.trading_env import EnvConfig, TradingEnv
+from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
 
 if TYPE_CHECKING:  # torch / SB3 / sklearn only when a function needs them (issue 8 item 29)
     from pipeline.prepare import Prepared
@@ -730,6 +731,8 @@ def run_backtest(
         ),
     }
     report["verdict"] = backtest.agent_verdict(report)
+    alarms = step7_alarms(report, test.data, ppo_cfg, reward_cfg)
+    report["alarms"] = [a.to_dict() for a in alarms]
     json_path = Artifacts(paths, dataset).backtest_report(model_name)
     png_path = Artifacts(paths, dataset).backtest_plot(model_name)
     backtest.write_report(report, json_path)
@@ -747,8 +750,33 @@ def run_backtest(
         runs, test.data.timestamps, png_path, title, backtest.json_safe(report["significance"])
     )
     print(backtest.format_summary(backtest.json_safe(report)))
+    print("\n".join(alarm_lines(alarms) or ["leak alarms: none"]))
     log.info("backtest written to %s and %s", json_path, png_path)
+    raise_if_strict(alarms, cfg.training.strict_alarms, str(json_path))
     return report
+
+
+def step7_alarms(
+    report: BacktestReport, data: MarketData, ppo_cfg: PPOConfig, reward_cfg: RewardConfig
+) -> list[Alarm]:
+    """Issue 18 item 1: the env probed for the future on the test block (observations from bars
+    <= t, fills at the next bar's open) and implausible test Sharpe ratios (``alarm_sharpe``)."""
+    from ppo_approach.leak_probe import agent_alarms, env_probe_alarms
+
+    config = backtest.backtest_env_config(EnvConfig.from_ppo_config(ppo_cfg))
+
+    def make(d: MarketData) -> TradingEnv:
+        return backtest.block_env(d, config, reward_cfg)
+
+    from gymnasium.spaces import Discrete
+
+    space = make(data).action_space
+    n_actions = int(space.n) if isinstance(space, Discrete) else 2
+    alarms = env_probe_alarms(make, data, n_actions, ppo_cfg.seed)
+    alarms += agent_alarms(dict(report), ppo_cfg.alarm_sharpe)
+    for alarm in alarms:
+        log.warning("%s", alarm.line())
+    return alarms
 
 
 # ---------------------------------------------------------------- CLI

@@ -44,6 +44,7 @@ def checks(summary: dict[str, Any]) -> set[str]:
 # ---------------------------------------------------------------- honest data: no alarm
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_honest_random_walks_raise_no_alarm_and_are_chance(
     seed: int, tmp_path: Path, write_dataset: Any, smoke_config: Any, capsys: Any
@@ -67,6 +68,7 @@ def test_honest_random_walks_raise_no_alarm_and_are_chance(
 # ---------------------------------------------------------------- planted leaks
 
 
+@pytest.mark.integration
 def test_label_shift_raises_the_direction_alarm(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,23 +88,17 @@ def test_label_shift_raises_the_direction_alarm(
     assert "above the plausible 60% (alarm_direction_accuracy)" in direction[0]["message"]
 
 
+@pytest.mark.integration
 def test_scaler_fit_on_the_whole_series_raises_the_scaler_alarm(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sklearn.preprocessing import StandardScaler
-
-    import pipeline.prepare
-
-    def whole_series(features: np.ndarray, block: Any, lookback: int) -> StandardScaler:
-        rows = np.asarray(features, dtype=np.float64)
-        return StandardScaler().fit(rows[np.isfinite(rows).all(axis=1)])
-
-    monkeypatch.setattr(pipeline.prepare, "fit_scaler", whole_series)
+    _plant_whole_series_scaler(monkeypatch)
     summary = run_step5(tmp_path, write_dataset, smoke_config)
     assert checks(summary) == {"scaler"}, summary["alarms"]
     assert "fit on rows outside the train block" in summary["alarms"][0]["message"]
 
 
+@pytest.mark.integration
 def test_centred_window_raises_the_lookahead_alarm(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,6 +123,7 @@ def test_centred_window_raises_the_lookahead_alarm(
     assert "direction" in checks(summary)  # and its effect is implausible too
 
 
+@pytest.mark.integration
 def test_next_bar_in_the_scaled_inputs_raises_the_lookahead_alarm(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,6 +135,7 @@ def test_next_bar_in_the_scaled_inputs_raises_the_lookahead_alarm(
     assert {"lookahead", "direction"} <= checks(summary), summary["alarms"]
 
 
+@pytest.mark.integration
 def test_model_trained_on_the_test_block_raises_split_and_control_alarms(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -173,6 +171,7 @@ def test_model_trained_on_the_test_block_raises_split_and_control_alarms(
     assert "lie inside or after the test block" in split["message"]
 
 
+@pytest.mark.integration
 def test_no_purge_gap_raises_the_split_alarm(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,6 +184,7 @@ def test_no_purge_gap_raises_the_split_alarm(
     assert "needs a purge gap of 21 bars" in messages  # smoothing_k 5 + lookback 16
 
 
+@pytest.mark.integration
 def test_shuffled_split_raises_the_split_alarm(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,18 +209,21 @@ def test_shuffled_split_raises_the_split_alarm(
 # ---------------------------------------------------------------- the checks on their own
 
 
+@pytest.mark.unit
 def test_alarm_rows_and_dicts() -> None:
     a = Alarm("split", "gru", "fit bars reach bar 10")
     assert a.line() == "LEAK ALARM [split] gru: fit bars reach bar 10"
     assert alarm_lines([a.to_dict()]) == [a.line()]
 
 
+@pytest.mark.unit
 def test_split_check_passes_a_purged_chronological_split() -> None:
     fit, es, test = np.arange(0, 100), np.arange(121, 200), np.arange(221, 300)
     assert split_alarms("m", fit, es, test, 21) == []
     assert len(split_alarms("m", fit, es, np.arange(210, 300), 21)) == 1  # gap 10 < 21
 
 
+@pytest.mark.unit
 def test_scaler_check_matches_sklearn_on_the_fit_rows() -> None:
     from sklearn.preprocessing import StandardScaler
 
@@ -231,6 +234,7 @@ def test_scaler_check_matches_sklearn_on_the_fit_rows() -> None:
     assert len(scaler_alarms(x, slice(0, 300), whole.mean_, whole.scale_)) == 1
 
 
+@pytest.mark.unit
 def test_lookahead_check_names_bar_and_feature() -> None:
     inputs = np.zeros((10, 2))
     inputs[7, 1] = 0.5
@@ -238,8 +242,171 @@ def test_lookahead_check_names_bar_and_feature() -> None:
     assert len(alarms) == 1 and "at 1 of 2 bars checked (bar 7, feature 'b'" in alarms[0].message
 
 
+@pytest.mark.unit
 def test_test_far_above_validation_and_implausible_sharpe() -> None:
     assert val_gap_alarms("m", 0.40, 0.38, 2000, 2000, 5) == []
     assert len(val_gap_alarms("m", 0.60, 0.38, 2000, 2000, 5)) == 1
     assert sharpe_alarms("agent", 1.2, 5.0) == []
     assert "Sharpe ratio 41.30" in sharpe_alarms("agent", 41.3, 5.0)[0].message
+
+
+# ---------------------------------------------------------------- step 7: the env probe
+
+
+def _block() -> Any:
+    from pipeline.synthetic import generate_ohlcv
+    from ppo_approach.trading_env import MarketData
+
+    df = generate_ohlcv(600, signal=0.0, seed=5)
+    n = len(df)
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=n)  # (n, 3)
+    return MarketData(df["open"].to_numpy(), df["close"].to_numpy(), probs, rng.normal(size=(n, 5)))
+
+
+def _probe(action_set: str = "target") -> list[Alarm]:
+    from ppo_approach import backtest
+    from ppo_approach.leak_probe import env_probe_alarms
+    from ppo_approach.reward_functions import RewardConfig
+    from ppo_approach.trading_env import EnvConfig
+
+    config = backtest.backtest_env_config(EnvConfig(action_set=action_set))
+    n_actions = 3 if action_set == "target" else 9
+    return env_probe_alarms(
+        lambda d: backtest.block_env(d, config, RewardConfig()), _block(), n_actions
+    )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("action_set", ["target", "orders"])
+def test_honest_env_passes_the_probe(action_set: str) -> None:
+    assert _probe(action_set) == []
+
+
+@pytest.mark.unit
+def test_observation_of_the_next_bar_raises_the_observation_alarm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ppo_approach.trading_env import TradingEnv
+
+    real = TradingEnv._observation
+    monkeypatch.setattr(
+        TradingEnv, "_observation", lambda self, t: real(self, min(t + 1, self._last))
+    )
+    alarms = _probe()
+    assert [a.check for a in alarms] == ["observation"], alarms
+    assert "the observation reads the future" in alarms[0].message
+
+
+@pytest.mark.unit
+def test_fill_before_the_decision_bar_raises_the_fill_alarm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Orders filled at the close of the bar they were decided on (a price already known)."""
+    from ppo_approach.trading_env import TradingEnv
+
+    real = TradingEnv._execute
+    monkeypatch.setattr(
+        TradingEnv, "_execute", lambda self, a, price: real(self, a, self._close[self._t])
+    )
+    alarms = _probe()
+    assert [a.check for a in alarms] == ["fill"], alarms
+    assert "filled at a price known before the decision" in alarms[0].message
+
+
+@pytest.mark.unit
+def test_leaky_rule_raises_the_sharpe_alarm() -> None:
+    """A classifier rule that knows the next bar reaches a Sharpe ratio no honest rule does."""
+    from ppo_approach import backtest
+    from ppo_approach.leak_probe import agent_alarms
+    from ppo_approach.reward_functions import RewardConfig
+    from ppo_approach.trading_env import EnvConfig
+
+    data = _block()
+    up = np.append(data.close[1:] > data.open[1:], False)  # (n,) the next bar rises
+    leaky = np.where(up[:, None], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1])
+    config = backtest.backtest_env_config(EnvConfig(action_set="orders"))
+    env = backtest.block_env(data, config, RewardConfig())
+    runs = {"classifier_rule": [backtest.run_episode(env, backtest.ClassifierRulePolicy(leaky))]}
+    report = {"strategies": backtest.summarise_runs(runs, 8760.0)}
+    alarms = agent_alarms(report, 5.0)
+    assert [a.subject for a in alarms] == ["classifier rule"], report
+    assert report["strategies"]["classifier_rule"]["sharpe"] > 5.0
+
+
+# ---------------------------------------------------------------- the driver: rows and --strict
+
+
+def _plant_whole_series_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.preprocessing import StandardScaler
+
+    import pipeline.prepare
+
+    def whole_series(features: np.ndarray, block: Any, lookback: int) -> StandardScaler:
+        rows = np.asarray(features, dtype=np.float64)
+        return StandardScaler().fit(rows[np.isfinite(rows).all(axis=1)])
+
+    monkeypatch.setattr(pipeline.prepare, "fit_scaler", whole_series)
+
+
+@pytest.mark.integration
+def test_driver_shows_alarm_rows_and_strict_exits_4(
+    tmp_path: Path,
+    write_dataset: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A warning row in step 5's table and the run summary; ``--strict`` makes it exit code 4
+    with one line naming the alarm. The second run reuses the models: the checks still run."""
+    import json
+
+    import runpod_train
+
+    _plant_whole_series_scaler(monkeypatch)
+    write_dataset(tmp_path, "RW", signal=0.0, seed=0)
+    args = ["--dataset", "RW", "--root", str(tmp_path), "--no-log-file", "--steps", "5"]
+    args += ["--preset", "smoke", "--set", "num_threads=1", "--set", "leak_controls=false"]
+    args += ["--set", "ppo_prediction_source=in_sample"]
+    assert runpod_train.main(args) == 0
+    summary_file = tmp_path / "results" / "run_summary_RW.json"
+    summary = json.loads(summary_file.read_text())
+    step5 = next(s for s in summary["steps"] if s["number"] == 5)
+    assert step5["status"] == "warn"
+    assert step5["result"].startswith("1 LEAK ALARM(S), see below; ")
+    assert [a["check"] for a in summary["alarms"]] == ["scaler"]
+    captured = capsys.readouterr()
+    assert "LEAK ALARM [scaler] dataset: the scaler's statistics" in captured.out  # step 5 table
+    table = captured.err.split("run summary (", 1)[1].split("runpod_train: plots:")[0]
+    rows = table.strip().splitlines()
+    assert rows[-2].startswith("LEAK ALARM [scaler] dataset:"), rows  # under the summary table
+
+    assert runpod_train.main([*args, "--strict"]) == 4
+    summary = json.loads(summary_file.read_text())
+    step5 = next(s for s in summary["steps"] if s["number"] == 5)
+    assert step5["status"] == "failed" and summary["exit_code"] == 4
+    assert step5["result"].startswith("LEAK ALARM [scaler] dataset:")
+    assert step5["result"].endswith(
+        "stopped by --strict (strict_alarms), see "
+        + str(tmp_path / "results" / "training_summary_RW.json")
+    )
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: step 5 (train classifiers) failed: ")
+    assert "LEAK ALARM [scaler]" in errors[0]
+
+
+@pytest.mark.integration
+def test_train_models_strict_is_one_line_and_exit_4(
+    tmp_path: Path,
+    write_dataset: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _plant_whole_series_scaler(monkeypatch)
+    write_dataset(tmp_path, "RW", signal=0.0, seed=0)
+    argv = ["--dataset", "RW", "--root", str(tmp_path), "--models", "gru", "--preset", "smoke"]
+    argv += ["--set", "num_threads=1", "--set", "leak_controls=false", "--strict"]
+    assert train_models.main(argv) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert errors == [err[-1]] and err[-1].startswith("error: LEAK ALARM [scaler] dataset:"), err
+    assert (tmp_path / "results" / "training_summary_RW.json").is_file()  # kept for reading

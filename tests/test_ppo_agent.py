@@ -833,3 +833,9 @@ def test_configurations_tried_deflate_the_agents_sharpe(
     assert luck["agent"]["dsr"] < luck["agent"]["psr"]
     assert luck["buy_and_hold"]["n_trials"] == 1 and luck["buy_and_hold"]["dsr"] is None
     assert "DSR" in bt.format_summary(bt.json_safe(report))
+
+
+def test_honest_run_raises_no_leak_alarm(trained: dict[str, Any]) -> None:
+    """Issue 18 item 1: the env probe and the Sharpe check ran on the test block and found
+    nothing on an honest random walk."""
+    assert trained["report"]["alarms"] == []

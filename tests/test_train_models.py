@@ -388,13 +388,25 @@ def test_garch_like_block_is_chance_although_macro_f1_is_above_one_third() -> No
     ("cm", "f1", "logreg", "verdict"),
     [
         # Seen on daily equity candles: 0.25-0.30 test macro-F1 all read "beats: yes" before.
-        ([[300, 50, 100], [60, 200, 70], [90, 40, 310]], 0.28, 0.30, "above chance but no "
-         "better than logreg"),
+        (
+            [[300, 50, 100], [60, 200, 70], [90, 40, 310]],
+            0.28,
+            0.30,
+            "above chance but no better than logreg",
+        ),
         ([[200, 50, 200], [60, 200, 70], [200, 40, 210]], 0.34, 0.30, "no better than chance"),
-        ([[300, 50, 100], [60, 200, 70], [90, 40, 310]], 0.45, 0.40, "better than chance and "
-         "logreg"),
-        ([[200, 50, 200], [60, 200, 70], [200, 40, 210]], 0.30, 0.33, "no better than chance "
-         "or logreg"),
+        (
+            [[300, 50, 100], [60, 200, 70], [90, 40, 310]],
+            0.45,
+            0.40,
+            "better than chance and logreg",
+        ),
+        (
+            [[200, 50, 200], [60, 200, 70], [200, 40, 210]],
+            0.30,
+            0.33,
+            "no better than chance or logreg",
+        ),
     ],
 )
 def test_headline_verdicts(cm: list[list[int]], f1: float, logreg: float, verdict: str) -> None:
@@ -424,9 +436,11 @@ def test_summary_carries_headline_and_labelled_val_block(signal_run) -> None:
         assert entry["direction_accuracy"] == pytest.approx(hits / entry["direction_calls"])
         # issue 18 item 2: chance is the predictions' score against shifted labels
         perm = metrics["test"]["permutation"]
-        assert perm["shifts"] == 200 and perm["min_shift"] == metrics["blocks"]["val"][
-            "start_bar"
-        ] - metrics["blocks"]["train"]["stop_bar"]
+        assert (
+            perm["shifts"] == 200
+            and perm["min_shift"]
+            == metrics["blocks"]["val"]["start_bar"] - metrics["blocks"]["train"]["stop_bar"]
+        )
         assert entry["chance_macro_f1"] == pytest.approx(perm["mean"])
         assert perm["mean"] < perm["q95"]
         assert entry["label_horizon"] == 5 and entry["direction_p_value"] < 0.01
