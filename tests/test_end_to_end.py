@@ -172,7 +172,11 @@ def test_smoke_run_summary_values(smoke_run: Run) -> None:
     assert summary["dataset"] == DATASET and summary["exit_code"] == 0
     statuses = [s["status"] for s in summary["steps"]]
     assert statuses[:2] == ["ok", "ok"] and statuses[2] in ("ok", "warn")
-    assert statuses[3:] == ["ok"] * 5
+    # Steps 5 and 7 warn: the planted signal (1.0) is stronger than any market's, so the
+    # plausibility alarms fire on it (issue 18 item 1: direction 81-89 %, the classifier rule's
+    # Sharpe ratio ~9); no structural check (split, scaler, lookahead, env probe) does.
+    assert statuses[3:] == ["ok", "warn", "ok", "warn", "ok"]
+    assert {a["check"] for a in summary["alarms"]} == {"direction", "sharpe"}
     assert [s["name"] for s in summary["steps"]] == [
         "paths and environment",
         "dependencies",
@@ -290,7 +294,7 @@ def test_driver_with_an_absolute_csv_path_runs_steps_4_to_6(smoke_run: Run, tmp_
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary = json.loads((root / "results" / f"run_summary_{DATASET}.json").read_text())
-    assert [s["status"] for s in summary["steps"][3:6]] == ["ok", "ok", "ok"]
+    assert [s["status"] for s in summary["steps"][3:6]] == ["ok", "warn", "ok"]  # see above
     assert summary["dataset_source"] == str(smoke_run.csv)
 
 
@@ -302,7 +306,7 @@ def test_pushed_commit_is_complete_without_a_second_push(smoke_run: Run) -> None
     assert pushed["status"] == "pushing" and pushed["exit_code"] == 0
     statuses = [s["status"] for s in pushed["steps"]]
     assert statuses[:2] == ["ok", "ok"] and statuses[2] in ("ok", "warn")
-    assert statuses[3:] == ["ok"] * 4 + ["in progress"]
+    assert statuses[3:] == ["ok", "warn", "ok", "warn", "in progress"]  # plausibility alarms
     assert pushed["push"]["status"] == "in progress"
     assert pushed["classifiers"] and pushed["agent"]
     files = _git("ls-tree", "-r", "--name-only", "main", cwd=smoke_run.bare).split()
