@@ -314,7 +314,7 @@ def test_pushed_commit_is_complete_without_a_second_push(smoke_run: Run) -> None
     text = _git("show", f"main:{pushed_log}", cwd=smoke_run.bare)
     assert "run summary before the push" in text
     assert "push in progress: this log and the run summary are final" in text
-    assert "STEP 7/8" in text and "step 7 (train PPO agent) ok" in text
+    assert "STEP 7/8" in text and "step 7 (train PPO agent) warn" in text  # the Sharpe alarm
 
 
 def test_broken_csv_fails_preflight_with_exit_2(tmp_path: Path) -> None:
