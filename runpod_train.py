@@ -292,7 +292,14 @@ def step_train_ppo(ctx: RunContext) -> StepOutcome:
     ctx.agent = report
     agent = agent_results(report)
     ctx.info["agent"] = agent
-    return with_alarms(ctx, StepOutcome(result=agent_line(agent), details=agent))
+    outcome = with_alarms(ctx, StepOutcome(result=agent_line(agent), details=agent))
+    if ctx.cfg.training.evaluation == "rolling":
+        import rolling_eval
+
+        rolling = rolling_eval.run_rolling(ctx.cfg, ctx.dataset, ctx.paths)
+        ctx.info["rolling"] = rolling["distribution"]
+        outcome.result += "; " + rolling_eval.format_rolling(rolling).splitlines()[-1]
+    return outcome
 
 
 def push_metrics(ctx: RunContext, earlier: dict[str, Any]) -> dict[str, object]:
@@ -437,6 +444,7 @@ def write_summary(
         "carried_over": carried_over(ctx.cfg.hash(), records, earlier or {}),
         "push": ctx.info.get("push"),
         "alarms": ctx.info.get("alarms") or [],
+        "rolling": ctx.info.get("rolling"),  # evaluation = rolling: results/rolling_*.json
         "plots": plots(ctx.paths, ctx.name),
     }
     masked = mask_payload(payload, secret_values())

@@ -443,6 +443,18 @@ class Artifacts:
         folder = self.paths.results / f"tuning_{stage}_{self.dataset}"
         return folder / model if model else folder
 
+    # ------------------------------------------------------------ rolling origin (issue 18)
+
+    def rolling_fold_dataset(self, fold: int) -> Path:
+        """``results/rolling_{dataset}/{dataset}-origin{fold}.csv``: the candles of fold ``fold``
+        (cut after its test block), a dataset of its own name for steps 5 and 7."""
+        return self.paths.results / f"rolling_{self.dataset}" / f"{self.dataset}-origin{fold}.csv"
+
+    @property
+    def rolling_report(self) -> Path:
+        """``results/rolling_{dataset}.json``: the per-fold results and their distribution."""
+        return self.paths.results / f"rolling_{self.dataset}.json"
+
     # ------------------------------------------------------------ driver and entry point
 
     @property

@@ -128,6 +128,15 @@ class TrainingConfig:
     num_threads: int = setting(
         0, "CPU threads for torch; 0 = number of physical cores", "run", min=0
     )
+    # --- evaluation (issue 18 item 4; rolling_eval.py)
+    evaluation: str = setting(
+        "single",
+        "single = one test block; rolling = also retrain steps 5 and 7 before each of "
+        "rolling_folds test blocks over the same final stretch and report the distribution",
+        "run",
+        choices=("single", "rolling"),
+    )
+    rolling_folds: int = setting(3, "test blocks of the rolling-origin evaluation", "run", min=2)
     # --- leak alarms (issue 18 item 1; pipeline/leak_alarms.py)
     leak_controls: bool = setting(
         True,

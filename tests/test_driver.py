@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import rolling_eval
 import runpod_main
 import runpod_train
 from pipeline import process
@@ -517,9 +518,10 @@ def test_main_masks_the_token_in_the_log_and_returns_the_drivers_code(
     ("module", "flags"),
     [
         (runpod_main, ["--dataset", "--verbose", "--skip-validation", "--no-push", "--resume",
-                       "--preset", "--set"]),
+                       "--preset", "--set", "--strict"]),
         (runpod_train, ["--dataset", "--steps", "--from-step", "--resume", "--no-push",
-                        "--no-install", "--preset", "--set"]),
+                        "--no-install", "--preset", "--set", "--strict"]),
+        (rolling_eval, ["--dataset", "--root", "--verbose", "--preset", "--set", "--strict"]),
     ],
 )  # fmt: skip
 def test_help_documents_every_flag(

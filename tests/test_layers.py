@@ -21,6 +21,7 @@ PROJECT = {
     "runpod_train",
     "runpod_main",
     "tune",
+    "rolling_eval",
     "bench",
     "tests",
 }
@@ -35,6 +36,8 @@ ALLOWED: dict[str, set[str]] = {
     # tune.py (issue 11) runs the objectives: the classifier training loop and the agent's phases
     "tune": {"pipeline", "pytorch_train", "ppo_approach"},
     "download_data": {"pipeline"},  # issue 12: a thin CLI over pipeline.download
+    # issue 18 item 4: reruns steps 5 and 7 on each fold
+    "rolling_eval": {"pipeline", "train_models", "pytorch_train", "ppo_approach"},
 }
 
 
