@@ -150,7 +150,7 @@ class TrainingConfig:
         "run",
     )
     alarm_direction_accuracy: float = setting(
-        0.6,
+        0.65,
         "leak alarm when a model's test direction accuracy is above this (and significant)",
         "run",
         gt=0.5,

@@ -85,7 +85,7 @@ def test_label_shift_raises_the_direction_alarm(
     summary = run_step5(tmp_path, write_dataset, smoke_config)
     direction = [a for a in summary["alarms"] if a["check"] == "direction"]
     assert any(a["subject"] == "logreg" for a in direction), summary["alarms"]
-    assert "above the plausible 60% (alarm_direction_accuracy)" in direction[0]["message"]
+    assert "above the plausible 65% (alarm_direction_accuracy)" in direction[0]["message"]
 
 
 @pytest.mark.integration
