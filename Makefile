@@ -81,5 +81,6 @@ bench: install
 	$(PY) bench/bench_end_to_end.py
 	$(PY) bench/bench_agent_learning.py
 	$(PY) bench/bench_agent_ladder.py
+	$(PY) bench/bench_chance_test.py
 	$(PY) bench/bench_tuning.py
 	$(PY) bench/make_benchmarks_md.py

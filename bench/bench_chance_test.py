@@ -106,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         print(name, "done", flush=True)
     lines += ["", "Leak alarms:", "", *alarm_lines, ""]
     lines.append(
+        "Reading: on the honest walks the logistic regression and the networks score above 1/3 "
+        "macro-F1 (volatility clusters make the Stationary class partly predictable, and the "
+        "shuffled-label baseline shows the models beat their own class shares), yet direction "
+        "stays at chance on the effective sample size, so every verdict reads chance. The "
+        "planted signals pass the direction test; the signal-1.0 series (stronger than any "
+        "market) also trips the direction alarm (default 65 %), the 0.3 series does not."
+    )
+    lines.append(
         f"Honest walks: {'every model at chance and no alarm' if honest_ok else 'FAILED'}. "
         f"Wall time {time.perf_counter() - t0:.0f} s."
     )

@@ -16,6 +16,7 @@ ORDER = [
     "ppo",
     "agent_learning",
     "agent_ladder",
+    "chance_test",
     "tuning",
     "end_to_end",
     "gpu",
