@@ -425,4 +425,8 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path: Path) -> None:
     # prediction_model = auto: the classifier with the best validation F1 feeds the agent
     assert len(list((tmp_path / "ppo_approach" / "models").glob("ppo_*_SIG.zip"))) == 1
     summary = json.loads((tmp_path / "results" / "run_summary_SIG.json").read_text())
-    assert summary["resume"] is True and summary["steps"][6]["status"] == "ok"
+    # "warn", not "ok": the signal-1.0 series trips the plausibility alarms (issue 18), and only
+    # those: the resumed run's structural checks (split, scaler, lookahead, env probe) pass.
+    assert summary["resume"] is True and summary["steps"][6]["status"] == "warn"
+    assert {a["check"] for a in summary["alarms"]} <= {"direction", "sharpe"}
+    assert any(a["check"] == "sharpe" for a in summary["alarms"])
