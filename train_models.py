@@ -485,13 +485,26 @@ def train_all(
     baselines = baseline_metrics(prep, train_cfg.seed)
     # the oracle source keeps the walk-forward layout of blocks (issue 10)
     walk_forward = cfg.ppo.ppo_prediction_source != "in_sample"
+    # issue 17 item 4: walk_forward_models = agent trains fold models only for what feeds the agent
+    every_fold = walk_forward and cfg.training.walk_forward_models == "all"
+    table_models = names
 
     entries: dict[str, dict[str, Any]] = {}
     try:
         for name in names:
             entries[name] = _train_or_skip(
-                cfg, prep, name, paths, device, baselines, force, resume, walk_forward
+                cfg, prep, name, paths, device, baselines, force, resume, every_fold
             )
+        if walk_forward and not every_fold:
+            table_models = agent_models(cfg, paths, name_ds, entries)
+            for name in names:
+                if name not in table_models:
+                    entries[name]["walk_forward"] = "not trained (walk_forward_models = agent)"
+                    continue
+                t0 = time.perf_counter()
+                folds = train_fold_models(cfg, prep, name, paths, device, force, resume)
+                entries[name]["walk_forward"] = folds
+                entries[name]["wall_seconds"] += time.perf_counter() - t0
     except TrainingInterrupted as exc:
         if not entries:
             raise
@@ -505,7 +518,7 @@ def train_all(
         ) from None
 
     alarms, control = step5_alarms(cfg, prep, paths, device, entries)
-    tables = write_prediction_tables(cfg, prep, paths, names, device)
+    tables = write_prediction_tables(cfg, prep, paths, table_models, device)
     summary: TrainingSummary = {
         "dataset": name_ds,
         "dataset_sha256": prep.info.sha256,
@@ -523,6 +536,24 @@ def train_all(
     print("\n".join(alarm_lines(alarms) or ["leak alarms: none"]))
     raise_if_strict(alarms, cfg.training.strict_alarms, str(art.training_summary))
     return summary
+
+
+def agent_models(
+    cfg: Config, paths: Paths, dataset: str, entries: dict[str, dict[str, Any]]
+) -> list[str]:
+    """The models of this run that feed the agent: the ensemble's members, the named model, or
+    for ``prediction_model = auto`` the best validation macro-F1 (step 7's own rule)."""
+    from pipeline.model_choice import AUTO, best_on_validation
+
+    chosen = cfg.ppo.prediction_model
+    if chosen == "ensemble":
+        wanted = list(cfg.ppo.ensemble_models)
+    elif chosen == AUTO:
+        best = best_on_validation({"models": _merge_summary(paths, dataset, entries)})
+        wanted = [best[0]] if best else list(entries)
+    else:
+        wanted = [chosen]
+    return [m for m in entries if m in wanted]
 
 
 def step5_alarms(
@@ -609,7 +640,8 @@ def record_artifacts(
             (art.history(name), "history"),
             (art.training_plot(name), "plot"),
         ]
-        for fold in entry.get("walk_forward") or {}:  # trained or skipped: current either way
+        folds = entry.get("walk_forward")
+        for fold in folds if isinstance(folds, dict) else {}:  # trained or skipped: current
             files.append((art.fold_model(name, int(fold.removeprefix("fold"))), "fold_model"))
         manifest.record_many(
             [(p, kind) for p, kind in files if p.is_file()], STEP_CLASSIFIERS, status=status

@@ -128,6 +128,13 @@ class TrainingConfig:
     num_threads: int = setting(
         0, "CPU threads for torch; 0 = number of physical cores", "run", min=0
     )
+    walk_forward_models: str = setting(
+        "all",
+        "all = walk-forward fold models for every model; agent = only for the model(s) the agent "
+        "uses (prediction_model; auto = best validation macro-F1), the demo's cheaper step 5",
+        "run",
+        choices=("all", "agent"),
+    )
     # --- evaluation (issue 18 item 4; rolling_eval.py)
     evaluation: str = setting(
         "single",

@@ -703,3 +703,27 @@ def test_interrupt_outside_an_epoch_says_what_is_on_disk(
     else:
         assert "no checkpoint is pending; rerun with: python train_models.py --dataset TINY" in last
         assert "--resume" not in last
+
+
+@pytest.mark.integration
+def test_walk_forward_models_agent_trains_folds_only_for_the_agents_classifier(
+    tmp_path, write_dataset, smoke_config
+) -> None:
+    """Issue 17 item 4: the demo's cheaper step 5. All four main models are trained and
+    reported; fold models and the prediction table only for the one step 7 will pick (auto:
+    best validation macro-F1)."""
+    from pipeline.model_choice import best_on_validation
+
+    write_dataset(tmp_path, "WF", signal=0.5, seed=1)
+    cfg = smoke_config("walk_forward_models=agent", "leak_controls=false")
+    summary = train_all(cfg, "WF", Paths.from_root(tmp_path), list(MODEL_NAMES))
+    best, _ = best_on_validation(dict(summary))
+    assert list(summary["prediction_tables"]) == [best]
+    folds = sorted(p.name for p in (tmp_path / "models").rglob("*fold*.pth"))
+    assert folds and all(f"{best}_" in f for f in folds), folds
+    for name, entry in summary["models"].items():
+        assert entry["status"] == "trained"
+        if name == best:
+            assert entry["walk_forward"] == {"fold1": "trained", "fold2": "trained"}
+        else:
+            assert entry["walk_forward"] == "not trained (walk_forward_models = agent)"
