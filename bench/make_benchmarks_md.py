@@ -12,6 +12,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = [
     "data_prep",
     "classifier",
+    "step5_demo",
     "env",
     "ppo",
     "agent_learning",
