@@ -88,7 +88,7 @@ def select_models(cfg: Config, requested: list[str] | None) -> list[str]:
         return list(dict.fromkeys(requested))
     if cfg.ppo.prediction_model == "ensemble":
         return list(cfg.ppo.ensemble_models)
-    return list(MODEL_NAMES)
+    return list(cfg.training.models)
 
 
 def up_to_date(path: Path, dataset_sha: str, config_hash: str) -> tuple[bool, str]:
@@ -197,6 +197,8 @@ def fit_model(
     from pipeline.windows import WindowData
     from pytorch_train import train_classifier
 
+    if name == "logreg":
+        return fit_logreg(cfg, prep, plan, device)
     lookback = prep.arrays.lookback
     fit_bars = labelled_bars(plan.fit, plan.labels)
     es_bars = labelled_bars(plan.early_stop, plan.labels)
@@ -214,6 +216,75 @@ def fit_model(
         resume=resume,
         fingerprint=fingerprint,
         desc=desc,
+    )
+
+
+def window_summary(scaled: np.ndarray, bars: np.ndarray, lookback: int) -> np.ndarray:
+    """``LogRegClassifier.summary`` of the windows ending at ``bars`` with numpy: the last bar's
+    features and their mean over the ``lookback`` bars, ``(n, 2F)`` float64."""
+    import numpy as np
+
+    x = np.asarray(scaled, dtype=np.float64)  # (N, F); NaN only in warm-up rows no window reads
+    cum = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(np.nan_to_num(x), axis=0)])  # (N+1, F)
+    mean = (cum[bars + 1] - cum[bars + 1 - lookback]) / lookback  # (n, F)
+    return np.hstack([x[bars], mean])
+
+
+def fit_logreg(
+    cfg: TrainingConfig, prep: Prepared, plan: FitPlan, device: torch.device
+) -> TrainResult:
+    """The ``logreg`` model (issue 17 item 1): scikit-learn's multinomial logistic regression on
+    :func:`window_summary` of the fit bars (balanced class weights like the networks' loss, L2
+    with ``logreg_c``), its coefficients copied into :class:`pipeline.nets.LogRegClassifier`.
+    One "epoch": the early-stopping block only reports (nothing to stop)."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.classifier_metrics import classification_metrics
+    from pipeline.nets import LogRegClassifier
+    from pipeline.windows import WindowData, predict_proba
+    from pytorch_train import TrainResult
+
+    t0 = time.perf_counter()
+    lookback = prep.arrays.lookback
+    fit_bars = labelled_bars(plan.fit, plan.labels)
+    es_bars = labelled_bars(plan.early_stop, plan.labels)
+    y_fit = plan.labels[fit_bars].astype(np.int64)
+    if len(np.unique(y_fit)) < 3:
+        raise PipelineError(
+            f"logreg ({plan.tag}): the fit block's labels have {len(np.unique(y_fit))} of the 3 "
+            "classes; use a longer dataset or another threshold_delta"
+        )
+    sk = LogisticRegression(
+        C=cfg.logreg_c, max_iter=2000, class_weight="balanced", random_state=cfg.seed
+    ).fit(window_summary(plan.scaled, fit_bars, lookback), y_fit)
+    model = LogRegClassifier(len(prep.feature_names))
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.as_tensor(sk.coef_, dtype=torch.float32))
+        model.linear.bias.copy_(torch.as_tensor(sk.intercept_, dtype=torch.float32))
+    model = model.to(device).eval()
+    # The networks' history columns; lr is 0: there is no gradient step to size.
+    row: dict[str, float] = {"epoch": 1, "lr": 0.0, "epoch_seconds": time.perf_counter() - t0}
+    for split, bars in (("train", fit_bars), ("val", es_bars)):
+        y = plan.labels[bars].astype(np.int64)
+        data = WindowData.create(plan.scaled, bars, None, lookback, device)
+        proba = predict_proba(model, data)  # (n, 3)
+        row[f"{split}_loss"] = float(
+            -np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1)))
+        )
+        m = classification_metrics(y, proba.argmax(axis=1))
+        row[f"{split}_accuracy"], row[f"{split}_macro_f1"] = m["accuracy"], m["macro_f1"]
+    return TrainResult(
+        model=model,
+        history=[row],
+        best_epoch=1,
+        epochs_run=1,
+        best_val_loss=row["val_loss"],
+        train_seconds=time.perf_counter() - t0,
+        device="cpu",  # scikit-learn fits on the CPU; predictions run on ``device``
+        batch_size=len(fit_bars),
+        amp="off",
     )
 
 

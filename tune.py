@@ -58,7 +58,7 @@ from pipeline.common import (
     setup_logging,
 )
 from pipeline.config import SECTIONS, add_config_args, config_from_args, load_config
-from pipeline.config_schema import MODEL_NAMES, Config, ConfigError, field_map
+from pipeline.config_schema import MODEL_NAMES, NETWORK_NAMES, Config, ConfigError, field_map
 from pipeline.runlock import absolute_dataset
 from pipeline.search_space import SearchSpace, default_space_path, read_search_space
 from pipeline.tuning import METRICS, STAGES
@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        choices=MODEL_NAMES,
+        choices=NETWORK_NAMES,
         help="classifier stage: the architecture to tune (one study each; default: the agent's "
         "prediction_model)",
     )
@@ -555,10 +555,10 @@ def main(argv: list[str] | None = None) -> int:
         model = None
         if stage == "classifier":
             model = args.model or cfg.ppo.prediction_model
-            if model not in MODEL_NAMES:
+            if model not in NETWORK_NAMES:
                 raise PipelineError(
                     f"--model: the agent's prediction_model is {model}; name the architecture "
-                    f"to tune with --model ({', '.join(MODEL_NAMES)})"
+                    f"to tune with --model ({', '.join(NETWORK_NAMES)})"
                 )
         space = stage_space(
             read_search_space(args.space or default_space_path(stage)), stage, model

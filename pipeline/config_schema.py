@@ -29,8 +29,14 @@ from typing import Any, TypeVar
 
 from pipeline.common import PipelineError, sha256_json
 
-MODEL_NAMES = ("lstm", "gru", "bilstm", "dlstm")
-"""Classifier architectures, in the order the seed document lists them."""
+NETWORK_NAMES = ("lstm", "gru", "bilstm", "dlstm")
+"""The recurrent networks, in the order the seed document lists them (pytorch_train trains them,
+tune.py tunes them)."""
+
+MODEL_NAMES = (*NETWORK_NAMES, "logreg")
+"""Every classifier step 5 can train: the four networks and the logistic regression on a summary of
+the window (issue 17 item 1: the simplest model that works, as a first-class model the agent can
+use when it is the best on validation)."""
 
 T = TypeVar("T")
 
@@ -107,6 +113,12 @@ class TrainingConfig:
     dlstm_kernel: int = setting(
         25, "DLSTM moving-average window of the trend (Autoformer / DLinear use 25)", "model", min=1
     )
+    logreg_c: float = setting(
+        1.0,
+        "logistic regression (on the window's last bar and mean): inverse L2 strength C",
+        "model",
+        gt=0,
+    )
     # --- training loop
     batch_size: int = setting(
         1024, "batch size (auto-adjusted to GPU memory on CUDA)", "train", min=1
@@ -134,6 +146,13 @@ class TrainingConfig:
         "uses (prediction_model; auto = best validation macro-F1), the demo's cheaper step 5",
         "run",
         choices=("all", "agent"),
+    )
+    models: tuple[str, ...] = setting(
+        MODEL_NAMES,
+        "classifiers step 5 trains (train_models.py --models overrides; the agent's ensemble "
+        "trains its members)",
+        "run",
+        each_choice=MODEL_NAMES,
     )
     # --- evaluation (issue 18 item 4; rolling_eval.py)
     evaluation: str = setting(

@@ -338,7 +338,7 @@ def classifier_alarms(
                 "direction_calls": cmp["logreg_direction_calls"],
                 "direction_p_value": cmp["logreg_direction_p_value"],
             }
-            alarms += direction_alarms("logreg", logreg, max_accuracy)
+            alarms += direction_alarms("logreg baseline", logreg, max_accuracy)
             logreg_done = True
         val_rows = int(sum(sum(r) for r in m["val"]["confusion"]))
         alarms += val_gap_alarms(

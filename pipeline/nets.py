@@ -1,4 +1,4 @@
-"""The classifiers (LSTM, GRU, BiLSTM, DLSTM) and their model-file format.
+"""The classifiers (LSTM, GRU, BiLSTM, DLSTM, logistic regression) and their model-file format.
 
 Every model maps a window of scaled features ``(B, L, F)`` to three logits for Fall / Stationary /
 Rise. A model file (``torch.save`` of a plain dict, read back with ``weights_only=True``) carries
@@ -111,6 +111,29 @@ class DLSTMClassifier(nn.Module):
         return self.trend_head(h_t) + self.remainder_head(h_r)
 
 
+class LogRegClassifier(nn.Module):
+    """Multinomial logistic regression on a summary of the window (issue 17 item 1).
+
+    ``(B, L, F)`` -> the last bar's features and their mean over the window ``(B, 2F)`` -> 3
+    logits. scikit-learn fits it (``train_models.fit_logreg``, L2, balanced class weights); its
+    coefficients live in ``linear``, so it predicts, saves (weights only) and loads like the
+    networks: ``softmax(linear(x))`` is sklearn's ``predict_proba``.
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2 * n_features, N_CLASSES)
+
+    @staticmethod
+    def summary(x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, F) -> (B, 2F): last bar, then the window's mean."""
+        return torch.cat([x[:, -1, :], x.mean(dim=1)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, F) -> logits (B, 3)."""
+        return self.linear(self.summary(x))
+
+
 def arch_config(model: str, n_features: int, cfg: TrainingConfig) -> dict[str, Any]:
     """Everything needed to rebuild ``model``: name, input width and its sizes from ``cfg``."""
     return {"name": model, "n_features": int(n_features), **cfg.model_params(model)}
@@ -121,6 +144,8 @@ def build_classifier(arch: dict[str, Any]) -> nn.Module:
     name = arch.get("name")
     if name not in MODEL_NAMES:
         raise PipelineError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    if name == "logreg":
+        return LogRegClassifier(int(arch["n_features"]))
     common: dict[str, Any] = {  # ints and a float: RNNClassifier's keyword arguments
         "n_features": int(arch["n_features"]),
         "units": int(arch["units"]),

@@ -25,10 +25,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.common import PROJECT_ROOT
+from pipeline.config_schema import MODEL_NAMES
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 
 DATASET = "SYNTH-E2E-BTC-EUR_1H"
-MODELS = ("lstm", "gru", "bilstm", "dlstm")
+MODELS = MODEL_NAMES  # the default config's models: the four networks and logreg (issue 17)
 AGENT_MODEL = "dlstm"  # ppo_config.txt's prediction_model
 N_BARS = 2000
 

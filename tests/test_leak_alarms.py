@@ -84,7 +84,7 @@ def test_label_shift_raises_the_direction_alarm(
     monkeypatch.setattr(pipeline.prepare, "smoothed_future_return", shifted)
     summary = run_step5(tmp_path, write_dataset, smoke_config)
     direction = [a for a in summary["alarms"] if a["check"] == "direction"]
-    assert any(a["subject"] == "logreg" for a in direction), summary["alarms"]
+    assert any(a["subject"] == "logreg baseline" for a in direction), summary["alarms"]
     assert "above the plausible 65% (alarm_direction_accuracy)" in direction[0]["message"]
 
 

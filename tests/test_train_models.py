@@ -26,6 +26,7 @@ from pipeline.classifier_report import (
 from pipeline.common import Paths, PipelineError, sha256_file
 from pipeline.config import load_config, load_resolved
 from pipeline.config_schema import MODEL_NAMES
+from pipeline.nets import arch_config
 from pytorch_train import TrainingInterrupted
 from train_models import main, select_models, train_all
 
@@ -68,7 +69,7 @@ def test_model_file_metrics_history_and_plot(signal_run, name: str) -> None:
         root / "models" / f"{name}_SIG_classification.pth", map_location="cpu", weights_only=True
     )
     assert payload["model"] == name and payload["arch"]["name"] == name
-    assert payload["arch"]["units"] == cfg.training.model_params(name)["units"]
+    assert payload["arch"] == arch_config(name, 26, cfg.training)  # the config's sizes
     assert len(payload["feature_names"]) == 26 and payload["lookback"] == 16
     assert payload["dataset_sha256"] == sha
     assert payload["config_hash"] == cfg.training.hash_for_model(name)
@@ -727,3 +728,36 @@ def test_walk_forward_models_agent_trains_folds_only_for_the_agents_classifier(
             assert entry["walk_forward"] == {"fold1": "trained", "fold2": "trained"}
         else:
             assert entry["walk_forward"] == "not trained (walk_forward_models = agent)"
+
+
+# ---------------------------------------------------------------- issue 17: logreg as a model
+
+
+@pytest.mark.integration
+def test_logreg_model_is_scikit_learns_fit_and_feeds_the_agent(signal_run, signal_config) -> None:
+    """Issue 17 item 1: the ``logreg`` model file predicts exactly what scikit-learn's
+    logistic regression on the windows' summary predicts, and step 6 accepts it as the agent's
+    classifier (model, walk-forward folds, prediction table)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.predictors import PredictionModel
+    from pipeline.prepare import prepare_dataset
+    from ppo_approach.prediction_wrapper import validate_models
+    from train_models import window_summary
+
+    root, summary, cfg = signal_run
+    paths = Paths.from_root(root)
+    prep = prepare_dataset(cfg.training, "SIG", paths, save_scaler=False)
+    a = prep.arrays
+    train = a.splits.train.bars()
+    train = train[a.labels[train] >= 0]
+    sk = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced", random_state=42)
+    sk.fit(window_summary(a.scaled, train, a.lookback), a.labels[train])
+    test = a.splits.test.bars()
+    want = sk.predict_proba(window_summary(a.scaled, test, a.lookback))  # (n, 3)
+    got = PredictionModel("logreg", "SIG", paths, device="cpu").predict_bars(a.features, test)
+    assert np.abs(got - want).max() < 1e-5
+    assert summary["models"]["logreg"]["walk_forward"] == {"fold1": "trained", "fold2": "trained"}
+    report = validate_models(signal_config("ppo.prediction_model=logreg"), "SIG", paths)
+    assert report["logreg"]["walk_forward_models"] == 2
+    assert report["table"]["rows"] > 0
