@@ -199,6 +199,8 @@ def fit_model(
 
     if name == "logreg":
         return fit_logreg(cfg, prep, plan, device)
+    if name == "lightgbm":
+        return fit_lightgbm(cfg, prep, plan, device)
     lookback = prep.arrays.lookback
     fit_bars = labelled_bars(plan.fit, plan.labels)
     es_bars = labelled_bars(plan.early_stop, plan.labels)
@@ -219,60 +221,69 @@ def fit_model(
     )
 
 
-def window_summary(scaled: np.ndarray, bars: np.ndarray, lookback: int) -> np.ndarray:
-    """``LogRegClassifier.summary`` of the windows ending at ``bars`` with numpy: the last bar's
-    features and their mean over the ``lookback`` bars, ``(n, 2F)`` float64."""
+def window_summary(
+    scaled: np.ndarray, bars: np.ndarray, lookback: int, spread: bool = False
+) -> np.ndarray:
+    """The tabular models' summary of the windows ending at ``bars``, with numpy: the last bar's
+    features and their mean over ``lookback`` bars ``(n, 2F)`` (``LogRegClassifier.summary``),
+    with ``spread`` also their standard deviation ``(n, 3F)`` (``BoosterClassifier.summary``)."""
     import numpy as np
 
     x = np.asarray(scaled, dtype=np.float64)  # (N, F); NaN only in warm-up rows no window reads
-    cum = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(np.nan_to_num(x), axis=0)])  # (N+1, F)
+    x0 = np.nan_to_num(x)
+    zero = np.zeros((1, x.shape[1]))
+    cum = np.vstack([zero, np.cumsum(x0, axis=0)])  # (N+1, F)
     mean = (cum[bars + 1] - cum[bars + 1 - lookback]) / lookback  # (n, F)
-    return np.hstack([x[bars], mean])
+    parts = [x[bars], mean]
+    if spread:
+        cum2 = np.vstack([zero, np.cumsum(x0 * x0, axis=0)])  # (N+1, F)
+        var = (cum2[bars + 1] - cum2[bars + 1 - lookback]) / lookback - mean * mean
+        parts.append(np.sqrt(np.clip(var, 0.0, None)))
+    return np.hstack(parts)
 
 
-def fit_logreg(
-    cfg: TrainingConfig, prep: Prepared, plan: FitPlan, device: torch.device
-) -> TrainResult:
-    """The ``logreg`` model (issue 17 item 1): scikit-learn's multinomial logistic regression on
-    :func:`window_summary` of the fit bars (balanced class weights like the networks' loss, L2
-    with ``logreg_c``), its coefficients copied into :class:`pipeline.nets.LogRegClassifier`.
-    One "epoch": the early-stopping block only reports (nothing to stop)."""
+def _tabular_data(
+    prep: Prepared, plan: FitPlan, spread: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_fit, y_fit, x_es, y_es)``: summaries and labels of the fit and early-stopping bars."""
     import numpy as np
-    import torch
-    from sklearn.linear_model import LogisticRegression
+
+    out = []
+    for block in (plan.fit, plan.early_stop):
+        bars = labelled_bars(block, plan.labels)
+        out += [
+            window_summary(plan.scaled, bars, prep.arrays.lookback, spread),
+            plan.labels[bars].astype(np.int64),
+        ]
+    if len(np.unique(out[1])) < 3:
+        raise PipelineError(
+            f"{plan.tag}: the fit block's labels have {len(np.unique(out[1]))} of the 3 classes; "
+            "use a longer dataset or another threshold_delta"
+        )
+    return out[0], out[1], out[2], out[3]
+
+
+def _tabular_result(
+    model: torch.nn.Module, prep: Prepared, plan: FitPlan, device: torch.device, t0: float
+) -> TrainResult:
+    """A fitted tabular model as a one-"epoch" :class:`TrainResult`: its history row scores the
+    fit and early-stopping blocks through the same windows and predictor as the networks."""
+    import numpy as np
 
     from pipeline.classifier_metrics import classification_metrics
-    from pipeline.nets import LogRegClassifier
     from pipeline.windows import WindowData, predict_proba
     from pytorch_train import TrainResult
 
-    t0 = time.perf_counter()
-    lookback = prep.arrays.lookback
-    fit_bars = labelled_bars(plan.fit, plan.labels)
-    es_bars = labelled_bars(plan.early_stop, plan.labels)
-    y_fit = plan.labels[fit_bars].astype(np.int64)
-    if len(np.unique(y_fit)) < 3:
-        raise PipelineError(
-            f"logreg ({plan.tag}): the fit block's labels have {len(np.unique(y_fit))} of the 3 "
-            "classes; use a longer dataset or another threshold_delta"
-        )
-    sk = LogisticRegression(
-        C=cfg.logreg_c, max_iter=2000, class_weight="balanced", random_state=cfg.seed
-    ).fit(window_summary(plan.scaled, fit_bars, lookback), y_fit)
-    model = LogRegClassifier(len(prep.feature_names))
-    with torch.no_grad():
-        model.linear.weight.copy_(torch.as_tensor(sk.coef_, dtype=torch.float32))
-        model.linear.bias.copy_(torch.as_tensor(sk.intercept_, dtype=torch.float32))
     model = model.to(device).eval()
     # The networks' history columns; lr is 0: there is no gradient step to size.
     row: dict[str, float] = {"epoch": 1, "lr": 0.0, "epoch_seconds": time.perf_counter() - t0}
-    for split, bars in (("train", fit_bars), ("val", es_bars)):
+    for split, block in (("train", plan.fit), ("val", plan.early_stop)):
+        bars = labelled_bars(block, plan.labels)
         y = plan.labels[bars].astype(np.int64)
-        data = WindowData.create(plan.scaled, bars, None, lookback, device)
+        data = WindowData.create(plan.scaled, bars, None, prep.arrays.lookback, device)
         proba = predict_proba(model, data)  # (n, 3)
-        row[f"{split}_loss"] = float(
-            -np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1)))
-        )
+        picked = np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)  # (n,) p of the true class
+        row[f"{split}_loss"] = float(-np.mean(np.log(picked)))
         m = classification_metrics(y, proba.argmax(axis=1))
         row[f"{split}_accuracy"], row[f"{split}_macro_f1"] = m["accuracy"], m["macro_f1"]
     return TrainResult(
@@ -282,10 +293,82 @@ def fit_logreg(
         epochs_run=1,
         best_val_loss=row["val_loss"],
         train_seconds=time.perf_counter() - t0,
-        device="cpu",  # scikit-learn fits on the CPU; predictions run on ``device``
-        batch_size=len(fit_bars),
+        device="cpu",  # scikit-learn and LightGBM fit on the CPU; predictions run on ``device``
+        batch_size=len(labelled_bars(plan.fit, plan.labels)),
         amp="off",
     )
+
+
+def fit_logreg(
+    cfg: TrainingConfig, prep: Prepared, plan: FitPlan, device: torch.device
+) -> TrainResult:
+    """The ``logreg`` model (issue 17 item 1): scikit-learn's multinomial logistic regression on
+    :func:`window_summary` of the fit bars (balanced class weights like the networks' loss, L2
+    with ``logreg_c``), its coefficients copied into :class:`pipeline.nets.LogRegClassifier`.
+    One "epoch": the early-stopping block only reports (nothing to stop)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.nets import LogRegClassifier
+
+    t0 = time.perf_counter()
+    x_fit, y_fit, _, _ = _tabular_data(prep, plan, spread=False)
+    sk = LogisticRegression(
+        C=cfg.logreg_c, max_iter=2000, class_weight="balanced", random_state=cfg.seed
+    ).fit(x_fit, y_fit)
+    model = LogRegClassifier(len(prep.feature_names))
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.as_tensor(sk.coef_, dtype=torch.float32))
+        model.linear.bias.copy_(torch.as_tensor(sk.intercept_, dtype=torch.float32))
+    return _tabular_result(model, prep, plan, device, t0)
+
+
+LIGHTGBM_EARLY_STOP = 50
+"""Boosting rounds without a better validation log loss before LightGBM stops."""
+
+
+def fit_lightgbm(
+    cfg: TrainingConfig, prep: Prepared, plan: FitPlan, device: torch.device
+) -> TrainResult:
+    """The ``lightgbm`` model (issue 17 item 1): gradient-boosted trees (multiclass, balanced
+    class weights) on :func:`window_summary` with the spread, early-stopped on the
+    early-stopping block's log loss like the networks; kept in LightGBM's text format inside
+    :class:`pipeline.nets.BoosterClassifier`."""
+    import lightgbm
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    from pipeline.device import configure_cpu_threads
+    from pipeline.nets import BoosterClassifier
+
+    t0 = time.perf_counter()
+    x_fit, y_fit, x_es, y_es = _tabular_data(prep, plan, spread=True)
+    params = {
+        "objective": "multiclass",
+        "num_class": 3,
+        "learning_rate": cfg.lightgbm_learning_rate,
+        "num_leaves": cfg.lightgbm_leaves,
+        "min_data_in_leaf": 50,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "num_threads": configure_cpu_threads(cfg.num_threads),
+        "verbosity": -1,
+    }
+    train = lightgbm.Dataset(x_fit, y_fit, weight=compute_sample_weight("balanced", y_fit))
+    valid = lightgbm.Dataset(x_es, y_es, weight=compute_sample_weight("balanced", y_es))
+    booster = lightgbm.train(
+        params,
+        train,
+        num_boost_round=cfg.lightgbm_rounds,
+        valid_sets=[valid],
+        callbacks=[lightgbm.early_stopping(LIGHTGBM_EARLY_STOP, verbose=False)],
+    )
+    text = booster.model_to_string(num_iteration=booster.best_iteration or None)
+    result = _tabular_result(BoosterClassifier(text), prep, plan, device, t0)
+    result.extra["boosting_rounds"] = int(booster.best_iteration or booster.current_iteration())
+    return result
 
 
 def model_payload(
@@ -294,8 +377,9 @@ def model_payload(
     """Everything needed to rebuild and use the model; only weights-only-safe types inside."""
     import torch
 
-    from pipeline.nets import MODEL_FILE_FORMAT, arch_config, count_parameters
+    from pipeline.nets import MODEL_FILE_FORMAT, BoosterClassifier, arch_config, count_parameters
 
+    booster = result.model.model_text if isinstance(result.model, BoosterClassifier) else None
     return {
         "format": MODEL_FILE_FORMAT,
         "model": name,
@@ -303,6 +387,8 @@ def model_payload(
         "source": f"{name}/{plan.tag}",
         "arch": arch_config(name, len(prep.feature_names), cfg),
         "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+        # LightGBM's own text format, as a string: loads with weights_only, never unpickled
+        **({"booster": booster} if booster is not None else {}),
         "feature_names": list(prep.feature_names),
         "lookback": int(prep.arrays.lookback),
         "label": {

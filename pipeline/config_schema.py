@@ -33,10 +33,10 @@ NETWORK_NAMES = ("lstm", "gru", "bilstm", "dlstm")
 """The recurrent networks, in the order the seed document lists them (pytorch_train trains them,
 tune.py tunes them)."""
 
-MODEL_NAMES = (*NETWORK_NAMES, "logreg")
-"""Every classifier step 5 can train: the four networks and the logistic regression on a summary of
-the window (issue 17 item 1: the simplest model that works, as a first-class model the agent can
-use when it is the best on validation)."""
+MODEL_NAMES = (*NETWORK_NAMES, "logreg", "lightgbm")
+"""Every classifier step 5 can train: the four networks, and the logistic regression and LightGBM's
+gradient-boosted trees on a summary of the window (issue 17 item 1: the simplest models that work
+and the peers' default, as first-class models the agent can use when best on validation)."""
 
 T = TypeVar("T")
 
@@ -119,6 +119,16 @@ class TrainingConfig:
         "model",
         gt=0,
     )
+    lightgbm_rounds: int = setting(
+        400,
+        "LightGBM: most boosting rounds (early stopping on the validation block, 50 rounds)",
+        "model",
+        min=1,
+    )
+    lightgbm_learning_rate: float = setting(
+        0.05, "LightGBM: shrinkage per round", "model", gt=0, max=1
+    )
+    lightgbm_leaves: int = setting(15, "LightGBM: leaves per tree", "model", min=2)
     # --- training loop
     batch_size: int = setting(
         1024, "batch size (auto-adjusted to GPU memory on CUDA)", "train", min=1

@@ -134,6 +134,36 @@ class LogRegClassifier(nn.Module):
         return self.linear(self.summary(x))
 
 
+class BoosterClassifier(nn.Module):
+    """LightGBM's gradient-boosted trees on a summary of the window (issue 17 item 1).
+
+    ``(B, L, F)`` -> the last bar, the window's mean and its standard deviation ``(B, 3F)`` ->
+    the booster's class probabilities, returned as log-probabilities (so the softmax every
+    predictor applies gives them back). The booster is kept in LightGBM's own text format
+    (``model_text``, stored in the model file as a string: data, no pickle). It has no torch
+    parameters; it predicts on the CPU whatever the device of ``x``.
+    """
+
+    def __init__(self, model_text: str) -> None:
+        super().__init__()
+        import lightgbm
+
+        self.model_text = model_text
+        self.booster = lightgbm.Booster(model_str=model_text)
+
+    @staticmethod
+    def summary(x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, F) -> (B, 3F): last bar, the window's mean and standard deviation."""
+        x = x.float()
+        return torch.cat([x[:, -1, :], x.mean(dim=1), x.std(dim=1, unbiased=False)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, F) -> log-probabilities (B, 3)."""
+        feats = self.summary(x).cpu().numpy()  # (B, 3F)
+        p = torch.as_tensor(self.booster.predict(feats), dtype=torch.float32)  # (B, 3)
+        return torch.log(p.clamp_min(1e-12)).to(x.device)
+
+
 def arch_config(model: str, n_features: int, cfg: TrainingConfig) -> dict[str, Any]:
     """Everything needed to rebuild ``model``: name, input width and its sizes from ``cfg``."""
     return {"name": model, "n_features": int(n_features), **cfg.model_params(model)}
@@ -146,6 +176,8 @@ def build_classifier(arch: dict[str, Any]) -> nn.Module:
         raise PipelineError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     if name == "logreg":
         return LogRegClassifier(int(arch["n_features"]))
+    if name == "lightgbm":
+        raise PipelineError("a LightGBM model is fit by train_models.fit_lightgbm, not built")
     common: dict[str, Any] = {  # ints and a float: RNNClassifier's keyword arguments
         "n_features": int(arch["n_features"]),
         "units": int(arch["units"]),
@@ -221,6 +253,10 @@ def load_model_file(path: Path) -> dict[str, Any]:
 
 def model_from_payload(payload: dict[str, Any], device: torch.device) -> nn.Module:
     """Rebuild the classifier of a model file on ``device`` in eval mode."""
+    if payload["arch"].get("name") == "lightgbm":
+        if not isinstance(payload.get("booster"), str):
+            raise PipelineError(f"model {payload['model']!r}: the file holds no LightGBM booster")
+        return BoosterClassifier(payload["booster"]).eval()
     model = build_classifier(payload["arch"])
     try:
         model.load_state_dict(payload["state_dict"])

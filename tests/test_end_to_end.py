@@ -30,7 +30,19 @@ from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 
 DATASET = "SYNTH-E2E-BTC-EUR_1H"
 MODELS = MODEL_NAMES  # the default config's models: the four networks and logreg (issue 17)
-AGENT_MODEL = "dlstm"  # ppo_config.txt's prediction_model
+
+
+def agent_model(root: Path) -> str:
+    """The classifier that fed the agent: ``prediction_model = auto`` picks the best validation
+    macro-F1 of the training summary (pipeline.model_choice), so the test asks the same rule."""
+    from pipeline.model_choice import best_on_validation
+
+    summary = json.loads((root / "results" / f"training_summary_{DATASET}.json").read_text())
+    best = best_on_validation(summary)
+    assert best is not None
+    return best[0]
+
+
 N_BARS = 2000
 
 GITIGNORE = """\
@@ -145,14 +157,15 @@ def test_smoke_run_exit_code_and_console(smoke_run: Run) -> None:
 
 def test_smoke_run_artifacts(smoke_run: Run) -> None:
     r = smoke_run.root
+    agent = agent_model(r)
     expected = [
         r / "scalers" / f"scaler_{DATASET}.json",
         r / "results" / f"training_summary_{DATASET}.json",
-        r / "results" / f"predictions_{AGENT_MODEL}_{DATASET}.csv",
-        r / "results" / f"backtest_{AGENT_MODEL}_{DATASET}.json",
-        r / "results" / f"backtest_{AGENT_MODEL}_{DATASET}.png",
+        r / "results" / f"predictions_{agent}_{DATASET}.csv",
+        r / "results" / f"backtest_{agent}_{DATASET}.json",
+        r / "results" / f"backtest_{agent}_{DATASET}.png",
         r / "results" / f"run_summary_{DATASET}.json",
-        r / "ppo_approach" / "models" / f"ppo_{AGENT_MODEL}_{DATASET}.zip",
+        r / "ppo_approach" / "models" / f"ppo_{agent}_{DATASET}.zip",
     ]
     for m in MODELS:
         expected += [
@@ -209,18 +222,20 @@ def test_smoke_run_summary_values(smoke_run: Run) -> None:
         assert shown in summary["steps"][4]["result"]
 
     # Agent numbers are the backtest report's.
-    report = _read(smoke_run.root / "results" / f"backtest_{AGENT_MODEL}_{DATASET}.json")
+    chosen = agent_model(smoke_run.root)
+    report = _read(smoke_run.root / "results" / f"backtest_{chosen}_{DATASET}.json")
     agent, bh = report["strategies"]["agent"], report["strategies"]["buy_and_hold"]
     assert summary["agent"]["agent_total_return"] == agent["total_return"]
     assert summary["agent"]["agent_sharpe"] == agent["sharpe"]
     assert summary["agent"]["buy_and_hold_total_return"] == bh["total_return"]
     assert summary["agent"]["prediction_source"] == "walk_forward"
     assert f"vs buy-and-hold {bh['total_return']:+.2%}" in summary["steps"][6]["result"]
-    assert any(p.endswith(f"backtest_{AGENT_MODEL}_{DATASET}.png") for p in summary["plots"])
+    assert any(p.endswith(f"backtest_{chosen}_{DATASET}.png") for p in summary["plots"])
 
 
 def test_smoke_run_pushed_commit(smoke_run: Run) -> None:
     summary = _summary(smoke_run)
+    agent = agent_model(smoke_run.root)
     remote_head = _git("rev-parse", "main", cwd=smoke_run.bare).strip()
     assert summary["push"]["commit"] == remote_head
     assert summary["steps"][7]["result"].startswith(f"commit {remote_head[:12]} -> origin/main")
@@ -229,13 +244,13 @@ def test_smoke_run_pushed_commit(smoke_run: Run) -> None:
         ".gitignore",
         f"scalers/scaler_{DATASET}.json",
         f"results/training_summary_{DATASET}.json",
-        f"results/backtest_{AGENT_MODEL}_{DATASET}.json",
-        f"results/backtest_{AGENT_MODEL}_{DATASET}.png",
+        f"results/backtest_{agent}_{DATASET}.json",
+        f"results/backtest_{agent}_{DATASET}.png",
         f"results/run_summary_{DATASET}.json",
-        f"ppo_approach/models/ppo_{AGENT_MODEL}_{DATASET}.zip",
+        f"ppo_approach/models/ppo_{agent}_{DATASET}.zip",
     } | {f"models/{m}_{DATASET}_classification.pth" for m in MODELS}
     expected |= {f"models/{m}_{DATASET}_config.txt" for m in MODELS}
-    expected.add(f"models/walkforward/{AGENT_MODEL}_{DATASET}_fold1.pth")
+    expected.add(f"models/walkforward/{agent}_{DATASET}_fold1.pth")
     assert expected <= files, expected - files
     assert any(f.startswith(f"logs/run_{DATASET}_") and f.endswith(".log") for f in files)
     assert f"datasets/{DATASET}.csv" not in files

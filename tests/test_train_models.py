@@ -761,3 +761,38 @@ def test_logreg_model_is_scikit_learns_fit_and_feeds_the_agent(signal_run, signa
     report = validate_models(signal_config("ppo.prediction_model=logreg"), "SIG", paths)
     assert report["logreg"]["walk_forward_models"] == 2
     assert report["table"]["rows"] > 0
+
+
+@pytest.mark.integration
+def test_lightgbm_model_keeps_its_text_booster_and_feeds_the_agent(
+    signal_run, signal_config
+) -> None:
+    """Issue 17 item 1: the ``lightgbm`` model file holds LightGBM's text format (loaded
+    weights-only, no pickle); rebuilt from that text, the booster predicts what the predictor
+    predicts; step 6 accepts it as the agent's classifier."""
+    import lightgbm
+
+    from pipeline.predictors import PredictionModel
+    from pipeline.prepare import prepare_dataset
+    from ppo_approach.prediction_wrapper import validate_models
+    from train_models import window_summary
+
+    root, summary, cfg = signal_run
+    paths = Paths.from_root(root)
+    payload = torch.load(
+        root / "models" / "lightgbm_SIG_classification.pth", map_location="cpu", weights_only=True
+    )
+    assert payload["booster"].startswith("tree\n") and payload["state_dict"] == {}
+    prep = prepare_dataset(cfg.training, "SIG", paths, save_scaler=False)
+    a = prep.arrays
+    test = a.splits.test.bars()
+    want = lightgbm.Booster(model_str=payload["booster"]).predict(
+        window_summary(a.scaled, test, a.lookback, spread=True)
+    )  # (n, 3)
+    got = PredictionModel("lightgbm", "SIG", paths, device="cpu").predict_bars(a.features, test)
+    assert np.abs(got - want).max() < 1e-5
+    entry = summary["models"]["lightgbm"]
+    assert entry["walk_forward"] == {"fold1": "trained", "fold2": "trained"}
+    assert entry["test_rows"] == summary["models"]["gru"]["test_rows"]  # the networks' rows
+    report = validate_models(signal_config("ppo.prediction_model=lightgbm"), "SIG", paths)
+    assert report["lightgbm"]["walk_forward_models"] == 2
