@@ -805,6 +805,8 @@ def record_artifacts(
         )
     extras = [(art.scaler, "scaler"), (art.training_summary, "training_summary")]
     extras += [(p, "prediction_table") for p in tables.values()]
+    if "ensemble" in tables:  # how the ensemble combines its members (issue 17 item 2)
+        extras.append((art.ensemble_report, "ensemble"))
     manifest.record_many([(p, k) for p, k in extras if Path(p).is_file()], STEP_CLASSIFIERS)
 
 

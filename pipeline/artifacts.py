@@ -21,6 +21,9 @@ commits it (:data:`pipeline.manifest.KINDS`). The table is Markdown, for docs to
 | `results/training_{model}_{dataset}.png` | plot | 5 | yes |
 | `results/training_summary_{dataset}.json` | training_summary | 5 | yes |
 | `results/predictions_{model}_{dataset}.csv` | prediction_table | 5 | yes |
+| `results/ensemble_{dataset}.json` | ensemble | 5 | yes |
+| `results/rolling_{dataset}.json` | (not recorded) | rolling_eval | no |
+| `results/rolling_{dataset}/{dataset}-origin{j}.csv` | (not recorded) | rolling_eval | no |
 | `ppo_approach/models/ppo_{model}_{dataset}.zip` | ppo_model | 7 | yes |
 | `ppo_approach/models/ppo_{model}_{dataset}_meta.json` | ppo_meta | 7 | yes |
 | `ppo_approach/models/ppo_{model}_{dataset}_config.txt` | config | 7 | yes |
@@ -442,6 +445,12 @@ class Artifacts:
         (``TUNING_*_NAME``) in this one."""
         folder = self.paths.results / f"tuning_{stage}_{self.dataset}"
         return folder / model if model else folder
+
+    @property
+    def ensemble_report(self) -> Path:
+        """``results/ensemble_{dataset}.json``: how the ensemble combines its members, and the
+        members' and the ensemble's validation and test macro-F1 (issue 17)."""
+        return self.paths.results / f"ensemble_{self.dataset}.json"
 
     # ------------------------------------------------------------ rolling origin (issue 18)
 

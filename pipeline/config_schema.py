@@ -268,6 +268,14 @@ class PPOConfig:
         "model",
         each_choice=MODEL_NAMES,
     )
+    ensemble_method: str = setting(
+        "mean",
+        "mean = average the members; weighted = weights by ensemble selection, stacking = a "
+        "logistic-regression meta-model; both fitted on out-of-fold agent-train rows and chosen "
+        "on agent-val rows against the mean and each member alone",
+        "model",
+        choices=("mean", "weighted", "stacking"),
+    )
     ppo_prediction_source: str = setting(
         "walk_forward",
         "walk_forward: agent bars predicted by models never trained on them; in_sample: flagged; "

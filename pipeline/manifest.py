@@ -61,6 +61,7 @@ KINDS: dict[str, Kind] = {
     "plot": Kind(True, False, "a PNG (training curves or backtest)"),
     "training_summary": Kind(True, False, "step 5's summary of every model"),
     "prediction_table": Kind(True, False, "the predictions the agent's environment reads"),
+    "ensemble": Kind(True, False, "how the ensemble combines its members, and their scores"),
     "ppo_model": Kind(True, False, "the final PPO agent"),
     "ppo_meta": Kind(True, False, "the final agent's metadata"),
     "ppo_checkpoint": Kind(False, False, "a PPO checkpoint (resume only)"),

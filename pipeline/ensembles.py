@@ -1,0 +1,154 @@
+"""How the ensemble combines its members' probabilities (issue 17 item 2): ``ensemble_method``.
+
+* ``mean``: the members' probabilities averaged (the seed's ensemble, unchanged).
+* ``weighted``: weighted voting, the weights found by ensemble selection (Caruana et al. 2004,
+  "Ensemble selection from libraries of models": greedy forward selection with replacement, each
+  step adding the member that most lowers the log loss).
+* ``stacking``: a multinomial logistic regression on the members' log-probabilities (Wolpert
+  1992, "Stacked generalization").
+
+Honest by construction: both are FITTED on the prediction table's agent-``train`` rows and CHOSEN
+on its agent-``val`` rows, and all of these are out-of-fold walk-forward predictions (each made by
+a fold model trained on earlier folds, with purge gaps), never the test block. The choice is among
+the fitted combination, the plain mean and every member alone, so the ensemble scores at least its
+best member on the validation rows. The test block's scores are computed once, for the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.classifier_metrics import classification_metrics
+
+METHODS = ("mean", "weighted", "stacking")
+SELECTION_ROUNDS = 25
+"""Forward-selection steps of the weighted ensemble (weights are multiples of 1/25)."""
+
+
+def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)  # (n,)
+    return float(-np.mean(np.log(picked)))
+
+
+def select_weights(member_probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Caruana ensemble selection: ``member_probs`` (M, n, 3), labels (n,) -> weights (M,)."""
+    m = member_probs.shape[0]
+    counts = np.zeros(m)
+    total = np.zeros(member_probs.shape[1:])  # (n, 3) sum of the picks so far
+    for step in range(1, SELECTION_ROUNDS + 1):
+        losses = [_log_loss((total + member_probs[i]) / step, y) for i in range(m)]
+        best = int(np.argmin(losses))
+        counts[best] += 1
+        total += member_probs[best]
+    return counts / counts.sum()
+
+
+def _stack_features(member_probs: np.ndarray) -> np.ndarray:
+    """(M, n, 3) -> (n, 3M) log-probabilities, the meta-model's inputs."""
+    logs = np.log(np.clip(member_probs, 1e-12, 1.0))  # (M, n, 3)
+    return np.concatenate(list(logs), axis=1)
+
+
+def combine(member_probs: np.ndarray, fit: dict[str, Any]) -> np.ndarray:
+    """The ensemble's probabilities (n, 3) from the members' (M, n, 3) and a :func:`fit_ensemble`
+    result (weights, or the stacking meta-model's coefficients)."""
+    if fit["kind"] == "stacking":
+        logits = _stack_features(member_probs) @ np.asarray(fit["coef"]).T + np.asarray(
+            fit["intercept"]
+        )  # (n, 3)
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+    w = np.asarray(fit["weights"], dtype=np.float64)  # (M,)
+    return np.tensordot(w, member_probs, axes=1)  # (n, 3)
+
+
+def fit_ensemble(
+    names: list[str],
+    member_probs: np.ndarray,
+    labels: np.ndarray,
+    blocks: np.ndarray,
+    method: str,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit ``method`` on the agent-train rows, choose on the agent-val rows, score the test rows.
+
+    ``member_probs`` (M, n, 3) for the table's rows, ``labels`` (n,) with -1 where unlabelled,
+    ``blocks`` (n,) the rows' agent blocks. Returns the chosen combination (``kind``,
+    ``weights`` or ``coef``/``intercept``), what was tried, and the members' and the ensemble's
+    validation and test macro-F1: JSON-ready.
+    """
+    m = len(names)
+    uniform = {"kind": "weights", "weights": [1.0 / m] * m}
+    if method == "mean":
+        chosen, choice = uniform, "mean"
+        candidates: dict[str, dict[str, Any]] = {"mean": uniform}
+    else:
+        fit_rows = (blocks == "train") & (labels >= 0)
+        y_fit = labels[fit_rows].astype(np.int64)
+        if method == "weighted":
+            w = select_weights(member_probs[:, fit_rows], y_fit)
+            candidates = {"weighted": {"kind": "weights", "weights": [float(v) for v in w]}}
+        else:
+            from sklearn.linear_model import LogisticRegression
+
+            meta = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+            meta.fit(_stack_features(member_probs[:, fit_rows]), y_fit)
+            candidates = {
+                "stacking": {
+                    "kind": "stacking",
+                    "coef": meta.coef_.tolist(),
+                    "intercept": meta.intercept_.tolist(),
+                }
+            }
+        candidates["mean"] = uniform
+        for i, name in enumerate(names):
+            one = [0.0] * m
+            one[i] = 1.0
+            candidates[f"{name} alone"] = {"kind": "weights", "weights": one}
+        val_rows = (blocks == "val") & (labels >= 0)
+        y_val = labels[val_rows].astype(np.int64)
+        scores = {
+            k: classification_metrics(y_val, combine(member_probs[:, val_rows], c).argmax(1))[
+                "macro_f1"
+            ]
+            for k, c in candidates.items()
+        }
+        # max keeps the first of equal scores: the fitted combination, then the mean, then a member
+        choice = max(scores, key=lambda k: scores[k])
+        chosen = candidates[choice]
+    return {
+        **chosen,
+        "method": method,
+        "members": list(names),
+        "choice": choice,
+        "candidates": list(candidates),
+        "scores": _scores(names, member_probs, labels, blocks, chosen),
+    }
+
+
+def _scores(
+    names: list[str],
+    member_probs: np.ndarray,
+    labels: np.ndarray,
+    blocks: np.ndarray,
+    chosen: dict[str, Any],
+) -> dict[str, dict[str, float]]:
+    """Macro-F1 of each member and of the ensemble on the agent-val and test rows."""
+    out: dict[str, dict[str, float]] = {}
+    for block in ("val", "test"):
+        rows = (blocks == block) & (labels >= 0)
+        y = labels[rows].astype(np.int64)
+        if not len(y):
+            continue
+        row = {
+            name: classification_metrics(y, member_probs[i, rows].argmax(1))["macro_f1"]
+            for i, name in enumerate(names)
+        }
+        row["ensemble"] = classification_metrics(
+            y, combine(member_probs[:, rows], chosen).argmax(1)
+        )["macro_f1"]
+        out[block] = row
+    return out
