@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import cpu_model, gpu_description, require_installed_project
+from _common import cpu_model, gpu_description
 
-require_installed_project()
 HERE = Path(__file__).resolve().parent
 
 SETTINGS = [

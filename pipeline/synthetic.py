@@ -58,6 +58,16 @@ Kinds of planted signal (``kind``, issue 16: the ladder must not be tuned on one
   ``signal * MR_SCALE * sigma_bar * sqrt(MR_HALF_LIFE_BARS)``: a displacement shows in the recent
   returns and decays over the next bars, so past returns (RSI, momentum) predict the reversal.
 
+* ``vol_trend``: no drift regime; each bar's drift follows the sign of the last 10 bars' return
+  where their realised volatility is below the unconditional level (calm: trends continue) and
+  runs against it above (busy: they reverse). Momentum and volatility each say little about
+  direction alone; their product says much (a linear model on them cannot see it, trees and
+  networks can).
+* ``echo``: no drift regime; each bar's shock returns ``ECHO_LAG_BARS`` (24) bars later, scaled
+  by ``signal * ECHO_SCALE`` and the current volatility. The next 5 bars' echoes are the shocks
+  of 19-23 bars ago: visible to a model that reads the window bar by bar (lookback >= 24), blurred
+  in per-bar rolling features that sum many bars.
+
 Every kind draws its extra random numbers after the common ones, so the noise of a seed is the
 same across kinds and signals.
 """
@@ -106,7 +116,13 @@ MR_HALF_LIFE_BARS = 8.0
 MR_SCALE = 2.0
 """``kind = mean_reversion``: the level's std in units of ``sigma_bar * sqrt(half-life)``."""
 
-KINDS: tuple[str, ...] = ("momentum", "regime", "mean_reversion")
+ECHO_LAG_BARS = 24
+"""``kind = echo``: each bar's shock comes back, scaled, this many bars later (issue 17)."""
+
+ECHO_SCALE = 0.5
+"""``kind = echo``: the echo's size, times ``signal``, in units of the bar's volatility."""
+
+KINDS: tuple[str, ...] = ("momentum", "regime", "mean_reversion", "vol_trend", "echo")
 """The kinds of planted signal (``generate_ohlcv(kind=...)``)."""
 
 BASE_VOLUME_PER_HOUR = 60.0
@@ -149,6 +165,30 @@ def _stationary_ar1(eta: np.ndarray, phi: float) -> np.ndarray:
     scaled = np.sqrt(1.0 - phi * phi) * eta
     scaled[0] = eta[0]
     return _ar1_filter(scaled, phi)
+
+
+VOL_TREND_WINDOW = 10
+"""``kind = vol_trend``: bars of the momentum and realised volatility that set the drift."""
+
+
+def _vol_trend_returns(
+    noise: np.ndarray, sigma: np.ndarray, sigma_bar: float, signal: float
+) -> np.ndarray:
+    """Returns whose drift is an interaction of observable trend and volatility (issue 17).
+
+    ``r_t = noise_t + signal * DRIFT_SCALE * sigma_t * sign(m_{t-1}) * c_{t-1}`` with ``m`` the
+    return of the last ``VOL_TREND_WINDOW`` bars and ``c = +1`` where their realised volatility
+    is below ``sigma_bar`` (calm: the trend continues), ``-1`` above (busy: it reverses). With
+    about as many busy as calm bars, momentum alone predicts little; momentum x calm predicts.
+    """
+    n, w = len(noise), VOL_TREND_WINDOW
+    r = np.array(noise, dtype=np.float64)  # (N,)
+    scale = signal * DRIFT_SCALE
+    for t in range(w, n):
+        past = r[t - w : t]
+        calm = np.sqrt(np.mean(past * past)) < sigma_bar
+        r[t] += scale * sigma[t] * np.sign(past.sum()) * (1.0 if calm else -1.0)
+    return r
 
 
 def generate_ohlcv(
@@ -200,7 +240,11 @@ def generate_ohlcv(
 
     sigma = np.sqrt(_garch_variance(z * z, sigma_bar**2))  # (N,)
     kappa = 1.0 - 0.5 ** (1.0 / ANCHOR_HALF_LIFE_BARS)
-    if kind == "mean_reversion":
+    if kind == "echo":
+        # The shock of bar t - L comes back at bar t (known L bars before it arrives).
+        echo = np.concatenate((np.zeros(ECHO_LAG_BARS), z[:-ECHO_LAG_BARS]))[:n]  # (N,)
+        push = signal * ECHO_SCALE * sigma * echo  # (N,)
+    elif kind == "mean_reversion":
         # An Ornstein-Uhlenbeck level u (short half-life) added to the random walk's log price:
         # a displacement of u shows in the recent returns and decays over the next bars.
         u = _stationary_ar1(eta, 0.5 ** (1.0 / MR_HALF_LIFE_BARS))  # (N,) ~ N(0, 1)
@@ -219,6 +263,8 @@ def generate_ohlcv(
     trend = _ar1_filter(push, 1.0 - kappa)  # (N,)
     drift = np.diff(trend, prepend=0.0)  # (N,) expected part of each bar's return
     r = drift + sigma * z  # (N,) open-to-close log return
+    if kind == "vol_trend":
+        r = _vol_trend_returns(sigma * z, sigma, sigma_bar, signal)
 
     g = GAP_FRACTION * sigma * gap  # (N,)
     g[0] = 0.0

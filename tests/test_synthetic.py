@@ -169,3 +169,31 @@ def test_unknown_kind_is_refused() -> None:
 
     with pytest.raises(ValueError, match="kind must be one of momentum, regime, mean_reversion"):
         generate_ohlcv(10, kind="trend")
+
+
+def test_vol_trend_and_echo_hide_their_signal_from_per_bar_views() -> None:
+    """Issue 17 item 5: ``vol_trend`` pays momentum only in calm bars (and reverses it in busy
+    ones), so momentum alone says little while momentum x calm says much; ``echo`` repeats each
+    shock 24 bars later: a lag-24 autocorrelation, none at lag 1. Both share the seed's noise."""
+    import numpy as np
+
+    from pipeline.synthetic import ECHO_LAG_BARS
+
+    df = generate_ohlcv(20_000, signal=1.0, seed=2, kind="vol_trend")
+    lc = np.log(df["close"].to_numpy())
+    r = np.diff(lc)  # (N-1,) bar returns
+    past, fut = lc[10:-5] - lc[:-15], lc[15:] - lc[10:-5]
+    rng_prev = np.log(df["high"] / df["low"]).rolling(10).mean().to_numpy()[10:-5]
+    calm = np.where(rng_prev < np.nanmedian(rng_prev), 1.0, -1.0)
+    ok = np.isfinite(rng_prev)
+    plain = np.corrcoef(past[ok], fut[ok])[0, 1]
+    signed = np.corrcoef((past * calm)[ok], fut[ok])[0, 1]
+    assert signed > abs(plain) + 0.05, (signed, plain)
+
+    r = np.diff(np.log(generate_ohlcv(20_000, signal=1.0, seed=2, kind="echo")["close"]))
+    lag = ECHO_LAG_BARS
+    assert np.corrcoef(r[lag:], r[:-lag])[0, 1] > 0.2
+    assert abs(np.corrcoef(r[1:], r[:-1])[0, 1]) < 0.05
+    for kind in ("vol_trend", "echo"):
+        other = generate_ohlcv(500, signal=0.0, seed=3, kind=kind)
+        assert np.allclose(other["close"], generate_ohlcv(500, signal=0.0, seed=3)["close"])

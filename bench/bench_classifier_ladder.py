@@ -1,0 +1,137 @@
+"""The classifier ladder (issue 17 item 5): where does each model's edge come from?
+
+Step 5 (every model of ``MODEL_NAMES``: the four networks, ``logreg`` and ``lightgbm``) on series
+whose signal lives in different places (``pipeline.synthetic`` kinds): ``momentum`` (past returns,
+per-bar features see it), ``vol_trend`` (an interaction of trend and volatility: a linear model
+cannot see it), ``echo`` (each shock repeats 24 bars later: an ordering a per-bar summary blurs,
+a model reading the window bar by bar can use), pure noise, and real candles (the ``backtesting``
+package's hourly EURUSD sample, when installed). ``--seeds`` seeds each. Per row: each model's
+test macro-F1 and direction, which model ``prediction_model = auto`` chose (best validation
+macro-F1), and whether that choice is within one standard error of the best of ``logreg`` and
+``lightgbm`` on the test block (issue 17's target).
+
+    python bench/bench_classifier_ladder.py                 # 3 seeds, 8,000 bars, demo preset
+    python bench/bench_classifier_ladder.py --seeds 1 --bars 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from _common import cpu_model, gpu_description
+
+import train_models
+from pipeline.common import Paths
+from pipeline.config import load_config
+from pipeline.config_schema import MODEL_NAMES
+from pipeline.model_choice import best_on_validation
+from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+
+HERE = Path(__file__).resolve().parent
+ROWS = (
+    ("momentum 0.5", "momentum", 0.5),
+    ("vol_trend 1.0", "vol_trend", 1.0),
+    ("echo 1.0", "echo", 1.0),
+    ("pure noise", "momentum", 0.0),
+)
+SETTINGS = ["ppo_prediction_source=in_sample", "leak_controls=false", "training.device=cpu"]
+
+
+def eurusd() -> Path | None:
+    """The backtesting package's hourly EURUSD sample CSV, or None when it is not installed."""
+    spec = importlib.util.find_spec("backtesting")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "test" / "EURUSD.csv"
+    return path if path.is_file() else None
+
+
+def run(csv_writer: object, name: str) -> dict:
+    """Step 5 on one dataset in a temp root; the training summary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "datasets").mkdir()
+        csv_writer(root / "datasets" / f"{name}.csv")  # type: ignore[operator]
+        cfg = load_config(None, None, "demo", SETTINGS)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return dict(train_models.train_all(cfg, name, Paths.from_root(root), list(MODEL_NAMES)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3, help="seeds per synthetic row (1, 2, ...)")
+    p.add_argument("--bars", type=int, default=8000, help="bars per synthetic series")
+    args = p.parse_args(argv)
+    logging.disable(logging.WARNING)
+    jobs = []
+    for label, kind, signal in ROWS:
+        for seed in range(1, args.seeds + 1):
+
+            def write(path: Path, k: str = kind, s: float = signal, sd: int = seed) -> None:
+                write_ohlcv_csv(generate_ohlcv(args.bars, signal=s, seed=sd, kind=k), path)
+
+            jobs.append((label, seed, write))
+    real = eurusd()
+    if real is not None:
+        jobs.append(("EURUSD hourly (real)", 0, lambda path: shutil.copy(real, path)))
+    header = "| row | seed | " + " | ".join(MODEL_NAMES) + " | auto chose | within 1 s.e. |"
+    lines = [
+        "# The classifier ladder (`bench/bench_classifier_ladder.py`)",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
+        f"{platform.python_version()}.",
+        f"Command: `python bench/bench_classifier_ladder.py --seeds {args.seeds} --bars "
+        f"{args.bars}`: step 5, demo preset, {' '.join(SETTINGS)}. Cells: test macro-F1 / "
+        "direction; the auto choice is the best validation macro-F1; 'within 1 s.e.' compares "
+        "its test macro-F1 with the best of logreg and lightgbm (overlap-corrected s.e.).",
+        "",
+        header,
+        "|" + "---|" * (len(MODEL_NAMES) + 4),
+    ]
+    ok_rows: dict[str, list[bool]] = {}
+    t0 = time.perf_counter()
+    for label, seed, write in jobs:
+        s = run(write, "LADDER_1H" if seed else "EURUSD")
+        models = s["models"]
+        best = best_on_validation(s)
+        chosen = best[0] if best else "?"
+        e = models.get(chosen, {})
+        tab = max(models[m]["test_macro_f1"] for m in ("logreg", "lightgbm"))
+        within = bool(e) and e["test_macro_f1"] >= tab - e["macro_f1_standard_error"]
+        ok_rows.setdefault(label, []).append(within)
+        cells = [
+            f"{m['test_macro_f1']:.3f} / {m['direction_accuracy']:.0%}"
+            if m.get("direction_accuracy") is not None
+            else f"{m['test_macro_f1']:.3f} / n/a"
+            for m in (models[n] for n in MODEL_NAMES)
+        ]
+        lines.append(
+            f"| {label} | {seed or '-'} | " + " | ".join(cells) + f" | {chosen} | "
+            f"{'yes' if within else 'NO'} |"
+        )
+        print(lines[-1], flush=True)
+    lines += [
+        "",
+        "Per row, seeds where the auto choice is within one s.e. of the best tabular model: "
+        + "; ".join(f"{k}: {sum(v)} of {len(v)}" for k, v in ok_rows.items())
+        + f". Wall time {time.perf_counter() - t0:.0f} s.",
+    ]
+    met = [k for k, v in ok_rows.items() if all(v)]
+    lines.append(f"Rows meeting the target on every seed: {len(met)} of {len(ok_rows)}.")
+    (HERE / "results" / "classifier_ladder.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
