@@ -77,6 +77,7 @@ bench: install
 	$(PY) bench/bench_data_prep.py
 	$(PY) bench/bench_classifier.py
 	$(PY) bench/bench_step5_demo.py
+	$(PY) bench/bench_classifier_ladder.py
 	$(PY) bench/bench_env.py
 	$(PY) bench/bench_ppo.py
 	$(PY) bench/bench_end_to_end.py

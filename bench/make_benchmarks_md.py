@@ -13,6 +13,7 @@ ORDER = [
     "data_prep",
     "classifier",
     "step5_demo",
+    "classifier_ladder",
     "env",
     "ppo",
     "agent_learning",
