@@ -240,6 +240,7 @@ class _Loop:
     start_epoch: int = 1
     elapsed_before: float = 0.0
     t0: float = field(default_factory=time.perf_counter)
+    base_lr: float = 0.0  # the learning rate the schedule scales (after batch scaling)
 
     def snapshot(self, epoch: int) -> dict[str, Any]:
         """The checkpoint after ``epoch`` (everything on the CPU)."""
@@ -294,16 +295,19 @@ def _setup(model: nn.Module, train: WindowData, cfg: TrainingConfig, fingerprint
     dtype = amp_dtype(device, cfg.amp)
     if device.type == "cuda":
         configure_cuda()
-        batch_size = scale_batch_size(cfg.batch_size, cuda_free_bytes(device), len(train))
+        batch_size = scale_batch_size(
+            cfg.batch_size, cuda_free_bytes(device), len(train), min_steps=cfg.min_steps_per_epoch
+        )
     else:
         batch_size = max(1, min(cfg.batch_size, len(train)))
+    # A batch grown k-fold takes sqrt(k) x the step (Adam's square-root scaling rule, Malladi
+    # et al. 2022), so fewer, larger steps cover the same distance.
+    lr = cfg.learning_rate * math.sqrt(max(batch_size / max(cfg.batch_size, 1), 1.0))
     model.to(device)
     weights = torch.as_tensor(class_weights(train.labels.cpu().numpy()), dtype=torch.float32)
     return _Loop(
         model=model,
-        optimizer=torch.optim.Adam(
-            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        ),
+        optimizer=torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay),
         # fp16 needs loss scaling against gradient underflow; bf16 has fp32's exponent range.
         scaler=torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
         loss_fn=nn.CrossEntropyLoss(weight=weights.to(device)),
@@ -312,6 +316,7 @@ def _setup(model: nn.Module, train: WindowData, cfg: TrainingConfig, fingerprint
         batch_size=batch_size,
         fingerprint=fingerprint,
         best_state=_cpu_state(model.state_dict()),
+        base_lr=lr,
     )
 
 
@@ -331,6 +336,26 @@ def _resume(loop: _Loop, checkpoint_path: Path, desc: str) -> None:
     log.info("%s: resuming after epoch %d from %s", desc, loop.start_epoch - 1, checkpoint_path)
 
 
+WARMUP_EPOCHS = 3
+"""``lr_schedule = warmup_cosine``: epochs of linear warm-up (from 1/3 of the rate)."""
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of ``epoch`` (1-based) as a multiple of the base rate.
+
+    ``warmup_cosine``: ``epoch / 3`` for the first 3 epochs (Goyal et al. 2017's warm-up), then
+    a cosine from 1 down to 0.1 at ``epochs`` (Loshchilov & Hutter 2017, without restarts). A
+    function of the epoch alone, so a resumed run sets the same rate without scheduler state.
+    """
+    if schedule != "warmup_cosine":
+        return 1.0
+    if epoch <= WARMUP_EPOCHS:
+        return epoch / WARMUP_EPOCHS
+    span = max(epochs - WARMUP_EPOCHS, 1)
+    progress = min((epoch - WARMUP_EPOCHS) / span, 1.0)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _train_epoch(
     loop: _Loop,
     train: WindowData,
@@ -344,6 +369,8 @@ def _train_epoch(
     from torch import nn
 
     model, device = loop.model, train.features.device
+    for group in loop.optimizer.param_groups:
+        group["lr"] = loop.base_lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
     model.train()
     n = len(train)
     progress.start(epoch, -(-n // batch_size))

@@ -56,13 +56,13 @@ def eurusd() -> Path | None:
     return path if path.is_file() else None
 
 
-def run(csv_writer: object, name: str) -> dict:
+def run(csv_writer: object, name: str, sets: list[str]) -> dict:
     """Step 5 on one dataset in a temp root; the training summary."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "datasets").mkdir()
         csv_writer(root / "datasets" / f"{name}.csv")  # type: ignore[operator]
-        cfg = load_config(None, None, "demo", SETTINGS)
+        cfg = load_config(None, None, "demo", [*SETTINGS, *sets])
         with contextlib.redirect_stdout(io.StringIO()):
             return dict(train_models.train_all(cfg, name, Paths.from_root(root), list(MODEL_NAMES)))
 
@@ -71,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="seeds per synthetic row (1, 2, ...)")
     p.add_argument("--bars", type=int, default=8000, help="bars per synthetic series")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every run (a variant); its results file is named after it",
+    )
     args = p.parse_args(argv)
     logging.disable(logging.WARNING)
     jobs = []
@@ -91,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}.",
         f"Command: `python bench/bench_classifier_ladder.py --seeds {args.seeds} --bars "
-        f"{args.bars}`: step 5, demo preset, {' '.join(SETTINGS)}. Cells: test macro-F1 / "
+        f"{args.bars}{''.join(f' --set {s}' for s in args.sets)}`: step 5, demo preset, "
+        f"{' '.join(SETTINGS)}. Cells: test macro-F1 / "
         "direction; the auto choice is the best validation macro-F1; 'within 1 s.e.' compares "
         "its test macro-F1 with the best of logreg and lightgbm (overlap-corrected s.e.).",
         "",
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ok_rows: dict[str, list[bool]] = {}
     t0 = time.perf_counter()
     for label, seed, write in jobs:
-        s = run(write, "LADDER_1H" if seed else "EURUSD")
+        s = run(write, "LADDER_1H" if seed else "EURUSD", args.sets)
         models = s["models"]
         best = best_on_validation(s)
         chosen = best[0] if best else "?"
@@ -128,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     met = [k for k, v in ok_rows.items() if all(v)]
     lines.append(f"Rows meeting the target on every seed: {len(met)} of {len(ok_rows)}.")
-    (HERE / "results" / "classifier_ladder.md").write_text("\n".join(lines) + "\n")
+    suffix = "".join("_" + s.replace("=", "-").replace(".", "") for s in args.sets)
+    (HERE / "results" / f"classifier_ladder{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

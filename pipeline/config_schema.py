@@ -141,7 +141,20 @@ class TrainingConfig:
     )
     learning_rate: float = setting(1e-3, "Adam learning rate", "train", gt=0, max=1)
     weight_decay: float = setting(0.0, "Adam weight decay", "train", min=0)
+    lr_schedule: str = setting(
+        "constant",
+        "constant | warmup_cosine (linear warm-up over 3 epochs, then cosine to 0.1x over epochs)",
+        "train",
+        choices=("constant", "warmup_cosine"),
+    )
     grad_clip: float = setting(1.0, "gradient clipping max norm (0 = off)", "train", min=0)
+    min_steps_per_epoch: int = setting(
+        50,
+        "CUDA batch auto-size grows the batch only while an epoch keeps this many optimizer "
+        "steps; the learning rate grows with the square root of the batch's growth",
+        "run",
+        min=1,
+    )
     amp: bool = setting(
         True, "mixed precision on CUDA (bf16 if supported, else fp16 + GradScaler)", "train"
     )

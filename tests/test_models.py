@@ -128,6 +128,34 @@ def test_batch_size_scales_with_free_memory() -> None:
     assert scale_batch_size(1024, 80 * gib, 3000) == 3000  # never beyond the training set
 
 
+def test_batch_growth_keeps_min_steps_per_epoch() -> None:
+    """Issue 17 item 3: an H200 grew the batch to 8,192 on ~8,600 windows (1-2 steps per epoch).
+    Growth now stops where an epoch would have fewer than ``min_steps`` steps; the configured
+    size is never cut."""
+    gib = 2**30
+    assert scale_batch_size(1024, 139 * gib, 8_600, min_steps=50) == 1024  # was 8192
+    assert scale_batch_size(256, 139 * gib, 8_600, min_steps=20) == 430  # 8,600 / 20
+    assert scale_batch_size(1024, 20 * gib, 100_000, min_steps=50) == 2000  # 100,000 / 50
+    assert scale_batch_size(1024, 139 * gib, 1_000_000, min_steps=50) == 8192  # room: 8x
+    assert scale_batch_size(1024, None, 8_600, min_steps=50) == 1024  # CPU: as configured
+
+
+def test_warmup_cosine_schedule_sets_each_epochs_rate() -> None:
+    from pytorch_train import lr_factor
+
+    assert [lr_factor("constant", e, 10) for e in (1, 5, 10)] == [1.0, 1.0, 1.0]
+    f = [lr_factor("warmup_cosine", e, 10) for e in range(1, 11)]
+    assert f[:3] == pytest.approx([1 / 3, 2 / 3, 1.0]) and f[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f[2:], f[3:], strict=False))  # decays after the warm-up
+    x, bars, y = learnable_data(300)
+    train, val = window_data(x, bars, y)
+    cfg = tiny_cfg(epochs=4, patience=4, learning_rate=1e-2, lr_schedule="warmup_cosine")
+    seed_everything(cfg.seed)
+    result = train_classifier(build_classifier(arch_config("gru", F, cfg)), train, val, cfg)
+    lrs = [h["lr"] for h in result.history]
+    assert lrs == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2, 1e-3])
+
+
 def test_oom_halves_the_batch_and_retries() -> None:
     tried: list[int] = []
     rollbacks: list[int] = []
