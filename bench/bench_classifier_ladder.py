@@ -67,6 +67,38 @@ def run(csv_writer: object, name: str, sets: list[str]) -> dict:
             return dict(train_models.train_all(cfg, name, Paths.from_root(root), list(MODEL_NAMES)))
 
 
+def _network_f1(path: Path) -> dict[str, float]:
+    """Per row of a results file: the four networks' test macro-F1, mean over models and seeds."""
+    per_row: dict[str, list[float]] = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != len(MODEL_NAMES) + 4 or not cells[2][:1].isdigit():
+            continue
+        nets = [float(c.split("/")[0]) for c in cells[2:6]]  # lstm, gru, bilstm, dlstm
+        per_row.setdefault(cells[0], []).append(sum(nets) / len(nets))
+    return {k: sum(v) / len(v) for k, v in per_row.items()}
+
+
+def compare(base: Path, variant: Path) -> int:
+    """``--compare BASE VARIANT``: the networks' mean test macro-F1 per row, side by side."""
+    a, b = _network_f1(base), _network_f1(variant)
+    lines = [
+        "# The classifier ladder: a recipe variant against the defaults",
+        "",
+        f"Command: `python bench/bench_classifier_ladder.py --compare {base.name} {variant.name}`"
+        " (both files from this machine, same seeds and bars).",
+        "",
+        "| row | networks' mean test macro-F1, base | variant | variant / base |",
+        "|---|---|---|---|",
+    ]
+    for k in a:
+        if k in b:
+            lines.append(f"| {k} | {a[k]:.4f} | {b[k]:.4f} | {b[k] / a[k]:.3f} |")
+    (HERE / "results" / "classifier_ladder_compare.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="seeds per synthetic row (1, 2, ...)")
@@ -79,7 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a config override for every run (a variant); its results file is named after it",
     )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("BASE", "VARIANT"),
+        help="only compare two results files (bench/results/...): the networks' mean test F1",
+    )
     args = p.parse_args(argv)
+    if args.compare:
+        return compare(*args.compare)
     logging.disable(logging.WARNING)
     jobs = []
     for label, kind, signal in ROWS:

@@ -14,6 +14,8 @@ ORDER = [
     "classifier",
     "step5_demo",
     "classifier_ladder",
+    "classifier_ladder_lr_schedule-warmup_cosine",
+    "classifier_ladder_compare",
     "env",
     "ppo",
     "agent_learning",
