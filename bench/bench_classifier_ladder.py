@@ -4,11 +4,11 @@ Step 5 (every model of ``MODEL_NAMES``: the four networks, ``logreg`` and ``ligh
 whose signal lives in different places (``pipeline.synthetic`` kinds): ``momentum`` (past returns,
 per-bar features see it), ``vol_trend`` (an interaction of trend and volatility: a linear model
 cannot see it), ``echo`` (each shock repeats 24 bars later: an ordering a per-bar summary blurs,
-a model reading the window bar by bar can use), pure noise, and real candles (the ``backtesting``
-package's hourly EURUSD sample, when installed). ``--seeds`` seeds each. Per row: each model's
-test macro-F1 and direction, which model ``prediction_model = auto`` chose (best validation
-macro-F1), and whether that choice is within one standard error of the best of ``logreg`` and
-``lightgbm`` on the test block (issue 17's target).
+a model reading the window bar by bar can use), pure noise, and real candles (the
+``backtesting`` package's hourly EURUSD and daily GOOG samples, when installed). ``--seeds``
+seeds each. Per row: each model's test macro-F1 and direction, which model ``prediction_model =
+auto`` chose (best validation macro-F1), and whether that choice is within one standard error of
+the best of ``logreg`` and ``lightgbm`` on the test block (issue 17's target).
 
     python bench/bench_classifier_ladder.py                 # 3 seeds, 8,000 bars, demo preset
     python bench/bench_classifier_ladder.py --seeds 1 --bars 4000
@@ -47,12 +47,16 @@ ROWS = (
 SETTINGS = ["ppo_prediction_source=in_sample", "leak_controls=false", "training.device=cpu"]
 
 
-def eurusd() -> Path | None:
-    """The backtesting package's hourly EURUSD sample CSV, or None when it is not installed."""
+REAL = (("EURUSD hourly (real)", "EURUSD.csv"), ("GOOG daily (real)", "GOOG.csv"))
+"""Real candles: the ``backtesting`` package's sample CSVs (``pip install backtesting``)."""
+
+
+def sample_csv(name: str) -> Path | None:
+    """A sample CSV of the backtesting package (found without importing it), or None."""
     spec = importlib.util.find_spec("backtesting")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "test" / "EURUSD.csv"
+    path = Path(list(spec.submodule_search_locations)[0]) / "test" / name
     return path if path.is_file() else None
 
 
@@ -130,9 +134,14 @@ def main(argv: list[str] | None = None) -> int:
                 write_ohlcv_csv(generate_ohlcv(args.bars, signal=s, seed=sd, kind=k), path)
 
             jobs.append((label, seed, write))
-    real = eurusd()
-    if real is not None:
-        jobs.append(("EURUSD hourly (real)", 0, lambda path: shutil.copy(real, path)))
+    for label, name in REAL:
+        real = sample_csv(name)
+        if real is not None:
+
+            def copy(path: Path, src: Path = real) -> None:
+                shutil.copy(src, path)
+
+            jobs.append((label, 0, copy))
     header = "| row | seed | " + " | ".join(MODEL_NAMES) + " | auto chose | within 1 s.e. |"
     lines = [
         "# The classifier ladder (`bench/bench_classifier_ladder.py`)",
@@ -151,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ok_rows: dict[str, list[bool]] = {}
     t0 = time.perf_counter()
     for label, seed, write in jobs:
-        s = run(write, "LADDER_1H" if seed else "EURUSD", args.sets)
+        s = run(write, "LADDER_1H" if seed else "REAL", args.sets)
         models = s["models"]
         best = best_on_validation(s)
         chosen = best[0] if best else "?"
