@@ -654,6 +654,12 @@ def train_all(
             )
         if walk_forward and not every_fold:
             table_models = agent_models(cfg, paths, name_ds, entries)
+            if not table_models:
+                log.warning(
+                    "walk_forward_models = agent: the agent's classifier is not among this run's "
+                    "models (%s); no fold models or prediction table written now",
+                    ", ".join(names),
+                )
             for name in names:
                 if name not in table_models:
                     entries[name]["walk_forward"] = "not trained (walk_forward_models = agent)"
