@@ -681,7 +681,8 @@ def train_all(
         ) from None
 
     alarms, control = step5_alarms(cfg, prep, paths, device, entries)
-    tables = write_prediction_tables(cfg, prep, paths, table_models, device)
+    written = write_prediction_tables(cfg, prep, paths, table_models, device)
+    tables = written.paths
     summary: TrainingSummary = {
         "dataset": name_ds,
         "dataset_sha256": prep.info.sha256,
@@ -689,6 +690,7 @@ def train_all(
         "prediction_source": cfg.ppo.ppo_prediction_source,
         "models": _merge_summary(paths, name_ds, entries),
         "prediction_tables": {k: str(v) for k, v in tables.items()},
+        "auto_ensemble": written.auto_ensemble,
         "alarms": [a.to_dict() for a in alarms],
         "permutation_control": control,
     }

@@ -42,6 +42,7 @@ ROWS = (
     ("momentum 0.5", "momentum", 0.5),
     ("vol_trend 1.0", "vol_trend", 1.0),
     ("echo 1.0", "echo", 1.0),
+    ("vol_echo 1.0", "vol_echo", 1.0),
     ("pure noise", "momentum", 0.0),
 )
 SETTINGS = ["ppo_prediction_source=in_sample", "leak_controls=false", "training.device=cpu"]
@@ -116,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a config override for every run (a variant); its results file is named after it",
     )
     p.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated substrings: only the rows whose label contains one (e.g. echo,noise)",
+    )
+    p.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -127,7 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         return compare(*args.compare)
     logging.disable(logging.WARNING)
     jobs = []
+    wanted = [w.strip() for w in args.rows.split(",") if w.strip()]
+
+    def picked(label: str) -> bool:
+        return not wanted or any(w in label for w in wanted)
+
     for label, kind, signal in ROWS:
+        if not picked(label):
+            continue
         for seed in range(1, args.seeds + 1):
 
             def write(path: Path, k: str = kind, s: float = signal, sd: int = seed) -> None:
@@ -135,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
             jobs.append((label, seed, write))
     for label, name in REAL:
-        real = sample_csv(name)
+        real = sample_csv(name) if picked(label) else None
         if real is not None:
 
             def copy(path: Path, src: Path = real) -> None:
@@ -149,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}.",
         f"Command: `python bench/bench_classifier_ladder.py --seeds {args.seeds} --bars "
-        f"{args.bars}{''.join(f' --set {s}' for s in args.sets)}`: step 5, demo preset, "
+        f"{args.bars}{f' --rows {args.rows}' if args.rows else ''}"
+        f"{''.join(f' --set {s}' for s in args.sets)}`: step 5, demo preset, "
         f"{' '.join(SETTINGS)}. Cells: test macro-F1 / "
         "direction; the auto choice is the best validation macro-F1; 'within 1 s.e.' compares "
         "its test macro-F1 with the best of logreg and lightgbm (overlap-corrected s.e.).",
@@ -188,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     met = [k for k, v in ok_rows.items() if all(v)]
     lines.append(f"Rows meeting the target on every seed: {len(met)} of {len(ok_rows)}.")
     suffix = "".join("_" + s.replace("=", "-").replace(".", "") for s in args.sets)
+    suffix += f"_rows-{args.rows.replace(',', '-')}" if args.rows else ""
     (HERE / "results" / f"classifier_ladder{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -23,6 +23,9 @@ import numpy as np
 from pipeline.classifier_metrics import classification_metrics
 
 METHODS = ("mean", "weighted", "stacking")
+AUTO = "auto"
+"""``fit_ensemble`` method of ``prediction_model = auto``: both fitted methods, the mean and each
+member alone are the candidates, chosen on the agent-val rows."""
 SELECTION_ROUNDS = 25
 """Forward-selection steps of the weighted ensemble (weights are multiples of 1/25)."""
 
@@ -75,6 +78,9 @@ def fit_ensemble(
 ) -> dict[str, Any]:
     """Fit ``method`` on the agent-train rows, choose on the agent-val rows, score the test rows.
 
+    ``method``: one of :data:`METHODS`, or :data:`AUTO` (``prediction_model = auto``: weighted
+    and stacking both fitted, and chosen against the mean and each member alone).
+
     ``member_probs`` (M, n, 3) for the table's rows, ``labels`` (n,) with -1 where unlabelled,
     ``blocks`` (n,) the rows' agent blocks. Returns the chosen combination (``kind``,
     ``weights`` or ``coef``/``intercept``), what was tried, and the members' and the ensemble's
@@ -85,24 +91,12 @@ def fit_ensemble(
     if method == "mean":
         chosen, choice = uniform, "mean"
         candidates: dict[str, dict[str, Any]] = {"mean": uniform}
+        scores: dict[str, float] = {}
     else:
         fit_rows = (blocks == "train") & (labels >= 0)
         y_fit = labels[fit_rows].astype(np.int64)
-        if method == "weighted":
-            w = select_weights(member_probs[:, fit_rows], y_fit)
-            candidates = {"weighted": {"kind": "weights", "weights": [float(v) for v in w]}}
-        else:
-            from sklearn.linear_model import LogisticRegression
-
-            meta = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
-            meta.fit(_stack_features(member_probs[:, fit_rows]), y_fit)
-            candidates = {
-                "stacking": {
-                    "kind": "stacking",
-                    "coef": meta.coef_.tolist(),
-                    "intercept": meta.intercept_.tolist(),
-                }
-            }
+        fitted = ("weighted", "stacking") if method == AUTO else (method,)
+        candidates = {k: _fit_method(k, member_probs[:, fit_rows], y_fit, seed) for k in fitted}
         candidates["mean"] = uniform
         for i, name in enumerate(names):
             one = [0.0] * m
@@ -125,8 +119,29 @@ def fit_ensemble(
         "members": list(names),
         "choice": choice,
         "candidates": list(candidates),
+        "candidate_val_macro_f1": scores,
         "scores": _scores(names, member_probs, labels, blocks, chosen),
     }
+
+
+def _fit_method(method: str, member_probs: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+    """Weights (``weighted``) or a meta-model (``stacking``) fitted on ``member_probs`` (M, n, 3)
+    and labels ``y`` (n,)."""
+    if method == "weighted":
+        return {"kind": "weights", "weights": [float(v) for v in select_weights(member_probs, y)]}
+    from sklearn.linear_model import LogisticRegression
+
+    meta = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+    meta.fit(_stack_features(member_probs), y)
+    return {"kind": "stacking", "coef": meta.coef_.tolist(), "intercept": meta.intercept_.tolist()}
+
+
+def is_combination(fit: dict[str, Any]) -> bool:
+    """True when the chosen combination uses more than one member (a meta-model, or two or more
+    non-zero weights), i.e. it is not one member alone under another name."""
+    if fit.get("kind") == "stacking":
+        return True
+    return sum(1 for w in fit.get("weights", []) if w > 0) > 1
 
 
 def _scores(

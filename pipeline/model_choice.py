@@ -1,8 +1,11 @@
 """Which classifier feeds the agent: ``prediction_model = auto`` (issue 16 item 4).
 
-The agent uses the classifier with the best VALIDATION macro-F1 of step 5's training summary
-(``results/training_summary_{dataset}.json``): the validation block selects models, the test block
-stays the one honest score and plays no part here (ties go to the earlier name of
+When step 5 fitted an ensemble over every model's walk-forward table and it beat every model
+alone on the agent-val rows (``auto_ensemble.used`` in the summary, issue 17 item 2), the agent
+uses that ensemble. Otherwise it uses the classifier with the best VALIDATION macro-F1 of step
+5's training summary (``results/training_summary_{dataset}.json``): the validation block selects
+models, the test block stays the one honest score and plays no part here (ties go to the earlier
+name of
 :data:`pipeline.config_schema.MODEL_NAMES`). On data where one architecture is the weakest (the
 default dlstm on EURUSD-like data: test F1 0.335, direction 44 %) the agent no longer gets it by
 default, and every report names the model that fed the agent.
@@ -77,7 +80,27 @@ def resolve_prediction_model(cfg: Config, paths: Paths, dataset: str) -> tuple[C
         raise PipelineError(
             f"prediction_model = auto: {path} cannot be read ({exc}); run step 5 again"
         ) from None
-    best = best_on_validation(summary if isinstance(summary, dict) else {})
+    summary = summary if isinstance(summary, dict) else {}
+    ens = summary.get("auto_ensemble")
+    if (
+        isinstance(ens, dict)
+        and ens.get("used")
+        and "ensemble" in (summary.get("prediction_tables") or {})
+    ):
+        members = tuple(str(m) for m in ens.get("members", ()))
+        val = (ens.get("scores") or {}).get("val") or {}
+        best_member = max((v, k) for k, v in val.items() if k != "ensemble") if val else None
+        ppo = dataclasses.replace(cfg.ppo, prediction_model="ensemble", ensemble_models=members)
+        why = (
+            f"agent-val macro-F1 {val['ensemble']:.3f} vs best model alone {best_member[1]} "
+            f"{best_member[0]:.3f}"
+            if best_member and "ensemble" in val
+            else "it beat every model alone on the agent-val rows"
+        )
+        return dataclasses.replace(cfg, ppo=ppo), (
+            f"ensemble of {', '.join(members)} (auto: {ens.get('choice')}; {why})"
+        )
+    best = best_on_validation(summary)
     if best is None:
         raise PipelineError(
             f"prediction_model = auto: {path} lists no trained model with a validation "

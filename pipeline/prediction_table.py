@@ -22,7 +22,7 @@ import torch
 from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, atomic_path, atomic_write_json
 from pipeline.config_schema import Config
-from pipeline.ensembles import combine, fit_ensemble
+from pipeline.ensembles import AUTO, combine, fit_ensemble, is_combination
 from pipeline.predictors import PROB_COLUMNS, PredictionModel
 from pipeline.prepare import Prepared
 
@@ -122,14 +122,18 @@ def build_prediction_table(
     return table
 
 
-def ensemble_fit(cfg: Config, prep: Prepared, members: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """:func:`pipeline.ensembles.fit_ensemble` on the members' tables (labels from ``prep``)."""
+def ensemble_fit(
+    cfg: Config, prep: Prepared, members: dict[str, pd.DataFrame], method: str | None = None
+) -> dict[str, Any]:
+    """:func:`pipeline.ensembles.fit_ensemble` on the members' tables (labels from ``prep``);
+    ``method`` defaults to the config's ``ensemble_method``."""
     names = list(members)
     probs = np.stack([members[m][list(PROB_COLUMNS)].to_numpy() for m in names])  # (M, n, 3)
     first = members[names[0]]
     labels = prep.arrays.labels[first["bar"].to_numpy()]  # (n,) -1 past the last label
     blocks = first["agent_block"].to_numpy()
-    return fit_ensemble(names, probs, labels, blocks, cfg.ppo.ensemble_method, cfg.training.seed)
+    how = method or cfg.ppo.ensemble_method
+    return fit_ensemble(names, probs, labels, blocks, how, cfg.training.seed)
 
 
 def ensemble_line(fit: dict[str, Any]) -> str:
@@ -185,15 +189,32 @@ def _write_table(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+@dataclass
+class WrittenTables:
+    """What :func:`write_prediction_tables` wrote."""
+
+    paths: dict[str, Path]
+    """``{model or "ensemble": path}``."""
+    auto_ensemble: dict[str, Any] | None = None
+    """``prediction_model = auto`` with two or more walk-forward tables: the ensemble fitted over
+    all of them (:func:`pipeline.ensembles.fit_ensemble` with method ``auto``) and ``used``:
+    whether it combines members, i.e. beat every member alone on the agent-val rows."""
+
+
 def write_prediction_tables(
     cfg: Config, prep: Prepared, paths: Paths, models: list[str], device: torch.device
-) -> dict[str, Path]:
+) -> WrittenTables:
     """Write the table of every model in ``models`` (and the ensemble's when the agent uses it).
 
     Ensemble members not in ``models`` are predicted from their files on disk (they must exist
-    and be current). Returns ``{model or "ensemble": path}``.
+    and be current). With ``prediction_model = auto`` and walk-forward tables of two or more
+    models, the ensembles are candidates too (issue 17 item 2): weighted voting and stacking are
+    fitted on the out-of-fold agent-train rows over every model and chosen on the agent-val rows
+    against the mean and each model alone; when a combination wins, its table is written and
+    step 7 feeds it to the agent (:func:`pipeline.model_choice.resolve_prediction_model`).
     """
     dataset = prep.info.name
+    art = Artifacts(paths, dataset)
     written: dict[str, Path] = {}
     tables: dict[str, pd.DataFrame] = {}
     wanted = list(models)
@@ -212,15 +233,28 @@ def write_prediction_tables(
             ensemble_ok = False
             continue
         if m in models:
-            written[m] = _write_table(tables[m], Artifacts(paths, dataset).prediction_table(m))
+            written[m] = _write_table(tables[m], art.prediction_table(m))
+    auto_fit = None
+    out_of_fold = cfg.ppo.ppo_prediction_source == "walk_forward"
     if ensemble_ok:
         members = {m: tables[m] for m in cfg.ppo.ensemble_models}
         fit = ensemble_fit(cfg, prep, members)
-        atomic_write_json(Artifacts(paths, dataset).ensemble_report, fit)
         log.info("ensemble (%s): %s", cfg.ppo.ensemble_method, ensemble_line(fit))
-        ens = ensemble_table(members, fit)
+    elif cfg.ppo.prediction_model == "auto" and out_of_fold and len(written) >= 2:
+        members = {m: tables[m] for m in written}
+        fit = ensemble_fit(cfg, prep, members, AUTO)
+        auto_fit = {**fit, "used": is_combination(fit)}
+        fit = auto_fit
+        log.info(
+            "auto: ensemble of %s %s: %s",
+            ", ".join(members),
+            "chosen" if auto_fit["used"] else "not chosen (one model alone scores best)",
+            ensemble_line(fit),
+        )
+    if ensemble_ok or (auto_fit is not None and auto_fit["used"]):
+        atomic_write_json(art.ensemble_report, fit)
         written["ensemble"] = _write_table(
-            ens, Artifacts(paths, dataset).prediction_table("ensemble")
+            ensemble_table(members, fit), art.prediction_table("ensemble")
         )
     if cfg.ppo.ppo_prediction_source == "in_sample":
         log.warning(
@@ -229,7 +263,7 @@ def write_prediction_tables(
         )
     for m, path in written.items():
         log.info("prediction table %s: %s", m, path)
-    return written
+    return WrittenTables(written, auto_fit)
 
 
 def load_prediction_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:

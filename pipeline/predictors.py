@@ -6,8 +6,10 @@ the dataset and feature list, and predicts one window or a whole dataset in batc
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -202,7 +204,9 @@ class PredictionModel:
 
 
 class EnsemblePredictionModel:
-    """Mean of the members' probabilities (each member scales its own input)."""
+    """The members' probabilities combined (each member scales its own input): as step 5's
+    ensemble report (``results/ensemble_{dataset}.json``: weights or a stacking meta-model, JSON)
+    says when it lists exactly these members, else their mean."""
 
     def __init__(
         self,
@@ -227,10 +231,17 @@ class EnsemblePredictionModel:
         self.lookback = first.lookback
         self.device = first.device
         self.n_parameters = sum(m.n_parameters for m in self.members)
+        self.fit = _ensemble_fit(self.members[0].artifacts, model_names)
+
+    def _combine(self, member_probs: list[np.ndarray]) -> np.ndarray:
+        from pipeline.ensembles import combine
+
+        stacked = np.stack(member_probs)  # (M, n, 3)
+        return stacked.mean(axis=0) if self.fit is None else combine(stacked, self.fit)
 
     def predict_proba_windows(self, windows: np.ndarray, scaled: bool = False) -> np.ndarray:
-        """Mean member probabilities ``(n, 3)``."""
-        return np.mean([m.predict_proba_windows(windows, scaled) for m in self.members], axis=0)
+        """Combined member probabilities ``(n, 3)``."""
+        return self._combine([m.predict_proba_windows(windows, scaled) for m in self.members])
 
     def predict(self, window: np.ndarray, scaled: bool = False) -> tuple[int, float, np.ndarray]:
         """One window ``(lookback, F)`` -> ``(class, confidence, probabilities (3,))``."""
@@ -241,8 +252,23 @@ class EnsemblePredictionModel:
     def predict_dataset(self, prep: Prepared, bars: np.ndarray | None = None) -> pd.DataFrame:
         """Batched mean predictions (see :meth:`PredictionModel.predict_dataset`)."""
         frames = [m.predict_dataset(prep, bars) for m in self.members]
-        probs = np.mean([f[list(PROB_COLUMNS)].to_numpy() for f in frames], axis=0)
+        probs = self._combine([f[list(PROB_COLUMNS)].to_numpy() for f in frames])
         return prediction_frame(prep, frames[0]["bar"].to_numpy(), probs)
+
+
+def _ensemble_fit(art: Artifacts, members: list[str] | tuple[str, ...]) -> dict[str, Any] | None:
+    """The ensemble report's combination when it is for exactly ``members`` (in order), else
+    None (the mean). A report that cannot be read is an error naming the file."""
+    path = art.ensemble_report
+    if not path.is_file():
+        return None
+    try:
+        fit = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: cannot be read ({exc}); rerun train_models.py") from None
+    if not isinstance(fit, dict) or list(fit.get("members", [])) != list(members):
+        return None
+    return fit
 
 
 def prediction_frame(prep: Prepared, bars: np.ndarray, probs: np.ndarray) -> pd.DataFrame:

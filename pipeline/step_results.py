@@ -26,6 +26,9 @@ class TrainingSummary(TypedDict):
     prediction_tables: dict[str, str]
     alarms: list[dict[str, str]]  # issue 18 item 1: pipeline.leak_alarms.Alarm.to_dict()
     permutation_control: dict[str, Any] | None  # the permuted-label model's test headline
+    # issue 17 item 2: prediction_model = auto's ensemble over every walk-forward table (None when
+    # not fitted); "used": it beat every model alone on the agent-val rows and feeds the agent
+    auto_ensemble: dict[str, Any] | None
 
 
 class BacktestReport(TypedDict):

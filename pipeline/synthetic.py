@@ -66,7 +66,12 @@ Kinds of planted signal (``kind``, issue 16: the ladder must not be tuned on one
 * ``echo``: no drift regime; each bar's shock returns ``ECHO_LAG_BARS`` (24) bars later, scaled
   by ``signal * ECHO_SCALE`` and the current volatility. The next 5 bars' echoes are the shocks
   of 19-23 bars ago: visible to a model that reads the window bar by bar (lookback >= 24), blurred
-  in per-bar rolling features that sum many bars.
+  in per-bar rolling features that sum many bars. Being linear in past returns, it is still
+  partly visible to a linear model on multi-bar returns (``ret_24 - ret_12`` covers lags 12-23).
+* ``vol_echo``: like ``echo``, but what comes back ``ECHO_LAG_BARS`` bars later is the shock's
+  SIZE, centred: a large move (either way) is followed by a rise 24 bars later, a quiet bar by a
+  fall. No linear function of past returns sees it (it is symmetric in each shock's sign) and a
+  rolling volatility blurs its timing over the window: the sequential row of issue 17's ladder.
 
 Every kind draws its extra random numbers after the common ones, so the noise of a seed is the
 same across kinds and signals.
@@ -74,6 +79,7 @@ same across kinds and signals.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -122,11 +128,32 @@ ECHO_LAG_BARS = 24
 ECHO_SCALE = 0.5
 """``kind = echo``: the echo's size, times ``signal``, in units of the bar's volatility."""
 
-KINDS: tuple[str, ...] = ("momentum", "regime", "mean_reversion", "vol_trend", "echo")
+VOL_ECHO_SCALE = 0.75
+"""``kind = vol_echo``: the centred size echo's scale, times ``signal``; the echo's std is about
+``0.75 x 0.66 = 0.5`` of the bar's volatility, as ``echo``'s."""
+
+KINDS: tuple[str, ...] = (
+    "momentum",
+    "regime",
+    "mean_reversion",
+    "vol_trend",
+    "echo",
+    "vol_echo",
+)
 """The kinds of planted signal (``generate_ohlcv(kind=...)``)."""
 
 BASE_VOLUME_PER_HOUR = 60.0
 """Typical volume of one hourly bar (in base-currency units, e.g. BTC)."""
+
+
+_T_ABS_MEAN = (
+    2.0
+    * math.sqrt(T_DF)
+    * math.gamma((T_DF + 1.0) / 2.0)
+    / (math.sqrt(math.pi) * (T_DF - 1.0) * math.gamma(T_DF / 2.0))
+    * math.sqrt((T_DF - 2.0) / T_DF)
+)
+"""E|z| of the unit-variance Student-t innovations (about 0.75 for df = 6)."""
 
 
 def _bar_seconds(freq: str) -> float:
@@ -210,7 +237,7 @@ def generate_ohlcv(
         start: first timestamp (UTC).
         freq: pandas frequency of the bars (``"1h"``, ``"15min"``, ``"1D"`` ...).
         start_price: open of the first bar.
-        kind: ``momentum``, ``regime`` or ``mean_reversion`` (module docstring).
+        kind: one of :data:`KINDS` (module docstring).
 
     Returns:
         DataFrame with columns timestamp (datetime64[ns, UTC]), open, high, low, close, volume
@@ -240,10 +267,15 @@ def generate_ohlcv(
 
     sigma = np.sqrt(_garch_variance(z * z, sigma_bar**2))  # (N,)
     kappa = 1.0 - 0.5 ** (1.0 / ANCHOR_HALF_LIFE_BARS)
-    if kind == "echo":
-        # The shock of bar t - L comes back at bar t (known L bars before it arrives).
-        echo = np.concatenate((np.zeros(ECHO_LAG_BARS), z[:-ECHO_LAG_BARS]))[:n]  # (N,)
-        push = signal * ECHO_SCALE * sigma * echo  # (N,)
+    if kind in ("echo", "vol_echo"):
+        # The shock of bar t - L comes back at bar t (known L bars before it arrives); vol_echo
+        # returns its centred size instead (E|z| of the unit-variance Student-t: no drift).
+        past = np.concatenate((np.zeros(ECHO_LAG_BARS), z[:-ECHO_LAG_BARS]))[:n]  # (N,)
+        if kind == "echo":
+            push = signal * ECHO_SCALE * sigma * past  # (N,)
+        else:
+            size = np.where(np.arange(n) >= ECHO_LAG_BARS, np.abs(past) - _T_ABS_MEAN, 0.0)
+            push = signal * VOL_ECHO_SCALE * sigma * size  # (N,)
     elif kind == "mean_reversion":
         # An Ornstein-Uhlenbeck level u (short half-life) added to the random walk's log price:
         # a displacement of u shows in the recent returns and decays over the next bars.

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.ensembles import combine, fit_ensemble, select_weights
+from pipeline.ensembles import combine, fit_ensemble, is_combination, select_weights
 
 
 def _members(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,6 +47,38 @@ def test_the_ensemble_scores_at_least_its_best_member_on_validation(method: str)
     json.dumps(fit)  # JSON-ready: weights or coefficients, no pickle
 
 
+def _voters(n: int = 3000, k: int = 3, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` independent members, each right on about 2/3 of the rows with random confidence:
+    their mean is right more often than any one of them."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    out = []
+    for _ in range(k):
+        p = rng.dirichlet(np.ones(3), size=n) * 0.5
+        guess = np.where(rng.random(n) < 0.5, y, rng.integers(0, 3, size=n))
+        p[np.arange(n), guess] += 0.5
+        out.append(p)
+    return np.stack(out), y
+
+
+@pytest.mark.unit
+def test_auto_tries_both_fits_the_mean_and_each_member_alone() -> None:
+    """Issue 17 item 2: ``prediction_model = auto`` considers the ensembles; a combination is
+    used only where it beats every member alone on the validation rows."""
+    probs, y, blocks = _members()
+    fit = fit_ensemble(["good", "noise"], probs, y, blocks, "auto")
+    assert fit["candidates"] == ["weighted", "stacking", "mean", "good alone", "noise alone"]
+    assert set(fit["candidate_val_macro_f1"]) == set(fit["candidates"])
+    # weighted voting puts every weight on "good": that is "good" alone, not a combination
+    assert fit["weights"] == [1.0, 0.0] and not is_combination(fit)
+
+    votes, y3 = _voters()
+    fit = fit_ensemble(["a", "b", "c"], votes, y3, blocks, "auto")
+    val = fit["scores"]["val"]
+    assert is_combination(fit) and fit["choice"] in ("weighted", "stacking", "mean")
+    assert val["ensemble"] > max(val["a"], val["b"], val["c"]) + 0.05
+
+
 @pytest.mark.unit
 def test_mean_is_the_plain_average() -> None:
     probs, y, blocks = _members()
@@ -75,3 +107,53 @@ def test_weighted_ensemble_table_uses_the_reported_weights(
     assert np.allclose(table[cols].to_numpy(), combine(members, fit), atol=1e-9)
     val = fit["scores"]["val"]
     assert val["ensemble"] >= max(val["dlstm"], val["bilstm"])
+
+
+@pytest.mark.integration
+def test_auto_fits_the_ensembles_over_every_walk_forward_table(
+    tmp_path: Path, write_dataset: Any, smoke_config: Any
+) -> None:
+    """Issue 17 item 2: with ``prediction_model = auto`` step 5 fits the ensembles over every
+    model's out-of-fold table, records the comparison in the training summary, and step 7 and
+    the live predictor use exactly what it chose."""
+    import pandas as pd
+
+    import train_models
+    from pipeline.artifacts import Artifacts
+    from pipeline.common import Paths
+    from pipeline.model_choice import resolve_prediction_model
+    from pipeline.predictors import EnsemblePredictionModel, PredictionModel
+    from pipeline.prepare import prepare_dataset
+
+    write_dataset(tmp_path, "AU", signal=1.0, seed=3)
+    paths = Paths.from_root(tmp_path)
+    cfg = smoke_config("leak_controls=false", "prediction_model=auto")
+    summary = train_models.train_all(cfg, "AU", paths, ["gru", "logreg", "lightgbm"])
+    ens = summary["auto_ensemble"]
+    assert ens is not None and ens["members"] == ["gru", "logreg", "lightgbm"]
+    assert ens["candidates"][:3] == ["weighted", "stacking", "mean"]
+    val = ens["scores"]["val"]
+    best_alone = max(val[m] for m in ens["members"])
+    assert ens["used"] == is_combination(ens)
+    assert val["ensemble"] >= best_alone  # by construction
+    resolved, why = resolve_prediction_model(cfg, paths, "AU")
+    art = Artifacts(paths, "AU")
+    if ens["used"]:
+        assert resolved.ppo.prediction_model == "ensemble" and why.startswith("ensemble of")
+        assert resolved.ppo.ensemble_models == ("gru", "logreg", "lightgbm")
+        assert json.loads(art.ensemble_report.read_text())["choice"] == ens["choice"]
+        table = pd.read_csv(art.prediction_table("ensemble"))
+        cols = ["p_fall", "p_stationary", "p_rise"]
+        members = np.stack([table[[f"{c}_{m}" for c in cols]].to_numpy() for m in ens["members"]])
+        assert np.allclose(table[cols].to_numpy(), combine(members, ens), atol=1e-5)
+        # the live predictor combines its members as the report says, not by the mean
+        prep = prepare_dataset(cfg.training, "AU", paths, save_scaler=False)
+        window = prep.arrays.features[-cfg.training.lookback :]
+        live = EnsemblePredictionModel("AU", ens["members"], paths).predict(window)[2]
+        alone = np.stack(
+            [PredictionModel(m, "AU", paths).predict(window)[2][None] for m in ens["members"]]
+        )
+        assert np.allclose(live, combine(alone, ens)[0], atol=1e-6)
+    else:
+        assert resolved.ppo.prediction_model in ens["members"]
+        assert "ensemble" not in summary["prediction_tables"]

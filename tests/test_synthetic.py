@@ -194,6 +194,11 @@ def test_vol_trend_and_echo_hide_their_signal_from_per_bar_views() -> None:
     lag = ECHO_LAG_BARS
     assert np.corrcoef(r[lag:], r[:-lag])[0, 1] > 0.2
     assert abs(np.corrcoef(r[1:], r[:-1])[0, 1]) < 0.05
-    for kind in ("vol_trend", "echo"):
+    # vol_echo: the shock's SIZE comes back: invisible to a linear view of past returns
+    r = np.diff(np.log(generate_ohlcv(20_000, signal=1.0, seed=2, kind="vol_echo")["close"]))
+    assert np.corrcoef(r[lag:], np.abs(r[:-lag]))[0, 1] > 0.2
+    assert abs(np.corrcoef(r[lag:], r[:-lag])[0, 1]) < 0.05
+    assert abs(r.mean()) < 0.1 * r.std()  # centred: no drift
+    for kind in ("vol_trend", "echo", "vol_echo"):
         other = generate_ohlcv(500, signal=0.0, seed=3, kind=kind)
         assert np.allclose(other["close"], generate_ohlcv(500, signal=0.0, seed=3)["close"])

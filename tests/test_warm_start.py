@@ -167,6 +167,40 @@ def test_auto_takes_the_best_validation_model_never_the_test_score(tmp_path: Pat
     assert tie is not None and tie[0] == "lstm"  # MODEL_NAMES order
 
 
+def test_auto_takes_the_ensemble_only_when_step5_found_it_beats_every_model_alone(
+    tmp_path: Path,
+) -> None:
+    """Issue 17 item 2: ``prediction_model = auto`` considers the ensembles too."""
+    paths = _summary(tmp_path, "D", {"gru": {"status": "trained", "val_macro_f1": 0.41}})
+    path = Artifacts(paths, "D").training_summary
+    summary = json.loads(path.read_text())
+    ens = {
+        "used": True,
+        "choice": "stacking",
+        "members": ["gru", "logreg", "lightgbm"],
+        "scores": {"val": {"gru": 0.40, "logreg": 0.42, "lightgbm": 0.39, "ensemble": 0.45}},
+    }
+    summary |= {"auto_ensemble": ens, "prediction_tables": {"ensemble": "x.csv", "gru": "y.csv"}}
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    cfg, why = resolve_prediction_model(load_config(), paths, "D")
+    assert cfg.ppo.prediction_model == "ensemble"
+    assert cfg.ppo.ensemble_models == ("gru", "logreg", "lightgbm")
+    assert why == (
+        "ensemble of gru, logreg, lightgbm (auto: stacking; agent-val macro-F1 0.450 vs best "
+        "model alone logreg 0.420)"
+    )
+    # not used (one model alone scored best): the validation-best model, as before
+    summary["auto_ensemble"] = {**ens, "used": False}
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    cfg, why = resolve_prediction_model(load_config(), paths, "D")
+    assert cfg.ppo.prediction_model == "gru" and why.startswith("gru (auto: best validation")
+    # a named model never becomes the ensemble
+    summary["auto_ensemble"] = ens
+    path.write_text(json.dumps(summary), encoding="utf-8")
+    named, _ = resolve_prediction_model(load_config(overrides=["prediction_model=gru"]), paths, "D")
+    assert named.ppo.prediction_model == "gru"
+
+
 def test_auto_without_a_summary_says_what_to_do(tmp_path: Path) -> None:
     paths = Paths.from_root(tmp_path)
     with pytest.raises(PipelineError, match=r"prediction_model = auto: .*training_summary_D\.json"):
