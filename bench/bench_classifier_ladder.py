@@ -4,14 +4,19 @@ Step 5 (every model of ``MODEL_NAMES``: the four networks, ``logreg`` and ``ligh
 whose signal lives in different places (``pipeline.synthetic`` kinds): ``momentum`` (past returns,
 per-bar features see it), ``vol_trend`` (an interaction of trend and volatility: a linear model
 cannot see it), ``echo`` (each shock repeats 24 bars later: an ordering a per-bar summary blurs,
-a model reading the window bar by bar can use), pure noise, and real candles (the
+a model reading the window bar by bar can use), ``vol_echo`` (each shock's SIZE comes back 24
+bars later: no linear view of past returns sees it), pure noise, and real candles (the
 ``backtesting`` package's hourly EURUSD and daily GOOG samples, when installed). ``--seeds``
 seeds each. Per row: each model's test macro-F1 and direction, which model ``prediction_model =
 auto`` chose (best validation macro-F1), and whether that choice is within one standard error of
-the best of ``logreg`` and ``lightgbm`` on the test block (issue 17's target).
+the best of ``logreg`` and ``lightgbm`` on the test block (issue 17's target), and how many
+models beat chance by the corrected test (issue 18: on noise none may). ``--ensembles``: every
+model's walk-forward table, so ``auto`` may choose an ensemble (weighted voting or stacking
+fitted on out-of-fold rows, :mod:`pipeline.ensembles`).
 
     python bench/bench_classifier_ladder.py                 # 3 seeds, 8,000 bars, demo preset
     python bench/bench_classifier_ladder.py --seeds 1 --bars 4000
+    python bench/bench_classifier_ladder.py --ensembles     # auto may choose an ensemble
 """
 
 from __future__ import annotations
@@ -46,6 +51,18 @@ ROWS = (
     ("pure noise", "momentum", 0.0),
 )
 SETTINGS = ["ppo_prediction_source=in_sample", "leak_controls=false", "training.device=cpu"]
+ENSEMBLE_SETTINGS = [
+    "ppo_prediction_source=walk_forward",
+    "walk_forward_models=all",
+    "prediction_model=auto",
+    "leak_controls=false",
+    "training.device=cpu",
+]
+"""``--ensembles``: out-of-fold tables for every model, so auto's ensembles are candidates."""
+SEQUENTIAL = ("echo", "vol_echo")
+"""Rows whose signal is an ordering inside the window: issue 17 wants the auto choice ABOVE the
+best tabular model there, not only within one s.e."""
+TABULAR = ("logreg", "lightgbm")
 
 
 REAL = (("EURUSD hourly (real)", "EURUSD.csv"), ("GOOG daily (real)", "GOOG.csv"))
@@ -67,9 +84,25 @@ def run(csv_writer: object, name: str, sets: list[str]) -> dict:
         root = Path(tmp)
         (root / "datasets").mkdir()
         csv_writer(root / "datasets" / f"{name}.csv")  # type: ignore[operator]
-        cfg = load_config(None, None, "demo", [*SETTINGS, *sets])
+        cfg = load_config(None, None, "demo", sets)
         with contextlib.redirect_stdout(io.StringIO()):
             return dict(train_models.train_all(cfg, name, Paths.from_root(root), list(MODEL_NAMES)))
+
+
+def auto_choice(summary: dict) -> tuple[str, float, float]:
+    """What ``prediction_model = auto`` feeds the agent: ``(name, test macro-F1, s.e.)``. An
+    ensemble that step 5 chose (``auto_ensemble.used``) is named by its combination; its s.e. is
+    the largest of its members' (the same test rows)."""
+    models = summary["models"]
+    ens = summary.get("auto_ensemble") or {}
+    if ens.get("used"):
+        se = max(models[m]["macro_f1_standard_error"] for m in ens["members"])
+        return f"ensemble ({ens['choice']})", float(ens["scores"]["test"]["ensemble"]), se
+    best = best_on_validation(summary)
+    if best is None:
+        return "?", 0.0, 0.0
+    e = models[best[0]]
+    return best[0], float(e["test_macro_f1"]), float(e["macro_f1_standard_error"])
 
 
 def _network_f1(path: Path) -> dict[str, float]:
@@ -77,7 +110,10 @@ def _network_f1(path: Path) -> dict[str, float]:
     per_row: dict[str, list[float]] = {}
     for line in path.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != len(MODEL_NAMES) + 4 or not cells[2][:1].isdigit():
+        if (
+            len(cells) not in (len(MODEL_NAMES) + 4, len(MODEL_NAMES) + 6)
+            or not cells[2][:1].isdigit()
+        ):
             continue
         nets = [float(c.split("/")[0]) for c in cells[2:6]]  # lstm, gru, bilstm, dlstm
         per_row.setdefault(cells[0], []).append(sum(nets) / len(nets))
@@ -115,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="a config override for every run (a variant); its results file is named after it",
+    )
+    p.add_argument(
+        "--ensembles",
+        action="store_true",
+        help="walk-forward tables for every model: prediction_model = auto may pick an ensemble",
     )
     p.add_argument(
         "--rows",
@@ -155,33 +196,49 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(src, path)
 
             jobs.append((label, 0, copy))
-    header = "| row | seed | " + " | ".join(MODEL_NAMES) + " | auto chose | within 1 s.e. |"
+    base = ENSEMBLE_SETTINGS if args.ensembles else SETTINGS
+    header = (
+        "| row | seed | " + " | ".join(MODEL_NAMES) + " | auto chose | its test F1 | within 1 s.e. "
+        "| above chance |"
+    )
     lines = [
         "# The classifier ladder (`bench/bench_classifier_ladder.py`)",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}.",
         f"Command: `python bench/bench_classifier_ladder.py --seeds {args.seeds} --bars "
-        f"{args.bars}{f' --rows {args.rows}' if args.rows else ''}"
+        f"{args.bars}{' --ensembles' if args.ensembles else ''}"
+        f"{f' --rows {args.rows}' if args.rows else ''}"
         f"{''.join(f' --set {s}' for s in args.sets)}`: step 5, demo preset, "
-        f"{' '.join(SETTINGS)}. Cells: test macro-F1 / "
-        "direction; the auto choice is the best validation macro-F1; 'within 1 s.e.' compares "
-        "its test macro-F1 with the best of logreg and lightgbm (overlap-corrected s.e.).",
+        f"{' '.join(base)}. Cells: test macro-F1 / "
+        "direction; the auto choice is the best validation macro-F1"
+        + (
+            " (or an ensemble that beat every model alone on the agent-val rows)"
+            if args.ensembles
+            else ""
+        )
+        + "; 'within 1 s.e.' compares its test macro-F1 with the best of logreg and lightgbm "
+        "(overlap-corrected s.e.); 'above chance': models whose test direction beats 50 % at "
+        "p < 0.01 with one call per label horizon (issue 18's corrected test).",
         "",
         header,
-        "|" + "---|" * (len(MODEL_NAMES) + 4),
+        "|" + "---|" * (len(MODEL_NAMES) + 6),
     ]
     ok_rows: dict[str, list[bool]] = {}
+    above_rows: dict[str, list[bool]] = {}
+    chance_rows: dict[str, list[int]] = {}
     t0 = time.perf_counter()
     for label, seed, write in jobs:
-        s = run(write, "LADDER_1H" if seed else "REAL", args.sets)
+        s = run(write, "LADDER_1H" if seed else "REAL", [*base, *args.sets])
         models = s["models"]
-        best = best_on_validation(s)
-        chosen = best[0] if best else "?"
-        e = models.get(chosen, {})
-        tab = max(models[m]["test_macro_f1"] for m in ("logreg", "lightgbm"))
-        within = bool(e) and e["test_macro_f1"] >= tab - e["macro_f1_standard_error"]
+        chosen, f1, se = auto_choice(s)
+        tab = max(models[m]["test_macro_f1"] for m in TABULAR)
+        within = f1 >= tab - se
         ok_rows.setdefault(label, []).append(within)
+        if label.split()[0] in SEQUENTIAL:
+            above_rows.setdefault(label, []).append(f1 > tab)
+        above = [n for n in MODEL_NAMES if models[n].get("beats_chance_on_test")]
+        chance_rows.setdefault(label, []).append(len(above))
         cells = [
             f"{m['test_macro_f1']:.3f} / {m['direction_accuracy']:.0%}"
             if m.get("direction_accuracy") is not None
@@ -189,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             for m in (models[n] for n in MODEL_NAMES)
         ]
         lines.append(
-            f"| {label} | {seed or '-'} | " + " | ".join(cells) + f" | {chosen} | "
-            f"{'yes' if within else 'NO'} |"
+            f"| {label} | {seed or '-'} | " + " | ".join(cells) + f" | {chosen} | {f1:.3f} | "
+            f"{'yes' if within else 'NO'} | {len(above)} of {len(MODEL_NAMES)} |"
         )
         print(lines[-1], flush=True)
     lines += [
@@ -199,9 +256,23 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(f"{k}: {sum(v)} of {len(v)}" for k, v in ok_rows.items())
         + f". Wall time {time.perf_counter() - t0:.0f} s.",
     ]
+    if above_rows:
+        lines.append(
+            "Sequential rows, seeds where the auto choice scores ABOVE the best tabular model: "
+            + "; ".join(f"{k}: {sum(v)} of {len(v)}" for k, v in above_rows.items())
+            + "."
+        )
+    noise = {k: v for k, v in chance_rows.items() if "noise" in k}
+    if noise:
+        lines.append(
+            "Pure noise, models above chance by the corrected test: "
+            + "; ".join(f"{k}: {', '.join(str(n) for n in v)} per seed" for k, v in noise.items())
+            + " (target 0)."
+        )
     met = [k for k, v in ok_rows.items() if all(v)]
     lines.append(f"Rows meeting the target on every seed: {len(met)} of {len(ok_rows)}.")
-    suffix = "".join("_" + s.replace("=", "-").replace(".", "") for s in args.sets)
+    suffix = "_ensembles" if args.ensembles else ""
+    suffix += "".join("_" + s.replace("=", "-").replace(".", "") for s in args.sets)
     suffix += f"_rows-{args.rows.replace(',', '-')}" if args.rows else ""
     (HERE / "results" / f"classifier_ladder{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -270,8 +270,9 @@ class PPOConfig:
     # auto since issue 16: the default dlstm was the weakest model on some data.
     prediction_model: str = setting(
         "auto",
-        "auto (the model with the best validation macro-F1 of step 5, named in every report) | "
-        "lstm | gru | bilstm | dlstm | ensemble",
+        "auto (the model with the best validation macro-F1 of step 5, or the ensemble of every "
+        "model when it beats each alone on the out-of-fold agent-val rows; named in every "
+        "report) | lstm | gru | bilstm | dlstm | logreg | lightgbm | ensemble",
         "model",
         choices=("auto", *MODEL_NAMES, "ensemble"),
     )

@@ -148,6 +148,16 @@ def dataset_row(paths: Paths, outcome: DatasetOutcome) -> dict[str, Any]:
     models = training.get("models") or {}
     if isinstance(fed, str) and isinstance(models.get(fed), dict):
         row["best_classifier"] = fed
+    ens = training.get("auto_ensemble") or {}
+    if fed == "ensemble" and ens.get("used") and ens.get("members"):
+        # auto's ensemble fed the agent (issue 17): its test F1, the baselines of its members'
+        # rows (the same test block)
+        first = models.get(ens["members"][0]) or {}
+        models = {
+            **models,
+            "ensemble": {**first, "test_macro_f1": ens["scores"]["test"]["ensemble"]},
+        }
+        row["best_classifier"] = "ensemble"
     chosen = models.get(row["best_classifier"]) if row["best_classifier"] else None
     if isinstance(chosen, dict):
         for key in ("test_macro_f1", "majority_test_macro_f1", "logreg_test_macro_f1"):

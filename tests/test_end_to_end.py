@@ -33,14 +33,15 @@ MODELS = MODEL_NAMES  # the default config's models: the four networks and logre
 
 
 def agent_model(root: Path) -> str:
-    """The classifier that fed the agent: ``prediction_model = auto`` picks the best validation
-    macro-F1 of the training summary (pipeline.model_choice), so the test asks the same rule."""
-    from pipeline.model_choice import best_on_validation
+    """What fed the agent: ``prediction_model = auto`` picks the best validation macro-F1 of the
+    training summary, or the ensemble step 5 found better than every model alone
+    (pipeline.model_choice), so the test asks the same rule."""
+    from pipeline.common import Paths
+    from pipeline.config import load_config
+    from pipeline.model_choice import resolve_prediction_model
 
-    summary = json.loads((root / "results" / f"training_summary_{DATASET}.json").read_text())
-    best = best_on_validation(summary)
-    assert best is not None
-    return best[0]
+    cfg, _ = resolve_prediction_model(load_config(), Paths.from_root(root), DATASET)
+    return cfg.ppo.prediction_model
 
 
 N_BARS = 2000
@@ -250,7 +251,11 @@ def test_smoke_run_pushed_commit(smoke_run: Run) -> None:
         f"ppo_approach/models/ppo_{agent}_{DATASET}.zip",
     } | {f"models/{m}_{DATASET}_classification.pth" for m in MODELS}
     expected |= {f"models/{m}_{DATASET}_config.txt" for m in MODELS}
-    expected.add(f"models/walkforward/{agent}_{DATASET}_fold1.pth")
+    if agent == "ensemble":  # auto chose the ensemble of every model (issue 17 item 2)
+        expected |= {f"models/walkforward/{m}_{DATASET}_fold1.pth" for m in MODELS}
+        expected.add(f"results/ensemble_{DATASET}.json")
+    else:
+        expected.add(f"models/walkforward/{agent}_{DATASET}_fold1.pth")
     assert expected <= files, expected - files
     assert any(f.startswith(f"logs/run_{DATASET}_") and f.endswith(".log") for f in files)
     assert f"datasets/{DATASET}.csv" not in files

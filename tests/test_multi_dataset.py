@@ -432,3 +432,20 @@ def test_the_png_marks_zero_bars_and_keeps_the_legend_off_the_bars(tmp_path: Pat
     assert len(zero_ticks) == 2
     legend = ax_returns.get_legend()
     assert legend.get_bbox_to_anchor().x0 > ax_returns.get_window_extent().x1 - 1
+
+
+def test_the_table_shows_the_ensembles_f1_when_auto_fed_it(tmp_path: Path) -> None:
+    """Issue 17 item 2: auto may feed the agent an ensemble; the table shows its test F1, not the
+    validation-best single model's."""
+    paths, outcome = _ok_root(tmp_path, "ensemble", "v")
+    files = Artifacts(paths, "D_1H")
+    summary = json.loads(files.training_summary.read_text())
+    summary["auto_ensemble"] = {
+        "used": True,
+        "members": ["gru", "dlstm"],
+        "scores": {"test": {"gru": 0.40, "dlstm": 0.33, "ensemble": 0.42}},
+    }
+    files.training_summary.write_text(json.dumps(summary))
+    row = dataset_row(paths, outcome)
+    assert row["best_classifier"] == "ensemble" and row["test_macro_f1"] == 0.42
+    assert row["logreg_test_macro_f1"] == 0.39
