@@ -208,10 +208,11 @@ def write_prediction_tables(
 
     Ensemble members not in ``models`` are predicted from their files on disk (they must exist
     and be current). With ``prediction_model = auto`` and walk-forward tables of two or more
-    models, the ensembles are candidates too (issue 17 item 2): weighted voting and stacking are
-    fitted on the out-of-fold agent-train rows over every model and chosen on the agent-val rows
-    against the mean and each model alone; when a combination wins, its table is written and
-    step 7 feeds it to the agent (:func:`pipeline.model_choice.resolve_prediction_model`).
+    models, the ensembles are candidates too (issue 17 item 2): weighted voting is fitted on the
+    out-of-fold agent-train rows over every model and chosen on the agent-val rows against the
+    mean and each model alone (:data:`pipeline.ensembles.AUTO` says why not stacking); when a
+    combination wins, its table is written and step 7 feeds it to the agent
+    (:func:`pipeline.model_choice.resolve_prediction_model`).
     """
     dataset = prep.info.name
     art = Artifacts(paths, dataset)

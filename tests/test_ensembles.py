@@ -67,7 +67,7 @@ def test_auto_tries_both_fits_the_mean_and_each_member_alone() -> None:
     used only where it beats every member alone on the validation rows."""
     probs, y, blocks = _members()
     fit = fit_ensemble(["good", "noise"], probs, y, blocks, "auto")
-    assert fit["candidates"] == ["weighted", "stacking", "mean", "good alone", "noise alone"]
+    assert fit["candidates"] == ["weighted", "mean", "good alone", "noise alone"]
     assert set(fit["candidate_val_macro_f1"]) == set(fit["candidates"])
     # weighted voting puts every weight on "good": that is "good" alone, not a combination
     assert fit["weights"] == [1.0, 0.0] and not is_combination(fit)
@@ -75,7 +75,7 @@ def test_auto_tries_both_fits_the_mean_and_each_member_alone() -> None:
     votes, y3 = _voters()
     fit = fit_ensemble(["a", "b", "c"], votes, y3, blocks, "auto")
     val = fit["scores"]["val"]
-    assert is_combination(fit) and fit["choice"] in ("weighted", "stacking", "mean")
+    assert is_combination(fit) and fit["choice"] in ("weighted", "mean")
     assert val["ensemble"] > max(val["a"], val["b"], val["c"]) + 0.05
 
 
@@ -131,7 +131,7 @@ def test_auto_fits_the_ensembles_over_every_walk_forward_table(
     summary = train_models.train_all(cfg, "AU", paths, ["gru", "logreg", "lightgbm"])
     ens = summary["auto_ensemble"]
     assert ens is not None and ens["members"] == ["gru", "logreg", "lightgbm"]
-    assert ens["candidates"][:3] == ["weighted", "stacking", "mean"]
+    assert ens["candidates"][:2] == ["weighted", "mean"]
     val = ens["scores"]["val"]
     best_alone = max(val[m] for m in ens["members"])
     assert ens["used"] == is_combination(ens)
