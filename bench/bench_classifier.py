@@ -76,16 +76,19 @@ def make_data(
 
 def loop_epochs(
     model_name: str, cfg: Any, train: WindowData, val: WindowData, ckpt_dir: Path
-) -> list[tuple[float, float]]:
-    """Per-epoch (wall, process CPU) seconds of the real training loop (callback to callback)."""
+) -> tuple[list[tuple[float, float]], int, float]:
+    """Per-epoch (wall, process CPU) seconds of the real training loop (callback to callback),
+    the batch size the loop used (auto-sized on CUDA) and its learning rate."""
     seed_everything(cfg.seed)
     model = build_classifier(arch_config(model_name, N_FEATURES, cfg))
     marks: list[tuple[float, float]] = []
+    used: dict[str, float] = {}
     device = train.features.device
 
     def mark(epoch: int, record: dict[str, float]) -> None:
         _sync(device)
         marks.append((time.perf_counter(), time.process_time()))
+        used.update(batch_size=record["batch_size"], lr=record["lr"])
 
     _sync(device)
     t0 = (time.perf_counter(), time.process_time())
@@ -99,13 +102,15 @@ def loop_epochs(
         progress=False,
     )
     points = np.array([t0, *marks])  # (epochs + 1, 2)
-    return [tuple(d) for d in np.diff(points, axis=0)]
+    times = [tuple(d) for d in np.diff(points, axis=0)]
+    return times, int(used["batch_size"]), float(used["lr"])
 
 
 def bare_epoch(
-    model_name: str, cfg: Any, train: WindowData, val: WindowData
+    model_name: str, cfg: Any, train: WindowData, val: WindowData, batch_size: int
 ) -> tuple[float, float]:
-    """Forward+backward+step over pre-materialised batches plus bare val forwards (wall, CPU)."""
+    """Forward+backward+step over pre-materialised batches of ``batch_size`` (the loop's own)
+    plus bare val forwards (wall, CPU)."""
     device = train.features.device
     seed_everything(cfg.seed)
     model = build_classifier(arch_config(model_name, N_FEATURES, cfg)).to(device)
@@ -113,7 +118,7 @@ def bare_epoch(
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     loss_fn = nn.CrossEntropyLoss()
-    bs = min(cfg.batch_size, len(train))
+    bs = min(batch_size, len(train))
     perm = torch.randperm(len(train), device=device)
     batches = [train.batch(perm[i : i + bs]) for i in range(0, len(train), bs)]
     vbs = max(bs, 1024)
@@ -167,8 +172,9 @@ def run(args: argparse.Namespace) -> str:
             bare_times: list[tuple[float, float]] = []
             with tempfile.TemporaryDirectory() as tmp:
                 for _ in range(args.repeats):
-                    loop_times += loop_epochs(name, cfg, train, val, Path(tmp))
-                    bare_times.append(bare_epoch(name, cfg, train, val))
+                    times, batch, lr = loop_epochs(name, cfg, train, val, Path(tmp))
+                    loop_times += times
+                    bare_times.append(bare_epoch(name, cfg, train, val, batch))
             loop_s = statistics.median(t[0] for t in loop_times)
             bare_s = statistics.median(t[0] for t in bare_times)
             loop_cpu = statistics.median(t[1] for t in loop_times)
@@ -177,7 +183,7 @@ def run(args: argparse.Namespace) -> str:
             p = cfg.model_params(name)
             rows.append(
                 f"| {size} | {name} | {p['units']}x{p['layers']} | {n_params:,} | {n_train:,} | "
-                f"{min(cfg.batch_size, n_train)} | {len(loop_times)} | {loop_s:.3f} | "
+                f"{batch} | {-(-n_train // batch)} | {lr:.2g} | {len(loop_times)} | {loop_s:.3f} | "
                 f"{bare_s:.3f} | {loop_s / bare_s:.3f} | {loop_cpu / bare_cpu:.3f} | "
                 f"{n_train / loop_s:,.0f} |"
             )
@@ -199,9 +205,10 @@ def run(args: argparse.Namespace) -> str:
         "the CPU-time ratio (process CPU seconds) is robust to other processes on the machine "
         "when threads = 1",
         "",
-        "| sizes | model | units x layers | params | train windows | batch | epochs timed | "
+        "| sizes | model | units x layers | params | train windows | batch used | steps/epoch | "
+        "lr | epochs timed | "
         "loop epoch s | bare s | overhead ratio (wall) | overhead ratio (CPU time) | samples/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|" + "---|" * 14,
     ]
     return "\n".join(header + rows) + "\n"
 
