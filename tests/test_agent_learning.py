@@ -22,7 +22,6 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name: one torch th
     _block_sigma,
     _fresh_root,
     _one_torch_thread,
-    _restore_logging,
     _smoke_cfg,
 )
 

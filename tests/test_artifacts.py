@@ -12,6 +12,8 @@ from pipeline import artifacts as art
 from pipeline.artifacts import Artifacts, dataset_name
 from pipeline.common import Paths, PipelineError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def a(tmp_path: Path) -> Artifacts:

@@ -16,6 +16,7 @@ from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 # ---------------------------------------------------------------- metrics on hand-made curves
 
 
+@pytest.mark.unit
 def test_periods_per_year_and_bar_interval() -> None:
     assert bt.periods_per_year(3600) == 8760
     assert bt.periods_per_year(86400) == 365
@@ -34,6 +35,7 @@ def _equity_trading_days(start: str, end: str) -> np.ndarray:
     return pd.date_range(start, end, freq=CustomBusinessDay(calendar=USFederalHolidayCalendar()))
 
 
+@pytest.mark.unit
 def test_infer_periods_per_year_equity_daily_about_252() -> None:
     # issue 8 item 20: daily equity candles were annualised with 365 bars per year.
     ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
@@ -47,6 +49,7 @@ def test_infer_periods_per_year_equity_daily_about_252() -> None:
     assert bt.periods_per_year(bt.bar_interval_seconds(ts)) == 365
 
 
+@pytest.mark.unit
 def test_infer_periods_per_year_changes_sharpe_and_cagr_as_issue_describes() -> None:
     # A daily equity curve that reads +45 %/yr under 365 bars/year.
     ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
@@ -66,6 +69,7 @@ def test_infer_periods_per_year_changes_sharpe_and_cagr_as_issue_describes() -> 
     assert bt.sharpe_ratio(rets, ppy) < bt.sharpe_ratio(rets, 365)
 
 
+@pytest.mark.unit
 def test_infer_periods_per_year_other_markets() -> None:
     hourly = pd.date_range("2020-01-01", "2023-12-31 23:00", freq="1h")  # 24/7, 2020 a leap year
     assert bt.infer_periods_per_year(hourly.to_numpy())[0] == 8760.0
@@ -87,6 +91,7 @@ def test_infer_periods_per_year_other_markets() -> None:
         bt.infer_periods_per_year(short.to_numpy()[:1])
 
 
+@pytest.mark.unit
 def test_total_and_annualised_return() -> None:
     eq = np.array([100.0, 110.0, 121.0])  # +10 % per bar, 2 bars
     assert bt.total_return(eq) == pytest.approx(0.21)
@@ -96,6 +101,7 @@ def test_total_and_annualised_return() -> None:
     assert bt.annualised_return(eq, ppy=4) == pytest.approx(1.21**2 - 1)
 
 
+@pytest.mark.unit
 def test_sharpe_known_value_and_zero_volatility() -> None:
     r = np.array([0.01, 0.03, 0.01, 0.03])  # mean 0.02, sample std 0.01 * sqrt(4/3)
     expected = 0.02 / (0.01 * math.sqrt(4 / 3)) * math.sqrt(100)
@@ -106,6 +112,7 @@ def test_sharpe_known_value_and_zero_volatility() -> None:
     assert bt.sharpe_ratio(np.full(10, 0.001), 100) == 0.0  # no volatility: defined as 0
 
 
+@pytest.mark.unit
 def test_sortino_known_value_and_no_downside() -> None:
     r = np.array([0.02, -0.01, 0.02, -0.01])
     downside = math.sqrt((0.01**2 + 0.01**2) / 4)  # over ALL bars, target 0
@@ -114,6 +121,7 @@ def test_sortino_known_value_and_no_downside() -> None:
     assert bt.sortino_ratio(np.zeros(5), 9) == 0.0
 
 
+@pytest.mark.unit
 def test_max_drawdown_and_calmar() -> None:
     eq = np.array([100.0, 120.0, 90.0, 130.0, 104.0])
     np.testing.assert_allclose(bt.drawdown_series(eq), [0, 0, 0.25, 0, 0.2])
@@ -123,6 +131,7 @@ def test_max_drawdown_and_calmar() -> None:
     assert bt.max_drawdown(np.array([1.0, 2.0, 3.0])) == 0.0
 
 
+@pytest.mark.unit
 def test_round_trips_and_win_rate() -> None:
     units = np.array([0, 1, 1, 0, 0, 2, 2, 0, 1])
     equity = np.array([100, 100, 110, 108, 108, 108, 100, 99, 99], dtype=float)
@@ -137,6 +146,7 @@ def test_round_trips_and_win_rate() -> None:
     np.testing.assert_allclose(trips, [0.03, 104 / 105 - 1])
 
 
+@pytest.mark.unit
 def test_json_safe_and_strict_json(tmp_path) -> None:
     report = {"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": np.float32(2.0)}}
     path = bt.write_report(report, tmp_path / "r.json")
@@ -168,6 +178,7 @@ def _block(n: int = 60, seed: int = 0) -> tuple[MarketData, np.ndarray]:
     return data, probs
 
 
+@pytest.mark.unit
 def test_baselines_through_the_same_env() -> None:
     data, probs = _block()
     tc = 0.001
@@ -224,6 +235,7 @@ def test_baselines_through_the_same_env() -> None:
     assert m["random"]["n_round_trips"] == pytest.approx(np.mean(trips))
 
 
+@pytest.mark.unit
 def test_agent_cost_multipliers_change_only_fees() -> None:
     data, probs = _block()
     cfg = EnvConfig(action_set="orders", transaction_cost=0.002)
@@ -240,6 +252,7 @@ def test_agent_cost_multipliers_change_only_fees() -> None:
     )
 
 
+@pytest.mark.unit
 def test_run_episode_records_are_aligned() -> None:
     data, _ = _block(30)
     env = TradingEnv(data, EnvConfig(action_set="orders", episode_length=0), random_start=False)
@@ -259,6 +272,7 @@ SEED_ENDS_LONG = 0
 """A RandomPolicy seed that ends the 6-bar block below with a position open."""
 
 
+@pytest.mark.unit
 def test_open_positions_valued_at_liquidation_exactly() -> None:
     # issue 8 item 22: a position open at the end pays its exit fee and slippage, for every
     # strategy alike. Prices are exact binary fractions so the numbers can be checked exactly.
@@ -311,6 +325,7 @@ def test_open_positions_valued_at_liquidation_exactly() -> None:
     assert rnd.equity[-1] == info["liquidation_equity"] < info["equity"]
 
 
+@pytest.mark.unit
 def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
     # issue 8 item 28: counts printed as 1849.000; the random row is a mean over seeds.
     data, probs = _block()
@@ -357,6 +372,7 @@ def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
     )
 
 
+@pytest.mark.integration
 def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
     # issue 8 item 28: the agent's line hid under the others at the start value, and
     # classifier_rule / flat swapped colours between panels.
@@ -392,11 +408,13 @@ def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
         plt.close(fig)
 
 
+@pytest.mark.unit
 def test_classifier_rule_rejects_bad_shape() -> None:
     with pytest.raises(bt.BacktestError, match=r"shape \(4, 2\), expected \(n, 3\)"):
         bt.ClassifierRulePolicy(np.zeros((4, 2)))
 
 
+@pytest.mark.unit
 def test_summary_table_and_plot(tmp_path) -> None:
     data, probs = _block()
     runs = bt.run_strategies(
@@ -462,6 +480,7 @@ def _scripted_report(tmp_path) -> tuple[dict, dict]:
     return runs, json.loads(path.read_text())
 
 
+@pytest.mark.unit
 def test_action_counts_and_invalid_actions_in_the_report(tmp_path) -> None:
     # issue 10: the agent picked an invalid action (a free HOLD) on every bar and the report only
     # said "0 trades"; the report now counts every decision, the invalid ones apart.
@@ -495,6 +514,7 @@ def test_action_counts_and_invalid_actions_in_the_report(tmp_path) -> None:
     assert set(m) == set(bt.METRIC_NAMES)
 
 
+@pytest.mark.unit
 def test_summary_shows_invalid_actions_and_the_agents_action_counts(tmp_path) -> None:
     _, rep = _scripted_report(tmp_path)
     lines = bt.format_summary(rep).splitlines()
@@ -511,6 +531,7 @@ def test_summary_shows_invalid_actions_and_the_agents_action_counts(tmp_path) ->
     assert any("invalid_actions: decisions the env refused" in ln for ln in notes)
 
 
+@pytest.mark.unit
 def test_plot_has_the_agents_position_and_action_strip(tmp_path) -> None:
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
@@ -550,6 +571,7 @@ def test_plot_has_the_agents_position_and_action_strip(tmp_path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.unit
 def test_target_action_agent_beside_baselines_that_speak_orders() -> None:
     """Issue 10 (action_set = target): the agent's actions are targets, the baselines' orders;
     an agent asking for LONG_100 on every bar trades exactly like buy-and-hold, and its action
@@ -567,6 +589,7 @@ def test_target_action_agent_beside_baselines_that_speak_orders() -> None:
     np.testing.assert_array_equal(runs["classifier_rule"][0].equity, bh.equity)
 
 
+@pytest.mark.unit
 def test_run_strategies_logs_each_run_and_every_30_s_inside_one(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -611,6 +634,7 @@ def test_run_strategies_logs_each_run_and_every_30_s_inside_one(
     assert inside[-1] == "backtest: agent_cost_2x at bar 30 of 60, 30 s into this run"
 
 
+@pytest.mark.unit
 def test_plot_legend_carries_the_luck_verdict_interval_and_psr(tmp_path) -> None:
     """Issue 18: the PNG's equity legend gives each judged strategy its verdict, the 95 %
     interval of its total return and its PSR (the figure reads the report's entry)."""

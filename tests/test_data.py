@@ -22,6 +22,8 @@ from pipeline.data import (
 )
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 
+pytestmark = pytest.mark.unit
+
 HEADER = "timestamp,open,high,low,close,volume"
 
 

@@ -396,15 +396,6 @@ def test_bad_arguments_are_one_line(
     assert line.startswith(f"error: {expected}")
 
 
-def test_help_documents_every_flag() -> None:
-    parser = download_data.build_parser()
-    for action in parser._actions:
-        assert action.help, action.option_strings
-    text = parser.format_help()
-    for flag in ("--exchange", "--symbol", "--timeframe", "--start", "--end", "--root", "--force"):
-        assert flag in text
-
-
 # ---------------------------------------------------------------- the runpod_main hint
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import rolling_eval
 import runpod_main
 import runpod_train
 from pipeline import process
@@ -86,6 +85,7 @@ def _run(root: Path, *extra: str) -> int:
 # ---------------------------------------------------------------- --steps / --from-step
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("steps", "from_step", "expected"),
     [
@@ -102,6 +102,7 @@ def test_parse_steps(steps: str | None, from_step: int | None, expected: list[in
     assert parse_steps(steps, from_step) == expected
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("steps", "from_step", "message"),
     [
@@ -119,6 +120,7 @@ def test_parse_steps_errors(steps: str | None, from_step: int | None, message: s
         parse_steps(steps, from_step)
 
 
+@pytest.mark.unit
 def test_steps_selects_what_runs(root: Path, fake_steps: dict) -> None:
     assert _run(root, "--steps", "5,6") == 0
     assert [n for n, c in fake_steps.items() if c] == [5, 6]
@@ -128,6 +130,7 @@ def test_steps_selects_what_runs(root: Path, fake_steps: dict) -> None:
                         8: "not selected"}  # fmt: skip
 
 
+@pytest.mark.unit
 def test_from_step_and_earlier_results_kept(root: Path, fake_steps: dict) -> None:
     assert _run(root) == 0
     assert all(len(c) == 1 for c in fake_steps.values())
@@ -142,6 +145,7 @@ def test_from_step_and_earlier_results_kept(root: Path, fake_steps: dict) -> Non
 # ---------------------------------------------------------------- failures
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("step", "error", "line", "traceback"),
     [
@@ -203,6 +207,7 @@ def test_failing_step_reports_its_name_and_stops(
     assert not lock_path(runpod_train.Paths.from_root(root), DATASET).exists()
 
 
+@pytest.mark.unit
 def test_push_failure_exit_code_3(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -216,6 +221,7 @@ def test_push_failure_exit_code_3(
     )
 
 
+@pytest.mark.unit
 def test_interrupted_step_exit_130(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -240,6 +246,7 @@ def test_interrupted_step_exit_130(
 # ---------------------------------------------------------------- environment and flags
 
 
+@pytest.mark.unit
 def test_env_variables_and_flags(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,6 +274,7 @@ def test_env_variables_and_flags(
     assert ctx.cfg.training.epochs == 1 and ctx.cfg.ppo.total_timesteps == 2048
 
 
+@pytest.mark.unit
 def test_flags_override_env(root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATASET_NAME", "OTHER")
     monkeypatch.setenv("RUNPOD_PUSH_TO_GITHUB", "true")
@@ -276,11 +284,13 @@ def test_flags_override_env(root: Path, fake_steps: dict, monkeypatch: pytest.Mo
     assert not ctx.resume
 
 
+@pytest.mark.unit
 def test_no_dataset_is_an_error(root: Path, capsys: pytest.CaptureFixture) -> None:
     assert runpod_train.main(["--root", str(root), "--no-log-file"]) == 1
     assert "error: no dataset: pass --dataset NAME or set DATASET_NAME" in capsys.readouterr().err
 
 
+@pytest.mark.unit
 def test_push_skipped_unless_enabled(root: Path) -> None:
     ctx = runpod_train.run_context(
         runpod_train.build_parser().parse_args(["--dataset", DATASET, "--root", str(root)])
@@ -290,6 +300,7 @@ def test_push_skipped_unless_enabled(root: Path) -> None:
     assert outcome.result == "skipped (RUNPOD_PUSH_TO_GITHUB is not true)"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("env", "flags", "push", "reason"),
     [
@@ -321,6 +332,7 @@ def test_push_decision(
 # ---------------------------------------------------------------- real cheap steps
 
 
+@pytest.mark.integration
 def test_real_steps_1_to_4(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_install(*args: object, **kwargs: object) -> None:
         raise AssertionError("nothing is missing, so nothing may be installed")
@@ -337,6 +349,7 @@ def test_real_steps_1_to_4(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert d.is_dir()
 
 
+@pytest.mark.unit
 def test_dependencies_install_only_when_missing(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -364,6 +377,7 @@ def test_dependencies_install_only_when_missing(
         runpod_train.step_dependencies(ctx)
 
 
+@pytest.mark.unit
 def test_dataset_step_failure_names_the_file(root: Path, capsys: pytest.CaptureFixture) -> None:
     (root / "datasets" / "BROKEN.csv").write_text("timestamp,open\n2024-01-01,1\n")
     code = runpod_train.main(
@@ -374,6 +388,7 @@ def test_dataset_step_failure_names_the_file(root: Path, capsys: pytest.CaptureF
     assert "error: step 4 (dataset) failed: " in err and "BROKEN.csv" in err
 
 
+@pytest.mark.unit
 def test_key_result_lines() -> None:
     summary = {
         "models": {
@@ -407,6 +422,7 @@ def test_key_result_lines() -> None:
 # ---------------------------------------------------------------- lock via the driver
 
 
+@pytest.mark.integration
 def test_driver_fails_fast_on_live_lock(root: Path, capsys: pytest.CaptureFixture) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -436,6 +452,7 @@ def test_driver_fails_fast_on_live_lock(root: Path, capsys: pytest.CaptureFixtur
         sleeper.wait()
 
 
+@pytest.mark.integration
 def test_driver_takes_over_stale_lock(
     root: Path, fake_steps: dict, capsys: pytest.CaptureFixture
 ) -> None:
@@ -462,6 +479,7 @@ def test_driver_takes_over_stale_lock(
 # ---------------------------------------------------------------- runpod_main plumbing
 
 
+@pytest.mark.unit
 def test_main_driver_env_and_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RUNPOD_PUSH_TO_GITHUB", raising=False)
     args = runpod_main.build_parser().parse_args(
@@ -483,6 +501,7 @@ def test_main_driver_env_and_command(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "--no-log-file" in cmd and cmd[cmd.index("--preset") + 1] == "smoke"
 
 
+@pytest.mark.integration
 def test_main_masks_the_token_in_the_log_and_returns_the_drivers_code(
     root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -514,27 +533,6 @@ def test_main_masks_the_token_in_the_log_and_returns_the_drivers_code(
     assert secret not in captured.out + captured.err
 
 
-@pytest.mark.parametrize(
-    ("module", "flags"),
-    [
-        (runpod_main, ["--dataset", "--verbose", "--skip-validation", "--no-push", "--resume",
-                       "--preset", "--set", "--strict"]),
-        (runpod_train, ["--dataset", "--steps", "--from-step", "--resume", "--no-push",
-                        "--no-install", "--preset", "--set", "--strict"]),
-        (rolling_eval, ["--dataset", "--root", "--verbose", "--preset", "--set", "--strict"]),
-    ],
-)  # fmt: skip
-def test_help_documents_every_flag(
-    module: object, flags: list[str], capsys: pytest.CaptureFixture
-) -> None:
-    with pytest.raises(SystemExit) as info:
-        module.main(["--help"])  # type: ignore[attr-defined]
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    for flag in flags:
-        assert f"  {flag} " in out or f"  {flag}\n" in out, flag
-
-
 CHILD = """
 import signal, sys, time
 def stop(signum, frame):
@@ -549,6 +547,7 @@ sys.exit(0)
 """
 
 
+@pytest.mark.integration
 def test_stream_driver_masks_and_forwards_sigterm(tmp_path: Path) -> None:
     lines: list[str] = []
     previous_handler = signal.getsignal(signal.SIGTERM)
@@ -583,6 +582,7 @@ def test_stream_driver_masks_and_forwards_sigterm(tmp_path: Path) -> None:
     assert signal.getsignal(signal.SIGTERM) is previous_handler  # put back afterwards
 
 
+@pytest.mark.unit
 def test_standalone_log_file_has_everything_masked(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -608,6 +608,7 @@ def test_standalone_log_file_has_everything_masked(
     assert sys.stdout is not None and not isinstance(sys.stdout, process.TeeStream)
 
 
+@pytest.mark.unit
 def test_lock_path_uses_the_dataset_name(tmp_path: Path) -> None:
     paths = runpod_train.Paths.from_root(tmp_path)
     assert lock_path(paths, "/data/BTC_1H.csv") == tmp_path / "logs" / "run_BTC_1H.lock"
@@ -628,6 +629,7 @@ def _write_reports(root: Path, f1: float, ret: float) -> None:
     )
 
 
+@pytest.mark.unit
 def test_summary_describes_one_invocation_and_names_what_it_carries_over(
     root: Path, fake_steps: dict, capsys: pytest.CaptureFixture
 ) -> None:
@@ -672,6 +674,7 @@ def test_summary_describes_one_invocation_and_names_what_it_carries_over(
     )
 
 
+@pytest.mark.unit
 def test_summary_says_running_while_the_run_goes_on(root: Path, fake_steps: dict) -> None:
     """Item 5: a run killed outright must not leave the previous run's summary standing."""
     (root / "results").mkdir(parents=True, exist_ok=True)
@@ -693,6 +696,7 @@ def test_summary_says_running_while_the_run_goes_on(root: Path, fake_steps: dict
     assert _summary(root)["status"] == "ok"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("escape", "code"),
     [(KeyboardInterrupt, EXIT_INTERRUPTED), (SystemExit, 1)],
@@ -721,6 +725,7 @@ def test_summary_written_when_an_interrupt_or_exception_escapes_the_steps(
     assert not lock_path(runpod_train.Paths.from_root(root), DATASET).exists()
 
 
+@pytest.mark.unit
 def test_sighup_stops_the_driver_like_sigterm(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -746,6 +751,7 @@ def test_sighup_stops_the_driver_like_sigterm(
     assert _summary(root)["status"] == "ok"
 
 
+@pytest.mark.unit
 def test_pushed_summary_and_log_are_final_but_for_the_push(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -777,6 +783,7 @@ def test_pushed_summary_and_log_are_final_but_for_the_push(
     assert final["status"] == "ok" and final["steps"][7]["status"] == "ok"
 
 
+@pytest.mark.unit
 def test_wait_for_log_waits_for_the_entry_points_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -792,6 +799,7 @@ def test_wait_for_log_waits_for_the_entry_points_copy(
     assert process.wait_for_log("anything", timeout_s=0) is True
 
 
+@pytest.mark.unit
 def test_summary_masks_tokens_and_url_passwords(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -825,6 +833,7 @@ def test_summary_masks_tokens_and_url_passwords(
     assert "hunter2pw" not in text and "host.example/repo.git" in text
 
 
+@pytest.mark.unit
 def test_classifier_line_uses_the_headline_when_present() -> None:
     """Item 28: the step-5 line quotes the same block as the summary table (its headline)."""
     summary = {
@@ -845,6 +854,7 @@ def test_classifier_line_uses_the_headline_when_present() -> None:
     )
 
 
+@pytest.mark.unit
 def test_step_6_gets_the_dataset_path_not_its_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -867,6 +877,7 @@ def test_step_6_gets_the_dataset_path_not_its_name(
     assert ctx.name == "ok"
 
 
+@pytest.mark.unit
 def test_interrupt_line_says_what_the_step_says_not_a_promised_checkpoint(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -883,6 +894,7 @@ def test_interrupt_line_says_what_the_step_says_not_a_promised_checkpoint(
     assert "--resume" not in err
 
 
+@pytest.mark.unit
 def test_full_disk_in_step_5_is_one_line_naming_the_path(
     root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -904,6 +916,7 @@ def test_full_disk_in_step_5_is_one_line_naming_the_path(
     assert _summary(root)["steps"][4]["status"] == "failed"
 
 
+@pytest.mark.unit
 def test_a_config_edited_during_the_run_does_not_change_later_steps(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

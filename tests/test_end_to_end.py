@@ -28,6 +28,8 @@ from pipeline.common import PROJECT_ROOT
 from pipeline.config_schema import MODEL_NAMES
 from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 
+pytestmark = pytest.mark.integration
+
 DATASET = "SYNTH-E2E-BTC-EUR_1H"
 MODELS = MODEL_NAMES  # the default config's models: the four networks and logreg (issue 17)
 

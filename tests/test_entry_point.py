@@ -69,6 +69,7 @@ def _env(**extra: str) -> dict[str, str]:
 # ---------------------------------------------------------------- item 2: user paths
 
 
+@pytest.mark.unit
 def test_absolute_dataset_keeps_names_and_makes_paths_absolute(tmp_path: Path) -> None:
     datasets = tmp_path / "root" / "datasets"
     write_ohlcv_csv(generate_ohlcv(50, seed=1), datasets / "NAMED.csv")
@@ -83,6 +84,7 @@ def test_absolute_dataset_keeps_names_and_makes_paths_absolute(tmp_path: Path) -
     assert absolute_dataset("missing.csv", datasets, cwd=elsewhere) == "missing.csv"
 
 
+@pytest.mark.unit
 def test_entry_point_resolves_every_user_path_against_the_users_cwd(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
 ) -> None:
@@ -104,6 +106,7 @@ def test_entry_point_resolves_every_user_path_against_the_users_cwd(
     assert cmd[cmd.index("--root") + 1] == str(elsewhere.resolve() / "art")
 
 
+@pytest.mark.integration
 def test_entry_point_passes_absolute_paths_to_the_driver_from_another_cwd(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
 ) -> None:
@@ -137,6 +140,7 @@ def test_entry_point_passes_absolute_paths_to_the_driver_from_another_cwd(
     assert summary["dataset_source"] == str((elsewhere / "ok.csv").resolve())
 
 
+@pytest.mark.unit
 def test_the_run_log_is_listed_in_the_run_manifest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
 ) -> None:
@@ -163,6 +167,7 @@ def test_the_run_log_is_listed_in_the_run_manifest(
 # ---------------------------------------------------------------- item 12: usage errors exit 1
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("module", "argv"),
     [
@@ -185,6 +190,7 @@ def test_usage_errors_exit_1_not_2(
 # ---------------------------------------------------------------- item 9: masked error line
 
 
+@pytest.mark.unit
 def test_preflight_error_line_is_masked(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -210,6 +216,7 @@ def test_preflight_error_line_is_masked(
 # ---------------------------------------------------------------- item 10: unwritable --root
 
 
+@pytest.mark.integration
 def test_skip_validation_with_unwritable_root_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
@@ -237,6 +244,7 @@ def test_skip_validation_with_unwritable_root_is_one_line(tmp_path: Path) -> Non
     assert f"--root {root}: cannot write" in errors[0] and "writable folder" in errors[0]
 
 
+@pytest.mark.unit
 def test_skip_validation_permission_denied_names_the_path(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -266,6 +274,7 @@ def test_skip_validation_permission_denied_names_the_path(
     assert "Traceback" not in err
 
 
+@pytest.mark.unit
 def test_driver_root_under_a_file_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -281,6 +290,7 @@ def test_driver_root_under_a_file_is_one_line(
 # ---------------------------------------------------------------- item 26: progress relay
 
 
+@pytest.mark.unit
 def test_driver_env_forwards_terminalness(monkeypatch: pytest.MonkeyPatch, clean_env: None) -> None:
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -299,6 +309,7 @@ def test_driver_env_forwards_terminalness(monkeypatch: pytest.MonkeyPatch, clean
     assert runpod_main.driver_env("D", False, False)["PIPELINE_PROGRESS"] == "log"
 
 
+@pytest.mark.unit
 def test_relay_passes_carriage_return_updates_to_the_console_only() -> None:
     console = io.StringIO()
     lines: list[str] = []
@@ -335,6 +346,7 @@ time.sleep(20)
 """
 
 
+@pytest.mark.integration
 def test_stream_driver_forwards_sighup(tmp_path: Path) -> None:
     lines: list[str] = []
     previous_handler = signal.getsignal(signal.SIGHUP)
@@ -360,6 +372,7 @@ def test_stream_driver_forwards_sighup(tmp_path: Path) -> None:
     assert signal.getsignal(signal.SIGHUP) is previous_handler
 
 
+@pytest.mark.unit
 def test_nohup_keeps_sighup_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under ``nohup`` a hangup must not stop the run (it is not forwarded)."""
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -371,6 +384,7 @@ def test_nohup_keeps_sighup_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
         signal.signal(signal.SIGHUP, previous)
 
 
+@pytest.mark.unit
 def test_watch_parent_signals_when_the_parent_changes() -> None:
     got: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
@@ -421,6 +435,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.integration
 def test_driver_stops_with_an_interrupted_summary_when_its_parent_dies(tmp_path: Path) -> None:
     """kill -9 of the entry point: the driver checkpoints, stops and says so in its summary.
 
@@ -492,6 +507,7 @@ def test_driver_stops_with_an_interrupted_summary_when_its_parent_dies(tmp_path:
 # ---------------------------------------------------------------- pipeline.runlock.step_lock
 
 
+@pytest.mark.integration
 def test_step_lock_is_a_noop_for_the_holder_and_refuses_another_live_run(tmp_path: Path) -> None:
     paths = Paths.from_root(tmp_path)
     path = lock_path(paths, DATASET)

@@ -205,12 +205,14 @@ def reject_pushes(bare: Path, script: str = "echo 'push refused by policy' >&2\n
 # ---------------------------------------------------------------- collecting
 
 
+@pytest.mark.integration
 def test_collect_artifacts_picks_exactly_this_datasets_files(repos: tuple[Path, Path]) -> None:
     work, _ = repos
     found = [p.relative_to(work).as_posix() for p in collect_artifacts(work, DATASET)]
     assert found == EXPECTED
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("logs_only", [False, True])
 def test_no_manifest_yet_is_one_push_error_saying_how_to_get_one(
     repos: tuple[Path, Path], capsys: pytest.CaptureFixture[str], logs_only: bool
@@ -239,6 +241,7 @@ def test_no_manifest_yet_is_one_push_error_saying_how_to_get_one(
     assert run_git(bare, "rev-parse", "main").strip() == remote_head
 
 
+@pytest.mark.integration
 def test_entries_whose_file_is_gone_are_left_out(
     repos: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -255,6 +258,7 @@ def test_entries_whose_file_is_gone_are_left_out(
 # ---------------------------------------------------------------- pushing
 
 
+@pytest.mark.integration
 def test_push_commits_exactly_the_artifacts_and_names_dataset_and_metrics(
     repos: tuple[Path, Path],
 ) -> None:
@@ -278,6 +282,7 @@ def test_push_commits_exactly_the_artifacts_and_names_dataset_and_metrics(
     assert run_git(work, "status", "--porcelain") == ""
 
 
+@pytest.mark.integration
 def test_second_push_without_changes_makes_no_new_commit(repos: tuple[Path, Path]) -> None:
     work, bare = repos
     first = push_artifacts(work, DATASET, METRICS, PushConfig())
@@ -287,6 +292,7 @@ def test_second_push_without_changes_makes_no_new_commit(repos: tuple[Path, Path
     assert run_git(bare, "rev-list", "--count", "main").strip() == "2"
 
 
+@pytest.mark.integration
 def test_retry_after_rejected_push_pushes_the_existing_local_commit(
     repos: tuple[Path, Path],
 ) -> None:
@@ -303,6 +309,7 @@ def test_retry_after_rejected_push_pushes_the_existing_local_commit(
     assert run_git(bare, "rev-parse", "main").strip() == local
 
 
+@pytest.mark.integration
 def test_other_staged_changes_are_not_swept_into_the_commit(repos: tuple[Path, Path]) -> None:
     work, bare = repos
     (work / "README.md").write_text("edited on the pod\n", encoding="utf-8")
@@ -314,6 +321,7 @@ def test_other_staged_changes_are_not_swept_into_the_commit(repos: tuple[Path, P
     assert run_git(work, "diff", "--cached", "--name-only").split() == ["README.md"]
 
 
+@pytest.mark.integration
 def test_remote_ahead_fetches_and_rebases_once(repos: tuple[Path, Path], tmp_path: Path) -> None:
     work, bare = repos
     theirs = other_clone_commits(tmp_path, bare, {"NOTES.md": b"from elsewhere\n"}, force=False)
@@ -331,6 +339,7 @@ def test_remote_ahead_fetches_and_rebases_once(repos: tuple[Path, Path], tmp_pat
     assert (work / "NOTES.md").read_bytes() == b"from elsewhere\n"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "path",
     [
@@ -356,6 +365,7 @@ def test_rebase_is_refused_when_the_remote_would_overwrite_local_files(
     assert DATASET in run_git(work, "log", "-1", "--format=%s")  # the local commit exists
 
 
+@pytest.mark.integration
 def test_rejected_push_raises_exit_3_and_keeps_commit_and_files(
     repos: tuple[Path, Path],
 ) -> None:
@@ -380,6 +390,7 @@ def test_rejected_push_raises_exit_3_and_keeps_commit_and_files(
     assert snapshot(work) == before
 
 
+@pytest.mark.integration
 def test_missing_remote_names_it_and_lists_configured_ones(repos: tuple[Path, Path]) -> None:
     work, _ = repos
     head = run_git(work, "rev-parse", "HEAD").strip()
@@ -390,6 +401,7 @@ def test_missing_remote_names_it_and_lists_configured_ones(repos: tuple[Path, Pa
     assert run_git(work, "rev-parse", "HEAD").strip() == head  # nothing committed
 
 
+@pytest.mark.unit
 def test_not_a_git_repo_raises_push_error(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     (plain / "models").mkdir(parents=True)
@@ -398,6 +410,7 @@ def test_not_a_git_repo_raises_push_error(tmp_path: Path) -> None:
     assert info.value.exit_code == 3
 
 
+@pytest.mark.integration
 def test_files_over_the_size_limit_are_skipped_and_reported(
     repos: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -418,6 +431,7 @@ def test_files_over_the_size_limit_are_skipped_and_reported(
     assert (work / big).read_bytes() == data
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("tracked", [True, False])
 def test_big_files_go_through_lfs_only_when_gitattributes_tracks_them(
     repos: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tracked: bool
@@ -437,6 +451,7 @@ def test_big_files_go_through_lfs_only_when_gitattributes_tracks_them(
     assert (big in result.skipped) is not tracked
 
 
+@pytest.mark.integration
 def test_commit_works_without_a_git_identity(repos: tuple[Path, Path]) -> None:
     work, bare = repos
     run_git(work, "config", "--unset", "user.name")
@@ -452,6 +467,7 @@ def test_commit_works_without_a_git_identity(repos: tuple[Path, Path]) -> None:
 # ---------------------------------------------------------------- secrets and config hygiene
 
 
+@pytest.mark.integration
 def test_token_never_leaks_to_logs_config_or_git_dir(
     repos: tuple[Path, Path],
     tmp_path: Path,
@@ -496,6 +512,7 @@ def test_token_never_leaks_to_logs_config_or_git_dir(
     assert list(isolated_git.iterdir()) == []  # the askpass dir (and pathspec files) are gone
 
 
+@pytest.mark.integration
 def test_askpass_helper_answers_git_and_is_removed(tmp_path: Path) -> None:
     token = "ghp_askpass_only_7d1e"
     with askpass_env(token) as env:
@@ -520,6 +537,7 @@ def test_askpass_helper_answers_git_and_is_removed(tmp_path: Path) -> None:
         assert env == {"GIT_TERMINAL_PROMPT": "0"}
 
 
+@pytest.mark.integration
 def test_large_file_settings_go_on_the_command_line_not_in_config(
     repos: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -550,6 +568,7 @@ def test_large_file_settings_go_on_the_command_line_not_in_config(
 # ---------------------------------------------------------------- preflight and CLI
 
 
+@pytest.mark.integration
 def test_check_remote_reachable(repos: tuple[Path, Path], tmp_path: Path) -> None:
     work, _ = repos
     ok, message = check_remote_reachable(work, "origin")
@@ -566,6 +585,7 @@ def test_check_remote_reachable(repos: tuple[Path, Path], tmp_path: Path) -> Non
     assert not ok and "not the root of a git repository" in message
 
 
+@pytest.mark.integration
 def test_check_remote_reachable_times_out(repos: tuple[Path, Path]) -> None:
     work, _ = repos
     # a remote that hangs: the local transport runs this upload-pack command
@@ -576,6 +596,7 @@ def test_check_remote_reachable_times_out(repos: tuple[Path, Path]) -> None:
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.integration
 def test_main_pushes_and_returns_0(repos: tuple[Path, Path]) -> None:
     work, bare = repos
     code = runpod_github.main(
@@ -586,6 +607,7 @@ def test_main_pushes_and_returns_0(repos: tuple[Path, Path]) -> None:
     assert "dlstm macro-F1=0.41" in run_git(bare, "log", "-1", "--format=%s", "main")
 
 
+@pytest.mark.integration
 def test_main_missing_remote_prints_one_error_line_and_returns_3(
     repos: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -596,19 +618,10 @@ def test_main_missing_remote_prints_one_error_line_and_returns_3(
     assert len(errors) == 1 and "'backup'" in errors[0]
 
 
-def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        runpod_github.main(["--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ("--dataset", "--root", "--remote", "--branch", "--max-file-mb", "--metric"):
-        assert flag in out
-    assert "GITHUB_TOKEN" in out
-
-
 # ---------------------------------------------------------------- secrets (item 8)
 
 
+@pytest.mark.integration
 def test_password_in_remote_url_is_masked_in_the_error_line_and_logs(
     repos: tuple[Path, Path],
     capsys: pytest.CaptureFixture[str],
@@ -633,6 +646,7 @@ def test_password_in_remote_url_is_masked_in_the_error_line_and_logs(
     assert run_git(work, "rev-parse", "HEAD").strip() == head  # nothing committed
 
 
+@pytest.mark.integration
 def test_password_in_the_configured_remote_url_is_masked_in_git_errors(
     repos: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -650,6 +664,7 @@ def test_password_in_the_configured_remote_url_is_masked_in_git_errors(
     assert not ok and "pw-s3cret-77" not in message and "https://***@127.0.0.1:9" in message
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("rel", "content", "holds"),
     [
@@ -714,6 +729,7 @@ def test_a_file_holding_a_secret_is_never_committed(
     assert (work / rel).read_bytes() == content  # the file itself is left alone
 
 
+@pytest.mark.integration
 def test_masked_urls_and_short_tokens_do_not_block_the_push(
     repos: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -729,6 +745,7 @@ def test_masked_urls_and_short_tokens_do_not_block_the_push(
 # ---------------------------------------------------------------- CLI: usage errors, run lock
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "argv",
     [[], ["--dataset", DATASET, "--max-file-mb", "lots"], ["--dataset", DATASET, "--bogus"]],
@@ -741,6 +758,7 @@ def test_usage_errors_exit_1(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_push_by_hand_refuses_while_another_live_run_holds_the_lock(
     repos: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

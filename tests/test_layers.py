@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PROJECT = {
@@ -58,7 +60,8 @@ def forbidden_imports(path: Path, owner: str) -> list[str]:
     for line, module in _imports(path):
         top = module.split(".")[0]
         if top in PROJECT and top not in ALLOWED[owner]:
-            bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+            shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            bad.append(f"{shown}:{line} imports {module}")
     return bad
 
 
@@ -89,17 +92,8 @@ def test_the_check_catches_the_old_back_climbing_imports(
     """Today's three fixed imports (train_models -> ppo_approach.prediction_wrapper,
     ppo_approach/prediction_wrapper -> pytorch_train, pipeline/preflight -> runpod_github) and
     pipeline/backtest -> the env would each fail the test above."""
-    probe = ROOT / "pipeline" / f"_layer_probe_{tmp_path.name}.py"
-    try:
-        probe.write_text(source)
-        (bad,) = forbidden_imports(probe, owner)
-        assert bad.endswith(f"imports {expected}") or f"imports {expected}." in bad
-    finally:
-        probe.unlink()
-
-
-def test_every_top_level_script_has_a_layer() -> None:
-    """A new script (download_data.py, tune.py, ...) must say what it may import, or the check
-    above would silently skip it."""
-    scripts = {p.stem for p in ROOT.glob("*.py")} - {"setup", "conftest"}
-    assert sorted(scripts - set(ALLOWED)) == []
+    probe = tmp_path / "pipeline" / "probe.py"  # never inside the project: a crash leaves nothing
+    probe.parent.mkdir()
+    probe.write_text(source)
+    (bad,) = forbidden_imports(probe, owner)
+    assert bad.endswith(f"imports {expected}") or f"imports {expected}." in bad

@@ -35,6 +35,7 @@ def _dry_run(target: str, **env: str) -> str:
     return out.stdout
 
 
+@pytest.mark.integration
 def test_without_an_active_env_make_creates_and_uses_a_project_venv() -> None:
     """Debian's system Python refuses `pip install` (PEP 668): never install into it."""
     cmds = _dry_run("test")
@@ -44,12 +45,14 @@ def test_without_an_active_env_make_creates_and_uses_a_project_venv() -> None:
     assert "apt-get install python3-venv" in cmds  # the one line shown when venv is missing
 
 
+@pytest.mark.integration
 def test_an_active_virtualenv_is_used_as_it_is() -> None:
     cmds = _dry_run("test", VIRTUAL_ENV="/opt/myenv")
     assert ".venv" not in cmds
     assert "python3 -m pip install -q -r requirements-dev.txt" in cmds
 
 
+@pytest.mark.integration
 def test_test_fast_runs_the_unit_tier_only() -> None:
     """`make test-fast` (issue 9 item 7): the unit tier; `make test` stays the default run."""
     cmds = _dry_run("test-fast", VIRTUAL_ENV="/opt/myenv")
@@ -57,6 +60,7 @@ def test_test_fast_runs_the_unit_tier_only() -> None:
     assert _dry_run("test", VIRTUAL_ENV="/opt/myenv").splitlines()[-1] == "python3 -m pytest"
 
 
+@pytest.mark.integration
 def test_cpu_machines_get_torch_from_the_cpu_only_index() -> None:
     """A bare `pip install torch` on a CPU-only Linux machine pulls the ~2.5 GB CUDA build."""
     cmds = _dry_run("install")
@@ -64,6 +68,7 @@ def test_cpu_machines_get_torch_from_the_cpu_only_index() -> None:
     assert 'import torch" 2>/dev/null ||' in cmds  # only when torch is missing
 
 
+@pytest.mark.unit
 def test_ci_runs_the_readme_test_command_then_lint_and_types() -> None:
     lines = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.startswith("make")]
     assert lines == ["make test", "make lint", "make typecheck"]

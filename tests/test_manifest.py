@@ -25,6 +25,8 @@ from pipeline.manifest import (
     ManifestError,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def a(tmp_path: Path) -> Artifacts:

@@ -53,24 +53,24 @@ def test_every_test_has_exactly_one_tier(request: pytest.FixtureRequest) -> None
     )
 
 
-def test_the_module_tier_lists_name_existing_tests(request: pytest.FixtureRequest) -> None:
-    """A test renamed away from conftest's ``_MODULE_TIERS`` would silently change tier."""
+def test_tests_that_train_or_run_a_subprocess_are_integration(
+    request: pytest.FixtureRequest,
+) -> None:
+    """A test asking for a fixture of ``conftest.INTEGRATION_FIXTURES`` (it trains, or runs a
+    subprocess or git), even through another fixture, must carry the integration tier itself:
+    nothing marks it behind its back."""
     import conftest
 
-    opt = request.config.option
-    if opt.keyword or opt.markexpr != "not slow" or opt.file_or_dir not in ([], ["tests"]):
-        pytest.skip("checked on the default run of the whole suite only")
-    collected: dict[str, set[str]] = {}
-    for item in request.session.items:
-        if isinstance(item, pytest.Function):
-            collected.setdefault(item.path.stem, set()).add(item.originalname)
-    stale = [
-        f"{module}::{name}"
-        for module, (_, others) in conftest._MODULE_TIERS.items()
-        if module in collected
-        for name in sorted(others - collected[module])
+    wrong = [
+        item.nodeid
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and conftest.INTEGRATION_FIXTURES & set(item.fixturenames)
+        and not item.get_closest_marker("integration")
     ]
-    assert stale == [], "conftest._MODULE_TIERS names tests that do not exist:\n" + "\n".join(stale)
+    assert wrong == [], "tests using a training/subprocess fixture but not integration:\n" + (
+        "\n".join(wrong)
+    )
 
 
 def test_tiers_are_registered(pytestconfig: pytest.Config) -> None:

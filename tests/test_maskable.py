@@ -28,7 +28,6 @@ from stable_baselines3 import PPO
 from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
     DATASET,
     _one_torch_thread,
-    _restore_logging,
     _smoke_cfg,
 )
 from test_ppo_checkpoints import _booby_trap

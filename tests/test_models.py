@@ -59,6 +59,7 @@ def window_data(x: np.ndarray, bars: np.ndarray, y: np.ndarray) -> tuple[WindowD
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", [m for m in MODEL_NAMES if m != "lightgbm"])
 def test_every_architecture_maps_windows_to_three_logits(name: str) -> None:
     cfg = tiny_cfg()
@@ -68,12 +69,14 @@ def test_every_architecture_maps_windows_to_three_logits(name: str) -> None:
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.unit
 def test_lightgbm_is_fit_not_built() -> None:
     """A booster exists only after fitting (train_models.fit_lightgbm); its file carries it."""
     with pytest.raises(PipelineError, match="fit by train_models.fit_lightgbm"):
         build_classifier(arch_config("lightgbm", F, tiny_cfg()))
 
 
+@pytest.mark.unit
 def test_sizes_come_from_the_config() -> None:
     cfg = tiny_cfg(lstm_units=12, lstm_layers=2, bilstm_units=8, bilstm_layers=1)
     lstm = build_classifier(arch_config("lstm", F, cfg))
@@ -84,6 +87,7 @@ def test_sizes_come_from_the_config() -> None:
     assert dlstm.kernel == 5 and dlstm.trend_rnn is not dlstm.remainder_rnn
 
 
+@pytest.mark.unit
 def test_bilstm_reads_the_whole_window_in_both_directions() -> None:
     """Changing the FIRST bar changes the output (the backward pass ends there)."""
     torch.manual_seed(0)
@@ -94,6 +98,7 @@ def test_bilstm_reads_the_whole_window_in_both_directions() -> None:
     assert not torch.allclose(model(x), model(y))
 
 
+@pytest.mark.unit
 def test_moving_average_replicates_the_ends() -> None:
     x = torch.arange(6, dtype=torch.float32).reshape(1, 6, 1)  # 0..5 along time
     trend = moving_average(x, 3)[0, :, 0]
@@ -104,6 +109,7 @@ def test_moving_average_replicates_the_ends() -> None:
     assert moving_average(const, 25).shape == const.shape  # kernel longer than the window
 
 
+@pytest.mark.unit
 def test_window_gather_equals_materialised_windows() -> None:
     x, bars, y = learnable_data(100)
     data = WindowData.create(x, bars, y, L, torch.device("cpu"))
@@ -118,6 +124,7 @@ def test_window_gather_equals_materialised_windows() -> None:
         WindowData.create(x, np.array([L - 2]), None, L, torch.device("cpu"))
 
 
+@pytest.mark.unit
 def test_batch_size_scales_with_free_memory() -> None:
     gib = 2**30
     assert scale_batch_size(1024, None, 100_000) == 1024  # CPU: as configured
@@ -128,6 +135,7 @@ def test_batch_size_scales_with_free_memory() -> None:
     assert scale_batch_size(1024, 80 * gib, 3000) == 3000  # never beyond the training set
 
 
+@pytest.mark.unit
 def test_batch_growth_keeps_min_steps_per_epoch() -> None:
     """Issue 17 item 3: an H200 grew the batch to 8,192 on ~8,600 windows (1-2 steps per epoch).
     Growth now stops where an epoch would have fewer than ``min_steps`` steps; the configured
@@ -140,6 +148,7 @@ def test_batch_growth_keeps_min_steps_per_epoch() -> None:
     assert scale_batch_size(1024, None, 8_600, min_steps=50) == 1024  # CPU: as configured
 
 
+@pytest.mark.unit
 def test_warmup_cosine_schedule_sets_each_epochs_rate() -> None:
     from pytorch_train import lr_factor
 
@@ -156,6 +165,7 @@ def test_warmup_cosine_schedule_sets_each_epochs_rate() -> None:
     assert lrs == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2, 1e-3])
 
 
+@pytest.mark.unit
 def test_oom_halves_the_batch_and_retries() -> None:
     tried: list[int] = []
     rollbacks: list[int] = []
@@ -183,6 +193,7 @@ def test_oom_halves_the_batch_and_retries() -> None:
         call_with_oom_retry(other_error, 64)
 
 
+@pytest.mark.unit
 def test_metrics_and_class_weights() -> None:
     y = np.array([0, 0, 1, 1, 2, 2])
     p = np.array([0, 1, 1, 1, 2, 0])
@@ -202,6 +213,7 @@ def test_metrics_and_class_weights() -> None:
     assert class_weights(np.array([0, 0, 2]))[1] == 0.0
 
 
+@pytest.mark.integration
 def test_training_learns_and_restores_the_best_epoch() -> None:
     x, bars, y = learnable_data(800)
     train, val = window_data(x, bars, y)
@@ -221,6 +233,7 @@ def test_training_learns_and_restores_the_best_epoch() -> None:
         assert key in result.history[0]
 
 
+@pytest.mark.integration
 def test_early_stopping_stops_after_patience() -> None:
     x, bars, y = learnable_data(300)
     rng = np.random.default_rng(1)
@@ -234,6 +247,7 @@ def test_early_stopping_stops_after_patience() -> None:
     assert result.epochs_run < 30
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["lstm", "dlstm"])
 def test_resume_after_interrupt_equals_uninterrupted_run(name: str, tmp_path) -> None:
     """Interrupt after epoch 2, resume, compare final weights with torch.equal."""
@@ -283,6 +297,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(name: str, tmp_path) ->
     assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in ref.history]
 
 
+@pytest.mark.integration
 def test_resume_ignores_a_checkpoint_of_another_run(tmp_path, caplog) -> None:
     x, bars, y = learnable_data(300)
     train, val = window_data(x, bars, y)
@@ -311,6 +326,7 @@ def test_resume_ignores_a_checkpoint_of_another_run(tmp_path, caplog) -> None:
     assert "belongs to another run" in caplog.text
 
 
+@pytest.mark.unit
 def test_sigterm_becomes_keyboard_interrupt() -> None:
     """A pod being stopped (SIGTERM) takes the Ctrl-C path: checkpoint kept, exit 130."""
     import os
@@ -342,6 +358,7 @@ def _sigterm_on_forward(model: torch.nn.Module, at_call: int) -> None:
     model.register_forward_pre_hook(hook)
 
 
+@pytest.mark.integration
 def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
     """Issue 8 item 6: stopped before epoch 1 finished, nothing claims a checkpoint."""
     from pipeline.process import interrupt_on_signals
@@ -366,6 +383,7 @@ def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
     assert not ckpt.exists()
 
 
+@pytest.mark.integration
 def test_sigterm_in_a_later_epoch_names_the_checkpoint_kept(tmp_path) -> None:
     """Issue 8 item 6: after epoch 1 was saved, the message names that checkpoint."""
     from pipeline.process import interrupt_on_signals
@@ -386,6 +404,7 @@ def test_sigterm_in_a_later_epoch_names_the_checkpoint_kept(tmp_path) -> None:
     assert saved is not None and saved["epoch"] == 1
 
 
+@pytest.mark.integration
 def test_interrupt_without_checkpoints_says_they_are_off() -> None:
     x, bars, y = learnable_data(300)
     train, val = window_data(x, bars, y)
@@ -406,6 +425,7 @@ def test_interrupt_without_checkpoints_says_they_are_off() -> None:
     )
 
 
+@pytest.mark.integration
 def test_progress_lines_with_eta_without_a_terminal(monkeypatch, caplog, capsys) -> None:
     """Issue 8 item 26: no terminal -> log lines "epoch e/E: done/total batches ..., ETA"."""
     monkeypatch.setenv("PIPELINE_PROGRESS", "log")
@@ -431,6 +451,7 @@ def test_progress_lines_with_eta_without_a_terminal(monkeypatch, caplog, capsys)
     assert "epoch/s" not in capsys.readouterr().err  # no bar
 
 
+@pytest.mark.integration
 def test_progress_bar_only_when_wanted(monkeypatch, caplog) -> None:
     """Issue 8 item 26: the entry point forwarded a terminal -> a bar, no log lines."""
     import tqdm.auto

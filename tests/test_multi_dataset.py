@@ -101,6 +101,7 @@ def _error_lines(text: str) -> list[str]:
 # ---------------------------------------------------------------- end to end
 
 
+@pytest.mark.integration
 def test_two_datasets_one_broken_table_exit_code_and_one_push(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -185,6 +186,7 @@ def _recorded_dataset(root: Path, name: str) -> None:
     a.manifest().record(a.backtest_report("dlstm"), "backtest", STEP_AGENT)
 
 
+@pytest.mark.integration
 def test_push_datasets_commits_every_manifest_and_the_table_in_one_commit(
     tmp_path: Path,
 ) -> None:
@@ -215,6 +217,7 @@ def test_push_datasets_commits_every_manifest_and_the_table_in_one_commit(
 # ---------------------------------------------------------------- fast: the driver replaced
 
 
+@pytest.mark.unit
 def test_dataset_flag_repeats_and_takes_comma_lists() -> None:
     assert split_datasets(["A", "B, C", "A", " ", "D,"]) == ["A", "B", "C", "D"]
     args = runpod_main.build_parser().parse_args(["--dataset", "A,B", "--dataset", "C"])
@@ -228,6 +231,7 @@ def _datasets(root: Path, *names: str) -> None:
         write_ohlcv_csv(generate_ohlcv(600, seed=3), root / "datasets" / f"{name}.csv")
 
 
+@pytest.mark.unit
 def test_a_failed_dataset_does_not_stop_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -255,6 +259,7 @@ def test_a_failed_dataset_does_not_stop_the_others(
     }
 
 
+@pytest.mark.unit
 def test_pushing_defers_step_8_of_each_driver(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,6 +285,7 @@ def test_pushing_defers_step_8_of_each_driver(
     assert pushes == [["A_1H", "B_1H"]]
 
 
+@pytest.mark.unit
 def test_an_interrupt_stops_the_remaining_datasets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -299,6 +305,7 @@ def test_an_interrupt_stops_the_remaining_datasets(
     assert rows[1]["reason"] == "not run: the run was interrupted"
 
 
+@pytest.mark.unit
 def test_a_failed_machine_check_stops_the_whole_run_with_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -311,6 +318,7 @@ def test_a_failed_machine_check_stops_the_whole_run_with_exit_2(
     assert line.startswith("error: preflight failed: disk: ")
 
 
+@pytest.mark.unit
 def test_every_dataset_failing_its_preflight_is_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -322,6 +330,7 @@ def test_every_dataset_failing_its_preflight_is_exit_2(
     assert "dataset A_1H: " in line and "dataset MISSING_1H: " in line
 
 
+@pytest.mark.unit
 def test_two_datasets_with_one_artifact_name_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -334,6 +343,7 @@ def test_two_datasets_with_one_artifact_name_are_refused(
     assert "have the same artifact name 'A_1H'" in line
 
 
+@pytest.mark.unit
 def test_best_classifier_is_chosen_on_the_validation_block() -> None:
     summary = {
         "models": {
@@ -347,6 +357,7 @@ def test_best_classifier_is_chosen_on_the_validation_block() -> None:
     assert best_classifier({"models": {}}) is None
 
 
+@pytest.mark.unit
 def test_preflight_rows_name_each_dataset(tmp_path: Path) -> None:
     from pipeline.config import load_config
     from pipeline.preflight import run_preflight_many
@@ -390,6 +401,7 @@ def _ok_root(tmp_path: Path, fed: str, verdict: str) -> tuple[Paths, DatasetOutc
     return paths, DatasetOutcome("D_1H", code=0)
 
 
+@pytest.mark.unit
 def test_the_table_shows_the_f1_of_the_classifier_that_fed_the_agent(tmp_path: Path) -> None:
     """Issue 22 item 18: the table printed the validation-best model's F1 beside an agent fed by
     another model; issue 16 item 6: the verdict in plain words under the table."""
@@ -403,6 +415,7 @@ def test_the_table_shows_the_f1_of_the_classifier_that_fed_the_agent(tmp_path: P
     assert text.splitlines()[-1] == f"D_1H: {verdict}"
 
 
+@pytest.mark.unit
 def test_the_png_marks_zero_bars_and_keeps_the_legend_off_the_bars(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -434,6 +447,7 @@ def test_the_png_marks_zero_bars_and_keeps_the_legend_off_the_bars(tmp_path: Pat
     assert legend.get_bbox_to_anchor().x0 > ax_returns.get_window_extent().x1 - 1
 
 
+@pytest.mark.unit
 def test_the_table_shows_the_ensembles_f1_when_auto_fed_it(tmp_path: Path) -> None:
     """Issue 17 item 2: auto may feed the agent an ensemble; the table shows its test F1, not the
     validation-best single model's."""

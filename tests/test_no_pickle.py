@@ -43,6 +43,7 @@ def plant_trap(path: Path, marker: Path) -> Path:
     return path
 
 
+@pytest.mark.unit
 def test_the_trap_is_armed(tmp_path: Path) -> None:
     """The planted file really runs code when unpickled (so its absence below means something)."""
     marker = tmp_path / "fired"
@@ -64,6 +65,7 @@ def small_root(
     return root
 
 
+@pytest.mark.unit
 def test_scaler_file_is_json_data_and_rebuilds_the_scaler(
     small_root: Path, signal_config: Callable[..., Config]
 ) -> None:
@@ -95,6 +97,7 @@ def test_scaler_file_is_json_data_and_rebuilds_the_scaler(
     assert info["fitted_on"] == tuple(data["fitted_on"])
 
 
+@pytest.mark.unit
 def test_loader_ignores_a_booby_trapped_pkl(small_root: Path, tmp_path: Path) -> None:
     paths = Paths.from_root(small_root)
     marker = tmp_path / "fired"
@@ -107,6 +110,7 @@ def test_loader_ignores_a_booby_trapped_pkl(small_root: Path, tmp_path: Path) ->
         trap.unlink()
 
 
+@pytest.mark.unit
 def test_only_an_old_pkl_is_an_error_that_says_rerun_and_loads_nothing(tmp_path: Path) -> None:
     paths = Paths.from_root(tmp_path)
     marker = tmp_path / "fired"
@@ -120,6 +124,7 @@ def test_only_an_old_pkl_is_an_error_that_says_rerun_and_loads_nothing(tmp_path:
     assert not marker.exists()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -149,6 +154,7 @@ def test_bad_scaler_files_are_one_clear_error(
     assert str(path) in text and message in text and "rerun train_models.py" in text
 
 
+@pytest.mark.integration
 def test_step6_never_loads_a_booby_trapped_pkl(
     signal_run: tuple[Path, Any, Config], tmp_path: Path
 ) -> None:
@@ -214,6 +220,7 @@ def _project_sources() -> list[Path]:
     )
 
 
+@pytest.mark.unit
 def test_the_scan_catches_pickle_loads() -> None:
     code = (
         "import pickle, torch, numpy as np\nfrom joblib import load\n"
@@ -229,6 +236,7 @@ def test_the_scan_catches_pickle_loads() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_no_project_code_loads_a_pickle() -> None:
     sources = _project_sources()
     assert any(p.name == "prepare.py" for p in sources)

@@ -37,6 +37,7 @@ def _table(n: int, members: tuple[str, ...] = ()) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+@pytest.mark.unit
 def test_full_accuracy_is_the_true_future_class_one_hot() -> None:
     labels = np.array([0, 2, 1, 2, -1], dtype=np.int8)  # -1: no label (end of the data)
     out = oracle_table(_table(5, ("dlstm",)), labels, accuracy=1.0, seed=0)
@@ -50,6 +51,7 @@ def test_full_accuracy_is_the_true_future_class_one_hot() -> None:
     assert (out["confidence"] == 1.0).all() and (out["source"] == "oracle").all()
 
 
+@pytest.mark.unit
 def test_degraded_oracle_keeps_the_share_asked_for_and_is_seeded() -> None:
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 6000).astype(np.int8)
@@ -63,6 +65,7 @@ def test_degraded_oracle_keeps_the_share_asked_for_and_is_seeded() -> None:
     assert abs(float((chance["pred_class"].to_numpy() == labels).mean()) - 1 / 3) < 0.03
 
 
+@pytest.mark.unit
 def test_config_accepts_the_oracle_and_checks_its_accuracy() -> None:
     cfg = load_config(None, None, "smoke", ["ppo_prediction_source=oracle", "oracle_accuracy=0.5"])
     assert cfg.ppo.ppo_prediction_source == "oracle" and cfg.ppo.oracle_accuracy == 0.5
@@ -70,6 +73,7 @@ def test_config_accepts_the_oracle_and_checks_its_accuracy() -> None:
         load_config(None, None, "smoke", ["oracle_accuracy=1.5"])
 
 
+@pytest.mark.unit
 def test_reports_say_oracle() -> None:
     report = {
         "model": "dlstm",
@@ -84,6 +88,7 @@ def test_reports_say_oracle() -> None:
     assert f"[{ORACLE_LABEL}]" in line
 
 
+@pytest.mark.unit
 def test_the_push_refuses_an_oracle_agent(tmp_path: Path) -> None:
     paths = Paths.from_root(tmp_path)
     files = Artifacts(paths, "X")
@@ -98,6 +103,7 @@ def test_the_push_refuses_an_oracle_agent(tmp_path: Path) -> None:
     assert meta in collect_artifacts(tmp_path, "X")
 
 
+@pytest.mark.integration
 def test_the_agent_blocks_carry_the_true_class(ppo_source_root: Path) -> None:
     cfg = load_config(None, None, "smoke", ["ppo_prediction_source=oracle"])
     paths = Paths.from_root(ppo_source_root)

@@ -40,6 +40,7 @@ def _source_files() -> list[Path]:
     )
 
 
+@pytest.mark.unit
 def test_project_dependencies_mirror_requirements_txt() -> None:
     """requirements.txt is what users install; [project] must not drift from it."""
     lines = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
@@ -47,6 +48,7 @@ def test_project_dependencies_mirror_requirements_txt() -> None:
     assert _pyproject()["project"]["dependencies"] == required
 
 
+@pytest.mark.unit
 def test_every_package_and_top_level_script_is_listed() -> None:
     """A package or script left out of the list is not importable once installed."""
     tool = _pyproject()["tool"]["setuptools"]
@@ -56,6 +58,7 @@ def test_every_package_and_top_level_script_is_listed() -> None:
     assert sorted(tool["py-modules"]) == scripts
 
 
+@pytest.mark.unit
 def test_presets_are_package_data() -> None:
     """The presets are read from pipeline/presets/ beside the code (``--preset NAME``)."""
     globs = _pyproject()["tool"]["setuptools"]["package-data"]["pipeline"]
@@ -66,6 +69,7 @@ def test_presets_are_package_data() -> None:
         assert any(rel.match(g) for g in globs), f"{rel} is not package data"
 
 
+@pytest.mark.unit
 def test_no_sys_path_patches_or_e402_exemptions() -> None:
     offenders = []
     for path in _source_files():
@@ -101,6 +105,7 @@ def _run_uninstalled(script: str, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script", ["bench/bench_env.py", "datasets/make_synthetic.py"])
 def test_a_script_without_the_installed_project_says_how_to_install(script: str) -> None:
     proc = _run_uninstalled(script, "--help")
@@ -111,6 +116,7 @@ def test_a_script_without_the_installed_project_says_how_to_install(script: str)
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("script", ["bench/bench_env.py", "datasets/make_synthetic.py"])
 def test_a_script_with_the_installed_project_runs(script: str) -> None:
     # PYTHONPATH stands in for the install where the test's Python has not run `make install`.
@@ -138,6 +144,7 @@ def _setuptools_for_builds() -> None:
     pytest.importorskip("pip")
 
 
+@pytest.mark.integration
 def test_the_wheel_holds_the_packages_the_scripts_and_the_presets(tmp_path: Path) -> None:
     """A wheel built from a copy of the sources (setuptools writes build/ beside the sources)."""
     _setuptools_for_builds()
@@ -161,6 +168,7 @@ def test_the_wheel_holds_the_packages_the_scripts_and_the_presets(tmp_path: Path
     assert {f"{p.stem}.py" for p in ROOT.glob("*.py")} <= names
 
 
+@pytest.mark.integration
 def test_editable_install_makes_the_project_importable_from_anywhere(tmp_path: Path) -> None:
     """`pip install -e . --no-deps` as in the Makefile, into a throwaway venv that sees this
     Python's packages (a .pth file), then the imports from a folder outside the project."""

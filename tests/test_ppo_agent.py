@@ -53,16 +53,6 @@ def _one_torch_thread() -> Any:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Any:
-    """``main`` reconfigures the root logger onto the captured stderr; put the handlers back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def _fresh_root(src: Path, dst: Path) -> Path:
     """A root with the dataset and the prediction tables only (no agent artifacts)."""
     shutil.copytree(src / "datasets", dst / "datasets")
@@ -89,6 +79,7 @@ def trained(ppo_source_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 # ---------------------------------------------------------------- the full step
 
 
+@pytest.mark.integration
 def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, Any]) -> None:
     assert trained["code"] == 0
     paths = Paths.from_root(trained["root"])
@@ -118,6 +109,7 @@ def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, An
     assert not list(ck.glob(".*.tmp")) and not list(paths.ppo_models.glob(".*.tmp"))
 
 
+@pytest.mark.integration
 def test_eval_on_validation_logged_to_tensorboard(trained: dict[str, Any]) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -132,6 +124,7 @@ def test_eval_on_validation_logged_to_tensorboard(trained: dict[str, Any]) -> No
     assert {e.value for e in ea.Scalars("eval/mean_ep_length")} == {200.0}
 
 
+@pytest.mark.integration
 def test_backtest_report_contents(trained: dict[str, Any], ppo_source_root: Path) -> None:
     rep = trained["report"]
     for key in (
@@ -180,6 +173,7 @@ def _block_sigma(root: Path) -> tuple[float, int]:
     return float(r.std(ddof=1) * math.sqrt(r.size)), int(r.size)
 
 
+@pytest.mark.integration
 def test_random_walk_agent_does_not_beat_buy_and_hold(trained: dict[str, Any]) -> None:
     """Leakage alarm: on a pure random walk nothing is predictable, so the agent must not beat
     buy-and-hold by more than noise.
@@ -198,6 +192,7 @@ def test_random_walk_agent_does_not_beat_buy_and_hold(trained: dict[str, Any]) -
     assert excess < 3 * sigma, (excess, sigma)
 
 
+@pytest.mark.integration
 def test_leaky_predictions_would_trip_the_alarm(ppo_source_root: Path) -> None:
     """Positive control for the alarm above: a classifier that knows whether the NEXT bar rises
     (close > open of bar t+1, i.e. the fill-to-mark move) makes the classifier rule beat
@@ -228,6 +223,7 @@ def test_leaky_predictions_would_trip_the_alarm(ppo_source_root: Path) -> None:
 # ---------------------------------------------------------------- interrupt and resume
 
 
+@pytest.mark.integration
 def test_sigint_writes_checkpoint_then_resume_continues_to_total(
     ppo_source_root: Path,
     tmp_path: Path,
@@ -300,6 +296,7 @@ def test_sigint_writes_checkpoint_then_resume_continues_to_total(
     ]
 
 
+@pytest.mark.unit
 def test_sigterm_sets_the_stop_request_like_sigint() -> None:
     """SIGTERM (a pod shutdown) takes the same path as the SIGINT test above: the handler sets the
     request, learn() stops at the rollout boundary and the checkpoint is written."""
@@ -314,6 +311,7 @@ def test_sigterm_sets_the_stop_request_like_sigint() -> None:
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.integration
 def test_resume_of_a_finished_run_only_backtests(
     trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -337,6 +335,7 @@ def test_resume_of_a_finished_run_only_backtests(
     assert report["strategies"] == trained["report"]["strategies"]  # deterministic backtest
 
 
+@pytest.mark.integration
 def test_resume_with_changed_config_fails_with_one_line(
     trained: dict[str, Any],
     tmp_path: Path,
@@ -366,6 +365,7 @@ def test_resume_with_changed_config_fails_with_one_line(
     assert sorted(p.name for p in ck.iterdir()) == before  # nothing deleted or written
 
 
+@pytest.mark.integration
 def test_resume_with_more_timesteps_continues_from_the_final_model(
     trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -390,6 +390,7 @@ def test_resume_with_more_timesteps_continues_from_the_final_model(
     assert meta["timesteps"] == 2560 and meta["resumed_from"].endswith(f"ppo_dlstm_{DATASET}.zip")
 
 
+@pytest.mark.unit
 def test_resume_point_prefers_a_matching_candidate(tmp_path: Path) -> None:
     """A final model of an older run with other settings does not block resuming this run's
     checkpoint; a checkpoint folder of an older version (no run_config.json) is resumed."""
@@ -416,6 +417,7 @@ def test_resume_point_prefers_a_matching_candidate(tmp_path: Path) -> None:
         run_folder._resume_point(paths, ck, "dlstm", "X", {**now, "ppo.seed": 3})
 
 
+@pytest.mark.unit
 def test_run_fingerprint_keys() -> None:
     # The fingerprint is taken after prediction_model = auto resolved to a model (issue 16).
     fp = run_folder.run_fingerprint(_smoke_cfg("prediction_model=dlstm"), "abc")
@@ -473,6 +475,7 @@ def _train_tiny(block: step.AgentBlock, seed: int, timesteps: int = 1024) -> PPO
     return model
 
 
+@pytest.mark.integration
 def test_same_seed_same_actions(val_block: step.AgentBlock) -> None:
     block = val_block
     obs = np.concatenate(
@@ -497,6 +500,7 @@ def test_same_seed_same_actions(val_block: step.AgentBlock) -> None:
     assert any(diff)  # a different seed is a different run
 
 
+@pytest.mark.integration
 def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
     val_block: step.AgentBlock, tmp_path: Path
 ) -> None:
@@ -517,6 +521,7 @@ def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
     assert PPO.load(tmp_path / "checkpoint_1536.zip", device="cpu").num_timesteps == 1536
 
 
+@pytest.mark.integration
 def test_stop_request_ends_learning_at_last_rollout_boundary(val_block: step.AgentBlock) -> None:
     block = val_block
     cfg = _smoke_cfg("n_epochs=1").ppo
@@ -539,6 +544,7 @@ def test_stop_request_ends_learning_at_last_rollout_boundary(val_block: step.Age
     assert result.timesteps == 512  # the rollout 512..1024 was cut short and thrown away
 
 
+@pytest.mark.integration
 def test_subproc_vec_env_matches_dummy_and_trains(val_block: step.AgentBlock) -> None:
     block = val_block
     env_cfg = EnvConfig(action_set="orders", episode_length=50)
@@ -566,6 +572,7 @@ def test_subproc_vec_env_matches_dummy_and_trains(val_block: step.AgentBlock) ->
         dummy.close()
 
 
+@pytest.mark.integration
 def test_subproc_failure_falls_back_to_dummy(
     val_block: step.AgentBlock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -584,6 +591,7 @@ def test_subproc_failure_falls_back_to_dummy(
     venv.close()
 
 
+@pytest.mark.unit
 def test_batch_size_warnings_name_the_numbers() -> None:
     assert agent.batch_size_warnings(1024, 16, 2048) == []
     (msg,) = agent.batch_size_warnings(100, 3, 64)
@@ -593,6 +601,7 @@ def test_batch_size_warnings_name_the_numbers() -> None:
     assert "larger than the rollout n_steps * n_envs = 64 * 2 = 128" in msg
 
 
+@pytest.mark.unit
 def test_resolve_device() -> None:
     """One device helper for classifiers and PPO (issue 9): PPO passes ``str(device)`` to SB3."""
     from pipeline.common import PipelineError
@@ -608,6 +617,7 @@ def test_resolve_device() -> None:
 # ---------------------------------------------------------------- prediction table -> blocks
 
 
+@pytest.mark.unit
 def test_prediction_features_single_and_ensemble() -> None:
     table = pd.DataFrame(
         {
@@ -637,6 +647,7 @@ def test_prediction_features_single_and_ensemble() -> None:
         )
 
 
+@pytest.mark.integration
 def test_price_features_standardised_with_train_block_statistics(ppo_source_root: Path) -> None:
     """Issue 10 (observation scaling): ``price_feature_scaling = train_zscore`` standardises the
     agent's price features with the TRAIN block's mean and std; val and test get the same numbers
@@ -663,6 +674,7 @@ def test_price_features_standardised_with_train_block_statistics(ppo_source_root
         np.testing.assert_array_equal(scaled[name].data.close, raw[name].data.close)
 
 
+@pytest.mark.integration
 def test_build_blocks_rejects_gaps_and_foreign_timestamps(ppo_source_root: Path) -> None:
     cfg = _smoke_cfg()
     paths = Paths.from_root(ppo_source_root)
@@ -702,6 +714,7 @@ def test_build_blocks_rejects_gaps_and_foreign_timestamps(ppo_source_root: Path)
 # ---------------------------------------------------------------- CLI
 
 
+@pytest.mark.unit
 def test_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "datasets").mkdir()
     code = step.main(["--dataset", "NOPE", "--root", str(tmp_path), *SMOKE])
@@ -711,6 +724,7 @@ def test_cli_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "Traceback" not in "\n".join(err)
 
 
+@pytest.mark.integration
 def test_script_runs_directly_from_another_folder(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     script = PROJECT_ROOT / "ppo_approach" / "train_ppo_agent.py"
@@ -726,6 +740,7 @@ def test_script_runs_directly_from_another_folder(tmp_path: Path) -> None:
     assert "--resume" in out.stdout and "--dataset" in out.stdout
 
 
+@pytest.mark.integration
 def test_help_imports_no_torch(tmp_path: Path) -> None:
     """``--help`` answers before torch / SB3 / sklearn are imported (issue 8 item 29)."""
     script = PROJECT_ROOT / "ppo_approach" / "train_ppo_agent.py"
@@ -753,6 +768,7 @@ def test_help_imports_no_torch(tmp_path: Path) -> None:
     assert out.stdout.strip().splitlines()[-1] == "HEAVY=", out.stdout[-500:]
 
 
+@pytest.mark.unit
 def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     """Usage errors are bad input (1); 2 is reserved for a failed preflight (issue 8 item 12)."""
     for argv in ([], ["--dataset", DATASET, "--preset", "nonexist"]):
@@ -762,6 +778,7 @@ def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage:" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_refuses_to_write_while_a_full_run_holds_the_lock(
     ppo_source_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -800,6 +817,7 @@ def test_refuses_to_write_while_a_full_run_holds_the_lock(
     assert json.loads(lock.read_text())["nonce"] == "full-run"  # the holder's lock untouched
 
 
+@pytest.mark.integration
 def test_report_says_whether_each_result_is_luck(trained: dict[str, Any]) -> None:
     """Issue 18 item 3: the backtest JSON carries, for the agent, the rule and buy-and-hold, the
     PSR, 95 % block-bootstrap intervals of total return and Sharpe, and a verdict; the console
@@ -819,6 +837,7 @@ def test_report_says_whether_each_result_is_luck(trained: dict[str, Any]) -> Non
     assert "is it luck? agent: " in text and "block bootstrap over" in text
 
 
+@pytest.mark.integration
 def test_configurations_tried_deflate_the_agents_sharpe(
     ppo_source_root: Path, tmp_path: Path
 ) -> None:
@@ -835,6 +854,7 @@ def test_configurations_tried_deflate_the_agents_sharpe(
     assert "DSR" in bt.format_summary(bt.json_safe(report))
 
 
+@pytest.mark.integration
 def test_honest_run_raises_no_leak_alarm(trained: dict[str, Any]) -> None:
     """Issue 18 item 1: the env probe and the Sharpe check ran on the test block and found
     nothing on an honest random walk."""

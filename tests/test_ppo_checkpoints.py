@@ -27,7 +27,6 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
     SMOKE,
     _fresh_root,
     _one_torch_thread,
-    _restore_logging,
     _smoke_cfg,
     val_block,
 )
@@ -99,6 +98,7 @@ def _argv(root: Path, *extra: str) -> list[str]:
 # ---------------------------------------------------------------- item 3: set aside, not deleted
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["build_model", "learn"])
 def test_fresh_run_failing_early_keeps_the_previous_run(
     ppo_source_root: Path,  # noqa: F811
@@ -125,6 +125,7 @@ def test_fresh_run_failing_early_keeps_the_previous_run(
     assert not (ck / run_folder.PREVIOUS_RUN_DIR).exists()
 
 
+@pytest.mark.unit
 def test_files_set_aside_by_a_killed_run_come_back(tmp_path: Path) -> None:
     """A fresh run killed (-9) before its first checkpoint leaves ``.previous_run/``: the next run
     puts it back (the killed run's own run_config goes); after a checkpoint it is dropped."""
@@ -145,6 +146,7 @@ def test_files_set_aside_by_a_killed_run_come_back(tmp_path: Path) -> None:
     assert not aside.exists() and (ck / "checkpoint_512.zip").read_bytes() == b"new"
 
 
+@pytest.mark.integration
 def test_fresh_run_removes_the_earlier_files_after_writing_its_own(
     pruned_run: dict[str, Any],
 ) -> None:
@@ -159,6 +161,7 @@ def test_fresh_run_removes_the_earlier_files_after_writing_its_own(
 # ---------------------------------------------------------------- item 16: pruning
 
 
+@pytest.mark.integration
 def test_only_the_newest_checkpoints_are_kept_with_their_checksums(
     pruned_run: dict[str, Any],
 ) -> None:
@@ -177,6 +180,7 @@ def test_only_the_newest_checkpoints_are_kept_with_their_checksums(
     assert meta["sha256"] == sha256_file(pruned_run["root"] / FINAL)
 
 
+@pytest.mark.unit
 def test_prune_keeps_n(tmp_path: Path) -> None:
     for t in (512, 1024, 1536, 2048):
         (tmp_path / f"checkpoint_{t}.zip").write_bytes(b"x")
@@ -211,6 +215,7 @@ def _spy_learn(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return starts
 
 
+@pytest.mark.integration
 def test_resume_skips_a_truncated_checkpoint_and_falls_back(
     pruned_run: dict[str, Any],
     tmp_path: Path,
@@ -265,6 +270,7 @@ def _record(ck: Path, path: Path) -> None:
     (ck / art.PPO_CHECKSUMS_NAME).write_text(json.dumps(sums))
 
 
+@pytest.mark.integration
 def test_trap_fires_with_plain_sb3_load(pruned_run: dict[str, Any], tmp_path: Path) -> None:
     """Positive control: the crafted file does run code through SB3's own loader."""
     trapped, marker = tmp_path / "trapped.zip", tmp_path / "fired"
@@ -275,6 +281,7 @@ def test_trap_fires_with_plain_sb3_load(pruned_run: dict[str, Any], tmp_path: Pa
     assert marker.exists()
 
 
+@pytest.mark.integration
 def test_resume_refuses_a_checkpoint_whose_hash_differs(
     pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -293,6 +300,7 @@ def test_resume_refuses_a_checkpoint_whose_hash_differs(
     assert _folder(root / CK) == before  # nothing deleted or written
 
 
+@pytest.mark.integration
 def test_resume_never_unpickles_even_with_a_rewritten_manifest(
     pruned_run: dict[str, Any],
     tmp_path: Path,
@@ -316,6 +324,7 @@ def test_resume_never_unpickles_even_with_a_rewritten_manifest(
     assert starts == [2560]
 
 
+@pytest.mark.integration
 def test_a_pickled_entry_we_do_not_replace_is_refused(
     pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -345,6 +354,7 @@ def _pickled_pth(path: Path, marker: Path, member: str = "policy.pth") -> None:
             zout.writestr(name, raw)
 
 
+@pytest.mark.integration
 def test_a_pickle_in_policy_pth_is_refused_in_one_line(
     pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -372,6 +382,7 @@ def test_a_pickle_in_policy_pth_is_refused_in_one_line(
     assert _folder(ck) == before
 
 
+@pytest.mark.integration
 def test_load_model_refuses_a_pickle_in_any_pth_entry(
     pruned_run: dict[str, Any],
     tmp_path: Path,
@@ -392,6 +403,7 @@ def test_load_model_refuses_a_pickle_in_any_pth_entry(
         assert "\n" not in str(info.value) and not marker.exists()
 
 
+@pytest.mark.integration
 def test_a_checkpoint_the_manifest_does_not_list_is_refused(
     pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -407,6 +419,7 @@ def test_a_checkpoint_the_manifest_does_not_list_is_refused(
     assert code == 1 and err[-1].startswith(f"error: {planted}: not recorded in"), err
 
 
+@pytest.mark.integration
 def test_load_model_needs_no_pickle_for_any_entry_sb3_writes(
     pruned_run: dict[str, Any],
     val_block: step.AgentBlock,  # noqa: F811
@@ -428,6 +441,7 @@ def test_load_model_needs_no_pickle_for_any_entry_sb3_writes(
 # ---------------------------------------------------------------- item 17: fsync before rename
 
 
+@pytest.mark.integration
 def test_checkpoint_is_fsynced_before_the_rename(
     val_block: step.AgentBlock,  # noqa: F811
     tmp_path: Path,
@@ -463,12 +477,14 @@ def test_checkpoint_is_fsynced_before_the_rename(
 # ---------------------------------------------------------------- items 20 and 26
 
 
+@pytest.mark.integration
 def test_progress_lines_without_a_terminal(pruned_run: dict[str, Any]) -> None:
     """No terminal (pytest): no SB3 bar, a ProgressLog line at least at the end."""
     lines = [ln for ln in pruned_run["err"].splitlines() if "PPO training:" in ln]
     assert lines and "3072/3072 timesteps (100%)" in lines[-1] and "ETA" in lines[-1]
 
 
+@pytest.mark.unit
 def test_progress_callback_logs_every_interval(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     cb = callbacks.ProgressLogCallback(1000, interval_s=30.0, clock=lambda: now[0])
@@ -487,6 +503,7 @@ def test_progress_callback_logs_every_interval(caplog: pytest.LogCaptureFixture)
     ]
 
 
+@pytest.mark.unit
 def test_progress_bar_only_when_wanted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_PROGRESS", "log")
     assert step._progress_bar_wanted() is False
@@ -494,6 +511,7 @@ def test_progress_bar_only_when_wanted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert step._progress_bar_wanted() is True  # tqdm and rich are installed here
 
 
+@pytest.mark.integration
 def test_annualisation_is_inferred_from_the_bars(
     ppo_source_root: Path,  # noqa: F811
     tmp_path: Path,
@@ -524,6 +542,7 @@ def test_annualisation_is_inferred_from_the_bars(
     assert saved["periods_per_year_basis"] == "252 from 4000 bars"
 
 
+@pytest.mark.integration
 def test_report_of_a_real_run_says_how_it_annualised(pruned_run: dict[str, Any]) -> None:
     rep = pruned_run["report"]
     assert rep["periods_per_year"] == 8760

@@ -24,6 +24,8 @@ from pipeline.prepare import fit_scaler, prepare_dataset
 from pipeline.splits import Block
 from ppo_approach.prediction_wrapper import validate_models
 
+pytestmark = pytest.mark.integration
+
 CPU = torch.device("cpu")
 
 

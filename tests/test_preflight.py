@@ -69,6 +69,7 @@ def live_pid() -> int:
 # ---------------------------------------------------------------- checks
 
 
+@pytest.mark.unit
 def test_disk_threshold_pass_and_fail(paths: Paths) -> None:
     ok = check_disk(paths, 0)
     assert ok.status == PASS and ok.check == "disk" and ok.required == ">= 0 GB"
@@ -77,18 +78,21 @@ def test_disk_threshold_pass_and_fail(paths: Paths) -> None:
     assert too_much.status == FAIL and too_much.required == ">= 1e+09 GB"
 
 
+@pytest.mark.unit
 def test_disk_measures_nearest_existing_folder(tmp_path: Path) -> None:
     result = check_disk(Paths.from_root(tmp_path / "not" / "yet"), 0)
     assert result.status == PASS
     assert str(tmp_path) in result.found
 
 
+@pytest.mark.unit
 def test_memory_threshold() -> None:
     assert check_memory(0).status == PASS
     low = check_memory(1e6)
     assert low.status == FAIL and "GB total" in low.found
 
 
+@pytest.mark.unit
 def test_gpu_missing_is_a_warning_with_slowdown() -> None:
     import torch
 
@@ -100,6 +104,7 @@ def test_gpu_missing_is_a_warning_with_slowdown() -> None:
         assert "no CUDA GPU: training runs on CPU, roughly 10-50x slower" in result.found
 
 
+@pytest.mark.unit
 def test_dataset_valid_and_broken(paths: Paths) -> None:
     ok = check_dataset(DATASET, paths)
     assert ok.status == PASS and "600 rows" in ok.found
@@ -113,6 +118,7 @@ def test_dataset_valid_and_broken(paths: Paths) -> None:
     assert missing.status == FAIL and "NOPE" in missing.found
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("n_rows", [1, 100])
 def test_dataset_too_short_for_the_split_fails_in_preflight(paths: Paths, n_rows: int) -> None:
     # issue 8 item 13: "needs at least N rows" came only in step 5, after preflight passed.
@@ -138,11 +144,13 @@ def test_dataset_too_short_for_the_split_fails_in_preflight(paths: Paths, n_rows
     assert ok.status == PASS and f">= {needed} rows" in ok.required, ok
 
 
+@pytest.mark.unit
 def test_dataset_directory_fails_with_is_a_directory(paths: Paths) -> None:
     row = check_dataset(str(paths.datasets), paths)
     assert row.status == FAIL and "is a directory" in row.found and "not found" not in row.found
 
 
+@pytest.mark.unit
 def test_runpod_main_exits_2_on_a_100_row_csv(
     paths: Paths, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,6 +178,7 @@ def test_runpod_main_exits_2_on_a_100_row_csv(
     assert "dataset: " in err and "needs at least" in err and "rows" in err
 
 
+@pytest.mark.unit
 def test_dependencies_found_and_missing() -> None:
     ok = check_dependencies()
     assert ok.status == PASS and "torch" in ok.found and "sklearn" in ok.found
@@ -178,6 +187,7 @@ def test_dependencies_found_and_missing() -> None:
     assert "missing: not-a-dist" in bad.found
 
 
+@pytest.mark.unit
 def test_write_permissions_creates_folders_and_leaves_no_probe(tmp_path: Path) -> None:
     p = Paths.from_root(tmp_path / "root")
     result = check_write_permissions(p)
@@ -187,6 +197,7 @@ def test_write_permissions_creates_folders_and_leaves_no_probe(tmp_path: Path) -
         assert list(d.iterdir()) == []
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_write_permissions_read_only_folder(tmp_path: Path) -> None:
     p = Paths.from_root(tmp_path)
@@ -199,6 +210,7 @@ def test_write_permissions_read_only_folder(tmp_path: Path) -> None:
     assert result.status == FAIL and str(p.results) in result.found
 
 
+@pytest.mark.unit
 def test_write_permissions_blocked_by_a_file(tmp_path: Path) -> None:
     # A plain file where a folder should be fails for root too.
     p = Paths.from_root(tmp_path)
@@ -209,12 +221,14 @@ def test_write_permissions_blocked_by_a_file(tmp_path: Path) -> None:
     assert str(p.results) in result.found
 
 
+@pytest.mark.integration
 def test_remote_unreachable_is_a_warning(tmp_path: Path) -> None:
     result = check_remote(tmp_path, "origin", timeout_s=5)
     assert result.status == WARN
     assert result.found.endswith("the push step will fail")
 
 
+@pytest.mark.integration
 def test_remote_reachable_local_bare_repo(tmp_path: Path) -> None:
     bare, work = tmp_path / "remote.git", tmp_path / "work"
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
@@ -224,6 +238,7 @@ def test_remote_reachable_local_bare_repo(tmp_path: Path) -> None:
     assert result.status == PASS, result.found
 
 
+@pytest.mark.integration
 def test_remote_check_imports_no_script(tmp_path: Path) -> None:
     # issue 9: pipeline/ must not import the top-level script runpod_github.py; the push row
     # checks the remote with pipeline.git_push's plumbing instead.
@@ -243,6 +258,7 @@ def test_remote_check_imports_no_script(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.integration
 def test_remote_row_without_gitpython_is_one_row_not_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -261,6 +277,7 @@ def _git_work(tmp_path: Path, url: str) -> Path:
     return work
 
 
+@pytest.mark.integration
 def test_push_destination_row_shows_remote_url_and_branch(tmp_path: Path) -> None:
     # issue 8 item 24: the table shows where the run pushes, checked with git ls-remote.
     bare = tmp_path / "remote.git"
@@ -273,6 +290,7 @@ def test_push_destination_row_shows_remote_url_and_branch(tmp_path: Path) -> Non
     assert "reachable" in row.found
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("env", "status"),
     [({"RUNPOD_PUSH_TO_GITHUB": "true"}, FAIL), ({}, WARN), ({"RUNPOD_PUSH_TO_GITHUB": ""}, WARN)],
@@ -301,6 +319,7 @@ def test_unreachable_push_destination_fails_only_when_push_was_requested(
     assert "network" not in [r.check for r in run_preflight(cfg, DATASET, paths, push=False)]
 
 
+@pytest.mark.integration
 def test_push_destination_checked_with_the_push_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -345,6 +364,7 @@ def test_push_destination_checked_with_the_push_credentials(
     assert token not in row.found and url in row.found
 
 
+@pytest.mark.integration
 def test_run_preflight_rows_and_network_only_when_pushing(paths: Paths) -> None:
     cfg = load_config(None, None, overrides=["min_disk_gb=0", "min_memory_gb=0"])
     rows = run_preflight(cfg, DATASET, paths, push=False)
@@ -366,6 +386,7 @@ def test_run_preflight_rows_and_network_only_when_pushing(paths: Paths) -> None:
     assert [r.check for r in bad] == ["memory"]
 
 
+@pytest.mark.unit
 def test_table_format_wraps_and_marks_status() -> None:
     rows = [
         CheckResult("disk", "5.0 GB free", ">= 10 GB", FAIL),
@@ -387,6 +408,7 @@ def test_table_format_wraps_and_marks_status() -> None:
 # ---------------------------------------------------------------- secrets
 
 
+@pytest.mark.unit
 def test_secret_values_and_masking() -> None:
     env = {
         "GITHUB_TOKEN": "ghp_abcdef123456",
@@ -399,6 +421,7 @@ def test_secret_values_and_masking() -> None:
     assert mask_secrets("x ghp_abcdef123456 y k-0123456789", secrets) == "x *** y ***"
 
 
+@pytest.mark.unit
 def test_log_records_are_masked_in_every_handler(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -425,6 +448,7 @@ def test_log_records_are_masked_in_every_handler(
     assert "push failed with ***" in text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -447,6 +471,7 @@ def test_mask_secrets_masks_url_userinfo(text: str, expected: str) -> None:
     assert mask_secrets(text, []) == expected
 
 
+@pytest.mark.unit
 def test_log_records_mask_url_userinfo_without_any_secret_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -473,6 +498,7 @@ def test_log_records_mask_url_userinfo_without_any_secret_env(
 # ---------------------------------------------------------------- lock
 
 
+@pytest.mark.unit
 def test_lock_create_contents_and_release(paths: Paths) -> None:
     path = lock_path(paths, DATASET)
     assert path == paths.logs / f"run_{DATASET}.lock"
@@ -488,6 +514,7 @@ def test_lock_create_contents_and_release(paths: Paths) -> None:
     assert check_lock(paths, DATASET).status == PASS
 
 
+@pytest.mark.unit
 def test_lock_released_on_error(paths: Paths) -> None:
     path = lock_path(paths, DATASET)
     with pytest.raises(ValueError), RunLock(path):
@@ -511,6 +538,7 @@ def _write_lock(path: Path, pid: int, host: str | None = None, started: float | 
     )
 
 
+@pytest.mark.integration
 def test_live_lock_fails_fast_naming_pid(paths: Paths, live_pid: int) -> None:
     path = lock_path(paths, DATASET)
     _write_lock(path, live_pid)
@@ -522,6 +550,7 @@ def test_live_lock_fails_fast_naming_pid(paths: Paths, live_pid: int) -> None:
     assert read_owner(path).pid == live_pid  # untouched
 
 
+@pytest.mark.integration
 def test_stale_lock_taken_over_with_warning(
     paths: Paths, dead_pid: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -536,6 +565,7 @@ def test_stale_lock_taken_over_with_warning(
     assert [p.name for p in path.parent.iterdir()] == []  # no .stale leftovers
 
 
+@pytest.mark.integration
 def test_reused_pid_counts_as_stale(paths: Paths, live_pid: int) -> None:
     # The lock claims a start long before the live process was created: the pid was reused.
     path = lock_path(paths, DATASET)
@@ -544,6 +574,7 @@ def test_reused_pid_counts_as_stale(paths: Paths, live_pid: int) -> None:
         assert lock.took_over is not None and lock.took_over.pid == live_pid
 
 
+@pytest.mark.integration
 def test_lock_from_other_host_is_respected(paths: Paths, dead_pid: int) -> None:
     path = lock_path(paths, DATASET)
     _write_lock(path, dead_pid, host="some-other-pod")
@@ -551,6 +582,7 @@ def test_lock_from_other_host_is_respected(paths: Paths, dead_pid: int) -> None:
         RunLock(path).acquire()
 
 
+@pytest.mark.unit
 def test_unreadable_lock_fresh_is_held_old_is_taken(paths: Paths) -> None:
     path = lock_path(paths, DATASET)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -564,6 +596,7 @@ def test_unreadable_lock_fresh_is_held_old_is_taken(paths: Paths) -> None:
         assert lock.owner is not None
 
 
+@pytest.mark.integration
 def test_release_never_deletes_someone_elses_lock(paths: Paths, live_pid: int) -> None:
     path = lock_path(paths, DATASET)
     lock = RunLock(path).acquire()

@@ -61,6 +61,7 @@ def _check_split_metrics(m: dict[str, Any]) -> None:
     assert m["macro_f1"] == pytest.approx(np.mean(f1s))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_model_file_metrics_history_and_plot(signal_run, name: str) -> None:
     root, summary, cfg = signal_run
@@ -118,6 +119,7 @@ def test_model_file_metrics_history_and_plot(signal_run, name: str) -> None:
     assert set(entry["walk_forward"]) == {"fold1", "fold2"}
 
 
+@pytest.mark.integration
 def test_summary_file_and_scaler(signal_run) -> None:
     root, summary, _ = signal_run
     on_disk = json.loads((root / "results" / "training_summary_SIG.json").read_text())
@@ -138,6 +140,7 @@ def test_summary_file_and_scaler(signal_run) -> None:
     assert not list((root / "models" / "checkpoints").glob("*.pt"))  # removed once saved
 
 
+@pytest.mark.integration
 def test_planted_signal_is_learned(signal_run) -> None:
     """On signal = 1.0 some model beats the majority baseline on test, and chance clearly.
 
@@ -184,6 +187,7 @@ def near_chance_offenders(summary: dict[str, Any]) -> list[str]:
     return [f"{k} {v:.3f}" for k, v in scores.items() if v >= 1 / 3 + tolerance]
 
 
+@pytest.mark.integration
 def test_random_walk_shows_no_leakage(rw_run) -> None:
     """No model, and not the logistic regression, is far above chance on a random walk."""
     root, summary, _ = rw_run
@@ -211,6 +215,7 @@ def plant_next_bar_leak(monkeypatch: pytest.MonkeyPatch, share: float = 0.5) -> 
     monkeypatch.setattr("train_models.prepare_dataset", leaky, raising=False)
 
 
+@pytest.mark.integration
 def test_planted_leak_trips_the_random_walk_check(
     tmp_path, monkeypatch, write_dataset, smoke_config
 ) -> None:
@@ -228,6 +233,7 @@ def test_planted_leak_trips_the_random_walk_check(
     assert summary["models"]["gru"]["logreg_test_macro_f1"] > 0.45
 
 
+@pytest.mark.integration
 def test_smart_skip_retrains_only_what_changed(
     signal_run, tmp_path, caplog, signal_config, write_dataset
 ) -> None:
@@ -269,6 +275,7 @@ def test_smart_skip_retrains_only_what_changed(
     )
 
 
+@pytest.mark.unit
 def test_select_models() -> None:
     cfg = load_config(None, None, None, ["ppo.prediction_model=ensemble"])
     assert select_models(cfg, None) == ["dlstm", "bilstm"]
@@ -278,15 +285,7 @@ def test_select_models() -> None:
         select_models(cfg, ["cnn"])
 
 
-def test_cli_help_explains_every_flag(capsys) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ("--dataset", "--models", "--force", "--resume", "--root", "--set", "--preset"):
-        assert flag in out
-
-
+@pytest.mark.unit
 def test_cli_missing_dataset_is_one_error_line(tmp_path, capsys) -> None:
     (tmp_path / "datasets").mkdir()
     code = main(["--dataset", "NOPE", "--root", str(tmp_path), "--preset", "smoke"])
@@ -296,6 +295,7 @@ def test_cli_missing_dataset_is_one_error_line(tmp_path, capsys) -> None:
     assert "Traceback" not in "\n".join(err)
 
 
+@pytest.mark.unit
 def test_cli_interrupt_exits_130_with_resume_hint(tmp_path, capsys, monkeypatch) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise TrainingInterrupted("gru interrupted; checkpoint of epoch 2 kept at x", None, 2)
@@ -309,6 +309,7 @@ def test_cli_interrupt_exits_130_with_resume_hint(tmp_path, capsys, monkeypatch)
     assert err.strip().endswith("--models gru --resume")
 
 
+@pytest.mark.integration
 def test_cli_trains_with_preset(tmp_path, capsys, write_dataset) -> None:
     write_dataset(tmp_path, "TINY", signal=0.5, seed=3, n=1500)
     args = ["--dataset", "TINY", "--root", str(tmp_path), "--preset", "smoke", "--models", "gru"]
@@ -331,6 +332,7 @@ def _metrics_with(
     }
 
 
+@pytest.mark.unit
 def test_headline_says_no_better_than_logreg_and_counts_direction() -> None:
     """Issue 8 item 18: compare with chance and logreg on the same rows; direction share."""
     # Rows true Fall/Stationary/Rise, columns predicted. Signed calls: true F/R predicted F/R:
@@ -350,6 +352,7 @@ def test_headline_says_no_better_than_logreg_and_counts_direction() -> None:
     assert direction_score(cm) == (pytest.approx(610 / 800), 800)
 
 
+@pytest.mark.unit
 def test_headline_counts_overlapping_labels_and_names_the_permutation_baseline() -> None:
     """Issue 18 item 2: 5-bar labels give one independent call per 5 bars (n_eff = 160), and
     chance is the predictions' score against shifted labels when the metrics carry it."""
@@ -369,6 +372,7 @@ def test_headline_counts_overlapping_labels_and_names_the_permutation_baseline()
     )
 
 
+@pytest.mark.unit
 def test_garch_like_block_is_chance_although_macro_f1_is_above_one_third() -> None:
     """Issue 18 item 2: the honest GARCH walk scored 0.357-0.367 macro-F1 with direction near
     50 %; issue 8's "above 1/3 + s.e." called that an edge. Direction decides now: 51 % of 900
@@ -385,6 +389,7 @@ def test_garch_like_block_is_chance_although_macro_f1_is_above_one_third() -> No
     assert 0.362 > 1 / 3 + math.sqrt(2 / 9 / 1900)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("cm", "f1", "logreg", "verdict"),
     [
@@ -416,6 +421,7 @@ def test_headline_verdicts(cm: list[list[int]], f1: float, logreg: float, verdic
     assert f"rows): {verdict}; direction " in c["headline"]
 
 
+@pytest.mark.unit
 def test_headline_without_signed_calls() -> None:
     cm = [[0, 10, 0], [0, 30, 0], [0, 20, 0]]  # only Stationary predicted
     c = headline_comparison(_metrics_with(0.2, 0.2, cm))
@@ -423,6 +429,7 @@ def test_headline_without_signed_calls() -> None:
     assert "direction n/a (no Rise/Fall call on a bar that rose or fell)" in c["headline"]
 
 
+@pytest.mark.integration
 def test_summary_carries_headline_and_labelled_val_block(signal_run) -> None:
     """Items 18 and 19: every summary entry has the headline string; val is labelled."""
     root, summary, _ = signal_run
@@ -449,6 +456,7 @@ def test_summary_carries_headline_and_labelled_val_block(signal_run) -> None:
         assert metrics["val_block"] == entry["val_block"]
 
 
+@pytest.mark.unit
 def test_summary_table_compares_on_one_block_and_explains_columns() -> None:
     """Items 19 and 28: the ES-val F1 is labelled; every compared score is the test block's."""
     entry = {
@@ -493,6 +501,7 @@ def test_summary_table_compares_on_one_block_and_explains_columns() -> None:
         assert words in legend, words
 
 
+@pytest.mark.unit
 def test_training_figure_title_ticks_panels_and_best_epoch() -> None:
     """Item 28: title, integer epoch ticks, accuracy and F1 apart, the best epoch marked."""
     history = [
@@ -531,6 +540,7 @@ def test_training_figure_title_ticks_panels_and_best_epoch() -> None:
 # ---------------------------------------------------------------- issue 8: CLI
 
 
+@pytest.mark.integration
 def test_cli_sigterm_in_first_epoch_does_not_promise_a_checkpoint(
     tmp_path, capsys, monkeypatch, write_dataset
 ) -> None:
@@ -572,6 +582,7 @@ def test_cli_sigterm_in_first_epoch_does_not_promise_a_checkpoint(
     assert not list((tmp_path / "models" / "checkpoints").glob("*"))
 
 
+@pytest.mark.integration
 def test_interrupt_hint_names_the_models_already_saved(
     tmp_path, capsys, monkeypatch, write_dataset
 ) -> None:
@@ -597,6 +608,7 @@ def test_interrupt_hint_names_the_models_already_saved(
     assert "; finished before the interrupt and kept: lstm; rerun with: " in last
 
 
+@pytest.mark.unit
 def test_cli_usage_errors_exit_1(capsys) -> None:
     """Item 12: usage errors are bad input (1); 2 means "preflight failed" in the README."""
     with pytest.raises(SystemExit) as info:
@@ -631,6 +643,7 @@ def _write_live_lock(root: Path, dataset: str) -> Path:
     return path
 
 
+@pytest.mark.unit
 def test_cli_refuses_to_write_while_a_full_run_holds_the_lock(
     tmp_path, capsys, write_dataset
 ) -> None:
@@ -645,6 +658,7 @@ def test_cli_refuses_to_write_while_a_full_run_holds_the_lock(
     assert json.loads(lock.read_text())["nonce"] == "other-run"  # left alone
 
 
+@pytest.mark.unit
 def test_cli_runs_under_a_lock_this_process_holds(tmp_path, monkeypatch) -> None:
     """Item 14: the driver calls the step in-process while holding the lock: no refusal."""
     from pipeline.runlock import RunLock, lock_path
@@ -658,6 +672,7 @@ def test_cli_runs_under_a_lock_this_process_holds(tmp_path, monkeypatch) -> None
     assert not lock_path(paths, "TINY").exists()
 
 
+@pytest.mark.integration
 def test_help_does_not_import_torch_or_sklearn() -> None:
     """Item 29: ``--help`` answers without importing torch or sklearn (was ~4 s)."""
     import subprocess
@@ -680,6 +695,7 @@ def test_help_does_not_import_torch_or_sklearn() -> None:
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("with_checkpoint", [False, True])
 def test_interrupt_outside_an_epoch_says_what_is_on_disk(
     tmp_path, capsys, monkeypatch, with_checkpoint: bool

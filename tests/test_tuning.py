@@ -71,6 +71,7 @@ def _study(root: Path, stage: str, name: str, dataset: str = DATASET) -> optuna.
 # ================================================================ search-space files
 
 
+@pytest.mark.unit
 def test_bundled_spaces_load_and_the_classifier_study_keeps_one_architecture() -> None:
     agent = read_search_space(default_space_path("agent"))
     assert {"ppo.learning_rate", "ppo.n_steps", "ppo.gamma", "ppo.ent_coef"} <= set(agent.names())
@@ -83,6 +84,7 @@ def test_bundled_spaces_load_and_the_classifier_study_keeps_one_architecture() -
     assert not any(n.startswith(("training.lstm_", "training.dlstm_")) for n in names)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
@@ -112,6 +114,7 @@ def test_a_bad_space_line_is_one_error_naming_file_and_line(
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.unit
 def test_a_key_of_the_other_stage_is_refused_with_its_line(tmp_path: Path) -> None:
     path = _space(tmp_path, "[ppo]\ngamma = float 0.9 0.99\n[training]\nlookback = int 8 16\n")
     with pytest.raises(ConfigError, match=rf"^{path}:4: training.lookback is a training key"):
@@ -130,6 +133,7 @@ def test_a_key_of_the_other_stage_is_refused_with_its_line(tmp_path: Path) -> No
             tune.stage_space(read_search_space(path), "classifier", "dlstm")
 
 
+@pytest.mark.unit
 def test_sampled_values_are_config_overrides_the_parser_accepts(tmp_path: Path) -> None:
     space = read_search_space(default_space_path("agent"))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
@@ -144,6 +148,7 @@ def test_sampled_values_are_config_overrides_the_parser_accepts(tmp_path: Path) 
 # ================================================================ development data only
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("n_rows", [1500, 2500, 17_520])
 def test_development_rows_end_before_every_test_window_of_every_lookback(n_rows: int) -> None:
     cfg = TrainingConfig()
@@ -172,6 +177,7 @@ def _test_block_start(root: Path, lookbacks: list[int]) -> pd.Timestamp:
     return pd.Timestamp(df["timestamp"].iloc[first], tz="UTC")
 
 
+@pytest.mark.integration
 def test_no_test_block_row_reaches_a_classifier_trial(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,6 +217,7 @@ def test_no_test_block_row_reaches_a_classifier_trial(
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
 
 
+@pytest.mark.integration
 def test_no_test_block_bar_reaches_an_agent_trial(
     ppo_source_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,6 +278,7 @@ def _fake(values: dict[int, float]) -> Any:
     return objective
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_run_worker_stops_at_the_study_target_and_a_rerun_continues(
     tmp_path: Path, kind: str
@@ -288,6 +296,7 @@ def test_run_worker_stops_at_the_study_target_and_a_rerun_continues(
     assert tuning.counts(study) == {"COMPLETE": 5}
 
 
+@pytest.mark.unit
 def test_a_trial_beyond_the_target_is_marked_surplus_and_stops_the_worker(tmp_path: Path) -> None:
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"ppo.learning_rate": 1e-3})
@@ -302,6 +311,7 @@ def test_a_trial_beyond_the_target_is_marked_surplus_and_stops_the_worker(tmp_pa
     assert not tuning.is_surplus(study, 1, 2)
 
 
+@pytest.mark.unit
 def test_too_many_failures_in_a_row_stop_with_the_last_error() -> None:
     study = optuna.create_study(direction="maximize")
 
@@ -312,6 +322,7 @@ def test_too_many_failures_in_a_row_stop_with_the_last_error() -> None:
         tuning.run_worker(study, bad, 10)
 
 
+@pytest.mark.unit
 def test_storage_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="not a storage"):
         tuning.storage_url("results/study.txt", tmp_path / "x.db")
@@ -323,15 +334,8 @@ def test_storage_errors_are_one_line(tmp_path: Path) -> None:
     assert str(err.value).startswith("--storage nosuchdb://***@host/db: cannot open")
 
 
-def test_usage_errors_exit_1_and_help_names_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        tune.main(["--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ("--dataset", "--stage", "--trials", "--timeout", "--storage", "--study",
-                 "--model", "--space", "--jobs", "--pruner", "--seed", "--heartbeat", "--root",
-                 "--preset", "--set", "--set-file"):  # fmt: skip
-        assert flag in out
+@pytest.mark.unit
+def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         tune.main(["--dataset", "X", "--stage", "everything", "--trials", "3"])
     assert exc.value.code == 1
@@ -375,6 +379,7 @@ def two_worker_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, op
     return root, _study(root, "classifier", f"classifier_dlstm_{DATASET}")
 
 
+@pytest.mark.integration
 def test_two_workers_on_one_storage_complete_n_trials_none_twice(
     two_worker_study: tuple[Path, optuna.Study],
 ) -> None:
@@ -390,6 +395,7 @@ def test_two_workers_on_one_storage_complete_n_trials_none_twice(
     assert len(workers) == 2  # both processes ran trials
 
 
+@pytest.mark.integration
 def test_outputs_and_the_best_parameter_file_changes_the_run(
     two_worker_study: tuple[Path, optuna.Study], tmp_path: Path
 ) -> None:
@@ -444,6 +450,7 @@ def _running_trials(db: Path) -> list[int]:
     return [r[0] for r in rows]
 
 
+@pytest.mark.integration
 def test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_retries(tmp_path: Path) -> None:
     root = _root(tmp_path)
     space = _space(tmp_path, CLASSIFIER_SPACE)
@@ -481,6 +488,7 @@ def test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_retries(tmp_path:
     assert retry.params == killed.params
 
 
+@pytest.mark.integration
 def test_pruning_stops_a_deliberately_bad_trial(tmp_path: Path) -> None:
     """Five good trials, then one with learning_rate = 1 (diverges to one class): the median
     pruner stops it after its first epoch; the good ones ran all their epochs."""
@@ -506,6 +514,7 @@ def test_pruning_stops_a_deliberately_bad_trial(tmp_path: Path) -> None:
     assert len(study.trials[5].intermediate_values) < 4
 
 
+@pytest.mark.unit
 def test_set_file_passes_through_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """runpod_main.py starts the driver in the project folder: a relative --set-file given in
     another folder reaches it as an absolute path (passthrough_args)."""
@@ -518,6 +527,7 @@ def test_set_file_passes_through_absolute(tmp_path: Path, monkeypatch: pytest.Mo
     assert read_config_file(tmp_path / "best.txt", TrainingConfig)["lookback"][0] == 24
 
 
+@pytest.mark.integration
 def test_sigterm_fails_the_running_trial_queues_it_again_and_exits_130(tmp_path: Path) -> None:
     root = _root(tmp_path)
     space = _space(tmp_path, CLASSIFIER_SPACE)

@@ -33,6 +33,7 @@ from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
 # ---------------------------------------------------------------- noisy oracle
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("accuracy", [0.40, 0.45, 0.55, 0.8])
 def test_noisy_oracle_is_right_as_often_as_asked(accuracy: float) -> None:
     rng = np.random.default_rng(0)
@@ -43,6 +44,7 @@ def test_noisy_oracle_is_right_as_often_as_asked(accuracy: float) -> None:
     assert np.allclose(p.sum(axis=1), 1.0)
 
 
+@pytest.mark.unit
 def test_noisy_oracle_is_soft_and_calibrated() -> None:
     """A realistic edge (40 % right) gives probabilities a few points apart, and among bars whose
     top probability is about q the top class is right about q of the time (calibration)."""
@@ -60,6 +62,7 @@ def test_noisy_oracle_is_soft_and_calibrated() -> None:
     assert np.array_equal(p, again)  # seeded
 
 
+@pytest.mark.unit
 def test_oracle_table_soft_writes_the_noisy_source() -> None:
     table = pd.DataFrame(
         {
@@ -97,6 +100,7 @@ def _pred_table(n: int) -> pd.DataFrame:
     )
 
 
+@pytest.mark.unit
 def test_edge_feature_is_p_rise_minus_p_fall() -> None:
     cfg = load_config(overrides=["prediction_model=dlstm", "edge_feature=true"]).ppo
     table = _pred_table(50)
@@ -119,6 +123,7 @@ def _block(name: str, x: np.ndarray) -> AgentBlock:
     return AgentBlock(name, data, np.arange(n), probs, False)
 
 
+@pytest.mark.unit
 def test_prediction_zscore_uses_the_train_block_only_and_keeps_raw_probs() -> None:
     rng = np.random.default_rng(5)
     train = rng.normal(0.33, 0.02, (400, 5))
@@ -144,6 +149,7 @@ def _summary(root: Path, dataset: str, models: dict[str, object]) -> Paths:
     return paths
 
 
+@pytest.mark.unit
 def test_auto_takes_the_best_validation_model_never_the_test_score(tmp_path: Path) -> None:
     paths = _summary(
         tmp_path,
@@ -167,6 +173,7 @@ def test_auto_takes_the_best_validation_model_never_the_test_score(tmp_path: Pat
     assert tie is not None and tie[0] == "lstm"  # MODEL_NAMES order
 
 
+@pytest.mark.unit
 def test_auto_takes_the_ensemble_only_when_step5_found_it_beats_every_model_alone(
     tmp_path: Path,
 ) -> None:
@@ -201,6 +208,7 @@ def test_auto_takes_the_ensemble_only_when_step5_found_it_beats_every_model_alon
     assert named.ppo.prediction_model == "gru"
 
 
+@pytest.mark.unit
 def test_auto_without_a_summary_says_what_to_do(tmp_path: Path) -> None:
     paths = Paths.from_root(tmp_path)
     with pytest.raises(PipelineError, match=r"prediction_model = auto: .*training_summary_D\.json"):
@@ -212,6 +220,7 @@ def test_auto_without_a_summary_says_what_to_do(tmp_path: Path) -> None:
     assert cfg.ppo.prediction_model == "gru" and "the only prediction table" in why
 
 
+@pytest.mark.unit
 def test_diagnostic_agents_have_their_own_names(tmp_path: Path) -> None:
     files = Artifacts(Paths.from_root(tmp_path), "D")
     real = agent_name("dlstm", "walk_forward", 1.0)
@@ -237,6 +246,7 @@ def _report(agent_trades: int, agent_ret: float, rule_val: float | None) -> dict
     }
 
 
+@pytest.mark.unit
 def test_verdict_says_did_not_learn_only_when_the_rule_made_money() -> None:
     assert backtest.agent_verdict(_report(0, 0.0, 0.786)) == (
         "the agent did not learn: the classifier rule made +78.6 % on validation, the agent "
@@ -290,6 +300,7 @@ def _clone_and_compare(action_set: str, run: int = 1) -> tuple[Any, Any, Any]:
     return done, agent, rule
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("action_set", ["target", "orders"])
 def test_behaviour_cloning_reproduces_the_rule(action_set: str) -> None:
     """A PPO policy fitted by the warm start picks the rule's action on nearly every train bar,
@@ -300,6 +311,7 @@ def test_behaviour_cloning_reproduces_the_rule(action_set: str) -> None:
     assert rule.equity[-1] > 2 * rule.equity[0]  # the rule makes money here
 
 
+@pytest.mark.unit
 def test_cloning_a_rule_with_rare_orders_still_trades() -> None:
     """With ``action_set = orders`` the rule's BUY and CLOSE are rare (here calls hold for 40
     bars: about 1 decision in 40 is an order). Unweighted cross-entropy fitted HOLD everywhere
@@ -312,6 +324,7 @@ def test_cloning_a_rule_with_rare_orders_still_trades() -> None:
     assert agent.equity[-1] / rule.equity[-1] > 0.8
 
 
+@pytest.mark.integration
 def test_warm_start_is_flat_when_the_rule_loses_on_validation() -> None:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -331,6 +344,7 @@ def test_warm_start_is_flat_when_the_rule_loses_on_validation() -> None:
     assert rec.trades == 0
 
 
+@pytest.mark.unit
 def test_the_run_summary_line_names_the_classifier_and_says_what_happened() -> None:
     from pipeline.run_summary import agent_line, agent_results
 
@@ -353,6 +367,7 @@ def test_the_run_summary_line_names_the_classifier_and_says_what_happened() -> N
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("smoothing", [0.05, 0.3])
 def test_label_smoothing_sets_how_sure_the_clone_is(smoothing: float) -> None:
     """``agent_init_label_smoothing``: the cloned policy puts about ``1 - eps + eps / A`` on the
@@ -381,6 +396,7 @@ def test_label_smoothing_sets_how_sure_the_clone_is(smoothing: float) -> None:
     assert on_rule == pytest.approx(1 - smoothing + smoothing / 3, abs=0.03)
 
 
+@pytest.mark.unit
 def test_the_config_passes_label_smoothing_to_the_warm_start() -> None:
     cfg = load_config(None, None, None, ["agent_init_label_smoothing=0.2"])
     assert cfg.ppo.agent_init_label_smoothing == 0.2
