@@ -143,9 +143,6 @@ class RunContext:
         return dataset_name(self.dataset)
 
 
-# ---------------------------------------------------------------- console streams
-
-
 # ---------------------------------------------------------------- small helpers
 
 

@@ -1,35 +1,26 @@
-"""PPO construction, vectorised environments and the training callbacks (checkpoint, eval, stop).
+"""PPO construction, the vectorised environments and ``learn()`` with stop signals.
 
 What lives here and why:
 
+* :func:`ppo_kwargs` / :func:`build_model` create SB3's PPO (Schulman et al. 2017), or
+  sb3-contrib's MaskablePPO with ``algorithm = maskable_ppo`` (invalid actions masked out of the
+  policy through the env's ``action_masks()``, which the vec envs forward), with SEPARATE policy
+  and value networks (``net_arch=dict(pi=..., vf=...)``) and every hyperparameter from
+  :class:`pipeline.config_schema.PPOConfig` (SB3 meanings: ``n_steps`` per environment);
+  :func:`batch_size_warnings` says, with the numbers, when a minibatch does not divide a rollout.
 * :func:`make_vec_env` builds ``n_envs`` copies of the trading env as a ``SubprocVecEnv``
   (``forkserver`` start method: safe after CUDA is initialised, unlike ``fork``) with one torch
   thread per worker and SIGINT ignored in the workers (a Ctrl-C in the terminal reaches the whole
-  process group; only the parent should react, by checkpointing). If the workers cannot start it
-  falls back to ``DummyVecEnv`` and logs why. The result is wrapped in ``VecMonitor`` so SB3 logs
-  episode rewards and lengths.
-* :func:`build_model` creates SB3's PPO (Schulman et al. 2017), or sb3-contrib's MaskablePPO with
-  ``algorithm = maskable_ppo`` (invalid actions masked out of the policy through the env's
-  ``action_masks()``, which the vec envs forward: issue 10), with SEPARATE policy and value
-  networks (``net_arch=dict(pi=..., vf=...)``) and every hyperparameter from
-  :class:`pipeline.config_schema.PPOConfig` (SB3 meanings: ``n_steps`` per environment).
-* The callbacks act at ROLLOUT BOUNDARIES (``_on_rollout_start``), not at arbitrary steps: only
-  there do the weights reflect exactly ``num_timesteps`` of experience (SB3 trains after each full
-  rollout, and a stopped rollout is discarded). A checkpoint named ``checkpoint_{T}.zip`` therefore
-  holds the weights after ``T`` timesteps, and resuming from it loses nothing. A checkpoint is
-  written at the first boundary at or after each multiple of ``checkpoint_freq``; the same holds
-  for evaluations and ``eval_freq``.
-* :class:`StopRequest` + :func:`stop_signals` turn SIGINT / SIGTERM during ``learn()`` into a flag;
-  :class:`StopOnRequestCallback` then ends ``learn()`` and remembers the last rollout boundary, so
-  the caller can write the interrupt checkpoint (see ``train_ppo_agent.train_agent``).
-* Saved models are trusted only as data (issue 8 item 7): :func:`save_model_atomic` records each
-  checkpoint's SHA-256 in ``checksums.json`` beside it BEFORE renaming it into place, and
-  :func:`load_model` never unpickles: SB3 stores some attributes as ``:serialized:`` cloudpickle
-  blobs in the zip's ``data``; every one we know is replaced by an object built here
-  (``custom_objects``), any other is refused, and the bytes hashed are the bytes loaded.
-* :class:`CheckpointCallback` keeps only the newest ``keep`` checkpoints (issue 8 item 16).
-* :class:`ProgressLogCallback` logs ``timesteps done/total, ETA`` every 30 s when there is no
-  progress bar (issue 8 item 26).
+  process group; only the parent should react, by checkpointing), or a ``DummyVecEnv``; if the
+  workers cannot start it falls back to ``DummyVecEnv`` and logs why. The result is wrapped in
+  ``VecMonitor`` so SB3 logs episode rewards and lengths. :func:`parent_threads` keeps the
+  training process's torch threads off the workers' cores.
+* :func:`learn` trains until the target timesteps or a SIGINT / SIGTERM, which the stop callback
+  turns into an end at the last rollout boundary (:mod:`ppo_approach.callbacks`).
+
+Elsewhere: the callbacks (checkpoints at rollout boundaries, evaluation, progress, stop) are in
+:mod:`ppo_approach.callbacks`; saving and loading models as data (atomic, checksummed, never
+unpickled) in :mod:`ppo_approach.model_files`.
 """
 
 from __future__ import annotations
@@ -122,9 +113,6 @@ def build_model(
             verbose=verbose,
             **ppo_kwargs(cfg),
         )
-
-
-"""``(observation_space, action_space)`` a loaded model must have."""
 
 
 # ---------------------------------------------------------------- vectorised environments
