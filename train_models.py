@@ -472,6 +472,7 @@ def _summary_entry(status: str, reason: str, metrics: dict[str, Any]) -> dict[st
         # The val scores come from the early-stopping block (issue 8 item 19): kept, labelled.
         "val_block": VAL_BLOCK_NOTE,
         "val_macro_f1": metrics["val"]["macro_f1"],
+        "val_rows": int(sum(map(sum, metrics["val"]["confusion"]))),
         "majority_val_macro_f1": b["majority"]["val"]["macro_f1"],
         "beats_majority_on_val": metrics["beats_majority_on_val"],
         "best_epoch": metrics.get("best_epoch"),

@@ -126,6 +126,7 @@ def fit_ensemble(
         "choice": choice,
         "candidates": list(candidates),
         "candidate_val_macro_f1": scores,
+        "val_rows": int(((blocks == "val") & (labels >= 0)).sum()),
         "scores": _scores(names, member_probs, labels, blocks, chosen),
     }
 
@@ -140,6 +141,21 @@ def _fit_method(method: str, member_probs: np.ndarray, y: np.ndarray, seed: int)
     meta = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
     meta.fit(_stack_features(member_probs), y)
     return {"kind": "stacking", "coef": meta.coef_.tolist(), "intercept": meta.intercept_.tolist()}
+
+
+def beats_members(fit: dict[str, Any], horizon: int) -> bool:
+    """True when the fitted combination (:func:`is_combination`) scores more than one standard
+    error (overlap-corrected, ``fit["val_rows"]`` rows, labels overlapping ``horizon`` bars) above
+    its best member alone on the agent-val rows: the one-standard-error rule that
+    :func:`pipeline.model_choice.best_on_validation` applies between models."""
+    from pipeline.classifier_report import macro_f1_standard_error
+
+    val = (fit.get("scores") or {}).get("val") or {}
+    rows = int(fit.get("val_rows") or 0)
+    if not is_combination(fit) or "ensemble" not in val or rows <= 0:
+        return False
+    best_alone = max(v for k, v in val.items() if k != "ensemble")
+    return val["ensemble"] > best_alone + macro_f1_standard_error(rows, horizon)
 
 
 def is_combination(fit: dict[str, Any]) -> bool:

@@ -3,9 +3,9 @@
 When step 5 fitted an ensemble over every model's walk-forward table and it beat every model
 alone on the agent-val rows (``auto_ensemble.used`` in the summary, issue 17 item 2), the agent
 uses that ensemble. Otherwise it uses the classifier with the best VALIDATION macro-F1 of step
-5's training summary (``results/training_summary_{dataset}.json``): the validation block selects
-models, the test block stays the one honest score and plays no part here (ties go to the earlier
-name of
+5's training summary (``results/training_summary_{dataset}.json``), or the simplest model within
+one standard error of it (:func:`best_on_validation`): the validation block selects models, the
+test block stays the one honest score and plays no part here (ties go to the earlier name of
 :data:`pipeline.config_schema.MODEL_NAMES`). On data where one architecture is the weakest (the
 default dlstm on EURUSD-like data: test F1 0.335, direction 44 %) the agent no longer gets it by
 default, and every report names the model that fed the agent.
@@ -33,9 +33,25 @@ def _number(value: Any) -> float | None:
     return None
 
 
+SIMPLEST_FIRST: tuple[str, ...] = ("logreg", "lightgbm", "gru", "lstm", "bilstm", "dlstm")
+"""The models from the simplest (fewest parameters, fastest to fit) to the most complex: the
+one-standard-error rule prefers the earlier of models whose validation scores are that close."""
+
+
 def best_on_validation(training_summary: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """``(name, model entry)`` of the usable model with the highest ``val_macro_f1``; ``None``
-    when no model has a validation score. Ties: the earlier of :data:`MODEL_NAMES`."""
+    """``(name, model entry)`` that ``prediction_model = auto`` picks; ``None`` when no model has
+    a validation score.
+
+    The one-standard-error rule (Hastie, Tibshirani & Friedman, *The Elements of Statistical
+    Learning*, 2009, section 7.10): of the models whose validation macro-F1 is within one standard
+    error of the best one, the simplest (:data:`SIMPLEST_FIRST`). The s.e. is the overlap-corrected
+    one of the validation block (``val_rows`` rows, labels overlapping ``label_horizon`` bars).
+    Differences smaller than that are selection noise: on the classifier ladder the plain
+    maximum picked a network whose test score then fell more than one s.e. below logreg's on 3 of
+    7 rows. Entries without ``val_rows`` (older summaries): the plain maximum. Ties: the earlier
+    name of :data:`MODEL_NAMES`."""
+    from pipeline.classifier_report import macro_f1_standard_error
+
     order = {m: i for i, m in enumerate(MODEL_NAMES)}
     candidates = []
     for name, m in (training_summary.get("models") or {}).items():
@@ -47,7 +63,14 @@ def best_on_validation(training_summary: dict[str, Any]) -> tuple[str, dict[str,
         candidates.append((-val, order.get(name, len(order)), name, m))
     if not candidates:
         return None
-    _neg, _i, name, m = min(candidates)
+    neg_best, _i, name, m = min(candidates)
+    rows = _number(m.get("val_rows"))
+    if rows is None or rows <= 0:
+        return name, m
+    se = macro_f1_standard_error(int(rows), int(_number(m.get("label_horizon")) or 1))
+    close = [c for c in candidates if -c[0] >= -neg_best - se]
+    simple = {n: i for i, n in enumerate(SIMPLEST_FIRST)}
+    _neg, _i, name, m = min(close, key=lambda c: (simple.get(c[2], len(simple)), c[0], c[1]))
     return name, m
 
 
@@ -107,9 +130,19 @@ def resolve_prediction_model(cfg: Config, paths: Paths, dataset: str) -> tuple[C
             "macro-F1; run step 5 again, or name the model (prediction_model = dlstm)"
         )
     name, entry = best
-    return _with_model(cfg, name), (
-        f"{name} (auto: best validation macro-F1 {float(entry['val_macro_f1']):.3f})"
-    )
+    top = max(
+        (float(m["val_macro_f1"]) for m in (summary.get("models") or {}).values()
+         if isinstance(m, dict) and m.get("status") in OK_MODEL_STATUSES
+         and _number(m.get("val_macro_f1")) is not None),
+        default=float(entry["val_macro_f1"]),
+    )  # fmt: skip
+    why = f"best validation macro-F1 {float(entry['val_macro_f1']):.3f}"
+    if float(entry["val_macro_f1"]) < top:
+        why = (
+            f"validation macro-F1 {float(entry['val_macro_f1']):.3f}, within one standard error "
+            f"of the best {top:.3f}, and the simplest such model"
+        )
+    return _with_model(cfg, name), f"{name} (auto: {why})"
 
 
 def _with_model(cfg: Config, name: str) -> Config:

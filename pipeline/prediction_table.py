@@ -22,7 +22,7 @@ import torch
 from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, atomic_path, atomic_write_json
 from pipeline.config_schema import Config
-from pipeline.ensembles import AUTO, combine, fit_ensemble, is_combination
+from pipeline.ensembles import AUTO, beats_members, combine, fit_ensemble
 from pipeline.predictors import PROB_COLUMNS, PredictionModel
 from pipeline.prepare import Prepared
 
@@ -198,7 +198,8 @@ class WrittenTables:
     auto_ensemble: dict[str, Any] | None = None
     """``prediction_model = auto`` with two or more walk-forward tables: the ensemble fitted over
     all of them (:func:`pipeline.ensembles.fit_ensemble` with method ``auto``) and ``used``:
-    whether it combines members, i.e. beat every member alone on the agent-val rows."""
+    whether it combines members and beats the best of them alone on the agent-val rows by more
+    than one standard error (:func:`pipeline.ensembles.beats_members`)."""
 
 
 def write_prediction_tables(
@@ -211,8 +212,9 @@ def write_prediction_tables(
     models, the ensembles are candidates too (issue 17 item 2): weighted voting is fitted on the
     out-of-fold agent-train rows over every model and chosen on the agent-val rows against the
     mean and each model alone (:data:`pipeline.ensembles.AUTO` says why not stacking); when a
-    combination wins, its table is written and step 7 feeds it to the agent
-    (:func:`pipeline.model_choice.resolve_prediction_model`).
+    combination beats the best model alone by more than one standard error
+    (:func:`pipeline.ensembles.beats_members`), its table is written and step 7 feeds it to the
+    agent (:func:`pipeline.model_choice.resolve_prediction_model`).
     """
     dataset = prep.info.name
     art = Artifacts(paths, dataset)
@@ -244,12 +246,14 @@ def write_prediction_tables(
     elif cfg.ppo.prediction_model == "auto" and out_of_fold and len(written) >= 2:
         members = {m: tables[m] for m in written}
         fit = ensemble_fit(cfg, prep, members, AUTO)
-        auto_fit = {**fit, "used": is_combination(fit)}
+        auto_fit = {**fit, "used": beats_members(fit, prep.arrays.k)}
         fit = auto_fit
         log.info(
             "auto: ensemble of %s %s: %s",
             ", ".join(members),
-            "chosen" if auto_fit["used"] else "not chosen (one model alone scores best)",
+            "chosen"
+            if auto_fit["used"]
+            else "not chosen (not one standard error above the best model alone)",
             ensemble_line(fit),
         )
     if ensemble_ok or (auto_fit is not None and auto_fit["used"]):

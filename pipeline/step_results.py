@@ -27,7 +27,8 @@ class TrainingSummary(TypedDict):
     alarms: list[dict[str, str]]  # issue 18 item 1: pipeline.leak_alarms.Alarm.to_dict()
     permutation_control: dict[str, Any] | None  # the permuted-label model's test headline
     # issue 17 item 2: prediction_model = auto's ensemble over every walk-forward table (None when
-    # not fitted); "used": it beat every model alone on the agent-val rows and feeds the agent
+    # not fitted); "used": it beat every model alone on the agent-val rows by more than one s.e.
+    # and feeds the agent
     auto_ensemble: dict[str, Any] | None
 
 

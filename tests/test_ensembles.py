@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.ensembles import combine, fit_ensemble, is_combination, select_weights
+from pipeline.ensembles import (
+    beats_members,
+    combine,
+    fit_ensemble,
+    is_combination,
+    select_weights,
+)
 
 
 def _members(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,6 +83,10 @@ def test_auto_tries_both_fits_the_mean_and_each_member_alone() -> None:
     val = fit["scores"]["val"]
     assert is_combination(fit) and fit["choice"] in ("weighted", "mean")
     assert val["ensemble"] > max(val["a"], val["b"], val["c"]) + 0.05
+    # 750 agent-val rows, labels over 5 bars: one s.e. is 0.038, the gain is larger
+    assert fit["val_rows"] == 750 and beats_members(fit, 5)
+    # the same gain on rows that overlap 50 bars is within one s.e. (0.12): not used
+    assert not beats_members(fit, 50)
 
 
 @pytest.mark.unit
@@ -134,7 +144,7 @@ def test_auto_fits_the_ensembles_over_every_walk_forward_table(
     assert ens["candidates"][:2] == ["weighted", "mean"]
     val = ens["scores"]["val"]
     best_alone = max(val[m] for m in ens["members"])
-    assert ens["used"] == is_combination(ens)
+    assert ens["used"] == beats_members(ens, summary["models"]["gru"]["label_horizon"])
     assert val["ensemble"] >= best_alone  # by construction
     resolved, why = resolve_prediction_model(cfg, paths, "AU")
     art = Artifacts(paths, "AU")

@@ -174,6 +174,36 @@ def test_auto_takes_the_best_validation_model_never_the_test_score(tmp_path: Pat
 
 
 @pytest.mark.unit
+def test_auto_takes_the_simplest_model_within_one_standard_error() -> None:
+    """The one-standard-error rule (ESL 7.10): 1,000 validation rows with labels over 5 bars give
+    one s.e. of sqrt(2/9 / 200) = 0.033; logreg 0.01 below the best network is taken, 0.05 below
+    is not. Summaries without ``val_rows`` keep the plain maximum."""
+
+    def entry(val: float, rows: int | None = 1000) -> dict[str, object]:
+        e: dict[str, object] = {"status": "trained", "val_macro_f1": val, "label_horizon": 5}
+        return e if rows is None else {**e, "val_rows": rows}
+
+    close = {"lstm": entry(0.45), "logreg": entry(0.44), "dlstm": entry(0.449)}
+    assert best_on_validation({"models": close})[0] == "logreg"  # type: ignore[index]
+    far = {"lstm": entry(0.45), "logreg": entry(0.40), "gru": entry(0.43)}
+    assert best_on_validation({"models": far})[0] == "gru"  # type: ignore[index]
+    old = {"lstm": entry(0.45, None), "logreg": entry(0.44, None)}
+    assert best_on_validation({"models": old})[0] == "lstm"  # type: ignore[index]
+
+
+def test_auto_says_when_the_one_se_rule_chose(tmp_path: Path) -> None:
+    models = {
+        "lstm": {"status": "trained", "val_macro_f1": 0.45, "val_rows": 1000, "label_horizon": 5},
+        "logreg": {"status": "trained", "val_macro_f1": 0.44, "val_rows": 1000},
+    }
+    cfg, why = resolve_prediction_model(load_config(), _summary(tmp_path, "D", models), "D")
+    assert cfg.ppo.prediction_model == "logreg"
+    assert why == (
+        "logreg (auto: validation macro-F1 0.440, within one standard error of the best 0.450, "
+        "and the simplest such model)"
+    )
+
+
 def test_auto_takes_the_ensemble_only_when_step5_found_it_beats_every_model_alone(
     tmp_path: Path,
 ) -> None:
