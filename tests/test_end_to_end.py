@@ -189,11 +189,15 @@ def test_smoke_run_summary_values(smoke_run: Run) -> None:
     assert summary["dataset"] == DATASET and summary["exit_code"] == 0
     statuses = [s["status"] for s in summary["steps"]]
     assert statuses[:2] == ["ok", "ok"] and statuses[2] in ("ok", "warn")
-    # Steps 5 and 7 warn: the planted signal (1.0) is stronger than any market's, so the
-    # plausibility alarms fire on it (issue 18 item 1: direction 81-89 %, the classifier rule's
-    # Sharpe ratio ~9); no structural check (split, scaler, lookahead, env probe) does.
-    assert statuses[3:] == ["ok", "warn", "ok", "warn", "ok"]
-    assert {a["check"] for a in summary["alarms"]} == {"direction", "sharpe"}
+    # Step 5 warns: the planted signal (1.0) is stronger than any market's, so the direction
+    # plausibility alarm fires on it (issue 18 item 1: direction 81-89 %); step 7 warns when the
+    # classifier rule of the model auto chose has a Sharpe ratio above alarm_sharpe (dlstm's ~9,
+    # logreg's 2.3: auto's one-standard-error rule picks logreg on this 305-row validation block).
+    # No structural check (split, scaler, lookahead, env probe) fires.
+    checks = {a["check"] for a in summary["alarms"]}
+    assert "direction" in checks and checks <= {"direction", "sharpe"}
+    step7 = "warn" if "sharpe" in checks else "ok"
+    assert statuses[3:] == ["ok", "warn", "ok", step7, "ok"]
     assert [s["name"] for s in summary["steps"]] == [
         "paths and environment",
         "dependencies",
@@ -329,7 +333,8 @@ def test_pushed_commit_is_complete_without_a_second_push(smoke_run: Run) -> None
     assert pushed["status"] == "pushing" and pushed["exit_code"] == 0
     statuses = [s["status"] for s in pushed["steps"]]
     assert statuses[:2] == ["ok", "ok"] and statuses[2] in ("ok", "warn")
-    assert statuses[3:] == ["ok", "warn", "ok", "warn", "in progress"]  # plausibility alarms
+    step7 = "warn" if any(a["check"] == "sharpe" for a in pushed["alarms"]) else "ok"
+    assert statuses[3:] == ["ok", "warn", "ok", step7, "in progress"]  # plausibility alarms
     assert pushed["push"]["status"] == "in progress"
     assert pushed["classifiers"] and pushed["agent"]
     files = _git("ls-tree", "-r", "--name-only", "main", cwd=smoke_run.bare).split()
@@ -337,7 +342,7 @@ def test_pushed_commit_is_complete_without_a_second_push(smoke_run: Run) -> None
     text = _git("show", f"main:{pushed_log}", cwd=smoke_run.bare)
     assert "run summary before the push" in text
     assert "push in progress: this log and the run summary are final" in text
-    assert "STEP 7/8" in text and "step 7 (train PPO agent) warn" in text  # the Sharpe alarm
+    assert "STEP 7/8" in text and f"step 7 (train PPO agent) {step7}" in text  # Sharpe alarm
 
 
 def test_broken_csv_fails_preflight_with_exit_2(tmp_path: Path) -> None:
