@@ -124,7 +124,8 @@ def compare(base: Path, variant: Path) -> int:
     """``--compare BASE VARIANT``: the networks' mean test macro-F1 per row, side by side."""
     a, b = _network_f1(base), _network_f1(variant)
     lines = [
-        "# The classifier ladder: a recipe variant against the defaults",
+        f"# The classifier ladder: {variant.stem.removeprefix('classifier_ladder_')} against the "
+        "defaults",
         "",
         f"Command: `python bench/bench_classifier_ladder.py --compare {base.name} {variant.name}`"
         " (both files from this machine, same seeds and bars).",
@@ -135,7 +136,12 @@ def compare(base: Path, variant: Path) -> int:
     for k in a:
         if k in b:
             lines.append(f"| {k} | {a[k]:.4f} | {b[k]:.4f} | {b[k] / a[k]:.3f} |")
-    (HERE / "results" / "classifier_ladder_compare.md").write_text("\n".join(lines) + "\n")
+    out = (
+        HERE
+        / "results"
+        / f"classifier_ladder_compare_{variant.stem.removeprefix('classifier_ladder_')}.md"
+    )
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
@@ -202,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         "| above chance |"
     )
     lines = [
-        "# The classifier ladder (`bench/bench_classifier_ladder.py`)",
+        "# The classifier ladder (`bench/bench_classifier_ladder.py`)"
+        + (", auto's ensembles" if args.ensembles else "")
+        + "".join(f", {s}" for s in args.sets),
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}.",
@@ -211,9 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{f' --rows {args.rows}' if args.rows else ''}"
         f"{''.join(f' --set {s}' for s in args.sets)}`: step 5, demo preset, "
         f"{' '.join(base)}. Cells: test macro-F1 / "
-        "direction; the auto choice is the best validation macro-F1"
+        "direction; the auto choice is prediction_model = auto's: the simplest model within "
+        "one standard error of the best validation macro-F1"
         + (
-            " (or an ensemble that beat every model alone on the agent-val rows)"
+            " (or an ensemble more than one s.e. above every model alone on the agent-val rows)"
             if args.ensembles
             else ""
         )
@@ -272,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     met = [k for k, v in ok_rows.items() if all(v)]
     lines.append(f"Rows meeting the target on every seed: {len(met)} of {len(ok_rows)}.")
     suffix = "_ensembles" if args.ensembles else ""
+    suffix += f"_bars-{args.bars}" if args.bars != 8000 else ""
     suffix += "".join("_" + s.replace("=", "-").replace(".", "") for s in args.sets)
     suffix += f"_rows-{args.rows.replace(',', '-')}" if args.rows else ""
     (HERE / "results" / f"classifier_ladder{suffix}.md").write_text("\n".join(lines) + "\n")
