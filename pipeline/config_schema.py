@@ -270,9 +270,10 @@ class PPOConfig:
     # auto since issue 16: the default dlstm was the weakest model on some data.
     prediction_model: str = setting(
         "auto",
-        "auto (the model with the best validation macro-F1 of step 5, or the ensemble of every "
-        "model when it beats each alone on the out-of-fold agent-val rows; named in every "
-        "report) | lstm | gru | bilstm | dlstm | logreg | lightgbm | ensemble",
+        "auto (the simplest model within one standard error of step 5's best validation "
+        "macro-F1, or the ensemble of every model when it beats each alone by more than one "
+        "standard error on the out-of-fold agent-val rows; named in every report) | lstm | gru | "
+        "bilstm | dlstm | logreg | lightgbm | ensemble",
         "model",
         choices=("auto", *MODEL_NAMES, "ensemble"),
     )
