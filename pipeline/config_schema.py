@@ -66,6 +66,13 @@ class TrainingConfig:
         "feature names, or 'default' for the 26 documented in docs/features.md",
         "data",
     )
+    network_features: tuple[str, ...] = setting(
+        ("all",),
+        "features the four networks read bar by bar: 'all', or names from the feature list (e.g. "
+        "the per-bar ret_1, hl_range, body, upper_wick, lower_wick, volume_ratio_24); logreg and "
+        "lightgbm always read every feature",
+        "data",
+    )
     lookback: int = setting(
         60, "bars per input window (the model sees lookback x features)", "data", min=2
     )
@@ -223,6 +230,20 @@ class TrainingConfig:
 
             return list(DEFAULT_FEATURES)
         return list(self.features)
+
+    def network_columns(self) -> list[int] | None:
+        """Columns of the feature list the networks read (``network_features``); ``None`` for
+        all. A name outside the feature list is a :class:`ConfigError` naming it."""
+        if tuple(self.network_features) == ("all",):
+            return None
+        names = self.resolved_features()
+        missing = [f for f in self.network_features if f not in names]
+        if missing:
+            raise ConfigError(
+                f"network_features: {', '.join(missing)} not in the feature list (features = "
+                f"{', '.join(self.features)}); expected 'all' or names from that list"
+            )
+        return [names.index(f) for f in self.network_features]
 
     def model_params(self, model: str) -> dict[str, Any]:
         """Architecture parameters of one classifier (``units``, ``layers``, ``dropout``, ...)."""

@@ -18,7 +18,7 @@ from torch import nn
 
 from pipeline.classifier_metrics import N_CLASSES
 from pipeline.common import PipelineError, atomic_path
-from pipeline.config_schema import MODEL_NAMES, TrainingConfig
+from pipeline.config_schema import MODEL_NAMES, NETWORK_NAMES, TrainingConfig
 
 
 def _rnn(cell: str, n_in: int, units: int, layers: int, dropout: float, bidir: bool) -> nn.RNNBase:
@@ -165,8 +165,27 @@ class BoosterClassifier(nn.Module):
 
 
 def arch_config(model: str, n_features: int, cfg: TrainingConfig) -> dict[str, Any]:
-    """Everything needed to rebuild ``model``: name, input width and its sizes from ``cfg``."""
-    return {"name": model, "n_features": int(n_features), **cfg.model_params(model)}
+    """Everything needed to rebuild ``model``: name, input width, its sizes from ``cfg`` and, for
+    a network with ``network_features`` set, the input columns it reads."""
+    arch = {"name": model, "n_features": int(n_features), **cfg.model_params(model)}
+    columns = cfg.network_columns() if model in NETWORK_NAMES else None
+    if columns is not None:
+        arch["input_columns"] = columns
+    return arch
+
+
+class ColumnSelect(nn.Module):
+    """A network that reads only some input columns (``network_features``): the windows keep
+    every feature (one scaler, one table for all models), the network sees ``columns``."""
+
+    def __init__(self, net: nn.Module, columns: list[int]) -> None:
+        super().__init__()
+        self.net = net
+        self.columns: torch.Tensor
+        self.register_buffer("columns", torch.as_tensor(columns, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, 3)
+        return self.net(x.index_select(2, self.columns))  # (B, T, F') -> (B, 3)
 
 
 def build_classifier(arch: dict[str, Any]) -> nn.Module:
@@ -178,6 +197,12 @@ def build_classifier(arch: dict[str, Any]) -> nn.Module:
         return LogRegClassifier(int(arch["n_features"]))
     if name == "lightgbm":
         raise PipelineError("a LightGBM model is fit by train_models.fit_lightgbm, not built")
+    columns = arch.get("input_columns")
+    if columns is not None:
+        inner = build_classifier(
+            {k: v for k, v in arch.items() if k != "input_columns"} | {"n_features": len(columns)}
+        )
+        return ColumnSelect(inner, [int(c) for c in columns])
     common: dict[str, Any] = {  # ints and a float: RNNClassifier's keyword arguments
         "n_features": int(arch["n_features"]),
         "units": int(arch["units"]),

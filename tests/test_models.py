@@ -486,3 +486,31 @@ def test_progress_bar_only_when_wanted(monkeypatch, caplog) -> None:
     seed_everything(cfg.seed)
     train_classifier(build_classifier(arch_config("gru", F, cfg)), train, val, cfg, desc="gru")
     assert bars == []
+
+
+@pytest.mark.unit
+def test_network_features_select_the_columns_a_network_reads() -> None:
+    """``network_features``: the windows keep every feature (one scaler, one table); a network
+    reads only the named columns, and its model file rebuilds the same selection."""
+    from pipeline.config_schema import ConfigError
+    from pipeline.features import DEFAULT_FEATURES
+    from pipeline.nets import ColumnSelect
+
+    cfg = tiny_cfg(network_features=("ret_1", "hl_range"))
+    arch = arch_config("gru", len(DEFAULT_FEATURES), cfg)
+    assert arch["input_columns"] == [0, 5] and "input_columns" not in arch_config(
+        "logreg", len(DEFAULT_FEATURES), cfg
+    )
+    model = build_classifier(arch).eval()
+    assert isinstance(model, ColumnSelect)
+    x = torch.randn(4, 8, len(DEFAULT_FEATURES))  # (B, T, F)
+    with torch.no_grad():
+        out = model(x)
+        assert torch.equal(out, model.net(x[:, :, [0, 5]]))
+        x2 = x.clone()
+        x2[:, :, 1:5] += 100.0  # columns it does not read change nothing
+        assert torch.equal(model(x2), out)
+    again = build_classifier(arch)
+    again.load_state_dict(model.state_dict())  # the model file's round trip
+    with pytest.raises(ConfigError, match=r"network_features: volume not in the feature list"):
+        arch_config("lstm", 26, tiny_cfg(network_features=("ret_1", "volume")))
