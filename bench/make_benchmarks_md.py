@@ -16,6 +16,7 @@ ORDER = [
     "classifier_ladder_reading",
     "classifier_ladder",
     "classifier_ladder_ensembles",
+    "classifier_ladder_plain_max",
     "classifier_ladder_ensembles_stacking",
     "classifier_ladder_compare_lr_schedule-warmup_cosine",
     "classifier_ladder_compare_trainingweight_decay-00001",
