@@ -233,7 +233,7 @@ def part_vec(data: MarketData, runs: int) -> list[str]:
 def part_wall(data: MarketData, timesteps: int) -> list[str]:
     """Markdown rows: wall time of the default config for ``timesteps`` (with callbacks)."""
     cfg = default_ppo()
-    ppy = 8760.0
+    bars_per_year = 8760.0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         venv, kind = trading_venv(data, cfg, cfg.vec_env)
@@ -241,9 +241,9 @@ def part_wall(data: MarketData, timesteps: int) -> list[str]:
         val = TradingEnv(data, EnvConfig.from_ppo_config(cfg), random_start=True)
         stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
         cbs = [
-            callbacks.CheckpointCallback(Path(tmp), cfg.checkpoint_freq),
+            callbacks.RolloutCheckpointCallback(Path(tmp), cfg.checkpoint_freq),
             callbacks.ValidationEvalCallback(
-                val, Path(tmp), cfg.eval_freq, cfg.eval_episodes, 0, ppy, stopper
+                val, Path(tmp), cfg.eval_freq, cfg.eval_episodes, 0, bars_per_year, stopper
             ),
         ]
         t1 = time.perf_counter()

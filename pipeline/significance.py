@@ -153,7 +153,7 @@ def verdict(score: float, total_return_ci: tuple[float, float], traded: bool) ->
 
 def significance(
     equity: np.ndarray,
-    ppy: float,
+    bars_per_year: float,
     n_trials: int = 1,
     var_sr: float | None = None,
     traded: bool = True,
@@ -179,7 +179,7 @@ def significance(
     )
 
     def ann_sharpe(x: np.ndarray) -> float:
-        return moments(x)[0] * math.sqrt(ppy)
+        return moments(x)[0] * math.sqrt(bars_per_year)
 
     ret_ci = block_bootstrap_interval(r, _total_return, n_boot, seed=seed)
     sr_ci = block_bootstrap_interval(r, ann_sharpe, n_boot, seed=seed)

@@ -160,22 +160,24 @@ def infer_periods_per_year(timestamps: np.ndarray) -> tuple[float, str]:
         days = float((end - start) / np.timedelta64(1, "D"))
         full.append((int(str(year)), float(np.sum(years == year)) * 365.0 / days))
     if full:
-        ppy = float(np.median([n for _, n in full]))
+        bars_per_year = float(np.median([n for _, n in full]))
         span = f"{full[0][0]}" if len(full) == 1 else f"{full[0][0]}-{full[-1][0]}"
         plural = "year" if len(full) == 1 else "years"
-        return ppy, (
-            f"{ppy:.1f} bars/year: median bar count of {len(full)} full calendar {plural} ({span})"
+        return bars_per_year, (
+            f"{bars_per_year:.1f} bars/year: median bar count of {len(full)} full calendar "
+            f"{plural} ({span})"
         )
     elapsed = float((ts[-1] - ts[0]) / np.timedelta64(1, "s")) + interval
     if elapsed >= MIN_INFER_SPAN_DAYS * 86400:
-        ppy = ts.size * SECONDS_PER_YEAR / elapsed
-        return ppy, (
-            f"{ppy:.1f} bars/year: bars per elapsed year over {ts[0].astype('datetime64[D]')}"
+        bars_per_year = ts.size * SECONDS_PER_YEAR / elapsed
+        return bars_per_year, (
+            f"{bars_per_year:.1f} bars/year: bars per elapsed year over "
+            f"{ts[0].astype('datetime64[D]')}"
             f" .. {ts[-1].astype('datetime64[D]')} (no full calendar year)"
         )
-    ppy = periods_per_year(interval)
-    return ppy, (
-        f"{ppy:.1f} bars/year: 24/7 calendar at the median bar spacing of {interval:g} s"
+    bars_per_year = periods_per_year(interval)
+    return bars_per_year, (
+        f"{bars_per_year:.1f} bars/year: 24/7 calendar at the median bar spacing of {interval:g} s"
         f" (span under {MIN_INFER_SPAN_DAYS} days, too short to infer)"
     )
 
@@ -192,8 +194,8 @@ def total_return(equity: np.ndarray) -> float:
     return float(e[-1] / e[0] - 1.0)
 
 
-def annualised_return(equity: np.ndarray, ppy: float) -> float:
-    """Compound annual growth rate ``(E_n / E_0) ** (ppy / n) - 1`` over ``n`` bars."""
+def annualised_return(equity: np.ndarray, bars_per_year: float) -> float:
+    """Compound annual growth rate ``(E_n / E_0) ** (bars_per_year / n) - 1`` over ``n`` bars."""
     e = np.asarray(equity, dtype=np.float64)
     n = e.size - 1
     if n < 1:
@@ -201,21 +203,21 @@ def annualised_return(equity: np.ndarray, ppy: float) -> float:
     growth = e[-1] / e[0]
     if growth <= 0:
         return -1.0
-    return float(math.exp(math.log(growth) * ppy / n) - 1.0)
+    return float(math.exp(math.log(growth) * bars_per_year / n) - 1.0)
 
 
-def sharpe_ratio(returns: np.ndarray, ppy: float) -> float:
-    """Annualised Sharpe ratio ``mean / std(ddof=1) * sqrt(ppy)``; 0 when the std is 0."""
+def sharpe_ratio(returns: np.ndarray, bars_per_year: float) -> float:
+    """Annualised Sharpe ratio ``mean / std(ddof=1) * sqrt(bars_per_year)``; 0 when the std is 0."""
     r = np.asarray(returns, dtype=np.float64)
     if r.size < 2:
         return 0.0
     sd = float(r.std(ddof=1))
     if sd < 1e-15:
         return 0.0
-    return float(r.mean() / sd * math.sqrt(ppy))
+    return float(r.mean() / sd * math.sqrt(bars_per_year))
 
 
-def sortino_ratio(returns: np.ndarray, ppy: float) -> float | None:
+def sortino_ratio(returns: np.ndarray, bars_per_year: float) -> float | None:
     """Annualised Sortino ratio (target 0); ``None`` when there is no downside at all."""
     r = np.asarray(returns, dtype=np.float64)
     if r.size < 1:
@@ -223,7 +225,7 @@ def sortino_ratio(returns: np.ndarray, ppy: float) -> float | None:
     downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
     if downside < 1e-15:
         return None if r.mean() > 0 else 0.0
-    return float(r.mean() / downside * math.sqrt(ppy))
+    return float(r.mean() / downside * math.sqrt(bars_per_year))
 
 
 def drawdown_series(equity: np.ndarray) -> np.ndarray:
@@ -399,18 +401,18 @@ def run_episode(
     )
 
 
-def strategy_metrics(rec: EpisodeRecord, ppy: float) -> dict[str, Any]:
+def strategy_metrics(rec: EpisodeRecord, bars_per_year: float) -> dict[str, Any]:
     """Every metric of :data:`METRIC_NAMES` for one episode (see the module docstring)."""
     r = simple_returns(rec.equity)
-    ann = annualised_return(rec.equity, ppy)
+    ann = annualised_return(rec.equity, bars_per_year)
     mdd = max_drawdown(rec.equity)
     in_market = rec.units[1:] != 0.0
     trips = round_trip_returns(rec.units, rec.equity, closed_at_end=rec.liquidated)
     return {
         "total_return": total_return(rec.equity),
         "annualised_return": ann,
-        "sharpe": sharpe_ratio(r, ppy),
-        "sortino": sortino_ratio(r, ppy),
+        "sharpe": sharpe_ratio(r, bars_per_year),
+        "sortino": sortino_ratio(r, bars_per_year),
         "max_drawdown": mdd,
         "calmar": calmar_ratio(ann, mdd),
         "n_trades": int(rec.trades),
@@ -596,11 +598,13 @@ def run_strategies(
     }
 
 
-def summarise_runs(runs: dict[str, list[EpisodeRecord]], ppy: float) -> dict[str, dict[str, Any]]:
+def summarise_runs(
+    runs: dict[str, list[EpisodeRecord]], bars_per_year: float
+) -> dict[str, dict[str, Any]]:
     """Metrics per strategy (the random policy: mean over its seeds)."""
     out: dict[str, dict[str, Any]] = {}
     for name, recs in runs.items():
-        metrics = [strategy_metrics(r, ppy) for r in recs]
+        metrics = [strategy_metrics(r, bars_per_year) for r in recs]
         out[name] = metrics[0] if len(metrics) == 1 else mean_metrics(metrics)
     return out
 
@@ -610,7 +614,7 @@ SIGNIFICANCE_STRATEGIES = ("agent", "classifier_rule", "buy_and_hold")
 
 def significance_section(
     runs: dict[str, list[EpisodeRecord]],
-    ppy: float,
+    bars_per_year: float,
     seeds: dict[str, Any] | None = None,
     configurations_tried: int = 1,
 ) -> dict[str, dict[str, Any]]:
@@ -623,7 +627,9 @@ def significance_section(
 
     rows = (seeds or {}).get("runs") or []
     srs = [
-        float(r["test_sharpe"]) / math.sqrt(ppy) for r in rows if r.get("test_sharpe") is not None
+        float(r["test_sharpe"]) / math.sqrt(bars_per_year)
+        for r in rows
+        if r.get("test_sharpe") is not None
     ]
     var_sr = float(np.var(srs, ddof=1)) if len(srs) > 1 else None
     out: dict[str, dict[str, Any]] = {}
@@ -634,7 +640,7 @@ def significance_section(
         agent = name == "agent"
         out[name] = significance(
             rec.equity,
-            ppy,
+            bars_per_year,
             n_trials=max(1, int(configurations_tried)) * max(1, len(rows)) if agent else 1,
             var_sr=var_sr if agent else None,
             traded=rec.trades > 0,

@@ -94,17 +94,17 @@ def run_block(policy: Policy, env: TradingEnv, episodes: int, seed: int) -> list
     return [run_episode(env, policy, seed=seed + EVAL_SEED_OFFSET + i) for i in range(episodes)]
 
 
-def block_metrics(records: Sequence[EpisodeRecord], ppy: float) -> dict[str, float]:
+def block_metrics(records: Sequence[EpisodeRecord], bars_per_year: float) -> dict[str, float]:
     """Means over episodes, and what the policy did (issue 10: what a user sees).
 
     ``mean_reward`` (summed env reward), ``mean_length`` (steps), ``mean_return`` (final equity /
-    initial - 1), ``mean_sharpe`` (annualised with ``ppy``), ``trades_per_episode`` (fills, the
-    liquidation exit included), ``time_in_market`` (share of steps after which a position is
-    open), ``mean_position`` (mean signed exposure ``units * price / equity`` after each step),
-    ``total_trades`` (all episodes), ``invalid_share`` (share of steps whose action was an
-    invalid order, executed as HOLD) and ``action_<NAME>`` (share of steps each of the nine
-    :class:`Actions` was executed, an invalid order counted as the HOLD it became and also apart
-    in ``invalid_share``: issue 16).
+    initial - 1), ``mean_sharpe`` (annualised with ``bars_per_year``), ``trades_per_episode``
+    (fills, the liquidation exit included), ``time_in_market`` (share of steps after which a
+    position is open), ``mean_position`` (mean signed exposure ``units * price / equity`` after
+    each step), ``total_trades`` (all episodes), ``invalid_share`` (share of steps whose action
+    was an invalid order, executed as HOLD) and ``action_<NAME>`` (share of steps each of the
+    nine :class:`Actions` was executed, an invalid order counted as the HOLD it became and also
+    apart in ``invalid_share``: issue 16).
     """
     rewards, lengths, returns, sharpes = [], [], [], []
     trades, in_market, position = [], [], []
@@ -112,7 +112,7 @@ def block_metrics(records: Sequence[EpisodeRecord], ppy: float) -> dict[str, flo
         rewards.append(float(rec.rewards.sum()))
         lengths.append(rec.n_steps)
         returns.append(float(rec.equity[-1] / rec.equity[0] - 1.0))
-        sharpes.append(sharpe_ratio(rec.equity[1:] / rec.equity[:-1] - 1.0, ppy))
+        sharpes.append(sharpe_ratio(rec.equity[1:] / rec.equity[:-1] - 1.0, bars_per_year))
         trades.append(rec.trades)
         in_market.append(float(np.mean(rec.units[1:] != 0.0)))
         position.append(float(np.mean(rec.position_fraction()[1:])))
@@ -140,11 +140,11 @@ def evaluate_on_block(
     env: TradingEnv,
     episodes: int,
     seed: int,
-    ppy: float,
+    bars_per_year: float,
 ) -> dict[str, float]:
     """Deterministic policy over ``episodes`` seeded episodes of ``env`` (validation block):
     :func:`block_metrics` of :func:`run_block` with :func:`policy_for` ``(model)``."""
-    return block_metrics(run_block(policy_for(model), env, episodes, seed), ppy)
+    return block_metrics(run_block(policy_for(model), env, episodes, seed), bars_per_year)
 
 
 RULE_PROB_NAMES = ("p_fall", "p_stationary", "p_rise")
@@ -249,8 +249,11 @@ class StopOnRequestCallback(BaseCallback):
         return True
 
 
-class CheckpointCallback(BaseCallback):
+class RolloutCheckpointCallback(BaseCallback):
     """Saves ``checkpoint_{T}.zip`` at the first rollout boundary after each ``freq`` timesteps.
+
+    Not SB3's ``CheckpointCallback`` (which saves every ``save_freq`` calls, mid-rollout too):
+    only at a rollout boundary do the weights reflect exactly ``T`` timesteps of experience.
 
     Counted in timesteps (``num_timesteps`` crossing multiples of ``freq``), not in callback calls;
     written atomically with its SHA-256 recorded in ``checksums.json``; afterwards only the newest
@@ -383,7 +386,7 @@ class ValidationEvalCallback(BaseCallback):
         freq: int,
         episodes: int,
         seed: int,
-        ppy: float,
+        bars_per_year: float,
         stopper: StopOnRequestCallback | None = None,
         probs: np.ndarray | None = None,
         on_evaluation: Callable[[dict[str, float]], None] | None = None,
@@ -405,7 +408,7 @@ class ValidationEvalCallback(BaseCallback):
         self.freq = int(freq)
         self.episodes = int(episodes)
         self.seed = int(seed)
-        self.ppy = float(ppy)
+        self.bars_per_year = float(bars_per_year)
         self.probs = probs if probs is not None else block_probs(env)
         self.last_eval = 0
         self.best_reward = -float("inf")
@@ -439,7 +442,7 @@ class ValidationEvalCallback(BaseCallback):
         if self._rule is None and self.probs is not None:
             rule = ClassifierRulePolicy(self.probs)
             records = run_block(rule, self._orders_env(), self.episodes, self.seed)
-            self._rule = block_metrics(records, self.ppy)
+            self._rule = block_metrics(records, self.bars_per_year)
         return self._rule
 
     def flat_metrics(self) -> dict[str, float]:
@@ -447,7 +450,8 @@ class ValidationEvalCallback(BaseCallback):
         score a policy must beat to be worth trading (issue 16)."""
         if self._flat is None:
             self._flat = block_metrics(
-                run_block(flat_policy, self._orders_env(), self.episodes, self.seed), self.ppy
+                run_block(flat_policy, self._orders_env(), self.episodes, self.seed),
+                self.bars_per_year,
             )
         return self._flat
 
@@ -494,7 +498,7 @@ class ValidationEvalCallback(BaseCallback):
     def _evaluate(self, t: int) -> None:
         """Evaluate the current policy on the validation episodes; keep it if best so far."""
         records = run_block(policy_for(self.model), self.eval_env, self.episodes, self.seed)
-        res: dict[str, float] = block_metrics(records, self.ppy)
+        res: dict[str, float] = block_metrics(records, self.bars_per_year)
         res["timesteps"] = t
         self.history.append(res)
         self.logger.record("eval/mean_reward", res["mean_reward"])

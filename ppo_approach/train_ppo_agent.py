@@ -108,7 +108,7 @@ class AgentRun:
     prepared: Prepared
     blocks: dict[str, AgentBlock]
     in_sample: bool
-    ppy: float
+    bars_per_year: float
     env_cfg: EnvConfig
     reward_cfg: RewardConfig
     device: str
@@ -168,7 +168,7 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         log.warning(
             "prediction table has in_sample rows although ppo_prediction_source = walk_forward"
         )
-    ppy, ppy_how = annualisation(prepared)
+    bars_per_year, ppy_how = annualisation(prepared)
     log.info("annualisation: %s", ppy_how)
     for name, b in blocks.items():
         d = b.describe()
@@ -180,7 +180,7 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         prepared=prepared,
         blocks=blocks,
         in_sample=in_sample,
-        ppy=ppy,
+        bars_per_year=bars_per_year,
         env_cfg=EnvConfig.from_ppo_config(ppo_cfg),
         reward_cfg=RewardConfig.from_ppo_config(ppo_cfg),
         device=str(resolve_device(ppo_cfg.device, key="ppo device")),
@@ -312,7 +312,7 @@ def _learn(
         ppo_cfg.eval_freq,
         ppo_cfg.eval_episodes,
         run.eval_seed,
-        run.ppy,
+        run.bars_per_year,
         stopper,
         probs=run.blocks["val"].probs,  # raw probabilities, whatever the observation scaling
         on_evaluation=on_evaluation,
@@ -340,7 +340,7 @@ def _learn(
             ppo_cfg.selection_metric,
             ppo_cfg.agent_init_label_smoothing,
         ).as_dict()
-    checkpointer = callbacks.CheckpointCallback(
+    checkpointer = callbacks.RolloutCheckpointCallback(
         ckdir,
         ppo_cfg.checkpoint_freq,
         ppo_cfg.keep_checkpoints,
@@ -483,7 +483,7 @@ def _validation_of(
         return {k: float(v) for k, v in meta.items() if isinstance(v, (int, float))}
     cfg = outcome_run.cfg.ppo
     return callbacks.evaluate_on_block(
-        model, trained.val_env, cfg.eval_episodes, outcome_run.eval_seed, outcome_run.ppy
+        model, trained.val_env, cfg.eval_episodes, outcome_run.eval_seed, outcome_run.bars_per_year
     )
 
 
@@ -575,7 +575,7 @@ def _seed_row(outcome: SeedOutcome, run: AgentRun, selected: bool) -> dict[str, 
         backtest.block_env(test.data, backtest.backtest_env_config(run.env_cfg), run.reward_cfg),
         callbacks.policy_for(outcome.model),
     )
-    m = backtest.strategy_metrics(rec, run.ppy)
+    m = backtest.strategy_metrics(rec, run.bars_per_year)
     return {
         "seed": outcome.run.cfg.ppo.seed,
         "selected": selected,
@@ -688,7 +688,7 @@ def run_backtest(
         ppo_cfg.prediction_model, ppo_cfg.ppo_prediction_source, ppo_cfg.oracle_accuracy
     )
     test = blocks["test"]
-    ppy, ppy_how = annualisation(prepared)
+    bars_per_year, ppy_how = annualisation(prepared)
     reward_cfg = RewardConfig.from_ppo_config(ppo_cfg)
 
     from ppo_approach import callbacks
@@ -718,16 +718,16 @@ def run_backtest(
         "chosen_model": chosen,
         "blocks": {name: b.describe() for name, b in blocks.items()},
         "interval_seconds": float(prepared.info.interval_seconds),
-        "periods_per_year": ppy,
+        "periods_per_year": bars_per_year,
         "periods_per_year_basis": ppy_how,
         "transaction_cost": ppo_cfg.transaction_cost,
         "random_policy_seeds": ppo_cfg.random_policy_seeds,
-        "strategies": backtest.summarise_runs(runs, ppy),
+        "strategies": backtest.summarise_runs(runs, bars_per_year),
         "seeds": seeds,
         "agent": agent,
         "verdict": "",
         "significance": backtest.significance_section(
-            runs, ppy, seeds, ppo_cfg.configurations_tried
+            runs, bars_per_year, seeds, ppo_cfg.configurations_tried
         ),
     }
     report["verdict"] = backtest.agent_verdict(report)

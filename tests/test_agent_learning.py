@@ -141,7 +141,7 @@ def test_oracle_agent_beats_flat_and_buy_and_hold_and_a_random_policy_does_not(
         runs = bt.run_strategies(
             test.data, orders_cfg, run.reward_cfg, bt.RandomPolicy(rseed), test.probs, [0]
         )
-        rand = bt.summarise_runs(runs, run.ppy)
+        rand = bt.summarise_runs(runs, run.bars_per_year)
         # the same baselines as the agent's report: the block and the fills are the same
         assert rand["buy_and_hold"] == s["buy_and_hold"]
         assert rand["classifier_rule"] == s["classifier_rule"]

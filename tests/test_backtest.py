@@ -39,8 +39,8 @@ def _equity_trading_days(start: str, end: str) -> np.ndarray:
 def test_infer_periods_per_year_equity_daily_about_252() -> None:
     # issue 8 item 20: daily equity candles were annualised with 365 bars per year.
     ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
-    ppy, why = bt.infer_periods_per_year(ts)
-    assert 248 <= ppy <= 254
+    bars_per_year, why = bt.infer_periods_per_year(ts)
+    assert 248 <= bars_per_year <= 254
     assert "full calendar years (2019-2023)" in why
     # Plain weekdays (no holidays): 261 in a 365-day year.
     ppy_wd, _ = bt.infer_periods_per_year(pd.bdate_range("2019-01-01", "2023-12-31").to_numpy())
@@ -53,20 +53,20 @@ def test_infer_periods_per_year_equity_daily_about_252() -> None:
 def test_infer_periods_per_year_changes_sharpe_and_cagr_as_issue_describes() -> None:
     # A daily equity curve that reads +45 %/yr under 365 bars/year.
     ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
-    ppy, _ = bt.infer_periods_per_year(ts)
+    bars_per_year, _ = bt.infer_periods_per_year(ts)
     drift = math.log(1.45) / 365
     eq = 100.0 * np.exp(np.linspace(0.0, drift * (ts.size - 1), ts.size))
     old_ann = bt.annualised_return(eq, 365)
-    new_ann = bt.annualised_return(eq, ppy)
+    new_ann = bt.annualised_return(eq, bars_per_year)
     assert old_ann == pytest.approx(0.45)
-    assert new_ann == pytest.approx(1.45 ** (ppy / 365) - 1)
+    assert new_ann == pytest.approx(1.45 ** (bars_per_year / 365) - 1)
     assert 0.28 < new_ann < 0.31  # the issue's "+30 % with 252 trading days"
     rng = np.random.default_rng(0)
     rets = drift + 0.01 * rng.standard_normal(ts.size - 1)
-    assert bt.sharpe_ratio(rets, ppy) == pytest.approx(
-        bt.sharpe_ratio(rets, 365) * math.sqrt(ppy / 365)
+    assert bt.sharpe_ratio(rets, bars_per_year) == pytest.approx(
+        bt.sharpe_ratio(rets, 365) * math.sqrt(bars_per_year / 365)
     )
-    assert bt.sharpe_ratio(rets, ppy) < bt.sharpe_ratio(rets, 365)
+    assert bt.sharpe_ratio(rets, bars_per_year) < bt.sharpe_ratio(rets, 365)
 
 
 @pytest.mark.unit
@@ -79,13 +79,13 @@ def test_infer_periods_per_year_other_markets() -> None:
     assert bt.infer_periods_per_year(fx.to_numpy())[0] == pytest.approx(6240, abs=30)
     # No full calendar year: bars per elapsed 365-day year.
     part = pd.date_range("2021-03-01", "2021-10-31 23:00", freq="1h")
-    ppy, why = bt.infer_periods_per_year(part.to_numpy())
-    assert ppy == pytest.approx(8760.0)
+    bars_per_year, why = bt.infer_periods_per_year(part.to_numpy())
+    assert bars_per_year == pytest.approx(8760.0)
     assert "elapsed year" in why
     # Under four weeks: too short to infer, the 24/7 rule at the bar spacing.
     short = pd.date_range("2024-01-01", periods=50, freq="1h")
-    ppy, why = bt.infer_periods_per_year(short.to_numpy())
-    assert ppy == 8760.0
+    bars_per_year, why = bt.infer_periods_per_year(short.to_numpy())
+    assert bars_per_year == 8760.0
     assert "too short" in why
     with pytest.raises(bt.BacktestError, match="at least 2 timestamps"):
         bt.infer_periods_per_year(short.to_numpy()[:1])
@@ -96,16 +96,16 @@ def test_total_and_annualised_return() -> None:
     eq = np.array([100.0, 110.0, 121.0])  # +10 % per bar, 2 bars
     assert bt.total_return(eq) == pytest.approx(0.21)
     # 2 bars per year: the 2 bars ARE one year.
-    assert bt.annualised_return(eq, ppy=2) == pytest.approx(0.21)
+    assert bt.annualised_return(eq, bars_per_year=2) == pytest.approx(0.21)
     # 4 bars per year: two such half-years compound to 1.21 ** 2.
-    assert bt.annualised_return(eq, ppy=4) == pytest.approx(1.21**2 - 1)
+    assert bt.annualised_return(eq, bars_per_year=4) == pytest.approx(1.21**2 - 1)
 
 
 @pytest.mark.unit
 def test_sharpe_known_value_and_zero_volatility() -> None:
     r = np.array([0.01, 0.03, 0.01, 0.03])  # mean 0.02, sample std 0.01 * sqrt(4/3)
     expected = 0.02 / (0.01 * math.sqrt(4 / 3)) * math.sqrt(100)
-    assert bt.sharpe_ratio(r, ppy=100) == pytest.approx(expected)
+    assert bt.sharpe_ratio(r, bars_per_year=100) == pytest.approx(expected)
     # Through an equity curve, as strategy_metrics computes it.
     eq = 100 * np.cumprod(np.concatenate(([1.0], 1 + r)))
     assert bt.sharpe_ratio(bt.simple_returns(eq), 100) == pytest.approx(expected)
@@ -116,7 +116,7 @@ def test_sharpe_known_value_and_zero_volatility() -> None:
 def test_sortino_known_value_and_no_downside() -> None:
     r = np.array([0.02, -0.01, 0.02, -0.01])
     downside = math.sqrt((0.01**2 + 0.01**2) / 4)  # over ALL bars, target 0
-    assert bt.sortino_ratio(r, ppy=9) == pytest.approx(0.005 / downside * 3)
+    assert bt.sortino_ratio(r, bars_per_year=9) == pytest.approx(0.005 / downside * 3)
     assert bt.sortino_ratio(np.array([0.01, 0.02]), 9) is None  # never lost: undefined
     assert bt.sortino_ratio(np.zeros(5), 9) == 0.0
 
@@ -184,8 +184,8 @@ def test_baselines_through_the_same_env() -> None:
     tc = 0.001
     cfg = EnvConfig(action_set="orders", transaction_cost=tc, episode_length=10, ruin_threshold=0.5)
     runs = bt.run_strategies(data, cfg, RewardConfig(), bt.flat_policy, probs, [1, 2, 3])
-    ppy = 8760.0
-    m = bt.summarise_runs(runs, ppy)
+    bars_per_year = 8760.0
+    m = bt.summarise_runs(runs, bars_per_year)
     assert set(m) == set(bt.STRATEGY_NAMES)
     n = data.n_bars - 1  # the backtest runs the WHOLE block despite episode_length = 10
     assert all(r.n_steps == n for recs in runs.values() for r in recs)
@@ -225,7 +225,7 @@ def test_baselines_through_the_same_env() -> None:
     assert m["classifier_rule"]["time_in_market"] == pytest.approx(10 / n)
 
     # Random: the metric-wise mean of its three seeds.
-    singles = [bt.strategy_metrics(r, ppy) for r in runs["random"]]
+    singles = [bt.strategy_metrics(r, bars_per_year) for r in runs["random"]]
     assert len(singles) == 3 and len({s["n_trades"] for s in singles}) > 1
     assert m["random"]["total_return"] == pytest.approx(
         np.mean([s["total_return"] for s in singles])

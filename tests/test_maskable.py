@@ -263,7 +263,7 @@ def test_resume_from_a_checkpoint_continues_training(
         data, EnvConfig(action_set="orders"), RewardConfig(), 2, cfg.seed, "dummy"
     )
     model = agent.build_model(cfg, venv, "cpu", None)
-    checkpoints = callbacks.CheckpointCallback(tmp_path, freq=512)
+    checkpoints = callbacks.RolloutCheckpointCallback(tmp_path, freq=512)
     stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
     agent.learn(model, 1024, [checkpoints], stopper, "t", progress_bar=False)
     venv.close()

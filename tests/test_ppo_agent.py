@@ -510,7 +510,7 @@ def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
         block.data, EnvConfig(action_set="orders"), RewardConfig(), 2, 0, "dummy"
     )
     model = agent.build_model(cfg, venv, "cpu", None)
-    cb = callbacks.CheckpointCallback(tmp_path, freq=768)
+    cb = callbacks.RolloutCheckpointCallback(tmp_path, freq=768)
     stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
     result = agent.learn(model, 2560, [cb], stopper, "t", progress_bar=False)
     venv.close()

@@ -528,14 +528,14 @@ def test_annualisation_is_inferred_from_the_bars(
 
     def spy_eval(self: Any, *args: Any, **kwargs: Any) -> None:
         real_eval(self, *args, **kwargs)
-        seen["ppy"] = self.ppy
+        seen["bars_per_year"] = self.bars_per_year
 
     monkeypatch.setattr(callbacks.ValidationEvalCallback, "__init__", spy_eval)
     monkeypatch.setattr(
         agent, "learn", lambda model, total, *a, **k: agent.LearnResult(False, total)
     )
     report = step.train_agent(_smoke_cfg(), DATASET, Paths.from_root(root), resume=False)
-    assert seen["ppy"] == 252.0
+    assert seen["bars_per_year"] == 252.0
     assert report["periods_per_year"] == 252.0
     assert report["periods_per_year_basis"] == "252 from 4000 bars"
     saved = json.loads((root / "results" / f"backtest_dlstm_{DATASET}.json").read_text())
