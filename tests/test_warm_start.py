@@ -191,6 +191,7 @@ def test_auto_takes_the_simplest_model_within_one_standard_error() -> None:
     assert best_on_validation({"models": old})[0] == "lstm"  # type: ignore[index]
 
 
+@pytest.mark.unit
 def test_auto_says_when_the_one_se_rule_chose(tmp_path: Path) -> None:
     models = {
         "lstm": {"status": "trained", "val_macro_f1": 0.45, "val_rows": 1000, "label_horizon": 5},
@@ -204,6 +205,7 @@ def test_auto_says_when_the_one_se_rule_chose(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.unit
 def test_auto_takes_the_ensemble_only_when_step5_found_it_beats_every_model_alone(
     tmp_path: Path,
 ) -> None:
