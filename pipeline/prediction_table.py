@@ -275,7 +275,8 @@ def load_prediction_table(paths: Paths, model: str, dataset: str) -> pd.DataFram
     """Read and validate the prediction table of ``model`` on ``dataset`` for the environment.
 
     Checks the columns, that bars increase strictly, that probabilities lie in [0, 1] and sum to 1,
-    and that ``agent_block`` holds only train / val / test. ``timestamp`` is parsed to UTC.
+    and that ``agent_block`` holds only train / val / test. ``timestamp`` is parsed to UTC; the
+    file's path is in ``attrs["path"]`` (for error messages).
 
     Raises:
         PipelineError: missing file or a failed check (naming the column and row).
@@ -313,4 +314,5 @@ def load_prediction_table(paths: Paths, model: str, dataset: str) -> pd.DataFram
     if df["in_sample"].dtype != bool:
         raise PipelineError(f"{path}: column in_sample must be true/false")
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+    df.attrs["path"] = str(path)  # for the agent's later error messages
     return df

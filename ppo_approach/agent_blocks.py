@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import Artifacts
-from pipeline.common import Paths, PipelineError
+from pipeline.common import PipelineError
 from pipeline.config_schema import PPOConfig
 from ppo_approach.trading_env import MarketData
 
@@ -29,16 +28,6 @@ PRED_BASE_COLUMNS = ("pred_class", "confidence", "p_fall", "p_stationary", "p_ri
 
 class PredictionTableError(PipelineError):
     """The prediction table is missing, malformed or does not match the dataset."""
-
-
-def load_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:
-    """The validated prediction table of ``model`` (``prediction_wrapper.load_prediction_table``),
-    with its path in ``attrs["path"]`` for error messages."""
-    from pipeline.prediction_table import load_prediction_table
-
-    table = load_prediction_table(paths, model, dataset)
-    table.attrs["path"] = str(Artifacts(paths, dataset).prediction_table(model))
-    return table
 
 
 EDGE_NAME = "edge"

@@ -71,7 +71,6 @@ from ppo_approach.agent_blocks import (
     ORACLE_LABEL,
     AgentBlock,
     build_blocks,
-    load_table,
 )
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
@@ -149,6 +148,7 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
     the annualisation and the env, reward and device settings."""
     from pipeline.device import resolve_device
     from pipeline.model_choice import resolve_prediction_model
+    from pipeline.prediction_table import load_prediction_table
     from pipeline.prepare import prepare_dataset
 
     cfg, choice = resolve_prediction_model(cfg, paths, dataset)  # auto -> the validation-best
@@ -158,7 +158,7 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
     prepared = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
     files = Artifacts(paths, prepared.info.name)  # named by the dataset's name, even for a path
     blocks = build_blocks(
-        prepared, load_table(paths, ppo_cfg.prediction_model, files.dataset), ppo_cfg
+        prepared, load_prediction_table(paths, ppo_cfg.prediction_model, files.dataset), ppo_cfg
     )
     agent = art.agent_name(
         ppo_cfg.prediction_model, ppo_cfg.ppo_prediction_source, ppo_cfg.oracle_accuracy

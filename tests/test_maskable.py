@@ -34,10 +34,11 @@ from test_ppo_checkpoints import _booby_trap
 
 from pipeline.common import Paths, sha256_file
 from pipeline.config_schema import PPOConfig
+from pipeline.prediction_table import load_prediction_table
 from pipeline.prepare import prepare_dataset
 from ppo_approach import callbacks, model_files
 from ppo_approach import ppo_trading_agent as agent
-from ppo_approach.agent_blocks import AgentBlock, build_blocks, load_table
+from ppo_approach.agent_blocks import AgentBlock, build_blocks
 from ppo_approach.backtest import run_episode
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import Actions, EnvConfig, TradingEnv
@@ -54,7 +55,7 @@ def blocks(ppo_source_root: Path) -> dict[str, AgentBlock]:
     cfg = _smoke_cfg()
     paths = Paths.from_root(ppo_source_root)
     prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
-    return build_blocks(prepared, load_table(paths, "dlstm", DATASET), cfg.ppo)
+    return build_blocks(prepared, load_prediction_table(paths, "dlstm", DATASET), cfg.ppo)
 
 
 def _cfg(*overrides: str) -> PPOConfig:

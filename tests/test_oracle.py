@@ -16,10 +16,11 @@ from pipeline.config import load_config
 from pipeline.config_schema import ConfigError
 from pipeline.git_push import PushError, collect_artifacts
 from pipeline.manifest import STEP_AGENT
+from pipeline.prediction_table import load_prediction_table
 from pipeline.prepare import prepare_dataset
 from pipeline.run_summary import agent_line
 from ppo_approach import backtest
-from ppo_approach.agent_blocks import ORACLE_LABEL, build_blocks, load_table, oracle_table
+from ppo_approach.agent_blocks import ORACLE_LABEL, build_blocks, oracle_table
 
 
 def _table(n: int, members: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -109,7 +110,7 @@ def test_the_agent_blocks_carry_the_true_class(ppo_source_root: Path) -> None:
     paths = Paths.from_root(ppo_source_root)
     dataset = next((ppo_source_root / "datasets").glob("*.csv")).stem
     prepared = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
-    blocks = build_blocks(prepared, load_table(paths, "dlstm", dataset), cfg.ppo)
+    blocks = build_blocks(prepared, load_prediction_table(paths, "dlstm", dataset), cfg.ppo)
     for block in blocks.values():
         true = prepared.arrays.labels[block.bars].astype(np.int64)
         true[true < 0] = 1

@@ -30,6 +30,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from pipeline.artifacts import Artifacts
 from pipeline.common import PROJECT_ROOT, Paths, sha256_file
 from pipeline.config import Config, load_config, load_resolved
+from pipeline.prediction_table import load_prediction_table
 from pipeline.prepare import prepare_dataset
 from ppo_approach import agent_blocks, callbacks, model_files, run_folder
 from ppo_approach import backtest as bt
@@ -201,7 +202,7 @@ def test_leaky_predictions_would_trip_the_alarm(ppo_source_root: Path) -> None:
     cfg = _smoke_cfg("action_set=orders")  # the baselines speak orders
     paths = Paths.from_root(ppo_source_root)
     prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
-    blocks = step.build_blocks(prepared, step.load_table(paths, "dlstm", DATASET), cfg.ppo)
+    blocks = step.build_blocks(prepared, load_prediction_table(paths, "dlstm", DATASET), cfg.ppo)
     test = blocks["test"]
     nxt_up = np.append(test.data.close[1:] > test.data.open[1:], False)  # (n,)
     leaky = np.where(nxt_up[:, None], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1])
@@ -461,7 +462,9 @@ def val_block(ppo_source_root: Path) -> step.AgentBlock:
     cfg = _smoke_cfg()
     paths = Paths.from_root(ppo_source_root)
     prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
-    return step.build_blocks(prepared, step.load_table(paths, "dlstm", DATASET), cfg.ppo)["val"]
+    return step.build_blocks(prepared, load_prediction_table(paths, "dlstm", DATASET), cfg.ppo)[
+        "val"
+    ]
 
 
 def _train_tiny(block: step.AgentBlock, seed: int, timesteps: int = 1024) -> PPO:
@@ -655,7 +658,7 @@ def test_price_features_standardised_with_train_block_statistics(ppo_source_root
     paths = Paths.from_root(ppo_source_root)
     raw_cfg = _smoke_cfg()
     prepared = prepare_dataset(raw_cfg.training, DATASET, paths, save_scaler=False)
-    table = step.load_table(paths, "dlstm", DATASET)
+    table = load_prediction_table(paths, "dlstm", DATASET)
     raw = step.build_blocks(prepared, table, raw_cfg.ppo)
     scaled = step.build_blocks(
         prepared, table, _smoke_cfg("price_feature_scaling=train_zscore").ppo
@@ -679,7 +682,7 @@ def test_build_blocks_rejects_gaps_and_foreign_timestamps(ppo_source_root: Path)
     cfg = _smoke_cfg()
     paths = Paths.from_root(ppo_source_root)
     prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
-    table = step.load_table(paths, "dlstm", DATASET)
+    table = load_prediction_table(paths, "dlstm", DATASET)
     blocks = step.build_blocks(prepared, table, cfg.ppo)
     assert blocks["train"].bars[-1] < blocks["val"].bars[0] < blocks["test"].bars[0]
     assert blocks["test"].data.pred_features.shape[1] == 5
