@@ -294,7 +294,7 @@ def agent_objective(
             env_cfg=EnvConfig.from_ppo_config(tcfg.ppo),
             reward_cfg=RewardConfig.from_ppo_config(tcfg.ppo),
             device=str(resolve_device(tcfg.ppo.device, key="ppo device")),
-            ckdir=scratch,
+            checkpoint_dir=scratch,
             fingerprint=run_folder.run_fingerprint(tcfg, sha),
             final_path=scratch / "final_model.zip",
             meta_path=scratch / "final_model.json",

@@ -36,31 +36,31 @@ PREVIOUS_RUN_DIR = art.PPO_PREVIOUS_RUN_DIR
 its first checkpoint (issue 8 item 3)."""
 
 
-def _run_files(ckdir: Path) -> list[Path]:
-    """Checkpoints, best model, checksums and run config of the run in ``ckdir``."""
+def _run_files(checkpoint_dir: Path) -> list[Path]:
+    """Checkpoints, best model, checksums and run config of the run in ``checkpoint_dir``."""
     from ppo_approach import model_files
 
-    files = [p for _, p in model_files.list_checkpoints(ckdir)]
+    files = [p for _, p in model_files.list_checkpoints(checkpoint_dir)]
     names = (
         art.PPO_BEST_MODEL_NAME,
         art.PPO_BEST_META_NAME,
         art.PPO_CHECKSUMS_NAME,
         RUN_CONFIG_NAME,
     )
-    return files + [ckdir / n for n in names if (ckdir / n).is_file()]
+    return files + [checkpoint_dir / n for n in names if (checkpoint_dir / n).is_file()]
 
 
-def set_aside_previous_run(ckdir: Path) -> None:
+def set_aside_previous_run(checkpoint_dir: Path) -> None:
     """A fresh (non-resume) run: move the earlier run's files to ``.previous_run/``.
 
     They are deleted by :func:`drop_previous_run` once this run has written a checkpoint or its
     final model, and put back by :func:`recover_previous_run` when it fails before (a crashing
     setup must not cost the earlier run, issue 8 item 3).
     """
-    files = _run_files(ckdir)
+    files = _run_files(checkpoint_dir)
     if not files:
         return
-    aside = ckdir / PREVIOUS_RUN_DIR
+    aside = checkpoint_dir / PREVIOUS_RUN_DIR
     aside.mkdir(exist_ok=True)
     for p in files:
         os.replace(p, aside / p.name)
@@ -72,35 +72,37 @@ def set_aside_previous_run(ckdir: Path) -> None:
     )
 
 
-def drop_previous_run(ckdir: Path) -> None:
+def drop_previous_run(checkpoint_dir: Path) -> None:
     """This run has saved something: the earlier run's set-aside files go."""
-    aside = ckdir / PREVIOUS_RUN_DIR
+    aside = checkpoint_dir / PREVIOUS_RUN_DIR
     if aside.is_dir():
         shutil.rmtree(aside)
         log.info("removed the earlier run's files from %s", aside)
 
 
-def recover_previous_run(ckdir: Path) -> None:
+def recover_previous_run(checkpoint_dir: Path) -> None:
     """After a fresh run that failed (or was killed) before its first checkpoint, put the earlier
     run's files back; when it did write one, delete them (the cleanup was all that was left)."""
     from ppo_approach import model_files
 
-    aside = ckdir / PREVIOUS_RUN_DIR
+    aside = checkpoint_dir / PREVIOUS_RUN_DIR
     if not aside.is_dir():
         return
-    if model_files.list_checkpoints(ckdir):
-        drop_previous_run(ckdir)
+    if model_files.list_checkpoints(checkpoint_dir):
+        drop_previous_run(checkpoint_dir)
         return
-    for p in _run_files(ckdir):  # the failed run's partial files (no checkpoint of its own)
+    for p in _run_files(
+        checkpoint_dir
+    ):  # the failed run's partial files (no checkpoint of its own)
         p.unlink()
     moved = list(aside.iterdir())
     for p in moved:
-        os.replace(p, ckdir / p.name)
+        os.replace(p, checkpoint_dir / p.name)
     aside.rmdir()
     log.warning(
         "restored %d file(s) of the earlier run in %s (the fresh run wrote no checkpoint)",
         len(moved),
-        ckdir,
+        checkpoint_dir,
     )
 
 
@@ -176,7 +178,7 @@ class ResumeCandidate:
 
 def resume_candidates(
     paths: Paths,
-    ckdir: Path,
+    checkpoint_dir: Path,
     model_name: str,
     dataset: str,
     fingerprint: dict[str, Any],
@@ -196,8 +198,8 @@ def resume_candidates(
     from ppo_approach import model_files
 
     found: list[tuple[int, Path, dict[str, Any] | None, Path]] = []
-    checkpoints = model_files.list_checkpoints(ckdir)
-    run_cfg = ckdir / RUN_CONFIG_NAME
+    checkpoints = model_files.list_checkpoints(checkpoint_dir)
+    run_cfg = checkpoint_dir / RUN_CONFIG_NAME
     saved_cfg = read_json(run_cfg) if checkpoints else None
     found += [(ts, path, saved_cfg, run_cfg) for ts, path in checkpoints]
     files = Artifacts(paths, dataset)
@@ -236,10 +238,10 @@ def resume_candidates(
     if any(c[2] is None for c in matching):
         log.warning(
             "--resume: %s has no %s; cannot check that the current config matches the checkpoint's",
-            ckdir,
+            checkpoint_dir,
             RUN_CONFIG_NAME,
         )
-    checksums = model_files.read_checksums(ckdir)
+    checksums = model_files.read_checksums(checkpoint_dir)
     out = []
     for ts, path, _, _ in sorted(matching, key=lambda c: (c[0], c[1] == final), reverse=True):
         if path == final:
@@ -286,10 +288,10 @@ def _mtime(path: Path) -> float:
 
 
 def _resume_point(
-    paths: Paths, ckdir: Path, model_name: str, dataset: str, fingerprint: dict[str, Any]
+    paths: Paths, checkpoint_dir: Path, model_name: str, dataset: str, fingerprint: dict[str, Any]
 ) -> tuple[int, Path] | None:
     """The newest :func:`resume_candidates` entry as ``(timesteps, path)``, or ``None``."""
-    cands = resume_candidates(paths, ckdir, model_name, dataset, fingerprint)
+    cands = resume_candidates(paths, checkpoint_dir, model_name, dataset, fingerprint)
     return (cands[0].timesteps, cands[0].path) if cands else None
 
 
@@ -344,14 +346,16 @@ def load_resume_point(
     return None
 
 
-def adopt_unrecorded_files(ckdir: Path) -> None:
+def adopt_unrecorded_files(checkpoint_dir: Path) -> None:
     """Resuming a folder of an older version (no checksum manifest): record the hashes of what is
     there now, so this run's later checks (best model, fallback) have something to compare to."""
     from ppo_approach import model_files
 
-    if model_files.read_checksums(ckdir) is not None:
+    if model_files.read_checksums(checkpoint_dir) is not None:
         return
-    names = [p for _, p in model_files.list_checkpoints(ckdir)] + [ckdir / art.PPO_BEST_MODEL_NAME]
+    names = [p for _, p in model_files.list_checkpoints(checkpoint_dir)] + [
+        checkpoint_dir / art.PPO_BEST_MODEL_NAME
+    ]
     recorded = {p.name: sha256_file(p) for p in names if p.is_file()}
     if recorded:
-        atomic_write_json(ckdir / art.PPO_CHECKSUMS_NAME, dict(sorted(recorded.items())))
+        atomic_write_json(checkpoint_dir / art.PPO_CHECKSUMS_NAME, dict(sorted(recorded.items())))

@@ -111,7 +111,7 @@ class AgentRun:
     env_cfg: EnvConfig
     reward_cfg: RewardConfig
     device: str
-    ckdir: Path
+    checkpoint_dir: Path
     fingerprint: dict[str, Any]
     final_path: Path
     """Where :func:`train` saves the final model (a seed's own folder when ``seeds > 1``)."""
@@ -184,7 +184,7 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         env_cfg=EnvConfig.from_ppo_config(ppo_cfg),
         reward_cfg=RewardConfig.from_ppo_config(ppo_cfg),
         device=str(resolve_device(ppo_cfg.device, key="ppo device")),
-        ckdir=files.ppo_checkpoint_dir(agent),
+        checkpoint_dir=files.ppo_checkpoint_dir(agent),
         fingerprint=run_folder.run_fingerprint(cfg, prepared.info.sha256),
         final_path=files.ppo_model(agent),
         meta_path=files.ppo_meta(agent),
@@ -199,14 +199,14 @@ def for_seed(run: AgentRun, seed: int) -> AgentRun:
     ``ppo.seed = seed``, in its own checkpoint folder (checkpoints, best model, final model), its
     own TensorBoard run, and its own resume fingerprint."""
     cfg = dataclasses.replace(run.cfg, ppo=dataclasses.replace(run.cfg.ppo, seed=seed))
-    ckdir = run.files.ppo_seed_checkpoint_dir(run.model_name, seed)
+    checkpoint_dir = run.files.ppo_seed_checkpoint_dir(run.model_name, seed)
     return dataclasses.replace(
         run,
         cfg=cfg,
-        ckdir=ckdir,
+        checkpoint_dir=checkpoint_dir,
         fingerprint=run_folder.run_fingerprint(cfg, run.prepared.info.sha256),
-        final_path=ckdir / art.PPO_SEED_FINAL_MODEL_NAME,
-        meta_path=ckdir / art.PPO_SEED_FINAL_META_NAME,
+        final_path=checkpoint_dir / art.PPO_SEED_FINAL_MODEL_NAME,
+        meta_path=checkpoint_dir / art.PPO_SEED_FINAL_META_NAME,
         tb_name=run.files.tensorboard_seed_name(run.model_name, seed),
     )
 
@@ -224,12 +224,14 @@ def train(
     from ppo_approach import model_files
     from ppo_approach import ppo_trading_agent as agent
 
-    ppo_cfg, ckdir = run.cfg.ppo, run.ckdir
-    run_folder.recover_previous_run(ckdir)  # a fresh run killed before its first checkpoint
+    ppo_cfg, checkpoint_dir = run.cfg.ppo, run.checkpoint_dir
+    run_folder.recover_previous_run(
+        checkpoint_dir
+    )  # a fresh run killed before its first checkpoint
     cands = (
         run_folder.resume_candidates(
             run.paths,
-            ckdir,
+            checkpoint_dir,
             run.model_name,
             run.files.dataset,
             run.fingerprint,
@@ -250,14 +252,14 @@ def train(
         loaded = run_folder.load_resume_point(cands, vec_env, run.device, run.paths, ppo_cfg)
         start = loaded[1] if loaded is not None else None
         if resume and start is None:
-            log.info("--resume: no usable checkpoint in %s; starting from scratch", ckdir)
+            log.info("--resume: no usable checkpoint in %s; starting from scratch", checkpoint_dir)
         if start is None:
-            run_folder.set_aside_previous_run(ckdir)
+            run_folder.set_aside_previous_run(checkpoint_dir)
         elif resume:
-            run_folder.adopt_unrecorded_files(ckdir)
-        ckdir.mkdir(parents=True, exist_ok=True)
+            run_folder.adopt_unrecorded_files(checkpoint_dir)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
         try:
-            atomic_write_json(ckdir / art.PPO_RUN_CONFIG_NAME, run.fingerprint)
+            atomic_write_json(checkpoint_dir / art.PPO_RUN_CONFIG_NAME, run.fingerprint)
             if loaded is not None:
                 model = loaded[0]
                 log.info("resuming from %s (%d of %d timesteps)", start.path, start.timesteps,
@@ -277,9 +279,11 @@ def train(
                 on_evaluation=on_evaluation,
             )  # fmt: skip
             model_files.save_model_atomic(model, run.final_path)
-            run_folder.drop_previous_run(ckdir)
+            run_folder.drop_previous_run(checkpoint_dir)
         except BaseException:
-            run_folder.recover_previous_run(ckdir)  # nothing saved yet: the earlier files return
+            run_folder.recover_previous_run(
+                checkpoint_dir
+            )  # nothing saved yet: the earlier files return
             raise
     finally:
         vec_env.close()
@@ -301,14 +305,14 @@ def _learn(
     from ppo_approach import callbacks
     from ppo_approach import ppo_trading_agent as agent
 
-    ppo_cfg, ckdir = run.cfg.ppo, run.ckdir
+    ppo_cfg, checkpoint_dir = run.cfg.ppo, run.checkpoint_dir
     stopper = callbacks.StopOnRequestCallback(callbacks.StopRequest())
     val_env = TradingEnv(
         run.blocks["val"].data, run.env_cfg, RewardFunction(run.reward_cfg), random_start=True
     )
     evaluator = callbacks.ValidationEvalCallback(
         val_env,
-        ckdir,
+        checkpoint_dir,
         ppo_cfg.eval_freq,
         ppo_cfg.eval_episodes,
         run.eval_seed,
@@ -341,10 +345,10 @@ def _learn(
             ppo_cfg.agent_init_label_smoothing,
         ).as_dict()
     checkpointer = callbacks.RolloutCheckpointCallback(
-        ckdir,
+        checkpoint_dir,
         ppo_cfg.checkpoint_freq,
         ppo_cfg.keep_checkpoints,
-        after_save=lambda _: run_folder.drop_previous_run(ckdir),
+        after_save=lambda _: run_folder.drop_previous_run(checkpoint_dir),
     )
     cbs: list[Any] = [checkpointer, evaluator]
     bars = _progress_bar_wanted()
@@ -356,7 +360,9 @@ def _learn(
             model, ppo_cfg.total_timesteps, cbs, stopper, tb_name, bars, new_run=new_run
         )
     if result.interrupted:
-        _interrupted(model, result, ckdir, ppo_cfg.keep_checkpoints, ppo_cfg.total_timesteps)
+        _interrupted(
+            model, result, checkpoint_dir, ppo_cfg.keep_checkpoints, ppo_cfg.total_timesteps
+        )
     return val_env, evaluator, warm
 
 
@@ -404,7 +410,12 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
         trained = train(run, resume)  # 2. PPO on the train block, validated on the val block
         save_final(run, trained)  # 3. final model, config and meta
         chosen, chosen_model = _model_to_backtest(  # 4. backtest once on the test block
-            trained.evaluator, run.ckdir, trained.model, trained.val_env, run.device, cfg.ppo
+            trained.evaluator,
+            run.checkpoint_dir,
+            trained.model,
+            trained.val_env,
+            run.device,
+            cfg.ppo,
         )
         _log_backtesting(chosen, trained)
         report = run_backtest(
@@ -499,11 +510,16 @@ def train_seeds(run: AgentRun, resume: bool) -> BacktestReport:
     outcomes: list[SeedOutcome] = []
     for i, seed in enumerate(seeds):
         sub = for_seed(run, seed)
-        log.info("agent %d of %d: seed %d (%s)", i + 1, len(seeds), seed, sub.ckdir)
+        log.info("agent %d of %d: seed %d (%s)", i + 1, len(seeds), seed, sub.checkpoint_dir)
         trained = train(sub, resume)
         save_final(sub, trained)
         chosen, model = _model_to_backtest(
-            trained.evaluator, sub.ckdir, trained.model, trained.val_env, run.device, sub.cfg.ppo
+            trained.evaluator,
+            sub.checkpoint_dir,
+            trained.model,
+            trained.val_env,
+            run.device,
+            sub.cfg.ppo,
         )
         val = _validation_of(sub, trained, chosen, model)
         log.info(
@@ -610,7 +626,7 @@ def record_artifacts(files: Artifacts, model_name: str) -> None:
         )
 
 
-def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) -> None:
+def _interrupted(model: Any, result: Any, checkpoint_dir: Path, keep: int, total: int) -> None:
     """Write the interrupt checkpoint (when a rollout finished at all) and raise
     :class:`TrainingInterrupted`."""
     from ppo_approach import callbacks
@@ -624,8 +640,8 @@ def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) ->
         )
     # The interrupted rollout was thrown away: count only what the weights learned from.
     model.num_timesteps = result.timesteps
-    path = callbacks.save_checkpoint(model, ckdir, result.timesteps, keep)
-    run_folder.drop_previous_run(ckdir)
+    path = callbacks.save_checkpoint(model, checkpoint_dir, result.timesteps, keep)
+    run_folder.drop_previous_run(checkpoint_dir)
     raise TrainingInterrupted(
         f"interrupted by {result.signal_name} at {result.timesteps} of {total} timesteps; "
         f"checkpoint written to {path}; run the same command with --resume to continue",
@@ -634,7 +650,12 @@ def _interrupted(model: Any, result: Any, ckdir: Path, keep: int, total: int) ->
 
 
 def _model_to_backtest(
-    evaluator: Any, ckdir: Path, model: Any, val_env: TradingEnv, device: str, ppo_cfg: PPOConfig
+    evaluator: Any,
+    checkpoint_dir: Path,
+    model: Any,
+    val_env: TradingEnv,
+    device: str,
+    ppo_cfg: PPOConfig,
 ) -> tuple[str, Any]:
     """``("best", model)`` from ``best_model.zip`` (checksum verified), else ``("final", model)``.
 
@@ -646,10 +667,10 @@ def _model_to_backtest(
     best = evaluator.best_path
     if not best.is_file():
         return "final", model
-    checksums = model_files.read_checksums(ckdir)
+    checksums = model_files.read_checksums(checkpoint_dir)
     sha = checksums.get(best.name) if checksums is not None else None
     if checksums is not None and sha is None:
-        raise run_folder.unrecorded_error(best, ckdir / art.PPO_CHECKSUMS_NAME)
+        raise run_folder.unrecorded_error(best, checkpoint_dir / art.PPO_CHECKSUMS_NAME)
     try:
         loaded = model_files.load_model(
             best,

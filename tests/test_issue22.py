@@ -229,23 +229,23 @@ def test_resume_after_a_fresh_run_stopped_before_step_7_does_not_judge_the_old_a
     from ppo_approach import run_folder
 
     paths = Paths.from_root(tmp_path)
-    ckdir = paths.ppo_checkpoints / "dlstm_D"
-    ckdir.mkdir(parents=True)
-    old = ckdir / "checkpoint_1000.zip"
+    checkpoint_dir = paths.ppo_checkpoints / "dlstm_D"
+    checkpoint_dir.mkdir(parents=True)
+    old = checkpoint_dir / "checkpoint_1000.zip"
     old.write_bytes(b"old run")
-    (ckdir / run_folder.RUN_CONFIG_NAME).write_text(json.dumps({"ppo.gamma": 0.9}))
+    (checkpoint_dir / run_folder.RUN_CONFIG_NAME).write_text(json.dumps({"ppo.gamma": 0.9}))
     now = {"ppo.gamma": 0.99}
     # Without a fresh run in between: the README's refusal naming the changed key stands.
     with pytest.raises(run_folder.ResumeMismatchError, match=r"ppo.gamma = 0.9 \(now 0.99\)"):
-        run_folder.resume_candidates(paths, ckdir, "dlstm", "D", now)
+        run_folder.resume_candidates(paths, checkpoint_dir, "dlstm", "D", now)
     past = time.time() - 100
     os.utime(old, (past, past))
     run_folder.mark_fresh_run(paths, "D")  # the fresh run with new settings started after it
-    assert run_folder.resume_candidates(paths, ckdir, "dlstm", "D", now) == []
+    assert run_folder.resume_candidates(paths, checkpoint_dir, "dlstm", "D", now) == []
     # A checkpoint this (fresh) run wrote, later resumed with changed settings: still refused.
-    (ckdir / "checkpoint_2000.zip").write_bytes(b"this run")
+    (checkpoint_dir / "checkpoint_2000.zip").write_bytes(b"this run")
     with pytest.raises(run_folder.ResumeMismatchError):
-        run_folder.resume_candidates(paths, ckdir, "dlstm", "D", now)
+        run_folder.resume_candidates(paths, checkpoint_dir, "dlstm", "D", now)
 
 
 def test_a_fresh_driver_run_with_step_7_marks_older_agents_and_a_resume_does_not(
