@@ -17,17 +17,17 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return np.bincount(idx, minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, N_CLASSES)
 
 
-def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
+def metrics_from_confusion(counts: np.ndarray) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1/support, macro-F1 (empty classes count as 0)."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
+    matrix = np.asarray(counts, dtype=np.float64)  # (3, 3) rows true, columns predicted
+    tp = np.diag(matrix)
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    total = cm.sum()
+    total = matrix.sum()
     return {
         "accuracy": float(tp.sum() / total) if total > 0 else 0.0,
         "macro_f1": float(f1.mean()),
@@ -40,7 +40,7 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, Any]:
             }
             for i, name in enumerate(CLASS_NAMES)
         },
-        "confusion": cm.astype(np.int64).tolist(),
+        "confusion": matrix.astype(np.int64).tolist(),
     }
 
 

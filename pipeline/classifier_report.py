@@ -229,13 +229,18 @@ def training_figure(
         ax.set(title=panel_title, xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
-    cm = np.asarray(confusion)
-    axes[3].imshow(cm, cmap="Blues")
+    matrix = np.asarray(confusion)  # (3, 3) rows true, columns predicted
+    axes[3].imshow(matrix, cmap="Blues")
     for i in range(3):
         for j in range(3):
-            dark = cm[i, j] > cm.max() / 2  # white digits on dark cells, to stay readable
+            dark = matrix[i, j] > matrix.max() / 2  # white digits on dark cells, stay readable
             axes[3].text(
-                j, i, str(cm[i, j]), ha="center", va="center", color="white" if dark else "black"
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if dark else "black",
             )
     axes[3].set(
         title="val confusion, best epoch\n(early-stopping block)",
