@@ -384,6 +384,10 @@ def validate(cfg: Config) -> None:
                     f"{_suggest(name, FEATURE_DOCS)}; "
                     f"'default' gives {len(DEFAULT_FEATURES)} features"
                 )
+    try:
+        train_cfg.network_columns()  # every name must be in the feature list
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} ({where('training.network_features')})") from None
     if ppo_cfg.prediction_model == "ensemble" and len(ppo_cfg.ensemble_models) < 2:
         raise ConfigError(
             f"ensemble_models = {','.join(ppo_cfg.ensemble_models)} "

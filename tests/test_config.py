@@ -498,3 +498,13 @@ def test_every_step_and_the_entry_point_take_set_file(tmp_path: Path) -> None:
         assert config_from_args(args).ppo.n_epochs == 3
         passed = passthrough_args(args)
         assert passed[passed.index("--set-file") + 1] == str(path)
+
+
+@pytest.mark.unit
+def test_network_features_outside_the_feature_list_is_one_error_at_load() -> None:
+    """Checked when the config is read, not after step 5 has loaded the data."""
+    with pytest.raises(ConfigError, match=r"^network_features: volume not in the feature list .*"
+                       r"\(--set\)$"):  # fmt: skip
+        load_config(overrides=["network_features=ret_1,volume"])
+    cfg = load_config(overrides=["network_features=ret_1,hl_range"])
+    assert cfg.training.network_columns() == [0, 5]
