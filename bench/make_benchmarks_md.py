@@ -20,6 +20,7 @@ ORDER = [
     "classifier_ladder_ensembles_stacking",
     "classifier_ladder_compare_lr_schedule-warmup_cosine",
     "classifier_ladder_compare_trainingweight_decay-00001",
+    "classifier_ladder_compare_trainingweight_decay-001",
     "classifier_ladder_compare_trainingnetwork_features-ret_1,hl_range,body,upper_wick,"
     "lower_wick,volume_ratio_24",
     "sequence_probe",
@@ -28,6 +29,7 @@ ORDER = [
     "lower_wick,volume_ratio_24_rows-vol_echo-echo",
     "classifier_ladder_lr_schedule-warmup_cosine",
     "classifier_ladder_trainingweight_decay-00001",
+    "classifier_ladder_trainingweight_decay-001",
     "classifier_ladder_trainingnetwork_features-ret_1,hl_range,body,upper_wick,lower_wick,"
     "volume_ratio_24",
     "env",
