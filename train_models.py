@@ -609,7 +609,7 @@ def _read_metrics(paths: Paths, name: str, dataset: str) -> dict[str, Any] | Non
         return None
 
 
-def train_all(
+def _train_all(
     cfg: Config,
     dataset: str,
     paths: Paths,
@@ -908,13 +908,13 @@ def train_classifiers(
     force: bool = False,
     resume: bool = False,
 ) -> TrainingSummary:
-    """Step 5 as a function (the CLI and the driver both call it): :func:`train_all`, and an
+    """Step 5 as a function (the CLI and the driver both call it): :func:`_train_all`, and an
     interrupt outside a training epoch (data preparation, saving, prediction tables) said as
     what is on disk rather than assumed (issue 8 item 6)."""
     from pipeline.common import TrainingInterrupted
 
     try:
-        return train_all(cfg, dataset, paths, models, force, resume)
+        return _train_all(cfg, dataset, paths, models, force, resume)
     except KeyboardInterrupt:
         pending = Artifacts(paths, dataset).pending_classifier_checkpoints(MODEL_NAMES)
         where = "train_models interrupted outside a training epoch; model files saved "
@@ -981,7 +981,7 @@ def interrupt_hint(message: str, has_checkpoint: bool, argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and run :func:`train_all`; exit 130 with a true hint on interruption.
+    """Parse arguments and run :func:`train_classifiers`; exit 130 with a true hint on interruption.
 
     Holds the dataset's run lock (``pipeline.runlock.step_lock``) while training, so that a run
     by hand refuses to write while a full run on the same dataset and root is going

@@ -50,7 +50,7 @@ def run_series(signal: float, seed: int, bars: int) -> dict:
         cfg = load_config(None, None, "smoke", SETTINGS)
         with contextlib.redirect_stdout(io.StringIO()):
             return dict(
-                train_models.train_all(
+                train_models.train_classifiers(
                     cfg, "S", Paths.from_root(root), list(train_models.MODEL_NAMES)
                 )
             )

@@ -86,7 +86,9 @@ def run(csv_writer: object, name: str, sets: list[str]) -> dict:
         csv_writer(root / "datasets" / f"{name}.csv")  # type: ignore[operator]
         cfg = load_config(None, None, "demo", sets)
         with contextlib.redirect_stdout(io.StringIO()):
-            return dict(train_models.train_all(cfg, name, Paths.from_root(root), list(MODEL_NAMES)))
+            return dict(
+                train_models.train_classifiers(cfg, name, Paths.from_root(root), list(MODEL_NAMES))
+            )
 
 
 def auto_choice(summary: dict) -> tuple[str, float, float]:

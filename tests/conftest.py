@@ -126,7 +126,7 @@ def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Training
     root = tmp_path_factory.mktemp("signal")
     _write_dataset(root, "SIG", signal=1.0, seed=0)
     cfg = _signal_config()
-    summary = train_models.train_all(cfg, "SIG", Paths.from_root(root), list(MODEL_NAMES))
+    summary = train_models.train_classifiers(cfg, "SIG", Paths.from_root(root), list(MODEL_NAMES))
     return root, summary, cfg
 
 
@@ -137,7 +137,7 @@ def rw_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingSumm
     root = tmp_path_factory.mktemp("rw")
     _write_dataset(root, "RW", signal=0.0, seed=0)
     cfg = _smoke_config("ppo_prediction_source=in_sample")
-    summary = train_models.train_all(cfg, "RW", Paths.from_root(root), list(MODEL_NAMES))
+    summary = train_models.train_classifiers(cfg, "RW", Paths.from_root(root), list(MODEL_NAMES))
     return root, summary, cfg
 
 

@@ -908,7 +908,7 @@ def test_full_disk_in_step_5_is_one_line_naming_the_path(
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(target))
 
-    monkeypatch.setattr(train_models, "train_all", full_disk)
+    monkeypatch.setattr(train_models, "_train_all", full_disk)
     assert _run(root, "--steps", "5", "--preset", "smoke") == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "crashed" not in err

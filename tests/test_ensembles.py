@@ -108,7 +108,7 @@ def test_weighted_ensemble_table_uses_the_reported_weights(
 
     write_dataset(tmp_path, "EN", signal=1.0, seed=3)
     cfg = signal_config("ensemble_method=weighted", "leak_controls=false")
-    train_models.train_all(cfg, "EN", Paths.from_root(tmp_path))
+    train_models.train_classifiers(cfg, "EN", Paths.from_root(tmp_path))
     fit = json.loads((tmp_path / "results" / "ensemble_EN.json").read_text())
     assert fit["method"] == "weighted" and fit["members"] == ["dlstm", "bilstm"]
     table = pd.read_csv(tmp_path / "results" / "predictions_ensemble_EN.csv")
@@ -138,7 +138,7 @@ def test_auto_fits_the_ensembles_over_every_walk_forward_table(
     write_dataset(tmp_path, "AU", signal=1.0, seed=3)
     paths = Paths.from_root(tmp_path)
     cfg = smoke_config("leak_controls=false", "prediction_model=auto")
-    summary = train_models.train_all(cfg, "AU", paths, ["gru", "logreg", "lightgbm"])
+    summary = train_models.train_classifiers(cfg, "AU", paths, ["gru", "logreg", "lightgbm"])
     ens = summary["auto_ensemble"]
     assert ens is not None and ens["members"] == ["gru", "logreg", "lightgbm"]
     assert ens["candidates"][:2] == ["weighted", "mean"]

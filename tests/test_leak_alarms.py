@@ -34,7 +34,7 @@ def run_step5(
     """Step 5 on a 3,000-bar GARCH random walk (no signal): the summary it returns."""
     write_dataset(root, "RW", signal=0.0, seed=seed)
     cfg = smoke_config("ppo_prediction_source=in_sample", *settings)
-    return dict(train_models.train_all(cfg, "RW", Paths.from_root(root), MODELS))
+    return dict(train_models.train_classifiers(cfg, "RW", Paths.from_root(root), MODELS))
 
 
 def checks(summary: dict[str, Any]) -> set[str]:
@@ -54,7 +54,7 @@ def test_honest_random_walks_raise_no_alarm_and_are_chance(
     write_dataset(tmp_path, "RW", signal=0.0, seed=seed)
     cfg = smoke_config("ppo_prediction_source=in_sample")
     names = list(train_models.MODEL_NAMES)
-    summary = train_models.train_all(cfg, "RW", Paths.from_root(tmp_path), names)
+    summary = train_models.train_classifiers(cfg, "RW", Paths.from_root(tmp_path), names)
     assert summary["alarms"] == []
     assert "leak alarms: none" in capsys.readouterr().out
     for name, entry in summary["models"].items():

@@ -28,7 +28,7 @@ from pipeline.config import load_config, load_resolved
 from pipeline.config_schema import MODEL_NAMES
 from pipeline.nets import arch_config
 from pytorch_train import TrainingInterrupted
-from train_models import main, select_models, train_all
+from train_models import main, select_models, train_classifiers
 
 METRICS_KEYS = {
     "model",
@@ -227,7 +227,7 @@ def test_planted_leak_trips_the_random_walk_check(
     write_dataset(tmp_path, "RW", signal=0.0, seed=0)
     plant_next_bar_leak(monkeypatch)
     cfg = smoke_config("ppo_prediction_source=in_sample")
-    summary = train_all(cfg, "RW", Paths.from_root(tmp_path), ["gru"])
+    summary = train_classifiers(cfg, "RW", Paths.from_root(tmp_path), ["gru"])
     offenders = near_chance_offenders(summary)
     assert any(o.startswith("logreg (beside gru) ") for o in offenders), offenders
     assert summary["models"]["gru"]["logreg_test_macro_f1"] > 0.45
@@ -245,7 +245,7 @@ def test_smart_skip_retrains_only_what_changed(
     before = lstm_file.stat().st_mtime_ns
 
     caplog.set_level("INFO")
-    s = train_all(signal_config(), "SIG", paths, ["lstm", "gru"])
+    s = train_classifiers(signal_config(), "SIG", paths, ["lstm", "gru"])
     assert {m: e["status"] for m, e in s["models"].items() if m in ("lstm", "gru")} == {
         "lstm": "skipped",
         "gru": "skipped",
@@ -255,7 +255,7 @@ def test_smart_skip_retrains_only_what_changed(
 
     caplog.clear()
     cfg = signal_config("gru_units=12")
-    s = train_all(cfg, "SIG", paths, ["lstm", "gru"])
+    s = train_classifiers(cfg, "SIG", paths, ["lstm", "gru"])
     assert s["models"]["gru"]["status"] == "trained"
     assert s["models"]["gru"]["reason"].startswith("config changed: hash ")
     assert s["models"]["lstm"]["status"] == "skipped"  # gru_units is not in lstm's hash
@@ -264,11 +264,11 @@ def test_smart_skip_retrains_only_what_changed(
     gru = torch.load(root / "models" / "gru_SIG_classification.pth", weights_only=True)
     assert gru["arch"]["units"] == 12
 
-    s = train_all(cfg, "SIG", paths, ["lstm"], force=True)
+    s = train_classifiers(cfg, "SIG", paths, ["lstm"], force=True)
     assert (s["models"]["lstm"]["status"], s["models"]["lstm"]["reason"]) == ("trained", "--force")
 
     write_dataset(root, "SIG", signal=1.0, seed=5)
-    s = train_all(cfg, "SIG", paths, ["gru"])
+    s = train_classifiers(cfg, "SIG", paths, ["gru"])
     assert (s["models"]["gru"]["status"], s["models"]["gru"]["reason"]) == (
         "trained",
         "dataset changed",
@@ -300,7 +300,7 @@ def test_cli_interrupt_exits_130_with_resume_hint(tmp_path, capsys, monkeypatch)
     def interrupted(*args: object, **kwargs: object) -> None:
         raise TrainingInterrupted("gru interrupted; checkpoint of epoch 2 kept at x", None, 2)
 
-    monkeypatch.setattr("train_models.train_all", interrupted)
+    monkeypatch.setattr("train_models._train_all", interrupted)
     code = main(["--dataset", "SIG", "--root", str(tmp_path), "--models", "gru"])
     err = capsys.readouterr().err
     assert code == 130
@@ -664,7 +664,7 @@ def test_cli_runs_under_a_lock_this_process_holds(tmp_path, monkeypatch) -> None
     from pipeline.runlock import RunLock, lock_path
 
     seen: list[str] = []
-    monkeypatch.setattr("train_models.train_all", lambda cfg, ds, *a, **k: seen.append(ds))
+    monkeypatch.setattr("train_models._train_all", lambda cfg, ds, *a, **k: seen.append(ds))
     paths = Paths.from_root(tmp_path)
     with RunLock(lock_path(paths, "TINY")):
         assert main(["--dataset", "TINY", "--root", str(tmp_path)]) == 0
@@ -709,7 +709,7 @@ def test_interrupt_outside_an_epoch_says_what_is_on_disk(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("train_models.train_all", interrupted)
+    monkeypatch.setattr("train_models._train_all", interrupted)
     code = main(["--dataset", "TINY", "--root", str(tmp_path)])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 130
@@ -733,7 +733,7 @@ def test_walk_forward_models_agent_trains_folds_only_for_the_agents_classifier(
 
     write_dataset(tmp_path, "WF", signal=0.5, seed=1)
     cfg = smoke_config("walk_forward_models=agent", "leak_controls=false")
-    summary = train_all(cfg, "WF", Paths.from_root(tmp_path), list(MODEL_NAMES))
+    summary = train_classifiers(cfg, "WF", Paths.from_root(tmp_path), list(MODEL_NAMES))
     best, _ = best_on_validation(dict(summary))
     assert list(summary["prediction_tables"]) == [best]
     folds = sorted(p.name for p in (tmp_path / "models").rglob("*fold*.pth"))
