@@ -41,7 +41,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from pipeline.config_schema import PPOConfig
 from ppo_approach.callbacks import StopOnRequestCallback, stop_signals
-from ppo_approach.model_files import ALGORITHMS, AgentError, AgentModel, quiet_sb3_batch_warning
+from ppo_approach.model_files import AgentError, AgentModel, new_model
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import EnvConfig, EnvFactory, MarketData, TradingEnv
 
@@ -99,20 +99,11 @@ def build_model(
     """A fresh ``PPO("MlpPolicy", env, ...)`` with the config's hyperparameters, or the same
     ``MaskablePPO`` with ``algorithm = maskable_ppo`` (its ``MlpPolicy`` is
     ``MaskableActorCriticPolicy``; it reads each env's ``action_masks()`` through
-    ``env_method``, which VecMonitor, DummyVecEnv and SubprocVecEnv forward: issue 10)."""
-    if cfg.algorithm not in ALGORITHMS:
-        raise AgentError(f"algorithm = {cfg.algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+    ``env_method``, which VecMonitor, DummyVecEnv and SubprocVecEnv forward: issue 10). A saved
+    agent is rebuilt the same way (:func:`ppo_approach.model_files.load_model`)."""
     for msg in batch_size_warnings(cfg.n_steps, env.num_envs, cfg.batch_size):
         log.warning(msg)
-    with quiet_sb3_batch_warning():
-        return ALGORITHMS[cfg.algorithm](
-            "MlpPolicy",
-            env,
-            device=device,
-            tensorboard_log=str(tensorboard_log) if tensorboard_log is not None else None,
-            verbose=verbose,
-            **ppo_kwargs(cfg),
-        )
+    return new_model(cfg.algorithm, ppo_kwargs(cfg), env, device, tensorboard_log, verbose)
 
 
 # ---------------------------------------------------------------- vectorised environments

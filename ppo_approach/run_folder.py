@@ -123,8 +123,8 @@ RESUME_FREE_KEYS = frozenset(
     }
 )
 """PPO keys a resumed run may change: how long, how often, where it runs, or only the backtest.
-Every other key changes what the saved weights were trained for (SB3's ``PPO.load`` would
-silently keep the checkpoint's own hyperparameters)."""
+Every other key changes what the saved weights were trained for (a checkpoint loads with its own
+hyperparameters from its ``agent.json``, so a changed one would silently be ignored)."""
 
 
 def run_fingerprint(cfg: Config, dataset_sha256: str) -> dict[str, Any]:
@@ -327,7 +327,6 @@ def load_resume_point(
                 vec_env,
                 device,
                 paths.ppo_logs,
-                clip_range=ppo_cfg.clip_range,
                 expected_sha256=cand.sha256,
                 algorithm=ppo_cfg.algorithm,
             )

@@ -676,7 +676,6 @@ def _model_to_backtest(
             best,
             None,
             device,
-            clip_range=ppo_cfg.clip_range,
             spaces=(val_env.observation_space, val_env.action_space),
             expected_sha256=sha,
             algorithm=ppo_cfg.algorithm,

@@ -190,7 +190,7 @@ def test_seeds_train_n_agents_and_the_best_on_validation_is_final(
     assert meta["selected_from_seeds"] == [5, 6, 7]
     assert meta["run_config"]["ppo.seed"] == best["seed"]
     with zipfile.ZipFile(final) as za, zipfile.ZipFile(winner_final) as zb:
-        assert za.read("policy.pth") == zb.read("policy.pth")
+        assert za.read("parameters.pth") == zb.read("parameters.pth")
     # The console table lists the seeds; the JSON on disk carries them too.
     out = capsys.readouterr().out
     assert "agents by seed" in out and f"{best['seed']} *" in out

@@ -85,7 +85,7 @@ def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, An
     assert trained["code"] == 0
     paths = Paths.from_root(trained["root"])
     final = paths.ppo_models / f"ppo_dlstm_{DATASET}.zip"
-    model = PPO.load(final, device="cpu")
+    model = model_files.load_model(final, None, "cpu")
     assert model.num_timesteps == 2048
     # Separate policy and value networks of the configured sizes.
     arch = model.policy.net_arch
@@ -267,7 +267,7 @@ def test_sigint_writes_checkpoint_then_resume_continues_to_total(
     # `stopped_at` timesteps of experience.
     assert 1024 <= stopped_at < 4096 and stopped_at % 512 == 0
     assert not (root / "ppo_approach" / "models" / f"ppo_dlstm_{DATASET}.zip").exists()
-    saved = PPO.load(ck_path, device="cpu")
+    saved = model_files.load_model(ck_path, None, "cpu")
     assert saved.num_timesteps == stopped_at
 
     seen: dict[str, Any] = {}
@@ -289,7 +289,9 @@ def test_sigint_writes_checkpoint_then_resume_continues_to_total(
         (root / "ppo_approach" / "models" / f"ppo_dlstm_{DATASET}_meta.json").read_text()
     )
     assert meta["timesteps"] == 4096 and meta["resumed_from"] == str(ck_path)
-    final = PPO.load(root / "ppo_approach" / "models" / f"ppo_dlstm_{DATASET}.zip", device="cpu")
+    final = model_files.load_model(
+        root / "ppo_approach" / "models" / f"ppo_dlstm_{DATASET}.zip", None, "cpu"
+    )
     assert final.num_timesteps == 4096
     # The same TensorBoard run continued.
     assert [p.name for p in (root / "ppo_approach" / "logs").iterdir()] == [
@@ -343,7 +345,7 @@ def test_resume_with_changed_config_fails_with_one_line(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """SB3's PPO.load keeps the checkpoint's own hyperparameters: resuming under changed settings
+    """A checkpoint keeps its own hyperparameters (agent.json): resuming under changed settings
     would silently train with the old ones, so it is refused, naming what changed."""
     root = tmp_path / "copy"
     shutil.copytree(trained["root"], root)
@@ -521,7 +523,9 @@ def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
     # Rollouts end at 512, 1024, ...: the first boundary past 768 is 1024, past 1536 is 1536,
     # past 2304 is 2560 = the end (no rollout starts there), so two checkpoints.
     assert [t for t, _ in model_files.list_checkpoints(tmp_path)] == [1024, 1536]
-    assert PPO.load(tmp_path / "checkpoint_1536.zip", device="cpu").num_timesteps == 1536
+    assert (
+        model_files.load_model(tmp_path / "checkpoint_1536.zip", None, "cpu").num_timesteps == 1536
+    )
 
 
 @pytest.mark.integration

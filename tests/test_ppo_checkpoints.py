@@ -251,7 +251,8 @@ class _Trap:
 
 
 def _booby_trap(path: Path, marker: Path, key: str) -> None:
-    """Rewrite ``path``'s ``data`` with a ``:serialized:`` entry ``key`` that creates ``marker``."""
+    """Rewrite the ``data`` of SB3's own zip at ``path`` with a ``:serialized:`` entry ``key``
+    that creates ``marker`` when SB3 decodes it."""
     with zipfile.ZipFile(path) as zin:
         entries = {n: zin.read(n) for n in zin.namelist()}
     data = json.loads(entries["data"])
@@ -270,12 +271,30 @@ def _record(ck: Path, path: Path) -> None:
     (ck / art.PPO_CHECKSUMS_NAME).write_text(json.dumps(sums))
 
 
+def _spaces_of(block: step.AgentBlock) -> tuple[Any, Any]:
+    env = step.TradingEnv(block.data, EnvConfig(), step.RewardFunction(RewardConfig()))
+    return env.observation_space, env.action_space
+
+
+def _old_sb3_zip(src: Path, dst: Path, marker: Path, spaces: tuple[Any, Any]) -> None:
+    """``dst``: the agent of ``src`` saved with SB3's own ``save`` (what earlier versions wrote),
+    its ``_last_obs`` replaced by a pickle that creates ``marker``."""
+    model = model_files.load_model(src, None, "cpu", spaces=spaces)
+    model.save(dst)
+    _booby_trap(dst, marker, "_last_obs")
+
+
 @pytest.mark.integration
-def test_trap_fires_with_plain_sb3_load(pruned_run: dict[str, Any], tmp_path: Path) -> None:
-    """Positive control: the crafted file does run code through SB3's own loader."""
+def test_trap_fires_with_plain_sb3_load(
+    pruned_run: dict[str, Any],
+    tmp_path: Path,
+    val_block: step.AgentBlock,  # noqa: F811
+) -> None:
+    """Positive control: SB3's own zip format runs code when SB3's own loader reads it."""
     trapped, marker = tmp_path / "trapped.zip", tmp_path / "fired"
-    shutil.copy(pruned_run["root"] / CK / "checkpoint_2560.zip", trapped)
-    _booby_trap(trapped, marker, "_last_obs")
+    _old_sb3_zip(
+        pruned_run["root"] / CK / "checkpoint_2560.zip", trapped, marker, _spaces_of(val_block)
+    )
     with contextlib.suppress(Exception):
         agent.PPO.load(trapped, device="cpu")
     assert marker.exists()
@@ -288,7 +307,7 @@ def test_resume_refuses_a_checkpoint_whose_hash_differs(
     root = _copy(pruned_run, tmp_path / "copy")
     _drop_final(root)
     newest, marker = root / CK / "checkpoint_2560.zip", tmp_path / "fired"
-    _booby_trap(newest, marker, "_last_obs")
+    _pickled_pth(newest, marker)
     before = _folder(root / CK)
     code = step.main(_argv(root, "--resume"))
     lines = capsys.readouterr().err.strip().splitlines()
@@ -301,47 +320,34 @@ def test_resume_refuses_a_checkpoint_whose_hash_differs(
 
 
 @pytest.mark.integration
-def test_resume_never_unpickles_even_with_a_rewritten_manifest(
+def test_an_sb3_zip_of_an_older_version_is_one_clear_line_and_never_unpickled(
     pruned_run: dict[str, Any],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    val_block: step.AgentBlock,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The hash is recorded beside the files, so whoever replaces a checkpoint may also rewrite
-    ``checksums.json``: the entries SB3 pickles are replaced, never decoded, and training goes on
-    from the file's weights."""
+    """SB3's own zip (earlier versions wrote it) is refused in one line, exit 1, even when the
+    manifest vouches for it; its pickled entries never run and nothing in the folder changes."""
     root = _copy(pruned_run, tmp_path / "copy")
     _drop_final(root)
     ck, marker = root / CK, tmp_path / "fired"
     newest = ck / "checkpoint_2560.zip"
-    _booby_trap(newest, marker, "_last_obs")
-    _booby_trap(newest, marker, "lr_schedule")
+    _old_sb3_zip(newest, newest, marker, _spaces_of(val_block))
     _record(ck, newest)
-    starts = _spy_learn(monkeypatch)
+    before = _folder(ck)
     code = step.main(_argv(root, "--resume"))
+    lines = capsys.readouterr().err.strip().splitlines()
     assert not marker.exists()
-    assert code == 0, capsys.readouterr().err[-2000:]
-    assert starts == [2560]
+    assert code == 1 and "Traceback" not in "\n".join(lines)
+    assert lines[-1] == (
+        f"error: {newest}: a stable-baselines3 zip saved by an older version of this pipeline, "
+        "which is no longer loaded (it stores pickled Python objects); train the agent again, "
+        "or run without --resume to start over"
+    ), lines[-3:]
+    assert _folder(ck) == before
 
 
-@pytest.mark.integration
-def test_a_pickled_entry_we_do_not_replace_is_refused(
-    pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    root = _copy(pruned_run, tmp_path / "copy")
-    _drop_final(root)
-    ck, marker = root / CK, tmp_path / "fired"
-    newest = ck / "checkpoint_2560.zip"
-    _booby_trap(newest, marker, "surprise")
-    _record(ck, newest)
-    code = step.main(_argv(root, "--resume"))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert not marker.exists()
-    assert code == 1 and err[-1].startswith(f"error: {newest}: holds pickled entries"), err
-    assert "surprise" in err[-1]
-
-
-def _pickled_pth(path: Path, marker: Path, member: str = "policy.pth") -> None:
+def _pickled_pth(path: Path, marker: Path, member: str = model_files.PARAMS_ENTRY) -> None:
     """Rewrite ``path``'s ``member`` as a ``torch.save`` of a Python object whose unpickling
     creates ``marker`` (not a plain state dict of tensors)."""
     with zipfile.ZipFile(path) as zin:
@@ -355,12 +361,12 @@ def _pickled_pth(path: Path, marker: Path, member: str = "policy.pth") -> None:
 
 
 @pytest.mark.integration
-def test_a_pickle_in_policy_pth_is_refused_in_one_line(
+def test_a_pickle_in_the_parameters_is_refused_in_one_line(
     pruned_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 22 item 11: a checkpoint whose policy.pth holds a pickled object (manifest rewritten
-    too) stops ``--resume`` with one error line and exit 1; it is not skipped as damaged (no
-    fallback to an older checkpoint, exit 0) and PyTorch's several-line message stays out."""
+    """A checkpoint whose parameters.pth holds a pickled object (manifest rewritten too) stops
+    ``--resume`` with one error line and exit 1; it is not skipped as damaged (no fallback to an
+    older checkpoint, exit 0) and PyTorch's several-line message stays out."""
     root = _copy(pruned_run, tmp_path / "copy")
     _drop_final(root)
     ck, marker = root / CK, tmp_path / "fired"
@@ -374,8 +380,8 @@ def test_a_pickle_in_policy_pth_is_refused_in_one_line(
     assert not marker.exists()
     assert code == 1, err[-5:]
     assert err[-1] == (
-        f"error: {newest}: its policy.pth holds the Python object io.open, not only tensors; "
-        "refusing to load it (loading would run code from the file)"
+        f"error: {newest}: its parameters.pth holds the Python object io.open, not only "
+        "tensors; refusing to load it (loading would run code from the file)"
     ), err[-5:]  # the trap pickles open() as io.open
     assert "Weights only load failed" not in out.err + out.out
     assert "skipping" not in out.err
@@ -383,24 +389,20 @@ def test_a_pickle_in_policy_pth_is_refused_in_one_line(
 
 
 @pytest.mark.integration
-def test_load_model_refuses_a_pickle_in_any_pth_entry(
+def test_load_model_refuses_a_pickle_in_the_parameters(
     pruned_run: dict[str, Any],
     tmp_path: Path,
     val_block: step.AgentBlock,  # noqa: F811
 ) -> None:
     """The best model and the final model go through the same loader: refused, not damaged."""
-    src = pruned_run["root"] / CK / "checkpoint_2560.zip"
-    env = step.TradingEnv(val_block.data, EnvConfig(), step.RewardFunction(RewardConfig()))
-    spaces = (env.observation_space, env.action_space)
-    for member in ("policy.pth", "policy.optimizer.pth", "pytorch_variables.pth"):
-        path, marker = tmp_path / f"{member}.zip", tmp_path / f"fired_{member}"
-        shutil.copy(src, path)
-        _pickled_pth(path, marker, member)
-        with pytest.raises(model_files.UntrustedModelError) as info:
-            model_files.load_model(path, None, "cpu", clip_range=0.2, spaces=spaces)
-        assert not isinstance(info.value, model_files.CorruptModelError)
-        assert str(info.value).startswith(f"{path}: its {member} holds the Python object")
-        assert "\n" not in str(info.value) and not marker.exists()
+    path, marker = tmp_path / "trapped.zip", tmp_path / "fired"
+    shutil.copy(pruned_run["root"] / CK / "checkpoint_2560.zip", path)
+    _pickled_pth(path, marker)
+    with pytest.raises(model_files.UntrustedModelError) as info:
+        model_files.load_model(path, None, "cpu", spaces=_spaces_of(val_block))
+    assert not isinstance(info.value, model_files.CorruptModelError)
+    assert str(info.value).startswith(f"{path}: its parameters.pth holds the Python object")
+    assert "\n" not in str(info.value) and not marker.exists()
 
 
 @pytest.mark.integration
@@ -420,22 +422,37 @@ def test_a_checkpoint_the_manifest_does_not_list_is_refused(
 
 
 @pytest.mark.integration
-def test_load_model_needs_no_pickle_for_any_entry_sb3_writes(
+def test_a_checkpoint_is_json_and_weights_only_and_loads_without_sb3_load(
     pruned_run: dict[str, Any],
     val_block: step.AgentBlock,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Every ``:serialized:`` entry in a file this pipeline wrote is one we replace."""
+    """Issue 20 item 3: a file holds agent.json (plain JSON: the settings it was built with, its
+    spaces, its timesteps) and parameters.pth (weights only), and loads through SB3's public
+    ``set_parameters``: SB3's own ``load`` (and its private zip layout) is never used."""
     path = pruned_run["root"] / CK / "checkpoint_2560.zip"
     with zipfile.ZipFile(path) as z:
-        data = json.loads(z.read("data"))
-    pickled = {k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v}
-    env = step.TradingEnv(val_block.data, EnvConfig(), step.RewardFunction(RewardConfig()))
-    spaces = (env.observation_space, env.action_space)
-    assert pickled <= set(model_files._replacements(data, spaces, 1, 0.2))
+        assert sorted(z.namelist()) == ["agent.json", "parameters.pth"]
+        meta = json.loads(z.read("agent.json"))
+        weights = torch.load(io.BytesIO(z.read("parameters.pth")), weights_only=True)
+    cfg = _smoke_cfg().ppo
+    assert meta["format"] == model_files.AGENT_FORMAT and meta["algorithm"] == "ppo"
+    assert meta["settings"] == json.loads(json.dumps(agent.ppo_kwargs(cfg)))
+    assert meta["num_timesteps"] == 2560
+    assert set(weights) == {"policy", "policy.optimizer"}
+
+    def no_sb3_load(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("SB3's own load was called")
+
+    monkeypatch.setattr(agent.PPO, "load", no_sb3_load)
     model = model_files.load_model(
-        path, None, "cpu", clip_range=0.2, spaces=spaces, expected_sha256=sha256_file(path)
+        path, None, "cpu", spaces=_spaces_of(val_block), expected_sha256=sha256_file(path)
     )
     assert model.num_timesteps == 2560 and model.clip_range(1.0) == 0.2
+    assert model.env is None  # built to predict: it cannot be trained on a spaces-only env
+    saved = weights["policy"]
+    for name, value in model.policy.state_dict().items():
+        assert torch.equal(value, saved[name]), name
 
 
 # ---------------------------------------------------------------- item 17: fsync before rename
