@@ -83,6 +83,7 @@ from pipeline.process import (
     wait_for_log,
     watch_parent,
 )
+from pipeline.run_archive import archive_previous_run
 from pipeline.run_summary import (
     ALL_STEPS,
     STEP_NAMES,
@@ -818,6 +819,17 @@ def drive(args: argparse.Namespace, log_file: Path | None = None) -> int:
     try:
         if lock.took_over is not None:
             log.warning("took over a stale lock of %s", lock.took_over.describe())
+        if not ctx.resume:
+            # Nothing overwritten: the previous run's files go to runs/{dataset}/{n}/ before
+            # this run writes its first file (a --resume continues that run instead).
+            archived = archive_previous_run(ctx.paths, ctx.name)
+            if archived is not None:
+                log.info(
+                    "previous run (started %s, %s) archived to %s",
+                    archived.info.get("started"),
+                    archived.info.get("status"),
+                    archived.folder,
+                )
         earlier = read_json(summary_path(ctx.paths, ctx.name)) or {}
         ctx.earlier = earlier
         records: list[StepRecord] = []

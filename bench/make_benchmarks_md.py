@@ -40,6 +40,8 @@ ORDER = [
     "tuning",
     "end_to_end",
     "gpu",
+    "redesign_check",
+    "same_numbers",
 ]
 HEADER = """# Benchmarks
 

@@ -25,6 +25,7 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
              "--space", "--jobs", "--pruner", "--seed", "--heartbeat", "--root", "--preset",
              "--set", "--set-file"),
     "ppo_approach.train_ppo_agent": ("--dataset", "--resume"),
+    "runs": ("--dataset", "--compare", "--root"),
 }  # fmt: skip
 """Script module -> the flags its --help must list (at least)."""
 

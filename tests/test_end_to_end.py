@@ -323,6 +323,16 @@ def test_driver_with_an_absolute_csv_path_runs_steps_4_to_6(smoke_run: Run, tmp_
     summary = json.loads((root / "results" / f"run_summary_{DATASET}.json").read_text())
     assert [s["status"] for s in summary["steps"][3:6]] == ["ok", "warn", "ok"]  # see above
     assert summary["dataset_source"] == str(smoke_run.csv)
+    # Issue 20 item 6: the smoke run's files went to runs/{dataset}/1 before this run wrote.
+    archive = root / "runs" / DATASET / "1"
+    info = json.loads((archive / "archive.json").read_text())
+    assert info["started"] == _summary(smoke_run)["started"] and info["files_missing"] == []
+    for rel in (
+        f"results/run_summary_{DATASET}.json",
+        f"results/backtest_{agent_model(root)}_{DATASET}.json",
+        f"ppo_approach/models/ppo_{agent_model(root)}_{DATASET}.zip",
+    ):
+        assert (archive / rel).read_bytes() == (smoke_run.root / rel).read_bytes(), rel
 
 
 def test_pushed_commit_is_complete_without_a_second_push(smoke_run: Run) -> None:

@@ -24,6 +24,7 @@ PROJECT = {
     "runpod_main",
     "tune",
     "rolling_eval",
+    "runs",
     "bench",
     "tests",
 }
@@ -38,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     # tune.py (issue 11) runs the objectives: the classifier training loop and the agent's phases
     "tune": {"pipeline", "pytorch_train", "ppo_approach"},
     "download_data": {"pipeline"},  # issue 12: a thin CLI over pipeline.download
+    "runs": {"pipeline"},  # lists and compares archived runs (pipeline.run_archive)
     # issue 18 item 4: reruns steps 5 and 7 on each fold
     "rolling_eval": {"pipeline", "train_models", "pytorch_train", "ppo_approach"},
 }
