@@ -29,6 +29,7 @@ from pipeline.common import EXIT_INTERRUPTED, Paths, atomic_path, atomic_write_j
 from pipeline.config_schema import Config
 from pipeline.manifest import STEP_ENTRY
 from pipeline.model_choice import best_on_validation
+from pipeline.report_names import COMPARED_STRATEGIES, STRATEGY_LABELS
 from pipeline.run_summary import read_json
 from pipeline.runlock import RunLock, lock_path
 from pipeline.tables import format_table
@@ -119,10 +120,7 @@ def dataset_row(paths: Paths, outcome: DatasetOutcome) -> dict[str, Any]:
         "majority_test_macro_f1": None,
         "logreg_test_macro_f1": None,
         "agent_model": None,
-        "agent_total_return": None,
-        "buy_and_hold_total_return": None,
-        "flat_total_return": None,
-        "classifier_rule_total_return": None,
+        **{f"{name}_total_return": None for name in COMPARED_STRATEGIES},
         "agent_trades": None,
         "verdict": None,
         "log_file": str(outcome.log_file) if outcome.log_file else None,
@@ -170,10 +168,8 @@ def dataset_row(paths: Paths, outcome: DatasetOutcome) -> dict[str, Any]:
             s = strategies.get(strategy)
             return _number(s.get("total_return")) if isinstance(s, dict) else None
 
-        row["agent_total_return"] = total("agent")
-        row["buy_and_hold_total_return"] = total("buy_and_hold")
-        row["flat_total_return"] = total("flat")
-        row["classifier_rule_total_return"] = total("classifier_rule")
+        for name in COMPARED_STRATEGIES:
+            row[f"{name}_total_return"] = total(name)
         agent_metrics = strategies.get("agent")
         if isinstance(agent_metrics, dict) and _number(agent_metrics.get("n_trades")) is not None:
             row["agent_trades"] = int(agent_metrics["n_trades"])
@@ -198,10 +194,7 @@ TABLE_HEADERS = (
     "test F1",
     "majority",
     "logreg",
-    "agent",
-    "buy&hold",
-    "flat",
-    "clf rule",
+    *(STRATEGY_LABELS[name].short for name in COMPARED_STRATEGIES),
     "trades",
 )
 """The console table's columns: the test macro-F1 of the classifier that fed the agent (chosen
@@ -223,10 +216,7 @@ def format_multi_table(rows: Sequence[dict[str, Any]]) -> str:
                 _f1(r["test_macro_f1"]),
                 _f1(r["majority_test_macro_f1"]),
                 _f1(r["logreg_test_macro_f1"]),
-                _pct(r["agent_total_return"]),
-                _pct(r["buy_and_hold_total_return"]),
-                _pct(r["flat_total_return"]),
-                _pct(r["classifier_rule_total_return"]),
+                *(_pct(r[f"{name}_total_return"]) for name in COMPARED_STRATEGIES),
                 "n/a" if r["agent_trades"] is None else str(r["agent_trades"]),
             )
         )
@@ -276,22 +266,14 @@ def plot_multi_summary(paths: Paths, rows: Sequence[dict[str, Any]]) -> Path:
         (
             ax2,
             "test-block total return",
-            (
-                "agent_total_return",
-                "buy_and_hold_total_return",
-                "flat_total_return",
-                "classifier_rule_total_return",
-            ),
+            tuple(f"{name}_total_return" for name in COMPARED_STRATEGIES),
         ),
     )
     labels = {
         "test_macro_f1": "agent's classifier",
         "majority_test_macro_f1": "majority",
         "logreg_test_macro_f1": "logreg",
-        "agent_total_return": "agent",
-        "buy_and_hold_total_return": "buy & hold",
-        "flat_total_return": "flat",
-        "classifier_rule_total_return": "classifier rule",
+        **{f"{n}_total_return": STRATEGY_LABELS[n].label for n in COMPARED_STRATEGIES},
     }
     for ax, title, keys in groups:
         width = 0.8 / len(keys)

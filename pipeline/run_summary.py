@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.common import EXIT_INTERRUPTED, EXIT_OK
 from pipeline.config_schema import Config
+from pipeline.report_names import HEADLINE_METRICS
 from pipeline.secrets import mask_secrets
 from pipeline.step_results import BacktestReport
 from pipeline.tables import format_table
@@ -146,10 +147,8 @@ def agent_results(report: BacktestReport) -> dict[str, Any]:
     return {
         "model": report["model"],
         "prediction_source": report["prediction_source"],
-        "agent_total_return": agent.get("total_return"),
-        "agent_sharpe": agent.get("sharpe"),
-        "buy_and_hold_total_return": bh.get("total_return"),
-        "buy_and_hold_sharpe": bh.get("sharpe"),
+        **{f"agent_{m}": agent.get(m) for m in HEADLINE_METRICS},
+        **{f"buy_and_hold_{m}": bh.get(m) for m in HEADLINE_METRICS},
         "in_sample_predictions": bool(report["in_sample_predictions"]),
         "oracle": (report.get("oracle") or {}).get("label"),
         "seeds": _seed_spread(report.get("seeds")),

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sb3_contrib import MaskablePPO
 from stable_baselines3.common.callbacks import BaseCallback
 
 from pipeline.artifacts import (
@@ -35,13 +34,14 @@ from pipeline.common import (
     atomic_write_json,
 )
 from pipeline.process import handle_signals
-from ppo_approach.backtest import (
+from ppo_approach.evaluation import (
     ClassifierRulePolicy,
     EpisodeRecord,
-    Policy,
+    block_metrics,
+    block_probs,
     flat_policy,
-    run_episode,
-    sharpe_ratio,
+    policy_for,
+    run_block,
 )
 from ppo_approach.model_files import (
     KEEP_CHECKPOINTS,
@@ -58,107 +58,6 @@ PROGRESS_INTERVAL_S = 30.0
 """Without a progress bar, a line with timesteps done, total and ETA at least this often."""
 SELECTION_KEYS = {"return": "mean_return", "reward": "mean_reward"}
 """``selection_metric`` -> the :func:`block_metrics` key that picks the best model (issue 16)."""
-EVAL_SEED_OFFSET = 10_000
-"""Evaluation episode ``i`` resets with ``seed + EVAL_SEED_OFFSET + i``: every evaluation sees the
-same validation windows, so successive scores differ only by the policy, not by the windows."""
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-def policy_for(model: AgentModel) -> Policy:
-    """The model's deterministic policy as ``(obs, info) -> action``, for evaluation and backtest.
-
-    A MaskablePPO model predicts with the env's current mask, ``info["action_mask"]`` (the
-    :class:`TradingEnv` puts it in every reset's and step's info), so it never picks an invalid
-    action; a plain PPO model predicts unmasked, as before (issue 10).
-    """
-    if isinstance(model, MaskablePPO):
-
-        def masked(obs: np.ndarray, info: dict[str, Any]) -> int:
-            action, _ = model.predict(obs, deterministic=True, action_masks=info["action_mask"])
-            return int(action)
-
-        return masked
-
-    def policy(obs: np.ndarray, info: dict[str, Any]) -> int:
-        action, _ = model.predict(obs, deterministic=True)
-        return int(action)
-
-    return policy
-
-
-def run_block(policy: Policy, env: TradingEnv, episodes: int, seed: int) -> list[EpisodeRecord]:
-    """``policy`` over ``episodes`` seeded episodes of ``env``: episode ``i`` resets with
-    ``seed + EVAL_SEED_OFFSET + i``, so two policies run on the same windows."""
-    return [run_episode(env, policy, seed=seed + EVAL_SEED_OFFSET + i) for i in range(episodes)]
-
-
-def block_metrics(records: Sequence[EpisodeRecord], bars_per_year: float) -> dict[str, float]:
-    """Means over episodes, and what the policy did (issue 10: what a user sees).
-
-    ``mean_reward`` (summed env reward), ``mean_length`` (steps), ``mean_return`` (final equity /
-    initial - 1), ``mean_sharpe`` (annualised with ``bars_per_year``), ``trades_per_episode``
-    (fills, the liquidation exit included), ``time_in_market`` (share of steps after which a
-    position is open), ``mean_position`` (mean signed exposure ``units * price / equity`` after
-    each step), ``total_trades`` (all episodes), ``invalid_share`` (share of steps whose action
-    was an invalid order, executed as HOLD) and ``action_<NAME>`` (share of steps each of the
-    nine :class:`Actions` was executed, an invalid order counted as the HOLD it became and also
-    apart in ``invalid_share``: issue 16).
-    """
-    rewards, lengths, returns, sharpes = [], [], [], []
-    trades, in_market, position = [], [], []
-    for rec in records:
-        rewards.append(float(rec.rewards.sum()))
-        lengths.append(rec.n_steps)
-        returns.append(float(rec.equity[-1] / rec.equity[0] - 1.0))
-        sharpes.append(sharpe_ratio(rec.equity[1:] / rec.equity[:-1] - 1.0, bars_per_year))
-        trades.append(rec.trades)
-        in_market.append(float(np.mean(rec.units[1:] != 0.0)))
-        position.append(float(np.mean(rec.position_fraction()[1:])))
-    actions = np.concatenate([rec.actions for rec in records])  # (all steps,)
-    steps = max(int(actions.size), 1)
-    counts = np.bincount(actions, minlength=len(Actions))
-    res = {
-        "mean_reward": float(np.mean(rewards)),
-        "mean_length": float(np.mean(lengths)),
-        "mean_return": float(np.mean(returns)),
-        "mean_sharpe": float(np.mean(sharpes)),
-        "trades_per_episode": float(np.mean(trades)),
-        "total_trades": float(np.sum(trades)),
-        "time_in_market": float(np.mean(in_market)),
-        "mean_position": float(np.mean(position)),
-        "invalid_share": float(sum(rec.invalid_actions for rec in records) / steps),
-    }
-    for action in Actions:
-        res[f"action_{action.name}"] = float(counts[action] / steps)
-    return res
-
-
-def evaluate_on_block(
-    model: AgentModel,
-    env: TradingEnv,
-    episodes: int,
-    seed: int,
-    bars_per_year: float,
-) -> dict[str, float]:
-    """Deterministic policy over ``episodes`` seeded episodes of ``env`` (validation block):
-    :func:`block_metrics` of :func:`run_block` with :func:`policy_for` ``(model)``."""
-    return block_metrics(run_block(policy_for(model), env, episodes, seed), bars_per_year)
-
-
-RULE_PROB_NAMES = ("p_fall", "p_stationary", "p_rise")
-"""The prediction features the classifier rule reads (``AgentBlock.probs`` holds the same)."""
-
-
-def block_probs(env: TradingEnv) -> np.ndarray | None:
-    """``(n, 3)`` p_fall, p_stationary, p_rise of ``env``'s block, read from its prediction
-    features by name; ``None`` when the block has no such named columns."""
-    names = env.data.pred_names
-    if names is None or not set(RULE_PROB_NAMES) <= set(names):
-        return None
-    cols = [names.index(n) for n in RULE_PROB_NAMES]
-    return np.asarray(env.data.pred_features[:, cols], dtype=np.float64)
 
 
 def no_trade_warning(evaluator: ValidationEvalCallback) -> str | None:

@@ -24,7 +24,7 @@ Liquidation value (issue 8 item 22): the last step's ``info`` also says what the
 worth if the open position were closed at that bar's close, exit fee and slippage included
 (:meth:`TradingEnv.liquidation`). Step equity and rewards stay marked to market (a training
 episode is a window of an ongoing market, and SB3 bootstraps the value at truncation); reports
-(``ppo_approach.backtest.run_episode``) value the end of every strategy at liquidation.
+(``ppo_approach.evaluation.run_episode``) value the end of every strategy at liquidation.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ from pipeline.config_schema import Config, PPOConfig
 from pipeline.leak_alarms import Alarm, alarm_lines, raise_if_strict
 from pipeline.runlock import step_lock
 from pipeline.step_results import BacktestReport
-from ppo_approach import backtest, run_folder
+from ppo_approach import backtest, evaluation, run_folder
 from ppo_approach.agent_blocks import (
     DIAGNOSTIC_SOURCES,
     ORACLE_LABEL,
@@ -93,7 +93,7 @@ def _progress_bar_wanted() -> bool:
 
 def annualisation(prepared: Prepared) -> tuple[float, str]:
     """Periods per year inferred from the dataset's bars, and how (issue 8 item 20)."""
-    value, how = backtest.infer_periods_per_year(prepared.arrays.timestamps)
+    value, how = evaluation.infer_periods_per_year(prepared.arrays.timestamps)
     return float(value), how
 
 
@@ -486,14 +486,13 @@ def _validation_of(
 ) -> dict[str, float]:
     """The chosen model's validation metrics: the best evaluation's (``best_model.json``), or,
     for a final model that was never evaluated, one evaluation on the same episodes now."""
-    from ppo_approach import callbacks
 
     ev = trained.evaluator
     meta = run_folder.read_json(ev.directory / art.PPO_BEST_META_NAME) if chosen == "best" else None
     if meta is not None and "mean_reward" in meta:
         return {k: float(v) for k, v in meta.items() if isinstance(v, (int, float))}
     cfg = outcome_run.cfg.ppo
-    return callbacks.evaluate_on_block(
+    return evaluation.evaluate_on_block(
         model, trained.val_env, cfg.eval_episodes, outcome_run.eval_seed, outcome_run.bars_per_year
     )
 
@@ -584,14 +583,13 @@ def train_seeds(run: AgentRun, resume: bool) -> BacktestReport:
 
 def _seed_row(outcome: SeedOutcome, run: AgentRun, selected: bool) -> dict[str, Any]:
     """One seed's line of the report: validation result and its agent's test-block metrics."""
-    from ppo_approach import callbacks
 
     test = run.blocks["test"]
-    rec = backtest.run_episode(
+    rec = evaluation.run_episode(
         backtest.block_env(test.data, backtest.backtest_env_config(run.env_cfg), run.reward_cfg),
-        callbacks.policy_for(outcome.model),
+        evaluation.policy_for(outcome.model),
     )
-    m = backtest.strategy_metrics(rec, run.bars_per_year)
+    m = evaluation.strategy_metrics(rec, run.bars_per_year)
     return {
         "seed": outcome.run.cfg.ppo.seed,
         "selected": selected,
@@ -711,9 +709,7 @@ def run_backtest(
     bars_per_year, ppy_how = annualisation(prepared)
     reward_cfg = RewardConfig.from_ppo_config(ppo_cfg)
 
-    from ppo_approach import callbacks
-
-    agent_policy = callbacks.policy_for(model)  # MaskablePPO predicts with the env's mask
+    agent_policy = evaluation.policy_for(model)  # MaskablePPO predicts with the env's mask
 
     runs = backtest.run_strategies(
         test.data,

@@ -7,7 +7,7 @@ the test block of a planted-momentum walk, the agent 0 trades on 3 of 3 seeds). 
 Rajeswaran et al. 2018 "DAPG" and of most RL-from-demonstration work):
 
 1. **Which behaviour.** The classifier rule (long 100 % while Rise is the most probable class,
-   flat otherwise: :class:`ppo_approach.backtest.ClassifierRulePolicy`) when it beats staying flat
+   flat otherwise: :class:`ppo_approach.evaluation.ClassifierRulePolicy`) when it beats staying flat
    on the validation episodes (the same episodes and score that choose the best model); else
    flat. Where the rule loses on validation, the agent therefore starts (and, unless PPO finds
    better on validation, stays) flat.
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.common import ProgressLog
-from ppo_approach.backtest import ClassifierRulePolicy, Policy
+from ppo_approach.evaluation import ClassifierRulePolicy, Policy
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 

@@ -25,8 +25,10 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name: one torch th
     _smoke_cfg,
 )
 
+from pipeline import report_names
 from pipeline.common import Paths
 from ppo_approach import backtest as bt
+from ppo_approach import evaluation
 from ppo_approach import train_ppo_agent as step
 
 pytestmark = pytest.mark.integration
@@ -57,7 +59,7 @@ def test_same_seed_same_config_same_backtest_numbers(ppo_source_root: Path, tmp_
         )
         for name in ("a", "b")
     ]
-    assert set(runs[0]) == set(bt.STRATEGY_NAMES)
+    assert set(runs[0]) == set(report_names.STRATEGY_NAMES)
     assert runs[0] == runs[1]
     # A policy that never trades would make the equality trivial: it must trade (should a change
     # of defaults make it flat, pick a setting that trades).
@@ -139,7 +141,7 @@ def test_oracle_agent_beats_flat_and_buy_and_hold_and_a_random_policy_does_not(
     orders_cfg = dataclasses.replace(run.env_cfg, action_set="orders")
     for rseed in range(5):
         runs = bt.run_strategies(
-            test.data, orders_cfg, run.reward_cfg, bt.RandomPolicy(rseed), test.probs, [0]
+            test.data, orders_cfg, run.reward_cfg, evaluation.RandomPolicy(rseed), test.probs, [0]
         )
         rand = bt.summarise_runs(runs, run.bars_per_year)
         # the same baselines as the agent's report: the block and the fills are the same

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import report_names
 from ppo_approach import backtest as bt
+from ppo_approach import evaluation
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 
@@ -18,13 +20,13 @@ from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 
 @pytest.mark.unit
 def test_periods_per_year_and_bar_interval() -> None:
-    assert bt.periods_per_year(3600) == 8760
-    assert bt.periods_per_year(86400) == 365
+    assert evaluation.periods_per_year(3600) == 8760
+    assert evaluation.periods_per_year(86400) == 365
     ts = pd.date_range("2024-01-01", periods=50, freq="15min").to_numpy()
     ts = np.delete(ts, [10, 20])  # two gaps do not change the median spacing
-    assert bt.bar_interval_seconds(ts) == 900.0
-    with pytest.raises(bt.BacktestError, match="bar interval"):
-        bt.periods_per_year(0)
+    assert evaluation.bar_interval_seconds(ts) == 900.0
+    with pytest.raises(evaluation.BacktestError, match="bar interval"):
+        evaluation.periods_per_year(0)
 
 
 def _equity_trading_days(start: str, end: str) -> np.ndarray:
@@ -39,110 +41,112 @@ def _equity_trading_days(start: str, end: str) -> np.ndarray:
 def test_infer_periods_per_year_equity_daily_about_252() -> None:
     # issue 8 item 20: daily equity candles were annualised with 365 bars per year.
     ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
-    bars_per_year, why = bt.infer_periods_per_year(ts)
+    bars_per_year, why = evaluation.infer_periods_per_year(ts)
     assert 248 <= bars_per_year <= 254
     assert "full calendar years (2019-2023)" in why
     # Plain weekdays (no holidays): 261 in a 365-day year.
-    ppy_wd, _ = bt.infer_periods_per_year(pd.bdate_range("2019-01-01", "2023-12-31").to_numpy())
+    ppy_wd, _ = evaluation.infer_periods_per_year(
+        pd.bdate_range("2019-01-01", "2023-12-31").to_numpy()
+    )
     assert ppy_wd == 261.0
     # The old rule (24/7 at the median spacing of 1 day) said 365.
-    assert bt.periods_per_year(bt.bar_interval_seconds(ts)) == 365
+    assert evaluation.periods_per_year(evaluation.bar_interval_seconds(ts)) == 365
 
 
 @pytest.mark.unit
 def test_infer_periods_per_year_changes_sharpe_and_cagr_as_issue_describes() -> None:
     # A daily equity curve that reads +45 %/yr under 365 bars/year.
     ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
-    bars_per_year, _ = bt.infer_periods_per_year(ts)
+    bars_per_year, _ = evaluation.infer_periods_per_year(ts)
     drift = math.log(1.45) / 365
     eq = 100.0 * np.exp(np.linspace(0.0, drift * (ts.size - 1), ts.size))
-    old_ann = bt.annualised_return(eq, 365)
-    new_ann = bt.annualised_return(eq, bars_per_year)
+    old_ann = evaluation.annualised_return(eq, 365)
+    new_ann = evaluation.annualised_return(eq, bars_per_year)
     assert old_ann == pytest.approx(0.45)
     assert new_ann == pytest.approx(1.45 ** (bars_per_year / 365) - 1)
     assert 0.28 < new_ann < 0.31  # the issue's "+30 % with 252 trading days"
     rng = np.random.default_rng(0)
     rets = drift + 0.01 * rng.standard_normal(ts.size - 1)
-    assert bt.sharpe_ratio(rets, bars_per_year) == pytest.approx(
-        bt.sharpe_ratio(rets, 365) * math.sqrt(bars_per_year / 365)
+    assert evaluation.sharpe_ratio(rets, bars_per_year) == pytest.approx(
+        evaluation.sharpe_ratio(rets, 365) * math.sqrt(bars_per_year / 365)
     )
-    assert bt.sharpe_ratio(rets, bars_per_year) < bt.sharpe_ratio(rets, 365)
+    assert evaluation.sharpe_ratio(rets, bars_per_year) < evaluation.sharpe_ratio(rets, 365)
 
 
 @pytest.mark.unit
 def test_infer_periods_per_year_other_markets() -> None:
     hourly = pd.date_range("2020-01-01", "2023-12-31 23:00", freq="1h")  # 24/7, 2020 a leap year
-    assert bt.infer_periods_per_year(hourly.to_numpy())[0] == 8760.0
+    assert evaluation.infer_periods_per_year(hourly.to_numpy())[0] == 8760.0
     daily = pd.date_range("2020-03-01", "2023-12-31", freq="1D")
-    assert bt.infer_periods_per_year(daily.to_numpy())[0] == 365.0
+    assert evaluation.infer_periods_per_year(daily.to_numpy())[0] == 365.0
     fx = hourly[hourly.day_of_week < 5]  # FX: 5 days x 24 hours
-    assert bt.infer_periods_per_year(fx.to_numpy())[0] == pytest.approx(6240, abs=30)
+    assert evaluation.infer_periods_per_year(fx.to_numpy())[0] == pytest.approx(6240, abs=30)
     # No full calendar year: bars per elapsed 365-day year.
     part = pd.date_range("2021-03-01", "2021-10-31 23:00", freq="1h")
-    bars_per_year, why = bt.infer_periods_per_year(part.to_numpy())
+    bars_per_year, why = evaluation.infer_periods_per_year(part.to_numpy())
     assert bars_per_year == pytest.approx(8760.0)
     assert "elapsed year" in why
     # Under four weeks: too short to infer, the 24/7 rule at the bar spacing.
     short = pd.date_range("2024-01-01", periods=50, freq="1h")
-    bars_per_year, why = bt.infer_periods_per_year(short.to_numpy())
+    bars_per_year, why = evaluation.infer_periods_per_year(short.to_numpy())
     assert bars_per_year == 8760.0
     assert "too short" in why
-    with pytest.raises(bt.BacktestError, match="at least 2 timestamps"):
-        bt.infer_periods_per_year(short.to_numpy()[:1])
+    with pytest.raises(evaluation.BacktestError, match="at least 2 timestamps"):
+        evaluation.infer_periods_per_year(short.to_numpy()[:1])
 
 
 @pytest.mark.unit
 def test_total_and_annualised_return() -> None:
     eq = np.array([100.0, 110.0, 121.0])  # +10 % per bar, 2 bars
-    assert bt.total_return(eq) == pytest.approx(0.21)
+    assert evaluation.total_return(eq) == pytest.approx(0.21)
     # 2 bars per year: the 2 bars ARE one year.
-    assert bt.annualised_return(eq, bars_per_year=2) == pytest.approx(0.21)
+    assert evaluation.annualised_return(eq, bars_per_year=2) == pytest.approx(0.21)
     # 4 bars per year: two such half-years compound to 1.21 ** 2.
-    assert bt.annualised_return(eq, bars_per_year=4) == pytest.approx(1.21**2 - 1)
+    assert evaluation.annualised_return(eq, bars_per_year=4) == pytest.approx(1.21**2 - 1)
 
 
 @pytest.mark.unit
 def test_sharpe_known_value_and_zero_volatility() -> None:
     r = np.array([0.01, 0.03, 0.01, 0.03])  # mean 0.02, sample std 0.01 * sqrt(4/3)
     expected = 0.02 / (0.01 * math.sqrt(4 / 3)) * math.sqrt(100)
-    assert bt.sharpe_ratio(r, bars_per_year=100) == pytest.approx(expected)
+    assert evaluation.sharpe_ratio(r, bars_per_year=100) == pytest.approx(expected)
     # Through an equity curve, as strategy_metrics computes it.
     eq = 100 * np.cumprod(np.concatenate(([1.0], 1 + r)))
-    assert bt.sharpe_ratio(bt.simple_returns(eq), 100) == pytest.approx(expected)
-    assert bt.sharpe_ratio(np.full(10, 0.001), 100) == 0.0  # no volatility: defined as 0
+    assert evaluation.sharpe_ratio(evaluation.simple_returns(eq), 100) == pytest.approx(expected)
+    assert evaluation.sharpe_ratio(np.full(10, 0.001), 100) == 0.0  # no volatility: defined as 0
 
 
 @pytest.mark.unit
 def test_sortino_known_value_and_no_downside() -> None:
     r = np.array([0.02, -0.01, 0.02, -0.01])
     downside = math.sqrt((0.01**2 + 0.01**2) / 4)  # over ALL bars, target 0
-    assert bt.sortino_ratio(r, bars_per_year=9) == pytest.approx(0.005 / downside * 3)
-    assert bt.sortino_ratio(np.array([0.01, 0.02]), 9) is None  # never lost: undefined
-    assert bt.sortino_ratio(np.zeros(5), 9) == 0.0
+    assert evaluation.sortino_ratio(r, bars_per_year=9) == pytest.approx(0.005 / downside * 3)
+    assert evaluation.sortino_ratio(np.array([0.01, 0.02]), 9) is None  # never lost: undefined
+    assert evaluation.sortino_ratio(np.zeros(5), 9) == 0.0
 
 
 @pytest.mark.unit
 def test_max_drawdown_and_calmar() -> None:
     eq = np.array([100.0, 120.0, 90.0, 130.0, 104.0])
-    np.testing.assert_allclose(bt.drawdown_series(eq), [0, 0, 0.25, 0, 0.2])
-    assert bt.max_drawdown(eq) == pytest.approx(0.25)
-    assert bt.calmar_ratio(0.5, 0.25) == pytest.approx(2.0)
-    assert bt.calmar_ratio(0.5, 0.0) is None
-    assert bt.max_drawdown(np.array([1.0, 2.0, 3.0])) == 0.0
+    np.testing.assert_allclose(evaluation.drawdown_series(eq), [0, 0, 0.25, 0, 0.2])
+    assert evaluation.max_drawdown(eq) == pytest.approx(0.25)
+    assert evaluation.calmar_ratio(0.5, 0.25) == pytest.approx(2.0)
+    assert evaluation.calmar_ratio(0.5, 0.0) is None
+    assert evaluation.max_drawdown(np.array([1.0, 2.0, 3.0])) == 0.0
 
 
 @pytest.mark.unit
 def test_round_trips_and_win_rate() -> None:
     units = np.array([0, 1, 1, 0, 0, 2, 2, 0, 1])
     equity = np.array([100, 100, 110, 108, 108, 108, 100, 99, 99], dtype=float)
-    trips = bt.round_trip_returns(units, equity)
+    trips = evaluation.round_trip_returns(units, equity)
     # Trip 1: from 100 (before the entry fill) to 108 after the exit; trip 2: 108 -> 99;
     # the position opened at the last step is still open and not counted.
     np.testing.assert_allclose(trips, [0.08, 99 / 108 - 1])
-    assert bt.win_rate(trips) == 0.5
-    assert bt.win_rate(np.array([])) is None
+    assert evaluation.win_rate(trips) == 0.5
+    assert evaluation.win_rate(np.array([])) is None
     # A reversal closes one trip and opens the next at the same step.
-    trips = bt.round_trip_returns(np.array([0, 1, -1, 0]), np.array([100.0, 105, 103, 104]))
+    trips = evaluation.round_trip_returns(np.array([0, 1, -1, 0]), np.array([100.0, 105, 103, 104]))
     np.testing.assert_allclose(trips, [0.03, 104 / 105 - 1])
 
 
@@ -183,10 +187,10 @@ def test_baselines_through_the_same_env() -> None:
     data, probs = _block()
     tc = 0.001
     cfg = EnvConfig(action_set="orders", transaction_cost=tc, episode_length=10, ruin_threshold=0.5)
-    runs = bt.run_strategies(data, cfg, RewardConfig(), bt.flat_policy, probs, [1, 2, 3])
+    runs = bt.run_strategies(data, cfg, RewardConfig(), evaluation.flat_policy, probs, [1, 2, 3])
     bars_per_year = 8760.0
     m = bt.summarise_runs(runs, bars_per_year)
-    assert set(m) == set(bt.STRATEGY_NAMES)
+    assert set(m) == set(report_names.STRATEGY_NAMES)
     n = data.n_bars - 1  # the backtest runs the WHOLE block despite episode_length = 10
     assert all(r.n_steps == n for recs in runs.values() for r in recs)
 
@@ -225,7 +229,7 @@ def test_baselines_through_the_same_env() -> None:
     assert m["classifier_rule"]["time_in_market"] == pytest.approx(10 / n)
 
     # Random: the metric-wise mean of its three seeds.
-    singles = [bt.strategy_metrics(r, bars_per_year) for r in runs["random"]]
+    singles = [evaluation.strategy_metrics(r, bars_per_year) for r in runs["random"]]
     assert len(singles) == 3 and len({s["n_trades"] for s in singles}) > 1
     assert m["random"]["total_return"] == pytest.approx(
         np.mean([s["total_return"] for s in singles])
@@ -239,7 +243,7 @@ def test_baselines_through_the_same_env() -> None:
 def test_agent_cost_multipliers_change_only_fees() -> None:
     data, probs = _block()
     cfg = EnvConfig(action_set="orders", transaction_cost=0.002)
-    trader = bt.ClassifierRulePolicy(probs)  # stands in for the agent: trades twice
+    trader = evaluation.ClassifierRulePolicy(probs)  # stands in for the agent: trades twice
     runs = bt.run_strategies(data, cfg, RewardConfig(), trader, probs, [0])
     m = bt.summarise_runs(runs, 8760.0)
     assert m["agent_cost_0x"]["fees_paid"] == 0.0
@@ -256,7 +260,7 @@ def test_agent_cost_multipliers_change_only_fees() -> None:
 def test_run_episode_records_are_aligned() -> None:
     data, _ = _block(30)
     env = TradingEnv(data, EnvConfig(action_set="orders", episode_length=0), random_start=False)
-    rec = bt.run_episode(env, bt.buy_and_hold_policy)
+    rec = evaluation.run_episode(env, evaluation.buy_and_hold_policy)
     assert rec.n_steps == 29
     assert rec.equity.shape == rec.units.shape == rec.bars.shape == (30,)
     np.testing.assert_array_equal(rec.bars, np.arange(30))
@@ -289,7 +293,7 @@ def test_open_positions_valued_at_liquidation_exactly() -> None:
     )
     tc, slip, cap = 0.01, 0.005, 10_000.0
     cfg = EnvConfig(action_set="orders", initial_capital=cap, transaction_cost=tc, slippage=slip)
-    runs = bt.run_strategies(data, cfg, RewardConfig(), bt.buy_and_hold_policy, probs, [0])
+    runs = bt.run_strategies(data, cfg, RewardConfig(), evaluation.buy_and_hold_policy, probs, [0])
     units = cap / (100.0 * (1 + slip) * (1 + tc))  # bought at open[1] with all cash, fee included
     final = units * 128.0 * (1 - slip) * (1 - tc)  # sold at the last close: the second fee
     for name in ("agent", "buy_and_hold", "classifier_rule", "agent_cost_2x"):
@@ -313,14 +317,16 @@ def test_open_positions_valued_at_liquidation_exactly() -> None:
     # Flat pays nothing at the end; a random policy's open position is liquidated too.
     assert runs["flat"][0].equity[-1] == cap and not runs["flat"][0].liquidated
     env = TradingEnv(data, bt.backtest_env_config(cfg), random_start=False)
-    policy, seed = bt.RandomPolicy(SEED_ENDS_LONG), SEED_ENDS_LONG
+    policy, seed = evaluation.RandomPolicy(SEED_ENDS_LONG), SEED_ENDS_LONG
     obs, info = env.reset()
     done = False
     while not done:
         obs, _, term, trunc, info = env.step(policy(obs, info))
         done = term or trunc
     assert info["position"] != 0 and info["exit_fee"] > 0
-    rnd = bt.run_strategies(data, cfg, RewardConfig(), bt.flat_policy, probs, [seed])["random"][0]
+    rnd = bt.run_strategies(data, cfg, RewardConfig(), evaluation.flat_policy, probs, [seed])[
+        "random"
+    ][0]
     assert rnd.liquidated and rnd.final_mark == info["equity"]
     assert rnd.equity[-1] == info["liquidation_equity"] < info["equity"]
 
@@ -333,7 +339,7 @@ def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
         data,
         EnvConfig(action_set="orders"),
         RewardConfig(),
-        bt.ClassifierRulePolicy(probs),
+        evaluation.ClassifierRulePolicy(probs),
         probs,
         [0, 1],
     )
@@ -348,7 +354,7 @@ def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
     header = lines[1].split()
     # line 0: title, 1: header, 2: rule (the one table formatter, pipeline.tables), 3+: rows
     assert set(lines[2]) <= {"-", " "}
-    rows = {ln.split()[0]: ln.split() for ln in lines[3 : 3 + len(bt.STRATEGY_NAMES)]}
+    rows = {ln.split()[0]: ln.split() for ln in lines[3 : 3 + len(report_names.STRATEGY_NAMES)]}
     for name, row in rows.items():
         for col in ("n_trades", "n_round_trips"):
             cell = row[header.index(col)]
@@ -363,7 +369,7 @@ def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
     # A mean that is not whole prints one decimal.
     assert bt._fmt(1849.4, pct=False, count=True) == "1849.4"
     assert bt._fmt(1849.0, pct=False, count=True) == "1849"
-    notes = lines[3 + len(bt.STRATEGY_NAMES) :]
+    notes = lines[3 + len(report_names.STRATEGY_NAMES) :]
     assert notes[0] == "  note: random: mean of 2 seeds (so its counts can be fractional)"
     assert any("n_round_trips: closed trips win_rate is over" in ln for ln in notes)
     assert any("valued at liquidation" in ln for ln in notes)
@@ -380,7 +386,7 @@ def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
 
     data, probs = _block()
     runs = bt.run_strategies(
-        data, EnvConfig(action_set="orders"), RewardConfig(), bt.flat_policy, probs, [0, 1]
+        data, EnvConfig(action_set="orders"), RewardConfig(), evaluation.flat_policy, probs, [0, 1]
     )
     fig = bt.backtest_figure(runs, data.timestamps, "t")
     try:
@@ -410,15 +416,15 @@ def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
 
 @pytest.mark.unit
 def test_classifier_rule_rejects_bad_shape() -> None:
-    with pytest.raises(bt.BacktestError, match=r"shape \(4, 2\), expected \(n, 3\)"):
-        bt.ClassifierRulePolicy(np.zeros((4, 2)))
+    with pytest.raises(evaluation.BacktestError, match=r"shape \(4, 2\), expected \(n, 3\)"):
+        evaluation.ClassifierRulePolicy(np.zeros((4, 2)))
 
 
 @pytest.mark.unit
 def test_summary_table_and_plot(tmp_path) -> None:
     data, probs = _block()
     runs = bt.run_strategies(
-        data, EnvConfig(action_set="orders"), RewardConfig(), bt.flat_policy, probs, [0, 1]
+        data, EnvConfig(action_set="orders"), RewardConfig(), evaluation.flat_policy, probs, [0, 1]
     )
     report = {
         "model": "dlstm",
@@ -434,14 +440,14 @@ def test_summary_table_and_plot(tmp_path) -> None:
     assert "IN-SAMPLE" in lines[0] and "test block a .. b (60 bars)" in lines[0]
     assert lines[1].split()[:3] == ["strategy", "total_return", "annualised_return"]
     # Rows, then the notes (issue 8 item 28 added the notes under the table).
-    assert [ln.split()[0] for ln in lines[3 : 3 + len(bt.STRATEGY_NAMES)]] == list(
-        bt.STRATEGY_NAMES
+    assert [ln.split()[0] for ln in lines[3 : 3 + len(report_names.STRATEGY_NAMES)]] == list(
+        report_names.STRATEGY_NAMES
     )
-    assert lines[3 + bt.STRATEGY_NAMES.index("flat")].split()[1] == "0.00%"
+    assert lines[3 + report_names.STRATEGY_NAMES.index("flat")].split()[1] == "0.00%"
     # The win rate is printed next to the number of round trips it is computed over.
     header = lines[1].split()
     assert header[header.index("win_rate") + 1] == "n_round_trips"
-    flat_row = lines[3 + bt.STRATEGY_NAMES.index("flat")].split()
+    flat_row = lines[3 + report_names.STRATEGY_NAMES.index("flat")].split()
     assert (
         flat_row[header.index("win_rate")] == "-" and flat_row[header.index("n_round_trips")] == "0"
     )
@@ -503,7 +509,7 @@ def test_action_counts_and_invalid_actions_in_the_report(tmp_path) -> None:
     assert bh["invalid_actions"] == 0
     assert rep["strategies"]["flat"]["action_counts"]["HOLD"] == 11
     # Random: the per-action mean over its two seeds, invalid ones apart.
-    singles = [bt.strategy_metrics(r, 8760.0) for r in runs["random"]]
+    singles = [evaluation.strategy_metrics(r, 8760.0) for r in runs["random"]]
     for name in expected:
         assert rep["strategies"]["random"]["action_counts"][name] == pytest.approx(
             np.mean([s["action_counts"][name] for s in singles])
@@ -511,7 +517,7 @@ def test_action_counts_and_invalid_actions_in_the_report(tmp_path) -> None:
     assert rep["strategies"]["random"]["invalid_actions"] == pytest.approx(
         np.mean([s["invalid_actions"] for s in singles])
     )
-    assert set(m) == set(bt.METRIC_NAMES)
+    assert set(m) == set(report_names.METRIC_NAMES)
 
 
 @pytest.mark.unit
@@ -519,11 +525,11 @@ def test_summary_shows_invalid_actions_and_the_agents_action_counts(tmp_path) ->
     _, rep = _scripted_report(tmp_path)
     lines = bt.format_summary(rep).splitlines()
     header = lines[1].split()
-    rows = {ln.split()[0]: ln.split() for ln in lines[3 : 3 + len(bt.STRATEGY_NAMES)]}
+    rows = {ln.split()[0]: ln.split() for ln in lines[3 : 3 + len(report_names.STRATEGY_NAMES)]}
     assert rows["agent"][header.index("invalid_actions")] == "2"
     assert rows["buy_and_hold"][header.index("invalid_actions")] == "0"
     assert "action_counts" not in header  # a dict: printed as a note, not a column
-    notes = lines[3 + len(bt.STRATEGY_NAMES) :]
+    notes = lines[3 + len(report_names.STRATEGY_NAMES) :]
     assert (
         "  note: agent orders: HOLD 9, BUY_100 1, SELL_100 1; 2 invalid orders executed as HOLD"
         in notes
@@ -609,7 +615,7 @@ def test_run_strategies_logs_each_run_and_every_30_s_inside_one(
             data,
             EnvConfig(action_set="orders"),
             RewardConfig(),
-            bt.flat_policy,
+            evaluation.flat_policy,
             probs,
             [0, 1],
             progress,

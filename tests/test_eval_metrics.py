@@ -22,10 +22,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.logger import Logger
 
 from pipeline.config import load_config
-from ppo_approach import callbacks
+from ppo_approach import callbacks, evaluation
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach.agent_blocks import PRED_BASE_COLUMNS
-from ppo_approach.backtest import ClassifierRulePolicy, run_episode
+from ppo_approach.evaluation import ClassifierRulePolicy, run_episode
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 
@@ -143,7 +143,7 @@ def test_rule_return_equals_a_direct_run_of_the_rule(tmp_path: Path) -> None:
     rule = ClassifierRulePolicy(data.pred_features[:, 2:5])
     env = _val_env(data)
     direct = [
-        run_episode(env, rule, seed=SEED + callbacks.EVAL_SEED_OFFSET + i) for i in range(EPISODES)
+        run_episode(env, rule, seed=SEED + evaluation.EVAL_SEED_OFFSET + i) for i in range(EPISODES)
     ]
     returns = [r.equity[-1] / r.equity[0] - 1.0 for r in direct]
     got = ev.rule_metrics()
@@ -157,14 +157,37 @@ def test_behaviour_metrics_of_a_known_policy(tmp_path: Path) -> None:
     """Always BUY_100: one fill in, the liquidation exit out; long after every step; the
     invalid BUY_100s once long are executed as HOLD, and counted apart (issue 16)."""
     data = _data()
-    recs = callbacks.run_block(lambda obs, info: int(Actions.BUY_100), _val_env(data), 2, SEED)
-    m = callbacks.block_metrics(recs, PPY)
+    recs = evaluation.run_block(lambda obs, info: int(Actions.BUY_100), _val_env(data), 2, SEED)
+    m = evaluation.block_metrics(recs, PPY)
     assert m["trades_per_episode"] == 2.0 and m["total_trades"] == 4.0
     assert m["time_in_market"] == 1.0 and 0.9 < m["mean_position"] <= 1.0
     steps = sum(r.n_steps for r in recs)
     assert m["action_BUY_100"] == pytest.approx(2 / steps)
     assert m["action_HOLD"] == pytest.approx((steps - 2) / steps)
     assert m["invalid_share"] == pytest.approx((steps - 2) / steps)
+
+
+def test_validation_and_backtest_metrics_have_one_definition(tmp_path: Path) -> None:
+    """Issue 20 item 2: every report metric reaches the validation metrics as its episode mean,
+    computed by the backtest's own ``strategy_metrics`` (a new metric is one change)."""
+    from pipeline.report_names import TABLE_COLUMNS
+
+    data = _data()
+    rule = ClassifierRulePolicy(data.pred_features[:, 2:5])
+    recs = evaluation.run_block(rule, _val_env(data), EPISODES, SEED)
+    m = evaluation.block_metrics(recs, PPY)
+    per_episode = [evaluation.strategy_metrics(r, PPY) for r in recs]
+    for name in TABLE_COLUMNS:
+        values = [e[name] for e in per_episode if e[name] is not None]
+        key = evaluation.BLOCK_NAMES.get(name, f"mean_{name}")
+        if values:
+            assert m[key] == pytest.approx(float(np.mean(values))), name
+        else:
+            assert key not in m, name
+    assert m["mean_return"] == pytest.approx(
+        np.mean([r.equity[-1] / r.equity[0] - 1 for r in recs])
+    )
+    assert "mean_max_drawdown" in m and "mean_fees_paid" in m
 
 
 # ---------------------------------------------------------------- the no-trade warning

@@ -24,6 +24,7 @@ from pipeline.leak_alarms import (
     split_alarms,
     val_gap_alarms,
 )
+from ppo_approach import evaluation
 
 MODELS = ["gru"]
 
@@ -327,7 +328,9 @@ def test_leaky_rule_raises_the_sharpe_alarm() -> None:
     leaky = np.where(up[:, None], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1])
     config = backtest.backtest_env_config(EnvConfig(action_set="orders"))
     env = backtest.block_env(data, config, RewardConfig())
-    runs = {"classifier_rule": [backtest.run_episode(env, backtest.ClassifierRulePolicy(leaky))]}
+    runs = {
+        "classifier_rule": [evaluation.run_episode(env, evaluation.ClassifierRulePolicy(leaky))]
+    }
     report = {"strategies": backtest.summarise_runs(runs, 8760.0)}
     alarms = agent_alarms(report, 5.0)
     assert [a.subject for a in alarms] == ["classifier rule"], report

@@ -2,7 +2,7 @@
 
 Invalid actions are no-ops in the env, and an unmasked PPO policy learned that an invalid action is
 a free HOLD (issue 10 measured invalid actions on every test bar). MaskablePPO reads the env's
-``action_masks()`` while training, and :func:`ppo_approach.callbacks.policy_for` passes the mask
+``action_masks()`` while training, and :func:`ppo_approach.evaluation.policy_for` passes the mask
 in ``info["action_mask"]`` to its deterministic predictions (validation and backtest). The model
 files load without unpickling, as PPO's do (tests/test_ppo_checkpoints.py).
 
@@ -35,10 +35,10 @@ from pipeline.common import Paths, sha256_file
 from pipeline.config_schema import PPOConfig
 from pipeline.prediction_table import load_prediction_table
 from pipeline.prepare import prepare_dataset
-from ppo_approach import callbacks, model_files
+from ppo_approach import callbacks, evaluation, model_files
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach.agent_blocks import AgentBlock, build_blocks
-from ppo_approach.backtest import run_episode
+from ppo_approach.evaluation import run_episode
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import Actions, EnvConfig, TradingEnv
 
@@ -150,7 +150,7 @@ def test_plain_ppo_stays_the_default() -> None:
 def test_masked_policy_never_picks_an_invalid_action_on_the_test_block(
     trained: MaskablePPO, blocks: dict[str, AgentBlock]
 ) -> None:
-    rec = run_episode(_env(blocks["test"]), callbacks.policy_for(trained))
+    rec = run_episode(_env(blocks["test"]), evaluation.policy_for(trained))
     assert rec.n_steps == blocks["test"].data.n_bars - 1
     assert rec.invalid_actions == 0
 
@@ -163,10 +163,10 @@ def test_the_mask_overrides_a_policy_that_prefers_invalid_actions(
     env = _env(blocks["test"])
     unmasked = run_episode(env, lambda obs, info: int(model.predict(obs, deterministic=True)[0]))
     assert unmasked.invalid_actions == unmasked.n_steps and unmasked.trades == 0
-    masked = run_episode(env, callbacks.policy_for(model))
+    masked = run_episode(env, evaluation.policy_for(model))
     assert masked.invalid_actions == 0 and masked.trades > 0
     # The validation evaluation predicts through the same mask.
-    res = callbacks.evaluate_on_block(model, _env(blocks["val"]), 1, 0, 8760.0)
+    res = evaluation.evaluate_on_block(model, _env(blocks["val"]), 1, 0, 8760.0)
     assert res["mean_return"] != 0.0
 
 
@@ -201,8 +201,8 @@ def test_checkpoint_loads_without_unpickling_and_predicts_the_same(
     loaded = _load(path, blocks["val"])
     assert isinstance(loaded, MaskablePPO) and loaded.num_timesteps == 1024
     env = _env(blocks["test"])
-    a = run_episode(env, callbacks.policy_for(trained)).actions
-    b = run_episode(env, callbacks.policy_for(loaded)).actions
+    a = run_episode(env, evaluation.policy_for(trained)).actions
+    b = run_episode(env, evaluation.policy_for(loaded)).actions
     np.testing.assert_array_equal(a, b)
 
 

@@ -27,12 +27,13 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+from pipeline import report_names
 from pipeline.artifacts import Artifacts
 from pipeline.common import PROJECT_ROOT, Paths, sha256_file
 from pipeline.config import Config, load_config, load_resolved
 from pipeline.prediction_table import load_prediction_table
 from pipeline.prepare import prepare_dataset
-from ppo_approach import agent_blocks, callbacks, model_files, run_folder
+from ppo_approach import agent_blocks, callbacks, evaluation, model_files, run_folder
 from ppo_approach import backtest as bt
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach import train_ppo_agent as step
@@ -143,9 +144,9 @@ def test_backtest_report_contents(trained: dict[str, Any], ppo_source_root: Path
     assert rep["model"] == "dlstm" and rep["dataset"] == DATASET
     assert rep["chosen_model"] == "best" and rep["timesteps"] == 2048
     assert rep["prediction_source"] == "walk_forward" and rep["in_sample_predictions"] is False
-    assert set(rep["strategies"]) == set(bt.STRATEGY_NAMES)
+    assert set(rep["strategies"]) == set(report_names.STRATEGY_NAMES)
     for name, m in rep["strategies"].items():
-        assert set(m) == set(bt.METRIC_NAMES), name
+        assert set(m) == set(report_names.METRIC_NAMES), name
     assert rep["periods_per_year"] == 8760
     # The block ranges are the table's.
     table = pd.read_csv(ppo_source_root / "results" / f"predictions_dlstm_{DATASET}.csv")
@@ -212,8 +213,8 @@ def test_leaky_predictions_would_trip_the_alarm(ppo_source_root: Path) -> None:
         return bt.block_env(test.data, config, RewardConfig())
 
     runs = {
-        "rule": [bt.run_episode(make(env_cfg), bt.ClassifierRulePolicy(leaky))],
-        "bh": [bt.run_episode(make(env_cfg), bt.buy_and_hold_policy)],
+        "rule": [evaluation.run_episode(make(env_cfg), evaluation.ClassifierRulePolicy(leaky))],
+        "bh": [evaluation.run_episode(make(env_cfg), evaluation.buy_and_hold_policy)],
     }
     m = bt.summarise_runs(runs, 8760.0)
     excess = math.log1p(m["rule"]["total_return"]) - math.log1p(m["bh"]["total_return"])

@@ -538,7 +538,7 @@ def test_annualisation_is_inferred_from_the_bars(
     says how it was inferred (issue 8 item 20; training itself is skipped here)."""
     root = _fresh_root(ppo_source_root, tmp_path / "root")
     monkeypatch.setattr(
-        step.backtest, "infer_periods_per_year", lambda ts: (252.0, f"252 from {len(ts)} bars")
+        step.evaluation, "infer_periods_per_year", lambda ts: (252.0, f"252 from {len(ts)} bars")
     )
     seen: dict[str, float] = {}
     real_eval = callbacks.ValidationEvalCallback.__init__

@@ -17,7 +17,7 @@ from pipeline.artifacts import Artifacts, agent_name
 from pipeline.common import Paths, PipelineError
 from pipeline.config import load_config
 from pipeline.model_choice import best_on_validation, resolve_prediction_model
-from ppo_approach import backtest
+from ppo_approach import backtest, evaluation
 from ppo_approach.agent_blocks import (
     AgentBlock,
     noisy_oracle_probs,
@@ -327,8 +327,8 @@ def _clone_and_compare(action_set: str, run: int = 1) -> tuple[Any, Any, Any]:
     done = warm_start(model, data, p, env_cfg, RewardConfig(), 0.1, 0.0, 10, 0.99, 0)
     env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
     rule_env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
-    agent = backtest.run_episode(env, policy_for(model))
-    rule = backtest.run_episode(rule_env, rule_behaviour(rule_env, p))
+    agent = evaluation.run_episode(env, policy_for(model))
+    rule = evaluation.run_episode(rule_env, rule_behaviour(rule_env, p))
     return done, agent, rule
 
 
@@ -372,7 +372,7 @@ def test_warm_start_is_flat_when_the_rule_loses_on_validation() -> None:
     assert done.behaviour == "flat"
     assert done.reason == "the classifier rule's validation return -0.02 does not beat flat's 0"
     env = backtest.block_env(data, backtest.backtest_env_config(env_cfg), RewardConfig())
-    rec = backtest.run_episode(env, policy_for(model))
+    rec = evaluation.run_episode(env, policy_for(model))
     assert rec.trades == 0
 
 
