@@ -15,6 +15,10 @@ same names and types (so the env reads plain typed attributes), take their defau
 :func:`schema_default` and check their values with :func:`check_settings`, which applies the same
 metadata; a test checks that their fields are exactly these groups. So a value the env or the reward
 would refuse is refused by the config loader first, before step 1.
+
+The classifiers' settings (the ``model`` group of :class:`TrainingConfig`) are declared in
+:mod:`pipeline.model_registry`, one entry per architecture; the fields here name them with their
+types and take their default, doc line and bounds from there with :func:`model_setting`.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pipeline import model_registry
 from pipeline.common import PipelineError, sha256_json
 
-NETWORK_NAMES = ("lstm", "gru", "bilstm", "dlstm")
+NETWORK_NAMES = model_registry.NETWORK_NAMES
 """The recurrent networks, in the order the seed document lists them (pytorch_train trains them,
-tune.py tunes them)."""
+tune.py tunes them); from :data:`pipeline.model_registry.ARCHITECTURES`."""
 
-MODEL_NAMES = (*NETWORK_NAMES, "logreg", "lightgbm")
+MODEL_NAMES = model_registry.MODEL_NAMES
 """Every classifier step 5 can train: the four networks, and the logistic regression and LightGBM's
 gradient-boosted trees on a summary of the window (issue 17 item 1: the simplest models that work
-and the peers' default, as first-class models the agent can use when best on validation)."""
+and the peers' default, as first-class models the agent can use when best on validation); from
+:data:`pipeline.model_registry.ARCHITECTURES`."""
 
 T = TypeVar("T")
 
@@ -51,6 +57,13 @@ def setting(default: Any, doc: str, group: str = "", **checks: Any) -> Any:
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for sequence defaults")
     return field(default=default, metadata=meta)
+
+
+def model_setting(key: str) -> Any:
+    """The field of the classifier setting ``key`` (``lstm_units``) of the ``model`` group: its
+    default, doc line and bounds are the model registry's (:mod:`pipeline.model_registry`)."""
+    s = model_registry.config_setting(key)
+    return setting(s.default, s.doc, "model", **s.checks())
 
 
 # ================================================================ training_config.txt
@@ -100,42 +113,26 @@ class TrainingConfig:
     walk_forward_folds: int = setting(
         4, "folds over the development block for out-of-sample agent predictions", "data", min=3
     )
-    # --- model sizes
-    lstm_units: int = setting(256, "LSTM hidden units", "model", min=1)
-    lstm_layers: int = setting(3, "LSTM stacked layers", "model", min=1)
-    lstm_dropout: float = setting(
-        0.2, "LSTM dropout between layers and before the head", "model", min=0, lt=1
-    )
-    gru_units: int = setting(128, "GRU hidden units", "model", min=1)
-    gru_layers: int = setting(2, "GRU stacked layers", "model", min=1)
-    gru_dropout: float = setting(0.2, "GRU dropout", "model", min=0, lt=1)
-    bilstm_units: int = setting(128, "BiLSTM hidden units per direction", "model", min=1)
-    bilstm_layers: int = setting(2, "BiLSTM stacked layers", "model", min=1)
-    bilstm_dropout: float = setting(0.2, "BiLSTM dropout", "model", min=0, lt=1)
-    dlstm_units: int = setting(
-        128, "DLSTM hidden units of each branch (trend, remainder)", "model", min=1
-    )
-    dlstm_layers: int = setting(2, "DLSTM stacked layers of each branch", "model", min=1)
-    dlstm_dropout: float = setting(0.2, "DLSTM dropout", "model", min=0, lt=1)
-    dlstm_kernel: int = setting(
-        25, "DLSTM moving-average window of the trend (Autoformer / DLinear use 25)", "model", min=1
-    )
-    logreg_c: float = setting(
-        1.0,
-        "logistic regression (on the window's last bar and mean): inverse L2 strength C",
-        "model",
-        gt=0,
-    )
-    lightgbm_rounds: int = setting(
-        400,
-        "LightGBM: most boosting rounds (early stopping on the validation block, 50 rounds)",
-        "model",
-        min=1,
-    )
-    lightgbm_learning_rate: float = setting(
-        0.05, "LightGBM: shrinkage per round", "model", gt=0, max=1
-    )
-    lightgbm_leaves: int = setting(15, "LightGBM: leaves per tree", "model", min=2)
+    # --- model sizes: one line per setting of pipeline/model_registry.py, in registry order; the
+    # default, doc line and bounds come from there (declared here so that mypy knows the fields;
+    # tests/test_model_registry.py checks the two agree one for one)
+    lstm_units: int = model_setting("lstm_units")
+    lstm_layers: int = model_setting("lstm_layers")
+    lstm_dropout: float = model_setting("lstm_dropout")
+    gru_units: int = model_setting("gru_units")
+    gru_layers: int = model_setting("gru_layers")
+    gru_dropout: float = model_setting("gru_dropout")
+    bilstm_units: int = model_setting("bilstm_units")
+    bilstm_layers: int = model_setting("bilstm_layers")
+    bilstm_dropout: float = model_setting("bilstm_dropout")
+    dlstm_units: int = model_setting("dlstm_units")
+    dlstm_layers: int = model_setting("dlstm_layers")
+    dlstm_dropout: float = model_setting("dlstm_dropout")
+    dlstm_kernel: int = model_setting("dlstm_kernel")
+    logreg_c: float = model_setting("logreg_c")
+    lightgbm_rounds: int = model_setting("lightgbm_rounds")
+    lightgbm_learning_rate: float = model_setting("lightgbm_learning_rate")
+    lightgbm_leaves: int = model_setting("lightgbm_leaves")
     # --- training loop
     batch_size: int = setting(
         1024, "batch size (auto-adjusted to GPU memory on CUDA)", "train", min=1
@@ -246,15 +243,12 @@ class TrainingConfig:
         return [names.index(f) for f in self.network_features]
 
     def model_params(self, model: str) -> dict[str, Any]:
-        """Architecture parameters of one classifier (``units``, ``layers``, ``dropout``, ...)."""
+        """Architecture parameters of one classifier (``units``, ``layers``, ``dropout``, ...):
+        the registry's settings of ``model`` under their arch-dict keys, valued from this config."""
         if model not in MODEL_NAMES:
             raise ConfigError(f"unknown model {model!r}; expected one of {', '.join(MODEL_NAMES)}")
-        prefix = f"{model}_"
-        return {
-            f.name[len(prefix) :]: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name.startswith(prefix)
-        }
+        arch = model_registry.architecture(model)
+        return {s.key: getattr(self, arch.config_key(s)) for s in arch.settings}
 
     def model_keys(self, model: str) -> list[str]:
         """The settings that change what ``model`` learns: data, training loop, its own sizes.

@@ -17,6 +17,7 @@ import dataclasses
 import json
 from typing import Any
 
+from pipeline import model_registry
 from pipeline.artifacts import Artifacts, dataset_name
 from pipeline.common import Paths, PipelineError
 from pipeline.config_schema import MODEL_NAMES, Config
@@ -33,9 +34,10 @@ def _number(value: Any) -> float | None:
     return None
 
 
-SIMPLEST_FIRST: tuple[str, ...] = ("logreg", "lightgbm", "gru", "lstm", "bilstm", "dlstm")
+SIMPLEST_FIRST: tuple[str, ...] = model_registry.SIMPLEST_FIRST
 """The models from the simplest (fewest parameters, fastest to fit) to the most complex: the
-one-standard-error rule prefers the earlier of models whose validation scores are that close."""
+one-standard-error rule prefers the earlier of models whose validation scores are that close
+(each architecture's ``simplicity`` in :mod:`pipeline.model_registry`)."""
 
 
 def best_on_validation(training_summary: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

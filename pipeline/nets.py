@@ -9,6 +9,7 @@ read by the predictors (:mod:`pipeline.predictors`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from torch import nn
 
 from pipeline.classifier_metrics import N_CLASSES
 from pipeline.common import PipelineError, atomic_path
-from pipeline.config_schema import MODEL_NAMES, NETWORK_NAMES, TrainingConfig
+from pipeline.config_schema import MODEL_NAMES, TrainingConfig
+from pipeline.model_registry import architecture
 
 
 def _rnn(cell: str, n_in: int, units: int, layers: int, dropout: float, bidir: bool) -> nn.RNNBase:
@@ -165,10 +167,11 @@ class BoosterClassifier(nn.Module):
 
 
 def arch_config(model: str, n_features: int, cfg: TrainingConfig) -> dict[str, Any]:
-    """Everything needed to rebuild ``model``: name, input width, its sizes from ``cfg`` and, for
-    a network with ``network_features`` set, the input columns it reads."""
+    """Everything needed to rebuild ``model``: name, input width, its sizes from ``cfg`` (the
+    registry's settings of ``model``) and, for a network with ``network_features`` set, the input
+    columns it reads."""
     arch = {"name": model, "n_features": int(n_features), **cfg.model_params(model)}
-    columns = cfg.network_columns() if model in NETWORK_NAMES else None
+    columns = cfg.network_columns() if architecture(model).is_network else None
     if columns is not None:
         arch["input_columns"] = columns
     return arch
@@ -188,34 +191,51 @@ class ColumnSelect(nn.Module):
         return self.net(x.index_select(2, self.columns))  # (B, T, F') -> (B, 3)
 
 
+def _sizes(arch: dict[str, Any]) -> dict[str, Any]:
+    """The input width and the registry's settings of ``arch["name"]``, each cast to its type:
+    the keyword arguments of the network's constructor (a model file's extra keys are ignored)."""
+    spec = architecture(str(arch["name"]))
+    sizes = {s.key: s.value_type(arch[s.key]) for s in spec.settings}
+    return {"n_features": int(arch["n_features"]), **sizes}
+
+
+def _build_lightgbm(arch: dict[str, Any]) -> nn.Module:
+    raise PipelineError("a LightGBM model is fit by train_models.fit_lightgbm, not built")
+
+
+BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "lstm": lambda arch: RNNClassifier(**_sizes(arch), cell="lstm"),
+    "gru": lambda arch: RNNClassifier(**_sizes(arch), cell="gru"),
+    "bilstm": lambda arch: RNNClassifier(**_sizes(arch), cell="lstm", bidirectional=True),
+    "dlstm": lambda arch: DLSTMClassifier(**_sizes(arch)),
+    # sklearn fits it; its settings (C) are not the module's, only the input width is
+    "logreg": lambda arch: LogRegClassifier(int(arch["n_features"])),
+    "lightgbm": _build_lightgbm,
+}
+"""The ``nn.Module`` builder of every architecture of :mod:`pipeline.model_registry`, from the
+arch dict of :func:`arch_config`; checked against the registry at import."""
+
+if set(BUILDERS) != set(MODEL_NAMES):
+    # A registered architecture without a builder (or a builder for an unregistered name) would
+    # only fail when step 5 reaches it, hours into a run: fail at import instead.
+    raise ImportError(
+        "pipeline.nets.BUILDERS does not match pipeline.model_registry: builders for "
+        f"{sorted(BUILDERS)}, architectures {sorted(MODEL_NAMES)}"
+    )
+
+
 def build_classifier(arch: dict[str, Any]) -> nn.Module:
     """Instantiate the classifier described by :func:`arch_config`."""
     name = arch.get("name")
     if name not in MODEL_NAMES:
         raise PipelineError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
-    if name == "logreg":
-        return LogRegClassifier(int(arch["n_features"]))
-    if name == "lightgbm":
-        raise PipelineError("a LightGBM model is fit by train_models.fit_lightgbm, not built")
     columns = arch.get("input_columns")
-    if columns is not None:
+    if columns is not None and architecture(name).is_network:
         inner = build_classifier(
             {k: v for k, v in arch.items() if k != "input_columns"} | {"n_features": len(columns)}
         )
         return ColumnSelect(inner, [int(c) for c in columns])
-    common: dict[str, Any] = {  # ints and a float: RNNClassifier's keyword arguments
-        "n_features": int(arch["n_features"]),
-        "units": int(arch["units"]),
-        "layers": int(arch["layers"]),
-        "dropout": float(arch["dropout"]),
-    }
-    if name == "lstm":
-        return RNNClassifier(**common, cell="lstm")
-    if name == "gru":
-        return RNNClassifier(**common, cell="gru")
-    if name == "bilstm":
-        return RNNClassifier(**common, cell="lstm", bidirectional=True)
-    return DLSTMClassifier(**common, kernel=int(arch["kernel"]))
+    return BUILDERS[name](arch)
 
 
 def count_parameters(model: nn.Module) -> int:

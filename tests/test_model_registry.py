@@ -1,0 +1,160 @@
+"""The model registry (the structure issue, item 4): names and order, the config's model group, the
+arch dicts and modules built from it, the bundled search space, and that it imports no torch."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from pipeline import config_schema, model_choice, model_registry, nets
+from pipeline.common import PipelineError
+from pipeline.config_schema import TrainingConfig
+from pipeline.model_registry import ARCHITECTURES, architecture
+from pipeline.search_space import default_space_path, parse_param, read_search_space
+
+pytestmark = pytest.mark.unit
+
+PIPELINE = Path(model_registry.__file__).resolve().parent
+
+# Trainable parameters of each classifier built from the default TrainingConfig, measured before
+# the registry existed (git b9bf668, the old if-chain of build_classifier): a builder or default
+# that drifts changes them.
+PARAMETERS: dict[tuple[str, int], int] = {
+    ("lstm", 26): 1344259,
+    ("gru", 26): 159363,
+    ("bilstm", 26): 555779,
+    ("dlstm", 26): 424710,
+    ("logreg", 26): 159,
+    ("lstm", 7): 1324803,
+    ("gru", 7): 152067,
+    ("bilstm", 7): 536323,
+    ("dlstm", 7): 405254,
+    ("logreg", 7): 45,
+}
+
+
+def test_names_and_orders() -> None:
+    assert model_registry.MODEL_NAMES == ("lstm", "gru", "bilstm", "dlstm", "logreg", "lightgbm")
+    assert model_registry.NETWORK_NAMES == ("lstm", "gru", "bilstm", "dlstm")
+    assert model_registry.SIMPLEST_FIRST == ("logreg", "lightgbm", "gru", "lstm", "bilstm", "dlstm")
+    # the modules that name them take them from the registry
+    assert config_schema.MODEL_NAMES is model_registry.MODEL_NAMES
+    assert config_schema.NETWORK_NAMES is model_registry.NETWORK_NAMES
+    assert model_choice.SIMPLEST_FIRST is model_registry.SIMPLEST_FIRST
+    assert [a.kind for a in ARCHITECTURES] == ["network"] * 4 + ["tabular"] * 2
+
+
+def test_architecture_lookup() -> None:
+    assert architecture("dlstm").arch_keys == ("units", "layers", "dropout", "kernel")
+    assert architecture("lightgbm").config_keys == (
+        "lightgbm_rounds",
+        "lightgbm_learning_rate",
+        "lightgbm_leaves",
+    )
+    with pytest.raises(PipelineError, match="unknown model 'tcn'; expected one of lstm, gru"):
+        architecture("tcn")
+
+
+def test_the_model_group_of_the_config_is_the_registry_one_for_one() -> None:
+    """The drift check: TrainingConfig's ``model`` fields are the registry's settings, in
+    registry order, with their types, defaults, doc lines and bounds (nothing more, nothing
+    less)."""
+    fields = [f for f in dataclasses.fields(TrainingConfig) if f.metadata["group"] == "model"]
+    hints = typing.get_type_hints(TrainingConfig)
+    assert [f.name for f in fields] == list(model_registry.config_keys())
+    declared = [(a, s) for a in ARCHITECTURES for s in a.settings]
+    for f, (arch, s) in zip(fields, declared, strict=True):
+        assert f.name == arch.config_key(s)
+        assert hints[f.name] is s.value_type, f.name
+        assert f.default == s.default and type(f.default) is s.value_type, f.name
+        assert f.metadata["doc"] == s.doc, f.name
+        bounds = {k: v for k, v in f.metadata.items() if k not in ("doc", "group")}
+        assert bounds == s.checks(), f.name
+        # an int bound stays an int: error messages print ">= 1", not ">= 1.0"
+        assert {k: type(v) for k, v in bounds.items()} == {
+            k: type(v) for k, v in s.checks().items()
+        }, f.name
+        config_schema.check_value(f, s.default)  # every default passes its own bounds
+
+
+@pytest.mark.parametrize("name", model_registry.MODEL_NAMES)
+def test_arch_config_holds_the_registry_keys(name: str) -> None:
+    cfg = TrainingConfig()
+    arch = nets.arch_config(name, 26, cfg)
+    spec = architecture(name)
+    assert arch == {"name": name, "n_features": 26} | {
+        s.key: getattr(cfg, spec.config_key(s)) for s in spec.settings
+    }
+    assert cfg.model_params(name) == {s.key: s.default for s in spec.settings}
+    picky = dataclasses.replace(cfg, network_features=("ret_1", "body"))
+    assert ("input_columns" in nets.arch_config(name, 26, picky)) == spec.is_network
+
+
+@pytest.mark.parametrize(("name", "n_features"), list(PARAMETERS), ids=str)
+def test_each_classifier_builds_with_the_parameters_it_had(name: str, n_features: int) -> None:
+    net = nets.build_classifier(nets.arch_config(name, n_features, TrainingConfig()))
+    assert nets.count_parameters(net) == PARAMETERS[(name, n_features)]
+
+
+def test_every_architecture_has_a_builder() -> None:
+    assert set(nets.BUILDERS) == set(model_registry.MODEL_NAMES)
+    built = {n for n, _f in PARAMETERS}
+    assert built == {a.name for a in ARCHITECTURES if a.name != "lightgbm"}
+    with pytest.raises(PipelineError, match="fit by train_models.fit_lightgbm"):
+        nets.build_classifier(nets.arch_config("lightgbm", 26, TrainingConfig()))
+    with pytest.raises(PipelineError, match="unknown model 'tcn'"):
+        nets.build_classifier({"name": "tcn", "n_features": 26})
+
+
+def test_the_bundled_classifier_space_has_the_registry_ranges() -> None:
+    """Every per-architecture line of pipeline/search_spaces/classifier.txt is a registry range
+    (parsed the same way), and every registry range is in the file."""
+    path = default_space_path("classifier")
+    bundled = {
+        p.key: dataclasses.replace(p, where="")
+        for p in read_search_space(path).params
+        if p.key in model_registry.config_keys()
+    }
+    declared = {
+        key: dataclasses.replace(parse_param("registry", "training", key, search), where="")
+        for a in ARCHITECTURES
+        for key, search in a.search_space()
+    }
+    assert bundled == declared
+
+
+def _imported_modules(path: Path, top_level_only: bool) -> set[str]:
+    """Every module ``path`` imports (also inside functions, unless ``top_level_only``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_registry_imports_no_torch() -> None:
+    """model_registry imports only the standard library and pipeline.common, whose own
+    module-level imports are the standard library: importing it cannot load torch, scikit-learn
+    or LightGBM. (Checked on the source, not in a fresh interpreter: a unit test runs no
+    subprocess, and in this process torch is already loaded.)"""
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    registry = _imported_modules(PIPELINE / "model_registry.py", top_level_only=False)
+    assert {m for m in registry if m.split(".")[0] not in stdlib} <= {"pipeline", "pipeline.common"}
+    # `from pipeline import common` would parse as module "pipeline": only common is named
+    tree = ast.parse((PIPELINE / "model_registry.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
+            assert [a.name for a in node.names] == ["common"]
+    common = _imported_modules(PIPELINE / "common.py", top_level_only=True)
+    assert {m for m in common if m.split(".")[0] not in stdlib} == set()
+    package = _imported_modules(PIPELINE / "__init__.py", top_level_only=True)
+    assert {m for m in package if m.split(".")[0] not in stdlib} == set()
