@@ -267,13 +267,12 @@ def agent_objective(
             f"(python runpod_train.py --dataset {args.dataset} --steps 1,2,3,4,5 with the same "
             "config flags)"
         ) from None
-    # The test block never reaches a trial: only train and val are kept, and the dataset's full
-    # arrays (which hold the test bars' prices) are dropped from the run (issue 11).
+    # The test block never reaches a trial: only train and val are kept (the run holds no other
+    # copy of the test bars' prices: step 7 reads them from the prediction table only; issue 11).
     blocks = {name: run0.blocks[name] for name in ("train", "val")}
-    prepared = dataclasses.replace(run0.prepared, df=None, arrays=None)
-    run0 = dataclasses.replace(run0, blocks=blocks, prepared=prepared)
+    run0 = dataclasses.replace(run0, blocks=blocks)
     assert "test" not in run0.blocks
-    sha = run0.prepared.info.sha256
+    sha = run0.dataset.sha256
     for name, b in blocks.items():
         d = b.describe()
         log.info("agent trials use the %s block: %s .. %s (%d bars)", name, d["start"],
@@ -295,7 +294,7 @@ def agent_objective(
             reward_cfg=RewardConfig.from_ppo_config(tcfg.ppo),
             device=str(resolve_device(tcfg.ppo.device, key="ppo device")),
             checkpoint_dir=scratch,
-            fingerprint=run_folder.run_fingerprint(tcfg, sha),
+            fingerprint=run_folder.run_fingerprint(tcfg, sha, run0.dataset.classifier_settings),
             final_path=scratch / "final_model.zip",
             meta_path=scratch / "final_model.json",
             tb_name=f"trial_{trial.number}",

@@ -145,7 +145,7 @@ def fresh_root(src: Path, dst: Path) -> Path:
     """A root with the dataset and the prediction tables only (no agent artifacts)."""
     shutil.copytree(src / "datasets", dst / "datasets")
     (dst / "results").mkdir(parents=True)
-    for p in (src / "results").glob("predictions_*.csv"):
+    for p in (src / "results").glob("predictions_*"):  # each table (.csv) and its .json
         shutil.copy(p, dst / "results" / p.name)
     return dst
 

@@ -21,6 +21,7 @@ commits it (:data:`pipeline.manifest.KINDS`). The table is Markdown, for docs to
 | `results/training_{model}_{dataset}.png` | plot | 5 | yes |
 | `results/training_summary_{dataset}.json` | training_summary | 5 | yes |
 | `results/predictions_{model}_{dataset}.csv` | prediction_table | 5 | yes |
+| `results/predictions_{model}_{dataset}.json` | prediction_table | 5 | yes |
 | `results/ensemble_{dataset}.json` | ensemble | 5 | yes |
 | `results/rolling_{dataset}.json` | (not recorded) | rolling_eval | no |
 | `results/rolling_{dataset}/{dataset}-origin{j}.csv` | (not recorded) | rolling_eval | no |
@@ -347,6 +348,11 @@ class Artifacts:
         """``results/predictions_{model}_{dataset}.csv`` (``model`` may be ``ensemble``): the
         table the agent's environment reads."""
         return self.paths.results / f"predictions_{model}_{self.dataset}.csv"
+
+    def prediction_meta(self, model: str) -> Path:
+        """``results/predictions_{model}_{dataset}.json``: what the table's dataset is (name,
+        sha256, bars, spacing, bars per year), so the agent side needs no CSV parse."""
+        return self.paths.results / f"predictions_{model}_{self.dataset}.json"
 
     # ------------------------------------------------------------ PPO agent (step 7)
 

@@ -5,11 +5,17 @@ row per bar the agent can use, produced by a model that never trained on that ba
 the development block), or by the main model everywhere when ``ppo_prediction_source = in_sample``
 (flagged in the ``in_sample`` column). :func:`load_prediction_table` reads and validates a table for
 the environment side. Columns: ``bar, timestamp, p_fall, p_stationary, p_rise, pred_class,
-confidence, source, agent_block, in_sample`` (plus each member's probabilities for an ensemble).
+confidence, source, agent_block, in_sample`` (plus each member's probabilities for an ensemble),
+then what the agent's environment needs of each bar (:data:`AGENT_COLUMNS`: ``open, close``, the
+five agent price features and the true class ``label``, -1 where the future is not known yet), so
+step 7 reads the table and never builds the classifier's features, labels or splits again. Beside
+each table, ``predictions_{model}_{dataset}.json`` (:func:`table_meta`) says which dataset it
+belongs to (its SHA-256, bars, spacing and bars per year).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +25,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.annualisation import infer_periods_per_year
 from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, atomic_path, atomic_write_json
 from pipeline.config_schema import Config
 from pipeline.ensembles import AUTO, beats_members, combine, fit_ensemble
+from pipeline.features import AGENT_PRICE_FEATURE_NAMES
 from pipeline.predictors import PROB_COLUMNS, PredictionModel
 from pipeline.prepare import Prepared
 
@@ -40,8 +48,16 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "agent_block",
     "in_sample",
 )
+AGENT_COLUMNS: tuple[str, ...] = ("open", "close", *AGENT_PRICE_FEATURE_NAMES, "label")
+"""Per bar, what the agent's environment reads besides the predictions: the prices it trades at,
+its price features (computed from bars <= t, NaN in their warm-up) and the true future class (for
+the oracle diagnostics only)."""
+EXACT_COLUMNS: tuple[str, ...] = ("open", "close", *AGENT_PRICE_FEATURE_NAMES)
+"""Written with every digit (shortest round-trip text), unlike the probabilities' 6 digits: the
+agent must trade at the dataset's prices and see the same features as if computed again."""
 AGENT_BLOCKS: tuple[str, str, str] = ("train", "val", "test")
 PROB_TOLERANCE = 1e-6
+META_FORMAT = "prediction-table-meta/1"
 
 
 @dataclass(frozen=True)
@@ -119,7 +135,50 @@ def build_prediction_table(
     table = pd.concat(parts, ignore_index=True)[list(TABLE_COLUMNS)]
     if walk_forward and table["in_sample"].any():
         raise PipelineError(f"{model}: walk-forward table has in-sample rows (a bug; report it)")
-    return table
+    return with_agent_columns(table, prep)
+
+
+def with_agent_columns(table: pd.DataFrame, prep: Prepared) -> pd.DataFrame:
+    """``table`` plus :data:`AGENT_COLUMNS` of each row's bar, from the prepared dataset."""
+    bars = table["bar"].to_numpy(dtype=np.int64)
+    arrays = prep.arrays
+    out = table.copy()
+    out["open"] = arrays.open[bars]
+    out["close"] = arrays.close[bars]
+    price = arrays.price_features[bars]  # (rows, 5) float32
+    for j, name in enumerate(AGENT_PRICE_FEATURE_NAMES):
+        out[name] = price[:, j]
+    out["label"] = arrays.labels[bars].astype(np.int64)
+    return out
+
+
+def table_meta(
+    cfg: Config, prep: Prepared, model: str, members: tuple[str, ...] | list[str] = ()
+) -> dict[str, Any]:
+    """What ``predictions_{model}_{dataset}.json`` records: the dataset the table belongs to, its
+    bars per year (inferred over the whole dataset, as the report annualises) and the classifier
+    settings its predictions came from (``model_keys`` of the model, or of every member of an
+    ensemble): the agent's resume fingerprint reads them here, not from the current config."""
+    bars_per_year, basis = infer_periods_per_year(prep.arrays.timestamps)
+    return {
+        "format": META_FORMAT,
+        "model": model,
+        "dataset": prep.info.name,
+        "dataset_sha256": prep.info.sha256,
+        "n_bars": int(prep.arrays.n_bars),
+        "interval_seconds": float(prep.info.interval_seconds),
+        "periods_per_year": float(bars_per_year),
+        "periods_per_year_basis": basis,
+        "classifier_settings": classifier_settings(cfg, members or (model,)),
+    }
+
+
+def classifier_settings(cfg: Config, models: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``{key: value}`` of the training settings that change what ``models`` learn (the union of
+    their ``model_keys``: data, training loop, their own sizes; JSON values)."""
+    training = cfg.to_dict()["training"]
+    keys = sorted({k for m in models for k in cfg.training.model_keys(m)})
+    return {k: training[k] for k in keys}
 
 
 def ensemble_fit(
@@ -177,15 +236,30 @@ def ensemble_table(
     ]
     out["agent_block"] = first["agent_block"]
     out["in_sample"] = np.logical_or.reduce([tables[m]["in_sample"].to_numpy() for m in names])
+    for c in AGENT_COLUMNS:
+        if c in first.columns:
+            out[c] = first[c].to_numpy()
     for m in names:
         for c in PROB_COLUMNS:
             out[f"{c}_{m}"] = tables[m][c].to_numpy()
     return out
 
 
-def _write_table(table: pd.DataFrame, path: Path) -> Path:
+def _exact_text(values: np.ndarray) -> list[str]:
+    """Each value as the shortest text that reads back to the same number of its dtype (float64
+    prices, float32 features); ``nan`` for a warm-up bar."""
+    return [str(v) for v in values]  # numpy scalars print their shortest round-trip text
+
+
+def _write_table(table: pd.DataFrame, path: Path, meta: dict[str, Any] | None = None) -> Path:
+    out = table.copy()
+    for c in EXACT_COLUMNS:
+        if c in out.columns:
+            out[c] = _exact_text(out[c].to_numpy())
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+        out.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    if meta is not None:
+        atomic_write_json(path.with_suffix(".json"), meta)
     return path
 
 
@@ -236,7 +310,7 @@ def write_prediction_tables(
             ensemble_ok = False
             continue
         if m in models:
-            written[m] = _write_table(tables[m], art.prediction_table(m))
+            written[m] = _write_table(tables[m], art.prediction_table(m), table_meta(cfg, prep, m))
     auto_fit = None
     out_of_fold = cfg.ppo.ppo_prediction_source == "walk_forward"
     if ensemble_ok:
@@ -259,7 +333,9 @@ def write_prediction_tables(
     if ensemble_ok or (auto_fit is not None and auto_fit["used"]):
         atomic_write_json(art.ensemble_report, fit)
         written["ensemble"] = _write_table(
-            ensemble_table(members, fit), art.prediction_table("ensemble")
+            ensemble_table(members, fit),
+            art.prediction_table("ensemble"),
+            table_meta(cfg, prep, "ensemble", list(members)),
         )
     if cfg.ppo.ppo_prediction_source == "in_sample":
         log.warning(
@@ -288,9 +364,12 @@ def load_prediction_table(paths: Paths, model: str, dataset: str) -> pd.DataFram
         raise PipelineError(f"{path}: prediction table not found; run train_models.py") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: unreadable prediction table ({exc})") from None
-    missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+    missing = [c for c in (*TABLE_COLUMNS, *AGENT_COLUMNS) if c not in df.columns]
     if missing:
-        raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise PipelineError(
+            f"{path}: missing column(s) {', '.join(missing)} (a table of an older version?); "
+            "rebuild it with train_models.py"
+        )
     if len(df) == 0:
         raise PipelineError(f"{path}: no rows")
     bars = df["bar"].to_numpy()
@@ -316,3 +395,38 @@ def load_prediction_table(paths: Paths, model: str, dataset: str) -> pd.DataFram
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
     df.attrs["path"] = str(path)  # for the agent's later error messages
     return df
+
+
+META_KEYS: dict[str, type | tuple[type, ...]] = {
+    "dataset": str,
+    "dataset_sha256": str,
+    "n_bars": int,
+    "interval_seconds": (int, float),
+    "periods_per_year": (int, float),
+    "periods_per_year_basis": str,
+    "classifier_settings": dict,
+}
+
+
+def load_table_meta(paths: Paths, model: str, dataset: str) -> dict[str, Any]:
+    """``predictions_{model}_{dataset}.json`` (:func:`table_meta`), checked key by key.
+
+    Raises:
+        PipelineError: a missing file or key, or a value of the wrong type (naming both).
+    """
+    path = Artifacts(paths, dataset).prediction_meta(model)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(
+            f"{path}: not found (written beside the prediction table since the table carries the "
+            "agent's inputs); rebuild the table with train_models.py"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PipelineError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != META_FORMAT:
+        raise PipelineError(f"{path}: expected a JSON object with format {META_FORMAT!r}")
+    for key, kind in META_KEYS.items():
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            raise PipelineError(f"{path}: key {key} is {data.get(key)!r}; expected a {kind}")
+    return data

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,9 +16,6 @@ import pandas as pd
 from pipeline.common import PipelineError
 from pipeline.config_schema import PPOConfig
 from ppo_approach.trading_env import MarketData
-
-if TYPE_CHECKING:
-    from pipeline.prepare import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -194,45 +191,47 @@ class AgentBlock:
         }
 
 
-def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dict[str, AgentBlock]:
+def build_blocks(
+    table: pd.DataFrame, meta: dict[str, Any], cfg: PPOConfig
+) -> dict[str, AgentBlock]:
     """Split the table by ``agent_block`` into train / val / test :class:`AgentBlock`s.
 
-    Checks that each block's bars are consecutive, inside the dataset, past the price-feature
-    warm-up, in chronological order train < val < test, and that the table's timestamps are the
-    dataset's (a table left over from another version of the CSV is refused).
+    Everything comes from the table (step 5 wrote each bar's prices, price features and true
+    class beside its predictions) and ``meta``, its ``predictions_*.json``
+    (:func:`pipeline.prediction_table.load_table_meta`): no CSV parse, no classifier features,
+    labels or splits, and so no classifier config. Checks that each block's bars are
+    consecutive, inside the dataset, past the price-feature warm-up, in chronological order
+    train < val < test. That the table belongs to the dataset on disk is the caller's check (its
+    SHA-256 against ``meta["dataset_sha256"]``: :func:`check_table_dataset`).
     """
     from pipeline.features import AGENT_PRICE_FEATURE_NAMES
 
     where = table.attrs.get("path", "prediction table")
-    arrays = prepared.arrays
+    n_bars = int(meta["n_bars"])
     if cfg.ppo_prediction_source in DIAGNOSTIC_SOURCES:
         soft = cfg.ppo_prediction_source == "noisy_oracle"
-        table = oracle_table(table, arrays.labels, cfg.oracle_accuracy, cfg.seed, soft)
+        labels = np.full(n_bars, -1, dtype=np.int64)  # (N,) the true class by dataset bar
+        labels[table["bar"].to_numpy(dtype=np.int64)] = table["label"].to_numpy(dtype=np.int64)
+        table = oracle_table(table, labels, cfg.oracle_accuracy, cfg.seed, soft)
     feats = prediction_features(table, cfg)  # (rows, P)
     bars_all = table["bar"].to_numpy()
     if not np.issubdtype(bars_all.dtype, np.integer):
         raise PredictionTableError(f"{where}: column bar must hold integers, got {bars_all.dtype}")
-    out_of_range = np.flatnonzero((bars_all < 0) | (bars_all >= arrays.n_bars))
+    out_of_range = np.flatnonzero((bars_all < 0) | (bars_all >= n_bars))
     if out_of_range.size:
         i = int(out_of_range[0])
         raise PredictionTableError(
             f"{where}: data row {i + 1} has bar {bars_all[i]}, outside the dataset's "
-            f"0..{arrays.n_bars - 1}"
+            f"0..{n_bars - 1}"
         )
     try:
         parsed = pd.to_datetime(table["timestamp"], utc=True)
     except (ValueError, TypeError) as exc:
         raise PredictionTableError(f"{where}: column timestamp is not parseable ({exc})") from None
     stamps = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")  # (rows,) naive UTC
-    expected = arrays.timestamps[bars_all].astype("datetime64[ns]")
-    differ = np.flatnonzero(stamps != expected)
-    if differ.size:
-        i = int(differ[0])
-        raise PredictionTableError(
-            f"{where}: data row {i + 1} (bar {bars_all[i]}) has timestamp "
-            f"{_utc_iso(stamps[i])} but the dataset has {_utc_iso(expected[i])}; the table belongs "
-            "to other data, rebuild it"
-        )
+    open_all = table["open"].to_numpy(dtype=np.float64)  # (rows,)
+    close_all = table["close"].to_numpy(dtype=np.float64)
+    price_all = table.loc[:, list(AGENT_PRICE_FEATURE_NAMES)].to_numpy(dtype=np.float32)
     pred_names = prediction_feature_names(cfg)
     in_sample_col = table["in_sample"].to_numpy(dtype=bool)  # (rows,)
     blocks: dict[str, AgentBlock] = {}
@@ -260,7 +259,7 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
                 f"{where}: agent_block = {name} is not consecutive: bar {bars[g]} is followed by "
                 f"bar {bars[g + 1]}"
             )
-        price = arrays.price_features[bars]  # (n, 5)
+        price = price_all[rows]  # (n, 5)
         if not np.isfinite(price).all():
             first = int(bars[np.flatnonzero(~np.isfinite(price).all(axis=1))[0]])
             raise PredictionTableError(
@@ -268,11 +267,11 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
                 "has no price features); the agent's blocks must start later"
             )
         data = MarketData(
-            open=arrays.open[bars],
-            close=arrays.close[bars],
+            open=open_all[rows],
+            close=close_all[rows],
             pred_features=feats[rows],
             price_features=price,
-            timestamps=arrays.timestamps[bars],
+            timestamps=stamps[rows],
             pred_names=pred_names,
             price_names=AGENT_PRICE_FEATURE_NAMES,
             segment_starts=segment_starts,
@@ -290,6 +289,45 @@ def build_blocks(prepared: Prepared, table: pd.DataFrame, cfg: PPOConfig) -> dic
     if cfg.prediction_feature_scaling == "train_zscore":
         blocks = standardise_prediction_features(blocks)
     return blocks
+
+
+@dataclass(frozen=True)
+class TableDataset:
+    """The dataset a prediction table was written from, as its ``predictions_*.json`` says
+    (:func:`pipeline.prediction_table.table_meta`): all step 7 needs of the dataset itself."""
+
+    name: str
+    sha256: str
+    n_bars: int
+    interval_seconds: float
+    bars_per_year: float
+    bars_per_year_basis: str
+    classifier_settings: dict[str, Any]
+    """The training settings the table's predictions came from (the resume fingerprint's)."""
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> TableDataset:
+        """From a checked :func:`pipeline.prediction_table.load_table_meta` dict."""
+        return cls(
+            name=str(meta["dataset"]),
+            sha256=str(meta["dataset_sha256"]),
+            n_bars=int(meta["n_bars"]),
+            interval_seconds=float(meta["interval_seconds"]),
+            bars_per_year=float(meta["periods_per_year"]),
+            bars_per_year_basis=str(meta["periods_per_year_basis"]),
+            classifier_settings=dict(meta["classifier_settings"]),
+        )
+
+
+def check_table_dataset(meta: dict[str, Any], dataset_sha256: str, where: str) -> None:
+    """The table was written from the dataset on disk now (the same SHA-256), else one line:
+    a table left over from another version of the CSV is refused, never traded on."""
+    if meta["dataset_sha256"] != dataset_sha256:
+        raise PredictionTableError(
+            f"{where}: written from a dataset with sha256 {meta['dataset_sha256'][:16]}... but "
+            f"{meta['dataset']} now has {dataset_sha256[:16]}...; the table belongs to other "
+            "data, rebuild it with train_models.py"
+        )
 
 
 def _train_zscore(blocks: dict[str, AgentBlock], field: str) -> dict[str, AgentBlock]:

@@ -127,21 +127,17 @@ Every other key changes what the saved weights were trained for (a checkpoint lo
 hyperparameters from its ``agent.json``, so a changed one would silently be ignored)."""
 
 
-def run_fingerprint(cfg: Config, dataset_sha256: str) -> dict[str, Any]:
+def run_fingerprint(
+    cfg: Config, dataset_sha256: str, classifier_settings: dict[str, Any]
+) -> dict[str, Any]:
     """The settings a checkpoint depends on, key by key: the dataset's SHA-256, every PPO key but
-    :data:`RESUME_FREE_KEYS`, and the training keys that change the prediction model(s) feeding
-    the agent (the keys of ``TrainingConfig.hash_for_model``: data, training loop, own sizes)."""
-    ppo_cfg = cfg.ppo
-    models = (
-        ppo_cfg.ensemble_models
-        if ppo_cfg.prediction_model == "ensemble"
-        else (ppo_cfg.prediction_model,)
-    )
-    as_dict = cfg.to_dict()
+    :data:`RESUME_FREE_KEYS`, and the classifier settings the prediction table came from (the
+    keys of ``TrainingConfig.model_keys`` of the model(s) feeding the agent: data, training loop,
+    own sizes), as step 5 recorded them beside the table."""
     out: dict[str, Any] = {"dataset_sha256": dataset_sha256}
-    for key in sorted({k for m in models for k in cfg.training.model_keys(m)}):
-        out[f"training.{key}"] = as_dict["training"][key]
-    for key, value in as_dict["ppo"].items():
+    for key in sorted(classifier_settings):
+        out[f"training.{key}"] = classifier_settings[key]
+    for key, value in cfg.to_dict()["ppo"].items():
         if key not in RESUME_FREE_KEYS:
             out[f"ppo.{key}"] = value
     return out

@@ -7,11 +7,13 @@ Usage::
 
 What happens (:func:`train_agent`):
 
-1. The dataset is loaded and its features built once in this process (``prepare_dataset``); the
-   prediction table ``results/predictions_{model}_{dataset}.csv`` is read and split by its
-   ``agent_block`` column into the agent's train / val / test blocks, each a
-   :class:`~ppo_approach.trading_env.MarketData` of plain numpy arrays (the only thing the
-   environment workers receive).
+1. The prediction table ``results/predictions_{model}_{dataset}.csv`` (step 5 wrote each bar's
+   predictions, prices, price features and true class) and its ``.json`` (the dataset's SHA-256,
+   bars per year, the classifier settings) are read; the dataset CSV is only hashed, to check the
+   table was written from it. The table is split by its ``agent_block`` column into the agent's
+   train / val / test blocks, each a :class:`~ppo_approach.trading_env.MarketData` of plain numpy
+   arrays (the only thing the environment workers receive). No classifier feature, label, split
+   or config is needed here.
 2. PPO trains on the TRAIN block in ``n_envs`` environments, evaluating on the VALIDATION block
    every ``eval_freq`` timesteps (best model kept) and checkpointing every ``checkpoint_freq``.
    SIGINT / SIGTERM write a checkpoint and exit 130; ``--resume`` continues from the newest one
@@ -45,10 +47,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline import artifacts as art
-from pipeline.artifacts import Artifacts
+from pipeline.artifacts import Artifacts, dataset_name
 from pipeline.common import (
     EXIT_OK,
     CliParser,
@@ -70,13 +72,12 @@ from ppo_approach.agent_blocks import (
     DIAGNOSTIC_SOURCES,
     ORACLE_LABEL,
     AgentBlock,
+    TableDataset,
     build_blocks,
+    check_table_dataset,
 )
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 from ppo_approach.trading_env import EnvConfig, MarketData, TradingEnv
-
-if TYPE_CHECKING:  # torch / SB3 / sklearn only when a function needs them (issue 8 item 29)
-    from pipeline.prepare import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +92,6 @@ def _progress_bar_wanted() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("tqdm", "rich"))
 
 
-def annualisation(prepared: Prepared) -> tuple[float, str]:
-    """Periods per year inferred from the dataset's bars, and how (issue 8 item 20)."""
-    value, how = evaluation.infer_periods_per_year(prepared.arrays.timestamps)
-    return float(value), how
-
-
 @dataclass
 class AgentRun:
     """What the phases of :func:`train_agent` share: the data, the blocks and the settings."""
@@ -104,7 +99,8 @@ class AgentRun:
     cfg: Config
     paths: Paths
     files: Artifacts
-    prepared: Prepared
+    dataset: TableDataset
+    """The dataset the prediction table was written from (its ``.json``)."""
     blocks: dict[str, AgentBlock]
     in_sample: bool
     bars_per_year: float
@@ -144,22 +140,25 @@ class Trained:
 
 
 def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
-    """Phase 1: the dataset (features built once), the agent's blocks from the prediction table,
-    the annualisation and the env, reward and device settings."""
+    """Phase 1: the agent's blocks from the prediction table and its ``.json`` (the CSV is only
+    hashed: the table must have been written from it), the annualisation and the env, reward and
+    device settings."""
+    from pipeline.data import resolve_dataset_path
     from pipeline.device import resolve_device
     from pipeline.model_choice import resolve_prediction_model
-    from pipeline.prediction_table import load_prediction_table
-    from pipeline.prepare import prepare_dataset
+    from pipeline.prediction_table import load_prediction_table, load_table_meta
 
     cfg, choice = resolve_prediction_model(cfg, paths, dataset)  # auto -> the validation-best
     log.info("the agent's classifier: %s", choice)
     ppo_cfg = cfg.ppo
     paths.ensure()
-    prepared = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
-    files = Artifacts(paths, prepared.info.name)  # named by the dataset's name, even for a path
-    blocks = build_blocks(
-        prepared, load_prediction_table(paths, ppo_cfg.prediction_model, files.dataset), ppo_cfg
-    )
+    files = Artifacts(paths, dataset_name(dataset))  # named by the dataset's name, even for a path
+    table = load_prediction_table(paths, ppo_cfg.prediction_model, files.dataset)
+    meta = load_table_meta(paths, ppo_cfg.prediction_model, files.dataset)
+    csv_sha256 = sha256_file(resolve_dataset_path(dataset, paths.datasets))
+    check_table_dataset(meta, csv_sha256, table.attrs["path"])
+    data = TableDataset.from_meta(meta)
+    blocks = build_blocks(table, meta, ppo_cfg)
     agent = art.agent_name(
         ppo_cfg.prediction_model, ppo_cfg.ppo_prediction_source, ppo_cfg.oracle_accuracy
     )
@@ -168,7 +167,7 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         log.warning(
             "prediction table has in_sample rows although ppo_prediction_source = walk_forward"
         )
-    bars_per_year, ppy_how = annualisation(prepared)
+    bars_per_year, ppy_how = data.bars_per_year, data.bars_per_year_basis
     log.info("annualisation: %s", ppy_how)
     for name, b in blocks.items():
         d = b.describe()
@@ -177,7 +176,7 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         cfg=cfg,
         paths=paths,
         files=files,
-        prepared=prepared,
+        dataset=data,
         blocks=blocks,
         in_sample=in_sample,
         bars_per_year=bars_per_year,
@@ -185,7 +184,7 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
         reward_cfg=RewardConfig.from_ppo_config(ppo_cfg),
         device=str(resolve_device(ppo_cfg.device, key="ppo device")),
         checkpoint_dir=files.ppo_checkpoint_dir(agent),
-        fingerprint=run_folder.run_fingerprint(cfg, prepared.info.sha256),
+        fingerprint=run_folder.run_fingerprint(cfg, data.sha256, data.classifier_settings),
         final_path=files.ppo_model(agent),
         meta_path=files.ppo_meta(agent),
         tb_name=files.tensorboard_name(agent),
@@ -204,7 +203,9 @@ def for_seed(run: AgentRun, seed: int) -> AgentRun:
         run,
         cfg=cfg,
         checkpoint_dir=checkpoint_dir,
-        fingerprint=run_folder.run_fingerprint(cfg, run.prepared.info.sha256),
+        fingerprint=run_folder.run_fingerprint(
+            cfg, run.dataset.sha256, run.dataset.classifier_settings
+        ),
         final_path=checkpoint_dir / art.PPO_SEED_FINAL_MODEL_NAME,
         meta_path=checkpoint_dir / art.PPO_SEED_FINAL_META_NAME,
         tb_name=run.files.tensorboard_seed_name(run.model_name, seed),
@@ -376,7 +377,7 @@ def save_final(run: AgentRun, trained: Trained, extra: dict[str, Any] | None = N
     meta = {
         "model": run.model_name,
         "dataset": run.files.dataset,
-        "dataset_sha256": run.prepared.info.sha256,
+        "dataset_sha256": run.dataset.sha256,
         # an oracle agent saw the future: the push step refuses to publish it (issue 10)
         "prediction_source": run.cfg.ppo.ppo_prediction_source,
         "command": shlex.join([sys.executable, *sys.argv]),
@@ -423,7 +424,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
             run.cfg,
             run.files.dataset,
             paths,
-            run.prepared,
+            run.dataset,
             run.blocks,
             chosen=chosen,
             timesteps=int(trained.model.num_timesteps),
@@ -571,7 +572,7 @@ def train_seeds(run: AgentRun, resume: bool) -> BacktestReport:
         run.cfg,
         run.files.dataset,
         run.paths,
-        run.prepared,
+        run.dataset,
         run.blocks,
         chosen=best.chosen,
         timesteps=int(best.trained.model.num_timesteps),
@@ -689,7 +690,7 @@ def run_backtest(
     cfg: Config,
     dataset: str,
     paths: Paths,
-    prepared: Prepared,
+    data: TableDataset,
     blocks: dict[str, AgentBlock],
     chosen: str,
     timesteps: int,
@@ -706,7 +707,7 @@ def run_backtest(
         ppo_cfg.prediction_model, ppo_cfg.ppo_prediction_source, ppo_cfg.oracle_accuracy
     )
     test = blocks["test"]
-    bars_per_year, ppy_how = annualisation(prepared)
+    bars_per_year, ppy_how = data.bars_per_year, data.bars_per_year_basis
     reward_cfg = RewardConfig.from_ppo_config(ppo_cfg)
 
     agent_policy = evaluation.policy_for(model)  # MaskablePPO predicts with the env's mask
@@ -722,7 +723,7 @@ def run_backtest(
     report: BacktestReport = {
         "model": model_name,
         "dataset": dataset,
-        "dataset_sha256": prepared.info.sha256,
+        "dataset_sha256": data.sha256,
         "prediction_source": ppo_cfg.ppo_prediction_source,
         "in_sample_predictions": bool(in_sample),
         "oracle": (
@@ -733,7 +734,7 @@ def run_backtest(
         "timesteps": int(timesteps),
         "chosen_model": chosen,
         "blocks": {name: b.describe() for name, b in blocks.items()},
-        "interval_seconds": float(prepared.info.interval_seconds),
+        "interval_seconds": data.interval_seconds,
         "periods_per_year": bars_per_year,
         "periods_per_year_basis": ppy_how,
         "transaction_cost": ppo_cfg.transaction_cost,

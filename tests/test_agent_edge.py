@@ -24,7 +24,7 @@ DATASET = "RW-TEST_1H"  # tests/conftest.py's ppo_source_root
 def _root(src: Path, dst: Path) -> Path:
     shutil.copytree(src / "datasets", dst / "datasets")
     (dst / "results").mkdir(parents=True)
-    for p in (src / "results").glob("predictions_*.csv"):
+    for p in (src / "results").glob("predictions_*"):  # each table (.csv) and its .json
         shutil.copy(p, dst / "results" / p.name)
     return dst
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import report_names
+from pipeline import annualisation, report_names
 from ppo_approach import backtest as bt
 from ppo_approach import evaluation
 from ppo_approach.reward_functions import RewardConfig
@@ -20,13 +20,13 @@ from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 
 @pytest.mark.unit
 def test_periods_per_year_and_bar_interval() -> None:
-    assert evaluation.periods_per_year(3600) == 8760
-    assert evaluation.periods_per_year(86400) == 365
+    assert annualisation.periods_per_year(3600) == 8760
+    assert annualisation.periods_per_year(86400) == 365
     ts = pd.date_range("2024-01-01", periods=50, freq="15min").to_numpy()
     ts = np.delete(ts, [10, 20])  # two gaps do not change the median spacing
-    assert evaluation.bar_interval_seconds(ts) == 900.0
-    with pytest.raises(evaluation.BacktestError, match="bar interval"):
-        evaluation.periods_per_year(0)
+    assert annualisation.bar_interval_seconds(ts) == 900.0
+    with pytest.raises(annualisation.AnnualisationError, match="bar interval"):
+        annualisation.periods_per_year(0)
 
 
 def _equity_trading_days(start: str, end: str) -> np.ndarray:
@@ -41,23 +41,23 @@ def _equity_trading_days(start: str, end: str) -> np.ndarray:
 def test_infer_periods_per_year_equity_daily_about_252() -> None:
     # issue 8 item 20: daily equity candles were annualised with 365 bars per year.
     ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
-    bars_per_year, why = evaluation.infer_periods_per_year(ts)
+    bars_per_year, why = annualisation.infer_periods_per_year(ts)
     assert 248 <= bars_per_year <= 254
     assert "full calendar years (2019-2023)" in why
     # Plain weekdays (no holidays): 261 in a 365-day year.
-    ppy_wd, _ = evaluation.infer_periods_per_year(
+    ppy_wd, _ = annualisation.infer_periods_per_year(
         pd.bdate_range("2019-01-01", "2023-12-31").to_numpy()
     )
     assert ppy_wd == 261.0
     # The old rule (24/7 at the median spacing of 1 day) said 365.
-    assert evaluation.periods_per_year(evaluation.bar_interval_seconds(ts)) == 365
+    assert annualisation.periods_per_year(annualisation.bar_interval_seconds(ts)) == 365
 
 
 @pytest.mark.unit
 def test_infer_periods_per_year_changes_sharpe_and_cagr_as_issue_describes() -> None:
     # A daily equity curve that reads +45 %/yr under 365 bars/year.
     ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
-    bars_per_year, _ = evaluation.infer_periods_per_year(ts)
+    bars_per_year, _ = annualisation.infer_periods_per_year(ts)
     drift = math.log(1.45) / 365
     eq = 100.0 * np.exp(np.linspace(0.0, drift * (ts.size - 1), ts.size))
     old_ann = evaluation.annualised_return(eq, 365)
@@ -76,23 +76,23 @@ def test_infer_periods_per_year_changes_sharpe_and_cagr_as_issue_describes() -> 
 @pytest.mark.unit
 def test_infer_periods_per_year_other_markets() -> None:
     hourly = pd.date_range("2020-01-01", "2023-12-31 23:00", freq="1h")  # 24/7, 2020 a leap year
-    assert evaluation.infer_periods_per_year(hourly.to_numpy())[0] == 8760.0
+    assert annualisation.infer_periods_per_year(hourly.to_numpy())[0] == 8760.0
     daily = pd.date_range("2020-03-01", "2023-12-31", freq="1D")
-    assert evaluation.infer_periods_per_year(daily.to_numpy())[0] == 365.0
+    assert annualisation.infer_periods_per_year(daily.to_numpy())[0] == 365.0
     fx = hourly[hourly.day_of_week < 5]  # FX: 5 days x 24 hours
-    assert evaluation.infer_periods_per_year(fx.to_numpy())[0] == pytest.approx(6240, abs=30)
+    assert annualisation.infer_periods_per_year(fx.to_numpy())[0] == pytest.approx(6240, abs=30)
     # No full calendar year: bars per elapsed 365-day year.
     part = pd.date_range("2021-03-01", "2021-10-31 23:00", freq="1h")
-    bars_per_year, why = evaluation.infer_periods_per_year(part.to_numpy())
+    bars_per_year, why = annualisation.infer_periods_per_year(part.to_numpy())
     assert bars_per_year == pytest.approx(8760.0)
     assert "elapsed year" in why
     # Under four weeks: too short to infer, the 24/7 rule at the bar spacing.
     short = pd.date_range("2024-01-01", periods=50, freq="1h")
-    bars_per_year, why = evaluation.infer_periods_per_year(short.to_numpy())
+    bars_per_year, why = annualisation.infer_periods_per_year(short.to_numpy())
     assert bars_per_year == 8760.0
     assert "too short" in why
-    with pytest.raises(evaluation.BacktestError, match="at least 2 timestamps"):
-        evaluation.infer_periods_per_year(short.to_numpy()[:1])
+    with pytest.raises(annualisation.AnnualisationError, match="at least 2 timestamps"):
+        annualisation.infer_periods_per_year(short.to_numpy()[:1])
 
 
 @pytest.mark.unit

@@ -33,8 +33,7 @@ from test_ppo_checkpoints import _booby_trap
 
 from pipeline.common import Paths, sha256_file
 from pipeline.config_schema import PPOConfig
-from pipeline.prediction_table import load_prediction_table
-from pipeline.prepare import prepare_dataset
+from pipeline.prediction_table import load_prediction_table, load_table_meta
 from ppo_approach import callbacks, evaluation, model_files
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach.agent_blocks import AgentBlock, build_blocks
@@ -53,8 +52,11 @@ def blocks(ppo_source_root: Path) -> dict[str, AgentBlock]:
     """The agent's train / val / test blocks of the source dataset (smoke preset)."""
     cfg = _smoke_cfg()
     paths = Paths.from_root(ppo_source_root)
-    prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
-    return build_blocks(prepared, load_prediction_table(paths, "dlstm", DATASET), cfg.ppo)
+    return build_blocks(
+        load_prediction_table(paths, "dlstm", DATASET),
+        load_table_meta(paths, "dlstm", DATASET),
+        cfg.ppo,
+    )
 
 
 def _cfg(*overrides: str) -> PPOConfig:

@@ -16,7 +16,7 @@ from pipeline.config import load_config
 from pipeline.config_schema import ConfigError
 from pipeline.git_push import PushError, collect_artifacts
 from pipeline.manifest import STEP_AGENT
-from pipeline.prediction_table import load_prediction_table
+from pipeline.prediction_table import load_prediction_table, load_table_meta
 from pipeline.prepare import prepare_dataset
 from pipeline.run_summary import agent_line
 from ppo_approach import backtest
@@ -110,7 +110,11 @@ def test_the_agent_blocks_carry_the_true_class(ppo_source_root: Path) -> None:
     paths = Paths.from_root(ppo_source_root)
     dataset = next((ppo_source_root / "datasets").glob("*.csv")).stem
     prepared = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
-    blocks = build_blocks(prepared, load_prediction_table(paths, "dlstm", dataset), cfg.ppo)
+    blocks = build_blocks(
+        load_prediction_table(paths, "dlstm", dataset),
+        load_table_meta(paths, "dlstm", dataset),
+        cfg.ppo,
+    )
     for block in blocks.values():
         true = prepared.arrays.labels[block.bars].astype(np.int64)
         true[true < 0] = 1

@@ -27,12 +27,11 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from pipeline import report_names
+from pipeline import annualisation, report_names
 from pipeline.artifacts import Artifacts
 from pipeline.common import PROJECT_ROOT, Paths, sha256_file
 from pipeline.config import Config, load_config, load_resolved
-from pipeline.prediction_table import load_prediction_table
-from pipeline.prepare import prepare_dataset
+from pipeline.prediction_table import classifier_settings, load_prediction_table, load_table_meta
 from ppo_approach import agent_blocks, callbacks, evaluation, model_files, run_folder
 from ppo_approach import backtest as bt
 from ppo_approach import ppo_trading_agent as agent
@@ -59,7 +58,7 @@ def _fresh_root(src: Path, dst: Path) -> Path:
     """A root with the dataset and the prediction tables only (no agent artifacts)."""
     shutil.copytree(src / "datasets", dst / "datasets")
     (dst / "results").mkdir(parents=True)
-    for p in (src / "results").glob("predictions_*.csv"):
+    for p in (src / "results").glob("predictions_*"):  # each table (.csv) and its .json
         shutil.copy(p, dst / "results" / p.name)
     return dst
 
@@ -202,8 +201,9 @@ def test_leaky_predictions_would_trip_the_alarm(ppo_source_root: Path) -> None:
     return), through the same env and fees."""
     cfg = _smoke_cfg("action_set=orders")  # the baselines speak orders
     paths = Paths.from_root(ppo_source_root)
-    prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
-    blocks = step.build_blocks(prepared, load_prediction_table(paths, "dlstm", DATASET), cfg.ppo)
+    blocks = step.build_blocks(
+        load_prediction_table(paths, "dlstm", DATASET), _meta(paths), cfg.ppo
+    )
     test = blocks["test"]
     nxt_up = np.append(test.data.close[1:] > test.data.open[1:], False)  # (n,)
     leaky = np.where(nxt_up[:, None], [0.1, 0.1, 0.8], [0.8, 0.1, 0.1])
@@ -355,6 +355,13 @@ def test_resume_with_changed_config_fails_with_one_line(
     calls: list[int] = []
     monkeypatch.setattr(PPO, "learn", lambda self, *a, **k: calls.append(1))
     argv = ["--dataset", DATASET, "--root", str(root), *SMOKE, "--resume"]
+    # The agent's classifier settings are those its prediction table was made with (issue 20
+    # item 1: step 7 reads them from the table's .json, not from the current config): as if
+    # step 5 had rebuilt the table with smoothing_k = 3.
+    table_meta = Artifacts(Paths.from_root(root), DATASET).prediction_meta("dlstm")
+    meta_json = json.loads(table_meta.read_text())
+    meta_json["classifier_settings"]["smoothing_k"] = 3
+    table_meta.write_text(json.dumps(meta_json))
     capsys.readouterr()
     code = step.main([*argv, "--set", "ppo.learning_rate=0.001", "--set", "smoothing_k=3"])
     lines = capsys.readouterr().err.strip().splitlines()
@@ -423,14 +430,18 @@ def test_resume_point_prefers_a_matching_candidate(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_run_fingerprint_keys() -> None:
-    # The fingerprint is taken after prediction_model = auto resolved to a model (issue 16).
-    fp = run_folder.run_fingerprint(_smoke_cfg("prediction_model=dlstm"), "abc")
+    # The fingerprint is taken after prediction_model = auto resolved to a model (issue 16); its
+    # classifier keys are the settings step 5 recorded beside the table (issue 20 item 1).
+    def fingerprint(cfg: Config, sha: str, models: tuple[str, ...] = ("dlstm",)) -> dict[str, Any]:
+        return run_folder.run_fingerprint(cfg, sha, classifier_settings(cfg, models))
+
+    fp = fingerprint(_smoke_cfg("prediction_model=dlstm"), "abc")
     assert fp["dataset_sha256"] == "abc" and fp["ppo.learning_rate"] == 3e-4
     assert "training.dlstm_units" in fp and "training.lookback" in fp
     # Other classifiers' sizes, run-only keys and backtest-only keys may change on resume.
     assert "training.gru_units" not in fp and "training.num_threads" not in fp
     assert not {f"ppo.{k}" for k in run_folder.RESUME_FREE_KEYS} & set(fp)
-    same = run_folder.run_fingerprint(
+    same = fingerprint(
         _smoke_cfg(
             "prediction_model=dlstm",
             "total_timesteps=99",
@@ -441,16 +452,14 @@ def test_run_fingerprint_keys() -> None:
         "abc",
     )
     assert run_folder.fingerprint_changes(fp, same) == []
-    other = run_folder.run_fingerprint(
-        _smoke_cfg("prediction_model=dlstm", "n_envs=4", "ppo.seed=1"), "def"
-    )
+    other = fingerprint(_smoke_cfg("prediction_model=dlstm", "n_envs=4", "ppo.seed=1"), "def")
     assert run_folder.fingerprint_changes(fp, other) == [
         "dataset_sha256 = abc (now def)",
         "ppo.n_envs = 2 (now 4)",
         "ppo.seed = 42 (now 1)",
     ]
-    ens = run_folder.run_fingerprint(
-        _smoke_cfg("prediction_model=ensemble", "ensemble_models=gru,lstm"), "abc"
+    ens = fingerprint(
+        _smoke_cfg("prediction_model=ensemble", "ensemble_models=gru,lstm"), "abc", ("gru", "lstm")
     )
     assert "training.gru_units" in ens and "training.lstm_units" in ens
     assert "training.dlstm_units" not in ens
@@ -459,13 +468,17 @@ def test_run_fingerprint_keys() -> None:
 # ---------------------------------------------------------------- units of the agent module
 
 
+def _meta(paths: Paths) -> dict[str, Any]:
+    """The DLSTM prediction table's ``.json`` (what its dataset is)."""
+    return load_table_meta(paths, "dlstm", DATASET)
+
+
 @pytest.fixture(scope="module")
 def val_block(ppo_source_root: Path) -> step.AgentBlock:
     """The agent's validation block of the source dataset (small, for unit tests)."""
     cfg = _smoke_cfg()
     paths = Paths.from_root(ppo_source_root)
-    prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
-    return step.build_blocks(prepared, load_prediction_table(paths, "dlstm", DATASET), cfg.ppo)[
+    return step.build_blocks(load_prediction_table(paths, "dlstm", DATASET), _meta(paths), cfg.ppo)[
         "val"
     ]
 
@@ -662,11 +675,10 @@ def test_price_features_standardised_with_train_block_statistics(ppo_source_root
     (not their own), the predictions and prices are untouched; ``none`` leaves them raw."""
     paths = Paths.from_root(ppo_source_root)
     raw_cfg = _smoke_cfg()
-    prepared = prepare_dataset(raw_cfg.training, DATASET, paths, save_scaler=False)
     table = load_prediction_table(paths, "dlstm", DATASET)
-    raw = step.build_blocks(prepared, table, raw_cfg.ppo)
+    raw = step.build_blocks(table, _meta(paths), raw_cfg.ppo)
     scaled = step.build_blocks(
-        prepared, table, _smoke_cfg("price_feature_scaling=train_zscore").ppo
+        table, _meta(paths), _smoke_cfg("price_feature_scaling=train_zscore").ppo
     )
     train = raw["train"].data.price_features.astype(np.float64)
     mean, std = train.mean(axis=0), train.std(axis=0)
@@ -686,9 +698,8 @@ def test_price_features_standardised_with_train_block_statistics(ppo_source_root
 def test_build_blocks_rejects_gaps_and_foreign_timestamps(ppo_source_root: Path) -> None:
     cfg = _smoke_cfg()
     paths = Paths.from_root(ppo_source_root)
-    prepared = prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
     table = load_prediction_table(paths, "dlstm", DATASET)
-    blocks = step.build_blocks(prepared, table, cfg.ppo)
+    blocks = step.build_blocks(table, _meta(paths), cfg.ppo)
     assert blocks["train"].bars[-1] < blocks["val"].bars[0] < blocks["test"].bars[0]
     assert blocks["test"].data.pred_features.shape[1] == 5
     assert blocks["test"].data.price_names == ("norm_price", "change", "volume", "rsi", "macd")
@@ -701,7 +712,7 @@ def test_build_blocks_rejects_gaps_and_foreign_timestamps(ppo_source_root: Path)
 
     # The train block may span several walk-forward folds with purge gaps: one env segment each.
     gap, bar = without_row("train", 10)
-    split = step.build_blocks(prepared, gap, cfg.ppo)["train"]
+    split = step.build_blocks(gap, _meta(paths), cfg.ppo)["train"]
     assert split.data.segment_starts == (0, 10)
     assert split.bars[9] == bar and split.bars[10] == bar + 2
     # Validation and test blocks must be consecutive.
@@ -711,12 +722,59 @@ def test_build_blocks_rejects_gaps_and_foreign_timestamps(ppo_source_root: Path)
             agent_blocks.PredictionTableError,
             match=f"{block} is not consecutive: bar {bar} is followed",
         ):
-            step.build_blocks(prepared, gap, cfg.ppo)
+            step.build_blocks(gap, _meta(paths), cfg.ppo)
 
-    shifted = table.copy()
-    shifted["timestamp"] = shifted["timestamp"] + pd.Timedelta(hours=1)
-    with pytest.raises(agent_blocks.PredictionTableError, match="belongs to other data"):
-        step.build_blocks(prepared, shifted, cfg.ppo)
+    meta = _meta(paths)
+    with pytest.raises(agent_blocks.PredictionTableError, match="belongs to other data") as info:
+        agent_blocks.check_table_dataset(meta, "0" * 64, "t.csv")
+    assert str(info.value).startswith("t.csv: written from a dataset with sha256 ")
+    assert str(info.value).endswith("rebuild it with train_models.py")
+
+
+@pytest.mark.integration
+def test_step_7_reads_the_table_and_only_hashes_the_csv(
+    ppo_source_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20 item 1: the agent's input is self-contained. Step 7 builds its blocks from the
+    prediction table and its .json alone (no CSV parse, no classifier features, labels or
+    splits: prepare_dataset and load_dataset are never called), with the same prices and price
+    features as the dataset's own arrays."""
+    import pipeline.data
+    import pipeline.prepare
+
+    root = _fresh_root(ppo_source_root, tmp_path / "root")
+    cfg = _smoke_cfg()
+    paths = Paths.from_root(root)
+    prepared = pipeline.prepare.prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
+
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("step 7 parsed the CSV")
+
+    monkeypatch.setattr(pipeline.prepare, "prepare_dataset", forbidden)
+    monkeypatch.setattr(pipeline.data, "load_dataset", forbidden)
+    run = step.prepare_run(cfg, DATASET, paths)
+    assert run.dataset.sha256 == sha256_file(root / "datasets" / f"{DATASET}.csv")
+    assert run.dataset.n_bars == prepared.arrays.n_bars
+    for block in run.blocks.values():
+        arrays = prepared.arrays
+        np.testing.assert_array_equal(block.data.open, arrays.open[block.bars])
+        np.testing.assert_array_equal(block.data.close, arrays.close[block.bars])
+        np.testing.assert_array_equal(block.data.price_features, arrays.price_features[block.bars])
+        np.testing.assert_array_equal(block.data.timestamps, arrays.timestamps[block.bars])
+    assert run.bars_per_year == annualisation.infer_periods_per_year(prepared.arrays.timestamps)[0]
+
+
+@pytest.mark.integration
+def test_a_table_of_another_csv_is_one_clear_line(
+    ppo_source_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _fresh_root(ppo_source_root, tmp_path / "root")
+    csv = root / "datasets" / f"{DATASET}.csv"
+    csv.write_bytes(csv.read_bytes() + b"\n")  # the same candles, another file: rebuild
+    code = step.main(["--dataset", DATASET, "--root", str(root), *SMOKE])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: ") and "belongs to other data" in err[-1]
+    assert err[-1].endswith("rebuild it with train_models.py"), err[-1]
 
 
 # ---------------------------------------------------------------- CLI

@@ -534,12 +534,16 @@ def test_annualisation_is_inferred_from_the_bars(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The validation evaluations and the report use ``infer_periods_per_year`` and the report
-    says how it was inferred (issue 8 item 20; training itself is skipped here)."""
+    """The validation evaluations and the report use the bars per year step 5 inferred over the
+    whole dataset and recorded beside the prediction table, and the report says how it was
+    inferred (issue 8 item 20; issue 20 item 1: step 7 reads it, never the CSV; training itself
+    is skipped here)."""
     root = _fresh_root(ppo_source_root, tmp_path / "root")
-    monkeypatch.setattr(
-        step.evaluation, "infer_periods_per_year", lambda ts: (252.0, f"252 from {len(ts)} bars")
-    )
+    table_meta = art.Artifacts(Paths.from_root(root), DATASET).prediction_meta("dlstm")
+    meta = json.loads(table_meta.read_text())
+    assert meta["periods_per_year"] == 8760.0  # hourly 24/7 bars
+    meta.update(periods_per_year=252.0, periods_per_year_basis="252 from 4000 bars")
+    table_meta.write_text(json.dumps(meta))
     seen: dict[str, float] = {}
     real_eval = callbacks.ValidationEvalCallback.__init__
 

@@ -17,8 +17,14 @@ import torch
 from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError
 from pipeline.config_schema import MODEL_NAMES
+from pipeline.features import AGENT_PRICE_FEATURE_NAMES
 from pipeline.labels import auto_threshold
-from pipeline.prediction_table import TABLE_COLUMNS, load_prediction_table
+from pipeline.prediction_table import (
+    AGENT_COLUMNS,
+    TABLE_COLUMNS,
+    load_prediction_table,
+    load_table_meta,
+)
 from pipeline.predictors import EnsemblePredictionModel, PredictionModel
 from pipeline.prepare import fit_scaler, prepare_dataset
 from pipeline.splits import Block
@@ -39,7 +45,7 @@ def prep(signal_run):
 def test_walk_forward_table_layout(signal_run, prep, name: str) -> None:
     root, _, _ = signal_run
     table = load_prediction_table(Paths.from_root(root), name, "SIG")
-    assert list(table.columns) == list(TABLE_COLUMNS)
+    assert list(table.columns) == [*TABLE_COLUMNS, *AGENT_COLUMNS]
     splits = prep.arrays.splits
     f1, f2 = splits.folds[1], splits.folds[2]  # 3 folds: fold 0 is never predicted
     expected = np.concatenate(
@@ -65,6 +71,16 @@ def test_walk_forward_table_layout(signal_run, prep, name: str) -> None:
     assert np.allclose(table["confidence"], probs.max(axis=1))
     ts = prep.df["timestamp"].iloc[table["bar"]].reset_index(drop=True)
     assert (table["timestamp"] == ts).all()
+    # What the agent reads of each bar (issue 20 item 1), exact to the last digit.
+    bars = table["bar"].to_numpy()
+    np.testing.assert_array_equal(table["open"].to_numpy(), prep.arrays.open[bars])
+    np.testing.assert_array_equal(table["close"].to_numpy(), prep.arrays.close[bars])
+    price = table[list(AGENT_PRICE_FEATURE_NAMES)].to_numpy(dtype=np.float32)
+    np.testing.assert_array_equal(price, prep.arrays.price_features[bars])
+    np.testing.assert_array_equal(table["label"].to_numpy(), prep.arrays.labels[bars])
+    meta = load_table_meta(Paths.from_root(root), name, "SIG")
+    assert meta["dataset_sha256"] == prep.info.sha256 and meta["n_bars"] == 3000
+    assert meta["classifier_settings"]["lookback"] == prep.arrays.lookback
 
 
 def test_fold_models_never_saw_the_bars_they_predict(signal_run, prep) -> None:
