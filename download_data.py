@@ -5,7 +5,7 @@
 
 writes ``datasets/ADA-EUR_1H_20240101-20251231.csv`` (UTC timestamps, open, high, low, close,
 volume), ready for ``runpod_main.py --dataset ADA-EUR_1H_20240101-20251231``. A thin command line
-over :func:`pipeline.download.download` (ccxt; paging, rate limit, retries, resume, checks).
+over :func:`pipeline.data.download.download` (ccxt; paging, rate limit, retries, resume, checks).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from pipeline.common import EXIT_OK, CliParser, run_cli, setup_logging
-from pipeline.download import (
+from pipeline.data.download import (
     DEFAULT_BACKOFF_CAP_S,
     DEFAULT_MAX_RETRIES,
     Retry,

@@ -1,9 +1,11 @@
-"""The one training loop every classifier shares (the nets live in :mod:`pipeline.nets`).
+"""The one training loop every classifier shares (the nets live in
+:mod:`pipeline.classifiers.nets`).
 
 :func:`train_classifier`: Adam, class-weighted cross-entropy, gradient clipping, early stopping on
 validation loss with the best weights restored, a checkpoint every epoch that ``resume`` continues
 from bit-for-bit, and on CUDA mixed precision plus a batch size fitted to the GPU
-(:mod:`pipeline.device`). Batches are gathered on the device (:class:`pipeline.windows.WindowData`).
+(:mod:`pipeline.device`). Batches are gathered on the device
+(:class:`pipeline.classifiers.windows.WindowData`).
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.classifier_metrics import N_CLASSES, class_weights, metrics_from_confusion
+from pipeline.classifiers.metrics import N_CLASSES, class_weights, metrics_from_confusion
 from pipeline.common import (
     ProgressLog,
     TrainingInterrupted,
     atomic_path,
     progress_bars_wanted,
 )
-from pipeline.config_schema import TrainingConfig
+from pipeline.config.schema import TrainingConfig
 
 if TYPE_CHECKING:
     # torch is imported where it is used: `python pytorch_train.py` answers at once that this
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pipeline.windows import WindowData
+    from pipeline.classifiers.windows import WindowData
 
 log = logging.getLogger(__name__)
 

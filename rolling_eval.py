@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import Artifacts, dataset_name
 from pipeline.common import (
     CliParser,
     Paths,
@@ -37,8 +36,9 @@ from pipeline.common import (
     atomic_write_text,
     run_cli,
 )
-from pipeline.config import add_config_args, config_from_args
-from pipeline.config_schema import Config
+from pipeline.config.files import add_config_args, config_from_args
+from pipeline.config.schema import Config
+from pipeline.store.artifacts import Artifacts, dataset_name
 from pipeline.tables import format_table
 
 log = logging.getLogger("rolling_eval")
@@ -63,8 +63,8 @@ def origin_folds(n_rows: int, cfg: Config, k: int) -> list[OriginFold]:
 
     Raises :class:`PipelineError` when a part is too short to test on.
     """
-    from pipeline.features import warmup_bars
-    from pipeline.splits import MIN_BLOCK_SAMPLES, make_splits
+    from pipeline.data.features import warmup_bars
+    from pipeline.data.splits import MIN_BLOCK_SAMPLES, make_splits
 
     t = cfg.training
     warm = warmup_bars(t.resolved_features())
@@ -155,7 +155,7 @@ def run_rolling(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
     """Train and test every fold (steps 5 and 7 on the cut dataset); the report, also written
     to ``results/rolling_{dataset}.json``."""
     import train_models
-    from pipeline.data import load_dataset
+    from pipeline.data.load import load_dataset
     from ppo_approach import train_ppo_agent
 
     df, info = load_dataset(dataset, paths.datasets)

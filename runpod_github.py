@@ -1,6 +1,6 @@
 """Step 8 by hand: commit this run's artifacts for one dataset and push them to the git remote.
 
-A thin command line over :func:`pipeline.git_push.push_artifacts`, which holds the rules (token
+A thin command line over :func:`pipeline.publish.push.push_artifacts`, which holds the rules (token
 via askpass and never on disk, masked errors, no file holding a secret committed, nothing trained
 deleted or modified). This script adds only the arguments, logging and the dataset's run lock
 (issue 9: the git plumbing moved into ``pipeline/`` so that no library module imports a script).
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.artifacts import dataset_name
 from pipeline.common import (
     EXIT_OK,
     CliParser,
@@ -18,8 +17,9 @@ from pipeline.common import (
     run_cli,
     setup_logging,
 )
-from pipeline.git_push import PushConfig, push_artifacts
-from pipeline.runlock import step_lock
+from pipeline.publish.push import PushConfig, push_artifacts
+from pipeline.run.lock import step_lock
+from pipeline.store.artifacts import dataset_name
 
 
 def _parse_metric(text: str) -> tuple[str, object]:

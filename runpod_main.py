@@ -18,7 +18,7 @@ machine once, each dataset's file and run lock; a dataset that fails its rows is
 run), then the driver for each dataset in turn with its own run log, going on when one fails. At the
 end a cross-dataset table (console, ``results/multi_run_summary.json`` and ``.png``) read from the
 reports of steps 5 and 7, one push of every good dataset in one commit (the drivers skip step 8),
-and exit code 1 with one line naming the datasets that failed (see :mod:`pipeline.multi_run`).
+and exit code 1 with one line naming the datasets that failed (see :mod:`pipeline.run.multi_run`).
 
 Secrets never reach the log: the value of ``GITHUB_TOKEN`` (and of any variable named like a
 token, secret or password) is masked in every log record and every streamed line, and the
@@ -39,7 +39,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.artifacts import Artifacts, dataset_name, log_stamp
 from pipeline.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -54,10 +53,10 @@ from pipeline.common import (
     run_cli,
     setup_logging,
 )
-from pipeline.config import add_config_args, config_from_args, passthrough_args
-from pipeline.config_schema import Config
-from pipeline.manifest import STEP_ENTRY, ManifestError
-from pipeline.multi_run import (
+from pipeline.config.files import add_config_args, config_from_args, passthrough_args
+from pipeline.config.schema import Config
+from pipeline.run.lock import absolute_dataset
+from pipeline.run.multi_run import (
     PUSH_DEFERRED_ENV,
     MultiRun,
     failed_line,
@@ -67,7 +66,7 @@ from pipeline.multi_run import (
     split_datasets,
     write_multi_summary,
 )
-from pipeline.preflight import (
+from pipeline.run.preflight import (
     CheckResult,
     failed,
     format_checks,
@@ -77,8 +76,9 @@ from pipeline.preflight import (
     run_preflight_many,
     secret_values,
 )
-from pipeline.process import handle_signals, interrupt_on_signals
-from pipeline.runlock import absolute_dataset
+from pipeline.run.process import handle_signals, interrupt_on_signals
+from pipeline.store.artifacts import Artifacts, dataset_name, log_stamp
+from pipeline.store.manifest import STEP_ENTRY, ManifestError
 
 log = logging.getLogger("runpod_main")
 child_log = logging.getLogger("runpod_main.child")
@@ -597,7 +597,7 @@ def preflight_many(
 def push_all(
     cfg: Config, paths: Paths, multi: MultiRun, rows: list[dict[str, object]], extra: list[Path]
 ) -> int:
-    """The one push of every good dataset (:func:`pipeline.multi_run.push_run`); returns 0, or 3
+    """The one push of every good dataset (:func:`pipeline.run.multi_run.push_run`); returns 0, or 3
     (push failed) after one error line."""
     good = [d for d in multi.datasets if multi.outcome(d).ok]
     try:

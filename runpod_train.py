@@ -14,7 +14,7 @@ variable is not explicitly false; never with ``--no-push``).
 The config is parsed once per run; every step is a plain function called with it and returns a
 typed result (steps 5-7: ``train_models.train_classifiers`` -> ``TrainingSummary``,
 ``prediction_wrapper.validate_models`` -> report, ``train_ppo_agent.train_agent`` ->
-``BacktestReport``; step 8: ``pipeline.git_push.push_artifacts`` -> ``PushResult``), so an edit
+``BacktestReport``; step 8: ``pipeline.publish.push.push_artifacts`` -> ``PushResult``), so an edit
 to a config file during a long run cannot split the run across two configs (issue 9). A step's
 failure is an exception carrying its one-line message: the run stops with
 ``error: step N (name) failed: reason`` and the step's exit code; a summary table of every step
@@ -50,7 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pipeline.artifacts import Artifacts, dataset_name, log_stamp
+from pipeline.checks.leak_alarms import alarm_lines
 from pipeline.common import (
     CLEAR_OS_ERRORS,
     EXIT_ERROR,
@@ -66,13 +66,18 @@ from pipeline.common import (
     run_cli,
     setup_logging,
 )
-from pipeline.config import add_config_args, config_from_args, passthrough_args
-from pipeline.config_schema import Config
-from pipeline.leak_alarms import alarm_lines
-from pipeline.manifest import STEP_DRIVER
-from pipeline.multi_run import DEFERRED_REASON, PUSH_DEFERRED_ENV
-from pipeline.preflight import CPU_SLOWDOWN, DEPENDENCIES, install_secret_masking, missing_modules
-from pipeline.process import (
+from pipeline.config.files import add_config_args, config_from_args, passthrough_args
+from pipeline.config.schema import Config
+from pipeline.run.archive import archive_previous_run
+from pipeline.run.lock import RunLock, absolute_dataset, lock_path
+from pipeline.run.multi_run import DEFERRED_REASON, PUSH_DEFERRED_ENV
+from pipeline.run.preflight import (
+    CPU_SLOWDOWN,
+    DEPENDENCIES,
+    install_secret_masking,
+    missing_modules,
+)
+from pipeline.run.process import (
     console_to_file,
     detach_console,
     interrupt_on_signals,
@@ -83,8 +88,8 @@ from pipeline.process import (
     wait_for_log,
     watch_parent,
 )
-from pipeline.run_archive import archive_previous_run
-from pipeline.run_summary import (
+from pipeline.run.step_results import BacktestReport, TrainingSummary
+from pipeline.run.summary import (
     ALL_STEPS,
     STEP_NAMES,
     StepOutcome,
@@ -102,9 +107,9 @@ from pipeline.run_summary import (
     run_status,
     validation_line,
 )
-from pipeline.runlock import RunLock, absolute_dataset, lock_path
 from pipeline.secrets import secret_values
-from pipeline.step_results import BacktestReport, TrainingSummary
+from pipeline.store.artifacts import Artifacts, dataset_name, log_stamp
+from pipeline.store.manifest import STEP_DRIVER
 
 log = logging.getLogger("runpod_train")
 
@@ -232,7 +237,7 @@ def step_gpu(ctx: RunContext) -> StepOutcome:
 
 def step_dataset(ctx: RunContext) -> StepOutcome:
     """Step 4: load and validate the dataset; rows, date range, columns, gaps."""
-    from pipeline.data import load_dataset
+    from pipeline.data.load import load_dataset
 
     df, info = load_dataset(ctx.dataset, ctx.paths.datasets)
     log.info("columns: %s", ", ".join(str(c) for c in df.columns))
@@ -331,7 +336,7 @@ def step_push(ctx: RunContext) -> StepOutcome:
     if not ctx.push:
         log.info("push skipped: %s", ctx.push_reason)
         return StepOutcome(status="skipped", result=f"skipped ({ctx.push_reason})")
-    from pipeline.git_push import PushConfig, push_artifacts
+    from pipeline.publish.push import PushConfig, push_artifacts
 
     t = ctx.cfg.training
     config = PushConfig(remote=t.git_remote, branch=t.git_branch, max_file_mb=t.push_max_file_mb)
@@ -753,7 +758,7 @@ def estimate_seconds(
 
 def _count_rows(dataset: str, paths: Paths) -> int | None:
     """The CSV's data lines (a quick newline count), or None when it cannot be read."""
-    from pipeline.artifacts import dataset_file
+    from pipeline.store.artifacts import dataset_file
 
     path = Path(dataset) if Path(dataset).is_file() else dataset_file(paths.datasets, dataset)
     try:

@@ -4,7 +4,7 @@
     python runs.py --dataset SYNTH-BTC-EUR_1H_20240101-20251231 --compare 2 current
 
 Every driver run (``runpod_main.py`` / ``runpod_train.py``, not ``--resume``) first archives the
-previous run's files there (:mod:`pipeline.run_archive`); the seed's paths hold the current run.
+previous run's files there (:mod:`pipeline.run.archive`); the seed's paths hold the current run.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.artifacts import Artifacts, dataset_name
 from pipeline.common import EXIT_OK, CliParser, Paths, PipelineError, run_cli
-from pipeline.run_archive import (
+from pipeline.run.archive import (
     CURRENT,
     archived_runs,
     compare_rows,
@@ -23,7 +22,8 @@ from pipeline.run_archive import (
     run_row,
     runs_folder,
 )
-from pipeline.run_summary import read_json
+from pipeline.run.summary import read_json
+from pipeline.store.artifacts import Artifacts, dataset_name
 
 
 def build_parser() -> argparse.ArgumentParser:

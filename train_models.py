@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.artifacts import Artifacts
-from pipeline.classifier_report import (
+from pipeline.checks.leak_alarms import Alarm, alarm_lines, permutation_alarms, raise_if_strict
+from pipeline.classifiers.report import (
     VAL_BLOCK_NOTE,
     baseline_metrics,
     format_summary_table,
@@ -52,23 +52,23 @@ from pipeline.common import (
     run_cli,
     setup_logging,
 )
-from pipeline.config import (
+from pipeline.config.files import (
     Config,
     TrainingConfig,
     add_config_args,
     config_from_args,
     write_resolved,
 )
-from pipeline.config_schema import MODEL_NAMES
-from pipeline.leak_alarms import Alarm, alarm_lines, permutation_alarms, raise_if_strict
-from pipeline.step_results import TrainingSummary
+from pipeline.config.schema import MODEL_NAMES
+from pipeline.run.step_results import TrainingSummary
+from pipeline.store.artifacts import Artifacts
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from pipeline.prepare import Prepared
-    from pipeline.splits import Block
+    from pipeline.classifiers.prepare import Prepared
+    from pipeline.data.splits import Block
     from pytorch_train import TrainResult
 
 log = logging.getLogger("train_models")
@@ -93,7 +93,7 @@ def select_models(cfg: Config, requested: list[str] | None) -> list[str]:
 
 def up_to_date(path: Path, dataset_sha: str, config_hash: str) -> tuple[bool, str]:
     """Whether the model file at ``path`` can be reused, and why not (for the log)."""
-    from pipeline.nets import load_model_file
+    from pipeline.classifiers.nets import load_model_file
 
     if not path.is_file():
         return False, "no model file"
@@ -151,9 +151,9 @@ def fold_plan(prep: Prepared, cfg: TrainingConfig, fold: int) -> FitPlan:
     """
     import numpy as np
 
-    from pipeline.labels import auto_threshold, make_labels
-    from pipeline.prepare import apply_scaler, fit_scaler
-    from pipeline.splits import MIN_BLOCK_SAMPLES, Block
+    from pipeline.classifiers.prepare import apply_scaler, fit_scaler
+    from pipeline.data.labels import auto_threshold, make_labels
+    from pipeline.data.splits import MIN_BLOCK_SAMPLES, Block
 
     a = prep.arrays
     folds, purge = a.splits.folds, a.splits.purge
@@ -192,9 +192,9 @@ def fit_model(
     desc: str,
 ) -> TrainResult:
     """Build ``name`` (seeded) and train it on ``plan``; checkpoints go to ``ckpt``."""
+    from pipeline.classifiers.nets import arch_config, build_classifier
+    from pipeline.classifiers.windows import WindowData
     from pipeline.device import seed_everything
-    from pipeline.nets import arch_config, build_classifier
-    from pipeline.windows import WindowData
     from pytorch_train import train_classifier
 
     if name == "logreg":
@@ -270,8 +270,8 @@ def _tabular_result(
     fit and early-stopping blocks through the same windows and predictor as the networks."""
     import numpy as np
 
-    from pipeline.classifier_metrics import classification_metrics
-    from pipeline.windows import WindowData, predict_proba
+    from pipeline.classifiers.metrics import classification_metrics
+    from pipeline.classifiers.windows import WindowData, predict_proba
     from pytorch_train import TrainResult
 
     model = model.to(device).eval()
@@ -304,12 +304,13 @@ def fit_logreg(
 ) -> TrainResult:
     """The ``logreg`` model (issue 17 item 1): scikit-learn's multinomial logistic regression on
     :func:`window_summary` of the fit bars (balanced class weights like the networks' loss, L2
-    with ``logreg_c``), its coefficients copied into :class:`pipeline.nets.LogRegClassifier`.
-    One "epoch": the early-stopping block only reports (nothing to stop)."""
+    with ``logreg_c``), its coefficients copied into
+    :class:`pipeline.classifiers.nets.LogRegClassifier`. One "epoch": the early-stopping block only
+    reports (nothing to stop)."""
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from pipeline.nets import LogRegClassifier
+    from pipeline.classifiers.nets import LogRegClassifier
 
     t0 = time.perf_counter()
     x_fit, y_fit, _, _ = _tabular_data(prep, plan, spread=False)
@@ -333,12 +334,12 @@ def fit_lightgbm(
     """The ``lightgbm`` model (issue 17 item 1): gradient-boosted trees (multiclass, balanced
     class weights) on :func:`window_summary` with the spread, early-stopped on the
     early-stopping block's log loss like the networks; kept in LightGBM's text format inside
-    :class:`pipeline.nets.BoosterClassifier`."""
+    :class:`pipeline.classifiers.nets.BoosterClassifier`."""
     import lightgbm
     from sklearn.utils.class_weight import compute_sample_weight
 
+    from pipeline.classifiers.nets import BoosterClassifier
     from pipeline.device import configure_cpu_threads
-    from pipeline.nets import BoosterClassifier
 
     t0 = time.perf_counter()
     x_fit, y_fit, x_es, y_es = _tabular_data(prep, plan, spread=True)
@@ -377,7 +378,12 @@ def model_payload(
     """Everything needed to rebuild and use the model; only weights-only-safe types inside."""
     import torch
 
-    from pipeline.nets import MODEL_FILE_FORMAT, BoosterClassifier, arch_config, count_parameters
+    from pipeline.classifiers.nets import (
+        MODEL_FILE_FORMAT,
+        BoosterClassifier,
+        arch_config,
+        count_parameters,
+    )
 
     booster = result.model.model_text if isinstance(result.model, BoosterClassifier) else None
     return {
@@ -435,8 +441,8 @@ def evaluate_block(
     permutation baseline of its predictions (issue 18 item 2)."""
     import numpy as np
 
-    from pipeline.classifier_metrics import classification_metrics, permutation_baseline
-    from pipeline.windows import WindowData, predict_proba
+    from pipeline.classifiers.metrics import classification_metrics, permutation_baseline
+    from pipeline.classifiers.windows import WindowData, predict_proba
 
     a = prep.arrays
     bars = labelled_bars(block, a.labels)
@@ -494,7 +500,7 @@ def train_main_model(
     resume: bool,
 ) -> dict[str, Any]:
     """Train, save and report the main model of ``name``; returns its metrics dict."""
-    from pipeline.nets import save_model_file
+    from pipeline.classifiers.nets import save_model_file
 
     train_cfg = cfg.training
     dataset = prep.info.name
@@ -578,7 +584,7 @@ def train_fold_models(
     resume: bool,
 ) -> dict[str, str]:
     """Walk-forward models for folds 1..F-1 (fold 0 is only ever trained on); same skip rule."""
-    from pipeline.nets import save_model_file
+    from pipeline.classifiers.nets import save_model_file
 
     train_cfg = cfg.training
     art = Artifacts(paths, prep.info.name)
@@ -623,10 +629,10 @@ def _train_all(
     """
     import torch
 
+    from pipeline.classifiers.prediction_table import write_prediction_tables
+    from pipeline.classifiers.prepare import prepare_dataset
     from pipeline.common import TrainingInterrupted
     from pipeline.device import configure_cpu_threads, resolve_device
-    from pipeline.prediction_table import write_prediction_tables
-    from pipeline.prepare import prepare_dataset
 
     train_cfg = cfg.training
     names = select_models(cfg, models)
@@ -709,7 +715,7 @@ def agent_models(
 ) -> list[str]:
     """The models of this run that feed the agent: the ensemble's members, the named model, or
     for ``prediction_model = auto`` the best validation macro-F1 (step 7's own rule)."""
-    from pipeline.model_choice import AUTO, best_on_validation
+    from pipeline.classifiers.model_choice import AUTO, best_on_validation
 
     chosen = cfg.ppo.prediction_model
     if chosen == "ensemble":
@@ -725,10 +731,10 @@ def agent_models(
 def step5_alarms(
     cfg: Config, prep: Prepared, paths: Paths, device: torch.device, entries: dict[str, Any]
 ) -> tuple[list[Alarm], dict[str, Any] | None]:
-    """Issue 18 item 1: step 5's run-time leak alarms (``pipeline/leak_alarms.py``) on the bars
-    the main models really used, and the label-permutation control on the model with the best
+    """Issue 18 item 1: step 5's run-time leak alarms (``pipeline/checks/leak_alarms.py``) on the
+    bars the main models really used, and the label-permutation control on the model with the best
     early-stopping F1 among those trained now (``leak_controls``)."""
-    from pipeline.leak_alarms import classifier_alarms
+    from pipeline.checks.leak_alarms import classifier_alarms
 
     plan = main_plan(prep)
     fit_bars = labelled_bars(plan.fit, plan.labels)
@@ -758,7 +764,7 @@ def permutation_control(
 
     import numpy as np
 
-    from pipeline.leak_alarms import permuted_labels
+    from pipeline.checks.leak_alarms import permuted_labels
 
     s = prep.arrays.splits
     seen = np.concatenate([labelled_bars(b, plan.labels) for b in (s.train, s.val)])
@@ -794,7 +800,7 @@ def record_artifacts(
 ) -> None:
     """List what step 5 wrote (or found up to date) in the run manifest; the push step pushes
     exactly what the manifest lists (issue 9)."""
-    from pipeline.manifest import STEP_CLASSIFIERS, UP_TO_DATE, WRITTEN
+    from pipeline.store.manifest import STEP_CLASSIFIERS, UP_TO_DATE, WRITTEN
 
     manifest = art.manifest()
     for name, entry in entries.items():
@@ -983,7 +989,7 @@ def interrupt_hint(message: str, has_checkpoint: bool, argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run :func:`train_classifiers`; exit 130 with a true hint on interruption.
 
-    Holds the dataset's run lock (``pipeline.runlock.step_lock``) while training, so that a run
+    Holds the dataset's run lock (``pipeline.run.lock.step_lock``) while training, so that a run
     by hand refuses to write while a full run on the same dataset and root is going
     (issue 8 item 14); the driver, which holds the lock itself, passes through.
     """
@@ -993,8 +999,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from pipeline.common import TrainingInterrupted
-        from pipeline.process import interrupt_on_signals
-        from pipeline.runlock import step_lock
+        from pipeline.run.lock import step_lock
+        from pipeline.run.process import interrupt_on_signals
 
         cfg = config_from_args(args)
         paths = Paths.from_root(args.root)

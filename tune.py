@@ -46,8 +46,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import artifacts as art
-from pipeline.artifacts import Artifacts, dataset_name
 from pipeline.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -57,11 +55,13 @@ from pipeline.common import (
     run_cli,
     setup_logging,
 )
-from pipeline.config import SECTIONS, add_config_args, config_from_args, load_config
-from pipeline.config_schema import MODEL_NAMES, NETWORK_NAMES, Config, ConfigError, field_map
-from pipeline.runlock import absolute_dataset
-from pipeline.search_space import SearchSpace, default_space_path, read_search_space
-from pipeline.tuning import METRICS, STAGES
+from pipeline.config.files import SECTIONS, add_config_args, config_from_args, load_config
+from pipeline.config.schema import MODEL_NAMES, NETWORK_NAMES, Config, ConfigError, field_map
+from pipeline.run.lock import absolute_dataset
+from pipeline.store import artifacts as art
+from pipeline.store.artifacts import Artifacts, dataset_name
+from pipeline.tuning.space import SearchSpace, default_space_path, read_search_space
+from pipeline.tuning.study import METRICS, STAGES
 
 if TYPE_CHECKING:
     import optuna
@@ -170,13 +170,13 @@ def classifier_objective(
     """Load the dataset once, cut it to the development rows, and return the objective."""
     import optuna
 
-    from pipeline.classifier_report import labelled_bars
-    from pipeline.data import load_dataset
+    from pipeline.classifiers.nets import arch_config, build_classifier
+    from pipeline.classifiers.report import labelled_bars
+    from pipeline.classifiers.windows import WindowData
+    from pipeline.data.features import check_feature_names, compute_features, warmup_bars
+    from pipeline.data.load import load_dataset
     from pipeline.device import configure_cpu_threads, resolve_device, seed_everything
-    from pipeline.features import check_feature_names, compute_features, warmup_bars
-    from pipeline.nets import arch_config, build_classifier
-    from pipeline.tuning import development_arrays, development_rows, lookbacks_of
-    from pipeline.windows import WindowData
+    from pipeline.tuning.study import development_arrays, development_rows, lookbacks_of
     from pytorch_train import train_classifier
 
     df, _info = load_dataset(args.dataset, paths.datasets)
@@ -252,7 +252,7 @@ def agent_objective(
     """Build the agent's blocks once, drop the test block, and return the objective."""
     import optuna
 
-    from pipeline.config_schema import MAX_INT
+    from pipeline.config.schema import MAX_INT
     from pipeline.device import resolve_device
     from ppo_approach import run_folder
     from ppo_approach import train_ppo_agent as step7
@@ -385,7 +385,7 @@ def worker_argv(argv: list[str], index: int) -> list[str]:
 
 def run_jobs(args: argparse.Namespace, argv: list[str], study: Any) -> None:
     """``--jobs N``: N worker processes on this machine (one device), the progress here."""
-    from pipeline.tuning import StudyProgress, best_of, finished, python_command
+    from pipeline.tuning.study import StudyProgress, best_of, finished, python_command
 
     env = dict(os.environ)
     env.setdefault("PIPELINE_PROGRESS", "log")
@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--space",
         type=Path,
         metavar="FILE",
-        help="search-space file (default: pipeline/search_spaces/{stage}.txt)",
+        help="search-space file (default: pipeline/tuning/search_spaces/{stage}.txt)",
     )
     p.add_argument(
         "--jobs",
@@ -525,8 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
-        from pipeline.process import interrupt_on_signals
-        from pipeline.tuning import (
+        from pipeline.run.process import interrupt_on_signals
+        from pipeline.tuning.study import (
             StudyProgress,
             best_of,
             finished,

@@ -5,7 +5,7 @@ model, one backtest on the test block) ``--seeds`` times each and compare the ag
 classifier rule on the validation block (where the defaults may look) and the test block:
 
 * ``real_<dataset>``: the real pipeline (step 5's walk-forward predictions of ``--classifier``)
-  on planted-signal series of several kinds from :func:`pipeline.synthetic.generate_ohlcv`
+  on planted-signal series of several kinds from :func:`pipeline.data.synthetic.generate_ohlcv`
   (momentum, regime-switched momentum, mean reversion, pure noise). The datasets are split into a
   DEVELOPMENT set (defaults were chosen on these) and a CONFIRMATION set (other seeds, never
   tuned on; reported separately). The confirmation set also has real candles: the hourly EURUSD
@@ -47,9 +47,9 @@ from _common import cpu_model, gpu_description, load_average
 
 import train_models
 from pipeline.common import CliParser, Paths, atomic_write_text
-from pipeline.config import load_config
-from pipeline.config_schema import Config
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.config.files import load_config
+from pipeline.config.schema import Config
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 from ppo_approach import train_ppo_agent
 
 HERE = Path(__file__).resolve().parent

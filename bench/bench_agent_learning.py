@@ -21,7 +21,7 @@ Rows (``--rows``, comma list; default all):
 * ``real_bundled``: the real pipeline (walk-forward predictions, as a user runs it) on the
   bundled dataset.
 * ``real_random_walk``: the real pipeline on a pure random walk from
-  ``pipeline.synthetic.generate_ohlcv(..., signal=0.0)`` (nothing to learn).
+  ``pipeline.data.synthetic.generate_ohlcv(..., signal=0.0)`` (nothing to learn).
 
 The oracle and degraded rows use the bundled dataset. Step 5 (``train_models.train_classifiers``,
 same config) runs once per dataset into a temporary root; each run of step 7 gets a fresh copy of
@@ -53,9 +53,9 @@ from _common import cpu_model, gpu_description, load_average
 
 import train_models
 from pipeline.common import CliParser, Paths, atomic_write_text
-from pipeline.config import load_config
-from pipeline.config_schema import Config
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.config.files import load_config
+from pipeline.config.schema import Config
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 from ppo_approach import train_ppo_agent
 
 HERE = Path(__file__).resolve().parent

@@ -3,7 +3,7 @@
 Step 5 (all four classifiers, the logistic regression, the permuted-label control) on GARCH
 random walks with no direction signal (``signal = 0``: volatility clusters only, the case where
 "macro-F1 above 1/3" called honest data an edge) and on planted-signal series
-(``pipeline.synthetic``, momentum), several seeds each. Per series: each model's test macro-F1,
+(``pipeline.data.synthetic``, momentum), several seeds each. Per series: each model's test macro-F1,
 the shuffled-label baseline, direction and its p-value on the effective sample size, the verdict,
 and every leak alarm raised. The honest rows must all read "chance" with no alarm.
 
@@ -40,8 +40,8 @@ def run_series(signal: float, seed: int, bars: int) -> dict:
     """Step 5 on one generated series; its summary."""
     import train_models
     from pipeline.common import Paths
-    from pipeline.config import load_config
-    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+    from pipeline.config.files import load_config
+    from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -38,9 +38,11 @@ import torch
 from _common import cpu_model, load_average
 from torch import nn
 
+from pipeline.classifiers.nets import arch_config, build_classifier, count_parameters
+from pipeline.classifiers.windows import WindowData
 from pipeline.common import atomic_write_text
-from pipeline.config import load_config
-from pipeline.config_schema import MODEL_NAMES
+from pipeline.config.files import load_config
+from pipeline.config.schema import MODEL_NAMES
 from pipeline.device import (
     amp_dtype,
     configure_cpu_threads,
@@ -48,8 +50,6 @@ from pipeline.device import (
     resolve_device,
     seed_everything,
 )
-from pipeline.nets import arch_config, build_classifier, count_parameters
-from pipeline.windows import WindowData
 from pytorch_train import train_classifier
 
 N_FEATURES = 26

@@ -1,10 +1,10 @@
 """The classifier ladder (issue 17 item 5): where does each model's edge come from?
 
 Step 5 (every model of ``MODEL_NAMES``: the four networks, ``logreg`` and ``lightgbm``) on series
-whose signal lives in different places (``pipeline.synthetic`` kinds): ``momentum`` (past returns,
-per-bar features see it), ``vol_trend`` (an interaction of trend and volatility: a linear model
-cannot see it), ``echo`` (each shock repeats 24 bars later: an ordering a per-bar summary blurs,
-a model reading the window bar by bar can use), ``vol_echo`` (each shock's SIZE comes back 24
+whose signal lives in different places (``pipeline.data.synthetic`` kinds): ``momentum`` (past
+returns, per-bar features see it), ``vol_trend`` (an interaction of trend and volatility: a linear
+model cannot see it), ``echo`` (each shock repeats 24 bars later: an ordering a per-bar summary
+blurs, a model reading the window bar by bar can use), ``vol_echo`` (each shock's SIZE comes back 24
 bars later: no linear view of past returns sees it), pure noise, and real candles (the
 ``backtesting`` package's hourly EURUSD and daily GOOG samples, when installed). ``--seeds``
 seeds each. Per row: each model's test macro-F1 and direction, which model ``prediction_model =
@@ -12,7 +12,7 @@ auto`` chose (best validation macro-F1), and whether that choice is within one s
 the best of ``logreg`` and ``lightgbm`` on the test block (issue 17's target), and how many
 models beat chance by the corrected test (issue 18: on noise none may). ``--ensembles``: every
 model's walk-forward table, so ``auto`` may choose an ensemble (weighted voting or stacking
-fitted on out-of-fold rows, :mod:`pipeline.ensembles`).
+fitted on out-of-fold rows, :mod:`pipeline.classifiers.ensembles`).
 
     python bench/bench_classifier_ladder.py                 # 3 seeds, 8,000 bars, demo preset
     python bench/bench_classifier_ladder.py --seeds 1 --bars 4000
@@ -36,11 +36,11 @@ from pathlib import Path
 from _common import cpu_model, gpu_description
 
 import train_models
+from pipeline.classifiers.model_choice import best_on_validation
 from pipeline.common import Paths
-from pipeline.config import load_config
-from pipeline.config_schema import MODEL_NAMES
-from pipeline.model_choice import best_on_validation
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.config.files import load_config
+from pipeline.config.schema import MODEL_NAMES
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 
 HERE = Path(__file__).resolve().parent
 ROWS = (

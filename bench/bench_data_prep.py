@@ -1,15 +1,16 @@
 """Data preparation timing: load + validate a CSV, then the full chain up to training windows.
 
-For each size a seeded synthetic CSV (``pipeline.synthetic``, hourly, signal 0.3) is written into a
-temporary folder (untimed); every stage is then run ``--repeats`` times and the median is reported.
+For each size a seeded synthetic CSV (``pipeline.data.synthetic``, hourly, signal 0.3) is written
+into a temporary folder (untimed); every stage is then run ``--repeats`` times and the median is
+reported.
 
 Stages (each timed on its own; the chain is timed end to end, not summed):
-  load + validate      ``pipeline.data.load_dataset`` (parse, normalise, validate, sha256)
-  features + labels    ``pipeline.prepare.arrays_from_config`` with the default TrainingConfig,
-                       the call ``prepare_dataset`` makes (features, labels, splits,
-                       train-only scaler, scaled matrix)
-  windows (train)      ``pipeline.windows.WindowData.create(...)`` of the labelled train bars on
-                       the CPU plus one ``batch`` over all of them: every train window
+  load + validate      ``pipeline.data.load.load_dataset`` (parse, normalise, validate, sha256)
+  features + labels    ``pipeline.classifiers.prepare.arrays_from_config`` with the default
+                       TrainingConfig, the call ``prepare_dataset`` makes (features, labels,
+                       splits, train-only scaler, scaled matrix)
+  windows (train)      ``pipeline.classifiers.windows.WindowData.create(...)`` of the labelled
+                       train bars on the CPU plus one ``batch`` over all of them: every train window
                        materialised as one ``(n, lookback, F)`` float32 tensor (an upper bound:
                        the trainer gathers windows per batch, on its device)
   full chain           load + validate + features + labels + windows, end to end
@@ -37,12 +38,12 @@ import pandas as pd
 import torch
 from _common import cpu_model
 
+from pipeline.classifiers.prepare import PreparedArrays, arrays_from_config
+from pipeline.classifiers.windows import WindowData
 from pipeline.common import atomic_write_text
-from pipeline.config_schema import TrainingConfig
-from pipeline.data import load_dataset
-from pipeline.prepare import PreparedArrays, arrays_from_config
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
-from pipeline.windows import WindowData
+from pipeline.config.schema import TrainingConfig
+from pipeline.data.load import load_dataset
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data_prep.md"
 TARGETS_S = {17_500: 0.5, 175_000: 5.0}

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from _common import cpu_model, gpu_description, load_average
 
-from pipeline.artifacts import Artifacts, dataset_file
 from pipeline.common import Paths, atomic_write_text
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.store.artifacts import Artifacts, dataset_file
 from runpod_train import STEP_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent

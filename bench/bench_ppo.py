@@ -44,8 +44,8 @@ from _common import cpu_model, gpu_description, load_average
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 from pipeline.common import atomic_write_text
-from pipeline.config import load_config
-from pipeline.config_schema import PPOConfig
+from pipeline.config.files import load_config
+from pipeline.config.schema import PPOConfig
 from pipeline.device import resolve_device
 from ppo_approach import callbacks
 from ppo_approach import ppo_trading_agent as agent

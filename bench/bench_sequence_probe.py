@@ -27,9 +27,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from torch import nn
 
-from pipeline.features import DEFAULT_FEATURES
-from pipeline.prepare import prepare_arrays
-from pipeline.synthetic import generate_ohlcv
+from pipeline.classifiers.prepare import prepare_arrays
+from pipeline.data.features import DEFAULT_FEATURES
+from pipeline.data.synthetic import generate_ohlcv
 
 HERE = Path(__file__).resolve().parent
 PER_BAR = ("ret_1", "hl_range", "body", "upper_wick", "lower_wick", "volume_ratio_24")

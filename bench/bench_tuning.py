@@ -1,7 +1,7 @@
 """Tuning benchmark (issue 11): trials per hour with one and two workers, and what a 20-trial
 agent study gains over the defaults on the bundled dataset.
 
-Part 1, throughput: the agent stage with the bundled PPO space (``pipeline/search_spaces/
+Part 1, throughput: the agent stage with the bundled PPO space (``pipeline/tuning/search_spaces/
 agent.txt``) and the smoke preset (2,048 timesteps per trial) on the bundled dataset. The same
 ``--trials`` parameter sets (drawn once from the space with a seeded random sampler) are queued in
 a fresh study for each run, so one and two workers run exactly the same trials; pruning is off.
@@ -39,7 +39,7 @@ from typing import Any
 import optuna
 from _common import cpu_model, gpu_description, load_average
 
-from pipeline.search_space import SearchSpace, default_space_path, read_search_space
+from pipeline.tuning.space import SearchSpace, default_space_path, read_search_space
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = "SYNTH-BTC-EUR_1H_20240101-20251231"
@@ -264,7 +264,7 @@ def main() -> int:
         "",
         "## Trials per hour, smoke space, one and two workers (CPU)",
         "",
-        f"Agent stage, bundled PPO space (`pipeline/search_spaces/agent.txt`), smoke preset "
+        f"Agent stage, bundled PPO space (`pipeline/tuning/search_spaces/agent.txt`), smoke preset "
         f"(2,048 timesteps per trial, 2 envs), bundled dataset; the same {len(trials)} parameter "
         "sets queued for every run, pruning off, `OMP_NUM_THREADS=1`. Trials per hour from the "
         "first trial's start to the last one's end; wall time includes the start of the "

@@ -1,4 +1,5 @@
-"""Write a seeded synthetic OHLCV CSV (see pipeline/synthetic.py for the model and planted signal).
+"""Write a seeded synthetic OHLCV CSV (see pipeline/data/synthetic.py for the model and planted
+signal).
 
 Example (the bundled dataset):
     python datasets/make_synthetic.py --rows 17544 --signal 0.3 --seed 7 --start 2024-01-01 \\
@@ -15,7 +16,7 @@ from pathlib import Path
 # through a sys.path patch; without it, one line says how to install (issue 9 item 7).
 try:
     from pipeline.common import PipelineError, run_cli
-    from pipeline.synthetic import KINDS, generate_ohlcv, write_ohlcv_csv
+    from pipeline.data.synthetic import KINDS, generate_ohlcv, write_ohlcv_csv
 except ModuleNotFoundError as exc:
     if exc.name != "pipeline":
         raise

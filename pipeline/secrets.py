@@ -1,9 +1,9 @@
 """Secrets: which values count, masking them in text and log records, finding them in files.
 
 Used by the entry points and preflight (masked log records and rows) and by the push step
-(:mod:`pipeline.git_push`: URL passwords, refusing to commit a file that holds a secret). A leaf
+(:mod:`pipeline.publish.push`: URL passwords, refusing to commit a file that holds a secret). A leaf
 module with no third-party imports, so preflight can use it where GitPython is missing. Moved
-here from ``pipeline/preflight.py`` and the script ``runpod_github.py`` (issue 9: library code
+here from ``pipeline/run/preflight.py`` and the script ``runpod_github.py`` (issue 9: library code
 lives in ``pipeline/``, nothing there imports a script).
 """
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.common import PipelineError
-from pipeline.config_schema import PPOConfig
+from pipeline.config.schema import PPOConfig
 from ppo_approach.trading_env import MarketData
 
 log = logging.getLogger(__name__)
@@ -198,13 +198,13 @@ def build_blocks(
 
     Everything comes from the table (step 5 wrote each bar's prices, price features and true
     class beside its predictions) and ``meta``, its ``predictions_*.json``
-    (:func:`pipeline.prediction_table.load_table_meta`): no CSV parse, no classifier features,
-    labels or splits, and so no classifier config. Checks that each block's bars are
+    (:func:`pipeline.classifiers.prediction_table.load_table_meta`): no CSV parse, no classifier
+    features, labels or splits, and so no classifier config. Checks that each block's bars are
     consecutive, inside the dataset, past the price-feature warm-up, in chronological order
     train < val < test. That the table belongs to the dataset on disk is the caller's check (its
     SHA-256 against ``meta["dataset_sha256"]``: :func:`check_table_dataset`).
     """
-    from pipeline.features import AGENT_PRICE_FEATURE_NAMES
+    from pipeline.data.features import AGENT_PRICE_FEATURE_NAMES
 
     where = table.attrs.get("path", "prediction table")
     n_bars = int(meta["n_bars"])
@@ -294,7 +294,8 @@ def build_blocks(
 @dataclass(frozen=True)
 class TableDataset:
     """The dataset a prediction table was written from, as its ``predictions_*.json`` says
-    (:func:`pipeline.prediction_table.table_meta`): all step 7 needs of the dataset itself."""
+    (:func:`pipeline.classifiers.prediction_table.table_meta`): all step 7 needs of the dataset
+    itself."""
 
     name: str
     sha256: str
@@ -307,7 +308,7 @@ class TableDataset:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> TableDataset:
-        """From a checked :func:`pipeline.prediction_table.load_table_meta` dict."""
+        """From a checked :func:`pipeline.classifiers.prediction_table.load_table_meta` dict."""
         return cls(
             name=str(meta["dataset"]),
             sha256=str(meta["dataset_sha256"]),

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.common import atomic_path, atomic_write_json
-from pipeline.report_names import (
+from pipeline.run.report_names import (
     COUNT_METRICS,
     PCT_METRICS,
     STRATEGY_NAMES,
@@ -181,10 +181,11 @@ def significance_section(
 ) -> dict[str, dict[str, Any]]:
     """Is it luck? (issue 18 item 3) For the agent, the classifier rule and buy-and-hold on the
     test block: PSR, 95 % block-bootstrap intervals of total return and annualised Sharpe, and a
-    verdict (:mod:`pipeline.significance`). The agent's DSR deflates for ``configurations_tried``
-    (tuning trials) times the seeds, with the variance of the seeds' test-block Sharpe ratios
-    when there are several, else the estimation variance of one Sharpe ratio."""
-    from pipeline.significance import significance
+    verdict (:mod:`pipeline.checks.significance`). The agent's DSR deflates for
+    ``configurations_tried`` (tuning trials) times the seeds, with the variance of the seeds'
+    test-block Sharpe ratios when there are several, else the estimation variance of one Sharpe
+    ratio."""
+    from pipeline.checks.significance import significance
 
     rows = (seeds or {}).get("runs") or []
     srs = [

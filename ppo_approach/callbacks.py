@@ -24,16 +24,16 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from pipeline.artifacts import (
-    PPO_BEST_META_NAME,
-    PPO_BEST_MODEL_NAME,
-    ppo_checkpoint_file,
-)
 from pipeline.common import (
     ProgressLog,
     atomic_write_json,
 )
-from pipeline.process import handle_signals
+from pipeline.run.process import handle_signals
+from pipeline.store.artifacts import (
+    PPO_BEST_META_NAME,
+    PPO_BEST_MODEL_NAME,
+    ppo_checkpoint_file,
+)
 from ppo_approach.evaluation import (
     ClassifierRulePolicy,
     EpisodeRecord,
@@ -108,7 +108,7 @@ def stop_signals(
 ) -> Any:
     """While inside, SIGINT / SIGTERM / SIGHUP set ``request`` instead of killing the process, so
     ``learn()`` ends at a step boundary and a checkpoint is written (through the pipeline's one
-    signal mechanism, :func:`pipeline.process.handle_signals`)."""
+    signal mechanism, :func:`pipeline.run.process.handle_signals`)."""
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name

@@ -4,7 +4,7 @@ baseline policies; used by the validation callback (and so the tuner) and by the
 Every strategy (the agent, buy-and-hold, always-flat, a random policy, a rule on the classifier's
 probabilities) runs through the SAME :class:`ppo_approach.trading_env.TradingEnv`: decision at
 bar ``t``, fill at ``open[t+1]``, the same fees and slippage, equity marked at ``close[t+1]``.
-Which metrics there are, their order and how they print is :mod:`pipeline.report_names`'s.
+Which metrics there are, their order and how they print is :mod:`pipeline.run.report_names`'s.
 
 Metric definitions (``E_0 .. E_n`` = equity after each of the ``n`` steps, ``E_0`` = initial
 capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars per year):
@@ -30,7 +30,7 @@ capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars pe
   reads HOLD (issue 16); the invalid ones are also counted apart (issue 10: an agent that learned
   "an invalid action is a free HOLD" shows up here instead of hiding behind 0 trades).
 
-Annualisation: ``P`` comes from :mod:`pipeline.annualisation` (inferred from the bars the
+Annualisation: ``P`` comes from :mod:`pipeline.data.annualisation` (inferred from the bars the
 dataset has per calendar year; step 5 records it beside each prediction table).
 """
 
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.common import PipelineError
-from pipeline.report_names import METRIC_NAMES, TABLE_COLUMNS
+from pipeline.run.report_names import METRIC_NAMES, TABLE_COLUMNS
 from ppo_approach.trading_env import Actions, TradingEnv
 
 if TYPE_CHECKING:  # torch and SB3 load only where a model is evaluated (--help stays light)
@@ -416,7 +416,7 @@ BLOCK_NAMES: dict[str, str] = {
 }
 """Metric -> the name :func:`block_metrics` reports its episode mean under, for the metrics the
 validation log, TensorBoard and ``selection_metric`` have always used; every other metric of
-:data:`pipeline.report_names.TABLE_COLUMNS` is reported as ``mean_<name>``."""
+:data:`pipeline.run.report_names.TABLE_COLUMNS` is reported as ``mean_<name>``."""
 
 
 def block_metrics(records: Sequence[EpisodeRecord], bars_per_year: float) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.leak_alarms import LOOKAHEAD_CUTS, Alarm, lookahead_bars, sharpe_alarms
+from pipeline.checks.leak_alarms import LOOKAHEAD_CUTS, Alarm, lookahead_bars, sharpe_alarms
 from ppo_approach.trading_env import MarketData, TradingEnv
 
 __all__ = ["agent_alarms", "env_probe_alarms", "future_changed"]

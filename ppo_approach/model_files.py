@@ -43,15 +43,15 @@ from stable_baselines3 import PPO
 from stable_baselines3 import __version__ as sb3_version
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from pipeline.artifacts import (
-    PPO_CHECKSUMS_NAME,
-    ppo_checkpoint_timesteps,
-)
 from pipeline.common import (
     PipelineError,
     atomic_path,
     atomic_write_json,
     sha256_file,
+)
+from pipeline.store.artifacts import (
+    PPO_CHECKSUMS_NAME,
+    ppo_checkpoint_timesteps,
 )
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ What lives here and why:
   sb3-contrib's MaskablePPO with ``algorithm = maskable_ppo`` (invalid actions masked out of the
   policy through the env's ``action_masks()``, which the vec envs forward), with SEPARATE policy
   and value networks (``net_arch=dict(pi=..., vf=...)``) and every hyperparameter from
-  :class:`pipeline.config_schema.PPOConfig` (SB3 meanings: ``n_steps`` per environment);
+  :class:`pipeline.config.schema.PPOConfig` (SB3 meanings: ``n_steps`` per environment);
   :func:`batch_size_warnings` says, with the numbers, when a minibatch does not divide a rollout.
 * :func:`make_vec_env` builds ``n_envs`` copies of the trading env as a ``SubprocVecEnv``
   (``forkserver`` start method: safe after CUDA is initialised, unlike ``fork``) with one torch
@@ -39,7 +39,7 @@ from stable_baselines3 import PPO  # noqa: F401  (tests/test_ppo_checkpoints.py:
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
-from pipeline.config_schema import PPOConfig
+from pipeline.config.schema import PPOConfig
 from ppo_approach.callbacks import StopOnRequestCallback, stop_signals
 from ppo_approach.model_files import AgentError, AgentModel, new_model
 from ppo_approach.reward_functions import RewardConfig

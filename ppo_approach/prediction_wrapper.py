@@ -1,8 +1,9 @@
 """Step 6 of the driver: every model the PPO config needs loads and predicts.
 
 :func:`validate_models` loads each classifier (and its walk-forward fold models) through the
-predictors of :mod:`pipeline.predictors`, runs a dummy window, checks shapes and probability sums,
-and checks the prediction table the agent will read (:mod:`pipeline.prediction_table`).
+predictors of :mod:`pipeline.classifiers.predictors`, runs a dummy window, checks shapes and
+probability sums, and checks the prediction table the agent will read
+(:mod:`pipeline.classifiers.prediction_table`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import Artifacts
+from pipeline.classifiers.prediction_table import PROB_TOLERANCE, load_prediction_table
+from pipeline.classifiers.predictors import EnsemblePredictionModel, PredictionModel
+from pipeline.classifiers.prepare import prepare_dataset
 from pipeline.common import Paths, PipelineError, sha256_file
-from pipeline.config_schema import Config
+from pipeline.config.schema import Config
 from pipeline.device import resolve_device
-from pipeline.prediction_table import PROB_TOLERANCE, load_prediction_table
-from pipeline.predictors import EnsemblePredictionModel, PredictionModel
-from pipeline.prepare import prepare_dataset
+from pipeline.store.artifacts import Artifacts
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
     Raises:
         PipelineError: naming the model that failed.
     """
-    from pipeline.data import resolve_dataset_path
-    from pipeline.model_choice import resolve_prediction_model
+    from pipeline.classifiers.model_choice import resolve_prediction_model
+    from pipeline.data.load import resolve_dataset_path
 
     cfg, choice = resolve_prediction_model(cfg, paths, dataset)  # auto -> the validation-best
     log.info("the agent's classifier: %s", choice)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.common import PipelineError
-from pipeline.config_schema import PPOConfig, check_settings, schema_default, settings_from
+from pipeline.config.schema import PPOConfig, check_settings, schema_default, settings_from
 
 DSR_VARIANCE_EPS = 1e-14
 """Below this EMA variance of returns the differential Sharpe ratio is undefined; it returns 0.
@@ -114,7 +114,7 @@ def sharpe_term(
 class RewardConfig:
     """Weights of the reward terms: the ``reward`` group of ``PPOConfig``, same names and order.
 
-    Defaults and ranges are declared once, in :class:`pipeline.config_schema.PPOConfig`, and read
+    Defaults and ranges are declared once, in :class:`pipeline.config.schema.PPOConfig`, and read
     from there (issue 9 item 3), so the config loader refuses every value this class refuses.
     """
 
@@ -131,7 +131,7 @@ class RewardConfig:
 
     @classmethod
     def from_ppo_config(cls, cfg: Any) -> RewardConfig:
-        """Read the reward fields of a ``pipeline.config_schema.PPOConfig`` (by attribute name)."""
+        """Read the reward fields of a ``pipeline.config.schema.PPOConfig`` (by attribute name)."""
         return settings_from(cls, cfg)
 
 

@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import artifacts as art
-from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError, atomic_write_json, sha256_file
-from pipeline.config_schema import Config, PPOConfig
+from pipeline.config.schema import Config, PPOConfig
+from pipeline.store import artifacts as art
+from pipeline.store.artifacts import Artifacts
 
 if TYPE_CHECKING:
     from ppo_approach import model_files

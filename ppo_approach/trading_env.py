@@ -38,7 +38,7 @@ import numpy as np
 from gymnasium import spaces
 
 from pipeline.common import PipelineError
-from pipeline.config_schema import PPOConfig, check_settings, schema_default, settings_from
+from pipeline.config.schema import PPOConfig, check_settings, schema_default, settings_from
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 
 OBS_CLIP = 10.0
@@ -105,7 +105,7 @@ _FRACTION: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 0.25, 0.5, 1.0, 0.0, 0.0)
 class EnvConfig:
     """Environment settings: the ``env`` group of ``PPOConfig``, same names and order.
 
-    Defaults and ranges are declared once, in :class:`pipeline.config_schema.PPOConfig` (what each
+    Defaults and ranges are declared once, in :class:`pipeline.config.schema.PPOConfig` (what each
     key means is its doc line there), and read from there (issue 9 item 3), so the config loader
     refuses every value this class refuses.
     """
@@ -123,7 +123,7 @@ class EnvConfig:
 
     @classmethod
     def from_ppo_config(cls, cfg: Any) -> EnvConfig:
-        """Read the environment fields of a ``pipeline.config_schema.PPOConfig`` (by attribute
+        """Read the environment fields of a ``pipeline.config.schema.PPOConfig`` (by attribute
         name)."""
         return settings_from(cls, cfg)
 

@@ -49,8 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import artifacts as art
-from pipeline.artifacts import Artifacts, dataset_name
+from pipeline.checks.leak_alarms import Alarm, alarm_lines, raise_if_strict
 from pipeline.common import (
     EXIT_OK,
     CliParser,
@@ -62,11 +61,12 @@ from pipeline.common import (
     setup_logging,
     sha256_file,
 )
-from pipeline.config import add_config_args, config_from_args, write_resolved
-from pipeline.config_schema import Config, PPOConfig
-from pipeline.leak_alarms import Alarm, alarm_lines, raise_if_strict
-from pipeline.runlock import step_lock
-from pipeline.step_results import BacktestReport
+from pipeline.config.files import add_config_args, config_from_args, write_resolved
+from pipeline.config.schema import Config, PPOConfig
+from pipeline.run.lock import step_lock
+from pipeline.run.step_results import BacktestReport
+from pipeline.store import artifacts as art
+from pipeline.store.artifacts import Artifacts, dataset_name
 from ppo_approach import backtest, evaluation, run_folder
 from ppo_approach.agent_blocks import (
     DIAGNOSTIC_SOURCES,
@@ -121,7 +121,7 @@ class AgentRun:
 
     @property
     def model_name(self) -> str:
-        """The agent's artifact name (:func:`pipeline.artifacts.agent_name`)."""
+        """The agent's artifact name (:func:`pipeline.store.artifacts.agent_name`)."""
         p = self.cfg.ppo
         return art.agent_name(p.prediction_model, p.ppo_prediction_source, p.oracle_accuracy)
 
@@ -143,10 +143,10 @@ def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
     """Phase 1: the agent's blocks from the prediction table and its ``.json`` (the CSV is only
     hashed: the table must have been written from it), the annualisation and the env, reward and
     device settings."""
-    from pipeline.data import resolve_dataset_path
+    from pipeline.classifiers.model_choice import resolve_prediction_model
+    from pipeline.classifiers.prediction_table import load_prediction_table, load_table_meta
+    from pipeline.data.load import resolve_dataset_path
     from pipeline.device import resolve_device
-    from pipeline.model_choice import resolve_prediction_model
-    from pipeline.prediction_table import load_prediction_table, load_table_meta
 
     cfg, choice = resolve_prediction_model(cfg, paths, dataset)  # auto -> the validation-best
     log.info("the agent's classifier: %s", choice)
@@ -608,7 +608,7 @@ def _seed_row(outcome: SeedOutcome, run: AgentRun, selected: bool) -> dict[str, 
 def record_artifacts(files: Artifacts, model_name: str) -> None:
     """List what step 7 wrote in the run manifest: the final model, its meta and resolved
     config, the TensorBoard runs, the backtest report and plot (checkpoints stay local)."""
-    from pipeline.manifest import STEP_AGENT
+    from pipeline.store.manifest import STEP_AGENT
 
     manifest = files.manifest()
     written = [

@@ -38,10 +38,10 @@ import torch
 
 import train_models
 from pipeline.common import Paths
-from pipeline.config import Config, load_config
-from pipeline.config_schema import MODEL_NAMES
-from pipeline.step_results import TrainingSummary
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.config.files import Config, load_config
+from pipeline.config.schema import MODEL_NAMES
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.run.step_results import TrainingSummary
 
 # Fixtures that train a model or an agent, or run a subprocess or git (here or in a module): a
 # test asking for one, even through another fixture, must be marked integration

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.artifacts import Artifacts
 from pipeline.common import Paths
-from pipeline.config import load_config
+from pipeline.config.files import load_config
+from pipeline.store.artifacts import Artifacts
 from ppo_approach import train_ppo_agent
 
 pytestmark = pytest.mark.integration

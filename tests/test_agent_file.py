@@ -19,7 +19,7 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
 from pipeline.common import sha256_file
-from pipeline.config_schema import PPOConfig
+from pipeline.config.schema import PPOConfig
 from ppo_approach import model_files
 from ppo_approach import ppo_trading_agent as agent
 

@@ -25,8 +25,8 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name: one torch th
     _smoke_cfg,
 )
 
-from pipeline import report_names
 from pipeline.common import Paths
+from pipeline.run import report_names
 from ppo_approach import backtest as bt
 from ppo_approach import evaluation
 from ppo_approach import train_ppo_agent as step
@@ -159,7 +159,7 @@ def test_seeds_train_n_agents_and_the_best_on_validation_is_final(
     """Issue 10: ``seeds = N`` trains N agents (seeds seed .. seed+N-1, own folders), the best on
     the validation block becomes the final model, and the backtest report shows every seed's
     test result plus the median and spread; a rerun with ``--resume`` trains nothing again."""
-    from pipeline.artifacts import Artifacts
+    from pipeline.store.artifacts import Artifacts
 
     root = _fresh_root(ppo_source_root, tmp_path / "seeds")
     paths = Paths.from_root(root)

@@ -1,4 +1,4 @@
-"""pipeline.artifacts: every artifact name as it is today and the dataset-name rule (issue 9
+"""pipeline.store.artifacts: every artifact name as it is today and the dataset-name rule (issue 9
 item 2); the run manifest is tests/test_manifest.py."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import artifacts as art
-from pipeline.artifacts import Artifacts, dataset_name
 from pipeline.common import Paths, PipelineError
+from pipeline.store import artifacts as art
+from pipeline.store.artifacts import Artifacts, dataset_name
 
 pytestmark = pytest.mark.unit
 
@@ -84,11 +84,11 @@ def test_dataset_name_is_the_stem(given: str, name: str) -> None:
 
 
 def test_the_run_lock_lives_where_artifacts_says() -> None:
-    from pipeline import runlock
+    from pipeline.run import lock as runlock
 
     paths = Paths(Path("/r"))
     assert Artifacts(paths, "/x/y/ETH.csv").lock == runlock.lock_path(paths, "/x/y/ETH.csv")
-    assert not hasattr(runlock, "dataset_name"), "one naming rule: pipeline.artifacts'"
+    assert not hasattr(runlock, "dataset_name"), "one naming rule: pipeline.store.artifacts'"
 
 
 def test_dataset_file_is_the_inverse_of_the_name_rule() -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import annualisation, report_names
+from pipeline.data import annualisation
+from pipeline.run import report_names
 from ppo_approach import backtest as bt
 from ppo_approach import evaluation
 from ppo_approach.reward_functions import RewardConfig

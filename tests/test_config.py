@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.common import run_cli
-from pipeline.config import (
+from pipeline.config.files import (
     PPO_CONFIG_PATH,
     TRAINING_CONFIG_PATH,
     ConfigError,
@@ -298,7 +298,7 @@ def _preset_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> P
     folder = tmp_path / "presets"
     folder.mkdir()
     (folder / "smoke.txt").write_text(text, encoding="utf-8")
-    monkeypatch.setattr("pipeline.config.PRESETS_DIR", folder)
+    monkeypatch.setattr("pipeline.config.files.PRESETS_DIR", folder)
     return folder / "smoke.txt"
 
 
@@ -355,7 +355,7 @@ def test_preset_choices_and_help_list_the_files(
 
 
 def test_validate_catches_values_set_in_code() -> None:
-    from pipeline.config import Config, validate
+    from pipeline.config.files import Config, validate
 
     cfg = Config(TrainingConfig(lstm_dropout=float("nan")), PPOConfig(), {})
     with pytest.raises(ConfigError, match="lstm_dropout = nan .*default.*not a finite number"):
@@ -439,7 +439,7 @@ def _set_file(tmp_path: Path, text: str) -> Path:
 
 
 def test_set_file_applies_after_the_preset_and_before_set(tmp_path: Path) -> None:
-    from pipeline.config import load_config
+    from pipeline.config.files import load_config
 
     path = _set_file(
         tmp_path,
@@ -468,7 +468,7 @@ def test_set_file_applies_after_the_preset_and_before_set(tmp_path: Path) -> Non
 def test_a_bad_set_file_line_is_one_error_naming_file_and_line(
     tmp_path: Path, text: str, line: int, expected: str
 ) -> None:
-    from pipeline.config import load_config
+    from pipeline.config.files import load_config
 
     path = _set_file(tmp_path, text)
     with pytest.raises(ConfigError) as err:
@@ -484,7 +484,7 @@ def test_every_step_and_the_entry_point_take_set_file(tmp_path: Path) -> None:
     import runpod_main
     import runpod_train
     import train_models
-    from pipeline.config import config_from_args, passthrough_args
+    from pipeline.config.files import config_from_args, passthrough_args
     from ppo_approach import train_ppo_agent
 
     path = _set_file(tmp_path, "[ppo]\nn_epochs = 3\n")

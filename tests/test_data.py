@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.artifacts import dataset_name
 from pipeline.common import PipelineError, run_cli, sha256_file
-from pipeline.data import (
+from pipeline.data.load import (
     COLUMNS,
     DatasetError,
     DatasetInfo,
@@ -20,7 +19,8 @@ from pipeline.data import (
     load_dataset,
     resolve_dataset_path,
 )
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.store.artifacts import dataset_name
 
 pytestmark = pytest.mark.unit
 
@@ -103,7 +103,7 @@ def test_sha256_stable_and_content_sensitive(tmp_path: Path) -> None:
 
 def test_dataset_names_follow_the_artifact_naming_rule(tmp_path: Path) -> None:
     """DatasetInfo.name, the names listed as available and the run lock's name are one rule
-    (pipeline.artifacts.dataset_name, issue 9 item 2): a .csv file is named by its stem, as
+    (pipeline.store.artifacts.dataset_name, issue 9 item 2): a .csv file is named by its stem, as
     before; a file without .csv keeps its whole name, as its run lock always did."""
     src = generate_ohlcv(200, seed=3)
     write_ohlcv_csv(src, tmp_path / "my.data.csv")
@@ -386,7 +386,7 @@ def test_out_of_order_sorted_and_exact_duplicates_dropped(
     rows = _rows(5)
     shuffled = [rows[0], rows[2], rows[1], rows[3], rows[3], rows[4], rows[0]]
     path = _csv(tmp_path, [HEADER, *shuffled])
-    with caplog.at_level(logging.WARNING, logger="pipeline.data"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.load"):
         df, info = load_dataset(str(path))
     assert len(df) == 5 and df["timestamp"].is_monotonic_increasing
     assert list(df["open"]) == [100.0, 101.0, 102.0, 103.0, 104.0]

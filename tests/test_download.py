@@ -1,4 +1,4 @@
-"""The exchange downloader (issue 12): ``download_data.py`` over ``pipeline.download``.
+"""The exchange downloader (issue 12): ``download_data.py`` over ``pipeline.data.download``.
 
 No network: a fake exchange object with ccxt's attributes and ``fetch_ohlcv(symbol, timeframe,
 since, limit)`` signature serves pages cut from recorded candles (pagination, a rate-limit error
@@ -20,15 +20,15 @@ import pytest
 
 import download_data
 import runpod_main
-from pipeline import download as dl
-from pipeline.artifacts import (
+from pipeline.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PREFLIGHT
+from pipeline.data import download as dl
+from pipeline.data.load import load_dataset
+from pipeline.store.artifacts import (
     download_partial,
     download_state,
     exchange_dataset_name,
     parse_exchange_dataset_name,
 )
-from pipeline.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PREFLIGHT
-from pipeline.data import load_dataset
 
 pytestmark = pytest.mark.unit  # no network, no subprocess, no training: all fast
 
@@ -444,7 +444,7 @@ def test_progress_without_a_terminal_is_a_log_line_with_eta(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("PIPELINE_PROGRESS", "log")
-    with caplog.at_level("INFO", logger="pipeline.download"):
+    with caplog.at_level("INFO", logger="pipeline.data.download"):
         run(tmp_path, FakeExchange(), sleeps)
     lines = [r.getMessage() for r in caplog.records if "candles (" in r.getMessage()]
     assert lines and lines[-1].startswith(f"download {NAME}: {N}/{N} candles (100%)")

@@ -17,7 +17,6 @@ import pytest
 
 import runpod_main
 import runpod_train
-from pipeline import process
 from pipeline.common import (
     EXIT_INTERRUPTED,
     EXIT_PUSH,
@@ -25,8 +24,9 @@ from pipeline.common import (
     PipelineError,
     TrainingInterrupted,
 )
-from pipeline.runlock import lock_path, read_owner
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.run import process
+from pipeline.run.lock import lock_path, read_owner
 from runpod_train import (
     STEP_NAMES,
     StepFailed,
@@ -923,7 +923,7 @@ def test_a_config_edited_during_the_run_does_not_change_later_steps(
     """Issue 9: the config is parsed once per run; step 7 trains with the config the run started
     with even when the file is edited while step 5 runs (the driver used to rebuild argv and
     each step re-read the files)."""
-    from pipeline.config import load_config, write_resolved
+    from pipeline.config.files import load_config, write_resolved
     from ppo_approach import train_ppo_agent
 
     training = tmp_path / "training_config.txt"

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.common import PROJECT_ROOT
-from pipeline.config_schema import MODEL_NAMES
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.config.schema import MODEL_NAMES
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,10 @@ MODELS = MODEL_NAMES  # the default config's models: the four networks and logre
 def agent_model(root: Path) -> str:
     """What fed the agent: ``prediction_model = auto`` picks the best validation macro-F1 of the
     training summary, or the ensemble step 5 found better than every model alone
-    (pipeline.model_choice), so the test asks the same rule."""
+    (pipeline.classifiers.model_choice), so the test asks the same rule."""
+    from pipeline.classifiers.model_choice import resolve_prediction_model
     from pipeline.common import Paths
-    from pipeline.config import load_config
-    from pipeline.model_choice import resolve_prediction_model
+    from pipeline.config.files import load_config
 
     cfg, _ = resolve_prediction_model(load_config(), Paths.from_root(root), DATASET)
     return cfg.ppo.prediction_model

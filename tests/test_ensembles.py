@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.ensembles import (
+from pipeline.classifiers.ensembles import (
     beats_members,
     combine,
     fit_ensemble,
@@ -129,11 +129,11 @@ def test_auto_fits_the_ensembles_over_every_walk_forward_table(
     import pandas as pd
 
     import train_models
-    from pipeline.artifacts import Artifacts
+    from pipeline.classifiers.model_choice import resolve_prediction_model
+    from pipeline.classifiers.predictors import EnsemblePredictionModel, PredictionModel
+    from pipeline.classifiers.prepare import prepare_dataset
     from pipeline.common import Paths
-    from pipeline.model_choice import resolve_prediction_model
-    from pipeline.predictors import EnsemblePredictionModel, PredictionModel
-    from pipeline.prepare import prepare_dataset
+    from pipeline.store.artifacts import Artifacts
 
     write_dataset(tmp_path, "AU", signal=1.0, seed=3)
     paths = Paths.from_root(tmp_path)

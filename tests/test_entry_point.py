@@ -20,13 +20,13 @@ import pytest
 
 import runpod_main
 import runpod_train
-from pipeline import process
-from pipeline.artifacts import Artifacts
 from pipeline.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PREFLIGHT, PROJECT_ROOT, Paths
-from pipeline.manifest import STEP_ENTRY
-from pipeline.preflight import CheckResult
-from pipeline.runlock import LockHeldError, absolute_dataset, lock_path, step_lock
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.run import process
+from pipeline.run.lock import LockHeldError, absolute_dataset, lock_path, step_lock
+from pipeline.run.preflight import CheckResult
+from pipeline.store.artifacts import Artifacts
+from pipeline.store.manifest import STEP_ENTRY
 
 DATASET = "SYNTH-ENTRY_1H"
 
@@ -504,7 +504,7 @@ def test_driver_stops_with_an_interrupted_summary_when_its_parent_dies(tmp_path:
     assert "BrokenPipeError" not in text
 
 
-# ---------------------------------------------------------------- pipeline.runlock.step_lock
+# ---------------------------------------------------------------- pipeline.run.lock.step_lock
 
 
 @pytest.mark.integration

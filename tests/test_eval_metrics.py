@@ -21,7 +21,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import Logger
 
-from pipeline.config import load_config
+from pipeline.config.files import load_config
 from ppo_approach import callbacks, evaluation
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach.agent_blocks import PRED_BASE_COLUMNS
@@ -170,7 +170,7 @@ def test_behaviour_metrics_of_a_known_policy(tmp_path: Path) -> None:
 def test_validation_and_backtest_metrics_have_one_definition(tmp_path: Path) -> None:
     """Issue 20 item 2: every report metric reaches the validation metrics as its episode mean,
     computed by the backtest's own ``strategy_metrics`` (a new metric is one change)."""
-    from pipeline.report_names import TABLE_COLUMNS
+    from pipeline.run.report_names import TABLE_COLUMNS
 
     data = _data()
     rule = ClassifierRulePolicy(data.pred_features[:, 2:5])

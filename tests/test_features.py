@@ -1,5 +1,5 @@
-"""Features (pipeline.features), labels (pipeline.labels) and the sample windows
-(pipeline.windows.WindowData): causality, values, errors."""
+"""Features (pipeline.data.features), labels (pipeline.data.labels) and the sample windows
+(pipeline.classifiers.windows.WindowData): causality, values, errors."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 import ta
 import torch
 
-from pipeline import classifier_metrics
-from pipeline import features as F
-from pipeline import labels as L
+from pipeline.classifiers import metrics as classifier_metrics
+from pipeline.classifiers.windows import WindowData
 from pipeline.common import PipelineError
-from pipeline.windows import WindowData
+from pipeline.data import features as F
+from pipeline.data import labels as L
 
 pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
 
@@ -24,7 +24,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "features.md"
 
 def _ohlcv(n: int, seed: int = 0) -> pd.DataFrame:
     """Realistic candles: the project's synthetic generator (GARCH returns, daily volume)."""
-    from pipeline.synthetic import generate_ohlcv
+    from pipeline.data.synthetic import generate_ohlcv
 
     return generate_ohlcv(n, signal=0.3, seed=seed)
 
@@ -230,7 +230,8 @@ def test_auto_threshold_uses_only_given_rows() -> None:
 
 
 def _windows(x: np.ndarray, lookback: int, bars: np.ndarray) -> torch.Tensor:
-    """Every window of ``bars`` from :class:`pipeline.windows.WindowData` (CPU), ``(n, L, F)``."""
+    """Every window of ``bars`` from :class:`pipeline.classifiers.windows.WindowData` (CPU), ``(n,
+    L, F)``."""
     data = WindowData.create(x, bars, None, lookback, torch.device("cpu"))
     xb, _ = data.batch(torch.arange(len(data)))
     return xb

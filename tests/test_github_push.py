@@ -1,7 +1,7 @@
 """Step 8 against real git: a work repo and a bare remote in tmp_path.
 
-The library (``pipeline.git_push``, ``pipeline.git_runner``) is called directly; the CLI tests call
-``runpod_github.main`` (issue 9: the git plumbing moved out of the script).
+The library (``pipeline.publish.push``, ``pipeline.publish.git``) is called directly; the CLI tests
+call ``runpod_github.main`` (issue 9: the git plumbing moved out of the script).
 
 No network. Every test gets its own repo with the artifact folders git-ignored, as in the
 project, and an isolated git configuration (no global/system config, no credential helpers). The
@@ -28,18 +28,18 @@ import git
 import pytest
 
 import runpod_github
-from pipeline import git_push
-from pipeline.artifacts import Artifacts
 from pipeline.common import Paths
-from pipeline.git_push import (
+from pipeline.publish import push as git_push
+from pipeline.publish.git import ASKPASS_TOKEN_VAR, askpass_env
+from pipeline.publish.push import (
     PushConfig,
     PushError,
     check_remote_reachable,
     collect_artifacts,
     push_artifacts,
 )
-from pipeline.git_runner import ASKPASS_TOKEN_VAR, askpass_env
-from pipeline.manifest import KINDS, STEP_AGENT, STEP_CLASSIFIERS, STEP_DRIVER
+from pipeline.store.artifacts import Artifacts
+from pipeline.store.manifest import KINDS, STEP_AGENT, STEP_CLASSIFIERS, STEP_DRIVER
 
 DATASET = "BTC_1h"
 METRICS: dict[str, object] = {"dlstm macro-F1": 0.41, "agent test return": "3.2%"}
@@ -248,7 +248,7 @@ def test_entries_whose_file_is_gone_are_left_out(
     work, bare = repos
     gone = "results/predictions_dlstm_BTC_1h.csv"
     (work / gone).unlink()
-    with caplog.at_level(logging.WARNING, logger="pipeline.git_push"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.publish.push"):
         result = push_artifacts(work, DATASET, METRICS, PushConfig())
     assert result.files == [f for f in EXPECTED if f != gone]
     assert gone not in remote_files(bare)
@@ -420,7 +420,7 @@ def test_files_over_the_size_limit_are_skipped_and_reported(
     (work / big).write_bytes(b"\x01" * 20_000)
     data = (work / big).read_bytes()
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.git_push"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.publish.push"):
         result = push_artifacts(work, DATASET, METRICS, PushConfig(max_file_mb=0.01))
 
     assert result.skipped == [big]
@@ -763,7 +763,7 @@ def test_push_by_hand_refuses_while_another_live_run_holds_the_lock(
     repos: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 8 item 14: no commit of artifacts a live run may still be writing."""
-    from pipeline.runlock import lock_path, step_lock
+    from pipeline.run.lock import lock_path, step_lock
 
     work, bare = repos
     paths = Paths.from_root(work)

@@ -56,9 +56,9 @@ def test_remove_inside_refuses_a_folder_outside_the_root(tmp_path: Path) -> None
 def test_a_folder_given_as_a_config_file_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipeline.config import load_config
-    from pipeline.config_schema import ConfigError
-    from pipeline.search_space import read_search_space
+    from pipeline.config.files import load_config
+    from pipeline.config.schema import ConfigError
+    from pipeline.tuning.space import read_search_space
 
     for kwargs in ({"set_files": [tmp_path]}, {"training_path": tmp_path}, {"ppo_path": tmp_path}):
         with pytest.raises(ConfigError) as info:
@@ -80,7 +80,7 @@ def test_a_folder_given_as_a_config_file_is_one_line(
 
 
 def test_every_row_on_one_timestamp_is_a_short_error_line(tmp_path: Path) -> None:
-    from pipeline.data import DatasetError, load_dataset
+    from pipeline.data.load import DatasetError, load_dataset
 
     rows = [f"2024-01-01T00:00:00Z,1,2,0.5,{1 + i / 1e5},1" for i in range(5000)]
     rows += [f"2024-01-02T00:00:00Z,1,2,0.5,{c},1" for c in (1.2, 1.25)]
@@ -178,7 +178,7 @@ def test_a_usage_error_leaves_no_log_file(
 ) -> None:
     import importlib
 
-    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+    from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 
     (tmp_path / "datasets").mkdir()
     write_ohlcv_csv(generate_ohlcv(50, seed=1), tmp_path / "datasets" / "U.csv")
@@ -198,12 +198,12 @@ def test_a_dataset_note_is_a_warning_once_per_file_not_per_load(
 ) -> None:
     import logging
 
-    from pipeline.data import load_dataset
+    from pipeline.data.load import load_dataset
 
     rows = [f"2024-01-01T{h:02d}:00:00Z,1,2,0.5,1,1" for h in range(24)]
     path = tmp_path / "export.csv"
     path.write_text(",open,high,low,close,volume\n" + "\n".join(rows) + "\n")
-    caplog.set_level(logging.DEBUG, logger="pipeline.data")
+    caplog.set_level(logging.DEBUG, logger="pipeline.data.load")
     for _ in range(5):  # steps 4, 5, 6, 7 and the agent's blocks each load the file
         load_dataset(str(path))
     notes = [r for r in caplog.records if "timestamps taken from the unnamed" in r.getMessage()]
@@ -253,7 +253,7 @@ def test_a_fresh_driver_run_with_step_7_marks_older_agents_and_a_resume_does_not
 ) -> None:
     import runpod_train
     from pipeline.common import Paths
-    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+    from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
     from ppo_approach import run_folder
     from runpod_train import StepOutcome
 
@@ -282,7 +282,7 @@ def test_a_dns_failure_is_final_not_retried() -> None:
 
     import ccxt
 
-    from pipeline import download as dl
+    from pipeline.data import download as dl
 
     sleeps: list[float] = []
     retry = dl.Retry(sleep=sleeps.append)
@@ -332,8 +332,8 @@ def test_the_driver_logs_an_estimated_duration_at_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import runpod_train
-    from pipeline.config import load_config
-    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+    from pipeline.config.files import load_config
+    from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
     from runpod_train import StepOutcome
 
     demo = load_config(preset="demo")

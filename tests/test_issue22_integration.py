@@ -67,7 +67,7 @@ DATASET = "LIFE-TEST_1H"
 
 
 def _tiny_root(root: Path) -> Path:
-    from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+    from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 
     (root / "datasets").mkdir(parents=True)
     write_ohlcv_csv(generate_ohlcv(50, seed=1), root / "datasets" / f"{DATASET}.csv")
@@ -220,8 +220,8 @@ def test_tuner_best_breaks_ties_by_trades_reports_them_and_names_the_given_csv(
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from pipeline import tuning
-    from pipeline.search_space import read_search_space
+    from pipeline.tuning import study as tuning
+    from pipeline.tuning.space import read_search_space
 
     space_file = tmp_path / "space.txt"
     space_file.write_text("[ppo]\nlearning_rate = float 1e-5 1e-3 log\n", encoding="utf-8")
@@ -307,7 +307,7 @@ def test_pytorch_train_says_it_is_a_library_without_importing_torch(
 PUSH_SCRIPT = """
 import sys, git
 from pipeline.common import run_cli
-from pipeline.git_runner import GitRunner
+from pipeline.publish.git import GitRunner
 g = GitRunner(git.Repo(sys.argv[1]), None, timeout_s=60)
 print("pushing", flush=True)
 raise SystemExit(run_cli(lambda: g.network(["push", "origin", "HEAD:refs/heads/main"])[0]))

@@ -1,7 +1,11 @@
 """Imports only go down the layers (issue 9): pipeline/ (library) <- classifier side
 (pytorch_train.py, train_models.py) <- agent side (ppo_approach/) <- driver and entry points
 (runpod_*.py). Scripts are leaves: only the driver imports other scripts. Every import counts, also
-one inside a function, so a back-climbing import cannot hide in a lazy import."""
+one inside a function, so a back-climbing import cannot hide in a lazy import.
+
+Inside pipeline/ the subpackages are layers too (issue 20 item 5, :data:`SUBPACKAGES`): the base
+modules (common, tables, secrets, device) import no subpackage; store <- data <- config <-
+classifiers <- checks, tuning; store <- publish; run on top."""
 
 from __future__ import annotations
 
@@ -38,11 +42,26 @@ ALLOWED: dict[str, set[str]] = {
     "runpod_train": PROJECT - {"bench", "tests", "runpod_main", "tune"},
     # tune.py (issue 11) runs the objectives: the classifier training loop and the agent's phases
     "tune": {"pipeline", "pytorch_train", "ppo_approach"},
-    "download_data": {"pipeline"},  # issue 12: a thin CLI over pipeline.download
-    "runs": {"pipeline"},  # lists and compares archived runs (pipeline.run_archive)
+    "download_data": {"pipeline"},  # issue 12: a thin CLI over pipeline.data.download
+    "runs": {"pipeline"},  # lists and compares archived runs (pipeline.run.archive)
     # issue 18 item 4: reruns steps 5 and 7 on each fold
     "rolling_eval": {"pipeline", "train_models", "pytorch_train", "ppo_approach"},
 }
+
+
+BASE_MODULES = {"common", "tables", "secrets", "device"}
+"""pipeline/'s own modules outside the subpackages: every subpackage may import them."""
+SUBPACKAGES: dict[str, set[str]] = {
+    "store": set(),
+    "data": {"store"},
+    "config": {"store", "data"},
+    "classifiers": {"store", "data", "config"},
+    "checks": {"store", "data", "config", "classifiers"},
+    "tuning": {"store", "data", "config", "classifiers"},
+    "publish": {"store"},
+    "run": {"store", "data", "config", "classifiers", "checks", "publish"},
+}
+"""pipeline subpackage -> the other subpackages it may import (the architecture, bottom up)."""
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -99,3 +118,56 @@ def test_the_check_catches_the_old_back_climbing_imports(
     probe.write_text(source)
     (bad,) = forbidden_imports(probe, owner)
     assert bad.endswith(f"imports {expected}") or f"imports {expected}." in bad
+
+
+def subpackage_violations(path: Path, owner: str) -> list[str]:
+    """``file:line imports X`` for every import of a pipeline subpackage that ``owner`` (a
+    subpackage, or ``base`` for pipeline/'s own modules) may not make."""
+    allowed = SUBPACKAGES.get(owner, set()) | {owner}
+    bad = []
+    for line, module in _imports(path):
+        parts = module.split(".")
+        if parts[0] != "pipeline" or len(parts) < 2 or parts[1] in BASE_MODULES:
+            continue
+        if parts[1] not in allowed:
+            shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            bad.append(f"{shown}:{line} imports {module}")
+    return bad
+
+
+def _pipeline_files() -> list[tuple[Path, str]]:
+    out = []
+    for p in sorted((ROOT / "pipeline").rglob("*.py")):
+        rel = p.relative_to(ROOT / "pipeline")
+        out.append((p, rel.parts[0] if len(rel.parts) > 1 else "base"))
+    return out
+
+
+def test_every_pipeline_module_is_in_a_known_layer() -> None:
+    owners = {owner for _, owner in _pipeline_files()}
+    assert owners == {"base", *SUBPACKAGES}
+    base = {p.stem for p, owner in _pipeline_files() if owner == "base"}
+    assert base == {"__init__", *BASE_MODULES}
+
+
+@pytest.mark.parametrize(("path", "owner"), _pipeline_files(), ids=lambda v: getattr(v, "name", v))
+def test_pipeline_subpackages_import_only_down(path: Path, owner: str) -> None:
+    assert subpackage_violations(path, owner) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "owner", "expected"),
+    [
+        ("from pipeline.run.summary import read_json\n", "classifiers", "pipeline.run.summary"),
+        ("def f():\n    from pipeline.classifiers import nets\n", "data", "pipeline.classifiers"),
+        ("import pipeline.tuning.study\n", "checks", "pipeline.tuning.study"),
+        ("from pipeline.store.artifacts import Artifacts\n", "base", "pipeline.store.artifacts"),
+    ],
+)
+def test_the_subpackage_check_catches_an_upward_import(
+    tmp_path: Path, source: str, owner: str, expected: str
+) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(source)
+    (bad,) = subpackage_violations(probe, owner)
+    assert bad.endswith(f"imports {expected}")

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import train_models
-from pipeline.common import Paths
-from pipeline.leak_alarms import (
+from pipeline.checks.leak_alarms import (
     Alarm,
     alarm_lines,
     lookahead_alarms,
@@ -24,6 +23,7 @@ from pipeline.leak_alarms import (
     split_alarms,
     val_gap_alarms,
 )
+from pipeline.common import Paths
 from ppo_approach import evaluation
 
 MODELS = ["gru"]
@@ -75,14 +75,14 @@ def test_label_shift_raises_the_direction_alarm(
 ) -> None:
     """Labels one bar early: r'(t) = r(t - 1) includes bar t's own return, which the features
     see. The logistic regression gets the direction right far too often."""
-    import pipeline.prepare
+    import pipeline.classifiers.prepare
 
-    real = pipeline.prepare.smoothed_future_return
+    real = pipeline.classifiers.prepare.smoothed_future_return
 
     def shifted(close: np.ndarray, k: int) -> np.ndarray:
         return np.concatenate([[np.nan], real(close, k)[:-1]])
 
-    monkeypatch.setattr(pipeline.prepare, "smoothed_future_return", shifted)
+    monkeypatch.setattr(pipeline.classifiers.prepare, "smoothed_future_return", shifted)
     summary = run_step5(tmp_path, write_dataset, smoke_config)
     direction = [a for a in summary["alarms"] if a["check"] == "direction"]
     assert any(a["subject"] == "logreg baseline" for a in direction), summary["alarms"]
@@ -106,9 +106,9 @@ def test_centred_window_raises_the_lookahead_alarm(
     """A centred 5-bar mean of returns as the first feature: its value at t needs t+1, t+2."""
     import pandas as pd
 
-    import pipeline.prepare
+    import pipeline.classifiers.prepare
 
-    real = pipeline.prepare.compute_features
+    real = pipeline.classifiers.prepare.compute_features
 
     def centred(df: pd.DataFrame, names: Any = None) -> pd.DataFrame:
         feats = real(df, names)
@@ -116,7 +116,7 @@ def test_centred_window_raises_the_lookahead_alarm(
         feats.iloc[:, 0] = ret.rolling(5, center=True, min_periods=1).mean().to_numpy()
         return feats
 
-    monkeypatch.setattr(pipeline.prepare, "compute_features", centred)
+    monkeypatch.setattr(pipeline.classifiers.prepare, "compute_features", centred)
     summary = run_step5(tmp_path, write_dataset, smoke_config)
     assert "lookahead" in checks(summary), summary["alarms"]
     lookahead = next(a for a in summary["alarms"] if a["check"] == "lookahead")
@@ -144,7 +144,7 @@ def test_model_trained_on_the_test_block_raises_split_and_control_alarms(
     model scores far
     above its early-stopping block; and the permuted-label control (which permutes the TRAIN
     block's labels only) still learns the test labels through the same path."""
-    from pipeline.splits import Block
+    from pipeline.data.splits import Block
 
     real = train_models.main_plan
 
@@ -176,9 +176,9 @@ def test_model_trained_on_the_test_block_raises_split_and_control_alarms(
 def test_no_purge_gap_raises_the_split_alarm(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.splits
+    import pipeline.data.splits
 
-    monkeypatch.setattr(pipeline.splits, "resolve_purge", lambda gap, k, lookback: 0)
+    monkeypatch.setattr(pipeline.data.splits, "resolve_purge", lambda gap, k, lookback: 0)
     summary = run_step5(tmp_path, write_dataset, smoke_config)
     assert checks(summary) == {"split"}, summary["alarms"]
     messages = " ".join(a["message"] for a in summary["alarms"])
@@ -255,7 +255,7 @@ def test_test_far_above_validation_and_implausible_sharpe() -> None:
 
 
 def _block() -> Any:
-    from pipeline.synthetic import generate_ohlcv
+    from pipeline.data.synthetic import generate_ohlcv
     from ppo_approach.trading_env import MarketData
 
     df = generate_ohlcv(600, signal=0.0, seed=5)
@@ -343,13 +343,13 @@ def test_leaky_rule_raises_the_sharpe_alarm() -> None:
 def _plant_whole_series_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
     from sklearn.preprocessing import StandardScaler
 
-    import pipeline.prepare
+    import pipeline.classifiers.prepare
 
     def whole_series(features: np.ndarray, block: Any, lookback: int) -> StandardScaler:
         rows = np.asarray(features, dtype=np.float64)
         return StandardScaler().fit(rows[np.isfinite(rows).all(axis=1)])
 
-    monkeypatch.setattr(pipeline.prepare, "fit_scaler", whole_series)
+    monkeypatch.setattr(pipeline.classifiers.prepare, "fit_scaler", whole_series)
 
 
 @pytest.mark.integration

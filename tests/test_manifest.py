@@ -1,5 +1,5 @@
-"""pipeline.manifest: the per-dataset run manifest the steps record into and the push step reads
-(issue 9 item 2)."""
+"""pipeline.store.manifest: the per-dataset run manifest the steps record into and the push step
+reads (issue 9 item 2)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import artifacts as art
-from pipeline.artifacts import Artifacts
 from pipeline.common import Paths
-from pipeline.manifest import (
+from pipeline.store import artifacts as art
+from pipeline.store.artifacts import Artifacts
+from pipeline.store.manifest import (
     KINDS,
     STEP_AGENT,
     STEP_CLASSIFIERS,
@@ -216,16 +216,16 @@ def test_the_manifest_module_does_not_import_the_artifacts_module() -> None:
     """artifacts -> manifest only (Artifacts.manifest opens it), so the two never form a cycle."""
     import ast
 
-    import pipeline.manifest
+    import pipeline.store.manifest
 
-    tree = ast.parse(Path(pipeline.manifest.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(pipeline.store.manifest.__file__).read_text(encoding="utf-8"))
     imported = {
         n.module if isinstance(n, ast.ImportFrom) else alias.name
         for n in ast.walk(tree)
         if isinstance(n, (ast.Import, ast.ImportFrom))
         for alias in n.names
     }
-    assert "pipeline.artifacts" not in imported
+    assert "pipeline.store.artifacts" not in imported
 
 
 def test_push_files_refuses_a_dataset_no_step_recorded(a: Artifacts) -> None:

@@ -31,9 +31,9 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
 )
 from test_ppo_checkpoints import _booby_trap
 
+from pipeline.classifiers.prediction_table import load_prediction_table, load_table_meta
 from pipeline.common import Paths, sha256_file
-from pipeline.config_schema import PPOConfig
-from pipeline.prediction_table import load_prediction_table, load_table_meta
+from pipeline.config.schema import PPOConfig
 from ppo_approach import callbacks, evaluation, model_files
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach.agent_blocks import AgentBlock, build_blocks

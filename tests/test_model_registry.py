@@ -11,15 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config_schema, model_choice, model_registry, nets
+from pipeline.classifiers import model_choice, nets
 from pipeline.common import PipelineError
-from pipeline.config_schema import TrainingConfig
-from pipeline.model_registry import ARCHITECTURES, architecture
-from pipeline.search_space import default_space_path, parse_param, read_search_space
+from pipeline.config import registry as model_registry
+from pipeline.config import schema as config_schema
+from pipeline.config.registry import ARCHITECTURES, architecture
+from pipeline.config.schema import TrainingConfig
+from pipeline.tuning.space import default_space_path, parse_param, read_search_space
 
 pytestmark = pytest.mark.unit
 
-PIPELINE = Path(model_registry.__file__).resolve().parent
+REGISTRY = Path(model_registry.__file__).resolve()
+PIPELINE = REGISTRY.parents[1]
 
 # Trainable parameters of each classifier built from the default TrainingConfig, measured before
 # the registry existed (git b9bf668, the old if-chain of build_classifier): a builder or default
@@ -112,8 +115,8 @@ def test_every_architecture_has_a_builder() -> None:
 
 
 def test_the_bundled_classifier_space_has_the_registry_ranges() -> None:
-    """Every per-architecture line of pipeline/search_spaces/classifier.txt is a registry range
-    (parsed the same way), and every registry range is in the file."""
+    """Every per-architecture line of pipeline/tuning/search_spaces/classifier.txt is a registry
+    range (parsed the same way), and every registry range is in the file."""
     path = default_space_path("classifier")
     bundled = {
         p.key: dataclasses.replace(p, where="")
@@ -147,14 +150,15 @@ def test_the_registry_imports_no_torch() -> None:
     or LightGBM. (Checked on the source, not in a fresh interpreter: a unit test runs no
     subprocess, and in this process torch is already loaded.)"""
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    registry = _imported_modules(PIPELINE / "model_registry.py", top_level_only=False)
+    registry = _imported_modules(REGISTRY, top_level_only=False)
     assert {m for m in registry if m.split(".")[0] not in stdlib} <= {"pipeline", "pipeline.common"}
     # `from pipeline import common` would parse as module "pipeline": only common is named
-    tree = ast.parse((PIPELINE / "model_registry.py").read_text(encoding="utf-8"))
+    tree = ast.parse(REGISTRY.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
             assert [a.name for a in node.names] == ["common"]
     common = _imported_modules(PIPELINE / "common.py", top_level_only=True)
     assert {m for m in common if m.split(".")[0] not in stdlib} == set()
-    package = _imported_modules(PIPELINE / "__init__.py", top_level_only=True)
-    assert {m for m in package if m.split(".")[0] not in stdlib} == set()
+    for init in (PIPELINE / "__init__.py", REGISTRY.parent / "__init__.py"):
+        package = _imported_modules(init, top_level_only=True)
+        assert {m for m in package if m.split(".")[0] not in stdlib} == set()

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.classifier_metrics import class_weights, classification_metrics
+from pipeline.classifiers.metrics import class_weights, classification_metrics
+from pipeline.classifiers.nets import arch_config, build_classifier, moving_average
+from pipeline.classifiers.windows import WindowData, predict_proba
 from pipeline.common import EXIT_INTERRUPTED, PipelineError
-from pipeline.config_schema import MODEL_NAMES, TrainingConfig
+from pipeline.config.schema import MODEL_NAMES, TrainingConfig
 from pipeline.device import call_with_oom_retry, scale_batch_size, seed_everything
-from pipeline.nets import arch_config, build_classifier, moving_average
-from pipeline.windows import WindowData, predict_proba
 from pytorch_train import TrainingInterrupted, load_checkpoint, train_classifier
 
 L, F = 16, 6
@@ -333,7 +333,7 @@ def test_sigterm_becomes_keyboard_interrupt() -> None:
     import signal
     import time
 
-    from pipeline.process import interrupt_on_signals
+    from pipeline.run.process import interrupt_on_signals
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt), interrupt_on_signals():
@@ -361,7 +361,7 @@ def _sigterm_on_forward(model: torch.nn.Module, at_call: int) -> None:
 @pytest.mark.integration
 def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
     """Issue 8 item 6: stopped before epoch 1 finished, nothing claims a checkpoint."""
-    from pipeline.process import interrupt_on_signals
+    from pipeline.run.process import interrupt_on_signals
 
     x, bars, y = learnable_data(400)
     train, val = window_data(x, bars, y)
@@ -386,7 +386,7 @@ def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
 @pytest.mark.integration
 def test_sigterm_in_a_later_epoch_names_the_checkpoint_kept(tmp_path) -> None:
     """Issue 8 item 6: after epoch 1 was saved, the message names that checkpoint."""
-    from pipeline.process import interrupt_on_signals
+    from pipeline.run.process import interrupt_on_signals
 
     x, bars, y = learnable_data(400)
     train, val = window_data(x, bars, y)
@@ -492,9 +492,9 @@ def test_progress_bar_only_when_wanted(monkeypatch, caplog) -> None:
 def test_network_features_select_the_columns_a_network_reads() -> None:
     """``network_features``: the windows keep every feature (one scaler, one table); a network
     reads only the named columns, and its model file rebuilds the same selection."""
-    from pipeline.config_schema import ConfigError
-    from pipeline.features import DEFAULT_FEATURES
-    from pipeline.nets import ColumnSelect
+    from pipeline.classifiers.nets import ColumnSelect
+    from pipeline.config.schema import ConfigError
+    from pipeline.data.features import DEFAULT_FEATURES
 
     cfg = tiny_cfg(network_features=("ret_1", "hl_range"))
     arch = arch_config("gru", len(DEFAULT_FEATURES), cfg)

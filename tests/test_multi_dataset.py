@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 import runpod_main
-from pipeline.artifacts import Artifacts, multi_run_plot, multi_run_summary
 from pipeline.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -26,9 +25,9 @@ from pipeline.common import (
     EXIT_PREFLIGHT,
     Paths,
 )
-from pipeline.git_push import PushConfig
-from pipeline.manifest import STEP_AGENT, STEP_CLASSIFIERS
-from pipeline.multi_run import (
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.publish.push import PushConfig
+from pipeline.run.multi_run import (
     DEFERRED_REASON,
     DatasetOutcome,
     best_classifier,
@@ -38,8 +37,9 @@ from pipeline.multi_run import (
     push_datasets,
     split_datasets,
 )
-from pipeline.preflight import CheckResult
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.run.preflight import CheckResult
+from pipeline.store.artifacts import Artifacts, multi_run_plot, multi_run_summary
+from pipeline.store.manifest import STEP_AGENT, STEP_CLASSIFIERS
 
 GOOD, BAD = "MULTI-GOOD_1H", "MULTI-BAD_1H"
 SMOKE = ["--preset", "smoke", "--set", "num_threads=1"]
@@ -359,8 +359,8 @@ def test_best_classifier_is_chosen_on_the_validation_block() -> None:
 
 @pytest.mark.unit
 def test_preflight_rows_name_each_dataset(tmp_path: Path) -> None:
-    from pipeline.config import load_config
-    from pipeline.preflight import run_preflight_many
+    from pipeline.config.files import load_config
+    from pipeline.run.preflight import run_preflight_many
 
     _datasets(tmp_path, "A_1H")
     cfg = load_config(None, None, "smoke", [])

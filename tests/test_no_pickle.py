@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.artifacts import Artifacts
+from pipeline.classifiers.prepare import apply_scaler, load_scaler_file, prepare_dataset
 from pipeline.common import PROJECT_ROOT, Paths, PipelineError
-from pipeline.config_schema import Config
-from pipeline.prepare import apply_scaler, load_scaler_file, prepare_dataset
+from pipeline.config.schema import Config
+from pipeline.store.artifacts import Artifacts
 from ppo_approach.prediction_wrapper import validate_models
 
 

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.artifacts import Artifacts
+from pipeline.classifiers.prediction_table import load_prediction_table, load_table_meta
+from pipeline.classifiers.prepare import prepare_dataset
 from pipeline.common import Paths
-from pipeline.config import load_config
-from pipeline.config_schema import ConfigError
-from pipeline.git_push import PushError, collect_artifacts
-from pipeline.manifest import STEP_AGENT
-from pipeline.prediction_table import load_prediction_table, load_table_meta
-from pipeline.prepare import prepare_dataset
-from pipeline.run_summary import agent_line
+from pipeline.config.files import load_config
+from pipeline.config.schema import ConfigError
+from pipeline.publish.push import PushError, collect_artifacts
+from pipeline.run.summary import agent_line
+from pipeline.store.artifacts import Artifacts
+from pipeline.store.manifest import STEP_AGENT
 from ppo_approach import backtest
 from ppo_approach.agent_blocks import ORACLE_LABEL, build_blocks, oracle_table
 

@@ -52,21 +52,31 @@ def test_project_dependencies_mirror_requirements_txt() -> None:
 def test_every_package_and_top_level_script_is_listed() -> None:
     """A package or script left out of the list is not importable once installed."""
     tool = _pyproject()["tool"]["setuptools"]
-    packages = sorted(p.parent.name for p in ROOT.glob("*/__init__.py"))
+    packages = sorted(
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in ROOT.glob("*/**/__init__.py")
+        if p.parent.relative_to(ROOT).parts[0] in ("pipeline", "ppo_approach")
+    )
     scripts = sorted(p.stem for p in ROOT.glob("*.py"))
-    assert sorted(tool["packages"]) == packages == ["pipeline", "ppo_approach"]
+    assert sorted(tool["packages"]) == packages
+    assert {"pipeline", "pipeline.data", "pipeline.run", "ppo_approach"} <= set(packages)
     assert sorted(tool["py-modules"]) == scripts
 
 
 @pytest.mark.unit
 def test_presets_are_package_data() -> None:
-    """The presets are read from pipeline/presets/ beside the code (``--preset NAME``)."""
-    globs = _pyproject()["tool"]["setuptools"]["package-data"]["pipeline"]
-    presets = sorted((ROOT / "pipeline" / "presets").glob("*.txt"))
-    assert {"demo.txt", "smoke.txt"} <= {p.name for p in presets}
-    for preset in presets:
-        rel = preset.relative_to(ROOT / "pipeline")
-        assert any(rel.match(g) for g in globs), f"{rel} is not package data"
+    """The presets are read from pipeline/config/presets/ beside the code (``--preset NAME``)."""
+    data = _pyproject()["tool"]["setuptools"]["package-data"]
+    for package, folder, must in (
+        ("pipeline.config", "presets", {"demo.txt", "smoke.txt"}),
+        ("pipeline.tuning", "search_spaces", {"agent.txt", "classifier.txt"}),
+    ):
+        base = ROOT.joinpath(*package.split("."))
+        files = sorted((base / folder).glob("*.txt"))
+        assert must <= {p.name for p in files}
+        for f in files:
+            rel = f.relative_to(base)
+            assert any(rel.match(g) for g in data[package]), f"{rel} is not package data"
 
 
 @pytest.mark.unit
@@ -163,8 +173,9 @@ def test_the_wheel_holds_the_packages_the_scripts_and_the_presets(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"pipeline/presets/demo.txt", "pipeline/presets/smoke.txt"} <= names
-    assert {"pipeline/config.py", "ppo_approach/trading_env.py", "runpod_main.py"} <= names
+    assert {"pipeline/config/presets/demo.txt", "pipeline/config/presets/smoke.txt"} <= names
+    assert "pipeline/tuning/search_spaces/agent.txt" in names
+    assert {"pipeline/config/files.py", "ppo_approach/trading_env.py", "runpod_main.py"} <= names
     assert {f"{p.stem}.py" for p in ROOT.glob("*.py")} <= names
 
 
@@ -190,7 +201,7 @@ def test_editable_install_makes_the_project_importable_from_anywhere(tmp_path: P
     assert proc.returncode == 0, proc.stderr
     check = (
         "import importlib.util, pipeline, ppo_approach\n"
-        "from pipeline.config import available_presets\n"
+        "from pipeline.config.files import available_presets\n"
         "names = ['runpod_main', 'runpod_train', 'runpod_github', 'train_models',\n"
         "         'pytorch_train']\n"
         "assert all(importlib.util.find_spec(n) for n in names), names\n"

@@ -27,11 +27,16 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from pipeline import annualisation, report_names
-from pipeline.artifacts import Artifacts
+from pipeline.classifiers.prediction_table import (
+    classifier_settings,
+    load_prediction_table,
+    load_table_meta,
+)
 from pipeline.common import PROJECT_ROOT, Paths, sha256_file
-from pipeline.config import Config, load_config, load_resolved
-from pipeline.prediction_table import classifier_settings, load_prediction_table, load_table_meta
+from pipeline.config.files import Config, load_config, load_resolved
+from pipeline.data import annualisation
+from pipeline.run import report_names
+from pipeline.store.artifacts import Artifacts
 from ppo_approach import agent_blocks, callbacks, evaluation, model_files, run_folder
 from ppo_approach import backtest as bt
 from ppo_approach import ppo_trading_agent as agent
@@ -739,19 +744,21 @@ def test_step_7_reads_the_table_and_only_hashes_the_csv(
     prediction table and its .json alone (no CSV parse, no classifier features, labels or
     splits: prepare_dataset and load_dataset are never called), with the same prices and price
     features as the dataset's own arrays."""
-    import pipeline.data
-    import pipeline.prepare
+    import pipeline.classifiers.prepare
+    import pipeline.data.load
 
     root = _fresh_root(ppo_source_root, tmp_path / "root")
     cfg = _smoke_cfg()
     paths = Paths.from_root(root)
-    prepared = pipeline.prepare.prepare_dataset(cfg.training, DATASET, paths, save_scaler=False)
+    prepared = pipeline.classifiers.prepare.prepare_dataset(
+        cfg.training, DATASET, paths, save_scaler=False
+    )
 
     def forbidden(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("step 7 parsed the CSV")
 
-    monkeypatch.setattr(pipeline.prepare, "prepare_dataset", forbidden)
-    monkeypatch.setattr(pipeline.data, "load_dataset", forbidden)
+    monkeypatch.setattr(pipeline.classifiers.prepare, "prepare_dataset", forbidden)
+    monkeypatch.setattr(pipeline.data.load, "load_dataset", forbidden)
     run = step.prepare_run(cfg, DATASET, paths)
     assert run.dataset.sha256 == sha256_file(root / "datasets" / f"{DATASET}.csv")
     assert run.dataset.n_bars == prepared.arrays.n_bars
@@ -852,7 +859,7 @@ def test_refuses_to_write_while_a_full_run_holds_the_lock(
     names the lock (issue 8 item 14)."""
     import socket
 
-    from pipeline.runlock import lock_path
+    from pipeline.run.lock import lock_path
 
     root = _fresh_root(ppo_source_root, tmp_path / "root")
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -31,8 +31,8 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
     val_block,
 )
 
-from pipeline import artifacts as art
 from pipeline.common import Paths, sha256_file
+from pipeline.store import artifacts as art
 from ppo_approach import callbacks, model_files, run_folder
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach import train_ppo_agent as step

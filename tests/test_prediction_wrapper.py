@@ -14,20 +14,20 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.artifacts import Artifacts
-from pipeline.common import Paths, PipelineError
-from pipeline.config_schema import MODEL_NAMES
-from pipeline.features import AGENT_PRICE_FEATURE_NAMES
-from pipeline.labels import auto_threshold
-from pipeline.prediction_table import (
+from pipeline.classifiers.prediction_table import (
     AGENT_COLUMNS,
     TABLE_COLUMNS,
     load_prediction_table,
     load_table_meta,
 )
-from pipeline.predictors import EnsemblePredictionModel, PredictionModel
-from pipeline.prepare import fit_scaler, prepare_dataset
-from pipeline.splits import Block
+from pipeline.classifiers.predictors import EnsemblePredictionModel, PredictionModel
+from pipeline.classifiers.prepare import fit_scaler, prepare_dataset
+from pipeline.common import Paths, PipelineError
+from pipeline.config.schema import MODEL_NAMES
+from pipeline.data.features import AGENT_PRICE_FEATURE_NAMES
+from pipeline.data.labels import auto_threshold
+from pipeline.data.splits import Block
+from pipeline.store.artifacts import Artifacts
 from ppo_approach.prediction_wrapper import validate_models
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.common import Paths
-from pipeline.config import load_config
-from pipeline.preflight import (
+from pipeline.config.files import load_config
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.run.lock import LockHeldError, RunLock, lock_path, pid_alive, read_owner
+from pipeline.run.preflight import (
     FAIL,
     PASS,
     WARN,
@@ -34,9 +36,7 @@ from pipeline.preflight import (
     install_secret_masking,
     run_preflight,
 )
-from pipeline.runlock import LockHeldError, RunLock, lock_path, pid_alive, read_owner
 from pipeline.secrets import mask_secrets, secret_values
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
 
 DATASET = "SYNTH-TEST_1H"
 
@@ -122,8 +122,8 @@ def test_dataset_valid_and_broken(paths: Paths) -> None:
 @pytest.mark.parametrize("n_rows", [1, 100])
 def test_dataset_too_short_for_the_split_fails_in_preflight(paths: Paths, n_rows: int) -> None:
     # issue 8 item 13: "needs at least N rows" came only in step 5, after preflight passed.
-    from pipeline.prepare import arrays_from_config
-    from pipeline.splits import SplitError
+    from pipeline.classifiers.prepare import arrays_from_config
+    from pipeline.data.splits import SplitError
 
     cfg = load_config(None, None, preset="smoke")
     name = f"SHORT-{n_rows}"
@@ -131,8 +131,8 @@ def test_dataset_too_short_for_the_split_fails_in_preflight(paths: Paths, n_rows
     write_ohlcv_csv(df, paths.datasets / f"{name}.csv")
     row = check_dataset(name, paths, cfg.training)
     assert row.status == FAIL, row
-    # the same minimum as step 5's error (pipeline.splits.make_splits via prepare)
-    loaded = pytest.importorskip("pipeline.data").load_dataset(name, paths.datasets)[0]
+    # the same minimum as step 5's error (pipeline.data.splits.make_splits via prepare)
+    loaded = pytest.importorskip("pipeline.data.load").load_dataset(name, paths.datasets)[0]
     with pytest.raises(SplitError) as step5:
         arrays_from_config(loaded, cfg.training)
     needed = int(str(step5.value).split("needs at least ")[-1].split()[0])
@@ -241,12 +241,12 @@ def test_remote_reachable_local_bare_repo(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_remote_check_imports_no_script(tmp_path: Path) -> None:
     # issue 9: pipeline/ must not import the top-level script runpod_github.py; the push row
-    # checks the remote with pipeline.git_push's plumbing instead.
+    # checks the remote with pipeline.publish.push's plumbing instead.
     code = (
-        "import sys; from pathlib import Path; from pipeline.preflight import check_remote; "
+        "import sys; from pathlib import Path; from pipeline.run.preflight import check_remote; "
         f"check_remote(Path({str(tmp_path)!r}), 'origin', timeout_s=5); "
         "assert 'runpod_github' not in sys.modules, 'preflight imported the script'; "
-        "assert 'pipeline.git_push' in sys.modules"
+        "assert 'pipeline.publish.push' in sys.modules"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -263,11 +263,11 @@ def test_remote_row_without_gitpython_is_one_row_not_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The dependencies row reports a missing GitPython; the push row must still come out.
-    for name in ("git", "pipeline.git_push", "pipeline.git_runner"):
+    for name in ("git", "pipeline.publish.push", "pipeline.publish.git"):
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: ImportError
     row = check_remote(tmp_path, "origin", timeout_s=5, required=True)
     assert row.status == FAIL
-    assert "pipeline.git_push not importable" in row.found
+    assert "pipeline.publish.push not importable" in row.found
 
 
 def _git_work(tmp_path: Path, url: str) -> Path:
@@ -324,7 +324,7 @@ def test_push_destination_checked_with_the_push_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The remote refuses the credentials: git ls-remote must have offered the token (through
-    # pipeline.git_runner's askpass helper, as the push does), and the row must fail without
+    # pipeline.publish.git's askpass helper, as the push does), and the row must fail without
     # leaking it.
     import base64
     import http.server

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.config_schema import ConfigError
+from pipeline.config.files import load_config
+from pipeline.config.schema import ConfigError
 from ppo_approach.reward_functions import (
     RewardConfig,
     RewardConfigError,
@@ -172,7 +172,7 @@ def test_reward_config_is_the_reward_group_of_ppo_config() -> None:
     import dataclasses
     import typing
 
-    from pipeline.config_schema import PPOConfig
+    from pipeline.config.schema import PPOConfig
 
     group = [f for f in dataclasses.fields(PPOConfig) if f.metadata["group"] == "reward"]
     ours = dataclasses.fields(RewardConfig)

@@ -13,9 +13,9 @@ import pytest
 
 import rolling_eval
 from pipeline.common import Paths, PipelineError
-from pipeline.config import load_config
-from pipeline.features import warmup_bars
-from pipeline.splits import make_splits
+from pipeline.config.files import load_config
+from pipeline.data.features import warmup_bars
+from pipeline.data.splits import make_splits
 
 
 def _splits(rows: int, cfg: Any) -> Any:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import runs
-from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, atomic_write_json, atomic_write_text
-from pipeline.manifest import STEP_AGENT, STEP_CLASSIFIERS, STEP_DRIVER
-from pipeline.run_archive import ARCHIVE_INFO, archive_previous_run, archived_runs
+from pipeline.run.archive import ARCHIVE_INFO, archive_previous_run, archived_runs
+from pipeline.store.artifacts import Artifacts
+from pipeline.store.manifest import STEP_AGENT, STEP_CLASSIFIERS, STEP_DRIVER
 
 pytestmark = pytest.mark.unit
 

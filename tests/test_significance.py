@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import significance as sig
+from pipeline.checks import significance as sig
 
 pytestmark = pytest.mark.unit
 

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import features as F
-from pipeline import labels as L
-from pipeline import prepare as P
-from pipeline import splits as S
+from pipeline.classifiers import prepare as P
+from pipeline.classifiers.windows import WindowData
 from pipeline.common import PipelineError
-from pipeline.windows import WindowData
+from pipeline.data import features as F
+from pipeline.data import labels as L
+from pipeline.data import splits as S
 
 pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
 
@@ -147,7 +147,7 @@ def test_no_folds_and_to_dict() -> None:
 
 
 def _frame(n: int, seed: int = 0) -> pd.DataFrame:
-    from pipeline.synthetic import generate_ohlcv
+    from pipeline.data.synthetic import generate_ohlcv
 
     return generate_ohlcv(n, signal=0.3, seed=seed)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import load_dataset
-from pipeline.synthetic import COLUMNS, generate_ohlcv, write_ohlcv_csv
+from pipeline.data.load import load_dataset
+from pipeline.data.synthetic import COLUMNS, generate_ohlcv, write_ohlcv_csv
 
 pytestmark = pytest.mark.unit  # every test here (tiers: tests/conftest.py)
 
@@ -177,7 +177,7 @@ def test_vol_trend_and_echo_hide_their_signal_from_per_bar_views() -> None:
     shock 24 bars later: a lag-24 autocorrelation, none at lag 1. Both share the seed's noise."""
     import numpy as np
 
-    from pipeline.synthetic import ECHO_LAG_BARS
+    from pipeline.data.synthetic import ECHO_LAG_BARS
 
     df = generate_ohlcv(20_000, signal=1.0, seed=2, kind="vol_trend")
     lc = np.log(df["close"].to_numpy())

@@ -488,7 +488,7 @@ def test_env_config_is_the_env_group_of_ppo_config() -> None:
     import dataclasses
     import typing
 
-    from pipeline.config_schema import PPOConfig
+    from pipeline.config.schema import PPOConfig
 
     group = [f for f in dataclasses.fields(PPOConfig) if f.metadata["group"] == "env"]
     ours = dataclasses.fields(EnvConfig)

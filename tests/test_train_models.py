@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.artifacts import Artifacts
-from pipeline.classifier_report import (
+from pipeline.classifiers.nets import arch_config
+from pipeline.classifiers.report import (
     direction_score,
     format_summary_table,
     headline_comparison,
     training_figure,
 )
 from pipeline.common import Paths, PipelineError, sha256_file
-from pipeline.config import load_config, load_resolved
-from pipeline.config_schema import MODEL_NAMES
-from pipeline.nets import arch_config
+from pipeline.config.files import load_config, load_resolved
+from pipeline.config.schema import MODEL_NAMES
+from pipeline.store.artifacts import Artifacts
 from pytorch_train import TrainingInterrupted
 from train_models import main, select_models, train_classifiers
 
@@ -199,9 +199,9 @@ def test_random_walk_shows_no_leakage(rw_run) -> None:
 
 def plant_next_bar_leak(monkeypatch: pytest.MonkeyPatch, share: float = 0.5) -> None:
     """Add ``share`` x the next bar's (standardised) return to the first scaled feature."""
-    import pipeline.prepare
+    import pipeline.classifiers.prepare
 
-    real = pipeline.prepare.prepare_dataset
+    real = pipeline.classifiers.prepare.prepare_dataset
 
     def leaky(*args: Any, **kwargs: Any) -> Any:
         prep = real(*args, **kwargs)
@@ -211,7 +211,7 @@ def plant_next_bar_leak(monkeypatch: pytest.MonkeyPatch, share: float = 0.5) -> 
         prep.arrays.scaled[:, 0] += (share * nxt / nxt.std()).astype(np.float32)
         return prep
 
-    monkeypatch.setattr(pipeline.prepare, "prepare_dataset", leaky)
+    monkeypatch.setattr(pipeline.classifiers.prepare, "prepare_dataset", leaky)
     monkeypatch.setattr("train_models.prepare_dataset", leaky, raising=False)
 
 
@@ -548,7 +548,7 @@ def test_cli_sigterm_in_first_epoch_does_not_promise_a_checkpoint(
     import os
     import signal
 
-    from pipeline import nets
+    from pipeline.classifiers import nets
 
     write_dataset(tmp_path, "TINY", signal=0.5, seed=3, n=1500)
     real_build = nets.build_classifier
@@ -661,7 +661,7 @@ def test_cli_refuses_to_write_while_a_full_run_holds_the_lock(
 @pytest.mark.unit
 def test_cli_runs_under_a_lock_this_process_holds(tmp_path, monkeypatch) -> None:
     """Item 14: the driver calls the step in-process while holding the lock: no refusal."""
-    from pipeline.runlock import RunLock, lock_path
+    from pipeline.run.lock import RunLock, lock_path
 
     seen: list[str] = []
     monkeypatch.setattr("train_models._train_all", lambda cfg, ds, *a, **k: seen.append(ds))
@@ -729,7 +729,7 @@ def test_walk_forward_models_agent_trains_folds_only_for_the_agents_classifier(
     """Issue 17 item 4: the demo's cheaper step 5. All four main models are trained and
     reported; fold models and the prediction table only for the one step 7 will pick (auto:
     best validation macro-F1)."""
-    from pipeline.model_choice import best_on_validation
+    from pipeline.classifiers.model_choice import best_on_validation
 
     write_dataset(tmp_path, "WF", signal=0.5, seed=1)
     cfg = smoke_config("walk_forward_models=agent", "leak_controls=false")
@@ -756,8 +756,8 @@ def test_logreg_model_is_scikit_learns_fit_and_feeds_the_agent(signal_run, signa
     classifier (model, walk-forward folds, prediction table)."""
     from sklearn.linear_model import LogisticRegression
 
-    from pipeline.predictors import PredictionModel
-    from pipeline.prepare import prepare_dataset
+    from pipeline.classifiers.predictors import PredictionModel
+    from pipeline.classifiers.prepare import prepare_dataset
     from ppo_approach.prediction_wrapper import validate_models
     from train_models import window_summary
 
@@ -788,8 +788,8 @@ def test_lightgbm_model_keeps_its_text_booster_and_feeds_the_agent(
     predicts; step 6 accepts it as the agent's classifier."""
     import lightgbm
 
-    from pipeline.predictors import PredictionModel
-    from pipeline.prepare import prepare_dataset
+    from pipeline.classifiers.predictors import PredictionModel
+    from pipeline.classifiers.prepare import prepare_dataset
     from ppo_approach.prediction_wrapper import validate_models
     from train_models import window_summary
 

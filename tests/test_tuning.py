@@ -1,6 +1,6 @@
-"""tune.py and pipeline/tuning.py, pipeline/search_space.py (issue 11): search-space files, the
-development-only data, the worker loop over a shared storage (two workers, a killed worker's trial
-retried, pruning), the outputs and the best-parameter file going through the normal parser."""
+"""tune.py and pipeline/tuning/study.py, pipeline/tuning/space.py (issue 11): search-space files,
+the development-only data, the worker loop over a shared storage (two workers, a killed worker's
+trial retried, pruning), the outputs and the best-parameter file going through the normal parser."""
 
 from __future__ import annotations
 
@@ -21,15 +21,15 @@ import pytest
 
 import train_models
 import tune
-from pipeline import tuning
-from pipeline.artifacts import Artifacts
 from pipeline.common import Paths, PipelineError
-from pipeline.config import load_config, passthrough_args, read_config_file
-from pipeline.config_schema import ConfigError, TrainingConfig
-from pipeline.features import DEFAULT_FEATURES, warmup_bars
-from pipeline.search_space import default_space_path, read_search_space
-from pipeline.splits import make_splits
-from pipeline.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.config.files import load_config, passthrough_args, read_config_file
+from pipeline.config.schema import ConfigError, TrainingConfig
+from pipeline.data.features import DEFAULT_FEATURES, warmup_bars
+from pipeline.data.splits import make_splits
+from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+from pipeline.store.artifacts import Artifacts
+from pipeline.tuning import study as tuning
+from pipeline.tuning.space import default_space_path, read_search_space
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = "TUNE-TEST_1H"
@@ -183,15 +183,15 @@ def test_no_test_block_row_reaches_a_classifier_trial(
 ) -> None:
     """Every frame whose features are computed and every window a trial trains or validates on
     is recorded: none reaches the first row of a test window (for any lookback of the space)."""
-    import pipeline.features
-    import pipeline.windows
+    import pipeline.classifiers.windows
+    import pipeline.data.features
 
     root = _root(tmp_path)
     space = _space(tmp_path, CLASSIFIER_SPACE)
     seen_frames: list[pd.Timestamp] = []
     seen_windows: list[int] = []
-    real_features = pipeline.features.compute_features
-    real_create = pipeline.windows.WindowData.create
+    real_features = pipeline.data.features.compute_features
+    real_create = pipeline.classifiers.windows.WindowData.create
 
     def record_features(df: pd.DataFrame, *a: Any, **k: Any) -> Any:
         seen_frames.append(pd.Timestamp(df["timestamp"].max()))
@@ -202,8 +202,10 @@ def test_no_test_block_row_reaches_a_classifier_trial(
         assert int(bars.max()) < len(scaled)
         return real_create(scaled, bars, *a, **k)
 
-    monkeypatch.setattr(pipeline.features, "compute_features", record_features)
-    monkeypatch.setattr(pipeline.windows.WindowData, "create", staticmethod(record_windows))
+    monkeypatch.setattr(pipeline.data.features, "compute_features", record_features)
+    monkeypatch.setattr(
+        pipeline.classifiers.windows.WindowData, "create", staticmethod(record_windows)
+    )
     argv = ["--dataset", DATASET, "--root", str(root), "--stage", "classifier", "--model",
             "dlstm", "--trials", "2", "--space", str(space), *SMOKE]  # fmt: skip
     assert tune.main(argv) == 0
@@ -433,7 +435,7 @@ def test_outputs_and_the_best_parameter_file_changes_the_run(
 
 
 def read_config_file_training(path: Path) -> dict[str, Any]:
-    from pipeline.config import load_resolved
+    from pipeline.config.files import load_resolved
 
     cfg = load_resolved(path)
     return {"dlstm_units": cfg.training.dlstm_units, "lookback": cfg.training.lookback}

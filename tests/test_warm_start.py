@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.artifacts import Artifacts, agent_name
+from pipeline.classifiers.model_choice import best_on_validation, resolve_prediction_model
 from pipeline.common import Paths, PipelineError
-from pipeline.config import load_config
-from pipeline.model_choice import best_on_validation, resolve_prediction_model
+from pipeline.config.files import load_config
+from pipeline.store.artifacts import Artifacts, agent_name
 from ppo_approach import backtest, evaluation
 from ppo_approach.agent_blocks import (
     AgentBlock,
@@ -378,7 +378,7 @@ def test_warm_start_is_flat_when_the_rule_loses_on_validation() -> None:
 
 @pytest.mark.unit
 def test_the_run_summary_line_names_the_classifier_and_says_what_happened() -> None:
-    from pipeline.run_summary import agent_line, agent_results
+    from pipeline.run.summary import agent_line, agent_results
 
     report = {
         "model": "gru",

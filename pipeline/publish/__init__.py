@@ -1,0 +1,1 @@
+"""Pushing artifacts: the git runner and step 8's push."""

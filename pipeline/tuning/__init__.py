@@ -1,0 +1,1 @@
+"""The tuner's library: search spaces and the Optuna study."""
