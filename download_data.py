@@ -1,4 +1,4 @@
-"""Download exchange candles into a dataset the pipeline reads (issue 12).
+"""Download exchange candles into a dataset the pipeline reads.
 
     python download_data.py --exchange binance --symbol ADA/EUR --timeframe 1h \\
         --start 2024-01-01 --end 2025-12-31

@@ -30,8 +30,7 @@ from pipeline.config.schema import TrainingConfig
 
 if TYPE_CHECKING:
     # torch is imported where it is used: `python pytorch_train.py` answers at once that this
-    # is a library module, instead of importing torch for seconds and printing nothing
-    # (issue 22 item 15).
+    # is a library module, instead of importing torch for seconds and printing nothing.
     import numpy as np
     import torch
     from torch import nn
@@ -53,8 +52,8 @@ def interrupt_message(
 ) -> str:
     """What is true after an interrupt: which epoch stopped and which checkpoint (if any) exists.
 
-    Issue 8 item 6: a SIGTERM in the first epoch used to end in "checkpoint written" although
-    none existed. ``completed`` is the last epoch that finished (default: ``last_saved``).
+    A SIGTERM in the first epoch used to end in "checkpoint written" although none existed.
+    ``completed`` is the last epoch that finished (default: ``last_saved``).
     """
     completed = last_saved if completed is None else completed
     if epoch is None:
@@ -175,10 +174,10 @@ def _evaluate(
 class _EpochProgress:
     """A tqdm bar over epochs (terminal), or a :class:`ProgressLog` line with ETA (no terminal).
 
-    Issue 8 item 26: under ``runpod_main.py`` the output is a pipe and a bar is invisible, so
-    without a terminal a line "``desc`` epoch e/E: done/total batches (pct), elapsed, ETA" is
-    logged at most every ``interval_s`` seconds, also in the middle of a long epoch. The ETA
-    assumes every epoch runs; early stopping may end sooner.
+    Under ``runpod_main.py`` the output is a pipe and a bar is invisible, so without a terminal a
+    line "``desc`` epoch e/E: done/total batches (pct), elapsed, ETA" is logged at most every
+    ``interval_s`` seconds, also in the middle of a long epoch. The ETA assumes every epoch runs;
+    early stopping may end sooner.
     """
 
     def __init__(
@@ -549,7 +548,7 @@ def train_classifier(
 
 
 if __name__ == "__main__":
-    # A library module beside the scripts (issue 22 item 15): say what it is, in one line.
+    # A library module beside the scripts: say what it is, in one line.
     import sys
 
     print(

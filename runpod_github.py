@@ -3,7 +3,7 @@
 A thin command line over :func:`pipeline.publish.push.push_artifacts`, which holds the rules (token
 via askpass and never on disk, masked errors, no file holding a secret committed, nothing trained
 deleted or modified). This script adds only the arguments, logging and the dataset's run lock
-(issue 9: the git plumbing moved into ``pipeline/`` so that no library module imports a script).
+(the git plumbing moved into ``pipeline/`` so that no library module imports a script).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _parse_metric(text: str) -> tuple[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``python runpod_github.py`` (usage errors exit 1: issue 8 item 12)."""
+    """Arguments of ``python runpod_github.py`` (usage errors exit 1; 2 means preflight failed)."""
     p = CliParser(
         description="Step 8: commit this run's artifacts for a dataset (force-adding the "
         "git-ignored files) and push them. The token comes from $GITHUB_TOKEN via GIT_ASKPASS "
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = Paths.from_root(args.root)
         name = dataset_name(args.dataset)
         # Run by hand, the push holds the dataset's run lock, so it never commits artifacts a
-        # live run is still writing (issue 8 item 14); a no-op when the driver already holds it.
+        # live run is still writing; a no-op when the driver already holds it.
         with step_lock(paths, name):
             push_artifacts(paths.root, name, dict(args.metric or []), config)
         return EXIT_OK

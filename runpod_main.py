@@ -28,14 +28,9 @@ environment is never logged.
 from __future__ import annotations
 
 import argparse
-import codecs
 import logging
-import os
-import shutil
-import signal
-import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,7 +40,6 @@ from pipeline.common import (
     EXIT_OK,
     EXIT_PREFLIGHT,
     EXIT_PUSH,
-    PROGRESS_ENV,
     PROJECT_ROOT,
     CliParser,
     Paths,
@@ -55,6 +49,15 @@ from pipeline.common import (
 )
 from pipeline.config.files import add_config_args, config_from_args, passthrough_args
 from pipeline.config.schema import Config
+from pipeline.run.driver_output import stream_driver
+from pipeline.run.entry import (
+    check_root_writable,
+    driver_env,
+    preflight_error_line,
+    push_enabled,
+    record_run_log,
+    report_locations,
+)
 from pipeline.run.lock import absolute_dataset
 from pipeline.run.multi_run import (
     PUSH_DEFERRED_ENV,
@@ -76,15 +79,15 @@ from pipeline.run.preflight import (
     run_preflight_many,
     secret_values,
 )
-from pipeline.run.process import handle_signals, interrupt_on_signals
+from pipeline.run.process import interrupt_on_signals
 from pipeline.store.artifacts import Artifacts, dataset_name, log_stamp
-from pipeline.store.manifest import STEP_ENTRY, ManifestError
 
 log = logging.getLogger("runpod_main")
 child_log = logging.getLogger("runpod_main.child")
+"""The driver's lines (:func:`pipeline.run.driver_output.stream_driver` logs them here), passed
+through to the console and the run log by :func:`setup_run_logging`."""
 
 DRIVER = PROJECT_ROOT / "runpod_train.py"
-_FALSE = {"0", "false", "no", "off"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,13 +157,6 @@ class _DatasetsAction(argparse.Action):
         namespace.dataset = given[0]
 
 
-def push_enabled(no_push: bool) -> bool:
-    """Push unless ``--no-push`` or ``RUNPOD_PUSH_TO_GITHUB`` is explicitly false."""
-    if no_push:
-        return False
-    return os.environ.get("RUNPOD_PUSH_TO_GITHUB", "true").strip().lower() not in _FALSE
-
-
 def setup_run_logging(paths: Paths, dataset: str, verbose: bool) -> Path | None:
     """Console + the run log (:meth:`Artifacts.run_log`); the driver's lines go to both verbatim.
 
@@ -217,273 +213,6 @@ def driver_command(args: argparse.Namespace, paths: Paths) -> list[str]:
     if args.verbose:
         cmd.append("--verbose")
     return cmd
-
-
-def progress_mode() -> str:
-    """``bar`` when our console is a terminal, else ``log`` (issue 8 item 26).
-
-    The driver's output is a pipe to us, so it cannot tell by itself; a value the user set in
-    ``PIPELINE_PROGRESS`` wins. Both streams must be terminals: the bars are relayed to stdout,
-    and stderr is what the driver's own check would look at.
-    """
-    chosen = os.environ.get(PROGRESS_ENV, "").strip().lower()
-    if chosen in ("bar", "log"):
-        return chosen
-    return "bar" if sys.stdout.isatty() and sys.stderr.isatty() else "log"
-
-
-PARENT_PID_ENV = "PIPELINE_PARENT_PID"
-"""Set for the driver: the entry point's pid; the driver stops when its parent changes."""
-RUN_LOG_ENV = "PIPELINE_RUN_LOG"
-"""Set for the driver: the log file this process writes its output into (item 25 handshake)."""
-
-
-def driver_env(
-    dataset: str,
-    resume: bool,
-    push: bool,
-    progress: str | None = None,
-    log_file: Path | None = None,
-) -> dict[str, str]:
-    """The driver's environment: ours plus the settings it reads."""
-    env = dict(os.environ)
-    env["DATASET_NAME"] = dataset
-    env["RESUME_TRAINING"] = "true" if resume else "false"
-    env["RUNPOD_PUSH_TO_GITHUB"] = "true" if push else "false"
-    env["PYTHONUNBUFFERED"] = "1"  # line-by-line streaming
-    env[PROGRESS_ENV] = progress or progress_mode()
-    if env[PROGRESS_ENV] == "bar" and "COLUMNS" not in env:
-        # The driver's stderr is our pipe, so tqdm cannot ask the terminal for its width; it
-        # falls back to $COLUMNS.
-        env["COLUMNS"] = str(shutil.get_terminal_size().columns)
-    # The driver watches for our death (kill -9, closed terminal) and then checkpoints and
-    # stops instead of training on as an orphan nobody sees (issue 8 item 5).
-    env[PARENT_PID_ENV] = str(os.getpid())
-    env.pop(RUN_LOG_ENV, None)
-    if log_file is not None:
-        env[RUN_LOG_ENV] = str(log_file)
-    return env
-
-
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-"""Passed on to the driver. SIGHUP is a closed terminal / SSH disconnect (issue 8 item 5)."""
-
-
-def forwarded_signals() -> list[signal.Signals]:
-    """The signals to forward now: a SIGHUP ignored at start (``nohup``) stays ignored.
-
-    Under ``nohup`` the user asked for the run to outlive the terminal; forwarding the hangup
-    would stop it instead.
-    """
-    return [
-        s
-        for s in FORWARDED_SIGNALS
-        if not (s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN)
-    ]
-
-
-class _Relay:
-    """Split the driver's raw output into lines (``\n``) and progress updates (``\r``).
-
-    A line is masked and logged (console and log file); a carriage-return update (a progress
-    bar redrawing itself) is masked and written to the console only, so the bar moves in place
-    and the log file gets only its final state (issue 8 item 26). A segment is handled only once
-    its terminator has arrived, so a secret split across two reads is still masked whole.
-    """
-
-    def __init__(
-        self, secrets: Sequence[str], on_line: Callable[[str], None], console: object
-    ) -> None:
-        self._secrets = list(secrets)
-        self._on_line = on_line
-        self._console = console
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-        self._bar_shown = False
-
-    def feed(self, data: bytes, final: bool = False) -> None:
-        """Take the next chunk of output (``final``: the stream ended)."""
-        self._pending += self._decoder.decode(data, final=final)
-        start = 0
-        text = self._pending
-        for i, ch in enumerate(text):
-            if ch == "\n":
-                self._line(text[start:i].rstrip("\r"))
-                start = i + 1
-            elif ch == "\r" and i + 1 < len(text) and text[i + 1] != "\n":
-                self._update(text[start:i])
-                start = i + 1
-        self._pending = text[start:]
-        if final and self._pending:
-            self._line(self._pending)
-            self._pending = ""
-
-    def _update(self, segment: str) -> None:
-        if not segment:
-            return
-        stream = self._console
-        try:
-            stream.write("\r" + mask_secrets(segment, self._secrets))  # type: ignore[attr-defined]
-            stream.flush()  # type: ignore[attr-defined]
-        except (OSError, ValueError):
-            return  # the terminal is gone (SIGHUP); the log file still gets the lines
-        self._bar_shown = True
-
-    def _line(self, line: str) -> None:
-        if self._bar_shown:
-            # Start the line at column 0 over the bar's last state.
-            with_cr = getattr(self._console, "write", None)
-            if with_cr is not None:
-                try:
-                    with_cr("\r")
-                except (OSError, ValueError):
-                    pass
-            self._bar_shown = False
-        self._on_line(mask_secrets(line, self._secrets))
-
-
-def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str]) -> int:
-    """Run the driver, stream its output, forward SIGINT/SIGTERM/SIGHUP; returns its exit code.
-
-    The child gets its own session, so a terminal Ctrl-C (or a hangup) reaches only this
-    process, which forwards it exactly once (a doubled SIGINT would cut the child's checkpoint
-    short).
-    """
-    started: list[subprocess.Popen[bytes]] = []
-    pending: list[int] = []
-
-    def forward(signum: int) -> None:
-        if not started:
-            # Before the driver exists (issue 22 item 1): pass it on once it does, instead of
-            # dying here and leaving the driver to train on alone.
-            pending.append(signum)
-            return
-        proc = started[0]
-        if proc.poll() is None:
-            log.warning(
-                "%s received: asking the training process (pid %d) to checkpoint and stop",
-                signal.Signals(signum).name,
-                proc.pid,
-            )
-            proc.send_signal(signum)
-
-    relay = _Relay(secrets, lambda line: child_log.info("%s", line), sys.stdout)
-    # The handlers go in before the driver starts: a signal in between is forwarded, not fatal.
-    with handle_signals(forward, forwarded_signals()):  # the pipeline's one signal mechanism
-        proc = subprocess.Popen(
-            list(cmd),
-            env=env,
-            cwd=str(PROJECT_ROOT),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            bufsize=0,
-            start_new_session=True,
-        )
-        started.append(proc)
-        for signum in pending[:1]:  # once: a doubled SIGINT would cut the checkpoint short
-            forward(signum)
-        code = _relay_until_exit(proc, relay)
-    return exit_code_of(code)
-
-
-def exit_code_of(code: int) -> int:
-    """The driver's exit status as one of the README's exit codes.
-
-    Killed by SIGINT, SIGTERM or SIGHUP (before its handlers were in, or after they were gone)
-    is an interrupt: 130, as documented, not the shell's 128 + n (issue 22 item 9). Another
-    signal (``kill -9``) is reported the way a shell does.
-    """
-    if code < 0:
-        return EXIT_INTERRUPTED if -code in FORWARDED_SIGNALS else 128 - code
-    return code
-
-
-def _relay_until_exit(proc: subprocess.Popen[bytes], relay: _Relay) -> int:
-    """Stream the driver's output until it ends; its raw exit status (negative: a signal)."""
-    try:
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
-                continue
-            if not chunk:
-                break
-            relay.feed(chunk)
-        relay.feed(b"", final=True)
-        return proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait()
-
-
-def record_run_log(paths: Paths, dataset: str, log_file: Path) -> None:
-    """List the run log in the dataset's run manifest now, so this run's step 8 pushes it.
-
-    A log is a live kind (it grows after this), as the push step's glob took the log being
-    written before (issue 9 item 2). A manifest that cannot be read is only warned about here:
-    the steps that record into it stop with the one error line that says how to repair it.
-    """
-    try:
-        Artifacts(paths, dataset).manifest().record(log_file, "log", STEP_ENTRY)
-    except ManifestError as exc:
-        log.warning("run log not listed in the run manifest: %s", exc)
-
-
-def report_locations(paths: Paths, dataset: str, log_file: Path | None, code: int) -> None:
-    """The last lines: where the results, models, plots and the log are."""
-    artifacts = Artifacts(paths, dataset)
-    summary = artifacts.run_summary
-    pngs = artifacts.plots()
-    lines = [
-        f"results:           {paths.results}"
-        + (f" (summary: {summary.name})" if summary.exists() else ""),
-        f"plots:             {paths.results}/{artifacts.plot_glob} ({len(pngs)} files)",
-        f"classifier models: {paths.models}",
-        f"PPO models:        {paths.ppo_models}",
-        f"log file:          {log_file if log_file is not None else '(console only)'}",
-    ]
-    if code == 0:
-        log.info("run finished.\n%s", "\n".join(lines))
-    else:
-        hints = {
-            EXIT_INTERRUPTED: " (interrupted: the step line above says which checkpoint, if any, "
-            "was kept; rerun with --resume to continue from it)",
-            EXIT_PUSH: " (push failed, the commit and artifacts are kept locally; retry with "
-            f"`python runpod_train.py --dataset {dataset} --steps 8`)",
-        }
-        hint = hints.get(code, "")
-        log.error("run stopped with exit code %d%s.\n%s", code, hint, "\n".join(lines))
-
-
-def check_root_writable(paths: Paths) -> None:
-    """With ``--skip-validation``: the artifact root must be a writable folder (issue 8 item 10).
-
-    Without the preflight nothing else checks it before the driver starts; say so in one line
-    naming the folder instead of a traceback from the first file the driver tries to create.
-    """
-    probe = paths.logs / f".write-probe-{os.getpid()}"
-    try:
-        paths.logs.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        where = exc.filename or paths.logs
-        raise PipelineError(
-            f"--root {paths.root}: cannot write {where} ({exc.strerror or exc}); expected a "
-            "writable folder: check its permissions or pass another --root"
-        ) from None
-
-
-def preflight_error_line(bad: Sequence[object], secrets: Sequence[str]) -> str:
-    """The closing ``error: preflight failed: ...`` line, secrets masked (issue 8 item 9)."""
-    text = "; ".join(
-        f"{r.check}: {r.found} (required: {r.required})"  # type: ignore[attr-defined]
-        for r in bad
-    )
-    return mask_secrets(f"error: preflight failed: {text}", secrets)
 
 
 def run(args: argparse.Namespace) -> int:

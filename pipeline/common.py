@@ -51,7 +51,7 @@ class TrainingInterrupted(PipelineError):
     epoch or rollout finished, or checkpoints were off); ``last_epoch`` the epoch it holds (0 =
     none or not an epoch-based training), ``epoch`` the epoch that was running and ``what`` the
     model (``gru``, ``gru/fold2``). Callers must not promise a resume when :attr:`has_checkpoint`
-    is false (issue 8 item 6).
+    is false.
     """
 
     exit_code = EXIT_INTERRUPTED
@@ -160,7 +160,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         # fsync the data before the rename and the folder after it: a pod evicted right after
-        # the write must not come back with an empty final file (issue 8, item 17).
+        # the write must not come back with an empty final file.
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
@@ -178,7 +178,7 @@ LOW_DISK_BYTES = 16 << 20
 
 
 def _with_path(exc: BaseException, target: Path) -> BaseException:
-    """The error of a failed write of ``target``, naming ``target`` (issue 22 item 8).
+    """The error of a failed write of ``target``, naming ``target``.
 
     A ``write()`` on a full disk raises ``OSError(ENOSPC)`` without a file name, and
     ``torch.save`` a ``RuntimeError`` ("file write failed"): the one-line message must still say
@@ -284,7 +284,7 @@ def setup_logging(verbose: bool = False, log_file: str | os.PathLike[str] | None
 
 PROGRESS_ENV = "PIPELINE_PROGRESS"
 """``bar`` or ``log``: set by ``runpod_main.py`` for the driver, whose output is a pipe even when
-the user's terminal is a terminal (issue 8, item 26)."""
+the user's terminal is a terminal."""
 
 
 def progress_bars_wanted() -> bool:
@@ -298,8 +298,8 @@ def progress_bars_wanted() -> bool:
 class ProgressLog:
     """Log ``desc: done/total unit (pct), elapsed, ETA`` at most every ``interval_s`` seconds.
 
-    For pod logs and pipes, where a progress bar is invisible (issue 8, item 26). Call
-    :meth:`update` with the absolute count; the first call only starts the clock.
+    For pod logs and pipes, where a progress bar is invisible. Call :meth:`update` with the
+    absolute count; the first call only starts the clock.
     """
 
     def __init__(
@@ -347,7 +347,7 @@ class ProgressLog:
 class CliParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose usage errors exit 1 (bad input), not argparse's 2.
 
-    The README reserves exit code 2 for "preflight failed" (issue 8, item 12).
+    The README reserves exit code 2 for "preflight failed".
     """
 
     def error(self, message: str) -> NoReturn:
@@ -386,7 +386,7 @@ def run_cli(fn: Callable[[], int]) -> int:
     """Run a step's body; a :class:`PipelineError` becomes one ``error:`` line and its exit code.
 
     Disk-full and permission errors (``OSError`` with an errno) also become one line naming the
-    path instead of a traceback (issue 8, items 10 and 11).
+    path instead of a traceback.
     """
     try:
         return fn()

@@ -81,10 +81,9 @@ def scale_batch_size(
 
     The configured size is taken as right for about ``reference_bytes`` (10 GiB) of free memory;
     each doubling of free memory doubles the batch, up to ``max_factor`` x, never beyond the
-    training set, and (issue 17 item 3: an H200 grew it to 8,192 on ~8,600 windows, one or two
-    optimizer steps per epoch) never so far that an epoch has fewer than ``min_steps`` steps:
-    growth stops there, the configured size is never cut. ``free_bytes=None`` (CPU) keeps the
-    configured size.
+    training set, and (an H200 once grew it to 8,192 on ~8,600 windows, one or two optimizer
+    steps per epoch) never so far that an epoch has fewer than ``min_steps`` steps: growth stops
+    there, the configured size is never cut. ``free_bytes=None`` (CPU) keeps the configured size.
     """
     size = configured
     if free_bytes is not None and free_bytes > reference_bytes:

@@ -3,8 +3,8 @@
 Used by the entry points and preflight (masked log records and rows) and by the push step
 (:mod:`pipeline.publish.push`: URL passwords, refusing to commit a file that holds a secret). A leaf
 module with no third-party imports, so preflight can use it where GitPython is missing. Moved
-here from ``pipeline/run/preflight.py`` and the script ``runpod_github.py`` (issue 9: library code
-lives in ``pipeline/``, nothing there imports a script).
+here from ``pipeline/run/preflight.py`` and the script ``runpod_github.py`` (library code lives
+in ``pipeline/``, nothing there imports a script).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ hold a raw ``@``); the scheme is kept."""
 
 def mask_url_userinfo(text: str) -> str:
     """``text`` with the userinfo of every URL replaced: ``https://bob:pw@host/r`` ->
-    ``https://***@host/r`` (issue 8 item 8: a password in ``git_remote`` reached logs)."""
+    ``https://***@host/r`` (a password in ``git_remote`` once reached the logs)."""
     return _URL_USERINFO.sub(r"\1***@", text) if "@" in text else text
 
 
@@ -64,7 +64,7 @@ def url_secrets(url: str) -> list[str]:
 
     A password shorter than ``MIN_SECRET_LEN`` is listed only as part of ``user:password`` (the
     bare word would match ordinary text); the ``scheme://user:password@`` form is masked by
-    the git side's userinfo masking whatever its length (issue 8 item 8).
+    the git side's userinfo masking whatever its length.
     """
     try:
         parts = urlsplit(url.strip())

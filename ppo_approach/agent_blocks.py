@@ -28,7 +28,7 @@ class PredictionTableError(PipelineError):
 
 
 EDGE_NAME = "edge"
-"""``edge_feature = true``: ``p_rise - p_fall``, the last prediction feature (issue 16 item 3)."""
+"""``edge_feature = true``: ``p_rise - p_fall``, the last prediction feature."""
 
 
 def table_column_names(cfg: PPOConfig) -> tuple[str, ...]:
@@ -105,7 +105,7 @@ def noisy_oracle_strength(accuracy: float) -> float:
 
 
 def noisy_oracle_probs(true: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
-    """Calibrated soft probabilities with a controlled edge (issue 16: realistic predictions).
+    """Calibrated soft probabilities with a controlled edge, like a real classifier's.
 
     Each bar's evidence is ``x = s * onehot(true) + N(0, I)`` with ``s`` from
     :func:`noisy_oracle_strength`; the probabilities are the Bayes posterior under equal priors,
@@ -126,7 +126,7 @@ def oracle_table(
 ) -> pd.DataFrame:
     """The table with the true future class of each bar in place of the classifier's output.
 
-    ``ppo_prediction_source = oracle`` (issue 10): a diagnostic of the RL machinery, never a
+    ``ppo_prediction_source = oracle``: a diagnostic of the RL machinery, never a
     default: the probabilities become one-hot on ``labels[bar]`` (the class of the bar's smoothed
     future return; bars without a label count as Stationary), ``confidence`` 1. With ``accuracy``
     < 1, each bar keeps the true class with that probability and otherwise gets a class drawn
@@ -345,18 +345,18 @@ def _train_zscore(blocks: dict[str, AgentBlock], field: str) -> dict[str, AgentB
 
 
 def standardise_prediction_features(blocks: dict[str, AgentBlock]) -> dict[str, AgentBlock]:
-    """``prediction_feature_scaling = train_zscore`` (issue 16 item 3): real probabilities sit a
-    few points apart around 1/3, so the policy barely sees their differences; standardised with
-    the train block's statistics (val and test with the same numbers) they span a few units.
+    """``prediction_feature_scaling = train_zscore``: real probabilities sit a few points apart
+    around 1/3, so the policy barely sees their differences; standardised with the train block's
+    statistics (val and test with the same numbers) they span a few units.
     ``AgentBlock.probs`` stays the raw probabilities: the classifier rule reads those."""
     return _train_zscore(blocks, "pred_features")
 
 
 def standardise_price_features(blocks: dict[str, AgentBlock]) -> dict[str, AgentBlock]:
-    """The price features of every block minus the train block's mean, over its std (issue 10:
-    observation scaling). Raw, they span ~1e-3 (one-bar return, MACD / close) to ~1 (RSI / 100),
-    so the policy network barely sees the small ones. Train-block statistics only: the val and
-    test blocks are scaled with the same numbers (nothing is learned from them). Fixed numbers
-    rather than SB3's running ``VecNormalize``: nothing to save, freeze or restore beside the
-    model, and the same observation for the same bar in training, evaluation and backtest."""
+    """The price features of every block minus the train block's mean, over its std. Raw, they
+    span ~1e-3 (one-bar return, MACD / close) to ~1 (RSI / 100), so the policy network barely sees
+    the small ones. Train-block statistics only: the val and test blocks are scaled with the same
+    numbers (nothing is learned from them). Fixed numbers rather than SB3's running
+    ``VecNormalize``: nothing to save, freeze or restore beside the model, and the same
+    observation for the same bar in training, evaluation and backtest."""
     return _train_zscore(blocks, "price_features")

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 30.0
 """Without a progress bar, a line with timesteps done, total and ETA at least this often."""
 SELECTION_KEYS = {"return": "mean_return", "reward": "mean_reward"}
-"""``selection_metric`` -> the :func:`block_metrics` key that picks the best model (issue 16)."""
+"""``selection_metric`` -> the :func:`block_metrics` key that picks the best model."""
 
 
 def no_trade_warning(evaluator: ValidationEvalCallback) -> str | None:
@@ -65,7 +65,7 @@ def no_trade_warning(evaluator: ValidationEvalCallback) -> str | None:
 
     Says how many validation episodes, and the classifier rule's return on the same episodes,
     so a user can tell "no edge after fees" (the rule loses too) from "did not learn" (the rule
-    made money): issue 10. ``None`` too when the best model's trade count is unknown (no
+    made money). ``None`` too when the best model's trade count is unknown (no
     evaluation ran, or a resumed run's best came from a run before this was recorded).
     """
     if evaluator.best_trades is None or evaluator.best_trades > 0:
@@ -156,8 +156,8 @@ class RolloutCheckpointCallback(BaseCallback):
 
     Counted in timesteps (``num_timesteps`` crossing multiples of ``freq``), not in callback calls;
     written atomically with its SHA-256 recorded in ``checksums.json``; afterwards only the newest
-    ``keep`` checkpoints are kept (issue 8 item 16). ``after_save(path)`` runs after each save
-    (the trainer drops the set-aside files of the previous run after the first one, item 3).
+    ``keep`` checkpoints are kept. ``after_save(path)`` runs after each save (the trainer drops
+    the set-aside files of the previous run after the first one).
     """
 
     def __init__(
@@ -204,17 +204,17 @@ def save_checkpoint(model: AgentModel, directory: Path, timesteps: int, keep: in
 class ProgressLogCallback(BaseCallback):
     """Logs ``PPO training: done/total timesteps (pct), elapsed, ETA`` at least every
     ``interval_s`` seconds and at the end: for pod logs and pipes, where SB3's progress bar is
-    invisible (issue 8 item 26). ``total`` is the run's ``total_timesteps``.
+    invisible. ``total`` is the run's ``total_timesteps``.
 
     SB3 finishes the rollout that crosses ``total`` (100,000 -> 106,496 timesteps in the demo):
     the count is capped at ``total``, the 100 % line is logged once when it is reached and then
-    at most every ``interval_s`` like the others, so the ETA is never negative (issue 22 item 13).
+    at most every ``interval_s`` like the others, so the ETA is never negative.
 
     Between rollouts SB3 calls no callback while it updates the policy, and the validation
     evaluation runs the policy without env steps of the run: a forward hook on the policy's
     ``action_net`` (called in rollouts, in every minibatch of the update and in every
     evaluation step) gives the same check there, so a line comes at least every ``interval_s``
-    through those phases too (issue 22 item 17). The hook is removed at the end of training.
+    through those phases too. The hook is removed at the end of training.
     """
 
     def __init__(
@@ -268,7 +268,7 @@ class ValidationEvalCallback(BaseCallback):
     are saved in ``best_model.json`` beside ``best_model.zip`` so a resumed run keeps comparing
     against it.
 
-    What the policy does, at each evaluation (issue 10, what a user sees): ``eval/actions`` (a
+    What the policy does, at each evaluation (what a user sees): ``eval/actions`` (a
     histogram of the actions picked), ``eval/action_<NAME>`` (share of steps per action),
     ``eval/invalid_share`` (invalid no-ops, counted apart), ``eval/trades_per_episode``,
     ``eval/time_in_market``, ``eval/mean_position`` and, beside ``eval/mean_return``,
@@ -296,11 +296,11 @@ class ValidationEvalCallback(BaseCallback):
         self.score_key = SELECTION_KEYS[metric]
         """The :func:`block_metrics` key that picks the best model (``selection_metric``)."""
         self.evaluate_at_start = bool(evaluate_at_start)
-        """Evaluate the starting policy before the first rollout (issue 16: a warm-started
-        policy is a candidate for the best model like any later one)."""
+        """Evaluate the starting policy before the first rollout (a warm-started policy is a
+        candidate for the best model like any later one)."""
         self.on_evaluation = on_evaluation
         """Called with each evaluation's metrics after it is logged and the best model saved (a
-        tuner reports them to its pruner, issue 11; an exception it raises ends ``learn()``)."""
+        tuner reports them to its pruner; an exception it raises ends ``learn()``)."""
         self.eval_env = env
         self.stopper = stopper
         self.directory = directory
@@ -331,7 +331,7 @@ class ValidationEvalCallback(BaseCallback):
             data = json.loads(meta.read_text(encoding="utf-8"))
             self.best_reward = float(data.get(self.score_key, data["mean_reward"]))
             self.best_timesteps = int(data["timesteps"])
-            # A best model from before issue 10 has no trade count: no warning then.
+            # A best model saved before trade counts were recorded has none: no warning then.
             trades = data.get("total_trades")
             self.best_trades = int(trades) if trades is not None else None
 
@@ -346,7 +346,7 @@ class ValidationEvalCallback(BaseCallback):
 
     def flat_metrics(self) -> dict[str, float]:
         """:func:`block_metrics` of staying flat on the evaluation episodes (computed once): the
-        score a policy must beat to be worth trading (issue 16)."""
+        score a policy must beat to be worth trading."""
         if self._flat is None:
             self._flat = block_metrics(
                 run_block(flat_policy, self._orders_env(), self.episodes, self.seed),
@@ -355,7 +355,7 @@ class ValidationEvalCallback(BaseCallback):
         return self._flat
 
     def _orders_env(self) -> TradingEnv:
-        """The evaluation env with the order actions (the baselines speak orders, issue 10)."""
+        """The evaluation env with the order actions (the baselines speak orders)."""
         env = self.eval_env
         if env.config.action_set != "orders":
             env = TradingEnv(
@@ -379,7 +379,7 @@ class ValidationEvalCallback(BaseCallback):
         # (the stopped rollout was discarded and the weights are the ones already evaluated).
         if self.stopper is None or not self.stopper.stopped:
             self._maybe_evaluate()
-            # issue 10: "never trades" must not pass unnoticed; logged here so no caller has to.
+            # "never trades" must not pass unnoticed; logged here so no caller has to.
             warning = no_trade_warning(self)
             if warning is not None:
                 log.warning("%s", warning)
@@ -433,7 +433,7 @@ class ValidationEvalCallback(BaseCallback):
             self.on_evaluation(res)
 
     def _record_behaviour(self, res: dict[str, float], records: Sequence[EpisodeRecord]) -> None:
-        """What the policy did (issue 10): actions, trades, exposure, and the rule beside it."""
+        """What the policy did: actions, trades, exposure, and the rule beside it."""
         actions = np.concatenate([rec.actions for rec in records])
         # An array is a histogram in SB3's TensorBoard output; the text outputs cannot show it.
         self.logger.record("eval/actions", actions, exclude=("stdout", "log", "json", "csv"))

@@ -27,8 +27,8 @@ capital, ``r_i = E_i / E_{i-1} - 1`` the per-bar simple returns, ``P`` = bars pe
   while flat, ...) and executed as HOLD; ``action_counts`` = ``{order name: count}`` of the
   orders EXECUTED over the nine :class:`~ppo_approach.trading_env.Actions`, an invalid order
   counted as the HOLD it became, so the counts add up to the number of steps and staying flat
-  reads HOLD (issue 16); the invalid ones are also counted apart (issue 10: an agent that learned
-  "an invalid action is a free HOLD" shows up here instead of hiding behind 0 trades).
+  reads HOLD; the invalid ones are also counted apart (an agent that learned "an invalid action is
+  a free HOLD" shows up here instead of hiding behind 0 trades).
 
 Annualisation: ``P`` comes from :mod:`pipeline.data.annualisation` (inferred from the bars the
 dataset has per calendar year; step 5 records it beside each prediction table).
@@ -183,7 +183,7 @@ class EpisodeRecord:
     notional: np.ndarray  # (n,) absolute traded notional of each step (at the open, no fee)
     rewards: np.ndarray  # (n,) env rewards
     actions: np.ndarray  # (n,) int actions taken
-    valid: np.ndarray  # (n,) bool: the env's ``action_valid`` of each step (issue 10)
+    valid: np.ndarray  # (n,) bool: the env's ``action_valid`` of each step
     trades: int
     invalid_actions: int
     liquidated: bool = False  # a position was open at the end; equity[-1] is its liquidation value
@@ -207,7 +207,7 @@ class EpisodeRecord:
 
     def action_counts(self) -> dict[str, int]:
         """``{order name: count}`` of the executed orders (an invalid one counts as the HOLD
-        it became), all nine listed (issues 10, 16)."""
+        it became), all nine listed."""
         taken = np.bincount(self.actions, minlength=len(Actions))  # (9,)
         return {a.name: int(taken[a.value]) for a in Actions}
 
@@ -252,16 +252,16 @@ def run_episode(
         notional.append(abs(units[-1] - prev_units) * float(opens[bar]))
         rewards.append(float(reward))
         # The order executed (with action_set = target the agent names a position and the env
-        # sends an order): counts and markers speak of orders for every action set (issue 10).
+        # sends an order): counts and markers speak of orders for every action set.
         actions.append(int(info.get("order", action)))
         valid.append(bool(info["action_valid"]))
     trades = int(info["trades"])
     liquidated = False
     final_mark: float | None = None
     if "liquidation_equity" in info and float(info["exit_notional"]) > 0.0:
-        # Value the open position at liquidation (issue 8 item 22): the last mark becomes the
-        # cash left after closing at the last close, exit fee and slippage paid; the exit is a
-        # fill like any other (fees, turnover, trade count).
+        # Value the open position at liquidation: the last mark becomes the cash left after
+        # closing at the last close, exit fee and slippage paid; the exit is a fill like any other
+        # (fees, turnover, trade count).
         final_mark = equity[-1]
         equity[-1] = float(info["liquidation_equity"])
         fees[-1] += float(info["exit_fee"])
@@ -383,7 +383,7 @@ def policy_for(model: AgentModel) -> Policy:
 
     A MaskablePPO model predicts with the env's current mask, ``info["action_mask"]`` (the
     :class:`TradingEnv` puts it in every reset's and step's info), so it never picks an invalid
-    action; a plain PPO model predicts unmasked, as before (issue 10).
+    action; a plain PPO model predicts unmasked, as before.
     """
     from sb3_contrib import MaskablePPO
 
@@ -421,7 +421,7 @@ validation log, TensorBoard and ``selection_metric`` have always used; every oth
 
 def block_metrics(records: Sequence[EpisodeRecord], bars_per_year: float) -> dict[str, float]:
     """Means over episodes of every report metric (:func:`strategy_metrics`, one definition for
-    the validation and the backtest), and what the policy did (issue 10: what a user sees).
+    the validation and the backtest), and what the policy did (what a user sees).
 
     ``mean_reward`` (summed env reward), ``mean_length`` (steps), the metrics' means under
     :data:`BLOCK_NAMES` (``mean_return``, ``mean_sharpe``, ``trades_per_episode``,
@@ -430,7 +430,7 @@ def block_metrics(records: Sequence[EpisodeRecord], bars_per_year: float) -> dic
     ``units * price / equity`` after each step), ``total_trades`` (all episodes),
     ``invalid_share`` (share of steps whose action was an invalid order, executed as HOLD) and
     ``action_<NAME>`` (share of steps each of the nine :class:`Actions` was executed, an invalid
-    order counted as the HOLD it became and also apart in ``invalid_share``: issue 16).
+    order counted as the HOLD it became and also apart in ``invalid_share``).
     """
     means = mean_metrics([strategy_metrics(rec, bars_per_year) for rec in records])
     actions = np.concatenate([rec.actions for rec in records])  # (all steps,)

@@ -1,5 +1,5 @@
-"""Step 7's run-time leak alarms (issue 18 item 1): the trading environment probed for the future,
-and the agent's Sharpe ratio checked for plausibility.
+"""Step 7's run-time leak alarms: the trading environment probed for the future, and the agent's
+Sharpe ratio checked for plausibility.
 
 The env promises (``trading_env`` module docstring): the observation of bar ``t`` is built from
 bars ``<= t``; an order decided at bar ``t`` fills at ``open[t+1]``. :func:`env_probe_alarms`

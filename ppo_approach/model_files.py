@@ -63,7 +63,7 @@ AgentModel: TypeAlias = PPO | MaskablePPO
 """A trading agent: SB3 PPO or sb3-contrib MaskablePPO (``algorithm`` in ppo_config.txt)."""
 
 ALGORITHMS: dict[str, type[PPO] | type[MaskablePPO]] = {"ppo": PPO, "maskable_ppo": MaskablePPO}
-"""``algorithm`` value -> model class (issue 10)."""
+"""``algorithm`` value -> model class."""
 
 AGENT_FORMAT = "ppo-agent/1"
 """``format`` in ``agent.json``: changes when the file's layout does."""
@@ -71,9 +71,8 @@ META_ENTRY = "agent.json"
 PARAMS_ENTRY = "parameters.pth"
 
 KEEP_CHECKPOINTS = 3
-"""Default of ``keep_checkpoints`` in ppo_config.txt: checkpoints kept per run (issue 8 item 16;
-the best model is kept besides). More than one, so ``--resume`` can fall back past a
-damaged newest checkpoint (item 4)."""
+"""Default of ``keep_checkpoints`` in ppo_config.txt: checkpoints kept per run (the best model is
+kept besides). More than one, so ``--resume`` can fall back past a damaged newest checkpoint."""
 
 
 class AgentError(PipelineError):
@@ -82,7 +81,7 @@ class AgentError(PipelineError):
 
 class CorruptModelError(AgentError):
     """A model file that cannot be read (truncated, not a zip, not a PPO save): ``--resume`` skips
-    it and falls back to an older checkpoint (issue 8 item 4)."""
+    it and falls back to an older checkpoint."""
 
 
 class OldModelFormatError(AgentError):
@@ -93,7 +92,7 @@ class OldModelFormatError(AgentError):
 class UntrustedModelError(AgentError):
     """A well-formed model file that is not the one this run wrote (SHA-256 differs from the
     recorded one, not recorded, or holds a pickled entry we do not replace): refused outright
-    (issue 8 item 7)."""
+    (loading it could run code)."""
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -164,7 +163,7 @@ def save_model_atomic(model: AgentModel, path: Path, record_checksum: bool = Fal
 def prune_checkpoints(directory: Path, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` checkpoints (and their checksums); returns the deleted.
 
-    The best model has another name and is never pruned (issue 8 item 16).
+    The best model has another name and is never pruned.
     """
     old = [p for _, p in list_checkpoints(directory)][: -max(int(keep), 1)]
     for p in old:

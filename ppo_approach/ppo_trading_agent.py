@@ -99,7 +99,7 @@ def build_model(
     """A fresh ``PPO("MlpPolicy", env, ...)`` with the config's hyperparameters, or the same
     ``MaskablePPO`` with ``algorithm = maskable_ppo`` (its ``MlpPolicy`` is
     ``MaskableActorCriticPolicy``; it reads each env's ``action_masks()`` through
-    ``env_method``, which VecMonitor, DummyVecEnv and SubprocVecEnv forward: issue 10). A saved
+    ``env_method``, which VecMonitor, DummyVecEnv and SubprocVecEnv forward). A saved
     agent is rebuilt the same way (:func:`ppo_approach.model_files.load_model`)."""
     for msg in batch_size_warnings(cfg.n_steps, env.num_envs, cfg.batch_size):
         log.warning(msg)

@@ -40,7 +40,7 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
     Checks each model file (and the ensemble) loads, matches the dataset file's SHA-256 and the
     current config hash, maps windows ``(n, lookback, F)`` to probabilities ``(n, 3)`` summing to
     1, scales every row of the dataset to finite numbers with its scaler and predicts finite
-    probabilities for real windows (:meth:`PredictionModel.check_finite`, issue 22 item 10),
+    probabilities for real windows (:meth:`PredictionModel.check_finite`),
     that the walk-forward fold models exist when the agent uses them, and that the prediction
     table the agent will read is valid. Returns ``{name: details}``.
 
@@ -65,8 +65,8 @@ def validate_models(cfg: Config, dataset: str, paths: Paths) -> dict[str, Any]:
     )
     results: dict[str, Any] = {}
     rng = np.random.default_rng(0)
-    # Real windows through each model's own scaler (issue 22 item 10): every row is scaled, the
-    # network runs on REAL_WINDOWS windows spread over the dataset.
+    # Real windows through each model's own scaler: every row is scaled, the network runs on
+    # REAL_WINDOWS windows spread over the dataset.
     prep = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
     first, n_bars = prep.arrays.splits.first_bar, prep.arrays.n_bars
     real_bars = np.unique(np.linspace(first, n_bars - 1, REAL_WINDOWS).astype(np.int64))

@@ -14,7 +14,7 @@ The reward of a step (decision at bar ``t``, filled at ``open[t+1]``, marked at 
 ``E`` is equity, ``DD_t = 1 - E_t / max(E_0..E_t)`` the drawdown from the running peak. With
 ``profit_return = log`` the profit term is the log return: an episode's summed profit term is then
 exactly ``profit_scale * log(E_T / E_0)``, so the agent maximises terminal wealth's log (Kelly's
-criterion) instead of a sum of simple returns that a volatile path inflates (issue 10).
+criterion) instead of a sum of simple returns that a volatile path inflates.
 
 Why the cost and drawdown terms carry ``profit_scale``: they are fractions of equity just like the
 step return, so scaling all three alike keeps them in the same units, and a weight of 1 means "one
@@ -115,7 +115,7 @@ class RewardConfig:
     """Weights of the reward terms: the ``reward`` group of ``PPOConfig``, same names and order.
 
     Defaults and ranges are declared once, in :class:`pipeline.config.schema.PPOConfig`, and read
-    from there (issue 9 item 3), so the config loader refuses every value this class refuses.
+    from there, so the config loader refuses every value this class refuses.
     """
 
     profit_scale: float = schema_default(PPOConfig, "profit_scale")

@@ -1,7 +1,6 @@
 """One owner for a PPO run's checkpoint folder: which settings its checkpoints were trained
 with (``run_config.json``), what ``--resume`` may continue from (newest first, a damaged file
-skipped), and the earlier run's files set aside by a fresh run until it has written its own
-(issue 8 items 3 and 4).
+skipped), and the earlier run's files set aside by a fresh run until it has written its own.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ class ResumeMismatchError(PipelineError):
 
 PREVIOUS_RUN_DIR = art.PPO_PREVIOUS_RUN_DIR
 """Inside the checkpoint folder: the previous run's files while a fresh run has not yet written
-its first checkpoint (issue 8 item 3)."""
+its first checkpoint."""
 
 
 def _run_files(checkpoint_dir: Path) -> list[Path]:
@@ -55,7 +54,7 @@ def set_aside_previous_run(checkpoint_dir: Path) -> None:
 
     They are deleted by :func:`drop_previous_run` once this run has written a checkpoint or its
     final model, and put back by :func:`recover_previous_run` when it fails before (a crashing
-    setup must not cost the earlier run, issue 8 item 3).
+    setup must not cost the earlier run).
     """
     files = _run_files(checkpoint_dir)
     if not files:
@@ -181,15 +180,15 @@ def resume_candidates(
     final_files: tuple[Path, Path] | None = None,
 ) -> list[ResumeCandidate]:
     """What ``--resume`` may continue from, newest first: the checkpoints (all of them, so a
-    damaged newest one can be skipped, issue 8 item 4) and the final model, each trained with the
-    same :func:`run_fingerprint` (resuming a finished run trains no further and only re-runs the
+    damaged newest one can be skipped) and the final model, each trained with the same
+    :func:`run_fingerprint` (resuming a finished run trains no further and only re-runs the
     backtest).
 
     Raises :class:`ResumeMismatchError` naming the changed keys when something could be resumed
     but every candidate was trained with other settings; a checkpoint folder without
     ``run_config.json`` (written by older versions) is resumed with a warning. ``final_files``:
     the final model and its meta JSON when they are not the dataset's (one agent of a multi-seed
-    run keeps them in its own folder, issue 10).
+    run keeps them in its own folder).
     """
     from ppo_approach import model_files
 
@@ -213,8 +212,8 @@ def resume_candidates(
         fresh = fresh_run_started(paths, dataset)
         if fresh is not None and all(_mtime(c[1]) < fresh for c in found):
             # An earlier run's agent, older than the fresh run this --resume continues (that run
-            # was stopped before step 7): not this run's to resume nor to judge it by (issue 22
-            # item 5). Step 7 starts fresh; the old files are set aside as for a fresh run.
+            # was stopped before step 7): not this run's to resume nor to judge it by. Step 7
+            # starts fresh; the old files are set aside as for a fresh run.
             log.warning(
                 "--resume: %s (%d timesteps) is an earlier run's, trained with other settings "
                 "before this run started afresh (%s); step 7 starts from scratch",
@@ -258,7 +257,7 @@ def mark_fresh_run(paths: Paths, dataset: str) -> Path:
     """A run without ``--resume`` that includes step 7 starts now: every PPO checkpoint or final
     model of ``dataset`` older than this belongs to an earlier run. If this run stops before its
     step 7 and is then resumed, step 7 starts fresh instead of refusing the earlier run's agent
-    for its other settings (issue 22 item 5)."""
+    for its other settings."""
     now = time.time()
     return atomic_write_json(
         fresh_run_path(paths, dataset),
@@ -303,9 +302,9 @@ def unrecorded_error(path: Path, where: Path) -> model_files.UntrustedModelError
 def load_resume_point(
     cands: list[ResumeCandidate], vec_env: Any, device: str, paths: Paths, ppo_cfg: PPOConfig
 ) -> tuple[Any, ResumeCandidate] | None:
-    """Load the newest candidate that loads; a damaged one is skipped with a warning naming it
-    (issue 8 item 4). One whose recorded SHA-256 differs (or that the checksum manifest does not
-    list) stops the run: it was replaced, not damaged (item 7)."""
+    """Load the newest candidate that loads; a damaged one is skipped with a warning naming it.
+    One whose recorded SHA-256 differs (or that the checksum manifest does not list) stops the
+    run: it was replaced, not damaged."""
     from ppo_approach import model_files
 
     for cand in cands:

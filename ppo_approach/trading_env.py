@@ -11,16 +11,16 @@ falls as the price rises. The actions (:class:`Actions`) and their effect in eac
 tabulated in ``docs/actions.md``; legality lives in :meth:`TradingEnv._is_valid`, fees and fills in
 :meth:`TradingEnv._trade`. An invalid action is executed as HOLD (time still advances): the
 step's ``info["order"]`` says HOLD, ``info["requested_order"]`` what was asked, and it is counted
-in ``info["invalid_actions"]`` (issue 16: staying flat is HOLD, never a silent invalid order);
-:meth:`TradingEnv.action_masks` gives the mask for sb3-contrib's
-MaskablePPO, and every ``reset`` / ``step`` info carries the same mask of the new state as
-``info["action_mask"]`` (so a policy that sees only ``(obs, info)`` can mask: issue 10).
+in ``info["invalid_actions"]`` (staying flat is HOLD, never a silent invalid order);
+:meth:`TradingEnv.action_masks` gives the mask for sb3-contrib's MaskablePPO, and every ``reset`` /
+``step`` info carries the same mask of the new state as ``info["action_mask"]`` (so a policy that
+sees only ``(obs, info)`` can mask).
 
 Episodes start at a random bar (``self.np_random``) or at bar 0, run ``episode_length`` steps or
 until the block's last bar (``truncated=True``), and end early with ``terminated=True`` when equity
 falls below ``ruin_threshold * initial_capital`` (or to zero).
 
-Liquidation value (issue 8 item 22): the last step's ``info`` also says what the account would be
+Liquidation value: the last step's ``info`` also says what the account would be
 worth if the open position were closed at that bar's close, exit fee and slippage included
 (:meth:`TradingEnv.liquidation`). Step equity and rewards stay marked to market (a training
 episode is a window of an ongoing market, and SB3 bootstraps the value at truncation); reports
@@ -76,14 +76,14 @@ class Actions(IntEnum):
 
 
 TARGETS_LONG: dict[str, float] = {"FLAT": 0.0, "LONG_50": 0.5, "LONG_100": 1.0}
-"""``action_set = target`` without shorts: action i asks for the i-th exposure (issue 10)."""
+"""``action_set = target`` without shorts: action i asks for the i-th exposure."""
 
 TARGETS_SHORT: dict[str, float] = {"SHORT_100": -1.0, "FLAT": 0.0, "LONG_100": 1.0}
 """``action_set = target`` with ``allow_short``: short, flat or long with the whole equity."""
 
-# The one order that moves the current exposure level to the target level (issue 10: target
-# actions). Every pair is reachable in one fill: BUY_x spends x of the cash (0.5 -> 1 spends the
-# rest), SELL_50 halves a long, REVERSE flips, CLOSE exits; no entry means HOLD.
+# The one order that moves the current exposure level to the target level. Every pair is
+# reachable in one fill: BUY_x spends x of the cash (0.5 -> 1 spends the rest), SELL_50 halves a
+# long, REVERSE flips, CLOSE exits; no entry means HOLD.
 _TARGET_ORDER: dict[tuple[float, float], int] = {
     (0.0, 0.5): 2,  # BUY_50
     (0.0, 1.0): 3,  # BUY_100
@@ -106,8 +106,8 @@ class EnvConfig:
     """Environment settings: the ``env`` group of ``PPOConfig``, same names and order.
 
     Defaults and ranges are declared once, in :class:`pipeline.config.schema.PPOConfig` (what each
-    key means is its doc line there), and read from there (issue 9 item 3), so the config loader
-    refuses every value this class refuses.
+    key means is its doc line there), and read from there, so the config loader refuses every
+    value this class refuses.
     """
 
     initial_capital: float = schema_default(PPOConfig, "initial_capital")
@@ -271,8 +271,8 @@ class TradingEnv(gym.Env):
         k = data.price_features.shape[1]
         self.n_features = p + k
         self.n_obs = p + k + len(PORTFOLIO_NAMES)
-        # action_set = target: the agent names the exposure to hold and the env sends the order
-        # (issue 10); the order actually executed is in each step's info["order"].
+        # action_set = target: the agent names the exposure to hold and the env sends the order;
+        # the order actually executed is in each step's info["order"].
         self._targets: tuple[float, ...] | None = None
         if config.action_set == "target":
             names = TARGETS_SHORT if config.allow_short else TARGETS_LONG
@@ -358,7 +358,7 @@ class TradingEnv(gym.Env):
             "total_fees": 0.0,
             "trades": 0,
             "invalid_actions": 0,
-            # The mask of the new state, for policies that see only (obs, info) (issue 10).
+            # The mask of the new state, for policies that see only (obs, info).
             "action_mask": self.action_masks(),
         }
         return self._observation(start), info
@@ -409,7 +409,7 @@ class TradingEnv(gym.Env):
             "invalid_actions": self._invalid,
             "action_valid": valid,
             # The order executed: the action itself, or the target's order; an invalid order
-            # is executed as HOLD and reported as one (issue 16: flat means HOLD).
+            # is executed as HOLD and reported as one (flat means HOLD).
             "order": a if valid else int(Actions.HOLD),
             "requested_order": a,
             "reward_terms": terms,
@@ -426,7 +426,7 @@ class TradingEnv(gym.Env):
         The exit fills at ``close[t]`` with the adverse slippage of :meth:`_trade` (a long sells at
         ``close * (1 - slippage)``, a short buys back at ``close * (1 + slippage)``) and pays
         ``transaction_cost`` on that notional: ``liquidation_equity = cash + units * fill - fee``.
-        Flat: the equity, no fee (issue 8 item 22).
+        Flat: the equity, no fee.
         """
         units = self._units
         if units == 0.0:

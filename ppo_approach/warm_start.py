@@ -1,7 +1,7 @@
-"""Rule warm start (issue 16 item 2): the agent starts from the classifier rule, then PPO improves.
+"""Rule warm start: the agent starts from the classifier rule, then PPO improves.
 
 With real classifiers' soft probabilities a few points apart, PPO from random weights found
-nothing on data where trading the classifier's calls paid (the issue's table: the rule +236 % on
+nothing on data where trading the classifier's calls paid (the rule +236 % on
 the test block of a planted-momentum walk, the agent 0 trades on 3 of 3 seeds). So before PPO,
 ``agent_init = rule`` fits the policy by behaviour cloning (Pomerleau 1991; the warm start of
 Rajeswaran et al. 2018 "DAPG" and of most RL-from-demonstration work):
@@ -52,7 +52,7 @@ EXPLORE_SHARE = 0.25
 LABEL_SMOOTHING = 0.3
 """Default probability mass spread over all actions in the cloning target (the policy keeps
 entropy; ``agent_init_label_smoothing``). At 0.05 the clone was so sure of the rule's action that
-PPO's samples rarely left it and PPO never beat its start on validation (the issue-16 ladder)."""
+PPO's samples rarely left it and PPO never beat its start on validation (the agent ladder)."""
 
 BATCH_SIZE = 256
 LEARNING_RATE = 1e-3

@@ -12,7 +12,7 @@ import pytest
 from pipeline.data import annualisation
 from pipeline.run import report_names
 from ppo_approach import backtest as bt
-from ppo_approach import evaluation
+from ppo_approach import backtest_plot, evaluation
 from ppo_approach.reward_functions import RewardConfig
 from ppo_approach.trading_env import Actions, EnvConfig, MarketData, TradingEnv
 
@@ -389,11 +389,11 @@ def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
     runs = bt.run_strategies(
         data, EnvConfig(action_set="orders"), RewardConfig(), evaluation.flat_policy, probs, [0, 1]
     )
-    fig = bt.backtest_figure(runs, data.timestamps, "t")
+    fig = backtest_plot.backtest_figure(runs, data.timestamps, "t")
     try:
         colours: dict[str, set[str]] = {}
         # The strategy panels; the agent's position/action strip (issue 10) has its own test.
-        panels = [ax for ax in fig.axes if ax.get_label() != bt.STRIP_LABEL]
+        panels = [ax for ax in fig.axes if ax.get_label() != backtest_plot.STRIP_LABEL]
         assert len(panels) == 3
         for ax in panels:
             lines = ax.get_lines()
@@ -409,8 +409,8 @@ def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
             assert legend[0] == "agent"  # the legend keeps the usual order
         assert all(len(c) == 1 for c in colours.values()), colours
         assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # all distinct
-        assert colours["classifier_rule"] == {bt.STRATEGY_COLOURS["classifier_rule"]}
-        assert colours["flat"] == {bt.STRATEGY_COLOURS["flat"]}
+        assert colours["classifier_rule"] == {backtest_plot.STRATEGY_COLOURS["classifier_rule"]}
+        assert colours["flat"] == {backtest_plot.STRATEGY_COLOURS["flat"]}
     finally:
         plt.close(fig)
 
@@ -452,7 +452,7 @@ def test_summary_table_and_plot(tmp_path) -> None:
     assert (
         flat_row[header.index("win_rate")] == "-" and flat_row[header.index("n_round_trips")] == "0"
     )
-    png = bt.plot_backtest(runs, data.timestamps, tmp_path / "b.png", "title")
+    png = backtest_plot.plot_backtest(runs, data.timestamps, tmp_path / "b.png", "title")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -545,9 +545,9 @@ def test_plot_has_the_agents_position_and_action_strip(tmp_path) -> None:
     from matplotlib.collections import PolyCollection
 
     runs, _ = _scripted_report(tmp_path)
-    fig = bt.backtest_figure(runs, _block(12)[0].timestamps, "t")
+    fig = backtest_plot.backtest_figure(runs, _block(12)[0].timestamps, "t")
     try:
-        strips = [ax for ax in fig.axes if ax.get_label() == bt.STRIP_LABEL]
+        strips = [ax for ax in fig.axes if ax.get_label() == backtest_plot.STRIP_LABEL]
         assert len(fig.axes) == 4 and len(strips) == 1
         strip = strips[0]
         assert fig.axes.index(strip) == 1  # right under the equity panel
@@ -568,13 +568,15 @@ def test_plot_has_the_agents_position_and_action_strip(tmp_path) -> None:
         plt.close(fig)
     # Without an agent run there is no strip.
     no_agent = {k: v for k, v in runs.items() if k != "agent"}
-    fig = bt.backtest_figure(no_agent, _block(12)[0].timestamps, "t")
+    fig = backtest_plot.backtest_figure(no_agent, _block(12)[0].timestamps, "t")
     try:
         assert len(fig.axes) == 3
-        assert not [ax for ax in fig.axes if ax.get_label() == bt.STRIP_LABEL]
+        assert not [ax for ax in fig.axes if ax.get_label() == backtest_plot.STRIP_LABEL]
     finally:
         plt.close(fig)
-    png = bt.plot_backtest(runs, _block(12)[0].timestamps, tmp_path / "s.png", "scripted")
+    png = backtest_plot.plot_backtest(
+        runs, _block(12)[0].timestamps, tmp_path / "s.png", "scripted"
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -649,13 +651,13 @@ def test_plot_legend_carries_the_luck_verdict_interval_and_psr(tmp_path) -> None
 
     runs, _ = _scripted_report(tmp_path)
     luck = bt.significance_section(runs, 8760.0)
-    fig = bt.backtest_figure(runs, _block(12)[0].timestamps, "t", luck)
+    fig = backtest_plot.backtest_figure(runs, _block(12)[0].timestamps, "t", luck)
     try:
         texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     finally:
         plt.close(fig)
     agent = next(t for t in texts if t.startswith("agent"))
-    assert agent == f"agent ({bt.luck_label(luck['agent'])})"
+    assert agent == f"agent ({backtest_plot.luck_label(luck['agent'])})"
     assert "95 % CI [" in agent and "PSR " in agent and luck["agent"]["verdict"] in agent
     assert any(t.startswith("buy_and_hold (") for t in texts)
     assert "flat" in texts  # strategies without a judgement keep their plain name

@@ -22,7 +22,7 @@ import runpod_main
 import runpod_train
 from pipeline.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PREFLIGHT, PROJECT_ROOT, Paths
 from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
-from pipeline.run import process
+from pipeline.run import driver_output, process
 from pipeline.run.lock import LockHeldError, absolute_dataset, lock_path, step_lock
 from pipeline.run.preflight import CheckResult
 from pipeline.store.artifacts import Artifacts
@@ -313,7 +313,7 @@ def test_driver_env_forwards_terminalness(monkeypatch: pytest.MonkeyPatch, clean
 def test_relay_passes_carriage_return_updates_to_the_console_only() -> None:
     console = io.StringIO()
     lines: list[str] = []
-    relay = runpod_main._Relay(["tok-SECRET-42"], lines.append, console)
+    relay = driver_output._Relay(["tok-SECRET-42"], lines.append, console)
     # A tqdm-like bar in pieces (a chunk boundary inside the secret and inside "\r\n"), then a
     # normal line; the final bar state ends with "\n" and is logged once.
     for chunk in [
@@ -377,9 +377,9 @@ def test_nohup_keeps_sighup_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under ``nohup`` a hangup must not stop the run (it is not forwarded)."""
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        assert signal.SIGHUP not in runpod_main.forwarded_signals()
+        assert signal.SIGHUP not in driver_output.forwarded_signals()
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        assert signal.SIGHUP in runpod_main.forwarded_signals()
+        assert signal.SIGHUP in driver_output.forwarded_signals()
     finally:
         signal.signal(signal.SIGHUP, previous)
 

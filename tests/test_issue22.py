@@ -148,11 +148,12 @@ def test_signal_deaths_and_late_signals_map_to_the_documented_130(
     import time
 
     import runpod_main
+    from pipeline.run import driver_output
 
-    assert runpod_main.exit_code_of(-signal.SIGHUP) == 130
-    assert runpod_main.exit_code_of(-signal.SIGTERM) == 130
-    assert runpod_main.exit_code_of(-signal.SIGKILL) == 137
-    assert runpod_main.exit_code_of(3) == 3
+    assert driver_output.exit_code_of(-signal.SIGHUP) == 130
+    assert driver_output.exit_code_of(-signal.SIGTERM) == 130
+    assert driver_output.exit_code_of(-signal.SIGKILL) == 137
+    assert driver_output.exit_code_of(3) == 3
 
     def run_then_hangup(_args: object) -> int:  # a hangup in the run's last lines
         os.kill(os.getpid(), signal.SIGHUP)
@@ -334,16 +335,17 @@ def test_the_driver_logs_an_estimated_duration_at_the_start(
     import runpod_train
     from pipeline.config.files import load_config
     from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+    from pipeline.run.estimate import estimate_seconds
     from runpod_train import StepOutcome
 
     demo = load_config(preset="demo")
-    est = runpod_train.estimate_seconds(demo, 17_544, range(1, 9), cuda=False)
+    est = estimate_seconds(demo, 17_544, range(1, 9), cuda=False)
     assert 0 < est["5"] and 0 < est["7"] and est["total"] < 15 * 60
     assert est["total"] == pytest.approx(est["5"] + est["7"] + est["other"])
     longer = load_config(preset="demo", overrides=["total_timesteps=400000", "epochs=30"])
-    est2 = runpod_train.estimate_seconds(longer, 2 * 17_544, range(1, 9), cuda=False)
+    est2 = estimate_seconds(longer, 2 * 17_544, range(1, 9), cuda=False)
     assert est2["7"] > est["7"] and est2["5"] > est["5"]
-    only7 = runpod_train.estimate_seconds(demo, 17_544, [7], cuda=False)
+    only7 = estimate_seconds(demo, 17_544, [7], cuda=False)
     assert only7["5"] == 0.0
 
     (tmp_path / "datasets").mkdir()

@@ -194,6 +194,7 @@ def test_a_signal_before_the_driver_exists_is_forwarded_to_it(
     import sys
 
     import runpod_main
+    from pipeline.run import driver_output
 
     real_popen = subprocess.Popen
     started: list[subprocess.Popen[bytes]] = []
@@ -203,7 +204,7 @@ def test_a_signal_before_the_driver_exists_is_forwarded_to_it(
         started.append(real_popen(*a, **k))
         return started[0]
 
-    monkeypatch.setattr(runpod_main.subprocess, "Popen", popen_after_a_signal)
+    monkeypatch.setattr(driver_output.subprocess, "Popen", popen_after_a_signal)
     code = runpod_main.stream_driver(
         [sys.executable, "-c", "import time; time.sleep(30)"], _env(), []
     )

@@ -108,7 +108,7 @@ def test_every_architecture_has_a_builder() -> None:
     assert set(nets.BUILDERS) == set(model_registry.MODEL_NAMES)
     built = {n for n, _f in PARAMETERS}
     assert built == {a.name for a in ARCHITECTURES if a.name != "lightgbm"}
-    with pytest.raises(PipelineError, match="fit by train_models.fit_lightgbm"):
+    with pytest.raises(PipelineError, match="fit by pipeline.classifiers.tabular.fit_lightgbm"):
         nets.build_classifier(nets.arch_config("lightgbm", 26, TrainingConfig()))
     with pytest.raises(PipelineError, match="unknown model 'tcn'"):
         nets.build_classifier({"name": "tcn", "n_features": 26})

@@ -71,8 +71,9 @@ def test_every_architecture_maps_windows_to_three_logits(name: str) -> None:
 
 @pytest.mark.unit
 def test_lightgbm_is_fit_not_built() -> None:
-    """A booster exists only after fitting (train_models.fit_lightgbm); its file carries it."""
-    with pytest.raises(PipelineError, match="fit by train_models.fit_lightgbm"):
+    """A booster exists only after fitting (pipeline.classifiers.tabular.fit_lightgbm); its file
+    carries it."""
+    with pytest.raises(PipelineError, match="fit by pipeline.classifiers.tabular.fit_lightgbm"):
         build_classifier(arch_config("lightgbm", F, tiny_cfg()))
 
 

@@ -479,7 +479,7 @@ def _meta(paths: Paths) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def val_block(ppo_source_root: Path) -> step.AgentBlock:
+def val_block(ppo_source_root: Path) -> agent_blocks.AgentBlock:
     """The agent's validation block of the source dataset (small, for unit tests)."""
     cfg = _smoke_cfg()
     paths = Paths.from_root(ppo_source_root)
@@ -488,7 +488,7 @@ def val_block(ppo_source_root: Path) -> step.AgentBlock:
     ]
 
 
-def _train_tiny(block: step.AgentBlock, seed: int, timesteps: int = 1024) -> PPO:
+def _train_tiny(block: agent_blocks.AgentBlock, seed: int, timesteps: int = 1024) -> PPO:
     cfg = _smoke_cfg(f"ppo.seed={seed}", "n_epochs=1").ppo
     venv, kind = agent.make_vec_env(
         block.data, EnvConfig.from_ppo_config(cfg), RewardConfig(), 2, cfg.seed, "dummy"
@@ -500,7 +500,7 @@ def _train_tiny(block: step.AgentBlock, seed: int, timesteps: int = 1024) -> PPO
 
 
 @pytest.mark.integration
-def test_same_seed_same_actions(val_block: step.AgentBlock) -> None:
+def test_same_seed_same_actions(val_block: agent_blocks.AgentBlock) -> None:
     block = val_block
     obs = np.concatenate(
         [block.data.pred_features, block.data.price_features, np.zeros((block.data.n_bars, 4))],
@@ -526,7 +526,7 @@ def test_same_seed_same_actions(val_block: step.AgentBlock) -> None:
 
 @pytest.mark.integration
 def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
-    val_block: step.AgentBlock, tmp_path: Path
+    val_block: agent_blocks.AgentBlock, tmp_path: Path
 ) -> None:
     block = val_block
     cfg = _smoke_cfg("n_epochs=1").ppo
@@ -548,7 +548,9 @@ def test_checkpoints_counted_in_timesteps_at_rollout_boundaries(
 
 
 @pytest.mark.integration
-def test_stop_request_ends_learning_at_last_rollout_boundary(val_block: step.AgentBlock) -> None:
+def test_stop_request_ends_learning_at_last_rollout_boundary(
+    val_block: agent_blocks.AgentBlock,
+) -> None:
     block = val_block
     cfg = _smoke_cfg("n_epochs=1").ppo
     venv, _ = agent.make_vec_env(
@@ -571,7 +573,7 @@ def test_stop_request_ends_learning_at_last_rollout_boundary(val_block: step.Age
 
 
 @pytest.mark.integration
-def test_subproc_vec_env_matches_dummy_and_trains(val_block: step.AgentBlock) -> None:
+def test_subproc_vec_env_matches_dummy_and_trains(val_block: agent_blocks.AgentBlock) -> None:
     block = val_block
     env_cfg = EnvConfig(action_set="orders", episode_length=50)
     sub, kind = agent.make_vec_env(block.data, env_cfg, RewardConfig(), 2, 5, "subproc")
@@ -600,7 +602,9 @@ def test_subproc_vec_env_matches_dummy_and_trains(val_block: step.AgentBlock) ->
 
 @pytest.mark.integration
 def test_subproc_failure_falls_back_to_dummy(
-    val_block: step.AgentBlock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    val_block: agent_blocks.AgentBlock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     block = val_block
 

@@ -33,11 +33,11 @@ from test_ppo_agent import (  # noqa: F401  (fixtures used by name)
 
 from pipeline.common import Paths, sha256_file
 from pipeline.store import artifacts as art
-from ppo_approach import callbacks, model_files, run_folder
+from ppo_approach import agent_blocks, callbacks, learn_phase, model_files, run_folder
 from ppo_approach import ppo_trading_agent as agent
 from ppo_approach import train_ppo_agent as step
-from ppo_approach.reward_functions import RewardConfig
-from ppo_approach.trading_env import EnvConfig
+from ppo_approach.reward_functions import RewardConfig, RewardFunction
+from ppo_approach.trading_env import EnvConfig, TradingEnv
 
 CK = Path("ppo_approach") / "checkpoints" / f"dlstm_{DATASET}"
 FINAL = Path("ppo_approach") / "models" / f"ppo_dlstm_{DATASET}.zip"
@@ -271,8 +271,8 @@ def _record(ck: Path, path: Path) -> None:
     (ck / art.PPO_CHECKSUMS_NAME).write_text(json.dumps(sums))
 
 
-def _spaces_of(block: step.AgentBlock) -> tuple[Any, Any]:
-    env = step.TradingEnv(block.data, EnvConfig(), step.RewardFunction(RewardConfig()))
+def _spaces_of(block: agent_blocks.AgentBlock) -> tuple[Any, Any]:
+    env = TradingEnv(block.data, EnvConfig(), RewardFunction(RewardConfig()))
     return env.observation_space, env.action_space
 
 
@@ -288,7 +288,7 @@ def _old_sb3_zip(src: Path, dst: Path, marker: Path, spaces: tuple[Any, Any]) ->
 def test_trap_fires_with_plain_sb3_load(
     pruned_run: dict[str, Any],
     tmp_path: Path,
-    val_block: step.AgentBlock,  # noqa: F811
+    val_block: agent_blocks.AgentBlock,  # noqa: F811
 ) -> None:
     """Positive control: SB3's own zip format runs code when SB3's own loader reads it."""
     trapped, marker = tmp_path / "trapped.zip", tmp_path / "fired"
@@ -323,7 +323,7 @@ def test_resume_refuses_a_checkpoint_whose_hash_differs(
 def test_an_sb3_zip_of_an_older_version_is_one_clear_line_and_never_unpickled(
     pruned_run: dict[str, Any],
     tmp_path: Path,
-    val_block: step.AgentBlock,  # noqa: F811
+    val_block: agent_blocks.AgentBlock,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """SB3's own zip (earlier versions wrote it) is refused in one line, exit 1, even when the
@@ -392,7 +392,7 @@ def test_a_pickle_in_the_parameters_is_refused_in_one_line(
 def test_load_model_refuses_a_pickle_in_the_parameters(
     pruned_run: dict[str, Any],
     tmp_path: Path,
-    val_block: step.AgentBlock,  # noqa: F811
+    val_block: agent_blocks.AgentBlock,  # noqa: F811
 ) -> None:
     """The best model and the final model go through the same loader: refused, not damaged."""
     path, marker = tmp_path / "trapped.zip", tmp_path / "fired"
@@ -424,7 +424,7 @@ def test_a_checkpoint_the_manifest_does_not_list_is_refused(
 @pytest.mark.integration
 def test_a_checkpoint_is_json_and_weights_only_and_loads_without_sb3_load(
     pruned_run: dict[str, Any],
-    val_block: step.AgentBlock,  # noqa: F811
+    val_block: agent_blocks.AgentBlock,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 20 item 3: a file holds agent.json (plain JSON: the settings it was built with, its
@@ -460,7 +460,7 @@ def test_a_checkpoint_is_json_and_weights_only_and_loads_without_sb3_load(
 
 @pytest.mark.integration
 def test_checkpoint_is_fsynced_before_the_rename(
-    val_block: step.AgentBlock,  # noqa: F811
+    val_block: agent_blocks.AgentBlock,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -523,9 +523,9 @@ def test_progress_callback_logs_every_interval(caplog: pytest.LogCaptureFixture)
 @pytest.mark.unit
 def test_progress_bar_only_when_wanted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_PROGRESS", "log")
-    assert step._progress_bar_wanted() is False
+    assert learn_phase._progress_bar_wanted() is False
     monkeypatch.setenv("PIPELINE_PROGRESS", "bar")
-    assert step._progress_bar_wanted() is True  # tqdm and rich are installed here
+    assert learn_phase._progress_bar_wanted() is True  # tqdm and rich are installed here
 
 
 @pytest.mark.integration

@@ -758,8 +758,8 @@ def test_logreg_model_is_scikit_learns_fit_and_feeds_the_agent(signal_run, signa
 
     from pipeline.classifiers.predictors import PredictionModel
     from pipeline.classifiers.prepare import prepare_dataset
+    from pipeline.classifiers.tabular import window_summary
     from ppo_approach.prediction_wrapper import validate_models
-    from train_models import window_summary
 
     root, summary, cfg = signal_run
     paths = Paths.from_root(root)
@@ -790,8 +790,8 @@ def test_lightgbm_model_keeps_its_text_booster_and_feeds_the_agent(
 
     from pipeline.classifiers.predictors import PredictionModel
     from pipeline.classifiers.prepare import prepare_dataset
+    from pipeline.classifiers.tabular import window_summary
     from ppo_approach.prediction_wrapper import validate_models
-    from train_models import window_summary
 
     root, summary, cfg = signal_run
     paths = Paths.from_root(root)

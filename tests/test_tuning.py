@@ -225,7 +225,7 @@ def test_no_test_block_bar_reaches_an_agent_trial(
 ) -> None:
     """Every environment an agent trial builds (training and validation) is recorded: none holds
     a bar of the agent's test block, and the trial's run has no test block at all."""
-    from ppo_approach import train_ppo_agent
+    from ppo_approach import agent_report, train_ppo_agent
     from ppo_approach.trading_env import TradingEnv
 
     root = tmp_path / "root"
@@ -247,7 +247,7 @@ def test_no_test_block_bar_reaches_an_agent_trial(
 
     monkeypatch.setattr(TradingEnv, "__init__", record_env)
     monkeypatch.setattr(train_ppo_agent, "train", record_train)
-    monkeypatch.setattr(train_ppo_agent, "run_backtest", _forbidden)
+    monkeypatch.setattr(agent_report, "run_backtest", _forbidden)
     monkeypatch.setattr(train_ppo_agent, "train_agent", _forbidden)
     space = _space(tmp_path, "[ppo]\nlearning_rate = float 1e-4 1e-3 log\n")
     argv = ["--dataset", PPO_DATASET, "--root", str(root), "--stage", "agent", "--trials", "2",

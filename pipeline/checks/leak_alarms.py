@@ -1,5 +1,5 @@
-"""Run-time leak alarms (issue 18 item 1): checks that run inside every step 5 and step 7 and
-say, in a warning row, when a result looks like a leak rather than an edge.
+"""Run-time leak alarms: checks that run inside every step 5 and step 7 and say, in a warning row,
+when a result looks like a leak rather than an edge.
 
 Tests catch leaks planted in the code; these alarms catch the leaks a user's change, data or
 config brings in at run time. Two kinds:
@@ -288,7 +288,7 @@ def sharpe_alarms(subject: str, sharpe: float | None, max_sharpe: float) -> list
 
 
 class FitPlanLike(Protocol):
-    """What the checks read of step 5's fit plan (``train_models.FitPlan``)."""
+    """What the checks read of step 5's fit plan (``pipeline.classifiers.fit_plan.FitPlan``)."""
 
     fit: Block
     scaled: np.ndarray  # (N, F) float32

@@ -1,4 +1,4 @@
-"""Is it luck? Sharpe-ratio significance and block-bootstrap intervals (issue 18, item 3).
+"""Is it luck? Sharpe-ratio significance and block-bootstrap intervals.
 
 * **Probabilistic Sharpe ratio** (Bailey & López de Prado 2012, "The Sharpe Ratio Efficient
   Frontier"): the probability that the true per-period Sharpe ratio exceeds ``sr_star``, given the

@@ -1,4 +1,4 @@
-"""How the ensemble combines its members' probabilities (issue 17 item 2): ``ensemble_method``.
+"""How the ensemble combines its members' probabilities: ``ensemble_method``.
 
 * ``mean``: the members' probabilities averaged (the seed's ensemble, unchanged).
 * ``weighted``: weighted voting, the weights found by ensemble selection (Caruana et al. 2004,

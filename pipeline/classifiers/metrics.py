@@ -63,7 +63,7 @@ def permutation_baseline(
 ) -> dict[str, Any] | None:
     """Macro-F1 of the same predictions against circularly shifted labels: chance, honestly.
 
-    Issue 18 item 2: 1/3 is the chance level only for uniform guessing. Shifting the labels by
+    1/3 is the chance level only for uniform guessing. Shifting the labels by
     ``min_shift .. n - min_shift`` bars keeps both series' class shares and runs (volatility
     regimes, sticky predictions) and breaks only their alignment, so the spread of these scores
     is what a model without information scores on these rows. Returns the mean, the 95th

@@ -1,8 +1,8 @@
-"""Which classifier feeds the agent: ``prediction_model = auto`` (issue 16 item 4).
+"""Which classifier feeds the agent: ``prediction_model = auto``.
 
 When step 5 fitted an ensemble over every model's walk-forward table and it beat every model
 alone on the agent-val rows by more than one standard error (``auto_ensemble.used`` in the
-summary, issue 17 item 2), the agent uses that ensemble. Otherwise it uses the simplest
+summary), the agent uses that ensemble. Otherwise it uses the simplest
 classifier within one standard error of the best VALIDATION macro-F1 of step 5's training
 summary (``results/training_summary_{dataset}.json``; :func:`best_on_validation`): the
 validation block selects models, the test block stays the one honest score and plays no part

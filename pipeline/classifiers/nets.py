@@ -114,12 +114,12 @@ class DLSTMClassifier(nn.Module):
 
 
 class LogRegClassifier(nn.Module):
-    """Multinomial logistic regression on a summary of the window (issue 17 item 1).
+    """Multinomial logistic regression on a summary of the window.
 
     ``(B, L, F)`` -> the last bar's features and their mean over the window ``(B, 2F)`` -> 3
-    logits. scikit-learn fits it (``train_models.fit_logreg``, L2, balanced class weights); its
-    coefficients live in ``linear``, so it predicts, saves (weights only) and loads like the
-    networks: ``softmax(linear(x))`` is sklearn's ``predict_proba``.
+    logits. scikit-learn fits it (``pipeline.classifiers.tabular.fit_logreg``, L2, balanced class
+    weights); its coefficients live in ``linear``, so it predicts, saves (weights only) and loads
+    like the networks: ``softmax(linear(x))`` is sklearn's ``predict_proba``.
     """
 
     def __init__(self, n_features: int) -> None:
@@ -137,7 +137,7 @@ class LogRegClassifier(nn.Module):
 
 
 class BoosterClassifier(nn.Module):
-    """LightGBM's gradient-boosted trees on a summary of the window (issue 17 item 1).
+    """LightGBM's gradient-boosted trees on a summary of the window.
 
     ``(B, L, F)`` -> the last bar, the window's mean and its standard deviation ``(B, 3F)`` ->
     the booster's class probabilities, returned as log-probabilities (so the softmax every
@@ -200,7 +200,9 @@ def _sizes(arch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build_lightgbm(arch: dict[str, Any]) -> nn.Module:
-    raise PipelineError("a LightGBM model is fit by train_models.fit_lightgbm, not built")
+    raise PipelineError(
+        "a LightGBM model is fit by pipeline.classifiers.tabular.fit_lightgbm, not built"
+    )
 
 
 BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {

@@ -104,7 +104,7 @@ def build_prediction_table(
 ) -> pd.DataFrame:
     """The prediction table of one model (see the module docstring and docs/DESIGN.md)."""
     dataset = prep.info.name
-    # the oracle source keeps the walk-forward layout of blocks (issue 10)
+    # the oracle source keeps the walk-forward layout of blocks
     walk_forward = cfg.ppo.ppo_prediction_source != "in_sample"
     main = PredictionModel(model, dataset, paths, device)
     _check_current(main, cfg, prep)
@@ -285,7 +285,7 @@ def write_prediction_tables(
 
     Ensemble members not in ``models`` are predicted from their files on disk (they must exist
     and be current). With ``prediction_model = auto`` and walk-forward tables of two or more
-    models, the ensembles are candidates too (issue 17 item 2): weighted voting is fitted on the
+    models, the ensembles are candidates too: weighted voting is fitted on the
     out-of-fold agent-train rows over every model and chosen on the agent-val rows against the
     mean and each model alone (:data:`pipeline.classifiers.ensembles.AUTO` says why not stacking);
     when a combination beats the best model alone by more than one standard error

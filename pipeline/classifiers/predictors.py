@@ -99,7 +99,7 @@ class PredictionModel:
                 f"{spath}: feature list differs from the one {self.path.name} was trained with; "
                 "rerun train_models.py"
             )
-        scaler = info["scaler"]  # rebuilt from JSON data; no pickle is read (issue 8 item 7)
+        scaler = info["scaler"]  # rebuilt from JSON: no pickle, which could run code
         if (
             len(scaler.mean_) != len(self.mean)
             or not np.allclose(scaler.mean_, self.mean)
@@ -138,7 +138,7 @@ class PredictionModel:
         probabilities; the message names the model (and scaler) file and the first bad row.
 
         A scaler with overflowing numbers (a mean of 1e308, the same in the model file and the
-        scaler file) passes every other check and predicts NaN (issue 22 item 10).
+        scaler file) passes every other check and predicts NaN.
         """
         self.check_dataset(prep)
         where = f"{self.path}" + (f" (scaler {self.scaler_file})" if self.scaler_file else "")

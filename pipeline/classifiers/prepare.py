@@ -66,7 +66,7 @@ def apply_scaler(scaler: StandardScaler, features: np.ndarray) -> np.ndarray:
 
 def features_of(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """The feature frame :func:`prepare_arrays` builds the model inputs from; the leak alarms'
-    future-shift control recomputes it on cut candles through this same call (issue 18)."""
+    future-shift control recomputes it on cut candles through this same call."""
     return compute_features(df, names)
 
 
@@ -75,8 +75,7 @@ class PreparedArrays:
     """Everything the classifier trainer needs, as arrays indexed by bar.
 
     The samples of a block are windows of ``scaled`` (or of a fold scaler's output) gathered by
-    :class:`pipeline.classifiers.windows.WindowData`, the one windowing implementation (issue 9
-    item 2).
+    :class:`pipeline.classifiers.windows.WindowData`, the one windowing implementation.
     """
 
     feature_names: tuple[str, ...]
@@ -210,8 +209,8 @@ def scaler_payload(prepared: Prepared, cfg: TrainingConfig) -> dict[str, Any]:
     """The JSON-ready dict of a scaler file: its statistics plus what it was fit on.
 
     Plain numbers and strings only: the file is shared through the git remote (step 8), so it
-    must be data that loading cannot turn into code, unlike the pickle it replaces (issue 8
-    item 7). JSON floats round-trip exactly (``repr``), so the rebuilt scaler equals the fit one.
+    must be data that loading cannot turn into code, unlike the pickle it replaces. JSON
+    floats round-trip exactly (``repr``), so the rebuilt scaler equals the fit one.
     """
     train = prepared.arrays.splits.train
     scaler = prepared.arrays.scaler
@@ -268,7 +267,7 @@ def load_scaler_file(path: Path) -> dict[str, Any]:
 
     Returns its fields plus ``"scaler"``: a :class:`StandardScaler` rebuilt from the stored
     statistics (no pickle is ever read; an old ``scaler_*.pkl`` beside it is ignored, and when
-    it is all there is, the error says to rerun train_models.py: issue 8 item 7).
+    it is all there is, the error says to rerun train_models.py).
     """
     path = Path(path)
     try:

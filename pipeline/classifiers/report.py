@@ -1,7 +1,7 @@
 """How step 5 reports a classifier: the baselines it is compared with (chance, the train block's
 majority class, a logistic regression on the last bar's features, all scored on the same rows),
-the one-line headline with a directional metric (issue 8 item 18), the training plot and the
-console table with its legend.
+the one-line headline with a directional metric, the training plot and the console table with
+its legend.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ VAL_BLOCK_NOTE = (
     "early-stopping block: it picked the best epoch, so scores on it are optimistic; "
     "compare models on the test block"
 )
-"""What the "val" scores are (issue 8 item 19): the validation block is the one early stopping
+"""What the "val" scores are: the validation block is the one early stopping
 watched, so they are labelled, not used for the headline."""
 
 
@@ -73,7 +73,7 @@ def direction_score(confusion: list[list[int]]) -> tuple[float | None, int]:
     From a 3x3 confusion matrix (rows true, columns predicted, order Fall, Stationary, Rise):
     the calls counted are bars labelled Fall or Rise that were predicted Fall or Rise; a call is
     correct when the signs agree. Returns ``(share, calls)``, ``(None, 0)`` without such calls.
-    A coin scores about 50 % (issue 8 item 18).
+    A coin scores about 50 %.
     """
     fall, rise = 0, 2
     hits = int(confusion[fall][fall]) + int(confusion[rise][rise])
@@ -82,16 +82,16 @@ def direction_score(confusion: list[list[int]]) -> tuple[float | None, int]:
 
 
 DIRECTION_ALPHA = 0.01
-"""One-sided level of the direction test: "above chance" needs ``p < 0.01`` (issue 18 item 2).
+"""One-sided level of the direction test: "above chance" needs ``p < 0.01``.
 Strict because several models are judged on the same block; a false "edge" costs a user money."""
 
 
 def effective_rows(n: int, horizon: int) -> float:
     """Independent observations among ``n`` bars whose labels span ``horizon`` bars.
 
-    Issue 18 item 2: a label averages the next ``k`` closes, so neighbouring labels share
-    ``k - 1`` of their ``k`` bars and count as about one observation per ``k`` bars (the
-    overlap correction of Lopez de Prado 2018, ch. 4, "average uniqueness" ``1/k``).
+    A label averages the next ``k`` closes, so neighbouring labels share ``k - 1`` of their ``k``
+    bars and count as about one observation per ``k`` bars (the overlap correction of Lopez de
+    Prado 2018, ch. 4, "average uniqueness" ``1/k``).
     """
     return max(float(n) / max(int(horizon), 1), 1.0)
 
@@ -124,14 +124,14 @@ def macro_f1_standard_error(n_rows: int, horizon: int = 1) -> float:
 def headline_comparison(metrics: dict[str, Any]) -> dict[str, Any]:
     """The model's test block against chance and the logistic regression, in one line.
 
-    Issue 18 item 2 (replacing issue 8's "one s.e. above 1/3"): **chance** is judged on
-    direction, the signed calls right vs 50 % on the effective sample size
-    (:func:`direction_test`, labels overlap ``k`` bars), because on honest data with volatility
-    clusters the Stationary class is partly predictable and macro-F1 sits above 1/3 without any
-    directional edge. Macro-F1 is compared with the logistic regression on the same rows (better
-    only by more than one overlap-corrected standard error) and with the permutation baseline
-    (the model's own predictions against circularly shifted labels: same class shares, no
-    alignment), when the metrics carry it. Returns the numbers and the ``headline`` string.
+    **Chance** is judged on direction, the signed calls right vs 50 % on the effective sample
+    size (:func:`direction_test`, labels overlap ``k`` bars), no longer on macro-F1 "one s.e.
+    above 1/3", because on honest data with volatility clusters the Stationary class is partly
+    predictable and macro-F1 sits above 1/3 without any directional edge. Macro-F1 is compared
+    with the logistic regression on the same rows (better only by more than one overlap-corrected
+    standard error) and with the permutation baseline (the model's own predictions against
+    circularly shifted labels: same class shares, no alignment), when the metrics carry it.
+    Returns the numbers and the ``headline`` string.
     """
     test = metrics["test"]
     logreg = metrics["baselines"]["logreg"]["test"]
@@ -202,8 +202,8 @@ def training_figure(
 ) -> Figure:
     """Loss, accuracy, macro-F1 and the confusion matrix of the best epoch, as one figure.
 
-    Issue 8 item 28: a model/dataset title, integer epoch ticks, accuracy and F1 in separate
-    panels, and a dotted line on the best epoch (the weights that were kept).
+    With a model/dataset title, integer epoch ticks, accuracy and F1 in separate panels, and a
+    dotted line on the best epoch (the weights that were kept).
     """
     import matplotlib
 
@@ -294,8 +294,8 @@ SUMMARY_LEGEND = (
 def format_summary_table(entries: dict[str, dict[str, Any]]) -> str:
     """Plain-text table of this run's models, then a legend explaining each column.
 
-    Every score the table compares is on the test block (issue 8 item 28); the early-stopping
-    block's F1 is shown apart, labelled as such (item 19).
+    Every score the table compares is on the test block; the early-stopping block's F1 is shown
+    apart, labelled as such.
     """
     headers = (
         "model", "status", "epochs", "best", "ES-val F1", "test F1", "chance", "majority",

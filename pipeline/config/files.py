@@ -17,11 +17,11 @@ File format::
     threshold_delta = auto
     net_arch = 1280, 640
 
-Presets (issue 9 item 2) are files ``pipeline/config/presets/NAME.txt`` in the format of the
-resolved config: ``[training]`` and ``[ppo]`` sections say which file each key belongs to (some
-keys, such as ``batch_size``, are in both), and the first line is a comment saying what the preset
-is for (the ``--preset`` help shows it). They are read by the same line parser as the config files,
-so an error names the preset file and line.
+Presets are files ``pipeline/config/presets/NAME.txt`` in the format of the resolved config:
+``[training]`` and ``[ppo]`` sections say which file each key belongs to (some keys, such as
+``batch_size``, are in both), and the first line is a comment saying what the preset is for (the
+``--preset`` help shows it). They are read by the same line parser as the config files, so an error
+names the preset file and line.
 """
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def read_set_file(path: str | Path) -> dict[str, Entries]:
-    """Parse a ``--set-file`` (issue 11: the tuner's best parameters): ``key = value`` lines, each
+    """Parse a ``--set-file`` (the tuner's best parameters): ``key = value`` lines, each
     key resolved like ``--set`` (``training.KEY`` / ``ppo.KEY`` or a ``[training]`` / ``[ppo]``
     section when the key is in both files); returns ``{section: {key: (value, "file:line")}}``.
     Every error names the file and line."""
@@ -347,7 +347,7 @@ def validate(cfg: Config) -> None:
     def where(key: str) -> str:
         return cfg.sources.get(key, "default")
 
-    # Every field again, for configs built in code rather than parsed (issue 8 item 3).
+    # Every field again, for configs built in code rather than parsed.
     for section, obj in (("training", train_cfg), ("ppo", ppo_cfg)):
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
@@ -442,8 +442,8 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--preset",
         choices=sorted(presets),
-        # The files found, each with its first comment line (issue 9 item 2); argparse formats
-        # help with %, so a literal % in a summary is doubled.
+        # The files found, each with its first comment line; argparse formats help with %, so a
+        # literal % in a summary is doubled.
         help="apply a named preset (pipeline/config/presets/NAME.txt) on top of the config files: "
         + "; ".join(f"{n} = {preset_summary(p)}" for n, p in presets.items()).replace("%", "%%"),
     )

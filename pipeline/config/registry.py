@@ -1,4 +1,4 @@
-"""The classifier architectures step 5 can train, declared once (the structure issue, item 4).
+"""The classifier architectures step 5 can train, declared once.
 
 One :class:`Architecture` per classifier: its name, whether it is a recurrent network or a tabular
 model, its place in the simplest-first order of the one-standard-error rule, and the config

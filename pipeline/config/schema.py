@@ -8,8 +8,8 @@ which stores the doc line, the group and the range checks (``min``, ``max``, ``g
 them; the parser (:mod:`pipeline.config.files`) calls it for every value it reads, so a value out of
 range is refused when the config is loaded, with the file:line or ``--set`` that set it.
 
-One source of truth for the environment and reward settings (issue 9 item 3): the ``env`` and
-``reward`` groups of :class:`PPOConfig` are the only place their defaults and ranges are declared.
+One source of truth for the environment and reward settings: the ``env`` and ``reward`` groups of
+:class:`PPOConfig` are the only place their defaults and ranges are declared.
 ``ppo_approach.trading_env.EnvConfig`` and ``ppo_approach.reward_functions.RewardConfig`` list the
 same names and types (so the env reads plain typed attributes), take their defaults from here with
 :func:`schema_default` and check their values with :func:`check_settings`, which applies the same
@@ -40,8 +40,8 @@ tune.py tunes them); from :data:`pipeline.config.registry.ARCHITECTURES`."""
 
 MODEL_NAMES = model_registry.MODEL_NAMES
 """Every classifier step 5 can train: the four networks, and the logistic regression and LightGBM's
-gradient-boosted trees on a summary of the window (issue 17 item 1: the simplest models that work
-and the peers' default, as first-class models the agent can use when best on validation); from
+gradient-boosted trees on a summary of the window (the simplest models that work and the peers'
+default, as first-class models the agent can use when best on validation); from
 :data:`pipeline.config.registry.ARCHITECTURES`."""
 
 T = TypeVar("T")
@@ -181,7 +181,7 @@ class TrainingConfig:
         "run",
         each_choice=MODEL_NAMES,
     )
-    # --- evaluation (issue 18 item 4; rolling_eval.py)
+    # --- evaluation (rolling_eval.py)
     evaluation: str = setting(
         "single",
         "single = one test block; rolling = also retrain steps 5 and 7 before each of "
@@ -190,7 +190,7 @@ class TrainingConfig:
         choices=("single", "rolling"),
     )
     rolling_folds: int = setting(3, "test blocks of the rolling-origin evaluation", "run", min=2)
-    # --- leak alarms (issue 18 item 1; pipeline/checks/leak_alarms.py)
+    # --- leak alarms (pipeline/checks/leak_alarms.py)
     leak_controls: bool = setting(
         True,
         "step 5 runs the label-permutation control: the best model retrained on permuted train "
@@ -282,7 +282,7 @@ class PPOConfig:
     """Prediction source, PPO hyperparameters, environment, reward (ppo_config.txt)."""
 
     # --- which classifier feeds the agent
-    # auto since issue 16: the default dlstm was the weakest model on some data.
+    # auto, no longer dlstm: dlstm, the old default, was the weakest model on some data.
     prediction_model: str = setting(
         "auto",
         "auto (the simplest model within one standard error of step 5's best validation "
@@ -340,7 +340,7 @@ class PPOConfig:
     edge_feature: bool = setting(
         False, "add edge = p_rise - p_fall to the agent's prediction features", "model"
     )
-    # --- rule warm start (issue 16)
+    # --- rule warm start
     agent_init: str = setting(
         "rule",
         "rule: before PPO, fit the policy to the classifier rule's actions on the train block "
@@ -352,9 +352,10 @@ class PPOConfig:
     agent_init_epochs: int = setting(
         10, "agent_init = rule: behaviour-cloning passes over the train block", "ppo", min=1
     )
-    # 0.3 since the issue-16 ladder: at 0.05 the cloned policy put ~97 % on the rule's action, PPO's
-    # samples rarely left it and no PPO policy beat its start on validation (0 of 14 rule-started
-    # seeds); at 0.3 PPO beat it on 3 of 5 and added to the rule on the noisy-oracle row.
+    # 0.3, not 0.05, from the agent ladder: at 0.05 the cloned policy put ~97 % on the rule's
+    # action, PPO's samples rarely left it and no PPO policy beat its start on validation (0 of 14
+    # rule-started seeds); at 0.3 PPO beat it on 3 of 5 and added to the rule on the noisy-oracle
+    # row.
     agent_init_label_smoothing: float = setting(
         0.3,
         "agent_init = rule: probability spread over all actions in the cloning target (the "
@@ -400,7 +401,7 @@ class PPOConfig:
     seeds: int = setting(
         1,
         "agents trained, with seeds seed, seed+1, ...; the best on the validation block becomes "
-        "the final model and the backtest reports every seed's test result (issue 10)",
+        "the final model and the backtest reports every seed's test result",
         "ppo",
         min=1,
         max=32,
@@ -414,7 +415,7 @@ class PPOConfig:
     configurations_tried: int = setting(
         1,
         "configurations tried to arrive at these settings (tune.py's best_params.txt sets its "
-        "trial count); the agent's deflated Sharpe ratio counts them times the seeds (issue 18)",
+        "trial count); the agent's deflated Sharpe ratio counts them times the seeds",
         "ppo",
         min=1,
     )
@@ -432,7 +433,7 @@ class PPOConfig:
         5_000, "evaluate on the validation block every this many timesteps", "callbacks", min=1
     )
     eval_episodes: int = setting(5, "episodes per evaluation", "callbacks", min=1)
-    # return since issue 16: the reward's drawdown term scored a rule that made money on
+    # return, no longer reward: the reward's drawdown term scored a rule that made money on
     # validation below flat (-15.0 vs 0 at +1.3 %), so the best model drifted to "never trade".
     selection_metric: str = setting(
         "return",
@@ -456,9 +457,9 @@ class PPOConfig:
     ruin_threshold: float = setting(
         0.5, "episode ends when equity < this x initial capital", "env", min=0, lt=1
     )
-    # target since issue 16: the warm start clones the classifier rule exactly in this set (a
+    # target, no longer orders: the warm start clones the classifier rule exactly in this set (a
     # position per state), and on oracle input PPO reached +744 % with it against +1.3 % with
-    # orders (the issue's table); the ladder in BENCHMARKS.md compares both on real predictions.
+    # orders; the ladder in BENCHMARKS.md compares both on real predictions.
     action_set: str = setting(
         "target",
         "orders: the nine order actions (HOLD, BUY_25 .. REVERSE); target: the position to hold "
@@ -469,12 +470,12 @@ class PPOConfig:
     )
     # --- reward (reward_functions.py)
     # gt, not min: the cost and drawdown terms are scaled by it too, so 0 silences the whole reward
-    # (RewardConfig always refused 0; the config accepted it until issue 9 item 3).
+    # (RewardConfig always refused 0; the config accepted it until both used this schema).
     profit_scale: float = setting(
         100.0, "profit term: step return of equity x this", "reward", gt=0
     )
-    # 0 since issue 10: the fees are already in the equity change; an extra penalty on top made
-    # "never trade" the optimum as soon as the signal was noisy (the learnability ladder).
+    # 0: the fees are already in the equity change; an extra penalty on top made "never trade" the
+    # optimum as soon as the signal was noisy (the learnability ladder).
     cost_weight: float = setting(
         0.0, "extra transaction-cost penalty weight (0: fees are charged once)", "reward", min=0
     )
@@ -486,7 +487,7 @@ class PPOConfig:
         0.01, "adaptation rate of the differential Sharpe ratio", "reward", gt=0, lt=1
     )
     reward_clip: float = setting(10.0, "the summed reward is clipped to [-x, x]", "reward", gt=0)
-    # log since issue 10: the episode's summed profit term is its log return (the ladder).
+    # log, from the learnability ladder: the episode's summed profit term is its log return.
     profit_return: str = setting(
         "log",
         "profit term on the simple step return (E_t/E_t-1 - 1) or the log return (log E_t/E_t-1)",
@@ -534,7 +535,7 @@ def field_map(cls: type) -> dict[str, dataclasses.Field[Any]]:
 
 MAX_INT = 2**31 - 1
 """Largest integer any key accepts: counts, sizes and seeds reach torch, numpy and SB3 as C ints
-(issue 8 item 3: ``total_timesteps = 1e30`` parsed as a 31-digit integer and was accepted)."""
+(``total_timesteps = 1e30`` once parsed as a 31-digit integer and was accepted)."""
 
 MAX_FLOAT = 1e15
 """Largest magnitude any float key accepts; beyond it money, sizes and rates are typos."""
@@ -567,7 +568,7 @@ def check_value(f: dataclasses.Field[Any], value: Any) -> None:
         if isinstance(v, bool) or isinstance(v, str):
             continue
         # NaN compares False with everything, so it would pass every range check below and
-        # crash (or delete checkpoints) hours later; inf is as useless (issue 8 item 3).
+        # crash (or delete checkpoints) hours later; inf is as useless.
         if isinstance(v, float) and not math.isfinite(v):
             bounds = _expected_range(m)
             raise ValueError(
@@ -636,7 +637,7 @@ def check_settings(obj: Any, schema: type, error: type[Exception], label: str) -
 
     Raises ``error("{label}: {key} = {value!r}, expected {range}")`` for the first value that
     :func:`check_value` refuses, or an int setting given a fractional number; so ``EnvConfig`` and
-    ``RewardConfig`` accept exactly what the config loader accepts (issue 9 item 3).
+    ``RewardConfig`` accept exactly what the config loader accepts.
     """
     fields = field_map(schema)
     hints = _type_hints(schema)

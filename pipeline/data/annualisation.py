@@ -54,8 +54,8 @@ def infer_periods_per_year(timestamps: np.ndarray) -> tuple[float, str]:
     """Bars per year as the market actually trades, inferred from the bars present; ``(P, why)``.
 
     Fixed ``365 * 24 h`` annualisation is right for crypto only: daily equity candles trade ~252
-    days a year and FX hours ~5 x 24 per week (issue 8 item 20). So, from the sorted
-    ``timestamps`` (N,) datetime64:
+    days a year and FX hours ~5 x 24 per week. So, from the sorted ``timestamps`` (N,)
+    datetime64:
 
     * with at least one full calendar year: the median over full years of the bar count, scaled
       to a 365-day year (a leap year's extra day would otherwise make 24/7 hours 8,784);

@@ -1,4 +1,4 @@
-"""Download exchange candles with ccxt into a dataset the pipeline reads (issue 12).
+"""Download exchange candles with ccxt into a dataset the pipeline reads.
 
 ``download_data.py`` is the command line; :func:`download` does the work:
 
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 DOWNLOAD_SCRIPT = "download_data.py"
 EXCHANGE_PLACEHOLDER = "<EXCHANGE>"
 """What the "dataset not found" hint puts after ``--exchange``: a dataset name does not say which
-exchange its candles came from, so the user fills it in (issue 12)."""
+exchange its candles came from, so the user fills it in."""
 
 STATE_FORMAT = 1
 MAX_GAPS_LISTED = 3
@@ -261,7 +261,7 @@ def make_request(
 
 def download_command(name: str, root: Path | None = None) -> str | None:
     """The command that downloads dataset ``name``, or ``None`` when the name does not have the
-    ``{BASE}-{QUOTE}_{TF}_{YYYYMMDD}-{YYYYMMDD}`` form (issue 12).
+    ``{BASE}-{QUOTE}_{TF}_{YYYYMMDD}-{YYYYMMDD}`` form.
 
     ``--exchange`` is the placeholder :data:`EXCHANGE_PLACEHOLDER`: the name does not say which
     exchange the candles came from. ``root`` (an artifact root other than the default) is passed
@@ -340,8 +340,8 @@ _NAME_RESOLUTION = (
 
 def is_name_resolution_failure(exc: BaseException) -> bool:
     """Whether ``exc`` (or an error it wraps) is a failed host-name look-up: no network or no
-    DNS. Retrying that does not help, so it is final (issue 22 item 19: a DNS failure backed off
-    for 68 s)."""
+    DNS. Retrying that does not help, so it is final (a DNS failure once backed off for
+    68 s)."""
     import socket
 
     seen: set[int] = set()

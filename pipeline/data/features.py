@@ -4,7 +4,7 @@ Everything here is a pure function of arrays: no files, no config. The labels li
 :mod:`pipeline.data.labels`, the chronological splits in :mod:`pipeline.data.splits`, the
 train-only scaler and ``prepare_arrays`` (the one entry point the classifier trainer and the
 benchmark call) in :mod:`pipeline.classifiers.prepare`, the sample windows in
-:class:`pipeline.classifiers.windows.WindowData` (issue 9).
+:class:`pipeline.classifiers.windows.WindowData`.
 
 Causality
     Every feature at bar ``t`` uses bars ``<= t`` only: rolling windows end at ``t``, EMAs are

@@ -219,7 +219,7 @@ def resolve_dataset_path(name_or_path: str, datasets_dir: Path) -> Path:
     for cand in candidates:
         if cand.is_file():
             return cand
-    # A folder is there but is not a dataset: say so instead of "not found" (issue 8 item 13).
+    # A folder is there but is not a dataset: say so instead of "not found".
     folder = next((c for c in candidates if c.is_dir()), None)
     if folder is not None:
         csvs = sorted(p.name for p in folder.glob(f"*{DATASET_SUFFIX}") if p.is_file())
@@ -238,7 +238,7 @@ def resolve_dataset_path(name_or_path: str, datasets_dir: Path) -> Path:
 
 def _download_hint(raw: str, datasets_dir: Path) -> str:
     """``; download it with: python download_data.py ...`` for a missing dataset named like
-    exchange candles (``ADA-EUR_1H_20240101-20251231``), else empty (issue 12)."""
+    exchange candles (``ADA-EUR_1H_20240101-20251231``), else empty."""
     # Imported here: pipeline.data.download imports this module (it validates what it writes).
     from pipeline.data.download import download_command
 
@@ -507,9 +507,9 @@ def _unnamed_timestamp_column(
 
     ``DataFrame.to_csv()`` of a frame with an unnamed DatetimeIndex writes the timestamps under an
     empty first header cell (``,Open,High,Low,Close,Volume``), the most common way candles are
-    saved from Python (issue 8 item 15). Only text that parses as ISO 8601 date-times in every row
-    is taken; numbers are not, so an unnamed row counter (``to_csv`` of a RangeIndex) stays an
-    unnamed column and the file still fails with "missing column(s) timestamp".
+    saved from Python. Only text that parses as ISO 8601 date-times in every row is taken; numbers
+    are not, so an unnamed row counter (``to_csv`` of a RangeIndex) stays an unnamed column and the
+    file still fails with "missing column(s) timestamp".
     """
     keys = [_normalise(str(c)) for c in table.columns]
     if not keys or not _UNNAMED.match(keys[0]) or any(k in _ALIASES["timestamp"] for k in keys):
@@ -603,7 +603,7 @@ def _sort_and_dedupe(
         conflict = same_ts[(values[same_ts] != values[first_of_run[same_ts]]).any(axis=1)]
         if len(conflict):
             # One item per distinct timestamp, each listing at most MAX_LISTED lines: a file whose
-            # rows all share one timestamp is one short line, not every line (issue 22 item 7).
+            # rows all share one timestamp is one short line, not every line.
             stamps = list(dict.fromkeys(int(ts[i]) for i in conflict))
             items = []
             for t in stamps[:MAX_LISTED]:
@@ -715,7 +715,7 @@ def load_dataset(
     sha = sha256_file(path)
     for w in warnings:
         # Every step loads the dataset: a note about the file is a warning once per process
-        # and file content, then DEBUG (it repeated 5x per run: issue 22 item 16).
+        # and file content, then DEBUG (it used to repeat 5x per run).
         key = (str(path), sha, w)
         level = logging.DEBUG if key in _WARNED else logging.WARNING
         _WARNED.add(key)
@@ -724,7 +724,7 @@ def load_dataset(
         if n.startswith("timestamps read as"):
             log.debug("%s: %s", shown, n)
     info = DatasetInfo(
-        name=dataset_name(str(path)),  # the one naming rule (issue 9 item 2)
+        name=dataset_name(str(path)),  # the one naming rule
         path=path,
         sha256=sha,
         rows=len(df),

@@ -216,7 +216,7 @@ def min_rows_for_split(
     min_samples: int = MIN_BLOCK_SAMPLES,
 ) -> int | None:
     """Fewest rows whose split :func:`make_splits` accepts (None: no count does); preflight
-    shows it so that preflight and step 5 cannot disagree (issue 8 item 13)."""
+    shows it so that preflight and step 5 cannot disagree."""
     purge = resolve_purge(purge_gap, k, lookback)
     args = (warmup, lookback, k, test_fraction, val_fraction, purge, n_folds)
     return _rows_needed(args, min_samples, 1)

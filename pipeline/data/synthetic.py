@@ -47,7 +47,7 @@ The planted signal (``signal > 0``), documented so tests and the demo know what 
 The random draws are made in the same order whatever ``signal`` is, so two series with the same
 seed and different ``signal`` share the same noise and differ only by the trend component.
 
-Kinds of planted signal (``kind``, issue 16: the ladder must not be tuned on one kind of series):
+Kinds of planted signal (``kind``; the agent ladder must not be tuned on one kind of series):
 
 * ``momentum`` (default, above): the drift regime ``mu`` persists, past momentum predicts.
 * ``regime``: the same drift, switched on and off by a hidden two-state Markov gate with a mean
@@ -71,7 +71,7 @@ Kinds of planted signal (``kind``, issue 16: the ladder must not be tuned on one
 * ``vol_echo``: like ``echo``, but what comes back ``ECHO_LAG_BARS`` bars later is the shock's
   SIZE, centred: a large move (either way) is followed by a rise 24 bars later, a quiet bar by a
   fall. No linear function of past returns sees it (it is symmetric in each shock's sign) and a
-  rolling volatility blurs its timing over the window: the sequential row of issue 17's ladder.
+  rolling volatility blurs its timing over the window: the sequential row of the classifier ladder.
 
 Every kind draws its extra random numbers after the common ones, so the noise of a seed is the
 same across kinds and signals.
@@ -123,7 +123,7 @@ MR_SCALE = 2.0
 """``kind = mean_reversion``: the level's std in units of ``sigma_bar * sqrt(half-life)``."""
 
 ECHO_LAG_BARS = 24
-"""``kind = echo``: each bar's shock comes back, scaled, this many bars later (issue 17)."""
+"""``kind = echo``: each bar's shock comes back, scaled, this many bars later."""
 
 ECHO_SCALE = 0.5
 """``kind = echo``: the echo's size, times ``signal``, in units of the bar's volatility."""
@@ -201,7 +201,7 @@ VOL_TREND_WINDOW = 10
 def _vol_trend_returns(
     noise: np.ndarray, sigma: np.ndarray, sigma_bar: float, signal: float
 ) -> np.ndarray:
-    """Returns whose drift is an interaction of observable trend and volatility (issue 17).
+    """Returns whose drift is an interaction of observable trend and volatility.
 
     ``r_t = noise_t + signal * DRIFT_SCALE * sigma_t * sign(m_{t-1}) * c_{t-1}`` with ``m`` the
     return of the last ``VOL_TREND_WINDOW`` bars and ``c = +1`` where their realised volatility

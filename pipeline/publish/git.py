@@ -3,9 +3,8 @@
 The token reaches git only through a ``GIT_ASKPASS`` helper script that echoes it from an
 environment variable set in the network subprocess alone (:func:`askpass_env`); large-transfer
 settings travel as ``git -c key=value`` (:data:`PUSH_CONFIG`), never in config; every text git
-prints is masked (:func:`mask_text`). Split out of ``pipeline/publish/push.py`` (issue 9: the git
-plumbing moved out of the script ``runpod_github.py`` into ``pipeline/``; one file stays under
-~500 lines).
+prints is masked (:func:`mask_text`). Split out of ``pipeline/publish/push.py`` (the git plumbing
+moved out of the script ``runpod_github.py`` into ``pipeline/``; one file stays under ~500 lines).
 """
 
 from __future__ import annotations
@@ -150,7 +149,7 @@ class GitRunner:
         argv += list(args)
         # Our own wait rather than GitPython's kill_after_timeout: its watchdog is a non-daemon
         # timer that an interrupt never cancels, so Ctrl-C during a push left the process alive
-        # for the whole timeout (600 s; issue 22 item 3). Here an interrupt stops git at once.
+        # for the whole timeout (600 s). Here an interrupt stops git at once.
         try:
             # A process group of its own: stopping it also stops what git started (ssh, a
             # remote helper), which would otherwise hold the output pipes open.
@@ -215,7 +214,7 @@ def open_repo(repo_dir: Path) -> git.Repo:
 def require_remote(repo: git.Repo, remote: str) -> None:
     """Raise :class:`PushError` naming ``remote`` and the configured ones when it is missing.
 
-    ``remote`` is shown masked: a URL given as the remote may carry a password (issue 8 item 8).
+    ``remote`` is shown masked: a URL given as the remote may carry a password.
     """
     names = [r.name for r in repo.remotes]
     if remote in names:

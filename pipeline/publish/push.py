@@ -18,7 +18,7 @@ a commit), so this step force-adds exactly the files the dataset's run manifest 
 
 Running one git command (askpass, masking, timeouts) lives in :mod:`pipeline.publish.git`, finding
 secrets in :mod:`pipeline.secrets`. The CLI is the script ``runpod_github.py``; the driver
-``runpod_train.py`` calls :func:`push_artifacts` (issue 9: library code lives in ``pipeline/``).
+``runpod_train.py`` calls :func:`push_artifacts` (library code lives in ``pipeline/``).
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def collect_artifacts(root: Path, dataset: str) -> list[Path]:
     Exactly what the dataset's run manifest lists
     (:meth:`pipeline.store.manifest.Manifest.push_files`:
     the existing files of pushed kinds, plus the manifest itself) instead of globbing the artifact
-    folders (issue 9 item 2). Symlinks are left out, as the glob did. Entries whose file is gone
-    or was rewritten since it was recorded are logged, not fatal.
+    folders. Symlinks are left out, as the glob did. Entries whose file is gone or was rewritten
+    since it was recorded are logged, not fatal.
 
     Raises:
         PushError: no manifest yet, or one no step has recorded an artifact in, or an unreadable
@@ -114,8 +114,8 @@ def collect_artifacts(root: Path, dataset: str) -> list[Path]:
 
 
 def _refuse_oracle_agents(meta_entries: list[ManifestEntry], root: Path) -> None:
-    """An agent trained on the oracle source saw the future (a diagnostic of the RL setup only,
-    issue 10): refuse to publish it, in one line naming the model file's meta."""
+    """An agent trained on the oracle source saw the future (a diagnostic of the RL setup only):
+    refuse to publish it, in one line naming the model file's meta."""
     for entry in meta_entries:
         path = root / entry.path
         try:
@@ -188,7 +188,7 @@ def _refuse_secret_files(
 
     ``token`` is (env variable name, value); its value counts when at least ``MIN_SECRET_LEN``
     long. The remote's URLs contribute their ``user:password`` (and a long password alone).
-    Called before ``git add``, so a refusal leaves nothing committed or pushed (issue 8 item 8).
+    Called before ``git add``, so a refusal leaves nothing committed or pushed.
     """
     label = "a password from the remote's URL"
     needles = [(s.encode("utf-8"), label) for u in urls for s in url_secrets(u)]
@@ -330,9 +330,9 @@ def push_artifacts(
     to commit it still pushes and reports the current ``HEAD``. Any failure raises
     :class:`PushError` (exit code 3); the commit and the files stay local.
 
-    Secrets (issue 8 item 8): the error text is masked (token, URL passwords of ``config.remote``
-    and of the remote's configured URLs, any URL userinfo), and a file that holds the token or
-    such a password is refused before anything is committed.
+    Secrets: the error text is masked (token, URL passwords of ``config.remote`` and of the
+    remote's configured URLs, any URL userinfo), and a file that holds the token or such a password
+    is refused before anything is committed.
     """
 
     def message(files: list[str], skipped: list[str]) -> str:
@@ -348,11 +348,11 @@ def push_datasets(
     message_for: MessageFor,
     extra_files: Sequence[Path] = (),
 ) -> PushResult:
-    """:func:`push_artifacts` over several datasets in ONE commit (issue 12: one run over many
-    datasets): what each dataset's run manifest lists, plus ``extra_files`` (e.g. the
-    cross-dataset table), with the commit message ``message_for(files, skipped)``. The same rules:
-    masked errors, secret files refused, oversized files left out, one rebase; a failed push's
-    retry hint names the first dataset (its ``--steps 8`` pushes ``HEAD``, this commit)."""
+    """:func:`push_artifacts` over several datasets in ONE commit (one run over many datasets):
+    what each dataset's run manifest lists, plus ``extra_files`` (e.g. the cross-dataset table),
+    with the commit message ``message_for(files, skipped)``. The same rules: masked errors, secret
+    files refused, oversized files left out, one rebase; a failed push's retry hint names the first
+    dataset (its ``--steps 8`` pushes ``HEAD``, this commit)."""
     repo_dir = Path(repo_dir).resolve()
     token = os.environ.get(config.token_env) or None
     repo = open_repo(repo_dir)

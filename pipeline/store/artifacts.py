@@ -1,8 +1,8 @@
 """Every artifact's path, the one rule that names a dataset, and the per-run manifest.
 
-This module is the only place that spells an artifact's file name (issue 9 item 2): steps ask an
-:class:`Artifacts` for a path instead of writing an f-string, and record what they wrote in the
-dataset's :class:`pipeline.store.manifest.Manifest`, which the push step reads instead of globbing.
+This module is the only place that spells an artifact's file name: steps ask an :class:`Artifacts`
+for a path instead of writing an f-string, and record what they wrote in the dataset's
+:class:`pipeline.store.manifest.Manifest`, which the push step reads instead of globbing.
 
 Artifacts of dataset ``{dataset}`` (:func:`dataset_name`), under the artifact root
 (:class:`pipeline.common.Paths`); *step* = who writes it (5 = ``train_models``, 7 =
@@ -80,7 +80,7 @@ def dataset_name(dataset: str) -> str:
     """Artifact name of a dataset given as a name or a CSV path (folder and ``.csv`` dropped).
 
     ``BTC_1h`` -> ``BTC_1h``; ``/data/ETH.csv`` -> ``ETH``; ``x/SOL.CSV`` -> ``SOL``. The one rule
-    for every artifact name, the run lock and the manifest (issue 9 item 2).
+    for every artifact name, the run lock and the manifest.
     """
     base = Path(str(dataset).strip()).name
     return base[: -len(DATASET_SUFFIX)] if base.lower().endswith(DATASET_SUFFIX) else base
@@ -92,7 +92,7 @@ def dataset_file(folder: Path, name: str) -> Path:
     return Path(folder) / f"{name}{DATASET_SUFFIX}"
 
 
-# ---------------------------------------------------------------- exchange datasets (issue 12)
+# ---------------------------------------------------------------- exchange datasets
 
 EXCHANGE_DATASET_RE = re.compile(
     r"^(?P<base>[A-Z0-9]+)-(?P<quote>[A-Z0-9]+)_(?P<tf>[0-9]+(?:MO|[SMHDWY]))"
@@ -104,8 +104,7 @@ EXCHANGE_DATASET_RE = re.compile(
 def timeframe_label(timeframe: str) -> str:
     """ccxt timeframe -> its part of a dataset name: ``1h`` -> ``1H``, ``15m`` -> ``15M``.
 
-    ccxt's month ``1M`` becomes ``1MO``: upper case alone would make it the minute's ``1M``
-    (issue 12).
+    ccxt's month ``1M`` becomes ``1MO``: upper case alone would make it the minute's ``1M``.
     """
     tf = timeframe.strip()
     return tf[:-1] + "MO" if tf.endswith("M") else tf.upper()
@@ -121,7 +120,7 @@ def exchange_dataset_name(symbol: str, timeframe: str, start: datetime, end: dat
 
     ``ADA/EUR``, ``1h``, 2024-01-01, 2025-12-31 -> ``ADA-EUR_1H_20240101-20251231`` (``end`` is
     the last day included). A derivative's settle currency is kept as a third part:
-    ``BTC/USDT:USDT`` -> ``BTC-USDT-USDT_...`` (issue 12).
+    ``BTC/USDT:USDT`` -> ``BTC-USDT-USDT_...``.
     """
     parts = re.split(r"[/:]", symbol.strip().upper())
     pair = "-".join(re.sub(r"[^A-Z0-9]", "", p) for p in parts if p)
@@ -130,7 +129,7 @@ def exchange_dataset_name(symbol: str, timeframe: str, start: datetime, end: dat
 
 def parse_exchange_dataset_name(name: str) -> dict[str, str] | None:
     """``ADA-EUR_1H_20240101-20251231`` -> ``{"symbol": "ADA/EUR", "timeframe": "1h", "start":
-    "2024-01-01", "end": "2025-12-31"}``; ``None`` for any other name (issue 12)."""
+    "2024-01-01", "end": "2025-12-31"}``; ``None`` for any other name."""
     m = EXCHANGE_DATASET_RE.match(dataset_name(name))
     if m is None:
         return None
@@ -148,16 +147,16 @@ def parse_exchange_dataset_name(name: str) -> dict[str, str] | None:
 
 
 def download_partial(folder: Path, name: str) -> Path:
-    """``{folder}/.{name}.partial.csv``: the candles of an unfinished download (issue 12)."""
+    """``{folder}/.{name}.partial.csv``: the candles of an unfinished download."""
     return Path(folder) / f".{name}.partial.csv"
 
 
 def download_state(folder: Path, name: str) -> Path:
-    """``{folder}/.{name}.partial.json``: what the unfinished download asked for (issue 12)."""
+    """``{folder}/.{name}.partial.json``: what the unfinished download asked for."""
     return Path(folder) / f".{name}.partial.json"
 
 
-# ---------------------------------------------------------------- several datasets (issue 12)
+# ---------------------------------------------------------------- several datasets
 
 
 def multi_run_summary(paths: Paths) -> Path:
@@ -214,7 +213,7 @@ TENSORBOARD_EVENTS_GLOB = "events.out.tfevents.*"
 """TensorBoard event files inside a run folder."""
 
 PPO_SEED_FINAL_MODEL_NAME = "final_model.zip"
-"""In a seed's checkpoint folder (``seeds > 1``, issue 10): that seed's final model; the winner's
+"""In a seed's checkpoint folder (``seeds > 1``): that seed's final model; the winner's
 is copied to :meth:`Artifacts.ppo_model`."""
 
 PPO_SEED_FINAL_META_NAME = "final_model.json"
@@ -243,7 +242,7 @@ def agent_name(model: str, source: str = "walk_forward", accuracy: float = 1.0) 
     """The name of an agent's artifacts: the classifier that feeds it (``dlstm``), or, for a
     diagnostic fed the future (``oracle``, ``noisy_oracle``), that model plus the source and its
     accuracy in percent (``dlstm-oracle100``, ``dlstm-noisy_oracle40``), so a diagnostic run
-    never overwrites a real agent, its report or its checkpoints (issue 16 item 7)."""
+    never overwrites a real agent, its report or its checkpoints."""
     if source in ("oracle", "noisy_oracle"):
         return f"{model}-{source}{round(100 * float(accuracy))}"
     return model
@@ -324,7 +323,7 @@ class Artifacts:
     @property
     def legacy_scaler(self) -> Path:
         """``scalers/scaler_{dataset}.pkl``: where older versions pickled the scaler; never
-        written, loaded or pushed (issue 8 item 7)."""
+        written, loaded or pushed (loading a pickle can run code)."""
         return self.paths.scalers / f"scaler_{self.dataset}.pkl"
 
     def metrics(self, model: str) -> Path:
@@ -379,7 +378,7 @@ class Artifacts:
 
     def ppo_seed_checkpoint_dir(self, model: str, seed: int) -> Path:
         """``ppo_approach/checkpoints/{model}_{dataset}_seed{seed}/``: one agent of a multi-seed
-        run (``seeds > 1``, issue 10), with its own checkpoints, best model and final model."""
+        run (``seeds > 1``), with its own checkpoints, best model and final model."""
         return self.paths.ppo_checkpoints / f"{self.ppo_run_name(model)}_seed{int(seed)}"
 
     def ppo_checkpoint(self, model: str, timesteps: int) -> Path:
@@ -442,7 +441,7 @@ class Artifacts:
         """``results/backtest_{model}_{dataset}.png``."""
         return self.paths.results / f"backtest_{model}_{self.dataset}.png"
 
-    # ------------------------------------------------------------ tuning (tune.py, issue 11)
+    # ------------------------------------------------------------ tuning (tune.py)
 
     def tuning_dir(self, stage: str, model: str | None = None) -> Path:
         """``results/tuning_{stage}_{dataset}/`` (the agent stage), or its ``{model}/`` folder
@@ -455,10 +454,10 @@ class Artifacts:
     @property
     def ensemble_report(self) -> Path:
         """``results/ensemble_{dataset}.json``: how the ensemble combines its members, and the
-        members' and the ensemble's validation and test macro-F1 (issue 17)."""
+        members' and the ensemble's validation and test macro-F1."""
         return self.paths.results / f"ensemble_{self.dataset}.json"
 
-    # ------------------------------------------------------------ rolling origin (issue 18)
+    # ------------------------------------------------------------ rolling origin
 
     def rolling_fold_dataset(self, fold: int) -> Path:
         """``results/rolling_{dataset}/{dataset}-origin{fold}.csv``: the candles of fold ``fold``

@@ -3,7 +3,7 @@
 Which file is where, and the rule that names a dataset, are :mod:`pipeline.store.artifacts`'s
 (``Artifacts(paths, dataset).manifest(run)`` opens this dataset's manifest); this module only keeps
 the record, and imports nothing from :mod:`pipeline.store.artifacts`, so the two never import each
-other (issue 9 item 2). ``dataset`` here is already the dataset's artifact name
+other. ``dataset`` here is already the dataset's artifact name
 (:attr:`pipeline.store.artifacts.Artifacts.dataset`).
 
 The run manifest (:attr:`pipeline.store.artifacts.Artifacts.run_manifest`, beside the run summary)
@@ -12,7 +12,7 @@ is
 sha256 and size at that moment, ``written`` or ``up_to_date``, when, and the run id); recording a
 path again replaces its entry. A run does not start from an empty manifest, so ``--steps 8`` alone,
 or ``--steps 7,8`` after an earlier step 5, pushes the same files a full run would, as the push
-step's glob did before (issue 9 item 2). A step that finds an artifact up to date and skips it
+step's glob did before. A step that finds an artifact up to date and skips it
 records it all the same, with ``status = "up_to_date"``, so the push step (which pushes exactly the
 manifest's entries of pushed kinds, plus the manifest) pushes it. An entry whose file has since been
 deleted is reported by :meth:`Manifest.missing` and dropped by :meth:`Manifest.prune_missing`.

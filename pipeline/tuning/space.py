@@ -1,4 +1,4 @@
-"""Search spaces of the tuner (issue 11): a plain-text file like the configs, one key per line.
+"""Search spaces of the tuner: a plain-text file like the configs, one key per line.
 
 Format (``pipeline/tuning/search_spaces/agent.txt`` and ``classifier.txt`` are the defaults)::
 

@@ -1,6 +1,6 @@
-"""The tuner's library (issue 11): study storage, the development-only data, the worker loop, the
-progress line and the output files. The objectives themselves live in ``tune.py`` (they train a
-classifier or an agent, which ``pipeline/`` may not import).
+"""The tuner's library: study storage, the development-only data, the worker loop, the progress
+line and the output files. The objectives themselves live in ``tune.py`` (they train a classifier
+or an agent, which ``pipeline/`` may not import).
 
 Storage: Optuna's own. By default an SQLite file
 (:data:`pipeline.store.artifacts.TUNING_STORAGE_NAME` under ``results/tuning_{stage}_{dataset}/``);
@@ -452,7 +452,7 @@ def _requeue_interrupted(study: optuna.Study, current: list[int]) -> None:
 
 class StudyProgress:
     """Trials done, best value so far and ETA: a tqdm bar in a terminal, else a log line per
-    finished trial (issue 11)."""
+    finished trial."""
 
     def __init__(self, total: int, done: int, bar: bool | None = None) -> None:
         self.total = max(int(total), 1)
@@ -501,7 +501,7 @@ def chosen_trial(study: optuna.Study) -> Any:
 
     Optuna's ``best_trial`` takes the first of equal values: among agent trials that never
     trade (all at the flat score) it would pick an arbitrary non-trader over one that trades as
-    well as staying flat does (issue 22 item 14).
+    well as staying flat does.
     """
     from optuna.trial import TrialState
 
@@ -550,7 +550,7 @@ def best_params_text(
     ]
     if base:
         lines.append(f"# tuned on top of: {' '.join(base)}")
-    # issue 18: the run that uses these settings deflates its agent's Sharpe for every trial tried
+    # The run that uses these settings deflates its agent's Sharpe for every trial tried.
     from optuna.trial import TrialState
 
     tried = sum(t.state == TrialState.COMPLETE for t in study.trials)
@@ -636,7 +636,7 @@ def plot_study(study: optuna.Study, history: Path, importance: Path) -> list[str
 def full_run_command(dataset: str, best_params: Path, extra: Sequence[str] = ()) -> str:
     """The command that runs the whole pipeline with the best parameters. ``dataset`` is what
     the tuner was given (a path made absolute), not the artifact stem, which names a file only
-    in ``datasets/`` (issue 22 item 14)."""
+    in ``datasets/``."""
     return shlex.join(
         ["python", "runpod_main.py", "--dataset", dataset, *extra, "--set-file", str(best_params)]
     )

@@ -1,0 +1,202 @@
+"""The tabular classifiers of step 5 (issue 17 item 1): ``logreg`` (scikit-learn's multinomial
+logistic regression) and ``lightgbm`` (gradient-boosted trees), fit on a numpy summary of each
+window (:func:`window_summary`) and kept as the torch modules of
+:mod:`pipeline.classifiers.nets`, so that they are saved, loaded and predicted like the networks.
+
+``train_models.py`` picks the labelled bars of a :class:`~pipeline.classifiers.fit_plan.FitPlan`
+and turns :func:`fit_tabular`'s fields into its training result; sklearn and LightGBM are imported
+inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from pipeline.common import PipelineError
+from pipeline.config.schema import TrainingConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from pipeline.classifiers.fit_plan import FitPlan
+    from pipeline.classifiers.nets import BoosterClassifier, LogRegClassifier
+    from pipeline.classifiers.prepare import Prepared
+
+TABULAR_MODELS = ("logreg", "lightgbm")
+"""The models fit by :func:`fit_tabular` rather than by the networks' training loop."""
+
+LIGHTGBM_EARLY_STOP = 50
+"""Boosting rounds without a better validation log loss before LightGBM stops."""
+
+Bars: TypeAlias = tuple["np.ndarray", "np.ndarray"]
+"""``(fit_bars, early_stop_bars)``: the labelled bars of a plan's fit and early-stopping blocks."""
+
+
+def window_summary(
+    scaled: np.ndarray, bars: np.ndarray, lookback: int, spread: bool = False
+) -> np.ndarray:
+    """The tabular models' summary of the windows ending at ``bars``, with numpy: the last bar's
+    features and their mean over ``lookback`` bars ``(n, 2F)`` (``LogRegClassifier.summary``),
+    with ``spread`` also their standard deviation ``(n, 3F)`` (``BoosterClassifier.summary``)."""
+    import numpy as np
+
+    x = np.asarray(scaled, dtype=np.float64)  # (N, F); NaN only in warm-up rows no window reads
+    x0 = np.nan_to_num(x)
+    zero = np.zeros((1, x.shape[1]))
+    cum = np.vstack([zero, np.cumsum(x0, axis=0)])  # (N+1, F)
+    mean = (cum[bars + 1] - cum[bars + 1 - lookback]) / lookback  # (n, F)
+    parts = [x[bars], mean]
+    if spread:
+        cum2 = np.vstack([zero, np.cumsum(x0 * x0, axis=0)])  # (N+1, F)
+        var = (cum2[bars + 1] - cum2[bars + 1 - lookback]) / lookback - mean * mean
+        parts.append(np.sqrt(np.clip(var, 0.0, None)))
+    return np.hstack(parts)
+
+
+def tabular_data(
+    prep: Prepared, plan: FitPlan, bars: Bars, spread: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_fit, y_fit, x_es, y_es)``: summaries and labels of the fit and early-stopping bars."""
+    import numpy as np
+
+    out = []
+    for block_bars in bars:
+        out += [
+            window_summary(plan.scaled, block_bars, prep.arrays.lookback, spread),
+            plan.labels[block_bars].astype(np.int64),
+        ]
+    if len(np.unique(out[1])) < 3:
+        raise PipelineError(
+            f"{plan.tag}: the fit block's labels have {len(np.unique(out[1]))} of the 3 classes; "
+            "use a longer dataset or another threshold_delta"
+        )
+    return out[0], out[1], out[2], out[3]
+
+
+def history_row(
+    model: torch.nn.Module,
+    prep: Prepared,
+    plan: FitPlan,
+    bars: Bars,
+    device: torch.device,
+    t0: float,
+) -> dict[str, float]:
+    """The one-"epoch" history row of a fitted tabular model: it scores the fit and
+    early-stopping blocks through the same windows and predictor as the networks."""
+    import numpy as np
+
+    from pipeline.classifiers.metrics import classification_metrics
+    from pipeline.classifiers.windows import WindowData, predict_proba
+
+    # The networks' history columns; lr is 0: there is no gradient step to size.
+    row: dict[str, float] = {"epoch": 1, "lr": 0.0, "epoch_seconds": time.perf_counter() - t0}
+    for split, block_bars in zip(("train", "val"), bars, strict=True):
+        y = plan.labels[block_bars].astype(np.int64)
+        data = WindowData.create(plan.scaled, block_bars, None, prep.arrays.lookback, device)
+        proba = predict_proba(model, data)  # (n, 3)
+        picked = np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)  # (n,) p of the true class
+        row[f"{split}_loss"] = float(-np.mean(np.log(picked)))
+        m = classification_metrics(y, proba.argmax(axis=1))
+        row[f"{split}_accuracy"], row[f"{split}_macro_f1"] = m["accuracy"], m["macro_f1"]
+    return row
+
+
+def fit_tabular(
+    cfg: TrainingConfig,
+    prep: Prepared,
+    name: str,
+    plan: FitPlan,
+    bars: Bars,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Fit the tabular model ``name`` on ``bars`` of ``plan``: the fields of its one-"epoch"
+    training result (``pytorch_train.TrainResult(**fields)``; the library may not import it),
+    whose history row (:func:`history_row`) scores the fit and early-stopping blocks."""
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    model: torch.nn.Module
+    if name == "logreg":
+        model = fit_logreg(cfg, prep, plan, bars)
+    else:
+        model, rounds = fit_lightgbm(cfg, prep, plan, bars)
+        extra["boosting_rounds"] = rounds
+    model = model.to(device).eval()
+    row = history_row(model, prep, plan, bars, device, t0)
+    return {
+        "model": model,
+        "history": [row],
+        "best_epoch": 1,
+        "epochs_run": 1,
+        "best_val_loss": row["val_loss"],
+        "train_seconds": time.perf_counter() - t0,
+        "device": "cpu",  # scikit-learn and LightGBM fit on the CPU; predictions run on ``device``
+        "batch_size": len(bars[0]),
+        "amp": "off",
+        "extra": extra,
+    }
+
+
+def fit_logreg(cfg: TrainingConfig, prep: Prepared, plan: FitPlan, bars: Bars) -> LogRegClassifier:
+    """The ``logreg`` model (issue 17 item 1): scikit-learn's multinomial logistic regression on
+    :func:`window_summary` of the fit bars (balanced class weights like the networks' loss, L2
+    with ``logreg_c``), its coefficients copied into
+    :class:`pipeline.classifiers.nets.LogRegClassifier`. One "epoch": the early-stopping block only
+    reports (nothing to stop)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.classifiers.nets import LogRegClassifier
+
+    x_fit, y_fit, _, _ = tabular_data(prep, plan, bars, spread=False)
+    sk = LogisticRegression(
+        C=cfg.logreg_c, max_iter=2000, class_weight="balanced", random_state=cfg.seed
+    ).fit(x_fit, y_fit)
+    model = LogRegClassifier(len(prep.feature_names))
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.as_tensor(sk.coef_, dtype=torch.float32))
+        model.linear.bias.copy_(torch.as_tensor(sk.intercept_, dtype=torch.float32))
+    return model
+
+
+def fit_lightgbm(
+    cfg: TrainingConfig, prep: Prepared, plan: FitPlan, bars: Bars
+) -> tuple[BoosterClassifier, int]:
+    """The ``lightgbm`` model (issue 17 item 1): gradient-boosted trees (multiclass, balanced
+    class weights) on :func:`window_summary` with the spread, early-stopped on the
+    early-stopping block's log loss like the networks; kept in LightGBM's text format inside
+    :class:`pipeline.classifiers.nets.BoosterClassifier`. Also returns the boosting rounds kept."""
+    import lightgbm
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    from pipeline.classifiers.nets import BoosterClassifier
+    from pipeline.device import configure_cpu_threads
+
+    x_fit, y_fit, x_es, y_es = tabular_data(prep, plan, bars, spread=True)
+    params = {
+        "objective": "multiclass",
+        "num_class": 3,
+        "learning_rate": cfg.lightgbm_learning_rate,
+        "num_leaves": cfg.lightgbm_leaves,
+        "min_data_in_leaf": 50,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "num_threads": configure_cpu_threads(cfg.num_threads),
+        "verbosity": -1,
+    }
+    train = lightgbm.Dataset(x_fit, y_fit, weight=compute_sample_weight("balanced", y_fit))
+    valid = lightgbm.Dataset(x_es, y_es, weight=compute_sample_weight("balanced", y_es))
+    booster = lightgbm.train(
+        params,
+        train,
+        num_boost_round=cfg.lightgbm_rounds,
+        valid_sets=[valid],
+        callbacks=[lightgbm.early_stopping(LIGHTGBM_EARLY_STOP, verbose=False)],
+    )
+    text = booster.model_to_string(num_iteration=booster.best_iteration or None)
+    rounds = int(booster.best_iteration or booster.current_iteration())
+    return BoosterClassifier(text), rounds
