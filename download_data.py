@@ -15,14 +15,8 @@ import logging
 from pathlib import Path
 
 from pipeline.common import EXIT_OK, CliParser, run_cli, setup_logging
-from pipeline.data.download import (
-    DEFAULT_BACKOFF_CAP_S,
-    DEFAULT_MAX_RETRIES,
-    Retry,
-    default_datasets_dir,
-    download,
-    make_request,
-)
+from pipeline.data.download import default_datasets_dir, download, make_request
+from pipeline.data.exchange import DEFAULT_BACKOFF_CAP_S, DEFAULT_MAX_RETRIES, Retry
 
 log = logging.getLogger("download_data")
 
@@ -38,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
         "file appears only when complete. Exit codes: 0 ok, 1 bad input or a permanent exchange "
         "error, 130 interrupted.",
     )
+    _add_request_args(p)
+    _add_run_args(p)
+    return p
+
+
+def _add_request_args(p: argparse.ArgumentParser) -> None:
+    """What to download: exchange, symbol, timeframe and the first and last day."""
     p.add_argument(
         "--exchange",
         required=True,
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--start", required=True, help="first day, YYYY-MM-DD (UTC), included")
     p.add_argument("--end", required=True, help="last day, YYYY-MM-DD (UTC), included; up to today")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """Where the file goes and how the download runs."""
     p.add_argument(
         "--root",
         type=Path,
@@ -87,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="discard a partial download of the same file instead of continuing it",
     )
     p.add_argument("--verbose", action="store_true", help="debug logging")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ from bit-for-bit, and on CUDA mixed precision plus a batch size fitted to the GP
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -20,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.classifiers.metrics import N_CLASSES, class_weights, metrics_from_confusion
+from pipeline.classifiers.train_checkpoint import TrainLoop, cpu_state, save_checkpoint
 from pipeline.common import (
     ProgressLog,
     TrainingInterrupted,
-    atomic_path,
     progress_bars_wanted,
 )
 from pipeline.config.schema import TrainingConfig
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
     from pipeline.classifiers.windows import WindowData
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_VERSION = 1
 
 
 def interrupt_message(
@@ -91,47 +88,6 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _cpu_state(state: dict[str, Any]) -> dict[str, Any]:
-    """Deep copy of a (nested) state dict with every tensor cloned to the CPU."""
-    import torch
-
-    if isinstance(state, dict):
-        return {k: _cpu_state(v) for k, v in state.items()}
-    if isinstance(state, list):
-        return [_cpu_state(v) for v in state]
-    if isinstance(state, tuple):
-        return tuple(_cpu_state(v) for v in state)
-    if isinstance(state, torch.Tensor):
-        return state.detach().to("cpu", copy=True)
-    return copy.deepcopy(state)
-
-
-def _rng_state(gen: torch.Generator) -> dict[str, Any]:
-    import torch
-
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "perm": gen.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    gen.set_state(state["perm"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temp file beside ``path``, then rename: never a half-written file."""
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """The checkpoint at ``path``, or None when absent or unreadable (logged)."""
     import torch
@@ -159,7 +115,7 @@ def _evaluate(
     n = len(data)
     device = data.features.device
     loss_sum = torch.zeros((), device=device)
-    cm = torch.zeros(N_CLASSES * N_CLASSES, dtype=torch.int64, device=device)
+    confusion = torch.zeros(N_CLASSES * N_CLASSES, dtype=torch.int64, device=device)
     with torch.no_grad():
         for start in range(0, n, batch_size):
             idx = torch.arange(start, min(start + batch_size, n), device=device)
@@ -167,8 +123,8 @@ def _evaluate(
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(x)
             loss_sum += loss_fn(logits.float(), y) * len(idx)
-            cm += torch.bincount(y * N_CLASSES + logits.argmax(1), minlength=N_CLASSES**2)
-    return float(loss_sum) / max(n, 1), cm.cpu().numpy().reshape(N_CLASSES, N_CLASSES)
+            confusion += torch.bincount(y * N_CLASSES + logits.argmax(1), minlength=N_CLASSES**2)
+    return float(loss_sum) / max(n, 1), confusion.cpu().numpy().reshape(N_CLASSES, N_CLASSES)
 
 
 class _EpochProgress:
@@ -220,71 +176,7 @@ class _EpochProgress:
             self.bar.close()
 
 
-@dataclass
-class _Loop:
-    """The mutable state of one training run: what a checkpoint holds, plus the fixed parts
-    (model, optimizer, loss, data order generator) the phases of :func:`train_classifier` share."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    loss_fn: nn.Module
-    gen: torch.Generator
-    dtype: torch.dtype | None
-    batch_size: int
-    fingerprint: str
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_val: float = math.inf
-    best_epoch: int = 0
-    best_state: dict[str, Any] = field(default_factory=dict)
-    bad_epochs: int = 0
-    start_epoch: int = 1
-    elapsed_before: float = 0.0
-    t0: float = field(default_factory=time.perf_counter)
-    base_lr: float = 0.0  # the learning rate the schedule scales (after batch scaling)
-
-    def snapshot(self, epoch: int) -> dict[str, Any]:
-        """The checkpoint after ``epoch`` (everything on the CPU)."""
-        return {
-            "version": CHECKPOINT_VERSION,
-            "fingerprint": self.fingerprint,
-            "epoch": epoch,
-            "model": _cpu_state(self.model.state_dict()),
-            "optimizer": _cpu_state(self.optimizer.state_dict()),
-            "grad_scaler": self.scaler.state_dict(),
-            "rng": _rng_state(self.gen),
-            "history": self.history,
-            "best_val_loss": self.best_val,
-            "best_epoch": self.best_epoch,
-            "best_state": self.best_state,
-            "bad_epochs": self.bad_epochs,
-            "batch_size": self.batch_size,
-            "train_seconds": self.elapsed(),
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Weights, optimizer, grad scaler and data order of ``state`` (an OOM retry's rollback)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["grad_scaler"])
-        _set_rng_state(state["rng"], self.gen)
-
-    def resume_from(self, ckpt: dict[str, Any]) -> None:
-        """Continue after the checkpoint's epoch, bit for bit as if never interrupted."""
-        self.restore(ckpt)
-        self.history = list(ckpt["history"])
-        self.best_val, self.best_epoch = float(ckpt["best_val_loss"]), int(ckpt["best_epoch"])
-        self.best_state = ckpt["best_state"]
-        self.bad_epochs = int(ckpt["bad_epochs"])
-        self.batch_size = int(ckpt["batch_size"])
-        self.start_epoch = int(ckpt["epoch"]) + 1
-        self.elapsed_before = float(ckpt["train_seconds"])
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + (time.perf_counter() - self.t0)
-
-
-def _setup(model: nn.Module, train: WindowData, cfg: TrainingConfig, fingerprint: str) -> _Loop:
+def _setup(model: nn.Module, train: WindowData, cfg: TrainingConfig, fingerprint: str) -> TrainLoop:
     """Device, AMP dtype, batch size (fitted to the GPU), Adam, class-weighted loss, seeded
     data order."""
     import torch
@@ -306,7 +198,7 @@ def _setup(model: nn.Module, train: WindowData, cfg: TrainingConfig, fingerprint
     lr = cfg.learning_rate * math.sqrt(max(batch_size / max(cfg.batch_size, 1), 1.0))
     model.to(device)
     weights = torch.as_tensor(class_weights(train.labels.cpu().numpy()), dtype=torch.float32)
-    return _Loop(
+    return TrainLoop(
         model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay),
         # fp16 needs loss scaling against gradient underflow; bf16 has fp32's exponent range.
@@ -316,12 +208,12 @@ def _setup(model: nn.Module, train: WindowData, cfg: TrainingConfig, fingerprint
         dtype=dtype,
         batch_size=batch_size,
         fingerprint=fingerprint,
-        best_state=_cpu_state(model.state_dict()),
+        best_state=cpu_state(model.state_dict()),
         base_lr=lr,
     )
 
 
-def _resume(loop: _Loop, checkpoint_path: Path, desc: str) -> None:
+def _resume(loop: TrainLoop, checkpoint_path: Path, desc: str) -> None:
     """Load the run's checkpoint when there is one of this run (same fingerprint)."""
     ckpt = load_checkpoint(checkpoint_path)
     if ckpt is not None and ckpt.get("fingerprint") != loop.fingerprint:
@@ -358,7 +250,7 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
 
 
 def _train_epoch(
-    loop: _Loop,
+    loop: TrainLoop,
     train: WindowData,
     cfg: TrainingConfig,
     batch_size: int,
@@ -399,20 +291,20 @@ def _train_epoch(
 
 
 def _record_epoch(
-    loop: _Loop,
+    loop: TrainLoop,
     epoch: int,
     train_loss: float,
     train_acc: float,
     val_loss: float,
-    cm: Any,
-    te: float,
+    confusion: Any,
+    epoch_start: float,
 ) -> dict[str, float]:
     """Early-stopping bookkeeping (best weights on the lowest validation loss) and the history
     row of ``epoch``."""
-    val_metrics = metrics_from_confusion(cm)
+    val_metrics = metrics_from_confusion(confusion)
     if val_loss < loop.best_val:
         loop.best_val, loop.best_epoch, loop.bad_epochs = val_loss, epoch, 0
-        loop.best_state = _cpu_state(loop.model.state_dict())
+        loop.best_state = cpu_state(loop.model.state_dict())
     else:
         loop.bad_epochs += 1
     record = {
@@ -423,7 +315,7 @@ def _record_epoch(
         "val_accuracy": val_metrics["accuracy"],
         "val_macro_f1": val_metrics["macro_f1"],
         "lr": float(loop.optimizer.param_groups[0]["lr"]),
-        "epoch_seconds": time.perf_counter() - te,
+        "epoch_seconds": time.perf_counter() - epoch_start,
         "batch_size": loop.batch_size,
     }
     loop.history.append(record)
@@ -462,8 +354,6 @@ def train_classifier(
     Raises:
         TrainingInterrupted: on Ctrl-C / SIGTERM; the last written checkpoint is kept.
     """
-    from pipeline.device import call_with_oom_retry
-
     # 1. setup (and resume)
     loop = _setup(model, train, cfg, fingerprint)
     if resume and checkpoint_path is not None:
@@ -471,65 +361,19 @@ def train_classifier(
     loop.t0 = time.perf_counter()
     want_bar = progress_bars_wanted() if progress is None else progress
     progress_out = _EpochProgress(desc, cfg.epochs, loop.start_epoch, want_bar, progress_interval_s)
-    last_saved = completed = loop.start_epoch - 1
-    epoch = loop.start_epoch
-    stopped_early = loop.bad_epochs >= cfg.patience
-    epoch_start_state = loop.snapshot(epoch - 1) if epoch <= cfg.epochs else None
     try:
-        for epoch in range(loop.start_epoch, cfg.epochs + 1):
-            if stopped_early:
-                break
-            te = time.perf_counter()
-            # 2. train one epoch (an out-of-memory rolls back to the epoch's start, halves the
-            #    batch and retries)
-            assert epoch_start_state is not None
-            start_state = epoch_start_state
-            (train_loss, train_acc), loop.batch_size = call_with_oom_retry(
-                lambda bs, e=epoch: _train_epoch(loop, train, cfg, bs, e, progress_out),
-                loop.batch_size,
-                on_oom=lambda _bs, s=start_state: loop.restore(s),
-            )
-            # 3. validate, keep the best weights, record the epoch
-            val_loss, cm = _evaluate(
-                model, val, loop.loss_fn, max(loop.batch_size, 1024), loop.dtype
-            )
-            record = _record_epoch(loop, epoch, train_loss, train_acc, val_loss, cm, te)
-            completed = epoch
-            stopped_early = loop.bad_epochs >= cfg.patience
-            # 4. checkpoint
-            epoch_start_state = loop.snapshot(epoch)
-            if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, epoch_start_state)
-                last_saved = epoch
-            progress_out.epoch_done(
-                loss=f"{train_loss:.4f}",
-                val_loss=f"{val_loss:.4f}",
-                val_f1=f"{record['val_macro_f1']:.3f}",
-            )
-            log.debug(
-                "%s epoch %d: train %.4f val %.4f f1 %.3f (%.1fs)",
-                desc,
-                epoch,
-                train_loss,
-                val_loss,
-                record["val_macro_f1"],
-                record["epoch_seconds"],
-            )
-            if epoch_callback is not None:
-                epoch_callback(epoch, record)
-    except KeyboardInterrupt:
-        # Say what is true: a checkpoint exists only once an epoch finished (or was resumed).
-        raise TrainingInterrupted(
-            interrupt_message(desc, epoch, cfg.epochs, checkpoint_path, last_saved, completed),
-            checkpoint_path if last_saved > 0 else None,
-            last_saved,
-            epoch=epoch,
-            what=desc,
-        ) from None
+        stopped_early = _run_epochs(
+            loop, train, val, cfg, checkpoint_path, epoch_callback, desc, progress_out
+        )
     finally:
         progress_out.close()
+    return _best_result(loop, train, stopped_early)
 
+
+def _best_result(loop: TrainLoop, train: WindowData, stopped_early: bool) -> TrainResult:
+    """The :class:`TrainResult` of the run, its model holding the best epoch's weights."""
     # 5. the best epoch's weights
+    model = loop.model
     model.load_state_dict(loop.best_state)
     dtype = loop.dtype
     return TrainResult(
@@ -544,6 +388,97 @@ def train_classifier(
         amp="off" if dtype is None else str(dtype).replace("torch.", ""),
         resumed_from_epoch=loop.start_epoch - 1,
         stopped_early=stopped_early,
+    )
+
+
+def _run_epochs(
+    loop: TrainLoop,
+    train: WindowData,
+    val: WindowData,
+    cfg: TrainingConfig,
+    checkpoint_path: Path | None,
+    epoch_callback: Callable[[int, dict[str, float]], None] | None,
+    desc: str,
+    progress_out: _EpochProgress,
+) -> bool:
+    """The epochs from ``loop.start_epoch`` until the last or early stopping, each checkpointed;
+    whether training stopped early. Ctrl-C / SIGTERM becomes :class:`TrainingInterrupted`."""
+    last_saved = completed = loop.start_epoch - 1
+    epoch = loop.start_epoch
+    stopped_early = loop.bad_epochs >= cfg.patience
+    epoch_start_state = loop.snapshot(epoch - 1) if epoch <= cfg.epochs else None
+    try:
+        for epoch in range(loop.start_epoch, cfg.epochs + 1):
+            if stopped_early:
+                break
+            assert epoch_start_state is not None
+            record = _fit_epoch(loop, train, val, cfg, epoch, epoch_start_state, progress_out)
+            completed = epoch
+            stopped_early = loop.bad_epochs >= cfg.patience
+            # 4. checkpoint
+            epoch_start_state = loop.snapshot(epoch)
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, epoch_start_state)
+                last_saved = epoch
+            _report_epoch(progress_out, desc, epoch, record)
+            if epoch_callback is not None:
+                epoch_callback(epoch, record)
+    except KeyboardInterrupt:
+        # Say what is true: a checkpoint exists only once an epoch finished (or was resumed).
+        raise TrainingInterrupted(
+            interrupt_message(desc, epoch, cfg.epochs, checkpoint_path, last_saved, completed),
+            checkpoint_path if last_saved > 0 else None,
+            last_saved,
+            epoch=epoch,
+            what=desc,
+        ) from None
+    return stopped_early
+
+
+def _fit_epoch(
+    loop: TrainLoop,
+    train: WindowData,
+    val: WindowData,
+    cfg: TrainingConfig,
+    epoch: int,
+    start_state: dict[str, Any],
+    progress_out: _EpochProgress,
+) -> dict[str, float]:
+    """Train ``epoch``, validate, keep the best weights: the epoch's history row."""
+    from pipeline.device import call_with_oom_retry
+
+    epoch_start = time.perf_counter()
+    # 2. train one epoch (an out-of-memory rolls back to the epoch's start, halves the
+    #    batch and retries)
+    (train_loss, train_acc), loop.batch_size = call_with_oom_retry(
+        lambda bs, e=epoch: _train_epoch(loop, train, cfg, bs, e, progress_out),
+        loop.batch_size,
+        on_oom=lambda _bs, s=start_state: loop.restore(s),
+    )
+    # 3. validate, keep the best weights, record the epoch
+    val_loss, confusion = _evaluate(
+        loop.model, val, loop.loss_fn, max(loop.batch_size, 1024), loop.dtype
+    )
+    return _record_epoch(loop, epoch, train_loss, train_acc, val_loss, confusion, epoch_start)
+
+
+def _report_epoch(
+    progress_out: _EpochProgress, desc: str, epoch: int, record: dict[str, float]
+) -> None:
+    """The bar's postfix (or nothing, with log lines) and a debug line of the finished epoch."""
+    progress_out.epoch_done(
+        loss=f"{record['train_loss']:.4f}",
+        val_loss=f"{record['val_loss']:.4f}",
+        val_f1=f"{record['val_macro_f1']:.3f}",
+    )
+    log.debug(
+        "%s epoch %d: train %.4f val %.4f f1 %.3f (%.1fs)",
+        desc,
+        epoch,
+        record["train_loss"],
+        record["val_loss"],
+        record["val_macro_f1"],
+        record["epoch_seconds"],
     )
 
 

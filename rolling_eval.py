@@ -1,4 +1,4 @@
-"""Rolling-origin evaluation (issue 18 item 4): more than one test block, one number per block.
+"""Rolling-origin evaluation: more than one test block, one number per block.
 
 The single evaluation tests the agent once, on the last ``test_fraction`` of the bars. With
 ``evaluation = rolling`` (or this script) that same final stretch is cut into ``rolling_folds``
@@ -66,30 +66,30 @@ def origin_folds(n_rows: int, cfg: Config, k: int) -> list[OriginFold]:
     from pipeline.data.features import warmup_bars
     from pipeline.data.splits import MIN_BLOCK_SAMPLES, make_splits
 
-    t = cfg.training
-    warm = warmup_bars(t.resolved_features())
+    train_cfg = cfg.training
+    warm = warmup_bars(train_cfg.resolved_features())
     full = make_splits(
         n_rows,
         warm,
-        t.lookback,
-        t.smoothing_k,
-        t.test_fraction,
-        t.val_fraction,
-        t.purge_gap,
-        t.walk_forward_folds,
+        train_cfg.lookback,
+        train_cfg.smoothing_k,
+        train_cfg.test_fraction,
+        train_cfg.val_fraction,
+        train_cfg.purge_gap,
+        train_cfg.walk_forward_folds,
     )
     size = (n_rows - full.test.start) // k
-    if size - t.smoothing_k < MIN_BLOCK_SAMPLES:
+    if size - train_cfg.smoothing_k < MIN_BLOCK_SAMPLES:
         raise PipelineError(
             f"rolling_folds = {k}: the test stretch has {n_rows - full.test.start} bars, so each "
-            f"fold would test the classifiers on {size - t.smoothing_k} (needs at least "
+            f"fold would test the classifiers on {size - train_cfg.smoothing_k} (needs at least "
             f"{MIN_BLOCK_SAMPLES}); use fewer folds or more rows"
         )
     folds = []
     for j in range(1, k + 1):
         start = full.test.start + (j - 1) * size
         rows = n_rows if j == k else start + size
-        labelled = rows - t.smoothing_k  # classifier test bars start .. labelled - 1
+        labelled = rows - train_cfg.smoothing_k  # classifier test bars start .. labelled - 1
         span = labelled - full.first_bar  # usable bars of the cut dataset
         folds.append(OriginFold(j, rows, start, (labelled - start) / span))
     return folds

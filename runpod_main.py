@@ -13,7 +13,7 @@
    with 130; rerun with ``--resume``); if this process dies (``kill -9``) the driver notices and
    stops the same way. The exit code is the driver's.
 
-Several datasets (``--dataset A --dataset B`` or ``--dataset A,B``, issue 12): one preflight (the
+Several datasets (``--dataset A --dataset B`` or ``--dataset A,B``): one preflight (the
 machine once, each dataset's file and run lock; a dataset that fails its rows is skipped, the others
 run), then the driver for each dataset in turn with its own run log, going on when one fails. At the
 end a cross-dataset table (console, ``results/multi_run_summary.json`` and ``.png``) read from the
@@ -92,7 +92,7 @@ DRIVER = PROJECT_ROOT / "runpod_train.py"
 
 def build_parser() -> argparse.ArgumentParser:
     """The entry point's command line (``--help`` explains each flag)."""
-    # CliParser: usage errors exit 1 (bad input); 2 means "preflight failed" (issue 8 item 12).
+    # CliParser: usage errors exit 1 (bad input); 2 means "preflight failed".
     p = CliParser(
         prog="runpod_main.py",
         description="Check the machine and the dataset (preflight), then train the classifiers "
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _DatasetsAction(argparse.Action):
-    """``--dataset`` may repeat and take a comma list (issue 12): ``args.datasets`` gets them all,
+    """``--dataset`` may repeat and take a comma list: ``args.datasets`` gets them all,
     in order and without repeats; ``args.dataset`` stays the first (the one-dataset run)."""
 
     def __call__(
@@ -191,8 +191,8 @@ def resolve_user_paths(args: argparse.Namespace) -> None:
     """Make every path the user gave absolute, once, against the user's working directory.
 
     The driver runs with the project as its working directory, so a relative ``--dataset``,
-    ``--training-config``, ``--ppo-config`` or ``--root`` would name another file there (issue 8
-    item 2). A dataset *name* (found in the root's ``datasets/``) stays a name.
+    ``--training-config``, ``--ppo-config`` or ``--root`` would name another file there. A
+    dataset *name* (found in the root's ``datasets/``) stays a name.
     """
     if args.root is not None:
         args.root = Path(args.root).expanduser().resolve()
@@ -205,7 +205,7 @@ def driver_command(args: argparse.Namespace, paths: Paths) -> list[str]:
     """``python runpod_train.py --dataset D --root ROOT --no-log-file [config args] [--verbose]``.
 
     The dataset travels as a flag too (not only ``DATASET_NAME``), already absolute when it is a
-    path (issue 8 items 1 and 2).
+    path.
     """
     cmd = [sys.executable, str(DRIVER), "--dataset", str(args.dataset)]
     cmd += ["--root", str(paths.root), "--no-log-file"]
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     paths = Paths.from_root(args.root)
     dataset = dataset_name(args.dataset)
     # The config first: a usage error (--preset nonexist, --set bad=1) is one line and leaves
-    # no log file behind (issue 22 item 16).
+    # no log file behind.
     cfg = config_from_args(args)
     secrets = secret_values()
     install_secret_masking(secrets)
@@ -257,7 +257,7 @@ def run_driver(
     """Run the driver on ``args.dataset`` and report where things are; returns its exit code.
 
     ``deferred_push``: a run over several datasets pushes them all once at the end, so the
-    driver skips step 8 and says why (issue 12).
+    driver skips step 8 and says why.
     """
     dataset = dataset_name(args.dataset)
     if log_file is not None:
@@ -280,7 +280,7 @@ def run_driver(
     return code
 
 
-# ---------------------------------------------------------------- several datasets (issue 12)
+# ---------------------------------------------------------------- several datasets
 
 
 def resolve_datasets(args: argparse.Namespace, paths: Paths) -> list[str]:
@@ -334,13 +334,13 @@ def push_all(
     except PipelineError as exc:
         print(f"error: push of {len(good)} datasets failed: {exc}", file=sys.stderr)
         return EXIT_PUSH
-    t = cfg.training
+    train_cfg = cfg.training
     log.info(
         "pushed %d datasets in one commit %s -> %s/%s (%d files)",
         len(good),
         result.commit[:12],
-        t.git_remote,
-        t.git_branch,
+        train_cfg.git_remote,
+        train_cfg.git_branch,
         len(result.files),
     )
     return EXIT_OK
@@ -348,11 +348,11 @@ def push_all(
 
 def run_many(args: argparse.Namespace) -> int:
     """Several datasets: one preflight, the driver for each in turn (going on when one fails),
-    the cross-dataset table, one push; returns the exit code (issue 12)."""
+    the cross-dataset table, one push; returns the exit code."""
     resolve_user_paths(args)
     paths = Paths.from_root(args.root)
     multi = MultiRun(resolve_datasets(args, paths))
-    cfg = config_from_args(args)  # before the log file: a usage error leaves none (item 16)
+    cfg = config_from_args(args)  # before the log file: a usage error leaves none
     secrets = secret_values()
     install_secret_masking(secrets)
     log_file = setup_run_logging(paths, multi.datasets[0], args.verbose)
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     failed), 2 (preflight), 3 (push), 130 (interrupted)."""
     args = build_parser().parse_args(argv)
     # SIGTERM and SIGHUP outside the driver's run (the preflight, the last lines after it) stop
-    # like Ctrl-C with 130, never with the shell's 129 or 143 (issue 22 item 9); while the
+    # like Ctrl-C with 130, never with the shell's 129 or 143; while the
     # driver runs, stream_driver forwards them instead.
     with interrupt_on_signals():
         if len(args.datasets or []) > 1:

@@ -15,13 +15,13 @@ The config is parsed once per run; every step is a plain function called with it
 typed result (steps 5-7: ``train_models.train_classifiers`` -> ``TrainingSummary``,
 ``prediction_wrapper.validate_models`` -> report, ``train_ppo_agent.train_agent`` ->
 ``BacktestReport``; step 8: ``pipeline.publish.push.push_artifacts`` -> ``PushResult``), so an edit
-to a config file during a long run cannot split the run across two configs (issue 9). A step's
+to a config file during a long run cannot split the run across two configs. A step's
 failure is an exception carrying its one-line message: the run stops with
 ``error: step N (name) failed: reason`` and the step's exit code; a summary table of every step
 is printed and written to ``results/run_summary_{dataset}.json`` in every case. A lock file
 ``logs/run_{dataset}.lock`` keeps a second run on the same dataset from writing the same artifacts.
 
-The run summary describes this invocation (issue 8): ``status`` is ``running`` from the start,
+The run summary describes this invocation: ``status`` is ``running`` from the start,
 ``pushing`` in the copy step 8 commits (final for steps 1-7, said so in the log too), then ``ok``,
 ``failed`` or ``interrupted`` (SIGINT, SIGTERM, SIGHUP, the parent ``runpod_main.py`` gone, or an
 exception between steps); rows of steps not run now are marked ``earlier_run`` with the config
@@ -190,7 +190,7 @@ def step_validate_models(ctx: RunContext) -> StepOutcome:
     from ppo_approach.prediction_wrapper import validate_models
 
     # The dataset as given (a path stays a path), not its artifact name: a CSV outside
-    # datasets/ must be found here as in steps 4, 5 and 7 (issue 8 item 1).
+    # datasets/ must be found here as in steps 4, 5 and 7.
     report = validate_models(ctx.cfg, ctx.dataset, ctx.paths)
     return StepOutcome(
         result=validation_line(report), details=json.loads(json.dumps(report, default=str))
@@ -268,7 +268,7 @@ def resume_command(ctx: RunContext) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The driver's command line."""
-    # CliParser: usage errors exit 1 (bad input), not argparse's 2 (issue 8 item 12).
+    # CliParser: usage errors exit 1 (bad input), not argparse's 2.
     p = CliParser(
         prog="runpod_train.py",
         description="Run the eight pipeline steps (1 paths, 2 dependencies, 3 GPU, 4 dataset, "
@@ -325,7 +325,7 @@ def run_context(args: argparse.Namespace) -> RunContext:
     paths = Paths.from_root(args.root)
     return RunContext(
         # A path becomes absolute once, here, so every step finds the same file whatever its
-        # working directory (issue 8 items 1 and 2); a name in datasets/ stays a name.
+        # working directory; a name in datasets/ stays a name.
         dataset=absolute_dataset(dataset, paths.datasets),
         paths=paths,
         cfg=cfg,
@@ -349,9 +349,9 @@ def check_usage(args: argparse.Namespace) -> int:
 
 
 release_at_exit: list[RunLock] | None = None
-"""Run as a script (:func:`run_as_script`): the run lock, released only as the process's last act
-(issue 22 item 12), not while the interpreter still winds down for seconds (a second run must
-not start then). ``None`` when the driver is called in-process: released as :func:`drive` ends."""
+"""Run as a script (:func:`run_as_script`): the run lock, released only as the process's last act,
+not while the interpreter still winds down for seconds (a second run must not start then).
+``None`` when the driver is called in-process: released as :func:`drive` ends."""
 
 
 def drive(args: argparse.Namespace, log_file: Path | None = None) -> int:
@@ -359,7 +359,7 @@ def drive(args: argparse.Namespace, log_file: Path | None = None) -> int:
 
     The summary is written when the run starts (status ``running``, so a run killed outright
     never leaves the previous run's summary standing as its own) and again on every way out:
-    finished, failed step, signal, parent gone, or an exception between steps (issue 8 item 5).
+    finished, failed step, signal, parent gone, or an exception between steps.
     """
     selected = parse_steps(args.steps, args.from_step)
     ctx = run_context(args)
@@ -395,12 +395,11 @@ def start_run(ctx: RunContext, selected: Sequence[int]) -> dict[str, Any]:
         for n in ALL_STEPS
     ]
     write_summary(ctx, planned, None, selected, earlier)
-    log_estimate(ctx.cfg, ctx.dataset, ctx.paths, selected)  # issue 22 item 20
+    log_estimate(ctx.cfg, ctx.dataset, ctx.paths, selected)
     if not ctx.resume and 7 in selected:
         from ppo_approach import run_folder
 
-        # A later --resume of this run must not judge its step 7 by an older run's agent
-        # (issue 22 item 5).
+        # A later --resume of this run must not judge its step 7 by an older run's agent.
         run_folder.mark_fresh_run(ctx.paths, ctx.name)
     return earlier
 
@@ -409,8 +408,7 @@ def run_and_summarise(
     ctx: RunContext, selected: Sequence[int], earlier: dict[str, Any]
 ) -> tuple[int, list[StepRecord], Path]:
     """Run the steps and write the summary however they end: finished, failed step, signal,
-    parent gone, or an exception between steps (issue 8 item 5). Returns (exit code, records,
-    summary file)."""
+    parent gone, or an exception between steps. Returns (exit code, records, summary file)."""
     records: list[StepRecord] = []
     code: int | None = None
     status: str | None = None
@@ -447,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             stack.enter_context(interrupt_on_signals())
             dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
-            # Usage errors first: they are one line and leave no log file (issue 22 item 16).
+            # Usage errors first: they are one line and leave no log file.
             usage = run_cli(lambda: check_usage(args))
             if usage != EXIT_OK:
                 return usage
@@ -473,8 +471,8 @@ def run_as_script(argv: list[str] | None = None) -> NoReturn:
 
     A SIGINT, SIGTERM or SIGHUP after the run's own handlers are gone (the summary is written,
     the interpreter winds down) is recorded, not fatal: the exit code is then 130, as the README
-    documents for an interrupt, never the shell's 129 (issue 22 item 9). The run lock is released
-    after the exit functions ran, right before ``os._exit`` (issue 22 item 12).
+    documents for an interrupt, never the shell's 129. The run lock is released after the exit
+    functions ran, right before ``os._exit``.
     """
     global release_at_exit
     release_at_exit = []

@@ -20,7 +20,7 @@ compares its test macro-F1 with chance (1/3) and with the logistic regression on
 and adds the directional hit rate (see :func:`test_comparison`).
 
 torch, sklearn and the feature code are imported inside the functions that use them, so that
-``--help`` and usage errors answer at once (issue 8 item 29).
+``--help`` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ from pipeline.store.artifacts import Artifacts
 if TYPE_CHECKING:
     import torch
 
-    from pipeline.classifiers.prepare import Prepared
+    from pipeline.classifiers.prepare import ClassifierData
     from pipeline.data.splits import Block
     from pytorch_train import TrainResult
 
@@ -83,7 +83,7 @@ log = logging.getLogger("train_models")
 
 def fit_model(
     cfg: TrainingConfig,
-    prep: Prepared,
+    prep: ClassifierData,
     name: str,
     plan: FitPlan,
     device: torch.device,
@@ -100,7 +100,7 @@ def fit_model(
 
     fit_bars = labelled_bars(plan.fit, plan.labels)
     es_bars = labelled_bars(plan.early_stop, plan.labels)
-    if name in TABULAR_MODELS:  # issue 17 item 1: scikit-learn / LightGBM, one "epoch"
+    if name in TABULAR_MODELS:  # scikit-learn / LightGBM, one "epoch"
         return TrainResult(**fit_tabular(cfg, prep, name, plan, (fit_bars, es_bars), device))
     lookback = prep.arrays.lookback
     train = WindowData.create(plan.scaled, fit_bars, plan.labels[fit_bars], lookback, device)
@@ -121,7 +121,7 @@ def fit_model(
 
 
 def evaluate_block(
-    model: torch.nn.Module, prep: Prepared, block: Block, device: torch.device
+    model: torch.nn.Module, prep: ClassifierData, block: Block, device: torch.device
 ) -> dict[str, Any]:
     """Metrics of the main model on the labelled bars of ``block`` (:func:`evaluate_bars`)."""
     return evaluate_bars(model, prep, labelled_bars(block, prep.arrays.labels), device)
@@ -132,7 +132,7 @@ def evaluate_block(
 
 def train_main_model(
     cfg: Config,
-    prep: Prepared,
+    prep: ClassifierData,
     name: str,
     paths: Paths,
     device: torch.device,
@@ -160,7 +160,7 @@ def train_main_model(
     metrics = main_metrics(train_cfg, prep, name, result, n_parameters, (val, test), baselines)
     cmp = metrics["comparison"]
     # A verdict is a finding, not a fault: "no better than chance" is the honest result on a
-    # random walk, so it is INFO like the others (issue 22 item 16).
+    # random walk, so it is INFO like the others.
     log.info("%s: %s", name, cmp["headline"])
     atomic_write_json(art.history(name), history_record(name, dataset, result))
     plot_training(
@@ -173,14 +173,14 @@ def train_main_model(
     )
     atomic_write_json(art.metrics(name), metrics)
     # Only now: a kill before the metrics file exists must leave the checkpoint, so that
-    # --resume finishes this model from its last epoch instead of from epoch 1 (issue 22 item 4).
+    # --resume finishes this model from its last epoch instead of from epoch 1.
     ckpt.unlink(missing_ok=True)
     return metrics
 
 
 def train_fold_models(
     cfg: Config,
-    prep: Prepared,
+    prep: ClassifierData,
     name: str,
     paths: Paths,
     device: torch.device,
@@ -224,12 +224,12 @@ def _train_all(
 
     Returns the training summary (also written to ``results/training_summary_{dataset}.json``).
     """
-    from pipeline.classifiers.prepare import prepare_dataset
+    from pipeline.classifiers.prepare import load_classifier_data
 
     train_cfg = cfg.training
     names = select_models(cfg, models)
     device = _training_device(train_cfg)
-    prep = prepare_dataset(train_cfg, dataset, paths)
+    prep = load_classifier_data(train_cfg, dataset, paths)
     paths.models.mkdir(parents=True, exist_ok=True)
     paths.results.mkdir(parents=True, exist_ok=True)
     baselines = baseline_metrics(prep, train_cfg.seed)
@@ -254,7 +254,7 @@ def _training_device(train_cfg: TrainingConfig) -> torch.device:
 
 def _train_models(
     cfg: Config,
-    prep: Prepared,
+    prep: ClassifierData,
     names: list[str],
     paths: Paths,
     device: torch.device,
@@ -266,9 +266,9 @@ def _train_models(
     and the models whose prediction tables are written. An interrupt names the models kept."""
     from pipeline.common import TrainingInterrupted
 
-    # the oracle source keeps the walk-forward layout of blocks (issue 10)
+    # the oracle source keeps the walk-forward layout of blocks
     walk_forward = cfg.ppo.ppo_prediction_source != "in_sample"
-    # issue 17 item 4: walk_forward_models = agent trains fold models only for what feeds the agent
+    # walk_forward_models = agent trains fold models only for what feeds the agent
     every_fold = walk_forward and cfg.training.walk_forward_models == "all"
     table_models = names
 
@@ -285,7 +285,7 @@ def _train_models(
     except TrainingInterrupted as exc:
         if not entries:
             raise
-        # Say which models are safe on disk (issue 8 item 6): a rerun skips them.
+        # Say which models are safe on disk: a rerun skips them.
         kept = f"{exc}; finished before the interrupt and kept: {', '.join(entries)}"
         raise reworded(exc, kept) from None
     return entries, table_models
@@ -293,7 +293,7 @@ def _train_models(
 
 def _agent_fold_models(
     cfg: Config,
-    prep: Prepared,
+    prep: ClassifierData,
     names: list[str],
     paths: Paths,
     device: torch.device,
@@ -323,7 +323,7 @@ def _agent_fold_models(
 
 def _write_summary(
     cfg: Config,
-    prep: Prepared,
+    prep: ClassifierData,
     paths: Paths,
     device: torch.device,
     entries: dict[str, dict[str, Any]],
@@ -358,10 +358,10 @@ def _write_summary(
 
 
 def step5_alarms(
-    cfg: Config, prep: Prepared, paths: Paths, device: torch.device, entries: dict[str, Any]
+    cfg: Config, prep: ClassifierData, paths: Paths, device: torch.device, entries: dict[str, Any]
 ) -> tuple[list[Alarm], dict[str, Any] | None]:
-    """Issue 18 item 1: step 5's run-time leak alarms (``pipeline/checks/leak_alarms.py``) on the
-    bars the main models really used, and the label-permutation control on the model with the best
+    """Step 5's run-time leak alarms (``pipeline/checks/leak_alarms.py``) on the bars the main
+    models really used, and the label-permutation control on the model with the best
     early-stopping F1 among those trained now (``leak_controls``)."""
     from pipeline.checks.leak_alarms import classifier_alarms
 
@@ -383,7 +383,7 @@ def step5_alarms(
 
 
 def permutation_control(
-    cfg: Config, prep: Prepared, name: str, plan: FitPlan, paths: Paths, device: torch.device
+    cfg: Config, prep: ClassifierData, name: str, plan: FitPlan, paths: Paths, device: torch.device
 ) -> dict[str, Any]:
     """``name`` trained like its main model but with the labels of the train and early-stopping
     blocks permuted; its test headline. Only a path from the test labels to the model survives
@@ -411,7 +411,7 @@ def permutation_control(
 
 def _train_or_skip(
     cfg: Config,
-    prep: Prepared,
+    prep: ClassifierData,
     name: str,
     paths: Paths,
     device: torch.device,
@@ -457,7 +457,7 @@ def train_classifiers(
 ) -> TrainingSummary:
     """Step 5 as a function (the CLI and the driver both call it): :func:`_train_all`, and an
     interrupt outside a training epoch (data preparation, saving, prediction tables) said as
-    what is on disk rather than assumed (issue 8 item 6)."""
+    what is on disk rather than assumed."""
     try:
         return _train_all(cfg, dataset, paths, models, force, resume)
     except KeyboardInterrupt:
@@ -468,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run :func:`train_classifiers`; exit 130 with a true hint on interruption.
 
     Holds the dataset's run lock (``pipeline.run.lock.step_lock``) while training, so that a run
-    by hand refuses to write while a full run on the same dataset and root is going
-    (issue 8 item 14); the driver, which holds the lock itself, passes through.
+    by hand refuses to write while a full run on the same dataset and root is going; the driver,
+    which holds the lock itself, passes through.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)

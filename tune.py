@@ -35,19 +35,12 @@ import argparse
 import dataclasses
 import logging
 import math
-import os
-import re
-import shutil
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.common import (
-    EXIT_INTERRUPTED,
     EXIT_OK,
     CliParser,
     Paths,
@@ -55,110 +48,25 @@ from pipeline.common import (
     run_cli,
     setup_logging,
 )
-from pipeline.config.files import SECTIONS, add_config_args, config_from_args, load_config
-from pipeline.config.schema import MODEL_NAMES, NETWORK_NAMES, Config, ConfigError, field_map
+from pipeline.config.files import add_config_args, config_from_args
+from pipeline.config.schema import NETWORK_NAMES, Config
 from pipeline.run.lock import absolute_dataset
 from pipeline.store import artifacts as art
 from pipeline.store.artifacts import Artifacts, dataset_name
-from pipeline.tuning.space import SearchSpace, default_space_path, read_search_space
-from pipeline.tuning.study import METRICS, STAGES
+from pipeline.tuning.space import (
+    SearchSpace,
+    default_space_path,
+    read_search_space,
+    stage_space,
+    trial_config,
+)
+from pipeline.tuning.study import check_study_name, make_study, remove_inside
+from pipeline.tuning.trials import METRICS, STAGES
 
 if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger("tune")
-
-CLASSIFIER_KEYS = frozenset(
-    {"lookback", "learning_rate", "weight_decay", "grad_clip", "batch_size", "patience"}
-)
-"""Training keys a classifier trial may vary besides the architectures' own sizes (the ``model``
-group): not the labels or splits (they change what is measured and where the test block lies),
-not ``epochs`` (the budget), the seed or the run settings."""
-
-AGENT_FIXED_KEYS = frozenset({"total_timesteps", "vec_env", "device", "seed", "seeds"})
-"""Keys of the ``ppo`` group an agent trial may not vary: the budget, the seed and run settings.
-Outside the ``ppo`` group nothing is tunable: the data keys change which data the agent sees (its
-blocks are built once per worker), and the reward, environment and evaluation keys change the
-measure itself (a trial would raise its score by rescaling the reward)."""
-
-OUTPUT_NAMES = {
-    "best": art.TUNING_BEST_PARAMS_NAME,
-    "history": art.TUNING_HISTORY_PLOT_NAME,
-    "importance": art.TUNING_IMPORTANCE_PLOT_NAME,
-    "top": art.TUNING_TOP_TRIALS_NAME,
-    "command": art.TUNING_COMMAND_NAME,
-    "summary": art.TUNING_SUMMARY_NAME,
-}
-
-
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-"""A study name: it names the trial folders (``{study}_trial_{n}``) under the tuning folder, so it
-must be a plain name, never a path (issue 22 item 2)."""
-
-
-def check_study_name(name: str) -> str:
-    """``name`` if it is a plain study name, else a one-line :class:`PipelineError`."""
-    if not STUDY_NAME.fullmatch(name) or ".." in name:
-        raise PipelineError(
-            f"--study {name!r}: expected a name (letters, digits, '.', '_', '-'; up to 100 "
-            "characters, no '/' or '..'), not a path"
-        )
-    return name
-
-
-def remove_inside(folder: Path, root: Path) -> None:
-    """``shutil.rmtree(folder)`` (missing is fine), only when ``folder`` lies inside ``root``."""
-    resolved, inside = folder.resolve(), root.resolve()
-    assert resolved != inside and resolved.is_relative_to(inside), (
-        f"refusing to delete {folder}: not inside {root}"
-    )
-    shutil.rmtree(resolved, ignore_errors=True)
-
-
-# ================================================================ the stage's space
-
-
-def stage_space(space: SearchSpace, stage: str, model: str | None) -> SearchSpace:
-    """The parameters one study tunes; a key of the other config file (or one an agent trial
-    cannot vary) is one error naming its line."""
-    wanted = "training" if stage == "classifier" else "ppo"
-    for p in space.params:
-        if p.section != wanted:
-            raise ConfigError(
-                f"{p.where}: {p.name} is a {p.section} key; the {stage} stage tunes "
-                f"{'training_config.txt' if wanted == 'training' else 'ppo_config.txt'} keys only"
-            )
-        group = field_map(SECTIONS[p.section])[p.key].metadata["group"]
-        if stage == "agent" and (group != "ppo" or p.key in AGENT_FIXED_KEYS):
-            raise ConfigError(
-                f"{p.where}: {p.key} cannot be tuned in the agent stage (only PPO "
-                "hyperparameters: the data, reward, environment, evaluation, budget and seed stay "
-                "fixed so that every trial is measured the same way); set it with --set instead"
-            )
-        if stage == "classifier" and group != "model" and p.key not in CLASSIFIER_KEYS:
-            raise ConfigError(
-                f"{p.where}: {p.key} cannot be tuned in the classifier stage (only the "
-                f"architectures' sizes and {', '.join(sorted(CLASSIFIER_KEYS))}: labels, splits, "
-                "the epoch budget and the seed stay fixed); set it with --set instead"
-            )
-    if stage == "classifier":
-        others = [m for m in MODEL_NAMES if m != model]
-        space = space.without(lambda p: not any(p.key.startswith(f"{m}_") for m in others))
-    if not space.params:
-        raise ConfigError(f"{space.path}: no parameter of the {stage} stage in the search space")
-    return space
-
-
-def trial_config(args: argparse.Namespace, overrides: list[str]) -> Config:
-    """The trial's config through the normal parser: files, preset, --set-file, --set, then the
-    sampled values."""
-    return load_config(
-        args.training_config,
-        args.ppo_config,
-        args.preset,
-        [*args.overrides, *overrides],
-        args.set_files,
-    )
 
 
 # ================================================================ classifier objective
@@ -173,30 +81,11 @@ def classifier_objective(
     from pipeline.classifiers.nets import arch_config, build_classifier
     from pipeline.classifiers.report import labelled_bars
     from pipeline.classifiers.windows import WindowData
-    from pipeline.data.features import check_feature_names, compute_features, warmup_bars
-    from pipeline.data.load import load_dataset
     from pipeline.device import configure_cpu_threads, resolve_device, seed_everything
-    from pipeline.tuning.study import development_arrays, development_rows, lookbacks_of
+    from pipeline.tuning.development import development_arrays, development_frame
     from pytorch_train import train_classifier
 
-    df, _info = load_dataset(args.dataset, paths.datasets)
-    names = check_feature_names(cfg.training.resolved_features())
-    cut = development_rows(
-        len(df), warmup_bars(names), cfg.training, lookbacks_of(space, cfg.training)
-    )
-    # The test block (and the purge rows before its first window) is gone from here on.
-    n_rows = len(df)
-    dev = df.iloc[:cut].reset_index(drop=True).copy()
-    del df
-    log.info(
-        "classifier trials see rows 0..%d of %d (%s .. %s): the test block and its windows are "
-        "cut off",
-        cut - 1,
-        n_rows,
-        dev["timestamp"].iloc[0],
-        dev["timestamp"].iloc[-1],
-    )
-    features = compute_features(dev, names).to_numpy(dtype="float32")  # (cut, F)
+    dev, features = development_frame(args.dataset, cfg, paths.datasets, space)
     device = resolve_device(cfg.training.device)
     if device.type == "cpu":
         configure_cpu_threads(cfg.training.num_threads)
@@ -246,21 +135,12 @@ class _TrialPaths(Paths):
         return self.scratch / "tensorboard"
 
 
-def agent_objective(
-    args: argparse.Namespace, cfg: Config, paths: Paths, space: SearchSpace, out_dir: Path
-) -> Callable[[optuna.Trial], float]:
-    """Build the agent's blocks once, drop the test block, and return the objective."""
-    import optuna
-
-    from pipeline.config.schema import MAX_INT
-    from pipeline.device import resolve_device
-    from ppo_approach import run_folder
+def development_run(args: argparse.Namespace, cfg: Config, paths: Paths) -> Any:
+    """Step 7's run with the agent's blocks built once, keeping only train and val."""
     from ppo_approach import train_ppo_agent as step7
-    from ppo_approach.reward_functions import RewardConfig
-    from ppo_approach.trading_env import EnvConfig
 
     try:
-        run0 = step7.prepare_run(cfg, args.dataset, paths)
+        run0 = step7.setup_agent_run(cfg, args.dataset, paths)
     except PipelineError as exc:
         raise PipelineError(
             f"{exc}; the agent stage trains on step 5's prediction table: run step 5 first "
@@ -272,11 +152,49 @@ def agent_objective(
     blocks = {name: run0.blocks[name] for name in ("train", "val")}
     run0 = dataclasses.replace(run0, blocks=blocks)
     assert "test" not in run0.blocks
-    sha = run0.dataset.sha256
     for name, b in blocks.items():
         d = b.describe()
         log.info("agent trials use the %s block: %s .. %s (%d bars)", name, d["start"],
                  d["end"], d["bars"])  # fmt: skip
+    return run0
+
+
+def trial_run(run0: Any, tcfg: Config, paths: Paths, scratch: Path, number: int) -> Any:
+    """``run0`` with trial ``number``'s config, its files in its ``scratch`` folder."""
+    from pipeline.device import resolve_device
+    from ppo_approach import run_folder
+    from ppo_approach.reward_functions import RewardConfig
+    from ppo_approach.trading_env import EnvConfig
+
+    sha = run0.dataset.sha256
+    run = dataclasses.replace(
+        run0,
+        cfg=tcfg,
+        paths=_TrialPaths(paths.root, scratch=scratch),
+        env_cfg=EnvConfig.from_ppo_config(tcfg.ppo),
+        reward_cfg=RewardConfig.from_ppo_config(tcfg.ppo),
+        device=str(resolve_device(tcfg.ppo.device, key="ppo device")),
+        checkpoint_dir=scratch,
+        fingerprint=run_folder.run_fingerprint(tcfg, sha, run0.dataset.classifier_settings),
+        final_path=scratch / "final_model.zip",
+        meta_path=scratch / "final_model.json",
+        tb_name=f"trial_{number}",
+        eval_seed=tcfg.ppo.seed,
+    )
+    assert "test" not in run.blocks
+    return run
+
+
+def agent_objective(
+    args: argparse.Namespace, cfg: Config, paths: Paths, space: SearchSpace, out_dir: Path
+) -> Callable[[optuna.Trial], float]:
+    """Build the agent's blocks once, drop the test block, and return the objective."""
+    import optuna
+
+    from pipeline.config.checks import MAX_INT
+    from ppo_approach import train_ppo_agent as step7
+
+    run0 = development_run(args, cfg, paths)
     scratch_root = out_dir / art.TUNING_TRIALS_DIR
 
     def objective(trial: optuna.Trial) -> float:
@@ -286,21 +204,7 @@ def agent_objective(
         # Per study and trial: several studies (and their workers) may share the folder.
         scratch = scratch_root / f"{check_study_name(trial.study.study_name)}_trial_{trial.number}"
         remove_inside(scratch, scratch_root)
-        run = dataclasses.replace(
-            run0,
-            cfg=tcfg,
-            paths=_TrialPaths(paths.root, scratch=scratch),
-            env_cfg=EnvConfig.from_ppo_config(tcfg.ppo),
-            reward_cfg=RewardConfig.from_ppo_config(tcfg.ppo),
-            device=str(resolve_device(tcfg.ppo.device, key="ppo device")),
-            checkpoint_dir=scratch,
-            fingerprint=run_folder.run_fingerprint(tcfg, sha, run0.dataset.classifier_settings),
-            final_path=scratch / "final_model.zip",
-            meta_path=scratch / "final_model.json",
-            tb_name=f"trial_{trial.number}",
-            eval_seed=tcfg.ppo.seed,
-        )
-        assert "test" not in run.blocks
+        run = trial_run(run0, tcfg, paths, scratch, trial.number)
 
         def on_evaluation(res: dict[str, float]) -> None:
             trial.report(float(res["mean_reward"]), int(res["timesteps"]))
@@ -329,97 +233,6 @@ def agent_objective(
 # ================================================================ study, workers, outputs
 
 
-def make_study(args: argparse.Namespace, storage: Any, name: str, meta: dict[str, str]) -> Any:
-    """Create or load the study; refuse one made for another stage, dataset or model."""
-    import optuna
-
-    pruner: optuna.pruners.BasePruner
-    if args.pruner == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    elif args.pruner == "halving":
-        pruner = optuna.pruners.SuccessiveHalvingPruner()
-    else:
-        pruner = optuna.pruners.NopPruner()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    probe = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize", load_if_exists=True
-    )
-    seed = None
-    if args.seed is not None:
-        # Each worker and each rerun samples differently: the same seed would repeat trials.
-        seed = args.seed + 1000 * args.worker_index + len(probe.trials)
-    study = optuna.load_study(
-        study_name=name,
-        storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=pruner,
-    )
-    for key, value in meta.items():
-        old = study.user_attrs.get(key)
-        if old is None:
-            study.set_user_attr(key, value)
-        elif old != value:
-            raise PipelineError(
-                f"--study {name}: this study was made with {key} = {old}, not {value}; use "
-                "another --study name"
-            )
-    return study
-
-
-def worker_argv(argv: list[str], index: int) -> list[str]:
-    """``argv`` of one ``--jobs`` worker: without ``--jobs``, as a worker."""
-    out: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "--jobs":
-            skip = True
-            continue
-        if a.startswith("--jobs="):
-            continue
-        out.append(a)
-    return [*out, "--jobs", "1", "--worker-index", str(index)]
-
-
-def run_jobs(args: argparse.Namespace, argv: list[str], study: Any) -> None:
-    """``--jobs N``: N worker processes on this machine (one device), the progress here."""
-    from pipeline.tuning.study import StudyProgress, best_of, finished, python_command
-
-    env = dict(os.environ)
-    env.setdefault("PIPELINE_PROGRESS", "log")
-    procs = [
-        subprocess.Popen(python_command(worker_argv(argv, i + 1)), env=env)
-        for i in range(args.jobs)
-    ]
-    progress = StudyProgress(args.trials, finished(study))
-    last = -1
-    try:
-        while any(p.poll() is None for p in procs):
-            done = finished(study)
-            if done != last:
-                progress.update(done, *best_of(study))
-                last = done
-            time.sleep(2.0)
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait()
-        raise
-    finally:
-        progress.close()
-    progress.update(finished(study), *best_of(study))
-    codes = [p.returncode for p in procs]
-    if any(c == EXIT_INTERRUPTED for c in codes):
-        raise KeyboardInterrupt("a worker was interrupted")
-    bad = [f"worker {i + 1} exit {c}" for i, c in enumerate(codes) if c != EXIT_OK]
-    if bad:
-        raise PipelineError(f"--jobs {args.jobs}: {', '.join(bad)} (see its error line above)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line (usage errors exit 1)."""
     p = CliParser(
@@ -428,6 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
         "block): the classifier (validation macro-F1 of one architecture) or the agent (best "
         "validation mean episode reward). Several workers and pods can share one study.",
     )
+    _add_task_args(p)
+    _add_study_args(p)
+    _add_worker_args(p)
+    p.add_argument(
+        "--root",
+        type=Path,
+        help="folder holding datasets/, models/, results/ (default: $PIPELINE_HOME or the "
+        "project folder)",
+    )
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    add_config_args(p)
+    return p
+
+
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    """What to tune, on which data, and for how long."""
     p.add_argument(
         "--dataset",
         required=True,
@@ -454,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MIN",
         help="stop starting new trials after this many minutes (this command only)",
     )
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    """Where the study lives, its name, the architecture and the search space."""
     p.add_argument(
         "--storage",
         metavar="URL",
@@ -478,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="search-space file (default: pipeline/tuning/search_spaces/{stage}.txt)",
     )
+
+
+def _add_worker_args(p: argparse.ArgumentParser) -> None:
+    """How this machine's workers run the trials."""
     p.add_argument(
         "--jobs",
         type=int,
@@ -506,16 +344,115 @@ def build_parser() -> argparse.ArgumentParser:
         help="RDB storages: a running trial's heartbeat interval; a trial without one for twice "
         "this long is marked failed and retried (default 60)",
     )
-    p.add_argument(
-        "--root",
-        type=Path,
-        help="folder holding datasets/, models/, results/ (default: $PIPELINE_HOME or the "
-        "project folder)",
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse counts, times and a study name the study cannot run with."""
+    if args.trials < 1:
+        raise PipelineError(f"--trials {args.trials}: expected an integer >= 1")
+    if args.jobs < 1:
+        raise PipelineError(f"--jobs {args.jobs}: expected an integer >= 1")
+    if args.timeout is not None and not args.timeout > 0:
+        raise PipelineError(f"--timeout {args.timeout}: expected minutes > 0")
+    if args.heartbeat < 1:
+        raise PipelineError(f"--heartbeat {args.heartbeat}: expected seconds >= 1")
+    if args.study is not None:
+        check_study_name(args.study)
+
+
+def stage_model(args: argparse.Namespace, cfg: Config) -> str | None:
+    """The architecture a classifier study tunes (None for the agent stage)."""
+    model = None
+    if args.stage == "classifier":
+        model = args.model or cfg.ppo.prediction_model
+        if model not in NETWORK_NAMES:
+            raise PipelineError(
+                f"--model: the agent's prediction_model is {model}; name the architecture "
+                f"to tune with --model ({', '.join(NETWORK_NAMES)})"
+            )
+    return model
+
+
+def open_study(
+    args: argparse.Namespace, files: Artifacts, space: SearchSpace, model: str | None, name_ds: str
+) -> Any:
+    """Open the storage and create or load the study; log what it maximises and how far it is."""
+    from pipeline.tuning.storage import masked_url, open_storage, storage_url
+    from pipeline.tuning.trials import finished
+
+    stage = args.stage
+    url = storage_url(args.storage, files.tuning_dir(stage) / art.TUNING_STORAGE_NAME)
+    storage = open_storage(url, heartbeat_interval=args.heartbeat)
+    study_name = args.study or "_".join(x for x in (stage, model, name_ds) if x)
+    meta = {"stage": stage, "dataset": name_ds, "model": model or "", "metric": METRICS[stage]}
+    study = make_study(args, storage, study_name, meta)
+    log.info(
+        "study %s (%s), maximising the %s over %s; %d of %d trials finished",
+        study_name, masked_url(url), METRICS[stage], ", ".join(space.names()),
+        finished(study), args.trials,
+    )  # fmt: skip
+    return study
+
+
+def run_trials(
+    args: argparse.Namespace,
+    argv: list[str],
+    study: Any,
+    objective: Callable[[], Callable[[optuna.Trial], float]],
+) -> None:
+    """Run this worker's trials (``objective()`` builds the objective), or ``--jobs`` workers."""
+    from pipeline.run.process import interrupt_on_signals
+    from pipeline.tuning.jobs import run_jobs
+    from pipeline.tuning.study import run_worker
+    from pipeline.tuning.trials import StudyProgress, best_of, finished
+
+    with interrupt_on_signals():
+        if args.jobs > 1:
+            run_jobs(args, argv, study)
+            return
+        run = objective()
+        progress = StudyProgress(
+            args.trials, finished(study), bar=None if args.worker_index == 0 else False
+        )
+        try:
+            run_worker(
+                study,
+                run,
+                args.trials,
+                timeout_s=None if args.timeout is None else 60.0 * args.timeout,
+                on_trial=lambda st, _t: progress.update(finished(st), *best_of(st)),
+            )
+        finally:
+            progress.close()
+
+
+def write_results(
+    args: argparse.Namespace,
+    study: Any,
+    out_dir: Path,
+    name_ds: str,
+    space: SearchSpace,
+    paths: Paths,
+) -> None:
+    """Write the output files and print the summary lines."""
+    from pipeline.tuning.outputs import OUTPUT_NAMES, summary_lines, write_outputs
+
+    base = [*(["--preset", args.preset] if args.preset else [])]
+    for o in args.overrides:
+        base += ["--set", o]
+    summary = write_outputs(
+        study,
+        out_dir,
+        args.stage,
+        name_ds,
+        space,
+        base,
+        OUTPUT_NAMES,
+        run_dataset=absolute_dataset(args.dataset, paths.datasets),
+        run_args=["--root", str(paths.root)] if args.root is not None else [],
     )
-    p.add_argument("--verbose", action="store_true", help="debug logging")
-    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
-    add_config_args(p)
-    return p
+    for line in summary_lines(summary, out_dir):
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -525,96 +462,29 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def body() -> int:
-        from pipeline.run.process import interrupt_on_signals
-        from pipeline.tuning.study import (
-            StudyProgress,
-            best_of,
-            finished,
-            masked_url,
-            open_storage,
-            run_worker,
-            storage_url,
-            summary_lines,
-            write_outputs,
-        )
-
-        if args.trials < 1:
-            raise PipelineError(f"--trials {args.trials}: expected an integer >= 1")
-        if args.jobs < 1:
-            raise PipelineError(f"--jobs {args.jobs}: expected an integer >= 1")
-        if args.timeout is not None and not args.timeout > 0:
-            raise PipelineError(f"--timeout {args.timeout}: expected minutes > 0")
-        if args.heartbeat < 1:
-            raise PipelineError(f"--heartbeat {args.heartbeat}: expected seconds >= 1")
-        if args.study is not None:
-            check_study_name(args.study)
+        check_args(args)
         cfg = config_from_args(args)
         paths = Paths.from_root(args.root)
         stage = args.stage
-        model = None
-        if stage == "classifier":
-            model = args.model or cfg.ppo.prediction_model
-            if model not in NETWORK_NAMES:
-                raise PipelineError(
-                    f"--model: the agent's prediction_model is {model}; name the architecture "
-                    f"to tune with --model ({', '.join(NETWORK_NAMES)})"
-                )
+        model = stage_model(args, cfg)
         space = stage_space(
             read_search_space(args.space or default_space_path(stage)), stage, model
         )
         name_ds = dataset_name(args.dataset)
         files = Artifacts(paths, name_ds)
         out_dir = files.tuning_dir(stage, model)
-        url = storage_url(args.storage, files.tuning_dir(stage) / art.TUNING_STORAGE_NAME)
-        storage = open_storage(url, heartbeat_interval=args.heartbeat)
-        study_name = args.study or "_".join(x for x in (stage, model, name_ds) if x)
-        meta = {"stage": stage, "dataset": name_ds, "model": model or "", "metric": METRICS[stage]}
-        study = make_study(args, storage, study_name, meta)
-        log.info(
-            "study %s (%s), maximising the %s over %s; %d of %d trials finished",
-            study_name, masked_url(url), METRICS[stage], ", ".join(space.names()),
-            finished(study), args.trials,
-        )  # fmt: skip
-        with interrupt_on_signals():
-            if args.jobs > 1:
-                run_jobs(args, argv, study)
-            else:
-                if stage == "classifier":
-                    assert model is not None
-                    objective = classifier_objective(args, cfg, paths, space, model)
-                else:
-                    objective = agent_objective(args, cfg, paths, space, out_dir)
-                progress = StudyProgress(
-                    args.trials, finished(study), bar=None if args.worker_index == 0 else False
-                )
-                try:
-                    run_worker(
-                        study,
-                        objective,
-                        args.trials,
-                        timeout_s=None if args.timeout is None else 60.0 * args.timeout,
-                        on_trial=lambda st, _t: progress.update(finished(st), *best_of(st)),
-                    )
-                finally:
-                    progress.close()
+        study = open_study(args, files, space, model, name_ds)
+
+        def objective() -> Callable[[optuna.Trial], float]:
+            if stage == "classifier":
+                assert model is not None
+                return classifier_objective(args, cfg, paths, space, model)
+            return agent_objective(args, cfg, paths, space, out_dir)
+
+        run_trials(args, argv, study, objective)
         if args.worker_index:
             return EXIT_OK  # the --jobs parent writes the outputs
-        base = [*(["--preset", args.preset] if args.preset else [])]
-        for o in args.overrides:
-            base += ["--set", o]
-        summary = write_outputs(
-            study,
-            out_dir,
-            stage,
-            name_ds,
-            space,
-            base,
-            OUTPUT_NAMES,
-            run_dataset=absolute_dataset(args.dataset, paths.datasets),
-            run_args=["--root", str(paths.root)] if args.root is not None else [],
-        )
-        for line in summary_lines(summary, out_dir):
-            print(line)
+        write_results(args, study, out_dir, name_ds, space, paths)
         return EXIT_OK
 
     return run_cli(body)

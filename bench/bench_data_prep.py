@@ -7,7 +7,7 @@ reported.
 Stages (each timed on its own; the chain is timed end to end, not summed):
   load + validate      ``pipeline.data.load.load_dataset`` (parse, normalise, validate, sha256)
   features + labels    ``pipeline.classifiers.prepare.arrays_from_config`` with the default
-                       TrainingConfig, the call ``prepare_dataset`` makes (features, labels,
+                       TrainingConfig, the call ``load_classifier_data`` makes (features, labels,
                        splits, train-only scaler, scaled matrix)
   windows (train)      ``pipeline.classifiers.windows.WindowData.create(...)`` of the labelled
                        train bars on the CPU plus one ``batch`` over all of them: every train window
@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from _common import cpu_model
 
-from pipeline.classifiers.prepare import PreparedArrays, arrays_from_config
+from pipeline.classifiers.prepare import ClassifierArrays, arrays_from_config
 from pipeline.classifiers.windows import WindowData
 from pipeline.common import atomic_write_text
 from pipeline.config.schema import TrainingConfig
@@ -61,7 +61,7 @@ def time_stage(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def train_windows(arrays: PreparedArrays) -> torch.Tensor:
+def train_windows(arrays: ClassifierArrays) -> torch.Tensor:
     """Every labelled train window, ``(n, lookback, F)``: WindowData on the CPU, one batch."""
     bars = arrays.splits.train.bars()
     bars = bars[arrays.labels[bars] >= 0]

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from torch import nn
 
-from pipeline.classifiers.prepare import prepare_arrays
+from pipeline.classifiers.prepare import build_classifier_arrays
 from pipeline.data.features import DEFAULT_FEATURES
 from pipeline.data.synthetic import generate_ohlcv
 
@@ -58,7 +58,9 @@ class GRUClassifier(nn.Module):
 def probe(kind: str, bars: int, features: tuple[str, ...], epochs: int, seed: int) -> dict:
     """Test macro-F1 of the logistic regression and of the GRU's validation-best epoch."""
     torch.manual_seed(seed)
-    a = prepare_arrays(generate_ohlcv(bars, signal=1.0, seed=seed, kind=kind), features, LOOKBACK)
+    a = build_classifier_arrays(
+        generate_ohlcv(bars, signal=1.0, seed=seed, kind=kind), features, LOOKBACK
+    )
     (xtr, ytr), (xva, yva), (xte, yte) = (
         windows(a, b) for b in (a.splits.train, a.splits.val, a.splits.test)
     )

@@ -163,9 +163,9 @@ def oracle_table(
 
 def _utc_iso(value: Any) -> str:
     """ISO 8601 with an explicit UTC offset (dataset timestamps are naive UTC datetime64)."""
-    t = pd.Timestamp(value)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.isoformat()
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.isoformat()
 
 
 @dataclass
@@ -214,21 +214,8 @@ def build_blocks(
         labels[table["bar"].to_numpy(dtype=np.int64)] = table["label"].to_numpy(dtype=np.int64)
         table = oracle_table(table, labels, cfg.oracle_accuracy, cfg.seed, soft)
     feats = prediction_features(table, cfg)  # (rows, P)
-    bars_all = table["bar"].to_numpy()
-    if not np.issubdtype(bars_all.dtype, np.integer):
-        raise PredictionTableError(f"{where}: column bar must hold integers, got {bars_all.dtype}")
-    out_of_range = np.flatnonzero((bars_all < 0) | (bars_all >= n_bars))
-    if out_of_range.size:
-        i = int(out_of_range[0])
-        raise PredictionTableError(
-            f"{where}: data row {i + 1} has bar {bars_all[i]}, outside the dataset's "
-            f"0..{n_bars - 1}"
-        )
-    try:
-        parsed = pd.to_datetime(table["timestamp"], utc=True)
-    except (ValueError, TypeError) as exc:
-        raise PredictionTableError(f"{where}: column timestamp is not parseable ({exc})") from None
-    stamps = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")  # (rows,) naive UTC
+    bars_all = _checked_bars(table, where, n_bars)
+    stamps = _parsed_timestamps(table, where)
     open_all = table["open"].to_numpy(dtype=np.float64)  # (rows,)
     close_all = table["close"].to_numpy(dtype=np.float64)
     price_all = table.loc[:, list(AGENT_PRICE_FEATURE_NAMES)].to_numpy(dtype=np.float32)
@@ -236,29 +223,7 @@ def build_blocks(
     in_sample_col = table["in_sample"].to_numpy(dtype=bool)  # (rows,)
     blocks: dict[str, AgentBlock] = {}
     for name in BLOCK_NAMES:
-        rows = np.flatnonzero((table["agent_block"] == name).to_numpy())
-        if rows.size < 2:
-            raise PredictionTableError(
-                f"{where}: {rows.size} row(s) with agent_block = {name}; expected at least 2"
-            )
-        rows = rows[np.argsort(bars_all[rows], kind="stable")]
-        bars = bars_all[rows].astype(np.int64)
-        steps = np.diff(bars)
-        if (steps < 1).any():
-            g = int(np.flatnonzero(steps < 1)[0])
-            raise PredictionTableError(
-                f"{where}: agent_block = {name} lists bar {bars[g]} twice; expected one row per bar"
-            )
-        # The agent's train block spans several walk-forward folds with purge gaps between them
-        # (no fold model predicts a purged bar): each run of consecutive bars is a segment, and
-        # the env never steps across a gap.
-        segment_starts = (0, *(int(i) + 1 for i in np.flatnonzero(steps > 1)))
-        if name != "train" and len(segment_starts) > 1:
-            g = segment_starts[1] - 1
-            raise PredictionTableError(
-                f"{where}: agent_block = {name} is not consecutive: bar {bars[g]} is followed by "
-                f"bar {bars[g + 1]}"
-            )
+        rows, bars, segment_starts = _block_rows(table, name, bars_all, where)
         price = price_all[rows]  # (n, 5)
         if not np.isfinite(price).all():
             first = int(bars[np.flatnonzero(~np.isfinite(price).all(axis=1))[0]])
@@ -278,17 +243,77 @@ def build_blocks(
         )
         probs = feats[rows][:, 2:5]
         blocks[name] = AgentBlock(name, data, bars, probs, bool(in_sample_col[rows].any()))
+    _check_block_order(blocks, where)
+    if cfg.price_feature_scaling == "train_zscore":
+        blocks = standardise_price_features(blocks)
+    if cfg.prediction_feature_scaling == "train_zscore":
+        blocks = standardise_prediction_features(blocks)
+    return blocks
+
+
+def _checked_bars(table: pd.DataFrame, where: str, n_bars: int) -> np.ndarray:
+    """The table's ``bar`` column ``(rows,)``: integers inside the dataset's ``0..n_bars-1``."""
+    bars_all = table["bar"].to_numpy()
+    if not np.issubdtype(bars_all.dtype, np.integer):
+        raise PredictionTableError(f"{where}: column bar must hold integers, got {bars_all.dtype}")
+    out_of_range = np.flatnonzero((bars_all < 0) | (bars_all >= n_bars))
+    if out_of_range.size:
+        i = int(out_of_range[0])
+        raise PredictionTableError(
+            f"{where}: data row {i + 1} has bar {bars_all[i]}, outside the dataset's "
+            f"0..{n_bars - 1}"
+        )
+    return bars_all
+
+
+def _parsed_timestamps(table: pd.DataFrame, where: str) -> np.ndarray:
+    """The table's ``timestamp`` column as naive UTC ``datetime64[ns]`` ``(rows,)``."""
+    try:
+        parsed = pd.to_datetime(table["timestamp"], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise PredictionTableError(f"{where}: column timestamp is not parseable ({exc})") from None
+    return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")  # (rows,) naive UTC
+
+
+def _block_rows(
+    table: pd.DataFrame, name: str, bars_all: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The table rows of block ``name`` in bar order, their bars ``(n,)`` int64 and the segment
+    starts; at least 2 rows, one row per bar, consecutive except across the train block's gaps."""
+    rows = np.flatnonzero((table["agent_block"] == name).to_numpy())
+    if rows.size < 2:
+        raise PredictionTableError(
+            f"{where}: {rows.size} row(s) with agent_block = {name}; expected at least 2"
+        )
+    rows = rows[np.argsort(bars_all[rows], kind="stable")]
+    bars = bars_all[rows].astype(np.int64)
+    steps = np.diff(bars)
+    if (steps < 1).any():
+        g = int(np.flatnonzero(steps < 1)[0])
+        raise PredictionTableError(
+            f"{where}: agent_block = {name} lists bar {bars[g]} twice; expected one row per bar"
+        )
+    # The agent's train block spans several walk-forward folds with purge gaps between them
+    # (no fold model predicts a purged bar): each run of consecutive bars is a segment, and
+    # the env never steps across a gap.
+    segment_starts = (0, *(int(i) + 1 for i in np.flatnonzero(steps > 1)))
+    if name != "train" and len(segment_starts) > 1:
+        g = segment_starts[1] - 1
+        raise PredictionTableError(
+            f"{where}: agent_block = {name} is not consecutive: bar {bars[g]} is followed by "
+            f"bar {bars[g + 1]}"
+        )
+    return rows, bars, segment_starts
+
+
+def _check_block_order(blocks: dict[str, AgentBlock], where: str) -> None:
+    """The blocks in chronological order: train < val < test."""
     for a, b in zip(BLOCK_NAMES, BLOCK_NAMES[1:], strict=False):
         if blocks[a].bars[-1] >= blocks[b].bars[0]:
             raise PredictionTableError(
                 f"{where}: agent_block {a} ends at bar {blocks[a].bars[-1]} but {b} starts at bar "
                 f"{blocks[b].bars[0]}; expected {a} before {b}"
             )
-    if cfg.price_feature_scaling == "train_zscore":
-        blocks = standardise_price_features(blocks)
-    if cfg.prediction_feature_scaling == "train_zscore":
-        blocks = standardise_prediction_features(blocks)
-    return blocks
 
 
 @dataclass(frozen=True)

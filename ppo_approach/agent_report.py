@@ -36,7 +36,7 @@ def model_to_backtest(
     """``("best", model)`` from ``best_model.zip`` (checksum verified), else ``("final", model)``.
 
     A damaged best model falls back to the final one with a warning; one that is not the file
-    this run recorded stops the step (issue 8 item 7).
+    this run recorded stops the step.
     """
     from ppo_approach import model_files
 
@@ -63,7 +63,7 @@ def model_to_backtest(
 
 
 def agent_info(run: AgentRun, trained: Trained) -> dict[str, Any]:
-    """The report's ``agent`` section (issue 16): which classifier fed the agent and why, how it
+    """The report's ``agent`` section: which classifier fed the agent and why, how it
     started (the warm start), when its validation best was reached (0: the starting policy, PPO
     did not beat it on validation), and the validation returns of the agent, the classifier rule
     and flat on the same episodes (what the verdict line reads)."""
@@ -216,7 +216,7 @@ def _plot_title(
 def step7_alarms(
     report: BacktestReport, data: MarketData, ppo_cfg: PPOConfig, reward_cfg: RewardConfig
 ) -> list[Alarm]:
-    """Issue 18 item 1: the env probed for the future on the test block (observations from bars
+    """Leak alarms: the env probed for the future on the test block (observations from bars
     <= t, fills at the next bar's open) and implausible test Sharpe ratios (``alarm_sharpe``)."""
     from ppo_approach.leak_probe import agent_alarms, env_probe_alarms
 

@@ -44,9 +44,9 @@ class AgentRun:
     tb_name: str
     eval_seed: int
     """Seed of the validation episodes: the base seed for every agent of a multi-seed run, so
-    all are compared on the same episodes (issue 10)."""
+    all are compared on the same episodes."""
     model_choice: str = ""
-    """Which classifier feeds the agent, and why (``prediction_model = auto``: issue 16)."""
+    """Which classifier feeds the agent, and why (``prediction_model = auto``)."""
 
     @property
     def model_name(self) -> str:
@@ -69,7 +69,7 @@ class Trained:
 
 
 def for_seed(run: AgentRun, seed: int) -> AgentRun:
-    """One agent of a multi-seed run (``seeds > 1``, issue 10): the same data and settings with
+    """One agent of a multi-seed run (``seeds > 1``): the same data and settings with
     ``ppo.seed = seed``, in its own checkpoint folder (checkpoints, best model, final model), its
     own TensorBoard run, and its own resume fingerprint."""
     cfg = dataclasses.replace(run.cfg, ppo=dataclasses.replace(run.cfg.ppo, seed=seed))

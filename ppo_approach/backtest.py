@@ -6,8 +6,8 @@ probabilities, and the agent at 0x and 2x the transaction cost) runs through the
 ``open[t+1]``, the same fees and slippage, equity marked at ``close[t+1]``. The numbers are
 therefore comparable: a baseline is never given a cheaper fill than the agent. A position still
 open after the last step is valued at liquidation: closed at the last bar's close with the same
-slippage and exit fee, for every strategy alike (issue 8 item 22), so buy-and-hold pays two fees
-and the last equity point is cash an investor could actually have.
+slippage and exit fee, for every strategy alike, so buy-and-hold pays two fees and the last equity
+point is cash an investor could actually have.
 
 The metrics, the episode runner and the baseline policies are :mod:`ppo_approach.evaluation`'s
 (shared with the validation callback and the tuner); this module runs every strategy over the
@@ -77,9 +77,9 @@ BACKTEST_PROGRESS_INTERVAL_S = 30.0
 
 
 class StrategyProgress:
-    """Progress lines of :func:`run_strategies` (issue 22 item 17: no silent minute in the final
-    backtest): ``backtest: running <name> (k of n)`` as each run starts, and inside a run, after
-    ``interval_s`` without a line, ``backtest: <name> at bar b of N, s s into this run``."""
+    """Progress lines of :func:`run_strategies` (no silent minute in the final backtest):
+    ``backtest: running <name> (k of n)`` as each run starts, and inside a run, after ``interval_s``
+    without a line, ``backtest: <name> at bar b of N, s s into this run``."""
 
     def __init__(
         self,
@@ -137,7 +137,7 @@ def run_strategies(
     30 s inside one.
     """
     base = backtest_env_config(env_config)
-    # The baselines speak orders, whatever the agent's action set (issue 10: target actions).
+    # The baselines speak orders, whatever the agent's action set (orders or target).
     orders = replace(base, action_set="orders")
     if progress is None:
         progress = StrategyProgress(6 + len(random_seeds), len(data.open))
@@ -177,12 +177,11 @@ def significance_section(
     seeds: dict[str, Any] | None = None,
     configurations_tried: int = 1,
 ) -> dict[str, dict[str, Any]]:
-    """Is it luck? (issue 18 item 3) For the agent, the classifier rule and buy-and-hold on the
-    test block: PSR, 95 % block-bootstrap intervals of total return and annualised Sharpe, and a
-    verdict (:mod:`pipeline.checks.significance`). The agent's DSR deflates for
-    ``configurations_tried`` (tuning trials) times the seeds, with the variance of the seeds'
-    test-block Sharpe ratios when there are several, else the estimation variance of one Sharpe
-    ratio."""
+    """Is it luck? For the agent, the classifier rule and buy-and-hold on the test block: PSR, 95 %
+    block-bootstrap intervals of total return and annualised Sharpe, and a verdict
+    (:mod:`pipeline.checks.significance`). The agent's DSR deflates for ``configurations_tried``
+    (tuning trials) times the seeds, with the variance of the seeds' test-block Sharpe ratios when
+    there are several, else the estimation variance of one Sharpe ratio."""
     from pipeline.checks.significance import significance
 
     rows = (seeds or {}).get("runs") or []
@@ -257,7 +256,7 @@ COLUMN_NOTES: tuple[str, ...] = (
     "invalid_actions: decisions the env refused (e.g. SELL while flat) and executed as HOLD;"
     " the order counts count them as HOLD",
 )
-"""Lines under the backtest table that explain its less obvious columns (issue 8 item 28)."""
+"""Lines under the backtest table that explain its less obvious columns."""
 
 
 def _pct(value: Any) -> str:
@@ -265,15 +264,15 @@ def _pct(value: Any) -> str:
 
 
 def agent_verdict(report: dict[str, Any]) -> str:
-    """What happened, in plain words (issue 16 item 6), from the report's strategies and its
-    ``agent`` section: "did not learn" when the classifier rule made money on validation and the
-    agent never traded; "no edge" only when the rule did not make money on validation either;
-    otherwise the agent's test return beside the rule's and buy-and-hold's, and whether the
-    agent is still its warm start (PPO did not beat it on validation)."""
+    """What happened, in plain words, from the report's strategies and its ``agent`` section: "did
+    not learn" when the classifier rule made money on validation and the agent never traded; "no
+    edge" only when the rule did not make money on validation either; otherwise the agent's test
+    return beside the rule's and buy-and-hold's, and whether the agent is still its warm start (PPO
+    did not beat it on validation)."""
     strategies = report.get("strategies") or {}
     agent = strategies.get("agent") or {}
-    info = report.get("agent") or {}
-    val = info.get("validation") or {}
+    agent_section = report.get("agent") or {}
+    val = agent_section.get("validation") or {}
     rule_val = val.get("rule_return")
     trades = agent.get("n_trades")
     if trades == 0:
@@ -295,8 +294,8 @@ def agent_verdict(report: dict[str, Any]) -> str:
         f"the agent traded ({n} trades): test return {_pct(agent.get('total_return'))} vs the "
         f"classifier rule {_pct(rule_test)}, buy-and-hold {_pct(bh)}, flat +0.0 %"
     )
-    warm = info.get("warm_start") or {}
-    if warm and info.get("best_timesteps") == 0:
+    warm = agent_section.get("warm_start") or {}
+    if warm and agent_section.get("best_timesteps") == 0:
         behaviour = warm.get("behaviour")
         out += f"; it is its warm start ({behaviour}): PPO did not beat that on validation"
     return out
@@ -318,8 +317,8 @@ def format_summary(report: dict[str, Any]) -> str:
         + (f" [{report['oracle']['label']}]" if report.get("oracle") else "")
     )
     if "test" in blocks:
-        t = blocks["test"]
-        head += f"; test block {t['start']} .. {t['end']} ({t['bars']} bars)"
+        test = blocks["test"]
+        head += f"; test block {test['start']} .. {test['end']} ({test['bars']} bars)"
     notes = []
     if "random" in report["strategies"]:
         seeds = report.get("random_policy_seeds")
@@ -333,9 +332,9 @@ def format_summary(report: dict[str, Any]) -> str:
         notes.append(f"annualised with {report['periods_per_year_basis']}")
     elif report.get("periods_per_year"):
         notes.append(f"annualised with {float(report['periods_per_year']):.1f} bars/year")
-    info = report.get("agent") or {}
-    if info.get("model_choice"):
-        notes.insert(0, f"the agent's classifier: {info['model_choice']}")
+    agent_section = report.get("agent") or {}
+    if agent_section.get("model_choice"):
+        notes.insert(0, f"the agent's classifier: {agent_section['model_choice']}")
     out = head + "\n" + table + "\n" + "\n".join(f"  note: {x}" for x in notes)
     if report.get("verdict"):
         out += f"\n  verdict: {report['verdict']}"
@@ -347,9 +346,9 @@ def format_summary(report: dict[str, Any]) -> str:
 
 
 def seed_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The report's ``seeds`` entry of a multi-seed run (issue 10): every seed's row (validation
-    result, test-block result) and the median, min and max of the test-block total return over the
-    seeds, so a reader sees the spread behind the selected agent's number."""
+    """The report's ``seeds`` entry of a multi-seed run: every seed's row (validation result,
+    test-block result) and the median, min and max of the test-block total return over the seeds, so
+    a reader sees the spread behind the selected agent's number."""
     rets = [float(r["test_total_return"]) for r in rows]
     return {
         "selection": "best validation score (selection_metric; the test block plays no part)",
@@ -393,7 +392,7 @@ def agent_actions_line(metrics: dict[str, Any]) -> str:
     """``"agent orders: HOLD 57, BUY_100 1, CLOSE 1; 0 invalid orders executed as HOLD"``.
 
     Orders never executed are left out; an invalid order counts as the HOLD it became and is
-    counted apart too (issues 10, 16).
+    counted apart too.
     """
     counts = metrics.get("action_counts") or {}
     taken = [

@@ -24,8 +24,8 @@ STRATEGY_COLOURS: dict[str, str] = {
     "agent_cost_0x": "tab:purple",
     "agent_cost_2x": "tab:red",
 }
-"""One colour per strategy in every panel of the backtest PNG (issue 8 item 28: the colour cycle
-gave ``classifier_rule`` and ``flat`` the same colour in different panels)."""
+"""One colour per strategy in every panel of the backtest PNG (the colour cycle gave
+``classifier_rule`` and ``flat`` the same colour in different panels)."""
 
 
 def _line_style(name: str) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def _line_style(name: str) -> dict[str, Any]:
 
 
 STRIP_LABEL = "agent_actions"
-"""``Axes.get_label()`` of the PNG's position/action strip (issue 10), so tests can find it."""
+"""``Axes.get_label()`` of the PNG's position/action strip, so tests can find it."""
 
 _ACTION_MARKERS: tuple[tuple[str, tuple[Actions, ...], dict[str, Any]], ...] = (
     ("buy", (Actions.BUY_25, Actions.BUY_50, Actions.BUY_100), {"marker": "^", "color": "green"}),
@@ -59,7 +59,7 @@ def _draw_action_strip(ax: Any, rec: EpisodeRecord, ts: np.ndarray) -> None:
     Position ``units[i]`` is held from ``ts[bars[i]]`` to ``ts[bars[i + 1]]``; an action decided
     at step ``i`` is marked where it fills, at ``ts[bars[i + 1]]``, so a marker sits where the
     shading changes. Valid trade actions sit on the middle line, invalid decisions (no-ops) as
-    grey ticks at the bottom (issue 10).
+    grey ticks at the bottom.
     """
     import matplotlib.dates as mdates
 
@@ -126,10 +126,10 @@ def backtest_figure(
 ) -> Any:
     """The matplotlib figure of :func:`plot_backtest` (the caller closes it). ``luck``: the
     report's ``significance`` entry; its strategies' legend labels carry the verdict, the 95 %
-    interval of the total return and the PSR (DSR for a deflated agent) (issue 18).
+    interval of the total return and the PSR (DSR for a deflated agent).
 
     Panels: equity of every strategy; a strip of the agent's position (long / short shading)
-    and actions (:data:`STRIP_LABEL`, issue 10; only with an ``agent`` run); then drawdown and
+    and actions (:data:`STRIP_LABEL`; only with an ``agent`` run); then drawdown and
     exposure of the agent, buy-and-hold and the classifier rule. Each strategy has its colour of
     :data:`STRATEGY_COLOURS` in every panel.
     """
@@ -169,7 +169,7 @@ def _draw_equity(
     """The equity panel of :func:`backtest_figure`: every strategy (the random policy: mean of
     its seeds), legend labels with ``luck``'s short form."""
     # The agent last, so it is drawn on top of the baselines it coincides with (flat, or its own
-    # cost variants while it does not trade) (issue 8 item 28).
+    # cost variants while it does not trade).
     order = [n for n in runs if n != "agent"] + (["agent"] if "agent" in runs else [])
     for name in order:
         recs = runs[name]

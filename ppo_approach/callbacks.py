@@ -179,12 +179,12 @@ class RolloutCheckpointCallback(BaseCallback):
         self.last_saved = int(self.model.num_timesteps)
 
     def _on_rollout_start(self) -> None:
-        t = int(self.model.num_timesteps)
-        if t // self.freq > self.last_saved // self.freq:
-            path = save_checkpoint(self.model, self.directory, t, self.keep)
+        timesteps = int(self.model.num_timesteps)
+        if timesteps // self.freq > self.last_saved // self.freq:
+            path = save_checkpoint(self.model, self.directory, timesteps, self.keep)
             self.saved.append(path)
-            self.last_saved = t
-            log.info("checkpoint %s (%d timesteps)", path, t)
+            self.last_saved = timesteps
+            log.info("checkpoint %s (%d timesteps)", path, timesteps)
             if self.after_save is not None:
                 self.after_save(path)
 
@@ -388,30 +388,30 @@ class ValidationEvalCallback(BaseCallback):
         return True
 
     def _maybe_evaluate(self) -> None:
-        t = int(self.model.num_timesteps)
-        if t // self.freq <= self.last_eval // self.freq:
+        timesteps = int(self.model.num_timesteps)
+        if timesteps // self.freq <= self.last_eval // self.freq:
             return
-        self.last_eval = t
-        self._evaluate(t)
+        self.last_eval = timesteps
+        self._evaluate(timesteps)
 
-    def _evaluate(self, t: int) -> None:
+    def _evaluate(self, timesteps: int) -> None:
         """Evaluate the current policy on the validation episodes; keep it if best so far."""
         records = run_block(policy_for(self.model), self.eval_env, self.episodes, self.seed)
         res: dict[str, float] = block_metrics(records, self.bars_per_year)
-        res["timesteps"] = t
+        res["timesteps"] = timesteps
         self.history.append(res)
         self.logger.record("eval/mean_reward", res["mean_reward"])
         self.logger.record("eval/mean_ep_length", res["mean_length"])
         self.logger.record("eval/mean_return", res["mean_return"])
         self.logger.record("eval/mean_sharpe", res["mean_sharpe"])
         self._record_behaviour(res, records)
-        self.logger.dump(t)
+        self.logger.dump(timesteps)
         better = res[self.score_key] > self.best_reward
         rule = self.rule_metrics()
         log.info(
             "eval @%d on validation: reward %.3f, length %.0f, return %+.2f%% (classifier rule "
             "%s), Sharpe %.2f, %.1f trades/episode, in market %.0f%%%s",
-            t,
+            timesteps,
             res["mean_reward"],
             res["mean_length"],
             100 * res["mean_return"],
@@ -423,7 +423,7 @@ class ValidationEvalCallback(BaseCallback):
         )
         if better:
             self.best_reward = res[self.score_key]
-            self.best_timesteps = t
+            self.best_timesteps = timesteps
             self.best_trades = int(res["total_trades"])
             save_model_atomic(self.model, self.best_path, record_checksum=True)
             atomic_write_json(

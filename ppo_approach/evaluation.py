@@ -255,19 +255,7 @@ def run_episode(
         # sends an order): counts and markers speak of orders for every action set.
         actions.append(int(info.get("order", action)))
         valid.append(bool(info["action_valid"]))
-    trades = int(info["trades"])
-    liquidated = False
-    final_mark: float | None = None
-    if "liquidation_equity" in info and float(info["exit_notional"]) > 0.0:
-        # Value the open position at liquidation: the last mark becomes the cash left after
-        # closing at the last close, exit fee and slippage paid; the exit is a fill like any other
-        # (fees, turnover, trade count).
-        final_mark = equity[-1]
-        equity[-1] = float(info["liquidation_equity"])
-        fees[-1] += float(info["exit_fee"])
-        notional[-1] += float(info["exit_notional"])
-        trades += 1
-        liquidated = True
+    trades, liquidated, final_mark = _liquidate(info, equity, fees, notional)
     return EpisodeRecord(
         bars=np.asarray(bars, dtype=np.int64),
         equity=np.asarray(equity),
@@ -283,6 +271,27 @@ def run_episode(
         liquidated=liquidated,
         final_mark=final_mark,
     )
+
+
+def _liquidate(
+    info: dict[str, Any], equity: list[float], fees: list[float], notional: list[float]
+) -> tuple[int, bool, float | None]:
+    """The episode's fills, whether its open position was valued at liquidation, and the last
+    mark that value replaced; the last step's equity, fee and notional change in place."""
+    trades = int(info["trades"])
+    liquidated = False
+    final_mark: float | None = None
+    if "liquidation_equity" in info and float(info["exit_notional"]) > 0.0:
+        # Value the open position at liquidation: the last mark becomes the cash left after
+        # closing at the last close, exit fee and slippage paid; the exit is a fill like any other
+        # (fees, turnover, trade count).
+        final_mark = equity[-1]
+        equity[-1] = float(info["liquidation_equity"])
+        fees[-1] += float(info["exit_fee"])
+        notional[-1] += float(info["exit_notional"])
+        trades += 1
+        liquidated = True
+    return trades, liquidated, final_mark
 
 
 def strategy_metrics(rec: EpisodeRecord, bars_per_year: float) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from ppo_approach.trading_env import TradingEnv
 
 def _progress_bar_wanted() -> bool:
     """SB3's bar: when :func:`pipeline.common.progress_bars_wanted` (a terminal, or one forwarded by
-    the entry point) and tqdm + rich are installed; otherwise a log line every 30 s (item 26)."""
+    the entry point) and tqdm + rich are installed; otherwise a log line every 30 s."""
     if not progress_bars_wanted():
         return False
     return all(importlib.util.find_spec(m) is not None for m in ("tqdm", "rich"))

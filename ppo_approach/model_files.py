@@ -43,16 +43,8 @@ from stable_baselines3 import PPO
 from stable_baselines3 import __version__ as sb3_version
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from pipeline.common import (
-    PipelineError,
-    atomic_path,
-    atomic_write_json,
-    sha256_file,
-)
-from pipeline.store.artifacts import (
-    PPO_CHECKSUMS_NAME,
-    ppo_checkpoint_timesteps,
-)
+from pipeline.common import PipelineError, atomic_path, atomic_write_json, sha256_file
+from pipeline.store.artifacts import PPO_CHECKSUMS_NAME, ppo_checkpoint_timesteps
 
 log = logging.getLogger(__name__)
 
@@ -409,38 +401,8 @@ def load_model(
     for a well-formed file that is not the recorded one or holds pickled objects, and
     :class:`OldModelFormatError` for SB3's own zip written by an older version.
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise AgentError(f"{path}: PPO model file not found") from None
-    # Structure first (reads no pickle): a truncated or bit-flipped file is damage, skippable.
-    read = _read_agent_file(path, raw)
-    # A well-formed file with other bytes than recorded was replaced: refuse, never skip.
-    if expected_sha256 is not None:
-        actual = hashlib.sha256(raw).hexdigest()
-        if actual != expected_sha256:
-            raise UntrustedModelError(
-                f"{path}: sha256 {actual[:16]}... differs from {expected_sha256[:16]}... recorded "
-                "when this run wrote it; refusing to load a model file that was changed since "
-                "(delete it, or run without --resume to start over)"
-            )
-    if read is None:
-        raise OldModelFormatError(
-            f"{path}: a stable-baselines3 zip saved by an older version of this pipeline, which "
-            "is no longer loaded (it stores pickled Python objects); train the agent again, or "
-            "run without --resume to start over"
-        )
-    meta, params_raw = read
-    if meta.get("format") != AGENT_FORMAT:
-        raise AgentError(f"{path}: format {meta.get('format')!r}; expected {AGENT_FORMAT!r}")
-    saved = meta.get("algorithm")
-    if saved not in ALGORITHMS:
-        raise CorruptModelError(f"{path}: algorithm {saved!r}; expected {', '.join(ALGORITHMS)}")
-    if algorithm is not None and saved != algorithm:
-        raise AgentError(
-            f"{path}: a {saved} model, but the config says algorithm = {algorithm} (set "
-            f"algorithm = {saved}, or run without --resume to start over)"
-        )
+    meta, params_raw = _read_checked(path, expected_sha256)
+    saved = _check_algorithm(path, meta, algorithm)
     try:
         saved_spaces = (
             space_from_json(meta["observation_space"]),
@@ -470,6 +432,48 @@ def load_model(
     model.num_timesteps = timesteps
     model._n_updates = n_updates
     return model
+
+
+def _read_checked(path: Path, expected_sha256: str | None) -> tuple[dict[str, Any], bytes]:
+    """The file's ``agent.json`` and its parameter bytes: the structure read, the recorded
+    SHA-256 matched, and not SB3's old zip."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise AgentError(f"{path}: PPO model file not found") from None
+    # Structure first (reads no pickle): a truncated or bit-flipped file is damage, skippable.
+    read = _read_agent_file(path, raw)
+    # A well-formed file with other bytes than recorded was replaced: refuse, never skip.
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != expected_sha256:
+            raise UntrustedModelError(
+                f"{path}: sha256 {actual[:16]}... differs from {expected_sha256[:16]}... recorded "
+                "when this run wrote it; refusing to load a model file that was changed since "
+                "(delete it, or run without --resume to start over)"
+            )
+    if read is None:
+        raise OldModelFormatError(
+            f"{path}: a stable-baselines3 zip saved by an older version of this pipeline, which "
+            "is no longer loaded (it stores pickled Python objects); train the agent again, or "
+            "run without --resume to start over"
+        )
+    return read
+
+
+def _check_algorithm(path: Path, meta: dict[str, Any], algorithm: str | None) -> str:
+    """The file's format is this pipeline's and its algorithm the config's: that algorithm."""
+    if meta.get("format") != AGENT_FORMAT:
+        raise AgentError(f"{path}: format {meta.get('format')!r}; expected {AGENT_FORMAT!r}")
+    saved = meta.get("algorithm")
+    if saved not in ALGORITHMS:
+        raise CorruptModelError(f"{path}: algorithm {saved!r}; expected {', '.join(ALGORITHMS)}")
+    if algorithm is not None and saved != algorithm:
+        raise AgentError(
+            f"{path}: a {saved} model, but the config says algorithm = {algorithm} (set "
+            f"algorithm = {saved}, or run without --resume to start over)"
+        )
+    return str(saved)
 
 
 def _first_line(exc: BaseException) -> str:

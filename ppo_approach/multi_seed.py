@@ -1,4 +1,4 @@
-"""``seeds = N > 1`` (issue 10): N agents trained one after the other, the one with the best
+"""``seeds = N > 1``: N agents trained one after the other, the one with the best
 validation result as the final model, and every seed's test-block result in the report
 (:func:`train_seeds`). Step 7's training and saving phases are passed in by
 :func:`ppo_approach.train_ppo_agent.train_agent`, which imports this module."""
@@ -65,7 +65,7 @@ def train_seeds(
     """``seeds = N``: train N agents (seeds ``seed .. seed+N-1``, each in its own folder, each
     resumable), pick the one with the best validation result (never the test block) as the final
     model, backtest it against the baselines, and add every seed's test-block result, median and
-    spread to the report, so a user can see whether a result is luck (issue 10). ``train`` and
+    spread to the report, so a user can see whether a result is luck. ``train`` and
     ``save_final``: step 7's phases 2 and 3, run for every seed."""
     ppo_cfg = run.cfg.ppo
     seeds = [ppo_cfg.seed + i for i in range(ppo_cfg.seeds)]
@@ -126,7 +126,7 @@ def _best(outcomes: list[SeedOutcome], run: AgentRun, n_seeds: int) -> SeedOutco
 
     ppo_cfg = run.cfg.ppo
     # Ties go to the earlier seed; NaN never wins (max over a key that maps NaN to -inf). The
-    # score is the one that chose each seed's best model (selection_metric, issue 16).
+    # score is the one that chose each seed's best model (selection_metric).
     key = callbacks.SELECTION_KEYS[ppo_cfg.selection_metric]
     best = max(
         outcomes,

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.common import PipelineError
-from pipeline.config.schema import PPOConfig, check_settings, schema_default, settings_from
+from pipeline.config.checks import check_settings, schema_default, settings_from
+from pipeline.config.schema import PPOConfig
 
 DSR_VARIANCE_EPS = 1e-14
 """Below this EMA variance of returns the differential Sharpe ratio is undefined; it returns 0.

@@ -207,29 +207,8 @@ def resume_candidates(
         return []
     matching = [c for c in found if c[2] is None or not fingerprint_changes(c[2], fingerprint)]
     if not matching:
-        ts, path, saved, source = max(found, key=lambda c: c[0])
-        assert saved is not None
-        fresh = fresh_run_started(paths, dataset)
-        if fresh is not None and all(_mtime(c[1]) < fresh for c in found):
-            # An earlier run's agent, older than the fresh run this --resume continues (that run
-            # was stopped before step 7): not this run's to resume nor to judge it by. Step 7
-            # starts fresh; the old files are set aside as for a fresh run.
-            log.warning(
-                "--resume: %s (%d timesteps) is an earlier run's, trained with other settings "
-                "before this run started afresh (%s); step 7 starts from scratch",
-                path.name,
-                ts,
-                fresh_run_path(paths, dataset),
-            )
-            return []
-        changes = fingerprint_changes(saved, fingerprint)
-        shown = "; ".join(changes[:6])
-        if len(changes) > 6:
-            shown += f"; and {len(changes) - 6} more"
-        raise ResumeMismatchError(
-            f"--resume: {path.name} ({ts} timesteps) was trained with other settings ({source}): "
-            f"{shown}; run without --resume to start over, or --set the old values"
-        )
+        _refuse_mismatch(paths, dataset, found, fingerprint)
+        return []
     if any(c[2] is None for c in matching):
         log.warning(
             "--resume: %s has no %s; cannot check that the current config matches the checkpoint's",
@@ -245,6 +224,40 @@ def resume_candidates(
             sha = None if checksums is None else checksums.get(path.name, "")
         out.append(ResumeCandidate(ts, path, sha if isinstance(sha, str) else None))
     return out
+
+
+def _refuse_mismatch(
+    paths: Paths,
+    dataset: str,
+    found: list[tuple[int, Path, dict[str, Any] | None, Path]],
+    fingerprint: dict[str, Any],
+) -> None:
+    """Every candidate was trained with other settings: :class:`ResumeMismatchError` naming the
+    changes of the newest, unless all of them predate the fresh run this ``--resume`` continues
+    (then return: step 7 starts from scratch)."""
+    ts, path, saved, source = max(found, key=lambda c: c[0])
+    assert saved is not None
+    fresh = fresh_run_started(paths, dataset)
+    if fresh is not None and all(_mtime(c[1]) < fresh for c in found):
+        # An earlier run's agent, older than the fresh run this --resume continues (that run
+        # was stopped before step 7): not this run's to resume nor to judge it by. Step 7
+        # starts fresh; the old files are set aside as for a fresh run.
+        log.warning(
+            "--resume: %s (%d timesteps) is an earlier run's, trained with other settings "
+            "before this run started afresh (%s); step 7 starts from scratch",
+            path.name,
+            ts,
+            fresh_run_path(paths, dataset),
+        )
+        return
+    changes = fingerprint_changes(saved, fingerprint)
+    shown = "; ".join(changes[:6])
+    if len(changes) > 6:
+        shown += f"; and {len(changes) - 6} more"
+    raise ResumeMismatchError(
+        f"--resume: {path.name} ({ts} timesteps) was trained with other settings ({source}): "
+        f"{shown}; run without --resume to start over, or --set the old values"
+    )
 
 
 def fresh_run_path(paths: Paths, dataset: str) -> Path:

@@ -9,12 +9,12 @@ Portfolio: ``cash`` and signed ``units`` (negative = short, only with ``allow_sh
 ``equity = cash + units * price``. A short sale credits its proceeds to cash, so a short's equity
 falls as the price rises. The actions (:class:`Actions`) and their effect in each state are
 tabulated in ``docs/actions.md``; legality lives in :meth:`TradingEnv._is_valid`, fees and fills in
-:meth:`TradingEnv._trade`. An invalid action is executed as HOLD (time still advances): the
-step's ``info["order"]`` says HOLD, ``info["requested_order"]`` what was asked, and it is counted
-in ``info["invalid_actions"]`` (staying flat is HOLD, never a silent invalid order);
-:meth:`TradingEnv.action_masks` gives the mask for sb3-contrib's MaskablePPO, and every ``reset`` /
-``step`` info carries the same mask of the new state as ``info["action_mask"]`` (so a policy that
-sees only ``(obs, info)`` can mask).
+:meth:`TradingEnv._trade` (both in :mod:`ppo_approach.env_fills`). An invalid action is executed
+as HOLD (time still advances): the step's ``info["order"]`` says HOLD, ``info["requested_order"]``
+what was asked, and it is counted in ``info["invalid_actions"]`` (staying flat is HOLD, never a
+silent invalid order); :meth:`TradingEnv.action_masks` gives the mask for sb3-contrib's
+MaskablePPO, and every ``reset`` / ``step`` info carries the same mask of the new state as
+``info["action_mask"]`` (so a policy that sees only ``(obs, info)`` can mask).
 
 Episodes start at a random bar (``self.np_random``) or at bar 0, run ``episode_length`` steps or
 until the block's last bar (``truncated=True``), and end early with ``terminated=True`` when equity
@@ -29,8 +29,7 @@ episode is a window of an ongoing market, and SB3 bootstraps the value at trunca
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import IntEnum
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -38,7 +37,11 @@ import numpy as np
 from gymnasium import spaces
 
 from pipeline.common import PipelineError
-from pipeline.config.schema import PPOConfig, check_settings, schema_default, settings_from
+from pipeline.config.checks import check_settings, schema_default, settings_from
+from pipeline.config.schema import PPOConfig
+from ppo_approach.env_actions import TARGET_ORDER, TARGETS_LONG, TARGETS_SHORT, Actions
+from ppo_approach.env_fills import FillAccounting
+from ppo_approach.market_data import MarketData, MarketDataError
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
 
 OBS_CLIP = 10.0
@@ -55,50 +58,6 @@ PORTFOLIO_NAMES: tuple[str, ...] = ("position_frac", "unrealized_pnl", "cash_fra
 
 class EnvConfigError(PipelineError, ValueError):
     """An environment setting is out of range (names the key, the value and the allowed range)."""
-
-
-class MarketDataError(PipelineError, ValueError):
-    """Inconsistent or non-finite block arrays (names the array and the first bad index)."""
-
-
-class Actions(IntEnum):
-    """The nine discrete actions (the seed document's order); see ``docs/actions.md``."""
-
-    HOLD = 0
-    BUY_25 = 1
-    BUY_50 = 2
-    BUY_100 = 3
-    SELL_25 = 4
-    SELL_50 = 5
-    SELL_100 = 6
-    CLOSE = 7
-    REVERSE = 8
-
-
-TARGETS_LONG: dict[str, float] = {"FLAT": 0.0, "LONG_50": 0.5, "LONG_100": 1.0}
-"""``action_set = target`` without shorts: action i asks for the i-th exposure."""
-
-TARGETS_SHORT: dict[str, float] = {"SHORT_100": -1.0, "FLAT": 0.0, "LONG_100": 1.0}
-"""``action_set = target`` with ``allow_short``: short, flat or long with the whole equity."""
-
-# The one order that moves the current exposure level to the target level. Every pair is
-# reachable in one fill: BUY_x spends x of the cash (0.5 -> 1 spends the rest), SELL_50 halves a
-# long, REVERSE flips, CLOSE exits; no entry means HOLD.
-_TARGET_ORDER: dict[tuple[float, float], int] = {
-    (0.0, 0.5): 2,  # BUY_50
-    (0.0, 1.0): 3,  # BUY_100
-    (0.5, 1.0): 3,  # BUY_100
-    (1.0, 0.5): 5,  # SELL_50
-    (0.5, 0.0): 7,  # CLOSE
-    (1.0, 0.0): 7,
-    (-1.0, 0.0): 7,
-    (0.0, -1.0): 6,  # SELL_100 (opens a short of the whole capacity)
-    (1.0, -1.0): 8,  # REVERSE
-    (-1.0, 1.0): 8,
-}
-
-# Fraction of each BUY/SELL action, indexed by the action's value.
-_FRACTION: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 0.25, 0.5, 1.0, 0.0, 0.0)
 
 
 @dataclass
@@ -128,103 +87,7 @@ class EnvConfig:
         return settings_from(cls, cfg)
 
 
-def _check_finite(name: str, arr: np.ndarray) -> None:
-    """Raise MarketDataError naming ``name`` and the first non-finite index of ``arr``."""
-    ok = np.isfinite(arr)
-    if not ok.all():
-        idx = np.unravel_index(int(np.flatnonzero(~ok.ravel())[0]), arr.shape)
-        where = f"row {idx[0]}" + (f", column {idx[1]}" if arr.ndim == 2 else "")
-        raise MarketDataError(
-            f"market data: {name} has a non-finite value {float(arr[idx])!r} at {where}; "
-            "expected finite numbers"
-        )
-
-
-@dataclass
-class MarketData:
-    """The arrays of ONE block (bars ``0..n-1`` of the block, in time order).
-
-    ``open``/``close`` (n,) prices > 0; ``pred_features`` (n, P) classifier outputs for each bar
-    (P may be 0); ``price_features`` (n, K) from ``features.agent_price_features`` (K = 5 in the
-    pipeline); ``timestamps`` (n,) optional, any dtype, not used by the env; ``pred_names`` /
-    ``price_names`` optional column names for :meth:`TradingEnv.observation_names`. Validated on
-    construction; arrays are converted to contiguous float64 (prices) / float32 (features).
-    """
-
-    open: np.ndarray
-    close: np.ndarray
-    pred_features: np.ndarray
-    price_features: np.ndarray
-    timestamps: np.ndarray | None = None
-    pred_names: tuple[str, ...] | None = None
-    price_names: tuple[str, ...] | None = field(default=None)
-    segment_starts: tuple[int, ...] = (0,)
-    """Rows where a new contiguous run of bars begins (the first is 0). A block made of several
-    walk-forward folds has purge gaps between them: an episode never steps across a gap, since the
-    next row's open is not the next bar's open."""
-
-    def __post_init__(self) -> None:
-        self.open = np.ascontiguousarray(self.open, dtype=np.float64)
-        self.close = np.ascontiguousarray(self.close, dtype=np.float64)
-        self.pred_features = np.ascontiguousarray(self.pred_features, dtype=np.float32)
-        self.price_features = np.ascontiguousarray(self.price_features, dtype=np.float32)
-        n = self.open.shape[0] if self.open.ndim == 1 else -1
-        if self.open.ndim != 1 or n < 2:
-            raise MarketDataError(
-                f"market data: open has shape {self.open.shape}, expected (n,) with n >= 2 bars"
-            )
-        expected = {"close": 1, "pred_features": 2, "price_features": 2}
-        for name, ndim in expected.items():
-            arr = getattr(self, name)
-            if arr.ndim != ndim or arr.shape[0] != n:
-                want = f"({n},)" if ndim == 1 else f"({n}, columns)"
-                raise MarketDataError(
-                    f"market data: {name} has shape {arr.shape}, expected {want} like open"
-                )
-        if self.timestamps is not None:
-            self.timestamps = np.asarray(self.timestamps)
-            if self.timestamps.shape != (n,):
-                raise MarketDataError(
-                    f"market data: timestamps has shape {self.timestamps.shape}, expected ({n},)"
-                )
-        for name in ("open", "close", "pred_features", "price_features"):
-            _check_finite(name, getattr(self, name))
-        for name in ("open", "close"):
-            arr = getattr(self, name)
-            bad = np.flatnonzero(arr <= 0)
-            if bad.size:
-                raise MarketDataError(
-                    f"market data: {name} has a non-positive price {float(arr[bad[0]])!r} at row "
-                    f"{int(bad[0])}; expected prices > 0"
-                )
-        starts = tuple(int(s) for s in self.segment_starts)
-        if not starts or starts[0] != 0 or any(np.diff(starts) <= 0):
-            raise MarketDataError(
-                f"market data: segment_starts = {starts}, expected increasing rows starting at 0"
-            )
-        if starts[-1] > n - 2:
-            raise MarketDataError(
-                f"market data: segment_starts = {starts}: the last segment starts at row "
-                f"{starts[-1]}, expected every segment to have at least 2 rows (n = {n})"
-            )
-        self.segment_starts = starts
-        for name, arr in (("pred_names", self.pred_features), ("price_names", self.price_features)):
-            names = getattr(self, name)
-            if names is not None:
-                names = tuple(str(s) for s in names)
-                setattr(self, name, names)
-                if len(names) != arr.shape[1]:
-                    raise MarketDataError(
-                        f"market data: {name} has {len(names)} names, expected {arr.shape[1]}"
-                    )
-
-    @property
-    def n_bars(self) -> int:
-        """Number of bars in the block."""
-        return int(self.open.shape[0])
-
-
-class TradingEnv(gym.Env):
+class TradingEnv(FillAccounting, gym.Env):
     """One instrument, discrete actions (:class:`Actions`), equity-based reward.
 
     Observation (float32, every entry clipped to ``[-10, 10]``), for bar ``t``:
@@ -265,8 +128,13 @@ class TradingEnv(gym.Env):
         self.reward_fn = reward_fn if reward_fn is not None else RewardFunction(RewardConfig())
         self.random_start = bool(random_start)
         self.render_mode = None
+        self._init_spaces(data, config)
+        self._init_arrays(data)
+        self._init_config(data, config)
+        self._reset_portfolio(0)
 
-        n = data.n_bars
+    def _init_spaces(self, data: MarketData, config: EnvConfig) -> None:
+        """Observation size, the action set (nine orders, or the targets) and both spaces."""
         p = data.pred_features.shape[1]
         k = data.price_features.shape[1]
         self.n_features = p + k
@@ -286,6 +154,11 @@ class TradingEnv(gym.Env):
         low[-1], high[-1] = 0.0, 1.0
         self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
 
+    def _init_arrays(self, data: MarketData) -> None:
+        """The observation rows of every bar and the prices as Python lists."""
+        n = data.n_bars
+        p = data.pred_features.shape[1]
+        k = data.price_features.shape[1]
         # (n, P+K+4): market features of every bar clipped once, portfolio columns filled per step.
         rows = np.zeros((n, self.n_obs), dtype=np.float32)
         rows[:, :p] = data.pred_features
@@ -298,6 +171,9 @@ class TradingEnv(gym.Env):
         self._n = n
         self._i_pos = p + k  # index of position_frac in the observation
 
+    def _init_config(self, data: MarketData, config: EnvConfig) -> None:
+        """The settings as plain floats, the segment ends and the random start rows."""
+        n = data.n_bars
         c = config
         self._capital = float(c.initial_capital)
         self._tc = float(c.transaction_cost)
@@ -317,7 +193,6 @@ class TradingEnv(gym.Env):
         starts = np.flatnonzero(steps_left >= max(self._ep_len, 1))
         self._starts = starts if starts.size else np.flatnonzero(steps_left >= 1)
         self._last = n - 1
-        self._reset_portfolio(0)
 
     # ------------------------------------------------------------------ public API
 
@@ -466,7 +341,7 @@ class TradingEnv(gym.Env):
         else:
             exposure = units * self._close[self._t] / max(self._equity, 1e-12)
             level = 1.0 if exposure > 0.75 else 0.5
-        return _TARGET_ORDER.get((level, target), int(Actions.HOLD))
+        return TARGET_ORDER.get((level, target), int(Actions.HOLD))
 
     # ------------------------------------------------------------------ internals
 
@@ -484,94 +359,6 @@ class TradingEnv(gym.Env):
         self._trades = 0
         self._invalid = 0
         self._total_fees = 0.0
-
-    def _is_valid(self, action: int) -> bool:
-        """Whether ``action`` changes the portfolio in the current state (docs/actions.md)."""
-        if action == 0:  # HOLD
-            return True
-        units = self._units
-        if action <= 3:  # BUY_x: spend x of cash (flat/long) or cover x of a short
-            return units < 0.0 or self._cash > self._min_trade
-        if action <= 6:  # SELL_x: sell x of a long, or open/extend a short (allow_short)
-            if units > 0.0:
-                return True
-            if not self._short:
-                return False
-            return self._short_capacity(self._close[self._t]) > self._min_trade
-        if action == 7:  # CLOSE
-            return units != 0.0
-        # REVERSE: long -> short needs allow_short; short -> long always (shorts need it anyway)
-        return units < 0.0 or (units > 0.0 and self._short)
-
-    def _short_capacity(self, price: float) -> float:
-        """Notional that may still be sold short at ``price``: equity minus the short's notional.
-
-        Caps short exposure at 1x equity, the mirror of the long side, where BUY can spend at
-        most the cash. Flat: capacity = equity = cash.
-        """
-        units = self._units
-        equity = self._cash + units * price
-        short_notional = -units * price if units < 0.0 else 0.0
-        return equity - short_notional
-
-    def _execute(self, action: int, open_price: float) -> float:
-        """Turn a valid non-HOLD action into one fill at ``open_price``; returns the fee paid."""
-        units = self._units
-        if action <= 3:  # BUY_x
-            frac = _FRACTION[action]
-            if units < 0.0:
-                return self._trade(-units * frac, open_price)
-            buy_price = open_price * self._buy_mult
-            # Spend frac * cash in total, fee included, so cash never goes negative.
-            return self._trade(frac * self._cash / (buy_price * (1.0 + self._tc)), open_price)
-        if action <= 6:  # SELL_x
-            frac = _FRACTION[action]
-            if units > 0.0:
-                return self._trade(-units * frac if frac < 1.0 else -units, open_price)
-            capacity = self._short_capacity(open_price)
-            if capacity <= 0.0:  # price gapped against the short since the decision
-                return 0.0
-            return self._trade(-frac * capacity / (open_price * self._sell_mult), open_price)
-        if action == 7:  # CLOSE
-            return self._trade(-units, open_price)
-        # REVERSE, as one fill of twice the position
-        if units > 0.0:
-            return self._trade(-2.0 * units, open_price)
-        buy_price = open_price * self._buy_mult
-        cash_after_cover = self._cash + units * buy_price * (1.0 + self._tc)
-        long_units = min(-units, max(0.0, cash_after_cover / (buy_price * (1.0 + self._tc))))
-        return self._trade(long_units - units, open_price)
-
-    def _trade(self, delta_units: float, open_price: float) -> float:
-        """Fill ``delta_units`` (> 0 buy, < 0 sell) at ``open_price`` with slippage; pay the fee.
-
-        The ONE place where cash, units, fees, trade count and entry price change.
-        """
-        if delta_units == 0.0:
-            return 0.0
-        fill = open_price * (self._buy_mult if delta_units > 0.0 else self._sell_mult)
-        notional = delta_units * fill  # signed
-        fee = self._tc * (notional if notional > 0.0 else -notional)
-        old = self._units
-        new = old + delta_units
-        if -1e-12 * abs(old) < new < 1e-12 * abs(old):
-            new = 0.0  # closing a position leaves no float dust
-        cash = self._cash - (notional + fee)
-        if -1e-9 * self._capital < cash < 0.0:
-            cash = 0.0  # spending all cash can round to -1e-13; keep cash_frac >= 0
-        self._cash = cash
-        self._units = new
-        self._total_fees += fee
-        self._trades += 1
-        if new == 0.0:
-            self._entry = 0.0
-            self._held = 0
-        elif old == 0.0 or (old > 0.0) != (new > 0.0):  # opened or flipped
-            self._entry = fill
-            self._held = 0
-        elif abs(new) > abs(old):  # added to the position: volume-weighted entry
-            self._entry = (abs(old) * self._entry + abs(delta_units) * fill) / abs(new)
-        return fee
 
     def _observation(self, t: int) -> np.ndarray:
         """Observation of bar ``t`` (a fresh array; the market part was clipped at construction)."""

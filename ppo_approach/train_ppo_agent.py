@@ -25,15 +25,15 @@ What happens (:func:`train_agent`):
    backtested once on the untouched TEST block against the baselines of ``ppo_approach.backtest``,
    annualised with the periods per year inferred from the dataset's bars.
 
-Checkpoints (issue 8 items 3, 4, 7, 16): a fresh run moves the previous run's checkpoints and best
-model aside (``.previous_run/``) and deletes them only once it has written its first checkpoint
-(or its final model); if it fails before, they are put back. ``--resume`` falls back from a
-damaged checkpoint to the newest one that loads, refuses one whose SHA-256 is not the one
-recorded when it was written, and never unpickles anything from the file
-(:func:`ppo_approach.model_files.load_model`). Only the newest few checkpoints are kept.
+Checkpoints: a fresh run moves the previous run's checkpoints and best model aside
+(``.previous_run/``) and deletes them only once it has written its first checkpoint (or its final
+model); if it fails before, they are put back. ``--resume`` falls back from a damaged checkpoint to
+the newest one that loads, refuses one whose SHA-256 is not the one recorded when it was written,
+and never unpickles anything from the file (:func:`ppo_approach.model_files.load_model`). Only the
+newest few checkpoints are kept.
 
 Heavy libraries (torch, stable_baselines3, sklearn) are imported inside the functions that need
-them, so ``--help`` and usage errors answer at once (issue 8 item 29).
+them, so ``--help`` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- training
 
 
-def prepare_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
+def setup_agent_run(cfg: Config, dataset: str, paths: Paths) -> AgentRun:
     """Phase 1: the agent's blocks from the prediction table and its ``.json`` (the CSV is only
     hashed: the table must have been written from it), the annualisation and the env, reward and
     device settings."""
@@ -136,7 +136,7 @@ def train(
     """Phase 2: build (or resume) PPO on the train block, learn with the checkpoint, validation
     and progress callbacks, save the final model. An interrupt writes a checkpoint and raises
     :class:`TrainingInterrupted`; a failure before the first save puts the earlier run's files
-    back (issue 8 item 3). ``on_evaluation`` gets each validation evaluation's metrics (see
+    back. ``on_evaluation`` gets each validation evaluation's metrics (see
     :class:`~ppo_approach.callbacks.ValidationEvalCallback`)."""
     from ppo_approach import model_files
     from ppo_approach import ppo_trading_agent as agent
@@ -229,7 +229,7 @@ def save_final(run: AgentRun, trained: Trained, extra: dict[str, Any] | None = N
         "model": run.model_name,
         "dataset": run.files.dataset,
         "dataset_sha256": run.dataset.sha256,
-        # an oracle agent saw the future: the push step refuses to publish it (issue 10)
+        # an oracle agent saw the future: the push step refuses to publish it
         "prediction_source": run.cfg.ppo.ppo_prediction_source,
         "command": shlex.join([sys.executable, *sys.argv]),
         "timesteps": int(model.num_timesteps),
@@ -256,7 +256,7 @@ def train_agent(cfg: Config, dataset: str, paths: Paths, resume: bool) -> Backte
     Raises :class:`TrainingInterrupted` (exit code 130) after writing a checkpoint when SIGINT,
     SIGTERM or SIGHUP arrives during training.
     """
-    run = prepare_run(cfg, dataset, paths)  # 1. data, blocks, settings
+    run = setup_agent_run(cfg, dataset, paths)  # 1. data, blocks, settings
     if cfg.ppo.seeds > 1:
         # 2-4 per seed, then the winner's backtest
         report = multi_seed.train_seeds(run, resume, train, save_final)
@@ -312,7 +312,7 @@ def record_artifacts(files: Artifacts, model_name: str) -> None:
 
 
 def build_parser() -> CliParser:
-    """Arguments of step 7 (usage errors exit 1, issue 8 item 12)."""
+    """Arguments of step 7 (usage errors exit 1)."""
     p = CliParser(
         prog="train_ppo_agent.py",
         description="Train the PPO trading agent on a dataset's prediction table, then backtest.",
@@ -336,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         paths = Paths.from_root(args.root)
         try:
-            # A full run holding this dataset's lock makes a hand-run step refuse (issue 8 item
-            # 14); inside the driver (which holds it) this is a no-op.
+            # A full run holding this dataset's lock makes a hand-run step refuse; inside the
+            # driver (which holds it) this is a no-op.
             with step_lock(paths, args.dataset):
                 train_agent(cfg, args.dataset, paths, args.resume)
         except TrainingInterrupted as exc:

@@ -135,7 +135,7 @@ def test_oracle_agent_beats_flat_and_buy_and_hold_and_a_random_policy_does_not(
     # The check can fail: a random policy on the same test block (same env, fees and oracle
     # input, run through the backtest) does not pass it for any seed.
     cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", f"ppo.seed={seed}", *ORACLE_SETTINGS)
-    run = step.prepare_run(cfg, DATASET, Paths.from_root(root))
+    run = step.setup_agent_run(cfg, DATASET, Paths.from_root(root))
     test = run.blocks["test"]
     # RandomPolicy draws the nine orders, like the report's random baseline
     orders_cfg = dataclasses.replace(run.env_cfg, action_set="orders")
@@ -217,7 +217,7 @@ def test_on_evaluation_hook_sees_every_validation_evaluation(
     validation evaluation's metrics in order, the same numbers the evaluator keeps."""
     root = _fresh_root(ppo_source_root, tmp_path / "hook")
     cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", "eval_freq=512")
-    run = step.prepare_run(cfg, DATASET, Paths.from_root(root))
+    run = step.setup_agent_run(cfg, DATASET, Paths.from_root(root))
     seen: list[dict[str, float]] = []
     trained = step.train(run, resume=False, on_evaluation=seen.append)
     assert len(seen) >= 3

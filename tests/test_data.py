@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 
 from pipeline.common import PipelineError, run_cli, sha256_file
+from pipeline.data.csv_layout import COLUMNS, DatasetError
 from pipeline.data.load import (
-    COLUMNS,
-    DatasetError,
     DatasetInfo,
     available_datasets,
     load_dataset,

@@ -22,8 +22,9 @@ import download_data
 import runpod_main
 from pipeline.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PREFLIGHT
 from pipeline.data import download as dl
+from pipeline.data import download_files
 from pipeline.data.load import load_dataset
-from pipeline.store.artifacts import (
+from pipeline.store.download_names import (
     download_partial,
     download_state,
     exchange_dataset_name,
@@ -228,7 +229,7 @@ def test_transient_errors_back_off_exponentially_then_stop_with_one_line(
     assert "rerun the same command to continue" in msg
     # The first page is kept for the rerun; no final file.
     assert not (tmp_path / "datasets" / f"{NAME}.csv").exists()
-    assert len(dl._read_partial(download_partial(tmp_path / "datasets", NAME))) == 10
+    assert len(download_files._read_partial(download_partial(tmp_path / "datasets", NAME))) == 10
 
 
 def test_a_gap_is_reported_never_filled(tmp_path: Path, sleeps: list[float]) -> None:
@@ -279,7 +280,7 @@ def test_an_interrupted_download_continues_where_it_stopped(
     assert "rerun the same command to continue" in str(info.value)
     assert not (datasets / f"{NAME}.csv").exists()
     partial, state = download_partial(datasets, NAME), download_state(datasets, NAME)
-    assert len(dl._read_partial(partial)) == 20
+    assert len(download_files._read_partial(partial)) == 20
     assert json.loads(state.read_text())["symbol"] == "ADA/EUR"
     # A line cut short by the crash is ignored: the rerun continues after the last whole candle.
     with open(partial, "a") as f:

@@ -131,7 +131,7 @@ def test_auto_fits_the_ensembles_over_every_walk_forward_table(
     import train_models
     from pipeline.classifiers.model_choice import resolve_prediction_model
     from pipeline.classifiers.predictors import EnsemblePredictionModel, PredictionModel
-    from pipeline.classifiers.prepare import prepare_dataset
+    from pipeline.classifiers.prepare import load_classifier_data
     from pipeline.common import Paths
     from pipeline.store.artifacts import Artifacts
 
@@ -157,7 +157,7 @@ def test_auto_fits_the_ensembles_over_every_walk_forward_table(
         members = np.stack([table[[f"{c}_{m}" for c in cols]].to_numpy() for m in ens["members"]])
         assert np.allclose(table[cols].to_numpy(), combine(members, ens), atol=1e-5)
         # the live predictor combines its members as the report says, not by the mean
-        prep = prepare_dataset(cfg.training, "AU", paths, save_scaler=False)
+        prep = load_classifier_data(cfg.training, "AU", paths, save_scaler=False)
         window = prep.arrays.features[-cfg.training.lookback :]
         live = EnsemblePredictionModel("AU", ens["members"], paths).predict(window)[2]
         alone = np.stack(

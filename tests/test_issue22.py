@@ -80,7 +80,8 @@ def test_a_folder_given_as_a_config_file_is_one_line(
 
 
 def test_every_row_on_one_timestamp_is_a_short_error_line(tmp_path: Path) -> None:
-    from pipeline.data.load import DatasetError, load_dataset
+    from pipeline.data.csv_layout import DatasetError
+    from pipeline.data.load import load_dataset
 
     rows = [f"2024-01-01T00:00:00Z,1,2,0.5,{1 + i / 1e5},1" for i in range(5000)]
     rows += [f"2024-01-02T00:00:00Z,1,2,0.5,{c},1" for c in (1.2, 1.25)]
@@ -283,7 +284,7 @@ def test_a_dns_failure_is_final_not_retried() -> None:
 
     import ccxt
 
-    from pipeline.data import download as dl
+    from pipeline.data import exchange as dl
 
     sleeps: list[float] = []
     retry = dl.Retry(sleep=sleeps.append)

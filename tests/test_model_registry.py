@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.classifiers import model_choice, nets
 from pipeline.common import PipelineError
+from pipeline.config import checks as config_checks
 from pipeline.config import registry as model_registry
 from pipeline.config import schema as config_schema
 from pipeline.config.registry import ARCHITECTURES, architecture
@@ -82,7 +83,7 @@ def test_the_model_group_of_the_config_is_the_registry_one_for_one() -> None:
         assert {k: type(v) for k, v in bounds.items()} == {
             k: type(v) for k, v in s.checks().items()
         }, f.name
-        config_schema.check_value(f, s.default)  # every default passes its own bounds
+        config_checks.check_value(f, s.default)  # every default passes its own bounds
 
 
 @pytest.mark.parametrize("name", model_registry.MODEL_NAMES)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.classifiers.prepare import apply_scaler, load_scaler_file, prepare_dataset
+from pipeline.classifiers.prepare import apply_scaler, load_classifier_data, load_scaler_file
 from pipeline.common import PROJECT_ROOT, Paths, PipelineError
 from pipeline.config.schema import Config
 from pipeline.store.artifacts import Artifacts
@@ -58,10 +58,10 @@ def small_root(
     write_dataset: Callable[..., Path],
     signal_config: Callable[..., Config],
 ) -> Path:
-    """A root with one small dataset whose scaler file has been written by prepare_dataset."""
+    """A root with one small dataset whose scaler file has been written by load_classifier_data."""
     root = tmp_path_factory.mktemp("scaler")
     write_dataset(root, "SIG", signal=1.0, seed=0, n=1200)
-    prepare_dataset(signal_config().training, "SIG", Paths.from_root(root))
+    load_classifier_data(signal_config().training, "SIG", Paths.from_root(root))
     return root
 
 
@@ -70,7 +70,7 @@ def test_scaler_file_is_json_data_and_rebuilds_the_scaler(
     small_root: Path, signal_config: Callable[..., Config]
 ) -> None:
     paths = Paths.from_root(small_root)
-    prepared = prepare_dataset(signal_config().training, "SIG", paths, save_scaler=False)
+    prepared = load_classifier_data(signal_config().training, "SIG", paths, save_scaler=False)
     path = Artifacts(paths, "SIG").scaler
     assert path.name == "scaler_SIG.json"
     assert not Artifacts(paths, "SIG").legacy_scaler.exists()  # no pickle is written any more

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline.classifiers.prediction_table import load_prediction_table, load_table_meta
-from pipeline.classifiers.prepare import prepare_dataset
+from pipeline.classifiers.prepare import load_classifier_data
 from pipeline.common import Paths
 from pipeline.config.files import load_config
 from pipeline.config.schema import ConfigError
@@ -109,7 +109,7 @@ def test_the_agent_blocks_carry_the_true_class(ppo_source_root: Path) -> None:
     cfg = load_config(None, None, "smoke", ["ppo_prediction_source=oracle"])
     paths = Paths.from_root(ppo_source_root)
     dataset = next((ppo_source_root / "datasets").glob("*.csv")).stem
-    prepared = prepare_dataset(cfg.training, dataset, paths, save_scaler=False)
+    prepared = load_classifier_data(cfg.training, dataset, paths, save_scaler=False)
     blocks = build_blocks(
         load_prediction_table(paths, "dlstm", dataset),
         load_table_meta(paths, "dlstm", dataset),

@@ -746,7 +746,7 @@ def test_step_7_reads_the_table_and_only_hashes_the_csv(
 ) -> None:
     """Issue 20 item 1: the agent's input is self-contained. Step 7 builds its blocks from the
     prediction table and its .json alone (no CSV parse, no classifier features, labels or
-    splits: prepare_dataset and load_dataset are never called), with the same prices and price
+    splits: load_classifier_data and load_dataset are never called), with the same prices and price
     features as the dataset's own arrays."""
     import pipeline.classifiers.prepare
     import pipeline.data.load
@@ -754,16 +754,16 @@ def test_step_7_reads_the_table_and_only_hashes_the_csv(
     root = _fresh_root(ppo_source_root, tmp_path / "root")
     cfg = _smoke_cfg()
     paths = Paths.from_root(root)
-    prepared = pipeline.classifiers.prepare.prepare_dataset(
+    prepared = pipeline.classifiers.prepare.load_classifier_data(
         cfg.training, DATASET, paths, save_scaler=False
     )
 
     def forbidden(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("step 7 parsed the CSV")
 
-    monkeypatch.setattr(pipeline.classifiers.prepare, "prepare_dataset", forbidden)
+    monkeypatch.setattr(pipeline.classifiers.prepare, "load_classifier_data", forbidden)
     monkeypatch.setattr(pipeline.data.load, "load_dataset", forbidden)
-    run = step.prepare_run(cfg, DATASET, paths)
+    run = step.setup_agent_run(cfg, DATASET, paths)
     assert run.dataset.sha256 == sha256_file(root / "datasets" / f"{DATASET}.csv")
     assert run.dataset.n_bars == prepared.arrays.n_bars
     for block in run.blocks.values():

@@ -21,7 +21,7 @@ from pipeline.classifiers.prediction_table import (
     load_table_meta,
 )
 from pipeline.classifiers.predictors import EnsemblePredictionModel, PredictionModel
-from pipeline.classifiers.prepare import fit_scaler, prepare_dataset
+from pipeline.classifiers.prepare import fit_scaler, load_classifier_data
 from pipeline.common import Paths, PipelineError
 from pipeline.config.schema import MODEL_NAMES
 from pipeline.data.features import AGENT_PRICE_FEATURE_NAMES
@@ -38,7 +38,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def prep(signal_run):
     root, _, cfg = signal_run
-    return prepare_dataset(cfg.training, "SIG", Paths.from_root(root), save_scaler=False)
+    return load_classifier_data(cfg.training, "SIG", Paths.from_root(root), save_scaler=False)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -200,11 +200,11 @@ def test_mismatched_scaler_or_features_are_clear_errors(
         PredictionModel("gru", "OTHER", paths, CPU)
 
     # Another lookback rewrote the per-dataset scaler file: the error says so and how to fix it.
-    rewritten = prepare_dataset(signal_config("lookback=20").training, "SIG", paths)
+    rewritten = load_classifier_data(signal_config("lookback=20").training, "SIG", paths)
     assert rewritten.arrays.lookback == 20
     with pytest.raises(PipelineError, match="written for lookback 20, gru_SIG_classification"):
         PredictionModel("gru", "SIG", paths, CPU)
-    prepare_dataset(signal_config().training, "SIG", paths)  # the model's config restores it
+    load_classifier_data(signal_config().training, "SIG", paths)  # the model's config restores it
     assert PredictionModel("gru", "SIG", paths, CPU).lookback == 16
 
 

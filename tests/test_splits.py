@@ -1,4 +1,5 @@
-"""Chronological splits, purge gaps and the train-only scaler / threshold of prepare_arrays."""
+"""Chronological splits, purge gaps and the train-only scaler / threshold of
+build_classifier_arrays."""
 
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def test_no_folds_and_to_dict() -> None:
     assert len(block) == 4 and block.bars().tolist() == [3, 4, 5, 6]
 
 
-# ---------------------------------------------------------------- prepare_arrays
+# ---------------------------------------------------------------- build_classifier_arrays
 
 
 def _frame(n: int, seed: int = 0) -> pd.DataFrame:
@@ -173,11 +174,11 @@ def _samples(
 
 
 @pytest.fixture(scope="module")
-def prepared(frame: pd.DataFrame) -> P.PreparedArrays:
-    return P.prepare_arrays(frame, F.DEFAULT_FEATURES, delta=None, purge_gap=None, **KW)
+def prepared(frame: pd.DataFrame) -> P.ClassifierArrays:
+    return P.build_classifier_arrays(frame, F.DEFAULT_FEATURES, delta=None, purge_gap=None, **KW)
 
 
-def test_prepare_arrays_shapes(prepared: P.PreparedArrays, frame: pd.DataFrame) -> None:
+def test_prepare_arrays_shapes(prepared: P.ClassifierArrays, frame: pd.DataFrame) -> None:
     p = prepared
     n = len(frame)
     assert p.features.shape == (n, 26) and p.features.dtype == np.float32
@@ -198,7 +199,7 @@ def test_prepare_arrays_shapes(prepared: P.PreparedArrays, frame: pd.DataFrame) 
 
 
 def test_scaler_and_delta_fit_on_train_rows_only(
-    prepared: P.PreparedArrays, frame: pd.DataFrame
+    prepared: P.ClassifierArrays, frame: pd.DataFrame
 ) -> None:
     p = prepared
     train = p.splits.train
@@ -214,7 +215,7 @@ def test_scaler_and_delta_fit_on_train_rows_only(
     for col in ("open", "high", "low", "close"):
         changed.loc[after, col] = changed.loc[after, col].to_numpy() * factor
     changed.loc[after, "volume"] = changed.loc[after, "volume"].to_numpy() * 50
-    q = P.prepare_arrays(changed, F.DEFAULT_FEATURES, delta=None, purge_gap=None, **KW)
+    q = P.build_classifier_arrays(changed, F.DEFAULT_FEATURES, delta=None, purge_gap=None, **KW)
     assert q.splits.to_dict() == p.splits.to_dict()
     np.testing.assert_array_equal(q.scaler.mean_, p.scaler.mean_)
     np.testing.assert_array_equal(q.scaler.scale_, p.scaler.scale_)
@@ -222,8 +223,8 @@ def test_scaler_and_delta_fit_on_train_rows_only(
     assert not np.allclose(q.features[-100:], p.features[-100:])
 
 
-def test_fixed_delta_and_fold_scaler(prepared: P.PreparedArrays, frame: pd.DataFrame) -> None:
-    fixed = P.prepare_arrays(frame, F.DEFAULT_FEATURES, delta=0.002, purge_gap=None, **KW)
+def test_fixed_delta_and_fold_scaler(prepared: P.ClassifierArrays, frame: pd.DataFrame) -> None:
+    fixed = P.build_classifier_arrays(frame, F.DEFAULT_FEATURES, delta=0.002, purge_gap=None, **KW)
     assert fixed.delta == 0.002 and not fixed.delta_auto
     np.testing.assert_array_equal(fixed.labels, L.make_labels(fixed.r, 0.002))
     # A walk-forward fold model: own scaler and threshold from its own training fold.
@@ -243,7 +244,7 @@ def test_fixed_delta_and_fold_scaler(prepared: P.PreparedArrays, frame: pd.DataF
     np.testing.assert_array_equal(y, L.make_labels(p.r, delta)[bars])
 
 
-def test_fit_scaler_refuses_warmup_rows(prepared: P.PreparedArrays) -> None:
+def test_fit_scaler_refuses_warmup_rows(prepared: P.ClassifierArrays) -> None:
     with pytest.raises(F.FeatureError, match="contain NaN"):
         P.fit_scaler(prepared.features, S.Block("early", 5, 50), 16)
 
@@ -251,6 +252,6 @@ def test_fit_scaler_refuses_warmup_rows(prepared: P.PreparedArrays) -> None:
 def test_prepare_arrays_too_small_and_bad_purge() -> None:
     small = _frame(150)
     with pytest.raises(S.SplitError, match="needs at least"):
-        P.prepare_arrays(small, F.DEFAULT_FEATURES, delta=None, purge_gap=None, **KW)
+        P.build_classifier_arrays(small, F.DEFAULT_FEATURES, delta=None, purge_gap=None, **KW)
     with pytest.raises(S.SplitError, match="minimum"):
-        P.prepare_arrays(_frame(2000), F.DEFAULT_FEATURES, delta=None, purge_gap=10, **KW)
+        P.build_classifier_arrays(_frame(2000), F.DEFAULT_FEATURES, delta=None, purge_gap=10, **KW)

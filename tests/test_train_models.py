@@ -201,7 +201,7 @@ def plant_next_bar_leak(monkeypatch: pytest.MonkeyPatch, share: float = 0.5) -> 
     """Add ``share`` x the next bar's (standardised) return to the first scaled feature."""
     import pipeline.classifiers.prepare
 
-    real = pipeline.classifiers.prepare.prepare_dataset
+    real = pipeline.classifiers.prepare.load_classifier_data
 
     def leaky(*args: Any, **kwargs: Any) -> Any:
         prep = real(*args, **kwargs)
@@ -211,8 +211,8 @@ def plant_next_bar_leak(monkeypatch: pytest.MonkeyPatch, share: float = 0.5) -> 
         prep.arrays.scaled[:, 0] += (share * nxt / nxt.std()).astype(np.float32)
         return prep
 
-    monkeypatch.setattr(pipeline.classifiers.prepare, "prepare_dataset", leaky)
-    monkeypatch.setattr("train_models.prepare_dataset", leaky, raising=False)
+    monkeypatch.setattr(pipeline.classifiers.prepare, "load_classifier_data", leaky)
+    monkeypatch.setattr("train_models.load_classifier_data", leaky, raising=False)
 
 
 @pytest.mark.integration
@@ -757,13 +757,13 @@ def test_logreg_model_is_scikit_learns_fit_and_feeds_the_agent(signal_run, signa
     from sklearn.linear_model import LogisticRegression
 
     from pipeline.classifiers.predictors import PredictionModel
-    from pipeline.classifiers.prepare import prepare_dataset
+    from pipeline.classifiers.prepare import load_classifier_data
     from pipeline.classifiers.tabular import window_summary
     from ppo_approach.prediction_wrapper import validate_models
 
     root, summary, cfg = signal_run
     paths = Paths.from_root(root)
-    prep = prepare_dataset(cfg.training, "SIG", paths, save_scaler=False)
+    prep = load_classifier_data(cfg.training, "SIG", paths, save_scaler=False)
     a = prep.arrays
     train = a.splits.train.bars()
     train = train[a.labels[train] >= 0]
@@ -789,7 +789,7 @@ def test_lightgbm_model_keeps_its_text_booster_and_feeds_the_agent(
     import lightgbm
 
     from pipeline.classifiers.predictors import PredictionModel
-    from pipeline.classifiers.prepare import prepare_dataset
+    from pipeline.classifiers.prepare import load_classifier_data
     from pipeline.classifiers.tabular import window_summary
     from ppo_approach.prediction_wrapper import validate_models
 
@@ -799,7 +799,7 @@ def test_lightgbm_model_keeps_its_text_booster_and_feeds_the_agent(
         root / "models" / "lightgbm_SIG_classification.pth", map_location="cpu", weights_only=True
     )
     assert payload["booster"].startswith("tree\n") and payload["state_dict"] == {}
-    prep = prepare_dataset(cfg.training, "SIG", paths, save_scaler=False)
+    prep = load_classifier_data(cfg.training, "SIG", paths, save_scaler=False)
     a = prep.arrays
     test = a.splits.test.bars()
     want = lightgbm.Booster(model_str=payload["booster"]).predict(

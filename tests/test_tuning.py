@@ -28,6 +28,8 @@ from pipeline.data.features import DEFAULT_FEATURES, warmup_bars
 from pipeline.data.splits import make_splits
 from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 from pipeline.store.artifacts import Artifacts
+from pipeline.tuning import development, trials
+from pipeline.tuning import storage as tuning_storage
 from pipeline.tuning import study as tuning
 from pipeline.tuning.space import default_space_path, read_search_space
 
@@ -154,12 +156,14 @@ def test_development_rows_end_before_every_test_window_of_every_lookback(n_rows:
     cfg = TrainingConfig()
     warm = warmup_bars(list(DEFAULT_FEATURES))
     lookbacks = list(range(16, 65, 8))
-    cut = tuning.development_rows(n_rows, warm, cfg, lookbacks)
+    cut = development.development_rows(n_rows, warm, cfg, lookbacks)
     for lookback in lookbacks:
         s = make_splits(n_rows, warm, lookback, cfg.smoothing_k, cfg.test_fraction,
                         cfg.val_fraction, cfg.purge_gap, cfg.walk_forward_folds)  # fmt: skip
         assert cut <= s.test.start - lookback + 1  # no row any test window reads
-        d = tuning.development_splits(cut, warm, lookback, cfg.smoothing_k, cfg.val_fraction, None)
+        d = development.development_splits(
+            cut, warm, lookback, cfg.smoothing_k, cfg.val_fraction, None
+        )
         assert d.val.stop - 1 + cfg.smoothing_k < cut  # every label inside the cut rows
         assert d.train.stop + d.purge <= d.val.start
 
@@ -286,8 +290,8 @@ def test_run_worker_stops_at_the_study_target_and_a_rerun_continues(
     tmp_path: Path, kind: str
 ) -> None:
     spec = str(tmp_path / "s.db") if kind == "sqlite" else f"journal:{tmp_path / 's.journal'}"
-    url = tuning.storage_url(spec, tmp_path / "unused.db")
-    study = optuna.create_study(storage=tuning.open_storage(url), direction="maximize")
+    url = tuning_storage.storage_url(spec, tmp_path / "unused.db")
+    study = optuna.create_study(storage=tuning_storage.open_storage(url), direction="maximize")
     seen: dict[int, float] = {}
     res = tuning.run_worker(study, _fake(seen), 3)
     assert (res.trials_run, res.stopped_by) == (3, "trials")
@@ -295,7 +299,7 @@ def test_run_worker_stops_at_the_study_target_and_a_rerun_continues(
     assert res.trials_run == 0
     res = tuning.run_worker(study, _fake(seen), 5)  # a larger target continues the study
     assert res.trials_run == 2
-    assert tuning.counts(study) == {"COMPLETE": 5}
+    assert trials.counts(study) == {"COMPLETE": 5}
 
 
 @pytest.mark.unit
@@ -327,11 +331,11 @@ def test_too_many_failures_in_a_row_stop_with_the_last_error() -> None:
 @pytest.mark.unit
 def test_storage_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="not a storage"):
-        tuning.storage_url("results/study.txt", tmp_path / "x.db")
+        tuning_storage.storage_url("results/study.txt", tmp_path / "x.db")
     with pytest.raises(PipelineError, match=r"^--storage nosuchdb://x: cannot open"):
-        tuning.open_storage("nosuchdb://x")
+        tuning_storage.open_storage("nosuchdb://x")
     with pytest.raises(PipelineError) as err:
-        tuning.open_storage("nosuchdb://user:s3cret@host/db")
+        tuning_storage.open_storage("nosuchdb://user:s3cret@host/db")
     assert "s3cret" not in str(err.value)
     assert str(err.value).startswith("--storage nosuchdb://***@host/db: cannot open")
 
@@ -486,7 +490,7 @@ def test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_retries(tmp_path:
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "COMPLETE"]
     retry = study.trials[1]
-    assert tuning.retried_from(retry) == killed.number
+    assert tuning_storage.retried_from(retry) == killed.number
     assert retry.params == killed.params
 
 

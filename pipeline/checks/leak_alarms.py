@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from pipeline.classifiers.prepare import Prepared
+    from pipeline.classifiers.prepare import ClassifierData
     from pipeline.data.splits import Block
 
 EXIT_ALARM = 4
@@ -297,7 +297,7 @@ class FitPlanLike(Protocol):
 
 
 def classifier_alarms(
-    prep: Prepared,
+    prep: ClassifierData,
     plan: FitPlanLike,
     fit_bars: np.ndarray,
     early_stop_bars: np.ndarray,
@@ -309,7 +309,7 @@ def classifier_alarms(
     ``fit_bars`` / ``early_stop_bars`` are the labelled bars the main models were fit and
     early-stopped on, ``metrics`` each model's metrics file (``headline_comparison`` input).
     """
-    # the function prepare_arrays calls, looked up now
+    # the function build_classifier_arrays calls, looked up now
     import pipeline.classifiers.prepare as prepare
     from pipeline.classifiers.report import headline_comparison, labelled_bars
 

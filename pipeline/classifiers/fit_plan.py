@@ -3,7 +3,7 @@ model is fit on (:class:`FitPlan`: the main model's train block, or a walk-forwa
 its own scaler and threshold) and what its model file holds (:func:`model_payload`).
 
 ``train_models.py`` runs the step; torch and the feature code are imported inside the functions
-that use them, so that its ``--help`` answers at once (issue 8 item 29).
+that use them, so that its ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from pipeline.classifiers.prepare import Prepared
+    from pipeline.classifiers.prepare import ClassifierData
     from pipeline.data.splits import Block
 
 # ================================================================ which models, skip rule
@@ -74,7 +74,7 @@ class FitPlan:
     scaler_scale: np.ndarray  # (F,)
 
 
-def main_plan(prep: Prepared) -> FitPlan:
+def main_plan(prep: ClassifierData) -> FitPlan:
     """The main model: train block, early stopping on val, the dataset's train-only scaler."""
     import numpy as np
 
@@ -91,7 +91,7 @@ def main_plan(prep: Prepared) -> FitPlan:
     )
 
 
-def fold_plan(prep: Prepared, cfg: TrainingConfig, fold: int) -> FitPlan:
+def fold_plan(prep: ClassifierData, cfg: TrainingConfig, fold: int) -> FitPlan:
     """Walk-forward model that predicts fold ``fold``: trained on folds ``0..fold-1`` only.
 
     The training range is split like the main model's: early stopping on its last
@@ -150,7 +150,7 @@ class TrainedModel(Protocol):
 
 
 def model_payload(
-    cfg: TrainingConfig, prep: Prepared, name: str, plan: FitPlan, result: TrainedModel
+    cfg: TrainingConfig, prep: ClassifierData, name: str, plan: FitPlan, result: TrainedModel
 ) -> dict[str, Any]:
     """Everything needed to rebuild and use the model; only weights-only-safe types inside."""
     import torch

@@ -106,25 +106,9 @@ def resolve_prediction_model(cfg: Config, paths: Paths, dataset: str) -> tuple[C
             f"prediction_model = auto: {path} cannot be read ({exc}); run step 5 again"
         ) from None
     summary = summary if isinstance(summary, dict) else {}
-    ens = summary.get("auto_ensemble")
-    if (
-        isinstance(ens, dict)
-        and ens.get("used")
-        and "ensemble" in (summary.get("prediction_tables") or {})
-    ):
-        members = tuple(str(m) for m in ens.get("members", ()))
-        val = (ens.get("scores") or {}).get("val") or {}
-        best_member = max((v, k) for k, v in val.items() if k != "ensemble") if val else None
-        ppo = dataclasses.replace(cfg.ppo, prediction_model="ensemble", ensemble_models=members)
-        why = (
-            f"agent-val macro-F1 {val['ensemble']:.3f} vs best model alone {best_member[1]} "
-            f"{best_member[0]:.3f}"
-            if best_member and "ensemble" in val
-            else "it beat every model alone on the agent-val rows"
-        )
-        return dataclasses.replace(cfg, ppo=ppo), (
-            f"ensemble of {', '.join(members)} (auto: {ens.get('choice')}; {why})"
-        )
+    ensemble = _auto_ensemble(cfg, summary)
+    if ensemble is not None:
+        return ensemble
     best = best_on_validation(summary)
     if best is None:
         raise PipelineError(
@@ -145,6 +129,31 @@ def resolve_prediction_model(cfg: Config, paths: Paths, dataset: str) -> tuple[C
             f"of the best {top:.3f}, and the simplest such model"
         )
     return _with_model(cfg, name), f"{name} (auto: {why})"
+
+
+def _auto_ensemble(cfg: Config, summary: dict[str, Any]) -> tuple[Config, str] | None:
+    """``cfg`` feeding the ensemble step 5 found better than every model alone (its table was
+    written), with the reason; ``None`` when step 5 chose no ensemble."""
+    ens = summary.get("auto_ensemble")
+    if not (
+        isinstance(ens, dict)
+        and ens.get("used")
+        and "ensemble" in (summary.get("prediction_tables") or {})
+    ):
+        return None
+    members = tuple(str(m) for m in ens.get("members", ()))
+    val = (ens.get("scores") or {}).get("val") or {}
+    best_member = max((v, k) for k, v in val.items() if k != "ensemble") if val else None
+    ppo = dataclasses.replace(cfg.ppo, prediction_model="ensemble", ensemble_models=members)
+    why = (
+        f"agent-val macro-F1 {val['ensemble']:.3f} vs best model alone {best_member[1]} "
+        f"{best_member[0]:.3f}"
+        if best_member and "ensemble" in val
+        else "it beat every model alone on the agent-val rows"
+    )
+    return dataclasses.replace(cfg, ppo=ppo), (
+        f"ensemble of {', '.join(members)} (auto: {ens.get('choice')}; {why})"
+    )
 
 
 def _with_model(cfg: Config, name: str) -> Config:

@@ -27,7 +27,7 @@ import torch
 
 from pipeline.classifiers.ensembles import AUTO, beats_members, combine, fit_ensemble
 from pipeline.classifiers.predictors import PROB_COLUMNS, PredictionModel
-from pipeline.classifiers.prepare import Prepared
+from pipeline.classifiers.prepare import ClassifierData
 from pipeline.common import Paths, PipelineError, atomic_path, atomic_write_json
 from pipeline.config.schema import Config
 from pipeline.data.annualisation import infer_periods_per_year
@@ -70,7 +70,7 @@ class AgentRange:
     fold: int | None  # walk-forward fold whose model predicts it; None = the main (dev) model
 
 
-def agent_ranges(prep: Prepared) -> list[AgentRange]:
+def agent_ranges(prep: ClassifierData) -> list[AgentRange]:
     """Folds 1..F-2 -> agent ``train``, fold F-1 -> ``val``, test block (to the end) -> ``test``.
 
     Fold 0 is never predicted (no earlier data to train its model on). The test range runs to the
@@ -89,7 +89,7 @@ def agent_ranges(prep: Prepared) -> list[AgentRange]:
     return out
 
 
-def _check_current(model: PredictionModel, cfg: Config, prep: Prepared) -> None:
+def _check_current(model: PredictionModel, cfg: Config, prep: ClassifierData) -> None:
     model.check_dataset(prep)
     expected = cfg.training.hash_for_model(model.name)
     if model.config_hash != expected:
@@ -100,7 +100,7 @@ def _check_current(model: PredictionModel, cfg: Config, prep: Prepared) -> None:
 
 
 def build_prediction_table(
-    cfg: Config, prep: Prepared, paths: Paths, model: str, device: torch.device
+    cfg: Config, prep: ClassifierData, paths: Paths, model: str, device: torch.device
 ) -> pd.DataFrame:
     """The prediction table of one model (see the module docstring and docs/DESIGN.md)."""
     dataset = prep.info.name
@@ -138,7 +138,7 @@ def build_prediction_table(
     return with_agent_columns(table, prep)
 
 
-def with_agent_columns(table: pd.DataFrame, prep: Prepared) -> pd.DataFrame:
+def with_agent_columns(table: pd.DataFrame, prep: ClassifierData) -> pd.DataFrame:
     """``table`` plus :data:`AGENT_COLUMNS` of each row's bar, from the prepared dataset."""
     bars = table["bar"].to_numpy(dtype=np.int64)
     arrays = prep.arrays
@@ -153,7 +153,7 @@ def with_agent_columns(table: pd.DataFrame, prep: Prepared) -> pd.DataFrame:
 
 
 def table_meta(
-    cfg: Config, prep: Prepared, model: str, members: tuple[str, ...] | list[str] = ()
+    cfg: Config, prep: ClassifierData, model: str, members: tuple[str, ...] | list[str] = ()
 ) -> dict[str, Any]:
     """What ``predictions_{model}_{dataset}.json`` records: the dataset the table belongs to, its
     bars per year (inferred over the whole dataset, as the report annualises) and the classifier
@@ -182,7 +182,7 @@ def classifier_settings(cfg: Config, models: tuple[str, ...] | list[str]) -> dic
 
 
 def ensemble_fit(
-    cfg: Config, prep: Prepared, members: dict[str, pd.DataFrame], method: str | None = None
+    cfg: Config, prep: ClassifierData, members: dict[str, pd.DataFrame], method: str | None = None
 ) -> dict[str, Any]:
     """:func:`pipeline.classifiers.ensembles.fit_ensemble` on the members' tables (labels from
     ``prep``); ``method`` defaults to the config's ``ensemble_method``."""
@@ -279,7 +279,7 @@ class WrittenTables:
 
 
 def write_prediction_tables(
-    cfg: Config, prep: Prepared, paths: Paths, models: list[str], device: torch.device
+    cfg: Config, prep: ClassifierData, paths: Paths, models: list[str], device: torch.device
 ) -> WrittenTables:
     """Write the table of every model in ``models`` (and the ensemble's when the agent uses it).
 
@@ -292,8 +292,36 @@ def write_prediction_tables(
     (:func:`pipeline.classifiers.ensembles.beats_members`), its table is written and step 7 feeds
     it to the agent (:func:`pipeline.classifiers.model_choice.resolve_prediction_model`).
     """
-    dataset = prep.info.name
-    art = Artifacts(paths, dataset)
+    art = Artifacts(paths, prep.info.name)
+    tables, written, ensemble_ok = _model_tables(cfg, prep, paths, models, device, art)
+    members, fit, auto_fit = _ensemble_choice(cfg, prep, tables, written, ensemble_ok)
+    if fit is not None and (ensemble_ok or (auto_fit is not None and auto_fit["used"])):
+        atomic_write_json(art.ensemble_report, fit)
+        written["ensemble"] = _write_table(
+            ensemble_table(members, fit),
+            art.prediction_table("ensemble"),
+            table_meta(cfg, prep, "ensemble", list(members)),
+        )
+    if cfg.ppo.ppo_prediction_source == "in_sample":
+        log.warning(
+            "prediction tables use IN-SAMPLE predictions (ppo_prediction_source = in_sample): "
+            "the agent will see classifier outputs better than on new data"
+        )
+    for m, path in written.items():
+        log.info("prediction table %s: %s", m, path)
+    return WrittenTables(written, auto_fit)
+
+
+def _model_tables(
+    cfg: Config,
+    prep: ClassifierData,
+    paths: Paths,
+    models: list[str],
+    device: torch.device,
+    art: Artifacts,
+) -> tuple[dict[str, pd.DataFrame], dict[str, Path], bool]:
+    """Each model's table (written for ``models``; predicted only, for an ensemble member
+    outside them); whether the configured ensemble can be built."""
     written: dict[str, Path] = {}
     tables: dict[str, pd.DataFrame] = {}
     wanted = list(models)
@@ -313,40 +341,39 @@ def write_prediction_tables(
             continue
         if m in models:
             written[m] = _write_table(tables[m], art.prediction_table(m), table_meta(cfg, prep, m))
-    auto_fit = None
+    return tables, written, ensemble_ok
+
+
+def _ensemble_choice(
+    cfg: Config,
+    prep: ClassifierData,
+    tables: dict[str, pd.DataFrame],
+    written: dict[str, Path],
+    ensemble_ok: bool,
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any] | None, dict[str, Any] | None]:
+    """``(members, fit, auto_fit)``: the configured ensemble's fit, or auto's candidate ensemble
+    over every written walk-forward table with ``used`` (beats the best model alone by more than
+    one standard error); ``fit`` is ``None`` when there is no ensemble to consider."""
     out_of_fold = cfg.ppo.ppo_prediction_source == "walk_forward"
     if ensemble_ok:
         members = {m: tables[m] for m in cfg.ppo.ensemble_models}
         fit = ensemble_fit(cfg, prep, members)
         log.info("ensemble (%s): %s", cfg.ppo.ensemble_method, ensemble_line(fit))
-    elif cfg.ppo.prediction_model == "auto" and out_of_fold and len(written) >= 2:
+        return members, fit, None
+    if cfg.ppo.prediction_model == "auto" and out_of_fold and len(written) >= 2:
         members = {m: tables[m] for m in written}
         fit = ensemble_fit(cfg, prep, members, AUTO)
         auto_fit = {**fit, "used": beats_members(fit, prep.arrays.k)}
-        fit = auto_fit
         log.info(
             "auto: ensemble of %s %s: %s",
             ", ".join(members),
             "chosen"
             if auto_fit["used"]
             else "not chosen (not one standard error above the best model alone)",
-            ensemble_line(fit),
+            ensemble_line(auto_fit),
         )
-    if ensemble_ok or (auto_fit is not None and auto_fit["used"]):
-        atomic_write_json(art.ensemble_report, fit)
-        written["ensemble"] = _write_table(
-            ensemble_table(members, fit),
-            art.prediction_table("ensemble"),
-            table_meta(cfg, prep, "ensemble", list(members)),
-        )
-    if cfg.ppo.ppo_prediction_source == "in_sample":
-        log.warning(
-            "prediction tables use IN-SAMPLE predictions (ppo_prediction_source = in_sample): "
-            "the agent will see classifier outputs better than on new data"
-        )
-    for m, path in written.items():
-        log.info("prediction table %s: %s", m, path)
-    return WrittenTables(written, auto_fit)
+        return members, auto_fit, auto_fit
+    return {}, None, None
 
 
 def load_prediction_table(paths: Paths, model: str, dataset: str) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from pipeline.classifiers.nets import count_parameters, load_model_file, model_from_payload
-from pipeline.classifiers.prepare import Prepared, load_scaler_file
+from pipeline.classifiers.prepare import ClassifierData, load_scaler_file
 from pipeline.classifiers.windows import WindowData, predict_proba
 from pipeline.common import Paths, PipelineError
 from pipeline.device import resolve_device
@@ -88,18 +88,19 @@ class PredictionModel:
 
     def _check_scaler_file(self) -> None:
         spath = self.artifacts.scaler
-        info = load_scaler_file(spath)
-        if info.get("dataset_sha256") != self.dataset_sha256:
+        scaler_file = load_scaler_file(spath)
+        if scaler_file.get("dataset_sha256") != self.dataset_sha256:
             raise PipelineError(
-                f"{spath}: fit on dataset sha256 {str(info.get('dataset_sha256'))[:12]}, but "
-                f"{self.path.name} was trained on {self.dataset_sha256[:12]}; rerun train_models.py"
+                f"{spath}: fit on dataset sha256 "
+                f"{str(scaler_file.get('dataset_sha256'))[:12]}, but {self.path.name} was "
+                f"trained on {self.dataset_sha256[:12]}; rerun train_models.py"
             )
-        if list(info.get("feature_names", [])) != self.feature_names:
+        if list(scaler_file.get("feature_names", [])) != self.feature_names:
             raise PipelineError(
                 f"{spath}: feature list differs from the one {self.path.name} was trained with; "
                 "rerun train_models.py"
             )
-        scaler = info["scaler"]  # rebuilt from JSON: no pickle, which could run code
+        scaler = scaler_file["scaler"]  # rebuilt from JSON: no pickle, which could run code
         if (
             len(scaler.mean_) != len(self.mean)
             or not np.allclose(scaler.mean_, self.mean)
@@ -108,7 +109,7 @@ class PredictionModel:
             # The file is per dataset: a train_models.py run with other split settings (e.g. a
             # different lookback for one model) rewrites it. The model carries its own scaler, so
             # rerunning with this model's config only rewrites the file (the model is skipped).
-            lookback = info.get("lookback")
+            lookback = scaler_file.get("lookback")
             why = (
                 f"written for lookback {lookback}, {self.path.name} uses {self.lookback}"
                 if lookback is not None and int(lookback) != self.lookback
@@ -119,7 +120,7 @@ class PredictionModel:
                 "train_models.py with this model's config (up-to-date models are skipped)"
             )
 
-    def check_dataset(self, prep: Prepared) -> None:
+    def check_dataset(self, prep: ClassifierData) -> None:
         """PipelineError unless ``prep`` is the dataset and feature list this model was fit on."""
         if prep.info.sha256 != self.dataset_sha256:
             raise PipelineError(
@@ -132,7 +133,7 @@ class PredictionModel:
                 f"config now gives {', '.join(prep.feature_names)}"
             )
 
-    def check_finite(self, prep: Prepared, bars: np.ndarray) -> None:
+    def check_finite(self, prep: ClassifierData, bars: np.ndarray) -> None:
         """PipelineError unless every warmed-up row of ``prep``'s features scales to finite
         numbers with this model's scaler and the windows ending at ``bars`` get finite
         probabilities; the message names the model (and scaler) file and the first bad row.
@@ -193,7 +194,7 @@ class PredictionModel:
         data = WindowData.create(scaled, bars, None, self.lookback, self.device)
         return predict_proba(self.model, data)
 
-    def predict_dataset(self, prep: Prepared, bars: np.ndarray | None = None) -> pd.DataFrame:
+    def predict_dataset(self, prep: ClassifierData, bars: np.ndarray | None = None) -> pd.DataFrame:
         """Batched predictions for ``bars`` (default: every bar with a full, warmed-up window)."""
         self.check_dataset(prep)
         if bars is None:
@@ -249,7 +250,7 @@ class EnsemblePredictionModel:
         cls = int(probs.argmax())
         return cls, float(probs[cls]), probs
 
-    def predict_dataset(self, prep: Prepared, bars: np.ndarray | None = None) -> pd.DataFrame:
+    def predict_dataset(self, prep: ClassifierData, bars: np.ndarray | None = None) -> pd.DataFrame:
         """Batched mean predictions (see :meth:`PredictionModel.predict_dataset`)."""
         frames = [m.predict_dataset(prep, bars) for m in self.members]
         probs = self._combine([f[list(PROB_COLUMNS)].to_numpy() for f in frames])
@@ -271,7 +272,7 @@ def _ensemble_fit(art: Artifacts, members: list[str] | tuple[str, ...]) -> dict[
     return fit
 
 
-def prediction_frame(prep: Prepared, bars: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+def prediction_frame(prep: ClassifierData, bars: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
     """``bar, timestamp, p_fall, p_stationary, p_rise, pred_class, confidence``."""
     ts = prep.df["timestamp"].iloc[bars].dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy()
     return pd.DataFrame(

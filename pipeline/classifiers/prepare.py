@@ -1,7 +1,7 @@
 """Load a dataset and turn it into model-ready arrays, with the train-only scaler saved beside it.
 
 Steps 5 (classifiers) and 7 (PPO agent) both start here, so the two see the very same features,
-labels, splits and scaler for a dataset. :func:`prepare_arrays` joins the features
+labels, splits and scaler for a dataset. :func:`build_classifier_arrays` joins the features
 (:mod:`pipeline.data.features`), labels (:mod:`pipeline.data.labels`) and splits
 (:mod:`pipeline.data.splits`) and fits the scaler on the train block's rows only.
 """
@@ -65,13 +65,13 @@ def apply_scaler(scaler: StandardScaler, features: np.ndarray) -> np.ndarray:
 
 
 def features_of(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
-    """The feature frame :func:`prepare_arrays` builds the model inputs from; the leak alarms'
-    future-shift control recomputes it on cut candles through this same call."""
+    """The feature frame :func:`build_classifier_arrays` builds the model inputs from; the leak
+    alarms' future-shift control recomputes it on cut candles through this same call."""
     return compute_features(df, names)
 
 
 @dataclass
-class PreparedArrays:
+class ClassifierArrays:
     """Everything the classifier trainer needs, as arrays indexed by bar.
 
     The samples of a block are windows of ``scaled`` (or of a fold scaler's output) gathered by
@@ -101,7 +101,7 @@ class PreparedArrays:
         return len(self.close)
 
 
-def prepare_arrays(
+def build_classifier_arrays(
     df: pd.DataFrame,
     feature_names: Sequence[str] = DEFAULT_FEATURES,
     lookback: int = 60,
@@ -111,7 +111,7 @@ def prepare_arrays(
     val_fraction: float = 0.2,
     purge_gap: int | str | None = None,
     n_folds: int = 4,
-) -> PreparedArrays:
+) -> ClassifierArrays:
     """Features, labels, splits, the train-only scaler and scaled features of one dataset.
 
     ``delta = None`` picks the label threshold with :func:`auto_threshold` on the TRAIN block's
@@ -132,7 +132,7 @@ def prepare_arrays(
     labels = make_labels(r, d)
     features = feats.to_numpy(dtype=np.float32)  # (N, F)
     scaler = fit_scaler(features, splits.train, lookback)
-    return PreparedArrays(
+    return ClassifierArrays(
         feature_names=names,
         lookback=lookback,
         k=k,
@@ -153,22 +153,22 @@ def prepare_arrays(
 
 
 @dataclass
-class Prepared:
+class ClassifierData:
     """A validated dataset and its arrays (features, scaled features, labels, splits, scaler)."""
 
     info: DatasetInfo
     df: pd.DataFrame
-    arrays: PreparedArrays
+    arrays: ClassifierArrays
     feature_names: list[str]
 
 
-def arrays_from_config(df: pd.DataFrame, cfg: TrainingConfig) -> PreparedArrays:
-    """:func:`prepare_arrays` of a validated frame with ``cfg``'s settings.
+def arrays_from_config(df: pd.DataFrame, cfg: TrainingConfig) -> ClassifierArrays:
+    """:func:`build_classifier_arrays` of a validated frame with ``cfg``'s settings.
 
     The one place that maps config keys to the arguments (features, lookback, label and split
-    settings), shared by :func:`prepare_dataset` and bench/bench_data_prep.py.
+    settings), shared by :func:`load_classifier_data` and bench/bench_data_prep.py.
     """
-    return prepare_arrays(
+    return build_classifier_arrays(
         df,
         cfg.resolved_features(),
         lookback=cfg.lookback,
@@ -181,12 +181,12 @@ def arrays_from_config(df: pd.DataFrame, cfg: TrainingConfig) -> PreparedArrays:
     )
 
 
-def prepare_dataset(
+def load_classifier_data(
     cfg: TrainingConfig, dataset: str, paths: Paths, save_scaler: bool = True
-) -> Prepared:
+) -> ClassifierData:
     """Load and validate ``dataset`` from ``paths.datasets`` and build its arrays from ``cfg``.
 
-    ``threshold_delta = auto`` (None) lets :func:`prepare_arrays` pick the
+    ``threshold_delta = auto`` (None) lets :func:`build_classifier_arrays` pick the
     threshold that balances the classes on the training block; ``purge_gap = auto`` (None) uses the
     minimum ``smoothing_k + lookback``. With ``save_scaler`` the scaler (fit on the train block's
     rows only) is written atomically as JSON to the dataset's
@@ -195,7 +195,9 @@ def prepare_dataset(
     """
     df, info = load_dataset(dataset, paths.datasets)
     arrays = arrays_from_config(df, cfg)
-    prepared = Prepared(info=info, df=df, arrays=arrays, feature_names=list(arrays.feature_names))
+    prepared = ClassifierData(
+        info=info, df=df, arrays=arrays, feature_names=list(arrays.feature_names)
+    )
     if save_scaler:
         save_scaler_file(prepared, cfg, Artifacts(paths, info.name).scaler)
     return prepared
@@ -205,7 +207,7 @@ SCALER_FORMAT = "pipeline-standard-scaler"
 SCALER_VERSION = 1
 
 
-def scaler_payload(prepared: Prepared, cfg: TrainingConfig) -> dict[str, Any]:
+def scaler_payload(prepared: ClassifierData, cfg: TrainingConfig) -> dict[str, Any]:
     """The JSON-ready dict of a scaler file: its statistics plus what it was fit on.
 
     Plain numbers and strings only: the file is shared through the git remote (step 8), so it
@@ -230,7 +232,7 @@ def scaler_payload(prepared: Prepared, cfg: TrainingConfig) -> dict[str, Any]:
     }
 
 
-def save_scaler_file(prepared: Prepared, cfg: TrainingConfig, path: Path) -> Path:
+def save_scaler_file(prepared: ClassifierData, cfg: TrainingConfig, path: Path) -> Path:
     """Write :func:`scaler_payload` to ``path`` as JSON, atomically."""
     text = json.dumps(scaler_payload(prepared, cfg), indent=2, allow_nan=False) + "\n"
     atomic_write_text(path, text)

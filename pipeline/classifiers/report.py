@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from pipeline.classifiers.prepare import Prepared
+    from pipeline.classifiers.prepare import ClassifierData
     from pipeline.data.splits import Block
 
 CHANCE_MACRO_F1 = 1 / 3
@@ -40,7 +40,7 @@ def labelled_bars(block: Block, labels: np.ndarray) -> np.ndarray:
     return bars[labels[bars] >= 0]
 
 
-def baseline_metrics(prep: Prepared, seed: int) -> dict[str, dict[str, Any]]:
+def baseline_metrics(prep: ClassifierData, seed: int) -> dict[str, dict[str, Any]]:
     """Majority class of the TRAIN block and a logistic regression on the last bar's features.
 
     Both are fit on train rows only and scored on exactly the val and test rows the model is.
@@ -209,7 +209,6 @@ def training_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     from matplotlib.ticker import MaxNLocator
 
     epochs = [int(h["epoch"]) for h in history]
@@ -229,12 +228,24 @@ def training_figure(
         ax.set(title=panel_title, xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
+    _draw_confusion(axes[3], confusion)
+    if title:
+        lines = [part for line in title.splitlines() for part in textwrap.wrap(line, 150)]
+        fig.suptitle("\n".join(lines))
+    fig.tight_layout()
+    return fig
+
+
+def _draw_confusion(ax: Any, confusion: list[list[int]]) -> None:
+    """The best epoch's validation confusion matrix, counts written in the cells."""
+    import numpy as np
+
     matrix = np.asarray(confusion)  # (3, 3) rows true, columns predicted
-    axes[3].imshow(matrix, cmap="Blues")
+    ax.imshow(matrix, cmap="Blues")
     for i in range(3):
         for j in range(3):
             dark = matrix[i, j] > matrix.max() / 2  # white digits on dark cells, stay readable
-            axes[3].text(
+            ax.text(
                 j,
                 i,
                 str(matrix[i, j]),
@@ -242,7 +253,7 @@ def training_figure(
                 va="center",
                 color="white" if dark else "black",
             )
-    axes[3].set(
+    ax.set(
         title="val confusion, best epoch\n(early-stopping block)",
         xticks=range(3),
         yticks=range(3),
@@ -251,11 +262,6 @@ def training_figure(
         xlabel="predicted",
         ylabel="true",
     )
-    if title:
-        lines = [part for line in title.splitlines() for part in textwrap.wrap(line, 150)]
-        fig.suptitle("\n".join(lines))
-    fig.tight_layout()
-    return fig
 
 
 def plot_training(

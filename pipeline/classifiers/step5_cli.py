@@ -1,5 +1,5 @@
 """Step 5's command line (``train_models.py``): its parser, and what an interrupt says: what is on
-disk and the command to run next (issue 8 item 6)."""
+disk and the command to run next."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pipeline.store.artifacts import Artifacts
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of step 5 (usage errors exit 1: issue 8 item 12)."""
+    """The command-line interface of step 5 (usage errors exit 1)."""
     p = CliParser(
         prog="train_models.py",
         description="Step 5: train the LSTM / GRU / BiLSTM / DLSTM classifiers on one dataset, "
@@ -61,7 +61,7 @@ def _resume_command(argv: list[str]) -> str:
 def interrupt_hint(message: str, has_checkpoint: bool, argv: list[str]) -> str:
     """The interrupt's message plus the command to run next; a resume only when it can resume.
 
-    Issue 8 item 6: without a checkpoint, "resume" would be a false promise.
+    Without a checkpoint, "resume" would be a false promise.
     """
     if has_checkpoint:
         return f"{message}; resume with: {_resume_command(argv)}"

@@ -1,7 +1,7 @@
-"""The tabular classifiers of step 5 (issue 17 item 1): ``logreg`` (scikit-learn's multinomial
-logistic regression) and ``lightgbm`` (gradient-boosted trees), fit on a numpy summary of each
-window (:func:`window_summary`) and kept as the torch modules of
-:mod:`pipeline.classifiers.nets`, so that they are saved, loaded and predicted like the networks.
+"""The tabular classifiers of step 5: ``logreg`` (scikit-learn's multinomial logistic regression)
+and ``lightgbm`` (gradient-boosted trees), fit on a numpy summary of each window
+(:func:`window_summary`) and kept as the torch modules of :mod:`pipeline.classifiers.nets`, so that
+they are saved, loaded and predicted like the networks.
 
 ``train_models.py`` picks the labelled bars of a :class:`~pipeline.classifiers.fit_plan.FitPlan`
 and turns :func:`fit_tabular`'s fields into its training result; sklearn and LightGBM are imported
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from pipeline.classifiers.fit_plan import FitPlan
     from pipeline.classifiers.nets import BoosterClassifier, LogRegClassifier
-    from pipeline.classifiers.prepare import Prepared
+    from pipeline.classifiers.prepare import ClassifierData
 
 TABULAR_MODELS = ("logreg", "lightgbm")
 """The models fit by :func:`fit_tabular` rather than by the networks' training loop."""
@@ -56,7 +56,7 @@ def window_summary(
 
 
 def tabular_data(
-    prep: Prepared, plan: FitPlan, bars: Bars, spread: bool
+    prep: ClassifierData, plan: FitPlan, bars: Bars, spread: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(x_fit, y_fit, x_es, y_es)``: summaries and labels of the fit and early-stopping bars."""
     import numpy as np
@@ -77,7 +77,7 @@ def tabular_data(
 
 def history_row(
     model: torch.nn.Module,
-    prep: Prepared,
+    prep: ClassifierData,
     plan: FitPlan,
     bars: Bars,
     device: torch.device,
@@ -105,7 +105,7 @@ def history_row(
 
 def fit_tabular(
     cfg: TrainingConfig,
-    prep: Prepared,
+    prep: ClassifierData,
     name: str,
     plan: FitPlan,
     bars: Bars,
@@ -138,12 +138,13 @@ def fit_tabular(
     }
 
 
-def fit_logreg(cfg: TrainingConfig, prep: Prepared, plan: FitPlan, bars: Bars) -> LogRegClassifier:
-    """The ``logreg`` model (issue 17 item 1): scikit-learn's multinomial logistic regression on
-    :func:`window_summary` of the fit bars (balanced class weights like the networks' loss, L2
-    with ``logreg_c``), its coefficients copied into
-    :class:`pipeline.classifiers.nets.LogRegClassifier`. One "epoch": the early-stopping block only
-    reports (nothing to stop)."""
+def fit_logreg(
+    cfg: TrainingConfig, prep: ClassifierData, plan: FitPlan, bars: Bars
+) -> LogRegClassifier:
+    """The ``logreg`` model: scikit-learn's multinomial logistic regression on
+    :func:`window_summary` of the fit bars (balanced class weights like the networks' loss, L2 with
+    ``logreg_c``), its coefficients copied into :class:`pipeline.classifiers.nets.LogRegClassifier`.
+    One "epoch": the early-stopping block only reports (nothing to stop)."""
     import torch
     from sklearn.linear_model import LogisticRegression
 
@@ -161,11 +162,11 @@ def fit_logreg(cfg: TrainingConfig, prep: Prepared, plan: FitPlan, bars: Bars) -
 
 
 def fit_lightgbm(
-    cfg: TrainingConfig, prep: Prepared, plan: FitPlan, bars: Bars
+    cfg: TrainingConfig, prep: ClassifierData, plan: FitPlan, bars: Bars
 ) -> tuple[BoosterClassifier, int]:
-    """The ``lightgbm`` model (issue 17 item 1): gradient-boosted trees (multiclass, balanced
-    class weights) on :func:`window_summary` with the spread, early-stopped on the
-    early-stopping block's log loss like the networks; kept in LightGBM's text format inside
+    """The ``lightgbm`` model: gradient-boosted trees (multiclass, balanced class weights) on
+    :func:`window_summary` with the spread, early-stopped on the early-stopping block's log loss
+    like the networks; kept in LightGBM's text format inside
     :class:`pipeline.classifiers.nets.BoosterClassifier`. Also returns the boosting rounds kept."""
     import lightgbm
     from sklearn.utils.class_weight import compute_sample_weight

@@ -22,13 +22,13 @@ if TYPE_CHECKING:
     import torch
 
     from pipeline.classifiers.fit_plan import TrainedModel
-    from pipeline.classifiers.prepare import Prepared
+    from pipeline.classifiers.prepare import ClassifierData
     from pipeline.data.splits import Block
 
 # ================================================================ one model's metrics
 
 
-def block_info(prep: Prepared, block: Block) -> dict[str, Any]:
+def block_info(prep: ClassifierData, block: Block) -> dict[str, Any]:
     """Bar range and times of a block (``stop_bar`` exclusive, ``end_time`` of its last bar)."""
     ts = prep.df["timestamp"]
     return {
@@ -40,10 +40,10 @@ def block_info(prep: Prepared, block: Block) -> dict[str, Any]:
 
 
 def evaluate_bars(
-    model: torch.nn.Module, prep: Prepared, bars: np.ndarray, device: torch.device
+    model: torch.nn.Module, prep: ClassifierData, bars: np.ndarray, device: torch.device
 ) -> dict[str, Any]:
     """Metrics of the main model on the labelled ``bars`` of a block (dataset's own scaler and
-    labels), with the permutation baseline of its predictions (issue 18 item 2)."""
+    labels), with the permutation baseline of its predictions."""
     import numpy as np
 
     from pipeline.classifiers.metrics import classification_metrics, permutation_baseline
@@ -60,7 +60,7 @@ def evaluate_bars(
 
 def main_metrics(
     cfg: TrainingConfig,
-    prep: Prepared,
+    prep: ClassifierData,
     name: str,
     result: TrainedModel,
     n_parameters: int,
@@ -151,7 +151,7 @@ def summary_entry(status: str, reason: str, metrics: dict[str, Any]) -> dict[str
         "direction_p_value": cmp["direction_p_value"],
         "label_horizon": cmp["label_horizon"],
         "logreg_direction_accuracy": cmp["logreg_direction_accuracy"],
-        # The val scores come from the early-stopping block (issue 8 item 19): kept, labelled.
+        # The val scores come from the early-stopping block: kept, labelled.
         "val_block": VAL_BLOCK_NOTE,
         "val_macro_f1": metrics["val"]["macro_f1"],
         "val_rows": int(sum(map(sum, metrics["val"]["confusion"]))),
@@ -254,7 +254,7 @@ def record_artifacts(
     art: Artifacts, entries: dict[str, dict[str, Any]], tables: dict[str, Path]
 ) -> None:
     """List what step 5 wrote (or found up to date) in the run manifest; the push step pushes
-    exactly what the manifest lists (issue 9)."""
+    exactly what the manifest lists."""
     from pipeline.store.manifest import STEP_CLASSIFIERS, UP_TO_DATE, WRITTEN
 
     manifest = art.manifest()
@@ -275,6 +275,6 @@ def record_artifacts(
         )
     extras = [(art.scaler, "scaler"), (art.training_summary, "training_summary")]
     extras += [(p, "prediction_table") for p in tables.values()]
-    if "ensemble" in tables:  # how the ensemble combines its members (issue 17 item 2)
+    if "ensemble" in tables:  # how the ensemble combines its members
         extras.append((art.ensemble_report, "ensemble"))
     manifest.record_many([(p, k) for p, k in extras if Path(p).is_file()], STEP_CLASSIFIERS)

@@ -2,8 +2,8 @@
 
 Everything here is a pure function of arrays: no files, no config. The labels live in
 :mod:`pipeline.data.labels`, the chronological splits in :mod:`pipeline.data.splits`, the
-train-only scaler and ``prepare_arrays`` (the one entry point the classifier trainer and the
-benchmark call) in :mod:`pipeline.classifiers.prepare`, the sample windows in
+train-only scaler and ``build_classifier_arrays`` (the one entry point the classifier trainer and
+the benchmark call) in :mod:`pipeline.classifiers.prepare`, the sample windows in
 :class:`pipeline.classifiers.windows.WindowData`.
 
 Causality

@@ -18,7 +18,7 @@ bar of one block (``t + k``) ends before the first bar that any window of the ne
 (``start - L + 1``): no label of a training sample is built from prices a validation or test
 sample sees, and no window overlaps the previous block's labels (Lopez de Prado 2018, "Advances
 in Financial Machine Learning", ch. 7: purging). The scaler and the auto threshold are fit on
-the training block's rows only (:func:`pipeline.classifiers.prepare.prepare_arrays`).
+the training block's rows only (:func:`pipeline.classifiers.prepare.build_classifier_arrays`).
 """
 
 from __future__ import annotations

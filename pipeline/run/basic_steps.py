@@ -79,8 +79,12 @@ def step_push(ctx: DriverRun) -> StepOutcome:
         return StepOutcome(status="skipped", result=f"skipped ({ctx.push_reason})")
     from pipeline.publish.push import PushConfig, push_artifacts
 
-    t = ctx.cfg.training
-    config = PushConfig(remote=t.git_remote, branch=t.git_branch, max_file_mb=t.push_max_file_mb)
+    train_cfg = ctx.cfg.training
+    config = PushConfig(
+        remote=train_cfg.git_remote,
+        branch=train_cfg.git_branch,
+        max_file_mb=train_cfg.push_max_file_mb,
+    )
     result = push_artifacts(ctx.paths.root, ctx.name, push_metrics(ctx, ctx.earlier), config)
     details = {
         "commit": result.commit,
@@ -88,14 +92,14 @@ def step_push(ctx: DriverRun) -> StepOutcome:
         "files": list(result.files),
         "skipped": list(result.skipped),
         "rebased": result.rebased,
-        "remote": t.git_remote,
-        "branch": t.git_branch,
+        "remote": train_cfg.git_remote,
+        "branch": train_cfg.git_branch,
     }
     ctx.info["push"] = details
     extra = f", {len(result.skipped)} too large, kept locally" if result.skipped else ""
     return StepOutcome(
         status="ok" if result.pushed else "warn",
-        result=f"commit {result.commit[:12]} -> {t.git_remote}/{t.git_branch}, "
+        result=f"commit {result.commit[:12]} -> {train_cfg.git_remote}/{train_cfg.git_branch}, "
         f"{len(result.files)} files{extra}",
         details=details,
     )

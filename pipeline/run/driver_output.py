@@ -1,7 +1,6 @@
 """The driver's output and signals, as ``runpod_main.py`` runs it: the driver's raw output split
 into logged lines and progress-bar redraws (secrets masked), SIGINT, SIGTERM and SIGHUP forwarded
-to it exactly once, and its exit status as one of the README's exit codes (issue 8 items 5 and
-26, issue 22 items 1 and 9)."""
+to it exactly once, and its exit status as one of the README's exit codes."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ child_log = logging.getLogger("runpod_main.child")
 
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-"""Passed on to the driver. SIGHUP is a closed terminal / SSH disconnect (issue 8 item 5)."""
+"""Passed on to the driver. SIGHUP is a closed terminal / SSH disconnect."""
 
 
 def forwarded_signals() -> list[signal.Signals]:
@@ -46,8 +45,8 @@ class _Relay:
 
     A line is masked and logged (console and log file); a carriage-return update (a progress
     bar redrawing itself) is masked and written to the console only, so the bar moves in place
-    and the log file gets only its final state (issue 8 item 26). A segment is handled only once
-    its terminator has arrived, so a secret split across two reads is still masked whole.
+    and the log file gets only its final state. A segment is handled only once its terminator
+    has arrived, so a secret split across two reads is still masked whole.
     """
 
     def __init__(
@@ -113,8 +112,8 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
 
     def forward(signum: int) -> None:
         if not started:
-            # Before the driver exists (issue 22 item 1): pass it on once it does, instead of
-            # dying here and leaving the driver to train on alone.
+            # Before the driver exists: pass it on once it does, instead of dying here and leaving
+            # the driver to train on alone.
             pending.append(signum)
             return
         proc = started[0]
@@ -148,9 +147,9 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
 def exit_code_of(code: int) -> int:
     """The driver's exit status as one of the README's exit codes.
 
-    Killed by SIGINT, SIGTERM or SIGHUP (before its handlers were in, or after they were gone)
-    is an interrupt: 130, as documented, not the shell's 128 + n (issue 22 item 9). Another
-    signal (``kill -9``) is reported the way a shell does.
+    Killed by SIGINT, SIGTERM or SIGHUP (before its handlers were in, or after they were gone) is an
+    interrupt: 130, as documented, not the shell's 128 + n. Another signal (``kill -9``) is reported
+    the way a shell does.
     """
     if code < 0:
         return EXIT_INTERRUPTED if -code in FORWARDED_SIGNALS else 128 - code

@@ -41,7 +41,7 @@ def push_setting(no_push: bool, steps: str | None) -> tuple[bool, str]:
     if no_push:
         push, reason = False, "--no-push"
     elif env_flag(PUSH_DEFERRED_ENV):
-        # runpod_main.py over several datasets pushes them all in one commit at the end (issue 12).
+        # runpod_main.py over several datasets pushes them all in one commit at the end.
         push, reason = False, DEFERRED_REASON
     elif push_env in TRUE:
         push, reason = True, "RUNPOD_PUSH_TO_GITHUB=true"
@@ -56,7 +56,7 @@ def push_setting(no_push: bool, steps: str | None) -> tuple[bool, str]:
 
 
 def acquire_lock(lock: RunLock) -> RunLock:
-    """Take the run lock; a root that cannot hold it is one line naming the path (item 10)."""
+    """Take the run lock; a root that cannot hold it is one line naming the path."""
     try:
         return lock.acquire()
     except OSError as exc:
@@ -92,8 +92,8 @@ def watch_launcher(root: Path | None, dataset: str | None) -> tuple[bool, thread
     name = dataset or os.environ.get("DATASET_NAME", "").strip() or "run"
     orphan_log = Artifacts(Paths.from_root(root), name).orphan_log(log_stamp())
     if parent_gone(parent):
-        # runpod_main.py died before we started watching it (issue 22 item 1): train
-        # nothing, take no lock; say so in the orphan log, as a watched run would.
+        # runpod_main.py died before we started watching it: train nothing, take no lock;
+        # say so in the orphan log, as a watched run would.
         stop_reasons.append(f"parent process (pid {parent}) exited")
         detach_console(orphan_log)
         print(

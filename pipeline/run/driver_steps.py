@@ -76,7 +76,7 @@ def run_step(
     except TrainingInterrupted as exc:
         secs = time.perf_counter() - t0
         # The step's own message says what is true: which checkpoint was kept, or that none
-        # was written yet (issue 8 item 6); a resume is offered only when there is one.
+        # was written yet; a resume is offered only when there is one.
         text = str(exc) + (f"; resume with: {resume_command()}" if exc.has_checkpoint else "")
         log.warning("step %d (%s) interrupted after %.1f s: %s", n, name, secs, text)
         records.append(StepRecord(n, name, "interrupted", secs, text))
@@ -95,8 +95,7 @@ def run_step(
     except OSError as exc:
         if exc.errno not in CLEAR_OS_ERRORS:
             raise
-        # A full disk or an unwritable folder: one line naming the path, no traceback
-        # (issue 8 items 10 and 11).
+        # A full disk or an unwritable folder: one line naming the path, no traceback.
         _failed(records, n, time.perf_counter() - t0, os_error_message(exc))
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a bug, not bad input: keep the traceback

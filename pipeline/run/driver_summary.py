@@ -82,14 +82,14 @@ def write_summary(
 ) -> Path:
     """Write ``results/run_summary_{dataset}.json`` atomically (also after a failure).
 
-    The summary describes this invocation only (issue 8 item 27): the classifier and agent
-    numbers are read from their reports on disk only when this invocation ran the step that
-    writes them and it succeeded (after a failure, or for a step not run now, the files on disk
-    are an older run's and would pass for this one's); rows and numbers of earlier runs are
-    listed under ``carried_over`` with their config hash. ``status`` is ``running`` while the
-    run goes on (so a run killed outright never leaves the previous run's summary standing),
-    ``pushing`` in the copy the push commits, else ``ok`` / ``failed`` / ``interrupted``. Every
-    string is passed through the secret mask (tokens, URL passwords; issue 8 item 8).
+    The summary describes this invocation only: the classifier and agent numbers are read from their
+    reports on disk only when this invocation ran the step that writes them and it succeeded (after
+    a failure, or for a step not run now, the files on disk are an older run's and would pass for
+    this one's); rows and numbers of earlier runs are listed under ``carried_over`` with their
+    config hash. ``status`` is ``running`` while the run goes on (so a run killed outright never
+    leaves the previous run's summary standing), ``pushing`` in the copy the push commits, else
+    ``ok`` / ``failed`` / ``interrupted``. Every string is passed through the secret mask (tokens,
+    URL passwords).
     """
     finished = datetime.now(timezone.utc)
     ran_ok = {r.number for r in records if not r.earlier and r.status in ("ok", "warn")}
@@ -129,8 +129,8 @@ def before_push(
 ) -> None:
     """Write the summary and log lines the push commits, final for everything but the push.
 
-    The pushed commit carries them; a second push is never needed to complete it (issue 8
-    item 25). They say that the push was in progress; its outcome is in the local summary.
+    The pushed commit carries them; a second push is never needed to complete it. They say that
+    the push was in progress; its outcome is in the local summary.
     """
     pending = StepRecord(8, STEP_NAMES[8], "in progress", result="push in progress")
     ctx.info["push"] = {
@@ -171,8 +171,8 @@ def log_run_summary(ctx: DriverRun, records: Sequence[StepRecord], out: Path) ->
 
 
 def with_alarms(ctx: DriverRun, outcome: StepOutcome) -> StepOutcome:
-    """A step whose result carries leak alarms (issue 18 item 1) is ``warn`` and says how many;
-    the alarms are gathered for the run summary's rows."""
+    """A step whose result carries leak alarms is ``warn`` and says how many; the alarms are
+    gathered for the run summary's rows."""
     alarms = list(outcome.details.get("alarms") or [])
     if alarms:
         ctx.info.setdefault("alarms", []).extend(alarms)

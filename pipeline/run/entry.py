@@ -31,7 +31,7 @@ def push_enabled(no_push: bool) -> bool:
 
 
 def progress_mode() -> str:
-    """``bar`` when our console is a terminal, else ``log`` (issue 8 item 26).
+    """``bar`` when our console is a terminal, else ``log``.
 
     The driver's output is a pipe to us, so it cannot tell by itself; a value the user set in
     ``PIPELINE_PROGRESS`` wins. Both streams must be terminals: the bars are relayed to stdout,
@@ -46,7 +46,8 @@ def progress_mode() -> str:
 PARENT_PID_ENV = "PIPELINE_PARENT_PID"
 """Set for the driver: the entry point's pid; the driver stops when its parent changes."""
 RUN_LOG_ENV = "PIPELINE_RUN_LOG"
-"""Set for the driver: the log file this process writes its output into (item 25 handshake)."""
+"""Set for the driver: the log file this process writes its output into; step 8 waits until its
+pre-push lines are in it before it commits the file."""
 
 
 def driver_env(
@@ -68,7 +69,7 @@ def driver_env(
         # falls back to $COLUMNS.
         env["COLUMNS"] = str(shutil.get_terminal_size().columns)
     # The driver watches for our death (kill -9, closed terminal) and then checkpoints and
-    # stops instead of training on as an orphan nobody sees (issue 8 item 5).
+    # stops instead of training on as an orphan nobody sees.
     env[PARENT_PID_ENV] = str(os.getpid())
     env.pop(RUN_LOG_ENV, None)
     if log_file is not None:
@@ -79,9 +80,9 @@ def driver_env(
 def record_run_log(paths: Paths, dataset: str, log_file: Path) -> None:
     """List the run log in the dataset's run manifest now, so this run's step 8 pushes it.
 
-    A log is a live kind (it grows after this), as the push step's glob took the log being
-    written before (issue 9 item 2). A manifest that cannot be read is only warned about here:
-    the steps that record into it stop with the one error line that says how to repair it.
+    A log is a live kind (it grows after this), as the push step's glob took the log being written
+    before. A manifest that cannot be read is only warned about here: the steps that record into it
+    stop with the one error line that says how to repair it.
     """
     try:
         Artifacts(paths, dataset).manifest().record(log_file, "log", STEP_ENTRY)
@@ -116,7 +117,7 @@ def report_locations(paths: Paths, dataset: str, log_file: Path | None, code: in
 
 
 def check_root_writable(paths: Paths) -> None:
-    """With ``--skip-validation``: the artifact root must be a writable folder (issue 8 item 10).
+    """With ``--skip-validation``: the artifact root must be a writable folder.
 
     Without the preflight nothing else checks it before the driver starts; say so in one line
     naming the folder instead of a traceback from the first file the driver tries to create.
@@ -135,7 +136,7 @@ def check_root_writable(paths: Paths) -> None:
 
 
 def preflight_error_line(bad: Sequence[object], secrets: Sequence[str]) -> str:
-    """The closing ``error: preflight failed: ...`` line, secrets masked (issue 8 item 9)."""
+    """The closing ``error: preflight failed: ...`` line, secrets masked."""
     text = "; ".join(
         f"{r.check}: {r.found} (required: {r.required})"  # type: ignore[attr-defined]
         for r in bad

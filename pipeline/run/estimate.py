@@ -1,6 +1,6 @@
-"""The run-time estimate the driver logs at a run's start (issue 22 item 20): a rough duration per
-step from the settings, linear in the budget knobs around reference points measured on the 2-core
-CPU machine, scaled for the machine's current load."""
+"""The run-time estimate the driver logs at a run's start: a rough duration per step from the
+settings, linear in the budget knobs around reference points measured on the 2-core CPU machine,
+scaled for the machine's current load."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from pipeline.config.schema import Config
 # The driver's own logger: its lines keep the name they always had (``runpod_train: ...``).
 log = logging.getLogger("runpod_train")
 
-# Reference points of the run-time estimate (issue 22 item 20), from BENCHMARKS.md on the 2-core
-# CPU machine: step 5 of the demo preset on the bundled 17,544-row dataset about 200 s (lookback
-# 32, early stopping near 10 epochs, 4 models with walk-forward folds); PPO with the default net
-# (1280x640, 20 epochs) about 309 timesteps/s; steps 6 and 7's evaluation and backtest, and
-# steps 1-4, about 30 s.
+# Reference points of the run-time estimate, from BENCHMARKS.md on the 2-core CPU machine: step 5 of
+# the demo preset on the bundled 17,544-row dataset about 200 s (lookback 32, early stopping near 10
+# epochs, 4 models with walk-forward folds); PPO with the default net (1280x640, 20 epochs) about
+# 309 timesteps/s; steps 6 and 7's evaluation and backtest, and steps 1-4, about 30 s.
 _REF_STEP5_S = 200.0
 _REF_ROWS, _REF_LOOKBACK, _REF_EPOCHS, _REF_FOLDS = 17_544, 32, 10, 4
 _REF_PPO_WORK = 20 * (1280 * 640 + 640) / (1 / 309)  # n_epochs x net weights per second

@@ -67,8 +67,8 @@ def absolute_dataset(dataset: str, datasets_dir: Path, cwd: Path | None = None) 
     A name found in ``datasets_dir`` (``NAME`` or ``NAME.csv`` there) is kept as given. Anything
     else that names an existing file relative to ``cwd`` (default: the working directory), with
     or without ``.csv``, becomes that file's absolute path, so a process started in another
-    folder (the driver runs with the project as its working directory) finds the same file
-    (issue 8 items 1 and 2). What matches nothing is kept as given, for the "not found" error.
+    folder (the driver runs with the project as its working directory) finds the same file. What
+    matches nothing is kept as given, for the "not found" error.
     """
     raw = str(dataset).strip()
     given = Path(raw).expanduser()
@@ -85,7 +85,7 @@ def absolute_dataset(dataset: str, datasets_dir: Path, cwd: Path | None = None) 
 
 def lock_path(paths: Paths, dataset: str) -> Path:
     """Where the lock of ``dataset`` (a name or CSV path) lives: :attr:`Artifacts.lock`
-    (issue 9 item 2: the artifacts module owns every path)."""
+    (the artifacts module owns every path)."""
     return Artifacts(paths, dataset).lock
 
 
@@ -267,7 +267,7 @@ class RunLock:
 
 @contextlib.contextmanager
 def step_lock(paths: Paths, dataset: str) -> Iterator[None]:
-    """Hold the dataset's lock while a single step runs by hand (issue 8, item 14).
+    """Hold the dataset's lock while a single step runs by hand.
 
     A no-op when this process already holds it (the driver calls the steps in-process); a
     :class:`LockHeldError` when another live run holds it.

@@ -1,5 +1,5 @@
-"""One ``runpod_main.py`` run over several datasets (issue 12): the dataset list, the
-cross-dataset table (console, JSON, one PNG) and the one push of every good dataset.
+"""One ``runpod_main.py`` run over several datasets: the dataset list, the cross-dataset table
+(console, JSON, one PNG) and the one push of every good dataset.
 
 ``runpod_main.py --dataset A --dataset B`` (or ``--dataset A,B``) runs one preflight (the machine
 once, each dataset's file and run lock), then the driver for each dataset in turn with its push
@@ -140,16 +140,16 @@ def dataset_row(paths: Paths, outcome: DatasetOutcome) -> dict[str, Any]:
     if isinstance(model, str):
         row["agent_model"] = model
         report = read_json(artifacts.backtest_report(model)) or {}
-    # The F1 beside the agent is that of the classifier that fed it (issue 22 item 18: the
-    # table printed another model's F1 beside the agent), else the validation-best model's.
+    # The F1 beside the agent is that of the classifier that fed it (never another model's),
+    # else the validation-best model's.
     fed = (report.get("agent") or {}).get("prediction_model") or model
     models = training.get("models") or {}
     if isinstance(fed, str) and isinstance(models.get(fed), dict):
         row["best_classifier"] = fed
     ens = training.get("auto_ensemble") or {}
     if fed == "ensemble" and ens.get("used") and ens.get("members"):
-        # auto's ensemble fed the agent (issue 17): its test F1, the baselines of its members'
-        # rows (the same test block)
+        # auto's ensemble fed the agent: its test F1, the baselines of its members' rows (the
+        # same test block)
         first = models.get(ens["members"][0]) or {}
         models = {
             **models,
@@ -161,19 +161,25 @@ def dataset_row(paths: Paths, outcome: DatasetOutcome) -> dict[str, Any]:
         for key in ("test_macro_f1", "majority_test_macro_f1", "logreg_test_macro_f1"):
             row[key] = _number(chosen.get(key))
     if report:
-        row["verdict"] = report.get("verdict")
-        strategies = report.get("strategies") or {}
-
-        def total(strategy: str) -> float | None:
-            s = strategies.get(strategy)
-            return _number(s.get("total_return")) if isinstance(s, dict) else None
-
-        for name in COMPARED_STRATEGIES:
-            row[f"{name}_total_return"] = total(name)
-        agent_metrics = strategies.get("agent")
-        if isinstance(agent_metrics, dict) and _number(agent_metrics.get("n_trades")) is not None:
-            row["agent_trades"] = int(agent_metrics["n_trades"])
+        row.update(_agent_columns(report))
     return row
+
+
+def _agent_columns(report: dict[str, Any]) -> dict[str, Any]:
+    """The row's verdict, each compared strategy's test return and the agent's fills."""
+    strategies = report.get("strategies") or {}
+
+    def total(strategy: str) -> float | None:
+        s = strategies.get(strategy)
+        return _number(s.get("total_return")) if isinstance(s, dict) else None
+
+    out: dict[str, Any] = {"verdict": report.get("verdict")}
+    for name in COMPARED_STRATEGIES:
+        out[f"{name}_total_return"] = total(name)
+    agent_metrics = strategies.get("agent")
+    if isinstance(agent_metrics, dict) and _number(agent_metrics.get("n_trades")) is not None:
+        out["agent_trades"] = int(agent_metrics["n_trades"])
+    return out
 
 
 # ---------------------------------------------------------------- table, JSON, PNG
@@ -222,7 +228,7 @@ def format_multi_table(rows: Sequence[dict[str, Any]]) -> str:
         )
     table = format_table(TABLE_HEADERS, lines, right=range(3, 11))
     reasons = [f"{r['dataset']}: {r['reason']}" for r in rows if r["status"] != "ok"]
-    # What happened, in plain words, for every dataset whose agent ran (issue 16 item 6).
+    # What happened, in plain words, for every dataset whose agent ran.
     reasons += [f"{r['dataset']}: {r['verdict']}" for r in rows if r.get("verdict")]
     return table + ("\n" + "\n".join(reasons) if reasons else "")
 
@@ -249,6 +255,53 @@ def write_multi_summary(
     return atomic_write_json(multi_run_summary(paths), payload)
 
 
+def _draw_group(
+    ax: Any,
+    title: str,
+    keys: Sequence[str],
+    labels: dict[str, str],
+    rows: Sequence[dict[str, Any]],
+) -> None:
+    """One panel of the cross-dataset plot: a bar per key and dataset, zeros marked, failed
+    datasets named, the legend outside the axes."""
+    import numpy as np
+
+    names = [r["dataset"] for r in rows]
+    x = np.arange(len(rows))
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        values = [r[key] if isinstance(r[key], (int, float)) else 0.0 for r in rows]
+        pos = x + (k - (len(keys) - 1) / 2) * width
+        bars = ax.bar(pos, values, width, label=labels[key])
+        # A zero (flat, an agent that never traded) is a result, not a missing bar: a short
+        # tick in the bar's colour marks it.
+        for p, v, r in zip(pos, values, rows, strict=True):
+            if v == 0.0 and isinstance(r[key], (int, float)):
+                ax.plot(
+                    [p - width / 2, p + width / 2],
+                    [0, 0],
+                    color=bars.patches[0].get_facecolor(),
+                    linewidth=3,
+                )
+    for i, r in enumerate(rows):
+        if r["status"] != "ok":
+            # x in data, y in axes units: the mark sits mid-panel whatever the value range.
+            ax.text(
+                i,
+                0.5,
+                r["status"].upper(),
+                ha="center",
+                va="center",
+                color="tab:red",
+                transform=ax.get_xaxis_transform(),
+            )
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_title(title)
+    ax.set_xticks(x, names, rotation=15, ha="right")
+    # Outside the axes, so the legend never hides a bar.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
 def plot_multi_summary(paths: Paths, rows: Sequence[dict[str, Any]]) -> Path:
     """``results/multi_run_summary.png``: test macro-F1 (best, majority, logreg) and test returns
     (agent, buy-and-hold, flat, classifier rule) per dataset; failed datasets are marked."""
@@ -256,10 +309,7 @@ def plot_multi_summary(paths: Paths, rows: Sequence[dict[str, Any]]) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    names = [r["dataset"] for r in rows]
-    x = np.arange(len(rows))
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6.0, 1.8 * len(rows) + 2), 7))
     groups = (
         (ax1, "test macro-F1", ("test_macro_f1", "majority_test_macro_f1", "logreg_test_macro_f1")),
@@ -276,38 +326,7 @@ def plot_multi_summary(paths: Paths, rows: Sequence[dict[str, Any]]) -> Path:
         **{f"{n}_total_return": STRATEGY_LABELS[n].label for n in COMPARED_STRATEGIES},
     }
     for ax, title, keys in groups:
-        width = 0.8 / len(keys)
-        for k, key in enumerate(keys):
-            values = [r[key] if isinstance(r[key], (int, float)) else 0.0 for r in rows]
-            pos = x + (k - (len(keys) - 1) / 2) * width
-            bars = ax.bar(pos, values, width, label=labels[key])
-            # A zero (flat, an agent that never traded) is a result, not a missing bar: a short
-            # tick in the bar's colour marks it (issue 22 item 18).
-            for p, v, r in zip(pos, values, rows, strict=True):
-                if v == 0.0 and isinstance(r[key], (int, float)):
-                    ax.plot(
-                        [p - width / 2, p + width / 2],
-                        [0, 0],
-                        color=bars.patches[0].get_facecolor(),
-                        linewidth=3,
-                    )
-        for i, r in enumerate(rows):
-            if r["status"] != "ok":
-                # x in data, y in axes units: the mark sits mid-panel whatever the value range.
-                ax.text(
-                    i,
-                    0.5,
-                    r["status"].upper(),
-                    ha="center",
-                    va="center",
-                    color="tab:red",
-                    transform=ax.get_xaxis_transform(),
-                )
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_title(title)
-        ax.set_xticks(x, names, rotation=15, ha="right")
-        # Outside the axes, so the legend never hides a bar (issue 22 item 18).
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        _draw_group(ax, title, keys, labels, rows)
     fig.tight_layout()
     out = multi_run_plot(paths)
     with atomic_path(out) as tmp:
@@ -363,7 +382,7 @@ def push_datasets(
     config: Any,
 ) -> Any:
     """Commit what the run manifests of ``datasets`` list, plus ``extra_files`` (the
-    cross-dataset table), in ONE commit and push it (issue 12).
+    cross-dataset table), in ONE commit and push it.
 
     :func:`pipeline.publish.push.push_datasets` with this run's commit message: the same rules as a
     one-dataset push (token via askpass, masked errors, files holding a secret refused before
@@ -396,8 +415,12 @@ def push_run(
     step 8, which records it otherwise). Returns the ``PushResult``; raises ``PipelineError``."""
     from pipeline.publish.push import PushConfig
 
-    t = cfg.training
-    config = PushConfig(remote=t.git_remote, branch=t.git_branch, max_file_mb=t.push_max_file_mb)
+    train_cfg = cfg.training
+    config = PushConfig(
+        remote=train_cfg.git_remote,
+        branch=train_cfg.git_branch,
+        max_file_mb=train_cfg.push_max_file_mb,
+    )
     names = {dataset_name(d) for d in datasets}
     locks: list[RunLock] = []
     try:

@@ -4,7 +4,7 @@ Each check returns one :class:`CheckResult` row (check, value found, required, p
 A ``fail`` stops the run before any training (exit code 2); a ``warn`` is printed and the run goes
 on (no GPU; git remote unreachable while pushing is only the default: only the push step would
 fail). The push row fails when ``RUNPOD_PUSH_TO_GITHUB=true`` was set explicitly. Secret masking
-lives in :mod:`pipeline.secrets`, the push plumbing in :mod:`pipeline.publish.push` (issue 9).
+lives in :mod:`pipeline.secrets`, the push plumbing in :mod:`pipeline.publish.push`.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def format_checks(results: Sequence[CheckResult]) -> str:
 
 # ---------------------------------------------------------------- log masking
 # Built on pipeline.secrets; still here because runpod_main.py and runpod_train.py import it from
-# this module (issue 9: it moves to pipeline.secrets together with those imports).
+# this module; it moves to pipeline.secrets together with those imports.
 
 
 def install_secret_masking(secrets: Sequence[str] | None = None) -> None:
@@ -96,7 +96,7 @@ def install_secret_masking(secrets: Sequence[str] | None = None) -> None:
     eagerly and masked, and so is the traceback text of ``log.exception``.
     """
     chosen = list(secret_values() if secrets is None else secrets)
-    # Installed even without secrets: URL userinfo (user:password@) is masked always (item 8).
+    # Installed even without secrets: URL userinfo (user:password@) is masked always.
     previous = logging.getLogRecordFactory()
     if getattr(previous, "_masks_secrets", False):
         previous = previous._inner  # type: ignore[attr-defined]
@@ -210,8 +210,8 @@ def check_remote(
 
     Not reachable, or the credentials refused: a failure when ``required`` (default: env
     ``RUNPOD_PUSH_TO_GITHUB=true`` was set explicitly), else a warning, since only the push step
-    would fail (issue 8 item 24: a clone of someone else's repository trained for hours, then
-    failed with exit 3).
+    would fail (before this check, a clone of someone else's repository trained for hours, then
+    failed at the push with exit 3).
     """
     if required is None:
         required = push_explicitly_requested()
@@ -262,7 +262,7 @@ def min_dataset_rows(train_cfg: TrainingConfig) -> int | None:
     count does).
 
     Asks :mod:`pipeline.data.splits`, which raises step 5's "needs at least N rows", so preflight
-    and step 5 cannot disagree (issue 8 item 13).
+    and step 5 cannot disagree.
     """
     from pipeline.data.splits import min_rows_for_split
 
@@ -426,8 +426,8 @@ def run_preflight_many(
     push: bool,
     push_required: bool | None = None,
 ) -> tuple[list[CheckResult], dict[str, list[CheckResult]]]:
-    """One preflight for several datasets (issue 12): the machine's rows once, then the dataset
-    and run-lock rows of each dataset, named ``dataset NAME`` / ``run lock NAME``.
+    """One preflight for several datasets: the machine's rows once, then the dataset and run-lock
+    rows of each dataset, named ``dataset NAME`` / ``run lock NAME``.
 
     Returns (machine rows, rows per dataset as given). A failed machine row stops the whole run;
     a failed dataset row only that dataset.

@@ -1,6 +1,6 @@
 """The driver's process plumbing: console streams copied into a log file (secrets masked),
 the console detached when the entry point is gone, and the watch on the parent process that
-stops an orphaned run with a checkpoint (issue 8 item 5).
+stops an orphaned run with a checkpoint.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def detach_console(log_file: Path | None) -> None:
     File descriptors 1 and 2 are pointed at ``/dev/null`` first, so no write (a ``print``, a
     progress bar, C code) fails with a broken pipe half-way through a checkpoint; then
     ``sys.stdout``/``sys.stderr`` and the logging handlers that wrote to them copy everything,
-    secrets masked, into ``log_file`` (issue 8 item 5), so the stop is still on record.
+    secrets masked, into ``log_file``, so the stop is still on record.
     """
     old_out, old_err = sys.stdout, sys.stderr
     with contextlib.suppress(OSError):
@@ -97,12 +97,12 @@ def watch_parent(
     """Stop this run (SIGTERM to ourselves: checkpoint, summary, exit 130) when the parent dies.
 
     The entry point starts us in a session of our own, so a closed terminal or ``kill -9`` of
-    ``runpod_main.py`` would leave us training on as an orphan nobody sees, whose results no
-    summary reports (issue 8 item 5). Polling ``os.getppid()`` (re-parented to init or a
-    subreaper when the parent dies) is used rather than ``prctl(PR_SET_PDEATHSIG)``: it works
-    on every POSIX system, needs no ``preexec_fn`` (unsafe with threads), and PDEATHSIG fires when
-    the parent *thread* that forked exits, not the process. A second of latency is harmless
-    next to a checkpoint. Returns an event that stops the watch when set.
+    ``runpod_main.py`` would leave us training on as an orphan nobody sees, whose results no summary
+    reports. Polling ``os.getppid()`` (re-parented to init or a subreaper when the parent dies) is
+    used rather than ``prctl(PR_SET_PDEATHSIG)``: it works on every POSIX system, needs no
+    ``preexec_fn`` (unsafe with threads), and PDEATHSIG fires when the parent *thread* that forked
+    exits, not the process. A second of latency is harmless next to a checkpoint. Returns an event
+    that stops the watch when set.
     """
     stop = threading.Event()
 
@@ -127,9 +127,9 @@ def watch_parent(
 def parent_to_watch() -> int | None:
     """The entry point's pid when it launched us (``PIPELINE_PARENT_PID``), else None.
 
-    Also when it is no longer our parent because it already died (killed in the first moments
-    after starting us, before we looked: issue 22 item 1); then :func:`parent_gone` is true at
-    once. A pid that is alive but not our parent is a variable inherited from elsewhere: None.
+    Also when it is no longer our parent because it already died (killed in the first moments after
+    starting us, before we looked); then :func:`parent_gone` is true at once. A pid that is alive
+    but not our parent is a variable inherited from elsewhere: None.
     """
     raw = os.environ.get("PIPELINE_PARENT_PID", "").strip()
     if not raw.isdigit():
@@ -200,8 +200,8 @@ def wait_for_log(marker: str, timeout_s: float = PUSH_WAIT_S) -> bool:
     """Wait until the entry point's log file (``PIPELINE_RUN_LOG``) holds ``marker``.
 
     The entry point writes our output into its log as it reads the pipe; the push must not
-    commit the file before the final lines are in it (issue 8 item 25). True when seen (or no
-    such log), False after the timeout.
+    commit the file before the final lines are in it. True when seen (or no such log), False
+    after the timeout.
     """
     name = os.environ.get("PIPELINE_RUN_LOG", "").strip()
     if not name:
@@ -228,11 +228,11 @@ INTERRUPT_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)
 @contextlib.contextmanager
 def handle_signals(on_signal: Callable[[int], None], signals: Sequence[int]) -> Iterator[None]:
     """Route ``signals`` to ``on_signal(signum)`` inside the block; the previous handlers come
-    back on exit. The one signal mechanism of the pipeline (issue 9).
+    back on exit. The one signal mechanism of the pipeline.
 
     A signal ignored when the block starts stays ignored (``nohup``: the user asked the run to
-    outlive the terminal, issue 8 item 5). Outside the main thread, where Python cannot install
-    handlers, nothing is installed.
+    outlive the terminal). Outside the main thread, where Python cannot install handlers, nothing is
+    installed.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

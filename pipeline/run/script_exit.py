@@ -1,6 +1,6 @@
 """How the driver ends when it runs as a script: a signal after the run is recorded as an
 interrupt (exit 130, never the shell's 129), and the run lock is released as the process's last
-act, after the exit functions ran (issue 22 items 9 and 12)."""
+act, after the exit functions ran."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def exit_releasing_last(main: Callable[[], int], release_at_exit: list[RunLock])
 
     A SIGINT, SIGTERM or SIGHUP after the run's own handlers are gone (the summary is written,
     the interpreter winds down) is recorded, not fatal: the exit code is then 130, as the README
-    documents for an interrupt (issue 22 item 9).
+    documents for an interrupt.
     """
     late: list[int] = []
     finished = False

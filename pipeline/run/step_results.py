@@ -14,8 +14,8 @@ class TrainingSummary(TypedDict):
 
     ``models`` maps each model name to its entry: ``status`` (trained / skipped / failed),
     ``reason``, test and validation scores, the baselines on the same rows and the one-line
-    ``headline`` (issue 8 item 18). A JSON-shaped typed dict, so the file and the value the
-    driver gets are the same thing.
+    ``headline``. A JSON-shaped typed dict, so the file and the value the driver gets are the same
+    thing.
     """
 
     dataset: str
@@ -24,11 +24,11 @@ class TrainingSummary(TypedDict):
     prediction_source: str
     models: dict[str, dict[str, Any]]
     prediction_tables: dict[str, str]
-    alarms: list[dict[str, str]]  # issue 18 item 1: pipeline.checks.leak_alarms.Alarm.to_dict()
+    alarms: list[dict[str, str]]  # leak alarms: pipeline.checks.leak_alarms.Alarm.to_dict()
     permutation_control: dict[str, Any] | None  # the permuted-label model's test headline
-    # issue 17 item 2: prediction_model = auto's ensemble over every walk-forward table (None when
-    # not fitted); "used": it beat every model alone on the agent-val rows by more than one s.e.
-    # and feeds the agent
+    # prediction_model = auto's ensemble over every walk-forward table (None when not fitted);
+    # "used": it beat every model alone on the agent-val rows by more than one s.e. and feeds
+    # the agent
     auto_ensemble: dict[str, Any] | None
 
 
@@ -53,12 +53,12 @@ class BacktestReport(TypedDict):
     transaction_cost: float
     random_policy_seeds: int
     strategies: dict[str, dict[str, Any]]
-    seeds: dict[str, Any] | None  # seeds > 1: every agent's validation and test result (issue 10)
-    # issue 16: which classifier fed the agent and why, the warm start, the validation returns
-    # of agent, rule and flat; and the plain-words verdict every summary repeats
+    seeds: dict[str, Any] | None  # seeds > 1: every agent's validation and test result
+    # which classifier fed the agent and why, the warm start, the validation returns of agent, rule
+    # and flat; and the plain-words verdict every summary repeats
     agent: dict[str, Any] | None
     verdict: str
-    # issue 18: PSR, DSR (over the seeds), 95 % block-bootstrap intervals of total return and
-    # Sharpe, and an edge / no edge / cannot tell verdict for the agent, the rule and buy-and-hold
+    # PSR, DSR (over the seeds), 95 % block-bootstrap intervals of total return and Sharpe, and an
+    # edge / no edge / cannot tell verdict for the agent, the rule and buy-and-hold
     significance: dict[str, Any]
-    alarms: list[dict[str, str]]  # issue 18 item 1: pipeline.checks.leak_alarms.Alarm.to_dict()
+    alarms: list[dict[str, str]]  # leak alarms: pipeline.checks.leak_alarms.Alarm.to_dict()

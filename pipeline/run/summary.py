@@ -1,6 +1,6 @@
 """The run summary's parts: step names, the row of a step, rows carried over from an earlier
-run (marked with the config they came from, issue 8 item 27), the console table, the one-line
-results of steps 5-7 and the secret masking of the JSON.
+run (marked with the config they came from), the console table, the one-line results of steps 5-7
+and the secret masking of the JSON.
 
 The driver (``runpod_train.py``) owns the summary file; this module holds what does not depend
 on the steps themselves.
@@ -117,8 +117,7 @@ def classifier_line(summary: dict[str, Any]) -> str:
     """``dlstm test F1 0.412 vs majority 0.167; ...`` (failed models say why).
 
     A model's ``headline`` (written by train_models from the same block as its summary table)
-    is used as is when present, so the step line and the table never quote different blocks
-    (issue 8 item 28).
+    is used as is when present, so the step line and the table never quote different blocks.
     """
     parts = []
     for name, m in (summary.get("models") or {}).items():
@@ -152,15 +151,15 @@ def agent_results(report: BacktestReport) -> dict[str, Any]:
         "in_sample_predictions": bool(report["in_sample_predictions"]),
         "oracle": (report.get("oracle") or {}).get("label"),
         "seeds": _seed_spread(report.get("seeds")),
-        # issue 16: which classifier fed the agent and why, and what happened in plain words
+        # which classifier fed the agent and why, and what happened in plain words
         "model_choice": (report.get("agent") or {}).get("model_choice"),
         "verdict": report.get("verdict"),
-        "alarms": report.get("alarms") or [],  # issue 18 item 1
+        "alarms": report.get("alarms") or [],  # step 7's leak alarms
     }
 
 
 def _seed_spread(seeds: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``seeds > 1``: how many agents, the selected seed and the test-return spread (issue 10)."""
+    """``seeds > 1``: how many agents, the selected seed and the test-return spread."""
     if not seeds:
         return None
     return {
@@ -233,7 +232,7 @@ def carried_record(n: int, earlier: dict[str, Any]) -> StepRecord:
 
     The row keeps the config hash and start time of the run it came from (a row that earlier
     run itself carried over keeps its own origin), so a summary never passes an older run's
-    result off as this invocation's (issue 8 item 27).
+    result off as this invocation's.
     """
     prev = _earlier_records(earlier).get(n)
     if prev is None or prev.get("status") in _NOT_CARRIED:
@@ -302,7 +301,7 @@ def run_status(exit_code: int | None) -> str:
 def carried_over(
     config_hash: str, records: Sequence[StepRecord], earlier: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """Which earlier results this summary repeats, from which run and config (issue 8 item 27).
+    """Which earlier results this summary repeats, from which run and config.
 
     ``None`` when every row is this invocation's. The classifier and agent numbers of carried
     steps 5 and 7 are the earlier summary's (its own or those it carried itself), never the

@@ -20,6 +20,7 @@ key, an unknown distribution, a reversed range or a log range through zero is on
 
 from __future__ import annotations
 
+import argparse
 import math
 import types
 import typing
@@ -28,16 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.config.files import (
-    SECTIONS,
-    _hints,
-    _lines,
-    _read_text,
-    _suggest,
-    format_value,
-    parse_value,
-)
-from pipeline.config.schema import ConfigError, field_map
+from pipeline.config.checks import field_map
+from pipeline.config.files import SECTIONS, _lines, _read_text, load_config
+from pipeline.config.schema import MODEL_NAMES, Config, ConfigError
+from pipeline.config.values import _hints, _suggest, format_value, parse_value
 
 SPACES_DIR = Path(__file__).resolve().parent / "search_spaces"
 """The bundled spaces: ``{stage}.txt``."""
@@ -175,6 +170,28 @@ def _scalar_type(cls: type, key: str) -> Any:
     return typing.get_origin(hint) or hint
 
 
+def _range_options(where: str, key: str, raw: str, kind: str, extra: list[str]) -> tuple[bool, int]:
+    """``(log, step)`` from the words after a range's bounds (``log``, and ``step N`` for an
+    ``int``)."""
+    log, step = False, 1
+    while extra:
+        word = extra.pop(0)
+        if word == "log":
+            log = True
+        elif word == "step" and kind == "int" and extra:
+            try:
+                step = int(extra.pop(0))
+            except ValueError:
+                step = 0
+            if step < 1:
+                raise ConfigError(f"{where}: {key} = {raw}: step must be an integer >= 1")
+        else:
+            raise ConfigError(
+                f"{where}: {key} = {raw}: unexpected {word!r}; expected 'log' or (int) 'step N'"
+            )
+    return log, step
+
+
 def parse_param(where: str, section: str, key: str, raw: str) -> Param:
     """One ``key = distribution`` line (``raw`` is the text after ``=``)."""
     kind, _, rest = raw.partition(" ")
@@ -208,23 +225,7 @@ def parse_param(where: str, section: str, key: str, raw: str) -> Param:
         raise ConfigError(f"{where}: {key} = {raw}: {key} is an integer; use 'int LOW HIGH'")
     low = _bound(where, section, key, raw, words[0])
     high = _bound(where, section, key, raw, words[1])
-    log, step = False, 1
-    extra = words[2:]
-    while extra:
-        word = extra.pop(0)
-        if word == "log":
-            log = True
-        elif word == "step" and kind == "int" and extra:
-            try:
-                step = int(extra.pop(0))
-            except ValueError:
-                step = 0
-            if step < 1:
-                raise ConfigError(f"{where}: {key} = {raw}: step must be an integer >= 1")
-        else:
-            raise ConfigError(
-                f"{where}: {key} = {raw}: unexpected {word!r}; expected 'log' or (int) 'step N'"
-            )
+    log, step = _range_options(where, key, raw, kind, words[2:])
     if not low < high:
         raise ConfigError(
             f"{where}: {key} = {raw}: empty range; expected LOW < HIGH, got {low} and {high}"
@@ -268,3 +269,60 @@ def read_search_space(path: str | Path) -> SearchSpace:
     if not params:
         raise ConfigError(f"{path}: the search space lists no parameter")
     return SearchSpace(path, tuple(params))
+
+
+CLASSIFIER_KEYS = frozenset(
+    {"lookback", "learning_rate", "weight_decay", "grad_clip", "batch_size", "patience"}
+)
+"""Training keys a classifier trial may vary besides the architectures' own sizes (the ``model``
+group): not the labels or splits (they change what is measured and where the test block lies),
+not ``epochs`` (the budget), the seed or the run settings."""
+
+AGENT_FIXED_KEYS = frozenset({"total_timesteps", "vec_env", "device", "seed", "seeds"})
+"""Keys of the ``ppo`` group an agent trial may not vary: the budget, the seed and run settings.
+Outside the ``ppo`` group nothing is tunable: the data keys change which data the agent sees (its
+blocks are built once per worker), and the reward, environment and evaluation keys change the
+measure itself (a trial would raise its score by rescaling the reward)."""
+
+
+def stage_space(space: SearchSpace, stage: str, model: str | None) -> SearchSpace:
+    """The parameters one study tunes; a key of the other config file (or one an agent trial
+    cannot vary) is one error naming its line."""
+    wanted = "training" if stage == "classifier" else "ppo"
+    for p in space.params:
+        if p.section != wanted:
+            raise ConfigError(
+                f"{p.where}: {p.name} is a {p.section} key; the {stage} stage tunes "
+                f"{'training_config.txt' if wanted == 'training' else 'ppo_config.txt'} keys only"
+            )
+        group = field_map(SECTIONS[p.section])[p.key].metadata["group"]
+        if stage == "agent" and (group != "ppo" or p.key in AGENT_FIXED_KEYS):
+            raise ConfigError(
+                f"{p.where}: {p.key} cannot be tuned in the agent stage (only PPO "
+                "hyperparameters: the data, reward, environment, evaluation, budget and seed stay "
+                "fixed so that every trial is measured the same way); set it with --set instead"
+            )
+        if stage == "classifier" and group != "model" and p.key not in CLASSIFIER_KEYS:
+            raise ConfigError(
+                f"{p.where}: {p.key} cannot be tuned in the classifier stage (only the "
+                f"architectures' sizes and {', '.join(sorted(CLASSIFIER_KEYS))}: labels, splits, "
+                "the epoch budget and the seed stay fixed); set it with --set instead"
+            )
+    if stage == "classifier":
+        others = [m for m in MODEL_NAMES if m != model]
+        space = space.without(lambda p: not any(p.key.startswith(f"{m}_") for m in others))
+    if not space.params:
+        raise ConfigError(f"{space.path}: no parameter of the {stage} stage in the search space")
+    return space
+
+
+def trial_config(args: argparse.Namespace, overrides: list[str]) -> Config:
+    """The trial's config through the normal parser: files, preset, --set-file, --set, then the
+    sampled values."""
+    return load_config(
+        args.training_config,
+        args.ppo_config,
+        args.preset,
+        [*args.overrides, *overrides],
+        args.set_files,
+    )
