@@ -1,10 +1,10 @@
 """What every benchmark report says about the machine it ran on (shared by the bench scripts).
 
 The bench scripts import the project's packages as an installed project (``make install`` or
-``pip install -e .``), not through a ``sys.path`` patch (issue 9 item 7). Importing this module
-first checks that they can be found and otherwise exits with one line saying how to install:
-each script imports it (``from _common import ...``, found beside the script) before any
-project module, which ruff's import sorting keeps true (third-party section before first-party).
+``pip install -e .``), not through a ``sys.path`` patch. Importing this module first checks that
+they can be found and otherwise exits with one line saying how to install: each script imports it
+(``from _common import ...``, found beside the script) before any project module, which ruff's
+import sorting keeps true (third-party section before first-party).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ladder that does not flatter (issue 16): does the agent use a REAL classifier's edge?
+"""The ladder that does not flatter: does the agent use a REAL classifier's edge?
 
 Rows run the real step 7 (``train_ppo_agent.train_agent``: warm start, PPO, validation-best
 model, one backtest on the test block) ``--seeds`` times each and compare the agent with the
@@ -16,10 +16,10 @@ classifier rule on the validation block (where the defaults may look) and the te
   ``acc = 1/3``. ``oracle``: the true class (the old ladder's top rung). These use future data:
   diagnostics of the RL machinery only.
 
-Targets (issue 16, "done when"), checked per row: where the rule made money on validation, on
-every seed the agent's test log return is at least half the rule's (where the rule gains on test)
-or no worse than the rule's (where it loses), and the median over seeds at least matches the
-rule's; where the rule lost on validation, the agent stays within 2 % of flat on every seed.
+Targets, checked per row: where the rule made money on validation, on every seed the agent's test
+log return is at least half the rule's (where the rule gains on test) or no worse than the rule's
+(where it loses), and the median over seeds at least matches the rule's; where the rule lost on
+validation, the agent stays within 2 % of flat on every seed.
 
     python bench/bench_agent_ladder.py                    # demo preset, 3 seeds, every row
     python bench/bench_agent_ladder.py --rows real_MOM-DEV,noisy_0.45 --seeds 1 --timesteps 20000
@@ -163,7 +163,7 @@ class RowResult:
     wall: list[float] = field(default_factory=list)
 
     def seed_ok(self, i: int) -> bool:
-        """The issue's target for seed ``i``."""
+        """The target (module docstring) for seed ``i``."""
         if self.rule_val[i] > 0:
             a, r = math.log1p(self.agent[i]), math.log1p(self.rule[i])
             return a >= 0.5 * r if r > 0 else a >= r - 1e-12

@@ -1,4 +1,4 @@
-"""The learnability ladder (issue 10): does the PPO agent learn what there is to learn?
+"""The learnability ladder: does the PPO agent learn what there is to learn?
 
 Each row trains the agent ``--seeds`` times (``ppo.seed`` = 42, 7, 13, 1, 2, ...) through the real
 step 7 (``ppo_approach.train_ppo_agent.train_agent``: train, pick the validation-best model,
@@ -63,7 +63,7 @@ DEFAULT_OUT = HERE / "results" / "agent_learning.md"
 BUNDLED = "SYNTH-BTC-EUR_1H_20240101-20251231"
 RANDOM_WALK = "RW-LADDER_1H"
 SEEDS = (42, 7, 13, 1, 2, 3, 4, 5, 6, 8)
-"""``ppo.seed`` of the runs, in order (the issue's probe used 42, 7, 13)."""
+"""``ppo.seed`` of the runs, in order (the first probe used 42, 7, 13)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Is it luck, or a leak? (issue 18): the chance test and the leak alarms on honest data.
+"""Is it luck, or a leak? The chance test and the leak alarms on honest data.
 
 Step 5 (all four classifiers, the logistic regression, the permuted-label control) on GARCH
 random walks with no direction signal (``signal = 0``: volatility clusters only, the case where

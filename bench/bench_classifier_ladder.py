@@ -1,4 +1,4 @@
-"""The classifier ladder (issue 17 item 5): where does each model's edge come from?
+"""The classifier ladder: where does each model's edge come from?
 
 Step 5 (every model of ``MODEL_NAMES``: the four networks, ``logreg`` and ``lightgbm``) on series
 whose signal lives in different places (``pipeline.data.synthetic`` kinds): ``momentum`` (past
@@ -9,10 +9,10 @@ bars later: no linear view of past returns sees it), pure noise, and real candle
 ``backtesting`` package's hourly EURUSD and daily GOOG samples, when installed). ``--seeds``
 seeds each. Per row: each model's test macro-F1 and direction, which model ``prediction_model =
 auto`` chose (best validation macro-F1), and whether that choice is within one standard error of
-the best of ``logreg`` and ``lightgbm`` on the test block (issue 17's target), and how many
-models beat chance by the corrected test (issue 18: on noise none may). ``--ensembles``: every
-model's walk-forward table, so ``auto`` may choose an ensemble (weighted voting or stacking
-fitted on out-of-fold rows, :mod:`pipeline.classifiers.ensembles`).
+the best of ``logreg`` and ``lightgbm`` on the test block (the target), and how many models beat
+chance by the corrected test (on noise none may). ``--ensembles``: every model's walk-forward table,
+so ``auto`` may choose an ensemble (weighted voting or stacking fitted on out-of-fold rows,
+:mod:`pipeline.classifiers.ensembles`).
 
     python bench/bench_classifier_ladder.py                 # 3 seeds, 8,000 bars, demo preset
     python bench/bench_classifier_ladder.py --seeds 1 --bars 4000
@@ -60,8 +60,8 @@ ENSEMBLE_SETTINGS = [
 ]
 """``--ensembles``: out-of-fold tables for every model, so auto's ensembles are candidates."""
 SEQUENTIAL = ("echo", "vol_echo")
-"""Rows whose signal is an ordering inside the window: issue 17 wants the auto choice ABOVE the
-best tabular model there, not only within one s.e."""
+"""Rows whose signal is an ordering inside the window: there the target is the auto choice ABOVE
+the best tabular model, not only within one s.e."""
 TABULAR = ("logreg", "lightgbm")
 
 

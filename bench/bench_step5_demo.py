@@ -1,4 +1,4 @@
-"""The demo's step 5: fold models for every classifier vs the agent's only (issue 17 item 4).
+"""The demo's step 5: fold models for every classifier vs the agent's only.
 
 ``walk_forward_models = all`` trains 4 main models + 3 walk-forward fold models each (16
 networks); ``agent`` (the demo preset's setting) trains the 4 main models and the fold models of

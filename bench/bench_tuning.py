@@ -1,5 +1,5 @@
-"""Tuning benchmark (issue 11): trials per hour with one and two workers, and what a 20-trial
-agent study gains over the defaults on the bundled dataset.
+"""Tuning benchmark: trials per hour with one and two workers, and what a 20-trial agent study gains
+over the defaults on the bundled dataset.
 
 Part 1, throughput: the agent stage with the bundled PPO space (``pipeline/tuning/search_spaces/
 agent.txt``) and the smoke preset (2,048 timesteps per trial) on the bundled dataset. The same

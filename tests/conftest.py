@@ -4,7 +4,7 @@ Settings: a headless matplotlib backend, quiet progress bars, and logging restor
 test (a step's ``setup_logging`` points the root logger at the stream of the test that called it;
 a later test must not write to that closed stream).
 
-Trained roots (session scope: built once for every module that asks, issue 9 item 7):
+Trained roots (session scope: built once for every module that asks):
 ``signal_run`` / ``rw_run`` (all four classifiers, smoke sizes, 3 epochs, on a planted-signal and a
 random-walk dataset) and ``ppo_source_root`` (the DLSTM walk-forward prediction table the agent
 trains on). Tests must not change them: a test that writes copies the root first
@@ -121,7 +121,8 @@ def signal_config() -> Callable[..., Config]:
 
 @pytest.fixture(scope="session")
 def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingSummary, Config]:
-    """All four models trained on a planted-signal dataset (signal 1.0), walk-forward tables:
+    """Every model (the four networks, logreg, lightgbm) trained on a planted-signal dataset
+    (signal 1.0), walk-forward tables:
     ``(root, training summary, config)`` with the dataset ``SIG``. Read only: copy to change."""
     root = tmp_path_factory.mktemp("signal")
     _write_dataset(root, "SIG", signal=1.0, seed=0)
@@ -132,7 +133,8 @@ def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Training
 
 @pytest.fixture(scope="session")
 def rw_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingSummary, Config]:
-    """All four models on a pure random walk (signal 0), in-sample prediction tables:
+    """Every model (the four networks, logreg, lightgbm) on a pure random walk (signal 0),
+    in-sample prediction tables:
     ``(root, training summary, config)`` with the dataset ``RW``. Read only: copy to change."""
     root = tmp_path_factory.mktemp("rw")
     _write_dataset(root, "RW", signal=0.0, seed=0)

@@ -1,5 +1,5 @@
-"""Issue 16 end to end: the agent uses a classifier's edge when it has one, a diagnostic run never
-overwrites a real one, and (slow) one realistic-prediction row of the ladder meets its target."""
+"""End to end: the agent uses a classifier's edge when it has one, a diagnostic run never overwrites
+a real one, and (slow) one realistic-prediction row of the ladder meets its target."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def _root(src: Path, dst: Path) -> Path:
 
 
 def test_an_oracle_run_writes_under_its_own_name(ppo_source_root: Path, tmp_path: Path) -> None:
-    """Issue 16 item 7: an oracle run replaced results/backtest_dlstm_{dataset}.json and the
-    agent zip of the real run; now it writes ...dlstm-oracle100... beside them."""
+    """An oracle run replaced results/backtest_dlstm_{dataset}.json and the agent zip of the real
+    run; now it writes ...dlstm-oracle100... beside them."""
     torch.set_num_threads(1)
     root = _root(ppo_source_root, tmp_path / "r")
     paths = Paths.from_root(root)

@@ -1,4 +1,4 @@
-"""Does the agent learn what there is to learn (issue 10)?
+"""Does the agent learn what there is to learn?
 
 - Determinism: the same seed and config on CPU (one torch thread, DummyVecEnv) give the same
   backtest numbers, to the last bit.
@@ -46,11 +46,11 @@ def _strategies(root: Path, *overrides: str) -> dict[str, dict[str, Any]]:
 
 
 def test_same_seed_same_config_same_backtest_numbers(ppo_source_root: Path, tmp_path: Path) -> None:
-    """Issue 10: "same seed, same config, CPU: the same backtest numbers". Two runs of step 7 on
-    separate copies of the same root give identical metrics for every strategy (exact equality:
-    any unseeded randomness, in the envs, the warm start, PPO, the evaluation or the random
-    baseline, shows). Oracle input: the rule then makes money on validation, so the warm start
-    clones it and the agent trades (on this block's real predictions it starts and stays flat)."""
+    """Same seed, same config, CPU: the same backtest numbers. Two runs of step 7 on separate copies
+    of the same root give identical metrics for every strategy (exact equality: any unseeded
+    randomness, in the envs, the warm start, PPO, the evaluation or the random baseline, shows).
+    Oracle input: the rule then makes money on validation, so the warm start clones it and the agent
+    trades (on this block's real predictions it starts and stays flat)."""
     runs = [
         _strategies(
             _fresh_root(ppo_source_root, tmp_path / name),
@@ -78,8 +78,8 @@ ORACLE_SETTINGS = (
     "profit_return=simple",
 )
 """The oracle test's settings on top of the smoke preset: the true future class as input, four
-times the smoke budget, and the reward's profit term only, on the simple return (the settings it
-was measured with; the defaults became the log return with fees charged once later in issue 10)."""
+times the smoke budget, and the reward's profit term only, on the simple return (the settings it was
+measured with; the defaults later became the log return with fees charged once)."""
 
 
 def _learned_failures(strategies: dict[str, dict[str, Any]], name: str, sigma: float) -> list[str]:
@@ -88,7 +88,7 @@ def _learned_failures(strategies: dict[str, dict[str, Any]], name: str, sigma: f
     It must beat buy-and-hold and flat after fees by more than ``3 * sigma`` in log return (the
     leakage alarm's bound in tests/test_ppo_agent.py: a strategy without information beats
     buy-and-hold by that much in under 0.2 % of blocks), and reach half of the oracle rule's log
-    return (long while the true class is Rise, flat otherwise: the ladder's target, issue 10).
+    return (long while the true class is Rise, flat otherwise: the learnability ladder's target).
     """
     got = math.log1p(strategies[name]["total_return"])
     bh = math.log1p(strategies["buy_and_hold"]["total_return"])
@@ -109,22 +109,21 @@ def _learned_failures(strategies: dict[str, dict[str, Any]], name: str, sigma: f
 def test_oracle_agent_beats_flat_and_buy_and_hold_and_a_random_policy_does_not(
     ppo_source_root: Path, tmp_path: Path, seed: int
 ) -> None:
-    """Issue 10: with perfect foresight (``ppo_prediction_source = oracle``) and a small budget
-    the trained agent beats flat and buy-and-hold after fees on its test block; the same check
-    fails for a random policy on the same block, so the test can fail.
+    """With perfect foresight (``ppo_prediction_source = oracle``) and a small budget the trained
+    agent beats flat and buy-and-hold after fees on its test block; the same check fails for a
+    random policy on the same block, so the test can fail.
 
     Data: ``ppo_source_root`` (4,000 bars of random walk, smoke preset, its walk-forward table
     only placing the blocks). Settings (``ORACLE_SETTINGS``), chosen from runs of seeds 42, 7,
-    13, 1, 2 on this dataset and on a signal-0.5 one (issue 10 measurements):
+    13, 1, 2 on this dataset and on a signal-0.5 one:
 
     - 8,192 timesteps: at the smoke budget of 2,048 the agent beat buy-and-hold on 2 of 5
       seeds (signal 0.5, profit-only reward).
-    - reward = profit term only (cost, drawdown and Sharpe weights 0): with the default weights
-      the validation-best policy never traded on 2 of 5 seeds on each dataset, even at 8,192
-      timesteps (the issue's "flat is the attractor"), and MaskablePPO with the default reward
-      on 1 of 5. Profit only: 10 of 10 runs passed, agent +174 % .. +296 % after fees vs
-      buy-and-hold +24 % (here) / +58 % (signal 0.5), oracle rule +185 % / +240 %; random
-      policy -7 % .. -11 % here.
+    - reward = profit term only (cost, drawdown and Sharpe weights 0): with the default weights the
+      validation-best policy never traded on 2 of 5 seeds on each dataset, even at 8,192 timesteps
+      (flat is the attractor), and MaskablePPO with the default reward on 1 of 5. Profit only: 10 of
+      10 runs passed, agent +174 % .. +296 % after fees vs buy-and-hold +24 % (here) / +58 % (signal
+      0.5), oracle rule +185 % / +240 %; random policy -7 % .. -11 % here.
     """
     root = _fresh_root(ppo_source_root, tmp_path / "root")
     s = _strategies(root, f"ppo.seed={seed}", *ORACLE_SETTINGS)
@@ -156,9 +155,9 @@ def test_oracle_agent_beats_flat_and_buy_and_hold_and_a_random_policy_does_not(
 def test_seeds_train_n_agents_and_the_best_on_validation_is_final(
     ppo_source_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 10: ``seeds = N`` trains N agents (seeds seed .. seed+N-1, own folders), the best on
-    the validation block becomes the final model, and the backtest report shows every seed's
-    test result plus the median and spread; a rerun with ``--resume`` trains nothing again."""
+    """``seeds = N`` trains N agents (seeds seed .. seed+N-1, own folders), the best on the
+    validation block becomes the final model, and the backtest report shows every seed's test result
+    plus the median and spread; a rerun with ``--resume`` trains nothing again."""
     from pipeline.store.artifacts import Artifacts
 
     root = _fresh_root(ppo_source_root, tmp_path / "seeds")
@@ -174,7 +173,7 @@ def test_seeds_train_n_agents_and_the_best_on_validation_is_final(
     best = max(runs, key=lambda r: r["validation_reward"])
     assert [r["selected"] for r in runs] == [r is best for r in runs]
     assert seeds["selected_seed"] == best["seed"]
-    # issue 18: the selected agent's Sharpe is deflated for the 3 agents tried
+    # The selected agent's Sharpe is deflated for the 3 agents tried
     luck = report["significance"]["agent"]
     assert luck["n_trials"] == 3 and luck["dsr"] is not None
     assert luck["psr"] is None or luck["dsr"] <= luck["psr"]
@@ -213,8 +212,8 @@ def test_seeds_train_n_agents_and_the_best_on_validation_is_final(
 def test_on_evaluation_hook_sees_every_validation_evaluation(
     ppo_source_root: Path, tmp_path: Path
 ) -> None:
-    """The phases accept a per-evaluation hook (for a tuner's pruner, issue 11): it gets each
-    validation evaluation's metrics in order, the same numbers the evaluator keeps."""
+    """The phases accept a per-evaluation hook (for a tuner's pruner): it gets each validation
+    evaluation's metrics in order, the same numbers the evaluator keeps."""
     root = _fresh_root(ppo_source_root, tmp_path / "hook")
     cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", "eval_freq=512")
     run = step.setup_agent_run(cfg, DATASET, Paths.from_root(root))

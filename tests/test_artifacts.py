@@ -1,5 +1,5 @@
-"""pipeline.store.artifacts: every artifact name as it is today and the dataset-name rule (issue 9
-item 2); the run manifest is tests/test_manifest.py."""
+"""pipeline.store.artifacts: every artifact name as it is today and the dataset-name rule; the run
+manifest is tests/test_manifest.py."""
 
 from __future__ import annotations
 

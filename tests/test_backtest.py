@@ -40,7 +40,7 @@ def _equity_trading_days(start: str, end: str) -> np.ndarray:
 
 @pytest.mark.unit
 def test_infer_periods_per_year_equity_daily_about_252() -> None:
-    # issue 8 item 20: daily equity candles were annualised with 365 bars per year.
+    # Daily equity candles were annualised with 365 bars per year.
     ts = _equity_trading_days("2019-01-01", "2023-12-31").to_numpy()
     bars_per_year, why = annualisation.infer_periods_per_year(ts)
     assert 248 <= bars_per_year <= 254
@@ -65,7 +65,7 @@ def test_infer_periods_per_year_changes_sharpe_and_cagr_as_issue_describes() -> 
     new_ann = evaluation.annualised_return(eq, bars_per_year)
     assert old_ann == pytest.approx(0.45)
     assert new_ann == pytest.approx(1.45 ** (bars_per_year / 365) - 1)
-    assert 0.28 < new_ann < 0.31  # the issue's "+30 % with 252 trading days"
+    assert 0.28 < new_ann < 0.31  # +30 % a year with 252 trading days
     rng = np.random.default_rng(0)
     rets = drift + 0.01 * rng.standard_normal(ts.size - 1)
     assert evaluation.sharpe_ratio(rets, bars_per_year) == pytest.approx(
@@ -196,7 +196,7 @@ def test_baselines_through_the_same_env() -> None:
     assert all(r.n_steps == n for recs in runs.values() for r in recs)
 
     # Buy and hold: all cash (fee included) at open[1], valued at liquidation at the last close
-    # (issue 8 item 22 changed this from a fee-free mark: two fees, one closed round trip).
+    # (formerly a fee-free mark: two fees, one closed round trip).
     bh = m["buy_and_hold"]
     units = 10_000 / (data.open[1] * (1 + tc))
     exit_value = units * data.close[-1]
@@ -267,7 +267,7 @@ def test_run_episode_records_are_aligned() -> None:
     np.testing.assert_array_equal(rec.bars, np.arange(30))
     assert rec.notional[0] == pytest.approx(rec.units[1] * data.open[1])
     assert rec.notional[1:-1].sum() == 0
-    # The last step carries the liquidation of the position at the last close (issue 8 item 22).
+    # The last step carries the liquidation of the position at the last close.
     assert rec.notional[-1] == pytest.approx(rec.units[-1] * data.close[-1])
     assert rec.liquidated
     np.testing.assert_allclose(rec.position_fraction()[1:], 1.0, rtol=1e-9)
@@ -279,8 +279,8 @@ SEED_ENDS_LONG = 0
 
 @pytest.mark.unit
 def test_open_positions_valued_at_liquidation_exactly() -> None:
-    # issue 8 item 22: a position open at the end pays its exit fee and slippage, for every
-    # strategy alike. Prices are exact binary fractions so the numbers can be checked exactly.
+    # A position open at the end pays its exit fee and slippage, for every strategy alike. Prices
+    # are exact binary fractions so the numbers can be checked exactly.
     n = 6
     open_ = np.array([100.0, 100.0, 104.0, 96.0, 112.0, 120.0])
     close = np.array([100.0, 104.0, 96.0, 112.0, 120.0, 128.0])
@@ -334,7 +334,7 @@ def test_open_positions_valued_at_liquidation_exactly() -> None:
 
 @pytest.mark.unit
 def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
-    # issue 8 item 28: counts printed as 1849.000; the random row is a mean over seeds.
+    # Counts were printed as 1849.000; the random row is a mean over seeds.
     data, probs = _block()
     runs = bt.run_strategies(
         data,
@@ -381,8 +381,8 @@ def test_summary_prints_counts_as_integers_and_explains_columns() -> None:
 
 @pytest.mark.integration
 def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
-    # issue 8 item 28: the agent's line hid under the others at the start value, and
-    # classifier_rule / flat swapped colours between panels.
+    # The agent's line hid under the others at the start value, and classifier_rule / flat swapped
+    # colours between panels.
     import matplotlib.pyplot as plt
 
     data, probs = _block()
@@ -392,7 +392,7 @@ def test_plot_agent_on_top_and_one_colour_per_strategy() -> None:
     fig = backtest_plot.backtest_figure(runs, data.timestamps, "t")
     try:
         colours: dict[str, set[str]] = {}
-        # The strategy panels; the agent's position/action strip (issue 10) has its own test.
+        # The strategy panels; the agent's position/action strip has its own test.
         panels = [ax for ax in fig.axes if ax.get_label() != backtest_plot.STRIP_LABEL]
         assert len(panels) == 3
         for ax in panels:
@@ -440,7 +440,7 @@ def test_summary_table_and_plot(tmp_path) -> None:
     lines = text.splitlines()
     assert "IN-SAMPLE" in lines[0] and "test block a .. b (60 bars)" in lines[0]
     assert lines[1].split()[:3] == ["strategy", "total_return", "annualised_return"]
-    # Rows, then the notes (issue 8 item 28 added the notes under the table).
+    # Rows, then the notes under the table.
     assert [ln.split()[0] for ln in lines[3 : 3 + len(report_names.STRATEGY_NAMES)]] == list(
         report_names.STRATEGY_NAMES
     )
@@ -457,7 +457,7 @@ def test_summary_table_and_plot(tmp_path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-# ---------------------------------------------------------------- action counts (issue 10)
+# ---------------------------------------------------------------- action counts
 
 
 class ScriptedPolicy:
@@ -489,8 +489,8 @@ def _scripted_report(tmp_path) -> tuple[dict, dict]:
 
 @pytest.mark.unit
 def test_action_counts_and_invalid_actions_in_the_report(tmp_path) -> None:
-    # issue 10: the agent picked an invalid action (a free HOLD) on every bar and the report only
-    # said "0 trades"; the report now counts every decision, the invalid ones apart.
+    # The agent picked an invalid action (a free HOLD) on every bar and the report only said
+    # "0 trades"; the report now counts every decision, the invalid ones apart.
     runs, rep = _scripted_report(tmp_path)
     agent = runs["agent"][0]
     np.testing.assert_array_equal(agent.valid[:5], [True, True, True, False, False])
@@ -498,7 +498,7 @@ def test_action_counts_and_invalid_actions_in_the_report(tmp_path) -> None:
     m = rep["strategies"]["agent"]
     assert m["invalid_actions"] == 2
     expected = {a.name: 0 for a in Actions}
-    # the scripted HOLD + 6 after the script + the 2 invalid orders executed as HOLD (issue 16)
+    # the scripted HOLD + 6 after the script + the 2 invalid orders executed as HOLD
     expected.update(HOLD=1 + 6 + 2, BUY_100=1, SELL_100=1)
     assert m["action_counts"] == expected
     assert sum(m["action_counts"].values()) == agent.n_steps
@@ -582,9 +582,9 @@ def test_plot_has_the_agents_position_and_action_strip(tmp_path) -> None:
 
 @pytest.mark.unit
 def test_target_action_agent_beside_baselines_that_speak_orders() -> None:
-    """Issue 10 (action_set = target): the agent's actions are targets, the baselines' orders;
-    an agent asking for LONG_100 on every bar trades exactly like buy-and-hold, and its action
-    counts name the orders sent (BUY_100 once, then HOLD)."""
+    """With ``action_set = target`` the agent's actions are targets, the baselines' orders; an agent
+    asking for LONG_100 on every bar trades exactly like buy-and-hold, and its action counts name
+    the orders sent (BUY_100 once, then HOLD)."""
     n = 6
     open_ = np.array([100.0, 100.0, 104.0, 96.0, 112.0, 120.0])
     close = np.array([100.0, 104.0, 96.0, 112.0, 120.0, 128.0])
@@ -602,9 +602,8 @@ def test_target_action_agent_beside_baselines_that_speak_orders() -> None:
 def test_run_strategies_logs_each_run_and_every_30_s_inside_one(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Issue 22 item 17: no silent minute in the final backtest. A line as each strategy run
-    starts, and inside a run a line with the bar reached once 30 s passed (fake clock: 1 s per
-    bar)."""
+    """No silent minute in the final backtest. A line as each strategy run starts, and inside a run
+    a line with the bar reached once 30 s passed (fake clock: 1 s per bar)."""
     data, probs = _block()
     now = [0.0]
 
@@ -645,8 +644,8 @@ def test_run_strategies_logs_each_run_and_every_30_s_inside_one(
 
 @pytest.mark.unit
 def test_plot_legend_carries_the_luck_verdict_interval_and_psr(tmp_path) -> None:
-    """Issue 18: the PNG's equity legend gives each judged strategy its verdict, the 95 %
-    interval of its total return and its PSR (the figure reads the report's entry)."""
+    """The PNG's equity legend gives each judged strategy its verdict, the 95 % interval of its
+    total return and its PSR (the figure reads the report's entry)."""
     import matplotlib.pyplot as plt
 
     runs, _ = _scripted_report(tmp_path)

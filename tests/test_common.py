@@ -57,7 +57,8 @@ def test_sha256_json_is_order_independent() -> None:
 
 
 def test_usage_error_exits_1_not_preflight_code(capsys):
-    """Issue 8 item 12: argparse's usage errors exit 2, which the README reserves for preflight."""
+    """argparse's usage errors exit 2, which the README reserves for preflight; CliParser's usage
+    errors exit 1."""
     from pipeline.common import EXIT_ERROR, CliParser
 
     p = CliParser(prog="x")
@@ -69,8 +70,8 @@ def test_usage_error_exits_1_not_preflight_code(capsys):
 
 
 def test_run_cli_disk_full_is_one_line_naming_the_path(capsys, tmp_path):
-    """Issue 8 item 11: ENOSPC becomes one error line with the path, the free space and what a
-    run needs, not a traceback."""
+    """ENOSPC becomes one error line with the path, the free space and what a run needs, not a
+    traceback."""
     import errno
 
     from pipeline.common import run_cli
@@ -88,7 +89,7 @@ def test_run_cli_disk_full_is_one_line_naming_the_path(capsys, tmp_path):
 
 
 def test_run_cli_permission_error_names_the_path(capsys):
-    """Issue 8 item 10: a PermissionError becomes one line naming the path."""
+    """A PermissionError becomes one line naming the path."""
     from pipeline.common import run_cli
 
     def body() -> int:
@@ -103,7 +104,7 @@ def test_run_cli_permission_error_names_the_path(capsys):
 
 
 def test_atomic_write_fsyncs_file_and_folder(tmp_path, monkeypatch):
-    """Issue 8 item 17: the data is fsynced before the rename and the folder after it."""
+    """The data is fsynced before the rename and the folder after it."""
     import os
 
     from pipeline import common
@@ -128,7 +129,7 @@ def test_atomic_write_fsyncs_file_and_folder(tmp_path, monkeypatch):
 
 
 def test_progress_log_logs_at_most_every_interval_with_eta(caplog):
-    """Issue 8 item 26: without a terminal, a line with progress and ETA at least every 30 s."""
+    """Without a terminal, a line with progress and ETA at least every 30 s."""
     import logging
 
     from pipeline.common import ProgressLog

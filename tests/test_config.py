@@ -230,14 +230,14 @@ def _float_keys() -> list[tuple[str, str]]:
 
 def test_every_float_key_is_covered() -> None:
     keys = {k for _, k in _float_keys()}
-    # The keys issue 8 item 3 names, so the helper above cannot silently find none.
+    # Keys where NaN once passed every range check, so the helper above cannot silently find none.
     assert {"learning_rate", "gamma", "lstm_dropout", "test_fraction", "min_disk_gb"} <= keys
     assert {"initial_capital", "transaction_cost", "threshold_delta"} <= keys
 
 
 @pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-inf", "Infinity"])
 def test_non_finite_rejected_for_every_float_key_via_set(bad: str) -> None:
-    # issue 8 item 3: range checks with < / > are False for NaN, so NaN passed every range.
+    # Range checks with < / > are False for NaN, so NaN passed every range.
     for section, key in _float_keys():
         text = f"{section}.{key}={bad}"
         with pytest.raises(ConfigError) as err:
@@ -306,7 +306,7 @@ def test_bad_preset_value_names_the_preset(tmp_path: Path, monkeypatch: pytest.M
     path = _preset_dir(tmp_path, monkeypatch, "# bad\n[training]\nlearning_rate = nan\n")
     with pytest.raises(ConfigError) as err:
         load_config(None, None, preset="smoke")
-    # issue 9 item 2: presets are files now, so the error names the preset's file and line
+    # Presets are files now, so the error names the preset's file and line
     assert str(err.value).startswith(f"{path}:3: learning_rate = nan: ")
     assert "not a finite number" in str(err.value)
 
@@ -328,7 +328,7 @@ def test_bad_preset_value_names_the_preset(tmp_path: Path, monkeypatch: pytest.M
 def test_preset_file_errors_name_file_and_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
 ) -> None:
-    # issue 9 item 2: a preset file goes through the same parser and checks as the config files
+    # A preset file goes through the same parser and checks as the config files
     path = _preset_dir(tmp_path, monkeypatch, text)
     with pytest.raises(ConfigError) as err:
         load_config(None, None, preset="smoke")
@@ -374,7 +374,7 @@ def test_cli_error_for_nan_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     )
 
 
-# ---------------------------------------------------------------- env and reward ranges (item 3)
+# ---------------------------------------------------------------- env and reward ranges
 
 
 def _env_and_reward_bounds() -> list[tuple[str, str, float]]:
@@ -391,7 +391,7 @@ def _env_and_reward_bounds() -> list[tuple[str, str, float]]:
 
 
 def test_profit_scale_zero_is_refused_at_load_time(tmp_path: Path) -> None:
-    # issue 9 item 3: profit_scale = 0 passed the config, then RewardConfig refused it in step 7
+    # profit_scale = 0 passed the config, then RewardConfig refused it in step 7
     with pytest.raises(ConfigError) as err:
         load_config(None, None, overrides=["profit_scale=0"])
     assert str(err.value) == "--set profit_scale=0: profit_scale 0.0 is out of range; expected > 0"
@@ -402,8 +402,8 @@ def test_profit_scale_zero_is_refused_at_load_time(tmp_path: Path) -> None:
 
 
 def test_every_env_and_reward_range_is_checked_at_load_time() -> None:
-    # issue 9 item 3: every value the env or the reward refuses is refused by load_config first,
-    # with the --set that gave it; the boundary of an inclusive bound is accepted by all three.
+    # Every value the env or the reward refuses is refused by load_config first, with the --set that
+    # gave it; the boundary of an inclusive bound is accepted by all three.
     from ppo_approach.reward_functions import RewardConfig, RewardConfigError
     from ppo_approach.trading_env import EnvConfig, EnvConfigError
 
@@ -429,7 +429,7 @@ def test_every_env_and_reward_range_is_checked_at_load_time() -> None:
         load_config(None, None, overrides=["episode_length=2.5"])
 
 
-# ---------------------------------------------------------------- --set-file (issue 11)
+# ---------------------------------------------------------------- --set-file
 
 
 def _set_file(tmp_path: Path, text: str) -> Path:

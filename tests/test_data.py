@@ -102,8 +102,8 @@ def test_sha256_stable_and_content_sensitive(tmp_path: Path) -> None:
 
 def test_dataset_names_follow_the_artifact_naming_rule(tmp_path: Path) -> None:
     """DatasetInfo.name, the names listed as available and the run lock's name are one rule
-    (pipeline.store.artifacts.dataset_name, issue 9 item 2): a .csv file is named by its stem, as
-    before; a file without .csv keeps its whole name, as its run lock always did."""
+    (pipeline.store.artifacts.dataset_name): a .csv file is named by its stem, as before; a file
+    without .csv keeps its whole name, as its run lock always did."""
     src = generate_ohlcv(200, seed=3)
     write_ohlcv_csv(src, tmp_path / "my.data.csv")
     upper = write_ohlcv_csv(src, tmp_path / "other" / "SOL.CSV")
@@ -132,7 +132,7 @@ def test_resolve_name_path_and_missing(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_directory_given_as_dataset_says_is_a_directory(tmp_path: Path) -> None:
-    # issue 8 item 13: a folder passed as --dataset said "not found".
+    # A folder passed as --dataset used to say "not found".
     ddir = tmp_path / "datasets"
     (ddir / "SUB").mkdir(parents=True)
     folder = tmp_path / "candles"
@@ -273,8 +273,8 @@ def test_headerless_binance_klines_semicolons_and_blank_lines(tmp_path: Path) ->
 
 
 def test_pandas_to_csv_with_datetime_index(tmp_path: Path) -> None:
-    # issue 8 item 15: DataFrame.to_csv() writes the unnamed DatetimeIndex under an empty first
-    # header cell; before, this failed with "missing column(s) timestamp".
+    # DataFrame.to_csv() writes the unnamed DatetimeIndex under an empty first header cell; before,
+    # this failed with "missing column(s) timestamp".
     idx = pd.date_range("2017-04-19 09:00", periods=4, freq="h")
     frame = pd.DataFrame(
         {

@@ -1,4 +1,4 @@
-"""The exchange downloader (issue 12): ``download_data.py`` over ``pipeline.data.download``.
+"""The exchange downloader: ``download_data.py`` over ``pipeline.data.download``.
 
 No network: a fake exchange object with ccxt's attributes and ``fetch_ohlcv(symbol, timeframe,
 since, limit)`` signature serves pages cut from recorded candles (pagination, a rate-limit error

@@ -410,7 +410,7 @@ def test_key_result_lines() -> None:
     assert line == "agent return +1.23% Sharpe 0.50 vs buy-and-hold -5.00% Sharpe n/a (test block)"
     flagged = agent_line({"agent_total_return": 0.5, "in_sample_predictions": True})
     assert flagged.endswith("(test block) [IN-SAMPLE predictions]")
-    # seeds > 1 (issue 10): which seed was chosen, and the spread over all of them.
+    # seeds > 1: which seed was chosen, and the spread over all of them.
     spread = {"n": 3, "selected_seed": 43, "median": 0.1, "min": -0.02, "max": 0.25}
     line = agent_line({"agent_total_return": 0.25, "seeds": spread})
     assert line.endswith(
@@ -615,7 +615,7 @@ def test_lock_path_uses_the_dataset_name(tmp_path: Path) -> None:
     assert lock_path(paths, "BTC_1H") == tmp_path / "logs" / "run_BTC_1H.lock"
 
 
-# ---------------------------------------------------------------- issue 8
+# ---------------------------------------------------------------- run summary, signals and faults
 
 
 def _write_reports(root: Path, f1: float, ret: float) -> None:
@@ -637,7 +637,7 @@ def test_summary_describes_one_invocation_and_names_what_it_carries_over(
     _write_reports(root, 0.41, 0.05)
     assert _run(root) == 0
     first = _summary(root)
-    # the value step 5 returned in this run; reports on disk are never read back (issue 9)
+    # the value step 5 returned in this run; reports on disk are never read back
     assert first["classifiers"]["dlstm"]["test_macro_f1"] == 0.4
     assert first["carried_over"] is None and first["status"] == "ok"
     capsys.readouterr()
@@ -881,7 +881,7 @@ def test_step_6_gets_the_dataset_path_not_its_name(
 def test_interrupt_line_says_what_the_step_says_not_a_promised_checkpoint(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """Issue 8 item 6: an interrupt before the first checkpoint must not promise a resume."""
+    """An interrupt before the first checkpoint must not promise a resume."""
     msg = "lstm interrupted in epoch 1/150, before its first epoch; no checkpoint was written"
 
     def classifiers(ctx: runpod_train.RunContext) -> StepOutcome:
@@ -898,7 +898,7 @@ def test_interrupt_line_says_what_the_step_says_not_a_promised_checkpoint(
 def test_full_disk_in_step_5_is_one_line_naming_the_path(
     root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    """Issue 8 item 11: a full disk during step 5 said "step 5 crashed" plus a traceback."""
+    """A full disk during step 5 used to say "step 5 crashed" plus a traceback."""
     import errno
 
     import train_models
@@ -920,9 +920,9 @@ def test_full_disk_in_step_5_is_one_line_naming_the_path(
 def test_a_config_edited_during_the_run_does_not_change_later_steps(
     root: Path, fake_steps: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Issue 9: the config is parsed once per run; step 7 trains with the config the run started
-    with even when the file is edited while step 5 runs (the driver used to rebuild argv and
-    each step re-read the files)."""
+    """The config is parsed once per run; step 7 trains with the config the run started with even
+    when the file is edited while step 5 runs (the driver used to rebuild argv and each step re-read
+    the files)."""
     from pipeline.config.files import load_config, write_resolved
     from ppo_approach import train_ppo_agent
 

@@ -3,9 +3,8 @@
 One smoke run (module fixture, ~30-60 s on 2 cores) trains everything and pushes to a local bare
 remote; the tests below check its exit code, artifacts, summary values, pushed files and that the
 token never reaches the log. Its dataset is a CSV outside the project and the artifact root,
-given as a path relative to a working directory elsewhere (issue 8 items 1 and 2); a second,
-shorter run gives the same CSV as an absolute path. Two fast runs check preflight failures
-(broken CSV, held lock).
+given as a path relative to a working directory elsewhere; a second, shorter run gives the same CSV
+as an absolute path. Two fast runs check preflight failures (broken CSV, held lock).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 pytestmark = pytest.mark.integration
 
 DATASET = "SYNTH-E2E-BTC-EUR_1H"
-MODELS = MODEL_NAMES  # the default config's models: the four networks and logreg (issue 17)
+MODELS = MODEL_NAMES  # the default config's models: the four networks and logreg
 
 
 def agent_model(root: Path) -> str:
@@ -122,8 +121,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     _git("remote", "add", "origin", str(bare), cwd=root)
     _git("push", "-q", "origin", "main", cwd=root)
     # The CSV lives outside the project and outside the artifact root, and is given relative to
-    # the user's working directory: every step, step 6 included, must find it (issue 8 items
-    # 1 and 2; step 6 used to get the bare name and fail after all classifiers had trained).
+    # the user's working directory: every step, step 6 included, must find it (step 6 used to get
+    # the bare name and fail after all classifiers had trained).
     elsewhere = base / "elsewhere"
     csv = elsewhere / "data" / f"{DATASET}.csv"
     write_ohlcv_csv(generate_ohlcv(N_BARS, signal=1.0, seed=11), csv)
@@ -190,10 +189,10 @@ def test_smoke_run_summary_values(smoke_run: Run) -> None:
     statuses = [s["status"] for s in summary["steps"]]
     assert statuses[:2] == ["ok", "ok"] and statuses[2] in ("ok", "warn")
     # Step 5 warns: the planted signal (1.0) is stronger than any market's, so the direction
-    # plausibility alarm fires on it (issue 18 item 1: direction 81-89 %); step 7 warns when the
-    # classifier rule of the model auto chose has a Sharpe ratio above alarm_sharpe (dlstm's ~9,
-    # logreg's 2.3: auto's one-standard-error rule picks logreg on this 305-row validation block).
-    # No structural check (split, scaler, lookahead, env probe) fires.
+    # plausibility alarm fires on it (direction 81-89 %); step 7 warns when the classifier rule of
+    # the model auto chose has a Sharpe ratio above alarm_sharpe (dlstm's ~9, logreg's 2.3: auto's
+    # one-standard-error rule picks logreg on this 305-row validation block). No structural check
+    # (split, scaler, lookahead, env probe) fires.
     checks = {a["check"] for a in summary["alarms"]}
     assert "direction" in checks and checks <= {"direction", "sharpe"}
     step7 = "warn" if "sharpe" in checks else "ok"
@@ -219,8 +218,8 @@ def test_smoke_run_summary_values(smoke_run: Run) -> None:
     for m in MODELS:
         entry = training["models"][m]
         assert 0.0 <= entry["test_macro_f1"] <= 1.0
-        # The step line quotes each model's headline (issue 8 item 28), which carries its
-        # test macro-F1; without one, the older "test F1 ... vs majority" text.
+        # The step line quotes each model's headline, which carries its test macro-F1; without one,
+        # the older "test F1 ... vs majority" text.
         if entry.get("headline"):
             shown = f"{m} {' '.join(entry['headline'].split())}"
         else:
@@ -257,7 +256,7 @@ def test_smoke_run_pushed_commit(smoke_run: Run) -> None:
         f"ppo_approach/models/ppo_{agent}_{DATASET}.zip",
     } | {f"models/{m}_{DATASET}_classification.pth" for m in MODELS}
     expected |= {f"models/{m}_{DATASET}_config.txt" for m in MODELS}
-    if agent == "ensemble":  # auto chose the ensemble of every model (issue 17 item 2)
+    if agent == "ensemble":  # auto chose the ensemble of every model
         expected |= {f"models/walkforward/{m}_{DATASET}_fold1.pth" for m in MODELS}
         expected.add(f"results/ensemble_{DATASET}.json")
     else:
@@ -323,7 +322,7 @@ def test_driver_with_an_absolute_csv_path_runs_steps_4_to_6(smoke_run: Run, tmp_
     summary = json.loads((root / "results" / f"run_summary_{DATASET}.json").read_text())
     assert [s["status"] for s in summary["steps"][3:6]] == ["ok", "warn", "ok"]  # see above
     assert summary["dataset_source"] == str(smoke_run.csv)
-    # Issue 20 item 6: the smoke run's files went to runs/{dataset}/1 before this run wrote.
+    # The smoke run's files went to runs/{dataset}/1 before this run wrote.
     archive = root / "runs" / DATASET / "1"
     info = json.loads((archive / "archive.json").read_text())
     assert info["started"] == _summary(smoke_run)["started"] and info["files_missing"] == []
@@ -463,8 +462,8 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path: Path) -> None:
     # prediction_model = auto: the classifier with the best validation F1 feeds the agent
     assert len(list((tmp_path / "ppo_approach" / "models").glob("ppo_*_SIG.zip"))) == 1
     summary = json.loads((tmp_path / "results" / "run_summary_SIG.json").read_text())
-    # "warn", not "ok": the signal-1.0 series trips the plausibility alarms (issue 18), and only
-    # those: the resumed run's structural checks (split, scaler, lookahead, env probe) pass.
+    # "warn", not "ok": the signal-1.0 series trips the plausibility alarms, and only those: the
+    # resumed run's structural checks (split, scaler, lookahead, env probe) pass.
     assert summary["resume"] is True and summary["steps"][6]["status"] == "warn"
     assert {a["check"] for a in summary["alarms"]} <= {"direction", "sharpe"}
     assert any(a["check"] == "sharpe" for a in summary["alarms"])

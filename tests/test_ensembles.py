@@ -1,5 +1,5 @@
-"""Issue 17 item 2: ensemble_method = mean | weighted | stacking, fitted on out-of-fold agent-train
-rows, chosen on agent-val rows against the mean and each member alone."""
+"""ensemble_method = mean | weighted | stacking, fitted on out-of-fold agent-train rows, chosen on
+agent-val rows against the mean and each member alone."""
 
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ def _voters(n: int = 3000, k: int = 3, seed: int = 1) -> tuple[np.ndarray, np.nd
 
 @pytest.mark.unit
 def test_auto_tries_both_fits_the_mean_and_each_member_alone() -> None:
-    """Issue 17 item 2: ``prediction_model = auto`` considers the ensembles; a combination is
-    used only where it beats every member alone on the validation rows."""
+    """``prediction_model = auto`` considers the ensembles; a combination is used only where it
+    beats every member alone on the validation rows."""
     probs, y, blocks = _members()
     fit = fit_ensemble(["good", "noise"], probs, y, blocks, "auto")
     assert fit["candidates"] == ["weighted", "mean", "good alone", "noise alone"]
@@ -123,9 +123,9 @@ def test_weighted_ensemble_table_uses_the_reported_weights(
 def test_auto_fits_the_ensembles_over_every_walk_forward_table(
     tmp_path: Path, write_dataset: Any, smoke_config: Any
 ) -> None:
-    """Issue 17 item 2: with ``prediction_model = auto`` step 5 fits the ensembles over every
-    model's out-of-fold table, records the comparison in the training summary, and step 7 and
-    the live predictor use exactly what it chose."""
+    """With ``prediction_model = auto`` step 5 fits the ensembles over every model's out-of-fold
+    table, records the comparison in the training summary, and step 7 and the live predictor use
+    exactly what it chose."""
     import pandas as pd
 
     import train_models

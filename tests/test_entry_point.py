@@ -1,5 +1,5 @@
 """runpod_main.py (the entry point) and the driver's process plumbing: user paths, exit codes,
-signals, parent death, progress relay, secret masking and the run lock (issue 8). Fast."""
+signals, parent death, progress relay, secret masking and the run lock. Fast."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-# ---------------------------------------------------------------- item 2: user paths
+# ---------------------------------------------------------------- user paths
 
 
 @pytest.mark.unit
@@ -144,8 +144,8 @@ def test_entry_point_passes_absolute_paths_to_the_driver_from_another_cwd(
 def test_the_run_log_is_listed_in_the_run_manifest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
 ) -> None:
-    """The entry point records its log before the driver starts, so this run's step 8 pushes it
-    (issue 9 item 2); a damaged manifest is only warned about here."""
+    """The entry point records its log before the driver starts, so this run's step 8 pushes it; a
+    damaged manifest is only warned about here."""
     write_ohlcv_csv(generate_ohlcv(300, seed=5), tmp_path / "datasets" / f"{DATASET}.csv")
     monkeypatch.setattr(runpod_main, "stream_driver", lambda cmd, env, secrets: 0)
     argv = ["--dataset", DATASET, "--root", str(tmp_path), "--skip-validation", "--no-push"]
@@ -164,7 +164,7 @@ def test_the_run_log_is_listed_in_the_run_manifest(
     assert artifacts.run_manifest.read_text(encoding="utf-8") == "{not json"
 
 
-# ---------------------------------------------------------------- item 12: usage errors exit 1
+# ---------------------------------------------------------------- usage errors exit 1
 
 
 @pytest.mark.unit
@@ -187,7 +187,7 @@ def test_usage_errors_exit_1_not_2(
     assert "error:" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- item 9: masked error line
+# ---------------------------------------------------------------- masked error line
 
 
 @pytest.mark.unit
@@ -213,7 +213,7 @@ def test_preflight_error_line_is_masked(
     assert "***@host/repo.git unreachable (required: reachable)" in line
 
 
-# ---------------------------------------------------------------- item 10: unwritable --root
+# ---------------------------------------------------------------- unwritable --root
 
 
 @pytest.mark.integration
@@ -287,7 +287,7 @@ def test_driver_root_under_a_file_is_one_line(
     assert "Traceback" not in err
 
 
-# ---------------------------------------------------------------- item 26: progress relay
+# ---------------------------------------------------------------- progress relay
 
 
 @pytest.mark.unit
@@ -331,7 +331,7 @@ def test_relay_passes_carriage_return_updates_to_the_console_only() -> None:
     assert "tok-SECRET-42" not in shown
 
 
-# ---------------------------------------------------------------- item 5: signals, parent death
+# ---------------------------------------------------------------- signals, parent death
 
 
 CHILD = """

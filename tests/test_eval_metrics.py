@@ -1,4 +1,4 @@
-"""What a user sees of the validation evaluations (issue 10).
+"""What a user sees of the validation evaluations.
 
 At each evaluation TensorBoard gets the policy's behaviour (action histogram and shares, invalid
 actions apart, trades per episode, time in market, mean position) and the classifier rule's return
@@ -155,7 +155,7 @@ def test_rule_return_equals_a_direct_run_of_the_rule(tmp_path: Path) -> None:
 
 def test_behaviour_metrics_of_a_known_policy(tmp_path: Path) -> None:
     """Always BUY_100: one fill in, the liquidation exit out; long after every step; the
-    invalid BUY_100s once long are executed as HOLD, and counted apart (issue 16)."""
+    invalid BUY_100s once long are executed as HOLD, and counted apart."""
     data = _data()
     recs = evaluation.run_block(lambda obs, info: int(Actions.BUY_100), _val_env(data), 2, SEED)
     m = evaluation.block_metrics(recs, PPY)
@@ -168,8 +168,8 @@ def test_behaviour_metrics_of_a_known_policy(tmp_path: Path) -> None:
 
 
 def test_validation_and_backtest_metrics_have_one_definition(tmp_path: Path) -> None:
-    """Issue 20 item 2: every report metric reaches the validation metrics as its episode mean,
-    computed by the backtest's own ``strategy_metrics`` (a new metric is one change)."""
+    """Every report metric reaches the validation metrics as its episode mean, computed by the
+    backtest's own ``strategy_metrics`` (a new metric is one change)."""
     from pipeline.run.report_names import TABLE_COLUMNS
 
     data = _data()

@@ -201,7 +201,7 @@ def test_make_labels_thresholds_are_strict() -> None:
     assert L.make_labels(r, 0.1).tolist() == [1, 1, 2, 0, 1, -1]
     assert L.make_labels(r, 0.0).tolist() == [2, 0, 2, 0, 1, -1]
     assert L.CLASS_NAMES == ("Fall", "Stationary", "Rise")
-    assert classifier_metrics.CLASS_NAMES is L.CLASS_NAMES  # one copy (issue 9 item 1)
+    assert classifier_metrics.CLASS_NAMES is L.CLASS_NAMES  # one copy
     with pytest.raises(F.FeatureError, match="delta"):
         L.make_labels(r, -0.5)
 
@@ -238,7 +238,7 @@ def _windows(x: np.ndarray, lookback: int, bars: np.ndarray) -> torch.Tensor:
 
 
 def test_window_data_matches_naive_loop() -> None:
-    # issue 9 item 2: WindowData is the one windowing implementation.
+    # WindowData is the one windowing implementation.
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 3))
     lookback = 5

@@ -1,12 +1,12 @@
 """Step 8 against real git: a work repo and a bare remote in tmp_path.
 
 The library (``pipeline.publish.push``, ``pipeline.publish.git``) is called directly; the CLI tests
-call ``runpod_github.main`` (issue 9: the git plumbing moved out of the script).
+call ``runpod_github.main`` (the git plumbing lives in the library, not in the script).
 
 No network. Every test gets its own repo with the artifact folders git-ignored, as in the
 project, and an isolated git configuration (no global/system config, no credential helpers). The
 artifacts are recorded in the dataset's run manifest through the Manifest API, as the steps do;
-the push step pushes what it lists (issue 9 item 2).
+the push step pushes what it lists.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ GITIGNORE = """\
 """
 
 # What this dataset's steps recorded in its run manifest: (path, kind, step). Step 8 pushes the
-# entries of pushed kinds plus the manifest itself, and nothing else (issue 9 item 2).
+# entries of pushed kinds plus the manifest itself, and nothing else.
 RECORDED = [
     ("logs/train_BTC_1h.log", "log", STEP_DRIVER),
     ("models/dlstm_BTC_1h_classification.pth", "classifier_model", STEP_CLASSIFIERS),
@@ -101,7 +101,7 @@ NOT_EXPECTED = [
     *(path for path, kind, _ in RECORDED if not KINDS[kind].pushed),  # checkpoints stay local
     *(path for _, path, _, _ in OTHER_DATASETS),  # other datasets, their own manifests
     "results/run_manifest_ETH_1h.json",
-    "scalers/scaler_BTC_1h.pkl",  # an old pickled scaler: never recorded, never pushed (item 7)
+    "scalers/scaler_BTC_1h.pkl",  # an old pickled scaler: never recorded, never pushed
     "results/notes_BTC_1h.txt",  # on disk but recorded by no step
     "results/backtest_BTC_1h.png",  # ditto: the dataset's name in a file name is not enough
     "results/.predictions_dlstm_BTC_1h.csv.x1y2.tmp",  # an unfinished atomic write
@@ -618,7 +618,7 @@ def test_main_missing_remote_prints_one_error_line_and_returns_3(
     assert len(errors) == 1 and "'backup'" in errors[0]
 
 
-# ---------------------------------------------------------------- secrets (item 8)
+# ---------------------------------------------------------------- secrets
 
 
 @pytest.mark.integration
@@ -751,7 +751,7 @@ def test_masked_urls_and_short_tokens_do_not_block_the_push(
     [[], ["--dataset", DATASET, "--max-file-mb", "lots"], ["--dataset", DATASET, "--bogus"]],
 )
 def test_usage_errors_exit_1(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    """Exit code 2 is reserved for "preflight failed" (issue 8 item 12)."""
+    """Exit code 2 is reserved for "preflight failed"."""
     with pytest.raises(SystemExit) as info:
         runpod_github.main(argv)
     assert info.value.code == 1
@@ -762,7 +762,7 @@ def test_usage_errors_exit_1(argv: list[str], capsys: pytest.CaptureFixture[str]
 def test_push_by_hand_refuses_while_another_live_run_holds_the_lock(
     repos: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 8 item 14: no commit of artifacts a live run may still be writing."""
+    """No commit of artifacts a live run may still be writing."""
     from pipeline.run.lock import lock_path, step_lock
 
     work, bare = repos

@@ -1,5 +1,5 @@
-"""Issue 22 (defects found running the pipeline as a new user, under faults and hostile input):
-the unit-tier checks. The ones that run a subprocess or train are in test_issue22_integration.py."""
+"""Defects found running the pipeline as a new user, under faults and hostile input: the unit-tier
+checks. The ones that run a subprocess or train are in test_issue22_integration.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tune
 pytestmark = pytest.mark.unit
 
 
-# ---------------------------------------------------------------- item 2: study names
+# ---------------------------------------------------------------- study names
 
 
 @pytest.mark.parametrize("study", ["/tmp/x/victim", "../victim", "a/b", "", ".hidden", "a..b"])
@@ -50,7 +50,7 @@ def test_remove_inside_refuses_a_folder_outside_the_root(tmp_path: Path) -> None
     assert tune.check_study_name("agent_BTC-EUR_1H.v2") == "agent_BTC-EUR_1H.v2"
 
 
-# ---------------------------------------------------------------- item 6: a folder for a file
+# ---------------------------------------------------------------- a folder for a file
 
 
 def test_a_folder_given_as_a_config_file_is_one_line(
@@ -76,7 +76,7 @@ def test_a_folder_given_as_a_config_file_is_one_line(
     assert err == [f"error: {tmp_path}: is a folder; expected a search space file (a text file)"]
 
 
-# ---------------------------------------------------------------- item 7: capped error lines
+# ---------------------------------------------------------------- capped error lines
 
 
 def test_every_row_on_one_timestamp_is_a_short_error_line(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_every_row_on_one_timestamp_is_a_short_error_line(tmp_path: Path) -> Non
     assert msg.count("2024-01-01T00:00:00+00:00") == 1
 
 
-# ---------------------------------------------------------------- item 8: disk full names a path
+# ---------------------------------------------------------------- disk full names a path
 
 
 def test_disk_full_inside_an_atomic_write_names_the_file(
@@ -138,7 +138,7 @@ def test_disk_full_inside_an_atomic_write_names_the_file(
     assert not list(model.parent.iterdir())
 
 
-# ---------------------------------------------------------------- item 9: exit codes of signals
+# ---------------------------------------------------------------- exit codes of signals
 
 
 def test_signal_deaths_and_late_signals_map_to_the_documented_130(
@@ -168,7 +168,7 @@ def test_signal_deaths_and_late_signals_map_to_the_documented_130(
     assert signal.getsignal(signal.SIGHUP) is previous
 
 
-# ---------------------------------------------------------------- item 16: logs
+# ---------------------------------------------------------------- logs
 
 
 @pytest.mark.parametrize("script", ["runpod_main", "runpod_train"])
@@ -217,7 +217,7 @@ def test_a_dataset_note_is_a_warning_once_per_file_not_per_load(
     assert [r.levelname for r in notes] == ["WARNING"]
 
 
-# ---------------------------------------------------------------- item 5: an older run's agent
+# ---------------------------------------------------------------- an older run's agent
 
 
 def test_resume_after_a_fresh_run_stopped_before_step_7_does_not_judge_the_old_agent(
@@ -276,7 +276,7 @@ def test_a_fresh_driver_run_with_step_7_marks_older_agents_and_a_resume_does_not
     assert run_folder.fresh_run_started(Paths.from_root(tmp_path), "F") == first
 
 
-# ---------------------------------------------------------------- item 19: no network
+# ---------------------------------------------------------------- no network
 
 
 def test_a_dns_failure_is_final_not_retried() -> None:
@@ -327,7 +327,7 @@ def test_the_makefile_gives_up_on_an_unreachable_cpu_index_fast() -> None:
     assert "$(PIP_NET_OPTS)" in line
 
 
-# ---------------------------------------------------------------- item 20: an ETA at the start
+# ---------------------------------------------------------------- an ETA at the start
 
 
 def test_the_driver_logs_an_estimated_duration_at_the_start(

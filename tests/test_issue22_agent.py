@@ -1,5 +1,6 @@
-"""Issue 22, the agent side: step 6 refuses an overflowing scaler (item 10) and the PPO progress
-lines stop at 100 % and keep coming through the policy update and the evaluation (items 13, 17).
+"""Defects found running the pipeline as a new user, the agent side: step 6 refuses an overflowing
+scaler and the PPO progress lines stop at 100 % and keep coming through the policy update and the
+evaluation.
 
 The marks are per test: the callback tests are unit tests, the others train or use a trained
 root (tests/conftest.py).
@@ -25,7 +26,7 @@ from pipeline.common import Paths, PipelineError
 from ppo_approach import callbacks
 from ppo_approach.prediction_wrapper import validate_models
 
-# ---------------------------------------------------------------- item 10: step 6 and the scaler
+# ---------------------------------------------------------------- step 6 and the scaler
 
 
 def _overflow_the_scaler(root: Path, model: str, dataset: str) -> None:
@@ -62,7 +63,7 @@ def test_step6_refuses_a_scaler_that_overflows(
     assert "(mean 1e+308, scale " in msg and msg.endswith("rerun train_models.py")
 
 
-# ---------------------------------------------------------------- item 13: past 100 %
+# ---------------------------------------------------------------- past 100 %
 
 
 @pytest.mark.unit
@@ -108,7 +109,7 @@ def test_progress_past_the_total_is_100_percent_every_30_s(
     ]
 
 
-# ---------------------------------------------------------------- item 17: update and evaluation
+# ---------------------------------------------------------------- update and evaluation
 
 
 @pytest.mark.unit

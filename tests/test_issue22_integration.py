@@ -1,5 +1,5 @@
-"""Issue 22 (defects found running the pipeline as a new user, under faults and hostile input):
-the integration-tier checks (training, subprocesses, signals)."""
+"""Defects found running the pipeline as a new user, under faults and hostile input: the
+integration-tier checks (training, subprocesses, signals)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import train_models
 pytestmark = pytest.mark.integration
 
 
-# ---------------------------------------------------------------- item 4: kill before metrics
+# ---------------------------------------------------------------- kill before metrics
 
 
 def test_a_kill_between_model_file_and_metrics_resumes_from_the_last_epoch(
@@ -22,7 +22,7 @@ def test_a_kill_between_model_file_and_metrics_resumes_from_the_last_epoch(
     monkeypatch: pytest.MonkeyPatch,
     write_dataset: Any,
 ) -> None:
-    """Item 4; item 16: the classifier's verdict (a finding, not a fault) is logged at INFO."""
+    """The classifier's verdict (a finding, not a fault) is logged at INFO."""
     import logging
 
     write_dataset(tmp_path, "TINY", signal=0.5, seed=3, n=1500)
@@ -60,7 +60,7 @@ def test_a_kill_between_model_file_and_metrics_resumes_from_the_last_epoch(
     assert not list((tmp_path / "models" / "checkpoints").glob("*gru*"))
 
 
-# ---------------------------------------------------------------- items 1, 9, 12: process life
+# ---------------------------------------------------------------- process life
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATASET = "LIFE-TEST_1H"
@@ -212,7 +212,7 @@ def test_a_signal_before_the_driver_exists_is_forwarded_to_it(
     assert started[0].returncode == -signal.SIGINT
 
 
-# ------------------------------------------------------- item 14: tuner outputs (plots: ~4 s)
+# ---------------------------------------------------------------- tuner outputs (plots: ~4 s)
 
 
 def test_tuner_best_breaks_ties_by_trades_reports_them_and_names_the_given_csv(
@@ -272,7 +272,7 @@ def test_tuner_best_breaks_ties_by_trades_reports_them_and_names_the_given_csv(
     )
 
 
-# ---------------------------------------------------------------- item 15: a library module
+# ---------------------------------------------------------------- a library module
 
 
 @pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), ([], 1), (["--dataset", "X"], 1)])
@@ -303,7 +303,7 @@ def test_pytorch_train_says_it_is_a_library_without_importing_torch(
     assert "python train_models.py --dataset NAME" in line
 
 
-# ---------------------------------------------------------------- item 3: Ctrl-C during a push
+# ---------------------------------------------------------------- Ctrl-C during a push
 
 PUSH_SCRIPT = """
 import sys, git

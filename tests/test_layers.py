@@ -1,11 +1,11 @@
-"""Imports only go down the layers (issue 9): pipeline/ (library) <- classifier side
-(pytorch_train.py, train_models.py) <- agent side (ppo_approach/) <- driver and entry points
-(runpod_*.py). Scripts are leaves: only the driver imports other scripts. Every import counts, also
-one inside a function, so a back-climbing import cannot hide in a lazy import.
+"""Imports only go down the layers: pipeline/ (library) <- classifier side (pytorch_train.py,
+train_models.py) <- agent side (ppo_approach/) <- driver and entry points (runpod_*.py). Scripts are
+leaves: only the driver imports other scripts. Every import counts, also one inside a function, so a
+back-climbing import cannot hide in a lazy import.
 
-Inside pipeline/ the subpackages are layers too (issue 20 item 5, :data:`SUBPACKAGES`): the base
-modules (common, tables, secrets, device) import no subpackage; store <- data <- config <-
-classifiers <- checks, tuning; store <- publish; run on top."""
+Inside pipeline/ the subpackages are layers too (:data:`SUBPACKAGES`): the base modules (common,
+tables, secrets, device) import no subpackage; store <- data <- config <- classifiers <- checks,
+tuning; store <- publish; run on top."""
 
 from __future__ import annotations
 
@@ -41,11 +41,11 @@ ALLOWED: dict[str, set[str]] = {
     "runpod_github": {"pipeline"},
     "runpod_main": {"pipeline"},  # starts runpod_train.py as a subprocess, never imports it
     "runpod_train": PROJECT - {"bench", "tests", "runpod_main", "tune"},
-    # tune.py (issue 11) runs the objectives: the classifier training loop and the agent's phases
+    # tune.py runs the objectives: the classifier training loop and the agent's phases
     "tune": {"pipeline", "pytorch_train", "ppo_approach"},
-    "download_data": {"pipeline"},  # issue 12: a thin CLI over pipeline.data.download
+    "download_data": {"pipeline"},  # a thin CLI over pipeline.data.download
     "runs": {"pipeline"},  # lists and compares archived runs (pipeline.run.archive)
-    # issue 18 item 4: reruns steps 5 and 7 on each fold
+    # rolling-origin evaluation: reruns steps 5 and 7 on each fold
     "rolling_eval": {"pipeline", "train_models", "pytorch_train", "ppo_approach"},
 }
 

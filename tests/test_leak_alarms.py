@@ -1,5 +1,5 @@
-"""Issue 18 item 1: run-time leak alarms. Each planted leak must raise its alarm in step 5's
-summary (JSON and console rows); honest GARCH random walks must raise none and be judged chance.
+"""Run-time leak alarms. Each planted leak must raise its alarm in step 5's summary (JSON and
+console rows); honest GARCH random walks must raise none and be judged chance.
 
 The leaks are planted the way a bad change would bring them in: by replacing one function the
 pipeline calls (features, labels, scaler, split, plan), never by editing the alarm's inputs.
@@ -50,8 +50,8 @@ def checks(summary: dict[str, Any]) -> set[str]:
 def test_honest_random_walks_raise_no_alarm_and_are_chance(
     seed: int, tmp_path: Path, write_dataset: Any, smoke_config: Any, capsys: Any
 ) -> None:
-    """Done-when of issue 18: on 5 honest random walks no alarm fires and the chance test says
-    chance, for every model, the logistic regression and the permuted-label control."""
+    """On 5 honest random walks no alarm fires and the chance test says chance, for every model, the
+    logistic regression and the permuted-label control."""
     write_dataset(tmp_path, "RW", signal=0.0, seed=seed)
     cfg = smoke_config("ppo_prediction_source=in_sample")
     names = list(train_models.MODEL_NAMES)
@@ -128,7 +128,7 @@ def test_centred_window_raises_the_lookahead_alarm(
 def test_next_bar_in_the_scaled_inputs_raises_the_lookahead_alarm(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The leak issue 8 planted (half the next bar's return added to a scaled feature)."""
+    """``plant_next_bar_leak``: half the next bar's return added to a scaled feature."""
     from tests.test_train_models import plant_next_bar_leak
 
     plant_next_bar_leak(monkeypatch)
@@ -189,8 +189,8 @@ def test_no_purge_gap_raises_the_split_alarm(
 def test_shuffled_split_raises_the_split_alarm(
     tmp_path: Path, write_dataset: Any, smoke_config: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 18: train rows drawn at random from the train, val and test bars passed every
-    test before. The bars the model is fit on reach into the test block."""
+    """Train rows drawn at random from the train, val and test bars once passed every test. The bars
+    the model is fit on reach into the test block."""
     real = train_models.labelled_bars
     rng = np.random.default_rng(0)
 

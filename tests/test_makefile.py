@@ -1,4 +1,4 @@
-"""The README's two commands on a fresh machine (issue 8 item 23): where `make` installs.
+"""The README's two commands on a fresh machine: where `make` installs.
 
 `make -n` prints the commands without running them, so these tests check the Makefile's
 decisions (project .venv vs the active environment, the CPU-only torch index) in milliseconds.
@@ -54,7 +54,7 @@ def test_an_active_virtualenv_is_used_as_it_is() -> None:
 
 @pytest.mark.integration
 def test_test_fast_runs_the_unit_tier_only() -> None:
-    """`make test-fast` (issue 9 item 7): the unit tier; `make test` stays the default run."""
+    """`make test-fast`: the unit tier; `make test` stays the default run."""
     cmds = _dry_run("test-fast", VIRTUAL_ENV="/opt/myenv")
     assert 'python3 -m pytest -m "unit and not slow"' in cmds
     assert _dry_run("test", VIRTUAL_ENV="/opt/myenv").splitlines()[-1] == "python3 -m pytest"

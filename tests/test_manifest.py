@@ -1,5 +1,5 @@
 """pipeline.store.manifest: the per-dataset run manifest the steps record into and the push step
-reads (issue 9 item 2)."""
+reads."""
 
 from __future__ import annotations
 

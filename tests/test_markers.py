@@ -1,4 +1,4 @@
-"""Every test carries exactly one tier, ``unit`` or ``integration`` (issue 9 item 7).
+"""Every test carries exactly one tier, ``unit`` or ``integration``.
 
 The tiers are defined in tests/conftest.py; ``make test-fast`` runs the unit tier. Slow tests and
 tests that ask for a trained root are integration tests, never unit tests.

@@ -1,10 +1,10 @@
-"""sb3-contrib MaskablePPO as ``algorithm = maskable_ppo`` (issue 10).
+"""sb3-contrib MaskablePPO as ``algorithm = maskable_ppo``.
 
 Invalid actions are no-ops in the env, and an unmasked PPO policy learned that an invalid action is
-a free HOLD (issue 10 measured invalid actions on every test bar). MaskablePPO reads the env's
-``action_masks()`` while training, and :func:`ppo_approach.evaluation.policy_for` passes the mask
-in ``info["action_mask"]`` to its deterministic predictions (validation and backtest). The model
-files load without unpickling, as PPO's do (tests/test_ppo_checkpoints.py).
+a free HOLD (it picked invalid actions on every test bar). MaskablePPO reads the env's
+``action_masks()`` while training, and :func:`ppo_approach.evaluation.policy_for` passes the mask in
+``info["action_mask"]`` to its deterministic predictions (validation and backtest). The model files
+load without unpickling, as PPO's do (tests/test_ppo_checkpoints.py).
 
 Trains tiny agents on the random walk + real DLSTM prediction table of conftest's
 ``ppo_source_root`` (smoke preset, one torch thread).

@@ -1,5 +1,5 @@
-"""The model registry (the structure issue, item 4): names and order, the config's model group, the
-arch dicts and modules built from it, the bundled search space, and that it imports no torch."""
+"""The model registry: names and order, the config's model group, the arch dicts and modules built
+from it, the bundled search space, and that it imports no torch."""
 
 from __future__ import annotations
 

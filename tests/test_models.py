@@ -116,7 +116,7 @@ def test_window_gather_equals_materialised_windows() -> None:
     data = WindowData.create(x, bars, y, L, torch.device("cpu"))
     idx = torch.tensor([0, 7, len(bars) - 1])
     xb, yb = data.batch(idx)
-    # The window of bar t is rows t-L+1 .. t, built here by a plain loop (issue 9 item 2).
+    # The window of bar t is rows t-L+1 .. t, built here by a plain loop.
     expected = np.stack([x[t - L + 1 : t + 1] for t in bars[idx.numpy()]]).astype(np.float32)
     assert xb.shape == (3, L, F)
     assert np.array_equal(xb.numpy(), expected)
@@ -138,9 +138,8 @@ def test_batch_size_scales_with_free_memory() -> None:
 
 @pytest.mark.unit
 def test_batch_growth_keeps_min_steps_per_epoch() -> None:
-    """Issue 17 item 3: an H200 grew the batch to 8,192 on ~8,600 windows (1-2 steps per epoch).
-    Growth now stops where an epoch would have fewer than ``min_steps`` steps; the configured
-    size is never cut."""
+    """An H200 grew the batch to 8,192 on ~8,600 windows (1-2 steps per epoch). Growth now stops
+    where an epoch would have fewer than ``min_steps`` steps; the configured size is never cut."""
     gib = 2**30
     assert scale_batch_size(1024, 139 * gib, 8_600, min_steps=50) == 1024  # was 8192
     assert scale_batch_size(256, 139 * gib, 8_600, min_steps=20) == 430  # 8,600 / 20
@@ -361,7 +360,7 @@ def _sigterm_on_forward(model: torch.nn.Module, at_call: int) -> None:
 
 @pytest.mark.integration
 def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
-    """Issue 8 item 6: stopped before epoch 1 finished, nothing claims a checkpoint."""
+    """Stopped before epoch 1 finished, nothing claims a checkpoint."""
     from pipeline.run.process import interrupt_on_signals
 
     x, bars, y = learnable_data(400)
@@ -386,7 +385,7 @@ def test_sigterm_in_first_epoch_says_no_checkpoint_exists(tmp_path) -> None:
 
 @pytest.mark.integration
 def test_sigterm_in_a_later_epoch_names_the_checkpoint_kept(tmp_path) -> None:
-    """Issue 8 item 6: after epoch 1 was saved, the message names that checkpoint."""
+    """After epoch 1 was saved, the message names that checkpoint."""
     from pipeline.run.process import interrupt_on_signals
 
     x, bars, y = learnable_data(400)
@@ -428,7 +427,7 @@ def test_interrupt_without_checkpoints_says_they_are_off() -> None:
 
 @pytest.mark.integration
 def test_progress_lines_with_eta_without_a_terminal(monkeypatch, caplog, capsys) -> None:
-    """Issue 8 item 26: no terminal -> log lines "epoch e/E: done/total batches ..., ETA"."""
+    """No terminal -> log lines "epoch e/E: done/total batches ..., ETA"."""
     monkeypatch.setenv("PIPELINE_PROGRESS", "log")
     x, bars, y = learnable_data(300)
     train, val = window_data(x, bars, y)
@@ -454,7 +453,7 @@ def test_progress_lines_with_eta_without_a_terminal(monkeypatch, caplog, capsys)
 
 @pytest.mark.integration
 def test_progress_bar_only_when_wanted(monkeypatch, caplog) -> None:
-    """Issue 8 item 26: the entry point forwarded a terminal -> a bar, no log lines."""
+    """The entry point forwarded a terminal -> a bar, no log lines."""
     import tqdm.auto
 
     bars: list[dict[str, object]] = []

@@ -1,7 +1,7 @@
-"""Several datasets in one ``runpod_main.py`` run (issue 12): one preflight, the driver for each
-dataset in turn (going on when one fails), the cross-dataset table (console, JSON, PNG) read from
-the reports of steps 5 and 7, one push of every good dataset in one commit, exit code 1 naming the
-datasets that failed.
+"""Several datasets in one ``runpod_main.py`` run: one preflight, the driver for each dataset in
+turn (going on when one fails), the cross-dataset table (console, JSON, PNG) read from the reports
+of steps 5 and 7, one push of every good dataset in one commit, exit code 1 naming the datasets that
+failed.
 
 The end-to-end test runs two small synthetic datasets (smoke preset), one of them broken, in one
 ``runpod_main.main([...])`` call that pushes to a local bare repository. The others replace the
@@ -403,8 +403,9 @@ def _ok_root(tmp_path: Path, fed: str, verdict: str) -> tuple[Paths, DatasetOutc
 
 @pytest.mark.unit
 def test_the_table_shows_the_f1_of_the_classifier_that_fed_the_agent(tmp_path: Path) -> None:
-    """Issue 22 item 18: the table printed the validation-best model's F1 beside an agent fed by
-    another model; issue 16 item 6: the verdict in plain words under the table."""
+    """The table printed the validation-best model's F1 beside an agent fed by another model; now
+    it prints the F1 of the model that fed the agent, and the verdict in plain words under the
+    table."""
     verdict = "the agent did not learn: the classifier rule made +78.6 % on validation, ..."
     paths, outcome = _ok_root(tmp_path, "dlstm", verdict)
     row = dataset_row(paths, outcome)
@@ -449,8 +450,8 @@ def test_the_png_marks_zero_bars_and_keeps_the_legend_off_the_bars(tmp_path: Pat
 
 @pytest.mark.unit
 def test_the_table_shows_the_ensembles_f1_when_auto_fed_it(tmp_path: Path) -> None:
-    """Issue 17 item 2: auto may feed the agent an ensemble; the table shows its test F1, not the
-    validation-best single model's."""
+    """``prediction_model = auto`` may feed the agent an ensemble; the table shows its test F1, not
+    the validation-best single model's."""
     paths, outcome = _ok_root(tmp_path, "ensemble", "v")
     files = Artifacts(paths, "D_1H")
     summary = json.loads(files.training_summary.read_text())

@@ -1,4 +1,4 @@
-"""Shared artifacts are loaded as data, never unpickled (issue 8 item 7, scaler part).
+"""Shared artifacts are loaded as data, never unpickled.
 
 A scaler file travels through the git remote (step 8), so anyone with write access to that
 repository could plant a crafted pickle that runs code on every pod that pulls it. The scaler is

@@ -1,5 +1,5 @@
-"""The oracle prediction source (issue 10): the true future class in place of the classifier's
-output, a diagnostic of the RL setup that every report flags and the push step refuses."""
+"""The oracle prediction source: the true future class in place of the classifier's output, a
+diagnostic of the RL setup that every report flags and the push step refuses."""
 
 from __future__ import annotations
 

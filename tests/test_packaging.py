@@ -1,6 +1,6 @@
-"""The project is an installable package (issue 9 item 7): ``pip install -e .`` (the Makefile's
-install target) makes ``pipeline``, ``ppo_approach`` and the top-level scripts importable from any
-folder, so no script patches ``sys.path``; a script run without the install says how to install.
+"""The project is an installable package: ``pip install -e .`` (the Makefile's install target) makes
+``pipeline``, ``ppo_approach`` and the top-level scripts importable from any folder, so no script
+patches ``sys.path``; a script run without the install says how to install.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_INSTALLED = "error: the project is not installed in this Python"
-# Files whose sys.path patch is removed by their owner in the same redesign (issue 9 item 7).
+# Files whose sys.path patch their owner has still to remove (the packaging redesign).
 PATCH_PENDING: set[str] = set()
 
 

@@ -74,7 +74,8 @@ def _smoke_cfg(*overrides: str) -> Config:
 
 @pytest.fixture(scope="module")
 def trained(ppo_source_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One smoke run of step 7 through ``main`` (DummyVecEnv, 2 envs, net 64x64, 2048 steps)."""
+    """One smoke run of step 7 through ``main`` (the smoke preset: DummyVecEnv, 2 envs, net
+    64x64, 2,048 timesteps) on the DLSTM prediction table of ``ppo_source_root``."""
     root = _fresh_root(ppo_source_root, tmp_path_factory.mktemp("ppo_run"))
     torch.set_num_threads(1)
     code = step.main(["--dataset", DATASET, "--root", str(root), *SMOKE])
@@ -98,7 +99,7 @@ def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, An
     assert model.n_steps == 256 and model.batch_size == 256 and model.n_epochs == 2
 
     resolved = load_resolved(paths.ppo_models / f"ppo_dlstm_{DATASET}_config.txt")
-    # prediction_model = auto is saved as the model it resolved to (issue 16 item 4)
+    # prediction_model = auto is saved as the model it resolved to
     assert resolved.to_dict() == _smoke_cfg("prediction_model=dlstm").to_dict()
     meta = json.loads((paths.ppo_models / f"ppo_dlstm_{DATASET}_meta.json").read_text())
     assert meta["dataset_sha256"] == sha256_file(paths.datasets / f"{DATASET}.csv")
@@ -111,7 +112,7 @@ def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, An
     assert [t for t, _ in model_files.list_checkpoints(ck)] == [1024]
     assert (ck / "best_model.zip").is_file()
     best = json.loads((ck / "best_model.json").read_text())
-    assert best["timesteps"] in (0, 1024, 2048)  # 0: the warm start stayed best (issue 16)
+    assert best["timesteps"] in (0, 1024, 2048)  # 0: the warm start stayed best
     assert not list(ck.glob(".*.tmp")) and not list(paths.ppo_models.glob(".*.tmp"))
 
 
@@ -123,7 +124,7 @@ def test_eval_on_validation_logged_to_tensorboard(trained: dict[str, Any]) -> No
     assert [p.name for p in logs.iterdir()] == [f"ppo_dlstm_{DATASET}_1"]
     ea = EventAccumulator(str(logs / f"ppo_dlstm_{DATASET}_1"))
     ea.Reload()
-    # Step 0: the warm-started policy is evaluated before the first rollout (issue 16).
+    # Step 0: the warm-started policy is evaluated before the first rollout.
     for tag in ("eval/mean_reward", "eval/mean_ep_length", "eval/mean_return", "eval/mean_sharpe"):
         assert [e.step for e in ea.Scalars(tag)] == [0, 1024, 2048], tag
     # Evaluation episodes run episode_length = 200 steps on the validation block.
@@ -163,7 +164,7 @@ def test_backtest_report_contents(trained: dict[str, Any], ppo_source_root: Path
     # Flat is exactly flat; buy and hold holds all the time; fees scale with the cost multiplier.
     s = rep["strategies"]
     assert s["flat"]["total_return"] == 0 and s["flat"]["n_trades"] == 0
-    # Buy at the start and the liquidation at the end (issue 8 item 22 counts the exit fill).
+    # Buy at the start and the liquidation at the end (the exit fill counts as a trade).
     assert s["buy_and_hold"]["time_in_market"] == 1.0 and s["buy_and_hold"]["n_trades"] == 2
     assert s["agent_cost_0x"]["fees_paid"] == 0
     png = trained["root"] / "results" / f"backtest_dlstm_{DATASET}.png"
@@ -360,9 +361,9 @@ def test_resume_with_changed_config_fails_with_one_line(
     calls: list[int] = []
     monkeypatch.setattr(PPO, "learn", lambda self, *a, **k: calls.append(1))
     argv = ["--dataset", DATASET, "--root", str(root), *SMOKE, "--resume"]
-    # The agent's classifier settings are those its prediction table was made with (issue 20
-    # item 1: step 7 reads them from the table's .json, not from the current config): as if
-    # step 5 had rebuilt the table with smoothing_k = 3.
+    # The agent's classifier settings are those its prediction table was made with (step 7 reads
+    # them from the table's .json, not from the current config): as if step 5 had rebuilt the table
+    # with smoothing_k = 3.
     table_meta = Artifacts(Paths.from_root(root), DATASET).prediction_meta("dlstm")
     meta_json = json.loads(table_meta.read_text())
     meta_json["classifier_settings"]["smoothing_k"] = 3
@@ -435,8 +436,8 @@ def test_resume_point_prefers_a_matching_candidate(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_run_fingerprint_keys() -> None:
-    # The fingerprint is taken after prediction_model = auto resolved to a model (issue 16); its
-    # classifier keys are the settings step 5 recorded beside the table (issue 20 item 1).
+    # The fingerprint is taken after prediction_model = auto resolved to a model; its classifier
+    # keys are the settings step 5 recorded beside the table.
     def fingerprint(cfg: Config, sha: str, models: tuple[str, ...] = ("dlstm",)) -> dict[str, Any]:
         return run_folder.run_fingerprint(cfg, sha, classifier_settings(cfg, models))
 
@@ -633,7 +634,7 @@ def test_batch_size_warnings_name_the_numbers() -> None:
 
 @pytest.mark.unit
 def test_resolve_device() -> None:
-    """One device helper for classifiers and PPO (issue 9): PPO passes ``str(device)`` to SB3."""
+    """One device helper for classifiers and PPO: PPO passes ``str(device)`` to SB3."""
     from pipeline.common import PipelineError
     from pipeline.device import resolve_device
 
@@ -679,9 +680,9 @@ def test_prediction_features_single_and_ensemble() -> None:
 
 @pytest.mark.integration
 def test_price_features_standardised_with_train_block_statistics(ppo_source_root: Path) -> None:
-    """Issue 10 (observation scaling): ``price_feature_scaling = train_zscore`` standardises the
-    agent's price features with the TRAIN block's mean and std; val and test get the same numbers
-    (not their own), the predictions and prices are untouched; ``none`` leaves them raw."""
+    """Observation scaling: ``price_feature_scaling = train_zscore`` standardises the agent's price
+    features with the TRAIN block's mean and std; val and test get the same numbers (not their own),
+    the predictions and prices are untouched; ``none`` leaves them raw."""
     paths = Paths.from_root(ppo_source_root)
     raw_cfg = _smoke_cfg()
     table = load_prediction_table(paths, "dlstm", DATASET)
@@ -744,10 +745,10 @@ def test_build_blocks_rejects_gaps_and_foreign_timestamps(ppo_source_root: Path)
 def test_step_7_reads_the_table_and_only_hashes_the_csv(
     ppo_source_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 20 item 1: the agent's input is self-contained. Step 7 builds its blocks from the
-    prediction table and its .json alone (no CSV parse, no classifier features, labels or
-    splits: load_classifier_data and load_dataset are never called), with the same prices and price
-    features as the dataset's own arrays."""
+    """The agent's input is self-contained. Step 7 builds its blocks from the prediction table and
+    its .json alone (no CSV parse, no classifier features, labels or splits: load_classifier_data
+    and load_dataset are never called), with the same prices and price features as the dataset's own
+    arrays."""
     import pipeline.classifiers.prepare
     import pipeline.data.load
 
@@ -819,7 +820,7 @@ def test_script_runs_directly_from_another_folder(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_help_imports_no_torch(tmp_path: Path) -> None:
-    """``--help`` answers before torch / SB3 / sklearn are imported (issue 8 item 29)."""
+    """``--help`` answers before torch / SB3 / sklearn are imported."""
     script = PROJECT_ROOT / "ppo_approach" / "train_ppo_agent.py"
     probe = (
         "import runpy, sys\n"
@@ -847,7 +848,7 @@ def test_help_imports_no_torch(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
-    """Usage errors are bad input (1); 2 is reserved for a failed preflight (issue 8 item 12)."""
+    """Usage errors are bad input (1); 2 is reserved for a failed preflight."""
     for argv in ([], ["--dataset", DATASET, "--preset", "nonexist"]):
         with pytest.raises(SystemExit) as exc:
             step.main(argv)
@@ -860,7 +861,7 @@ def test_refuses_to_write_while_a_full_run_holds_the_lock(
     ppo_source_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A hand-run step 7 on a dataset whose run lock a live process holds writes nothing and
-    names the lock (issue 8 item 14)."""
+    names the lock."""
     import socket
 
     from pipeline.run.lock import lock_path
@@ -896,9 +897,9 @@ def test_refuses_to_write_while_a_full_run_holds_the_lock(
 
 @pytest.mark.integration
 def test_report_says_whether_each_result_is_luck(trained: dict[str, Any]) -> None:
-    """Issue 18 item 3: the backtest JSON carries, for the agent, the rule and buy-and-hold, the
-    PSR, 95 % block-bootstrap intervals of total return and Sharpe, and a verdict; the console
-    summary prints them."""
+    """The backtest JSON carries, for the agent, the rule and buy-and-hold, the PSR, 95 %
+    block-bootstrap intervals of total return and Sharpe, and a verdict; the console summary prints
+    them."""
     report = trained["report"]
     sec = report["significance"]
     assert set(sec) == {"agent", "classifier_rule", "buy_and_hold"}
@@ -918,8 +919,8 @@ def test_report_says_whether_each_result_is_luck(trained: dict[str, Any]) -> Non
 def test_configurations_tried_deflate_the_agents_sharpe(
     ppo_source_root: Path, tmp_path: Path
 ) -> None:
-    """Issue 18: ``configurations_tried`` (tune.py's trial count) enters the agent's DSR; the
-    baselines are single configurations and are not deflated."""
+    """``configurations_tried`` (tune.py's trial count) enters the agent's DSR; the baselines are
+    single configurations and are not deflated."""
     root = _fresh_root(ppo_source_root, tmp_path / "root")
     cfg = _smoke_cfg("ppo.device=cpu", "vec_env=dummy", "configurations_tried=40",
                      "total_timesteps=1024")  # fmt: skip
@@ -933,6 +934,6 @@ def test_configurations_tried_deflate_the_agents_sharpe(
 
 @pytest.mark.integration
 def test_honest_run_raises_no_leak_alarm(trained: dict[str, Any]) -> None:
-    """Issue 18 item 1: the env probe and the Sharpe check ran on the test block and found
-    nothing on an honest random walk."""
+    """The env probe and the Sharpe check ran on the test block and found nothing on an honest
+    random walk."""
     assert trained["report"]["alarms"] == []

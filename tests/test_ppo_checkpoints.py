@@ -1,4 +1,4 @@
-"""PPO checkpoints under faults and hostile files (issue 8 items 3, 4, 7, 16, 17, 20, 26).
+"""PPO checkpoints under faults and hostile files.
 
 The dataset and the real DLSTM prediction table come from ``test_ppo_agent``'s ``ppo_source_root``
 fixture (imported, so it runs once for this module too); every run uses the smoke preset on one
@@ -95,7 +95,7 @@ def _argv(root: Path, *extra: str) -> list[str]:
     return ["--dataset", DATASET, "--root", str(root), *SMOKE, *PRUNED_RUN, *extra]
 
 
-# ---------------------------------------------------------------- item 3: set aside, not deleted
+# ---------------------------------------------------------------- set aside, not deleted
 
 
 @pytest.mark.integration
@@ -108,7 +108,7 @@ def test_fresh_run_failing_early_keeps_the_previous_run(
 ) -> None:
     """A fresh run that crashes in setup (or in training before its first checkpoint, after an
     evaluation wrote a best model of its own) leaves the earlier run's files exactly as they were
-    (issue 8 item 3: the gamma=nan run deleted them first)."""
+    (a run with gamma=nan used to delete them first)."""
     root = _fresh_root(ppo_source_root, tmp_path / "root")
     ck = _plant_old_run(root)
     before = _folder(ck)
@@ -158,7 +158,7 @@ def test_fresh_run_removes_the_earlier_files_after_writing_its_own(
     assert "moved 5 file(s) of an earlier run" in pruned_run["err"]
 
 
-# ---------------------------------------------------------------- item 16: pruning
+# ---------------------------------------------------------------- pruning
 
 
 @pytest.mark.integration
@@ -194,7 +194,7 @@ def test_prune_keeps_n(tmp_path: Path) -> None:
     ]
 
 
-# ---------------------------------------------------------------- item 4: damaged checkpoint
+# ---------------------------------------------------------------- damaged checkpoint
 
 
 def _drop_final(root: Path) -> None:
@@ -237,7 +237,7 @@ def test_resume_skips_a_truncated_checkpoint_and_falls_back(
     assert meta["timesteps"] == 3072 and meta["resumed_from"].endswith("checkpoint_2048.zip")
 
 
-# ---------------------------------------------------------------- item 7: no unpickling
+# ---------------------------------------------------------------- no unpickling
 
 
 class _Trap:
@@ -427,9 +427,9 @@ def test_a_checkpoint_is_json_and_weights_only_and_loads_without_sb3_load(
     val_block: agent_blocks.AgentBlock,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 20 item 3: a file holds agent.json (plain JSON: the settings it was built with, its
-    spaces, its timesteps) and parameters.pth (weights only), and loads through SB3's public
-    ``set_parameters``: SB3's own ``load`` (and its private zip layout) is never used."""
+    """A file holds agent.json (plain JSON: the settings it was built with, its spaces, its
+    timesteps) and parameters.pth (weights only), and loads through SB3's public ``set_parameters``:
+    SB3's own ``load`` (and its private zip layout) is never used."""
     path = pruned_run["root"] / CK / "checkpoint_2560.zip"
     with zipfile.ZipFile(path) as z:
         assert sorted(z.namelist()) == ["agent.json", "parameters.pth"]
@@ -455,7 +455,7 @@ def test_a_checkpoint_is_json_and_weights_only_and_loads_without_sb3_load(
         assert torch.equal(value, saved[name]), name
 
 
-# ---------------------------------------------------------------- item 17: fsync before rename
+# ---------------------------------------------------------------- fsync before rename
 
 
 @pytest.mark.integration
@@ -491,7 +491,7 @@ def test_checkpoint_is_fsynced_before_the_rename(
     assert sums == {path.name: sha256_file(path)}
 
 
-# ---------------------------------------------------------------- items 20 and 26
+# ---------------------------------------------------------------- progress lines, bars per year
 
 
 @pytest.mark.integration
@@ -536,8 +536,7 @@ def test_annualisation_is_inferred_from_the_bars(
 ) -> None:
     """The validation evaluations and the report use the bars per year step 5 inferred over the
     whole dataset and recorded beside the prediction table, and the report says how it was
-    inferred (issue 8 item 20; issue 20 item 1: step 7 reads it, never the CSV; training itself
-    is skipped here)."""
+    inferred (step 7 reads it, never the CSV; training itself is skipped here)."""
     root = _fresh_root(ppo_source_root, tmp_path / "root")
     table_meta = art.Artifacts(Paths.from_root(root), DATASET).prediction_meta("dlstm")
     meta = json.loads(table_meta.read_text())

@@ -71,7 +71,7 @@ def test_walk_forward_table_layout(signal_run, prep, name: str) -> None:
     assert np.allclose(table["confidence"], probs.max(axis=1))
     ts = prep.df["timestamp"].iloc[table["bar"]].reset_index(drop=True)
     assert (table["timestamp"] == ts).all()
-    # What the agent reads of each bar (issue 20 item 1), exact to the last digit.
+    # What the agent reads of each bar, exact to the last digit.
     bars = table["bar"].to_numpy()
     np.testing.assert_array_equal(table["open"].to_numpy(), prep.arrays.open[bars])
     np.testing.assert_array_equal(table["close"].to_numpy(), prep.arrays.close[bars])
@@ -189,7 +189,7 @@ def test_mismatched_scaler_or_features_are_clear_errors(
     finally:
         prep.feature_names.reverse()
 
-    # The scaler is JSON data now, not a pickle (issue 8 item 7).
+    # The scaler is JSON data now, not a pickle.
     spath = root / "scalers" / "scaler_SIG.json"
     info = json.loads(spath.read_text(encoding="utf-8"))
     info["dataset_sha256"] = "0" * 64

@@ -121,7 +121,7 @@ def test_dataset_valid_and_broken(paths: Paths) -> None:
 @pytest.mark.unit
 @pytest.mark.parametrize("n_rows", [1, 100])
 def test_dataset_too_short_for_the_split_fails_in_preflight(paths: Paths, n_rows: int) -> None:
-    # issue 8 item 13: "needs at least N rows" came only in step 5, after preflight passed.
+    # "needs at least N rows" came only in step 5, after preflight passed.
     from pipeline.classifiers.prepare import arrays_from_config
     from pipeline.data.splits import SplitError
 
@@ -240,7 +240,7 @@ def test_remote_reachable_local_bare_repo(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_remote_check_imports_no_script(tmp_path: Path) -> None:
-    # issue 9: pipeline/ must not import the top-level script runpod_github.py; the push row
+    # pipeline/ must not import the top-level script runpod_github.py; the push row
     # checks the remote with pipeline.publish.push's plumbing instead.
     code = (
         "import sys; from pathlib import Path; from pipeline.run.preflight import check_remote; "
@@ -279,7 +279,7 @@ def _git_work(tmp_path: Path, url: str) -> Path:
 
 @pytest.mark.integration
 def test_push_destination_row_shows_remote_url_and_branch(tmp_path: Path) -> None:
-    # issue 8 item 24: the table shows where the run pushes, checked with git ls-remote.
+    # The table shows where the run pushes, checked with git ls-remote.
     bare = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
     work = _git_work(tmp_path, str(bare))
@@ -305,7 +305,7 @@ def test_unreachable_push_destination_fails_only_when_push_was_requested(
     monkeypatch.delenv("RUNPOD_PUSH_TO_GITHUB", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    # A password in the URL must not reach the table (issue 8 item 8); port 9 refuses at once.
+    # A password in the URL must not reach the table; port 9 refuses at once.
     root = _git_work(tmp_path / "w", "https://bob:hunter22@127.0.0.1:9/repo.git")
     write_ohlcv_csv(generate_ohlcv(600, seed=1), root / "datasets" / f"{DATASET}.csv")
     cfg = load_config(None, None, overrides=["min_disk_gb=0", "min_memory_gb=0"])
@@ -467,7 +467,7 @@ def test_log_records_are_masked_in_every_handler(
     ],
 )
 def test_mask_secrets_masks_url_userinfo(text: str, expected: str) -> None:
-    # issue 8 item 8: a password inside git_remote leaked into the log, summary and error line.
+    # A password inside git_remote leaked into the log, summary and error line.
     assert mask_secrets(text, []) == expected
 
 

@@ -71,7 +71,7 @@ def test_sharpe_term_is_zero_while_variance_is_zero() -> None:
 
 
 def test_reward_function_terms_on_equity_path() -> None:
-    # The simple-return profit term (the default is the log return since issue 10; the log term
+    # The simple-return profit term (the default is the log return now; the log term
     # is tested in test_log_profit_term_sums_to_the_episode_log_return).
     fn = RewardFunction(RewardConfig(sharpe_weight=0.0, profit_return="simple"))
     path = [10000.0, 10100.0, 9999.0, 10049.5, 9899.0]
@@ -167,8 +167,8 @@ def test_reward_config_from_ppo_config_and_validation() -> None:
 
 
 def test_reward_config_is_the_reward_group_of_ppo_config() -> None:
-    # issue 9 item 3: names, order, types and defaults are PPOConfig's "reward" group, declared
-    # once; profit_scale = 0 is refused here and by the config loader alike
+    # Names, order, types and defaults are PPOConfig's "reward" group, declared once;
+    # profit_scale = 0 is refused here and by the config loader alike
     import dataclasses
     import typing
 
@@ -188,8 +188,8 @@ def test_reward_config_is_the_reward_group_of_ppo_config() -> None:
 
 
 def test_log_profit_term_sums_to_the_episode_log_return() -> None:
-    """Issue 10 (reward alternatives): with ``profit_return = log`` the summed profit term of an
-    episode is ``profit_scale * log(E_T / E_0)`` whatever the path; the simple return's sum is not
+    """Reward alternatives: with ``profit_return = log`` the summed profit term of an episode is
+    ``profit_scale * log(E_T / E_0)`` whatever the path; the simple return's sum is not
     (a +50 % / -33.3 % round trip sums to +16.7 % although wealth is unchanged)."""
     path = [100.0, 150.0, 100.0, 120.0, 90.0]
     for kind, expected in (("log", 100 * math.log(90 / 100)), ("simple", None)):
@@ -217,9 +217,9 @@ def test_profit_return_must_be_simple_or_log() -> None:
 
 
 def test_defaults_charge_fees_once_on_the_log_return() -> None:
-    """Issue 10, set from the learnability ladder: by default the profit term is the log return
-    and fees are charged once (inside the equity change, no extra cost penalty); the drawdown and
-    Sharpe terms keep their weights."""
+    """Set from the learnability ladder: by default the profit term is the log return and fees are
+    charged once (inside the equity change, no extra cost penalty); the drawdown and Sharpe terms
+    keep their weights."""
     cfg = RewardConfig()
     assert (cfg.profit_return, cfg.cost_weight) == ("log", 0.0)
     assert (cfg.drawdown_weight, cfg.sharpe_weight) == (1.0, 0.1)

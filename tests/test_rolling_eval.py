@@ -1,6 +1,6 @@
-"""Issue 18 item 4: rolling-origin evaluation. The folds tile the single evaluation's test
-stretch, each fold trains only on bars before its test block, and the report's distribution is
-computed from the folds' own backtests."""
+"""Rolling-origin evaluation. The folds tile the single evaluation's test stretch, each fold trains
+only on bars before its test block, and the report's distribution is computed from the folds' own
+backtests."""
 
 from __future__ import annotations
 

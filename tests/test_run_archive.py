@@ -1,5 +1,5 @@
-"""Past runs (issue 20 item 6): before a new run writes, the previous one goes to
-``runs/{dataset}/{n}/``; ``runs.py`` lists and compares them."""
+"""Past runs: before a new run writes, the previous one goes to ``runs/{dataset}/{n}/``; ``runs.py``
+lists and compares them."""
 
 from __future__ import annotations
 

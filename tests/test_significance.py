@@ -1,5 +1,5 @@
-"""Issue 18 item 3: is a result distinguishable from luck? PSR and DSR against the published
-worked example, and the block-bootstrap intervals' coverage and behaviour."""
+"""Is a result distinguishable from luck? PSR and DSR against the published worked example, and the
+block-bootstrap intervals' coverage and behaviour."""
 
 from __future__ import annotations
 

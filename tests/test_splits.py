@@ -165,7 +165,7 @@ def _samples(
     scaled: np.ndarray, labels: np.ndarray, block: S.Block, lookback: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labelled samples of ``block`` as the trainer gathers them (WindowData on the CPU):
-    ``(X (n, L, F) float32, y (n,) int64, bars (n,) int64)`` (issue 9 item 2)."""
+    ``(X (n, L, F) float32, y (n,) int64, bars (n,) int64)``."""
     bars = block.bars()
     bars = bars[labels[bars] >= 0]
     data = WindowData.create(scaled, bars, labels[bars], lookback, torch.device("cpu"))

@@ -144,9 +144,9 @@ def test_make_synthetic_cli_writes_loadable_csv(
 
 
 def test_kinds_plant_momentum_or_reversal_and_share_the_noise() -> None:
-    """Issue 16: the ladder's series of other kinds. The momentum kinds make the past 10-bar
-    return predict the next 5 bars' (positive correlation), mean reversion the opposite, and
-    every kind with signal 0 is the same random walk (the noise of a seed is shared)."""
+    """The agent ladder's series of other kinds. The momentum kinds make the past 10-bar return
+    predict the next 5 bars' (positive correlation), mean reversion the opposite, and every kind
+    with signal 0 is the same random walk (the noise of a seed is shared)."""
     import numpy as np
 
     def past_future_corr(kind: str, signal: float) -> float:
@@ -172,9 +172,9 @@ def test_unknown_kind_is_refused() -> None:
 
 
 def test_vol_trend_and_echo_hide_their_signal_from_per_bar_views() -> None:
-    """Issue 17 item 5: ``vol_trend`` pays momentum only in calm bars (and reverses it in busy
-    ones), so momentum alone says little while momentum x calm says much; ``echo`` repeats each
-    shock 24 bars later: a lag-24 autocorrelation, none at lag 1. Both share the seed's noise."""
+    """``vol_trend`` pays momentum only in calm bars (and reverses it in busy ones), so momentum
+    alone says little while momentum x calm says much; ``echo`` repeats each shock 24 bars later: a
+    lag-24 autocorrelation, none at lag 1. Both share the seed's noise."""
     import numpy as np
 
     from pipeline.data.synthetic import ECHO_LAG_BARS

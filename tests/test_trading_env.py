@@ -166,8 +166,8 @@ def test_slippage_is_adverse_on_both_sides() -> None:
 
 
 def test_last_step_reports_liquidation_value_long_and_short() -> None:
-    # issue 8 item 22: the last info says what closing the position at the last close leaves,
-    # exit fee and adverse slippage included; the step's own equity stays marked to market.
+    # The last info says what closing the position at the last close leaves, exit fee and adverse
+    # slippage included; the step's own equity stays marked to market.
     data = price_data([100, 100, 110], [100, 105, 120])
     cfg = EnvConfig(
         action_set="orders",
@@ -413,7 +413,7 @@ def test_reward_matches_reward_function() -> None:
     expected, terms = RewardFunction(RewardConfig())(10000.0, info["equity"], info["fees"])
     assert reward == pytest.approx(expected)
     assert info["reward_terms"] == pytest.approx(terms)
-    assert terms["cost"] == 0.0  # fees are charged once by default (issue 10)
+    assert terms["cost"] == 0.0  # fees are charged once by default
     # With the extra cost penalty switched on, the env passes the step's fees to it.
     rc = RewardConfig(cost_weight=1.0)
     data = price_data([100, 100, 110, 120, 125, 130, 140], [100, 105, 115, 122, 128, 135, 140])
@@ -484,7 +484,7 @@ def test_env_factory_is_picklable_and_seeded() -> None:
 
 
 def test_env_config_is_the_env_group_of_ppo_config() -> None:
-    # issue 9 item 3: names, order, types and defaults are PPOConfig's "env" group, declared once
+    # Names, order, types and defaults are PPOConfig's "env" group, declared once
     import dataclasses
     import typing
 
@@ -514,7 +514,7 @@ def test_env_config_refuses_what_the_config_refuses(kwargs: dict, message: str) 
         EnvConfig(**kwargs)
 
 
-# ---------------------------------------------------------------- action_set = target (issue 10)
+# ---------------------------------------------------------------- action_set = target
 
 
 def test_target_action_set_passes_check_env_and_has_its_own_space() -> None:

@@ -135,7 +135,7 @@ def test_summary_file_and_scaler(signal_run) -> None:
             "logreg_test_macro_f1",
             "beats_majority_on_val",
         } <= set(entry)
-    # Wherever the scaler is stored (issue 8 item 7 moves it from a pickle to data).
+    # Wherever the scaler is stored (it moved from a pickle to JSON data).
     assert Artifacts(Paths.from_root(root), "SIG").scaler.is_file()
     assert not list((root / "models" / "checkpoints").glob("*.pt"))  # removed once saved
 
@@ -174,9 +174,9 @@ def near_chance_offenders(summary: dict[str, Any]) -> list[str]:
     future bar in the window) pushes scores well past it (the planted-signal dataset reaches
     ~0.4-0.5 with these sizes).
 
-    The logistic regression is checked too (issue 8 item 21): it sees the last bar's features
-    directly, so a feature that carries the future moves it first, while the small sequence
-    models can stay near chance (a planted leak left them at 0.29-0.32 and it at ~0.54).
+    The logistic regression is checked too: it sees the last bar's features directly, so a feature
+    that carries the future moves it first, while the small sequence models can stay near chance (a
+    planted leak left them at 0.29-0.32 and it at ~0.54).
     """
     scores: dict[str, float] = {}
     for name, entry in summary["models"].items():
@@ -219,7 +219,7 @@ def plant_next_bar_leak(monkeypatch: pytest.MonkeyPatch, share: float = 0.5) -> 
 def test_planted_leak_trips_the_random_walk_check(
     tmp_path, monkeypatch, write_dataset, smoke_config
 ) -> None:
-    """Issue 8 item 21: part of the next bar's return in one feature must fail the leak check.
+    """Part of the next bar's return in one feature must fail the leak check.
 
     The sequence model alone does not notice (it stays near chance); the logistic regression
     does, so the check above would have passed this leak before it looked at logreg.
@@ -320,7 +320,7 @@ def test_cli_trains_with_preset(tmp_path, capsys, write_dataset) -> None:
     assert (tmp_path / "results" / "predictions_gru_TINY.csv").is_file()
 
 
-# ---------------------------------------------------------------- issue 8: honest headline
+# ---------------------------------------------------------------- honest headline
 
 
 def _metrics_with(
@@ -334,7 +334,7 @@ def _metrics_with(
 
 @pytest.mark.unit
 def test_headline_says_no_better_than_logreg_and_counts_direction() -> None:
-    """Issue 8 item 18: compare with chance and logreg on the same rows; direction share."""
+    """Compare with chance and logreg on the same rows; direction share."""
     # Rows true Fall/Stationary/Rise, columns predicted. Signed calls: true F/R predicted F/R:
     # 300 + 100 + 90 + 310 = 800, correct signs 300 + 310 = 610.
     cm = [[300, 50, 100], [60, 200, 70], [90, 40, 310]]
@@ -354,8 +354,8 @@ def test_headline_says_no_better_than_logreg_and_counts_direction() -> None:
 
 @pytest.mark.unit
 def test_headline_counts_overlapping_labels_and_names_the_permutation_baseline() -> None:
-    """Issue 18 item 2: 5-bar labels give one independent call per 5 bars (n_eff = 160), and
-    chance is the predictions' score against shifted labels when the metrics carry it."""
+    """5-bar labels give one independent call per 5 bars (n_eff = 160), and chance is the
+    predictions' score against shifted labels when the metrics carry it."""
     cm = [[300, 50, 100], [60, 200, 70], [90, 40, 310]]
     m = _metrics_with(0.409, 0.412, cm)
     m["label_horizon"] = 5
@@ -374,9 +374,9 @@ def test_headline_counts_overlapping_labels_and_names_the_permutation_baseline()
 
 @pytest.mark.unit
 def test_garch_like_block_is_chance_although_macro_f1_is_above_one_third() -> None:
-    """Issue 18 item 2: the honest GARCH walk scored 0.357-0.367 macro-F1 with direction near
-    50 %; issue 8's "above 1/3 + s.e." called that an edge. Direction decides now: 51 % of 900
-    signed calls on 5-bar labels (180 independent) is p = 0.39, chance."""
+    """The honest GARCH walk scored 0.357-0.367 macro-F1 with direction near 50 %; the old rule
+    "above 1/3 + s.e." called that an edge. Direction decides now: 51 % of 900 signed calls on 5-bar
+    labels (180 independent) is p = 0.39, chance."""
     cm = [[250, 150, 212], [150, 400, 150], [229, 150, 209]]  # 459 right of 900 signed calls
     m = _metrics_with(0.362, 0.365, cm)
     m["label_horizon"] = 5
@@ -442,7 +442,7 @@ def test_summary_carries_headline_and_labelled_val_block(signal_run) -> None:
         assert f"and logreg {entry['logreg_test_macro_f1']:.3f} " in entry["headline"]
         hits = metrics["test"]["confusion"][0][0] + metrics["test"]["confusion"][2][2]
         assert entry["direction_accuracy"] == pytest.approx(hits / entry["direction_calls"])
-        # issue 18 item 2: chance is the predictions' score against shifted labels
+        # Chance is the predictions' score against shifted labels
         perm = metrics["test"]["permutation"]
         assert (
             perm["shifts"] == 200
@@ -537,7 +537,7 @@ def test_training_figure_title_ticks_panels_and_best_epoch() -> None:
         plt.close(fig)
 
 
-# ---------------------------------------------------------------- issue 8: CLI
+# ---------------------------------------------------------------- CLI
 
 
 @pytest.mark.integration
@@ -726,9 +726,8 @@ def test_interrupt_outside_an_epoch_says_what_is_on_disk(
 def test_walk_forward_models_agent_trains_folds_only_for_the_agents_classifier(
     tmp_path, write_dataset, smoke_config
 ) -> None:
-    """Issue 17 item 4: the demo's cheaper step 5. All four main models are trained and
-    reported; fold models and the prediction table only for the one step 7 will pick (auto:
-    best validation macro-F1)."""
+    """The demo's cheaper step 5. All four main models are trained and reported; fold models and the
+    prediction table only for the one step 7 will pick (auto: best validation macro-F1)."""
     from pipeline.classifiers.model_choice import best_on_validation
 
     write_dataset(tmp_path, "WF", signal=0.5, seed=1)
@@ -746,14 +745,14 @@ def test_walk_forward_models_agent_trains_folds_only_for_the_agents_classifier(
             assert entry["walk_forward"] == "not trained (walk_forward_models = agent)"
 
 
-# ---------------------------------------------------------------- issue 17: logreg as a model
+# ---------------------------------------------------------------- logreg as a model
 
 
 @pytest.mark.integration
 def test_logreg_model_is_scikit_learns_fit_and_feeds_the_agent(signal_run, signal_config) -> None:
-    """Issue 17 item 1: the ``logreg`` model file predicts exactly what scikit-learn's
-    logistic regression on the windows' summary predicts, and step 6 accepts it as the agent's
-    classifier (model, walk-forward folds, prediction table)."""
+    """The ``logreg`` model file predicts exactly what scikit-learn's logistic regression on the
+    windows' summary predicts, and step 6 accepts it as the agent's classifier (model, walk-forward
+    folds, prediction table)."""
     from sklearn.linear_model import LogisticRegression
 
     from pipeline.classifiers.predictors import PredictionModel
@@ -783,9 +782,9 @@ def test_logreg_model_is_scikit_learns_fit_and_feeds_the_agent(signal_run, signa
 def test_lightgbm_model_keeps_its_text_booster_and_feeds_the_agent(
     signal_run, signal_config
 ) -> None:
-    """Issue 17 item 1: the ``lightgbm`` model file holds LightGBM's text format (loaded
-    weights-only, no pickle); rebuilt from that text, the booster predicts what the predictor
-    predicts; step 6 accepts it as the agent's classifier."""
+    """The ``lightgbm`` model file holds LightGBM's text format (loaded weights-only, no pickle);
+    rebuilt from that text, the booster predicts what the predictor predicts; step 6 accepts it as
+    the agent's classifier."""
     import lightgbm
 
     from pipeline.classifiers.predictors import PredictionModel

@@ -1,6 +1,6 @@
-"""tune.py and pipeline/tuning/study.py, pipeline/tuning/space.py (issue 11): search-space files,
-the development-only data, the worker loop over a shared storage (two workers, a killed worker's
-trial retried, pruning), the outputs and the best-parameter file going through the normal parser."""
+"""tune.py and pipeline/tuning/study.py, pipeline/tuning/space.py: search-space files, the
+development-only data, the worker loop over a shared storage (two workers, a killed worker's trial
+retried, pruning), the outputs and the best-parameter file going through the normal parser."""
 
 from __future__ import annotations
 
@@ -263,7 +263,7 @@ def test_no_test_block_bar_reaches_an_agent_trial(
     study = _study(root, "agent", f"agent_{PPO_DATASET}", PPO_DATASET)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     # Intermediate values at each evaluation (what the pruner sees), the warm-started policy's
-    # evaluation before any PPO update included (issue 16: step 0 is a candidate too)
+    # evaluation before any PPO update included (step 0 is a candidate too)
     assert sorted(study.trials[0].intermediate_values) == [0, 512, 1024]
     assert not any((root / "results" / f"tuning_agent_{PPO_DATASET}" / "trials").iterdir())
 
@@ -422,7 +422,7 @@ def test_outputs_and_the_best_parameter_file_changes_the_run(
     assert cfg.training.lookback == best.params["training.lookback"]
     assert cfg.training.learning_rate == best.params["training.learning_rate"]
     assert cfg.sources["training.lookback"].startswith(f"{out / 'best_params.txt'}:")
-    # issue 18: the run deflates its agent's Sharpe for every complete trial of the study
+    # The run deflates its agent's Sharpe for every complete trial of the study
     complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert f"configurations_tried = {complete}" in (out / "best_params.txt").read_text()
     assert cfg.ppo.configurations_tried == complete > 1

@@ -1,7 +1,7 @@
-"""Issue 16: the agent uses a real classifier's edge. Units of the pieces: the noisy oracle's
-calibrated soft probabilities, the conditioned inputs (edge, train-block z-scores), the model
-choice of ``prediction_model = auto``, diagnostic agents' own names, the verdict line, and the
-rule warm start (behaviour cloning reproduces the rule; flat when the rule loses)."""
+"""The agent uses a real classifier's edge. Units of the pieces: the noisy oracle's calibrated soft
+probabilities, the conditioned inputs (edge, train-block z-scores), the model choice of
+``prediction_model = auto``, diagnostic agents' own names, the verdict line, and the rule warm start
+(behaviour cloning reproduces the rule; flat when the rule loses)."""
 
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ def test_auto_says_when_the_one_se_rule_chose(tmp_path: Path) -> None:
 def test_auto_takes_the_ensemble_only_when_step5_found_it_beats_every_model_alone(
     tmp_path: Path,
 ) -> None:
-    """Issue 17 item 2: ``prediction_model = auto`` considers the ensembles too."""
+    """``prediction_model = auto`` considers the ensembles too."""
     paths = _summary(tmp_path, "D", {"gru": {"status": "trained", "val_macro_f1": 0.41}})
     path = Artifacts(paths, "D").training_summary
     summary = json.loads(path.read_text())
@@ -404,7 +404,7 @@ def test_the_run_summary_line_names_the_classifier_and_says_what_happened() -> N
 def test_label_smoothing_sets_how_sure_the_clone_is(smoothing: float) -> None:
     """``agent_init_label_smoothing``: the cloned policy puts about ``1 - eps + eps / A`` on the
     rule's action (0.967 at 0.05: PPO's samples rarely leave it; 0.8 at 0.3: they do), so PPO
-    keeps room to improve on the rule (issue 16 ladder)."""
+    keeps room to improve on the rule (bench/bench_agent_ladder.py)."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
