@@ -208,6 +208,8 @@ def fresh_root(src: Path, dst: Path) -> Path:
     (dst / "results").mkdir(parents=True)
     for p in (src / "results").glob("*.csv"):
         shutil.copy(p, dst / "results" / p.name)
+    for p in (src / "results").glob("predictions_*.json"):  # each table's dataset facts
+        shutil.copy(p, dst / "results" / p.name)
     for p in (src / "results").glob("training_summary_*.json"):
         shutil.copy(p, dst / "results" / p.name)
     return dst
