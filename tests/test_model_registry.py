@@ -18,7 +18,7 @@ from pipeline.config import registry as model_registry
 from pipeline.config import schema as config_schema
 from pipeline.config.registry import ARCHITECTURES, architecture
 from pipeline.config.schema import TrainingConfig
-from pipeline.tuning.space import default_space_path, parse_param, read_search_space
+from pipeline.tuning.space import default_space_path, parse_param, read_search_space, stage_space
 
 pytestmark = pytest.mark.unit
 
@@ -116,8 +116,8 @@ def test_every_architecture_has_a_builder() -> None:
 
 
 def test_the_bundled_classifier_space_has_the_registry_ranges() -> None:
-    """Every per-architecture line of pipeline/tuning/search_spaces/classifier.txt is a registry
-    range (parsed the same way), and every registry range is in the file."""
+    """Every per-architecture line of pipeline/tuning/search_spaces/classifier.txt is the registry's
+    range (parsed the same way); today the file lists all of them."""
     path = default_space_path("classifier")
     bundled = {
         p.key: dataclasses.replace(p, where="")
@@ -130,6 +130,38 @@ def test_the_bundled_classifier_space_has_the_registry_ranges() -> None:
         for key, search in a.search_space()
     }
     assert bundled == declared
+
+
+def test_a_setting_the_space_file_does_not_list_is_tuned_on_its_registry_range(
+    tmp_path: Path,
+) -> None:
+    """A new architecture needs no line in the search-space file: the tuner takes its settings'
+    ranges from the registry, and a line in the file still overrides one."""
+    space_file = tmp_path / "space.txt"
+    space_file.write_text("[training]\nlearning_rate = float 1e-4 1e-2 log\ngru_units = int 8 32\n")
+    space = stage_space(read_search_space(space_file), "classifier", "gru")
+    by_key = {p.key: p for p in space.params}
+    assert list(by_key) == ["learning_rate", "gru_units", "gru_layers", "gru_dropout"]
+    assert (by_key["gru_units"].low, by_key["gru_units"].high) == (8, 32)  # the file's line
+    layers = dataclasses.replace(by_key["gru_layers"], where="")
+    assert layers == dataclasses.replace(
+        parse_param("registry", "training", "gru_layers", "int 1 3"), where=""
+    )
+    assert by_key["gru_layers"].where.startswith("pipeline/config/registry.py")
+    # Another architecture's settings stay out of the gru study.
+    assert not any(k.startswith("lstm_") for k in by_key)
+
+
+def test_the_model_group_is_made_from_the_registry() -> None:
+    """The model group's fields are not written out in the schema: every registry setting is a
+    TrainingConfig field, with the registry's default, in registry order."""
+    source = (PIPELINE / "config" / "schema.py").read_text(encoding="utf-8")
+    assert "lstm_units" not in source and "logreg_c" not in source
+    group = [f for f in dataclasses.fields(TrainingConfig) if f.metadata["group"] == "model"]
+    assert [f.name for f in group] == list(model_registry.config_keys())
+    cfg = TrainingConfig()
+    for key in model_registry.config_keys():
+        assert getattr(cfg, key) == model_registry.config_setting(key).default
 
 
 def _imported_modules(path: Path, top_level_only: bool) -> set[str]:

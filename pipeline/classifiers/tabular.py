@@ -151,9 +151,10 @@ def fit_logreg(
     from pipeline.classifiers.nets import LogRegClassifier
 
     x_fit, y_fit, _, _ = tabular_data(prep, plan, bars, spread=False)
-    sk = LogisticRegression(
-        C=cfg.logreg_c, max_iter=2000, class_weight="balanced", random_state=cfg.seed
-    ).fit(x_fit, y_fit)
+    c = cfg.model_params("logreg")["c"]
+    sk = LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=cfg.seed).fit(
+        x_fit, y_fit
+    )
     model = LogRegClassifier(len(prep.feature_names))
     with torch.no_grad():
         model.linear.weight.copy_(torch.as_tensor(sk.coef_, dtype=torch.float32))
@@ -175,11 +176,12 @@ def fit_lightgbm(
     from pipeline.device import configure_cpu_threads
 
     x_fit, y_fit, x_es, y_es = tabular_data(prep, plan, bars, spread=True)
+    own = cfg.model_params("lightgbm")  # learning_rate, leaves, rounds
     params = {
         "objective": "multiclass",
         "num_class": 3,
-        "learning_rate": cfg.lightgbm_learning_rate,
-        "num_leaves": cfg.lightgbm_leaves,
+        "learning_rate": own["learning_rate"],
+        "num_leaves": own["leaves"],
         "min_data_in_leaf": 50,
         "feature_fraction": 0.8,
         "bagging_fraction": 0.8,
@@ -194,7 +196,7 @@ def fit_lightgbm(
     booster = lightgbm.train(
         params,
         train,
-        num_boost_round=cfg.lightgbm_rounds,
+        num_boost_round=own["rounds"],
         valid_sets=[valid],
         callbacks=[lightgbm.early_stopping(LIGHTGBM_EARLY_STOP, verbose=False)],
     )

@@ -5,20 +5,20 @@ model, its place in the simplest-first order of the one-standard-error rule, and
 settings it owns (type, default, doc line, bounds and the tuner's default range of each). The rest
 is derived from :data:`ARCHITECTURES`:
 
-- :mod:`pipeline.config.schema`: ``NETWORK_NAMES``, ``MODEL_NAMES`` and the defaults, doc lines and
-  bounds of ``TrainingConfig``'s model group (a test checks that the group's fields are exactly
-  the registry's settings, one for one, in order and with their types);
+- :mod:`pipeline.config.schema`: ``NETWORK_NAMES``, ``MODEL_NAMES`` and the model group of
+  ``TrainingConfig``: one field per setting, in registry order, with its type, default, doc line
+  and bounds, made from this table when the class is defined;
 - :mod:`pipeline.classifiers.nets`: the arch dict of a model file (``arch_config``: the settings'
-short keys)
-  and the dispatch of ``build_classifier`` (a builder per registered name, checked at import);
+  short keys) and the dispatch of ``build_classifier`` (a builder per registered name, checked at
+  import);
 - :mod:`pipeline.classifiers.model_choice`: ``SIMPLEST_FIRST``;
-- the bundled classifier search space (``pipeline/tuning/search_spaces/classifier.txt``): a test
-checks
-  that its per-architecture lines are the registry's ranges.
+- the tuner (:func:`pipeline.tuning.space.with_registry_ranges`): each setting's default range
+  when the search-space file does not list it (a test checks that the lines the bundled
+  ``pipeline/tuning/search_spaces/classifier.txt`` does list are these ranges).
 
-So adding an architecture is its entry here and its ``nn.Module`` and builder in
-:mod:`pipeline.classifiers.nets`, plus one typed field line per setting in ``TrainingConfig`` (kept
-declared so that mypy checks ``cfg.lstm_units``; the tests fail until it is there).
+So adding an architecture is two files: its entry here, and its ``nn.Module`` with its builder in
+:mod:`pipeline.classifiers.nets` (step 5's training loop and the tabular fits dispatch on the
+kind).
 
 This module imports only the standard library and :mod:`pipeline.common`: no torch, scikit-learn or
 LightGBM, so the config loader and ``--help`` stay fast.

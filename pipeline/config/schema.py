@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.common import PipelineError, sha256_json
 from pipeline.config import registry as model_registry
@@ -86,26 +86,15 @@ class TrainingConfig:
     walk_forward_folds: int = setting(
         4, "folds over the development block for out-of-sample agent predictions", "data", min=3
     )
-    # --- model sizes: one line per setting of pipeline/config/registry.py, in registry order; the
-    # default, doc line and bounds come from there (declared here so that mypy knows the fields;
-    # tests/test_model_registry.py checks the two agree one for one)
-    lstm_units: int = model_setting("lstm_units")
-    lstm_layers: int = model_setting("lstm_layers")
-    lstm_dropout: float = model_setting("lstm_dropout")
-    gru_units: int = model_setting("gru_units")
-    gru_layers: int = model_setting("gru_layers")
-    gru_dropout: float = model_setting("gru_dropout")
-    bilstm_units: int = model_setting("bilstm_units")
-    bilstm_layers: int = model_setting("bilstm_layers")
-    bilstm_dropout: float = model_setting("bilstm_dropout")
-    dlstm_units: int = model_setting("dlstm_units")
-    dlstm_layers: int = model_setting("dlstm_layers")
-    dlstm_dropout: float = model_setting("dlstm_dropout")
-    dlstm_kernel: int = model_setting("dlstm_kernel")
-    logreg_c: float = model_setting("logreg_c")
-    lightgbm_rounds: int = model_setting("lightgbm_rounds")
-    lightgbm_learning_rate: float = model_setting("lightgbm_learning_rate")
-    lightgbm_leaves: int = model_setting("lightgbm_leaves")
+    # --- model sizes: every setting of pipeline/config/registry.py, in registry order, with its
+    # type, default, doc line and bounds from there, so a new architecture's settings appear
+    # here by themselves. Made at import, so mypy does not see these fields: library code reads
+    # them with model_params() (tests read the attributes as usual).
+    if not TYPE_CHECKING:
+        for _key in model_registry.config_keys():
+            __annotations__[_key] = model_registry.config_setting(_key).value_type.__name__
+            locals()[_key] = model_setting(_key)
+        del _key
     # --- training loop
     batch_size: int = setting(
         1024, "batch size (auto-adjusted to GPU memory on CUDA)", "train", min=1

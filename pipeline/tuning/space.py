@@ -21,6 +21,7 @@ key, an unknown distribution, a reversed range or a log range through zero is on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import types
 import typing
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipeline.config import registry as model_registry
 from pipeline.config.checks import field_map
 from pipeline.config.files import SECTIONS, _lines, _read_text, load_config
 from pipeline.config.schema import MODEL_NAMES, Config, ConfigError
@@ -57,6 +59,10 @@ class TrialLike(Protocol):
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
         """One of ``choices``."""
         ...
+
+
+REGISTRY_WHERE = "pipeline/config/registry.py"
+"""Where a default range comes from, for messages (a range the file does not list)."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,18 @@ blocks are built once per worker), and the reward, environment and evaluation ke
 measure itself (a trial would raise its score by rescaling the reward)."""
 
 
+def with_registry_ranges(space: SearchSpace, model: str) -> SearchSpace:
+    """``space`` plus the tuner's default range (:mod:`pipeline.config.registry`) of each setting
+    of ``model`` the file does not list: a new architecture is tuned without editing the bundled
+    file, and a line in the file still overrides its range."""
+    extra = [
+        parse_param(f"{REGISTRY_WHERE} ({key})", "training", key, search)
+        for key, search in model_registry.architecture(model).search_space()
+        if space.get(f"training.{key}") is None
+    ]
+    return dataclasses.replace(space, params=space.params + tuple(extra)) if extra else space
+
+
 def stage_space(space: SearchSpace, stage: str, model: str | None) -> SearchSpace:
     """The parameters one study tunes; a key of the other config file (or one an agent trial
     cannot vary) is one error naming its line."""
@@ -311,6 +329,8 @@ def stage_space(space: SearchSpace, stage: str, model: str | None) -> SearchSpac
     if stage == "classifier":
         others = [m for m in MODEL_NAMES if m != model]
         space = space.without(lambda p: not any(p.key.startswith(f"{m}_") for m in others))
+        if model is not None:
+            space = with_registry_ranges(space, model)
     if not space.params:
         raise ConfigError(f"{space.path}: no parameter of the {stage} stage in the search space")
     return space
