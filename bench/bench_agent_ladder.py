@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     total_min = (time.perf_counter() - t_all) / 60
     ppo = base.ppo
     lines = [
-        "## The ladder that does not flatter (bench/bench_agent_ladder.py, issue 16)",
+        "## The ladder that does not flatter (bench/bench_agent_ladder.py)",
         "",
         f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}, torch {torch.__version__} (1 torch thread)",

@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "; 'within 1 s.e.' compares its test macro-F1 with the best of logreg and lightgbm "
         "(overlap-corrected s.e.); 'above chance': models whose test direction beats 50 % at "
-        "p < 0.01 with one call per label horizon (issue 18's corrected test).",
+        "p < 0.01 with one call per label horizon (the classifier report's overlap-corrected "
+        "test).",
         "",
         header,
         "|" + "---|" * (len(MODEL_NAMES) + 6),

@@ -255,7 +255,7 @@ def main() -> int:
     ph1 = [r["per_hour"] for r in runs[1]]
     ph2 = [r["per_hour"] for r in runs[2]]
     lines = [
-        "# Tuning benchmark (issue 11)",
+        "# Tuning benchmark",
         "",
         f"`python bench/bench_tuning.py` on {cpu_model()}, {os.cpu_count()} logical CPUs, "
         f"{gpu_description()}, 1-min load average at start {load0:.2f} (the machine is shared "

@@ -42,6 +42,7 @@ ORDER = [
     "gpu",
     "redesign_check",
     "same_numbers",
+    "same_numbers_ladder",
 ]
 HEADER = """# Benchmarks
 

@@ -8,6 +8,12 @@ process ids and clock times.
 
     python bench/same_numbers.py --before 74243f3 --after HEAD
     python bench/same_numbers.py --before 74243f3 --after WORKTREE   # uncommitted changes
+    python bench/same_numbers.py --before 74243f3 --after HEAD --no-demo \
+        --ladder-rows real_MOM-DEV,noisy_0.45,oracle,noisy_0.55,real_MR-DEV
+
+``--ladder-rows`` also runs the learnability ladder (``bench/bench_agent_ladder.py``, one seed,
+20,000 timesteps: the rows' real step 5 and step 7) in each tree and compares its table row by
+row (written to ``bench/results/same_numbers_ladder.md``).
 
 Writes ``bench/results/same_numbers.md`` (a table of what differs, and how many values agree)
 and exits 1 when any compared value differs.
@@ -132,6 +138,55 @@ def run_demo(src: Path, root: Path) -> dict[str, Any]:
     return found
 
 
+LADDER_TIMESTEPS = 20_000
+
+
+def run_ladder(src: Path, rows: str, out: Path) -> list[str]:
+    """The ladder's table rows (``| ...`` lines below the header) for ``rows`` run from ``src``."""
+    env = dict(os.environ, PYTHONPATH=str(src))
+    cmd = [
+        sys.executable,
+        str(src / "bench" / "bench_agent_ladder.py"),
+        "--rows",
+        rows,
+        "--seeds",
+        "1",
+        "--timesteps",
+        str(LADDER_TIMESTEPS),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(
+            f"error: the ladder failed in {src} (exit {proc.returncode}): {proc.stderr[-2000:]}"
+        )
+    return [ln for ln in out.read_text().splitlines() if ln.startswith("| ") and "---" not in ln]
+
+
+def ladder_report(args: argparse.Namespace, before: list[str], after: list[str]) -> str:
+    """Markdown: the two ladders' rows and whether they are the same."""
+    same = before == after
+    lines = [
+        "## Same learnability ladder before and after (`bench/same_numbers.py --ladder-rows`)",
+        "",
+        f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}, "
+        f"Python {platform.python_version()}",
+        f"- Command: `python bench/same_numbers.py --before {args.before} --after {args.after} "
+        f"--no-demo --ladder-rows {args.ladder_rows}` (`bench/bench_agent_ladder.py`, 1 seed, "
+        f"{LADDER_TIMESTEPS:,} timesteps per row, demo preset otherwise)",
+        f"- Result: **{'every row identical' if same else 'rows differ'}** "
+        f"({len(before)} table lines before, {len(after)} after).",
+        "",
+        "Before and after (identical rows are shown once):" if same else "Before:",
+        "",
+        *before,
+    ]
+    if not same:
+        lines += ["", "After:", "", *after]
+    return "\n".join(lines) + "\n"
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return a == b or (math.isnan(a) and math.isnan(b))
@@ -145,16 +200,26 @@ def main(argv: list[str] | None = None) -> int:
         "--after", default=WORKTREE, help=f"commit to compare, or {WORKTREE} (default)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "same_numbers.md")
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo comparison")
+    parser.add_argument(
+        "--ladder-rows", default=None, help="also compare these rows of the agent ladder"
+    )
     args = parser.parse_args(argv)
+    ladders: dict[str, list[str]] = {}
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="same-numbers-") as tmp:
         for label, ref in (("before", args.before), ("after", args.after)):
             src = source_tree(ref, Path(tmp) / f"src-{label}")
             root = Path(tmp) / f"root-{label}"
             shutil.copytree(src / "datasets", root / "datasets")
-            print(f"{label}: {ref}: running the demo ...", flush=True)
             try:
-                results[label] = run_demo(src, root)
+                if not args.no_demo:
+                    print(f"{label}: {ref}: running the demo ...", flush=True)
+                    results[label] = run_demo(src, root)
+                if args.ladder_rows:
+                    print(f"{label}: {ref}: running the ladder ...", flush=True)
+                    out = Path(tmp) / f"ladder-{label}.md"
+                    ladders[label] = run_ladder(src, args.ladder_rows, out)
             finally:
                 if ref != WORKTREE:
                     subprocess.run(
@@ -162,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
                         cwd=ROOT,
                         capture_output=True,
                     )
+    code = 0
+    if args.ladder_rows:
+        text = ladder_report(args, ladders["before"], ladders["after"])
+        (args.out.parent / "same_numbers_ladder.md").write_text(text)
+        print(text)
+        code = 0 if ladders["before"] == ladders["after"] else 1
+    if args.no_demo:
+        return code
     before, after = results["before"], results["after"]
     keys = sorted(set(before) | set(after))
     differ = [k for k in keys if k in before and k in after and not _same(before[k], after[k])]
@@ -189,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
-    return 1 if differ else 0
+    return 1 if differ or code else 0
 
 
 if __name__ == "__main__":
