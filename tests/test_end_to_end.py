@@ -254,6 +254,9 @@ def test_smoke_run_pushed_commit(smoke_run: Run) -> None:
         f"results/backtest_{agent}_{DATASET}.png",
         f"results/run_summary_{DATASET}.json",
         f"ppo_approach/models/ppo_{agent}_{DATASET}.zip",
+        # the agent's input travels whole: the table and its .json (what step 7 reads)
+        f"results/predictions_{agent}_{DATASET}.csv",
+        f"results/predictions_{agent}_{DATASET}.json",
     } | {f"models/{m}_{DATASET}_classification.pth" for m in MODELS}
     expected |= {f"models/{m}_{DATASET}_config.txt" for m in MODELS}
     if agent == "ensemble":  # auto chose the ensemble of every model

@@ -252,15 +252,17 @@ def _exact_text(values: np.ndarray) -> list[str]:
     return [str(v) for v in values]  # numpy scalars print their shortest round-trip text
 
 
-def _write_table(table: pd.DataFrame, path: Path, meta: dict[str, Any] | None = None) -> Path:
+def _write_table(table: pd.DataFrame, art: Artifacts, model: str, meta: dict[str, Any]) -> Path:
+    """The table of ``model`` (:meth:`Artifacts.prediction_table`) and its .json
+    (:meth:`Artifacts.prediction_meta`); returns the table's path."""
     out = table.copy()
     for c in EXACT_COLUMNS:
         if c in out.columns:
             out[c] = _exact_text(out[c].to_numpy())
+    path = art.prediction_table(model)
     with atomic_path(path) as tmp:
         out.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    if meta is not None:
-        atomic_write_json(path.with_suffix(".json"), meta)
+    atomic_write_json(art.prediction_meta(model), meta)
     return path
 
 
@@ -299,7 +301,8 @@ def write_prediction_tables(
         atomic_write_json(art.ensemble_report, fit)
         written["ensemble"] = _write_table(
             ensemble_table(members, fit),
-            art.prediction_table("ensemble"),
+            art,
+            "ensemble",
             table_meta(cfg, prep, "ensemble", list(members)),
         )
     if cfg.ppo.ppo_prediction_source == "in_sample":
@@ -340,7 +343,7 @@ def _model_tables(
             ensemble_ok = False
             continue
         if m in models:
-            written[m] = _write_table(tables[m], art.prediction_table(m), table_meta(cfg, prep, m))
+            written[m] = _write_table(tables[m], art, m, table_meta(cfg, prep, m))
     return tables, written, ensemble_ok
 
 

@@ -275,6 +275,8 @@ def record_artifacts(
         )
     extras = [(art.scaler, "scaler"), (art.training_summary, "training_summary")]
     extras += [(p, "prediction_table") for p in tables.values()]
+    # each table's .json: step 7 reads the dataset's facts there (a pushed table needs it too)
+    extras += [(art.prediction_meta(m), "prediction_table") for m in tables]
     if "ensemble" in tables:  # how the ensemble combines its members
         extras.append((art.ensemble_report, "ensemble"))
     manifest.record_many([(p, k) for p, k in extras if Path(p).is_file()], STEP_CLASSIFIERS)
