@@ -1,0 +1,109 @@
+"""The trained agent's policy as an ONNX graph, for inference without torch or SB3.
+
+First part of "after training: export the agent": :func:`export_policy_onnx` writes the policy's
+action logits as a function of the observation, ``obs (B, n_obs) float32 -> logits (B, n_actions)``,
+through SB3's public modules (features extractor, the actor's MLP, the action head); the action
+the backtest takes is the ``argmax`` of the logits (for MaskablePPO after setting the invalid
+actions' logits to ``-inf``, as sb3-contrib does). :func:`onnx_policy_logits` runs such a file with
+ONNX Runtime. An ONNX file is data (a graph of tensor operations), not code: loading it runs
+nothing of the file's author.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.common import PipelineError, atomic_path
+from ppo_approach.model_files import AgentModel
+
+OPSET = 17
+"""ONNX opset of the exported graph (ONNX Runtime 1.16 and later run it)."""
+INPUT_NAME = "obs"
+OUTPUT_NAME = "logits"
+
+
+class ExportError(PipelineError):
+    """The policy cannot be exported, or an exported file cannot be run."""
+
+
+def _logits_module(model: AgentModel) -> Any:
+    """``obs -> action logits`` of ``model``'s policy as one torch module (the deterministic
+    action is their argmax)."""
+    import torch
+
+    policy = model.policy
+
+    class PolicyLogits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = policy.pi_features_extractor
+            self.mlp = policy.mlp_extractor
+            self.head = policy.action_net
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            features = self.features(obs)  # (B, n_obs): Box observations need no preprocessing
+            return self.head(self.mlp.forward_actor(features))  # (B, n_actions)
+
+    return PolicyLogits().eval()
+
+
+def export_policy_onnx(model: AgentModel, path: Path) -> Path:
+    """Write ``model``'s policy logits as ONNX to ``path`` (atomically); returns ``path``.
+    Needs the ``onnx`` package (PyTorch's exporter writes the graph with it)."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("onnx") is None:
+        raise ExportError("exporting needs the onnx package (pip install onnx onnxruntime)")
+
+    n_obs = int(np.prod(model.observation_space.shape))
+    module = _logits_module(model).to("cpu")
+    example = torch.zeros((1, n_obs), dtype=torch.float32)  # (1, n_obs)
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export, which needs
+        # onnxscript; for a plain MLP both give the same graph.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            buf,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,  # the TorchScript exporter: an MLP needs nothing more, and no onnxscript
+        )
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    return path
+
+
+def onnx_policy_logits(path: Path, obs: np.ndarray) -> np.ndarray:
+    """Run the exported policy on ``obs (B, n_obs)``; ``(B, n_actions)`` float32 logits."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("onnxruntime is not installed (pip install onnxruntime)") from None
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # any unreadable or invalid file: one line naming it
+        raise ExportError(f"{path}: not a runnable ONNX policy ({type(exc).__name__})") from None
+    batch = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)  # (B, n_obs)
+    (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    return np.asarray(logits)
+
+
+def decide(logits: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The deterministic action of each row: the argmax of its logits, invalid actions (``mask``
+    false) excluded as sb3-contrib's masked distribution excludes them. ``(B,)`` int."""
+    scores = np.asarray(logits, dtype=np.float64).copy()  # (B, n_actions)
+    if mask is not None:
+        scores[~np.asarray(mask, dtype=bool)] = -np.inf
+    return np.argmax(scores, axis=1)

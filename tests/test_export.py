@@ -1,0 +1,121 @@
+"""The policy as ONNX: the same logits (|difference| < 1e-5) and the same action as PyTorch, on
+random observations and bar by bar over a trained agent's whole test block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from test_ppo_agent import DATASET, _smoke_cfg, trained  # noqa: F401  (fixture used by name)
+
+from pipeline.classifiers.prediction_table import load_prediction_table, load_table_meta
+from pipeline.common import Paths
+from pipeline.config.schema import PPOConfig
+from ppo_approach import backtest, evaluation, export, model_files
+from ppo_approach import ppo_trading_agent as agent
+from ppo_approach.agent_blocks import build_blocks
+from ppo_approach.reward_functions import RewardConfig
+from ppo_approach.trading_env import EnvConfig
+
+OBS = spaces.Box(low=-10.0, high=10.0, shape=(9,), dtype=np.float32)
+ACT = spaces.Discrete(5)
+TOLERANCE = 1e-5
+
+
+def _torch_logits(model: Any, obs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        dist = model.policy.get_distribution(torch.as_tensor(obs, dtype=torch.float32))
+    return dist.distribution.logits.numpy()  # (B, n_actions), normalised by torch
+
+
+def _same_up_to_a_constant(a: np.ndarray, b: np.ndarray) -> float:
+    """Max |difference| of two logit tables after removing each row's log-sum-exp (the
+    categorical distribution normalises its logits; the export returns them raw)."""
+
+    def norm(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return (
+            x
+            - np.log(np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True))
+            - (x.max(axis=1, keepdims=True))
+        )
+
+    return float(np.abs(norm(a) - norm(b)).max())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("algorithm", ["ppo", "maskable_ppo"])
+def test_exported_policy_gives_the_same_logits_and_actions(algorithm: str, tmp_path: Path) -> None:
+    cfg = PPOConfig(algorithm=algorithm, n_steps=64, batch_size=32, net_arch=(16, 16), seed=1)
+    model = model_files.new_model(algorithm, agent.ppo_kwargs(cfg), None, "cpu", spaces_=(OBS, ACT))
+    path = export.export_policy_onnx(model, tmp_path / "policy.onnx")
+    obs = np.random.default_rng(0).uniform(-3, 3, (500, 9)).astype(np.float32)  # (B, n_obs)
+    logits = export.onnx_policy_logits(path, obs)
+    assert logits.shape == (500, 5)
+    assert _same_up_to_a_constant(logits, _torch_logits(model, obs)) < TOLERANCE
+    np.testing.assert_array_equal(export.decide(logits), model.predict(obs, deterministic=True)[0])
+    if algorithm == "maskable_ppo":
+        mask = np.random.default_rng(1).random((500, 5)) < 0.6
+        mask[:, 0] = True  # HOLD-like action always valid
+        got = export.decide(logits, mask)
+        want = np.array(
+            [
+                model.predict(o, deterministic=True, action_masks=m)[0]
+                for o, m in zip(obs, mask, strict=True)
+            ]
+        )
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.unit
+def test_a_file_that_is_not_onnx_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(export.ExportError) as info:
+        export.onnx_policy_logits(bad, np.zeros((1, 9), dtype=np.float32))
+    assert str(info.value).startswith(f"{bad}: not a runnable ONNX policy")
+
+
+@pytest.mark.integration
+def test_the_exported_agent_takes_the_backtests_action_on_every_test_bar(
+    trained: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The smoke run's final agent over its whole test block: at every bar the ONNX logits match
+    PyTorch's and the action is the one the backtest's policy takes."""
+    paths = Paths.from_root(trained["root"])
+    cfg = _smoke_cfg()
+    final = paths.ppo_models / f"ppo_dlstm_{DATASET}.zip"
+    model = model_files.load_model(final, None, "cpu")
+    blocks = build_blocks(
+        load_prediction_table(paths, "dlstm", DATASET),
+        load_table_meta(paths, "dlstm", DATASET),
+        cfg.ppo,
+    )
+    test = blocks["test"]
+    env = backtest.block_env(
+        test.data,
+        backtest.backtest_env_config(EnvConfig.from_ppo_config(cfg.ppo)),
+        RewardConfig.from_ppo_config(cfg.ppo),
+    )
+    policy = evaluation.policy_for(model)
+    observations, actions = [], []
+    obs, info = env.reset()
+    done = False
+    while not done:
+        action = policy(obs, info)
+        observations.append(obs)
+        actions.append(action)
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+    batch = np.stack(observations)  # (n_bars - 1, n_obs)
+    assert len(batch) == test.bars.size - 1
+    path = export.export_policy_onnx(model, tmp_path / "policy.onnx")
+    logits = export.onnx_policy_logits(path, batch)
+    assert _same_up_to_a_constant(logits, _torch_logits(model, batch)) < TOLERANCE
+    np.testing.assert_array_equal(export.decide(logits), np.asarray(actions))
+    assert len(set(actions)) > 1 or actions  # the whole block, whatever the agent chose
