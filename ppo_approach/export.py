@@ -1,6 +1,9 @@
 """The trained agent's policy as an ONNX graph, for inference without torch or SB3.
 
-First part of "after training: export the agent": :func:`export_policy_onnx` writes the policy's
+First parts of "after training: export the agent": :func:`export_classifier_onnx` writes a
+classifier (a network or logreg) with its train-block scaler inside the graph, ``raw windows
+(B, lookback, F) float32 -> probabilities (B, 3)`` (p_fall, p_stationary, p_rise), and
+:func:`export_policy_onnx` writes the policy's
 action logits as a function of the observation, ``obs (B, n_obs) float32 -> logits (B, n_actions)``,
 through SB3's public modules (features extractor, the actor's MLP, the action head); the action
 the backtest takes is the ``argmax`` of the logits (for MaskablePPO after setting the invalid
@@ -53,8 +56,65 @@ def _logits_module(model: AgentModel) -> Any:
 
 
 def export_policy_onnx(model: AgentModel, path: Path) -> Path:
-    """Write ``model``'s policy logits as ONNX to ``path`` (atomically); returns ``path``.
-    Needs the ``onnx`` package (PyTorch's exporter writes the graph with it)."""
+    """Write ``model``'s policy logits as ONNX to ``path`` (atomically); returns ``path``."""
+    import torch
+
+    n_obs = int(np.prod(model.observation_space.shape))
+    module = _logits_module(model).to("cpu")
+    example = torch.zeros((1, n_obs), dtype=torch.float32)  # (1, n_obs)
+    return _export(module, example, path, INPUT_NAME, OUTPUT_NAME)
+
+
+def _probabilities_module(payload: dict[str, Any]) -> Any:
+    """``raw windows -> probabilities`` of a classifier model file: its scaler, network, softmax."""
+    import torch
+
+    from pipeline.classifiers.nets import model_from_payload
+
+    network = model_from_payload(payload, torch.device("cpu"))
+    mean = torch.as_tensor(np.asarray(payload["scaler"]["mean"], dtype=np.float32))  # (F,)
+    scale = torch.as_tensor(np.asarray(payload["scaler"]["scale"], dtype=np.float32))  # (F,)
+
+    class ScaledProbabilities(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+            self.register_buffer("mean", mean)
+            self.register_buffer("scale", scale)
+
+        def forward(self, windows: torch.Tensor) -> torch.Tensor:
+            x = (windows - self.mean) / self.scale  # (B, L, F), the train block's scaler
+            return torch.softmax(self.network(x).float(), dim=-1)  # (B, 3)
+
+    return ScaledProbabilities().eval()
+
+
+def export_classifier_onnx(model_file: Path, path: Path) -> Path:
+    """Write the classifier of ``model_file`` (``models/{model}_{dataset}_classification.pth``)
+    as ONNX to ``path``: raw feature windows in, class probabilities out. LightGBM's booster is
+    not a torch module and is refused in one line (not exported yet)."""
+    import torch
+
+    from pipeline.classifiers.nets import load_model_file
+
+    payload = load_model_file(model_file)
+    if payload["arch"].get("name") == "lightgbm":
+        raise ExportError(f"{model_file}: a LightGBM model; its ONNX export is not built yet")
+    module = _probabilities_module(payload)
+    example = torch.zeros((1, int(payload["lookback"]), len(payload["feature_names"])))
+    return _export(module, example, path, "windows", "probabilities")
+
+
+def onnx_classifier_probabilities(path: Path, windows: np.ndarray) -> np.ndarray:
+    """Run an exported classifier on raw ``windows (B, lookback, F)``; ``(B, 3)`` float32."""
+    batch = np.asarray(windows, dtype=np.float32)
+    (probs,) = _session(path).run(["probabilities"], {"windows": batch})
+    return np.asarray(probs)
+
+
+def _export(module: Any, example: Any, path: Path, input_name: str, output_name: str) -> Path:
+    """``module`` traced on ``example`` as ONNX (batch axis dynamic), written atomically. Needs
+    the ``onnx`` package (PyTorch's exporter writes the graph with it)."""
     import importlib.util
 
     import torch
@@ -62,41 +122,43 @@ def export_policy_onnx(model: AgentModel, path: Path) -> Path:
     if importlib.util.find_spec("onnx") is None:
         raise ExportError("exporting needs the onnx package (pip install onnx onnxruntime)")
 
-    n_obs = int(np.prod(model.observation_space.shape))
-    module = _logits_module(model).to("cpu")
-    example = torch.zeros((1, n_obs), dtype=torch.float32)  # (1, n_obs)
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of torch.export, which needs
-        # onnxscript; for a plain MLP both give the same graph.
+        # onnxscript; for these modules both give the same graph.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module,
             (example,),
             buf,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
             opset_version=OPSET,
-            dynamo=False,  # the TorchScript exporter: an MLP needs nothing more, and no onnxscript
+            dynamo=False,
         )
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
     return path
 
 
-def onnx_policy_logits(path: Path, obs: np.ndarray) -> np.ndarray:
-    """Run the exported policy on ``obs (B, n_obs)``; ``(B, n_actions)`` float32 logits."""
+def _session(path: Path) -> Any:
+    """An ONNX Runtime session of ``path`` on the CPU; one error line for a file that is not a
+    runnable graph."""
     try:
         import onnxruntime
     except ImportError:
         raise ExportError("onnxruntime is not installed (pip install onnxruntime)") from None
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # any unreadable or invalid file: one line naming it
-        raise ExportError(f"{path}: not a runnable ONNX policy ({type(exc).__name__})") from None
+        raise ExportError(f"{path}: not a runnable ONNX graph ({type(exc).__name__})") from None
+
+
+def onnx_policy_logits(path: Path, obs: np.ndarray) -> np.ndarray:
+    """Run the exported policy on ``obs (B, n_obs)``; ``(B, n_actions)`` float32 logits."""
     batch = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)  # (B, n_obs)
-    (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    (logits,) = _session(path).run([OUTPUT_NAME], {INPUT_NAME: batch})
     return np.asarray(logits)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from test_ppo_agent import DATASET, _smoke_cfg, trained  # noqa: F401  (fixture used by name)
+from test_ppo_agent import DATASET, _smoke_cfg, trained  # noqa: F401  (fixtures used by name)
 
 from pipeline.classifiers.prediction_table import load_prediction_table, load_table_meta
 from pipeline.common import Paths
@@ -77,7 +77,7 @@ def test_a_file_that_is_not_onnx_is_one_line(tmp_path: Path) -> None:
     bad.write_bytes(b"not a graph")
     with pytest.raises(export.ExportError) as info:
         export.onnx_policy_logits(bad, np.zeros((1, 9), dtype=np.float32))
-    assert str(info.value).startswith(f"{bad}: not a runnable ONNX policy")
+    assert str(info.value).startswith(f"{bad}: not a runnable ONNX graph")
 
 
 @pytest.mark.integration
@@ -119,3 +119,43 @@ def test_the_exported_agent_takes_the_backtests_action_on_every_test_bar(
     assert _same_up_to_a_constant(logits, _torch_logits(model, batch)) < TOLERANCE
     np.testing.assert_array_equal(export.decide(logits), np.asarray(actions))
     assert len(set(actions)) > 1 or actions  # the whole block, whatever the agent chose
+
+
+@pytest.mark.integration
+def test_an_exported_classifier_gives_the_predictors_probabilities(
+    ppo_source_root: Path,
+    tmp_path: Path,
+) -> None:
+    """The DLSTM of ppo_source_root, its scaler inside the graph: on every test-block window of
+    raw features, ONNX Runtime's probabilities are within 1e-5 of the pipeline's predictor."""
+    from pipeline.classifiers.predictors import PredictionModel
+    from pipeline.classifiers.prepare import load_classifier_data
+
+    paths = Paths.from_root(ppo_source_root)
+    cfg = _smoke_cfg()
+    data = load_classifier_data(cfg.training, DATASET, paths, save_scaler=False)
+    predictor = PredictionModel("dlstm", DATASET, paths, "cpu")
+    test = data.arrays.splits.test
+    bars = np.arange(test.start, test.stop)
+    lookback = predictor.lookback
+    features = data.arrays.features  # (N, F) raw
+    windows = np.stack([features[b - lookback + 1 : b + 1] for b in bars])  # (n, L, F)
+    path = export.export_classifier_onnx(predictor.path, tmp_path / "dlstm.onnx")
+    got = export.onnx_classifier_probabilities(path, windows)
+    want = predictor.predict_bars(features, bars)
+    assert got.shape == want.shape == (bars.size, 3)
+    assert float(np.abs(got - want).max()) < TOLERANCE
+    np.testing.assert_array_equal(got.argmax(axis=1), want.argmax(axis=1))
+
+
+@pytest.mark.unit
+def test_a_lightgbm_model_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.classifiers import nets
+
+    monkeypatch.setattr(nets, "load_model_file", lambda path: {"arch": {"name": "lightgbm"}})
+    model_file = tmp_path / "lightgbm_X_classification.pth"
+    with pytest.raises(export.ExportError) as info:
+        export.export_classifier_onnx(model_file, tmp_path / "x.onnx")
+    assert str(info.value) == (f"{model_file}: a LightGBM model; its ONNX export is not built yet")
