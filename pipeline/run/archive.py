@@ -36,7 +36,6 @@ from pipeline.run.summary import read_json
 from pipeline.store.artifacts import Artifacts
 from pipeline.tables import format_table
 
-RUNS_FOLDER = "runs"
 ARCHIVE_INFO = "archive.json"
 RESUME_ONLY_KINDS = frozenset({"classifier_ckpt", "ppo_checkpoint"})
 """Manifest kinds left out of an archive: state to resume an interrupted run, not its results."""
@@ -67,7 +66,7 @@ class ArchivedRun:
 
 def runs_folder(paths: Paths, dataset: str) -> Path:
     """``runs/{dataset}/`` under the artifact root (``dataset``: the artifact name)."""
-    return paths.root / RUNS_FOLDER / dataset
+    return Artifacts(paths, dataset).run_archive
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -44,6 +44,7 @@ commits it (:data:`pipeline.store.manifest.KINDS`). The table is Markdown, for d
 | `logs/run_{dataset}.lock` | (not recorded) | driver, step_lock | no |
 | `results/multi_run_summary.json` | (no dataset's) | entry, several datasets | yes |
 | `results/multi_run_summary.png` | (no dataset's) | entry, several datasets | yes |
+| `runs/{dataset}/{n}/...` + `archive.json` | (not recorded: an earlier run) | driver | no |
 | `results/tuning_{stage}_{dataset}/[{model}/]{file}` | (not recorded) | tune.py | no |
 
 ``{model}`` is a classifier name (``lstm``, ...) or, for prediction tables, PPO models, checkpoint
@@ -411,6 +412,12 @@ class Artifacts:
     def run_summary(self) -> Path:
         """``results/run_summary_{dataset}.json``: the driver's summary of one invocation."""
         return self.paths.results / f"run_summary_{self.dataset}.json"
+
+    @property
+    def run_archive(self) -> Path:
+        """``runs/{dataset}/``: earlier runs' files, one numbered folder each
+        (:mod:`pipeline.run.archive`); never pushed."""
+        return self.paths.root / "runs" / self.dataset
 
     @property
     def run_manifest(self) -> Path:
