@@ -39,21 +39,15 @@ from gymnasium import spaces
 from pipeline.common import PipelineError
 from pipeline.config.checks import check_settings, schema_default, settings_from
 from pipeline.config.schema import PPOConfig
-from ppo_approach.env_actions import TARGET_ORDER, TARGETS_LONG, TARGETS_SHORT, Actions
-from ppo_approach.env_fills import FillAccounting
+from ppo_approach.env_actions import Actions
+from ppo_approach.env_portfolio import (
+    OBS_CLIP,
+    PORTFOLIO_NAMES,
+    Account,
+    action_names,
+)
 from ppo_approach.market_data import MarketData, MarketDataError
 from ppo_approach.reward_functions import RewardConfig, RewardFunction
-
-OBS_CLIP = 10.0
-"""Every observation entry is clipped to ``[-OBS_CLIP, OBS_CLIP]`` so the Box bounds are true."""
-
-HOLDING_SCALE_BARS = 1000
-"""Holding time is divided by ``episode_length``, or by this when episodes run to the end."""
-
-MIN_TRADE_FRACTION = 1e-6
-"""Orders smaller than this fraction of ``initial_capital`` are dust: the action is invalid."""
-
-PORTFOLIO_NAMES: tuple[str, ...] = ("position_frac", "unrealized_pnl", "cash_frac", "holding_time")
 
 
 class EnvConfigError(PipelineError, ValueError):
@@ -87,7 +81,7 @@ class EnvConfig:
         return settings_from(cls, cfg)
 
 
-class TradingEnv(FillAccounting, gym.Env):
+class TradingEnv(Account, gym.Env):
     """One instrument, discrete actions (:class:`Actions`), equity-based reward.
 
     Observation (float32, every entry clipped to ``[-10, 10]``), for bar ``t``:
@@ -139,15 +133,7 @@ class TradingEnv(FillAccounting, gym.Env):
         k = data.price_features.shape[1]
         self.n_features = p + k
         self.n_obs = p + k + len(PORTFOLIO_NAMES)
-        # action_set = target: the agent names the exposure to hold and the env sends the order;
-        # the order actually executed is in each step's info["order"].
-        self._targets: tuple[float, ...] | None = None
-        if config.action_set == "target":
-            names = TARGETS_SHORT if config.allow_short else TARGETS_LONG
-            self._targets = tuple(names.values())
-            self.action_names: tuple[str, ...] = tuple(names)
-        else:
-            self.action_names = tuple(a.name for a in Actions)
+        self.action_names: tuple[str, ...] = action_names(config.action_set, config.allow_short)
         self.action_space = spaces.Discrete(len(self.action_names))
         low = np.full(self.n_obs, -OBS_CLIP, dtype=np.float32)
         high = np.full(self.n_obs, OBS_CLIP, dtype=np.float32)
@@ -175,15 +161,16 @@ class TradingEnv(FillAccounting, gym.Env):
         """The settings as plain floats, the segment ends and the random start rows."""
         n = data.n_bars
         c = config
-        self._capital = float(c.initial_capital)
-        self._tc = float(c.transaction_cost)
-        self._buy_mult = 1.0 + float(c.slippage)
-        self._sell_mult = 1.0 - float(c.slippage)
-        self._short = bool(c.allow_short)
+        self._set_account(
+            c.initial_capital,
+            c.transaction_cost,
+            c.slippage,
+            c.allow_short,
+            c.action_set,
+            c.episode_length,
+        )
         self._ep_len = int(c.episode_length)
         self._ruin = float(c.ruin_threshold) * self._capital
-        self._min_trade = MIN_TRADE_FRACTION * self._capital
-        self._hold_scale = float(self._ep_len if self._ep_len > 0 else HOLDING_SCALE_BARS)
         # (n,) last row of each row's segment; an episode is truncated there.
         bounds = np.array([*data.segment_starts, n])
         self._seg_last = np.repeat(bounds[1:] - 1, np.diff(bounds))
@@ -240,30 +227,12 @@ class TradingEnv(FillAccounting, gym.Env):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Act at bar t, fill at open[t+1], mark at close[t+1], return the observation of t+1."""
-        a = int(action) if self._targets is None else self._order_for_target(int(action))
-        t1 = self._t + 1
         equity_prev = self._equity
-        fees = 0.0
-        valid = self._is_valid(a)
-        if not valid:
-            self._invalid += 1
-        elif a != 0:
-            fees = self._execute(a, self._open[t1])
+        a, valid, fees = self._advance(action)
+        t1 = self._t
+        equity = self._equity
         units = self._units
         price = self._close[t1]
-        equity = self._cash + units * price
-        self._equity = equity
-        self._t = t1
-        self._steps += 1
-        if units != 0.0:
-            self._held += 1
-        if equity > self._peak:
-            self._peak = equity
-        elif self._peak > 0.0:
-            dd = 1.0 - equity / self._peak
-            if dd > self._max_dd:
-                self._max_dd = dd
-
         terminated = equity < self._ruin or equity <= 0.0
         truncated = (not terminated) and (
             t1 >= self._last or (self._ep_len > 0 and self._steps >= self._ep_len)
@@ -295,90 +264,17 @@ class TradingEnv(FillAccounting, gym.Env):
             info["episode_summary"] = self._summary(terminated)
         return self._observation(t1), float(reward), terminated, truncated, info
 
-    def liquidation(self) -> dict[str, float]:
-        """What closing the whole position at the current bar's close would leave; no state change.
-
-        The exit fills at ``close[t]`` with the adverse slippage of :meth:`_trade` (a long sells at
-        ``close * (1 - slippage)``, a short buys back at ``close * (1 + slippage)``) and pays
-        ``transaction_cost`` on that notional: ``liquidation_equity = cash + units * fill - fee``.
-        Flat: the equity, no fee.
-        """
-        units = self._units
-        if units == 0.0:
-            return {"liquidation_equity": self._cash, "exit_fee": 0.0, "exit_notional": 0.0}
-        fill = self._close[self._t] * (self._sell_mult if units > 0.0 else self._buy_mult)
-        notional = abs(units) * fill
-        fee = self._tc * notional
-        return {
-            "liquidation_equity": self._cash + units * fill - fee,
-            "exit_fee": fee,
-            "exit_notional": notional,
-        }
-
     def action_masks(self) -> np.ndarray:
         """Boolean mask of valid actions, shape (9,) (sb3-contrib MaskablePPO convention); every
         target of the target action set is valid (the current one is a HOLD)."""
-        if self._targets is not None:
-            return np.ones(len(self._targets), dtype=bool)
-        return np.array([self._is_valid(a) for a in range(len(Actions))], dtype=bool)
-
-    def _order_for_target(self, action: int) -> int:
-        """The order (an :class:`Actions` value) that moves the current exposure level to target
-        ``action``. The level is read from the position: flat 0; short -1; long 1, or 0.5 while
-        the long is at most 3/4 of equity (a half position drifting with the price stays a half
-        position, so asking for it again is a HOLD, not a rebalancing trade)."""
-        assert self._targets is not None
-        if not 0 <= action < len(self._targets):
-            raise ValueError(f"action {action}, expected 0..{len(self._targets) - 1}")
-        target = self._targets[action]
-        units = self._units
-        if units == 0.0:
-            level = 0.0
-        elif units < 0.0:
-            level = -1.0
-        elif self._short:
-            level = 1.0
-        else:
-            exposure = units * self._close[self._t] / max(self._equity, 1e-12)
-            level = 1.0 if exposure > 0.75 else 0.5
-        return TARGET_ORDER.get((level, target), int(Actions.HOLD))
+        return np.array(self.action_valid_list(), dtype=bool)
 
     # ------------------------------------------------------------------ internals
-
-    def _reset_portfolio(self, start: int) -> None:
-        self._t = start
-        self._start = start
-        self._cash = self._capital
-        self._units = 0.0
-        self._entry = 0.0
-        self._held = 0
-        self._equity = self._capital
-        self._peak = self._capital
-        self._max_dd = 0.0
-        self._steps = 0
-        self._trades = 0
-        self._invalid = 0
-        self._total_fees = 0.0
 
     def _observation(self, t: int) -> np.ndarray:
         """Observation of bar ``t`` (a fresh array; the market part was clipped at construction)."""
         obs = self._rows[t].copy()
-        units = self._units
-        if units == 0.0:
-            obs[self._i_pos + 2] = 1.0
-            return obs
-        price = self._close[t]
-        equity = self._equity if self._equity > 1e-12 else 1e-12
-        i = self._i_pos
-        lim = OBS_CLIP
-        v = units * price / equity
-        obs[i] = lim if v > lim else (-lim if v < -lim else v)
-        v = (price / self._entry - 1.0) if units > 0.0 else (1.0 - price / self._entry)
-        obs[i + 1] = lim if v > lim else (-lim if v < -lim else v)
-        v = self._cash / equity
-        obs[i + 2] = lim if v > lim else (-lim if v < -lim else v)
-        v = self._held / self._hold_scale
-        obs[i + 3] = 1.0 if v > 1.0 else v
+        self._portfolio_obs(obs, self._i_pos)
         return obs
 
     def _summary(self, terminated: bool) -> dict[str, Any]:
