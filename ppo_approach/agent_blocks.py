@@ -356,12 +356,19 @@ def check_table_dataset(meta: dict[str, Any], dataset_sha256: str, where: str) -
         )
 
 
-def _train_zscore(blocks: dict[str, AgentBlock], field: str) -> dict[str, AgentBlock]:
-    """``MarketData.<field>`` of every block minus the train block's mean, over its std."""
+def zscore_stats(blocks: dict[str, AgentBlock], field: str) -> tuple[np.ndarray, np.ndarray]:
+    """The train block's mean and std ``(K,)`` float64 of ``MarketData.<field>`` (a constant
+    column's std is 1, so it stays constant (0) instead of dividing by 0)."""
     train = getattr(blocks["train"].data, field).astype(np.float64)  # (n_train, K)
     mean = train.mean(axis=0)
     std = train.std(axis=0)
-    std[std < 1e-12] = 1.0  # a constant column stays constant (0) instead of dividing by 0
+    std[std < 1e-12] = 1.0
+    return mean, std
+
+
+def _train_zscore(blocks: dict[str, AgentBlock], field: str) -> dict[str, AgentBlock]:
+    """``MarketData.<field>`` of every block minus the train block's mean, over its std."""
+    mean, std = zscore_stats(blocks, field)
     out = {}
     for name, b in blocks.items():
         scaled = ((getattr(b.data, field) - mean) / std).astype(np.float32)  # (n, K)

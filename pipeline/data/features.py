@@ -4,7 +4,9 @@ Everything here is a pure function of arrays: no files, no config. The labels li
 :mod:`pipeline.data.labels`, the chronological splits in :mod:`pipeline.data.splits`, the
 train-only scaler and ``build_classifier_arrays`` (the one entry point the classifier trainer and
 the benchmark call) in :mod:`pipeline.classifiers.prepare`, the sample windows in
-:class:`pipeline.classifiers.windows.WindowData`.
+:class:`pipeline.classifiers.windows.WindowData`. RSI, MACD, Bollinger, stochastic and Williams %R
+come from :mod:`pipeline.data.indicators` (numpy/pandas only, bit-identical to the ``ta``
+package's), so this module imports neither ``ta`` nor torch.
 
 Causality
     Every feature at bar ``t`` uses bars ``<= t`` only: rolling windows end at ``t``, EMAs are
@@ -22,11 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from ta.momentum import RSIIndicator, StochasticOscillator, WilliamsRIndicator
-from ta.trend import MACD
-from ta.volatility import BollingerBands
 
 from pipeline.common import PipelineError
+from pipeline.data import indicators
+from pipeline.data.indicators import BollingerLines, MacdLines, StochLines
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 
@@ -97,23 +98,16 @@ class _Bars:
 
         return self.cached("true_range", make)
 
-    def macd(self) -> MACD:
-        return self.cached(
-            "macd",
-            lambda: MACD(self.close, window_slow=26, window_fast=12, window_sign=9, fillna=False),
-        )
+    def macd(self) -> MacdLines:
+        return self.cached("macd", lambda: indicators.macd(self.close, slow=26, fast=12, sign=9))
 
-    def bollinger(self) -> BollingerBands:
-        return self.cached(
-            "bb", lambda: BollingerBands(self.close, window=20, window_dev=2, fillna=False)
-        )
+    def bollinger(self) -> BollingerLines:
+        return self.cached("bb", lambda: indicators.bollinger(self.close, window=20, window_dev=2))
 
-    def stoch(self) -> StochasticOscillator:
+    def stoch(self) -> StochLines:
         return self.cached(
             "stoch",
-            lambda: StochasticOscillator(
-                self.high, self.low, self.close, window=14, smooth_window=3, fillna=False
-            ),
+            lambda: indicators.stoch(self.high, self.low, self.close, window=14, smooth_window=3),
         )
 
     def vol_mean(self, n: int) -> pd.Series:
@@ -277,41 +271,39 @@ _REGISTRY: dict[str, _Feature] = {
         _volume_z, 23, "(volume - mean) / std (ddof 0) over the last 24 bars", neutral=0.0
     ),
     "rsi_14": _Feature(
-        lambda c: RSIIndicator(c.close, window=14, fillna=False).rsi(),
+        lambda c: indicators.rsi(c.close, window=14),
         13,
         "RSI(14), Wilder smoothing (ta.momentum.RSIIndicator), 0..100",
     ),
     "macd_line": _Feature(
-        lambda c: c.macd().macd() / c.close,
+        lambda c: c.macd().line / c.close,
         25,
         "MACD line EMA12 - EMA26 of close (ta.trend.MACD) / close",
     ),
     "macd_signal": _Feature(
-        lambda c: c.macd().macd_signal() / c.close, 33, "MACD signal line, EMA9 of MACD / close"
+        lambda c: c.macd().signal / c.close, 33, "MACD signal line, EMA9 of MACD / close"
     ),
     "macd_hist": _Feature(
-        lambda c: c.macd().macd_diff() / c.close, 33, "MACD histogram (line - signal) / close"
+        lambda c: c.macd().diff / c.close, 33, "MACD histogram (line - signal) / close"
     ),
     "bb_pband": _Feature(
-        lambda c: c.bollinger().bollinger_pband(),
+        lambda c: c.bollinger().pband,
         19,
         "Bollinger %b (20, 2 std): (close - lower) / (upper - lower)",
         neutral=0.5,
     ),
     "bb_wband": _Feature(
-        lambda c: c.bollinger().bollinger_wband(),
+        lambda c: c.bollinger().wband,
         19,
         "Bollinger bandwidth (20, 2 std): 100 (upper - lower) / middle",
     ),
     "stoch_k": _Feature(
-        lambda c: c.stoch().stoch(),
+        lambda c: c.stoch().k,
         13,
         "Stochastic %K (14): 100 (close - min low) / (max high - min low)",
         neutral=50.0,
     ),
-    "stoch_d": _Feature(
-        lambda c: c.stoch().stoch_signal(), 15, "Stochastic %D: SMA(3) of %K", neutral=50.0
-    ),
+    "stoch_d": _Feature(lambda c: c.stoch().d, 15, "Stochastic %D: SMA(3) of %K", neutral=50.0),
     "atr_14": _Feature(
         lambda c: _wilder(c.true_range, 14, 0) / c.close,
         13,
@@ -324,7 +316,7 @@ _REGISTRY: dict[str, _Feature] = {
         _mfi, 13, "Money Flow Index (14), 0..100 (definition of ta.volume.MFIIndicator)", 50.0
     ),
     "williams_r_14": _Feature(
-        lambda c: WilliamsRIndicator(c.high, c.low, c.close, lbp=14, fillna=False).williams_r(),
+        lambda c: indicators.williams_r(c.high, c.low, c.close, lbp=14),
         13,
         "Williams %R (14), -100..0",
         neutral=-50.0,

@@ -36,6 +36,7 @@ commits it (:data:`pipeline.store.manifest.KINDS`). The table is Markdown, for d
 | `ppo_approach/logs/ppo_{model}_{dataset}_{n}/events.out.tfevents.*` | tensorboard | 7 | yes |
 | `results/backtest_{model}_{dataset}.json` | backtest | 7 | yes |
 | `results/backtest_{model}_{dataset}.png` | plot | 7 | yes |
+| `exports/{dataset}/{file}` | export | 7 | yes |
 | `results/run_summary_{dataset}.json` | run_summary | driver | yes |
 | `results/run_manifest_{dataset}.json` | (the manifest) | every step | yes |
 | `logs/train_{dataset}_{stamp}.log` | log | driver | yes |
@@ -412,6 +413,12 @@ class Artifacts:
     def run_summary(self) -> Path:
         """``results/run_summary_{dataset}.json``: the driver's summary of one invocation."""
         return self.paths.results / f"run_summary_{self.dataset}.json"
+
+    @property
+    def export_dir(self) -> Path:
+        """``exports/{dataset}/``: the trained agent exported for inference without torch
+        (``export.py``; its file names belong to :mod:`ppo_approach.export_bundle`)."""
+        return self.paths.root / "exports" / self.dataset
 
     @property
     def run_archive(self) -> Path:

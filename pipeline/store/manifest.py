@@ -71,6 +71,7 @@ KINDS: dict[str, Kind] = {
     "ppo_checkpoint_meta": Kind(False, False, "checksums, best score or run config of a folder"),
     "tensorboard": Kind(True, False, "a TensorBoard event file"),
     "backtest": Kind(True, False, "the test-block backtest report"),
+    "export": Kind(True, False, "the agent exported for inference (ONNX graphs, export.json)"),
     "run_summary": Kind(True, True, "the driver's run summary"),
     "log": Kind(True, True, "a log file"),
 }
