@@ -206,6 +206,10 @@ def step_train_ppo(ctx: RunContext) -> StepOutcome:
     agent = agent_results(report)
     ctx.info["agent"] = agent
     outcome = with_alarms(ctx, StepOutcome(result=agent_line(agent), details=agent))
+    from ppo_approach.export_bundle import export_after_training
+
+    line, ctx.info["export"] = export_after_training(ctx.cfg, ctx.dataset, ctx.paths)
+    outcome.result += "; " + line
     if ctx.cfg.training.evaluation == "rolling":
         import rolling_eval
 

@@ -1,7 +1,7 @@
 """The trained agent's policy as an ONNX graph, for inference without torch or SB3.
 
-First parts of "after training: export the agent": :func:`export_classifier_onnx` writes a
-classifier (a network or logreg) with its train-block scaler inside the graph, ``raw windows
+:func:`export_classifier_onnx` writes a classifier (a network, logreg, or LightGBM through
+:mod:`ppo_approach.export_lightgbm`) with its train-block scaler inside the graph, ``raw windows
 (B, lookback, F) float32 -> probabilities (B, 3)`` (p_fall, p_stationary, p_rise), and
 :func:`export_policy_onnx` writes the policy's
 action logits as a function of the observation, ``obs (B, n_obs) float32 -> logits (B, n_actions)``,
@@ -92,14 +92,17 @@ def _probabilities_module(payload: dict[str, Any]) -> Any:
 def export_classifier_onnx(model_file: Path, path: Path) -> Path:
     """Write the classifier of ``model_file`` (``models/{model}_{dataset}_classification.pth``)
     as ONNX to ``path``: raw feature windows in, class probabilities out. LightGBM's booster is
-    not a torch module and is refused in one line (not exported yet)."""
+    not a torch module: its trees go through onnxmltools
+    (:func:`ppo_approach.export_lightgbm.lightgbm_classifier_onnx`)."""
     import torch
 
     from pipeline.classifiers.nets import load_model_file
 
     payload = load_model_file(model_file)
     if payload["arch"].get("name") == "lightgbm":
-        raise ExportError(f"{model_file}: a LightGBM model; its ONNX export is not built yet")
+        from ppo_approach.export_lightgbm import lightgbm_classifier_onnx
+
+        return lightgbm_classifier_onnx(payload, path)
     module = _probabilities_module(payload)
     example = torch.zeros((1, int(payload["lookback"]), len(payload["feature_names"])))
     return _export(module, example, path, "windows", "probabilities")
@@ -125,8 +128,10 @@ def _export(module: Any, example: Any, path: Path, input_name: str, output_name:
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of torch.export, which needs
-        # onnxscript; for these modules both give the same graph.
+        # onnxscript; for these modules both give the same graph. Its UserWarnings (constant
+        # folding, an LSTM traced with batch 1) are about graphs the parity checks run anyway.
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
             module,
             (example,),

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.common import Paths, atomic_write_json
+from pipeline.common import Paths, PipelineError, atomic_write_json
 from pipeline.config.schema import Config
 from pipeline.data.features import AGENT_PRICE_WARMUP, warmup_bars
 from pipeline.store.artifacts import Artifacts, dataset_name
@@ -94,6 +94,31 @@ def _agent_config(cfg: Config, dataset: str, paths: Paths) -> tuple[Config, str]
     return load_resolved(config_path), model
 
 
+def agent_file(art: Artifacts, model: str) -> tuple[Path, str, str | None]:
+    """``(path, "best" | "final", sha256)`` of the agent the backtest report evaluated: the
+    validation-best checkpoint when its ``chosen_model`` says so (checksum from the checkpoint
+    folder), else the final model."""
+    import json
+
+    from ppo_approach.model_files import read_checksums
+
+    report_path = art.backtest_report(model)
+    try:
+        chosen = json.loads(report_path.read_text(encoding="utf-8")).get("chosen_model", "final")
+    except (OSError, ValueError):
+        chosen = "final"  # no report (step 7 stopped before it): the final model
+    if chosen != "best":
+        return art.ppo_model(model), "final", None
+    best = art.ppo_best_model(model)
+    if not best.is_file():
+        raise export.ExportError(
+            f"{report_path}: the backtest evaluated the validation-best model, but {best} is "
+            "gone; rerun step 7 (train_ppo_agent.py)"
+        )
+    checksums = read_checksums(art.ppo_checkpoint_dir(model)) or {}
+    return best, "best", checksums.get(best.name)
+
+
 def agent_blocks(agent_cfg: Config, dataset: str, paths: Paths, scaled: bool) -> dict[str, Any]:
     """The agent's blocks from its prediction table, as the agent sees them (``scaled``) or
     before any z-scoring."""
@@ -153,6 +178,7 @@ def _classifier_part(agent_cfg: Config, dataset: str, paths: Paths, folder: Path
         "architectures": archs,
         "ensemble": fit,
         "dataset_sha256": str(first["dataset_sha256"]),
+        "table_model": p.prediction_model,
     }
 
 
@@ -189,6 +215,7 @@ def export_agent(
 ) -> ExportResult:
     """Export the final agent of ``dataset`` (the one step 7 trained with ``cfg``'s settings)
     to ``folder`` (default :attr:`Artifacts.export_dir`), replacing it only once complete."""
+    from ppo_approach.export_parity import measure_parity
     from ppo_approach.model_files import load_model
 
     agent_cfg, model_name = _agent_config(cfg, dataset, paths)
@@ -197,21 +224,40 @@ def export_agent(
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        agent = load_model(art.ppo_model(model_name), None, "cpu")
+        agent_path, chosen, sha = agent_file(art, model_name)
+        agent = load_model(agent_path, None, "cpu", expected_sha256=sha)
         blocks = agent_blocks(agent_cfg, dataset, paths, scaled=False)
         classifier = _classifier_part(agent_cfg, dataset, paths, work)
         export.export_policy_onnx(agent, work / POLICY_NAME)
+        parity = measure_parity(agent_cfg, agent, dataset, paths, work)  # + backtest.csv
         manifest = _manifest(agent_cfg, agent, blocks, classifier, work)
-        from ppo_approach.export_parity import measure_parity
-
-        manifest["parity"] = measure_parity(agent_cfg, agent, dataset, paths, work)
+        manifest["dataset"] = _dataset_part(dataset, paths, classifier)
+        manifest["parity"] = parity
+        manifest["agent"]["model_file"] = {"chosen": chosen, "path": agent_path.name, "sha256": sha}
         atomic_write_json(work / MANIFEST_NAME, manifest)
         _replace_folder(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     files = sorted(target.iterdir())
-    log.info("export: %s (%d files)", target, len(files))
+    log.info("export: %s (%d files); %s", target, len(files), parity_line(manifest))
+    policy = manifest["parity"]["policy"]
+    if policy["same_action"] < policy["bars"]:
+        log.warning(
+            "export: the ONNX policy takes another action than PyTorch on %d of %d test bars "
+            "(near-ties of the logits); the runtime will not match the backtest there",
+            policy["bars"] - policy["same_action"],
+            policy["bars"],
+        )
     return ExportResult(target, files, manifest)
+
+
+def _dataset_part(dataset: str, paths: Paths, classifier: dict[str, Any]) -> dict[str, Any]:
+    """The dataset the agent was trained on, as its prediction table's .json records it."""
+    from pipeline.classifiers.prediction_table import load_table_meta
+
+    meta = load_table_meta(paths, classifier["table_model"], dataset_name(dataset))
+    keys = ("dataset", "dataset_sha256", "n_bars", "interval_seconds", "periods_per_year")
+    return {k: meta[k] for k in keys}
 
 
 def _manifest(
@@ -241,6 +287,23 @@ def _manifest(
     }
 
 
+def parity_line(manifest: dict[str, Any]) -> str:
+    """``parity over the test block: classifier dlstm max |dp| 6.5e-08, same class 791 of 791;
+    policy max |dlogit| 9.5e-07, same action 790 of 790``."""
+    parity = manifest["parity"]
+    parts = [
+        f"classifier {m} max |dp| {c['max_abs_diff']:.2g}, same class {c['same_class']} of "
+        f"{c['windows']}"
+        for m, c in parity["classifiers"].items()
+    ]
+    pol = parity["policy"]
+    parts.append(
+        f"policy max |dlogit| {pol['max_abs_logit_diff']:.2g}, same action {pol['same_action']} "
+        f"of {pol['bars']}"
+    )
+    return "parity over the test block (ONNX Runtime vs PyTorch): " + "; ".join(parts)
+
+
 def _replace_folder(work: Path, target: Path) -> None:
     """``work`` becomes ``target``; an old ``target`` is removed only after the rename."""
     old = None
@@ -255,3 +318,28 @@ def _replace_folder(work: Path, target: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def export_after_training(cfg: Config, dataset: str, paths: Paths) -> tuple[str, dict[str, Any]]:
+    """The driver's export after step 7: :func:`export_agent`, its files recorded in the run
+    manifest (so step 8 pushes them); ``(line, details)``. A diagnostic agent (fed the future)
+    is not exported; an export that fails is a warning, not a failed training step."""
+    from pipeline.store.manifest import STEP_AGENT
+    from ppo_approach.agent_blocks import DIAGNOSTIC_SOURCES
+
+    if cfg.ppo.ppo_prediction_source in DIAGNOSTIC_SOURCES:
+        return "not exported (a diagnostic agent)", {"status": "skipped"}
+    try:
+        result = export_agent(cfg, dataset, paths)
+    except PipelineError as exc:
+        log.warning("export skipped: %s", exc)
+        return f"export failed ({exc})", {"status": "failed", "error": str(exc)}
+    manifest = Artifacts(paths, dataset_name(dataset)).manifest()
+    manifest.record_many([(f, "export") for f in result.files if f.is_file()], STEP_AGENT)
+    policy = result.manifest["parity"]["policy"]
+    details = {"status": "ok", "folder": str(result.folder), "parity": result.manifest["parity"]}
+    return (
+        f"exported to {result.folder.name}/ (ONNX, same action on {policy['same_action']} of "
+        f"{policy['bars']} test bars)",
+        details,
+    )

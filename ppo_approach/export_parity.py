@@ -12,7 +12,7 @@ from pipeline.common import Paths
 from pipeline.config.schema import Config
 from pipeline.store.artifacts import dataset_name
 from ppo_approach import export
-from ppo_approach.runtime import POLICY_NAME, classifier_file
+from ppo_approach.runtime import BACKTEST_CURVE_NAME, POLICY_NAME, classifier_file
 
 
 def classifier_parity(
@@ -65,6 +65,7 @@ def policy_parity(
     policy = evaluation.policy_for(agent)
     observations, masks, actions = [], [], []
     obs, info = env.reset()
+    equity = [info["equity"]]
     done = False
     while not done:
         action = policy(obs, info)
@@ -72,7 +73,9 @@ def policy_parity(
         masks.append(info["action_mask"])
         actions.append(action)
         obs, _, terminated, truncated, info = env.step(action)
+        equity.append(info["equity"])
         done = terminated or truncated
+    _write_backtest_curve(folder, test, actions, equity, info["liquidation_equity"])
     batch = np.stack(observations)  # (n, n_obs)
     logits = export.onnx_policy_logits(folder / POLICY_NAME, batch)  # (n, A)
     with torch.no_grad():
@@ -86,6 +89,30 @@ def policy_parity(
         "max_abs_logit_diff": float(np.abs(got - want).max()),
         "same_action": int((export.decide(logits, mask) == np.asarray(actions)).sum()),
     }
+
+
+def _write_backtest_curve(
+    folder: Path, test: Any, actions: list[int], equity: list[float], liquidation: float
+) -> None:
+    """``backtest.csv``: per test-block candle its timestamp, the equity marked at its close
+    (every digit) and the action decided there (none at the last candle); the runtime's replay
+    compares itself with it. The last row's ``liquidation_equity`` is the backtest's final value
+    with the open position closed."""
+    import pandas as pd
+
+    from pipeline.common import atomic_path
+
+    stamps = pd.to_datetime(test.data.timestamps, utc=True)
+    frame = pd.DataFrame(
+        {
+            "timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "equity": [repr(float(e)) for e in equity],
+            "action": [*(str(a) for a in actions), ""],
+            "liquidation_equity": [*([""] * (len(equity) - 1)), repr(float(liquidation))],
+        }
+    )
+    with atomic_path(folder / BACKTEST_CURVE_NAME) as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n")
 
 
 def measure_parity(

@@ -38,6 +38,7 @@ from ppo_approach.env_portfolio import OBS_CLIP, PORTFOLIO_NAMES, Account, actio
 EXPORT_FORMAT = "agent-export/1"
 MANIFEST_NAME = "export.json"
 POLICY_NAME = "policy.onnx"
+BACKTEST_CURVE_NAME = "backtest.csv"
 CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 STATE_KEYS = (
     "_t",
@@ -57,7 +58,7 @@ STATE_KEYS = (
 """The account's state, as :meth:`PaperAccount.state` saves it (Python floats and ints)."""
 
 
-class RuntimeError_(PipelineError):
+class DeciderError(PipelineError):
     """An export folder that cannot be used, or candles the agent cannot decide on."""
 
 
@@ -162,11 +163,11 @@ def _session(path: Path) -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise RuntimeError_("onnxruntime is not installed (pip install onnxruntime)") from None
+        raise DeciderError("onnxruntime is not installed (pip install onnxruntime)") from None
     try:
         return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # any unreadable or invalid file: one line naming it
-        raise RuntimeError_(f"{path}: not a runnable ONNX graph ({type(exc).__name__})") from None
+        raise DeciderError(f"{path}: not a runnable ONNX graph ({type(exc).__name__})") from None
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -176,17 +177,17 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RuntimeError_(f"{path}: not found; write the export with export.py") from None
+        raise DeciderError(f"{path}: not found; write the export with export.py") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise RuntimeError_(f"{path}: unreadable ({exc})") from None
+        raise DeciderError(f"{path}: unreadable ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
-        raise RuntimeError_(f"{path}: expected a JSON object with format {EXPORT_FORMAT!r}")
+        raise DeciderError(f"{path}: expected a JSON object with format {EXPORT_FORMAT!r}")
     for name, digest in manifest["files"].items():
         file = folder / name
         if not file.is_file():
-            raise RuntimeError_(f"{file}: listed in {MANIFEST_NAME} but missing")
+            raise DeciderError(f"{file}: listed in {MANIFEST_NAME} but missing")
         if sha256_bytes(file) != digest:
-            raise RuntimeError_(
+            raise DeciderError(
                 f"{file}: SHA-256 differs from {MANIFEST_NAME}'s (changed after export)"
             )
     return manifest
@@ -241,7 +242,7 @@ class Decider:
         feats = compute_features(candles, self.feature_names)  # (N, F) float64
         window = feats.to_numpy(dtype=np.float32)[-self.lookback :]  # (L, F)
         if len(window) < self.lookback or not np.isfinite(window).all():
-            raise RuntimeError_(
+            raise DeciderError(
                 f"{len(candles)} candles give no complete {self.lookback}-bar window of "
                 f"warmed-up features; give at least {self.history_bars} candles"
             )
@@ -249,7 +250,7 @@ class Decider:
         pred = self._prediction_features(probs, members)  # (P,) float32
         price = agent_price_features(candles, feats)[-1]  # (K,) float32
         if not np.isfinite(price).all():
-            raise RuntimeError_(
+            raise DeciderError(
                 f"{len(candles)} candles: the agent's price features are still warming up; give "
                 f"at least {self.history_bars} candles"
             )
@@ -311,7 +312,7 @@ class Decider:
         if self.last_timestamp is not None and stamp <= self.last_timestamp:
             if stamp == self.last_timestamp and self._last_decision is not None:
                 return self._last_decision
-            raise RuntimeError_(
+            raise DeciderError(
                 f"candle {stamp} is not after the last one decided on ({self.last_timestamp})"
             )
         market, probs = self.market_features(frame)
@@ -353,14 +354,14 @@ def check_candles(candles: pd.DataFrame) -> pd.DataFrame:
     otherwise."""
     missing = [c for c in CANDLE_COLUMNS if c not in candles.columns]
     if missing:
-        raise RuntimeError_(
+        raise DeciderError(
             f"candles lack column(s) {', '.join(missing)}; expected {', '.join(CANDLE_COLUMNS)}"
         )
     if len(candles) < 2:
-        raise RuntimeError_(f"{len(candles)} candle(s); expected a history of candles")
+        raise DeciderError(f"{len(candles)} candle(s); expected a history of candles")
     frame = candles.loc[:, list(CANDLE_COLUMNS)].reset_index(drop=True)
     ts = pd.to_datetime(frame["timestamp"], utc=True)
     if not ts.is_monotonic_increasing or ts.duplicated().any():
-        raise RuntimeError_("candle timestamps are not strictly increasing")
+        raise DeciderError("candle timestamps are not strictly increasing")
     frame["timestamp"] = ts
     return frame

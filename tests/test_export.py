@@ -148,14 +148,157 @@ def test_an_exported_classifier_gives_the_predictors_probabilities(
     np.testing.assert_array_equal(got.argmax(axis=1), want.argmax(axis=1))
 
 
-@pytest.mark.unit
-def test_a_lightgbm_model_is_refused_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from pipeline.classifiers import nets
+# ---------------------------------------------------------------- the export folder and runtime
 
-    monkeypatch.setattr(nets, "load_model_file", lambda path: {"arch": {"name": "lightgbm"}})
-    model_file = tmp_path / "lightgbm_X_classification.pth"
-    with pytest.raises(export.ExportError) as info:
-        export.export_classifier_onnx(model_file, tmp_path / "x.onnx")
-    assert str(info.value) == (f"{model_file}: a LightGBM model; its ONNX export is not built yet")
+
+@pytest.fixture(scope="module")
+def exported(trained: dict[str, Any], ppo_source_root: Path) -> dict[str, Any]:  # noqa: F811
+    """The smoke run's agent exported to ``exports/{DATASET}/`` of its root (with the classifier
+    files of the run that wrote its prediction table: the export carries the classifier)."""
+    import shutil
+
+    from ppo_approach.export_bundle import export_agent
+
+    for folder in ("models", "scalers"):
+        shutil.copytree(ppo_source_root / folder, trained["root"] / folder, dirs_exist_ok=True)
+    paths = Paths.from_root(trained["root"])
+    result = export_agent(_smoke_cfg(), DATASET, paths)
+    return {"root": trained["root"], "result": result, "report": trained["report"]}
+
+
+def _candles(root: Path) -> Any:
+    from pipeline.data.load import load_dataset
+
+    df, _ = load_dataset(str(root / "datasets" / f"{DATASET}.csv"), root / "datasets")
+    return df
+
+
+@pytest.mark.integration
+def test_the_export_folder_holds_the_graphs_the_manifest_and_the_backtest(
+    exported: dict[str, Any],
+) -> None:
+    import json
+
+    from ppo_approach import runtime
+
+    folder = exported["result"].folder
+    assert folder == Path(exported["root"]) / "exports" / DATASET
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["backtest.csv", "classifier_dlstm.onnx", "export.json", "policy.onnx"]
+    manifest = json.loads((folder / "export.json").read_text())
+    assert manifest["format"] == runtime.EXPORT_FORMAT
+    for name, digest in manifest["files"].items():  # every file but the manifest, hashed
+        assert runtime.sha256_bytes(folder / name) == digest
+    assert set(manifest["files"]) == set(names) - {"export.json"}
+    assert manifest["classifier"]["members"] == ["dlstm"]
+    assert manifest["agent"]["action_names"] == ["FLAT", "LONG_50", "LONG_100"]
+    assert manifest["agent"]["env"]["episode_length"] == 0  # the backtest's settings
+    assert manifest["dataset"]["dataset"] == DATASET
+    parity = manifest["parity"]
+    assert parity["classifiers"]["dlstm"]["max_abs_diff"] < TOLERANCE
+    assert parity["policy"]["same_action"] == parity["policy"]["bars"] > 0
+    # backtest.csv ends at the backtest report's final value (the open position liquidated)
+    import pandas as pd
+
+    curve = pd.read_csv(folder / "backtest.csv")
+    agent = exported["report"]["strategies"]["agent"]
+    final = manifest["agent"]["env"]["initial_capital"] * (1.0 + agent["total_return"])
+    assert curve["liquidation_equity"].iloc[-1] == pytest.approx(final, abs=0.005)
+    assert len(curve) == manifest["backtest"]["bars"]
+
+
+@pytest.mark.integration
+def test_the_runtime_decides_as_the_backtest_bar_by_bar_from_raw_candles(
+    exported: dict[str, Any],
+) -> None:
+    """The Decider, fed the raw candles one bar at a time over the test block (the last
+    history_bars of them), takes the backtest's action at every bar and its paper account's
+    equity equals the backtest's at every close, to the cent (in fact exactly)."""
+    import pandas as pd
+
+    from ppo_approach.runtime import Decider
+
+    folder = exported["result"].folder
+    curve = pd.read_csv(folder / "backtest.csv")
+    decider = Decider.load(folder)
+    candles = _candles(exported["root"])
+    first = int(exported["result"].manifest["backtest"]["first_bar"])
+    actions, equity = [], []
+    for t in range(first, first + len(curve)):
+        decision = decider.decide(candles.iloc[max(0, t + 1 - decider.history_bars) : t + 1])
+        actions.append(decision.action)
+        equity.append(decider.account.equity)
+        assert str(decision.timestamp) == str(pd.Timestamp(candles["timestamp"].iloc[t]))
+    np.testing.assert_array_equal(actions[:-1], curve["action"].iloc[:-1].astype(int))
+    assert np.abs(np.asarray(equity) - curve["equity"].to_numpy()).max() < 0.005
+    assert decider.account.liquidation()["liquidation_equity"] == pytest.approx(
+        curve["liquidation_equity"].iloc[-1], abs=0.005
+    )
+    assert len(set(actions)) > 1  # the agent trades in this block: the parity is not vacuous
+
+
+@pytest.mark.integration
+def test_a_changed_export_file_is_refused_in_one_line(
+    exported: dict[str, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    from ppo_approach.runtime import Decider, DeciderError
+
+    copy = tmp_path / "export"
+    shutil.copytree(exported["result"].folder, copy)
+    data = bytearray((copy / "policy.onnx").read_bytes())
+    data[-1] ^= 1
+    (copy / "policy.onnx").write_bytes(bytes(data))
+    with pytest.raises(DeciderError) as info:
+        Decider.load(copy)
+    assert str(info.value) == (
+        f"{copy / 'policy.onnx'}: SHA-256 differs from export.json's (changed after export)"
+    )
+
+
+@pytest.mark.integration
+def test_the_runtime_runs_without_torch_sb3_sklearn_or_ta(exported: dict[str, Any]) -> None:
+    """A child process that cannot import torch, SB3, sb3-contrib, gymnasium, scikit-learn, ta,
+    LightGBM, onnx or matplotlib loads the export and decides."""
+    import subprocess
+    import sys
+
+    code = f"""
+import importlib.abc, sys
+BLOCKED = {{"torch", "stable_baselines3", "sb3_contrib", "gymnasium", "sklearn", "ta",
+            "lightgbm", "onnx", "matplotlib", "scipy"}}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import pandas as pd
+from ppo_approach.runtime import Decider
+d = Decider.load({str(exported["result"].folder)!r})
+candles = pd.read_csv({str(Path(exported["root"]) / "datasets" / f"{DATASET}.csv")!r})
+print(d.decide(candles.iloc[-d.history_bars:]).action_name)
+"""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() in {"FLAT", "LONG_50", "LONG_100"}
+
+
+@pytest.mark.integration
+def test_export_py_without_a_trained_agent_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "export.py", "--dataset", "NOPE", "--root", str(tmp_path),
+         "--set", "ppo.prediction_model=dlstm"],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ") and "no trained agent" in lines[0]
