@@ -39,6 +39,7 @@ ORDER = [
     "chance_test",
     "tuning",
     "end_to_end",
+    "runtime",
     "gpu",
     "redesign_check",
     "same_numbers",

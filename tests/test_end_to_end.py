@@ -264,6 +264,11 @@ def test_smoke_run_pushed_commit(smoke_run: Run) -> None:
         expected.add(f"results/ensemble_{DATASET}.json")
     else:
         expected.add(f"models/walkforward/{agent}_{DATASET}_fold1.pth")
+    # step 7 exported the agent it backtested; step 8 pushed the folder
+    expected |= {f"exports/{DATASET}/{n}" for n in ("export.json", "policy.onnx", "backtest.csv")}
+    members = MODELS if agent == "ensemble" else [agent]
+    expected |= {f"exports/{DATASET}/classifier_{m}.onnx" for m in members}
+    assert f"exported to {DATASET}/" in summary["steps"][6]["result"]
     assert expected <= files, expected - files
     assert any(f.startswith(f"logs/run_{DATASET}_") and f.endswith(".log") for f in files)
     assert f"datasets/{DATASET}.csv" not in files
