@@ -132,6 +132,7 @@ def _export(module: Any, example: Any, path: Path, input_name: str, output_name:
         # folding, an LSTM traced with batch 1) are about graphs the parity checks run anyway.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # RNN shape checks, traced once
         torch.onnx.export(
             module,
             (example,),

@@ -167,9 +167,11 @@ def exported(trained: dict[str, Any], ppo_source_root: Path) -> dict[str, Any]: 
 
 
 def _candles(root: Path) -> Any:
+    """The one dataset of ``root`` as the pipeline loads it."""
     from pipeline.data.load import load_dataset
 
-    df, _ = load_dataset(str(root / "datasets" / f"{DATASET}.csv"), root / "datasets")
+    (csv,) = (root / "datasets").glob("*.csv")
+    df, _ = load_dataset(str(csv), root / "datasets")
     return df
 
 
@@ -207,22 +209,18 @@ def test_the_export_folder_holds_the_graphs_the_manifest_and_the_backtest(
     assert len(curve) == manifest["backtest"]["bars"]
 
 
-@pytest.mark.integration
-def test_the_runtime_decides_as_the_backtest_bar_by_bar_from_raw_candles(
-    exported: dict[str, Any],
-) -> None:
-    """The Decider, fed the raw candles one bar at a time over the test block (the last
-    history_bars of them), takes the backtest's action at every bar and its paper account's
-    equity equals the backtest's at every close, to the cent (in fact exactly)."""
+def _runtime_over_the_test_block(root: Path, folder: Path, manifest: dict[str, Any]) -> list[int]:
+    """The Decider fed the raw candles one bar at a time over the test block (the last
+    history_bars of them): it takes the backtest's action at every bar and its paper account's
+    equity equals the backtest's at every close, to the cent. Returns its actions."""
     import pandas as pd
 
     from ppo_approach.runtime import Decider
 
-    folder = exported["result"].folder
     curve = pd.read_csv(folder / "backtest.csv")
     decider = Decider.load(folder)
-    candles = _candles(exported["root"])
-    first = int(exported["result"].manifest["backtest"]["first_bar"])
+    candles = _candles(root)
+    first = int(manifest["backtest"]["first_bar"])
     actions, equity = [], []
     for t in range(first, first + len(curve)):
         decision = decider.decide(candles.iloc[max(0, t + 1 - decider.history_bars) : t + 1])
@@ -234,7 +232,50 @@ def test_the_runtime_decides_as_the_backtest_bar_by_bar_from_raw_candles(
     assert decider.account.liquidation()["liquidation_equity"] == pytest.approx(
         curve["liquidation_equity"].iloc[-1], abs=0.005
     )
+    return actions
+
+
+@pytest.mark.integration
+def test_the_runtime_decides_as_the_backtest_bar_by_bar_from_raw_candles(
+    exported: dict[str, Any],
+) -> None:
+    """The smoke DLSTM agent, its whole test block (in fact the equity is exactly equal)."""
+    result = exported["result"]
+    actions = _runtime_over_the_test_block(exported["root"], result.folder, result.manifest)
     assert len(set(actions)) > 1  # the agent trades in this block: the parity is not vacuous
+
+
+@pytest.mark.integration
+def test_an_ensemble_of_logreg_and_lightgbm_exports_and_decides_as_the_backtest(
+    tmp_path: Path,
+) -> None:
+    """An agent fed the weighted ensemble of logreg and LightGBM (each member's probabilities
+    and the edge in its observation, z-scored): the export holds both graphs and the weights, and
+    the runtime takes the backtest's action on every test bar with the same equity."""
+    import train_models
+    from pipeline.config.files import load_config
+    from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+    from ppo_approach import train_ppo_agent
+    from ppo_approach.export_bundle import export_agent
+
+    (tmp_path / "datasets").mkdir()
+    write_ohlcv_csv(generate_ohlcv(4000, signal=0.3, seed=5), tmp_path / "datasets" / "E.csv")
+    sets = ["ppo.prediction_model=ensemble", "ppo.ensemble_models=logreg,lightgbm",
+            "ppo.ensemble_method=weighted", "ppo.edge_feature=true", "ppo.agent_init=random",
+            "ppo.prediction_feature_scaling=train_zscore", "num_threads=1"]  # fmt: skip
+    args = ["--dataset", "E", "--root", str(tmp_path), "--preset", "smoke"]
+    args += [a for s in sets for a in ("--set", s)]
+    assert train_models.main([*args, "--models", "logreg,lightgbm"]) == 0
+    torch.set_num_threads(1)
+    assert train_ppo_agent.main(args) == 0
+    result = export_agent(load_config(None, None, "smoke", sets), "E", Paths.from_root(tmp_path))
+    c = result.manifest["classifier"]
+    assert c["members"] == ["logreg", "lightgbm"] and c["ensemble"]["kind"] in {"weights"}
+    assert result.manifest["agent"]["prediction_zscore"] is not None
+    names = sorted(p.name for p in result.folder.iterdir())
+    assert {"classifier_logreg.onnx", "classifier_lightgbm.onnx"} <= set(names)
+    actions = _runtime_over_the_test_block(tmp_path, result.folder, result.manifest)
+    assert len(set(actions)) > 1
 
 
 @pytest.mark.integration
