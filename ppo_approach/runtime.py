@@ -316,13 +316,16 @@ class Decider:
                 f"candle {stamp} is not after the last one decided on ({self.last_timestamp})"
             )
         market, probs = self.market_features(frame)
-        self.advance(last)
+        self.last_fill = self.advance(last)
         decision = self._decision(stamp, market, probs)
         self.pending, self.last_timestamp = decision.action, stamp
         self._last_decision = decision
         return decision
 
     _last_decision: Decision | None = None
+    last_fill: tuple[int, bool, float] | None = None
+    """The fill ``(order, valid, fee)`` of the decision before the last one, made by the last
+    :meth:`decide` (None at the first candle)."""
 
     def _decision(self, stamp: pd.Timestamp, market: np.ndarray, probs: np.ndarray) -> Decision:
         obs = self.observation(market)

@@ -26,6 +26,9 @@ SCRIPTS: dict[str, tuple[str, ...]] = {
              "--set", "--set-file"),
     "ppo_approach.train_ppo_agent": ("--dataset", "--resume"),
     "runs": ("--dataset", "--compare", "--root"),
+    "export": ("--dataset", "--root", "--out", "--preset", "--set"),
+    "paper_trade": ("--export", "--replay", "--exchange", "--symbol", "--timeframe", "--start",
+                    "--end", "--out", "--fresh", "--max-candles", "--replay-delay", "--poll"),
 }  # fmt: skip
 """Script module -> the flags its --help must list (at least)."""
 

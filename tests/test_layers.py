@@ -30,6 +30,8 @@ PROJECT = {
     "tune",
     "rolling_eval",
     "runs",
+    "export",
+    "paper_trade",
     "bench",
     "tests",
 }
@@ -45,6 +47,8 @@ ALLOWED: dict[str, set[str]] = {
     "tune": {"pipeline", "pytorch_train", "ppo_approach"},
     "download_data": {"pipeline"},  # a thin CLI over pipeline.data.download
     "runs": {"pipeline"},  # lists and compares archived runs (pipeline.run.archive)
+    "export": {"pipeline", "ppo_approach"},  # a thin CLI over ppo_approach.export_bundle
+    "paper_trade": {"pipeline", "ppo_approach"},  # a thin CLI over ppo_approach.paper
     # rolling-origin evaluation: reruns steps 5 and 7 on each fold
     "rolling_eval": {"pipeline", "train_models", "pytorch_train", "ppo_approach"},
 }
