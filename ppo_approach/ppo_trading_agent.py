@@ -135,6 +135,10 @@ def _start_method() -> str:
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
 
+VEC_ENVS = ("batched", "dummy", "subproc")
+"""The ``vec_env`` choices (:func:`make_vec_env`)."""
+
+
 def make_vec_env(
     data: MarketData,
     env_config: EnvConfig,
@@ -145,11 +149,18 @@ def make_vec_env(
 ) -> tuple[VecEnv, str]:
     """``n_envs`` seeded training envs over ``data``, wrapped in ``VecMonitor``.
 
+    ``batched`` holds every copy as arrays in one :class:`ppo_approach.batched_env.
+    BatchedTradingEnv` (the same observations, rewards and infos as ``dummy``, stepped with numpy);
+    ``dummy`` steps ``n_envs`` TradingEnvs in a loop; ``subproc`` runs them in worker processes.
     Returns ``(vec_env, kind_used)``; ``kind_used`` is ``"dummy"`` when ``kind = "subproc"`` could
     not start its workers (the reason is logged as a warning).
     """
-    if kind not in ("subproc", "dummy"):
-        raise AgentError(f"vec_env = {kind!r}; expected subproc or dummy")
+    if kind not in VEC_ENVS:
+        raise AgentError(f"vec_env = {kind!r}; expected one of {', '.join(VEC_ENVS)}")
+    if kind == "batched":
+        from ppo_approach.batched_env import BatchedTradingEnv
+
+        return VecMonitor(BatchedTradingEnv(data, env_config, n_envs, seed, reward_config)), kind
     sub = kind == "subproc"
     fns = [
         WorkerEnvFn(EnvFactory(data, env_config, seed, rank, True, reward_config), sub)

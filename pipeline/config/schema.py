@@ -350,13 +350,14 @@ class PPOConfig:
         (1280, 640), "hidden layers of the separate policy and value networks", "ppo", each_min=1
     )
     n_envs: int = setting(16, "parallel environments", "ppo", min=1)
-    # dummy by default: one env step costs ~4 us, far below a SubprocVecEnv round trip, so the
-    # in-process vector env is faster here (BENCHMARKS.md, PPO section).
+    # One env step costs ~4 us, far below a SubprocVecEnv round trip, so in-process vector envs
+    # win here; batched steps all copies with numpy (BENCHMARKS.md, vectorised environments).
     vec_env: str = setting(
         "dummy",
-        "subproc | dummy (dummy is faster for this env)",
+        "batched (all copies as arrays, stepped with numpy; the same observations, rewards and "
+        "infos as dummy) | dummy (a loop over the copies) | subproc (one process per copy)",
         "ppo",
-        choices=("subproc", "dummy"),
+        choices=("batched", "dummy", "subproc"),
     )
     device: str = setting("auto", "auto | cpu | cuda", "ppo", choices=("auto", "cpu", "cuda"))
     seed: int = setting(42, "seed of PPO and the environments", "ppo", min=0)

@@ -1,0 +1,478 @@
+"""``vec_env = batched``: N copies of :class:`ppo_approach.trading_env.TradingEnv` as arrays.
+
+An SB3 :class:`~stable_baselines3.common.vec_env.VecEnv` that keeps every copy's account (cash,
+units, entry price, holding time, equity peak, fees, trade counts), episode bounds and reward
+state as ``(N,)`` numpy arrays and steps all copies with a few dozen array operations, instead of
+N Python ``step`` calls and a deep copy of N info dicts (what ``DummyVecEnv`` does). The fastest
+RL systems do the same (EnvPool, gymnax, PufferLib).
+
+Semantics are the environment's, copy for copy: the same legality (``_is_valid``), fills,
+fees, dust rules and entry prices as :mod:`ppo_approach.env_fills`, the same target orders,
+observation, rewards (:mod:`ppo_approach.reward_functions`), termination at ruin, truncation at
+``episode_length`` or the segment's end, liquidation keys and episode summary at the end, and the
+same random start bars: copy ``i`` draws its starts from a generator seeded like
+``EnvFactory(..., rank=i)``'s env, so ``BatchedTradingEnv(n, seed)`` and a ``DummyVecEnv`` of
+``EnvFactory`` copies produce the same observations, rewards, dones and infos (tested, to the
+last bit for equity). Each arithmetic expression keeps the env's order of operations, and the
+logarithm of the log-return reward goes through :func:`math.log` (numpy's SIMD ``log`` may round
+the last bit differently).
+
+Infos are built only when read (:class:`LazyInfos`): SB3 reads ``info.get("episode")`` of every
+copy each step, which needs no dict; a done copy's info holds ``terminal_observation`` and
+``TimeLimit.truncated`` as ``DummyVecEnv`` gives them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.utils import seeding
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
+
+from ppo_approach.env_actions import ORDER_FRACTION, TARGET_ORDER, Actions
+from ppo_approach.env_portfolio import OBS_CLIP
+from ppo_approach.market_data import MarketData
+from ppo_approach.reward_functions import DSR_VARIANCE_EPS, RewardConfig, RewardFunction
+from ppo_approach.trading_env import EnvConfig, TradingEnv
+
+FLAT_COLUMNS = np.array([0.0, 0.0, 1.0, 0.0], dtype=np.float32)
+"""The four account columns of a flat copy (the env leaves them 0 and sets cash_frac to 1)."""
+LEVELS = (-1.0, 0.0, 0.5, 1.0)
+"""Exposure levels of the target action set, in the row order of the target-order table."""
+STATE = ("t", "start", "last", "cash", "units", "entry", "held", "equity", "peak", "max_dd",
+         "steps", "trades", "invalid", "total_fees", "r_peak", "r_a", "r_b")  # fmt: skip
+"""The per-copy state arrays (the env's account and episode, then the reward's state)."""
+
+
+class BatchedTradingEnv(VecEnv):
+    """``n_envs`` trading environments over the same block, stepped together with numpy."""
+
+    def __init__(
+        self,
+        data: MarketData,
+        config: EnvConfig,
+        n_envs: int,
+        seed: int,
+        reward_config: RewardConfig | None = None,
+        random_start: bool = True,
+    ) -> None:
+        proto = TradingEnv(data, config, RewardFunction(reward_config), random_start)
+        self.proto = proto  # before VecEnv's __init__, which reads render_mode through get_attr
+        super().__init__(n_envs, proto.observation_space, proto.action_space)
+        self._init_constants(proto)
+        self._rngs = [seeding.np_random(int(seed) + i)[0] for i in range(n_envs)]
+        zeros = np.zeros(n_envs)
+        for name in STATE:
+            setattr(self, name, zeros.copy() if name not in ("t", "start", "last") else
+                    np.zeros(n_envs, dtype=np.int64))  # fmt: skip
+        self._actions = np.zeros(n_envs, dtype=np.int64)
+        self._obs = np.zeros((n_envs, proto.n_obs), dtype=np.float32)
+        self._reset_copies(np.arange(n_envs))  # the reset EnvFactory does when it builds a copy
+
+    def _init_constants(self, env: TradingEnv) -> None:
+        """The prototype env's arrays and settings (one copy of each for all N)."""
+        self._rows = env._rows  # (n_bars, n_obs) float32, market part clipped
+        self._open = np.asarray(env.data.open, dtype=np.float64)  # (n_bars,)
+        self._close = np.asarray(env.data.close, dtype=np.float64)
+        self._seg_last = env._seg_last
+        self._starts = env._starts
+        self._random_start = env.random_start
+        self._i = env._i_pos
+        for name in ("_capital", "_tc", "_buy_mult", "_sell_mult", "_short", "_ep_len", "_ruin",
+                     "_min_trade", "_hold_scale", "_targets"):  # fmt: skip
+            setattr(self, name, getattr(env, name))
+        # (4 levels, n targets) -> order; HOLD where no order is needed
+        targets = self._targets or ()
+        self._target_orders = np.array(
+            [[TARGET_ORDER.get((lv, tg), int(Actions.HOLD)) for tg in targets] for lv in LEVELS],
+            dtype=np.int64,
+        ).reshape(len(LEVELS), len(targets))
+        r = env.reward_fn
+        self._r = (r._scale, r._log, r._cost_w, r._dd_w, r._sharpe_w, r._eta, r._clip)
+        self._fraction = np.asarray(ORDER_FRACTION)
+
+    # ------------------------------------------------------------------ VecEnv API
+
+    def reset(self) -> VecEnvObs:
+        """Every copy starts a new episode (each draws its next start bar)."""
+        self._reset_copies(np.arange(self.num_envs))
+        self.reset_infos = [self._reset_info(i) for i in range(self.num_envs)]
+        return self._observations().copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """One step of every copy; done copies are reset (their last observation in the info)."""
+        a = self._actions
+        requested = a if self._targets is None else self._orders_for_targets(a)
+        equity_prev = self.equity.copy()
+        valid, fees = self._advance(requested)
+        terminated = self.equity < self._ruin if self._ruin > 0.0 else self.equity <= 0.0
+        end = self.t >= self.last
+        if self._ep_len > 0:
+            end |= self.steps >= self._ep_len
+        truncated = end & ~terminated
+        reward, terms = self._rewards(equity_prev, fees)
+        obs = self._observations()
+        done = terminated | truncated
+        snap = _Snapshot(self, requested, valid, fees, terms, truncated)
+        if done.any():
+            idx = np.flatnonzero(done)
+            snap.finish(self, idx, obs, terminated)
+            self._reset_copies(idx)
+            obs = self._observations()
+        return obs.copy(), reward.astype(np.float32), done, LazyInfos(snap)
+
+    def close(self) -> None:
+        return None
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self.proto, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        raise AttributeError(f"BatchedTradingEnv copies share one setting; cannot set {attr_name}")
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kw: Any) -> list[Any]:
+        """Only ``action_masks`` (sb3-contrib's MaskablePPO asks through it)."""
+        if method_name != "action_masks":
+            raise AttributeError(f"BatchedTradingEnv has no per-copy method {method_name!r}")
+        masks = self.action_masks()
+        return [masks[i] for i in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+    def seed(self, seed: int | None = None) -> Sequence[None | int]:
+        if seed is not None:
+            self._rngs = [seeding.np_random(int(seed) + i)[0] for i in range(self.num_envs)]
+        return [None] * self.num_envs
+
+    # ------------------------------------------------------------------ the account
+
+    def action_masks(self) -> np.ndarray:
+        """``(N, n_actions)`` bool: each copy's valid actions (all targets are valid)."""
+        if self._targets is not None:
+            return np.ones((self.num_envs, len(self._targets)), dtype=bool)
+        return np.stack([self._valid(np.full(self.num_envs, a)) for a in range(len(Actions))], 1)
+
+    def _short_capacity(self, price: np.ndarray) -> np.ndarray:
+        units = self.units
+        equity = self.cash + units * price
+        return equity - np.where(units < 0.0, -units * price, 0.0)
+
+    def _valid(self, a: np.ndarray) -> np.ndarray:
+        """:meth:`FillAccounting._is_valid` of every copy."""
+        units = self.units
+        buy = (units < 0.0) | (self.cash > self._min_trade)
+        sell = units > 0.0
+        if self._short:
+            sell = sell | (self._short_capacity(self._close[self.t]) > self._min_trade)
+        reverse = (units < 0.0) | (units > 0.0) if self._short else units < 0.0
+        out = np.where(a <= 3, buy, np.where(a <= 6, sell, np.where(a == 7, units != 0.0, reverse)))
+        return out | (a == 0)
+
+    def _orders_for_targets(self, action: np.ndarray) -> np.ndarray:
+        """:meth:`Account._order_for_target` of every copy."""
+        units = self.units
+        if self._short:
+            long_row: Any = 3  # a long is the whole equity: level 1
+        else:  # level 1 above 3/4 of equity, else the half position (row of LEVELS)
+            exposure = units * self._close[self.t] / np.maximum(self.equity, 1e-12)
+            long_row = np.where(exposure > 0.75, 3, 2)
+        row = np.where(units == 0.0, 1, np.where(units < 0.0, 0, long_row))
+        return self._target_orders[row, action]
+
+    def _advance(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`Account._advance` of every copy; ``(valid, fees)``."""
+        valid = self._valid(a)
+        self.invalid += ~valid
+        fees = np.zeros(self.num_envs)
+        act = valid & (a != 0)
+        if act.any():
+            open_ = self._open[self.t + 1]
+            delta = self._order_deltas(a, open_)
+            fees = self._trade(act & (delta != 0.0), delta, open_)
+        self.t += 1
+        equity = self.cash + self.units * self._close[self.t]
+        self.equity = equity
+        self.steps += 1
+        self.held += self.units != 0.0
+        # The env: a new peak, or else the drawdown from the old one (the peak starts at the
+        # capital, so it is > 0); a new peak's "drawdown" is negative and never the maximum.
+        self.max_dd = np.maximum(self.max_dd, 1.0 - equity / self.peak)
+        self.peak = np.maximum(self.peak, equity)
+        return valid, fees
+
+    def _order_deltas(self, a: np.ndarray, open_: np.ndarray) -> np.ndarray:
+        """:meth:`FillAccounting._execute`'s units to trade per copy (0: no fill)."""
+        units, cash, tc = self.units, self.cash, self._tc
+        frac = self._fraction[a]
+        buy_price = open_ * self._buy_mult
+        long_sell = np.where(frac < 1.0, -units * frac, -units)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            buy = np.where(units < 0.0, -units * frac, frac * cash / (buy_price * (1.0 + tc)))
+            if not self._short:  # no short position, no short sale: SELL sells a long, no REVERSE
+                return np.where(a <= 3, buy, np.where(a <= 6, long_sell, -units))
+            capacity = self._short_capacity(open_)
+            short = np.where(capacity <= 0.0, 0.0, -frac * capacity / (open_ * self._sell_mult))
+            sell = np.where(units > 0.0, long_sell, short)
+            after_cover = cash + units * buy_price * (1.0 + tc)
+            long_units = np.minimum(-units, np.maximum(0.0, after_cover / (buy_price * (1.0 + tc))))
+            reverse = np.where(units > 0.0, -2.0 * units, long_units - units)
+        return np.where(a <= 3, buy, np.where(a <= 6, sell, np.where(a == 7, -units, reverse)))
+
+    def _trade(self, m: np.ndarray, delta: np.ndarray, open_: np.ndarray) -> np.ndarray:
+        """:meth:`FillAccounting._trade` for the copies in mask ``m``; returns the fees."""
+        fill = open_ * np.where(delta > 0.0, self._buy_mult, self._sell_mult)
+        notional = delta * fill
+        fee = np.where(m, self._tc * np.abs(notional), 0.0)
+        old = self.units
+        abs_old = np.abs(old)
+        new = old + delta
+        new[(-1e-12 * abs_old < new) & (new < 1e-12 * abs_old)] = 0.0  # no float dust
+        cash = self.cash - (notional + fee)
+        cash[(-1e-9 * self._capital < cash) & (cash < 0.0)] = 0.0
+        closed = new == 0.0
+        opened = (old == 0.0) | ((old > 0.0) != (new > 0.0))
+        abs_new = np.abs(new)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            added = (abs_old * self.entry + np.abs(delta) * fill) / abs_new
+        entry = np.where(abs_new > abs_old, added, self.entry)
+        entry[opened] = fill[opened]
+        entry[closed] = 0.0
+        self.entry = np.where(m, entry, self.entry)
+        self.held[m & (closed | opened)] = 0
+        self.cash = np.where(m, cash, self.cash)
+        self.units = np.where(m, new, self.units)
+        self.total_fees += fee
+        self.trades += m
+        return fee
+
+    # ------------------------------------------------------------------ reward, observation
+
+    def _rewards(self, prev: np.ndarray, fees: np.ndarray) -> tuple[np.ndarray, dict]:
+        """:class:`RewardFunction` of every copy; ``(reward, weighted terms)``."""
+        now = self.equity
+        scale, log, cost_w, dd_w, sharpe_w, eta, clip = self._r
+        ratio = now / prev
+        if log:  # math.log, not np.log (see the module docstring); log(1) = 0 needs no call
+            moved = np.flatnonzero(ratio != 1.0)
+            logs = np.zeros(self.num_envs)
+            logs[moved] = np.fromiter(map(math.log, ratio[moved].tolist()), float, moved.size)
+            profit = logs * scale
+        else:
+            profit = (ratio - 1.0) * scale
+        cost = -cost_w * fees / prev
+        peak = np.maximum(self.r_peak, prev)
+        dd_prev = 1.0 - prev / peak
+        peak = np.maximum(now, peak)
+        self.r_peak = peak
+        increase = (1.0 - now / peak) - dd_prev
+        drawdown = np.where(increase > 0.0, -dd_w * increase, 0.0)
+        sharpe = np.zeros(self.num_envs)
+        if sharpe_w != 0.0:
+            ret = ratio - 1.0
+            d_a, d_b = ret - self.r_a, ret * ret - self.r_b
+            var = self.r_b - self.r_a * self.r_a
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dsr = (self.r_b * d_a - 0.5 * self.r_a * d_b) / (var * np.sqrt(var))
+            sharpe = sharpe_w * np.where(var > DSR_VARIANCE_EPS, dsr, 0.0)
+            self.r_a, self.r_b = self.r_a + eta * d_a, self.r_b + eta * d_b
+        total = _clip(profit + cost + drawdown + sharpe, clip)
+        ok = prev > 0.0
+        terms = {"profit": profit, "cost": cost, "drawdown": drawdown, "sharpe": sharpe,
+                 "total": total, "ok": ok}  # fmt: skip
+        return np.where(ok, total, 0.0), terms
+
+    def _observations(self) -> np.ndarray:
+        """``(N, n_obs)`` float32: each copy's market row and its account's four columns."""
+        obs = self._obs
+        np.take(self._rows, self.t, axis=0, out=obs)
+        i, lim = self._i, OBS_CLIP
+        units = self.units
+        price = self._close[self.t]
+        equity = np.maximum(self.equity, 1e-12)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = price / self.entry
+        pnl = np.where(units > 0.0, gain - 1.0, 1.0 - gain)
+        obs[:, i] = _clip(units * price / equity, lim)
+        obs[:, i + 1] = _clip(pnl, lim)
+        obs[:, i + 2] = _clip(self.cash / equity, lim)
+        obs[:, i + 3] = np.minimum(self.held / self._hold_scale, 1.0)
+        flat = units == 0.0
+        obs[flat, i : i + 4] = FLAT_COLUMNS  # flat: no position, no P&L, all cash, not held
+        return obs
+
+    # ------------------------------------------------------------------ episodes
+
+    def _reset_copies(self, idx: np.ndarray) -> None:
+        """:meth:`TradingEnv.reset` (no options) of the copies ``idx``: a start bar each."""
+        for i in idx.tolist():
+            if self._random_start:
+                self.start[i] = self._starts[self._rngs[i].integers(0, self._starts.size)]
+            else:
+                self.start[i] = 0
+        self.t[idx] = self.start[idx]
+        self.last[idx] = self._seg_last[self.start[idx]]
+        for name in STATE[3:]:  # the account and the reward state: all cash, nothing else
+            getattr(self, name)[idx] = self._capital if name in ("cash", "equity", "peak") else 0.0
+
+    def _reset_info(self, i: int) -> dict[str, Any]:
+        return {
+            "bar": int(self.start[i]),
+            "equity": float(self.equity[i]),
+            "cash": float(self.cash[i]),
+            "position": 0.0,
+            "price": float(self._close[self.start[i]]),
+            "fees": 0.0,
+            "total_fees": 0.0,
+            "trades": 0,
+            "invalid_actions": 0,
+            "action_mask": self.action_masks()[i],
+        }
+
+
+def _clip(x: np.ndarray, lim: float) -> np.ndarray:
+    """``x`` clipped to ``[-lim, lim]`` (two ufuncs: ``np.clip``'s Python wrapper costs more)."""
+    return np.minimum(np.maximum(x, -lim), lim)
+
+
+class _Snapshot:
+    """One step's per-copy values, kept for building infos later (arrays, copied)."""
+
+    def __init__(self, env: BatchedTradingEnv, requested: np.ndarray, valid: np.ndarray,
+                 fees: np.ndarray, terms: dict, truncated: np.ndarray) -> None:  # fmt: skip
+        self.bar = env.t.copy()
+        self.equity, self.cash, self.units = env.equity.copy(), env.cash.copy(), env.units.copy()
+        self.price = env._close[env.t]
+        self.fees, self.total_fees = fees, env.total_fees.copy()
+        self.trades, self.invalid = env.trades.copy(), env.invalid.copy()
+        self.valid, self.requested = valid, requested
+        self.terms, self.truncated = terms, truncated
+        self.masks = env.action_masks()
+        self.done: dict[int, dict[str, Any]] = {}
+
+    def finish(self, env: BatchedTradingEnv, idx: np.ndarray, obs: np.ndarray,
+               terminated: np.ndarray) -> None:  # fmt: skip
+        """The end-of-episode keys of the done copies (before they are reset)."""
+        for i in idx.tolist():
+            liq = _liquidation(env, i)
+            self.done[i] = {
+                **liq,
+                "episode_summary": {
+                    "start_bar": int(env.start[i]),
+                    "end_bar": int(env.t[i]),
+                    "steps": int(env.steps[i]),
+                    "final_equity": float(env.equity[i]),
+                    "total_return": float(env.equity[i]) / env._capital - 1.0,
+                    "max_drawdown": float(env.max_dd[i]),
+                    "trades": int(env.trades[i]),
+                    "total_fees": float(env.total_fees[i]),
+                    "invalid_actions": int(env.invalid[i]),
+                    "ruined": bool(terminated[i]),
+                    "liquidation_equity": liq["liquidation_equity"],
+                    "exit_fee": liq["exit_fee"],
+                },  # fmt: skip
+                "terminal_observation": obs[i].copy(),
+            }
+
+    def info(self, i: int) -> dict[str, Any]:
+        """The info dict of copy ``i``, as ``DummyVecEnv`` over ``TradingEnv`` gives it."""
+        t = self.terms
+        ok = bool(t["ok"][i])
+        valid = bool(self.valid[i])
+        out: dict[str, Any] = {
+            "bar": int(self.bar[i]), "equity": float(self.equity[i]),
+            "cash": float(self.cash[i]), "position": float(self.units[i]),
+            "price": float(self.price[i]), "fees": float(self.fees[i]),
+            "total_fees": float(self.total_fees[i]), "trades": int(self.trades[i]),
+            "invalid_actions": int(self.invalid[i]), "action_valid": valid,
+            "order": int(self.requested[i]) if valid else int(Actions.HOLD),
+            "requested_order": int(self.requested[i]),
+            "reward_terms": {k: float(t[k][i]) for k in ("profit", "cost", "drawdown", "sharpe",
+                                                          "total")} if ok else {},
+            "action_mask": self.masks[i].copy(),
+        }  # fmt: skip
+        done = self.done.get(i)
+        if done is not None:
+            out.update({k: v for k, v in done.items() if k != "terminal_observation"})
+        out["TimeLimit.truncated"] = bool(self.truncated[i])
+        if done is not None:
+            out["terminal_observation"] = done["terminal_observation"]
+        return out
+
+
+def _liquidation(env: BatchedTradingEnv, i: int) -> dict[str, float]:
+    """:meth:`Account.liquidation` of copy ``i``."""
+    units = float(env.units[i])
+    if units == 0.0:
+        return {"liquidation_equity": float(env.cash[i]), "exit_fee": 0.0, "exit_notional": 0.0}
+    fill = float(env._close[env.t[i]]) * (env._sell_mult if units > 0.0 else env._buy_mult)
+    notional = abs(units) * fill
+    fee = env._tc * notional
+    return {
+        "liquidation_equity": float(env.cash[i]) + units * fill - fee,
+        "exit_fee": fee,
+        "exit_notional": notional,
+    }
+
+
+class LazyInfo(Mapping[str, Any]):
+    """Copy ``i``'s info, built on the first read of a key it has (``get`` of a key no info
+    has, such as ``"episode"`` before VecMonitor adds it, builds nothing)."""
+
+    __slots__ = ("_snap", "_i", "_dict")
+    _KEYS = frozenset({"bar", "equity", "cash", "position", "price", "fees", "total_fees",
+                       "trades", "invalid_actions", "action_valid", "order", "requested_order",
+                       "reward_terms", "action_mask", "TimeLimit.truncated",
+                       "liquidation_equity", "exit_fee", "exit_notional", "episode_summary",
+                       "terminal_observation"})  # fmt: skip
+
+    def __init__(self, snap: _Snapshot, i: int) -> None:
+        self._snap, self._i, self._dict = snap, i, None
+
+    def _full(self) -> dict[str, Any]:
+        if self._dict is None:
+            self._dict = self._snap.info(self._i)
+        return self._dict
+
+    def __getitem__(self, key: str) -> Any:
+        return self._full()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self._KEYS:
+            return default
+        return self._full().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._full())
+
+    def __len__(self) -> int:
+        return len(self._full())
+
+    def copy(self) -> dict[str, Any]:
+        """A plain dict (VecMonitor copies a done copy's info to add ``episode``)."""
+        return dict(self._full())
+
+
+class LazyInfos(Sequence[Mapping[str, Any]]):
+    """The N infos of one step, each built when read."""
+
+    def __init__(self, snap: _Snapshot) -> None:
+        self._snap = snap
+        self._items: list[LazyInfo | None] = [None] * len(snap.bar)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        item = self._items[i]
+        if item is None:
+            item = self._items[i] = LazyInfo(self._snap, int(i) % len(self._items))
+        return item
