@@ -19,12 +19,15 @@ the last bit differently).
 
 Infos are built only when read (:class:`LazyInfos`): SB3 reads ``info.get("episode")`` of every
 copy each step, which needs no dict; a done copy's info holds ``terminal_observation`` and
-``TimeLimit.truncated`` as ``DummyVecEnv`` gives them.
+``TimeLimit.truncated`` as ``DummyVecEnv`` gives them, and ``episode`` (return, length, time) as
+``VecMonitor`` adds it: the env monitors itself, since ``VecMonitor`` would list every copy's
+info each step.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -71,6 +74,8 @@ class BatchedTradingEnv(VecEnv):
         self._actions = np.zeros(n_envs, dtype=np.int64)
         self._obs = np.zeros((n_envs, proto.n_obs), dtype=np.float32)
         self._reset_copies(np.arange(n_envs))  # the reset EnvFactory does when it builds a copy
+        self._t_start = time.time()
+        self._ep_return = np.zeros(n_envs, dtype=np.float32)  # VecMonitor's dtypes
 
     def _init_constants(self, env: TradingEnv) -> None:
         """The prototype env's arrays and settings (one copy of each for all N)."""
@@ -100,6 +105,7 @@ class BatchedTradingEnv(VecEnv):
         """Every copy starts a new episode (each draws its next start bar)."""
         self._reset_copies(np.arange(self.num_envs))
         self.reset_infos = [self._reset_info(i) for i in range(self.num_envs)]
+        self._ep_return[:] = 0.0
         return self._observations().copy()
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -117,6 +123,8 @@ class BatchedTradingEnv(VecEnv):
             end |= self.steps >= self._ep_len
         truncated = end & ~terminated
         reward, terms = self._rewards(equity_prev, fees)
+        reward = reward.astype(np.float32)
+        self._ep_return += reward
         obs = self._observations()
         done = terminated | truncated
         snap = _Snapshot(self, requested, valid, fees, terms, truncated)
@@ -125,7 +133,7 @@ class BatchedTradingEnv(VecEnv):
             snap.finish(self, idx, obs, terminated)
             self._reset_copies(idx)
             obs = self._observations()
-        return obs.copy(), reward.astype(np.float32), done, LazyInfos(snap)
+        return obs.copy(), reward, done, LazyInfos(snap)
 
     def close(self) -> None:
         return None
@@ -159,9 +167,10 @@ class BatchedTradingEnv(VecEnv):
             return np.ones((self.num_envs, len(self._targets)), dtype=bool)
         return np.stack([self._valid(np.full(self.num_envs, a)) for a in range(len(Actions))], 1)
 
-    def _short_capacity(self, price: np.ndarray) -> np.ndarray:
-        units = self.units
-        equity = self.cash + units * price
+    @staticmethod
+    def _short_capacity(price: np.ndarray, units: np.ndarray, cash: np.ndarray) -> np.ndarray:
+        """:meth:`FillAccounting._short_capacity`: equity minus the short's notional."""
+        equity = cash + units * price
         return equity - np.where(units < 0.0, -units * price, 0.0)
 
     def _valid(self, a: np.ndarray) -> np.ndarray:
@@ -170,7 +179,8 @@ class BatchedTradingEnv(VecEnv):
         buy = (units < 0.0) | (self.cash > self._min_trade)
         sell = units > 0.0
         if self._short:
-            sell = sell | (self._short_capacity(self._close[self.t]) > self._min_trade)
+            capacity = self._short_capacity(self._close[self.t], units, self.cash)
+            sell = sell | (capacity > self._min_trade)
         reverse = (units < 0.0) | (units > 0.0) if self._short else units < 0.0
         out = np.where(a <= 3, buy, np.where(a <= 6, sell, np.where(a == 7, units != 0.0, reverse)))
         return out | (a == 0)
@@ -191,11 +201,12 @@ class BatchedTradingEnv(VecEnv):
         valid = self._valid(a)
         self.invalid += ~valid
         fees = np.zeros(self.num_envs)
-        act = valid & (a != 0)
-        if act.any():
-            open_ = self._open[self.t + 1]
-            delta = self._order_deltas(a, open_)
-            fees = self._trade(act & (delta != 0.0), delta, open_)
+        idx = np.flatnonzero(valid & (a != 0))  # the copies that send an order
+        if idx.size:
+            open_ = self._open[self.t[idx] + 1]  # (k,) the fill bar's open
+            delta = self._order_deltas(a[idx], open_, idx)
+            fills = delta != 0.0  # a short sale without capacity fills nothing
+            self._trade(idx[fills], delta[fills], open_[fills], fees)
         self.t += 1
         equity = self.cash + self.units * self._close[self.t]
         self.equity = equity
@@ -207,9 +218,9 @@ class BatchedTradingEnv(VecEnv):
         self.peak = np.maximum(self.peak, equity)
         return valid, fees
 
-    def _order_deltas(self, a: np.ndarray, open_: np.ndarray) -> np.ndarray:
-        """:meth:`FillAccounting._execute`'s units to trade per copy (0: no fill)."""
-        units, cash, tc = self.units, self.cash, self._tc
+    def _order_deltas(self, a: np.ndarray, open_: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """:meth:`FillAccounting._execute`'s units to trade for copies ``idx`` (0: no fill)."""
+        units, cash, tc = self.units[idx], self.cash[idx], self._tc
         frac = self._fraction[a]
         buy_price = open_ * self._buy_mult
         long_sell = np.where(frac < 1.0, -units * frac, -units)
@@ -217,7 +228,7 @@ class BatchedTradingEnv(VecEnv):
             buy = np.where(units < 0.0, -units * frac, frac * cash / (buy_price * (1.0 + tc)))
             if not self._short:  # no short position, no short sale: SELL sells a long, no REVERSE
                 return np.where(a <= 3, buy, np.where(a <= 6, long_sell, -units))
-            capacity = self._short_capacity(open_)
+            capacity = self._short_capacity(open_, units, cash)
             short = np.where(capacity <= 0.0, 0.0, -frac * capacity / (open_ * self._sell_mult))
             sell = np.where(units > 0.0, long_sell, short)
             after_cover = cash + units * buy_price * (1.0 + tc)
@@ -225,32 +236,31 @@ class BatchedTradingEnv(VecEnv):
             reverse = np.where(units > 0.0, -2.0 * units, long_units - units)
         return np.where(a <= 3, buy, np.where(a <= 6, sell, np.where(a == 7, -units, reverse)))
 
-    def _trade(self, m: np.ndarray, delta: np.ndarray, open_: np.ndarray) -> np.ndarray:
-        """:meth:`FillAccounting._trade` for the copies in mask ``m``; returns the fees."""
-        fill = open_ * np.where(delta > 0.0, self._buy_mult, self._sell_mult)
-        notional = delta * fill
-        fee = np.where(m, self._tc * np.abs(notional), 0.0)
-        old = self.units
+    def _trade(self, idx: np.ndarray, d: np.ndarray, open_: np.ndarray, fees: np.ndarray) -> None:
+        """:meth:`FillAccounting._trade` of copies ``idx`` (units ``d`` at ``open_``, each
+        ``(k,)``); their fees go into ``fees``."""
+        old, entry_old = self.units[idx], self.entry[idx]
+        fill = open_ * np.where(d > 0.0, self._buy_mult, self._sell_mult)
+        notional = d * fill
+        fee = self._tc * np.abs(notional)
         abs_old = np.abs(old)
-        new = old + delta
+        new = old + d
         new[(-1e-12 * abs_old < new) & (new < 1e-12 * abs_old)] = 0.0  # no float dust
-        cash = self.cash - (notional + fee)
+        cash = self.cash[idx] - (notional + fee)
         cash[(-1e-9 * self._capital < cash) & (cash < 0.0)] = 0.0
         closed = new == 0.0
         opened = (old == 0.0) | ((old > 0.0) != (new > 0.0))
         abs_new = np.abs(new)
         with np.errstate(divide="ignore", invalid="ignore"):
-            added = (abs_old * self.entry + np.abs(delta) * fill) / abs_new
-        entry = np.where(abs_new > abs_old, added, self.entry)
+            added = (abs_old * entry_old + np.abs(d) * fill) / abs_new
+        entry = np.where(abs_new > abs_old, added, entry_old)
         entry[opened] = fill[opened]
         entry[closed] = 0.0
-        self.entry = np.where(m, entry, self.entry)
-        self.held[m & (closed | opened)] = 0
-        self.cash = np.where(m, cash, self.cash)
-        self.units = np.where(m, new, self.units)
-        self.total_fees += fee
-        self.trades += m
-        return fee
+        self.entry[idx], self.cash[idx], self.units[idx] = entry, cash, new
+        self.held[idx[closed | opened]] = 0
+        fees[idx] = fee
+        self.total_fees[idx] += fee
+        self.trades[idx] += 1
 
     # ------------------------------------------------------------------ reward, observation
 
@@ -283,10 +293,9 @@ class BatchedTradingEnv(VecEnv):
             sharpe = sharpe_w * np.where(var > DSR_VARIANCE_EPS, dsr, 0.0)
             self.r_a, self.r_b = self.r_a + eta * d_a, self.r_b + eta * d_b
         total = _clip(profit + cost + drawdown + sharpe, clip)
-        ok = prev > 0.0
         terms = {"profit": profit, "cost": cost, "drawdown": drawdown, "sharpe": sharpe,
-                 "total": total, "ok": ok}  # fmt: skip
-        return np.where(ok, total, 0.0), terms
+                 "total": total}  # fmt: skip
+        return total, terms
 
     def _observations(self) -> np.ndarray:
         """``(N, n_obs)`` float32: each copy's market row and its account's four columns."""
@@ -378,12 +387,17 @@ class _Snapshot:
                     "exit_fee": liq["exit_fee"],
                 },  # fmt: skip
                 "terminal_observation": obs[i].copy(),
+                "episode": {
+                    "r": env._ep_return[i],
+                    "l": np.int32(env.steps[i]),
+                    "t": round(time.time() - env._t_start, 6),
+                },
             }
+            env._ep_return[i] = 0.0
 
     def info(self, i: int) -> dict[str, Any]:
         """The info dict of copy ``i``, as ``DummyVecEnv`` over ``TradingEnv`` gives it."""
         t = self.terms
-        ok = bool(t["ok"][i])
         valid = bool(self.valid[i])
         out: dict[str, Any] = {
             "bar": int(self.bar[i]), "equity": float(self.equity[i]),
@@ -394,15 +408,18 @@ class _Snapshot:
             "order": int(self.requested[i]) if valid else int(Actions.HOLD),
             "requested_order": int(self.requested[i]),
             "reward_terms": {k: float(t[k][i]) for k in ("profit", "cost", "drawdown", "sharpe",
-                                                          "total")} if ok else {},
+                                                          "total")},
             "action_mask": self.masks[i].copy(),
         }  # fmt: skip
         done = self.done.get(i)
         if done is not None:
-            out.update({k: v for k, v in done.items() if k != "terminal_observation"})
+            out.update(
+                {k: v for k, v in done.items() if k not in ("terminal_observation", "episode")}
+            )
         out["TimeLimit.truncated"] = bool(self.truncated[i])
         if done is not None:
             out["terminal_observation"] = done["terminal_observation"]
+            out["episode"] = done["episode"]
         return out
 
 
@@ -423,14 +440,14 @@ def _liquidation(env: BatchedTradingEnv, i: int) -> dict[str, float]:
 
 class LazyInfo(Mapping[str, Any]):
     """Copy ``i``'s info, built on the first read of a key it has (``get`` of a key no info
-    has, such as ``"episode"`` before VecMonitor adds it, builds nothing)."""
+    has, or of ``"episode"`` for a copy whose episode goes on, builds nothing)."""
 
     __slots__ = ("_snap", "_i", "_dict")
     _KEYS = frozenset({"bar", "equity", "cash", "position", "price", "fees", "total_fees",
                        "trades", "invalid_actions", "action_valid", "order", "requested_order",
                        "reward_terms", "action_mask", "TimeLimit.truncated",
                        "liquidation_equity", "exit_fee", "exit_notional", "episode_summary",
-                       "terminal_observation"})  # fmt: skip
+                       "terminal_observation", "episode"})  # fmt: skip
 
     def __init__(self, snap: _Snapshot, i: int) -> None:
         self._snap, self._i, self._dict = snap, i, None
@@ -444,7 +461,7 @@ class LazyInfo(Mapping[str, Any]):
         return self._full()[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        if key not in self._KEYS:
+        if key not in self._KEYS or (key == "episode" and self._i not in self._snap.done):
             return default
         return self._full().get(key, default)
 
@@ -455,7 +472,7 @@ class LazyInfo(Mapping[str, Any]):
         return len(self._full())
 
     def copy(self) -> dict[str, Any]:
-        """A plain dict (VecMonitor copies a done copy's info to add ``episode``)."""
+        """A plain dict of every key."""
         return dict(self._full())
 
 

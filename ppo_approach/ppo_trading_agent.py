@@ -160,7 +160,8 @@ def make_vec_env(
     if kind == "batched":
         from ppo_approach.batched_env import BatchedTradingEnv
 
-        return VecMonitor(BatchedTradingEnv(data, env_config, n_envs, seed, reward_config)), kind
+        # no VecMonitor: the batched env adds the same "episode" entries itself
+        return BatchedTradingEnv(data, env_config, n_envs, seed, reward_config), kind
     sub = kind == "subproc"
     fns = [
         WorkerEnvFn(EnvFactory(data, env_config, seed, rank, True, reward_config), sub)
