@@ -3,7 +3,8 @@
 #   1. the default-config pipeline on the bundled dataset (CUDA, AMP on, batch auto-sized,
 #      PPO on cuda), no push, time-boxed;
 #   2. the classifier benchmark at default sizes with AMP on and off;
-#   3. PPO learn() with the default settings on cuda vs cpu.
+#   3. PPO learn() with the default settings on cuda vs cpu;
+#   4. env steps/s of the vectorised envs (dummy vs batched) on the pod's CPU cores.
 # Results go to $OUT (default /tmp/gpu_check): logs, markdown tables, the run summary and a
 # tarball of results/. Wheels for packages the pod lacks may be carried in .whl/ (installed to
 # /tmp/site first). Usage:  OUT=/tmp/gpu bash bench/gpu_check.sh
@@ -14,7 +15,7 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 DATASET=${DATASET:-SYNTH-BTC-EUR_1H_20240101-20251231}
-PIPELINE_S=${PIPELINE_S:-270}
+PIPELINE_S=${PIPELINE_S:-240}
 LOG="$OUT/gpu_check.log"
 
 # The bench scripts import the project as installed (pip install -e .); the repo root on the path
@@ -48,5 +49,9 @@ stage() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 
   stage "3. PPO default settings, cuda vs cpu"
   timeout 130 $PY bench/bench_ppo_device.py --runs 2 --rollouts 2 --out "$OUT/ppo_device.md" 2>&1 | tail -8
+
+  stage "4. vectorised envs: env steps/s, dummy vs batched"
+  timeout 40 $PY bench/bench_vec_env.py --parts steps --runs 1 --subproc-max 0 \
+    --out "$OUT/vec_env.md" 2>&1 | tail -12
   stage "done"
 } 2>&1 | tee "$LOG"

@@ -104,7 +104,8 @@ class BatchedTradingEnv(VecEnv):
     def reset(self) -> VecEnvObs:
         """Every copy starts a new episode (each draws its next start bar)."""
         self._reset_copies(np.arange(self.num_envs))
-        self.reset_infos = [self._reset_info(i) for i in range(self.num_envs)]
+        masks = self.action_masks()
+        self.reset_infos = [self._reset_info(i, masks[i]) for i in range(self.num_envs)]
         self._ep_return[:] = 0.0
         return self._observations().copy()
 
@@ -161,11 +162,25 @@ class BatchedTradingEnv(VecEnv):
 
     # ------------------------------------------------------------------ the account
 
-    def action_masks(self) -> np.ndarray:
-        """``(N, n_actions)`` bool: each copy's valid actions (all targets are valid)."""
+    def action_masks(self, state: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+        """``(N, n_actions)`` bool: each copy's valid actions (all targets are valid); of
+        ``state = (units, cash, t)`` when given (a snapshot's), else of the current state."""
+        units, cash, t = state if state is not None else (self.units, self.cash, self.t)
         if self._targets is not None:
-            return np.ones((self.num_envs, len(self._targets)), dtype=bool)
-        return np.stack([self._valid(np.full(self.num_envs, a)) for a in range(len(Actions))], 1)
+            return np.ones((len(units), len(self._targets)), dtype=bool)
+        buy, sell, close, reverse = self._legal(units, cash, t)
+        hold = np.ones(len(units), dtype=bool)
+        return np.stack([hold, buy, buy, buy, sell, sell, sell, close, reverse], 1)
+
+    def _legal(self, units: np.ndarray, cash: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, ...]:
+        """:meth:`FillAccounting._is_valid` of BUY_x, SELL_x, CLOSE and REVERSE per copy."""
+        buy = (units < 0.0) | (cash > self._min_trade)
+        sell = units > 0.0
+        if self._short:
+            capacity = self._short_capacity(self._close[t], units, cash)
+            sell = sell | (capacity > self._min_trade)
+        reverse = (units < 0.0) | (units > 0.0) if self._short else units < 0.0
+        return buy, sell, units != 0.0, reverse
 
     @staticmethod
     def _short_capacity(price: np.ndarray, units: np.ndarray, cash: np.ndarray) -> np.ndarray:
@@ -174,15 +189,9 @@ class BatchedTradingEnv(VecEnv):
         return equity - np.where(units < 0.0, -units * price, 0.0)
 
     def _valid(self, a: np.ndarray) -> np.ndarray:
-        """:meth:`FillAccounting._is_valid` of every copy."""
-        units = self.units
-        buy = (units < 0.0) | (self.cash > self._min_trade)
-        sell = units > 0.0
-        if self._short:
-            capacity = self._short_capacity(self._close[self.t], units, self.cash)
-            sell = sell | (capacity > self._min_trade)
-        reverse = (units < 0.0) | (units > 0.0) if self._short else units < 0.0
-        out = np.where(a <= 3, buy, np.where(a <= 6, sell, np.where(a == 7, units != 0.0, reverse)))
+        """:meth:`FillAccounting._is_valid` of every copy's order ``a``."""
+        buy, sell, close, reverse = self._legal(self.units, self.cash, self.t)
+        out = np.where(a <= 3, buy, np.where(a <= 6, sell, np.where(a == 7, close, reverse)))
         return out | (a == 0)
 
     def _orders_for_targets(self, action: np.ndarray) -> np.ndarray:
@@ -330,7 +339,7 @@ class BatchedTradingEnv(VecEnv):
         for name in STATE[3:]:  # the account and the reward state: all cash, nothing else
             getattr(self, name)[idx] = self._capital if name in ("cash", "equity", "peak") else 0.0
 
-    def _reset_info(self, i: int) -> dict[str, Any]:
+    def _reset_info(self, i: int, mask: np.ndarray) -> dict[str, Any]:
         return {
             "bar": int(self.start[i]),
             "equity": float(self.equity[i]),
@@ -341,7 +350,7 @@ class BatchedTradingEnv(VecEnv):
             "total_fees": 0.0,
             "trades": 0,
             "invalid_actions": 0,
-            "action_mask": self.action_masks()[i],
+            "action_mask": mask,
         }
 
 
@@ -362,7 +371,7 @@ class _Snapshot:
         self.trades, self.invalid = env.trades.copy(), env.invalid.copy()
         self.valid, self.requested = valid, requested
         self.terms, self.truncated = terms, truncated
-        self.masks = env.action_masks()
+        self.env = env  # for the action mask of a copy whose info is read
         self.done: dict[int, dict[str, Any]] = {}
 
     def finish(self, env: BatchedTradingEnv, idx: np.ndarray, obs: np.ndarray,
@@ -409,7 +418,9 @@ class _Snapshot:
             "requested_order": int(self.requested[i]),
             "reward_terms": {k: float(t[k][i]) for k in ("profit", "cost", "drawdown", "sharpe",
                                                           "total")},
-            "action_mask": self.masks[i].copy(),
+            "action_mask": self.env.action_masks(
+                (self.units[i : i + 1], self.cash[i : i + 1], self.bar[i : i + 1])
+            )[0],
         }  # fmt: skip
         done = self.done.get(i)
         if done is not None:

@@ -119,9 +119,10 @@ def test_every_info_carries_the_mask_of_the_new_state(blocks: dict[str, AgentBlo
     assert not masks[0][Actions.SELL_100] and masks[1][Actions.SELL_100]  # flat, then long
 
 
-@pytest.mark.parametrize("kind", ["dummy", "subproc"])
+@pytest.mark.parametrize("kind", ["dummy", "subproc", "batched"])
 def test_vec_envs_forward_action_masks(blocks: dict[str, AgentBlock], kind: str) -> None:
-    """VecMonitor over DummyVecEnv / SubprocVecEnv passes ``env_method("action_masks")``."""
+    """VecMonitor over DummyVecEnv / SubprocVecEnv, and the batched env itself, answer
+    ``env_method("action_masks")`` (what sb3-contrib asks)."""
     venv, used = agent.make_vec_env(
         blocks["val"].data, EnvConfig(action_set="orders"), RewardConfig(), 2, 0, kind
     )
