@@ -103,7 +103,7 @@ def test_training_writes_model_config_meta_and_checkpoints(trained: dict[str, An
     assert resolved.to_dict() == _smoke_cfg("prediction_model=dlstm").to_dict()
     meta = json.loads((paths.ppo_models / f"ppo_dlstm_{DATASET}_meta.json").read_text())
     assert meta["dataset_sha256"] == sha256_file(paths.datasets / f"{DATASET}.csv")
-    assert meta["timesteps"] == 2048 and meta["vec_env"] == "dummy"
+    assert meta["timesteps"] == 2048 and meta["vec_env"] == "batched"
     assert "command" in meta and meta["resumed_from"] is None
 
     ck = paths.ppo_checkpoints / f"dlstm_{DATASET}"

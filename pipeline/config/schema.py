@@ -353,7 +353,7 @@ class PPOConfig:
     # One env step costs ~4 us, far below a SubprocVecEnv round trip, so in-process vector envs
     # win here; batched steps all copies with numpy (BENCHMARKS.md, vectorised environments).
     vec_env: str = setting(
-        "dummy",
+        "batched",
         "batched (all copies as arrays, stepped with numpy; the same observations, rewards and "
         "infos as dummy) | dummy (a loop over the copies) | subproc (one process per copy)",
         "ppo",
