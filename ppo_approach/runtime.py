@@ -213,6 +213,10 @@ class Decider:
         self.pending: int | None = None
         """The action decided at the last candle, filled at the next one's open."""
         self.last_timestamp: pd.Timestamp | None = None
+        self.last_fill: tuple[int, bool, float] | None = None
+        """The fill ``(order, valid, fee)`` of the decision before the last one, made by the
+        last :meth:`decide` (None at the first candle)."""
+        self._last_decision: Decision | None = None
 
     @classmethod
     def load(cls, folder: str | Path) -> Decider:
@@ -321,11 +325,6 @@ class Decider:
         self.pending, self.last_timestamp = decision.action, stamp
         self._last_decision = decision
         return decision
-
-    _last_decision: Decision | None = None
-    last_fill: tuple[int, bool, float] | None = None
-    """The fill ``(order, valid, fee)`` of the decision before the last one, made by the last
-    :meth:`decide` (None at the first candle)."""
 
     def _decision(self, stamp: pd.Timestamp, market: np.ndarray, probs: np.ndarray) -> Decision:
         obs = self.observation(market)
