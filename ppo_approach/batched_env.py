@@ -108,13 +108,19 @@ class BatchedTradingEnv(VecEnv):
         masks = self.action_masks()
         self.reset_infos = [self._reset_info(i, masks[i]) for i in range(self.num_envs)]
         self._ep_return[:] = 0.0
-        return self._observations().copy()
+        with np.errstate(divide="ignore", invalid="ignore"):  # flat copies: no entry price
+            return self._observations().copy()
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
 
     def step_wait(self) -> VecEnvStepReturn:
         """One step of every copy; done copies are reset (their last observation in the info)."""
+        # Divisions by a zero entry price or units happen in rows np.where then discards.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self._step()
+
+    def _step(self) -> VecEnvStepReturn:
         a = self._actions
         requested = a if self._targets is None else self._orders_for_targets(a)
         equity_prev = self.equity.copy()
@@ -234,16 +240,15 @@ class BatchedTradingEnv(VecEnv):
         frac = self._fraction[a]
         buy_price = open_ * self._buy_mult
         long_sell = np.where(frac < 1.0, -units * frac, -units)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            buy = np.where(units < 0.0, -units * frac, frac * cash / (buy_price * (1.0 + tc)))
-            if not self._short:  # no short position, no short sale: SELL sells a long, no REVERSE
-                return np.where(a <= 3, buy, np.where(a <= 6, long_sell, -units))
-            capacity = self._short_capacity(open_, units, cash)
-            short = np.where(capacity <= 0.0, 0.0, -frac * capacity / (open_ * self._sell_mult))
-            sell = np.where(units > 0.0, long_sell, short)
-            after_cover = cash + units * buy_price * (1.0 + tc)
-            long_units = np.minimum(-units, np.maximum(0.0, after_cover / (buy_price * (1.0 + tc))))
-            reverse = np.where(units > 0.0, -2.0 * units, long_units - units)
+        buy = np.where(units < 0.0, -units * frac, frac * cash / (buy_price * (1.0 + tc)))
+        if not self._short:  # no short position, no short sale: SELL sells a long, no REVERSE
+            return np.where(a <= 3, buy, np.where(a <= 6, long_sell, -units))
+        capacity = self._short_capacity(open_, units, cash)
+        short = np.where(capacity <= 0.0, 0.0, -frac * capacity / (open_ * self._sell_mult))
+        sell = np.where(units > 0.0, long_sell, short)
+        after_cover = cash + units * buy_price * (1.0 + tc)
+        long_units = np.minimum(-units, np.maximum(0.0, after_cover / (buy_price * (1.0 + tc))))
+        reverse = np.where(units > 0.0, -2.0 * units, long_units - units)
         return np.where(a <= 3, buy, np.where(a <= 6, sell, np.where(a == 7, -units, reverse)))
 
     def _trade(self, idx: np.ndarray, d: np.ndarray, open_: np.ndarray, fees: np.ndarray) -> None:
@@ -261,8 +266,7 @@ class BatchedTradingEnv(VecEnv):
         closed = new == 0.0
         opened = (old == 0.0) | ((old > 0.0) != (new > 0.0))
         abs_new = np.abs(new)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            added = (abs_old * entry_old + np.abs(d) * fill) / abs_new
+        added = (abs_old * entry_old + np.abs(d) * fill) / abs_new
         entry = np.where(abs_new > abs_old, added, entry_old)
         entry[opened] = fill[opened]
         entry[closed] = 0.0
@@ -298,8 +302,7 @@ class BatchedTradingEnv(VecEnv):
             ret = ratio - 1.0
             d_a, d_b = ret - self.r_a, ret * ret - self.r_b
             var = self.r_b - self.r_a * self.r_a
-            with np.errstate(divide="ignore", invalid="ignore"):
-                dsr = (self.r_b * d_a - 0.5 * self.r_a * d_b) / (var * np.sqrt(var))
+            dsr = (self.r_b * d_a - 0.5 * self.r_a * d_b) / (var * np.sqrt(var))
             sharpe = sharpe_w * np.where(var > DSR_VARIANCE_EPS, dsr, 0.0)
             self.r_a, self.r_b = self.r_a + eta * d_a, self.r_b + eta * d_b
         total = _clip(profit + cost + drawdown + sharpe, clip)
@@ -315,8 +318,7 @@ class BatchedTradingEnv(VecEnv):
         units = self.units
         price = self._close[self.t]
         equity = np.maximum(self.equity, 1e-12)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gain = price / self.entry
+        gain = price / self.entry
         pnl = np.where(units > 0.0, gain - 1.0, 1.0 - gain)
         obs[:, i] = _clip(units * price / equity, lim)
         obs[:, i + 1] = _clip(pnl, lim)
