@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.common import PipelineError, atomic_path
 from ppo_approach.model_files import AgentModel
+from ppo_approach.runtime import DeciderError, masked_argmax, onnx_session
 
 OPSET = 17
 """ONNX opset of the exported graph (ONNX Runtime 1.16 and later run it)."""
@@ -149,16 +150,11 @@ def _export(module: Any, example: Any, path: Path, input_name: str, output_name:
 
 
 def _session(path: Path) -> Any:
-    """An ONNX Runtime session of ``path`` on the CPU; one error line for a file that is not a
-    runnable graph."""
+    """:func:`ppo_approach.runtime.onnx_session`, its one error line raised as ExportError."""
     try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError("onnxruntime is not installed (pip install onnxruntime)") from None
-    try:
-        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # any unreadable or invalid file: one line naming it
-        raise ExportError(f"{path}: not a runnable ONNX graph ({type(exc).__name__})") from None
+        return onnx_session(path)
+    except DeciderError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def onnx_policy_logits(path: Path, obs: np.ndarray) -> np.ndarray:
@@ -168,10 +164,5 @@ def onnx_policy_logits(path: Path, obs: np.ndarray) -> np.ndarray:
     return np.asarray(logits)
 
 
-def decide(logits: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """The deterministic action of each row: the argmax of its logits, invalid actions (``mask``
-    false) excluded as sb3-contrib's masked distribution excludes them. ``(B,)`` int."""
-    scores = np.asarray(logits, dtype=np.float64).copy()  # (B, n_actions)
-    if mask is not None:
-        scores[~np.asarray(mask, dtype=bool)] = -np.inf
-    return np.argmax(scores, axis=1)
+decide = masked_argmax
+"""The deterministic action of each row of logits (invalid actions masked): the runtime's."""

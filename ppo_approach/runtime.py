@@ -158,7 +158,7 @@ class Decision:
     """The observation by name (after scaling and clipping, as the policy saw it)."""
 
 
-def _session(path: Path) -> Any:
+def onnx_session(path: Path) -> Any:
     """An ONNX Runtime session of ``path`` on the CPU; one error line for an unusable file."""
     try:
         import onnxruntime
@@ -168,6 +168,16 @@ def _session(path: Path) -> Any:
         return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # any unreadable or invalid file: one line naming it
         raise DeciderError(f"{path}: not a runnable ONNX graph ({type(exc).__name__})") from None
+
+
+def masked_argmax(logits: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The deterministic action of each row: the argmax of its logits ``(B, n_actions)``,
+    invalid actions (``mask`` false) excluded as sb3-contrib's masked distribution excludes
+    them. ``(B,)`` int."""
+    scores = np.asarray(logits, dtype=np.float64).copy()  # (B, n_actions)
+    if mask is not None:
+        scores[~np.asarray(mask, dtype=bool)] = -np.inf
+    return np.argmax(scores, axis=1)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -205,8 +215,10 @@ class Decider:
         self.members: list[str] = list(c["members"])
         self.ensemble: dict[str, Any] | None = c.get("ensemble")
         self.history_bars = int(manifest["history_bars"])
-        self._classifiers = {m: _session(self.folder / classifier_file(m)) for m in self.members}
-        self._policy = _session(self.folder / POLICY_NAME)
+        self._classifiers = {
+            m: onnx_session(self.folder / classifier_file(m)) for m in self.members
+        }
+        self._policy = onnx_session(self.folder / POLICY_NAME)
         self.maskable = a["algorithm"] == "maskable_ppo"
         self.action_names = action_names(a["env"]["action_set"], a["env"]["allow_short"])
         self.account = PaperAccount(a["env"])
@@ -288,10 +300,8 @@ class Decider:
     def policy_action(self, obs: np.ndarray) -> int:
         """The deterministic action of the policy graph (masked for MaskablePPO)."""
         (logits,) = self._policy.run(["logits"], {"obs": obs[None].astype(np.float32)})
-        scores = np.asarray(logits, dtype=np.float64)[0]  # (n_actions,)
-        if self.maskable:
-            scores[~np.asarray(self.account.action_valid_list(), dtype=bool)] = -np.inf
-        return int(np.argmax(scores))
+        mask = np.asarray([self.account.action_valid_list()]) if self.maskable else None
+        return int(masked_argmax(logits, mask)[0])
 
     def advance(self, candle: pd.Series) -> tuple[int, bool, float] | None:
         """Fill the pending decision at ``candle``'s open and mark at its close (the first
