@@ -50,6 +50,17 @@ ROWS = (
     ("vol_echo 1.0", "vol_echo", 1.0),
     ("pure noise", "momentum", 0.0),
 )
+CONFIRM_ROWS = (
+    ("regime 0.5", "regime", 0.5),
+    ("mean_reversion 1.0", "mean_reversion", 1.0),
+    ("momentum 0.5, other seeds", "momentum", 0.5),
+    ("vol_trend 1.0, other seeds", "vol_trend", 1.0),
+)
+"""``--confirm``: series no default was chosen on (kinds the ladder never ran, and seeds
+``CONFIRM_SEED0 + 1 ...`` of two of its kinds), plus the bundled dataset: a setting chosen on the
+ladder's rows is kept only if it holds here too."""
+CONFIRM_SEED0 = 100
+BUNDLED = "SYNTH-BTC-EUR_1H_20240101-20251231"
 SETTINGS = ["ppo_prediction_source=in_sample", "leak_controls=false", "training.device=cpu"]
 ENSEMBLE_SETTINGS = [
     "ppo_prediction_source=walk_forward",
@@ -171,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated substrings: only the rows whose label contains one (e.g. echo,noise)",
     )
     p.add_argument(
+        "--confirm",
+        action="store_true",
+        help="the confirmation set instead (kinds and seeds the defaults were not chosen on, and "
+        "the bundled dataset); results file classifier_ladder_confirm*.md",
+    )
+    p.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -187,17 +204,21 @@ def main(argv: list[str] | None = None) -> int:
     def picked(label: str) -> bool:
         return not wanted or any(w in label for w in wanted)
 
-    for label, kind, signal in ROWS:
+    seed0 = CONFIRM_SEED0 if args.confirm else 0
+    for label, kind, signal in CONFIRM_ROWS if args.confirm else ROWS:
         if not picked(label):
             continue
-        for seed in range(1, args.seeds + 1):
+        for seed in range(seed0 + 1, seed0 + args.seeds + 1):
 
             def write(path: Path, k: str = kind, s: float = signal, sd: int = seed) -> None:
                 write_ohlcv_csv(generate_ohlcv(args.bars, signal=s, seed=sd, kind=k), path)
 
             jobs.append((label, seed, write))
-    for label, name in REAL:
-        real = sample_csv(name) if picked(label) else None
+    real_rows = (("bundled dataset", BUNDLED),) if args.confirm else REAL
+    for label, name in real_rows:
+        real = None if not picked(label) else (
+            HERE.parent / "datasets" / f"{name}.csv" if args.confirm else sample_csv(name)
+        )
         if real is not None:
 
             def copy(path: Path, src: Path = real) -> None:
@@ -211,13 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     lines = [
         "# The classifier ladder (`bench/bench_classifier_ladder.py`)"
+        + (", confirmation set" if args.confirm else "")
         + (", auto's ensembles" if args.ensembles else "")
         + "".join(f", {s}" for s in args.sets),
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}.",
         f"Command: `python bench/bench_classifier_ladder.py --seeds {args.seeds} --bars "
-        f"{args.bars}{' --ensembles' if args.ensembles else ''}"
+        f"{args.bars}{' --confirm' if args.confirm else ''}"
+        f"{' --ensembles' if args.ensembles else ''}"
         f"{f' --rows {args.rows}' if args.rows else ''}"
         f"{''.join(f' --set {s}' for s in args.sets)}`: step 5, demo preset, "
         f"{' '.join(base)}. Cells: test macro-F1 / "
@@ -283,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     met = [k for k, v in ok_rows.items() if all(v)]
     lines.append(f"Rows meeting the target on every seed: {len(met)} of {len(ok_rows)}.")
-    suffix = "_ensembles" if args.ensembles else ""
+    suffix = "_confirm" if args.confirm else ""
+    suffix += "_ensembles" if args.ensembles else ""
     suffix += f"_bars-{args.bars}" if args.bars != 8000 else ""
     suffix += "".join("_" + s.replace("=", "-").replace(".", "") for s in args.sets)
     suffix += f"_rows-{args.rows.replace(',', '-')}" if args.rows else ""

@@ -69,6 +69,11 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+MIN_BATCH = 32
+"""The smallest batch :func:`scale_batch_size` cuts to for the sake of ``min_steps`` (below it a
+step's gradient is mostly noise and a CPU epoch mostly Python overhead)."""
+
+
 def scale_batch_size(
     configured: int,
     free_bytes: int | None,
@@ -76,20 +81,25 @@ def scale_batch_size(
     reference_bytes: int = 10 * 2**30,
     max_factor: int = 8,
     min_steps: int = 1,
+    min_batch: int = MIN_BATCH,
 ) -> int:
-    """Batch size for a GPU with ``free_bytes`` free: ``configured`` x a power of two.
+    """The training batch: ``configured``, grown on a large GPU, cut where an epoch would be
+    too short.
 
-    The configured size is taken as right for about ``reference_bytes`` (10 GiB) of free memory;
-    each doubling of free memory doubles the batch, up to ``max_factor`` x, never beyond the
-    training set, and (an H200 once grew it to 8,192 on ~8,600 windows, one or two optimizer
-    steps per epoch) never so far that an epoch has fewer than ``min_steps`` steps: growth stops
-    there, the configured size is never cut. ``free_bytes=None`` (CPU) keeps the configured size.
+    On CUDA the configured size is taken as right for about ``reference_bytes`` (10 GiB) of free
+    memory; each doubling of free memory doubles the batch, up to ``max_factor`` x, never beyond
+    the training set. On every device (issue 17 item 3: an H200 once grew it to 8,192 on ~8,600
+    windows, one or two optimizer steps per epoch; the demo's 512 on ~5,100 windows gave 10) the
+    batch is at most ``n_train // min_steps``, so an epoch keeps ``min_steps`` optimizer steps,
+    but never below ``min_batch`` (or the configured size, if smaller): tiny datasets keep
+    batches worth a step. ``free_bytes=None`` (CPU) grows nothing.
     """
     size = configured
     if free_bytes is not None and free_bytes > reference_bytes:
         factor = 2 ** int(math.floor(math.log2(free_bytes / reference_bytes)))
-        room = max(configured, n_train // max(min_steps, 1))  # the most that keeps min_steps
-        size = min(configured * min(factor, max_factor), room)
+        size = configured * min(factor, max_factor)
+    floor = min(configured, min_batch)
+    size = min(size, max(floor, n_train // max(min_steps, 1)))  # keeps min_steps per epoch
     return max(1, min(size, max(n_train, 1)))
 
 

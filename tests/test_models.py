@@ -31,6 +31,7 @@ def tiny_cfg(**changes: object) -> TrainingConfig:
         dlstm_layers=1,
         dlstm_kernel=5,
         batch_size=64,
+        min_steps_per_epoch=1,  # the configured batch on tiny data (tests that count batches)
         epochs=3,
         patience=3,
         device="cpu",
@@ -138,14 +139,37 @@ def test_batch_size_scales_with_free_memory() -> None:
 
 @pytest.mark.unit
 def test_batch_growth_keeps_min_steps_per_epoch() -> None:
-    """An H200 grew the batch to 8,192 on ~8,600 windows (1-2 steps per epoch). Growth now stops
-    where an epoch would have fewer than ``min_steps`` steps; the configured size is never cut."""
+    """An H200 grew the batch to 8,192 on ~8,600 windows (1-2 steps per epoch). Growth stops
+    where an epoch would have fewer than ``min_steps`` steps."""
     gib = 2**30
-    assert scale_batch_size(1024, 139 * gib, 8_600, min_steps=50) == 1024  # was 8192
     assert scale_batch_size(256, 139 * gib, 8_600, min_steps=20) == 430  # 8,600 / 20
     assert scale_batch_size(1024, 20 * gib, 100_000, min_steps=50) == 2000  # 100,000 / 50
     assert scale_batch_size(1024, 139 * gib, 1_000_000, min_steps=50) == 8192  # room: 8x
-    assert scale_batch_size(1024, None, 8_600, min_steps=50) == 1024  # CPU: as configured
+
+
+@pytest.mark.unit
+def test_batch_is_cut_to_keep_min_steps_per_epoch_on_every_device() -> None:
+    """Issue 17 item 3: the demo's 512 on ~5,100 windows gave 10 optimizer steps per epoch (and
+    the default 1,024 on the bundled dataset about 11); the batch is now cut so an epoch keeps
+    ``min_steps``, on the CPU and on a GPU alike, never below 32 (or the configured size)."""
+    gib = 2**30
+    assert scale_batch_size(512, None, 5_100, min_steps=50) == 102  # CPU, the demo: was 512
+    assert scale_batch_size(1024, None, 8_600, min_steps=50) == 172  # CPU: was 1024
+    assert scale_batch_size(1024, 139 * gib, 8_600, min_steps=50) == 172  # GPU: was 1024
+    assert scale_batch_size(512, None, 400, min_steps=50) == 32  # tiny data: the floor
+    assert scale_batch_size(16, None, 400, min_steps=50) == 16  # never above the configured
+    assert scale_batch_size(512, None, 5_100, min_steps=1) == 512  # 1 = the configured batch
+
+
+@pytest.mark.unit
+def test_training_uses_the_cut_batch_on_cpu() -> None:
+    """``train_classifier`` on the CPU trains with the cut batch (its history says which)."""
+    x, bars, y = learnable_data(600)
+    train, val = window_data(x, bars, y)
+    cfg = tiny_cfg(epochs=1, batch_size=1024, min_steps_per_epoch=10)
+    seed_everything(cfg.seed)
+    result = train_classifier(build_classifier(arch_config("gru", F, cfg)), train, val, cfg)
+    assert result.history[0]["batch_size"] == max(32, len(train) // 10) < 1024
 
 
 @pytest.mark.unit

@@ -116,8 +116,9 @@ class TrainingConfig:
     grad_clip: float = setting(1.0, "gradient clipping max norm (0 = off)", "train", min=0)
     min_steps_per_epoch: int = setting(
         50,
-        "CUDA batch auto-size grows the batch only while an epoch keeps this many optimizer "
-        "steps; the learning rate grows with the square root of the batch's growth",
+        "optimizer steps an epoch keeps: the batch is cut to at most training windows / this "
+        "(never below 32), and the CUDA auto-size grows it only that far; the learning rate "
+        "grows with the square root of the batch's growth; 1 = the configured batch",
         "run",
         min=1,
     )
