@@ -216,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append((label, seed, write))
     real_rows = (("bundled dataset", BUNDLED),) if args.confirm else REAL
     for label, name in real_rows:
-        real = None if not picked(label) else (
-            HERE.parent / "datasets" / f"{name}.csv" if args.confirm else sample_csv(name)
+        real = (
+            None
+            if not picked(label)
+            else (HERE.parent / "datasets" / f"{name}.csv" if args.confirm else sample_csv(name))
         )
         if real is not None:
 
