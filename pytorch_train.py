@@ -194,7 +194,7 @@ def _setup(model: nn.Module, train: WindowData, cfg: TrainingConfig, fingerprint
     # A batch grown k-fold takes sqrt(k) x the step (Adam's square-root scaling rule, Malladi
     # et al. 2022), so fewer, larger steps cover the same distance. A batch cut for
     # min_steps_per_epoch keeps the configured rate: Adam's 1e-3 is the usual small-batch rate,
-    # and on the classifier ladder the demo's networks gained at batch 128 with it unchanged.
+    # and on the classifier ladder the demo's networks gained with it at the cut batch (102).
     lr = cfg.learning_rate * math.sqrt(max(batch_size / max(cfg.batch_size, 1), 1.0))
     model.to(device)
     weights = torch.as_tensor(class_weights(train.labels.cpu().numpy()), dtype=torch.float32)
