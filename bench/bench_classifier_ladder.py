@@ -26,9 +26,11 @@ import contextlib
 import importlib.util
 import io
 import logging
+import math
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -159,6 +161,41 @@ def compare(base: Path, variant: Path) -> int:
     return 0
 
 
+def selection_shifts(models: dict) -> dict[str, float]:
+    """Per model: (its validation macro-F1 - logreg's) - (its test macro-F1 - logreg's), what
+    choosing on validation gains or loses against logreg by the time it reaches the test block."""
+    lr = models["logreg"]
+    out = {}
+    for name, m in models.items():
+        if name != "logreg" and m.get("val_macro_f1") is not None:
+            out[name] = (m["val_macro_f1"] - lr["val_macro_f1"]) - (
+                m["test_macro_f1"] - lr["test_macro_f1"]
+            )
+    return out
+
+
+def shift_lines(shifts: dict[str, list[float]]) -> list[str]:
+    """How far validation rankings move on the test block (is choosing on validation biased?)."""
+    nets = [x for n, v in shifts.items() if n not in TABULAR for x in v]
+    if len(nets) < 2:
+        return []
+    lgb = shifts.get("lightgbm", [])
+
+    def stat(v: list[float]) -> str:
+        return (
+            f"mean {statistics.mean(v):+.4f} (s.e. {statistics.stdev(v) / math.sqrt(len(v)):.4f}), "
+            f"sd {statistics.stdev(v):.4f} over {len(v)}"
+        )
+
+    return [
+        "Validation vs test, each model against logreg (its validation lead minus its test lead; "
+        "a positive mean would say the early-stopping block flatters it): networks "
+        + stat(nets)
+        + (f"; lightgbm {stat(lgb)}" if len(lgb) > 1 else "")
+        + "."
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="seeds per synthetic row (1, 2, ...)")
@@ -262,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "|" + "---|" * (len(MODEL_NAMES) + 6),
     ]
     ok_rows: dict[str, list[bool]] = {}
+    shifts: dict[str, list[float]] = {}
     above_rows: dict[str, list[bool]] = {}
     chance_rows: dict[str, list[int]] = {}
     t0 = time.perf_counter()
@@ -276,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             above_rows.setdefault(label, []).append(f1 > tab)
         above = [n for n in MODEL_NAMES if models[n].get("beats_chance_on_test")]
         chance_rows.setdefault(label, []).append(len(above))
+        for name, shift in selection_shifts(models).items():
+            shifts.setdefault(name, []).append(shift)
         cells = [
             f"{m['test_macro_f1']:.3f} / {m['direction_accuracy']:.0%}"
             if m.get("direction_accuracy") is not None
@@ -306,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             + "; ".join(f"{k}: {', '.join(str(n) for n in v)} per seed" for k, v in noise.items())
             + " (target 0)."
         )
+    lines += shift_lines(shifts)
     met = [k for k, v in ok_rows.items() if all(v)]
     lines.append(f"Rows meeting the target on every seed: {len(met)} of {len(ok_rows)}.")
     suffix = "_confirm" if args.confirm else ""
