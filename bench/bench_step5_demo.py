@@ -47,6 +47,21 @@ def run_once(setting: str) -> tuple[float, int]:
         return seconds, len(list((root / "models").rglob("*.pth")))
 
 
+def time_variants(
+    key: str, values: tuple[str, ...], runs: int
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Step 5 at each ``key = value``, alternating the order run by run: seconds per value and
+    the networks each saved."""
+    times: dict[str, list[float]] = {v: [] for v in values}
+    nets: dict[str, int] = {}
+    for i in range(runs):
+        for v in values if i % 2 == 0 else values[::-1]:
+            seconds, nets[v] = run_once(f"{key}={v}")
+            times[v].append(seconds)
+            print(f"run {i + 1} {key}={v}: {seconds:.1f} s, {nets[v]} networks", flush=True)
+    return times, nets
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=2, help="runs of each variant (median reported)")
@@ -56,15 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = tuple(args.values.split(","))
     if len(variants) != 2:
         p.error(f"--values: expected two comma-separated values, got {args.values!r}")
-    if args.key != KEY:
+    if (args.key, variants) != (KEY, VARIANTS):
         return compare_setting(args.key, variants, args.runs)
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    nets: dict[str, int] = {}
-    for i in range(args.runs):
-        for v in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
-            seconds, nets[v] = run_once(f"{KEY}={v}")
-            times[v].append(seconds)
-            print(f"run {i + 1} {v}: {seconds:.1f} s, {nets[v]} networks", flush=True)
+    times, nets = time_variants(KEY, VARIANTS, args.runs)
     med = {v: statistics.median(t) for v, t in times.items()}
     lines = [
         "# The demo's step 5: fold models for the agent's classifier only "
@@ -96,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 def compare_setting(key: str, values: tuple[str, str], runs: int) -> int:
     """Step 5 of the demo at ``key = values[0]`` and ``values[1]``, alternating; medians and
     ratio in ``results/step5_demo_{key}.md``."""
-    times: dict[str, list[float]] = {v: [] for v in values}
-    for i in range(runs):
-        for v in values if i % 2 == 0 else values[::-1]:
-            seconds, _nets = run_once(f"{key}={v}")
-            times[v].append(seconds)
-            print(f"run {i + 1} {key}={v}: {seconds:.1f} s", flush=True)
+    times, _nets = time_variants(key, values, runs)
     med = {v: statistics.median(t) for v, t in times.items()}
     a, b = values
     lines = [
