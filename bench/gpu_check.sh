@@ -42,6 +42,9 @@ stage() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
   tar czf "$OUT/results.tar.gz" results logs models/*.json ppo_approach/logs 2>/dev/null
 
   stage "2. classifier benchmark, default sizes, AMP on / off"
+  # 10,000 windows: min_steps_per_epoch (50) caps the batch at 200 here as in the pipeline (the
+  # bundled dataset's ~11,000 training windows train at ~220); the auto-size growth past the
+  # configured 1,024 needs more than 102,400 windows and enough free memory.
   for amp in on off; do
     timeout 75 $PY bench/bench_classifier.py --device cuda --amp "$amp" --sizes default \
       --default-windows 10000 --epochs 3 --repeats 1 --out "$OUT/classifier_amp_$amp.md" 2>&1 | tail -6
