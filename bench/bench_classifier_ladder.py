@@ -120,6 +120,16 @@ def auto_choice(summary: dict) -> tuple[str, float, float]:
     return best[0], float(e["test_macro_f1"]), float(e["macro_f1_standard_error"])
 
 
+def ensemble_candidate(summary: dict) -> tuple[str, float] | None:
+    """``(what, test macro-F1)`` of auto's ensemble candidate whether or not auto used it: the
+    combination (or model alone) that scored best on the agent-val rows; ``None`` without one."""
+    ens = summary.get("auto_ensemble") or {}
+    test = (ens.get("scores") or {}).get("test") or {}
+    if "ensemble" not in test:
+        return None
+    return str(ens.get("choice")), float(test["ensemble"])
+
+
 def _network_f1(path: Path) -> dict[str, float]:
     """Per row of a results file: the four networks' test macro-F1, mean over models and seeds."""
     per_row: dict[str, list[float]] = {}
@@ -300,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     ok_rows: dict[str, list[bool]] = {}
     shifts: dict[str, list[float]] = {}
+    what_if: dict[str, list[bool]] = {}
     above_rows: dict[str, list[bool]] = {}
     chance_rows: dict[str, list[int]] = {}
     t0 = time.perf_counter()
@@ -316,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         chance_rows.setdefault(label, []).append(len(above))
         for name, shift in selection_shifts(models).items():
             shifts.setdefault(name, []).append(shift)
+        candidate = ensemble_candidate(s)
+        if candidate is not None:
+            what_if.setdefault(label, []).append(candidate[1] >= tab - se)
+            print(f"  auto's ensemble candidate: {candidate[0]}, test {candidate[1]:.3f}")
         cells = [
             f"{m['test_macro_f1']:.3f} / {m['direction_accuracy']:.0%}"
             if m.get("direction_accuracy") is not None
@@ -347,6 +362,14 @@ def main(argv: list[str] | None = None) -> int:
             + " (target 0)."
         )
     lines += shift_lines(shifts)
+    if what_if:
+        lines.append(
+            "What if auto always took its ensemble candidate (the combination that won on the "
+            "agent-val rows, needed or not; a model alone where none did): within one s.e. of the "
+            "best tabular model on "
+            + "; ".join(f"{k}: {sum(v)} of {len(v)}" for k, v in what_if.items())
+            + "."
+        )
     met = [k for k, v in ok_rows.items() if all(v)]
     lines.append(f"Rows meeting the target on every seed: {len(met)} of {len(ok_rows)}.")
     suffix = "_confirm" if args.confirm else ""
