@@ -59,6 +59,8 @@ def test_architecture_lookup() -> None:
         "lightgbm_rounds",
         "lightgbm_learning_rate",
         "lightgbm_leaves",
+        "lightgbm_min_leaf_rows",
+        "lightgbm_l2",
     )
     with pytest.raises(PipelineError, match="unknown model 'tcn'; expected one of lstm, gru"):
         architecture("tcn")

@@ -811,3 +811,34 @@ def test_lightgbm_model_keeps_its_text_booster_and_feeds_the_agent(
     assert entry["test_rows"] == summary["models"]["gru"]["test_rows"]  # the networks' rows
     report = validate_models(signal_config("ppo.prediction_model=lightgbm"), "SIG", paths)
     assert report["lightgbm"]["walk_forward_models"] == 2
+
+
+@pytest.mark.integration
+def test_lightgbm_never_sees_the_block_auto_chooses_on(signal_run) -> None:
+    """LightGBM's boosting rounds are chosen on an inner split of the fit bars, not on the
+    early-stopping block that ``prediction_model = auto`` compares the models on: with that
+    block's labels scrambled the trees are the same (issue 17: stopped on it, LightGBM's
+    validation score flattered it and auto took it over a BiLSTM better on both blocks)."""
+    import dataclasses
+
+    from pipeline.classifiers.fit_plan import main_plan
+    from pipeline.classifiers.prepare import load_classifier_data
+    from pipeline.classifiers.report import labelled_bars
+    from pipeline.classifiers.tabular import fit_lightgbm, inner_split
+
+    root, _summary, cfg = signal_run
+    prep = load_classifier_data(cfg.training, "SIG", Paths.from_root(root), save_scaler=False)
+    plan = main_plan(prep)
+    bars = (labelled_bars(plan.fit, plan.labels), labelled_bars(plan.early_stop, plan.labels))
+    first, rounds = fit_lightgbm(cfg.training, prep, plan, bars)
+    scrambled = plan.labels.copy()
+    scrambled[bars[1]] = (scrambled[bars[1]] + 1) % 3  # every early-stopping label wrong
+    second, rounds_scrambled = fit_lightgbm(
+        cfg.training, prep, dataclasses.replace(plan, labels=scrambled), bars
+    )
+    assert rounds_scrambled == rounds
+    assert second.model_text == first.model_text
+    purge = prep.arrays.splits.purge
+    inner_fit, inner_stop = inner_split(bars[0], cfg.training.val_fraction, purge)
+    assert inner_stop[-1] == bars[0][-1] and inner_stop[0] - inner_fit[-1] > purge
+    assert len(inner_stop) == round(len(bars[0]) * cfg.training.val_fraction)
