@@ -17,6 +17,7 @@ ORDER = [
     "classifier_ladder",
     "classifier_ladder_compare_min_steps_per_epoch-50",
     "classifier_ladder_confirm",
+    "lightgbm",
     "classifier_ladder_compare_confirm_min_steps_per_epoch-50",
     "step5_demo_min_steps_per_epoch",
     "classifier_ladder_uncut_batch",
@@ -33,6 +34,18 @@ ORDER = [
     "classifier_ladder_bars-40000_rows-vol_echo-echo",
     "classifier_ladder_bars-40000_trainingnetwork_features-ret_1,hl_range,body,upper_wick,"
     "lower_wick,volume_ratio_24_rows-vol_echo-echo",
+    "classifier_ladder_trainingnetwork_wide-true_trainingnetwork_features-ret_1,hl_range,body,"
+    "upper_wick,lower_wick,volume_ratio_24",
+    "classifier_ladder_compare_trainingnetwork_wide-true_trainingnetwork_features-ret_1,hl_range,"
+    "body,upper_wick,lower_wick,volume_ratio_24",
+    "classifier_ladder_confirm_trainingnetwork_wide-true_trainingnetwork_features-ret_1,hl_range,"
+    "body,upper_wick,lower_wick,volume_ratio_24",
+    "classifier_ladder_compare_confirm_trainingnetwork_wide-true_trainingnetwork_features-ret_1,"
+    "hl_range,body,upper_wick,lower_wick,volume_ratio_24",
+    "classifier_ladder_bars-40000_trainingnetwork_wide-true_trainingnetwork_features-ret_1,"
+    "hl_range,body,upper_wick,lower_wick,volume_ratio_24_rows-vol_echo-echo",
+    "classifier_ladder_trainingnetwork_wide-true",
+    "classifier_ladder_compare_trainingnetwork_wide-true",
     "classifier_ladder_lr_schedule-warmup_cosine",
     "classifier_ladder_trainingweight_decay-00001",
     "classifier_ladder_trainingweight_decay-001",
