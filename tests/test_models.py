@@ -538,3 +538,32 @@ def test_network_features_select_the_columns_a_network_reads() -> None:
     again.load_state_dict(model.state_dict())  # the model file's round trip
     with pytest.raises(ConfigError, match=r"network_features: volume not in the feature list"):
         arch_config("lstm", 26, tiny_cfg(network_features=("ret_1", "volume")))
+
+
+@pytest.mark.unit
+def test_network_wide_adds_logregs_view_of_every_feature() -> None:
+    """``network_wide``: a network's logits plus a linear model on the last bar and mean of EVERY
+    feature (wide and deep), while the recurrent part reads only ``network_features``; the model
+    file's arch rebuilds it; logreg and lightgbm are not wrapped."""
+    from pipeline.classifiers.nets import ColumnSelect, LogRegClassifier, WideAndDeep
+    from pipeline.data.features import DEFAULT_FEATURES
+
+    n = len(DEFAULT_FEATURES)
+    cfg = tiny_cfg(network_features=("ret_1", "hl_range"), network_wide=True)
+    arch = arch_config("gru", n, cfg)
+    assert arch["wide"] is True and arch["input_columns"] == [0, 5]
+    assert "wide" not in arch_config("logreg", n, cfg) and "wide" not in arch_config(
+        "gru", n, tiny_cfg()
+    )
+    model = build_classifier(arch).eval()
+    assert isinstance(model, WideAndDeep) and isinstance(model.deep, ColumnSelect)
+    assert model.wide.in_features == 2 * n
+    x = torch.randn(4, 8, n)  # (B, T, F)
+    with torch.no_grad():
+        want = model.deep.net(x[:, :, [0, 5]]) + model.wide(LogRegClassifier.summary(x))
+        assert torch.allclose(model(x), want)
+        x2 = x.clone()
+        x2[:, :, 1:5] += 1.0  # columns the recurrent part does not read reach the wide part
+        assert not torch.allclose(model(x2), model(x))
+    again = build_classifier(arch)
+    again.load_state_dict(model.state_dict())  # the model file's round trip

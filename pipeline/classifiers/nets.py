@@ -174,7 +174,23 @@ def arch_config(model: str, n_features: int, cfg: TrainingConfig) -> dict[str, A
     columns = cfg.network_columns() if architecture(model).is_network else None
     if columns is not None:
         arch["input_columns"] = columns
+    if cfg.network_wide and architecture(model).is_network:
+        arch["wide"] = True
     return arch
+
+
+class WideAndDeep(nn.Module):
+    """Wide and deep (Cheng et al. 2016, ``network_wide``): the network's logits plus a linear
+    model on :meth:`LogRegClassifier.summary` of every feature, trained together, so the network
+    starts from what logreg sees and its recurrent part only has to add what that misses."""
+
+    def __init__(self, deep: nn.Module, n_features: int) -> None:
+        super().__init__()
+        self.deep = deep
+        self.wide = nn.Linear(2 * n_features, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, 3)
+        return self.deep(x) + self.wide(LogRegClassifier.summary(x))
 
 
 class ColumnSelect(nn.Module):
@@ -231,6 +247,9 @@ def build_classifier(arch: dict[str, Any]) -> nn.Module:
     name = arch.get("name")
     if name not in MODEL_NAMES:
         raise PipelineError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    if arch.get("wide") and architecture(name).is_network:
+        deep = build_classifier({k: v for k, v in arch.items() if k != "wide"})
+        return WideAndDeep(deep, int(arch["n_features"]))
     columns = arch.get("input_columns")
     if columns is not None and architecture(name).is_network:
         inner = build_classifier(

@@ -59,6 +59,12 @@ class TrainingConfig:
         "lightgbm always read every feature",
         "data",
     )
+    network_wide: bool = setting(
+        False,
+        "wide and deep: each network's logits plus a linear model on logreg's view of the window "
+        "(last bar and mean of every feature), trained together",
+        "data",
+    )
     lookback: int = setting(
         60, "bars per input window (the model sees lookback x features)", "data", min=2
     )
