@@ -44,6 +44,9 @@ ORDER = [
     "hl_range,body,upper_wick,lower_wick,volume_ratio_24",
     "classifier_ladder_bars-40000_trainingnetwork_wide-true_trainingnetwork_features-ret_1,"
     "hl_range,body,upper_wick,lower_wick,volume_ratio_24_rows-vol_echo-echo",
+    "classifier_ladder_bars-40000_rows-momentum-vol_trend-noise",
+    "classifier_ladder_bars-40000_trainingnetwork_wide-true_trainingnetwork_features-ret_1,"
+    "hl_range,body,upper_wick,lower_wick,volume_ratio_24_rows-momentum-vol_trend-noise",
     "classifier_ladder_trainingnetwork_wide-true",
     "classifier_ladder_compare_trainingnetwork_wide-true",
     "classifier_ladder_lr_schedule-warmup_cosine",
