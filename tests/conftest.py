@@ -121,8 +121,8 @@ def signal_config() -> Callable[..., Config]:
 
 @pytest.fixture(scope="session")
 def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingSummary, Config]:
-    """Every model (the four networks, logreg, lightgbm) trained on a planted-signal dataset
-    (signal 1.0), walk-forward tables:
+    """Every model (the four networks, logreg, window_logreg, lightgbm) trained on a
+    planted-signal dataset (signal 1.0), walk-forward tables:
     ``(root, training summary, config)`` with the dataset ``SIG``. Read only: copy to change."""
     root = tmp_path_factory.mktemp("signal")
     _write_dataset(root, "SIG", signal=1.0, seed=0)
@@ -133,8 +133,8 @@ def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Training
 
 @pytest.fixture(scope="session")
 def rw_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainingSummary, Config]:
-    """Every model (the four networks, logreg, lightgbm) on a pure random walk (signal 0),
-    in-sample prediction tables:
+    """Every model (the four networks, the logistic regressions, lightgbm) on a pure random walk
+    (signal 0), in-sample prediction tables:
     ``(root, training summary, config)`` with the dataset ``RW``. Read only: copy to change."""
     root = tmp_path_factory.mktemp("rw")
     _write_dataset(root, "RW", signal=0.0, seed=0)

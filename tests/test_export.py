@@ -148,6 +148,48 @@ def test_an_exported_classifier_gives_the_predictors_probabilities(
     np.testing.assert_array_equal(got.argmax(axis=1), want.argmax(axis=1))
 
 
+@pytest.mark.integration
+def test_an_exported_window_logreg_gives_the_predictors_probabilities(tmp_path: Path) -> None:
+    """window_logreg (one weight per bar and per-bar feature; issue 17) exports like the other
+    torch classifiers: ONNX Runtime's probabilities on every test-block window of raw features are
+    within 1e-5 of the pipeline's predictor."""
+    import train_models
+    from pipeline.classifiers.predictors import PredictionModel
+    from pipeline.classifiers.prepare import load_classifier_data
+    from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+
+    (tmp_path / "datasets").mkdir()
+    write_ohlcv_csv(
+        generate_ohlcv(3000, signal=1.0, seed=2, kind="echo"), tmp_path / "datasets" / "W.csv"
+    )
+    args = [
+        "--dataset",
+        "W",
+        "--root",
+        str(tmp_path),
+        "--preset",
+        "smoke",
+        "--set",
+        "num_threads=1",
+    ]
+    assert train_models.main([*args, "--models", "window_logreg"]) == 0
+    torch.set_num_threads(1)
+    paths = Paths.from_root(tmp_path)
+    data = load_classifier_data(_smoke_cfg().training, "W", paths, save_scaler=False)
+    predictor = PredictionModel("window_logreg", "W", paths, "cpu")
+    test = data.arrays.splits.test
+    bars = np.arange(test.start, test.stop)
+    lookback = predictor.lookback
+    features = data.arrays.features  # (N, F) raw
+    windows = np.stack([features[b - lookback + 1 : b + 1] for b in bars])  # (n, L, F)
+    path = export.export_classifier_onnx(predictor.path, tmp_path / "window_logreg.onnx")
+    got = export.onnx_classifier_probabilities(path, windows)
+    want = predictor.predict_bars(features, bars)
+    assert got.shape == want.shape == (bars.size, 3)
+    assert float(np.abs(got - want).max()) < TOLERANCE
+    assert len(set(want.argmax(axis=1))) > 1  # it predicts more than one class: not vacuous
+
+
 # ---------------------------------------------------------------- the export folder and runtime
 
 

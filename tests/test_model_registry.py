@@ -39,18 +39,36 @@ PARAMETERS: dict[tuple[str, int], int] = {
     ("bilstm", 7): 536323,
     ("dlstm", 7): 405254,
     ("logreg", 7): 45,
+    # 60 bars x the 6 per-bar features x 3 classes + 3 biases
+    ("window_logreg", 26): 1083,
 }
 
 
 def test_names_and_orders() -> None:
-    assert model_registry.MODEL_NAMES == ("lstm", "gru", "bilstm", "dlstm", "logreg", "lightgbm")
+    assert model_registry.MODEL_NAMES == (
+        "lstm",
+        "gru",
+        "bilstm",
+        "dlstm",
+        "logreg",
+        "window_logreg",
+        "lightgbm",
+    )
     assert model_registry.NETWORK_NAMES == ("lstm", "gru", "bilstm", "dlstm")
-    assert model_registry.SIMPLEST_FIRST == ("logreg", "lightgbm", "gru", "lstm", "bilstm", "dlstm")
+    assert model_registry.SIMPLEST_FIRST == (
+        "logreg",
+        "window_logreg",
+        "lightgbm",
+        "gru",
+        "lstm",
+        "bilstm",
+        "dlstm",
+    )
     # the modules that name them take them from the registry
     assert config_schema.MODEL_NAMES is model_registry.MODEL_NAMES
     assert config_schema.NETWORK_NAMES is model_registry.NETWORK_NAMES
     assert model_choice.SIMPLEST_FIRST is model_registry.SIMPLEST_FIRST
-    assert [a.kind for a in ARCHITECTURES] == ["network"] * 4 + ["tabular"] * 2
+    assert [a.kind for a in ARCHITECTURES] == ["network"] * 4 + ["tabular"] * 3
 
 
 def test_architecture_lookup() -> None:
@@ -93,12 +111,16 @@ def test_arch_config_holds_the_registry_keys(name: str) -> None:
     cfg = TrainingConfig()
     arch = nets.arch_config(name, 26, cfg)
     spec = architecture(name)
+    # window_logreg's flat input: the lookback and the per-bar columns it reads at every bar
+    window = {"lookback": 60, "input_columns": [0, 5, 6, 7, 8, 12]}
     assert arch == {"name": name, "n_features": 26} | {
         s.key: getattr(cfg, spec.config_key(s)) for s in spec.settings
-    }
+    } | (window if name == "window_logreg" else {})
     assert cfg.model_params(name) == {s.key: s.default for s in spec.settings}
     picky = dataclasses.replace(cfg, network_features=("ret_1", "body"))
-    assert ("input_columns" in nets.arch_config(name, 26, picky)) == spec.is_network
+    assert ("input_columns" in nets.arch_config(name, 26, picky)) == (
+        spec.is_network or name == "window_logreg"
+    )
 
 
 @pytest.mark.parametrize(("name", "n_features"), list(PARAMETERS), ids=str)

@@ -20,6 +20,8 @@ L, F = 16, 6
 def tiny_cfg(**changes: object) -> TrainingConfig:
     """Tiny models (1 layer, 8-16 units), 3 epochs, CPU, one thread."""
     base: dict[str, object] = dict(
+        # F named features, so window_logreg's per-bar columns index the F-wide windows
+        features=("ret_1", "hl_range", "body", "upper_wick", "lower_wick", "volume_ratio_24"),
         lookback=L,
         lstm_units=16,
         lstm_layers=1,
@@ -520,7 +522,7 @@ def test_network_features_select_the_columns_a_network_reads() -> None:
     from pipeline.config.schema import ConfigError
     from pipeline.data.features import DEFAULT_FEATURES
 
-    cfg = tiny_cfg(network_features=("ret_1", "hl_range"))
+    cfg = tiny_cfg(features=("default",), network_features=("ret_1", "hl_range"))
     arch = arch_config("gru", len(DEFAULT_FEATURES), cfg)
     assert arch["input_columns"] == [0, 5] and "input_columns" not in arch_config(
         "logreg", len(DEFAULT_FEATURES), cfg
@@ -549,7 +551,7 @@ def test_network_wide_adds_logregs_view_of_every_feature() -> None:
     from pipeline.data.features import DEFAULT_FEATURES
 
     n = len(DEFAULT_FEATURES)
-    cfg = tiny_cfg(network_features=("ret_1", "hl_range"), network_wide=True)
+    cfg = tiny_cfg(features=("default",), network_features=("ret_1", "hl_range"), network_wide=True)
     arch = arch_config("gru", n, cfg)
     assert arch["wide"] is True and arch["input_columns"] == [0, 5]
     assert "wide" not in arch_config("logreg", n, cfg) and "wide" not in arch_config(

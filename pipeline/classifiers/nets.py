@@ -1,4 +1,5 @@
-"""The classifiers (LSTM, GRU, BiLSTM, DLSTM, logistic regression) and their model-file format.
+"""The classifiers (LSTM, GRU, BiLSTM, DLSTM, the logistic regressions, LightGBM) and their
+model-file format.
 
 Every model maps a window of scaled features ``(B, L, F)`` to three logits for Fall / Stationary /
 Rise. A model file (``torch.save`` of a plain dict, read back with ``weights_only=True``) carries
@@ -136,6 +137,38 @@ class LogRegClassifier(nn.Module):
         return self.linear(self.summary(x))
 
 
+class WindowLogRegClassifier(nn.Module):
+    """Multinomial logistic regression on every bar of the window (``window_logreg``).
+
+    ``(B, L, F)`` -> the per-bar ``columns`` of each of the last ``lookback`` bars, flattened
+    ``(B, lookback * F')`` -> 3 logits: one weight per feature and lag, the lag-specific linear
+    model a recurrent network has to learn to count (the one-layer linear model over the lookback
+    of Zeng et al. 2023). scikit-learn fits it (``pipeline.classifiers.tabular.fit_window_logreg``);
+    its coefficients live in ``linear``, in the order of ``x.reshape(B, -1)``.
+    """
+
+    def __init__(self, n_features: int, lookback: int, input_columns: list[int]) -> None:
+        super().__init__()
+        self.n_features = int(n_features)
+        self.lookback = int(lookback)
+        self.columns: torch.Tensor
+        self.register_buffer("columns", torch.as_tensor(input_columns, dtype=torch.long))
+        self.linear = nn.Linear(self.lookback * len(input_columns), N_CLASSES)
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, F) -> (B, lookback * F'): the last ``lookback`` bars' per-bar columns."""
+        if x.shape[1] < self.lookback:
+            raise PipelineError(
+                f"window_logreg reads {self.lookback} bars; the window has {x.shape[1]}"
+            )
+        last = x[:, x.shape[1] - self.lookback :].index_select(2, self.columns)  # (B, lookback, F')
+        return last.reshape(x.shape[0], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, L, F) -> logits (B, 3)."""
+        return self.linear(self.flat(x))
+
+
 class BoosterClassifier(nn.Module):
     """LightGBM's gradient-boosted trees on a summary of the window.
 
@@ -176,6 +209,11 @@ def arch_config(model: str, n_features: int, cfg: TrainingConfig) -> dict[str, A
         arch["input_columns"] = columns
     if cfg.network_wide and architecture(model).is_network:
         arch["wide"] = True
+    if model == "window_logreg":
+        from pipeline.data.features import per_bar_columns
+
+        arch["lookback"] = int(cfg.lookback)
+        arch["input_columns"] = per_bar_columns(cfg.resolved_features())
     return arch
 
 
@@ -228,6 +266,9 @@ BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "dlstm": lambda arch: DLSTMClassifier(**_sizes(arch)),
     # sklearn fits it; its settings (C) are not the module's, only the input width is
     "logreg": lambda arch: LogRegClassifier(int(arch["n_features"])),
+    "window_logreg": lambda arch: WindowLogRegClassifier(
+        int(arch["n_features"]), int(arch["lookback"]), [int(c) for c in arch["input_columns"]]
+    ),
     "lightgbm": _build_lightgbm,
 }
 """The ``nn.Module`` builder of every architecture of :mod:`pipeline.config.registry`, from the

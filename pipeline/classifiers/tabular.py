@@ -1,6 +1,7 @@
 """The tabular classifiers of step 5: ``logreg`` (scikit-learn's multinomial logistic regression)
 and ``lightgbm`` (gradient-boosted trees), fit on a numpy summary of each window
-(:func:`window_summary`) and kept as the torch modules of :mod:`pipeline.classifiers.nets`, so that
+(:func:`window_summary`), and ``window_logreg`` (logistic regression on every bar of the window,
+:func:`window_rows`), kept as the torch modules of :mod:`pipeline.classifiers.nets`, so that
 they are saved, loaded and predicted like the networks.
 
 ``train_models.py`` picks the labelled bars of a :class:`~pipeline.classifiers.fit_plan.FitPlan`
@@ -21,15 +22,24 @@ if TYPE_CHECKING:
     import torch
 
     from pipeline.classifiers.fit_plan import FitPlan
-    from pipeline.classifiers.nets import BoosterClassifier, LogRegClassifier
+    from pipeline.classifiers.nets import (
+        BoosterClassifier,
+        LogRegClassifier,
+        WindowLogRegClassifier,
+    )
     from pipeline.classifiers.prepare import ClassifierData
 
-TABULAR_MODELS = ("logreg", "lightgbm")
+TABULAR_MODELS = ("logreg", "window_logreg", "lightgbm")
 """The models fit by :func:`fit_tabular` rather than by the networks' training loop."""
 
 LIGHTGBM_EARLY_STOP = 50
 """Boosting rounds without a better log loss on the inner stopping split (:func:`inner_split`)
 before LightGBM stops."""
+
+WINDOW_LOGREG_C_GRID = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+"""The inverse L2 strengths ``window_logreg`` chooses from on the inner stopping split (by its
+class-balanced log loss). Its lookback x 6 inputs overfit at logreg's C = 1; on the ladder's
+sequential rows the choice fell on 0.001-0.1 (issue 17)."""
 
 Bars: TypeAlias = tuple["np.ndarray", "np.ndarray"]
 """``(fit_bars, early_stop_bars)``: the labelled bars of a plan's fit and early-stopping blocks."""
@@ -120,6 +130,9 @@ def fit_tabular(
     model: torch.nn.Module
     if name == "logreg":
         model = fit_logreg(cfg, prep, plan, bars)
+    elif name == "window_logreg":
+        model, c = fit_window_logreg(cfg, prep, plan, bars)
+        extra["c"] = c
     else:
         model, rounds = fit_lightgbm(cfg, prep, plan, bars)
         extra["boosting_rounds"] = rounds
@@ -161,6 +174,77 @@ def fit_logreg(
         model.linear.weight.copy_(torch.as_tensor(sk.coef_, dtype=torch.float32))
         model.linear.bias.copy_(torch.as_tensor(sk.intercept_, dtype=torch.float32))
     return model
+
+
+def window_rows(
+    scaled: np.ndarray, bars: np.ndarray, lookback: int, columns: list[int]
+) -> np.ndarray:
+    """``window_logreg``'s inputs: the ``columns`` of each of the ``lookback`` bars ending at
+    ``bars``, flattened ``(n, lookback * F')`` in the order of
+    :meth:`pipeline.classifiers.nets.WindowLogRegClassifier.flat`."""
+    import numpy as np
+
+    x = np.asarray(scaled, dtype=np.float64)[:, columns]  # (N, F')
+    idx = bars[:, None] + np.arange(-lookback + 1, 1)[None, :]  # (n, lookback)
+    return x[idx].reshape(len(bars), -1)  # (n, lookback * F')
+
+
+def fit_window_logreg(
+    cfg: TrainingConfig, prep: ClassifierData, plan: FitPlan, bars: Bars
+) -> tuple[WindowLogRegClassifier, float]:
+    """The ``window_logreg`` model: scikit-learn's multinomial logistic regression on every bar of
+    the window (:func:`window_rows`: the per-bar features at each lag), balanced class weights.
+    Also returns the C kept.
+
+    Where the signal is an ordering inside the window (the ladder's ``echo`` and ``vol_echo``: a
+    shock, or its size, coming back 24 bars later) logreg's last bar and mean blur it and the
+    networks overfit 8,000 bars before they find it; one weight per lag sees it. C is chosen from
+    :data:`WINDOW_LOGREG_C_GRID` on the inner split of the fit bars (:func:`inner_split`, as
+    LightGBM's rounds), then the model is refit on all of them, so the early-stopping block on
+    which ``prediction_model = auto`` compares the models stays unseen."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    from pipeline.classifiers.nets import WindowLogRegClassifier
+    from pipeline.data.features import per_bar_columns
+
+    lookback, columns = int(cfg.lookback), per_bar_columns(cfg.resolved_features())
+    labels = plan.labels
+
+    def data(block_bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = window_rows(plan.scaled, block_bars, lookback, columns)
+        return x, labels[block_bars].astype(np.int64)
+
+    def fit(x: np.ndarray, y: np.ndarray, c: float) -> Any:
+        return LogisticRegression(
+            C=c, max_iter=3000, class_weight="balanced", random_state=cfg.seed
+        ).fit(x, y)
+
+    x_fit, y_fit = data(bars[0])
+    if len(np.unique(y_fit)) < 3:
+        raise PipelineError(
+            f"{plan.tag}: the fit block's labels have {len(np.unique(y_fit))} of the 3 classes; "
+            "use a longer dataset or another threshold_delta"
+        )
+    inner_fit, inner_stop = inner_split(bars[0], cfg.val_fraction, prep.arrays.splits.purge)
+    (x_in, y_in), (x_stop, y_stop) = data(inner_fit), data(inner_stop)
+    c_best, loss_best = WINDOW_LOGREG_C_GRID[0], float("inf")
+    if len(np.unique(y_in)) == 3:
+        weight = compute_sample_weight("balanced", y_stop)
+        for c in WINDOW_LOGREG_C_GRID:
+            p = fit(x_in, y_in, c).predict_proba(x_stop)  # (n, 3)
+            loss = log_loss(y_stop, p, sample_weight=weight, labels=[0, 1, 2])
+            if loss < loss_best:
+                c_best, loss_best = c, loss
+    sk = fit(x_fit, y_fit, c_best)
+    model = WindowLogRegClassifier(len(prep.feature_names), lookback, columns)
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.as_tensor(sk.coef_, dtype=torch.float32))
+        model.linear.bias.copy_(torch.as_tensor(sk.intercept_, dtype=torch.float32))
+    return model, float(c_best)
 
 
 def fit_lightgbm(

@@ -121,7 +121,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture(
         name="lstm",
         kind=NETWORK,
-        simplicity=3,
+        simplicity=4,
         description="stacked LSTM, last hidden state -> linear head",
         settings=(
             Setting("units", int, 256, "LSTM hidden units", min=1, search=_UNITS_SEARCH),
@@ -140,7 +140,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture(
         name="gru",
         kind=NETWORK,
-        simplicity=2,
+        simplicity=3,
         description="stacked GRU, last hidden state -> linear head",
         settings=(
             Setting("units", int, 128, "GRU hidden units", min=1, search=_UNITS_SEARCH),
@@ -151,7 +151,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture(
         name="bilstm",
         kind=NETWORK,
-        simplicity=4,
+        simplicity=5,
         description="stacked bidirectional LSTM, both final states -> linear head",
         settings=(
             Setting(
@@ -164,7 +164,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture(
         name="dlstm",
         kind=NETWORK,
-        simplicity=5,
+        simplicity=6,
         description="decomposition LSTM: trend and remainder of the window, an LSTM stack each",
         settings=(
             Setting(
@@ -210,9 +210,18 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         ),
     ),
     Architecture(
-        name="lightgbm",
+        name="window_logreg",
         kind=TABULAR,
         simplicity=1,
+        description="multinomial logistic regression on every bar of the window (per-bar features)",
+        # No settings: its L2 strength is chosen on an inner split of the training block
+        # (pipeline.classifiers.tabular.WINDOW_LOGREG_C_GRID), as LightGBM's rounds are.
+        settings=(),
+    ),
+    Architecture(
+        name="lightgbm",
+        kind=TABULAR,
+        simplicity=2,
         description="LightGBM gradient-boosted trees on the window's last bar, mean and std",
         settings=(
             Setting(

@@ -257,7 +257,7 @@ class PPOConfig:
         "auto (the simplest model within one standard error of step 5's best validation "
         "macro-F1, or the ensemble of every model when it beats each alone by more than one "
         "standard error on the out-of-fold agent-val rows; named in every report) | lstm | gru | "
-        "bilstm | dlstm | logreg | lightgbm | ensemble",
+        "bilstm | dlstm | logreg | window_logreg | lightgbm | ensemble",
         "model",
         choices=("auto", *MODEL_NAMES, "ensemble"),
     )

@@ -361,6 +361,26 @@ DEFAULT_FEATURES: tuple[str, ...] = (
 )
 """The 26 per-bar features used by default (all scale-free: no raw price or volume level)."""
 
+PER_BAR_FEATURES: tuple[str, ...] = (
+    "ret_1",
+    "hl_range",
+    "body",
+    "upper_wick",
+    "lower_wick",
+    "volume_ratio_24",
+)
+"""The default features that describe one bar (its return, range, body and wicks, its volume
+against the last day's) rather than smooth many: what ``window_logreg`` reads at every bar of the
+window, and the ``network_features`` the classifier ladder tried (issue 17)."""
+
+
+def per_bar_columns(names: Sequence[str]) -> list[int]:
+    """Columns of the feature list ``names`` that ``window_logreg`` reads at every bar: the
+    :data:`PER_BAR_FEATURES` it has, or every feature when it has none of them."""
+    columns = [list(names).index(f) for f in PER_BAR_FEATURES if f in names]
+    return columns or list(range(len(names)))
+
+
 AVAILABLE_FEATURES: tuple[str, ...] = tuple(_REGISTRY)
 """Every name ``compute_features`` accepts (the defaults plus a few optional ones)."""
 
