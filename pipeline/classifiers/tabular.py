@@ -78,12 +78,20 @@ def tabular_data(
             window_summary(plan.scaled, block_bars, prep.arrays.lookback, spread),
             plan.labels[block_bars].astype(np.int64),
         ]
-    if len(np.unique(out[1])) < 3:
+    _check_three_classes(plan, out[1])
+    return out[0], out[1], out[2], out[3]
+
+
+def _check_three_classes(plan: FitPlan, y_fit: np.ndarray) -> None:
+    """One error line when the fit block's labels miss a class (nothing to fit a 3-class model
+    on)."""
+    import numpy as np
+
+    if len(np.unique(y_fit)) < 3:
         raise PipelineError(
-            f"{plan.tag}: the fit block's labels have {len(np.unique(out[1]))} of the 3 classes; "
+            f"{plan.tag}: the fit block's labels have {len(np.unique(y_fit))} of the 3 classes; "
             "use a longer dataset or another threshold_delta"
         )
-    return out[0], out[1], out[2], out[3]
 
 
 def history_row(
@@ -224,13 +232,10 @@ def fit_window_logreg(
         ).fit(x, y)
 
     x_fit, y_fit = data(bars[0])
-    if len(np.unique(y_fit)) < 3:
-        raise PipelineError(
-            f"{plan.tag}: the fit block's labels have {len(np.unique(y_fit))} of the 3 classes; "
-            "use a longer dataset or another threshold_delta"
-        )
+    _check_three_classes(plan, y_fit)
     inner_fit, inner_stop = inner_split(bars[0], cfg.val_fraction, prep.arrays.splits.purge)
     (x_in, y_in), (x_stop, y_stop) = data(inner_fit), data(inner_stop)
+    # Too few inner bars to hold every class: the strongest penalty, the safest guess.
     c_best, loss_best = WINDOW_LOGREG_C_GRID[0], float("inf")
     if len(np.unique(y_in)) == 3:
         weight = compute_sample_weight("balanced", y_stop)
