@@ -107,6 +107,21 @@ def run(csv_writer: object, name: str, sets: list[str]) -> dict:
             )
 
 
+def validation_leaders(summary: dict, k: int = 3) -> str:
+    """The ``k`` best models on each block a chooser could look at: step 5's validation block and,
+    with ``--ensembles``, the out-of-fold agent-val rows its ensembles are fitted on."""
+
+    def top(scores: dict[str, float]) -> str:
+        best = sorted(scores.items(), key=lambda kv: -kv[1])[:k]
+        return ", ".join(f"{m} {v:.3f}" for m, v in best)
+
+    val = {n: m["val_macro_f1"] for n, m in summary["models"].items() if "val_macro_f1" in m}
+    out = f"validation block {top(val)}"
+    oof = ((summary.get("auto_ensemble") or {}).get("scores") or {}).get("val") or {}
+    oof = {n: v for n, v in oof.items() if n != "ensemble"}
+    return out + (f"; out-of-fold agent-val rows {top(oof)}" if oof else "")
+
+
 def auto_choice(summary: dict) -> tuple[str, float, float]:
     """What ``prediction_model = auto`` feeds the agent: ``(name, test macro-F1, s.e.)``. An
     ensemble that step 5 chose (``auto_ensemble.used``) is named by its combination; its s.e. is
@@ -318,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     what_if: dict[str, list[bool]] = {}
     above_rows: dict[str, list[bool]] = {}
     chance_rows: dict[str, list[int]] = {}
+    misses: list[str] = []
     t0 = time.perf_counter()
     for label, seed, write in jobs:
         s = run(write, "LADDER_1H" if seed else "REAL", [*base, *args.sets])
@@ -328,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         ok_rows.setdefault(label, []).append(within)
         if label.split()[0] in SEQUENTIAL:
             above_rows.setdefault(label, []).append(f1 > tab)
+            if f1 <= tab:
+                misses.append(f"{label} seed {seed}: {validation_leaders(s)}")
         above = [n for n in MODEL_NAMES if models[n].get("beats_chance_on_test")]
         chance_rows.setdefault(label, []).append(len(above))
         for name, shift in selection_shifts(models).items():
@@ -358,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
             "Sequential rows, seeds where the auto choice scores ABOVE the best tabular model: "
             + "; ".join(f"{k}: {sum(v)} of {len(v)}" for k, v in above_rows.items())
             + "."
+        )
+    if misses:
+        lines.append(
+            "Where it was not above, the best models on the blocks a chooser may look at (test "
+            "unseen): " + "; ".join(misses) + "."
         )
     noise = {k: v for k, v in chance_rows.items() if "noise" in k}
     if noise:

@@ -25,6 +25,7 @@ ORDER = [
     "classifier_ladder_ensembles",
     "classifier_ladder_plain_max",
     "classifier_ladder_ensembles_stacking",
+    "classifier_ladder_ensembles_rows-echo-vol_echo",
     "classifier_ladder_compare_lr_schedule-warmup_cosine",
     "classifier_ladder_compare_trainingweight_decay-00001",
     "classifier_ladder_compare_trainingweight_decay-001",
@@ -45,6 +46,7 @@ ORDER = [
     "classifier_ladder_bars-40000_trainingnetwork_wide-true_trainingnetwork_features-ret_1,"
     "hl_range,body,upper_wick,lower_wick,volume_ratio_24_rows-vol_echo-echo",
     "classifier_ladder_bars-40000_rows-momentum-vol_trend-noise",
+    "classifier_ladder_bars-40000_rows-echo-vol_echo",
     "classifier_ladder_bars-40000_trainingnetwork_wide-true_trainingnetwork_features-ret_1,"
     "hl_range,body,upper_wick,lower_wick,volume_ratio_24_rows-momentum-vol_trend-noise",
     "classifier_ladder_trainingnetwork_wide-true",
