@@ -29,10 +29,10 @@ from torch import nn
 
 from pipeline.classifiers.prepare import build_classifier_arrays
 from pipeline.data.features import DEFAULT_FEATURES
+from pipeline.data.features import PER_BAR_FEATURES as PER_BAR
 from pipeline.data.synthetic import generate_ohlcv
 
 HERE = Path(__file__).resolve().parent
-PER_BAR = ("ret_1", "hl_range", "body", "upper_wick", "lower_wick", "volume_ratio_24")
 LOOKBACK = 32
 
 
