@@ -121,6 +121,24 @@ def test_the_exported_agent_takes_the_backtests_action_on_every_test_bar(
     assert len(set(actions)) > 1 or actions  # the whole block, whatever the agent chose
 
 
+def export_reference(
+    cfg: Any, model: str, dataset: str, paths: Paths
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """``(predictor, windows (n, L, F) of raw features, the predictor's probabilities (n, 3))``
+    for every test-block bar of ``model`` trained on ``dataset``: what an export must reproduce."""
+    from pipeline.classifiers.predictors import PredictionModel
+    from pipeline.classifiers.prepare import load_classifier_data
+
+    data = load_classifier_data(cfg.training, dataset, paths, save_scaler=False)
+    predictor = PredictionModel(model, dataset, paths, "cpu")
+    test = data.arrays.splits.test
+    bars = np.arange(test.start, test.stop)
+    lookback = predictor.lookback
+    features = data.arrays.features  # (N, F) raw
+    windows = np.stack([features[b - lookback + 1 : b + 1] for b in bars])  # (n, L, F)
+    return predictor, windows, predictor.predict_bars(features, bars)
+
+
 @pytest.mark.integration
 def test_an_exported_classifier_gives_the_predictors_probabilities(
     ppo_source_root: Path,
@@ -128,22 +146,11 @@ def test_an_exported_classifier_gives_the_predictors_probabilities(
 ) -> None:
     """The DLSTM of ppo_source_root, its scaler inside the graph: on every test-block window of
     raw features, ONNX Runtime's probabilities are within 1e-5 of the pipeline's predictor."""
-    from pipeline.classifiers.predictors import PredictionModel
-    from pipeline.classifiers.prepare import load_classifier_data
-
     paths = Paths.from_root(ppo_source_root)
-    cfg = _smoke_cfg()
-    data = load_classifier_data(cfg.training, DATASET, paths, save_scaler=False)
-    predictor = PredictionModel("dlstm", DATASET, paths, "cpu")
-    test = data.arrays.splits.test
-    bars = np.arange(test.start, test.stop)
-    lookback = predictor.lookback
-    features = data.arrays.features  # (N, F) raw
-    windows = np.stack([features[b - lookback + 1 : b + 1] for b in bars])  # (n, L, F)
+    predictor, windows, want = export_reference(_smoke_cfg(), "dlstm", DATASET, paths)
     path = export.export_classifier_onnx(predictor.path, tmp_path / "dlstm.onnx")
     got = export.onnx_classifier_probabilities(path, windows)
-    want = predictor.predict_bars(features, bars)
-    assert got.shape == want.shape == (bars.size, 3)
+    assert got.shape == want.shape == (len(windows), 3)
     assert float(np.abs(got - want).max()) < TOLERANCE
     np.testing.assert_array_equal(got.argmax(axis=1), want.argmax(axis=1))
 
@@ -154,38 +161,20 @@ def test_an_exported_window_logreg_gives_the_predictors_probabilities(tmp_path: 
     torch classifiers: ONNX Runtime's probabilities on every test-block window of raw features are
     within 1e-5 of the pipeline's predictor."""
     import train_models
-    from pipeline.classifiers.predictors import PredictionModel
-    from pipeline.classifiers.prepare import load_classifier_data
     from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 
     (tmp_path / "datasets").mkdir()
     write_ohlcv_csv(
         generate_ohlcv(3000, signal=1.0, seed=2, kind="echo"), tmp_path / "datasets" / "W.csv"
     )
-    args = [
-        "--dataset",
-        "W",
-        "--root",
-        str(tmp_path),
-        "--preset",
-        "smoke",
-        "--set",
-        "num_threads=1",
-    ]
-    assert train_models.main([*args, "--models", "window_logreg"]) == 0
+    args = ["--dataset", "W", "--root", str(tmp_path), "--preset", "smoke"]
+    assert train_models.main([*args, "--set", "num_threads=1", "--models", "window_logreg"]) == 0
     torch.set_num_threads(1)
     paths = Paths.from_root(tmp_path)
-    data = load_classifier_data(_smoke_cfg().training, "W", paths, save_scaler=False)
-    predictor = PredictionModel("window_logreg", "W", paths, "cpu")
-    test = data.arrays.splits.test
-    bars = np.arange(test.start, test.stop)
-    lookback = predictor.lookback
-    features = data.arrays.features  # (N, F) raw
-    windows = np.stack([features[b - lookback + 1 : b + 1] for b in bars])  # (n, L, F)
+    predictor, windows, want = export_reference(_smoke_cfg(), "window_logreg", "W", paths)
     path = export.export_classifier_onnx(predictor.path, tmp_path / "window_logreg.onnx")
     got = export.onnx_classifier_probabilities(path, windows)
-    want = predictor.predict_bars(features, bars)
-    assert got.shape == want.shape == (bars.size, 3)
+    assert got.shape == want.shape == (len(windows), 3)
     assert float(np.abs(got - want).max()) < TOLERANCE
     assert len(set(want.argmax(axis=1))) > 1  # it predicts more than one class: not vacuous
 

@@ -50,25 +50,17 @@ def test_an_exported_lightgbm_classifier_gives_the_predictors_probabilities(
     """The scaler, the window summary and the trees in one graph: on every test-block window of
     raw features, ONNX Runtime's probabilities are within 1e-5 of the pipeline's predictor."""
     import onnx
-
-    from pipeline.classifiers.predictors import PredictionModel
-    from pipeline.classifiers.prepare import load_classifier_data
+    from test_export import export_reference
 
     paths = Paths.from_root(lightgbm_root)
-    data = load_classifier_data(smoke_config(*SETTINGS).training, DATASET, paths, save_scaler=False)
-    predictor = PredictionModel("lightgbm", DATASET, paths, "cpu")
-    test = data.arrays.splits.test
-    bars = np.arange(test.start, test.stop)
-    lookback = predictor.lookback
-    features = data.arrays.features  # (N, F) raw
-    windows = np.stack([features[b - lookback + 1 : b + 1] for b in bars])  # (n, L, F)
+    cfg = smoke_config(*SETTINGS)
+    predictor, windows, want = export_reference(cfg, "lightgbm", DATASET, paths)
     path = export_lightgbm.lightgbm_classifier_onnx(predictor.payload, tmp_path / "lgb.onnx")
     graph = onnx.load(path).graph
     assert [i.name for i in graph.input] == ["windows"]
     assert [o.name for o in graph.output] == ["probabilities"]
     got = export.onnx_classifier_probabilities(path, windows)
-    want = predictor.predict_bars(features, bars)
-    assert got.shape == want.shape == (bars.size, 3)
+    assert got.shape == want.shape == (len(windows), 3)
     assert float(np.abs(got - want).max()) < TOLERANCE
     np.testing.assert_array_equal(got.argmax(axis=1), want.argmax(axis=1))
 
