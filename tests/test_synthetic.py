@@ -202,3 +202,56 @@ def test_vol_trend_and_echo_hide_their_signal_from_per_bar_views() -> None:
     for kind in ("vol_trend", "echo", "vol_echo"):
         other = generate_ohlcv(500, signal=0.0, seed=3, kind=kind)
         assert np.allclose(other["close"], generate_ohlcv(500, signal=0.0, seed=3)["close"])
+
+
+def test_echo_blip_hides_its_direction_from_multi_bar_returns() -> None:
+    """``echo_blip`` brings each shock back 24 bars later and takes it back the bar after: a
+    lag-24 autocorrelation and an opposite one at lag 25, so the past 24-bar return (what logreg's
+    summaries sum) says little about the next 5 bars, where for ``echo`` it says much (issue 17)."""
+    from pipeline.data.labels import smoothed_future_return
+
+    def past_24_vs_label(kind: str) -> float:
+        close = generate_ohlcv(20_000, signal=1.0, seed=2, kind=kind)["close"].to_numpy()
+        lc = np.log(close)
+        label = smoothed_future_return(close, 5)[24:]  # (N-24,) from bar 24 on
+        ok = np.isfinite(label)
+        return float(np.corrcoef((lc[24:] - lc[:-24])[ok], label[ok])[0, 1])
+
+    r = _log_returns(generate_ohlcv(20_000, signal=1.0, seed=2, kind="echo_blip"))
+    assert _autocorr(r, 24) > 0.25
+    assert _autocorr(r, 25) < -0.25
+    assert past_24_vs_label("echo") > 0.15
+    assert abs(past_24_vs_label("echo_blip")) < 0.07
+    other = generate_ohlcv(500, signal=0.0, seed=3, kind="echo_blip")
+    assert np.allclose(other["close"], generate_ohlcv(500, signal=0.0, seed=3)["close"])
+
+
+@pytest.mark.parametrize("kind", ["echo", "echo_blip", "vol_echo"])
+def test_planted_signal_is_what_the_label_holds(kind: str) -> None:
+    """The oracle of the headroom bench: the planted part of each bar's label return, in units
+    of the next bar's volatility, follows the label closely; rebuilt from the shocks the candles
+    show (which carry older echoes) it follows it less but still clearly."""
+    from pipeline.data.labels import smoothed_future_return
+    from pipeline.data.synthetic import planted_signal
+
+    df = generate_ohlcv(20_000, signal=1.0, seed=2, kind=kind)
+    planted, sigma = planted_signal(20_000, 1.0, 2, kind, k=5)
+    label = smoothed_future_return(df["close"].to_numpy(), 5)[:-1] / sigma[1:]  # (N-1,)
+    ok = np.isfinite(label)
+    exact = np.corrcoef(planted[:-1][ok], label[ok])[0, 1]
+    seen = np.log(df["close"].to_numpy() / df["open"].to_numpy()) / sigma  # (N,)
+    rebuilt, _ = planted_signal(20_000, 1.0, 2, kind, k=5, shocks=seen)
+    approx = np.corrcoef(rebuilt[:-1][ok], label[ok])[0, 1]
+    assert exact > 0.3
+    assert 0.15 < approx < exact
+    flat, _ = planted_signal(20_000, 0.0, 2, kind, k=5)
+    assert not flat.any()
+
+
+def test_planted_signal_refuses_kinds_without_one() -> None:
+    from pipeline.data.synthetic import planted_signal
+
+    with pytest.raises(ValueError, match="kind must be one of echo, echo_blip, vol_echo"):
+        planted_signal(100, 1.0, 0, "momentum", k=5)
+    with pytest.raises(ValueError, match="k must be in 1..23"):
+        planted_signal(100, 1.0, 0, "echo", k=24)

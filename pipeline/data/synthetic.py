@@ -68,6 +68,13 @@ Kinds of planted signal (``kind``; the agent ladder must not be tuned on one kin
   of 19-23 bars ago: visible to a model that reads the window bar by bar (lookback >= 24), blurred
   in per-bar rolling features that sum many bars. Being linear in past returns, it is still
   partly visible to a linear model on multi-bar returns (``ret_24 - ret_12`` covers lags 12-23).
+* ``echo_blip``: like ``echo``, but each shock comes back for one bar only and is taken back the
+  bar after (``+`` at 24 bars, ``-`` at 25). The next 5 bars' smoothed return then weighs the
+  shock of 24 bars ago at ``-1`` and those of 19-23 bars ago at ``+0.2`` each: the weights sum to
+  zero, so a rolling sum or mean over many bars (ret_24, SMA, MACD, a window mean) nets most of
+  it out, while a model reading the window bar by bar sees one lag's shock. The direction row of
+  the ladder that per-bar summaries cannot see (issue 17: ``echo``'s smooth 5-bar bump is most of
+  what logreg's multi-bar returns already hold, ``bench/bench_ladder_headroom.py``).
 * ``vol_echo``: like ``echo``, but what comes back ``ECHO_LAG_BARS`` bars later is the shock's
   SIZE, centred: a large move (either way) is followed by a rise 24 bars later, a quiet bar by a
   fall. No linear function of past returns sees it (it is symmetric in each shock's sign) and a
@@ -138,9 +145,14 @@ KINDS: tuple[str, ...] = (
     "mean_reversion",
     "vol_trend",
     "echo",
+    "echo_blip",
     "vol_echo",
 )
 """The kinds of planted signal (``generate_ohlcv(kind=...)``)."""
+
+PLANTED_KINDS: tuple[str, ...] = ("echo", "echo_blip", "vol_echo")
+"""Kinds whose planted signal is a function of past shocks (:func:`_echo`), so
+:func:`planted_signal` can hand it to a model as an oracle feature."""
 
 BASE_VOLUME_PER_HOUR = 60.0
 """Typical volume of one hourly bar (in base-currency units, e.g. BTC)."""
@@ -160,6 +172,27 @@ def _bar_seconds(freq: str) -> float:
     """Length of one bar of pandas frequency ``freq`` in seconds."""
     offset = pd.tseries.frequencies.to_offset(freq)
     return float(pd.Timedelta(offset).total_seconds())
+
+
+def _unit_shocks(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The first draw of every series: ``n`` unit-variance Student-t shocks ``z`` (N,)."""
+    return rng.standard_t(T_DF, size=n) * np.sqrt((T_DF - 2.0) / T_DF)
+
+
+def _echo(shocks: np.ndarray, signal: float, kind: str) -> np.ndarray:
+    """The drift the ``PLANTED_KINDS`` add to each bar, in units of its volatility (N,): the
+    shock of ``ECHO_LAG_BARS`` bars ago (``echo``), that minus the one a bar older
+    (``echo_blip``), or its centred size (``vol_echo``: E|z| of the unit-variance Student-t taken
+    off, so no drift)."""
+    n, lag = len(shocks), ECHO_LAG_BARS
+    past = np.concatenate((np.zeros(lag), shocks[:-lag]))[:n]  # (N,) shock of bar t - L
+    if kind == "echo":
+        return signal * ECHO_SCALE * past
+    if kind == "echo_blip":
+        older = np.concatenate((np.zeros(lag + 1), shocks[: -lag - 1]))[:n]  # (N,) bar t - L - 1
+        return signal * ECHO_SCALE * (past - older)
+    size = np.where(np.arange(n) >= lag, np.abs(past) - _T_ABS_MEAN, 0.0)
+    return signal * VOL_ECHO_SCALE * size
 
 
 def _garch_variance(z2: np.ndarray, sigma2_bar: float) -> np.ndarray:
@@ -257,7 +290,7 @@ def generate_ohlcv(
     sigma_bar = HOURLY_VOL * np.sqrt(bar_hours)
 
     # Every draw happens in this fixed order whatever `signal` is (shared noise across signals).
-    z = rng.standard_t(T_DF, size=n) * np.sqrt((T_DF - 2.0) / T_DF)  # (N,) unit variance
+    z = _unit_shocks(rng, n)  # (N,) unit variance
     eta = rng.standard_normal(n)  # (N,) regime shocks
     gap = rng.standard_normal(n)  # (N,) open gaps
     u_high = rng.random(n)  # (N,) uniforms for the bridge maximum
@@ -267,15 +300,9 @@ def generate_ohlcv(
 
     sigma = np.sqrt(_garch_variance(z * z, sigma_bar**2))  # (N,)
     kappa = 1.0 - 0.5 ** (1.0 / ANCHOR_HALF_LIFE_BARS)
-    if kind in ("echo", "vol_echo"):
-        # The shock of bar t - L comes back at bar t (known L bars before it arrives); vol_echo
-        # returns its centred size instead (E|z| of the unit-variance Student-t: no drift).
-        past = np.concatenate((np.zeros(ECHO_LAG_BARS), z[:-ECHO_LAG_BARS]))[:n]  # (N,)
-        if kind == "echo":
-            push = signal * ECHO_SCALE * sigma * past  # (N,)
-        else:
-            size = np.where(np.arange(n) >= ECHO_LAG_BARS, np.abs(past) - _T_ABS_MEAN, 0.0)
-            push = signal * VOL_ECHO_SCALE * sigma * size  # (N,)
+    if kind in PLANTED_KINDS:
+        # The shock of bar t - L comes back at bar t (known L bars before it arrives).
+        push = sigma * _echo(z, signal, kind)  # (N,)
     elif kind == "mean_reversion":
         # An Ornstein-Uhlenbeck level u (short half-life) added to the random walk's log price:
         # a displacement of u shows in the recent returns and decays over the next bars.
@@ -367,3 +394,42 @@ def write_ohlcv_csv(
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
     return Path(path)
+
+
+def planted_signal(
+    n_bars: int,
+    signal: float,
+    seed: int,
+    kind: str,
+    k: int,
+    freq: str = "1h",
+    shocks: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the generator planted in the label of each bar, known at that bar: an oracle.
+
+    For the :data:`PLANTED_KINDS` the next ``k`` bars' expected returns are echoes of shocks
+    19-23 (``echo_blip``: 19-24) bars old (``ECHO_LAG_BARS``), so the part of the smoothed label return
+    (``pipeline.data.labels``: bar ``t + i`` weighs ``(k - i + 1) / k``) the generator planted is
+    known at bar ``t``. Same ``n_bars``, ``signal``, ``seed``, ``kind`` and ``freq`` as the
+    frame's. Returns ``(planted, sigma)``, each ``(N,)``: the planted part in units of the bars'
+    volatility, ``sum_i (k - i + 1) / k * e_{t+i}`` with ``e`` the echo of :func:`generate_ohlcv`
+    divided by ``sigma``, and ``sigma``, each bar's GARCH volatility (``sigma[t + 1]`` is a
+    function of the shocks up to ``t``). ``shocks`` (N,): echo these instead of the generator's
+    own unit shocks, e.g. the shocks as the candles show them (``log(close / open) / sigma``,
+    which also carry the echoes of older shocks): the oracle a model reading the window could at
+    best reach. The classifier ladder's headroom bench fits a model on these (plus logreg's view)
+    to measure how much of a row's signal logreg already sees (issue 17).
+    """
+    if kind not in PLANTED_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(PLANTED_KINDS)}, got {kind!r}")
+    if not 1 <= k < ECHO_LAG_BARS:
+        raise ValueError(f"k must be in 1..{ECHO_LAG_BARS - 1}, got {k}")
+    n = int(n_bars)
+    z = _unit_shocks(np.random.default_rng(seed), n)  # (N,) the frame's own first draw
+    sigma_bar = HOURLY_VOL * np.sqrt(_bar_seconds(freq) / 3600.0)
+    sigma = np.sqrt(_garch_variance(z * z, sigma_bar**2))  # (N,)
+    echo = _echo(z if shocks is None else np.asarray(shocks, dtype=np.float64), signal, kind)
+    planted = np.zeros(n)
+    for i in range(1, k + 1):  # bar t + i's echo, weighted as the smoothed label weighs it
+        planted[: n - i] += (k - i + 1) / k * echo[i:]
+    return planted, sigma
