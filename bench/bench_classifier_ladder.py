@@ -50,6 +50,7 @@ ROWS = (
     ("momentum 0.5", "momentum", 0.5),
     ("vol_trend 1.0", "vol_trend", 1.0),
     ("echo 1.0", "echo", 1.0),
+    ("echo_blip 1.0", "echo_blip", 1.0),
     ("vol_echo 1.0", "vol_echo", 1.0),
     ("pure noise", "momentum", 0.0),
 )
@@ -73,7 +74,7 @@ ENSEMBLE_SETTINGS = [
     "training.device=cpu",
 ]
 """``--ensembles``: out-of-fold tables for every model, so auto's ensembles are candidates."""
-SEQUENTIAL = ("echo", "vol_echo")
+SEQUENTIAL = ("echo", "echo_blip", "vol_echo")
 """Rows whose signal is an ordering inside the window: there the target is the auto choice ABOVE
 the best tabular model, not only within one s.e."""
 TABULAR = ("logreg", "lightgbm")

@@ -408,17 +408,18 @@ def planted_signal(
     """What the generator planted in the label of each bar, known at that bar: an oracle.
 
     For the :data:`PLANTED_KINDS` the next ``k`` bars' expected returns are echoes of shocks
-    19-23 (``echo_blip``: 19-24) bars old (``ECHO_LAG_BARS``), so the part of the smoothed label return
-    (``pipeline.data.labels``: bar ``t + i`` weighs ``(k - i + 1) / k``) the generator planted is
-    known at bar ``t``. Same ``n_bars``, ``signal``, ``seed``, ``kind`` and ``freq`` as the
-    frame's. Returns ``(planted, sigma)``, each ``(N,)``: the planted part in units of the bars'
-    volatility, ``sum_i (k - i + 1) / k * e_{t+i}`` with ``e`` the echo of :func:`generate_ohlcv`
-    divided by ``sigma``, and ``sigma``, each bar's GARCH volatility (``sigma[t + 1]`` is a
-    function of the shocks up to ``t``). ``shocks`` (N,): echo these instead of the generator's
-    own unit shocks, e.g. the shocks as the candles show them (``log(close / open) / sigma``,
-    which also carry the echoes of older shocks): the oracle a model reading the window could at
-    best reach. The classifier ladder's headroom bench fits a model on these (plus logreg's view)
-    to measure how much of a row's signal logreg already sees (issue 17).
+    19-23 (``echo_blip``: 19-24) bars old (``ECHO_LAG_BARS``), so the part of the smoothed label
+    return (``pipeline.data.labels``: bar ``t + i`` weighs ``(k - i + 1) / k``) the generator
+    planted is known at bar ``t``. Same ``n_bars``, ``signal``, ``seed``, ``kind`` and ``freq``
+    as the frame's. Returns ``(planted, sigma)``, each ``(N,)``: the planted part in units of
+    the bars' volatility, ``sum_i (k - i + 1) / k * e_{t+i}`` with ``e`` the echo of
+    :func:`generate_ohlcv` divided by ``sigma``, and ``sigma``, each bar's GARCH volatility
+    (``sigma[t + 1]`` is a function of the shocks up to ``t``). ``shocks`` (N,): echo these
+    instead of the generator's own unit shocks, e.g. the shocks as the candles show them
+    (``log(close / open) / sigma``, which also carry the echoes of older shocks): the oracle a
+    model reading the window could at best reach. The classifier ladder's headroom bench fits a
+    model on these (plus logreg's view) to measure how much of a row's signal logreg already
+    sees (issue 17).
     """
     if kind not in PLANTED_KINDS:
         raise ValueError(f"kind must be one of {', '.join(PLANTED_KINDS)}, got {kind!r}")
