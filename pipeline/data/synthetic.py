@@ -416,10 +416,10 @@ def planted_signal(
     :func:`generate_ohlcv` divided by ``sigma``, and ``sigma``, each bar's GARCH volatility
     (``sigma[t + 1]`` is a function of the shocks up to ``t``). ``shocks`` (N,): echo these
     instead of the generator's own unit shocks, e.g. the shocks as the candles show them
-    (``log(close / open) / sigma``, which also carry the echoes of older shocks): the oracle a
-    model reading the window could at best reach. The classifier ladder's headroom bench fits a
-    model on these (plus logreg's view) to measure how much of a row's signal logreg already
-    sees (issue 17).
+    (``log(close / open) / sigma``, which also carry the echoes of older shocks): a reference
+    for what a model reading the window can reach, not a bound. The classifier ladder's headroom
+    bench fits a model on these (plus logreg's view) to measure how much of a row's signal
+    logreg already sees (issue 17).
     """
     if kind not in PLANTED_KINDS:
         raise ValueError(f"kind must be one of {', '.join(PLANTED_KINDS)}, got {kind!r}")
