@@ -5,7 +5,10 @@ Step 5 (every model of ``MODEL_NAMES``: the four networks, ``logreg``, ``window_
 whose signal lives in different places (``pipeline.data.synthetic`` kinds): ``momentum`` (past
 returns, per-bar features see it), ``vol_trend`` (an interaction of trend and volatility: a linear
 model cannot see it), ``echo`` (each shock repeats 24 bars later: an ordering a per-bar summary
-blurs, a model reading the window bar by bar can use), ``vol_echo`` (each shock's SIZE comes back 24
+blurs, a model reading the window bar by bar can use; linear in past returns, so logreg's
+multi-bar returns see most of it: ``bench_ladder_headroom.py``), ``echo_blip`` (each shock back 24
+bars later for one bar and taken back the next: multi-bar sums net it out), ``vol_echo`` (each
+shock's SIZE comes back 24
 bars later: no linear view of past returns sees it), pure noise, and real candles (the
 ``backtesting`` package's hourly EURUSD and daily GOOG samples, when installed). ``--seeds``
 seeds each. Per row: each model's test macro-F1 and direction, which model ``prediction_model =
