@@ -58,11 +58,11 @@ from pipeline.data.synthetic import PLANTED_KINDS, generate_ohlcv, planted_signa
 
 HERE = Path(__file__).resolve().parent
 SIGNAL = 1.0
-"""The ladder's signal strength on its ``echo`` and ``vol_echo`` rows."""
+"""The ladder's signal strength on its ``echo``, ``echo_blip`` and ``vol_echo`` rows."""
 SETTINGS = ["leak_controls=false", "training.device=cpu"]
 
 
-def test_f1(model: torch.nn.Module, scaled: np.ndarray, bars: np.ndarray, y: np.ndarray, lb: int):
+def score(model: torch.nn.Module, scaled: np.ndarray, bars: np.ndarray, y: np.ndarray, lb: int):
     """Test macro-F1 of a fitted pipeline model on ``bars`` (its own windows and predictor)."""
     data = WindowData.create(scaled, bars, None, lb, torch.device("cpu"))
     return classification_metrics(y, predict_proba(model, data).argmax(axis=1))["macro_f1"]
@@ -86,13 +86,13 @@ def one(kind: str, bars_n: int, seed: int) -> dict[str, float]:
     lb = a.lookback
     out: dict[str, float] = {}
     with contextlib.redirect_stdout(io.StringIO()):
-        out["logreg"] = test_f1(
+        out["logreg"] = score(
             fit_logreg(cfg, prep, plan, (fit_b, es_b)), a.scaled, test_b, y_test, lb
         )
-        out["lightgbm"] = test_f1(
+        out["lightgbm"] = score(
             fit_lightgbm(cfg, prep, plan, (fit_b, es_b))[0], a.scaled, test_b, y_test, lb
         )
-        out["window_logreg"] = test_f1(
+        out["window_logreg"] = score(
             fit_window_logreg(cfg, prep, plan, (fit_b, es_b))[0], a.scaled, test_b, y_test, lb
         )
     # (N,) each: the planted label part from the true shocks, from the shocks as the candles
