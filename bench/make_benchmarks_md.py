@@ -67,6 +67,7 @@ ORDER = [
     "chance_test",
     "tuning",
     "end_to_end",
+    "estimate",
     "vec_env",
     "runtime",
     "gpu",

@@ -330,6 +330,25 @@ def test_the_makefile_gives_up_on_an_unreachable_cpu_index_fast() -> None:
 # ---------------------------------------------------------------- an ETA at the start
 
 
+def test_the_estimate_follows_the_measured_runs_and_the_network_sizes() -> None:
+    """The start-of-run estimate matches what bench/bench_estimate.py and bench_end_to_end.py
+    measured on the 2-core CPU (the demo 45 s end to end: it used to say 7 min) and charges for
+    the networks' size (the default config's 0.16-1.3 M-parameter networks train for an hour on
+    that CPU: it used to say 22 min, the same per epoch as the demo's 15 k-parameter ones)."""
+    from pipeline.config.files import load_config
+    from pipeline.run.estimate import duration_text, estimate_seconds
+
+    demo = estimate_seconds(load_config(preset="demo"), 17_544, range(1, 9), cuda=False)
+    assert 30 < demo["total"] < 90
+    assert 15 < demo["5"] < 45 and 10 < demo["7"] < 30
+    default = estimate_seconds(load_config(), 17_544, range(1, 9), cuda=False)
+    assert default["5"] > 30 * 60
+    wide = load_config(preset="demo", overrides=["lstm_units=256", "lstm_layers=3"])
+    bigger = estimate_seconds(wide, 17_544, [5], cuda=False)["5"]
+    assert bigger > 2 * demo["5"]
+    assert [duration_text(s) for s in (51, 4040, 9000)] == ["51 s", "67 min", "2.5 h"]
+
+
 def test_the_driver_logs_an_estimated_duration_at_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

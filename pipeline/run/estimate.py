@@ -1,6 +1,6 @@
 """The run-time estimate the driver logs at a run's start: a rough duration per step from the
-settings, linear in the budget knobs around reference points measured on the 2-core CPU machine,
-scaled for the machine's current load."""
+settings (data, epochs, lookback, each network's size, PPO timesteps and net) around reference
+points measured on the 2-core CPU machine, scaled for the machine's current load."""
 
 from __future__ import annotations
 
@@ -15,42 +15,74 @@ from pipeline.config.schema import Config
 # The driver's own logger: its lines keep the name they always had (``runpod_train: ...``).
 log = logging.getLogger("runpod_train")
 
-# Reference points of the run-time estimate, from BENCHMARKS.md on the 2-core CPU machine: step 5 of
-# the demo preset on the bundled 17,544-row dataset about 200 s (lookback 32, early stopping near 10
-# epochs, 4 models with walk-forward folds); PPO with the default net (1280x640, 20 epochs) about
-# 309 timesteps/s; steps 6 and 7's evaluation and backtest, and steps 1-4, about 30 s.
-_REF_STEP5_S = 200.0
-_REF_ROWS, _REF_LOOKBACK, _REF_EPOCHS, _REF_FOLDS = 17_544, 32, 10, 4
-_REF_PPO_WORK = 20 * (1280 * 640 + 640) / (1 / 309)  # n_epochs x net weights per second
-_MIN_PPO_STEP_S = 2e-3  # rollout, env and small nets: measured 16,384 timesteps of the demo's
-# PPO settings (256x256, 8 envs, 10 epochs) in 43 s at load 2.5 on the 2-core machine
-_FIXED_S = 30.0
+# Reference points of the run-time estimate, measured on the 2-core CPU machine (Intel Xeon, torch
+# 2.13.0+cpu, 2 threads; bench/bench_estimate.py, BENCHMARKS.md): a network costs about _NET_S *
+# params**_NET_EXP seconds per training window, epoch and lookback bar (step 5's own train
+# seconds: the demo's 11-16 k-parameter networks 0.9-1.5 us, the default config's GRU 159 k 12.5
+# us, DLSTM 425 k 15.6 us, BiLSTM 556 k 18.9 us, LSTM 1.34 M 41 us; the power law is within 30 %
+# of each), so the network size matters as much as the data (the default config's networks are
+# 10-100x the demo's). The rest of step 5 (tabular models, tables, controls) about _REST_S +
+# _REST_ROW_S per row. PPO about _PPO_STEP_S + _PPO_WORK_S * n_epochs * weights per timestep
+# (BENCHMARKS.md, "vec env": 10,462 timesteps/s at the demo's 256x256 net and 10 epochs, 734-761
+# at the default 1280x640 and 20), plus _PPO_REST_S + _PPO_REST_ROW_S per row for its validation
+# and backtest. Checked: step 5 of the demo on the bundled dataset 22.7 s (estimate 28.9 s) and of
+# the default config on 4,000 bars with 2 epochs 87.6 s (estimate 107.3 s); the demo end to end 45
+# s (estimate 51 s: step 7 17.1 s, estimate 17.1 s) and the smoke run on 2,000 rows 10 s (estimate
+# 11 s; bench/results/end_to_end.md). GPU speed-ups are not measured yet (issue 17): step 5 is
+# divided by 5.
+_NET_S, _NET_EXP = 6.1e-10, 0.8
+_WINDOW_SHARE = 0.62  # labelled train windows per dataset row (17,544 rows: 11,107 windows)
+_FOLD_FIT = 0.8  # one walk-forward fold model against the main model (less data, similar epochs)
+_REST_S, _REST_ROW_S = 3.0, 5e-4
+_PPO_STEP_S, _PPO_WORK_S = 4.3e-5, 8.0e-11
+_PPO_REST_S, _PPO_REST_ROW_S = 1.0, 3.7e-4
+_FIXED_S = 5.0  # steps 1-4, 6 and 8, preflight and interpreter start-up
+
+
+def network_parameters(cfg: Config) -> dict[str, int]:
+    """Trainable parameters of each network in ``cfg.training.models`` at its configured size
+    (built on the CPU and thrown away: milliseconds)."""
+    from pipeline.classifiers.nets import arch_config, build_classifier, count_parameters
+    from pipeline.config.registry import NETWORK_NAMES
+
+    t = cfg.training
+    return {
+        name: count_parameters(build_classifier(arch_config(name, len(t.resolved_features()), t)))
+        for name in t.models
+        if name in NETWORK_NAMES
+    }
 
 
 def estimate_seconds(
     cfg: Config, rows: int, selected: Sequence[int], cuda: bool
 ) -> dict[str, float]:
     """A rough duration per step from the settings (``"5"``, ``"7"``, ``"other"``, ``"total"``):
-    linear in the budget knobs around the reference points above, for an idle machine."""
+    the cost model above, for an idle machine."""
     t, p = cfg.training, cfg.ppo
     out = {"5": 0.0, "7": 0.0, "other": _FIXED_S}
     if 5 in selected:
-        n_models = len(p.ensemble_models) if p.prediction_model == "ensemble" else 4
-        folds = t.walk_forward_folds if p.ppo_prediction_source == "walk_forward" else 0
-        epochs = min(t.epochs, t.patience + 6)  # early stopping usually ends it about there
-        out["5"] = (
-            _REF_STEP5_S
-            * (rows / _REF_ROWS)
-            * (t.lookback / _REF_LOOKBACK)
-            * (epochs / _REF_EPOCHS)
-            * (n_models / 4)
-            * ((1 + folds) / (1 + _REF_FOLDS))
-        ) / (5.0 if cuda else 1.0)
+        epochs = min(t.epochs, t.patience + 2)  # early stopping usually ends it about there
+        per_net = {
+            name: _WINDOW_SHARE * rows * epochs * t.lookback * _NET_S * n**_NET_EXP
+            for name, n in network_parameters(cfg).items()
+        }  # seconds of each network's main model
+        folds = max(0, t.walk_forward_folds - 1) if p.ppo_prediction_source == "walk_forward" else 0
+        if t.walk_forward_models == "all":
+            fold_s = sum(per_net.values())
+        elif p.prediction_model in per_net:
+            fold_s = per_net[p.prediction_model]
+        elif p.prediction_model == "ensemble":
+            fold_s = sum(per_net.get(m, 0.0) for m in p.ensemble_models)
+        else:  # auto: one model's folds, not known before step 5 (a network's, on average)
+            fold_s = sum(per_net.values()) / max(1, len(per_net))
+        nets = sum(per_net.values()) + folds * _FOLD_FIT * fold_s
+        out["5"] = nets / (5.0 if cuda else 1.0) + _REST_S + _REST_ROW_S * rows
     if 7 in selected:
         net = list(p.net_arch)
         weights = sum(a * b for a, b in zip(net, net[1:], strict=False)) + sum(net)
-        per_step = max(_MIN_PPO_STEP_S, p.n_epochs * weights / _REF_PPO_WORK)
-        out["7"] = max(1, p.seeds) * p.total_timesteps * per_step
+        per_step = _PPO_STEP_S + _PPO_WORK_S * p.n_epochs * weights
+        rest = _PPO_REST_S + _PPO_REST_ROW_S * rows
+        out["7"] = max(1, p.seeds) * (p.total_timesteps * per_step + rest)
     out["total"] = out["5"] + out["7"] + out["other"]
     return out
 
@@ -82,9 +114,9 @@ def log_estimate(cfg: Config, dataset: str, paths: Paths, selected: Sequence[int
     except OSError:
         load = 0.0
     busy = max(1.0, load / cores) if not cuda else 1.0
-    parts = [f"step {n} ~{est[n] / 60:.0f} min" for n in ("5", "7") if est[n] > 0]
+    parts = [f"step {n} ~{duration_text(est[n])}" for n in ("5", "7") if est[n] > 0]
     line = (
-        f"estimated duration: about {est['total'] * busy / 60:.0f} min ({', '.join(parts)}; "
+        f"estimated duration: about {duration_text(est['total'] * busy)} ({', '.join(parts)}; "
         f"{rows:,} rows, {'GPU' if cuda else f'{cores}-core CPU'}); a rough guide from the "
         "settings for an idle machine"
         + (f", scaled x{busy:.1f} for the current load ({load:.1f})" if busy > 1 else "")
@@ -92,6 +124,15 @@ def log_estimate(cfg: Config, dataset: str, paths: Paths, selected: Sequence[int
     )
     log.info("%s", line)
     return line
+
+
+def duration_text(seconds: float) -> str:
+    """``"45 s"`` under two minutes, ``"12 min"`` under two hours, else ``"3.5 h"``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _cuda_available() -> bool:
