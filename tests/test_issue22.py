@@ -349,6 +349,26 @@ def test_the_estimate_follows_the_measured_runs_and_the_network_sizes() -> None:
     assert [duration_text(s) for s in (51, 4040, 9000)] == ["51 s", "67 min", "2.5 h"]
 
 
+def test_no_estimate_without_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimate builds the networks to count their parameters; without torch it is skipped
+    (step 2 names the missing module in one line) instead of failing the run before step 2."""
+    from pipeline.common import Paths
+    from pipeline.config.files import load_config
+    from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
+    from pipeline.run import estimate
+
+    def no_torch(cfg: object) -> dict[str, int]:
+        raise ImportError("No module named 'torch'")
+
+    (tmp_path / "datasets").mkdir()
+    write_ohlcv_csv(generate_ohlcv(500, seed=1), tmp_path / "datasets" / "E.csv")
+    paths = Paths.from_root(tmp_path)
+    cfg = load_config(preset="demo")
+    assert estimate.log_estimate(cfg, "E", paths, [5, 7]) is not None
+    monkeypatch.setattr(estimate, "network_parameters", no_torch)
+    assert estimate.log_estimate(cfg, "E", paths, [5, 7]) is None
+
+
 def test_the_driver_logs_an_estimated_duration_at_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

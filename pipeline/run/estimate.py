@@ -107,7 +107,10 @@ def log_estimate(cfg: Config, dataset: str, paths: Paths, selected: Sequence[int
     if rows is None or not ({5, 7} & set(selected)):
         return None
     cuda = cfg.training.device != "cpu" and _cuda_available()
-    est = estimate_seconds(cfg, rows, selected, cuda)
+    try:
+        est = estimate_seconds(cfg, rows, selected, cuda)
+    except ImportError:  # torch missing: the dependencies step (2) says so in one line
+        return None
     cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]
