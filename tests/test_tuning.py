@@ -497,7 +497,10 @@ def test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_retries(tmp_path:
 @pytest.mark.integration
 def test_pruning_stops_a_deliberately_bad_trial(tmp_path: Path) -> None:
     """Five good trials, then one with learning_rate = 1 (diverges to one class): the median
-    pruner stops it after its first epoch; the good ones ran all their epochs."""
+    pruner stops it after its first epoch; the good ones ran all their epochs. The sampler is
+    seeded: the trials also draw the DLSTM's other settings (layers, dropout ...), and with a
+    random sampler the bad trial's first epoch sometimes scored above the median of five good
+    trials' (0.38 against 0.35), so it was stopped only after its last."""
     root = _root(tmp_path)
     space = _space(tmp_path, "[training]\nlearning_rate = float 1e-4 1 log\n")
     folder = Artifacts(Paths.from_root(root), DATASET).tuning_dir("classifier")
@@ -511,7 +514,7 @@ def test_pruning_stops_a_deliberately_bad_trial(tmp_path: Path) -> None:
     study.enqueue_trial({"training.learning_rate": 1.0})
     argv = ["--dataset", DATASET, "--root", str(root), "--stage", "classifier", "--model",
             "dlstm", "--trials", "6", "--space", str(space), *SMOKE, "--set", "epochs=4",
-            "--set", "patience=4"]  # fmt: skip
+            "--set", "patience=4", "--seed", "1"]  # fmt: skip
     assert tune.main(argv) == 0
     study = _study(root, "classifier", name)
     states = [t.state.name for t in study.trials]
