@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind",
         default="momentum",
         choices=KINDS,
-        help="kind of planted signal: momentum (default), regime (momentum switched on and off) "
-        "or mean_reversion",
+        help="kind of planted signal (the module docstring of pipeline/data/synthetic.py says "
+        "what each plants): momentum (default), regime (momentum switched on and off), "
+        "mean_reversion, vol_trend, echo, echo_blip, echo_ar (signal < 1.25) or vol_echo",
     )
     p.add_argument(
         "--start", default="2024-01-01", help="first timestamp, UTC (default 2024-01-01)"
@@ -85,15 +86,18 @@ def main(argv: list[str] | None = None) -> int:
             raise PipelineError(f"--signal must be >= 0, got {args.signal}")
         if args.start_price <= 0:
             raise PipelineError(f"--start-price must be > 0, got {args.start_price}")
-        df = generate_ohlcv(
-            args.rows,
-            signal=args.signal,
-            kind=args.kind,
-            seed=args.seed,
-            start=args.start,
-            freq=args.freq,
-            start_price=args.start_price,
-        )
+        try:
+            df = generate_ohlcv(
+                args.rows,
+                signal=args.signal,
+                kind=args.kind,
+                seed=args.seed,
+                start=args.start,
+                freq=args.freq,
+                start_price=args.start_price,
+            )
+        except ValueError as exc:  # e.g. echo_ar's bound on --signal: one line, not a traceback
+            raise PipelineError(f"--signal {args.signal} --kind {args.kind}: {exc}") from None
         path = write_ohlcv_csv(df, args.out)
         first, last = df["timestamp"].iloc[0], df["timestamp"].iloc[-1]
         print(f"wrote {path} ({len(df)} rows, {first} .. {last}, signal={args.signal})")

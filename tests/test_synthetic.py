@@ -141,6 +141,13 @@ def test_make_synthetic_cli_writes_loadable_csv(
     np.testing.assert_allclose(df["close"], expected["close"].round(2))
     assert mod.main(["--rows", "0", "--out", str(tmp_path / "x.csv")]) == 1
     assert capsys.readouterr().err.strip() == "error: --rows must be >= 1, got 0"
+    bad = ["--kind", "echo_ar", "--signal", "2", "--out", str(tmp_path / "y.csv")]
+    assert mod.main(bad) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: --signal 2.0 --kind echo_ar: kind echo_ar needs signal < 1.25 (at 1.25 its "
+        "autoregression has a unit root), got 2.0"
+    )
+    assert not (tmp_path / "y.csv").exists()
 
 
 def test_kinds_plant_momentum_or_reversal_and_share_the_noise() -> None:
@@ -226,11 +233,42 @@ def test_echo_blip_hides_its_direction_from_multi_bar_returns() -> None:
     assert np.allclose(other["close"], generate_ohlcv(500, signal=0.0, seed=3)["close"])
 
 
-@pytest.mark.parametrize("kind", ["echo", "echo_blip", "vol_echo"])
+def test_echo_ar_plants_what_the_window_shows() -> None:
+    """``echo_ar`` echoes the bar's return as the candles show it, not its hidden shock: the
+    planted part of the label rebuilt from the candles is the planted part (``echo_blip``'s is
+    blurred by each bar's own echo of an older shock), multi-bar returns still net it out, and
+    a ``signal`` at the unit root is refused with the bound (issue 17)."""
+    from pipeline.data.labels import smoothed_future_return
+    from pipeline.data.synthetic import planted_signal
+
+    def exact_vs_rebuilt(kind: str) -> float:
+        df = generate_ohlcv(20_000, signal=1.0, seed=2, kind=kind)
+        planted, sigma = planted_signal(20_000, 1.0, 2, kind, k=5)
+        seen = np.log(df["close"].to_numpy() / df["open"].to_numpy()) / sigma  # (N,)
+        rebuilt, _ = planted_signal(20_000, 1.0, 2, kind, k=5, shocks=seen)
+        return float(np.corrcoef(planted[100:], rebuilt[100:])[0, 1])
+
+    assert exact_vs_rebuilt("echo_ar") > 0.98
+    assert exact_vs_rebuilt("echo_blip") < 0.95
+    close = generate_ohlcv(20_000, signal=1.0, seed=2, kind="echo_ar")["close"].to_numpy()
+    r, lc = np.diff(np.log(close)), np.log(close)
+    assert _autocorr(r, 24) > 0.3
+    assert _autocorr(r, 25) < -0.3
+    label = smoothed_future_return(close, 5)[24:]  # (N-24,)
+    ok = np.isfinite(label)
+    assert abs(np.corrcoef((lc[24:] - lc[:-24])[ok], label[ok])[0, 1]) < 0.07
+    quiet = generate_ohlcv(500, signal=0.0, seed=3, kind="echo_ar")
+    assert np.allclose(quiet["close"], generate_ohlcv(500, signal=0.0, seed=3)["close"])
+    with pytest.raises(ValueError, match=r"kind echo_ar needs signal < 1\.25 .*got 1\.3"):
+        generate_ohlcv(100, signal=1.3, kind="echo_ar")
+
+
+@pytest.mark.parametrize("kind", ["echo", "echo_blip", "echo_ar", "vol_echo"])
 def test_planted_signal_is_what_the_label_holds(kind: str) -> None:
     """The oracle of the headroom bench: the planted part of each bar's label return, in units
     of the next bar's volatility, follows the label closely; rebuilt from the shocks the candles
-    show (which carry older echoes) it follows it less but still clearly."""
+    show (which carry older echoes) it follows it less but still clearly; ``echo_ar`` echoes
+    the shown returns themselves, so there it follows it as closely."""
     from pipeline.data.labels import smoothed_future_return
     from pipeline.data.synthetic import planted_signal
 
@@ -243,7 +281,10 @@ def test_planted_signal_is_what_the_label_holds(kind: str) -> None:
     rebuilt, _ = planted_signal(20_000, 1.0, 2, kind, k=5, shocks=seen)
     approx = np.corrcoef(rebuilt[:-1][ok], label[ok])[0, 1]
     assert exact > 0.3
-    assert 0.15 < approx < exact
+    if kind == "echo_ar":  # it echoes the returns the candles show: nothing is hidden
+        assert abs(approx - exact) < 0.01
+    else:
+        assert 0.15 < approx < exact
     flat, _ = planted_signal(20_000, 0.0, 2, kind, k=5)
     assert not flat.any()
 
@@ -251,7 +292,7 @@ def test_planted_signal_is_what_the_label_holds(kind: str) -> None:
 def test_planted_signal_refuses_kinds_without_one() -> None:
     from pipeline.data.synthetic import planted_signal
 
-    with pytest.raises(ValueError, match="kind must be one of echo, echo_blip, vol_echo"):
+    with pytest.raises(ValueError, match="kind must be one of echo, echo_blip, echo_ar, vol_echo"):
         planted_signal(100, 1.0, 0, "momentum", k=5)
     with pytest.raises(ValueError, match="k must be in 1..23"):
         planted_signal(100, 1.0, 0, "echo", k=24)

@@ -75,6 +75,15 @@ Kinds of planted signal (``kind``; the agent ladder must not be tuned on one kin
   it out, while a model reading the window bar by bar sees one lag's shock. The direction row of
   the ladder that per-bar summaries cannot see (issue 17: ``echo``'s smooth 5-bar bump is most of
   what logreg's multi-bar returns already hold, ``bench/bench_ladder_headroom.py``).
+* ``echo_ar``: ``echo_blip``'s blip, but what comes back is the bar's RETURN as the candles show
+  it (in units of its volatility), not its hidden shock: ``u_t = z_t + a (u_{t-24} - u_{t-25})``
+  with ``a = signal * ECHO_AR_SCALE``, an autoregression. In ``echo`` and ``echo_blip`` the shock
+  a bar echoes is blurred by that bar's own echo of an older one (a moving average that a window
+  of 32 bars cannot invert), so even a model that knows the rule sees about one standard error
+  more than logreg; here the planted part is a fixed linear function of the returns 19-25 bars
+  back, all inside the window, and a stronger ``signal`` gives a model reading the window more
+  to find (``bench/bench_ladder_headroom.py``). ``signal`` must stay below ``0.5 / ECHO_AR_SCALE``
+  (1.25: at ``a = 0.5`` the autoregression has a unit root at the two-bar alternation).
 * ``vol_echo``: like ``echo``, but what comes back ``ECHO_LAG_BARS`` bars later is the shock's
   SIZE, centred: a large move (either way) is followed by a rise 24 bars later, a quiet bar by a
   fall. No linear function of past returns sees it (it is symmetric in each shock's sign) and a
@@ -135,6 +144,12 @@ ECHO_LAG_BARS = 24
 ECHO_SCALE = 0.5
 """``kind = echo``: the echo's size, times ``signal``, in units of the bar's volatility."""
 
+ECHO_AR_SCALE = 0.4
+"""``kind = echo_ar``: the autoregression's coefficient ``a`` per unit of ``signal``. At the
+ladder's ``signal = 1`` it is 0.4, a fifth short of the unit root at 0.5: about the strongest blip
+the autoregression carries with room to spare (the lag-1 autocorrelation its alternation adds is
+-0.26 there and grows fast nearer the root)."""
+
 VOL_ECHO_SCALE = 0.75
 """``kind = vol_echo``: the centred size echo's scale, times ``signal``; the echo's std is about
 ``0.75 x 0.66 = 0.5`` of the bar's volatility, as ``echo``'s."""
@@ -146,11 +161,12 @@ KINDS: tuple[str, ...] = (
     "vol_trend",
     "echo",
     "echo_blip",
+    "echo_ar",
     "vol_echo",
 )
 """The kinds of planted signal (``generate_ohlcv(kind=...)``)."""
 
-PLANTED_KINDS: tuple[str, ...] = ("echo", "echo_blip", "vol_echo")
+PLANTED_KINDS: tuple[str, ...] = ("echo", "echo_blip", "echo_ar", "vol_echo")
 """Kinds whose planted signal is a function of past shocks (:func:`_echo`), so
 :func:`planted_signal` can hand it to a model as an oracle feature."""
 
@@ -188,11 +204,29 @@ def _echo(shocks: np.ndarray, signal: float, kind: str) -> np.ndarray:
     past = np.concatenate((np.zeros(lag), shocks[:-lag]))[:n]  # (N,) shock of bar t - L
     if kind == "echo":
         return signal * ECHO_SCALE * past
-    if kind == "echo_blip":
+    if kind in ("echo_blip", "echo_ar"):
         older = np.concatenate((np.zeros(lag + 1), shocks[: -lag - 1]))[:n]  # (N,) bar t - L - 1
-        return signal * ECHO_SCALE * (past - older)
+        scale = ECHO_SCALE if kind == "echo_blip" else ECHO_AR_SCALE
+        return signal * scale * (past - older)
     size = np.where(np.arange(n) >= lag, np.abs(past) - _T_ABS_MEAN, 0.0)
     return signal * VOL_ECHO_SCALE * size
+
+
+def _echoed(z: np.ndarray, signal: float, kind: str) -> np.ndarray:
+    """The series whose echo the ``PLANTED_KINDS`` plant (N,): the unit shocks ``z`` themselves,
+    or for ``echo_ar`` the returns in units of volatility ``u = z + _echo(u)`` (the
+    autoregression run by ``lfilter``)."""
+    if kind != "echo_ar":
+        return z
+    a = signal * ECHO_AR_SCALE
+    if a >= 0.5:
+        raise ValueError(
+            f"kind echo_ar needs signal < {0.5 / ECHO_AR_SCALE:g} (at "
+            f"{0.5 / ECHO_AR_SCALE:g} its autoregression has a unit root), got {signal}"
+        )
+    ar = np.zeros(ECHO_LAG_BARS + 2)
+    ar[0], ar[ECHO_LAG_BARS], ar[ECHO_LAG_BARS + 1] = 1.0, -a, a
+    return np.asarray(lfilter([1.0], ar, z))
 
 
 def _garch_variance(z2: np.ndarray, sigma2_bar: float) -> np.ndarray:
@@ -302,7 +336,7 @@ def generate_ohlcv(
     kappa = 1.0 - 0.5 ** (1.0 / ANCHOR_HALF_LIFE_BARS)
     if kind in PLANTED_KINDS:
         # The shock of bar t - L comes back at bar t (known L bars before it arrives).
-        push = sigma * _echo(z, signal, kind)  # (N,)
+        push = sigma * _echo(_echoed(z, signal, kind), signal, kind)  # (N,)
     elif kind == "mean_reversion":
         # An Ornstein-Uhlenbeck level u (short half-life) added to the random walk's log price:
         # a displacement of u shows in the recent returns and decays over the next bars.
@@ -408,18 +442,19 @@ def planted_signal(
     """What the generator planted in the label of each bar, known at that bar: an oracle.
 
     For the :data:`PLANTED_KINDS` the next ``k`` bars' expected returns are echoes of shocks
-    19-23 (``echo_blip``: 19-24) bars old (``ECHO_LAG_BARS``), so the part of the smoothed label
-    return (``pipeline.data.labels``: bar ``t + i`` weighs ``(k - i + 1) / k``) the generator
-    planted is known at bar ``t``. Same ``n_bars``, ``signal``, ``seed``, ``kind`` and ``freq``
-    as the frame's. Returns ``(planted, sigma)``, each ``(N,)``: the planted part in units of
-    the bars' volatility, ``sum_i (k - i + 1) / k * e_{t+i}`` with ``e`` the echo of
-    :func:`generate_ohlcv` divided by ``sigma``, and ``sigma``, each bar's GARCH volatility
-    (``sigma[t + 1]`` is a function of the shocks up to ``t``). ``shocks`` (N,): echo these
-    instead of the generator's own unit shocks, e.g. the shocks as the candles show them
-    (``log(close / open) / sigma``, which also carry the echoes of older shocks): a reference
-    for what a model reading the window can reach, not a bound. The classifier ladder's headroom
-    bench fits a model on these (plus logreg's view) to measure how much of a row's signal
-    logreg already sees (issue 17).
+    (``echo_ar``: returns) 19-23 (``echo_blip``, ``echo_ar``: 19-24) bars old
+    (``ECHO_LAG_BARS``), so the part of the smoothed label return (``pipeline.data.labels``: bar
+    ``t + i`` weighs ``(k - i + 1) / k``) the generator planted is known at bar ``t``. Same
+    ``n_bars``, ``signal``, ``seed``, ``kind`` and ``freq`` as the frame's. Returns ``(planted,
+    sigma)``, each ``(N,)``: the planted part in units of the bars' volatility, ``sum_i (k - i +
+    1) / k * e_{t+i}`` with ``e`` the echo of :func:`generate_ohlcv` divided by ``sigma``, and
+    ``sigma``, each bar's GARCH volatility (``sigma[t + 1]`` is a function of the shocks up to
+    ``t``). ``shocks`` (N,): echo these instead of the generator's own unit shocks, e.g. the
+    shocks as the candles show them (``log(close / open) / sigma``, which also carry the echoes
+    of older shocks; for ``echo_ar`` exactly what it echoes): a reference for what a model
+    reading the window can reach, not a bound. The classifier ladder's headroom bench fits a
+    model on these (plus logreg's view) to measure how much of a row's signal logreg already
+    sees (issue 17).
     """
     if kind not in PLANTED_KINDS:
         raise ValueError(f"kind must be one of {', '.join(PLANTED_KINDS)}, got {kind!r}")
@@ -429,7 +464,8 @@ def planted_signal(
     z = _unit_shocks(np.random.default_rng(seed), n)  # (N,) the frame's own first draw
     sigma_bar = HOURLY_VOL * np.sqrt(_bar_seconds(freq) / 3600.0)
     sigma = np.sqrt(_garch_variance(z * z, sigma_bar**2))  # (N,)
-    echo = _echo(z if shocks is None else np.asarray(shocks, dtype=np.float64), signal, kind)
+    echoed = _echoed(z, signal, kind) if shocks is None else np.asarray(shocks, dtype=np.float64)
+    echo = _echo(echoed, signal, kind)
     planted = np.zeros(n)
     for i in range(1, k + 1):  # bar t + i's echo, weighted as the smoothed label weighs it
         planted[: n - i] += (k - i + 1) / k * echo[i:]
