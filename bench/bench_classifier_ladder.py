@@ -7,8 +7,9 @@ returns, per-bar features see it), ``vol_trend`` (an interaction of trend and vo
 model cannot see it), ``echo`` (each shock repeats 24 bars later: an ordering a per-bar summary
 blurs, a model reading the window bar by bar can use; linear in past returns, so logreg's
 multi-bar returns see most of it: ``bench_ladder_headroom.py``), ``echo_blip`` (each shock back 24
-bars later for one bar and taken back the next: multi-bar sums net it out), ``vol_echo`` (each
-shock's SIZE comes back 24
+bars later for one bar and taken back the next: multi-bar sums net it out), ``echo_ar`` (the
+same blip of the bar's return as the candles show it: all of it inside the window, so a model
+reading the window has the most to find), ``vol_echo`` (each shock's SIZE comes back 24
 bars later: no linear view of past returns sees it), pure noise, and real candles (the
 ``backtesting`` package's hourly EURUSD and daily GOOG samples, when installed). ``--seeds``
 seeds each. Per row: each model's test macro-F1 and direction, which model ``prediction_model =
@@ -54,6 +55,7 @@ ROWS = (
     ("vol_trend 1.0", "vol_trend", 1.0),
     ("echo 1.0", "echo", 1.0),
     ("echo_blip 1.0", "echo_blip", 1.0),
+    ("echo_ar 1.0", "echo_ar", 1.0),
     ("vol_echo 1.0", "vol_echo", 1.0),
     ("pure noise", "momentum", 0.0),
 )
@@ -62,10 +64,14 @@ CONFIRM_ROWS = (
     ("mean_reversion 1.0", "mean_reversion", 1.0),
     ("momentum 0.5, other seeds", "momentum", 0.5),
     ("vol_trend 1.0, other seeds", "vol_trend", 1.0),
+    ("echo_blip 1.0, other seeds", "echo_blip", 1.0),
+    ("echo_ar 1.0, other seeds", "echo_ar", 1.0),
+    ("vol_echo 1.0, other seeds", "vol_echo", 1.0),
 )
 """``--confirm``: series no default was chosen on (kinds the ladder never ran, and seeds
-``CONFIRM_SEED0 + 1 ...`` of two of its kinds), plus the bundled dataset: a setting chosen on the
-ladder's rows is kept only if it holds here too."""
+``CONFIRM_SEED0 + 1 ...`` of five of its kinds: the sequential rows of one seed share their
+noise, so seeds 1-3 are three draws for all four, not twelve), plus the bundled dataset: a
+setting chosen on the ladder's rows is kept only if it holds here too."""
 CONFIRM_SEED0 = 100
 BUNDLED = "SYNTH-BTC-EUR_1H_20240101-20251231"
 SETTINGS = ["ppo_prediction_source=in_sample", "leak_controls=false", "training.device=cpu"]
@@ -77,7 +83,7 @@ ENSEMBLE_SETTINGS = [
     "training.device=cpu",
 ]
 """``--ensembles``: out-of-fold tables for every model, so auto's ensembles are candidates."""
-SEQUENTIAL = ("echo", "echo_blip", "vol_echo")
+SEQUENTIAL = ("echo", "echo_blip", "echo_ar", "vol_echo")
 """Rows whose signal is an ordering inside the window: there the target is the auto choice ABOVE
 the best tabular model, not only within one s.e."""
 TABULAR = ("logreg", "lightgbm")

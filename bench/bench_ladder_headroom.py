@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import logging
 import os
 import platform
@@ -68,14 +69,14 @@ def score(model: torch.nn.Module, scaled: np.ndarray, bars: np.ndarray, y: np.nd
     return classification_metrics(y, predict_proba(model, data).argmax(axis=1))["macro_f1"]
 
 
-def one(kind: str, bars_n: int, seed: int) -> dict[str, float]:
+def one(kind: str, bars_n: int, seed: int, signal: float = SIGNAL) -> dict[str, float]:
     """Test macro-F1 of logreg, LightGBM, window_logreg and the three oracles, and the s.e., on
     one series."""
     cfg = load_config(None, None, "demo", SETTINGS).training
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "datasets").mkdir()
-        df = generate_ohlcv(bars_n, signal=SIGNAL, seed=seed, kind=kind)
+        df = generate_ohlcv(bars_n, signal=signal, seed=seed, kind=kind)
         write_ohlcv_csv(df, root / "datasets" / "HEADROOM_1H.csv")
         prep = load_classifier_data(cfg, "HEADROOM_1H", Paths.from_root(root), save_scaler=False)
     plan, a = main_plan(prep), prep.arrays
@@ -97,9 +98,9 @@ def one(kind: str, bars_n: int, seed: int) -> dict[str, float]:
         )
     # (N,) each: the planted label part from the true shocks, from the shocks as the candles
     # show them, and each bar's volatility (the label's class needs their ratio)
-    planted, sigma = planted_signal(bars_n, SIGNAL, seed, kind, a.k)
+    planted, sigma = planted_signal(bars_n, signal, seed, kind, a.k)
     seen = np.log(df["close"].to_numpy() / df["open"].to_numpy()) / sigma  # (N,)
-    planted_seen, _ = planted_signal(bars_n, SIGNAL, seed, kind, a.k, shocks=seen)
+    planted_seen, _ = planted_signal(bars_n, signal, seed, kind, a.k, shocks=seen)
     inv_vol = 1.0 / np.concatenate((sigma[1:], sigma[-1:]))  # (N,) 1 / sigma_{t+1}
     c = cfg.model_params("logreg")["c"]
     for name, extra in (
@@ -127,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--kinds", default=",".join(PLANTED_KINDS), help="comma-separated generator kinds"
     )
+    p.add_argument(
+        "--signals",
+        default=str(SIGNAL),
+        help="comma-separated signal strengths (the ladder's rows use 1.0 and its strong rows "
+        "the strength this bench chose: see STRONG in bench_classifier_ladder.py)",
+    )
     args = p.parse_args(argv)
+    signals = [float(s) for s in args.signals.split(",")]
     logging.disable(logging.WARNING)
     lengths = [int(b) for b in args.bars.split(",")]
     lines = [
@@ -136,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}.",
         f"Command: `python bench/bench_ladder_headroom.py --seeds {args.seeds} --bars "
-        f"{args.bars} --kinds {args.kinds}`: the ladder's series (signal {SIGNAL}), demo preset, "
+        f"{args.bars} --kinds {args.kinds} --signals {args.signals}`: the ladder's series, "
+        "demo preset, "
         f"{' '.join(SETTINGS)}. Cells: test macro-F1 of the main model fitted on the train "
         "block. Each oracle is logreg's view plus what the generator planted, fitted like logreg: "
         "'volatility' adds the next bar's volatility only; 'true shocks' adds it and the planted "
@@ -146,22 +155,23 @@ def main(argv: list[str] | None = None) -> int:
         "logreg and LightGBM, also in overlap-corrected standard errors; window_logreg's share = "
         "its lead over that best as a share of the room.",
         "",
-        "| row | bars | seed | logreg | lightgbm | window_logreg | oracle: volatility | "
+        "| row | signal | bars | seed | logreg | lightgbm | window_logreg | oracle: volatility | "
         "true shocks | window | room | s.e. | room / s.e. | window_logreg's share |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    rooms: dict[tuple[str, int], list[float]] = {}
+    rooms: dict[tuple[str, float, int], list[float]] = {}
     t0 = time.perf_counter()
-    for kind in args.kinds.split(","):
+    for kind, sig in itertools.product(args.kinds.split(","), signals):
         for n in lengths:
             for seed in range(1, args.seeds + 1):
-                r = one(kind, n, seed)
+                r = one(kind, n, seed, sig)
                 tab = max(r["logreg"], r["lightgbm"])
                 room = r["window_oracle"] - tab
                 share = f"{(r['window_logreg'] - tab) / room:.0%}" if room > 0 else "-"
-                rooms.setdefault((kind, n), []).append(room / r["se"])
+                rooms.setdefault((kind, sig, n), []).append(room / r["se"])
                 lines.append(
-                    f"| {kind} | {n:,} | {seed} | {r['logreg']:.3f} | {r['lightgbm']:.3f} | "
+                    f"| {kind} | {sig:g} | {n:,} | {seed} | {r['logreg']:.3f} | "
+                    f"{r['lightgbm']:.3f} | "
                     f"{r['window_logreg']:.3f} | {r['vol_oracle']:.3f} | {r['oracle']:.3f} | "
                     f"{r['window_oracle']:.3f} | {room:+.3f} | {r['se']:.3f} | "
                     f"{room / r['se']:+.1f} | {share} |"
@@ -170,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         "",
         "Mean room over the best tabular model, in standard errors: "
-        + "; ".join(f"{k} at {n:,} bars {sum(v) / len(v):+.1f}" for (k, n), v in rooms.items())
+        + "; ".join(
+            f"{k} {sig:g} at {n:,} bars {sum(v) / len(v):+.1f}" for (k, sig, n), v in rooms.items()
+        )
         + f". Wall time {time.perf_counter() - t0:.0f} s.",
     ]
-    (HERE / "results" / "ladder_headroom.md").write_text("\n".join(lines) + "\n")
+    suffix = "" if signals == [SIGNAL] else f"_signals-{args.signals.replace(',', '-')}"
+    (HERE / "results" / f"ladder_headroom{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
