@@ -121,10 +121,15 @@ def fit_model(
 
 
 def evaluate_block(
-    model: torch.nn.Module, prep: ClassifierData, block: Block, device: torch.device
+    model: torch.nn.Module,
+    prep: ClassifierData,
+    block: Block,
+    device: torch.device,
+    keep_rows: bool = False,
 ) -> dict[str, Any]:
     """Metrics of the main model on the labelled bars of ``block`` (:func:`evaluate_bars`)."""
-    return evaluate_bars(model, prep, labelled_bars(block, prep.arrays.labels), device)
+    bars = labelled_bars(block, prep.arrays.labels)
+    return evaluate_bars(model, prep, bars, device, keep_rows=keep_rows)
 
 
 # ================================================================ one model, all models
@@ -153,7 +158,7 @@ def train_main_model(
     write_resolved(cfg, art.classifier_config(name))
 
     s = prep.arrays.splits
-    val = evaluate_block(result.model, prep, s.val, device)
+    val = evaluate_block(result.model, prep, s.val, device, keep_rows=True)
     # The test block is touched here once, for the report; nothing above looked at it.
     test = evaluate_block(result.model, prep, s.test, device)
     n_parameters = payload["n_parameters"]

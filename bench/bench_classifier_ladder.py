@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{''.join(f' --set {s}' for s in args.sets)}`: step 5, demo preset, "
         f"{' '.join(base)}. Cells: test macro-F1 / "
         "direction; the auto choice is prediction_model = auto's: the simplest model within "
-        "one standard error of the best validation macro-F1"
+        "one standard error of the best validation macro-F1 (the paired s.e. of the best's "
+        "lead over it on the validation rows)"
         + (
             " (or an ensemble more than one s.e. above every model alone on the agent-val rows)"
             if args.ensembles

@@ -728,13 +728,20 @@ def test_walk_forward_models_agent_trains_folds_only_for_the_agents_classifier(
 ) -> None:
     """The demo's cheaper step 5. All four main models are trained and reported; fold models and the
     prediction table only for the one step 7 will pick (auto: best validation macro-F1)."""
+    from pipeline.classifiers.metrics import classification_metrics, decode_classes
     from pipeline.classifiers.model_choice import best_on_validation
 
     write_dataset(tmp_path, "WF", signal=0.5, seed=1)
     cfg = smoke_config("walk_forward_models=agent", "leak_controls=false")
     summary = train_classifiers(cfg, "WF", Paths.from_root(tmp_path), list(MODEL_NAMES))
-    best, _ = best_on_validation(dict(summary))
+    best, chosen = best_on_validation(dict(summary))
     assert list(summary["prediction_tables"]) == [best]
+    assert chosen["auto_rule"] == "paired"
+    for entry in summary["models"].values():  # each model's validation rows, for that rule
+        kept = entry["val_row_classes"]
+        y, pred = decode_classes(kept["labels"]), decode_classes(kept["predicted"])
+        assert len(y) == len(pred) == entry["val_rows"]
+        assert classification_metrics(y, pred)["macro_f1"] == pytest.approx(entry["val_macro_f1"])
     folds = sorted(p.name for p in (tmp_path / "models").rglob("*fold*.pth"))
     assert folds and all(f"{best}_" in f for f in folds), folds
     for name, entry in summary["models"].items():

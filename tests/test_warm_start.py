@@ -205,6 +205,109 @@ def test_auto_says_when_the_one_se_rule_chose(tmp_path: Path) -> None:
     )
 
 
+def _kept_rows(y: np.ndarray, pred: np.ndarray, first_bar: int = 500) -> dict[str, object]:
+    """A summary entry that keeps its validation rows, as step 5 writes it."""
+    from pipeline.classifiers.metrics import classification_metrics, encode_classes
+
+    return {
+        "status": "trained",
+        "val_macro_f1": classification_metrics(y, pred)["macro_f1"],
+        "val_rows": len(y),
+        "label_horizon": 5,
+        "val_row_classes": {
+            "first_bar": first_bar,
+            "labels": encode_classes(y),
+            "predicted": encode_classes(pred),
+        },
+    }
+
+
+def _two_models(shared_errors: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1,000 validation rows; logreg right on about 55 % of them, window_logreg on 1.5 % more.
+    ``shared_errors``: window_logreg is logreg with 15 of its wrong rows put right (the same
+    model but a little better); otherwise its right rows are drawn independently."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 1000)
+    wrong = (y + rng.integers(1, 3, 1000)) % 3  # (1000,) a wrong class for every row
+    a = np.where(rng.random(1000) < 0.55, y, wrong)
+    if shared_errors:
+        b = a.copy()
+        fixed = np.flatnonzero(a != y)[::9][:15]
+        b[fixed] = y[fixed]
+    else:
+        b = np.where(rng.random(1000) < 0.565, y, wrong)
+    return y, a, b
+
+
+@pytest.mark.unit
+def test_auto_weighs_a_lead_by_its_paired_standard_error() -> None:
+    """Issue 17: with each model's validation rows kept, a lead is weighed by the s.e. of the
+    difference on those rows. A model that is logreg put right on 15 more rows leads by about
+    0.015 with a paired s.e. near 0.005: taken, though the single-score s.e. (0.033) calls it
+    noise. The same lead from independent errors has a paired s.e. near 0.021: logreg kept.
+    Rows that are not the same for every model fall back to the single-score rule."""
+    y, a, b = _two_models(shared_errors=True)
+    models = {"logreg": _kept_rows(y, a), "window_logreg": _kept_rows(y, b)}
+    lead = models["window_logreg"]["val_macro_f1"] - models["logreg"]["val_macro_f1"]
+    assert 0.01 < lead < 0.02  # type: ignore[operator]
+    name, entry = best_on_validation({"models": models})  # type: ignore[misc]
+    assert name == "window_logreg" and entry["auto_rule"] == "paired"
+    assert entry["auto_standard_error"] == 0.0  # the best model's own margin
+    single = {m: {k: v for k, v in e.items() if k != "val_row_classes"} for m, e in models.items()}
+    assert best_on_validation({"models": single})[0] == "logreg"  # type: ignore[index]
+    moved = {**models, "window_logreg": _kept_rows(y, b, first_bar=501)}
+    name, entry = best_on_validation({"models": moved})  # type: ignore[misc]
+    assert name == "logreg" and entry["auto_rule"] == "single"
+
+    y, a, b = _two_models(shared_errors=False)
+    models = {"logreg": _kept_rows(y, a), "window_logreg": _kept_rows(y, b)}
+    lead = models["window_logreg"]["val_macro_f1"] - models["logreg"]["val_macro_f1"]
+    assert 0.01 < lead < 0.02  # type: ignore[operator]
+    name, entry = best_on_validation({"models": models})  # type: ignore[misc]
+    assert name == "logreg" and entry["auto_rule"] == "paired"
+    assert entry["auto_standard_error"] > lead
+
+
+@pytest.mark.unit
+def test_paired_standard_error_matches_the_spread_of_the_lead() -> None:
+    """The block bootstrap's paired s.e. is the spread of the lead over fresh draws of the same
+    kind of rows (within 25 %), and 0 for identical predictions."""
+    from pipeline.classifiers.metrics import classification_metrics, paired_macro_f1_standard_errors
+
+    y, a, b = _two_models(shared_errors=False)
+    se = paired_macro_f1_standard_errors(y, {"a": a, "b": b}, "b", block=50)
+    leads = []
+    for seed in range(200):
+        rng = np.random.default_rng(100 + seed)
+        y2 = rng.integers(0, 3, 1000)
+        wrong = (y2 + rng.integers(1, 3, 1000)) % 3
+        a2 = np.where(rng.random(1000) < 0.55, y2, wrong)
+        b2 = np.where(rng.random(1000) < 0.60, y2, wrong)
+        lead = (
+            classification_metrics(y2, b2)["macro_f1"] - classification_metrics(y2, a2)["macro_f1"]
+        )
+        leads.append(lead)
+    assert se["b"] == 0.0
+    assert abs(se["a"] / float(np.std(leads)) - 1.0) < 0.25, (se["a"], np.std(leads))
+    same = paired_macro_f1_standard_errors(y, {"a": a, "c": a.copy()}, "a", block=50)
+    assert same["c"] == 0.0
+
+
+@pytest.mark.unit
+def test_auto_says_when_the_paired_rule_chose(tmp_path: Path) -> None:
+    y, a, _ = _two_models(shared_errors=True)
+    b = a.copy()
+    better, worse = np.flatnonzero(a != y)[:12], np.flatnonzero(a == y)[:11]
+    b[better] = y[better]  # lstm: right on 12 rows logreg misses, wrong on 11 it gets: a tie
+    b[worse] = (y[worse] + 1) % 3
+    models = {"logreg": _kept_rows(y, a), "lstm": _kept_rows(y, b)}
+    cfg, why = resolve_prediction_model(load_config(), _summary(tmp_path, "D", models), "D")
+    assert cfg.ppo.prediction_model == "logreg"
+    assert why.startswith("logreg (auto: validation macro-F1 ")
+    assert ", within one paired standard error (0.00" in why
+    assert ": of the best's lead over it on the same rows) of the best " in why
+
+
 @pytest.mark.unit
 def test_auto_takes_the_ensemble_only_when_step5_found_it_beats_every_model_alone(
     tmp_path: Path,

@@ -85,3 +85,56 @@ def permutation_baseline(
         "shifts": int(n_shifts),
         "min_shift": lo,
     }
+
+
+def encode_classes(classes: np.ndarray) -> str:
+    """Class indices 0-2 as one digit per row (``"0120..."``): a block's labels or predictions
+    kept in the training summary as plain text, for the paired rule of ``prediction_model =
+    auto`` (:func:`paired_macro_f1_standard_errors`)."""
+    return "".join("012"[int(c)] for c in np.asarray(classes, dtype=np.int64))
+
+
+def decode_classes(text: str) -> np.ndarray:
+    """:func:`encode_classes` back to class indices (n,)."""
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.int64) - ord("0")
+
+
+def _macro_f1_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Macro-F1 of each row of ``y`` and ``pred`` (B, n) -> (B,): ``2 tp / (2 tp + fp + fn)`` per
+    class, as :func:`metrics_from_confusion` (an empty class scores 0)."""
+    out = np.zeros(y.shape[0])
+    for c in range(N_CLASSES):
+        tp = ((y == c) & (pred == c)).sum(axis=1)
+        wrong = ((y == c) != (pred == c)).sum(axis=1)  # fp + fn
+        denom = 2 * tp + wrong
+        out += np.divide(2.0 * tp, denom, out=np.zeros(len(tp)), where=denom > 0)
+    return out / N_CLASSES
+
+
+def paired_macro_f1_standard_errors(
+    y_true: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    best: str,
+    block: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Per model, the standard error of ``best``'s macro-F1 lead over it on the same rows.
+
+    A circular block bootstrap (Politis & Romano 1992) of the rows, the same resampled rows for
+    every model, blocks of ``block`` rows so that labels overlapping the label horizon and
+    predictions persisting over neighbouring windows stay together. Paired: two models read
+    the same labels, so the label noise they share cancels in their difference, which the s.e.
+    of one model's score (:func:`pipeline.classifiers.report.macro_f1_standard_error`) does not
+    see; on the classifier ladder's validation blocks the paired s.e. of window_logreg's or a
+    network's lead over logreg was about half of it (issue 17). ``best`` itself gets 0.
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    n = len(y)
+    block = max(1, min(int(block), n))
+    starts = np.random.default_rng(seed).integers(0, n, size=(n_boot, -(-n // block)))
+    idx = ((starts[:, :, None] + np.arange(block)) % n).reshape(n_boot, -1)[:, :n]  # (B, n)
+    y_boot = y[idx]
+    scores = {m: _macro_f1_rows(y_boot, np.asarray(p, dtype=np.int64)[idx]) for m, p in
+              predictions.items()}  # fmt: skip
+    return {m: float(np.std(scores[best] - s, ddof=1)) for m, s in scores.items()}

@@ -40,13 +40,23 @@ def block_info(prep: ClassifierData, block: Block) -> dict[str, Any]:
 
 
 def evaluate_bars(
-    model: torch.nn.Module, prep: ClassifierData, bars: np.ndarray, device: torch.device
+    model: torch.nn.Module,
+    prep: ClassifierData,
+    bars: np.ndarray,
+    device: torch.device,
+    keep_rows: bool = False,
 ) -> dict[str, Any]:
     """Metrics of the main model on the labelled ``bars`` of a block (dataset's own scaler and
-    labels), with the permutation baseline of its predictions."""
+    labels), with the permutation baseline of its predictions. ``keep_rows``: also each row's
+    label and prediction (``rows``: first bar and :func:`~pipeline.classifiers.metrics.
+    encode_classes` text), which the validation block keeps for auto's paired rule."""
     import numpy as np
 
-    from pipeline.classifiers.metrics import classification_metrics, permutation_baseline
+    from pipeline.classifiers.metrics import (
+        classification_metrics,
+        encode_classes,
+        permutation_baseline,
+    )
     from pipeline.classifiers.windows import WindowData, predict_proba
 
     a = prep.arrays
@@ -55,6 +65,12 @@ def evaluate_bars(
     y = a.labels[bars].astype(np.int64)
     metrics = classification_metrics(y, pred)
     metrics["permutation"] = permutation_baseline(y, pred, a.splits.purge)
+    if keep_rows and len(bars):
+        metrics["rows"] = {
+            "first_bar": int(bars[0]),
+            "labels": encode_classes(y),
+            "predicted": encode_classes(pred),
+        }
     return metrics
 
 
@@ -155,6 +171,8 @@ def summary_entry(status: str, reason: str, metrics: dict[str, Any]) -> dict[str
         "val_block": VAL_BLOCK_NOTE,
         "val_macro_f1": metrics["val"]["macro_f1"],
         "val_rows": int(sum(map(sum, metrics["val"]["confusion"]))),
+        # each validation row's label and prediction: auto's paired rule (model_choice)
+        **({"val_row_classes": metrics["val"]["rows"]} if "rows" in metrics["val"] else {}),
         "majority_val_macro_f1": b["majority"]["val"]["macro_f1"],
         "beats_majority_on_val": metrics["beats_majority_on_val"],
         "best_epoch": metrics.get("best_epoch"),

@@ -255,7 +255,8 @@ class PPOConfig:
     prediction_model: str = setting(
         "auto",
         "auto (the simplest model within one standard error of step 5's best validation "
-        "macro-F1, or the ensemble of every model when it beats each alone by more than one "
+        "macro-F1, the s.e. of the best's lead over it on the same rows, or the ensemble of "
+        "every model when it beats each alone by more than one "
         "standard error on the out-of-fold agent-val rows; named in every report) | lstm | gru | "
         "bilstm | dlstm | logreg | window_logreg | lightgbm | ensemble",
         "model",
