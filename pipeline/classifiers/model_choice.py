@@ -106,8 +106,10 @@ def _paired_errors(
     every entry keeps the same validation rows (first bar and labels) and its predictions."""
     from pipeline.classifiers.metrics import decode_classes, paired_macro_f1_standard_errors
 
-    kept = [e.get("val_row_classes") for e in entries.values()]
-    if not all(isinstance(k, dict) for k in kept):
+    kept: list[dict[str, Any]] = [
+        k for k in (e.get("val_row_classes") for e in entries.values()) if isinstance(k, dict)
+    ]
+    if len(kept) != len(entries):
         return None
     first = kept[0]
     try:
