@@ -121,15 +121,10 @@ def fit_model(
 
 
 def evaluate_block(
-    model: torch.nn.Module,
-    prep: ClassifierData,
-    block: Block,
-    device: torch.device,
-    keep_rows: bool = False,
+    model: torch.nn.Module, prep: ClassifierData, block: Block, device: torch.device
 ) -> dict[str, Any]:
     """Metrics of the main model on the labelled bars of ``block`` (:func:`evaluate_bars`)."""
-    bars = labelled_bars(block, prep.arrays.labels)
-    return evaluate_bars(model, prep, bars, device, keep_rows=keep_rows)
+    return evaluate_bars(model, prep, labelled_bars(block, prep.arrays.labels), device)
 
 
 # ================================================================ one model, all models
@@ -158,7 +153,8 @@ def train_main_model(
     write_resolved(cfg, art.classifier_config(name))
 
     s = prep.arrays.splits
-    val = evaluate_block(result.model, prep, s.val, device, keep_rows=True)
+    # the validation rows' labels and predictions are kept for auto's paired rule (model_choice)
+    val = evaluate_bars(result.model, prep, labelled_bars(s.val, prep.arrays.labels), device, True)
     # The test block is touched here once, for the report; nothing above looked at it.
     test = evaluate_block(result.model, prep, s.test, device)
     n_parameters = payload["n_parameters"]

@@ -63,9 +63,10 @@ def best_on_validation(training_summary: dict[str, Any]) -> tuple[str, dict[str,
     model's lead over it on those rows (:func:`pipeline.classifiers.metrics.
     paired_macro_f1_standard_errors`; ``paired``). Two models share the labels' noise, which
     cancels in their difference, so a lead the single-model s.e. calls noise can be a clear one:
-    on the ladder's development and confirmation series the paired s.e. was about half the
-    single one, and auto's choice scored above the best of logreg and LightGBM on 6 of 12
-    sequential runs instead of 4, within one s.e. of it on every run either way (issue 17).
+    on the ladder's validation blocks the paired s.e. of a lead over logreg was 0.018 (median)
+    where one score's is 0.030, and auto's choice scored above the best of logreg and LightGBM
+    on 11 of 21 sequential runs instead of 5 (development and confirmation series, 8,000 bars),
+    within one s.e. of it on all 45 runs (issue 17; BENCHMARKS.md, the classifier ladder).
     Otherwise (older summaries, models trained with another lookback) the s.e. of one score on
     ``val_rows`` rows with labels overlapping ``label_horizon`` bars (``single``); entries
     without ``val_rows``: the plain maximum. Ties: the earlier name of :data:`MODEL_NAMES`."""
