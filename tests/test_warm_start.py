@@ -303,9 +303,12 @@ def test_auto_says_when_the_paired_rule_chose(tmp_path: Path) -> None:
     models = {"logreg": _kept_rows(y, a), "lstm": _kept_rows(y, b)}
     cfg, why = resolve_prediction_model(load_config(), _summary(tmp_path, "D", models), "D")
     assert cfg.ppo.prediction_model == "logreg"
-    assert why.startswith("logreg (auto: validation macro-F1 ")
-    assert ", within one paired standard error (0.00" in why
-    assert ": of the best's lead over it on the same rows) of the best " in why
+    val = {m: f"{e['val_macro_f1']:.3f}" for m, e in models.items()}  # type: ignore[index]
+    assert why.startswith(f"logreg (auto: validation macro-F1 {val['logreg']}, 0.00")
+    assert (
+        f" below the best {val['lstm']}, inside one paired standard error of that lead (0.0" in why
+    )
+    assert why.endswith("), and the simplest such model)")
 
 
 @pytest.mark.unit

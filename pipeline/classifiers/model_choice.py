@@ -180,15 +180,14 @@ def resolve_prediction_model(cfg: Config, paths: Paths, dataset: str) -> tuple[C
     )  # fmt: skip
     why = f"best validation macro-F1 {float(entry['val_macro_f1']):.3f}"
     if float(entry["val_macro_f1"]) < top:
-        what = (
-            f"one paired standard error ({float(entry['auto_standard_error']):.3f}: of the "
-            "best's lead over it on the same rows)"
-            if entry.get("auto_rule") == "paired"
-            else "one standard error"
-        )
+        val = float(entry["val_macro_f1"])
         why = (
-            f"validation macro-F1 {float(entry['val_macro_f1']):.3f}, within {what} "
-            f"of the best {top:.3f}, and the simplest such model"
+            f"validation macro-F1 {val:.3f}, {top - val:.3f} below the best {top:.3f}, inside "
+            f"one paired standard error of that lead ({float(entry['auto_standard_error']):.3f}"
+            "), and the simplest such model"
+            if entry.get("auto_rule") == "paired"
+            else f"validation macro-F1 {val:.3f}, within one standard error of the best "
+            f"{top:.3f}, and the simplest such model"
         )
     return _with_model(cfg, name), f"{name} (auto: {why})"
 
