@@ -95,11 +95,16 @@ def export_classifier_onnx(model_file: Path, path: Path) -> Path:
     as ONNX to ``path``: raw feature windows in, class probabilities out. LightGBM's booster is
     not a torch module: its trees go through onnxmltools
     (:func:`ppo_approach.export_lightgbm.lightgbm_classifier_onnx`)."""
-    import torch
-
     from pipeline.classifiers.nets import load_model_file
 
-    payload = load_model_file(model_file)
+    return classifier_payload_onnx(load_model_file(model_file), path)
+
+
+def classifier_payload_onnx(payload: dict[str, Any], path: Path) -> Path:
+    """:func:`export_classifier_onnx` of a model file already read (its payload), so that the
+    export bundle reads each classifier file once and writes the graph of what it read."""
+    import torch
+
     if payload["arch"].get("name") == "lightgbm":
         from ppo_approach.export_lightgbm import lightgbm_classifier_onnx
 

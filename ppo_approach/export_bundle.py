@@ -159,8 +159,8 @@ def _classifier_part(agent_cfg: Config, dataset: str, paths: Paths, folder: Path
     members = list(p.ensemble_models) if p.prediction_model == "ensemble" else [p.prediction_model]
     scalers, archs, first = {}, {}, None
     for m in members:
-        payload = load_model_file(art.classifier_model(m))
-        export.export_classifier_onnx(art.classifier_model(m), folder / classifier_file(m))
+        payload = load_model_file(art.classifier_model(m))  # read once: graph and manifest
+        export.classifier_payload_onnx(payload, folder / classifier_file(m))
         scalers[m] = {k: list(payload["scaler"][k]) for k in ("mean", "scale")}
         archs[m] = payload["arch"]
         first = first or payload

@@ -278,11 +278,12 @@ def test_the_runtime_decides_as_the_backtest_bar_by_bar_from_raw_candles(
 
 @pytest.mark.integration
 def test_an_ensemble_of_logreg_and_lightgbm_exports_and_decides_as_the_backtest(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An agent fed the weighted ensemble of logreg and LightGBM (each member's probabilities
     and the edge in its observation, z-scored): the export holds both graphs and the weights, and
-    the runtime takes the backtest's action on every test bar with the same equity."""
+    the runtime takes the backtest's action on every test bar with the same equity. The bundle
+    reads each member's model file once (its graph and its manifest entry come from one read)."""
     import train_models
     from pipeline.config.files import load_config
     from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
@@ -299,7 +300,18 @@ def test_an_ensemble_of_logreg_and_lightgbm_exports_and_decides_as_the_backtest(
     assert train_models.main([*args, "--models", "logreg,lightgbm"]) == 0
     torch.set_num_threads(1)
     assert train_ppo_agent.main(args) == 0
+    from pipeline.classifiers import nets
+
+    reads: list[str] = []
+    real_load = nets.load_model_file
+
+    def counted(path: Path) -> dict[str, Any]:
+        reads.append(Path(path).name)
+        return real_load(path)
+
+    monkeypatch.setattr(nets, "load_model_file", counted)
     result = export_agent(load_config(None, None, "smoke", sets), "E", Paths.from_root(tmp_path))
+    assert sorted(reads) == ["lightgbm_E_classification.pth", "logreg_E_classification.pth"]
     c = result.manifest["classifier"]
     assert c["members"] == ["logreg", "lightgbm"] and c["ensemble"]["kind"] in {"weights"}
     assert result.manifest["agent"]["prediction_zscore"] is not None
