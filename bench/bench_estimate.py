@@ -1,8 +1,8 @@
 """The start-of-run estimate against what step 5 takes: the cost model's reference points.
 
 ``pipeline.run.estimate`` says at a run's start about how long it will take. Its step-5 model
-charges each network ``_NET_S * params**_NET_EXP`` seconds per training window, epoch and
-lookback bar. This runs step 5 (``train_models.train_classifiers``, every model of the config)
+charges each network ``NET_SECONDS * params**NET_EXPONENT`` seconds per training window, epoch
+and lookback bar. This runs step 5 (``train_models.train_classifiers``, every model of the config)
 from an empty root on two configurations, the demo preset on the bundled dataset and the default
 config (its full-size networks) on a 4,000-bar synthetic series with ``epochs = 2``, and reads
 each network's own train seconds and epochs from the training summary: per network its
@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}.",
         f"Command: `python bench/bench_estimate.py --runs {args.runs}` (step 5 from an empty "
         f"root, every model of the config, {' '.join(SETTINGS)}; medians of {args.runs} runs). "
-        f"The cost model (pipeline/run/estimate.py): {estimate._NET_S:g} x params^"
-        f"{estimate._NET_EXP:g} seconds per network, training window, epoch and lookback bar.",
+        f"The cost model (pipeline/run/estimate.py): {estimate.NET_SECONDS:g} x params^"
+        f"{estimate.NET_EXPONENT:g} seconds per network, training window, epoch and lookback "
+        "bar.",
         "",
         "| case | network | parameters | epochs run | train s | measured us per window-epoch-"
         "bar | model's us |",
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs = statistics.median(r["nets"][name][1] for r in runs)
             secs = statistics.median(r["nets"][name][2] for r in runs)
             per_bar = statistics.median(r["nets"][name][3] for r in runs)
-            model = estimate._NET_S * params**estimate._NET_EXP
+            model = estimate.NET_SECONDS * params**estimate.NET_EXPONENT
             lines.append(
                 f"| {label} | {name} | {params:,} | {epochs:g} | {secs:.1f} | "
                 f"{per_bar * 1e6:.2f} | {model * 1e6:.2f} |"

@@ -16,21 +16,21 @@ from pipeline.config.schema import Config
 log = logging.getLogger("runpod_train")
 
 # Reference points of the run-time estimate, measured on the 2-core CPU machine (Intel Xeon, torch
-# 2.13.0+cpu, 2 threads; bench/bench_estimate.py, BENCHMARKS.md): a network costs about _NET_S *
-# params**_NET_EXP seconds per training window, epoch and lookback bar (step 5's own train
-# seconds: the demo's 11-16 k-parameter networks 0.9-1.5 us, the default config's GRU 159 k 12.5
-# us, DLSTM 425 k 15.6 us, BiLSTM 556 k 18.9 us, LSTM 1.34 M 41 us; the power law is within 30 %
-# of each), so the network size matters as much as the data (the default config's networks are
-# 10-100x the demo's). The rest of step 5 (tabular models, tables, controls) about _REST_S +
-# _REST_ROW_S per row. PPO about _PPO_STEP_S + _PPO_WORK_S * n_epochs * weights per timestep
-# (BENCHMARKS.md, "vec env": 10,462 timesteps/s at the demo's 256x256 net and 10 epochs, 734-761
-# at the default 1280x640 and 20), plus _PPO_REST_S + _PPO_REST_ROW_S per row for its validation
-# and backtest. Checked: step 5 of the demo on the bundled dataset 22.7 s (estimate 28.9 s) and of
-# the default config on 4,000 bars with 2 epochs 87.6 s (estimate 107.3 s); the demo end to end 45
-# s (estimate 51 s: step 7 17.1 s, estimate 17.1 s) and the smoke run on 2,000 rows 10 s (estimate
-# 11 s; bench/results/end_to_end.md). GPU speed-ups are not measured yet (issue 17): step 5 is
-# divided by 5.
-_NET_S, _NET_EXP = 6.1e-10, 0.8
+# 2.13.0+cpu, 2 threads; bench/bench_estimate.py, BENCHMARKS.md): a network costs about
+# NET_SECONDS * params**NET_EXPONENT seconds per training window, epoch and lookback bar (step 5's
+# own train seconds: the demo's 11-16 k-parameter networks 0.9-1.5 us, the default config's GRU
+# 159 k 12.5 us, DLSTM 425 k 15.6 us, BiLSTM 556 k 18.9 us, LSTM 1.34 M 41 us; the power law is
+# within 30 % of each), so the network size matters as much as the data (the default config's
+# networks are 10-100x the demo's). The rest of step 5 (tabular models, tables, controls) about
+# _REST_S + _REST_ROW_S per row. PPO about _PPO_STEP_S + _PPO_WORK_S * n_epochs * weights per
+# timestep (BENCHMARKS.md, "vec env": 10,462 timesteps/s at the demo's 256x256 net and 10 epochs,
+# 734-761 at the default 1280x640 and 20), plus _PPO_REST_S + _PPO_REST_ROW_S per row for its
+# validation and backtest. Checked: step 5 of the demo on the bundled dataset 22.7 s (estimate
+# 28.9 s) and of the default config on 4,000 bars with 2 epochs 87.6 s (estimate 107.3 s); the
+# demo end to end 45 s (estimate 51 s: step 7 17.1 s, estimate 17.1 s) and the smoke run on 2,000
+# rows 10 s (estimate 11 s; bench/results/end_to_end.md). GPU speed-ups are not measured yet
+# (issue 17): step 5 is divided by 5.
+NET_SECONDS, NET_EXPONENT = 6.1e-10, 0.8  # public: bench/bench_estimate.py reports them
 _WINDOW_SHARE = 0.62  # labelled train windows per dataset row (17,544 rows: 11,107 windows)
 _FOLD_FIT = 0.8  # one walk-forward fold model against the main model (less data, similar epochs)
 _REST_S, _REST_ROW_S = 3.0, 5e-4
@@ -63,7 +63,7 @@ def estimate_seconds(
     if 5 in selected:
         epochs = min(t.epochs, t.patience + 2)  # early stopping usually ends it about there
         per_net = {
-            name: _WINDOW_SHARE * rows * epochs * t.lookback * _NET_S * n**_NET_EXP
+            name: _WINDOW_SHARE * rows * epochs * t.lookback * NET_SECONDS * n**NET_EXPONENT
             for name, n in network_parameters(cfg).items()
         }  # seconds of each network's main model
         folds = max(0, t.walk_forward_folds - 1) if p.ppo_prediction_source == "walk_forward" else 0
