@@ -258,6 +258,15 @@ def test_auto_weighs_a_lead_by_its_paired_standard_error() -> None:
     moved = {**models, "window_logreg": _kept_rows(y, b, first_bar=501)}
     name, entry = best_on_validation({"models": moved})  # type: ignore[misc]
     assert name == "logreg" and entry["auto_rule"] == "single"
+    edited = {
+        **models,
+        "logreg": {
+            **models["logreg"],
+            "val_row_classes": {**models["logreg"]["val_row_classes"], "predicted": [0] * 1000},
+        },
+    }  # type: ignore[dict-item]
+    name, entry = best_on_validation({"models": edited})  # type: ignore[misc]
+    assert name == "logreg" and entry["auto_rule"] == "single"  # a hand-edited summary: no crash
 
     y, a, b = _two_models(shared_errors=False)
     models = {"logreg": _kept_rows(y, a), "window_logreg": _kept_rows(y, b)}

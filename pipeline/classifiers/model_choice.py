@@ -125,7 +125,7 @@ def _paired_errors(
         predictions = {n: decode_classes(e["val_row_classes"]["predicted"]) for n, e in
                        entries.items()}  # fmt: skip
         y = decode_classes(first["labels"])
-    except (KeyError, TypeError, ValueError, UnicodeEncodeError):
+    except (AttributeError, KeyError, TypeError, ValueError, UnicodeEncodeError):  # hand-edited
         return None
     if y.min() < 0 or y.max() > 2 or any(p.min() < 0 or p.max() > 2 for p in predictions.values()):
         return None
