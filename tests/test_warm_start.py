@@ -222,21 +222,34 @@ def _kept_rows(y: np.ndarray, pred: np.ndarray, first_bar: int = 500) -> dict[st
     }
 
 
+def _independent(
+    rng: np.random.Generator, right_a: float, right_b: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1,000 labels and two models right on them with probabilities ``right_a``, ``right_b``,
+    independently (the same wrong class where both miss)."""
+    y = rng.integers(0, 3, 1000)
+    wrong = (y + rng.integers(1, 3, 1000)) % 3  # (1000,) a wrong class for every row
+    a = np.where(rng.random(1000) < right_a, y, wrong)
+    return y, a, np.where(rng.random(1000) < right_b, y, wrong)
+
+
 def _two_models(shared_errors: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """1,000 validation rows; logreg right on about 55 % of them, window_logreg on 1.5 % more.
     ``shared_errors``: window_logreg is logreg with 15 of its wrong rows put right (the same
     model but a little better); otherwise its right rows are drawn independently."""
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 3, 1000)
-    wrong = (y + rng.integers(1, 3, 1000)) % 3  # (1000,) a wrong class for every row
-    a = np.where(rng.random(1000) < 0.55, y, wrong)
+    y, a, b = _independent(np.random.default_rng(3), 0.55, 0.565)
     if shared_errors:
         b = a.copy()
         fixed = np.flatnonzero(a != y)[::9][:15]
         b[fixed] = y[fixed]
-    else:
-        b = np.where(rng.random(1000) < 0.565, y, wrong)
     return y, a, b
+
+
+def _logreg_and_window(shared_errors: bool) -> tuple[dict[str, Any], float]:
+    """Summary entries of :func:`_two_models` and window_logreg's validation lead."""
+    y, a, b = _two_models(shared_errors)
+    models = {"logreg": _kept_rows(y, a), "window_logreg": _kept_rows(y, b)}
+    return models, models["window_logreg"]["val_macro_f1"] - models["logreg"]["val_macro_f1"]
 
 
 @pytest.mark.unit
@@ -246,16 +259,20 @@ def test_auto_weighs_a_lead_by_its_paired_standard_error() -> None:
     0.015 with a paired s.e. near 0.005: taken, though the single-score s.e. (0.033) calls it
     noise. The same lead from independent errors has a paired s.e. near 0.021: logreg kept.
     Rows that are not the same for every model fall back to the single-score rule."""
-    y, a, b = _two_models(shared_errors=True)
-    models = {"logreg": _kept_rows(y, a), "window_logreg": _kept_rows(y, b)}
-    lead = models["window_logreg"]["val_macro_f1"] - models["logreg"]["val_macro_f1"]
-    assert 0.01 < lead < 0.02  # type: ignore[operator]
+    models, lead = _logreg_and_window(shared_errors=True)
+    assert 0.01 < lead < 0.02
     name, entry = best_on_validation({"models": models})  # type: ignore[misc]
     assert name == "window_logreg" and entry["auto_rule"] == "paired"
     assert entry["auto_standard_error"] == 0.0  # the best model's own margin
     single = {m: {k: v for k, v in e.items() if k != "val_row_classes"} for m, e in models.items()}
     assert best_on_validation({"models": single})[0] == "logreg"  # type: ignore[index]
-    moved = {**models, "window_logreg": _kept_rows(y, b, first_bar=501)}
+    moved = {
+        **models,
+        "window_logreg": {
+            **models["window_logreg"],
+            "val_row_classes": {**models["window_logreg"]["val_row_classes"], "first_bar": 501},
+        },
+    }
     name, entry = best_on_validation({"models": moved})  # type: ignore[misc]
     assert name == "logreg" and entry["auto_rule"] == "single"
     edited = {
@@ -268,10 +285,8 @@ def test_auto_weighs_a_lead_by_its_paired_standard_error() -> None:
     name, entry = best_on_validation({"models": edited})  # type: ignore[misc]
     assert name == "logreg" and entry["auto_rule"] == "single"  # a hand-edited summary: no crash
 
-    y, a, b = _two_models(shared_errors=False)
-    models = {"logreg": _kept_rows(y, a), "window_logreg": _kept_rows(y, b)}
-    lead = models["window_logreg"]["val_macro_f1"] - models["logreg"]["val_macro_f1"]
-    assert 0.01 < lead < 0.02  # type: ignore[operator]
+    models, lead = _logreg_and_window(shared_errors=False)
+    assert 0.01 < lead < 0.02
     name, entry = best_on_validation({"models": models})  # type: ignore[misc]
     assert name == "logreg" and entry["auto_rule"] == "paired"
     assert entry["auto_standard_error"] > lead
@@ -287,11 +302,7 @@ def test_paired_standard_error_matches_the_spread_of_the_lead() -> None:
     se = paired_macro_f1_standard_errors(y, {"a": a, "b": b}, "b", block=50)
     leads = []
     for seed in range(200):
-        rng = np.random.default_rng(100 + seed)
-        y2 = rng.integers(0, 3, 1000)
-        wrong = (y2 + rng.integers(1, 3, 1000)) % 3
-        a2 = np.where(rng.random(1000) < 0.55, y2, wrong)
-        b2 = np.where(rng.random(1000) < 0.60, y2, wrong)
+        y2, a2, b2 = _independent(np.random.default_rng(100 + seed), 0.55, 0.60)
         lead = (
             classification_metrics(y2, b2)["macro_f1"] - classification_metrics(y2, a2)["macro_f1"]
         )
