@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         "one standard error of the best validation macro-F1 (the paired s.e. of the best's "
         "lead over it on the validation rows)"
         + (
-            " (or an ensemble more than one s.e. above every model alone on the agent-val rows)"
+            " (or an ensemble more than one paired s.e. above every model alone on the"
+            " agent-val rows)"
             if args.ensembles
             else ""
         )

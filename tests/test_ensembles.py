@@ -90,6 +90,57 @@ def test_auto_tries_both_fits_the_mean_and_each_member_alone() -> None:
 
 
 @pytest.mark.unit
+def test_the_ensembles_margin_is_the_paired_standard_error_of_its_lead() -> None:
+    """With the labels' horizon, the fit keeps the paired s.e. of the ensemble's lead over each
+    member on the agent-val rows, and :func:`beats_members` weighs the lead by it (issue 17)."""
+    from pipeline.classifiers.metrics import paired_macro_f1_standard_errors
+    from pipeline.classifiers.report import macro_f1_standard_error
+
+    votes, y3 = _voters()
+    _, _, blocks = _members()
+    fit = fit_ensemble(["a", "b", "c"], votes, y3, blocks, "auto", horizon=5)
+    assert is_combination(fit) and fit["lead_horizon"] == 5
+    rows = blocks == "val"
+    preds = {"ensemble": combine(votes[:, rows], fit).argmax(1)}
+    preds |= {m: votes[i, rows].argmax(1) for i, m in enumerate("abc")}
+    want = paired_macro_f1_standard_errors(y3[rows], preds, "ensemble", 50)
+    assert fit["val_lead_standard_errors"] == pytest.approx({m: want[m] for m in "abc"})
+    # the members and the ensemble read the same labels: the lead's s.e. is well under a score's
+    single = macro_f1_standard_error(750, 5)
+    assert max(fit["val_lead_standard_errors"].values()) < 0.8 * single
+    assert beats_members(fit, 5)
+    # no horizon, or one member alone chosen: nothing kept, the single-score rule stands
+    no_horizon = fit_ensemble(["a", "b", "c"], votes, y3, blocks, "auto")
+    assert "val_lead_standard_errors" not in no_horizon
+    probs, y, _ = _members()
+    assert "val_lead_standard_errors" not in fit_ensemble(
+        ["good", "noise"], probs, y, blocks, "auto", horizon=5
+    )
+
+
+@pytest.mark.unit
+def test_a_lead_inside_one_score_s_e_but_outside_the_paired_one_is_used() -> None:
+    """A lead of 0.02 over the best member on 750 rows of 5-bar labels: one score's s.e. is 0.038,
+    so the single-score rule refuses it; the paired s.e. of that lead is 0.010, so it is used, and
+    only if it clears every member's own paired s.e."""
+    fit: dict[str, Any] = {
+        "kind": "weights",
+        "weights": [0.5, 0.5],
+        "val_rows": 750,
+        "scores": {"val": {"a": 0.40, "b": 0.37, "ensemble": 0.42}},
+        "val_lead_standard_errors": {"a": 0.010, "b": 0.030},
+        "lead_horizon": 5,
+    }
+    assert beats_members(fit, 5)
+    assert not beats_members({**fit, "val_lead_standard_errors": {"a": 0.025, "b": 0.03}}, 5)
+    assert not beats_members({**fit, "val_lead_standard_errors": {"a": 0.01, "b": 0.06}}, 5)
+    # kept for another horizon, for other members, or absent: the single-score s.e. (0.038)
+    assert not beats_members(fit, 3)
+    assert not beats_members({**fit, "val_lead_standard_errors": {"a": 0.01}}, 5)
+    assert not beats_members({k: v for k, v in fit.items() if k != "lead_horizon"}, 5)
+
+
+@pytest.mark.unit
 def test_mean_is_the_plain_average() -> None:
     probs, y, blocks = _members()
     fit = fit_ensemble(["good", "noise"], probs, y, blocks, "mean")

@@ -20,7 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.classifiers.metrics import classification_metrics
+from pipeline.classifiers.metrics import (
+    PAIRED_BLOCK_HORIZONS,
+    classification_metrics,
+    paired_macro_f1_standard_errors,
+)
 
 METHODS = ("mean", "weighted", "stacking")
 AUTO = "auto"
@@ -81,6 +85,7 @@ def fit_ensemble(
     blocks: np.ndarray,
     method: str,
     seed: int = 0,
+    horizon: int | None = None,
 ) -> dict[str, Any]:
     """Fit ``method`` on the agent-train rows, choose on the agent-val rows, score the test rows.
 
@@ -90,7 +95,9 @@ def fit_ensemble(
     ``member_probs`` (M, n, 3) for the table's rows, ``labels`` (n,) with -1 where unlabelled,
     ``blocks`` (n,) the rows' agent blocks. Returns the chosen combination (``kind``,
     ``weights`` or ``coef``/``intercept``), what was tried, and the members' and the ensemble's
-    validation and test macro-F1: JSON-ready.
+    validation and test macro-F1: JSON-ready. With ``horizon`` (the labels' horizon in bars) and
+    a chosen combination, also ``val_lead_standard_errors``: per member, the paired s.e. of the
+    ensemble's lead over it on the agent-val rows (:func:`beats_members` weighs the lead by it).
     """
     m = len(names)
     uniform = {"kind": "weights", "weights": [1.0 / m] * m}
@@ -119,16 +126,43 @@ def fit_ensemble(
         # max keeps the first of equal scores: the fitted combination, then the mean, then a member
         choice = max(scores, key=lambda k: scores[k])
         chosen = candidates[choice]
-    return {
+    val_rows = int(((blocks == "val") & (labels >= 0)).sum())
+    out: dict[str, Any] = {
         **chosen,
         "method": method,
         "members": list(names),
         "choice": choice,
         "candidates": list(candidates),
         "candidate_val_macro_f1": scores,
-        "val_rows": int(((blocks == "val") & (labels >= 0)).sum()),
+        "val_rows": val_rows,
         "scores": _scores(names, member_probs, labels, blocks, chosen),
     }
+    if horizon is not None and is_combination(out) and val_rows > 0:
+        out["val_lead_standard_errors"] = _lead_errors(
+            names, member_probs, labels, blocks, chosen, horizon
+        )
+        out["lead_horizon"] = int(horizon)
+    return out
+
+
+def _lead_errors(
+    names: list[str],
+    member_probs: np.ndarray,
+    labels: np.ndarray,
+    blocks: np.ndarray,
+    chosen: dict[str, Any],
+    horizon: int,
+) -> dict[str, float]:
+    """Per member, the paired s.e. of the ensemble's macro-F1 lead over it on the agent-val rows
+    (:func:`pipeline.classifiers.metrics.paired_macro_f1_standard_errors`, the same bootstrap as
+    ``prediction_model = auto``'s rule between models)."""
+    rows = (blocks == "val") & (labels >= 0)
+    y = labels[rows].astype(np.int64)
+    predictions = {"ensemble": combine(member_probs[:, rows], chosen).argmax(1)}
+    predictions |= {name: member_probs[i, rows].argmax(1) for i, name in enumerate(names)}
+    block = PAIRED_BLOCK_HORIZONS * int(horizon)
+    errors = paired_macro_f1_standard_errors(y, predictions, "ensemble", block)
+    return {name: errors[name] for name in names}
 
 
 def _fit_method(method: str, member_probs: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
@@ -145,17 +179,27 @@ def _fit_method(method: str, member_probs: np.ndarray, y: np.ndarray, seed: int)
 
 def beats_members(fit: dict[str, Any], horizon: int) -> bool:
     """True when the fitted combination (:func:`is_combination`) scores more than one standard
-    error (overlap-corrected, ``fit["val_rows"]`` rows, labels overlapping ``horizon`` bars) above
-    its best member alone on the agent-val rows: the one-standard-error rule that
-    :func:`pipeline.classifiers.model_choice.best_on_validation` applies between models."""
+    error above every member alone on the agent-val rows: the one-standard-error rule that
+    :func:`pipeline.classifiers.model_choice.best_on_validation` applies between models, with
+    the same s.e.: PAIRED, per member, when the fit kept it for labels over ``horizon`` bars
+    (``val_lead_standard_errors``: the members and the ensemble read the same labels, whose
+    noise cancels in the lead); else the s.e. of one score (overlap-corrected,
+    ``fit["val_rows"]`` rows), as fits written before it."""
     from pipeline.classifiers.report import macro_f1_standard_error
 
     val = (fit.get("scores") or {}).get("val") or {}
     rows = int(fit.get("val_rows") or 0)
     if not is_combination(fit) or "ensemble" not in val or rows <= 0:
         return False
-    best_alone = max(v for k, v in val.items() if k != "ensemble")
-    return val["ensemble"] > best_alone + macro_f1_standard_error(rows, horizon)
+    members = {k: v for k, v in val.items() if k != "ensemble"}
+    paired = fit.get("val_lead_standard_errors")
+    if (
+        isinstance(paired, dict)
+        and fit.get("lead_horizon") == horizon
+        and set(paired) == set(members)
+    ):
+        return all(val["ensemble"] > v + float(paired[k]) for k, v in members.items())
+    return val["ensemble"] > max(members.values()) + macro_f1_standard_error(rows, horizon)
 
 
 def is_combination(fit: dict[str, Any]) -> bool:

@@ -10,6 +10,12 @@ from pipeline.data.labels import CLASS_NAMES
 
 N_CLASSES = 3
 
+PAIRED_BLOCK_HORIZONS = 10
+"""Bootstrap blocks of the paired rule (:func:`paired_macro_f1_standard_errors` as used by
+``prediction_model = auto`` and by the ensembles' margin), in label horizons (50 rows for 5-bar
+labels): labels overlap ``label_horizon`` bars and a model's predictions persist over
+neighbouring windows, so a block holds several horizons of that dependence."""
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """3x3 counts, rows = true class, columns = predicted class."""

@@ -1,14 +1,15 @@
 """Which classifier feeds the agent: ``prediction_model = auto``.
 
 When step 5 fitted an ensemble over every model's walk-forward table and it beat every model
-alone on the agent-val rows by more than one standard error (``auto_ensemble.used`` in the
-summary), the agent uses that ensemble. Otherwise it uses the simplest
-classifier within one standard error of the best VALIDATION macro-F1 of step 5's training
-summary (``results/training_summary_{dataset}.json``; :func:`best_on_validation`): the
-validation block selects models, the test block stays the one honest score and plays no part
-here (ties go to the earlier name of :data:`pipeline.config.schema.MODEL_NAMES`). On data where
-one architecture is the weakest (the default dlstm on EURUSD-like data: test F1 0.335, direction
-44 %) the agent no longer gets it by default, and every report names the model that fed the agent.
+alone on the agent-val rows by more than the paired standard error of its lead over each
+(:func:`pipeline.classifiers.ensembles.beats_members`; ``auto_ensemble.used`` in the summary),
+the agent uses that ensemble. Otherwise it uses the simplest classifier within one standard
+error of the best VALIDATION macro-F1 of step 5's training summary
+(``results/training_summary_{dataset}.json``; :func:`best_on_validation`): the validation block
+selects models, the test block stays the one honest score and plays no part here (ties go to the
+earlier name of :data:`pipeline.config.schema.MODEL_NAMES`). On data where one architecture is
+the weakest (the default dlstm on EURUSD-like data: test F1 0.335, direction 44 %) the agent no
+longer gets it by default, and every report names the model that fed the agent.
 """
 
 from __future__ import annotations
@@ -38,12 +39,6 @@ SIMPLEST_FIRST: tuple[str, ...] = model_registry.SIMPLEST_FIRST
 """The models from the simplest (fewest parameters, fastest to fit) to the most complex: the
 one-standard-error rule prefers the earlier of models whose validation scores are that close
 (each architecture's ``simplicity`` in :mod:`pipeline.config.registry`)."""
-
-
-PAIRED_BLOCK_HORIZONS = 10
-"""Bootstrap blocks of the paired rule, in label horizons (50 rows for 5-bar labels): labels
-overlap ``label_horizon`` bars and a model's predictions persist over neighbouring windows, so a
-block holds several horizons of that dependence."""
 
 
 def best_on_validation(training_summary: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -105,7 +100,11 @@ def _paired_errors(
 ) -> dict[str, float] | None:
     """Per candidate, the paired s.e. of ``best``'s validation lead over it; ``None`` unless
     every entry keeps the same validation rows (first bar and labels) and its predictions."""
-    from pipeline.classifiers.metrics import decode_classes, paired_macro_f1_standard_errors
+    from pipeline.classifiers.metrics import (
+        PAIRED_BLOCK_HORIZONS,
+        decode_classes,
+        paired_macro_f1_standard_errors,
+    )
 
     kept: list[dict[str, Any]] = [
         k for k in (e.get("val_row_classes") for e in entries.values()) if isinstance(k, dict)

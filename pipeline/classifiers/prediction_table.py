@@ -192,7 +192,7 @@ def ensemble_fit(
     labels = prep.arrays.labels[first["bar"].to_numpy()]  # (n,) -1 past the last label
     blocks = first["agent_block"].to_numpy()
     how = method or cfg.ppo.ensemble_method
-    return fit_ensemble(names, probs, labels, blocks, how, cfg.training.seed)
+    return fit_ensemble(names, probs, labels, blocks, how, cfg.training.seed, prep.arrays.k)
 
 
 def ensemble_line(fit: dict[str, Any]) -> str:
@@ -277,7 +277,7 @@ class WrittenTables:
     all of them (:func:`pipeline.classifiers.ensembles.fit_ensemble` with method ``auto``) and
     ``used``:
     whether it combines members and beats the best of them alone on the agent-val rows by more
-    than one standard error (:func:`pipeline.classifiers.ensembles.beats_members`)."""
+    than one (paired) standard error (:func:`pipeline.classifiers.ensembles.beats_members`)."""
 
 
 def write_prediction_tables(
@@ -290,9 +290,9 @@ def write_prediction_tables(
     models, the ensembles are candidates too: weighted voting is fitted on the
     out-of-fold agent-train rows over every model and chosen on the agent-val rows against the
     mean and each model alone (:data:`pipeline.classifiers.ensembles.AUTO` says why not stacking);
-    when a combination beats the best model alone by more than one standard error
-    (:func:`pipeline.classifiers.ensembles.beats_members`), its table is written and step 7 feeds
-    it to the agent (:func:`pipeline.classifiers.model_choice.resolve_prediction_model`).
+    when a combination beats every model alone by more than the paired standard error of its
+    lead (:func:`pipeline.classifiers.ensembles.beats_members`), its table is written and step 7
+    feeds it to the agent (:func:`pipeline.classifiers.model_choice.resolve_prediction_model`).
     """
     art = Artifacts(paths, prep.info.name)
     tables, written, ensemble_ok = _model_tables(cfg, prep, paths, models, device, art)
@@ -372,7 +372,7 @@ def _ensemble_choice(
             ", ".join(members),
             "chosen"
             if auto_fit["used"]
-            else "not chosen (not one standard error above the best model alone)",
+            else "not chosen (not one paired standard error above every model alone)",
             ensemble_line(auto_fit),
         )
         return members, auto_fit, auto_fit
