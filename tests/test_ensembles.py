@@ -141,6 +141,29 @@ def test_a_lead_inside_one_score_s_e_but_outside_the_paired_one_is_used() -> Non
 
 
 @pytest.mark.unit
+def test_the_ensemble_line_shows_the_lead_and_its_paired_s_e() -> None:
+    from pipeline.classifiers.prediction_table import ensemble_line
+
+    fit: dict[str, Any] = {
+        "kind": "weights",
+        "weights": [0.5, 0.5],
+        "members": ["a", "b"],
+        "method": "auto",
+        "choice": "weighted",
+        "scores": {
+            "val": {"a": 0.40, "b": 0.37, "ensemble": 0.42},
+            "test": {"a": 0.4, "b": 0.4, "ensemble": 0.39},
+        },
+        "val_lead_standard_errors": {"a": 0.011, "b": 0.03},
+    }
+    line = ensemble_line(fit)
+    assert "val macro-F1 0.420 vs best member 0.400 (lead +0.020, paired s.e. 0.011)" in line
+    assert line.endswith("test macro-F1 0.390 vs best member 0.400")
+    del fit["val_lead_standard_errors"]
+    assert "paired" not in ensemble_line(fit)
+
+
+@pytest.mark.unit
 def test_mean_is_the_plain_average() -> None:
     probs, y, blocks = _members()
     fit = fit_ensemble(["good", "noise"], probs, y, blocks, "mean")
