@@ -18,6 +18,7 @@ ORDER = [
     "classifier_ladder_compare_min_steps_per_epoch-50",
     "ladder_headroom",
     "classifier_ladder_bars-40000_rows-echo",
+    "classifier_ladder_confirm_bars-40000_rows-echo_blip-echo_ar-vol_echo",
     "classifier_ladder_ensembles_rows-echo_blip",
     "classifier_ladder_confirm",
     "lightgbm",
