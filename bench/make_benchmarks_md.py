@@ -27,6 +27,7 @@ ORDER = [
     "classifier_ladder_uncut_batch",
     "classifier_ladder_confirm_trainingmin_steps_per_epoch-1",
     "classifier_ladder_ensembles",
+    "classifier_ladder_confirm_ensembles",
     "classifier_ladder_plain_max",
     "classifier_ladder_ensembles_stacking",
     "classifier_ladder_ensembles_rows-echo-vol_echo",
