@@ -69,10 +69,13 @@ def score(model: torch.nn.Module, scaled: np.ndarray, bars: np.ndarray, y: np.nd
     return classification_metrics(y, predict_proba(model, data).argmax(axis=1))["macro_f1"]
 
 
-def one(kind: str, bars_n: int, seed: int, signal: float = SIGNAL) -> dict[str, float]:
+def one(
+    kind: str, bars_n: int, seed: int, signal: float = SIGNAL, lookback: int | None = None
+) -> dict[str, float]:
     """Test macro-F1 of logreg, LightGBM, window_logreg and the three oracles, and the s.e., on
-    one series."""
-    cfg = load_config(None, None, "demo", SETTINGS).training
+    one series; ``lookback`` overrides the demo preset's window."""
+    sets = SETTINGS + ([f"lookback={lookback}"] if lookback else [])
+    cfg = load_config(None, None, "demo", sets).training
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "datasets").mkdir()
@@ -134,8 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated signal strengths (the ladder's rows use 1.0 and its strong rows "
         "the strength this bench chose: see STRONG in bench_classifier_ladder.py)",
     )
+    p.add_argument(
+        "--lookbacks",
+        default="",
+        help="comma-separated window lengths (default: the demo preset's, 32; the default config "
+        "uses 60: a window past the 24-bar echo's own echo, 48 bars back)",
+    )
     args = p.parse_args(argv)
     signals = [float(s) for s in args.signals.split(",")]
+    lookbacks = [int(b) for b in args.lookbacks.split(",")] if args.lookbacks else [None]
     logging.disable(logging.WARNING)
     lengths = [int(b) for b in args.bars.split(",")]
     lines = [
@@ -144,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}.",
         f"Command: `python bench/bench_ladder_headroom.py --seeds {args.seeds} --bars "
-        f"{args.bars} --kinds {args.kinds} --signals {args.signals}`: the ladder's series, "
+        f"{args.bars} --kinds {args.kinds} --signals {args.signals}"
+        + (f" --lookbacks {args.lookbacks}" if args.lookbacks else "")
+        + "`: the ladder's series, "
         "demo preset, "
         f"{' '.join(SETTINGS)}. Cells: test macro-F1 of the main model fitted on the train "
         "block. Each oracle is logreg's view plus what the generator planted, fitted like logreg: "
@@ -153,39 +165,48 @@ def main(argv: list[str] | None = None) -> int:
         "show them (each still carrying the echo of a shock older than the window): about the "
         "best a model reading the window can do. Room = the window oracle minus the best of "
         "logreg and LightGBM, also in overlap-corrected standard errors; window_logreg's share = "
-        "its lead over that best as a share of the room.",
+        "its lead over that best as a share of the room; lead = window_logreg minus that best.",
         "",
-        "| row | signal | bars | seed | logreg | lightgbm | window_logreg | oracle: volatility | "
-        "true shocks | window | room | s.e. | room / s.e. | window_logreg's share |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | signal | bars | lookback | seed | logreg | lightgbm | window_logreg | lead | "
+        "oracle: volatility | true shocks | window | room | s.e. | room / s.e. | "
+        "window_logreg's share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    rooms: dict[tuple[str, float, int], list[float]] = {}
+    rooms: dict[tuple[str, float, int, int | None], list[float]] = {}
+    leads: dict[tuple[str, float, int, int | None], list[float]] = {}
     t0 = time.perf_counter()
-    for kind, sig in itertools.product(args.kinds.split(","), signals):
-        for n in lengths:
-            for seed in range(1, args.seeds + 1):
-                r = one(kind, n, seed, sig)
-                tab = max(r["logreg"], r["lightgbm"])
-                room = r["window_oracle"] - tab
-                share = f"{(r['window_logreg'] - tab) / room:.0%}" if room > 0 else "-"
-                rooms.setdefault((kind, sig, n), []).append(room / r["se"])
-                lines.append(
-                    f"| {kind} | {sig:g} | {n:,} | {seed} | {r['logreg']:.3f} | "
-                    f"{r['lightgbm']:.3f} | "
-                    f"{r['window_logreg']:.3f} | {r['vol_oracle']:.3f} | {r['oracle']:.3f} | "
-                    f"{r['window_oracle']:.3f} | {room:+.3f} | {r['se']:.3f} | "
-                    f"{room / r['se']:+.1f} | {share} |"
-                )
-                print(lines[-1], flush=True)
+    for kind, sig, n, lb in itertools.product(args.kinds.split(","), signals, lengths, lookbacks):
+        for seed in range(1, args.seeds + 1):
+            r = one(kind, n, seed, sig, lb)
+            tab = max(r["logreg"], r["lightgbm"])
+            room = r["window_oracle"] - tab
+            lead = r["window_logreg"] - tab
+            share = f"{lead / room:.0%}" if room > 0 else "-"
+            rooms.setdefault((kind, sig, n, lb), []).append(room / r["se"])
+            leads.setdefault((kind, sig, n, lb), []).append(lead / r["se"])
+            lines.append(
+                f"| {kind} | {sig:g} | {n:,} | {lb or 'demo'} | {seed} | {r['logreg']:.3f} | "
+                f"{r['lightgbm']:.3f} | {r['window_logreg']:.3f} | {lead:+.3f} | "
+                f"{r['vol_oracle']:.3f} | {r['oracle']:.3f} | "
+                f"{r['window_oracle']:.3f} | {room:+.3f} | {r['se']:.3f} | "
+                f"{room / r['se']:+.1f} | {share} |"
+            )
+            print(lines[-1], flush=True)
+
+    def at(k: str, sig: float, n: int, lb: int | None) -> str:
+        return f"{k} {sig:g} at {n:,} bars" + (f", lookback {lb}" if lb else "")
+
     lines += [
         "",
         "Mean room over the best tabular model, in standard errors: "
-        + "; ".join(
-            f"{k} {sig:g} at {n:,} bars {sum(v) / len(v):+.1f}" for (k, sig, n), v in rooms.items()
-        )
+        + "; ".join(f"{at(*key)} {sum(v) / len(v):+.1f}" for key, v in rooms.items())
+        + ".",
+        "Mean lead of window_logreg over the best tabular model, in standard errors: "
+        + "; ".join(f"{at(*key)} {sum(v) / len(v):+.1f}" for key, v in leads.items())
         + f". Wall time {time.perf_counter() - t0:.0f} s.",
     ]
     suffix = "" if signals == [SIGNAL] else f"_signals-{args.signals.replace(',', '-')}"
+    suffix += f"_lookbacks-{args.lookbacks.replace(',', '-')}" if args.lookbacks else ""
     (HERE / "results" / f"ladder_headroom{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
