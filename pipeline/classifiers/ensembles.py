@@ -87,20 +87,17 @@ def fit_ensemble(
     seed: int = 0,
     horizon: int | None = None,
 ) -> dict[str, Any]:
-    """Fit ``method`` on the agent-train rows, choose on the agent-val rows, score the test rows.
+    """Fit ``method`` (:data:`METHODS`, or :data:`AUTO`: weighted voting against the mean and
+    each member alone) on the agent-train rows, choose on the agent-val rows, score the test rows.
 
-    ``method``: one of :data:`METHODS`, or :data:`AUTO` (``prediction_model = auto``: weighted
-    voting, chosen against the mean and each member alone).
-
-    ``member_probs`` (M, n, 3) for the table's rows, ``labels`` (n,) with -1 where unlabelled,
-    ``blocks`` (n,) the rows' agent blocks. Returns the chosen combination (``kind``,
-    ``weights`` or ``coef``/``intercept``), what was tried, and the members' and the ensemble's
-    validation and test macro-F1: JSON-ready. With ``horizon`` (the labels' horizon in bars) and
-    a chosen combination, also ``val_lead_standard_errors``: per member, the paired s.e. of the
-    ensemble's lead over it on the agent-val rows (:func:`beats_members` weighs the lead by it).
-    """
+    ``member_probs`` (M, n, 3), ``labels`` (n,) with -1 where unlabelled, ``blocks`` (n,) the rows'
+    agent blocks. Returns, JSON-ready, the chosen combination (``kind``, ``weights`` or
+    ``coef``/``intercept``), what was tried, the members' and the ensemble's validation and test
+    macro-F1, and with ``horizon`` (the labels', in bars) and a combination chosen, per member the
+    paired s.e. of its lead over it on the agent-val rows (``val_lead_standard_errors``)."""
     m = len(names)
     uniform = {"kind": "weights", "weights": [1.0 / m] * m}
+    is_val = (blocks == "val") & (labels >= 0)
     if method == "mean":
         chosen, choice = uniform, "mean"
         candidates: dict[str, dict[str, Any]] = {"mean": uniform}
@@ -112,13 +109,10 @@ def fit_ensemble(
         candidates = {k: _fit_method(k, member_probs[:, fit_rows], y_fit, seed) for k in fitted}
         candidates["mean"] = uniform
         for i, name in enumerate(names):
-            one = [0.0] * m
-            one[i] = 1.0
-            candidates[f"{name} alone"] = {"kind": "weights", "weights": one}
-        val_rows = (blocks == "val") & (labels >= 0)
-        y_val = labels[val_rows].astype(np.int64)
+            candidates[f"{name} alone"] = {"kind": "weights", "weights": np.eye(m)[i].tolist()}
+        y_val = labels[is_val].astype(np.int64)
         scores = {
-            k: classification_metrics(y_val, combine(member_probs[:, val_rows], c).argmax(1))[
+            k: classification_metrics(y_val, combine(member_probs[:, is_val], c).argmax(1))[
                 "macro_f1"
             ]
             for k, c in candidates.items()
@@ -126,7 +120,7 @@ def fit_ensemble(
         # max keeps the first of equal scores: the fitted combination, then the mean, then a member
         choice = max(scores, key=lambda k: scores[k])
         chosen = candidates[choice]
-    val_rows = int(((blocks == "val") & (labels >= 0)).sum())
+    val_rows = int(is_val.sum())
     out: dict[str, Any] = {
         **chosen,
         "method": method,
