@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     lengths = [int(b) for b in args.bars.split(",")]
     lines = [
-        "# Headroom on the ladder's sequential rows (`bench/bench_ladder_headroom.py`)",
+        "# Headroom on the ladder's sequential rows"
+        + (f", {' against '.join(args.lookbacks.split(','))} bars" if args.lookbacks else "")
+        + " (`bench/bench_ladder_headroom.py`)",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} logical cores, {gpu_description()}; Python "
         f"{platform.python_version()}.",
