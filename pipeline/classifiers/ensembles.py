@@ -133,7 +133,7 @@ def fit_ensemble(
     }
     if horizon is not None and is_combination(out) and val_rows > 0:
         out["val_lead_standard_errors"] = _lead_errors(
-            names, member_probs, labels, blocks, chosen, horizon
+            names, member_probs[:, is_val], labels[is_val], chosen, horizon
         )
         out["lead_horizon"] = int(horizon)
     return out
@@ -141,19 +141,18 @@ def fit_ensemble(
 
 def _lead_errors(
     names: list[str],
-    member_probs: np.ndarray,
-    labels: np.ndarray,
-    blocks: np.ndarray,
+    val_probs: np.ndarray,
+    val_labels: np.ndarray,
     chosen: dict[str, Any],
     horizon: int,
 ) -> dict[str, float]:
     """Per member, the paired s.e. of the ensemble's macro-F1 lead over it on the agent-val rows
-    (:func:`pipeline.classifiers.metrics.paired_macro_f1_standard_errors`, the same bootstrap as
+    (``val_probs`` (M, n, 3), ``val_labels`` (n,);
+    :func:`pipeline.classifiers.metrics.paired_macro_f1_standard_errors`, the same bootstrap as
     ``prediction_model = auto``'s rule between models)."""
-    rows = (blocks == "val") & (labels >= 0)
-    y = labels[rows].astype(np.int64)
-    predictions = {"ensemble": combine(member_probs[:, rows], chosen).argmax(1)}
-    predictions |= {name: member_probs[i, rows].argmax(1) for i, name in enumerate(names)}
+    y = val_labels.astype(np.int64)
+    predictions = {"ensemble": combine(val_probs, chosen).argmax(1)}
+    predictions |= {name: val_probs[i].argmax(1) for i, name in enumerate(names)}
     block = PAIRED_BLOCK_HORIZONS * int(horizon)
     errors = paired_macro_f1_standard_errors(y, predictions, "ensemble", block)
     return {name: errors[name] for name in names}
