@@ -185,6 +185,11 @@ def test_weighted_ensemble_table_uses_the_reported_weights(
     train_models.train_classifiers(cfg, "EN", Paths.from_root(tmp_path))
     fit = json.loads((tmp_path / "results" / "ensemble_EN.json").read_text())
     assert fit["method"] == "weighted" and fit["members"] == ["dlstm", "bilstm"]
+    if is_combination(fit):  # step 5 hands the labels' horizon on: the report keeps the lead's s.e.
+        assert fit["lead_horizon"] == 5 and set(fit["val_lead_standard_errors"]) == {
+            "dlstm",
+            "bilstm",
+        }
     table = pd.read_csv(tmp_path / "results" / "predictions_ensemble_EN.csv")
     cols = ["p_fall", "p_stationary", "p_rise"]
     members = np.stack([table[[f"{c}_{m}" for c in cols]].to_numpy() for m in fit["members"]])
@@ -218,7 +223,11 @@ def test_auto_fits_the_ensembles_over_every_walk_forward_table(
     assert ens["candidates"][:2] == ["weighted", "mean"]
     val = ens["scores"]["val"]
     best_alone = max(val[m] for m in ens["members"])
-    assert ens["used"] == beats_members(ens, summary["models"]["gru"]["label_horizon"])
+    horizon = summary["models"]["gru"]["label_horizon"]
+    assert ens["used"] == beats_members(ens, horizon)
+    if is_combination(ens):  # the paired margin, for the labels' horizon, over every model
+        assert ens["lead_horizon"] == horizon
+        assert set(ens["val_lead_standard_errors"]) == set(ens["members"])
     assert val["ensemble"] >= best_alone  # by construction
     resolved, why = resolve_prediction_model(cfg, paths, "AU")
     art = Artifacts(paths, "AU")

@@ -197,7 +197,7 @@ def ensemble_fit(
 
 def ensemble_line(fit: dict[str, Any]) -> str:
     """``weighted (chosen on validation: weighted); weights dlstm 0.60, bilstm 0.40; val macro-F1
-    0.41 vs best member 0.40 (lead 0.012, paired s.e. 0.008); test 0.40 vs 0.39`` (the test
+    0.41 vs best member 0.40 (lead +0.012, paired s.e. 0.008); test 0.40 vs 0.39`` (the test
     numbers are reported, not used; the lead's s.e. where the fit kept it)."""
     if fit["kind"] == "weights":
         how = "weights " + ", ".join(
