@@ -21,6 +21,9 @@ ORDER = [
     "classifier_ladder_bars-40000_rows-echo",
     "classifier_ladder_bars-40000_lookback-60_rows-echo",
     "classifier_ladder_confirm_bars-40000_lookback-60_rows-echo_blip-echo_ar-vol_echo",
+    "classifier_ladder_bars-40000_lookback-60_rows-momentum-vol_trend-noise-EURUSD-GOOG",
+    "classifier_ladder_confirm_bars-40000_lookback-60_rows-regime-mean_reversion-momentum-vol_trend-"
+    "bundled",
     "classifier_ladder_confirm_bars-40000_rows-echo_blip-echo_ar-vol_echo",
     "classifier_ladder_ensembles_rows-echo_blip",
     "classifier_ladder_confirm",
