@@ -447,7 +447,11 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM (pod shutdown, runpod_main forwarding) and SIGHUP (closed terminal) unwind like
         # Ctrl-C; a SIGHUP ignored at start (`nohup`) stays ignored.
         with contextlib.ExitStack() as stack:
-            stack.enter_context(interrupt_on_signals())
+            try:
+                stack.enter_context(interrupt_on_signals())
+            except KeyboardInterrupt:  # a Ctrl-C runpod_main's driver held while it started
+                print("interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
             dataset = args.dataset or os.environ.get("DATASET_NAME", "").strip()
             # Usage errors first: they are one line and leave no log file.
             usage = run_cli(lambda: check_usage(args))

@@ -4,6 +4,7 @@ integration-tier checks (training, subprocesses, signals)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,11 +205,84 @@ def test_a_signal_before_the_driver_exists_is_forwarded_to_it(
         return started[0]
 
     monkeypatch.setattr(driver_output.subprocess, "Popen", popen_after_a_signal)
-    # `sleep`, not a Python child: a SIGINT that reaches a Python interpreter while it is still
-    # starting (a loaded machine) ends it with status 1 instead of the signal, so the test flaked.
-    code = runpod_main.stream_driver(["sleep", "30"], _env(), [])
+    code = runpod_main.stream_driver([sys.executable, "-c", READY_DRIVER], _env(), [])
     assert code == 130
     assert started[0].returncode == -signal.SIGINT
+
+
+READY_DRIVER = """
+import sys, time
+print("starting", flush=True)
+try:
+    time.sleep(1.0)  # like the interpreter's own start-up: an interrupt here ends it with 1
+except KeyboardInterrupt:
+    print("interrupted while starting", flush=True)
+    sys.exit(1)
+from pipeline.run.process import interrupt_on_signals
+with interrupt_on_signals():  # like runpod_train.main(): the held Ctrl-C arrives here
+    print("ready", flush=True)
+    time.sleep(30)
+"""
+
+
+def test_a_ctrl_c_while_the_driver_starts_up_is_held_until_its_handlers_are_in() -> None:
+    """A Ctrl-C in the first milliseconds of the driver (its interpreter still starting, where
+    Python ends with status 1 and a traceback) was reported as a failure, not 130: the driver now
+    starts with SIGINT held and takes it once its handlers are in."""
+    import logging
+    import signal
+    import threading
+
+    import runpod_main
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+            if record.getMessage() == "starting":  # Ctrl-C at runpod_main, mid start-up
+                main_thread = threading.main_thread().ident
+                threading.Timer(0.2, signal.pthread_kill, (main_thread, signal.SIGINT)).start()
+
+    child = runpod_main.child_log
+    old = (child.level, child.propagate)
+    handler = Collect()
+    child.addHandler(handler)
+    child.setLevel(logging.INFO)
+    child.propagate = False
+    try:
+        code = runpod_main.stream_driver([sys.executable, "-c", READY_DRIVER], _env(), [])
+    finally:
+        child.removeHandler(handler)
+        child.setLevel(old[0])
+        child.propagate = old[1]
+    assert lines[0] == "starting"
+    assert "interrupted while starting" not in lines
+    assert code == 130
+
+
+def test_the_driver_takes_a_held_ctrl_c_as_one_line_and_130(tmp_path: Path) -> None:
+    """The real driver, started the way runpod_main starts it and interrupted at once: exit 130
+    and the one line "interrupted", not a traceback (nor status 1) from its start-up."""
+    import signal
+    import subprocess
+
+    from pipeline.common import PROJECT_ROOT
+    from pipeline.run.process import children_start_holding_interrupts
+
+    with children_start_holding_interrupts():
+        proc = subprocess.Popen(
+            [sys.executable, "runpod_train.py", "--dataset", str(tmp_path / "x.csv")],
+            cwd=PROJECT_ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    proc.send_signal(signal.SIGINT)  # while its interpreter starts
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip() == "interrupted"
 
 
 # ---------------------------------------------------------------- tuner outputs (plots: ~4 s)

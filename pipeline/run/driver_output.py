@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline.common import EXIT_INTERRUPTED, PROJECT_ROOT
-from pipeline.run.process import handle_signals
+from pipeline.run.process import children_start_holding_interrupts, handle_signals
 from pipeline.secrets import mask_secrets
 
 # The entry point's loggers: its lines keep the names they always had (``runpod_main: ...``);
@@ -128,16 +128,19 @@ def stream_driver(cmd: Sequence[str], env: dict[str, str], secrets: Sequence[str
     relay = _Relay(secrets, lambda line: child_log.info("%s", line), sys.stdout)
     # The handlers go in before the driver starts: a signal in between is forwarded, not fatal.
     with handle_signals(forward, forwarded_signals()):  # the pipeline's one signal mechanism
-        proc = subprocess.Popen(
-            list(cmd),
-            env=env,
-            cwd=str(PROJECT_ROOT),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            bufsize=0,
-            start_new_session=True,
-        )
-        started.append(proc)
+        # The driver holds a Ctrl-C until its own handlers are in (a starting interpreter would
+        # end with status 1, not 130); one that reaches us meanwhile is handled after the block.
+        with children_start_holding_interrupts():
+            proc = subprocess.Popen(
+                list(cmd),
+                env=env,
+                cwd=str(PROJECT_ROOT),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                bufsize=0,
+                start_new_session=True,
+            )
+            started.append(proc)
         for signum in pending[:1]:  # once: a doubled SIGINT would cut the checkpoint short
             forward(signum)
         code = _relay_until_exit(proc, relay)
