@@ -19,6 +19,8 @@ ORDER = [
     "ladder_headroom",
     "ladder_headroom_lookbacks-32-60",
     "classifier_ladder_bars-40000_rows-echo",
+    "classifier_ladder_lookback-60_rows-echo",
+    "classifier_ladder_confirm_lookback-60_rows-echo_blip-echo_ar-vol_echo",
     "classifier_ladder_bars-40000_lookback-60_rows-echo",
     "classifier_ladder_confirm_bars-40000_lookback-60_rows-echo_blip-echo_ar-vol_echo",
     "classifier_ladder_bars-40000_lookback-60_rows-momentum-vol_trend-noise-EURUSD-GOOG",
