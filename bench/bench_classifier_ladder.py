@@ -325,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{' '.join(base)}. Cells: test macro-F1 / "
         "direction; the auto choice is prediction_model = auto's: the simplest model within "
         "one standard error of the best validation macro-F1 (the paired s.e. of the best's "
-        "lead over it on the validation rows)"
+        "lead over it on the validation rows), less the tabular models another beats by more "
+        "than that s.e. on their out-of-fold rows of the training block and the validation "
+        "rows pooled"
         + (
             " (or an ensemble more than one paired s.e. above every model alone on the"
             " agent-val rows)"

@@ -742,6 +742,16 @@ def test_walk_forward_models_agent_trains_folds_only_for_the_agents_classifier(
         y, pred = decode_classes(kept["labels"]), decode_classes(kept["predicted"])
         assert len(y) == len(pred) == entry["val_rows"]
         assert classification_metrics(y, pred)["macro_f1"] == pytest.approx(entry["val_macro_f1"])
+    for name, entry in summary["models"].items():  # the tabular models' out-of-fold rows
+        if name not in ("logreg", "window_logreg", "lightgbm"):
+            assert "cv_row_classes" not in entry
+            continue
+        cv = entry["cv_row_classes"]
+        y, pred = decode_classes(cv["labels"]), decode_classes(cv["predicted"])
+        assert len(y) == len(pred) > 0 and set(y) <= {0, 1, 2} and set(pred) <= {0, 1, 2}
+        # inside the training block: they end before the validation rows start
+        assert cv["first_bar"] + len(y) <= entry["val_row_classes"]["first_bar"]
+        assert cv == summary["models"]["logreg"]["cv_row_classes"] | {"predicted": cv["predicted"]}
     folds = sorted(p.name for p in (tmp_path / "models").rglob("*fold*.pth"))
     assert folds and all(f"{best}_" in f for f in folds), folds
     for name, entry in summary["models"].items():

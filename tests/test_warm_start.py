@@ -292,6 +292,109 @@ def test_auto_weighs_a_lead_by_its_paired_standard_error() -> None:
     assert entry["auto_standard_error"] > lead
 
 
+def _with_cv_rows(entry: dict[str, Any], y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """``entry`` with out-of-fold rows of the training block kept, as step 5 writes a tabular
+    model's (from bar 100 here: the same rows for every model is what counts)."""
+    from pipeline.classifiers.metrics import encode_classes
+
+    return {
+        **entry,
+        "cv_row_classes": {
+            "first_bar": 100,
+            "labels": encode_classes(y),
+            "predicted": encode_classes(pred),
+        },
+    }
+
+
+def _pooled_models(cv_lead: float, rows: int = 3000) -> dict[str, Any]:
+    """logreg and window_logreg of :func:`_logreg_and_window` (independent errors: a validation
+    lead of about 0.015 inside its paired s.e.), each with ``rows`` out-of-fold rows on which
+    window_logreg is right ``cv_lead`` more often (independently too)."""
+    models, _ = _logreg_and_window(shared_errors=False)
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 3, rows)
+    wrong = (y + rng.integers(1, 3, rows)) % 3
+    a = np.where(rng.random(rows) < 0.55, y, wrong)
+    b = np.where(rng.random(rows) < 0.55 + cv_lead, y, wrong)
+    return {
+        "logreg": _with_cv_rows(models["logreg"], y, a),
+        "window_logreg": _with_cv_rows(models["window_logreg"], y, b),
+    }
+
+
+@pytest.mark.unit
+def test_the_tabular_models_pooled_rows_rule_out_a_model_validation_alone_cannot(
+    tmp_path: Path,
+) -> None:
+    """Issue 17: window_logreg's validation lead over logreg (about 0.015) is inside its paired
+    s.e. on 1,000 validation rows, so the one-s.e. rule keeps the simpler logreg; with 3,000
+    out-of-fold rows of the training block on which it leads too, the pooled lead is outside the
+    pooled paired s.e.: logreg is ruled out and the reason says so. Where the pooled rows show no
+    lead, or the models' out-of-fold rows differ, logreg stays."""
+    from pipeline.classifiers.model_choice import pooled_drops
+
+    models = _pooled_models(cv_lead=0.03)
+    dropped = pooled_drops(models, horizon=5)
+    assert list(dropped) == ["logreg"]
+    d = dropped["logreg"]
+    assert d["by"] == "window_logreg" and d["rows"] == 4000
+    assert d["lead"] > d["standard_error"] > 0.0
+    single_se = best_on_validation(
+        {
+            "models": {
+                m: {k: v for k, v in e.items() if k != "cv_row_classes"} for m, e in models.items()
+            }
+        }  # fmt: skip
+    )
+    assert single_se is not None and single_se[0] == "logreg"  # validation alone: logreg
+    assert d["standard_error"] < single_se[1]["auto_standard_error"]  # the pooled s.e. is smaller
+    name, entry = best_on_validation({"models": models})  # type: ignore[misc]
+    assert name == "window_logreg" and entry["auto_ruled_out"] == dropped
+    cfg, why = resolve_prediction_model(load_config(), _summary(tmp_path, "D", models), "D")
+    assert cfg.ppo.prediction_model == "window_logreg"
+    assert why.endswith(
+        f"; logreg ruled out: window_logreg led it by {d['lead']:.3f} on 4,000 rows (the "
+        "training block's out-of-fold rows and validation), paired s.e. "
+        f"{d['standard_error']:.3f})"
+    )
+
+    level = _pooled_models(cv_lead=0.0)
+    assert pooled_drops(level, horizon=5) == {}
+    assert best_on_validation({"models": level})[0] == "logreg"  # type: ignore[index]
+    moved = {
+        **models,
+        "logreg": {
+            **models["logreg"],
+            "cv_row_classes": {**models["logreg"]["cv_row_classes"], "first_bar": 101},
+        },
+    }
+    assert pooled_drops(moved, horizon=5) == {}
+    assert best_on_validation({"models": moved})[0] == "logreg"  # type: ignore[index]
+
+
+@pytest.mark.unit
+def test_when_the_pooled_rows_rule_out_every_close_model_their_best_is_taken() -> None:
+    """logreg leads clearly on validation (window_logreg is outside the one-s.e. set) but the
+    out-of-fold rows, three times as many, rule logreg out: window_logreg, the pooled best."""
+    from pipeline.classifiers.model_choice import pooled_drops
+
+    y, a, b = _independent(np.random.default_rng(5), 0.60, 0.52)
+    models = {"logreg": _kept_rows(y, a), "window_logreg": _kept_rows(y, b)}
+    assert best_on_validation({"models": models})[0] == "logreg"  # type: ignore[index]
+    rng = np.random.default_rng(12)
+    yc = rng.integers(0, 3, 3000)
+    wrong = (yc + rng.integers(1, 3, 3000)) % 3
+    ac = np.where(rng.random(3000) < 0.50, yc, wrong)
+    bc = np.where(rng.random(3000) < 0.62, yc, wrong)
+    models = {
+        "logreg": _with_cv_rows(models["logreg"], yc, ac),
+        "window_logreg": _with_cv_rows(models["window_logreg"], yc, bc),
+    }
+    assert list(pooled_drops(models, horizon=5)) == ["logreg"]
+    assert best_on_validation({"models": models})[0] == "window_logreg"  # type: ignore[index]
+
+
 @pytest.mark.unit
 def test_paired_standard_error_matches_the_spread_of_the_lead() -> None:
     """The block bootstrap's paired s.e. is the spread of the lead over fresh draws of the same

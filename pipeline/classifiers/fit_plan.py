@@ -74,13 +74,17 @@ class FitPlan:
     scaler_scale: np.ndarray  # (F,)
 
 
+MAIN_PLAN_TAG = "dev"
+""":attr:`FitPlan.tag` of the main model's plan."""
+
+
 def main_plan(prep: ClassifierData) -> FitPlan:
     """The main model: train block, early stopping on val, the dataset's train-only scaler."""
     import numpy as np
 
     a = prep.arrays
     return FitPlan(
-        tag="dev",
+        tag=MAIN_PLAN_TAG,
         fit=a.splits.train,
         early_stop=a.splits.val,
         scaled=a.scaled,
@@ -147,6 +151,7 @@ class TrainedModel(Protocol):
     amp: str
     resumed_from_epoch: int
     stopped_early: bool
+    extra: dict[str, Any]  # what a tabular model chose; ``cv_rows`` (tabular.training_block_cv)
 
 
 def model_payload(

@@ -7,7 +7,9 @@ the agent uses that ensemble. Otherwise it uses the simplest classifier within o
 error of the best VALIDATION macro-F1 of step 5's training summary
 (``results/training_summary_{dataset}.json``; :func:`best_on_validation`): the validation block
 selects models, the test block stays the one honest score and plays no part here (ties go to the
-earlier name of :data:`pipeline.config.schema.MODEL_NAMES`). On data where one architecture is
+earlier name of :data:`pipeline.config.schema.MODEL_NAMES`). The tabular models also keep
+out-of-fold rows of the training block; pooled with the validation rows they can rule out a model
+another one beats clearly there (:func:`pooled_drops`). On data where one architecture is
 the weakest (the default dlstm on EURUSD-like data: test F1 0.335, direction 44 %) the agent no
 longer gets it by default, and every report names the model that fed the agent.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from typing import Any
+
+import numpy as np
 
 from pipeline.common import Paths, PipelineError
 from pipeline.config import registry as model_registry
@@ -64,7 +68,8 @@ def best_on_validation(training_summary: dict[str, Any]) -> tuple[str, dict[str,
     within one s.e. of it on all 45 runs (issue 17; BENCHMARKS.md, the classifier ladder).
     Otherwise (older summaries, models trained with another lookback) the s.e. of one score on
     ``val_rows`` rows with labels overlapping ``label_horizon`` bars (``single``); entries
-    without ``val_rows``: the plain maximum. Ties: the earlier name of :data:`MODEL_NAMES`."""
+    without ``val_rows``: the plain maximum. Ties: the earlier name of :data:`MODEL_NAMES`.
+    A model :func:`pooled_drops` rules out is not a candidate (``auto_ruled_out``)."""
     from pipeline.classifiers.report import macro_f1_standard_error
 
     order = {m: i for i, m in enumerate(MODEL_NAMES)}
@@ -90,9 +95,62 @@ def best_on_validation(training_summary: dict[str, Any]) -> tuple[str, dict[str,
     else:
         return name, {**m, "auto_rule": "maximum"}
     close = [c for c in candidates if -c[0] >= -neg_best - margin[c[2]]]
+    kept, dropped = _not_ruled_out(candidates, close, horizon)
     simple = {n: i for i, n in enumerate(SIMPLEST_FIRST)}
-    _neg, _i, name, m = min(close, key=lambda c: (simple.get(c[2], len(simple)), c[0], c[1]))
-    return name, {**m, "auto_rule": rule, "auto_standard_error": margin[name]}
+    _neg, _i, name, m = min(kept, key=lambda c: (simple.get(c[2], len(simple)), c[0], c[1]))
+    return name, {
+        **m,
+        "auto_rule": rule,
+        "auto_standard_error": margin.get(name, 0.0),
+        **({"auto_ruled_out": dropped} if dropped else {}),
+    }
+
+
+def _not_ruled_out(
+    candidates: list[Any], close: list[Any], horizon: int
+) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    """The ``close`` candidates :func:`pooled_drops` does not rule out (when it rules out all of
+    them, the pooled rows' best), and what it ruled out."""
+    dropped = pooled_drops({c[2]: c[3] for c in candidates}, horizon)
+    kept = [c for c in close if c[2] not in dropped]
+    if not kept:
+        kept = [c for c in candidates if c[2] == next(iter(dropped.values()))["by"]]
+    return kept, dropped
+
+
+def pooled_drops(entries: dict[str, dict[str, Any]], horizon: int) -> dict[str, dict[str, Any]]:
+    """The models that another one beats by more than the paired s.e. of its lead on the
+    POOLED rows: the training block's out-of-fold rows (``cv_row_classes``:
+    :func:`pipeline.classifiers.tabular.training_block_cv`, kept by the tabular models) and the
+    validation rows. ``{name: {"by", "lead", "standard_error", "rows"}}``; empty when fewer than
+    two models keep the same such rows.
+
+    Why: on the demo's ~1,150 validation rows the one-standard-error rule kept logreg, the
+    simplest model, over ``window_logreg`` on most of the classifier ladder's sequential runs,
+    where ``window_logreg`` led on test on all twelve; pooled with the training block's
+    out-of-fold rows (about 3,000 more) the paired s.e. of that lead fell by half (issue 17;
+    BENCHMARKS.md). A model ruled out here is no longer "within one standard error" of the best.
+    """
+    from pipeline.classifiers.metrics import (
+        PAIRED_BLOCK_HORIZONS,
+        classification_metrics,
+        paired_macro_f1_standard_errors,
+    )
+
+    with_cv = {n: e for n, e in entries.items() if isinstance(e.get("cv_row_classes"), dict)}
+    cv, val = _kept_rows(with_cv, "cv_row_classes"), _kept_rows(with_cv, "val_row_classes")
+    if len(with_cv) < 2 or cv is None or val is None:
+        return {}
+    y = np.concatenate([cv[0], val[0]])  # (n_cv + n_val,)
+    preds = {n: np.concatenate([cv[1][n], val[1][n]]) for n in with_cv}
+    scores = {n: float(classification_metrics(y, p)["macro_f1"]) for n, p in preds.items()}
+    best = max(scores, key=lambda n: scores[n])
+    se = paired_macro_f1_standard_errors(y, preds, best, PAIRED_BLOCK_HORIZONS * horizon)
+    return {
+        n: {"by": best, "lead": scores[best] - scores[n], "standard_error": se[n], "rows": len(y)}
+        for n in preds
+        if n != best and scores[best] - scores[n] > se[n]
+    }
 
 
 def _paired_errors(
@@ -100,16 +158,26 @@ def _paired_errors(
 ) -> dict[str, float] | None:
     """Per candidate, the paired s.e. of ``best``'s validation lead over it; ``None`` unless
     every entry keeps the same validation rows (first bar and labels) and its predictions."""
-    from pipeline.classifiers.metrics import (
-        PAIRED_BLOCK_HORIZONS,
-        decode_classes,
-        paired_macro_f1_standard_errors,
-    )
+    from pipeline.classifiers.metrics import PAIRED_BLOCK_HORIZONS, paired_macro_f1_standard_errors
+
+    rows = _kept_rows(entries, "val_row_classes")
+    if rows is None:
+        return None
+    return paired_macro_f1_standard_errors(rows[0], rows[1], best, PAIRED_BLOCK_HORIZONS * horizon)
+
+
+def _kept_rows(
+    entries: dict[str, dict[str, Any]], key: str
+) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """``(labels, {name: predictions})`` of the rows every entry keeps under ``key`` (first bar,
+    labels, predictions: :func:`pipeline.classifiers.metrics.encode_classes`); ``None`` unless
+    every entry keeps the same rows."""
+    from pipeline.classifiers.metrics import decode_classes
 
     kept: list[dict[str, Any]] = [
-        k for k in (e.get("val_row_classes") for e in entries.values()) if isinstance(k, dict)
+        k for k in (e.get(key) for e in entries.values()) if isinstance(k, dict)
     ]
-    if len(kept) != len(entries):
+    if not kept or len(kept) != len(entries):
         return None
     first = kept[0]
     try:
@@ -121,14 +189,13 @@ def _paired_errors(
         )
         if not same or not first["labels"]:
             return None
-        predictions = {n: decode_classes(e["val_row_classes"]["predicted"]) for n, e in
-                       entries.items()}  # fmt: skip
+        predictions = {n: decode_classes(e[key]["predicted"]) for n, e in entries.items()}
         y = decode_classes(first["labels"])
     except (AttributeError, KeyError, TypeError, ValueError, UnicodeEncodeError):  # hand-edited
         return None
     if y.min() < 0 or y.max() > 2 or any(p.min() < 0 or p.max() > 2 for p in predictions.values()):
         return None
-    return paired_macro_f1_standard_errors(y, predictions, best, PAIRED_BLOCK_HORIZONS * horizon)
+    return y, predictions
 
 
 def resolve_prediction_model(cfg: Config, paths: Paths, dataset: str) -> tuple[Config, str]:
@@ -188,7 +255,17 @@ def resolve_prediction_model(cfg: Config, paths: Paths, dataset: str) -> tuple[C
             else f"validation macro-F1 {val:.3f}, within one standard error of the best "
             f"{top:.3f}, and the simplest such model"
         )
-    return _with_model(cfg, name), f"{name} (auto: {why})"
+    return _with_model(cfg, name), f"{name} (auto: {why}{_ruled_out_note(entry)})"
+
+
+def _ruled_out_note(entry: dict[str, Any]) -> str:
+    """``"; logreg ruled out: window_logreg led it by 0.015 on ..."``, or ``""``."""
+    out = entry.get("auto_ruled_out") or {}
+    return "".join(
+        f"; {n} ruled out: {d['by']} led it by {d['lead']:.3f} on {d['rows']:,} rows (the "
+        f"training block's out-of-fold rows and validation), paired s.e. {d['standard_error']:.3f}"
+        for n, d in out.items()
+    )
 
 
 def _auto_ensemble(cfg: Config, summary: dict[str, Any]) -> tuple[Config, str] | None:

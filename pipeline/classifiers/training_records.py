@@ -108,6 +108,8 @@ def main_metrics(
         "val_block": VAL_BLOCK_NOTE,
         "val": val,
         "test": test,
+        # the tabular models' out-of-fold rows of the training block: auto's pooled rows
+        **({"cv_rows": result.extra["cv_rows"]} if "cv_rows" in result.extra else {}),
         "baselines": {
             "majority": {k: baselines["majority"][k] for k in ("val", "test", "class")},
             "logreg": {k: baselines["logreg"][k] for k in ("val", "test")},
@@ -173,6 +175,7 @@ def summary_entry(status: str, reason: str, metrics: dict[str, Any]) -> dict[str
         "val_rows": int(sum(map(sum, metrics["val"]["confusion"]))),
         # each validation row's label and prediction: auto's paired rule (model_choice)
         **({"val_row_classes": metrics["val"]["rows"]} if "rows" in metrics["val"] else {}),
+        **({"cv_row_classes": metrics["cv_rows"]} if "cv_rows" in metrics else {}),
         "majority_val_macro_f1": b["majority"]["val"]["macro_f1"],
         "beats_majority_on_val": metrics["beats_majority_on_val"],
         "best_epoch": metrics.get("best_epoch"),
