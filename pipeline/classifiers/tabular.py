@@ -156,15 +156,22 @@ def fit_tabular(
 
 
 def _fit(
-    cfg: TrainingConfig, prep: ClassifierData, name: str, plan: FitPlan, bars: Bars
+    cfg: TrainingConfig,
+    prep: ClassifierData,
+    name: str,
+    plan: FitPlan,
+    bars: Bars,
+    chosen: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The tabular model ``name`` fit on ``bars[0]``, and what it chose (C, boosting rounds)."""
+    """The tabular model ``name`` fit on ``bars[0]``, and what it chose (C, boosting rounds);
+    ``chosen`` (what an earlier fit returned) is used instead of choosing again."""
+    chosen = chosen or {}
     if name == "logreg":
         return fit_logreg(cfg, prep, plan, bars), {}
     if name == "window_logreg":
-        model, c = fit_window_logreg(cfg, prep, plan, bars)
+        model, c = fit_window_logreg(cfg, prep, plan, bars, chosen.get("c"))
         return model, {"c": c}
-    booster, rounds = fit_lightgbm(cfg, prep, plan, bars)
+    booster, rounds = fit_lightgbm(cfg, prep, plan, bars, chosen.get("boosting_rounds"))
     return booster, {"boosting_rounds": rounds}
 
 
@@ -177,10 +184,13 @@ def training_block_cv(
     cfg: TrainingConfig, prep: ClassifierData, name: str, plan: FitPlan, fit_bars: np.ndarray
 ) -> dict[str, Any]:
     """Out-of-fold predictions of the tabular model ``name`` on the last 3/5 of the training
-    block: expanding windows, each fold refit (its C or rounds chosen again on its own inner
-    split) on the chunks before it less the ``purge`` gap, so no window or label of a fit bar
-    reaches the bars it predicts. ``{"first_bar", "labels", "predicted"}`` like the validation
-    rows (:func:`pipeline.classifiers.training_records.evaluate_bars`).
+    block: expanding windows, each fold refit on the chunks before it less the ``purge`` gap, so
+    no window or label of a fit bar reaches the bars it predicts. C or the boosting rounds are
+    chosen once, on the first fold's own inner split (before every predicted bar), and kept for
+    the later folds: choosing them again in each fold took ``window_logreg`` 3.5 s a run at the
+    demo's 8,000 bars instead of 0.6 s (LightGBM 1.1 s instead of 0.6 s; this 2-core CPU).
+    ``{"first_bar", "labels", "predicted"}`` like the validation rows
+    (:func:`pipeline.classifiers.training_records.evaluate_bars`).
 
     Why: ``prediction_model = auto`` weighs a validation lead by its paired standard error, and
     on the demo's ~1,150 validation rows ``window_logreg``'s lead over logreg on the ladder's
@@ -197,10 +207,12 @@ def training_block_cv(
     cpu = torch.device("cpu")
     chunks = np.array_split(np.asarray(fit_bars, dtype=np.int64), CV_CHUNKS)
     purge, predicted = prep.arrays.splits.purge, []
+    chosen: dict[str, Any] | None = None
     for j in range(2, CV_CHUNKS):
         fold_fit = np.concatenate(chunks[:j])
         fold_fit = fold_fit[fold_fit < chunks[j][0] - purge]
-        model, _ = _fit(cfg, prep, name, plan, (fold_fit, chunks[j]))
+        model, first = _fit(cfg, prep, name, plan, (fold_fit, chunks[j]), chosen)
+        chosen = chosen or first
         data = WindowData.create(plan.scaled, chunks[j], None, prep.arrays.lookback, cpu)
         predicted.append(predict_proba(model.eval(), data).argmax(axis=1))  # (n_j,)
     bars = np.concatenate(chunks[2:])
@@ -249,7 +261,7 @@ def window_rows(
 
 
 def fit_window_logreg(
-    cfg: TrainingConfig, prep: ClassifierData, plan: FitPlan, bars: Bars
+    cfg: TrainingConfig, prep: ClassifierData, plan: FitPlan, bars: Bars, c: float | None = None
 ) -> tuple[WindowLogRegClassifier, float]:
     """The ``window_logreg`` model: scikit-learn's multinomial logistic regression on every bar of
     the window (:func:`window_rows`: the per-bar features at each lag), balanced class weights.
@@ -260,7 +272,8 @@ def fit_window_logreg(
     networks overfit 8,000 bars before they find it; one weight per lag sees it. C is chosen from
     :data:`WINDOW_LOGREG_C_GRID` on the inner split of the fit bars (:func:`inner_split`, as
     LightGBM's rounds), then the model is refit on all of them, so the early-stopping block on
-    which ``prediction_model = auto`` compares the models stays unseen."""
+    which ``prediction_model = auto`` compares the models stays unseen. A given ``c`` skips the
+    search (:func:`training_block_cv`'s later folds)."""
     import numpy as np
     import torch
     from sklearn.linear_model import LogisticRegression
@@ -287,14 +300,14 @@ def fit_window_logreg(
     inner_fit, inner_stop = inner_split(bars[0], cfg.val_fraction, prep.arrays.splits.purge)
     (x_in, y_in), (x_stop, y_stop) = data(inner_fit), data(inner_stop)
     # Too few inner bars to hold every class: the strongest penalty, the safest guess.
-    c_best, loss_best = WINDOW_LOGREG_C_GRID[0], float("inf")
-    if len(np.unique(y_in)) == 3:
+    c_best, loss_best = (WINDOW_LOGREG_C_GRID[0] if c is None else c), float("inf")
+    if c is None and len(np.unique(y_in)) == 3:
         weight = compute_sample_weight("balanced", y_stop)
-        for c in WINDOW_LOGREG_C_GRID:
-            p = fit(x_in, y_in, c).predict_proba(x_stop)  # (n, 3)
+        for grid_c in WINDOW_LOGREG_C_GRID:
+            p = fit(x_in, y_in, grid_c).predict_proba(x_stop)  # (n, 3)
             loss = log_loss(y_stop, p, sample_weight=weight, labels=[0, 1, 2])
             if loss < loss_best:
-                c_best, loss_best = c, loss
+                c_best, loss_best = grid_c, loss
     sk = fit(x_fit, y_fit, c_best)
     model = WindowLogRegClassifier(len(prep.feature_names), lookback, columns)
     with torch.no_grad():
@@ -304,7 +317,7 @@ def fit_window_logreg(
 
 
 def fit_lightgbm(
-    cfg: TrainingConfig, prep: ClassifierData, plan: FitPlan, bars: Bars
+    cfg: TrainingConfig, prep: ClassifierData, plan: FitPlan, bars: Bars, rounds: int | None = None
 ) -> tuple[BoosterClassifier, int]:
     """The ``lightgbm`` model: gradient-boosted trees (multiclass, balanced class weights) on
     :func:`window_summary` with the spread, kept in LightGBM's text format inside
@@ -315,15 +328,14 @@ def fit_lightgbm(
     ``prediction_model = auto`` compares the models, stays unseen. Stopped on that block, LightGBM's
     validation score led its test score (against logreg's) by +0.016 (s.e. 0.009) over the
     classifier ladder's 17 runs, and auto took it over a BiLSTM that was better on both blocks
-    (``vol_echo`` at 40,000 bars, seed 3; issue 17)."""
+    (``vol_echo`` at 40,000 bars, seed 3; issue 17). Given ``rounds`` skip the inner split
+    (:func:`training_block_cv`'s later folds)."""
     import lightgbm
     from sklearn.utils.class_weight import compute_sample_weight
 
     from pipeline.classifiers.nets import BoosterClassifier
     from pipeline.device import configure_cpu_threads
 
-    inner = inner_split(bars[0], cfg.val_fraction, prep.arrays.splits.purge)
-    x_in, y_in, x_stop, y_stop = tabular_data(prep, plan, inner, spread=True)
     x_fit, y_fit, _, _ = tabular_data(prep, plan, bars, spread=True)
     own = cfg.model_params("lightgbm")  # learning_rate, leaves, rounds, min_leaf_rows, l2
     params = {
@@ -345,14 +357,17 @@ def fit_lightgbm(
     def data(x: np.ndarray, y: np.ndarray) -> lightgbm.Dataset:
         return lightgbm.Dataset(x, y, weight=compute_sample_weight("balanced", y))
 
-    probe = lightgbm.train(
-        params,
-        data(x_in, y_in),
-        num_boost_round=own["rounds"],
-        valid_sets=[data(x_stop, y_stop)],
-        callbacks=[lightgbm.early_stopping(LIGHTGBM_EARLY_STOP, verbose=False)],
-    )
-    rounds = int(probe.best_iteration or probe.current_iteration())
+    if rounds is None:
+        inner = inner_split(bars[0], cfg.val_fraction, prep.arrays.splits.purge)
+        x_in, y_in, x_stop, y_stop = tabular_data(prep, plan, inner, spread=True)
+        probe = lightgbm.train(
+            params,
+            data(x_in, y_in),
+            num_boost_round=own["rounds"],
+            valid_sets=[data(x_stop, y_stop)],
+            callbacks=[lightgbm.early_stopping(LIGHTGBM_EARLY_STOP, verbose=False)],
+        )
+        rounds = int(probe.best_iteration or probe.current_iteration())
     booster = lightgbm.train(params, data(x_fit, y_fit), num_boost_round=rounds)
     return BoosterClassifier(booster.model_to_string()), rounds
 
