@@ -943,3 +943,26 @@ def test_training_block_cv_chooses_c_and_rounds_once_before_every_predicted_bar(
         labels = decode_classes(rows["labels"])
         assert len(labels) == len(np.concatenate(chunks[2:])) == len(rows["predicted"])
         assert (labels == plan.labels[np.concatenate(chunks[2:])]).all()
+
+
+@pytest.mark.integration
+def test_training_block_cv_skips_a_fold_that_lacks_a_class(signal_run) -> None:
+    """A short or one-sided training block: when an out-of-fold fit would miss a class the
+    pooled rows are skipped (auto uses validation alone), not an error that stops step 5."""
+    from dataclasses import replace
+
+    from pipeline.classifiers import tabular
+    from pipeline.classifiers.fit_plan import main_plan
+    from pipeline.classifiers.prepare import load_classifier_data
+    from pipeline.classifiers.report import labelled_bars
+
+    root, _summary, cfg = signal_run
+    prep = load_classifier_data(cfg.training, "SIG", Paths.from_root(root), save_scaler=False)
+    plan = main_plan(prep)
+    fit_bars = labelled_bars(plan.fit, plan.labels)
+    assert tabular.training_block_cv(cfg.training, prep, "logreg", plan, fit_bars) is not None
+    labels = plan.labels.copy()
+    first_two = np.concatenate(np.array_split(fit_bars, tabular.CV_CHUNKS)[:2])
+    labels[first_two[labels[first_two] == 2]] = 1  # no Rise before the first predicted chunk
+    one_sided = replace(plan, labels=labels)
+    assert tabular.training_block_cv(cfg.training, prep, "logreg", one_sided, fit_bars) is None

@@ -137,8 +137,9 @@ def fit_tabular(
 
     t0 = time.perf_counter()
     model, extra = _fit(cfg, prep, name, plan, bars)
-    if plan.tag == MAIN_PLAN_TAG:  # auto's pooled rows (model_choice): the main model only
-        extra["cv_rows"] = training_block_cv(cfg, prep, name, plan, bars[0])
+    cv = training_block_cv(cfg, prep, name, plan, bars[0]) if plan.tag == MAIN_PLAN_TAG else None
+    if cv is not None:  # auto's pooled rows (model_choice): the main model only
+        extra["cv_rows"] = cv
     model = model.to(device).eval()
     row = history_row(model, prep, plan, bars, device, t0)
     return {
@@ -182,7 +183,7 @@ predicted by the model refit on the chunks before them (purged): :func:`training
 
 def training_block_cv(
     cfg: TrainingConfig, prep: ClassifierData, name: str, plan: FitPlan, fit_bars: np.ndarray
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Out-of-fold predictions of the tabular model ``name`` on the last 3/5 of the training
     block: expanding windows, each fold refit on the chunks before it less the ``purge`` gap, so
     no window or label of a fit bar reaches the bars it predicts. C or the boosting rounds are
@@ -190,7 +191,8 @@ def training_block_cv(
     the later folds: choosing them again in each fold took ``window_logreg`` 3.5 s a run at the
     demo's 8,000 bars instead of 0.6 s (LightGBM 1.1 s instead of 0.6 s; this 2-core CPU).
     ``{"first_bar", "labels", "predicted"}`` like the validation rows
-    (:func:`pipeline.classifiers.training_records.evaluate_bars`).
+    (:func:`pipeline.classifiers.training_records.evaluate_bars`); ``None`` when a fold has too
+    few bars or not every class to fit on (a short dataset: auto then uses validation alone).
 
     Why: ``prediction_model = auto`` weighs a validation lead by its paired standard error, and
     on the demo's ~1,150 validation rows ``window_logreg``'s lead over logreg on the ladder's
@@ -203,17 +205,25 @@ def training_block_cv(
 
     from pipeline.classifiers.metrics import encode_classes
     from pipeline.classifiers.windows import WindowData, predict_proba
+    from pipeline.data.splits import MIN_BLOCK_SAMPLES
 
     cpu = torch.device("cpu")
     chunks = np.array_split(np.asarray(fit_bars, dtype=np.int64), CV_CHUNKS)
     purge, predicted = prep.arrays.splits.purge, []
-    chosen: dict[str, Any] | None = None
+    folds = []
     for j in range(2, CV_CHUNKS):
         fold_fit = np.concatenate(chunks[:j])
-        fold_fit = fold_fit[fold_fit < chunks[j][0] - purge]
-        model, first = _fit(cfg, prep, name, plan, (fold_fit, chunks[j]), chosen)
+        folds.append((fold_fit[fold_fit < chunks[j][0] - purge], chunks[j]))
+    if any(
+        len(f) < MIN_BLOCK_SAMPLES or len(p) == 0 or len(np.unique(plan.labels[f])) < 3
+        for f, p in folds
+    ):
+        return None
+    chosen: dict[str, Any] | None = None
+    for fold_fit, predict_bars in folds:
+        model, first = _fit(cfg, prep, name, plan, (fold_fit, predict_bars), chosen)
         chosen = chosen or first
-        data = WindowData.create(plan.scaled, chunks[j], None, prep.arrays.lookback, cpu)
+        data = WindowData.create(plan.scaled, predict_bars, None, prep.arrays.lookback, cpu)
         predicted.append(predict_proba(model.eval(), data).argmax(axis=1))  # (n_j,)
     bars = np.concatenate(chunks[2:])
     return {
