@@ -932,17 +932,59 @@ def test_training_block_cv_chooses_c_and_rounds_once_before_every_predicted_bar(
 
     monkeypatch.setattr(tabular, "fit_window_logreg", window)
     monkeypatch.setattr(tabular, "fit_lightgbm", lightgbm)
-    cv = {m: tabular.training_block_cv(cfg.training, prep, m, plan, fit_bars) for m in
+    cv = {m: tabular.training_block_cv(cfg.training, prep, m, fit_bars) for m in
           ("window_logreg", "lightgbm")}  # fmt: skip
     c, rounds = seen["c"], seen["rounds"]
     assert c[0] is None and c[1] == c[2] and c[1] in tabular.WINDOW_LOGREG_C_GRID
     assert rounds[0] is None and rounds[1] == rounds[2] and int(rounds[1]) >= 1  # type: ignore[call-overload]
     chunks = np.array_split(fit_bars, tabular.CV_CHUNKS)
+    folds = tabular.cv_folds(cfg.training, prep, fit_bars)
+    assert folds is not None
     for rows in cv.values():
         assert rows["first_bar"] == int(chunks[2][0])
         labels = decode_classes(rows["labels"])
         assert len(labels) == len(np.concatenate(chunks[2:])) == len(rows["predicted"])
-        assert (labels == plan.labels[np.concatenate(chunks[2:])]).all()
+        # each chunk labelled with its own fold's threshold (fit on the bars before it)
+        assert (labels == np.concatenate([p.labels[bars] for p, _, bars in folds])).all()
+
+
+@pytest.mark.integration
+def test_training_block_cv_predicts_each_chunk_from_its_past_alone(signal_run) -> None:
+    """No look-ahead in auto's pooled rows (issue 17, the leakage review): each out-of-fold fit
+    has its own scaler and auto threshold, fit on its own bars, so making every bar from the
+    second predicted chunk on three times as volatile (the candles themselves, through the real
+    feature and label code) leaves the first predicted chunk's predictions, and its labels that
+    end before the change, as they were. With the training block's scaler and threshold (before
+    the fix) both moved for every tabular model."""
+    from dataclasses import replace
+
+    from pipeline.classifiers import tabular
+    from pipeline.classifiers.fit_plan import main_plan
+    from pipeline.classifiers.metrics import decode_classes
+    from pipeline.classifiers.prepare import arrays_from_config, load_classifier_data
+    from pipeline.classifiers.report import labelled_bars
+
+    root, _summary, cfg = signal_run
+    prep = load_classifier_data(cfg.training, "SIG", Paths.from_root(root), save_scaler=False)
+    fit_bars = labelled_bars(main_plan(prep).fit, prep.arrays.labels)
+    chunks = np.array_split(fit_bars, tabular.CV_CHUNKS)
+    change, n3 = int(chunks[3][0]), len(chunks[2])
+    df = prep.df.copy()
+    base = float(df["close"].iloc[change - 1])
+    for col in ("open", "high", "low", "close"):  # log price moves from the bar before x 3
+        later = df[col].to_numpy(dtype=np.float64)[change:]
+        df.loc[df.index[change:], col] = base * (later / base) ** 3
+    moved = replace(prep, df=df, arrays=arrays_from_config(df, cfg.training))
+    assert moved.arrays.delta != prep.arrays.delta  # the training block's threshold moved
+    unchanged_labels = n3 - cfg.training.smoothing_k  # labels that end before the change
+    for name in tabular.TABULAR_MODELS:
+        rows = [tabular.training_block_cv(cfg.training, p, name, fit_bars) for p in (prep, moved)]
+        assert rows[0] is not None and rows[1] is not None
+        before, after = (decode_classes(r["predicted"]) for r in rows)
+        assert (before[:n3] == after[:n3]).all(), name
+        assert (before[n3:] != after[n3:]).any(), name  # the later chunks do see the change
+        labels = [decode_classes(r["labels"])[:unchanged_labels] for r in rows]
+        assert (labels[0] == labels[1]).all(), name
 
 
 @pytest.mark.integration
@@ -958,11 +1000,10 @@ def test_training_block_cv_skips_a_fold_that_lacks_a_class(signal_run) -> None:
 
     root, _summary, cfg = signal_run
     prep = load_classifier_data(cfg.training, "SIG", Paths.from_root(root), save_scaler=False)
-    plan = main_plan(prep)
-    fit_bars = labelled_bars(plan.fit, plan.labels)
-    assert tabular.training_block_cv(cfg.training, prep, "logreg", plan, fit_bars) is not None
-    labels = plan.labels.copy()
+    fit_bars = labelled_bars(main_plan(prep).fit, prep.arrays.labels)
+    assert tabular.training_block_cv(cfg.training, prep, "logreg", fit_bars) is not None
+    r = prep.arrays.r.copy()
     first_two = np.concatenate(np.array_split(fit_bars, tabular.CV_CHUNKS)[:2])
-    labels[first_two[labels[first_two] == 2]] = 1  # no Rise before the first predicted chunk
-    one_sided = replace(plan, labels=labels)
-    assert tabular.training_block_cv(cfg.training, prep, "logreg", one_sided, fit_bars) is None
+    r[first_two] = -np.abs(r[first_two])  # no Rise before the first predicted chunk
+    one_sided = replace(prep, arrays=replace(prep.arrays, r=r))
+    assert tabular.training_block_cv(cfg.training, one_sided, "logreg", fit_bars) is None

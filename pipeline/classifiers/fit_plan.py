@@ -102,10 +102,6 @@ def fold_plan(prep: ClassifierData, cfg: TrainingConfig, fold: int) -> FitPlan:
     ``val_fraction`` with a purge gap before it. Scaler and auto threshold are fit on the fit part
     only, so nothing at or after the predicted fold (nor the early-stopping rows) shapes them.
     """
-    import numpy as np
-
-    from pipeline.classifiers.prepare import apply_scaler, fit_scaler
-    from pipeline.data.labels import auto_threshold, make_labels
     from pipeline.data.splits import MIN_BLOCK_SAMPLES, Block
 
     a = prep.arrays
@@ -120,10 +116,26 @@ def fold_plan(prep: ClassifierData, cfg: TrainingConfig, fold: int) -> FitPlan:
                 f"walk-forward fold {fold}: block {block.name} has {len(block)} bars (needs "
                 f">= {MIN_BLOCK_SAMPLES}); use fewer walk_forward_folds or a longer dataset"
             )
+    return past_plan(prep, cfg, f"fold{fold}", fit, early_stop)
+
+
+def past_plan(
+    prep: ClassifierData, cfg: TrainingConfig, tag: str, fit: Block, early_stop: Block
+) -> FitPlan:
+    """A model fit on the ``fit`` block alone, with its own scaler and auto threshold fit on that
+    block only, so that nothing after it (its early-stopping block, the bars it predicts) shapes
+    them: the walk-forward fold models (:func:`fold_plan`) and the tabular models' out-of-fold
+    refits (:func:`pipeline.classifiers.tabular.training_block_cv`)."""
+    import numpy as np
+
+    from pipeline.classifiers.prepare import apply_scaler, fit_scaler
+    from pipeline.data.labels import auto_threshold, make_labels
+
+    a = prep.arrays
     scaler = fit_scaler(a.features, fit, a.lookback)
     delta = auto_threshold(a.r[fit.bars()]) if cfg.threshold_delta is None else cfg.threshold_delta
     return FitPlan(
-        tag=f"fold{fold}",
+        tag=tag,
         fit=fit,
         early_stop=early_stop,
         scaled=apply_scaler(scaler, a.features),

@@ -130,6 +130,8 @@ def pooled_drops(entries: dict[str, dict[str, Any]], horizon: int) -> dict[str, 
     where ``window_logreg`` led on test on all twelve; pooled with the training block's
     out-of-fold rows (about 3,000 more) the paired s.e. of that lead fell by half (issue 17;
     BENCHMARKS.md). A model ruled out here is no longer "within one standard error" of the best.
+    The leader is picked on the same pooled rows it is then tested on: with the two or three
+    tabular models this flatters it a little, inside the paired s.e. (the leakage review).
     """
     from pipeline.classifiers.metrics import (
         PAIRED_BLOCK_HORIZONS,

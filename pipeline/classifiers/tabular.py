@@ -137,7 +137,7 @@ def fit_tabular(
 
     t0 = time.perf_counter()
     model, extra = _fit(cfg, prep, name, plan, bars)
-    cv = training_block_cv(cfg, prep, name, plan, bars[0]) if plan.tag == MAIN_PLAN_TAG else None
+    cv = training_block_cv(cfg, prep, name, bars[0]) if plan.tag == MAIN_PLAN_TAG else None
     if cv is not None:  # auto's pooled rows (model_choice): the main model only
         extra["cv_rows"] = cv
     model = model.to(device).eval()
@@ -182,15 +182,17 @@ predicted by the model refit on the chunks before them (purged): :func:`training
 
 
 def training_block_cv(
-    cfg: TrainingConfig, prep: ClassifierData, name: str, plan: FitPlan, fit_bars: np.ndarray
+    cfg: TrainingConfig, prep: ClassifierData, name: str, fit_bars: np.ndarray
 ) -> dict[str, Any] | None:
     """Out-of-fold predictions of the tabular model ``name`` on the last 3/5 of the training
-    block: expanding windows, each fold refit on the chunks before it less the ``purge`` gap, so
-    no window or label of a fit bar reaches the bars it predicts. C or the boosting rounds are
-    chosen once, on the first fold's own inner split (before every predicted bar), and kept for
-    the later folds: choosing them again in each fold took ``window_logreg`` 3.5 s a run at the
-    demo's 8,000 bars instead of 0.6 s (LightGBM 1.1 s instead of 0.6 s; this 2-core CPU).
-    ``{"first_bar", "labels", "predicted"}`` like the validation rows
+    block (the main plan's labelled fit bars ``fit_bars``): expanding windows, each fold refit
+    on the chunks before it less the ``purge`` gap (:func:`cv_folds`: its own scaler and auto
+    threshold, fit on those bars alone, as a walk-forward fold's), so no window, label or
+    statistic of a predicted bar reaches its fit. C or the boosting rounds are chosen once, on
+    the first fold's own inner split (before every predicted bar), and kept for the later folds:
+    choosing them again in each fold took ``window_logreg`` 3.5 s a run at the demo's 8,000 bars
+    instead of 0.6 s (LightGBM 1.1 s instead of 0.6 s; this 2-core CPU). ``{"first_bar",
+    "labels", "predicted"}`` like the validation rows
     (:func:`pipeline.classifiers.training_records.evaluate_bars`); ``None`` when a fold has too
     few bars or not every class to fit on (a short dataset: auto then uses validation alone).
 
@@ -205,32 +207,53 @@ def training_block_cv(
 
     from pipeline.classifiers.metrics import encode_classes
     from pipeline.classifiers.windows import WindowData, predict_proba
-    from pipeline.data.splits import MIN_BLOCK_SAMPLES
 
-    cpu = torch.device("cpu")
-    chunks = np.array_split(np.asarray(fit_bars, dtype=np.int64), CV_CHUNKS)
-    purge, predicted = prep.arrays.splits.purge, []
-    folds = []
-    for j in range(2, CV_CHUNKS):
-        fold_fit = np.concatenate(chunks[:j])
-        folds.append((fold_fit[fold_fit < chunks[j][0] - purge], chunks[j]))
-    if any(
-        len(f) < MIN_BLOCK_SAMPLES or len(p) == 0 or len(np.unique(plan.labels[f])) < 3
-        for f, p in folds
-    ):
+    folds = cv_folds(cfg, prep, fit_bars)
+    if folds is None:
         return None
-    chosen: dict[str, Any] | None = None
-    for fold_fit, predict_bars in folds:
-        model, first = _fit(cfg, prep, name, plan, (fold_fit, predict_bars), chosen)
+    cpu, chosen = torch.device("cpu"), None
+    labels, predicted = [], []
+    no_early_stop = np.empty(0, dtype=np.int64)  # nothing to stop on: the predicted chunk is unseen
+    for fold, fold_fit, predict_bars in folds:
+        model, first = _fit(cfg, prep, name, fold, (fold_fit, no_early_stop), chosen)
         chosen = chosen or first
-        data = WindowData.create(plan.scaled, predict_bars, None, prep.arrays.lookback, cpu)
+        data = WindowData.create(fold.scaled, predict_bars, None, prep.arrays.lookback, cpu)
         predicted.append(predict_proba(model.eval(), data).argmax(axis=1))  # (n_j,)
-    bars = np.concatenate(chunks[2:])
+        labels.append(fold.labels[predict_bars].astype(np.int64))  # (n_j,)
     return {
-        "first_bar": int(bars[0]),
-        "labels": encode_classes(plan.labels[bars].astype(np.int64)),
+        "first_bar": int(folds[0][2][0]),
+        "labels": encode_classes(np.concatenate(labels)),
         "predicted": encode_classes(np.concatenate(predicted)),
     }
+
+
+def cv_folds(
+    cfg: TrainingConfig, prep: ClassifierData, fit_bars: np.ndarray
+) -> list[tuple[FitPlan, np.ndarray, np.ndarray]] | None:
+    """:func:`training_block_cv`'s folds ``(plan, fit bars, predicted bars)``: ``fit_bars`` in
+    :data:`CV_CHUNKS` chronological chunks, chunks 3-5 each predicted by a fit on the chunks
+    before it less the ``purge`` gap, with that fit's own scaler and threshold
+    (:func:`pipeline.classifiers.fit_plan.past_plan`); ``None`` when a fit would have fewer than
+    ``MIN_BLOCK_SAMPLES`` bars or miss a class."""
+    import numpy as np
+
+    from pipeline.classifiers.fit_plan import past_plan
+    from pipeline.data.splits import MIN_BLOCK_SAMPLES, Block
+
+    chunks = np.array_split(np.asarray(fit_bars, dtype=np.int64), CV_CHUNKS)
+    purge, folds = prep.arrays.splits.purge, []
+    for j in range(2, CV_CHUNKS):
+        fit = np.concatenate(chunks[:j])
+        fit, predict = fit[fit < chunks[j][0] - purge], chunks[j]
+        if len(fit) < MIN_BLOCK_SAMPLES or len(predict) == 0:
+            return None
+        start = int(predict[0])
+        block = Block(f"cv{j}-fit", int(fit[0]), int(fit[-1]) + 1)
+        plan = past_plan(prep, cfg, f"cv{j}", block, Block(f"cv{j}-none", start, start))
+        if len(np.unique(plan.labels[fit])) < 3:
+            return None
+        folds.append((plan, fit, predict))
+    return folds
 
 
 def fit_logreg(
