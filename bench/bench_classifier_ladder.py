@@ -22,14 +22,20 @@ so ``auto`` may choose an ensemble (weighted voting or stacking fitted on out-of
     python bench/bench_classifier_ladder.py                 # 3 seeds, 8,000 bars, demo preset
     python bench/bench_classifier_ladder.py --seeds 1 --bars 4000
     python bench/bench_classifier_ladder.py --ensembles     # auto may choose an ensemble
+    python bench/bench_classifier_ladder.py --replay bench/results/runs/classifier_ladder.jsonl.gz
+
+Every run's step-5 summary is saved as it ends (``bench/results/runs/``), so ``--replay`` rebuilds
+the table with another rule of ``prediction_model = auto`` without training again.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import importlib.util
 import io
+import json
 import logging
 import math
 import os
@@ -50,6 +56,8 @@ from pipeline.config.schema import MODEL_NAMES, NETWORK_NAMES
 from pipeline.data.synthetic import generate_ohlcv, write_ohlcv_csv
 
 HERE = Path(__file__).resolve().parent
+RUNS = HERE / "results" / "runs"
+"""Each run's step-5 summary, one gzipped JSON line per run (``--replay`` rebuilds a table)."""
 ROWS = (
     ("momentum 0.5", "momentum", 0.5),
     ("vol_trend 1.0", "vol_trend", 1.0),
@@ -271,9 +279,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("BASE", "VARIANT"),
         help="only compare two results files (bench/results/...): the networks' mean test F1",
     )
+    p.add_argument(
+        "--replay",
+        type=Path,
+        metavar="RUNS",
+        help="only rebuild a results table from saved runs (bench/results/runs/*.jsonl.gz) with "
+        "this checkout's choice rule; no training",
+    )
     args = p.parse_args(argv)
     if args.compare:
         return compare(*args.compare)
+    if args.replay:
+        return write_report(args.replay)
     logging.disable(logging.WARNING)
     jobs = []
     wanted = [w.strip() for w in args.rows.split(",") if w.strip()]
@@ -342,15 +359,78 @@ def main(argv: list[str] | None = None) -> int:
         header,
         "|" + "---|" * (len(MODEL_NAMES) + 6),
     ]
+    suffix = "_confirm" if args.confirm else ""
+    suffix += "_ensembles" if args.ensembles else ""
+    suffix += f"_bars-{args.bars}" if args.bars != 8000 else ""
+    suffix += "".join("_" + s.replace("=", "-").replace(".", "") for s in args.sets)
+    suffix += f"_rows-{args.rows.replace(',', '-')}" if args.rows else ""
+    dump = RUNS / f"classifier_ladder{suffix}.jsonl.gz"
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(dump, "wt") as f:  # one JSON line per run, written as it ends
+        f.write(json.dumps({"header": lines}) + "\n")
+        for label, seed, write in jobs:
+            t0 = time.perf_counter()
+            s = run(write, "LADDER_1H" if seed else "REAL", [*base, *args.sets])
+            rec = {"label": label, "seed": seed, "seconds": time.perf_counter() - t0, "summary": s}
+            f.write(json.dumps(rec, default=str) + "\n")
+            f.flush()
+            print(table_row(rec), flush=True)
+    return write_report(dump)
+
+
+def load_runs(dump: Path) -> tuple[list[str], list[dict]]:
+    """``(header lines, run records)`` of a ``--replay`` file (a run cut short keeps its ended
+    runs: a truncated last line is skipped)."""
+    header: list[str] = []
+    records = []
+    with gzip.open(dump, "rt") as f:
+        try:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if "header" in rec:
+                    header = rec["header"]
+                else:
+                    records.append(rec)
+        except EOFError:
+            pass
+    return header, records
+
+
+def table_row(rec: dict) -> str:
+    """One run's row of the table: each model's test cells and auto's choice."""
+    s, models = rec["summary"], rec["summary"]["models"]
+    chosen, f1, se = auto_choice(s)
+    tab = max(models[m]["test_macro_f1"] for m in TABULAR)
+    above = [n for n in MODEL_NAMES if models[n].get("beats_chance_on_test")]
+    cells = [
+        f"{m['test_macro_f1']:.3f} / {m['direction_accuracy']:.0%}"
+        if m.get("direction_accuracy") is not None
+        else f"{m['test_macro_f1']:.3f} / n/a"
+        for m in (models[n] for n in MODEL_NAMES)
+    ]
+    return (
+        f"| {rec['label']} | {rec['seed'] or '-'} | " + " | ".join(cells) + f" | {chosen} | "
+        f"{f1:.3f} | {'yes' if f1 >= tab - se else 'NO'} | {len(above)} of {len(MODEL_NAMES)} |"
+    )
+
+
+def write_report(dump: Path) -> int:
+    """The results table of the runs in ``dump`` with THIS checkout's choice rule (so a change of
+    ``prediction_model = auto``'s rule can be replayed on saved runs without training again):
+    ``results/<dump's name>.md``."""
+    lines, records = load_runs(dump)
+    lines = list(lines)
     ok_rows: dict[str, list[bool]] = {}
     shifts: dict[str, list[float]] = {}
     what_if: dict[str, list[bool]] = {}
     above_rows: dict[str, list[bool]] = {}
     chance_rows: dict[str, list[int]] = {}
     misses: list[str] = []
-    t0 = time.perf_counter()
-    for label, seed, write in jobs:
-        s = run(write, "LADDER_1H" if seed else "REAL", [*base, *args.sets])
+    for rec in records:
+        label, seed, s = rec["label"], rec["seed"], rec["summary"]
         models = s["models"]
         chosen, f1, se = auto_choice(s)
         tab = max(models[m]["test_macro_f1"] for m in TABULAR)
@@ -368,22 +448,12 @@ def main(argv: list[str] | None = None) -> int:
         if candidate is not None:
             what_if.setdefault(label, []).append(candidate[1] >= tab - se)
             print(f"  auto's ensemble candidate: {candidate[0]}, test {candidate[1]:.3f}")
-        cells = [
-            f"{m['test_macro_f1']:.3f} / {m['direction_accuracy']:.0%}"
-            if m.get("direction_accuracy") is not None
-            else f"{m['test_macro_f1']:.3f} / n/a"
-            for m in (models[n] for n in MODEL_NAMES)
-        ]
-        lines.append(
-            f"| {label} | {seed or '-'} | " + " | ".join(cells) + f" | {chosen} | {f1:.3f} | "
-            f"{'yes' if within else 'NO'} | {len(above)} of {len(MODEL_NAMES)} |"
-        )
-        print(lines[-1], flush=True)
+        lines.append(table_row(rec))
     lines += [
         "",
         "Per row, seeds where the auto choice is within one s.e. of the best tabular model: "
         + "; ".join(f"{k}: {sum(v)} of {len(v)}" for k, v in ok_rows.items())
-        + f". Wall time {time.perf_counter() - t0:.0f} s.",
+        + f". Wall time {sum(r['seconds'] for r in records):.0f} s.",
     ]
     if above_rows:
         lines.append(
@@ -414,12 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     met = [k for k, v in ok_rows.items() if all(v)]
     lines.append(f"Rows meeting the target on every seed: {len(met)} of {len(ok_rows)}.")
-    suffix = "_confirm" if args.confirm else ""
-    suffix += "_ensembles" if args.ensembles else ""
-    suffix += f"_bars-{args.bars}" if args.bars != 8000 else ""
-    suffix += "".join("_" + s.replace("=", "-").replace(".", "") for s in args.sets)
-    suffix += f"_rows-{args.rows.replace(',', '-')}" if args.rows else ""
-    (HERE / "results" / f"classifier_ladder{suffix}.md").write_text("\n".join(lines) + "\n")
+    out = HERE / "results" / (dump.name.removesuffix(".jsonl.gz") + ".md")
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
