@@ -322,10 +322,6 @@ def main(argv: list[str] | None = None) -> int:
 
             jobs.append((label, 0, copy))
     base = ENSEMBLE_SETTINGS if args.ensembles else SETTINGS
-    header = (
-        "| row | seed | " + " | ".join(MODEL_NAMES) + " | auto chose | its test F1 | within 1 s.e. "
-        "| above chance |"
-    )
     lines = [
         "# The classifier ladder (`bench/bench_classifier_ladder.py`)"
         + (", confirmation set" if args.confirm else "")
@@ -339,25 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{' --ensembles' if args.ensembles else ''}"
         f"{f' --rows {args.rows}' if args.rows else ''}"
         f"{''.join(f' --set {s}' for s in args.sets)}`: step 5, demo preset, "
-        f"{' '.join(base)}. Cells: test macro-F1 / "
-        "direction; the auto choice is prediction_model = auto's: the simplest model within "
-        "one standard error of the best validation macro-F1 (the paired s.e. of the best's "
-        "lead over it on the validation rows), less the tabular models another beats by more "
-        "than that s.e. on their out-of-fold rows of the training block and the validation "
-        "rows pooled"
-        + (
-            " (or an ensemble more than one paired s.e. above every model alone on the"
-            " agent-val rows)"
-            if args.ensembles
-            else ""
-        )
-        + "; 'within 1 s.e.' compares its test macro-F1 with the best of logreg and lightgbm "
-        "(overlap-corrected s.e.); 'above chance': models whose test direction beats 50 % at "
-        "p < 0.01 with one call per label horizon (the classifier report's overlap-corrected "
-        "test).",
-        "",
-        header,
-        "|" + "---|" * (len(MODEL_NAMES) + 6),
+        f"{' '.join(base)}.",
     ]
     suffix = "_confirm" if args.confirm else ""
     suffix += "_ensembles" if args.ensembles else ""
@@ -367,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     dump = RUNS / f"classifier_ladder{suffix}.jsonl.gz"
     dump.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(dump, "wt") as f:  # one JSON line per run, written as it ends
-        f.write(json.dumps({"header": lines}) + "\n")
+        f.write(json.dumps({"header": lines, "ensembles": args.ensembles}) + "\n")
         for label, seed, write in jobs:
             t0 = time.perf_counter()
             s = run(write, "LADDER_1H" if seed else "REAL", [*base, *args.sets])
@@ -378,10 +356,31 @@ def main(argv: list[str] | None = None) -> int:
     return write_report(dump)
 
 
-def load_runs(dump: Path) -> tuple[list[str], list[dict]]:
-    """``(header lines, run records)`` of a ``--replay`` file (a run cut short keeps its ended
+def rule_text(ensembles: bool) -> str:
+    """What the table's cells and columns mean, with the choice rule of THIS checkout."""
+    return (
+        "Cells: test macro-F1 / direction; the auto choice is prediction_model = auto's: the "
+        "simplest model within one standard error of the best validation macro-F1 (the paired "
+        "s.e. of the best's lead over it on the validation rows), less the tabular models "
+        "another beats by more than that s.e. on their out-of-fold chunks of the training block "
+        "and the validation block, each scored alone and weighted by rows"
+        + (
+            " (or an ensemble more than one paired s.e. above every model alone on the"
+            " agent-val rows)"
+            if ensembles
+            else ""
+        )
+        + "; 'within 1 s.e.' compares its test macro-F1 with the best of logreg and lightgbm "
+        "(overlap-corrected s.e.); 'above chance': models whose test direction beats 50 % at "
+        "p < 0.01 with one call per label horizon (the classifier report's overlap-corrected "
+        "test)."
+    )
+
+
+def load_runs(dump: Path) -> tuple[dict, list[dict]]:
+    """``(header record, run records)`` of a ``--replay`` file (a run cut short keeps its ended
     runs: a truncated last line is skipped)."""
-    header: list[str] = []
+    header: dict = {"header": [], "ensembles": False}
     records = []
     with gzip.open(dump, "rt") as f:
         try:
@@ -391,7 +390,7 @@ def load_runs(dump: Path) -> tuple[list[str], list[dict]]:
                 except json.JSONDecodeError:
                     break
                 if "header" in rec:
-                    header = rec["header"]
+                    header = rec
                 else:
                     records.append(rec)
         except EOFError:
@@ -421,8 +420,13 @@ def write_report(dump: Path) -> int:
     """The results table of the runs in ``dump`` with THIS checkout's choice rule (so a change of
     ``prediction_model = auto``'s rule can be replayed on saved runs without training again):
     ``results/<dump's name>.md``."""
-    lines, records = load_runs(dump)
-    lines = list(lines)
+    head, records = load_runs(dump)
+    lines = [*head["header"], "", rule_text(bool(head.get("ensembles"))), ""]
+    lines += [
+        "| row | seed | " + " | ".join(MODEL_NAMES) + " | auto chose | its test F1 | within 1 s.e. "
+        "| above chance |",
+        "|" + "---|" * (len(MODEL_NAMES) + 6),
+    ]
     ok_rows: dict[str, list[bool]] = {}
     shifts: dict[str, list[float]] = {}
     what_if: dict[str, list[bool]] = {}
