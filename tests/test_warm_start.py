@@ -355,7 +355,7 @@ def test_the_tabular_models_pooled_rows_rule_out_a_model_validation_alone_cannot
     assert cfg.ppo.prediction_model == "window_logreg"
     assert why.endswith(
         f"; logreg ruled out: window_logreg led it by {d['lead']:.3f} on 4,000 rows (the "
-        "training block's out-of-fold rows and validation), paired s.e. "
+        "training block's out-of-fold chunks and validation, each scored alone), paired s.e. "
         f"{d['standard_error']:.3f})"
     )
 
@@ -393,6 +393,58 @@ def test_when_the_pooled_rows_rule_out_every_close_model_their_best_is_taken() -
     }
     assert list(pooled_drops(models, horizon=5)) == ["logreg"]
     assert best_on_validation({"models": models})[0] == "window_logreg"  # type: ignore[index]
+
+
+def _moving_favourite(rows: int = 300) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """logreg and window_logreg with three out-of-fold chunks and a validation block of ``rows``
+    rows each, every one with its own majority class (as each fold's own auto threshold makes):
+    logreg guesses evenly and is right 40 % of the time, window_logreg predicts the segment's
+    majority class unless right (30 %). ``(models, all labels, window_logreg's predictions)``."""
+    rng = np.random.default_rng(7)
+    ys, a, b = [], [], []
+    for j in range(4):
+        p = np.full(3, 0.25)
+        p[j % 3] = 0.5
+        y = rng.choice(3, size=rows, p=p)
+        ys.append(y)
+        b.append(np.where(rng.random(rows) < 0.3, y, j % 3))
+        a.append(np.where(rng.random(rows) < 0.4, y, rng.integers(0, 3, rows)))
+    y_cv, y_val = np.concatenate(ys[:3]), ys[3]
+    models = {
+        "logreg": _with_cv_rows(_kept_rows(y_val, a[3]), y_cv, np.concatenate(a[:3])),
+        "window_logreg": _with_cv_rows(_kept_rows(y_val, b[3]), y_cv, np.concatenate(b[:3])),
+    }
+    return models, np.concatenate(ys), np.concatenate(b)
+
+
+@pytest.mark.unit
+def test_the_pooled_rows_score_each_fold_alone_not_a_favourite_class_that_moves() -> None:
+    """Issue 17 (GOOG daily: window_logreg ruled logreg out on the concatenated out-of-fold and
+    validation rows, then trailed it on test by 0.048): a model whose favourite class moves from
+    fold to fold, as each fold's labels do, scores a higher macro-F1 on the rows concatenated
+    than on any fold alone. Scored fold by fold it trails the even guesser, which must not be
+    ruled out."""
+    from pipeline.classifiers.metrics import classification_metrics, decode_classes
+    from pipeline.classifiers.model_choice import pooled_drops
+
+    models, y, b = _moving_favourite()
+    a = np.concatenate(
+        [
+            decode_classes(models["logreg"][k]["predicted"])
+            for k in ("cv_row_classes", "val_row_classes")
+        ]
+    )
+    f1 = lambda yy, pp: classification_metrics(yy, pp)["macro_f1"]  # noqa: E731
+    assert f1(y, b) > f1(y, a) + 0.02  # concatenated: window_logreg ahead
+    per_fold = [
+        f1(y[i : i + 300], a[i : i + 300]) - f1(y[i : i + 300], b[i : i + 300])
+        for i in range(0, 1200, 300)
+    ]
+    assert np.mean(per_fold) > 0.03  # fold by fold: logreg ahead
+    dropped = pooled_drops(models, horizon=1)
+    assert "logreg" not in dropped
+    assert all(d["by"] == "logreg" for d in dropped.values())
+    assert best_on_validation({"models": models})[0] == "logreg"  # type: ignore[index]
 
 
 @pytest.mark.unit
