@@ -190,7 +190,7 @@ def segment_leads(
     for wi, (y, p) in zip(w, segments, strict=True):
         se = paired_macro_f1_standard_errors(y, p, best, PAIRED_BLOCK_HORIZONS * horizon)
         var = {n: var[n] + (wi * se[n]) ** 2 for n in names}
-    lead = {n: scores[best] - scores[n] for n in names}
+    lead = {n: float(scores[best] - scores[n]) for n in names}
     return best, lead, {n: float(np.sqrt(v)) for n, v in var.items()}
 
 
