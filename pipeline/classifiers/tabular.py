@@ -199,7 +199,8 @@ def training_block_cv(
     Why: ``prediction_model = auto`` weighs a validation lead by its paired standard error, and
     on the demo's ~1,150 validation rows ``window_logreg``'s lead over logreg on the ladder's
     sequential rows was inside it on most seeds although it led on test on all twelve; these rows
-    are cheap for the tabular models and, pooled with the validation rows, halve that s.e.
+    are cheap for the tabular models and, pooled with the validation rows (each chunk scored
+    alone: :func:`pipeline.classifiers.model_choice.segment_leads`), halve that s.e.
     (:func:`pipeline.classifiers.model_choice.best_on_validation`; issue 17). The test block
     plays no part."""
     import numpy as np

@@ -1,0 +1,49 @@
+"""The classifier ladder's runs file (issue 17): a bench killed mid-run keeps the runs that
+ended, so ``--replay`` can rebuild their table with another choice rule without training."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _ladder():  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(BENCH))  # the bench's own `_common`
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "ladder", BENCH / "bench_classifier_ladder.py"
+        )
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.mark.unit
+def test_a_runs_file_cut_off_mid_run_keeps_the_runs_that_ended(tmp_path: Path) -> None:
+    ladder = _ladder()
+    path = tmp_path / "runs.jsonl.gz"
+    f = gzip.open(path, "wt")
+    f.write(json.dumps({"header": ["# title", "", "Command: x"], "ensembles": True}) + "\n")
+    for seed in (1, 2):
+        f.write(json.dumps({"label": "echo 1.0", "seed": seed, "seconds": 1.0, "summary": {}}))
+        f.write("\n")
+    f.write('{"label": "echo 1.0", "seed": 3, "sec')  # the run the kill cut short
+    f.flush()  # a sync flush: what a killed bench leaves on disk, no gzip trailer
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(path.read_bytes())
+    f.close()
+    head, runs = ladder.load_runs(cut)
+    assert head["header"] == ["# title", "", "Command: x"] and head["ensembles"] is True
+    assert [r["seed"] for r in runs] == [1, 2]
+    assert "prediction_model = auto" in ladder.rule_text(False)
+    assert "ensemble" in ladder.rule_text(True) and "ensemble" not in ladder.rule_text(False)
