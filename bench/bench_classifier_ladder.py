@@ -42,6 +42,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -290,7 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         return compare(*args.compare)
     if args.replay:
-        return write_report(args.replay)
+        try:
+            return write_report(args.replay)
+        except OSError as e:  # missing, unreadable or not gzip (BadGzipFile is an OSError)
+            print(
+                f"error: --replay {args.replay}: cannot read it as a ladder runs file "
+                f"(bench/results/runs/*.jsonl.gz): {e.strerror or e}",
+                file=sys.stderr,
+            )
+            return 2
     logging.disable(logging.WARNING)
     jobs = []
     wanted = [w.strip() for w in args.rows.split(",") if w.strip()]

@@ -47,3 +47,16 @@ def test_a_runs_file_cut_off_mid_run_keeps_the_runs_that_ended(tmp_path: Path) -
     assert [r["seed"] for r in runs] == [1, 2]
     assert "prediction_model = auto" in ladder.rule_text(False)
     assert "ensemble" in ladder.rule_text(True) and "ensemble" not in ladder.rule_text(False)
+
+
+@pytest.mark.unit
+def test_replay_of_a_missing_or_foreign_file_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ladder = _ladder()
+    plain = tmp_path / "table.md"
+    plain.write_text("| row |\n")
+    for path in (tmp_path / "nowhere.jsonl.gz", plain):
+        assert ladder.main(["--replay", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: --replay {path}: cannot read it")
