@@ -25,7 +25,8 @@ so ``auto`` may choose an ensemble (weighted voting or stacking fitted on out-of
     python bench/bench_classifier_ladder.py --replay bench/results/runs/classifier_ladder.jsonl.gz
 
 Every run's step-5 summary is saved as it ends (``bench/results/runs/``), so ``--replay`` rebuilds
-the table with another rule of ``prediction_model = auto`` without training again.
+the table with another rule of ``prediction_model = auto`` without training again, and ``--resume``
+finishes a run that was cut short, training only the runs it had not ended.
 """
 
 from __future__ import annotations
@@ -287,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only rebuild a results table from saved runs (bench/results/runs/*.jsonl.gz) with "
         "this checkout's choice rule; no training",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs that an earlier, cut-short run of the same command on this machine "
+        "saved in its runs file, and train only the rest",
+    )
     args = p.parse_args(argv)
     if args.compare:
         return compare(*args.compare)
@@ -353,9 +360,23 @@ def main(argv: list[str] | None = None) -> int:
     suffix += f"_rows-{args.rows.replace(',', '-')}" if args.rows else ""
     dump = RUNS / f"classifier_ladder{suffix}.jsonl.gz"
     dump.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(dump, "wt") as f:  # one JSON line per run, written as it ends
+    try:
+        kept = resumable(dump, lines) if args.resume else []
+    except ValueError as e:
+        print(f"error: --resume {dump}: {e}", file=sys.stderr)
+        return 2
+    ended = {(r["label"], r["seed"]) for r in kept}
+    part = dump.with_name(dump.name + ".part")
+    with gzip.open(part, "wt") as f:  # one JSON line per run, written as it ends
         f.write(json.dumps({"header": lines, "ensembles": args.ensembles}) + "\n")
+        for rec in kept:
+            f.write(json.dumps(rec) + "\n")
+            print(table_row(rec), flush=True)
+        f.flush()
+        os.replace(part, dump)  # the open file follows: kept runs are never lost to a kill
         for label, seed, write in jobs:
+            if (label, seed) in ended:
+                continue
             t0 = time.perf_counter()
             s = run(write, "LADDER_1H" if seed else "REAL", [*base, *args.sets])
             rec = {"label": label, "seed": seed, "seconds": time.perf_counter() - t0, "summary": s}
@@ -405,6 +426,27 @@ def load_runs(dump: Path) -> tuple[dict, list[dict]]:
         except EOFError:
             pass
     return header, records
+
+
+def resumable(dump: Path, lines: list[str]) -> list[dict]:
+    """The ended runs that ``--resume`` keeps: those of ``dump`` when an earlier run of the same
+    command on this machine wrote it (its header is ``lines``); none when it does not exist.
+    Raises ``ValueError`` naming what differs when another command or machine wrote it."""
+    if not dump.exists():
+        return []
+    try:
+        head, records = load_runs(dump)
+    except OSError as e:
+        raise ValueError(f"cannot read it as a ladder runs file: {e.strerror or e}") from e
+    if head["header"] != lines:
+        theirs, ours = next(
+            (a, b) for a, b in zip([*head["header"], ""], [*lines, ""], strict=False) if a != b
+        )
+        raise ValueError(
+            f"another command or machine wrote it (its header has {theirs!r} where this run has "
+            f"{ours!r}); move it away or run without --resume"
+        )
+    return records
 
 
 def table_row(rec: dict) -> str:
