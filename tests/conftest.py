@@ -25,10 +25,18 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# Under `nohup` SIGHUP starts ignored, the pipeline keeps it ignored by design (a user's nohup
+# wins), and the tests of a closed terminal would see no hangup. A do-nothing handler still
+# shields this process from a real hangup, but it is not "ignored", and exec'd children start
+# with the default action, so those tests see what a terminal's run sees.
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, lambda signum, frame: None)
 
 # Before the project imports below: tqdm reads its TQDM_* defaults when it is imported.
 os.environ.setdefault("MPLBACKEND", "Agg")
