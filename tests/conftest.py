@@ -80,7 +80,9 @@ def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     factory = logging.getLogRecordFactory()
+    disabled = logging.root.manager.disable  # a bench's main() calls logging.disable(...)
     yield
+    logging.disable(disabled)
     for h in root.handlers:
         if h not in handlers:
             root.removeHandler(h)
